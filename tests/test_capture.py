@@ -1,0 +1,94 @@
+"""Attention capture on tiny random timm models of every family: shapes, hooks, fused flags."""
+
+import pytest
+import torch
+
+from vitviz.capture import AttentionCapture, attention_modules, capture_attention
+from vitviz.models import model_facts, model_family
+
+ATTENTION_FAMILIES = ["vit", "deit_distilled", "registers", "hybrid", "vit_rectangular"]
+
+
+def _input(model: torch.nn.Module) -> torch.Tensor:
+    height, width = model.patch_embed.img_size
+    return torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
+
+
+def _hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("key", ATTENTION_FAMILIES)
+def test_capture_returns_softmaxed_attention_per_layer(tiny_models, key):
+    model = tiny_models[key]
+    facts = model_facts(key, model)
+    output, attentions = capture_attention(model, _input(model))
+    tokens = facts.num_prefix_tokens + facts.grid_size[0] * facts.grid_size[1]
+    assert len(attentions) == facts.num_layers == len(model.blocks)
+    for attention in attentions:
+        assert attention.shape == (2, facts.num_heads, tokens, tokens)
+        torch.testing.assert_close(attention.sum(-1), torch.ones(2, facts.num_heads, tokens))
+    assert output.shape[0] == 2
+
+
+@pytest.mark.parametrize("key", ATTENTION_FAMILIES)
+def test_capture_leaves_output_unchanged_and_restores_flags_and_hooks(tiny_models, key):
+    model = tiny_models[key]
+    pixels = _input(model)
+    flags_before = [m.fused_attn for m in attention_modules(model)]
+    hooks_before = _hook_count(model)
+    with torch.inference_mode():
+        fused_output = model(pixels)
+    output, _ = capture_attention(model, pixels)
+    torch.testing.assert_close(output, fused_output, atol=1e-5, rtol=1e-5)
+    assert [m.fused_attn for m in attention_modules(model)] == flags_before
+    assert _hook_count(model) == hooks_before
+
+
+def test_capture_cleans_up_when_the_forward_raises(tiny_models):
+    model = tiny_models["vit"]
+    flags_before = [m.fused_attn for m in attention_modules(model)]
+    hooks_before = _hook_count(model)
+    wrong_size = torch.randn(1, 3, 40, 40)
+    with pytest.raises(AssertionError), AttentionCapture(model):
+        model(wrong_size)
+    assert [m.fused_attn for m in attention_modules(model)] == flags_before
+    assert _hook_count(model) == hooks_before
+
+
+def test_fused_flags_restored_to_their_own_values(tiny_models):
+    model = tiny_models["vit"]
+    modules = attention_modules(model)
+    modules[0].fused_attn = False  # a mix of fused and unfused layers must come back as it was
+    try:
+        capture_attention(model, _input(model))
+        assert [m.fused_attn for m in modules] == [False] + [True] * (len(modules) - 1)
+    finally:
+        modules[0].fused_attn = True
+
+
+def test_cnn_has_nothing_to_capture(tiny_models):
+    with pytest.raises(ValueError, match="no self-attention"):
+        AttentionCapture(tiny_models["cnn"])
+
+
+@pytest.mark.parametrize(
+    ("key", "family", "prefix", "grid", "stride"),
+    [
+        ("vit", "vit", 1, (4, 4), (16, 16)),
+        ("deit_distilled", "vit", 2, (4, 4), (16, 16)),
+        ("registers", "vit", 5, (4, 4), (14, 14)),
+        ("hybrid", "hybrid", 1, (3, 3), (32, 32)),
+        ("vit_rectangular", "vit", 1, (3, 4), (16, 16)),
+        ("cnn", "cnn", 0, None, None),
+    ],
+)
+def test_facts_come_from_the_model(tiny_models, key, family, prefix, grid, stride):
+    facts = model_facts(key, tiny_models[key])
+    assert model_family(tiny_models[key]) == family
+    assert (facts.family, facts.num_prefix_tokens, facts.grid_size, facts.stride_px) == (
+        family,
+        prefix,
+        grid,
+        stride,
+    )

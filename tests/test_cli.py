@@ -1,0 +1,102 @@
+"""The command line, run as users run it: `python -m vitviz ...` in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitviz.images import BUILTIN_PHOTOS
+
+CAT = str(BUILTIN_PHOTOS["cat (chelsea)"])
+COFFEE = str(BUILTIN_PHOTOS["coffee"])
+BAD_IMAGES = Path(__file__).parent / "data" / "bad_images"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "vitviz", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_predict_json_lists_each_image_with_its_top_k():
+    result = run_cli("predict", CAT, COFFEE, "--model", "tf_efficientnet_lite0", "--topk", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert [entry["image"] for entry in payload] == [CAT, COFFEE]
+    cat_predictions = payload[0]["predictions"]
+    assert len(cat_predictions) == 3
+    assert set(cat_predictions[0]) == {"index", "label", "probability"}
+    assert cat_predictions[0]["index"] in range(281, 286)
+    assert 0.0 < cat_predictions[0]["probability"] <= 1.0
+
+
+def test_predict_table_is_readable():
+    result = run_cli("predict", CAT, "--model", "tf_efficientnet_lite0", "--topk", "2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == CAT and len(lines) == 3 and "%" in lines[1]
+
+
+def test_explain_rollout_saves_a_map_over_the_token_grid(tmp_path):
+    out = tmp_path / "map.npy"
+    result = run_cli(
+        "explain", CAT, "--model", "vit_small_patch14_dinov2", "--method", "rollout", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    values = np.load(out)
+    assert values.shape == (16, 16) and values.dtype == np.float32
+    assert np.all(values > 0)
+
+
+def test_explain_attention_of_one_layer_and_head_matches_the_library(tmp_path):
+    from vitviz.explain import class_attention_map, record_attention
+    from vitviz.images import load_image_file
+    from vitviz.models import load_model
+
+    out = tmp_path / "attention.npy"
+    result = run_cli(
+        "explain", CAT, "--method", "attention", "--layer", "3", "--head", "2", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    record = record_attention(load_model("vit_small_patch14_dinov2", "bundled"), load_image_file(CAT))
+    np.testing.assert_allclose(np.load(out), class_attention_map(record, 3, 2), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", ["not_an_image.txt", "empty.png", "truncated.png", "bomb_30000x30000.png"])
+def test_bad_image_exits_non_zero_with_one_line(bad):
+    result = run_cli("predict", str(BAD_IMAGES / bad), "--model", "tf_efficientnet_lite0")
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_file_unknown_model_and_bad_layer_are_one_line_errors(tmp_path):
+    missing = run_cli("predict", str(tmp_path / "nope.jpg"))
+    unknown = run_cli("predict", CAT, "--model", "not_a_model")
+    bad_layer = run_cli(
+        "explain", CAT, "--method", "attention", "--layer", "40", "--out", str(tmp_path / "m.npy")
+    )
+    for result, words in [
+        (missing, "nope.jpg"),
+        (unknown, "no model named"),
+        (bad_layer, "layer 40 outside"),
+    ]:
+        assert result.returncode == 1
+        assert result.stderr.startswith("error: ") and words in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1
+
+
+def test_a_cnn_has_no_attention_to_explain(tmp_path):
+    result = run_cli("explain", CAT, "--model", "tf_efficientnet_lite0", "--out", str(tmp_path / "m.npy"))
+    assert result.returncode == 1 and "no attention" in result.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["predict"], ["explain"], ["prepare-weights"]])
+def test_every_command_has_help(command):
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0 and "usage:" in result.stdout

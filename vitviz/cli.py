@@ -1,0 +1,133 @@
+"""The command line: `python -m vitviz predict|explain|prepare-weights`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["build_parser", "main"]
+
+_WEIGHTS_HELP = (
+    "bundled (offline, default), hub (timm pretrained, needs the model hub), "
+    "random (untrained) or a path to a .safetensors/.pth file"
+)
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line on stderr, exit status 1."""
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
+    parser.add_argument("--model", default=default_model, help=f"timm model name (default {default_model})")
+    parser.add_argument("--weights", default="bundled", help=_WEIGHTS_HELP)
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m vitviz", description="See how Vision Transformers work, from the command line."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    predict = commands.add_parser("predict", help="top-k ImageNet predictions for images")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    _add_model_arguments(predict, "tf_efficientnet_lite0")
+    predict.add_argument("--topk", type=int, default=5, help="how many classes to list (default 5)")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    predict.set_defaults(run=_run_predict)
+
+    explain = commands.add_parser("explain", help="save an attention map over the token grid as .npy")
+    explain.add_argument("image", metavar="IMAGE")
+    _add_model_arguments(explain, "vit_small_patch14_dinov2")
+    explain.add_argument("--method", choices=("rollout", "attention"), default="rollout")
+    explain.add_argument(
+        "--layer", type=int, default=-1, help="layer from 0 for --method attention (default last)"
+    )
+    explain.add_argument("--head", type=int, default=None, help="head from 0 (default: mean over heads)")
+    explain.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean", help="rollout only")
+    explain.add_argument("--discard-ratio", type=float, default=0.0, help="rollout only, in [0, 1)")
+    explain.add_argument("--start-layer", type=int, default=0, help="rollout only")
+    explain.add_argument("--out", required=True, type=Path, metavar="MAP.npy")
+    explain.set_defaults(run=_run_explain)
+
+    prepare = commands.add_parser(
+        "prepare-weights", help="convert the bundled offline weights into the cache"
+    )
+    prepare.set_defaults(run=_run_prepare_weights)
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from vitviz.device import default_device
+    from vitviz.models import load_model
+
+    return load_model(args.model, args.weights, args.device or default_device())
+
+
+def _run_predict(args: argparse.Namespace) -> None:
+    from vitviz.images import load_image_file
+    from vitviz.predict import predict
+
+    images = [load_image_file(path) for path in args.images]
+    loaded = _load(args)
+    results = predict(loaded, images, topk=args.topk)
+    if args.json:
+        payload = [
+            {"image": path, "predictions": [asdict(p) for p in predictions]}
+            for path, predictions in zip(args.images, results, strict=True)
+        ]
+        print(json.dumps(payload, indent=2))
+        return
+    if not loaded.trained:
+        print("note: random (untrained) weights: these predictions mean nothing", file=sys.stderr)
+    for path, predictions in zip(args.images, results, strict=True):
+        print(path)
+        for p in predictions:
+            print(f"  {p.probability:7.2%}  {p.index:5d}  {p.label}")
+
+
+def _run_explain(args: argparse.Namespace) -> None:
+    from vitviz.explain import class_attention_map, record_attention, rollout_relevance
+    from vitviz.images import load_image_file
+
+    image = load_image_file(args.image)
+    loaded = _load(args)
+    record = record_attention(loaded, image)
+    if args.method == "rollout":
+        values = rollout_relevance(record, args.head_fusion, args.discard_ratio, args.start_layer)
+    else:
+        layer = args.layer if args.layer >= 0 else record.num_layers + args.layer
+        values = class_attention_map(record, layer, args.head)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.out, values.astype(np.float32))
+    rows, cols = values.shape
+    trained = "" if loaded.trained else " (random, untrained weights)"
+    print(f"saved {args.method} map {rows}×{cols} to {args.out}{trained}")
+
+
+def _run_prepare_weights(args: argparse.Namespace) -> None:
+    from vitviz.weights import prepare_bundled_weights
+
+    for path in prepare_bundled_weights():
+        print(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns the exit status. Bad input ends with one line on stderr."""
+    args = build_parser().parse_args(argv)
+    from vitviz.images import ImageDecodeError
+    from vitviz.models import ModelError
+    from vitviz.weights import WeightsError
+
+    try:
+        args.run(args)
+    except (CommandError, ImageDecodeError, ModelError, WeightsError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,138 @@
+"""Attention maps over the token grid of one image: raw attention per layer and head, and rollout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vitviz.capture import capture_attention
+from vitviz.models import LoadedModel, ModelError
+from vitviz.preprocess import explanation_tensor
+from vitviz.rollout import HeadFusion, attention_rollout, rollout_map
+
+__all__ = [
+    "AttentionRecord",
+    "class_attention_map",
+    "patch_token",
+    "query_attention_map",
+    "record_attention",
+    "rollout_relevance",
+]
+
+
+@dataclass(frozen=True)
+class AttentionRecord:
+    """Every layer's attention for one image, kept so that maps can be read without a new forward."""
+
+    attentions: np.ndarray  # (layers, heads, N, N) float32, N = prefix tokens + rows * cols
+    grid_size: tuple[int, int]  # (rows, cols) of the patch tokens
+    num_prefix_tokens: int  # class / distillation / register tokens before the patches
+    global_pool: str  # how the model's head pools its tokens
+
+    @property
+    def num_layers(self) -> int:
+        return self.attentions.shape[0]
+
+    @property
+    def num_heads(self) -> int:
+        return self.attentions.shape[1]
+
+    @property
+    def pooling(self) -> str:
+        """Which rows stand for the model's output: the class token's, or the patches' mean."""
+        return "token" if self.num_prefix_tokens > 0 and self.global_pool == "token" else "avg"
+
+
+def record_attention(loaded: LoadedModel, image: Image.Image) -> AttentionRecord:
+    """Runs the model once on the whole image resized to its input and keeps every attention map.
+
+    Raises:
+        ModelError: the model has no self-attention (a CNN).
+    """
+    facts = loaded.facts
+    if facts.family == "cnn" or facts.grid_size is None:
+        raise ModelError(f"{facts.name} is a CNN: it has no attention to show.")
+    pixels = explanation_tensor(image, facts).to(loaded.device)
+    _, attentions = capture_attention(loaded.model, pixels)
+    stacked = torch.stack([attention[0] for attention in attentions])  # (layers, heads, N, N)
+    expected = facts.num_tokens
+    assert stacked.shape[-1] == expected, f"captured {stacked.shape[-1]} tokens, expected {expected}"
+    return AttentionRecord(
+        attentions=stacked.float().cpu().numpy(),
+        grid_size=facts.grid_size,
+        num_prefix_tokens=facts.num_prefix_tokens,
+        global_pool=facts.global_pool,
+    )
+
+
+def _check_layer_head(record: AttentionRecord, layer: int, head: int | None) -> None:
+    if not 0 <= layer < record.num_layers:
+        raise ValueError(f"layer {layer} outside 0..{record.num_layers - 1}")
+    if head is not None and not 0 <= head < record.num_heads:
+        raise ValueError(f"head {head} outside 0..{record.num_heads - 1}")
+
+
+def patch_token(record: AttentionRecord, row: int, col: int) -> int:
+    """The sequence index of the patch token at (row, col) of the grid."""
+    rows, cols = record.grid_size
+    if not (0 <= row < rows and 0 <= col < cols):
+        raise ValueError(f"patch ({row}, {col}) outside the {rows}×{cols} grid")
+    return record.num_prefix_tokens + row * cols + col
+
+
+def query_attention_map(record: AttentionRecord, layer: int, head: int | None, query: int) -> np.ndarray:
+    """How much token `query` attends to each patch token, in one layer.
+
+    Args:
+        record: captured attention.
+        layer: layer index from 0, as `model.blocks[layer]`.
+        head: head index from 0, or None for the mean over heads.
+        query: sequence index of the attending token (0 is the class token when there is one).
+
+    Returns:
+        (rows, cols) attention weights; prefix-token columns are left out, so they need not sum to 1.
+    """
+    _check_layer_head(record, layer, head)
+    layer_attention = record.attentions[layer]  # (heads, N, N)
+    weights = layer_attention.mean(axis=0) if head is None else layer_attention[head]  # (N, N)
+    return weights[query, record.num_prefix_tokens :].reshape(record.grid_size)
+
+
+def class_attention_map(record: AttentionRecord, layer: int, head: int | None) -> np.ndarray:
+    """The class token's attention over the patches; the mean patch query when there is no class token.
+
+    Returns:
+        (rows, cols) attention weights.
+    """
+    if record.num_prefix_tokens > 0:
+        return query_attention_map(record, layer, head, query=0)
+    _check_layer_head(record, layer, head)
+    layer_attention = record.attentions[layer]
+    weights = layer_attention.mean(axis=0) if head is None else layer_attention[head]
+    return weights.mean(axis=0).reshape(record.grid_size)
+
+
+def rollout_relevance(
+    record: AttentionRecord,
+    head_fusion: HeadFusion = "mean",
+    discard_ratio: float = 0.0,
+    start_layer: int = 0,
+) -> np.ndarray:
+    """Attention rollout read out as a relevance map over the patch grid.
+
+    Returns:
+        (rows, cols) relevance of each patch for the model's output token(s).
+    """
+    attentions = [torch.from_numpy(layer[None]) for layer in record.attentions]  # (1, heads, N, N)
+    rollout = attention_rollout(
+        attentions,
+        head_fusion=head_fusion,
+        discard_ratio=discard_ratio,
+        start_layer=start_layer,
+        num_prefix_tokens=record.num_prefix_tokens,
+    )
+    relevance = rollout_map(rollout, record.num_prefix_tokens, record.grid_size, record.pooling)
+    return relevance[0].numpy()

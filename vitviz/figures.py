@@ -1,0 +1,216 @@
+"""Plotly figures: the patch grid, attention overlays and prediction bars."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.colors as pc
+import plotly.graph_objects as go
+from PIL import Image
+
+from vitviz.predict import Prediction
+
+__all__ = [
+    "MAP_COLORSCALE",
+    "PATCH_CENTRES_NAME",
+    "attention_overlay_figure",
+    "patch_grid_figure",
+    "predictions_figure",
+    "selected_patch",
+]
+
+# Inferno written as rgb() stops: Streamlit's front end swaps some near-black hex colours such as
+# Inferno's first stop "#000004" for theme colours, which turned the low end of every map violet.
+MAP_COLORSCALE: list[list[float | str]] = [
+    [index / (len(pc.sequential.Inferno) - 1), "rgb({}, {}, {})".format(*pc.hex_to_rgb(colour))]
+    for index, colour in enumerate(pc.sequential.Inferno)
+]
+
+# Name of the invisible scatter of patch centres that makes patches clickable in a browser.
+PATCH_CENTRES_NAME = "patches"
+
+
+def _png_data_uri(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _image_figure(pixels: np.ndarray, title: str) -> go.Figure:
+    height, width = pixels.shape[:2]
+    # A PNG source is far smaller to send than a (H, W, 3) list of numbers.
+    figure = go.Figure(go.Image(source=_png_data_uri(pixels), hoverinfo="skip"))
+    figure.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
+        margin={"l": 0, "r": 0, "t": 40, "b": 0},
+        height=520,
+        dragmode=False,
+        clickmode="event+select",
+        showlegend=False,
+    )
+    figure.update_xaxes(visible=False, range=[-0.5, width - 0.5])
+    figure.update_yaxes(visible=False, range=[height - 0.5, -0.5], scaleanchor="x")
+    return figure
+
+
+def _add_patch_centres(
+    figure: go.Figure, grid_size: tuple[int, int], stride_px: tuple[int, int], values: np.ndarray | None
+) -> None:
+    """Lays a transparent scatter over the patch centres: Plotly reports clicks on points, not pixels."""
+    rows, cols = grid_size
+    row_index, col_index = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    row_index, col_index = row_index.ravel(), col_index.ravel()
+    hover = "row %{customdata[0]}, col %{customdata[1]}"
+    if values is not None:
+        hover += "<br>value %{customdata[2]:.4f}"
+        custom = np.stack([row_index, col_index, values.ravel()], axis=1)
+    else:
+        custom = np.stack([row_index, col_index], axis=1)
+    figure.add_trace(
+        go.Scatter(
+            x=(col_index + 0.5) * stride_px[1] - 0.5,
+            y=(row_index + 0.5) * stride_px[0] - 0.5,
+            mode="markers",
+            marker={"size": max(4, min(28, 460 // max(rows, cols))), "opacity": 0.0, "color": "white"},
+            customdata=custom,
+            hovertemplate=hover + "<extra></extra>",
+            name=PATCH_CENTRES_NAME,
+            selected={"marker": {"opacity": 0.0}},
+            unselected={"marker": {"opacity": 0.0}},
+        )
+    )
+
+
+def _mark_patch(figure: go.Figure, patch: tuple[int, int], stride_px: tuple[int, int]) -> None:
+    row, col = patch
+    figure.add_shape(
+        type="rect",
+        x0=col * stride_px[1] - 0.5,
+        x1=(col + 1) * stride_px[1] - 0.5,
+        y0=row * stride_px[0] - 0.5,
+        y1=(row + 1) * stride_px[0] - 0.5,
+        line={"color": "#00e5ff", "width": 3},
+    )
+
+
+def patch_grid_figure(
+    pixels: np.ndarray,
+    grid_size: tuple[int, int],
+    stride_px: tuple[int, int],
+    title: str,
+    selected: tuple[int, int] | None = None,
+) -> go.Figure:
+    """The image as the model sees it, cut into its token grid.
+
+    Args:
+        pixels: (H, W, 3) uint8 image at the model's input size.
+        grid_size: (rows, cols) of the token grid.
+        stride_px: input pixels between neighbouring tokens (the patch size for a plain ViT).
+        title: figure title.
+        selected: (row, col) of a patch to outline.
+    """
+    figure = _image_figure(pixels, title)
+    height, width = pixels.shape[:2]
+    rows, cols = grid_size
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for col in range(1, cols):
+        x = col * stride_px[1] - 0.5
+        xs += [x, x, None]
+        ys += [-0.5, height - 0.5, None]
+    for row in range(1, rows):
+        y = row * stride_px[0] - 0.5
+        xs += [-0.5, width - 0.5, None]
+        ys += [y, y, None]
+    figure.add_trace(
+        go.Scatter(
+            x=xs, y=ys, mode="lines", line={"color": "rgba(255,255,255,0.75)", "width": 1}, hoverinfo="skip"
+        )
+    )
+    _add_patch_centres(figure, grid_size, stride_px, None)
+    if selected is not None:
+        _mark_patch(figure, selected, stride_px)
+    return figure
+
+
+def attention_overlay_figure(
+    pixels: np.ndarray,
+    values: np.ndarray,
+    stride_px: tuple[int, int],
+    title: str,
+    opacity: float = 0.6,
+    selected: tuple[int, int] | None = None,
+    colorbar_title: str = "attention",
+) -> go.Figure:
+    """A map over the token grid drawn over the image, one cell per token, colour bar beside it.
+
+    Args:
+        pixels: (H, W, 3) uint8 image at the model's input size.
+        values: (rows, cols) map over the token grid.
+        stride_px: input pixels between neighbouring tokens.
+        title: figure title.
+        opacity: opacity of the map over the image.
+        selected: (row, col) of the query patch to outline, if any.
+    """
+    figure = _image_figure(pixels, title)
+    figure.add_trace(
+        go.Heatmap(
+            z=values,
+            x0=stride_px[1] / 2 - 0.5,
+            dx=stride_px[1],
+            y0=stride_px[0] / 2 - 0.5,
+            dy=stride_px[0],
+            colorscale=MAP_COLORSCALE,
+            opacity=opacity,
+            hoverinfo="skip",
+            colorbar={"title": {"text": colorbar_title, "side": "right"}, "thickness": 14},
+        )
+    )
+    _add_patch_centres(figure, values.shape, stride_px, values)
+    if selected is not None:
+        _mark_patch(figure, selected, stride_px)
+    return figure
+
+
+def predictions_figure(predictions: Sequence[Prediction], title: str) -> go.Figure:
+    """Horizontal bars of the top-k probabilities, most probable on top."""
+    ordered = list(reversed(predictions))
+    figure = go.Figure(
+        go.Bar(
+            x=[p.probability for p in ordered],
+            y=[f"{p.label} ({p.index})" for p in ordered],
+            orientation="h",
+            text=[f"{p.probability:.1%}" for p in ordered],
+            textposition="auto",
+            marker={"color": "#4c78a8"},
+            hovertemplate="%{y}: %{x:.2%}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
+        xaxis={"range": [0, 1], "tickformat": ".0%", "title": "probability"},
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+        height=60 + 34 * max(1, len(ordered)),
+    )
+    return figure
+
+
+def selected_patch(selection: dict | None, grid_size: tuple[int, int]) -> tuple[int, int] | None:
+    """The (row, col) of the patch a user clicked, from a Streamlit Plotly selection event.
+
+    Only points of the patch-centre scatter count; anything else gives None.
+    """
+    if not selection:
+        return None
+    points = selection.get("selection", {}).get("points", [])
+    for point in points:
+        custom = point.get("customdata")
+        if custom is None or len(custom) < 2:
+            continue
+        row, col = round(float(custom[0])), round(float(custom[1]))
+        if 0 <= row < grid_size[0] and 0 <= col < grid_size[1]:
+            return row, col
+    return None

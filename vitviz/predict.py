@@ -1,0 +1,60 @@
+"""Top-k class predictions of a model with a classifier head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from vitviz.models import LoadedModel, ModelError
+from vitviz.preprocess import prediction_tensor
+
+__all__ = ["NoClassifierError", "Prediction", "predict", "top_predictions"]
+
+
+class NoClassifierError(ModelError):
+    """The model has no classifier head (e.g. a self-supervised backbone), so it predicts nothing."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class with its softmax probability."""
+
+    index: int
+    label: str
+    probability: float
+
+
+def top_predictions(
+    logits: torch.Tensor, topk: int, labels: tuple[str, ...] | None
+) -> list[list[Prediction]]:
+    """Turns (B, classes) logits into the `topk` most probable classes of each row."""
+    probabilities = logits.float().softmax(dim=-1)
+    values, indices = probabilities.topk(min(topk, probabilities.shape[-1]), dim=-1)
+    return [
+        [
+            Prediction(int(index), labels[index] if labels else f"class {index}", float(value))
+            for value, index in zip(row_values.tolist(), row_indices.tolist(), strict=True)
+        ]
+        for row_values, row_indices in zip(values, indices, strict=True)
+    ]
+
+
+@torch.inference_mode()
+def predict(loaded: LoadedModel, images: list[Image.Image], topk: int = 5) -> list[list[Prediction]]:
+    """Classifies each image with the model's own eval transform.
+
+    Raises:
+        NoClassifierError: the model has no classifier head.
+    """
+    if not loaded.facts.has_classifier:
+        raise NoClassifierError(
+            f"{loaded.facts.name} has no classifier head, so it makes no predictions; "
+            "its attention and features can still be explored."
+        )
+    if topk < 1:
+        raise ValueError(f"topk must be at least 1, got {topk}")
+    batch = torch.cat([prediction_tensor(image, loaded.facts) for image in images])
+    logits = loaded.model(batch.to(loaded.device))
+    return top_predictions(logits, topk, loaded.labels)

@@ -1,0 +1,131 @@
+"""Attention rollout (Abnar & Zuidema, 2020): how much each token draws on each input token."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+__all__ = ["HeadFusion", "attention_rollout", "discard_lowest", "fuse_heads", "rollout_map"]
+
+HeadFusion = Literal["mean", "max", "min"]
+
+
+def fuse_heads(attention: torch.Tensor, fusion: HeadFusion) -> torch.Tensor:
+    """Fuses the heads of one layer's attention.
+
+    Args:
+        attention: (B, heads, N, N) attention probabilities.
+        fusion: how to combine the heads.
+
+    Returns:
+        (B, N, N) fused attention.
+    """
+    assert attention.ndim == 4, f"expected (B, heads, N, N), got {tuple(attention.shape)}"
+    if fusion == "mean":
+        return attention.mean(dim=1)
+    if fusion == "max":
+        return attention.amax(dim=1)
+    if fusion == "min":
+        return attention.amin(dim=1)
+    raise ValueError(f"unknown head fusion {fusion!r}: use mean, max or min")
+
+
+def discard_lowest(attention: torch.Tensor, ratio: float, num_prefix_tokens: int) -> torch.Tensor:
+    """Zeroes the lowest `ratio` of each row's weights, never a weight on a prefix token.
+
+    Args:
+        attention: (B, N, N) fused attention.
+        ratio: fraction in [0, 1) of each row's patch-token weights to set to zero.
+        num_prefix_tokens: leading tokens (class, distillation, registers) that are always kept.
+
+    Returns:
+        (B, N, N) attention with the discarded weights set to zero (not renormalised).
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"discard ratio must lie in [0, 1), got {ratio}")
+    if ratio == 0.0:
+        return attention
+    patch_weights = attention[:, :, num_prefix_tokens:]  # (B, N, N - prefix)
+    num_discarded = int(patch_weights.shape[-1] * ratio)
+    if num_discarded == 0:
+        return attention
+    lowest = patch_weights.topk(num_discarded, dim=-1, largest=False).indices
+    kept = torch.ones_like(patch_weights).scatter_(-1, lowest, 0.0)
+    result = attention.clone()
+    result[:, :, num_prefix_tokens:] = patch_weights * kept
+    return result
+
+
+def attention_rollout(
+    attentions: Sequence[torch.Tensor],
+    head_fusion: HeadFusion = "mean",
+    discard_ratio: float = 0.0,
+    start_layer: int = 0,
+    num_prefix_tokens: int = 1,
+    residual_weight: float = 0.5,
+) -> torch.Tensor:
+    """Multiplies residual-corrected attention from `start_layer` up to the last layer.
+
+    Each layer's fused attention A becomes `residual_weight * I + (1 - residual_weight) * A`
+    (the skip connection), its rows are renormalised to sum to 1, and the layers are
+    multiplied in order so that the result maps output tokens to input tokens.
+
+    Args:
+        attentions: one (B, heads, N, N) tensor per layer, first layer first.
+        head_fusion: how each layer's heads are combined.
+        discard_ratio: fraction of the lowest patch weights per row dropped before the residual.
+        start_layer: first layer (numbered from 0) that takes part.
+        num_prefix_tokens: class / distillation / register tokens at the start of the sequence.
+        residual_weight: weight of the identity; 0.5 is the original method.
+
+    Returns:
+        (B, N, N) rollout matrix; every row sums to 1.
+    """
+    if not attentions:
+        raise ValueError("rollout needs at least one layer of attention")
+    if not 0 <= start_layer < len(attentions):
+        raise ValueError(f"start layer {start_layer} outside 0..{len(attentions) - 1}")
+    first = attentions[start_layer]
+    batch, _, tokens, _ = first.shape
+    identity = torch.eye(tokens, dtype=torch.float64, device=first.device)
+    rollout = identity.expand(batch, tokens, tokens).clone()  # (B, N, N)
+    for attention in attentions[start_layer:]:
+        fused = fuse_heads(attention.to(torch.float64), head_fusion)  # (B, N, N)
+        fused = discard_lowest(fused, discard_ratio, num_prefix_tokens)
+        mixed = residual_weight * identity + (1.0 - residual_weight) * fused
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        rollout = mixed @ rollout
+    return rollout.to(first.dtype)
+
+
+def rollout_map(
+    rollout: torch.Tensor,
+    num_prefix_tokens: int,
+    grid_size: tuple[int, int],
+    pooling: Literal["token", "avg"] = "token",
+) -> torch.Tensor:
+    """Reads the input-patch relevance out of a rollout matrix as a map over the token grid.
+
+    Args:
+        rollout: (B, N, N) rollout matrix.
+        num_prefix_tokens: leading non-patch tokens.
+        grid_size: (rows, cols) of the patch grid; rows * cols == N - num_prefix_tokens.
+        pooling: "token" reads the first (class) token's row; "avg" averages the patch rows,
+            for models whose head pools the patch tokens.
+
+    Returns:
+        (B, rows, cols) relevance of every input patch.
+    """
+    rows, cols = grid_size
+    patch_count = rollout.shape[-1] - num_prefix_tokens
+    assert rows * cols == patch_count, f"grid {rows}x{cols} does not hold {patch_count} patches"
+    if pooling == "token":
+        assert num_prefix_tokens > 0, "token pooling needs a prefix token"
+        relevance = rollout[:, 0, num_prefix_tokens:]  # (B, patches)
+    elif pooling == "avg":
+        relevance = rollout[:, num_prefix_tokens:, num_prefix_tokens:].mean(dim=1)
+    else:
+        raise ValueError(f"unknown pooling {pooling!r}: use token or avg")
+    return relevance.reshape(-1, rows, cols)
