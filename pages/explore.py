@@ -13,6 +13,8 @@ GRID_CHART = "explore_grid_chart"
 ATTENTION_CHART = "explore_attention_chart"
 QUERY_PATCH = "explore_query_patch"
 SEEN_SELECTIONS = "explore_seen_selections"
+QUERY_KIND = "explore_query_kind"
+CLICKED_PATCH = "clicked patch"
 
 if QUERY_PATCH not in st.session_state:
     st.session_state[QUERY_PATCH] = None
@@ -76,6 +78,7 @@ clicked = _newly_clicked_patch()
 query_patch = st.session_state[QUERY_PATCH]
 if clicked is not None:
     query_patch = st.session_state[QUERY_PATCH] = clicked
+    st.session_state[QUERY_KIND] = CLICKED_PATCH  # a click means "show me this patch"
 if query_patch is not None and not (query_patch[0] < rows and query_patch[1] < cols):
     query_patch = st.session_state[QUERY_PATCH] = None  # a patch of another model's grid
 
@@ -118,21 +121,22 @@ with attention_column:
         format_func=lambda h: "mean of heads" if h is None else f"head {h}",
         key="explore_head",
     )
-    query_options = ["class token" if facts.num_prefix_tokens else "mean of patches", "clicked patch"]
+    query_options = ["class token" if facts.num_prefix_tokens else "mean of patches", CLICKED_PATCH]
+    if st.session_state.get(QUERY_KIND) not in query_options:
+        st.session_state[QUERY_KIND] = query_options[0]
     query_kind = st.radio(
         "Attention from",
         query_options,
-        index=1 if query_patch is not None else 0,
         horizontal=True,
-        key="explore_query_kind",
+        key=QUERY_KIND,
         help="Click a patch on either image to see where that token attends.",
     )
     head_label = "mean of heads" if head is None else f"head {head}"
-    if query_kind == "clicked patch" and query_patch is not None:
+    if query_kind == CLICKED_PATCH and query_patch is not None:
         values = query_attention_map(record, layer, head, patch_token(record, *query_patch))
         source = f"patch ({query_patch[0]}, {query_patch[1]})"
     else:
-        if query_kind == "clicked patch":
+        if query_kind == CLICKED_PATCH:
             st.caption("No patch clicked yet: showing the class token. Click a patch on an image.")
         values = class_attention_map(record, layer, head)
         source = query_options[0]
@@ -143,7 +147,7 @@ with attention_column:
             facts.stride_px,
             f"Layer {layer}, {head_label}: attention from {source}",
             opacity=opacity,
-            selected=query_patch if query_kind == "clicked patch" else None,
+            selected=query_patch if query_kind == CLICKED_PATCH else None,
         ),
         key=ATTENTION_CHART,
         on_select="rerun",

@@ -28,3 +28,33 @@ def tiny_models() -> dict[str, torch.nn.Module]:
         key: timm.create_model(name, pretrained=False, **kwargs).eval()
         for key, (name, kwargs) in TINY_MODELS.items()
     }
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """A `streamlit run` of the whole app on loopback, shared by the browser tests."""
+    from tests.browser import streamlit_app
+
+    with streamlit_app() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Debian Chromium driven by Playwright (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    """A fresh browser context (own cookies and session) and page per test."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 1700})
+    yield context.new_page()
+    context.close()

@@ -1,17 +1,25 @@
-"""The command line: `python -m vitviz predict|explain|prepare-weights`."""
+"""The command line: `python -m vitviz COMMAND`; feature modules add their own commands."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    from vitviz.models import LoadedModel
+
+__all__ = ["CommandError", "add_model_arguments", "build_parser", "load_from_args", "main"]
+
+# Modules that add subcommands: each has `add_commands(subparsers)` and sets `run=` on its parsers.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 _WEIGHTS_HELP = (
     "bundled (offline, default), hub (timm pretrained, needs the model hub), "
@@ -23,7 +31,8 @@ class CommandError(Exception):
     """A user-facing failure: printed as one line on stderr, exit status 1."""
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
+    """--model, --weights and --device, the same words as in the app."""
     parser.add_argument("--model", default=default_model, help=f"timm model name (default {default_model})")
     parser.add_argument("--weights", default="bundled", help=_WEIGHTS_HELP)
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
@@ -37,14 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="top-k ImageNet predictions for images")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
-    _add_model_arguments(predict, "tf_efficientnet_lite0")
+    add_model_arguments(predict, "tf_efficientnet_lite0")
     predict.add_argument("--topk", type=int, default=5, help="how many classes to list (default 5)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     predict.set_defaults(run=_run_predict)
 
     explain = commands.add_parser("explain", help="save an attention map over the token grid as .npy")
     explain.add_argument("image", metavar="IMAGE")
-    _add_model_arguments(explain, "vit_small_patch14_dinov2")
+    add_model_arguments(explain, "vit_small_patch14_dinov2")
     explain.add_argument("--method", choices=("rollout", "attention"), default="rollout")
     explain.add_argument(
         "--layer", type=int, default=-1, help="layer from 0 for --method attention (default last)"
@@ -56,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", required=True, type=Path, metavar="MAP.npy")
     explain.set_defaults(run=_run_explain)
 
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_commands(commands)
+
     prepare = commands.add_parser(
         "prepare-weights", help="convert the bundled offline weights into the cache"
     )
@@ -63,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace):
+def load_from_args(args: argparse.Namespace) -> LoadedModel:
+    """The model named by --model / --weights / --device."""
     from vitviz.device import default_device
     from vitviz.models import load_model
 
@@ -75,7 +88,7 @@ def _run_predict(args: argparse.Namespace) -> None:
     from vitviz.predict import predict
 
     images = [load_image_file(path) for path in args.images]
-    loaded = _load(args)
+    loaded = load_from_args(args)
     results = predict(loaded, images, topk=args.topk)
     if args.json:
         payload = [
@@ -97,7 +110,7 @@ def _run_explain(args: argparse.Namespace) -> None:
     from vitviz.images import load_image_file
 
     image = load_image_file(args.image)
-    loaded = _load(args)
+    loaded = load_from_args(args)
     record = record_attention(loaded, image)
     if args.method == "rollout":
         values = rollout_relevance(record, args.head_fusion, args.discard_ratio, args.start_layer)

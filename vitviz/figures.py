@@ -198,19 +198,32 @@ def predictions_figure(predictions: Sequence[Prediction], title: str) -> go.Figu
     return figure
 
 
+def _custom_values(point: dict) -> list[float] | None:
+    """A point's customdata as a list: Streamlit reports it as a list or as a {"0": ..} mapping."""
+    custom = point.get("customdata")
+    if isinstance(custom, dict):
+        custom = [custom.get(str(index), custom.get(index)) for index in range(len(custom))]
+    if not isinstance(custom, list | tuple) or len(custom) < 2:
+        return None
+    try:
+        return [float(value) for value in custom[:2]]
+    except (TypeError, ValueError):
+        return None
+
+
 def selected_patch(selection: dict | None, grid_size: tuple[int, int]) -> tuple[int, int] | None:
     """The (row, col) of the patch a user clicked, from a Streamlit Plotly selection event.
 
-    Only points of the patch-centre scatter count; anything else gives None.
+    Only points that carry a patch's (row, col) count; anything else gives None.
     """
     if not selection:
         return None
     points = selection.get("selection", {}).get("points", [])
     for point in points:
-        custom = point.get("customdata")
-        if custom is None or len(custom) < 2:
+        values = _custom_values(point)
+        if values is None:
             continue
-        row, col = round(float(custom[0])), round(float(custom[1]))
+        row, col = round(values[0]), round(values[1])
         if 0 <= row < grid_size[0] and 0 <= col < grid_size[1]:
             return row, col
     return None
