@@ -60,8 +60,10 @@ def record_attention(loaded: LoadedModel, image: Image.Image) -> AttentionRecord
     stacked = torch.stack([attention[0] for attention in attentions])  # (layers, heads, N, N)
     expected = facts.num_tokens
     assert stacked.shape[-1] == expected, f"captured {stacked.shape[-1]} tokens, expected {expected}"
+    attentions = stacked.float().cpu().numpy()
+    attentions.setflags(write=False)  # records are shared between sessions by the app's cache
     return AttentionRecord(
-        attentions=stacked.float().cpu().numpy(),
+        attentions=attentions,
         grid_size=facts.grid_size,
         num_prefix_tokens=facts.num_prefix_tokens,
         global_pool=facts.global_pool,

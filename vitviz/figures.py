@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from collections.abc import Sequence
 
@@ -34,8 +35,16 @@ PATCH_CENTRES_NAME = "patches"
 
 
 def _png_data_uri(pixels: np.ndarray) -> str:
+    return _encode_png(pixels.tobytes(), pixels.shape)
+
+
+@functools.lru_cache(maxsize=32)
+def _encode_png(raw: bytes, shape: tuple[int, ...]) -> str:
+    """PNG data URI of raw uint8 pixels; cached because a page draws one image several times."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    Image.fromarray(np.frombuffer(raw, dtype=np.uint8).reshape(shape)).save(
+        buffer, format="PNG", compress_level=1
+    )
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

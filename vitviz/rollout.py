@@ -89,10 +89,12 @@ def attention_rollout(
         raise ValueError(f"start layer {start_layer} outside 0..{len(attentions) - 1}")
     first = attentions[start_layer]
     batch, _, tokens, _ = first.shape
-    identity = torch.eye(tokens, dtype=torch.float64, device=first.device)
+    # float32 is exact enough for products of row-stochastic matrices; float64 input stays float64.
+    dtype = torch.promote_types(first.dtype, torch.float32)
+    identity = torch.eye(tokens, dtype=dtype, device=first.device)
     rollout = identity.expand(batch, tokens, tokens).clone()  # (B, N, N)
     for attention in attentions[start_layer:]:
-        fused = fuse_heads(attention.to(torch.float64), head_fusion)  # (B, N, N)
+        fused = fuse_heads(attention.to(dtype), head_fusion)  # (B, N, N)
         fused = discard_lowest(fused, discard_ratio, num_prefix_tokens)
         mixed = residual_weight * identity + (1.0 - residual_weight) * fused
         mixed = mixed / mixed.sum(dim=-1, keepdim=True)
