@@ -128,7 +128,8 @@ def rollout_relevance(
     Returns:
         (rows, cols) relevance of each patch for the model's output token(s).
     """
-    attentions = [torch.from_numpy(layer[None]) for layer in record.attentions]  # (1, heads, N, N)
+    stacked = torch.tensor(record.attentions)  # a copy: the record's arrays are read-only
+    attentions = [layer[None] for layer in stacked]  # (1, heads, N, N) per layer
     rollout = attention_rollout(
         attentions,
         head_fusion=head_fusion,
