@@ -2,11 +2,21 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="vitviz — see how Vision Transformers work", page_icon="🔍", layout="wide")
+st.set_page_config(page_title="vitviz — see how Vision Transformers work", page_icon=":material/visibility:", layout="wide")
 
-# One line per page, in menu order; Explore opens first.
+# One line per page, in menu order; Explore opens first. Material icons ship with Streamlit,
+# so they render on machines without an emoji font.
 PAGES = [
-    st.Page("pages/explore.py", title="Explore", icon="🔍", default=True),
+    st.Page("pages/explore.py", title="Explore", icon=":material/visibility:", default=True),
+    st.Page("pages/anatomy.py", title="Anatomy", icon=":material/biotech:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
+    st.Page("pages/present.py", title="Present", icon=":material/slideshow:"),
 ]
 
-st.navigation(PAGES).run()
+# ?present=1 on any page's URL opens presentation mode: the Present page, with no navigation shown.
+presenting = st.query_params.get("present") == "1"
+page = st.navigation(PAGES, position="hidden" if presenting else "sidebar")
+if presenting and page.url_path != "present":
+    st.switch_page("pages/present.py", query_params=st.query_params.to_dict())
+page.run()

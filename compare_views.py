@@ -1,0 +1,223 @@
+"""Streamlit glue of the Compare page: model slots, cached maps, probes and faithfulness, class picker."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import streamlit as st
+from PIL import Image
+
+import ui
+from vitviz.compare_figures import SCALE_PERCENTILE, OverlayPanel
+from vitviz.faithfulness import FaithfulnessResult, faithfulness
+from vitviz.methods import (
+    ExplanationResult,
+    available_methods,
+    default_method,
+    explanation_map,
+    method_title,
+)
+from vitviz.models import LoadedModel, ModelError, describe_weights
+from vitviz.predict import Prediction
+from vitviz.probes import ProbeCurve, run_probe
+from vitviz.weights import WeightsError
+
+THIRD_MODEL = "compare_third_model"
+TOP_CLASS = "each model's own top class"
+OTHER_CLASS = "another class index…"
+# Defaults of the slots: a ViT and a CNN with real bundled weights, and a distilled DeiT (two
+# prefix tokens) as the optional third, untrained unless the hub is reachable.
+SLOT_DEFAULTS: tuple[tuple[str, str], ...] = (
+    ("vit_small_patch14_dinov2", "bundled"),
+    ("tf_efficientnet_lite0", "bundled"),
+    ("deit_small_distilled_patch16_224", "random"),
+)
+_FAMILY_WORDS = {"vit": "ViT", "hybrid": "hybrid (CNN stem + ViT)", "cnn": "CNN"}
+
+
+@dataclass(frozen=True)
+class ModelSlot:
+    """One compared model: what was picked and the loaded model, or why it could not load."""
+
+    number: int  # 1, 2 or 3, as the sidebar names it
+    choice: ui.ModelChoice
+    loaded: LoadedModel | None
+    error: str | None
+
+    @property
+    def key(self) -> str:
+        return f"compare_{self.number}"
+
+    @property
+    def title(self) -> str:
+        untrained = "" if self.loaded is None or self.loaded.trained else " (untrained)"
+        return f"{self.choice.name}{untrained}"
+
+
+def model_pickers() -> list[ui.ModelChoice]:
+    """Sidebar: two model pickers, and a third behind a toggle; each with its own weights source."""
+    choices = []
+    for number, (name, weights) in enumerate(SLOT_DEFAULTS, start=1):
+        key = f"compare_{number}"
+        if number == 3 and not st.toggle("Add a third model", key=THIRD_MODEL):
+            break
+        if f"{key}_weights" not in st.session_state:
+            st.session_state[f"{key}_weights"] = weights  # the picker's own default is "bundled"
+        with st.expander(f"Model {number}", expanded=True):
+            choices.append(ui.model_picker(key, default_name=name))
+    return choices
+
+
+def load_slot(number: int, choice: ui.ModelChoice) -> ModelSlot:
+    """Loads one model; a failure stays with its slot so the other models still show."""
+    try:
+        loaded = ui.cached_model(choice.name, choice.weights, choice.device)
+    except (ModelError, WeightsError) as error:
+        return ModelSlot(number, choice, None, str(error))
+    return ModelSlot(number, choice, loaded, None)
+
+
+def describe(slot: ModelSlot) -> str:
+    """One caption line: family, weights, grid, prefix tokens."""
+    assert slot.loaded is not None
+    facts = slot.loaded.facts
+    grid = ""
+    if facts.grid_size is not None:
+        grid = (
+            f" · {facts.grid_size[0]}×{facts.grid_size[1]} tokens of {facts.stride_px[0]} px"
+            f" + {facts.num_prefix_tokens} prefix"
+        )
+    head = "" if facts.has_classifier else " · no classifier head"
+    return (
+        f"**{slot.number}. {facts.name}** · {_FAMILY_WORDS[facts.family]} · "
+        f"{describe_weights(slot.choice.weights)}{grid}{head}"
+    )
+
+
+@st.cache_data(show_spinner="Explaining…", max_entries=64)
+def cached_explanation(
+    name: str,
+    weights: str,
+    device: str,
+    digest: str,
+    method: str,
+    class_index: int | None,
+    options: tuple[tuple[str, object], ...],
+    _image: Image.Image,
+) -> ExplanationResult:
+    return explanation_map(ui.cached_model(name, weights, device), _image, method, class_index, **dict(options))
+
+
+@st.cache_data(show_spinner="Probing…", max_entries=64)
+def cached_probe(
+    name: str,
+    weights: str,
+    device: str,
+    digest: str,
+    kind: str,
+    class_index: int | None,
+    remove_tokens: bool,
+    steps: int,
+    centre: tuple[float, float],
+    _image: Image.Image,
+) -> ProbeCurve:
+    fractions = [step / (steps - 1) for step in range(steps)]
+    loaded = ui.cached_model(name, weights, device)
+    return run_probe(loaded, _image, kind, fractions, None, class_index, remove_tokens, centre=centre)
+
+
+@st.cache_data(show_spinner="Scoring faithfulness…", max_entries=32)
+def cached_faithfulness(
+    name: str,
+    weights: str,
+    device: str,
+    digest: str,
+    methods: tuple[str, ...],
+    class_index: int | None,
+    steps: int,
+    _image: Image.Image,
+) -> list[FaithfulnessResult]:
+    fractions = [step / (steps - 1) for step in range(steps)]
+    loaded = ui.cached_model(name, weights, device)
+    return faithfulness(loaded, _image, methods, class_index, fractions)
+
+
+def method_picker(slot: ModelSlot) -> str:
+    """The methods that fit this model's family and head, its family's default first chosen."""
+    assert slot.loaded is not None
+    facts = slot.loaded.facts
+    options = available_methods(facts)
+    return st.selectbox(
+        f"Method for {facts.name}",
+        options,
+        index=options.index(default_method(facts)),
+        format_func=method_title,
+        key=f"{slot.key}_method",
+    )
+
+
+def class_picker(predictions: Sequence[Sequence[Prediction]], num_classes: int) -> int | None:
+    """The class every class-specific map explains: each model's own top class, or one chosen.
+
+    Args:
+        predictions: the top-k lists of the models with a classifier head.
+        num_classes: the largest class count among those models.
+
+    Returns:
+        A class index, or None for each model's own top class.
+    """
+    labels: dict[int, str] = {}
+    for items in predictions:
+        for prediction in items:
+            labels.setdefault(prediction.index, prediction.label)
+    options: list[object] = [TOP_CLASS, *labels, OTHER_CLASS]
+    picked = st.selectbox(
+        "Class to explain",
+        options,
+        format_func=lambda option: option if isinstance(option, str) else f"{labels[option]} ({option})",
+        key="compare_class",
+        help="Class-specific maps (Grad-CAM, Chefer, IG, …) and the probes follow this class.",
+    )
+    if picked == TOP_CLASS:
+        return None
+    if picked == OTHER_CLASS:
+        return int(
+            st.number_input("Class index", 0, max(0, num_classes - 1), 0, step=1, key="compare_class_index")
+        )
+    return int(picked)
+
+
+def explanation_panel(
+    slot: ModelSlot, method: str, class_index: int | None, options: dict[str, object], image_digest: str,
+    image: Image.Image, robust: bool,
+) -> tuple[OverlayPanel, ExplanationResult | None]:  # fmt: skip
+    """One model's map as a panel of the shared-scale row; a failure becomes the panel's note."""
+    assert slot.loaded is not None
+    facts = slot.loaded.facts
+    choice = slot.choice
+    title = f"{slot.number}. {slot.title}<br>{method_title(method)}"
+    own_class = class_index if facts.has_classifier else None
+    try:
+        result = cached_explanation(
+            choice.name, choice.weights, choice.device, image_digest, method, own_class,
+            tuple(sorted(options.items())), image,
+        )  # fmt: skip
+    except (ValueError, RuntimeError) as error:
+        return OverlayPanel(title, None, note=_wrap(str(error))), None
+    if result.target_label:
+        title += f" · {result.target_label.split(',')[0]} ({result.target_index})"
+    values = result.normalised(SCALE_PERCENTILE if robust else 100.0)
+    return OverlayPanel(title, values), result
+
+
+def _wrap(text: str, width: int = 40) -> str:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if line and len(line) + len(word) + 1 > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    return "<br>".join(lines)

@@ -1,0 +1,90 @@
+"""Fine-tune in a real browser: start a probe, watch it progress, reload mid-run, see the results."""
+
+import os
+import re
+import time
+
+import pytest
+
+from tests.browser import save_screenshot, streamlit_app, wait_until_idle
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def finetune_url(runs_dir):
+    """An app of its own, so its runs (and its workers) use this module's runs folder."""
+    previous = os.environ.get("VITVIZ_RUNS_DIR")
+    os.environ["VITVIZ_RUNS_DIR"] = str(runs_dir)
+    try:
+        with streamlit_app() as url:
+            yield f"{url}/finetune"
+    finally:
+        if previous is None:
+            os.environ.pop("VITVIZ_RUNS_DIR", None)
+        else:
+            os.environ["VITVIZ_RUNS_DIR"] = previous
+
+
+def progress_text(page) -> str:
+    bars = page.locator('[data-testid="stProgress"]')
+    return bars.first.inner_text() if bars.count() else ""
+
+
+def test_start_watch_reload_and_see_results(finetune_url, page, runs_dir):
+    page.goto(finetune_url)
+    wait_until_idle(page)
+    assert page.get_by_text("5 classes · 300 images", exact=False).count() >= 1
+
+    max_images = page.get_by_label("Max images (0 = all)")
+    max_images.fill("40")
+    max_images.press("Enter")
+    wait_until_idle(page)
+    assert page.get_by_text("30 train / 10 validation images", exact=False).count() == 1
+
+    page.get_by_role("button", name="Start fine-tuning").click()
+    page.wait_for_url(re.compile(r"\?run="), timeout=60_000)
+    run_name = re.search(r"run=([\w.-]+)", page.url).group(1)
+    assert (runs_dir / run_name).is_dir()
+
+    # The live panel redraws itself every second: collect what the progress bar says.
+    seen = set()
+    deadline = time.monotonic() + 120
+    while len(seen) < 3 and time.monotonic() < deadline:
+        text = progress_text(page)
+        if text:
+            seen.add(text)
+        if page.get_by_text("Validation results", exact=False).count():
+            break
+        page.wait_for_timeout(300)
+    assert len(seen) >= 2, seen
+    save_screenshot(page, "finetune_running")
+
+    # A refresh (or a second tab) finds the run again from the URL; the worker never noticed.
+    page.reload()
+    wait_until_idle(page, timeout_s=60, quiet_s=0.3)
+    assert page.get_by_text(f"Run {run_name}").count() == 1
+
+    deadline = time.monotonic() + 300
+    while not page.get_by_text("Validation results", exact=False).count():
+        assert time.monotonic() < deadline, "the run did not finish in time"
+        page.wait_for_timeout(500)
+    wait_until_idle(page)
+    assert page.get_by_text("Attention before and after fine-tuning").count() == 1
+    assert page.locator('[data-testid="stException"]').count() == 0
+    # Streamlit scrolls inside its own container: a tall window shows the whole page at once.
+    page.set_viewport_size({"width": 1400, "height": 3600})
+    wait_until_idle(page)
+    save_screenshot(page, "finetune_results")
+
+    second = page.context.new_page()
+    second.goto(finetune_url)
+    wait_until_idle(second)
+    assert second.get_by_text(run_name).count() >= 1  # listed among the runs in another tab
+    assert second.get_by_text("finished", exact=False).count() >= 1
+    second.close()

@@ -1,0 +1,135 @@
+"""The Present page driven by AppTest: every slide forward and back, light and dark, links and uploads."""
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.browser import REPO
+from vitviz.story import SLIDE_KEYS
+
+TITLES = [
+    "An image goes in",
+    "Cut into patches",
+    "Patches become tokens",
+    "Attention, layer by layer",
+    "Attention rollout",
+    "The prediction",
+    "ViT vs CNN",
+]
+
+
+def _present(query: dict[str, str] | None = None) -> AppTest:
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    for name, value in (query or {}).items():
+        app.query_params[name] = value
+    app.switch_page("pages/present.py")
+    app.run()
+    assert not app.exception
+    return app
+
+
+def _title(app: AppTest) -> str:
+    heading = next(md.value for md in app.markdown if 'class="vv-title"' in md.value)
+    return heading.split(">", 1)[1].split("<", 1)[0]
+
+
+def _caption(app: AppTest) -> str:
+    return next(md.value for md in app.markdown if 'class="vv-caption"' in md.value)
+
+
+def _figures(app: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+
+
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+def test_steps_through_every_slide_forward_and_back(dark):
+    app = _present()
+    app.toggle(key="present_dark").set_value(dark).run()
+    template_background = "#0e1117" if dark else "#ffffff"
+    seen = []
+    for index in range(len(SLIDE_KEYS)):
+        assert not app.exception, f"slide {index + 1}"
+        seen.append(_title(app))
+        figures = _figures(app)
+        assert figures, f"slide {index + 1} shows no figure"
+        assert all(figure["layout"]["paper_bgcolor"] == template_background for figure in figures)
+        assert app.query_params["slide"] == str(index + 1)
+        if index < len(SLIDE_KEYS) - 1:
+            app.button(key="present_next").click().run()
+    assert seen == TITLES
+    assert app.button(key="present_next").disabled
+    for index in reversed(range(len(SLIDE_KEYS) - 1)):
+        app.button(key="present_previous").click().run()
+        assert not app.exception
+        assert _title(app) == TITLES[index]
+    assert app.button(key="present_previous").disabled
+
+
+def test_captions_are_the_models_facts():
+    app = _present({"slide": "2"})
+    assert "224×224 image → 256 patches of 14×14 px (a 16×16 grid)." in _caption(app)
+
+
+def test_attention_slide_animates_every_layer():
+    app = _present({"slide": "4"})
+    (figure,) = _figures(app)
+    assert [frame["name"] for frame in figure["frames"]] == [str(layer) for layer in range(12)]
+    assert figure["layout"]["updatemenus"][0]["buttons"][0]["label"] == "▶ Play"
+
+
+def test_compare_slide_shows_the_cnn_top5_and_says_dinov2_has_no_head():
+    app = _present({"slide": "7", "image": "coffee"})
+    titles = [figure["layout"]["title"]["text"] for figure in _figures(app)]
+    assert titles == [
+        "ViT · vit_small_patch14_dinov2: rollout",
+        "CNN · tf_efficientnet_lite0: top-5 predictions",
+    ]
+    bars = _figures(app)[1]["data"][0]
+    assert bars["y"][-1] == "espresso (967)"  # most probable on top
+    assert any("no classifier head" in info.value for info in app.info)
+
+
+def test_a_link_opens_its_slide_theme_photo_and_presentation_mode():
+    app = _present({"slide": "2", "theme": "dark", "image": "astronaut", "present": "1"})
+    assert _title(app) == "Cut into patches"
+    assert app.toggle(key="present_dark").value and app.toggle(key="present_fullscreen").value
+    assert _figures(app)[0]["layout"]["title"]["text"].startswith("astronaut: 16×16 patches")
+    assert not app.get("download_button")  # presentation mode hides the download controls
+
+
+def test_bad_link_values_fall_back_with_a_note():
+    app = _present({"slide": "99", "image": "dog", "model": "resnet50"})
+    assert _title(app) == TITLES[0]
+    (note,) = [info.value for info in app.info]
+    assert "slide='99'" in note and "image='dog'" in note and "model='resnet50'" in note
+
+
+def test_random_weights_are_labelled_untrained():
+    app = _present()
+    app.selectbox(key="present_weights_widget").set_value("random").run()
+    assert not app.exception
+    assert any("untrained" in warning.value for warning in app.warning)
+    app.button(key="present_next").click().run()
+    assert "random, untrained weights" in _caption(app)
+
+
+def test_photo_choice_survives_leaving_the_first_slide():
+    app = _present()
+    app.selectbox(key="present_photo_widget").set_value("rocket").run()
+    app.button(key="present_next").click().run()
+    app.button(key="present_previous").click().run()
+    assert app.selectbox(key="present_photo_widget").value == "rocket"
+    assert "rocket: a" in _caption(app)
+
+
+def test_unavailable_weights_fall_back_to_the_bundled_model_with_a_message():
+    app = _present()
+    app.selectbox(key="present_model_widget").set_value("vit_base_patch16_224").run()
+    app.selectbox(key="present_weights_widget").set_value("hub").run()
+    assert not app.exception
+    assert any(
+        "hub" in error.value and "Showing vit_small_patch14_dinov2" in error.value for error in app.error
+    )
+    assert app.selectbox(key="present_model_widget").value == "vit_small_patch14_dinov2"
+    assert "vit_small_patch14_dinov2 reads every image" in _caption(app)

@@ -1,0 +1,186 @@
+"""Explore in a real browser: shared links, downloads, page navigation, and sessions kept apart."""
+
+import io
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from PIL import Image
+
+from tests.browser import save_screenshot, wait_until_idle
+from vitviz.images import BUILTIN_PHOTOS
+
+pytestmark = pytest.mark.browser
+
+
+def _shows(page, text: str, timeout_ms: int = 30_000) -> None:
+    """Waits until `text` is on the page once (Plotly draws figure titles after the script run)."""
+    page.get_by_text(text).first.wait_for(timeout=timeout_ms)
+    assert page.get_by_text(text).count() == 1, f"{text!r} is on the page more than once"
+
+
+def _query(page) -> dict[str, str]:
+    return {name: values[0] for name, values in parse_qs(urlparse(page.url).query).items()}
+
+
+def _wait_for_query(page, name: str, value: str, timeout_s: float = 10.0) -> None:
+    """The app writes the URL after its run; poll until it says `name=value`."""
+    deadline_ms = timeout_s * 1000
+    waited = 0
+    while _query(page).get(name) != value:
+        assert waited < deadline_ms, f"URL never had {name}={value}: {page.url}"
+        page.wait_for_timeout(100)
+        waited += 100
+
+
+def _choose(page, label: str, option: str) -> None:
+    """Picks `option` in the selectbox labelled `label`."""
+    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
+    page.get_by_role("option", name=re.compile(f"^{re.escape(option)}")).first.click()
+    wait_until_idle(page)
+
+
+def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
+    page.goto(f"{app_url}/?image=coffee&layer=3&head=2&fusion=max&opacity=0.8")
+    wait_until_idle(page)
+    _shows(page, "coffee: 16×16 patches of 14 px")
+    _shows(page, "Layer 3, head 2: attention from class token")
+    _shows(page, "Rollout: max of heads, discard 0%, layers 0–11")
+    assert page.locator('[data-testid="stAlertContentInfo"]').filter(has_text="link asked").count() == 0
+    # The page writes its whole state back into the URL, ready to copy.
+    _wait_for_query(page, "layer", "3")
+    assert _query(page) == {
+        "model": "vit_small_patch14_dinov2",
+        "weights": "bundled",
+        "image": "coffee",
+        "layer": "3",
+        "head": "2",
+        "query": "class",
+        "fusion": "max",
+        "discard": "0",
+        "start": "0",
+        "opacity": "0.8",
+    }
+    slider = page.locator('input[type="range"][aria-label="Layer"]')
+    slider.focus()
+    slider.press("ArrowLeft")
+    wait_until_idle(page)
+    _shows(page, "Layer 2, head 2: attention from class token")
+    _wait_for_query(page, "layer", "2")
+    save_screenshot(page, "share_link_reopens_view")
+
+    # The copied link, opened in a fresh context, shows the same view.
+    other = page.context.browser.new_context(viewport={"width": 1400, "height": 1700})
+    try:
+        copy = other.new_page()
+        copy.goto(page.url)
+        wait_until_idle(copy)
+        _shows(copy, "Layer 2, head 2: attention from class token")
+        _shows(copy, "coffee: 16×16 patches of 14 px")
+    finally:
+        other.close()
+
+
+def test_a_bad_link_falls_back_with_one_note(app_url, page):
+    page.goto(f"{app_url}/?image=dog&layer=40&head=1&model=vit_gigantic")
+    wait_until_idle(page)
+    note = page.locator('[data-testid="stAlert"]').filter(has_text="link asked")
+    assert note.count() == 1
+    text = note.inner_text()
+    assert "model='vit_gigantic'" in text and "image='dog'" in text and "layer='40'" in text
+    _shows(page, "Layer 11, head 1: attention from class token")
+    assert page.locator('[data-testid="stException"]').count() == 0
+    save_screenshot(page, "share_bad_link_note")
+
+
+def test_png_html_and_csv_downloads(app_url, page):
+    page.goto(f"{app_url}/?layer=5")
+    wait_until_idle(page)
+    with page.expect_download(timeout=60_000) as download_info:
+        page.locator(".st-key-explore_attention_png").get_by_role("button").click()
+    download = download_info.value
+    assert download.suggested_filename == (
+        "vit_small_patch14_dinov2__bundled__cat-chelsea__layer5-mean-attention-from-class-token.png"
+    )
+    png = Path(download.path()).read_bytes()
+    with Image.open(io.BytesIO(png)) as image:
+        image.verify()
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.format == "PNG" and image.width >= 1000 and image.height >= 800
+
+    with page.expect_download(timeout=60_000) as download_info:
+        page.locator(".st-key-explore_rollout_csv").get_by_role("button").click()
+    csv_lines = Path(download_info.value.path()).read_text(encoding="utf-8").splitlines()
+    assert download_info.value.suggested_filename.endswith("__rollout-mean-discard0-layers0-11.csv")
+    assert len(csv_lines) == 16 and all(len(line.split(",")) == 16 for line in csv_lines)
+
+    with page.expect_download(timeout=60_000) as download_info:
+        page.locator(".st-key-explore_grid_html").get_by_role("button").click()
+    html = Path(download_info.value.path()).read_text(encoding="utf-8")
+    assert "cat (chelsea): 16\\u00d716 patches" in html and not re.search(r"<script[^>]+src=", html)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    save_screenshot(page, "share_downloads")
+
+
+def test_navigation_switches_pages_and_back(app_url, page):
+    page.goto(app_url)
+    wait_until_idle(page)
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    nav.get_by_text("Present", exact=True).click()
+    wait_until_idle(page)
+    assert page.locator("h1.vv-title").inner_text() == "An image goes in"
+    assert "/present" in page.url
+    save_screenshot(page, "share_navigate_to_present")
+    nav.get_by_text("Explore", exact=True).click()
+    wait_until_idle(page)
+    assert page.get_by_role("heading", name="Explore").count() == 1
+    _shows(page, "cat (chelsea): 16×16 patches of 14 px")
+
+
+def test_two_sessions_never_see_each_others_state(app_url, chromium):
+    first = chromium.new_context(viewport={"width": 1400, "height": 1700})
+    second = chromium.new_context(viewport={"width": 1400, "height": 1700})
+    try:
+        upload_page, cnn_page = first.new_page(), second.new_page()
+        upload_page.goto(app_url)
+        cnn_page.goto(app_url)
+        wait_until_idle(upload_page)
+        wait_until_idle(cnn_page)
+
+        # First: an upload with DINOv2 at layer 4. Second: the EfficientNet CNN on a built-in photo.
+        upload_page.get_by_text("Upload", exact=True).click()
+        wait_until_idle(upload_page)
+        _choose(cnn_page, "Model", "tf_efficientnet_lite0")
+        upload_page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+            str(BUILTIN_PHOTOS["astronaut"])
+        )
+        _choose(cnn_page, "Built-in photo", "coffee")
+        wait_until_idle(upload_page)
+        slider = upload_page.locator('input[type="range"][aria-label="Layer"]')
+        slider.focus()
+        for _ in range(7):
+            slider.press("ArrowLeft")
+        wait_until_idle(upload_page)
+        cnn_page.reload()  # a fresh run of the second session after the first acted
+        wait_until_idle(cnn_page)
+
+        upload_caption = upload_page.locator('[data-testid="stCaptionContainer"]').first.inner_text()
+        assert "vit_small_patch14_dinov2" in upload_caption and "16×16 grid" in upload_caption
+        _shows(upload_page, "astronaut.png: 16×16 patches of 14 px")
+        _shows(upload_page, "Layer 4, mean of heads: attention from class token")
+        assert upload_page.get_by_text("tf_efficientnet_lite0").count() == 0
+
+        cnn_caption = cnn_page.locator('[data-testid="stCaptionContainer"]').first.inner_text()
+        assert "tf_efficientnet_lite0" in cnn_caption and "CNN" in cnn_caption
+        _shows(cnn_page, "Top-5 · coffee")
+        assert cnn_page.get_by_text("astronaut").count() == 0 and cnn_page.get_by_text("Layer 4").count() == 0
+        assert _query(cnn_page)["model"] == "tf_efficientnet_lite0" and _query(cnn_page)["image"] == "coffee"
+        assert _query(upload_page)["model"] == "vit_small_patch14_dinov2" and "image" not in _query(
+            upload_page
+        )
+        save_screenshot(upload_page, "share_two_sessions_upload_dinov2")
+        save_screenshot(cnn_page, "share_two_sessions_cnn_coffee")
+    finally:
+        first.close()
+        second.close()

@@ -1,0 +1,190 @@
+"""The `probe` and `compare` commands: robustness curves, and two or three models side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vitviz.cli import CommandError, add_model_arguments
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from vitviz.compare_figures import OverlayPanel
+    from vitviz.models import LoadedModel
+    from vitviz.predict import Prediction
+
+__all__ = ["add_commands", "export_figure"]
+
+_PROBE_KINDS = ("drop-salient", "drop-least-salient", "drop-random", "shuffle", "occlude")
+_METHODS = (
+    "rollout",
+    "attention",
+    "gradcam",
+    "gradcam++",
+    "grad-rollout",
+    "chefer",
+    "integrated-gradients",
+    "occlusion",
+)
+_CHROMIUM = "/usr/bin/chromium"
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Adds `probe` and `compare`."""
+    probe = subparsers.add_parser(
+        "probe", help="target-class probability as patches are dropped, shuffled or occluded"
+    )
+    probe.add_argument("image", metavar="IMAGE")
+    add_model_arguments(probe, "tf_efficientnet_lite0")
+    probe.add_argument("--kind", choices=_PROBE_KINDS, default="drop-salient")
+    probe.add_argument(
+        "--method",
+        choices=_METHODS,
+        default=None,
+        help="salience for the salient drops (default: gradcam for CNNs, rollout for ViTs)",
+    )
+    probe.add_argument("--class", dest="class_index", type=int, default=None, metavar="IDX")
+    probe.add_argument("--steps", type=int, default=11, help="fractions from 0 to 1 (default 11)")
+    probe.add_argument(
+        "--remove-tokens", action="store_true", help="ViTs: take dropped tokens out of the sequence"
+    )
+    probe.add_argument("--seed", type=int, default=0, help="seed of drop-random and shuffle")
+    probe.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    probe.set_defaults(run=_run_probe)
+
+    compare = subparsers.add_parser(
+        "compare", help="two or three models' predictions and maps side by side, as .png or .html"
+    )
+    compare.add_argument("image", metavar="IMAGE")
+    compare.add_argument("--models", nargs="+", required=True, metavar="NAME", help="two or three timm names")
+    compare.add_argument(
+        "--weights",
+        nargs="+",
+        default=["bundled"],
+        metavar="W",
+        help="one weights source per model, or one for all: bundled, hub, random or a file",
+    )
+    compare.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    compare.add_argument(
+        "--method",
+        choices=_METHODS,
+        default=None,
+        help="map for every model that allows it (default: gradcam for CNNs, rollout for ViTs)",
+    )
+    compare.add_argument("--class", dest="class_index", type=int, default=None, metavar="IDX")
+    compare.add_argument("--topk", type=int, default=5, help="predictions per model (default 5)")
+    compare.add_argument("--out", required=True, type=Path, metavar="FIG.png|.html")
+    compare.set_defaults(run=_run_compare)
+
+
+def _run_probe(args: argparse.Namespace) -> None:
+    from vitviz.cli import load_from_args
+    from vitviz.images import load_image_file
+    from vitviz.probes import run_probe
+
+    if args.steps < 2:
+        raise CommandError(f"--steps must be at least 2, got {args.steps}")
+    image = load_image_file(args.image)
+    loaded = load_from_args(args)
+    fractions = [step / (args.steps - 1) for step in range(args.steps)]
+    curve = run_probe(
+        loaded,
+        image,
+        args.kind,
+        fractions,
+        method=args.method,
+        class_index=args.class_index,
+        remove_tokens=args.remove_tokens,
+        seed=args.seed,
+    )
+    if not loaded.trained:
+        print("note: random (untrained) weights: this curve shows an untrained model", file=sys.stderr)
+    if args.json:
+        print(json.dumps(curve.to_json()))
+        return
+    how = f" by {curve.method}" if curve.method else ""
+    print(f"{curve.model} · {curve.kind}{how} · class {curve.target_index} ({curve.target_label})")
+    print("fraction  probability")
+    for fraction, probability in zip(curve.fractions, curve.target_probability, strict=True):
+        print(f"{fraction:8.3f}  {probability:11.4f}")
+    print(f"area under the curve: {curve.area:.4f}")
+
+
+def _weights_per_model(models: list[str], weights: list[str]) -> list[str]:
+    if len(weights) == 1:
+        return weights * len(models)
+    if len(weights) != len(models):
+        raise CommandError(f"--weights takes one source per model ({len(models)}) or one for all, got {len(weights)}")
+    return weights
+
+
+def _model_panel(
+    loaded: LoadedModel, image: Image.Image, method: str | None, class_index: int | None, topk: int
+) -> tuple[OverlayPanel, list[Prediction] | None]:
+    """One model's map (its own default method when the asked one does not fit) and its top-k."""
+    from vitviz.compare_figures import SCALE_PERCENTILE, OverlayPanel
+    from vitviz.methods import available_methods, default_method, explanation_map, method_title
+    from vitviz.predict import predict
+
+    facts = loaded.facts
+    chosen = method if method in available_methods(facts) else default_method(facts)
+    if method is not None and chosen != method:
+        print(f"note: {method} does not fit {facts.name}; using {chosen}", file=sys.stderr)
+    result = explanation_map(loaded, image, chosen, class_index if facts.has_classifier else None)
+    predictions = predict(loaded, [image], topk)[0] if facts.has_classifier else None
+    target = f" · {result.target_label.split(',')[0]}" if result.target_label else ""
+    untrained = "" if loaded.trained else " (untrained)"
+    title = f"{facts.name}{untrained}<br>{method_title(chosen)}{target}"
+    return OverlayPanel(title, result.normalised(SCALE_PERCENTILE)), predictions
+
+
+def export_figure(figure: object, path: Path) -> None:
+    """Writes a Plotly figure as self-contained .html, or as .png through kaleido and Chromium."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".html":
+        figure.write_html(path, include_plotlyjs=True, full_html=True)
+    elif suffix == ".png":
+        # kaleido drives a Chromium; point it at the system one when the user has not chosen one.
+        if "BROWSER_PATH" not in os.environ and Path(_CHROMIUM).exists():
+            os.environ["BROWSER_PATH"] = _CHROMIUM
+        try:
+            figure.write_image(path)
+        except (RuntimeError, ValueError) as error:
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise CommandError(f"could not write {path.name} (kaleido needs Chromium): {first_line}") from error
+    else:
+        raise CommandError(f"--out must end in .png or .html, not {path.suffix or 'nothing'}")
+
+
+def _run_compare(args: argparse.Namespace) -> None:
+    from vitviz.compare_figures import compare_figure
+    from vitviz.device import default_device
+    from vitviz.images import load_image_file
+    from vitviz.models import load_model
+
+    if not 2 <= len(args.models) <= 3:
+        raise CommandError(f"--models takes two or three names, got {len(args.models)}")
+    if args.out.suffix.lower() not in (".png", ".html"):
+        raise CommandError(f"--out must end in .png or .html, not {args.out.suffix or 'nothing'}")
+    if args.topk < 1:
+        raise CommandError(f"--topk must be at least 1, got {args.topk}")
+    weights = _weights_per_model(args.models, args.weights)
+    image = load_image_file(args.image)
+    device = args.device or default_device()
+    panels, predictions = [], []
+    for name, source in zip(args.models, weights, strict=True):
+        loaded = load_model(name, source, device)
+        panel, top = _model_panel(loaded, image, args.method, args.class_index, args.topk)
+        panels.append(panel)
+        predictions.append(top)
+        if not loaded.trained:
+            print(f"note: {name} has random (untrained) weights", file=sys.stderr)
+    figure = compare_figure(image, panels, predictions, Path(args.image).name)
+    export_figure(figure, args.out)
+    print(f"saved comparison of {', '.join(args.models)} to {args.out}")

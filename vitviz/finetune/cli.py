@@ -1,0 +1,103 @@
+"""`python -m vitviz finetune`: trains into a run folder, alone or as one rank under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from vitviz.cli import CommandError, add_model_arguments
+
+__all__ = ["add_commands"]
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the `finetune` command."""
+    from vitviz.finetune.trainer import MODES
+
+    parser = subparsers.add_parser(
+        "finetune",
+        help="fine-tune a model on labelled images into a run folder (works under torchrun)",
+        description="Fine-tunes a copy of a model on an ImageFolder layout (one folder per class) and "
+        "writes RUN_FOLDER: model.safetensors, config.json, labels.json, metrics.jsonl, status.json. "
+        "The folder then works as --model in every other command.",
+    )
+    parser.add_argument(
+        "--data", required=True, help="builtin:shapes, a .zip of class folders, or a folder of class folders"
+    )
+    add_model_arguments(parser, "vit_small_patch14_dinov2")
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="probe",
+        help="probe: frozen backbone, new head on cached features (default); last-k: the last k blocks "
+        "and the head; full: every parameter",
+    )
+    parser.add_argument(
+        "--last-k", type=int, default=2, help="blocks (stages) trained in last-k mode (default 2)"
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="default: 10 probe, 3 last-k, 2 full")
+    parser.add_argument("--batch-size", type=int, default=32, help="per process (default 32)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="AdamW learning rate (default: 1e-2 probe, 1e-4 last-k, 3e-5 full)",
+    )
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument(
+        "--max-images", type=int, default=None, help="keep at most N images, every class alike"
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.2, help="held out of every class (default 0.2)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-label", default=None, help=argparse.SUPPRESS)  # the page's name for an upload
+    parser.add_argument("--out", required=True, type=Path, metavar="RUN_FOLDER")
+    parser.set_defaults(run=_run_finetune)
+
+
+def _run_finetune(args: argparse.Namespace) -> None:
+    from vitviz.device import default_device
+    from vitviz.finetune.distributed import init_from_environment, shutdown
+    from vitviz.finetune.trainer import FinetuneConfig
+    from vitviz.finetune.worker import execute_run
+
+    try:
+        config = FinetuneConfig(
+            model=args.model,
+            weights=args.weights,
+            mode=args.mode,
+            last_k=args.last_k,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            max_images=args.max_images,
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+        )
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+    context, device = init_from_environment(args.device)
+    config = dataclasses.replace(config, device=device or default_device())
+
+    def log(line: str) -> None:
+        if context.is_main:
+            print(line, flush=True)
+
+    try:
+        result = execute_run(
+            config, args.data, args.out, context=context, data_label=args.data_label, log=log
+        )
+    except (KeyboardInterrupt, CommandError, ValueError, OSError):
+        raise
+    except Exception as error:  # torch and timm raise RuntimeError & co; the user gets one line
+        raise CommandError(f"{type(error).__name__}: {error}") from error
+    finally:
+        shutdown(context)
+    if context.is_main:
+        state = "stopped" if result.stopped else "finished"
+        last = result.metrics[-1] if result.metrics else None
+        accuracy = f", val acc {last.val_acc:.1%}" if last else ""
+        print(f"{state}: {args.out}{accuracy}")

@@ -1,0 +1,116 @@
+"""Plotly figures of a fine-tune: class counts, loss and accuracy curves, the confusion matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = ["class_counts_figure", "confusion_figure", "training_curves_figure"]
+
+_TRAIN_COLOUR = "#4c78a8"
+_VAL_COLOUR = "#f58518"
+# Blues written as rgb() stops: Streamlit's theme swaps some hex colours in figures it renders.
+_COUNT_COLORSCALE = [[0.0, "rgb(247, 251, 255)"], [0.5, "rgb(107, 174, 214)"], [1.0, "rgb(8, 48, 107)"]]
+
+
+def _title(text: str) -> dict:
+    return {"text": text, "x": 0.0, "xanchor": "left", "font": {"size": 15}}
+
+
+def class_counts_figure(counts: Mapping[str, int], title: str = "Images per class") -> go.Figure:
+    """Bars of images per class."""
+    names = list(counts)
+    figure = go.Figure(
+        go.Bar(
+            x=names,
+            y=[counts[name] for name in names],
+            text=[counts[name] for name in names],
+            textposition="auto",
+            marker={"color": _TRAIN_COLOUR},
+            hovertemplate="%{x}: %{y} images<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title=_title(title),
+        height=260,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        yaxis={"title": "images"},
+    )
+    return figure
+
+
+def training_curves_figure(metrics: Sequence[Mapping[str, float]], epochs: int | None = None) -> go.Figure:
+    """Loss (train and validation) and validation accuracy per epoch, side by side.
+
+    Args:
+        metrics: metrics.jsonl rows with epoch, train_loss, val_loss, val_acc.
+        epochs: the planned number of epochs, to fix the x axis while a run is still going.
+    """
+    figure = make_subplots(
+        rows=1, cols=2, subplot_titles=("Loss", "Validation accuracy"), horizontal_spacing=0.12
+    )
+    xs = [row["epoch"] for row in metrics]
+    figure.add_trace(
+        go.Scatter(
+            x=xs, y=[row["train_loss"] for row in metrics], name="train loss", mode="lines+markers",
+            line={"color": _TRAIN_COLOUR},
+        ),
+        row=1, col=1,
+    )  # fmt: skip
+    figure.add_trace(
+        go.Scatter(
+            x=xs, y=[row["val_loss"] for row in metrics], name="validation loss", mode="lines+markers",
+            line={"color": _VAL_COLOUR},
+        ),
+        row=1, col=1,
+    )  # fmt: skip
+    figure.add_trace(
+        go.Scatter(
+            x=xs, y=[row["val_acc"] for row in metrics], name="validation accuracy", mode="lines+markers",
+            line={"color": _VAL_COLOUR, "dash": "dot"}, hovertemplate="epoch %{x}: %{y:.1%}<extra></extra>",
+        ),
+        row=1, col=2,
+    )  # fmt: skip
+    last_epoch = max([epochs or 1, *xs, 1])
+    for col in (1, 2):
+        figure.update_xaxes(
+            title_text="epoch", range=[0.5, last_epoch + 0.5], dtick=max(1, last_epoch // 10), row=1, col=col
+        )
+    figure.update_yaxes(rangemode="tozero", row=1, col=1)
+    figure.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
+    figure.update_layout(
+        height=320,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": -0.25, "x": 0.0},
+    )
+    return figure
+
+
+def confusion_figure(matrix: np.ndarray, labels: Sequence[str], title: str = "Confusion matrix") -> go.Figure:
+    """Counts of (true class, predicted class) on the validation images, numbers in the cells."""
+    matrix = np.asarray(matrix)
+    figure = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            x=list(labels),
+            y=list(labels),
+            colorscale=_COUNT_COLORSCALE,
+            zmin=0,
+            text=matrix.astype(str),
+            texttemplate="%{text}",
+            hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>",
+            showscale=False,
+        )
+    )
+    size = 120 + 48 * len(labels)
+    figure.update_layout(
+        title=_title(title),
+        height=size,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis={"title": "predicted", "side": "bottom"},
+        yaxis={"title": "true", "autorange": "reversed", "scaleanchor": "x"},
+    )
+    return figure

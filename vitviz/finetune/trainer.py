@@ -1,0 +1,649 @@
+"""Fine-tunes a copy of a timm model: a linear probe on cached features, the last k blocks, or all of it."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+
+from vitviz.finetune.data import ImageSet, Split, limit_images, split_train_val
+from vitviz.finetune.distributed import SINGLE_PROCESS, DistributedContext
+from vitviz.models import LoadedModel, ModelError, ModelFacts, load_model
+from vitviz.preprocess import prediction_tensor
+
+__all__ = [
+    "DEFAULT_EPOCHS",
+    "DEFAULT_LEARNING_RATES",
+    "MODES",
+    "EpochMetrics",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "Mode",
+    "Progress",
+    "ValPrediction",
+    "block_names",
+    "finetune",
+    "prepare_model",
+    "trainable_module_names",
+]
+
+Mode = Literal["probe", "last-k", "full"]
+MODES: tuple[Mode, ...] = ("probe", "last-k", "full")
+# A probe trains one linear layer on standardised features, so it takes a large step; the deeper a
+# fine-tune reaches into pretrained weights, the smaller the step that keeps them useful.
+DEFAULT_LEARNING_RATES: dict[Mode, float] = {"probe": 1e-2, "last-k": 1e-4, "full": 3e-5}
+# Probe epochs cost milliseconds once features are cached; backbone epochs cost whole passes.
+DEFAULT_EPOCHS: dict[Mode, int] = {"probe": 10, "last-k": 3, "full": 2}
+
+# Submodule names timm uses for its sequence of blocks (ViTs, EfficientNets) or stages (ConvNeXts).
+_BLOCK_CONTAINERS = ("blocks", "stages", "layers")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """What to fine-tune, how, and on which device."""
+
+    model: str = "vit_small_patch14_dinov2"  # timm model name, or a run folder to fine-tune further
+    weights: str = "bundled"  # where the starting weights come from: bundled, hub, random or a file
+    mode: Mode = "probe"  # probe: frozen backbone, new head; last-k: last k blocks + head; full: all
+    last_k: int = 2  # blocks (stages for CNNs) that train in last-k mode
+    epochs: int | None = None  # passes over the training images; None: DEFAULT_EPOCHS[mode]
+    batch_size: int = 32  # images (or cached feature vectors) per step and process
+    lr: float | None = None  # AdamW learning rate; None: DEFAULT_LEARNING_RATES[mode]
+    weight_decay: float = 0.05  # AdamW weight decay
+    max_images: int | None = None  # keep at most this many images, the same share of every class
+    seed: int = 0  # seeds the subset, the split, the new head and the batch order
+    val_fraction: float = 0.2  # share of every class held out for validation
+    device: str = "cpu"  # torch device
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for name in ("last_k", "epochs", "batch_size", "max_images"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"the learning rate must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight decay must not be negative, got {self.weight_decay}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"the validation fraction must lie between 0 and 1, got {self.val_fraction}")
+
+    def resolved(self) -> FinetuneConfig:
+        """The config with the mode's default epochs and learning rate filled in."""
+        return dataclasses.replace(
+            self,
+            epochs=self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.mode],
+            lr=self.lr if self.lr is not None else DEFAULT_LEARNING_RATES[self.mode],
+        )
+
+    def hyperparameters(self) -> dict[str, object]:
+        """The training settings as plain values, for config.json."""
+        resolved = self.resolved()
+        return {
+            "mode": resolved.mode,
+            "last_k": resolved.last_k,
+            "epochs": resolved.epochs,
+            "batch_size": resolved.batch_size,
+            "lr": resolved.lr,
+            "weight_decay": resolved.weight_decay,
+            "max_images": resolved.max_images,
+            "seed": resolved.seed,
+            "val_fraction": resolved.val_fraction,
+        }
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One finished epoch, as written to metrics.jsonl."""
+
+    epoch: int  # from 1
+    train_loss: float  # mean cross-entropy over the epoch's training batches
+    val_loss: float  # mean cross-entropy on the validation images after the epoch
+    val_acc: float  # share of validation images classified right
+    seconds: float  # wall time of the epoch, validation included
+
+    def as_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands, reported after every step."""
+
+    phase: Literal["features", "train"]  # computing the probe's features, or training
+    fraction: float  # of the whole run, 0..1
+    eta_s: float | None  # seconds left, estimated from the speed so far
+    epoch: int  # epochs finished
+    epochs: int
+    message: str
+    metrics: EpochMetrics | None = None  # set when an epoch has just finished
+
+
+@dataclass(frozen=True)
+class ValPrediction:
+    """The fine-tuned model's answer for one validation image."""
+
+    key: str  # the image's key in its ImageSet
+    label: int  # the true class
+    predicted: int
+    probability: float  # softmax probability of the predicted class
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """A fine-tuned model (eval mode, frozen) and everything a run folder records about it."""
+
+    model: nn.Module | None  # None when stopped before a single step trained
+    facts: ModelFacts  # of the starting model (the fine-tuned one differs in its class count)
+    labels: tuple[str, ...]
+    config: FinetuneConfig  # resolved
+    metrics: list[EpochMetrics]
+    split: Split
+    image_set: ImageSet  # after max_images
+    val_predictions: list[ValPrediction]
+    stopped: bool
+    base_trained: bool  # False when the starting weights were random
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+# --------------------------------------------------------------------------------------------
+# Which parts train
+# --------------------------------------------------------------------------------------------
+
+
+def block_names(model: nn.Module) -> list[str]:
+    """Names of the model's blocks (ViTs, EfficientNets) or stages (ConvNeXts, ResNets), in order.
+
+    Raises:
+        ModelError: the model has no recognisable sequence of blocks.
+    """
+    children = dict(model.named_children())
+    for container in _BLOCK_CONTAINERS:
+        child = children.get(container)
+        if isinstance(child, nn.Sequential | nn.ModuleList) and len(child) > 0:
+            return [f"{container}.{name}" for name, _ in child.named_children()]
+    layers = [name for name in children if name.startswith("layer") and name[5:].isdigit()]
+    if layers:
+        return sorted(layers, key=lambda name: int(name[5:]))
+    raise ModelError(
+        f"{type(model).__name__} has no sequence of blocks or stages, so last-k does not apply; use probe or full."
+    )
+
+
+def _classifier_name(model: nn.Module) -> str:
+    classifier = model.get_classifier()
+    for name, module in model.named_modules():
+        if module is classifier:
+            return name
+    raise ModelError(f"{type(model).__name__} has no classifier module to train.")
+
+
+def trainable_module_names(model: nn.Module, mode: Mode, last_k: int) -> list[str]:
+    """The submodules that train: the head (probe), the last k blocks and all after them, or all ("").
+
+    Raises:
+        ModelError: last-k on a model without blocks, or k larger than the number of blocks.
+    """
+    if mode == "full":
+        return [""]
+    if mode == "probe":
+        return [_classifier_name(model)]
+    blocks = block_names(model)
+    if last_k > len(blocks):
+        raise ModelError(f"last-k: k = {last_k} but {type(model).__name__} has only {len(blocks)} blocks.")
+    # Top-level modules registered after the blocks (final norm, pooling, head) follow them in
+    # the forward pass of every timm family, so they train too.
+    top_level = [name for name, _ in model.named_children()]
+    last_block_parent = blocks[-1].split(".")[0]
+    after = top_level[top_level.index(last_block_parent) + 1 :]
+    return [*blocks[-last_k:], *after]
+
+
+def _under(name: str, prefixes: Sequence[str]) -> bool:
+    return any(prefix == "" or name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def prepare_model(
+    base_model: nn.Module, num_classes: int, mode: Mode, last_k: int
+) -> tuple[nn.Module, list[str]]:
+    """A deep copy of `base_model` with a new head for `num_classes`; only the trainable parts require grad.
+
+    The shared model is never touched: pages and caches may hold it.
+
+    Returns:
+        (the copy, in train mode only where it trains; names of its trainable submodules).
+    """
+    model = copy.deepcopy(base_model)
+    model.reset_classifier(num_classes)
+    trainable = trainable_module_names(model, mode, last_k)
+    model.requires_grad_(False)
+    model.eval()  # frozen BatchNorms keep their statistics, frozen dropouts stay off
+    for name, module in model.named_modules():
+        if _under(name, trainable):
+            module.requires_grad_(True)
+            module.train()
+    return model, trainable
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+class _ImageTensors(Dataset):
+    """Images of a set, decoded and put through the model's own eval transform on demand."""
+
+    def __init__(self, image_set: ImageSet, indices: Sequence[int], facts: ModelFacts) -> None:
+        self.items = [image_set.items[index] for index in indices]
+        self.facts = facts
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+        item = self.items[position]
+        return prediction_tensor(item.load(), self.facts)[0], item.label  # (3, H, W)
+
+
+class _Clock:
+    """Progress in work units (images through the backbone), and the time left at this pace."""
+
+    def __init__(self, total_units: float) -> None:
+        self.total = max(total_units, 1e-9)
+        self.done = 0.0
+        self.started = time.monotonic()
+
+    def advance(self, units: float) -> None:
+        self.done = min(self.total, self.done + units)
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.done <= 0:
+            return None
+        return (time.monotonic() - self.started) / self.done * (self.total - self.done)
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+def _pre_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """(B, D) features right before the classifier, pooled the model's own way."""
+    return model.forward_head(model.forward_features(images), pre_logits=True)
+
+
+@torch.inference_mode()
+def _extract_features(
+    model: nn.Module,
+    dataset: _ImageTensors,
+    steps: int,
+    batch_size: int,
+    device: torch.device,
+    advance: Callable[[int], None],
+    should_stop: Callable[[], bool],
+) -> torch.Tensor | None:
+    """(n, D) pre-logit features of every image, or None when stopped.
+
+    Every rank takes exactly `steps` steps (the last ones may be empty), because each step asks
+    all ranks whether to stop.
+    """
+    features = [torch.empty((0, model.num_features), device=device)]
+    for step in range(steps):
+        if should_stop():
+            return None
+        batch = [
+            dataset[position]
+            for position in range(step * batch_size, min(len(dataset), (step + 1) * batch_size))
+        ]
+        if batch:
+            images = torch.stack([image for image, _ in batch]).to(device)  # (B, 3, H, W)
+            features.append(_pre_logits(model, images).float())
+            advance(len(batch))
+    return torch.cat(features)
+
+
+@contextmanager
+def _one_cpu_thread() -> Iterator[None]:
+    """Runs the block with one intra-op CPU thread, then restores the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fold_standardisation(head: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Makes head(x) equal what it computed on (x - mean) / std, so the saved model takes raw features."""
+    with torch.no_grad():
+        head.weight.div_(std)
+        head.bias.sub_(head.weight @ mean)
+
+
+def finetune(
+    config: FinetuneConfig,
+    image_set: ImageSet,
+    *,
+    base: LoadedModel | None = None,
+    on_progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+    context: DistributedContext = SINGLE_PROCESS,
+) -> FinetuneResult:
+    """Fine-tunes a copy of the model on `image_set` and reports progress after every step.
+
+    probe: the backbone stays frozen and runs once over every image; a new linear head then trains
+    on the cached, standardised features (the standardisation is folded into the head at the end).
+    last-k / full: the last k blocks and everything after them / every parameter train, with the
+    images run through the model every epoch.
+
+    Args:
+        config: what and how to train.
+        image_set: labelled images; max_images and the train/val split are applied here.
+        base: the starting model, when already loaded (it is copied, never changed); else it is
+            loaded from config.model / config.weights.
+        on_progress: called on the main process after every step and epoch.
+        stop: when set, training ends after the current step; the model trained so far is returned.
+        context: the processes of a torchrun run; every rank must call this with the same arguments.
+
+    Raises:
+        DataError: too few images, or an image that cannot be read.
+        ModelError: the model cannot do the requested mode.
+    """
+    config = config.resolved()
+    assert config.epochs is not None and config.lr is not None
+    torch.manual_seed(config.seed)
+    device = torch.device(config.device)
+    image_set = limit_images(image_set, config.max_images, config.seed)
+    split = split_train_val(image_set.labels, config.val_fraction, config.seed)
+    if base is None:
+        base = load_model(config.model, config.weights, device)
+    model, _ = prepare_model(base.model, len(image_set.classes), config.mode, config.last_k)
+    model.to(device)
+
+    def should_stop() -> bool:
+        return context.any(stop is not None and stop.is_set(), device)
+
+    def report(progress: Progress) -> None:
+        if on_progress is not None and context.is_main:
+            on_progress(progress)
+
+    trainer = _probe if config.mode == "probe" else _backbone
+    metrics, predictions, stopped, trained_any = trainer(
+        model, base.facts, image_set, split, config, device, context, should_stop, report
+    )
+    model.eval().requires_grad_(False)
+    return FinetuneResult(
+        model=model if trained_any else None,
+        facts=base.facts,
+        labels=image_set.classes,
+        config=config,
+        metrics=metrics,
+        split=split,
+        image_set=image_set,
+        val_predictions=predictions,
+        stopped=stopped,
+        base_trained=base.trained,
+    )
+
+
+_TrainOutcome = tuple[list[EpochMetrics], list[ValPrediction], bool, bool]
+
+
+def _epoch_loader(
+    dataset: Dataset, config: FinetuneConfig, context: DistributedContext, epoch: int
+) -> DataLoader:
+    """This process's shuffled share of the training set for one epoch (all of it without torchrun)."""
+    sampler = DistributedSampler(
+        dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed
+    )
+    sampler.set_epoch(epoch)
+    return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=0)
+
+
+def _reduced_mean(total: float, count: int, context: DistributedContext, device: torch.device) -> float:
+    values = context.all_reduce_sum(torch.tensor([total, float(count)], device=device, dtype=torch.float64))
+    return float(values[0] / values[1]) if values[1] > 0 else math.nan
+
+
+def _val_outcome(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    keys: list[str],
+    context: DistributedContext,
+    device: torch.device,
+) -> tuple[float, float, list[ValPrediction]]:
+    """Validation loss and accuracy over every process, and this process's predictions."""
+    loss_sum = float(F.cross_entropy(logits, labels, reduction="sum")) if len(labels) else 0.0
+    probabilities = logits.float().softmax(dim=-1)
+    confidence, predicted = probabilities.max(dim=-1)
+    correct = float((predicted == labels).sum()) if len(labels) else 0.0
+    totals = context.all_reduce_sum(
+        torch.tensor([loss_sum, correct, float(len(labels))], device=device, dtype=torch.float64)
+    )
+    predictions = [
+        ValPrediction(key, int(label), int(guess), float(p))
+        for key, label, guess, p in zip(
+            keys, labels.tolist(), predicted.tolist(), confidence.tolist(), strict=True
+        )
+    ]
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2]), predictions
+
+
+def _all_predictions(local: list[ValPrediction], context: DistributedContext) -> list[ValPrediction]:
+    gathered = [prediction for part in context.gather_objects(local) for prediction in part]
+    return sorted(gathered, key=lambda prediction: prediction.key)
+
+
+def _probe(
+    model: nn.Module,
+    facts: ModelFacts,
+    image_set: ImageSet,
+    split: Split,
+    config: FinetuneConfig,
+    device: torch.device,
+    context: DistributedContext,
+    should_stop: Callable[[], bool],
+    report: ProgressCallback,
+) -> _TrainOutcome:
+    """Features once through the frozen backbone (each rank its share), then the head on them."""
+    used = [*split.train, *split.val]
+    # Most of the time goes into features; the head's epochs get a token share of the bar.
+    clock = _Clock(len(used) * 1.02)
+    epochs = config.epochs or 1
+
+    def advance(count: int) -> None:
+        clock.advance(count * context.world_size)
+        report(
+            Progress(
+                "features", clock.fraction, clock.eta_s, 0, epochs, f"features {clock.done:.0f}/{len(used)}"
+            )
+        )
+
+    mine = context.shard(list(range(len(used))))
+    steps = math.ceil(math.ceil(len(used) / context.world_size) / config.batch_size)
+    dataset = _ImageTensors(image_set, [used[i] for i in mine], facts)
+    local = _extract_features(model, dataset, steps, config.batch_size, device, advance, should_stop)
+    if local is None:
+        return [], [], True, False
+    features = context.all_gather_rows(local, mine, len(used))  # (n, D), same on every rank
+    labels = torch.tensor([image_set.items[index].label for index in used], device=device)
+    train_count = len(split.train)
+    train_features, val_features = features[:train_count], features[train_count:]
+    val_labels = labels[train_count:]
+    val_keys = [image_set.items[index].key for index in split.val]
+
+    head = model.get_classifier()
+    linear = isinstance(head, nn.Linear)
+    mean = train_features.mean(dim=0) if linear else torch.zeros(features.shape[1], device=device)
+    std = train_features.std(dim=0).clamp_min(1e-6) if linear and train_count > 1 else torch.ones_like(mean)
+    train_set = TensorDataset((train_features - mean) / std, labels[:train_count])
+    standard_val = (val_features - mean) / std
+    step_head = context.wrap(head, device)
+    optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    metrics: list[EpochMetrics] = []
+    predictions: list[ValPrediction] = []
+    stopped = False
+    trained_any = False
+    # A linear layer on a few hundred vectors is far too small to split over threads; on a busy CPU
+    # the threads mostly wait for each other (measured: 250 ms per epoch with 2 threads, 3 ms with 1).
+    with _one_cpu_thread():
+        for epoch in range(epochs):
+            started = time.monotonic()
+            total, count = 0.0, 0
+            for inputs, targets in _epoch_loader(train_set, config, context, epoch):
+                if should_stop():
+                    stopped = True
+                    break
+                loss = F.cross_entropy(step_head(inputs), targets)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                trained_any = True
+                total, count = total + loss.item() * len(targets), count + len(targets)
+            if stopped:
+                break
+            with torch.no_grad():
+                val_loss, val_acc, local_predictions = _val_outcome(
+                    head(standard_val), val_labels, val_keys, SINGLE_PROCESS, device
+                )
+            clock.advance(len(used) * 0.02 / epochs)
+            row = EpochMetrics(
+                epoch + 1,
+                _reduced_mean(total, count, context, device),
+                val_loss,
+                val_acc,
+                time.monotonic() - started,
+            )
+            metrics.append(row)
+            predictions = local_predictions
+            report(
+                Progress(
+                    "train",
+                    clock.fraction,
+                    clock.eta_s,
+                    epoch + 1,
+                    epochs,
+                    f"epoch {epoch + 1}/{epochs}",
+                    row,
+                )
+            )
+    if linear:
+        _fold_standardisation(head, mean, std)
+    if trained_any and (stopped or not predictions):
+        with torch.no_grad():
+            _, _, predictions = _val_outcome(head(val_features), val_labels, val_keys, SINGLE_PROCESS, device)
+    # Every rank holds all validation features, so its predictions are already complete.
+    return metrics, sorted(predictions, key=lambda p: p.key), stopped, trained_any
+
+
+def _backbone(
+    model: nn.Module,
+    facts: ModelFacts,
+    image_set: ImageSet,
+    split: Split,
+    config: FinetuneConfig,
+    device: torch.device,
+    context: DistributedContext,
+    should_stop: Callable[[], bool],
+    report: ProgressCallback,
+) -> _TrainOutcome:
+    """last-k and full: images through the whole model every step; DDP averages the gradients."""
+    epochs = config.epochs or 1
+    train_set = _ImageTensors(image_set, split.train, facts)
+    val_indices = context.shard(list(split.val))
+    val_set = _ImageTensors(image_set, val_indices, facts)
+    val_keys = [image_set.items[index].key for index in val_indices]
+    # A training image costs about three forward passes (forward and backward), a validation one.
+    clock = _Clock(epochs * (3 * len(split.train) + len(split.val)))
+    training_modes = {name: module.training for name, module in model.named_modules()}
+    step_model = context.wrap(model, device)
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+    def restore_training_modes() -> None:
+        for name, module in model.named_modules():
+            module.train(training_modes[name])
+
+    def evaluate(advance: bool) -> tuple[float, float, list[ValPrediction]]:
+        model.eval()
+        logits, labels = [], []
+        with torch.no_grad():
+            for images, targets in DataLoader(val_set, batch_size=config.batch_size, num_workers=0):
+                logits.append(model(images.to(device)).float())
+                labels.append(targets.to(device))
+                if advance:
+                    clock.advance(len(targets) * context.world_size)
+        restore_training_modes()
+        classes = len(image_set.classes)
+        stacked = torch.cat(logits) if logits else torch.empty((0, classes), device=device)
+        targets = torch.cat(labels) if labels else torch.empty((0,), dtype=torch.long, device=device)
+        return _val_outcome(stacked, targets, val_keys, context, device)
+
+    metrics: list[EpochMetrics] = []
+    predictions: list[ValPrediction] = []
+    stopped = False
+    trained_any = False
+    for epoch in range(epochs):
+        started = time.monotonic()
+        total, count = 0.0, 0
+        for step, (images, targets) in enumerate(_epoch_loader(train_set, config, context, epoch)):
+            if should_stop():
+                stopped = True
+                break
+            loss = F.cross_entropy(step_model(images.to(device)), targets.to(device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            trained_any = True
+            total, count = total + loss.item() * len(targets), count + len(targets)
+            clock.advance(3 * len(targets) * context.world_size)
+            report(
+                Progress(
+                    "train",
+                    clock.fraction,
+                    clock.eta_s,
+                    epoch,
+                    epochs,
+                    f"epoch {epoch + 1}/{epochs}, step {step + 1}",
+                )
+            )
+        if stopped:
+            break
+        val_loss, val_acc, predictions = evaluate(advance=True)
+        row = EpochMetrics(
+            epoch + 1,
+            _reduced_mean(total, count, context, device),
+            val_loss,
+            val_acc,
+            time.monotonic() - started,
+        )
+        metrics.append(row)
+        report(
+            Progress(
+                "train", clock.fraction, clock.eta_s, epoch + 1, epochs, f"epoch {epoch + 1}/{epochs}", row
+            )
+        )
+    if trained_any and (stopped or not metrics):
+        _, _, predictions = evaluate(advance=False)  # the model moved since the last evaluation
+    return metrics, _all_predictions(predictions, context), stopped, trained_any

@@ -1,0 +1,257 @@
+"""The shared pipeline of every explanation method: checks, target classes, one map per image."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitviz.models import Family, LoadedModel, ModelError, ModelFacts
+
+__all__ = [
+    "ExplanationMethod",
+    "ExplanationResult",
+    "MethodUnavailableError",
+    "feature_grid",
+    "pool_to_grid",
+]
+
+
+class MethodUnavailableError(ModelError):
+    """The method cannot explain this model: wrong family, or class-specific without a classifier head."""
+
+
+@dataclass(frozen=True)
+class ExplanationResult:
+    """One image's explanation: a map over the grid of the input the model saw, and what it explains.
+
+    The explained input is the whole image resized to the model's input (no crop) unless a caller
+    passed its own pixels, so cell (r, c) covers the same part of the picture for every model.
+    """
+
+    values: np.ndarray  # (rows, cols) float32; higher means more relevant; may be negative (IG)
+    method: str  # registry name, e.g. "gradcam"
+    target_index: int | None  # the class explained; None for class-agnostic maps (rollout, attention)
+    target_label: str | None  # that class's name, when known
+    stride_px: tuple[float, float]  # input pixels per map cell, (rows, cols)
+    input_size: tuple[int, int]  # (height, width) of the explained input
+    source: str  # what the map was read from, e.g. "forward_features" or "blocks.11.norm1"
+    trained: bool  # False for random (untrained) weights
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return int(self.values.shape[0]), int(self.values.shape[1])
+
+    def normalised(self, percentile: float = 100.0) -> np.ndarray:
+        """The map's positive evidence scaled to [0, 1], for one colour scale shared by every map.
+
+        Args:
+            percentile: the value mapped to 1, as a percentile of the map's cells; 100 is its
+                maximum, 99 keeps one outlier cell (such as DINOv2's high-norm artefact tokens)
+                from darkening the rest. Cells above it are clipped to 1.
+
+        Returns:
+            (rows, cols) float32; all zeros when nothing is positive.
+        """
+        if not 0.0 < percentile <= 100.0:
+            raise ValueError(f"percentile must lie in (0, 100], got {percentile}")
+        positive = np.clip(self.values.astype(np.float32), 0.0, None)
+        peak = float(np.percentile(positive, percentile)) if positive.size else 0.0
+        if peak <= 0:
+            peak = float(positive.max()) if positive.size else 0.0
+        if peak <= 0:
+            return np.zeros_like(positive)
+        return np.clip(positive / peak, 0.0, 1.0)
+
+
+def feature_grid(
+    loaded: LoadedModel, input_size: tuple[int, int] | None = None
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The grid a map is drawn on when the method is not tied to one: tokens, or the last feature map.
+
+    ViTs and hybrids use their token grid; CNNs the grid of their last feature map, read from the
+    model's own `feature_info` reduction (32 for most ImageNet CNNs).
+
+    Args:
+        loaded: the model.
+        input_size: (H, W) of the input; default the model's own input size. (A CNN takes any size.)
+
+    Returns:
+        (rows, cols) and the input pixels per cell (rows, cols).
+    """
+    facts = loaded.facts
+    if facts.grid_size is not None and facts.stride_px is not None:
+        return facts.grid_size, facts.stride_px
+    info = getattr(loaded.model, "feature_info", None)
+    reduction = 32
+    if info:
+        last = info[-1] if isinstance(info, list) else info.get_dicts()[-1]
+        reduction = int(last.get("reduction", reduction))
+    height, width = input_size or facts.input_size
+    return (max(1, height // reduction), max(1, width // reduction)), (reduction, reduction)
+
+
+def pool_to_grid(
+    per_pixel: torch.Tensor, grid_size: tuple[int, int], cell_px: tuple[int, int], reduce: str = "sum"
+) -> torch.Tensor:
+    """Sums (or averages) a per-pixel map over each grid cell; pixels past the last whole cell are left out.
+
+    Args:
+        per_pixel: (B, H, W) attribution per pixel.
+        grid_size: (rows, cols) of the target grid.
+        cell_px: (height, width) of one cell in pixels.
+        reduce: "sum" or "mean" over the pixels of a cell.
+
+    Returns:
+        (B, rows, cols).
+    """
+    rows, cols = grid_size
+    cell_h, cell_w = cell_px
+    covered = per_pixel[:, : rows * cell_h, : cols * cell_w]
+    cells = covered.reshape(per_pixel.shape[0], rows, cell_h, cols, cell_w)
+    return cells.sum(dim=(2, 4)) if reduce == "sum" else cells.mean(dim=(2, 4))
+
+
+class ExplanationMethod:
+    """One explanation method over the shared pipeline; a subclass overrides only what differs.
+
+    Subclasses set the class attributes and implement `attribute`; `explain` does the rest:
+    checks that the method fits the model, moves the input to the model's device, validates the
+    classes asked for, and packs each image's map into an `ExplanationResult`.
+    """
+
+    name: ClassVar[str]  # registry name, as on the command line
+    title: ClassVar[str]  # human name for menus and titles
+    families: ClassVar[tuple[Family, ...]] = ("vit", "hybrid", "cnn")
+    class_specific: ClassVar[bool] = True  # explains one class, so needs a classifier head
+
+    def __init__(self, loaded: LoadedModel, **options: Any) -> None:
+        reason = self.unavailable_reason(loaded.facts)
+        if reason is not None:
+            raise MethodUnavailableError(reason)
+        self.loaded = loaded
+        self.options = options
+
+    @classmethod
+    def unavailable_reason(cls, facts: ModelFacts) -> str | None:
+        """Why this method cannot explain a model with these facts, or None when it can."""
+        if facts.family not in cls.families:
+            kinds = ", ".join({"vit": "ViTs", "hybrid": "hybrids", "cnn": "CNNs"}[f] for f in cls.families)
+            return f"{cls.title} works on {kinds}; {facts.name} is a {_family_words(facts.family)}."
+        if cls.class_specific and not facts.has_classifier:
+            return (
+                f"{cls.title} explains one class, and {facts.name} has no classifier head; "
+                "only class-agnostic maps (attention rollout, raw attention) are possible."
+            )
+        return None
+
+    @property
+    def model(self) -> nn.Module:
+        return self.loaded.model
+
+    @property
+    def facts(self) -> ModelFacts:
+        return self.loaded.facts
+
+    def explain(
+        self, pixels: torch.Tensor, class_indices: Sequence[int] | None = None
+    ) -> list[ExplanationResult]:
+        """Explains each image of a batch.
+
+        Args:
+            pixels: (B, 3, H, W) normalised input at the model's input size.
+            class_indices: one class per image, or None for each image's most probable class.
+                Ignored by class-agnostic methods.
+
+        Returns:
+            One `ExplanationResult` per image.
+        """
+        assert pixels.ndim == 4, f"expected (B, 3, H, W) pixels, got {tuple(pixels.shape)}"
+        # A plain copy: a caller's inference-mode tensor could not start a graph.
+        with torch.inference_mode(False):
+            pixels = pixels.to(self.loaded.device, dtype=torch.float32).clone()
+        requested = None
+        if self.class_specific and class_indices is not None:
+            requested = self._checked_classes(class_indices, pixels.shape[0])
+        maps, targets, source = self.attribute(pixels, requested)  # (B, rows, cols), (B,) or None
+        height, width = pixels.shape[-2:]
+        rows, cols = maps.shape[-2:]
+        stride = (height / rows, width / cols)
+        labels = self.loaded.labels
+        results = []
+        for index, values in enumerate(maps.detach().float().cpu().numpy()):
+            target = None if targets is None else int(targets[index])
+            label = None
+            if target is not None:
+                label = labels[target] if labels else f"class {target}"
+            results.append(
+                ExplanationResult(
+                    values=values.astype(np.float32),
+                    method=self.name,
+                    target_index=target,
+                    target_label=label,
+                    stride_px=stride,
+                    input_size=(int(height), int(width)),
+                    source=source,
+                    trained=self.loaded.trained,
+                )
+            )
+        return results
+
+    def attribute(
+        self, pixels: torch.Tensor, class_indices: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+        """The method itself.
+
+        Args:
+            pixels: (B, 3, H, W) on the model's device.
+            class_indices: (B,) long classes to explain, or None for each image's top class.
+
+        Returns:
+            (B, rows, cols) maps, the (B,) classes explained (None when class-agnostic) and a short
+            description of what the map was read from.
+        """
+        raise NotImplementedError
+
+    def _checked_classes(self, class_indices: Sequence[int], batch: int) -> torch.Tensor:
+        classes = [int(index) for index in class_indices]
+        if len(classes) == 1 and batch > 1:
+            classes = classes * batch
+        if len(classes) != batch:
+            raise ValueError(f"got {len(classes)} classes for {batch} images")
+        limit = self.facts.num_classes
+        for index in classes:
+            if not 0 <= index < limit:
+                raise ValueError(f"class {index} outside 0..{limit - 1} of {self.facts.name}")
+        return torch.tensor(classes, dtype=torch.long, device=self.loaded.device)
+
+    @staticmethod
+    def chosen_classes(logits: torch.Tensor, class_indices: torch.Tensor | None) -> torch.Tensor:
+        """The classes asked for, or each row's most probable class.
+
+        Args:
+            logits: (B, classes).
+            class_indices: (B,) or None.
+
+        Returns:
+            (B,) long.
+        """
+        if class_indices is not None:
+            return class_indices
+        return logits.detach().argmax(dim=-1)
+
+    @staticmethod
+    def class_score(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """The sum over the batch of each image's logit for its class: one backward explains them all.
+
+        Images do not interact in an eval-mode forward, so each image's gradient is its own.
+        """
+        return logits.gather(1, classes[:, None]).sum()
+
+
+def _family_words(family: Family) -> str:
+    return {"vit": "ViT", "hybrid": "hybrid (CNN stem + ViT)", "cnn": "CNN"}[family]

@@ -1,0 +1,181 @@
+"""Grad-CAM and Grad-CAM++: gradient-weighted feature maps, on forward_features or any named stage."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from vitviz.methods.base import ExplanationMethod
+from vitviz.models import ModelFacts
+
+__all__ = ["FEATURES", "STEM", "TOKENS", "ActivationLeaf", "GradCAM", "GradCAMPlusPlus", "default_layer"]
+
+# Named targets besides module names: the feature extractor's output, a hybrid's CNN stem, and the
+# token grid entering the last block (a class-token head gives the final tokens no patch gradient).
+FEATURES = "features"
+STEM = "stem"
+TOKENS = "tokens"
+
+
+def default_layer(facts: ModelFacts) -> str:
+    """Where Grad-CAM looks by default: a CNN's features, a hybrid's CNN stem, a ViT's last token grid."""
+    return {"cnn": FEATURES, "hybrid": STEM, "vit": TOKENS}[facts.family]
+
+
+class ActivationLeaf:
+    """Makes one module's output the start of the autograd graph, and keeps it.
+
+    A forward hook swaps the output for a copy of a fresh leaf that requires grad, so a backward
+    from the class score stops there: nothing upstream is recorded, and the frozen parameters
+    never receive a gradient. The hook is removed on exit, also when the forward raised.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.activation: torch.Tensor | None = None
+        self._handle: RemovableHandle | None = None
+
+    def __enter__(self) -> ActivationLeaf:
+        self.activation = None
+        self._handle = self.module.register_forward_hook(self._swap)
+        return self
+
+    def _swap(self, _module: nn.Module, _inputs: tuple[Any, ...], output: Any) -> Any:
+        tensor = output[-1] if isinstance(output, list | tuple) else output
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{type(self.module).__name__} does not output a tensor")
+        leaf = tensor.detach().requires_grad_(True)
+        self.activation = leaf
+        # A clone, so that an in-place activation downstream never writes into the leaf.
+        replaced = leaf.clone()
+        if isinstance(output, list | tuple):
+            return type(output)([*output[:-1], replaced])
+        return replaced
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+class GradCAM(ExplanationMethod):
+    """Grad-CAM (Selvaraju et al., 2017): ReLU(Σ_k α_k A_k), α_k the spatial mean of ∂score/∂A_k.
+
+    Options:
+        layer: "features" (the output of `forward_features`: after the last conv, norm and
+            activation), "stem" (a hybrid's CNN stem), "tokens" (the token grid entering the last
+            block, reshaped by the model's own grid size) or any module name of the model.
+            Default: features for CNNs, stem for hybrids, tokens for ViTs.
+    """
+
+    name: ClassVar[str] = "gradcam"
+    title: ClassVar[str] = "Grad-CAM"
+
+    def attribute(
+        self, pixels: torch.Tensor, class_indices: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+        layer = self.options.get("layer") or default_layer(self.facts)
+        with torch.inference_mode(False), torch.enable_grad():
+            activation, logits, source = self._activation_and_logits(pixels, layer)
+            classes = self.chosen_classes(logits, class_indices)
+            (gradient,) = torch.autograd.grad(self.class_score(logits, classes), activation)
+        prefix = self.facts.num_prefix_tokens
+        if layer == FEATURES and activation.ndim == 3 and not gradient[:, prefix:].any():
+            raise ValueError(
+                f"the patch tokens of {self.facts.name}'s forward_features output get no gradient "
+                "(its head reads the class token only); use the layer 'tokens'"
+            )
+        activation = self._as_feature_map(activation.detach(), source)  # (B, C, h, w)
+        gradient = self._as_feature_map(gradient, source)
+        weights = self.channel_weights(activation, gradient)  # (B, C)
+        cam = torch.relu((weights[:, :, None, None] * activation).sum(dim=1))  # (B, h, w)
+        return cam, classes, source
+
+    def channel_weights(self, activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+        """α_k: the mean gradient of each channel.
+
+        Args:
+            activation: (B, C, h, w).
+            gradient: (B, C, h, w) of the class score.
+
+        Returns:
+            (B, C).
+        """
+        return gradient.mean(dim=(2, 3))
+
+    def _activation_and_logits(
+        self, pixels: torch.Tensor, layer: str
+    ) -> tuple[torch.Tensor, torch.Tensor, str]:
+        model = self.model
+        if layer == FEATURES:
+            # The model's own split: only the head is recorded for the backward.
+            with torch.no_grad():
+                features = model.forward_features(pixels)
+            activation = features.detach().requires_grad_(True)
+            return activation, model.forward_head(activation), "forward_features"
+        module, source = self._module(layer)
+        with ActivationLeaf(module) as leaf:
+            logits = model(pixels)
+        assert leaf.activation is not None, f"{source} was not run by the forward"
+        return leaf.activation, logits, source
+
+    def _module(self, layer: str) -> tuple[nn.Module, str]:
+        model = self.model
+        if layer == STEM:
+            backbone = getattr(getattr(model, "patch_embed", None), "backbone", None)
+            if backbone is None:
+                raise ValueError(f"{self.facts.name} has no CNN stem; the stem layer is for hybrids")
+            return backbone, "patch_embed.backbone (CNN stem)"
+        if layer == TOKENS:
+            blocks = getattr(model, "blocks", None)
+            if self.facts.grid_size is None or blocks is None or not hasattr(blocks[-1], "norm1"):
+                raise ValueError(f"{self.facts.name} has no token grid for Grad-CAM")
+            name = f"blocks.{len(blocks) - 1}.norm1"
+            return blocks[-1].norm1, f"{name} (token grid)"
+        try:
+            return model.get_submodule(layer), layer
+        except AttributeError as error:
+            raise ValueError(
+                f"{self.facts.name} has no module named {layer!r}; use features, stem, tokens or a "
+                "name from model.named_modules()"
+            ) from error
+
+    def _as_feature_map(self, tensor: torch.Tensor, source: str) -> torch.Tensor:
+        """(B, C, h, w) from a conv map or from tokens, reshaped by the model's own grid size."""
+        if tensor.ndim == 4:
+            return tensor
+        facts = self.facts
+        if tensor.ndim != 3 or facts.grid_size is None:
+            raise ValueError(f"{source} outputs shape {tuple(tensor.shape)}, not a feature map or tokens")
+        rows, cols = facts.grid_size
+        tokens = tensor.shape[1]
+        if tokens == facts.num_tokens:
+            tensor = tensor[:, facts.num_prefix_tokens :]
+        elif tokens != rows * cols:
+            raise ValueError(f"{source} outputs {tokens} tokens, which do not fit the {rows}×{cols} grid")
+        return tensor.reshape(tensor.shape[0], rows, cols, tensor.shape[-1]).permute(0, 3, 1, 2)
+
+
+class GradCAMPlusPlus(GradCAM):
+    """Grad-CAM++ (Chattopadhyay et al., 2018): channel weights from positive gradients, reweighted per pixel."""
+
+    name: ClassVar[str] = "gradcam++"
+    title: ClassVar[str] = "Grad-CAM++"
+
+    def channel_weights(self, activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+        """α_k = Σ_ij ReLU(g_kij) · g²/(2g² + Σ_ab A_kab · g³), the closed form for an exponential score."""
+        squared = gradient.pow(2)
+        cubed = squared * gradient
+        activation_sums = activation.sum(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+        alpha = squared / (2 * squared + activation_sums * cubed + 1e-6)
+        alpha = torch.where(gradient != 0, alpha, torch.zeros_like(alpha))
+        return (torch.relu(gradient) * alpha).sum(dim=(2, 3))

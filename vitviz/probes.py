@@ -1,0 +1,410 @@
+"""Robustness probes: the target-class probability as patches are dropped, shuffled or occluded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vitviz.methods import default_method, explain_pixels
+from vitviz.models import Family, LoadedModel
+from vitviz.predict import NoClassifierError
+from vitviz.preprocess import prediction_tensor
+
+__all__ = [
+    "CNN_PATCH_PX",
+    "DEFAULT_FRACTIONS",
+    "PROBE_KINDS",
+    "ProbeCurve",
+    "ProbeGrid",
+    "ProbeKind",
+    "ProbeTarget",
+    "area_under_curve",
+    "drop_mask",
+    "occlude_region",
+    "probe_grid",
+    "probe_target",
+    "resample_to_grid",
+    "run_probe",
+    "salience_on_grid",
+    "salience_order",
+    "shuffle_patches",
+    "target_probabilities",
+]
+
+ProbeKind = Literal["drop-salient", "drop-least-salient", "drop-random", "shuffle", "occlude"]
+PROBE_KINDS: tuple[str, ...] = ("drop-salient", "drop-least-salient", "drop-random", "shuffle", "occlude")
+DEFAULT_FRACTIONS: tuple[float, ...] = tuple(round(step / 10, 1) for step in range(11))  # 0.0 … 1.0
+# CNNs have no tokens: they are probed on 16-px patches, the ViT-B/16 grid the probes were made for.
+CNN_PATCH_PX = 16
+_BATCH = 16  # perturbed copies per forward
+
+
+@dataclass(frozen=True)
+class ProbeGrid:
+    """The patches a probe drops or shuffles: the token grid, or 16-px patches for a CNN."""
+
+    grid_size: tuple[int, int]  # (rows, cols)
+    cell_px: tuple[int, int]  # (height, width) of one patch; pixels past the last whole patch stay
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """The prediction input of one image and the class whose probability a probe follows."""
+
+    pixels: torch.Tensor  # (1, 3, H, W) timm eval transform of the image
+    index: int  # class followed
+    label: str
+    clean_probability: float  # its probability on the unmodified input
+
+
+@dataclass(frozen=True)
+class ProbeCurve:
+    """The target-class probability at each perturbed fraction, for one model and one probe."""
+
+    model: str  # timm name
+    family: Family
+    trained: bool  # False for random (untrained) weights
+    kind: str  # one of PROBE_KINDS
+    method: str | None  # salience method of drop-salient / drop-least-salient, else None
+    target_index: int
+    target_label: str
+    fractions: np.ndarray  # (F,) fraction of patches (or of the area, for occlude); first is 0
+    target_probability: np.ndarray  # (F,)
+    removed_tokens: bool  # dropped patches were taken out of the token sequence, not greyed
+    grid_size: tuple[int, int]  # (rows, cols) of the probed patches
+
+    @property
+    def area(self) -> float:
+        """Area under the curve over the fraction (trapezoid)."""
+        return area_under_curve(self.fractions, self.target_probability)
+
+    def to_json(self) -> dict[str, Any]:
+        """`{"target_index", "fractions", "target_probability"}`, as the CLI prints it."""
+        return {
+            "target_index": self.target_index,
+            "fractions": [float(value) for value in self.fractions],
+            "target_probability": [float(value) for value in self.target_probability],
+        }
+
+
+def area_under_curve(fractions: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> float:
+    """Trapezoid area of `values` over `fractions`."""
+    x = np.asarray(fractions, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
+
+
+def probe_grid(loaded: LoadedModel) -> ProbeGrid:
+    """The model's own token grid for ViTs and hybrids; 16-px patches for CNNs."""
+    facts = loaded.facts
+    if facts.grid_size is not None and facts.stride_px is not None:
+        return ProbeGrid(facts.grid_size, facts.stride_px)
+    height, width = facts.input_size
+    cell = CNN_PATCH_PX
+    return ProbeGrid((max(1, height // cell), max(1, width // cell)), (cell, cell))
+
+
+def probe_target(loaded: LoadedModel, image: Image.Image, class_index: int | None = None) -> ProbeTarget:
+    """The prediction input (timm eval transform) and the class to follow: the top class by default.
+
+    Raises:
+        NoClassifierError: the model has no classifier head, so there is no probability to follow.
+    """
+    facts = loaded.facts
+    if not facts.has_classifier:
+        raise NoClassifierError(
+            f"{facts.name} has no classifier head, so it has no class probability to probe."
+        )
+    pixels = prediction_tensor(image, facts).to(loaded.device)
+    with torch.inference_mode():
+        probabilities = loaded.model(pixels).float().softmax(dim=-1)[0]
+    if class_index is None:
+        class_index = int(probabilities.argmax())
+    elif not 0 <= class_index < facts.num_classes:
+        raise ValueError(f"class {class_index} outside 0..{facts.num_classes - 1} of {facts.name}")
+    label = loaded.labels[class_index] if loaded.labels else f"class {class_index}"
+    return ProbeTarget(pixels, class_index, label, float(probabilities[class_index]))
+
+
+def resample_to_grid(values: np.ndarray, input_size: tuple[int, int], grid: ProbeGrid) -> np.ndarray:
+    """A map over any grid of the input, averaged onto the probe's patches.
+
+    A map already on the probe's grid is returned as it is; any other is upsampled bilinearly to
+    pixels and averaged over each patch.
+
+    Args:
+        values: (r, c) map covering the whole input.
+        input_size: (H, W) of the input the map covers.
+        grid: the probe's patches.
+
+    Returns:
+        (rows, cols) float64.
+    """
+    if tuple(values.shape) == grid.grid_size and all(
+        size == cells * cell
+        for size, cells, cell in zip(input_size, grid.grid_size, grid.cell_px, strict=True)
+    ):
+        return values.astype(np.float64)
+    per_pixel = F.interpolate(
+        torch.from_numpy(values.astype(np.float32))[None, None], size=input_size, mode="bilinear"
+    )[0, 0]
+    rows, cols = grid.grid_size
+    cell_h, cell_w = grid.cell_px
+    covered = per_pixel[: rows * cell_h, : cols * cell_w].reshape(rows, cell_h, cols, cell_w)
+    return covered.mean(dim=(1, 3)).double().numpy()
+
+
+def salience_on_grid(
+    loaded: LoadedModel, target: ProbeTarget, grid: ProbeGrid, method: str, **options: Any
+) -> np.ndarray:
+    """A method's map of the prediction input for the target class, on the probe's patches.
+
+    Returns:
+        (rows, cols) salience.
+    """
+    result = explain_pixels(loaded, target.pixels, method, [target.index], **options)[0]
+    return resample_to_grid(result.values, result.input_size, grid)
+
+
+def salience_order(
+    salience: np.ndarray | None, kind: str, seed: int = 0, size: int | None = None
+) -> np.ndarray:
+    """The order in which patches are dropped, as flat patch indices.
+
+    Args:
+        salience: (rows, cols) map, needed for drop-salient and drop-least-salient.
+        kind: "drop-salient" (most salient first), "drop-least-salient" or "drop-random".
+        seed: seed of the random order.
+        size: number of patches, when no salience is given.
+
+    Returns:
+        (patches,) permutation; ties keep the grid's reading order.
+    """
+    if kind == "drop-random":
+        count = size if size is not None else int(np.asarray(salience).size)
+        return np.random.default_rng(seed).permutation(count)
+    assert salience is not None, f"{kind} needs a salience map"
+    flat = np.asarray(salience, dtype=np.float64).ravel()
+    if kind == "drop-salient":
+        return np.argsort(-flat, kind="stable")
+    if kind == "drop-least-salient":
+        return np.argsort(flat, kind="stable")
+    raise ValueError(f"unknown drop order {kind!r}")
+
+
+def drop_mask(patches: np.ndarray, grid: ProbeGrid, input_size: tuple[int, int]) -> torch.Tensor:
+    """A pixel mask that is True over the given patches.
+
+    Args:
+        patches: flat patch indices.
+        grid: the probe's patches.
+        input_size: (H, W).
+
+    Returns:
+        (H, W) bool.
+    """
+    rows, cols = grid.grid_size
+    cell_h, cell_w = grid.cell_px
+    on_grid = torch.zeros(rows * cols, dtype=torch.bool)
+    on_grid[torch.as_tensor(np.asarray(patches, dtype=np.int64))] = True
+    cells = on_grid.reshape(rows, cols).repeat_interleave(cell_h, 0).repeat_interleave(cell_w, 1)
+    mask = torch.zeros(input_size, dtype=torch.bool)
+    mask[: rows * cell_h, : cols * cell_w] = cells
+    return mask
+
+
+def shuffle_patches(pixels: torch.Tensor, patches: np.ndarray, grid: ProbeGrid) -> torch.Tensor:
+    """Moves the content of each listed patch to the next listed patch's place (the last to the first).
+
+    Args:
+        pixels: (3, H, W).
+        patches: flat patch indices to shuffle among themselves; fewer than two change nothing.
+        grid: the probe's patches.
+
+    Returns:
+        (3, H, W) copy.
+    """
+    rows, cols = grid.grid_size
+    cell_h, cell_w = grid.cell_px
+    channels = pixels.shape[0]
+    shuffled = pixels.clone()
+    if len(patches) < 2:
+        return shuffled
+    covered = pixels[:, : rows * cell_h, : cols * cell_w]
+    tiles = covered.reshape(channels, rows, cell_h, cols, cell_w).permute(1, 3, 0, 2, 4)
+    tiles = tiles.reshape(rows * cols, channels, cell_h, cell_w).clone()
+    index = torch.as_tensor(np.asarray(patches, dtype=np.int64))
+    tiles[index] = tiles[index.roll(1)]  # every chosen patch moves, none stays in place
+    tiles = tiles.reshape(rows, cols, channels, cell_h, cell_w).permute(2, 0, 3, 1, 4)
+    shuffled[:, : rows * cell_h, : cols * cell_w] = tiles.reshape(channels, rows * cell_h, cols * cell_w)
+    return shuffled
+
+
+def occlude_region(
+    pixels: torch.Tensor, fraction: float, centre: tuple[float, float] = (0.5, 0.5)
+) -> torch.Tensor:
+    """Greys (zero in normalised space) a rectangle covering `fraction` of the image around `centre`.
+
+    The rectangle has the image's aspect ratio and is moved inside the image when it would cross
+    an edge, so its area is always the fraction asked for (to the pixel).
+
+    Args:
+        pixels: (3, H, W).
+        fraction: area fraction in [0, 1].
+        centre: (row, col) of the centre as fractions of the height and width.
+
+    Returns:
+        (3, H, W) copy.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
+    height, width = pixels.shape[-2:]
+    box_h, box_w = round(height * fraction**0.5), round(width * fraction**0.5)
+    top = min(max(round(centre[0] * height - box_h / 2), 0), height - box_h)
+    left = min(max(round(centre[1] * width - box_w / 2), 0), width - box_w)
+    occluded = pixels.clone()
+    occluded[:, top : top + box_h, left : left + box_w] = 0.0
+    return occluded
+
+
+@torch.inference_mode()
+def target_probabilities(loaded: LoadedModel, batch: torch.Tensor, target: int) -> np.ndarray:
+    """The softmax probability of `target` for each input, in chunks.
+
+    Args:
+        batch: (F, 3, H, W) inputs.
+
+    Returns:
+        (F,) float64.
+    """
+    values = []
+    for chunk in batch.split(_BATCH):
+        logits = loaded.model(chunk.to(loaded.device))
+        values.append(logits.float().softmax(dim=-1)[:, target].double().cpu())
+    return torch.cat(values).numpy()
+
+
+@torch.inference_mode()
+def _probabilities_without_tokens(
+    loaded: LoadedModel, pixels: torch.Tensor, dropped: list[np.ndarray], target: int
+) -> np.ndarray:
+    """The target probability when the dropped patch tokens are removed from the sequence.
+
+    Runs timm's own steps of `forward_features` (patch embedding, position embedding with the
+    prefix tokens, blocks, norm) and keeps only the prefix and the remaining patch tokens.
+    """
+    model = loaded.model
+    prefix = loaded.facts.num_prefix_tokens
+    tokens = model._pos_embed(model.patch_embed(pixels))  # (1, prefix + patches, D)
+    values = []
+    for patches in dropped:
+        keep = np.setdiff1d(np.arange(tokens.shape[1] - prefix), patches) + prefix
+        kept = torch.cat([torch.arange(prefix), torch.as_tensor(keep, dtype=torch.long)]).to(tokens.device)
+        x = model.norm_pre(tokens[:, kept])
+        x = model.norm(model.blocks(x))
+        logits = model.forward_head(x)
+        values.append(float(logits.float().softmax(dim=-1)[0, target]))
+    return np.asarray(values, dtype=np.float64)
+
+
+def _check_token_removal(loaded: LoadedModel, kind: str) -> None:
+    model = loaded.model
+    if loaded.facts.family == "cnn":
+        raise ValueError(f"{loaded.facts.name} is a CNN: it has no tokens to remove")
+    if not kind.startswith("drop-"):
+        raise ValueError(f"only the drop probes can remove tokens, not {kind}")
+    needed = ("patch_embed", "_pos_embed", "norm_pre", "blocks", "norm", "forward_head")
+    if not all(hasattr(model, name) for name in needed):
+        raise ValueError(f"removing tokens needs a timm VisionTransformer; {loaded.facts.name} is not one")
+
+
+def run_probe(
+    loaded: LoadedModel,
+    image: Image.Image,
+    kind: str,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    method: str | None = None,
+    class_index: int | None = None,
+    remove_tokens: bool = False,
+    seed: int = 0,
+    centre: tuple[float, float] = (0.5, 0.5),
+    **method_options: Any,
+) -> ProbeCurve:
+    """Perturbs a growing fraction of the image and follows the target-class probability.
+
+    Works on the prediction input (timm's eval transform). Dropped and occluded pixels are set to
+    zero in normalised space, the dataset mean colour; with `remove_tokens` a ViT's dropped patch
+    tokens are instead taken out of the sequence (at least one patch token always stays).
+
+    Args:
+        loaded: a model with a classifier head; never modified.
+        image: any RGB image.
+        kind: one of PROBE_KINDS. For "shuffle" a fraction is the share of patches moved; for
+            "occlude" the share of the area greyed around `centre`.
+        fractions: increasing fractions in [0, 1]; the first must be 0.
+        method: salience method of the salient drops (default: Grad-CAM for CNNs, rollout for ViTs).
+        class_index: class to follow (default: the top class on the clean input).
+        remove_tokens: remove dropped tokens from a ViT's sequence instead of greying them.
+        seed: seed of drop-random and shuffle.
+        centre: (row, col) fractions of the occluded region's centre.
+        method_options: options of the salience method.
+
+    Returns:
+        The curve; its first probability is the clean one `predict` reports.
+    """
+    if kind not in PROBE_KINDS:
+        raise ValueError(f"unknown probe {kind!r}: use one of {', '.join(PROBE_KINDS)}")
+    steps = np.asarray(list(fractions), dtype=np.float64)
+    if steps.size == 0 or steps[0] != 0.0 or np.any(np.diff(steps) < 0) or steps[-1] > 1.0:
+        raise ValueError("fractions must rise from 0 to at most 1")
+    if remove_tokens:
+        _check_token_removal(loaded, kind)
+    facts = loaded.facts
+    target = probe_target(loaded, image, class_index)
+    grid = probe_grid(loaded)
+    pixels = target.pixels[0].cpu()  # (3, H, W)
+    input_size = (pixels.shape[1], pixels.shape[2])
+    salient = kind in ("drop-salient", "drop-least-salient")
+    method = (method or default_method(facts)) if salient else None
+    order = np.arange(grid.num_patches)
+    if kind.startswith("drop-"):
+        salience = salience_on_grid(loaded, target, grid, method, **method_options) if method else None
+        order = salience_order(salience, kind, seed, size=grid.num_patches)
+    elif kind == "shuffle":
+        order = np.random.default_rng(seed).permutation(grid.num_patches)
+    counts = [round(fraction * grid.num_patches) for fraction in steps]
+
+    if remove_tokens:
+        dropped = [order[: min(count, grid.num_patches - 1)] for count in counts]
+        probabilities = _probabilities_without_tokens(loaded, target.pixels, dropped, target.index)
+    else:
+        if kind == "occlude":
+            perturbed = [occlude_region(pixels, float(fraction), centre) for fraction in steps]
+        elif kind == "shuffle":
+            perturbed = [shuffle_patches(pixels, order[:count], grid) for count in counts]
+        else:
+            perturbed = [pixels * ~drop_mask(order[:count], grid, input_size) for count in counts]
+        probabilities = target_probabilities(loaded, torch.stack(perturbed), target.index)
+    return ProbeCurve(
+        model=facts.name,
+        family=facts.family,
+        trained=loaded.trained,
+        kind=kind,
+        method=method,
+        target_index=target.index,
+        target_label=target.label,
+        fractions=steps,
+        target_probability=probabilities,
+        removed_tokens=remove_tokens,
+        grid_size=grid.grid_size,
+    )

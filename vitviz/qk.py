@@ -1,0 +1,231 @@
+"""Queries and keys of one attention head, captured by hooks and projected jointly to 2-D (AttentionViz)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from vitviz.capture import AttentionCapture, attention_modules
+from vitviz.models import LoadedModel, ModelError
+from vitviz.preprocess import explanation_tensor
+from vitviz.token_features import prefix_token_names
+
+__all__ = [
+    "ProjectionMethod",
+    "QueryKeyCapture",
+    "QueryKeyProjection",
+    "QueryKeys",
+    "align_queries_keys",
+    "attention_from_queries_keys",
+    "project_queries_keys",
+    "query_keys",
+]
+
+ProjectionMethod = Literal["pca", "tsne"]
+
+
+class QueryKeyCapture:
+    """Records one attention layer's queries and keys, (B, heads, N, head_dim), during a forward pass.
+
+    timm's `Attention` passes q and k through `q_norm` and `k_norm` (identities unless the model
+    normalises them) right before the dot product, so hooks on their outputs see exactly the
+    vectors the attention is computed from, fused kernel or not. Hooks are removed on exit, also
+    when the forward raised; exceptions are never swallowed.
+
+    Example:
+        with QueryKeyCapture(model, layer=3) as capture:
+            model(x)
+        queries, keys = capture.queries, capture.keys
+    """
+
+    def __init__(self, model: nn.Module, layer: int) -> None:
+        modules = attention_modules(model)
+        if not modules:
+            raise ValueError(f"{type(model).__name__} has no self-attention layers")
+        if not 0 <= layer < len(modules):
+            raise ValueError(f"layer {layer} outside 0..{len(modules) - 1}")
+        self.module = modules[layer]
+        if not all(isinstance(getattr(self.module, name, None), nn.Module) for name in ("q_norm", "k_norm")):
+            raise ValueError(
+                f"{type(self.module).__name__} has no q_norm/k_norm to read queries and keys from"
+            )
+        self.scale = float(self.module.scale)
+        self.queries: torch.Tensor | None = None
+        self.keys: torch.Tensor | None = None
+        self._handles: list[RemovableHandle] = []
+
+    def __enter__(self) -> QueryKeyCapture:
+        self.queries = self.keys = None
+        self._handles = [
+            self.module.q_norm.register_forward_hook(self._record("queries")),
+            self.module.k_norm.register_forward_hook(self._record("keys")),
+        ]
+        return self
+
+    def _record(self, name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
+        def hook(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            setattr(self, name, output.detach())
+
+        return hook
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def attention_from_queries_keys(queries: np.ndarray, keys: np.ndarray, scale: float) -> np.ndarray:
+    """softmax(q · kᵀ · scale) row by row, as the attention layer computes it.
+
+    Args:
+        queries: (N, head_dim).
+        keys: (N, head_dim).
+        scale: the layer's scale, head_dim ** -0.5.
+
+    Returns:
+        (N, N) attention probabilities, rows summing to 1.
+    """
+    logits = (queries.astype(np.float64) @ keys.astype(np.float64).T) * scale  # (N, N)
+    logits -= logits.max(axis=1, keepdims=True)
+    weights = np.exp(logits)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class QueryKeys:
+    """The queries and keys of one head in one layer for one image, with that head's attention."""
+
+    queries: np.ndarray  # (N, head_dim) float32
+    keys: np.ndarray  # (N, head_dim) float32
+    attention: np.ndarray  # (N, N) float32, the model's own attention probabilities of this head
+    scale: float  # the layer's scale on q · k
+    layer: int
+    head: int
+    grid_size: tuple[int, int]  # (rows, cols) of the patch tokens
+    prefix_names: tuple[str, ...]  # names of the tokens before the patches
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return len(self.prefix_names)
+
+    def reproduction_error(self) -> float:
+        """Largest gap between softmax(q · kᵀ · scale) and the captured attention."""
+        recomputed = attention_from_queries_keys(self.queries, self.keys, self.scale)
+        return float(np.abs(recomputed - self.attention).max())
+
+
+@torch.inference_mode()
+def query_keys(loaded: LoadedModel, image: Image.Image, layer: int, head: int) -> QueryKeys:
+    """Runs the model once and keeps one head's queries, keys and attention.
+
+    Raises:
+        ModelError: the model has no attention (a CNN).
+        ValueError: layer or head out of range.
+    """
+    facts = loaded.facts
+    if facts.family == "cnn" or facts.grid_size is None:
+        raise ModelError(f"{facts.name} is a CNN: it has no queries and keys.")
+    if not 0 <= head < facts.num_heads:
+        raise ValueError(f"head {head} outside 0..{facts.num_heads - 1}")
+    pixels = explanation_tensor(image, facts).to(loaded.device)
+    with QueryKeyCapture(loaded.model, layer) as capture, AttentionCapture(loaded.model) as attention:
+        loaded.model(pixels)
+    assert capture.queries is not None and capture.keys is not None, "the hooked layer did not run"
+    return QueryKeys(
+        queries=capture.queries[0, head].float().cpu().numpy(),
+        keys=capture.keys[0, head].float().cpu().numpy(),
+        attention=attention.attentions[layer][0, head].float().cpu().numpy(),
+        scale=capture.scale,
+        layer=layer,
+        head=head,
+        grid_size=facts.grid_size,
+        prefix_names=prefix_token_names(loaded.model),
+    )
+
+
+def align_queries_keys(queries: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Moves keys onto the queries' centroid and evens out their norms, attention unchanged (AttentionViz).
+
+    Adding one vector c to every key adds q · c to a query's every logit, which its softmax
+    ignores; scaling queries by s and keys by 1/s leaves every q · k as it is. Without this the
+    two clouds often sit apart in any projection and say nothing about which pairs match.
+
+    Returns:
+        (queries, keys) of the same shapes, giving the same attention as the inputs.
+    """
+    queries = queries.astype(np.float64)
+    keys = keys.astype(np.float64) - keys.mean(axis=0) + queries.mean(axis=0)
+    query_norm = float(np.linalg.norm(queries, axis=1).mean())
+    key_norm = float(np.linalg.norm(keys, axis=1).mean())
+    if query_norm < 1e-12 or key_norm < 1e-12:
+        return queries, keys
+    factor = np.sqrt(key_norm / query_norm)
+    return queries * factor, keys / factor
+
+
+@dataclass(frozen=True)
+class QueryKeyProjection:
+    """Queries and keys of one head placed in one shared 2-D space."""
+
+    queries: np.ndarray  # (N, 2)
+    keys: np.ndarray  # (N, 2)
+    method: ProjectionMethod
+    aligned: bool  # keys moved and norms evened out first (attention unchanged)
+    explained_variance_ratio: np.ndarray | None  # (2,) for PCA, None for t-SNE
+
+
+def project_queries_keys(
+    source: QueryKeys, method: ProjectionMethod = "pca", align: bool = True, seed: int = 0
+) -> QueryKeyProjection:
+    """Projects queries and keys together, so a query lands near the keys it matches.
+
+    Args:
+        source: one head's queries and keys.
+        method: "pca" (fast, linear) or "tsne" (slower, keeps neighbourhoods rather than distances).
+        align: apply `align_queries_keys` first.
+        seed: t-SNE's random state, so the same input gives the same picture.
+
+    Returns:
+        2-D positions of every query and key.
+    """
+    queries, keys = (
+        align_queries_keys(source.queries, source.keys)
+        if align
+        else (source.queries.astype(np.float64), source.keys.astype(np.float64))
+    )
+    tokens = len(queries)
+    joint = np.concatenate([queries, keys])  # (2N, head_dim)
+    explained = None
+    if method == "pca":
+        pca = PCA(n_components=2, svd_solver="full").fit(joint)
+        projected = pca.transform(joint)
+        explained = pca.explained_variance_ratio_.copy()
+    elif method == "tsne":
+        perplexity = float(min(30.0, (len(joint) - 1) / 3))
+        projected = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
+            joint
+        )
+    else:
+        raise ValueError(f"unknown projection {method!r}: use pca or tsne")
+    return QueryKeyProjection(
+        queries=projected[:tokens],
+        keys=projected[tokens:],
+        method=method,
+        aligned=align,
+        explained_variance_ratio=explained,
+    )

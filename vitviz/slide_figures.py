@@ -1,0 +1,136 @@
+"""Plotly figures only the story needs (the photo, position similarity, the output vector) and its styling."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.colors as pc
+import plotly.graph_objects as go
+
+from vitviz.figures import PATCH_CENTRES_NAME, patch_grid_figure
+
+__all__ = ["embedding_figure", "image_figure", "similarity_figure", "style_for_slides"]
+
+# Diverging colours for similarities in [-1, 1], as rgb() strings (see MAP_COLORSCALE on why not names).
+_SIMILARITY_COLORSCALE: list[list[float | str]] = [
+    [index / (len(pc.diverging.RdBu) - 1), colour] for index, colour in enumerate(reversed(pc.diverging.RdBu))
+]
+
+
+def image_figure(pixels: np.ndarray, title: str) -> go.Figure:
+    """The picture alone, drawn like the other image figures so slides line up.
+
+    Args:
+        pixels: (H, W, 3) uint8 image.
+        title: figure title.
+    """
+    height, width = pixels.shape[:2]
+    # The patch grid figure with its lines and clickable centres taken out is exactly the photo.
+    figure = patch_grid_figure(pixels, (1, 1), (height, width), title)
+    figure.data = [trace for trace in figure.data if isinstance(trace, go.Image)]
+    return figure
+
+
+def similarity_figure(similarity: np.ndarray, position: tuple[int, int], title: str) -> go.Figure:
+    """One grid position's similarity to every position, as a grid with that position outlined.
+
+    Args:
+        similarity: (rows, cols) cosine similarities in [-1, 1].
+        position: (row, col) the similarities are measured from.
+        title: figure title.
+    """
+    rows, cols = similarity.shape
+    row_index, col_index = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    figure = go.Figure(
+        go.Heatmap(
+            z=similarity,
+            zmin=-1.0,
+            zmax=1.0,
+            colorscale=_SIMILARITY_COLORSCALE,
+            colorbar={"title": {"text": "cosine similarity", "side": "right"}, "thickness": 14},
+            hoverinfo="skip",
+        )
+    )
+    # Clickable cells: Plotly reports clicks on points, so each cell gets an invisible one.
+    figure.add_trace(
+        go.Scatter(
+            x=col_index.ravel(),
+            y=row_index.ravel(),
+            mode="markers",
+            marker={"size": max(4, min(28, 460 // max(rows, cols))), "opacity": 0.0},
+            customdata=np.stack([row_index.ravel(), col_index.ravel(), similarity.ravel()], axis=1),
+            hovertemplate="row %{customdata[0]}, col %{customdata[1]}<br>similarity %{customdata[2]:.3f}"
+            "<extra></extra>",
+            name=PATCH_CENTRES_NAME,
+            selected={"marker": {"opacity": 0.0}},
+            unselected={"marker": {"opacity": 0.0}},
+        )
+    )
+    figure.add_shape(
+        type="rect",
+        x0=position[1] - 0.5,
+        x1=position[1] + 0.5,
+        y0=position[0] - 0.5,
+        y1=position[0] + 0.5,
+        line={"color": "#00e5ff", "width": 3},
+    )
+    figure.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
+        margin={"l": 40, "r": 0, "t": 40, "b": 30},
+        height=520,
+        dragmode=False,
+        clickmode="event+select",
+        showlegend=False,
+    )
+    # constrain="domain": square cells shrink the plot area instead of widening an axis's range.
+    figure.update_xaxes(
+        title="column", range=[-0.5, cols - 0.5], constrain="domain", showgrid=False, zeroline=False
+    )
+    figure.update_yaxes(
+        title="row",
+        range=[rows - 0.5, -0.5],
+        scaleanchor="x",
+        constrain="domain",
+        showgrid=False,
+        zeroline=False,
+    )
+    return figure
+
+
+def embedding_figure(vector: np.ndarray, title: str) -> go.Figure:
+    """A vector's values as bars, one per dimension.
+
+    Args:
+        vector: (D,) values.
+        title: figure title.
+    """
+    figure = go.Figure(
+        go.Bar(
+            x=np.arange(len(vector)),
+            y=vector,
+            marker={"color": "#4c78a8"},
+            hovertemplate="dimension %{x}: %{y:.3f}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
+        xaxis={"title": "dimension"},
+        yaxis={"title": "value"},
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+        height=420,
+        bargap=0.0,
+    )
+    return figure
+
+
+def style_for_slides(figure: go.Figure, dark: bool, height: int) -> go.Figure:
+    """Enlarges a figure's text for a room and gives it the light or dark theme; returns it."""
+    background = "#0e1117" if dark else "#ffffff"
+    figure.update_layout(
+        template="plotly_dark" if dark else "plotly_white",
+        paper_bgcolor=background,
+        plot_bgcolor=background,
+        font={"size": 17},
+        title_font={"size": 22},
+        height=height,
+    )
+    return figure

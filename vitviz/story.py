@@ -1,0 +1,146 @@
+"""The guided story of the ViT paper told in presentation mode: its slides and their words."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from vitviz.models import ModelFacts
+
+__all__ = ["SLIDE_KEYS", "Slide", "SlideKey", "story_slides"]
+
+SlideKey = Literal["image", "patches", "tokens", "attention", "rollout", "prediction", "compare"]
+# The story's order: the paper's pipeline from pixels to a class, then a CNN beside it.
+SLIDE_KEYS: tuple[SlideKey, ...] = (
+    "image",
+    "patches",
+    "tokens",
+    "attention",
+    "rollout",
+    "prediction",
+    "compare",
+)
+
+
+@dataclass(frozen=True)
+class Slide:
+    """One step of the story: what it shows (key), its title and a caption made from the model's facts."""
+
+    key: SlideKey
+    title: str
+    caption: str
+
+
+def _size(size: tuple[int, int]) -> str:
+    return f"{size[0]}×{size[1]}"
+
+
+def _untrained(trained: bool) -> str:
+    return "" if trained else " These are random, untrained weights: the maps show an untrained model."
+
+
+def _prefix_phrase(facts: ModelFacts) -> str:
+    count = facts.num_prefix_tokens
+    if count == 0:
+        return "There is no class token: the model averages its patch tokens at the end."
+    if count == 1:
+        return "A learned class token joins them at the front; its output will stand for the whole image."
+    return f"{count} learned prefix tokens (class, distillation or register) join them at the front."
+
+
+def _output_word(facts: ModelFacts) -> str:
+    return "the class token" if facts.num_prefix_tokens and facts.global_pool == "token" else "the output"
+
+
+def story_slides(
+    vit: ModelFacts,
+    image_name: str,
+    image_size: tuple[int, int],
+    cnn: ModelFacts | None = None,
+    trained: bool = True,
+) -> list[Slide]:
+    """The slides for one ViT (or hybrid) and one image, with a CNN to compare at the end.
+
+    Args:
+        vit: facts of the transformer the story follows (family "vit" or "hybrid").
+        image_name: the image's name, as shown to the audience.
+        image_size: (width, height) of the image in pixels, as PIL reports it.
+        cnn: facts of the CNN for the last slide; None leaves that slide out.
+        trained: False when the transformer's weights are random: every caption says so.
+
+    Raises:
+        ValueError: `vit` is a CNN.
+    """
+    if vit.family == "cnn" or vit.grid_size is None or vit.stride_px is None:
+        raise ValueError(f"{vit.name} is a CNN: the story needs a transformer (ViT or hybrid).")
+    rows, cols = vit.grid_size
+    height, width = vit.input_size
+    input_px = f"{height}×{width}"
+    stride = _size(vit.stride_px)
+    layers, heads = vit.num_layers, vit.num_heads
+    note = _untrained(trained)
+    if vit.family == "vit":
+        patches = f"{input_px} image → {vit.num_patches} patches of {stride} px (a {rows}×{cols} grid)."
+    else:
+        patches = (
+            f"{input_px} image → a CNN stem → {vit.num_patches} feature cells, one per {stride} px "
+            f"(a {rows}×{cols} grid). This hybrid's patches are cells of a CNN feature map."
+        )
+    query = "the class token" if vit.num_prefix_tokens else "the mean patch"
+    slides = [
+        Slide(
+            "image",
+            "An image goes in",
+            f"{image_name}: a {image_size[0]}×{image_size[1]} photo. {vit.name} reads every image at "
+            f"{input_px} px, so it is resized to that first.",
+        ),
+        Slide("patches", "Cut into patches", patches + note),
+        Slide(
+            "tokens",
+            "Patches become tokens",
+            f"Each patch becomes a token of {vit.embed_dim} numbers. {_prefix_phrase(vit)} "
+            f"{vit.num_tokens} tokens × {vit.embed_dim}. A learned position embedding is added to each "
+            "token: the map shows how alike one position's embedding is to every other's." + note,
+        ),
+        Slide(
+            "attention",
+            "Attention, layer by layer",
+            f"{layers} layers × {heads} heads. Each frame shows where {query} looks in one layer "
+            f"(mean of the {heads} heads). Press ▶ to play layers 0–{layers - 1}." + note,
+        ),
+        Slide(
+            "rollout",
+            "Attention rollout",
+            f"Multiplying the attention of all {layers} layers, each mixed with the skip connection "
+            f"(0.5·A + 0.5·I), traces how much each patch feeds {_output_word(vit)}." + note,
+        ),
+    ]
+    if vit.has_classifier:
+        prediction = (
+            f"{_output_word(vit).capitalize()}'s final {vit.embed_dim} numbers go through one linear "
+            f"layer to {vit.num_classes} class scores; softmax makes them probabilities. The top 5:"
+        )
+    else:
+        prediction = (
+            f"{vit.name} has no classifier head: it was trained without labels (self-supervised), so "
+            f"it predicts no class. Its output is the {vit.embed_dim}-number vector of "
+            f"{_output_word(vit)} below; a linear classifier on top would turn it into class scores."
+        )
+    slides.append(Slide("prediction", "The prediction", prediction + note))
+    if cnn is not None:
+        no_head = (
+            f" {vit.name} has no classifier head, so only the CNN predicts a class."
+            if not vit.has_classifier
+            else ""
+        )
+        slides.append(
+            Slide(
+                "compare",
+                "ViT vs CNN",
+                f"Left: {vit.name} relates every patch to every other through attention (its rollout). "
+                f"Right: {cnn.name}, a CNN, has no patches and no attention; it slides small filters "
+                f"over the {_size(cnn.input_size)} image and pools them into {cnn.num_classes} class "
+                f"scores (its top 5).{no_head}" + note,
+            )
+        )
+    return slides

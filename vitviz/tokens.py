@@ -1,0 +1,126 @@
+"""From pixels to tokens: the shapes on the way, position-embedding similarity and the output token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vitviz.models import LoadedModel, ModelError, ModelFacts
+from vitviz.preprocess import explanation_tensor
+
+__all__ = ["TokenStage", "output_embedding", "position_similarity", "token_stages"]
+
+
+@dataclass(frozen=True)
+class TokenStage:
+    """One step from image to token sequence, with the tensor shape after it (batch left out)."""
+
+    name: str
+    shape: tuple[int, ...]
+    note: str
+
+
+def _prefix_words(count: int) -> str:
+    if count == 1:
+        return "1 class token"
+    return f"{count} prefix tokens (class, distillation or register)"
+
+
+def token_stages(facts: ModelFacts) -> list[TokenStage]:
+    """The shapes from the input image to the sequence the first transformer block reads.
+
+    Raises:
+        ModelError: the model is a CNN (it makes no tokens).
+    """
+    if facts.family == "cnn" or facts.grid_size is None or facts.stride_px is None:
+        raise ModelError(f"{facts.name} is a CNN: it makes no tokens.")
+    height, width = facts.input_size
+    rows, cols = facts.grid_size
+    step_y, step_x = facts.stride_px
+    patches, dim, prefix = facts.num_patches, facts.embed_dim, facts.num_prefix_tokens
+    stages = [TokenStage("image", (3, height, width), f"{height}×{width} px, 3 colour channels")]
+    if facts.family == "vit":
+        stages.append(
+            TokenStage(
+                "patches, flattened",
+                (patches, 3 * step_y * step_x),
+                f"{rows}×{cols} patches of {step_y}×{step_x} px, each 3·{step_y}·{step_x} numbers",
+            )
+        )
+        stages.append(TokenStage("patch embeddings", (patches, dim), f"one linear map to {dim} numbers"))
+    else:
+        stages.append(
+            TokenStage(
+                "patch embeddings",
+                (patches, dim),
+                f"a CNN stem, then one {dim}-number token per {step_y}×{step_x} px cell",
+            )
+        )
+    if prefix:
+        stages.append(
+            TokenStage("+ prefix tokens", (facts.num_tokens, dim), f"{_prefix_words(prefix)} in front")
+        )
+    stages.append(
+        TokenStage(
+            "+ position embedding",
+            (facts.num_tokens, dim),
+            "a learned vector per position, added to each token",
+        )
+    )
+    return stages
+
+
+def position_similarity(loaded: LoadedModel, position: tuple[int, int]) -> np.ndarray:
+    """Cosine similarity of one grid position's learned embedding with every position's.
+
+    Prefix-token rows of the position embedding are dropped (they have no place on the grid).
+
+    Args:
+        loaded: a ViT or hybrid with a learned absolute position embedding.
+        position: (row, col) on the token grid.
+
+    Returns:
+        (rows, cols) similarities in [-1, 1]; 1 at `position` itself.
+
+    Raises:
+        ModelError: a CNN, or a model with no learned absolute position embedding.
+    """
+    facts = loaded.facts
+    pos_embed = getattr(loaded.model, "pos_embed", None)
+    if facts.grid_size is None or not isinstance(pos_embed, torch.Tensor):
+        raise ModelError(f"{facts.name} has no learned absolute position embedding to compare.")
+    rows, cols = facts.grid_size
+    if not (0 <= position[0] < rows and 0 <= position[1] < cols):
+        raise ValueError(f"position {position} outside the {rows}×{cols} grid")
+    table = pos_embed.detach()[0].float().cpu()  # (prefix? + rows·cols, D)
+    extra = table.shape[0] - rows * cols
+    if extra not in (0, facts.num_prefix_tokens):
+        raise ModelError(
+            f"{facts.name}'s position embedding has {table.shape[0]} rows for a {rows}×{cols} grid."
+        )
+    grid = torch.nn.functional.normalize(table[extra:], dim=-1)  # (rows·cols, D), unit rows
+    similarity = grid @ grid[position[0] * cols + position[1]]  # (rows·cols,)
+    return similarity.reshape(rows, cols).numpy()
+
+
+@torch.inference_mode()
+def output_embedding(loaded: LoadedModel, image: Image.Image) -> np.ndarray:
+    """What the transformer hands its head: the class token's final vector, or the patch mean.
+
+    Returns:
+        (embed_dim,) float32 vector, after the final norm.
+
+    Raises:
+        ModelError: the model is a CNN.
+    """
+    facts = loaded.facts
+    if facts.family == "cnn":
+        raise ModelError(f"{facts.name} is a CNN: it has no output token.")
+    pixels = explanation_tensor(image, facts).to(loaded.device)
+    tokens = loaded.model.forward_features(pixels)[0].float().cpu()  # (N, D)
+    prefix = facts.num_prefix_tokens
+    pooled = tokens[0] if prefix and facts.global_pool == "token" else tokens[prefix:].mean(dim=0)
+    return pooled.numpy()
