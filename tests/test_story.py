@@ -110,7 +110,7 @@ def test_position_similarity_without_prefix_rows(tiny_models):
 
 
 def test_position_similarity_of_a_cnn_is_a_clear_error(tiny_models):
-    with pytest.raises(ModelError, match="no learned absolute position embedding"):
+    with pytest.raises(ModelError, match="no tokens and no position embedding"):
         position_similarity(_loaded(tiny_models, "cnn"), (0, 0))
 
 

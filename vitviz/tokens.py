@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 
 from vitviz.models import LoadedModel, ModelError, ModelFacts
+from vitviz.posembed import NoPositionEmbeddingError, grid_position_embedding
+from vitviz.posembed import position_similarity as all_position_similarity
 from vitviz.preprocess import explanation_tensor
 
 __all__ = ["TokenStage", "output_embedding", "position_similarity", "token_stages"]
@@ -89,21 +91,15 @@ def position_similarity(loaded: LoadedModel, position: tuple[int, int]) -> np.nd
         ModelError: a CNN, or a model with no learned absolute position embedding.
     """
     facts = loaded.facts
-    pos_embed = getattr(loaded.model, "pos_embed", None)
-    if facts.grid_size is None or not isinstance(pos_embed, torch.Tensor):
-        raise ModelError(f"{facts.name} has no learned absolute position embedding to compare.")
+    try:
+        embeddings = grid_position_embedding(loaded.model, facts)  # (rows·cols, D)
+    except NoPositionEmbeddingError as error:
+        raise ModelError(str(error)) from error
     rows, cols = facts.grid_size
     if not (0 <= position[0] < rows and 0 <= position[1] < cols):
         raise ValueError(f"position {position} outside the {rows}×{cols} grid")
-    table = pos_embed.detach()[0].float().cpu()  # (prefix? + rows·cols, D)
-    extra = table.shape[0] - rows * cols
-    if extra not in (0, facts.num_prefix_tokens):
-        raise ModelError(
-            f"{facts.name}'s position embedding has {table.shape[0]} rows for a {rows}×{cols} grid."
-        )
-    grid = torch.nn.functional.normalize(table[extra:], dim=-1)  # (rows·cols, D), unit rows
-    similarity = grid @ grid[position[0] * cols + position[1]]  # (rows·cols,)
-    return similarity.reshape(rows, cols).numpy()
+    chosen = embeddings[position[0] * cols + position[1]][None]  # (1, D)
+    return all_position_similarity(np.concatenate([chosen, embeddings]))[0, 1:].reshape(rows, cols)
 
 
 @torch.inference_mode()
