@@ -9,9 +9,15 @@ import streamlit as st
 from PIL import Image
 
 import ui
-from vitviz.compare_figures import SCALE_PERCENTILE, OverlayPanel
-from vitviz.faithfulness import FaithfulnessResult, faithfulness
+from vitviz.compare_figures import (
+    SCALE_PERCENTILE,
+    OverlayPanel,
+    faithfulness_curves_figure,
+    probe_curves_figure,
+)
+from vitviz.faithfulness import FaithfulnessResult, faithfulness, faithfulness_rows
 from vitviz.methods import (
+    METHODS,
     ExplanationResult,
     available_methods,
     default_method,
@@ -20,7 +26,7 @@ from vitviz.methods import (
 )
 from vitviz.models import LoadedModel, ModelError, describe_weights
 from vitviz.predict import Prediction
-from vitviz.probes import ProbeCurve, run_probe
+from vitviz.probes import PROBE_KINDS, ProbeCurve, run_probe
 from vitviz.weights import WeightsError
 
 THIRD_MODEL = "compare_third_model"
@@ -106,7 +112,9 @@ def cached_explanation(
     options: tuple[tuple[str, object], ...],
     _image: Image.Image,
 ) -> ExplanationResult:
-    return explanation_map(ui.cached_model(name, weights, device), _image, method, class_index, **dict(options))
+    return explanation_map(
+        ui.cached_model(name, weights, device), _image, method, class_index, **dict(options)
+    )
 
 
 @st.cache_data(show_spinner="Probing…", max_entries=64)
@@ -189,9 +197,14 @@ def class_picker(predictions: Sequence[Sequence[Prediction]], num_classes: int) 
 
 
 def explanation_panel(
-    slot: ModelSlot, method: str, class_index: int | None, options: dict[str, object], image_digest: str,
-    image: Image.Image, robust: bool,
-) -> tuple[OverlayPanel, ExplanationResult | None]:  # fmt: skip
+    slot: ModelSlot,
+    method: str,
+    class_index: int | None,
+    options: dict[str, object],
+    image_digest: str,
+    image: Image.Image,
+    robust: bool,
+) -> tuple[OverlayPanel, ExplanationResult | None]:
     """One model's map as a panel of the shared-scale row; a failure becomes the panel's note."""
     assert slot.loaded is not None
     facts = slot.loaded.facts
@@ -200,9 +213,15 @@ def explanation_panel(
     own_class = class_index if facts.has_classifier else None
     try:
         result = cached_explanation(
-            choice.name, choice.weights, choice.device, image_digest, method, own_class,
-            tuple(sorted(options.items())), image,
-        )  # fmt: skip
+            choice.name,
+            choice.weights,
+            choice.device,
+            image_digest,
+            method,
+            own_class,
+            tuple(sorted(options.items())),
+            image,
+        )
     except (ValueError, RuntimeError) as error:
         return OverlayPanel(title, None, note=_wrap(str(error))), None
     if result.target_label:
@@ -221,3 +240,115 @@ def _wrap(text: str, width: int = 40) -> str:
             line = f"{line} {word}".strip()
     lines.append(line)
     return "<br>".join(lines)
+
+
+def probes_section(classifiers: Sequence[ModelSlot], picked: ui.ImageChoice, class_index: int | None) -> None:
+    """The probe controls and, once switched on, one curve per model with a head on one plot."""
+    if not classifiers:
+        st.info("Probes follow a class probability: none of these models has a classifier head.")
+        return
+    run = st.toggle("Run probes", key="compare_run_probes")
+    row = st.columns([2, 1, 1])
+    kind = row[0].selectbox(
+        "Probe",
+        PROBE_KINDS,
+        key="compare_probe_kind",
+        help="drop: grey (mean colour) a growing share of patches, by salience (Grad-CAM for CNNs, "
+        "rollout for ViTs) or at random; shuffle: move a growing share of patches; occlude: grey a "
+        "growing region.",
+    )
+    steps = row[1].slider("Points", 5, 21, 11, 2, key="compare_probe_steps")
+    remove_tokens = row[2].checkbox(
+        "ViTs: remove dropped tokens",
+        key="compare_remove_tokens",
+        disabled=not kind.startswith("drop-"),
+        help="Take dropped patch tokens out of a ViT's sequence instead of greying them (CNNs grey).",
+    )
+    centre = (0.5, 0.5)
+    if kind == "occlude":
+        centre_row = st.columns(2)
+        centre = (
+            centre_row[0].slider("Region centre, from top", 0.0, 1.0, 0.5, 0.05, key="compare_centre_y"),
+            centre_row[1].slider("Region centre, from left", 0.0, 1.0, 0.5, 0.05, key="compare_centre_x"),
+        )
+    if not run:
+        st.caption("Switch on **Run probes** to draw the curves (each costs a few forward passes).")
+        return
+    curves = []
+    for slot in classifiers:
+        choice = slot.choice
+        removing = remove_tokens and kind.startswith("drop-") and slot.loaded.facts.family != "cnn"
+        try:
+            curves.append(
+                cached_probe(
+                    choice.name,
+                    choice.weights,
+                    choice.device,
+                    picked.digest,
+                    kind,
+                    class_index,
+                    removing,
+                    steps,
+                    centre,
+                    picked.image,
+                )
+            )
+        except (ValueError, RuntimeError) as error:
+            st.error(f"{slot.number}. {choice.name}: {error}")
+    st.plotly_chart(probe_curves_figure(curves, f"{kind} on {picked.name}"), key="compare_probe_chart")
+    st.caption(
+        "Patches are the token grid for ViTs and hybrids, 16-px patches for CNNs; greyed pixels are the "
+        "dataset mean colour. The first point is the clean prediction."
+    )
+
+
+def faithfulness_section(
+    classifiers: Sequence[ModelSlot], shown: Sequence[str], picked: ui.ImageChoice, class_index: int | None
+) -> None:
+    """Methods to score, and once switched on the deletion / insertion table and curves."""
+    if not classifiers:
+        st.info("Faithfulness follows a class probability: none of these models has a classifier head.")
+        return
+    fits = {slot.number: available_methods(slot.loaded.facts) for slot in classifiers}
+    offered = [name for name in METHODS if any(name in methods for methods in fits.values())]
+    chosen = st.multiselect(
+        "Methods to score",
+        offered,
+        default=[name for name in offered if name in shown],
+        format_func=method_title,
+        key="compare_faithfulness_methods",
+        help="Each method is scored on every model it fits. Integrated Gradients and Occlusion take "
+        "seconds per model.",
+    )
+    if not st.toggle("Score faithfulness", key="compare_run_faithfulness"):
+        st.caption("Switch on **Score faithfulness** to compute deletion and insertion curves.")
+        return
+    results: list[FaithfulnessResult] = []
+    for slot in classifiers:
+        fitting = tuple(name for name in chosen if name in fits[slot.number])
+        if not fitting:
+            continue
+        choice = slot.choice
+        try:
+            results += cached_faithfulness(
+                choice.name,
+                choice.weights,
+                choice.device,
+                picked.digest,
+                fitting,
+                class_index,
+                11,
+                picked.image,
+            )
+        except (ValueError, RuntimeError) as error:
+            st.error(f"{slot.number}. {choice.name}: {error}")
+    if not results:
+        st.info("Pick at least one method to score.")
+        return
+    st.dataframe(faithfulness_rows(results), hide_index=True, key="compare_faithfulness_table")
+    st.caption(
+        "Deletion greys the most salient patches first: a faithful map makes the probability fall fast "
+        "(low area). Insertion restores them first onto a grey image: a faithful map makes it rise fast "
+        "(high area)."
+    )
+    st.plotly_chart(faithfulness_curves_figure(results), key="compare_faithfulness_chart")

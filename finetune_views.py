@@ -347,22 +347,23 @@ def render_attention_change(folder: Path, config: dict, images: ImageSet, result
         ),
         "rollout": (rollout_relevance(record_before), rollout_relevance(record_after)),
     }
-    base_label = "before (random weights)" if not before.trained else "before (base model)"
+    # Random weights are drawn afresh on every load: "before" is a random twin, not the run's exact start.
+    base_label = "before (a random twin)" if not before.trained else "before (base model)"
     for row, (title, (old, new)) in enumerate(maps.items()):
         colorbar = "relevance" if title == "rollout" else "attention"
+        # One colour scale for both, so equal colours mean equal values before and after.
+        scale = {"zmin": float(min(old.min(), new.min())), "zmax": float(max(old.max(), new.max()))}
+        before_figure = attention_overlay_figure(
+            pixels, old, stride, f"{base_label}: {title}", colorbar_title=colorbar
+        )
+        after_figure = attention_overlay_figure(
+            pixels, new, stride, f"after ({config.get('mode')}): {title}", colorbar_title=colorbar
+        )
+        for figure in (before_figure, after_figure):
+            figure.update_traces(selector={"type": "heatmap"}, **scale)
         left, right = st.columns(2)
-        left.plotly_chart(
-            attention_overlay_figure(pixels, old, stride, f"{base_label}: {title}", colorbar_title=colorbar),
-            key=f"finetune_before_{row}",
-            theme=None,
-        )
-        right.plotly_chart(
-            attention_overlay_figure(
-                pixels, new, stride, f"after ({config.get('mode')}): {title}", colorbar_title=colorbar
-            ),
-            key=f"finetune_after_{row}",
-            theme=None,
-        )
+        left.plotly_chart(before_figure, key=f"finetune_before_{row}", theme=None)
+        right.plotly_chart(after_figure, key=f"finetune_after_{row}", theme=None)
         change = float(np.abs(new - old).max())
         st.caption(f"{title}: largest change of one patch {change:.2e}")
     if config.get("mode") == "probe":

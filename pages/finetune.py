@@ -45,7 +45,7 @@ with st.sidebar:
     if mode == "last-k":
         last_k = int(st.number_input("Blocks to train (k)", 1, 48, 2, key="finetune_last_k"))
     # Keys carry the mode, so switching mode brings that mode's defaults back.
-    epochs = int(st.number_input("Epochs", 1, 500, DEFAULT_EPOCHS[mode], key=f"finetune_epochs_{mode}"))
+    epochs = int(st.number_input("Epochs", 1, 10_000, DEFAULT_EPOCHS[mode], key=f"finetune_epochs_{mode}"))
     lr = st.number_input(
         "Learning rate", 1e-6, 1.0, DEFAULT_LEARNING_RATES[mode], format="%.0e", key=f"finetune_lr_{mode}"
     )

@@ -36,18 +36,36 @@ def test_probe_json_is_exactly_the_documented_shape_and_starts_at_predict():
 
 def test_explain_gradcam_and_chefer_save_maps_for_the_chosen_class(tmp_path):
     gradcam = run_cli(
-        "explain", COFFEE, "--model", "tf_efficientnet_lite0", "--method", "gradcam", "--class", "968",
-        "--out", str(tmp_path / "gradcam.npy"),
-    )  # fmt: skip
+        "explain",
+        COFFEE,
+        "--model",
+        "tf_efficientnet_lite0",
+        "--method",
+        "gradcam",
+        "--class",
+        "968",
+        "--out",
+        str(tmp_path / "gradcam.npy"),
+    )
     assert gradcam.returncode == 0, gradcam.stderr
     assert "for class 968 (cup)" in gradcam.stdout
     values = np.load(tmp_path / "gradcam.npy")
     assert values.shape == (7, 7) and values.dtype == np.float32 and values.max() > 0
 
     chefer = run_cli(
-        "explain", COFFEE, "--model", "deit_tiny_distilled_patch16_224", "--weights", "random",
-        "--method", "chefer", "--class", "5", "--out", str(tmp_path / "chefer.npy"),
-    )  # fmt: skip
+        "explain",
+        COFFEE,
+        "--model",
+        "deit_tiny_distilled_patch16_224",
+        "--weights",
+        "random",
+        "--method",
+        "chefer",
+        "--class",
+        "5",
+        "--out",
+        str(tmp_path / "chefer.npy"),
+    )
     assert chefer.returncode == 0, chefer.stderr
     assert "untrained" in chefer.stdout and np.load(tmp_path / "chefer.npy").shape == (14, 14)
 
@@ -57,7 +75,16 @@ def test_compare_writes_a_self_contained_html_and_a_png(tmp_path):
     png = tmp_path / "compare.png"
     models = ["vit_small_patch14_dinov2", "tf_efficientnet_lite0", "deit_tiny_patch16_224"]
     result = run_cli(
-        "compare", COFFEE, "--models", *models, "--weights", "bundled", "bundled", "random", "--out", str(html)
+        "compare",
+        COFFEE,
+        "--models",
+        *models,
+        "--weights",
+        "bundled",
+        "bundled",
+        "random",
+        "--out",
+        str(html),
     )
     assert result.returncode == 0, result.stderr
     assert "deit_tiny_patch16_224 has random (untrained) weights" in result.stderr
@@ -73,17 +100,49 @@ def test_compare_writes_a_self_contained_html_and_a_png(tmp_path):
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["compare", COFFEE, "--models", "resnet18", "resnet34", "--weights", "random", "random", "random",
-          "--out", "x.png"], "one source per model"),
-        (["compare", COFFEE, "--models", "resnet18", "resnet34", "--out", "x.pdf"], "must end in .png or .html"),
-        (["explain", COFFEE, "--model", "tf_efficientnet_lite0", "--method", "chefer", "--out", "x.npy"],
-         "works on ViTs, hybrids"),
-        (["explain", COFFEE, "--model", "tf_efficientnet_lite0", "--method", "gradcam", "--class", "1000",
-          "--out", "x.npy"], "class 1000 outside 0..999"),
+        (
+            [
+                "compare",
+                COFFEE,
+                "--models",
+                "resnet18",
+                "resnet34",
+                "--weights",
+                "random",
+                "random",
+                "random",
+                "--out",
+                "x.png",
+            ],
+            "one source per model",
+        ),
+        (
+            ["compare", COFFEE, "--models", "resnet18", "resnet34", "--out", "x.pdf"],
+            "must end in .png or .html",
+        ),
+        (
+            ["explain", COFFEE, "--model", "tf_efficientnet_lite0", "--method", "chefer", "--out", "x.npy"],
+            "works on ViTs, hybrids",
+        ),
+        (
+            [
+                "explain",
+                COFFEE,
+                "--model",
+                "tf_efficientnet_lite0",
+                "--method",
+                "gradcam",
+                "--class",
+                "1000",
+                "--out",
+                "x.npy",
+            ],
+            "class 1000 outside 0..999",
+        ),
         (["explain", COFFEE, "--method", "gradcam", "--out", "x.npy"], "has no classifier head"),
         (["probe", COFFEE, "--model", "vit_small_patch14_dinov2"], "no classifier head"),
     ],
-)  # fmt: skip
+)
 def test_bad_requests_are_one_line_errors(args, words, tmp_path, capsys):
     # In-process through `main`, the same path as `python -m vitviz`, without a torch start-up each.
     status = main([str(tmp_path / arg) if arg.startswith("x.") else arg for arg in args])

@@ -50,15 +50,18 @@ def test_default_page_compares_a_headless_vit_with_a_cnn(default_page):
     methods = {box.label: box.options for box in at.selectbox if box.label.startswith("Method for")}
     assert methods["Method for vit_small_patch14_dinov2"] == ["Attention rollout", "Raw attention"]
     assert methods["Method for tf_efficientnet_lite0"] == [
-        "Grad-CAM", "Grad-CAM++", "Integrated Gradients", "Occlusion",
-    ]  # fmt: skip
+        "Grad-CAM",
+        "Grad-CAM++",
+        "Integrated Gradients",
+        "Occlusion",
+    ]
     maps = _figure(at, 1)
     heatmaps = [trace for trace in maps["data"] if trace["type"] == "heatmap"]
     assert len(heatmaps) == 2 and {trace["coloraxis"] for trace in heatmaps} == {"coloraxis"}
     assert maps["layout"]["coloraxis"]["cmin"] == 0 and maps["layout"]["coloraxis"]["cmax"] == 1
     # DINOv2's 16×16 tokens and EfficientNet's 7×7 features, both scaled into [0, 1].
     assert _array(heatmaps[0]["z"]).shape == (16, 16) and _array(heatmaps[1]["z"]).shape == (7, 7)
-    assert all(0.0 <= _array(trace["z"]).min() and _array(trace["z"]).max() == 1.0 for trace in heatmaps)
+    assert all(_array(trace["z"]).min() >= 0.0 and _array(trace["z"]).max() == 1.0 for trace in heatmaps)
     titles = " ".join(annotation["text"] for annotation in maps["layout"]["annotations"])
     assert "Attention rollout" in titles and "Grad-CAM · espresso (967)" in titles
 

@@ -1,5 +1,6 @@
 """Fine-tuning: the shapes data, splits, probe / last-k / full, run folders, reloading and the CLI."""
 
+import io
 import json
 import os
 import signal
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -33,7 +35,7 @@ from vitviz.finetune.runs import (
 )
 from vitviz.finetune.shapes import SHAPE_CLASSES, make_shapes
 from vitviz.finetune.trainer import FinetuneConfig, finetune, trainable_module_names
-from vitviz.finetune.worker import execute_run, start_run, stop_run
+from vitviz.finetune.worker import execute_run, run_image_set, start_run, stop_run
 from vitviz.models import LoadedModel, describe_weights, load_model, model_facts
 from vitviz.predict import predict
 
@@ -123,6 +125,13 @@ def test_a_folder_with_one_class_gets_a_clear_message(tmp_path):
 # --------------------------------------------------------------------------------------------
 # Which parameters train
 # --------------------------------------------------------------------------------------------
+
+
+def test_the_cli_offers_the_trainers_modes():
+    from vitviz.finetune.cli import MODE_CHOICES
+    from vitviz.finetune.trainer import MODES
+
+    assert MODE_CHOICES == MODES
 
 
 def test_trainable_parts_per_mode_and_family():
@@ -345,13 +354,13 @@ def wait_for(condition, timeout_s: float = 240.0, what: str = "the condition"):
     return value
 
 
-# Long enough (300 short epochs) that a stop always arrives mid-run.
+# Long enough (2000 short epochs) that a stop always arrives mid-run.
 SLOW_CONFIG = FinetuneConfig(
-    model="vit_tiny_patch16_224",
+    model="test_vit",
     weights="random",
     mode="last-k",
     last_k=1,
-    epochs=300,
+    epochs=2000,
     batch_size=1,
     max_images=10,
 )
@@ -375,7 +384,7 @@ def test_a_worker_stops_after_its_current_step_and_keeps_its_model(runs_dir, how
         os.kill(status.pid, signal.SIGTERM)
     final = wait_for(lambda: (s := read_status(folder)).state != "running" and s, what="the stop")
     assert final.state == "stopped", final
-    assert len(read_metrics(folder)) < 300
+    assert len(read_metrics(folder)) < 2000
     assert load_model(str(folder)).facts.num_classes == 5  # the model trained so far was saved
 
 
@@ -384,3 +393,27 @@ def test_a_worker_that_cannot_read_its_data_says_why(runs_dir, tmp_path):
     final = wait_for(lambda: (s := read_status(folder)).state != "starting" and not s.active and s)
     assert final.state == "failed"
     assert final.error == f"{tmp_path / 'missing'} is not a folder on this machine."
+
+
+def test_an_uploaded_zip_is_extracted_into_its_run_folder_and_trains(runs_dir):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for picture in make_shapes(2):  # two pictures of every class
+            name = f"{SHAPE_CLASSES[picture.label]}/{len(archive.namelist())}.png"
+            png = io.BytesIO()
+            picture.image.save(png, format="PNG")
+            archive.writestr(f"my shapes/{name}", png.getvalue())
+        archive.writestr("my shapes/notes.txt", b"not an image")
+    config = FinetuneConfig(model="test_vit", weights="random", epochs=2, batch_size=4)
+    folder = start_run(config, "", upload=buffer.getvalue(), upload_name="my shapes.zip")
+    final = wait_for(lambda: (s := read_status(folder)).state != "starting" and not s.active and s)
+    assert final.state == "finished", (folder / "worker.log").read_text()
+    assert not (folder / "upload.zip").exists()  # the upload lives on as its extracted images
+    extracted = sorted(p.relative_to(folder / "data").as_posix() for p in (folder / "data").rglob("*.png"))
+    assert len(extracted) == 10 and all(path.startswith("my shapes/") for path in extracted)
+    config_json = read_config(folder)
+    assert config_json["data"]["label"] == "my shapes.zip"
+    assert config_json["data"]["root"] == "data/my shapes"
+    assert config_json["data"]["skipped"] == ["my shapes/notes.txt"]
+    assert run_image_set(folder).class_counts() == dict.fromkeys(SHAPE_CLASSES, 2)
+    assert [run.data for run in list_runs()] == ["my shapes.zip"]

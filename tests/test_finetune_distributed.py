@@ -18,7 +18,7 @@ def torchrun(out: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "vitviz", "finetune", "--data", "builtin:shapes", "--model", "vit_tiny_patch16_224",
+        "-m", "vitviz", "finetune", "--data", "builtin:shapes", "--model", "test_vit",
         "--weights", "random", "--max-images", "20", "--batch-size", "4", "--device", "cpu",
         "--out", str(out), *args,
     ]  # fmt: skip

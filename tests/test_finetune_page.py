@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from vitviz.finetune.runs import RunStatus, read_status, write_config, write_status
+from vitviz.finetune.runs import RunStatus, read_config, read_status, write_config, write_status
 
 PAGE = "pages/finetune.py"
 REPO = Path(__file__).resolve().parent.parent
@@ -140,3 +140,32 @@ def test_a_good_zip_upload_shows_counts_and_the_skipped_file(runs_dir):
     assert [expander.label for expander in at.expander] == [
         "1 files skipped (not images, or outside a class folder)"
     ]
+
+
+def test_the_stop_button_stops_a_running_worker(runs_dir):
+    at = open_page()
+    at.selectbox(key="finetune_model").select("other timm model…").run()
+    at.text_input(key="finetune_model_name").set_value("test_vit").run()
+    at.selectbox(key="finetune_weights").select("random").run()
+    at.radio(key="finetune_mode").set_value("full").run()
+    at.number_input(key="finetune_epochs_full").set_value(5000).run()
+    at.number_input(key="finetune_max_images").set_value(10).run()
+    at.number_input(key="finetune_batch_size").set_value(1).run()
+    at.button(key="finetune_start").click().run()
+    folder = runs_dir / at.session_state["finetune_open_run"]
+    assert read_config(folder)["hyperparameters"]["epochs"] == 5000
+    deadline = time.monotonic() + 240
+    while not (folder / "metrics.jsonl").exists():
+        assert time.monotonic() < deadline, (folder / "worker.log").read_text()
+        time.sleep(0.3)
+    at.run()
+    assert read_status(folder).state == "running"
+    at.button(key="finetune_stop").click().run()
+    assert not at.exception, at.exception
+    while read_status(folder).active:
+        assert time.monotonic() < deadline, (folder / "worker.log").read_text()
+        time.sleep(0.3)
+    at.run()
+    assert read_status(folder).state == "stopped"
+    assert any("started from random, untrained weights" in warning.value for warning in at.warning)
+    assert any("finished" not in bar.text and "stopped" in bar.text for bar in at.get("progress"))

@@ -130,7 +130,7 @@ def test_gradcam_explains_each_image_of_a_batch_for_its_own_class(toy):
 def test_gradcam_unknown_layer_and_bad_class_are_clear_errors(toy):
     with pytest.raises(ValueError, match="no module named 'nope'"):
         explain_pixels(toy, TOY_INPUT, "gradcam", layer="nope")
-    with pytest.raises(ValueError, match="class 5 outside 0..1"):
+    with pytest.raises(ValueError, match=r"class 5 outside 0\.\.1"):
         explain_pixels(toy, TOY_INPUT, "gradcam", [5])
 
 
@@ -194,7 +194,9 @@ def _grad_rollout_by_hand(attentions, gradients, image: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("key", ATTENTION_FAMILIES)
-@pytest.mark.parametrize(("method", "by_hand"), [("chefer", _chefer_by_hand), ("grad-rollout", _grad_rollout_by_hand)])
+@pytest.mark.parametrize(
+    ("method", "by_hand"), [("chefer", _chefer_by_hand), ("grad-rollout", _grad_rollout_by_hand)]
+)
 def test_gradient_attention_methods_match_a_step_by_step_recomputation(tiny_models, key, method, by_hand):
     loaded = sharpened(classifier(tiny_models, key))
     pixels = model_input(loaded, batch=2)
@@ -322,8 +324,11 @@ def test_every_method_leaves_no_hooks_no_grads_and_restores_fused_attention(tiny
     for frozen in (True, False):
         # The fixture's parameters require grad; the app's models do not. Neither gets a .grad.
         model = tiny_models[key]
-        loaded = frozen_loaded(model, key) if frozen else LoadedModel(model, frozen_loaded(model, key).facts,
-                                                                      "random", torch.device("cpu"), None)  # fmt: skip
+        loaded = (
+            frozen_loaded(model, key)
+            if frozen
+            else LoadedModel(model, frozen_loaded(model, key).facts, "random", torch.device("cpu"), None)
+        )
         before = (hook_counts(loaded.model), fused_flags(loaded.model))
         pixels = model_input(loaded) if key != "cnn" else torch.randn(1, 3, 64, 64)
         for method in available_methods(loaded.facts):
@@ -387,7 +392,10 @@ def test_efficientnet_occlusion_map_is_faithful_on_the_coffee(efficientnet):
     result = explanation_map(efficientnet, image, "occlusion", cell_px=56)
     assert result.values.shape == (4, 4) and result.target_index == 967  # espresso
     (scores,) = faithfulness(
-        efficientnet, image, ["occlusion"], fractions=(0.0, 0.25, 0.5, 0.75, 1.0),
+        efficientnet,
+        image,
+        ["occlusion"],
+        fractions=(0.0, 0.25, 0.5, 0.75, 1.0),
         method_options={"occlusion": {"cell_px": 56}},
-    )  # fmt: skip
+    )
     assert scores.deletion_auc < 0.5 * scores.insertion_auc, (scores.deletion_auc, scores.insertion_auc)

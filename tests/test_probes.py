@@ -93,7 +93,9 @@ def test_resample_keeps_a_map_on_the_probe_grid_and_averages_any_other():
     coarse = np.array([[1.0, 0.0], [0.0, 0.0]], dtype=np.float32)
     fine = resample_to_grid(coarse, (32, 32), grid)
     assert fine.shape == (4, 4) and fine[0, 0] == fine.max() and fine[3, 3] == fine.min()
-    np.testing.assert_allclose(resample_to_grid(np.full((2, 2), 0.3, np.float32), (32, 32), grid), 0.3, rtol=1e-6)
+    np.testing.assert_allclose(
+        resample_to_grid(np.full((2, 2), 0.3, np.float32), (32, 32), grid), 0.3, rtol=1e-6
+    )
 
 
 # --- Probes on tiny models of every family ----------------------------------------------------

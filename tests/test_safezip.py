@@ -176,7 +176,7 @@ def test_cli_refuses_a_hostile_zip_with_one_line_and_exit_1(sandbox, tmp_path):
     out = sandbox / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VITVIZ_RUNS_DIR": str(sandbox)}
     result = subprocess.run(
-        [sys.executable, "-m", "vitviz", "finetune", "--data", str(evil), "--model", "vit_tiny_patch16_224",
+        [sys.executable, "-m", "vitviz", "finetune", "--data", str(evil), "--model", "test_vit",
          "--weights", "random", "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip

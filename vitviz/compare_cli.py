@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 from vitviz.cli import CommandError, add_model_arguments
 
 if TYPE_CHECKING:
+    import plotly.graph_objects as go
     from PIL import Image
 
     from vitviz.compare_figures import OverlayPanel
@@ -31,7 +31,6 @@ _METHODS = (
     "integrated-gradients",
     "occlusion",
 )
-_CHROMIUM = "/usr/bin/chromium"
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -119,7 +118,9 @@ def _weights_per_model(models: list[str], weights: list[str]) -> list[str]:
     if len(weights) == 1:
         return weights * len(models)
     if len(weights) != len(models):
-        raise CommandError(f"--weights takes one source per model ({len(models)}) or one for all, got {len(weights)}")
+        raise CommandError(
+            f"--weights takes one source per model ({len(models)}) or one for all, got {len(weights)}"
+        )
     return weights
 
 
@@ -143,23 +144,21 @@ def _model_panel(
     return OverlayPanel(title, result.normalised(SCALE_PERCENTILE)), predictions
 
 
-def export_figure(figure: object, path: Path) -> None:
+def export_figure(figure: go.Figure, path: Path, title: str | None = None) -> None:
     """Writes a Plotly figure as self-contained .html, or as .png through kaleido and Chromium."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from vitviz.export import ExportError, figure_html, figure_png
+
     suffix = path.suffix.lower()
-    if suffix == ".html":
-        figure.write_html(path, include_plotlyjs=True, full_html=True)
-    elif suffix == ".png":
-        # kaleido drives a Chromium; point it at the system one when the user has not chosen one.
-        if "BROWSER_PATH" not in os.environ and Path(_CHROMIUM).exists():
-            os.environ["BROWSER_PATH"] = _CHROMIUM
-        try:
-            figure.write_image(path)
-        except (RuntimeError, ValueError) as error:
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise CommandError(f"could not write {path.name} (kaleido needs Chromium): {first_line}") from error
-    else:
+    if suffix not in (".png", ".html"):
         raise CommandError(f"--out must end in .png or .html, not {path.suffix or 'nothing'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".html":
+        path.write_text(figure_html(figure, title), encoding="utf-8")
+        return
+    try:
+        path.write_bytes(figure_png(figure, scale=1))
+    except ExportError as error:
+        raise CommandError(str(error)) from error
 
 
 def _run_compare(args: argparse.Namespace) -> None:
@@ -170,7 +169,7 @@ def _run_compare(args: argparse.Namespace) -> None:
 
     if not 2 <= len(args.models) <= 3:
         raise CommandError(f"--models takes two or three names, got {len(args.models)}")
-    if args.out.suffix.lower() not in (".png", ".html"):
+    if args.out.suffix.lower() not in (".png", ".html"):  # checked before minutes of work
         raise CommandError(f"--out must end in .png or .html, not {args.out.suffix or 'nothing'}")
     if args.topk < 1:
         raise CommandError(f"--topk must be at least 1, got {args.topk}")
@@ -186,5 +185,5 @@ def _run_compare(args: argparse.Namespace) -> None:
         if not loaded.trained:
             print(f"note: {name} has random (untrained) weights", file=sys.stderr)
     figure = compare_figure(image, panels, predictions, Path(args.image).name)
-    export_figure(figure, args.out)
+    export_figure(figure, args.out, title=f"vitviz compare · {Path(args.image).name}")
     print(f"saved comparison of {', '.join(args.models)} to {args.out}")

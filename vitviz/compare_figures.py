@@ -51,7 +51,9 @@ class OverlayPanel:
     """One model's map for the shared-scale row."""
 
     title: str  # model, method and class, with "(untrained)" for random weights
-    values: np.ndarray | None  # (rows, cols) in [0, 1] covering the whole picture; None shows the picture only
+    values: (
+        np.ndarray | None
+    )  # (rows, cols) in [0, 1] covering the whole picture; None shows the picture only
     note: str = ""  # shown under the panel, e.g. why there is no map
 
 
@@ -178,7 +180,10 @@ def predictions_comparison_figure(columns: Sequence[tuple[str, Sequence[Predicti
         figure.add_trace(
             go.Bar(
                 x=[p.probability for p in ordered],
-                y=[f"{'✓ ' if is_shared else ''}{_short(p.label)} ({p.index})" for p, is_shared in zip(ordered, shared, strict=True)],
+                y=[
+                    f"{'✓ ' if is_shared else ''}{_short(p.label)} ({p.index})"
+                    for p, is_shared in zip(ordered, shared, strict=True)
+                ],
                 orientation="h",
                 text=[f"{p.probability:.1%}" for p in ordered],
                 textposition="auto",
@@ -260,9 +265,11 @@ def faithfulness_curves_figure(results: Sequence[FaithfulnessResult]) -> go.Figu
     figure = make_subplots(
         rows=1,
         cols=2,
-        subplot_titles=["Deletion: most salient greyed first (lower is better)",
-                        "Insertion: most salient restored first (higher is better)"],
-    )  # fmt: skip
+        subplot_titles=[
+            "Deletion: most salient greyed first (lower is better)",
+            "Insertion: most salient restored first (higher is better)",
+        ],
+    )
     colours: dict[tuple[str, str], str] = {}
     for result in results:
         key = (result.model, result.method)
@@ -364,7 +371,10 @@ def compare_figure(
         figure.add_trace(
             go.Bar(
                 x=[p.probability for p in ordered],
-                y=[f"{'✓ ' if s else ''}{_short(p.label, 20)} ({p.index})" for p, s in zip(ordered, shared, strict=True)],
+                y=[
+                    f"{'✓ ' if s else ''}{_short(p.label, 20)} ({p.index})"
+                    for p, s in zip(ordered, shared, strict=True)
+                ],
                 orientation="h",
                 text=[f"{p.probability:.0%}" for p in ordered],
                 textposition="auto",
@@ -379,10 +389,13 @@ def compare_figure(
     figure.update_layout(
         coloraxis_colorbar={"len": image_row / (image_row + bars_row), "y": 1.0, "yanchor": "top"}
     )
-    agree_text = "top-1 classes agree ✓" if agreement.top1_agree else "top-1 classes differ"
+    compared = sum(1 for items in predictions if items)
+    agree_text = ""
+    if compared >= 2:
+        agree_text = " · top-1 classes agree ✓" if agreement.top1_agree else " · top-1 classes differ"
     figure.update_layout(
         title={
-            "text": f"{title} · {agree_text} · <span style='color:{AGREE_COLOUR}'>✓</span> = also in "
+            "text": f"{title}{agree_text} · <span style='color:{AGREE_COLOUR}'>✓</span> = also in "
             "another model's top-k",
             "x": 0.01,
             "y": 0.985,

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from vitviz.cli import CommandError, add_model_arguments
 
-__all__ = ["add_commands"]
+__all__ = ["MODE_CHOICES", "add_commands"]
+
+# The trainer's MODES, repeated so that building the parser (and --help) does not import torch.
+MODE_CHOICES: tuple[str, ...] = ("probe", "last-k", "full")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Adds the `finetune` command."""
-    from vitviz.finetune.trainer import MODES
-
     parser = subparsers.add_parser(
         "finetune",
         help="fine-tune a model on labelled images into a run folder (works under torchrun)",
@@ -28,7 +29,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser, "vit_small_patch14_dinov2")
     parser.add_argument(
         "--mode",
-        choices=MODES,
+        choices=MODE_CHOICES,
         default="probe",
         help="probe: frozen backbone, new head on cached features (default); last-k: the last k blocks "
         "and the head; full: every parameter",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -179,8 +180,12 @@ def _open_data(data: str, out: Path, context: DistributedContext, stack: ExitSta
             if context.is_main
             else Path(stack.enter_context(tempfile.TemporaryDirectory())) / "d"
         )
-        extract_image_zip(source, target)
+        contents = extract_image_zip(source, target)
         image_set = scan_image_folder(target)
+        # Files the archive held but extraction skipped are listed too, with their paths in the zip.
+        image_set = dataclasses.replace(
+            image_set, skipped=tuple(sorted({*image_set.skipped, *contents.skipped}))
+        )
         context.barrier()
         if context.is_main and source.resolve().parent == out.resolve():
             source.unlink()  # the upload lives on as the extracted images
