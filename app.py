@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="vitviz — see how Vision Transformers work", page_icon=":material/visibility:", layout="wide")
+st.set_page_config(
+    page_title="vitviz — see how Vision Transformers work", page_icon=":material/visibility:", layout="wide"
+)
 
 # One line per page, in menu order; Explore opens first. Material icons ship with Streamlit,
 # so they render on machines without an emoji font.

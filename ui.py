@@ -38,6 +38,7 @@ from vitviz.share import TimmModelNames, ViewLimits
 from vitviz.tokens import output_embedding, position_similarity
 from vitviz.weights import WeightsError
 
+
 def _use_app_navigation() -> None:
     """Makes a deep link such as /anatomy run through app.py even on a freshly started server.
 

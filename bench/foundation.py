@@ -85,7 +85,9 @@ def rollout_time() -> None:
     ms = median_ms(lambda: attention_rollout(layers), repeats=30)
     record = record_attention(load_model("vit_base_patch16_224", "random"), builtin_photo("cat (chelsea)"))
     record_ms = median_ms(lambda: rollout_relevance(record), repeats=30)
-    print(f"rollout ViT-B/16 (12 layers, 197 tokens): {ms:.2f} ms; from a page's record: {record_ms:.2f} ms (target < 10)")
+    print(
+        f"rollout ViT-B/16 (12 layers, 197 tokens): {ms:.2f} ms; from a page's record: {record_ms:.2f} ms (target < 10)"
+    )
 
 
 def slider_move_time(repeats: int = 10) -> None:
@@ -100,7 +102,9 @@ def slider_move_time(repeats: int = 10) -> None:
         app.slider(key="explore_layer").set_value(layer).run()
         times.append(time.perf_counter() - start)
         assert not app.exception
-    print(f"Explore slider move (script rerun, server side): median {statistics.median(times) * 1000:.0f} ms (target < 100)")
+    print(
+        f"Explore slider move (script rerun, server side): median {statistics.median(times) * 1000:.0f} ms (target < 100)"
+    )
 
 
 def cold_start(repeats: int = 3) -> None:
@@ -144,7 +148,9 @@ def resident_memory() -> None:
         [sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, cwd=REPO, check=True
     )
     rss, peak = (float(value) for value in result.stdout.split())
-    print(f"resident memory with ViT-B/16 loaded and one capture: {rss:.2f} GiB (peak {peak:.2f} GiB, target < 2)")
+    print(
+        f"resident memory with ViT-B/16 loaded and one capture: {rss:.2f} GiB (peak {peak:.2f} GiB, target < 2)"
+    )
 
 
 def main() -> None:

@@ -117,7 +117,9 @@ def test_a_hybrid_with_random_weights_shows_its_grid(explore):
 def test_clicked_patch_map_is_that_tokens_attention(explore, cat_record):
     # A click arrives as a Plotly selection event in session state (Streamlit sends customdata
     # as a mapping); AppTest sets it directly.
-    explore.session_state["explore_grid_chart"] = {"selection": {"points": [{"customdata": {"0": 3, "1": 7}}]}}
+    explore.session_state["explore_grid_chart"] = {
+        "selection": {"points": [{"customdata": {"0": 3, "1": 7}}]}
+    }
     explore.run()
     assert not explore.exception
     assert explore.radio(key="explore_query_kind").value == "clicked patch"
