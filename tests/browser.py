@@ -88,3 +88,30 @@ def save_screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def click_data_point(page, chart, x: float, y: float) -> None:
+    """Clicks a Plotly chart at data coordinates (x, y), placed by Plotly's own axis mapping."""
+    offset = chart.evaluate(
+        """(gd, [x, y]) => {
+            const layout = gd._fullLayout;
+            return [layout.xaxis._offset + layout.xaxis.l2p(x), layout.yaxis._offset + layout.yaxis.l2p(y)];
+        }""",
+        [x, y],
+    )
+    box = chart.bounding_box()
+    page.mouse.move(box["x"] + offset[0], box["y"] + offset[1])
+    page.mouse.click(box["x"] + offset[0], box["y"] + offset[1])
+
+
+def open_tab(page, label: str, expected_text: str, timeout_ms: int = 120_000) -> None:
+    """Opens a tab and waits for a text that only that tab's finished run shows."""
+    page.get_by_role("tab", name=label).click()
+    page.get_by_text(expected_text).first.wait_for(timeout=timeout_ms)
+    wait_until_idle(page)
+
+
+def shows_once(page, text: str, timeout_ms: int = 30_000) -> None:
+    """Waits until `text` is on the page, and asserts it is there once (Plotly draws titles late)."""
+    page.get_by_text(text).first.wait_for(timeout=timeout_ms)
+    assert page.get_by_text(text).count() == 1, f"{text!r} is on the page more than once"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.browser import save_screenshot, wait_until_idle
+from tests.browser import click_data_point, open_tab, save_screenshot, wait_until_idle
 
 pytestmark = pytest.mark.browser
 
@@ -20,35 +20,14 @@ def _open_anatomy(page, app_url: str) -> None:
     wait_until_idle(page)
 
 
-def _open_tab(page, label: str, expected_text: str) -> None:
-    """Opens a tab and waits for a text that only that tab's finished run shows."""
-    page.get_by_role("tab", name=label).click()
-    page.get_by_text(expected_text).first.wait_for(timeout=TIMEOUT_MS)
-    wait_until_idle(page)
-
-
-def _click_data_point(page, chart, x: float, y: float) -> None:
-    """Clicks the point at data coordinates (x, y), placed by Plotly's own axis mapping."""
-    offset = chart.evaluate(
-        """(gd, [x, y]) => {
-            const layout = gd._fullLayout;
-            return [layout.xaxis._offset + layout.xaxis.l2p(x), layout.yaxis._offset + layout.yaxis.l2p(y)];
-        }""",
-        [x, y],
-    )
-    box = chart.bounding_box()
-    page.mouse.move(box["x"] + offset[0], box["y"] + offset[1])
-    page.mouse.click(box["x"] + offset[0], box["y"] + offset[1])
-
-
 def test_clicking_a_small_map_opens_that_head_large(app_url, page):
     _open_anatomy(page, app_url)
-    _open_tab(page, "All heads", "Layer 11, head 0: attention from class token")
+    open_tab(page, "All heads", "Layer 11, head 0: attention from class token", TIMEOUT_MS)
 
     layer, head = 4, 2
     mosaic = page.locator(".st-key-anatomy_b_heads_mosaic_model .js-plotly-plot")
     centre = (GRID - 1) / 2
-    _click_data_point(page, mosaic, head * (GRID + GAP) + centre, layer * (GRID + GAP) + centre)
+    click_data_point(page, mosaic, head * (GRID + GAP) + centre, layer * (GRID + GAP) + centre)
     page.get_by_text(f"Layer {layer}, head {head}: attention from class token").wait_for(timeout=TIMEOUT_MS)
     wait_until_idle(page)
     assert page.get_by_text("Layer 11, head 0: attention from class token").count() == 0
@@ -58,7 +37,7 @@ def test_clicking_a_small_map_opens_that_head_large(app_url, page):
     # A click on a patch of the large map makes that patch the attending token.
     large = page.locator(".st-key-anatomy_b_heads_large_model .js-plotly-plot")
     row, col = 6, 9
-    _click_data_point(page, large, (col + 0.5) * 14 - 0.5, (row + 0.5) * 14 - 0.5)
+    click_data_point(page, large, (col + 0.5) * 14 - 0.5, (row + 0.5) * 14 - 0.5)
     page.get_by_text(f"Layer {layer}, head {head}: attention from patch ({row}, {col})").wait_for(
         timeout=TIMEOUT_MS
     )
@@ -78,6 +57,6 @@ def test_clicking_a_small_map_opens_that_head_large(app_url, page):
 )
 def test_each_view_renders_without_errors(app_url, page, tab, expected):
     _open_anatomy(page, app_url)
-    _open_tab(page, tab, expected)
+    open_tab(page, tab, expected, TIMEOUT_MS)
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, f"anatomy_b_{tab.lower().replace(' & ', '_').replace(' ', '_')}")

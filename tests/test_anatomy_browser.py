@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.browser import save_screenshot, wait_until_idle
+from tests.browser import click_data_point, open_tab, save_screenshot, wait_until_idle
 
 pytestmark = pytest.mark.browser
 
@@ -21,36 +21,15 @@ def _open_anatomy(page, app_url: str) -> None:
     wait_until_idle(page)
 
 
-def _open_tab(page, label: str, expected_text: str) -> None:
-    """Opens a tab and waits for a text that only that tab's finished run shows."""
-    page.get_by_role("tab", name=label).click()
-    page.get_by_text(expected_text).first.wait_for(timeout=TIMEOUT_MS)
-    wait_until_idle(page)
-
-
-def _click_data_point(page, chart, x: float, y: float) -> None:
-    """Clicks the point at data coordinates (x, y), placed by Plotly's own axis mapping."""
-    offset = chart.evaluate(
-        """(gd, [x, y]) => {
-            const layout = gd._fullLayout;
-            return [layout.xaxis._offset + layout.xaxis.l2p(x), layout.yaxis._offset + layout.yaxis.l2p(y)];
-        }""",
-        [x, y],
-    )
-    box = chart.bounding_box()
-    page.mouse.move(box["x"] + offset[0], box["y"] + offset[1])
-    page.mouse.click(box["x"] + offset[0], box["y"] + offset[1])
-
-
 def test_clicking_a_position_on_the_similarity_grid_enlarges_it(app_url, page):
     _open_anatomy(page, app_url)
     assert page.get_by_text("16×16 grid", exact=False).count() >= 1
-    _open_tab(page, "Position embeddings", "Position (8, 8) · bundled (offline)")
+    open_tab(page, "Position embeddings", "Position (8, 8) · bundled (offline)", TIMEOUT_MS)
 
     row, col = 3, 12
     grid = page.locator(".st-key-anatomy_posembed_grid_0 .js-plotly-plot")
     centre = (GRID - 1) / 2
-    _click_data_point(page, grid, col * (GRID + GAP) + centre, row * (GRID + GAP) + centre)
+    click_data_point(page, grid, col * (GRID + GAP) + centre, row * (GRID + GAP) + centre)
     page.get_by_text(f"Position ({row}, {col}) · bundled (offline)").wait_for(timeout=TIMEOUT_MS)
     wait_until_idle(page)
     assert page.get_by_text("Position (8, 8) · bundled (offline)").count() == 0
@@ -77,6 +56,6 @@ def test_each_view_renders_with_the_untrained_twin_beside_it(app_url, page):
             "anatomy_attention_distance_compare",
         ),
     ]:
-        _open_tab(page, label, expected)
+        open_tab(page, label, expected, TIMEOUT_MS)
         assert page.locator('[data-testid="stException"]').count() == 0, label
         save_screenshot(page, name)

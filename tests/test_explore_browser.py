@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.browser import save_screenshot, wait_until_idle
+from tests.browser import click_data_point, save_screenshot, wait_until_idle
 from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser
@@ -34,16 +34,7 @@ def test_upload_change_layer_and_click_a_patch(app_url, page):
 
     # Click the centre of patch (5, 9) of the 14-px grid, placed by Plotly's own axis mapping.
     grid = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
-    offset = grid.evaluate(
-        """(gd, [x, y]) => {
-            const layout = gd._fullLayout;
-            return [layout.xaxis._offset + layout.xaxis.l2p(x), layout.yaxis._offset + layout.yaxis.l2p(y)];
-        }""",
-        [9.5 * 14 - 0.5, 5.5 * 14 - 0.5],
-    )
-    box = grid.bounding_box()
-    page.mouse.move(box["x"] + offset[0], box["y"] + offset[1])
-    page.mouse.click(box["x"] + offset[0], box["y"] + offset[1])
+    click_data_point(page, grid, 9.5 * 14 - 0.5, 5.5 * 14 - 0.5)
     wait_until_idle(page)
     assert page.get_by_text("attention from patch (5, 9)").count() == 1
     assert page.locator('[data-testid="stException"]').count() == 0

@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from tests.browser import save_screenshot, wait_until_idle
+from tests.browser import save_screenshot, shows_once, wait_until_idle
 from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser
@@ -17,12 +17,6 @@ TITLES = [
     "The prediction",
     "ViT vs CNN",
 ]
-
-
-def _shows(page, text: str, timeout_ms: int = 30_000) -> None:
-    """Waits until `text` is on the page once (Plotly draws figure titles after the script run)."""
-    page.get_by_text(text).first.wait_for(timeout=timeout_ms)
-    assert page.get_by_text(text).count() == 1, f"{text!r} is on the page more than once"
 
 
 def _title(page) -> str:
@@ -109,7 +103,7 @@ def test_upload_on_the_first_slide_carries_through_the_story(app_url, page):
     page.locator("h1.vv-title").click()
     page.keyboard.press("ArrowRight")
     _wait_for_title(page, TITLES[1])
-    _shows(page, "astronaut.png: 16×16 patches of 14 px")
+    shows_once(page, "astronaut.png: 16×16 patches of 14 px")
     page.keyboard.press("ArrowLeft")
     _wait_for_title(page, TITLES[0])
     assert "astronaut.png: a 512×512 photo" in _caption(page)  # kept while the picker was off screen

@@ -8,16 +8,10 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from PIL import Image
 
-from tests.browser import save_screenshot, wait_until_idle
+from tests.browser import save_screenshot, shows_once, wait_until_idle
 from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser
-
-
-def _shows(page, text: str, timeout_ms: int = 30_000) -> None:
-    """Waits until `text` is on the page once (Plotly draws figure titles after the script run)."""
-    page.get_by_text(text).first.wait_for(timeout=timeout_ms)
-    assert page.get_by_text(text).count() == 1, f"{text!r} is on the page more than once"
 
 
 def _query(page) -> dict[str, str]:
@@ -44,9 +38,9 @@ def _choose(page, label: str, option: str) -> None:
 def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
     page.goto(f"{app_url}/?image=coffee&layer=3&head=2&fusion=max&opacity=0.8")
     wait_until_idle(page)
-    _shows(page, "coffee: 16×16 patches of 14 px")
-    _shows(page, "Layer 3, head 2: attention from class token")
-    _shows(page, "Rollout: max of heads, discard 0%, layers 0–11")
+    shows_once(page, "coffee: 16×16 patches of 14 px")
+    shows_once(page, "Layer 3, head 2: attention from class token")
+    shows_once(page, "Rollout: max of heads, discard 0%, layers 0–11")
     assert page.locator('[data-testid="stAlertContentInfo"]').filter(has_text="link asked").count() == 0
     # The page writes its whole state back into the URL, ready to copy.
     _wait_for_query(page, "layer", "3")
@@ -66,7 +60,7 @@ def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
     slider.focus()
     slider.press("ArrowLeft")
     wait_until_idle(page)
-    _shows(page, "Layer 2, head 2: attention from class token")
+    shows_once(page, "Layer 2, head 2: attention from class token")
     _wait_for_query(page, "layer", "2")
     save_screenshot(page, "share_link_reopens_view")
 
@@ -76,8 +70,8 @@ def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
         copy = other.new_page()
         copy.goto(page.url)
         wait_until_idle(copy)
-        _shows(copy, "Layer 2, head 2: attention from class token")
-        _shows(copy, "coffee: 16×16 patches of 14 px")
+        shows_once(copy, "Layer 2, head 2: attention from class token")
+        shows_once(copy, "coffee: 16×16 patches of 14 px")
     finally:
         other.close()
 
@@ -89,7 +83,7 @@ def test_a_bad_link_falls_back_with_one_note(app_url, page):
     assert note.count() == 1
     text = note.inner_text()
     assert "model='vit_gigantic'" in text and "image='dog'" in text and "layer='40'" in text
-    _shows(page, "Layer 11, head 1: attention from class token")
+    shows_once(page, "Layer 11, head 1: attention from class token")
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, "share_bad_link_note")
 
@@ -135,7 +129,7 @@ def test_navigation_switches_pages_and_back(app_url, page):
     nav.get_by_text("Explore", exact=True).click()
     wait_until_idle(page)
     assert page.get_by_role("heading", name="Explore").count() == 1
-    _shows(page, "cat (chelsea): 16×16 patches of 14 px")
+    shows_once(page, "cat (chelsea): 16×16 patches of 14 px")
 
 
 def test_two_sessions_never_see_each_others_state(app_url, chromium):
@@ -167,13 +161,13 @@ def test_two_sessions_never_see_each_others_state(app_url, chromium):
 
         upload_caption = upload_page.locator('[data-testid="stCaptionContainer"]').first.inner_text()
         assert "vit_small_patch14_dinov2" in upload_caption and "16×16 grid" in upload_caption
-        _shows(upload_page, "astronaut.png: 16×16 patches of 14 px")
-        _shows(upload_page, "Layer 4, mean of heads: attention from class token")
+        shows_once(upload_page, "astronaut.png: 16×16 patches of 14 px")
+        shows_once(upload_page, "Layer 4, mean of heads: attention from class token")
         assert upload_page.get_by_text("tf_efficientnet_lite0").count() == 0
 
         cnn_caption = cnn_page.locator('[data-testid="stCaptionContainer"]').first.inner_text()
         assert "tf_efficientnet_lite0" in cnn_caption and "CNN" in cnn_caption
-        _shows(cnn_page, "Top-5 · coffee")
+        shows_once(cnn_page, "Top-5 · coffee")
         assert cnn_page.get_by_text("astronaut").count() == 0 and cnn_page.get_by_text("Layer 4").count() == 0
         assert _query(cnn_page)["model"] == "tf_efficientnet_lite0" and _query(cnn_page)["image"] == "coffee"
         assert _query(upload_page)["model"] == "vit_small_patch14_dinov2" and "image" not in _query(
