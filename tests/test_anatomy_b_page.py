@@ -1,61 +1,30 @@
 """AppTest of the Anatomy page's views 5–9 on every model family, with and without the untrained twin."""
 
-import json
-from pathlib import Path
-
 import pytest
 import safetensors.torch
 import timm
 import torch
 from streamlit.testing.v1 import AppTest
 
-from ui import OTHER_MODEL, WEIGHTS_FILE
+from tests.anatomy_apptest import figure_titles, open_anatomy, open_tab, page_texts
 
-REPO = Path(__file__).resolve().parent.parent
 TABS_B = ("Resolution", "Hybrid stem", "Token norms", "All heads", "Queries & keys")
 TIMEOUT_S = 240
 
 
-def _anatomy(model: str | None = None, weights: str | None = None, path: str | None = None) -> AppTest:
-    """The Anatomy page after its first run, on the chosen model."""
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT_S)
-    at.switch_page("pages/anatomy.py")
-    at.run()
-    if model is not None:
-        at.selectbox(key="anatomy_model").set_value(OTHER_MODEL).run()
-        at.text_input(key="anatomy_model_name").set_value(model).run()
-    if path is not None:
-        at.selectbox(key="anatomy_weights").set_value(WEIGHTS_FILE).run()
-        at.text_input(key="anatomy_weights_path").set_value(path).run()
-    elif weights is not None:
-        at.selectbox(key="anatomy_weights").set_value(weights).run()
-    assert not at.exception, at.exception
-    return at
-
-
 def _open(at: AppTest, tab: str) -> AppTest:
-    at.session_state["anatomy_tab"] = tab
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    """Opens a tab; views 5-9 must also show no error message."""
+    open_tab(at, tab)
     assert not at.error, [e.value for e in at.error]
     return at
 
 
-def _texts(at: AppTest) -> str:
-    parts = [element.value for element in [*at.markdown, *at.caption, *at.info, *at.warning]]
-    return "\n".join(str(part) for part in parts)
-
-
-def _figure_titles(at: AppTest) -> list[str]:
-    titles = []
-    for chart in at.get("plotly_chart"):
-        title = json.loads(chart.proto.spec).get("layout", {}).get("title", {})
-        titles.append(title.get("text", "") if isinstance(title, dict) else str(title))
-    return titles
+def _anatomy(model: str | None = None, weights: str | None = None, path: str | None = None) -> AppTest:
+    return open_anatomy(model, weights, path, timeout_s=TIMEOUT_S)
 
 
 def _has_title(at: AppTest, fragment: str) -> bool:
-    return any(fragment in title for title in _figure_titles(at))
+    return any(fragment in title for title in figure_titles(at))
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +42,7 @@ def test_bundled_dinov2_shows_all_five_views():
 
     _open(at, "Resolution")
     at.select_slider(key="anatomy_b_resolution_size").set_value("336×336").run()
-    texts = _texts(at)
+    texts = page_texts(at)
     assert "16×16 = 256 patches + 1 prefix = **257 tokens**" in texts
     assert "24×24 = 576 patches + 1 prefix = **577 tokens**" in texts
     assert _has_title(at, "Position embedding interpolated (24×24, 3 PCs)")
@@ -81,10 +50,10 @@ def test_bundled_dinov2_shows_all_five_views():
     assert "no classifier head" in texts
 
     _open(at, "Hybrid stem")
-    assert "is a plain ViT" in _texts(at)
+    assert "is a plain ViT" in page_texts(at)
 
     _open(at, "Token norms")
-    assert "No patch exceeds 2× the median norm" in _texts(at)
+    assert "No patch exceeds 2× the median norm" in page_texts(at)
     assert _has_title(at, "Patch-token norm, before final norm")
     at.radio(key="anatomy_b_norms_place").set_value("after the final norm (forward_features output)").run()
     assert not at.exception
@@ -96,7 +65,7 @@ def test_bundled_dinov2_shows_all_five_views():
 
     _open(at, "Queries & keys")
     assert _has_title(at, "Layer 11, head 0: 257 queries and 257 keys (PCA)")
-    assert "reproduces the model's attention of this head" in _texts(at)
+    assert "reproduces the model's attention of this head" in page_texts(at)
 
 
 def test_all_heads_follow_the_chosen_head_and_clicked_patch():
@@ -118,30 +87,30 @@ def test_dinov2_with_its_untrained_twin_labels_every_random_view():
         _open(at, tab)
         if tab == "Hybrid stem":
             continue
-        assert any("random (untrained)" in title for title in _figure_titles(at)), tab
+        assert any("random (untrained)" in title for title in figure_titles(at)), tab
         assert [element.value for element in at.subheader][-2:] == ["bundled (offline)", "random (untrained)"]
     at.toggle(key="anatomy_compare_random").set_value(False)
     _open(at, "Queries & keys")
-    assert not any("random (untrained)" in title for title in _figure_titles(at))
+    assert not any("random (untrained)" in title for title in figure_titles(at))
 
 
 def test_tiny_random_vit_shows_every_view_and_t_sne():
     at = _anatomy("vit_tiny_patch16_224", "random")
     _open(at, "Resolution")
-    assert "14×14 = 196 patches + 1 prefix = **197 tokens**" in _texts(at)
+    assert "14×14 = 196 patches + 1 prefix = **197 tokens**" in page_texts(at)
     for tab in TABS_B[1:]:
         _open(at, tab)
     at.radio(key="anatomy_b_qk_method").set_value("t-SNE (slower)").run()
     assert not at.exception
     assert _has_title(at, "197 queries and 197 keys (t-SNE (slower))")
-    assert "only neighbourhoods mean something" in _texts(at)
+    assert "only neighbourhoods mean something" in page_texts(at)
 
 
 def test_hybrid_stem_with_its_untrained_twin(hybrid_checkpoint):
     at = _anatomy("vit_tiny_r_s16_p8_224", path=hybrid_checkpoint)
     at.toggle(key="anatomy_compare_random").set_value(True)
     _open(at, "Hybrid stem")
-    texts = _texts(at)
+    texts = page_texts(at)
     # 224 px → stem ÷4 → 56×56 cells → 8×8-cell patches → 7×7 tokens, 32 px apart.
     assert "**64×56×56** feature map" in texts
     assert "`Conv2d(64 → 192, kernel 8×8, stride 8×8)`" in texts
@@ -156,4 +125,4 @@ def test_a_cnn_gets_a_note_in_every_view():
     at = _anatomy("tf_efficientnet_lite0", "bundled")
     for tab in TABS_B:
         _open(at, tab)
-        assert "tf_efficientnet_lite0 is a CNN" in _texts(at), tab
+        assert "tf_efficientnet_lite0 is a CNN" in page_texts(at), tab
