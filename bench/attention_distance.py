@@ -9,10 +9,7 @@ attention capture (the floor), with their ratios. Target: the library call under
 from __future__ import annotations
 
 import os
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import numpy as np
 import skimage
 import torch
+from common import cpu_model, interleaved_medians
 
 from vitviz.distance import attention_distances_over_images, mean_attention_distance
 from vitviz.explain import record_attention
@@ -35,24 +33,8 @@ TARGET_S = 5.0
 EXTRA_PHOTOS = ("horse.png", "motorcycle_right.png")
 
 
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def median_seconds(works: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Median wall time of each piece of work; rounds interleave them so load from other work on
-    the machine falls on all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in works}
-    for _ in range(RUNS):
-        for name, work in works.items():
-            start = time.perf_counter()
-            work()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return interleaved_medians(works, RUNS)
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from common import machine  # noqa: E402
 
 from vitviz.images import builtin_photo  # noqa: E402
 from vitviz.methods import explain_pixels, explanation_map  # noqa: E402
@@ -36,21 +36,6 @@ PAGE_MODELS = (
     ("tf_efficientnet_lite0", "bundled", "gradcam"),
     ("deit_small_distilled_patch16_224", "random", "rollout"),
 )
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu} · {os.cpu_count()} cores · torch {torch.__version__} ({torch.get_num_threads()} threads) · "
-        f"Python {platform.python_version()}"
-    )
 
 
 def median_seconds(work: Callable[[], object], repeats: int, warmup: int = 2) -> float:

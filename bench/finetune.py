@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -18,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 import torch.nn.functional as F
+from common import machine
 
 from vitviz.finetune.data import builtin_shapes, limit_images, split_train_val
 from vitviz.finetune.trainer import FinetuneConfig, finetune, prepare_model
@@ -25,21 +25,6 @@ from vitviz.models import load_model
 from vitviz.preprocess import prediction_tensor
 
 MODEL = "vit_small_patch14_dinov2"
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu} · {os.cpu_count()} cores · torch {torch.__version__} ({torch.get_num_threads()} threads) · "
-        f"Python {platform.python_version()}"
-    )
 
 
 def images_tensor(image_set, indices, facts) -> tuple[torch.Tensor, torch.Tensor]:

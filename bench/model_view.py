@@ -13,8 +13,6 @@ Attention capture itself is timed once apart: the page caches it and reuses it f
 from __future__ import annotations
 
 import os
-import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import numpy as np
 import plotly.graph_objects as go
 import torch
+from common import cpu_model, interleaved_medians
 from plotly.subplots import make_subplots
 
 from vitviz.anatomy_figures_b import model_view_figure
@@ -36,26 +35,6 @@ from vitviz.model_view import model_view_maps
 from vitviz.models import load_model
 
 RUNS = 5
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def median_seconds(works: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Median wall time of each piece of work; rounds interleave them so load from other work on
-    the machine falls on all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in works}
-    for _ in range(RUNS):
-        for name, work in works.items():
-            start = time.perf_counter()
-            work()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def subplot_figure(maps: np.ndarray) -> go.Figure:
@@ -72,6 +51,10 @@ def subplot_figure(maps: np.ndarray) -> go.Figure:
     figure.update_xaxes(visible=False)
     figure.update_yaxes(visible=False, autorange="reversed")
     return figure
+
+
+def median_seconds(works: dict[str, Callable[[], object]]) -> dict[str, float]:
+    return interleaved_medians(works, RUNS)
 
 
 def main() -> None:

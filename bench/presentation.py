@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import numpy as np
 import torch
+from common import cpu_model
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_app
@@ -35,14 +36,6 @@ from vitviz.preprocess import explanation_image
 LOADS = 3
 LATER_EXPORTS = 5
 FIRST_FIGURE = '[data-testid="stPlotlyChart"] .js-plotly-plot .main-svg'
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def seconds_to_first_figure(browser: Browser, url: str, path: str = "/?present=1") -> float:
