@@ -22,6 +22,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from common import machine  # noqa: E402
+
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_app, wait_until_idle  # noqa: E402
 from vitviz.capture import capture_attention  # noqa: E402
 from vitviz.explain import record_attention, rollout_relevance  # noqa: E402
@@ -29,15 +31,6 @@ from vitviz.images import builtin_photo  # noqa: E402
 from vitviz.models import load_model  # noqa: E402
 from vitviz.preprocess import explanation_tensor  # noqa: E402
 from vitviz.rollout import attention_rollout  # noqa: E402
-
-
-def machine() -> str:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        "unknown CPU",
-    )  # fmt: skip
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def median_ms(function: Callable[[], object], repeats: int, warmup: int = 2) -> float:
