@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
-from vitviz.agreement import prediction_agreement
+from vitviz.agreement import PredictionAgreement, prediction_agreement
 from vitviz.faithfulness import FaithfulnessResult, faithfulness_rows
 from vitviz.figures import MAP_COLORSCALE
 from vitviz.methods import method_title
@@ -174,22 +174,14 @@ def predictions_comparison_figure(columns: Sequence[tuple[str, Sequence[Predicti
     figure = make_subplots(rows=1, cols=count, subplot_titles=titles, horizontal_spacing=0.12)
     longest = 1
     for index, (_, predictions) in enumerate(columns, start=1):
-        ordered = list(reversed(list(predictions)))
-        longest = max(longest, len(ordered))
-        shared = [p.index in agreement.shared for p in ordered]
+        longest = max(longest, len(predictions))
         figure.add_trace(
-            go.Bar(
-                x=[p.probability for p in ordered],
-                y=[
-                    f"{'✓ ' if is_shared else ''}{_short(p.label)} ({p.index})"
-                    for p, is_shared in zip(ordered, shared, strict=True)
-                ],
-                orientation="h",
-                text=[f"{p.probability:.1%}" for p in ordered],
-                textposition="auto",
-                marker={"color": [AGREE_COLOUR if is_shared else OWN_COLOUR for is_shared in shared]},
+            _agreement_bars(
+                predictions,
+                agreement,
+                label_limit=28,
+                percent_format=".1%",
                 hovertemplate="%{y}: %{x:.2%}<extra></extra>",
-                showlegend=False,
             ),
             row=1,
             col=index,
@@ -216,6 +208,31 @@ def predictions_comparison_figure(columns: Sequence[tuple[str, Sequence[Predicti
     )
     figure.update_annotations(font_size=13, selector={"yref": "paper", "y": 1.0})
     return figure
+
+
+def _agreement_bars(
+    predictions: Sequence[Prediction],
+    agreement: PredictionAgreement,
+    label_limit: int,
+    percent_format: str,
+    hovertemplate: str | None = None,
+) -> go.Bar:
+    """Horizontal top-k bars, most probable on top; classes another model also lists are marked ✓."""
+    ordered = list(reversed(list(predictions)))
+    shared = [p.index in agreement.shared for p in ordered]
+    return go.Bar(
+        x=[p.probability for p in ordered],
+        y=[
+            f"{'✓ ' if is_shared else ''}{_short(p.label, label_limit)} ({p.index})"
+            for p, is_shared in zip(ordered, shared, strict=True)
+        ],
+        orientation="h",
+        text=[f"{p.probability:{percent_format}}" for p in ordered],
+        textposition="auto",
+        marker={"color": [AGREE_COLOUR if is_shared else OWN_COLOUR for is_shared in shared]},
+        hovertemplate=hovertemplate,
+        showlegend=False,
+    )
 
 
 def _short(label: str, limit: int = 28) -> str:
@@ -366,23 +383,8 @@ def compare_figure(
             figure.update_xaxes(visible=False, row=2, col=index)
             figure.update_yaxes(visible=False, row=2, col=index)
             continue
-        ordered = list(reversed(list(items)))
-        shared = [p.index in agreement.shared for p in ordered]
         figure.add_trace(
-            go.Bar(
-                x=[p.probability for p in ordered],
-                y=[
-                    f"{'✓ ' if s else ''}{_short(p.label, 20)} ({p.index})"
-                    for p, s in zip(ordered, shared, strict=True)
-                ],
-                orientation="h",
-                text=[f"{p.probability:.0%}" for p in ordered],
-                textposition="auto",
-                marker={"color": [AGREE_COLOUR if s else OWN_COLOUR for s in shared]},
-                showlegend=False,
-            ),
-            row=2,
-            col=index,
+            _agreement_bars(items, agreement, label_limit=20, percent_format=".0%"), row=2, col=index
         )
         figure.update_xaxes(range=[0, 1], tickformat=".0%", row=2, col=index)
     _shared_colour_axis(figure, colorbar_title)
