@@ -67,6 +67,9 @@ def test_start_watch_reload_and_see_results(finetune_url, page, runs_dir):
 
     # A refresh (or a second tab) finds the run again from the URL; the worker never noticed.
     page.reload()
+    # Right after a reload the page can be quiet before its first run has drawn anything: wait for
+    # the run's heading with a deadline, then check it is there once.
+    page.get_by_text(f"Run {run_name}").wait_for(timeout=60_000)
     wait_until_idle(page, timeout_s=60, quiet_s=0.3)
     assert page.get_by_text(f"Run {run_name}").count() == 1
 
