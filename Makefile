@@ -22,8 +22,11 @@ install-dev: $(VENV)/.installed-dev
 weights: $(VENV)/.installed
 	$(OFFLINE) $(BIN)/python -m vitviz prepare-weights
 
+# Every script in bench/ (common.py is their shared helper, not a benchmark).
 bench: install-dev weights
-	$(OFFLINE) $(BIN)/python bench/run.py
+	@set -e; for script in $$(ls bench/*.py | grep -v '/common.py$$'); do \
+		echo "== $$script"; $(OFFLINE) $(BIN)/python $$script; \
+	done
 
 lint: install-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -10,7 +10,7 @@ from PIL import Image
 from streamlit.delta_generator import DeltaGenerator
 
 import ui
-from vitviz.anatomy_figures import (
+from vitviz.figures.anatomy import (
     attention_distance_figure,
     encoder_input_figure,
     explained_variance_figure,
@@ -19,15 +19,7 @@ from vitviz.anatomy_figures import (
     similarity_map_figure,
     token_sequence_figure,
 )
-from vitviz.distance import AttentionDistances, attention_distances_over_images
-from vitviz.figures import patch_grid_figure, selected_patch
-from vitviz.filters import (
-    FilterComponents,
-    FiltersNotApplicableError,
-    component_tiles,
-    filter_components,
-    patch_embedding_filters,
-)
+from vitviz.figures.common import patch_grid_figure, selected_patch
 from vitviz.images import (
     BUILTIN_PHOTOS,
     UPLOAD_EXTENSIONS,
@@ -36,8 +28,15 @@ from vitviz.images import (
     decode_image,
     image_digest,
 )
-from vitviz.models import LoadedModel, describe_weights
-from vitviz.posembed import (
+from vitviz.maths.distance import AttentionDistances, attention_distances_over_images
+from vitviz.maths.filters import (
+    FilterComponents,
+    FiltersNotApplicableError,
+    component_tiles,
+    filter_components,
+    patch_embedding_filters,
+)
+from vitviz.maths.posembed import (
     NoPositionEmbeddingError,
     grid_position_embedding,
     local_fraction,
@@ -45,9 +44,9 @@ from vitviz.posembed import (
     position_similarity,
     similarity_mosaic,
 )
+from vitviz.maths.tokens_as_words import TokenTrace, cut_into_patches, trace_tokens
+from vitviz.models import LoadedModel, describe_weights, untrained_twin
 from vitviz.preprocess import explanation_image
-from vitviz.tokens_as_words import TokenTrace, cut_into_patches, trace_tokens
-from vitviz.untrained import untrained_twin
 
 __all__ = [
     "TAB_LABELS",

@@ -11,7 +11,7 @@ from PIL import Image
 from streamlit.delta_generator import DeltaGenerator
 
 import ui
-from vitviz.anatomy_figures_b import (
+from vitviz.figures.anatomy import (
     MODEL_VIEW_MARGIN_PX,
     feature_maps_figure,
     model_view_figure,
@@ -22,15 +22,13 @@ from vitviz.anatomy_figures_b import (
     selected_head,
     stem_grid_figure,
 )
-from vitviz.explain import AttentionRecord, class_attention_map, record_attention, rollout_relevance
-from vitviz.figures import attention_overlay_figure, predictions_figure, selected_patch
-from vitviz.hybrid import HybridStem, hybrid_stem
-from vitviz.model_view import model_view_maps, query_label
-from vitviz.models import LoadedModel, ModelError, ModelFacts, describe_weights
-from vitviz.preprocess import explanation_image
-from vitviz.qk import ProjectionMethod, QueryKeyProjection, QueryKeys, project_queries_keys, query_keys
-from vitviz.resolution import ResolutionSide, compare_resolutions, resolution_choices
-from vitviz.token_features import (
+from vitviz.figures.common import attention_overlay_figure, predictions_figure, selected_patch
+from vitviz.maths.attention import AttentionRecord, class_attention_map, record_attention, rollout_relevance
+from vitviz.maths.hybrid import HybridStem, hybrid_stem
+from vitviz.maths.model_view import model_view_maps, query_label
+from vitviz.maths.qk import ProjectionMethod, QueryKeyProjection, QueryKeys, project_queries_keys, query_keys
+from vitviz.maths.resolution import ResolutionSide, compare_resolutions, resolution_choices
+from vitviz.maths.token_features import (
     OutputTokens,
     PrincipalColours,
     TokenNorms,
@@ -40,6 +38,8 @@ from vitviz.token_features import (
     patch_feature_colours,
     token_norms,
 )
+from vitviz.models import LoadedModel, ModelError, ModelFacts, describe_weights
+from vitviz.preprocess import explanation_image
 
 __all__ = ["TAB_LABELS", "render_tabs"]
 

@@ -9,13 +9,12 @@ import streamlit as st
 from PIL import Image
 
 import ui
-from vitviz.compare_figures import (
+from vitviz.figures.compare import (
     SCALE_PERCENTILE,
     OverlayPanel,
     faithfulness_curves_figure,
     probe_curves_figure,
 )
-from vitviz.faithfulness import FaithfulnessResult, faithfulness, faithfulness_rows
 from vitviz.methods import (
     METHODS,
     ExplanationResult,
@@ -24,9 +23,10 @@ from vitviz.methods import (
     explanation_map,
     method_title,
 )
+from vitviz.methods.faithfulness import FaithfulnessResult, faithfulness, faithfulness_rows
+from vitviz.methods.probes import PROBE_KINDS, ProbeCurve, run_probe
 from vitviz.models import LoadedModel, ModelError, describe_weights
 from vitviz.predict import Prediction
-from vitviz.probes import PROBE_KINDS, ProbeCurve, run_probe
 from vitviz.weights import WeightsError
 
 THIRD_MODEL = "compare_third_model"

@@ -8,13 +8,18 @@ import numpy as np
 import streamlit as st
 
 import ui
-from vitviz.explain import class_attention_map, rollout_relevance
-from vitviz.figures import attention_overlay_figure
+from vitviz.figures.common import attention_overlay_figure
+from vitviz.figures.finetune import class_counts_figure, confusion_figure, training_curves_figure
 from vitviz.finetune.data import DataError, DataSummary, ImageSet, planned_split, scan_image_folder, summarize
 from vitviz.finetune.data import builtin_shapes as make_builtin_shapes
-from vitviz.finetune.figures import class_counts_figure, confusion_figure, training_curves_figure
 from vitviz.finetune.results import run_results
-from vitviz.finetune.runs import (
+from vitviz.finetune.safezip import UnsafeArchiveError
+from vitviz.finetune.worker import run_image_set, stop_run
+from vitviz.images import ImageDecodeError, image_digest
+from vitviz.maths.attention import class_attention_map, rollout_relevance
+from vitviz.models import ModelError
+from vitviz.preprocess import explanation_image
+from vitviz.runs import (
     LOG_FILE,
     RunStatus,
     RunSummary,
@@ -25,11 +30,6 @@ from vitviz.finetune.runs import (
     read_status,
     runs_root,
 )
-from vitviz.finetune.safezip import UnsafeArchiveError
-from vitviz.finetune.worker import run_image_set, stop_run
-from vitviz.images import ImageDecodeError, image_digest
-from vitviz.models import ModelError
-from vitviz.preprocess import explanation_image
 from vitviz.weights import WeightsError
 
 __all__ = [

@@ -12,9 +12,7 @@ import streamlit as st
 from PIL import Image
 
 from vitviz.device import available_devices
-from vitviz.explain import AttentionRecord, record_attention, rollout_relevance
 from vitviz.export import array_csv, array_npy, export_filename, figure_html, figure_png
-from vitviz.finetune.runs import list_runs
 from vitviz.images import (
     BUILTIN_PHOTOS,
     MAX_UPLOAD_BYTES,
@@ -24,6 +22,8 @@ from vitviz.images import (
     decode_image,
     image_digest,
 )
+from vitviz.maths.attention import AttentionRecord, record_attention, rollout_relevance
+from vitviz.maths.tokens import output_embedding, position_similarity
 from vitviz.models import (
     SUGGESTED_MODELS,
     WEIGHTS_SOURCES,
@@ -34,8 +34,8 @@ from vitviz.models import (
 )
 from vitviz.predict import Prediction, predict
 from vitviz.preprocess import explanation_image
+from vitviz.runs import list_runs
 from vitviz.share import TimmModelNames, ViewLimits
-from vitviz.tokens import output_embedding, position_similarity
 from vitviz.weights import WeightsError
 
 

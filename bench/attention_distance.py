@@ -21,9 +21,9 @@ import skimage
 import torch
 from common import cpu_model, interleaved_medians
 
-from vitviz.distance import attention_distances_over_images, mean_attention_distance
-from vitviz.explain import record_attention
 from vitviz.images import BUILTIN_PHOTOS, builtin_photo, load_image_file
+from vitviz.maths.attention import record_attention
+from vitviz.maths.distance import attention_distances_over_images, mean_attention_distance
 from vitviz.models import load_model
 from vitviz.preprocess import explanation_tensor
 

@@ -26,11 +26,11 @@ from common import machine  # noqa: E402
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_app, wait_until_idle  # noqa: E402
 from vitviz.capture import capture_attention  # noqa: E402
-from vitviz.explain import record_attention, rollout_relevance  # noqa: E402
 from vitviz.images import builtin_photo  # noqa: E402
+from vitviz.maths.attention import record_attention, rollout_relevance  # noqa: E402
+from vitviz.maths.rollout import attention_rollout  # noqa: E402
 from vitviz.models import load_model  # noqa: E402
 from vitviz.preprocess import explanation_tensor  # noqa: E402
-from vitviz.rollout import attention_rollout  # noqa: E402
 
 
 def median_ms(function: Callable[[], object], repeats: int, warmup: int = 2) -> float:
@@ -127,7 +127,7 @@ import os, resource
 os.environ["HF_HUB_OFFLINE"] = "1"
 import torch
 from vitviz.models import load_model
-from vitviz.explain import record_attention
+from vitviz.maths.attention import record_attention
 from vitviz.images import builtin_photo
 loaded = load_model("vit_base_patch16_224", "random", "cpu")
 record_attention(loaded, builtin_photo("cat (chelsea)"))

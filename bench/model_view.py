@@ -27,11 +27,11 @@ import torch
 from common import cpu_model, interleaved_medians
 from plotly.subplots import make_subplots
 
-from vitviz.anatomy_figures_b import model_view_figure
-from vitviz.explain import record_attention
-from vitviz.figures import MAP_COLORSCALE
+from vitviz.figures.anatomy import model_view_figure
+from vitviz.figures.common import MAP_COLORSCALE
 from vitviz.images import builtin_photo
-from vitviz.model_view import model_view_maps
+from vitviz.maths.attention import record_attention
+from vitviz.maths.model_view import model_view_maps
 from vitviz.models import load_model
 
 RUNS = 5

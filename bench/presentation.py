@@ -26,10 +26,10 @@ from common import cpu_model
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_app
-from vitviz.explain import class_attention_map, record_attention
 from vitviz.export import figure_png
-from vitviz.figures import attention_overlay_figure
+from vitviz.figures.common import attention_overlay_figure
 from vitviz.images import builtin_photo
+from vitviz.maths.attention import class_attention_map, record_attention
 from vitviz.models import load_model
 from vitviz.preprocess import explanation_image
 

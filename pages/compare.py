@@ -6,7 +6,7 @@ import streamlit as st
 
 import compare_views as views
 import ui
-from vitviz.compare_figures import SCALE_TITLE, predictions_comparison_figure, shared_overlays_figure
+from vitviz.figures.compare import SCALE_TITLE, predictions_comparison_figure, shared_overlays_figure
 
 GRADCAM_LAYERS = {
     "": "per family (features · stem · tokens)",

@@ -7,9 +7,14 @@ from dataclasses import replace
 import streamlit as st
 
 import ui
-from vitviz.explain import class_attention_map, patch_token, query_attention_map
-from vitviz.figures import attention_overlay_figure, patch_grid_figure, predictions_figure, selected_patch
+from vitviz.figures.common import (
+    attention_overlay_figure,
+    patch_grid_figure,
+    predictions_figure,
+    selected_patch,
+)
 from vitviz.images import BUILTIN_PHOTOS
+from vitviz.maths.attention import class_attention_map, patch_token, query_attention_map
 from vitviz.share import ViewState, parse_view_state, view_state_params
 
 GRID_CHART = "explore_grid_chart"

@@ -9,10 +9,16 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from vitviz.animation import attention_animation_figure, attention_animation_gif
 from vitviz.device import default_device
-from vitviz.explain import class_attention_map
-from vitviz.figures import attention_overlay_figure, patch_grid_figure, predictions_figure, selected_patch
+from vitviz.figures.animation import attention_animation_figure, attention_animation_gif
+from vitviz.figures.common import (
+    attention_overlay_figure,
+    patch_grid_figure,
+    predictions_figure,
+    selected_patch,
+)
+from vitviz.figures.slides import embedding_figure, image_figure, similarity_figure, style_for_slides
+from vitviz.figures.story import SLIDE_KEYS, story_slides
 from vitviz.images import (
     BUILTIN_PHOTOS,
     UPLOAD_EXTENSIONS,
@@ -21,11 +27,10 @@ from vitviz.images import (
     decode_image,
     image_digest,
 )
+from vitviz.maths.attention import class_attention_map
+from vitviz.maths.tokens import token_stages
 from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
 from vitviz.share import parse_view_state
-from vitviz.slide_figures import embedding_figure, image_figure, similarity_figure, style_for_slides
-from vitviz.story import SLIDE_KEYS, story_slides
-from vitviz.tokens import token_stages
 from vitviz.weights import WeightsError
 
 SLIDE = "present_slide"  # index of the slide on screen

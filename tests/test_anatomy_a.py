@@ -12,23 +12,22 @@ import torch
 from PIL import Image
 
 from vitviz.capture import attention_modules
-from vitviz.distance import (
+from vitviz.images import BUILTIN_PHOTOS, builtin_photo
+from vitviz.maths.attention import record_attention
+from vitviz.maths.distance import (
     attention_distances_over_images,
     mean_attention_distance,
     patch_distances,
     uniform_attention_distance,
 )
-from vitviz.explain import record_attention
-from vitviz.filters import (
+from vitviz.maths.filters import (
     FiltersNotApplicableError,
     component_tiles,
     filter_components,
     patch_embedding_filters,
     tile_mosaic,
 )
-from vitviz.images import BUILTIN_PHOTOS, builtin_photo
-from vitviz.models import LoadedModel, ModelError, load_model, model_facts
-from vitviz.posembed import (
+from vitviz.maths.posembed import (
     NoPositionEmbeddingError,
     grid_position_embedding,
     local_fraction,
@@ -36,9 +35,9 @@ from vitviz.posembed import (
     position_similarity,
     similarity_mosaic,
 )
+from vitviz.maths.tokens_as_words import cut_into_patches, linear_patch_embedding, trace_tokens
+from vitviz.models import LoadedModel, ModelError, load_model, model_facts, untrained_twin
 from vitviz.preprocess import explanation_tensor
-from vitviz.tokens_as_words import cut_into_patches, linear_patch_embedding, trace_tokens
-from vitviz.untrained import untrained_twin
 
 CAT, COFFEE = str(BUILTIN_PHOTOS["cat (chelsea)"]), str(BUILTIN_PHOTOS["coffee"])
 

@@ -7,28 +7,25 @@ import torch
 from scipy.stats import spearmanr
 
 from tests.conftest import TINY_MODELS
-from vitviz.anatomy_figures_b import (
+from vitviz.capture import QueryKeyCapture, attention_modules
+from vitviz.figures.anatomy import (
     HEAD_CENTRES_NAME,
     model_view_figure,
     position_colours,
     query_key_figure,
     selected_head,
 )
-from vitviz.capture import attention_modules
-from vitviz.explain import class_attention_map, patch_token, query_attention_map, record_attention
-from vitviz.hybrid import hybrid_stem
 from vitviz.images import builtin_photo
-from vitviz.model_view import model_view_maps
-from vitviz.models import LoadedModel, ModelError, load_model, model_facts
-from vitviz.preprocess import explanation_tensor
-from vitviz.qk import (
-    QueryKeyCapture,
+from vitviz.maths.attention import class_attention_map, patch_token, query_attention_map, record_attention
+from vitviz.maths.hybrid import hybrid_stem
+from vitviz.maths.model_view import model_view_maps
+from vitviz.maths.qk import (
     align_queries_keys,
     attention_from_queries_keys,
     project_queries_keys,
     query_keys,
 )
-from vitviz.resolution import (
+from vitviz.maths.resolution import (
     check_input_size,
     compare_resolutions,
     interpolate_position_embedding,
@@ -36,7 +33,7 @@ from vitviz.resolution import (
     resize_model,
     resolution_choices,
 )
-from vitviz.token_features import (
+from vitviz.maths.token_features import (
     TokenNorms,
     high_norm_patches,
     output_tokens,
@@ -44,6 +41,8 @@ from vitviz.token_features import (
     principal_components_rgb,
     token_norms,
 )
+from vitviz.models import LoadedModel, ModelError, load_model, model_facts
+from vitviz.preprocess import explanation_tensor
 from vitviz.weights import fit_position_embedding
 
 TRANSFORMERS = ("vit", "deit_distilled", "registers", "hybrid", "vit_rectangular")

@@ -54,8 +54,8 @@ def test_explain_rollout_saves_a_map_over_the_token_grid(tmp_path):
 
 
 def test_explain_attention_of_one_layer_and_head_matches_the_library(tmp_path):
-    from vitviz.explain import class_attention_map, record_attention
     from vitviz.images import load_image_file
+    from vitviz.maths.attention import class_attention_map, record_attention
     from vitviz.models import load_model
 
     out = tmp_path / "attention.npy"

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from vitviz.cli import main
+from vitviz.cli.main import main
 from vitviz.images import BUILTIN_PHOTOS
 
 COFFEE = str(BUILTIN_PHOTOS["coffee"])

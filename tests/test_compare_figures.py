@@ -3,8 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from vitviz.agreement import prediction_agreement
-from vitviz.compare_figures import (
+from vitviz.figures.compare import (
     AGREE_COLOUR,
     OWN_COLOUR,
     OverlayPanel,
@@ -13,6 +12,7 @@ from vitviz.compare_figures import (
     predictions_comparison_figure,
     shared_overlays_figure,
 )
+from vitviz.maths.agreement import prediction_agreement
 from vitviz.predict import Prediction
 
 
@@ -66,7 +66,7 @@ def test_compare_library_modules_never_import_streamlit():
     import subprocess
     import sys
 
-    modules = "vitviz.methods, vitviz.probes, vitviz.faithfulness, vitviz.compare_figures, vitviz.compare_cli"
+    modules = "vitviz.methods, vitviz.methods.probes, vitviz.methods.faithfulness, vitviz.figures.compare, vitviz.cli.compare"
     code = f"import sys, {modules}; print('streamlit' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

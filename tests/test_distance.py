@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from vitviz.distance import mean_attention_distance, patch_distances
+from vitviz.maths.distance import mean_attention_distance, patch_distances
 
 
 def test_identity_attention_has_zero_distance():

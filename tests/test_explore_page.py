@@ -8,8 +8,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.browser import REPO
-from vitviz.explain import class_attention_map, record_attention, rollout_relevance
 from vitviz.images import builtin_photo
+from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
 from vitviz.models import load_model
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from vitviz.export import array_csv, array_npy, export_filename, figure_html, figure_png, slug
-from vitviz.figures import attention_overlay_figure
+from vitviz.figures.common import attention_overlay_figure
 
 
 def test_file_name_says_model_weights_image_and_view():

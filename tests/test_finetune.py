@@ -23,7 +23,12 @@ from vitviz.finetune.data import (
     scan_image_folder,
     split_train_val,
 )
-from vitviz.finetune.runs import (
+from vitviz.finetune.shapes import SHAPE_CLASSES, make_shapes
+from vitviz.finetune.trainer import FinetuneConfig, finetune, trainable_module_names
+from vitviz.finetune.worker import execute_run, run_image_set, start_run, stop_run
+from vitviz.models import LoadedModel, describe_weights, load_model, model_facts
+from vitviz.predict import predict
+from vitviz.runs import (
     RunStatus,
     delete_run,
     list_runs,
@@ -33,11 +38,6 @@ from vitviz.finetune.runs import (
     read_status,
     write_status,
 )
-from vitviz.finetune.shapes import SHAPE_CLASSES, make_shapes
-from vitviz.finetune.trainer import FinetuneConfig, finetune, trainable_module_names
-from vitviz.finetune.worker import execute_run, run_image_set, start_run, stop_run
-from vitviz.models import LoadedModel, describe_weights, load_model, model_facts
-from vitviz.predict import predict
 
 METRIC_KEYS = {"epoch", "train_loss", "val_loss", "val_acc"}
 
@@ -128,7 +128,7 @@ def test_a_folder_with_one_class_gets_a_clear_message(tmp_path):
 
 
 def test_the_cli_offers_the_trainers_modes():
-    from vitviz.finetune.cli import MODE_CHOICES
+    from vitviz.cli.finetune import MODE_CHOICES
     from vitviz.finetune.trainer import MODES
 
     assert MODE_CHOICES == MODES

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vitviz.finetune.runs import read_config, read_metrics, read_status
 from vitviz.models import load_model
+from vitviz.runs import read_config, read_metrics, read_status
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from vitviz.finetune.runs import RunStatus, read_config, read_status, write_config, write_status
+from vitviz.runs import RunStatus, read_config, read_status, write_config, write_status
 
 PAGE = "pages/finetune.py"
 REPO = Path(__file__).resolve().parent.parent

@@ -385,8 +385,8 @@ def test_efficientnet_occlusion_map_is_faithful_on_the_coffee(efficientnet):
     some cup windows raises the espresso logit), so the check is on what the map is for: greying
     the patches it ranks first lowers the espresso probability far faster than restoring them
     raises it back (measured at five fractions: deletion area 0.25, insertion area 0.74)."""
-    from vitviz.faithfulness import faithfulness
     from vitviz.images import builtin_photo
+    from vitviz.methods.faithfulness import faithfulness
 
     image = builtin_photo("coffee")
     result = explanation_map(efficientnet, image, "occlusion", cell_px=56)

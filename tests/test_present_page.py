@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.browser import REPO
-from vitviz.story import SLIDE_KEYS
+from vitviz.figures.story import SLIDE_KEYS
 
 TITLES = [
     "An image goes in",

@@ -5,10 +5,9 @@ import pytest
 import torch
 
 from tests.methods_helpers import frozen_loaded, hook_counts, parameters_untouched
-from vitviz.faithfulness import faithfulness, faithfulness_rows
 from vitviz.images import builtin_photo
-from vitviz.predict import NoClassifierError, predict
-from vitviz.probes import (
+from vitviz.methods.faithfulness import faithfulness, faithfulness_rows
+from vitviz.methods.probes import (
     ProbeGrid,
     area_under_curve,
     drop_mask,
@@ -19,6 +18,7 @@ from vitviz.probes import (
     salience_order,
     shuffle_patches,
 )
+from vitviz.predict import NoClassifierError, predict
 
 FAMILIES = ["vit", "deit_distilled", "registers", "hybrid", "vit_rectangular", "cnn"]
 FEW = (0.0, 0.5, 1.0)

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from vitviz.distance import mean_attention_distance
-from vitviz.explain import (
+from vitviz.images import builtin_photo
+from vitviz.maths.attention import (
     class_attention_map,
     record_attention,
     rollout_relevance,
 )
-from vitviz.images import builtin_photo
+from vitviz.maths.distance import mean_attention_distance
 from vitviz.models import ModelError, load_model
 from vitviz.predict import NoClassifierError, predict
 from vitviz.weights import WeightsError

@@ -6,10 +6,10 @@ import shutil
 import pytest
 from plotly.offline import get_plotlyjs
 
-from vitviz.cli import main
+from vitviz.cli.main import main
+from vitviz.figures.report import build_report, render_report
 from vitviz.images import BUILTIN_PHOTOS
 from vitviz.models import load_model
-from vitviz.report import build_report, render_report
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vitviz.rollout import attention_rollout, discard_lowest, fuse_heads, rollout_map
+from vitviz.maths.rollout import attention_rollout, discard_lowest, fuse_heads, rollout_map
 
 
 def _random_attention(batch: int, heads: int, tokens: int, seed: int = 0) -> torch.Tensor:

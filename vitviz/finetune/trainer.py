@@ -81,6 +81,35 @@ class FinetuneConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"the validation fraction must lie between 0 and 1, got {self.val_fraction}")
 
+    def to_argv(self) -> list[str]:
+        """The resolved config as `python -m vitviz finetune` flags: `--last-k 2` for `last_k`, and so on.
+
+        Each field is one flag named after it; `from_arguments` reads them back by the same names.
+        """
+        argv: list[str] = []
+        for field in dataclasses.fields(self):
+            value = getattr(self.resolved(), field.name)
+            if value is not None:
+                argv += [
+                    f"--{field.name.replace('_', '-')}",
+                    repr(value) if isinstance(value, float) else str(value),
+                ]
+        return argv
+
+    @classmethod
+    def from_arguments(cls, arguments: object) -> FinetuneConfig:
+        """The config from parsed `to_argv` flags (an argparse namespace); unset flags keep the defaults.
+
+        Raises:
+            ValueError: a value out of range.
+        """
+        values = {
+            field.name: getattr(arguments, field.name)
+            for field in dataclasses.fields(cls)
+            if getattr(arguments, field.name, None) is not None
+        }
+        return cls(**values)
+
     def resolved(self) -> FinetuneConfig:
         """The config with the mode's default epochs and learning rate filled in."""
         return dataclasses.replace(

@@ -19,7 +19,10 @@ from typing import Any
 import vitviz
 from vitviz.finetune.data import BUILTIN_SHAPES, DataError, ImageSet, open_image_set, scan_image_folder
 from vitviz.finetune.distributed import SINGLE_PROCESS, DistributedContext
-from vitviz.finetune.runs import (
+from vitviz.finetune.safezip import extract_image_zip
+from vitviz.finetune.trainer import FinetuneConfig, FinetuneResult, Progress, finetune
+from vitviz.models import load_model
+from vitviz.runs import (
     CONFIG_FILE,
     LOG_FILE,
     STATUS_FILE,
@@ -37,9 +40,6 @@ from vitviz.finetune.runs import (
     write_status,
     write_val_predictions,
 )
-from vitviz.finetune.safezip import extract_image_zip
-from vitviz.finetune.trainer import FinetuneConfig, FinetuneResult, Progress, finetune
-from vitviz.models import load_model
 
 __all__ = ["DATA_FOLDER", "execute_run", "run_image_set", "start_run", "stop_run", "worker_command"]
 
@@ -58,25 +58,17 @@ _PROJECT_ROOT = Path(vitviz.__file__).resolve().parent.parent
 
 def worker_command(config: FinetuneConfig, data: str, out: Path, data_label: str | None = None) -> list[str]:
     """The `python -m vitviz finetune ...` command line that trains `config` into `out`."""
-    resolved = config.resolved()
     command = [
-        sys.executable, "-m", "vitviz", "finetune",
-        "--data", data,
-        "--model", resolved.model,
-        "--weights", resolved.weights,
-        "--device", resolved.device,
-        "--mode", resolved.mode,
-        "--last-k", str(resolved.last_k),
-        "--epochs", str(resolved.epochs),
-        "--batch-size", str(resolved.batch_size),
-        "--lr", repr(resolved.lr),
-        "--weight-decay", repr(resolved.weight_decay),
-        "--seed", str(resolved.seed),
-        "--val-fraction", repr(resolved.val_fraction),
-        "--out", str(out),
-    ]  # fmt: skip
-    if resolved.max_images is not None:
-        command += ["--max-images", str(resolved.max_images)]
+        sys.executable,
+        "-m",
+        "vitviz",
+        "finetune",
+        "--data",
+        data,
+        "--out",
+        str(out),
+        *config.to_argv(),
+    ]
     if data_label:
         command += ["--data-label", data_label]
     return command

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from PIL import Image
@@ -28,7 +28,6 @@ __all__ = [
     "METHOD_NAMES",
     "ExplanationMethod",
     "ExplanationResult",
-    "MethodName",
     "MethodUnavailableError",
     "available_methods",
     "default_method",
@@ -37,17 +36,6 @@ __all__ = [
     "feature_grid",
     "method_title",
     "pool_to_grid",
-]
-
-MethodName = Literal[
-    "rollout",
-    "attention",
-    "gradcam",
-    "gradcam++",
-    "grad-rollout",
-    "chefer",
-    "integrated-gradients",
-    "occlusion",
 ]
 
 # Name → class, in the order menus list them.

@@ -7,9 +7,9 @@ from typing import ClassVar
 import torch
 
 from vitviz.capture import AttentionCapture
+from vitviz.maths.rollout import rollout_map
 from vitviz.methods.base import ExplanationMethod
 from vitviz.models import LoadedModel
-from vitviz.rollout import rollout_map
 
 __all__ = ["AttentionGradientMethod", "attention_with_gradients"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from vitviz.capture import capture_attention
-from vitviz.explain import AttentionRecord, class_attention_map, rollout_relevance
+from vitviz.maths.attention import AttentionRecord, class_attention_map, rollout_relevance
 from vitviz.methods.base import ExplanationMethod
 from vitviz.models import LoadedModel
 
@@ -16,7 +16,7 @@ __all__ = ["AttentionRollout", "RawAttention", "attention_records"]
 
 
 def attention_records(loaded: LoadedModel, pixels: torch.Tensor) -> list[AttentionRecord]:
-    """Every layer's attention for each image of a batch, as the records `vitviz.explain` reads.
+    """Every layer's attention for each image of a batch, as the records `vitviz.maths.attention` reads.
 
     Args:
         loaded: a ViT or hybrid.

@@ -6,8 +6,8 @@ from typing import ClassVar
 
 import torch
 
+from vitviz.maths.rollout import attention_rollout
 from vitviz.methods.attention_gradients import AttentionGradientMethod
-from vitviz.rollout import attention_rollout
 
 __all__ = ["GradRollout", "gradient_weighted_rollout"]
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
+from vitviz.capture import ActivationLeaf
 from vitviz.methods.base import ExplanationMethod
 from vitviz.models import ModelFacts
 
-__all__ = ["FEATURES", "STEM", "TOKENS", "ActivationLeaf", "GradCAM", "GradCAMPlusPlus", "default_layer"]
+__all__ = ["FEATURES", "STEM", "TOKENS", "GradCAM", "GradCAMPlusPlus", "default_layer"]
 
 # Named targets besides module names: the feature extractor's output, a hybrid's CNN stem, and the
 # token grid entering the last block (a class-token head gives the final tokens no patch gradient).
@@ -24,47 +23,6 @@ TOKENS = "tokens"
 def default_layer(facts: ModelFacts) -> str:
     """Where Grad-CAM looks by default: a CNN's features, a hybrid's CNN stem, a ViT's last token grid."""
     return {"cnn": FEATURES, "hybrid": STEM, "vit": TOKENS}[facts.family]
-
-
-class ActivationLeaf:
-    """Makes one module's output the start of the autograd graph, and keeps it.
-
-    A forward hook swaps the output for a copy of a fresh leaf that requires grad, so a backward
-    from the class score stops there: nothing upstream is recorded, and the frozen parameters
-    never receive a gradient. The hook is removed on exit, also when the forward raised.
-    """
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-        self.activation: torch.Tensor | None = None
-        self._handle: RemovableHandle | None = None
-
-    def __enter__(self) -> ActivationLeaf:
-        self.activation = None
-        self._handle = self.module.register_forward_hook(self._swap)
-        return self
-
-    def _swap(self, _module: nn.Module, _inputs: tuple[Any, ...], output: Any) -> Any:
-        tensor = output[-1] if isinstance(output, list | tuple) else output
-        if not isinstance(tensor, torch.Tensor):
-            raise ValueError(f"{type(self.module).__name__} does not output a tensor")
-        leaf = tensor.detach().requires_grad_(True)
-        self.activation = leaf
-        # A clone, so that an in-place activation downstream never writes into the leaf.
-        replaced = leaf.clone()
-        if isinstance(output, list | tuple):
-            return type(output)([*output[:-1], replaced])
-        return replaced
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
 
 
 class GradCAM(ExplanationMethod):
@@ -123,7 +81,7 @@ class GradCAM(ExplanationMethod):
             activation = features.detach().requires_grad_(True)
             return activation, model.forward_head(activation), "forward_features"
         module, source = self._module(layer)
-        with ActivationLeaf(module) as leaf:
+        with ActivationLeaf(model, module) as leaf:
             logits = model(pixels)
         assert leaf.activation is not None, f"{source} was not run by the forward"
         return leaf.activation, logits, source

@@ -18,7 +18,9 @@ __all__ = [
     "MAP_COLORSCALE",
     "PATCH_CENTRES_NAME",
     "attention_overlay_figure",
+    "left_title",
     "patch_grid_figure",
+    "png_data_uri",
     "predictions_figure",
     "selected_patch",
 ]
@@ -34,7 +36,8 @@ MAP_COLORSCALE: list[list[float | str]] = [
 PATCH_CENTRES_NAME = "patches"
 
 
-def _png_data_uri(pixels: np.ndarray) -> str:
+def png_data_uri(pixels: np.ndarray) -> str:
+    """A PNG data URI of (H, W[, 3]) uint8 pixels: far smaller to send than the pixels as numbers."""
     return _encode_png(pixels.tobytes(), pixels.shape)
 
 
@@ -48,10 +51,15 @@ def _encode_png(raw: bytes, shape: tuple[int, ...]) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def left_title(text: str, size: int = 15) -> dict:
+    """A figure title set flush left, as every vitviz figure draws it."""
+    return {"text": text, "x": 0.0, "xanchor": "left", "font": {"size": size}}
+
+
 def _image_figure(pixels: np.ndarray, title: str) -> go.Figure:
     height, width = pixels.shape[:2]
     # A PNG source is far smaller to send than a (H, W, 3) list of numbers.
-    figure = go.Figure(go.Image(source=_png_data_uri(pixels), hoverinfo="skip"))
+    figure = go.Figure(go.Image(source=png_data_uri(pixels), hoverinfo="skip"))
     figure.update_layout(
         title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
         margin={"l": 0, "r": 0, "t": 40, "b": 0},

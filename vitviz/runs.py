@@ -15,12 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import safetensors.torch
-import timm
-import torch
 from torch import nn
 
-from vitviz.models import LoadedModel, ModelError, model_facts
-from vitviz.weights import WeightsError, cache_dir, load_state_dict_file
+from vitviz.weights import cache_dir
 
 __all__ = [
     "CONFIG_FILE",
@@ -34,6 +31,8 @@ __all__ = [
     "UPLOAD_FILE",
     "VAL_PREDICTIONS_FILE",
     "WORKER_PID_FILE",
+    "RunError",
+    "RunModel",
     "RunState",
     "RunStatus",
     "RunSummary",
@@ -42,10 +41,10 @@ __all__ = [
     "describe_run",
     "is_run_folder",
     "list_runs",
-    "load_run",
     "new_run_folder",
     "read_config",
     "read_metrics",
+    "read_run_model",
     "read_status",
     "read_val_predictions",
     "request_stop",
@@ -69,6 +68,11 @@ STOP_FILE = "stop"  # its presence asks the trainer to stop after the current st
 LOG_FILE = "worker.log"  # the worker's stdout and stderr
 WORKER_PID_FILE = "worker.pid"  # the detached worker's pid, written by whoever started it
 UPLOAD_FILE = "upload.zip"  # an uploaded archive, until the worker has extracted it
+
+
+class RunError(ValueError):
+    """A run folder that cannot be read or used: one line for the user."""
+
 
 RunState = Literal["starting", "running", "finished", "stopped", "failed"]
 ACTIVE_STATES: tuple[RunState, ...] = ("starting", "running")
@@ -261,7 +265,7 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     try:
         return _read_json(Path(folder) / CONFIG_FILE)
     except (OSError, ValueError) as error:
-        raise ModelError(f"{folder} is not a readable run folder: {error}") from error
+        raise RunError(f"{Path(folder).name} is not a readable run folder: {error}") from error
 
 
 def append_metrics(folder: Path, row: dict[str, float]) -> None:
@@ -309,12 +313,21 @@ def save_model(folder: Path, model: nn.Module) -> Path:
     return target
 
 
-def load_run(folder: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """The fine-tuned model of a run folder, in eval mode, with the run's class names as labels.
+@dataclass(frozen=True)
+class RunModel:
+    """What a run folder says about its model: enough for `vitviz.models.load_model` to build it."""
+
+    timm_name: str  # the architecture the run fine-tuned
+    labels: tuple[str, ...]  # class names, in label order; the head has len(labels) outputs
+    build_args: dict[str, Any]  # extra keyword arguments of timm.create_model (e.g. img_size)
+    weights_file: Path  # the fine-tuned state dict
+
+
+def read_run_model(folder: str | Path) -> RunModel:
+    """The model a finished run folder describes.
 
     Raises:
-        ModelError: the folder is not a finished run.
-        WeightsError: model.safetensors is missing or does not fit the model config.json names.
+        RunError: config.json is unreadable or incomplete, or the run has no trained model yet.
     """
     folder = Path(folder)
     config = read_config(folder)
@@ -326,24 +339,11 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             for key, value in config.get("build_args", {}).items()
         }
     except (KeyError, TypeError) as error:
-        raise ModelError(f"{folder.name}/config.json lacks {error}") from error
+        raise RunError(f"{folder.name}/config.json lacks {error}") from error
     if not (folder / MODEL_FILE).is_file():
         state = read_status(folder).state
-        raise ModelError(f"Run {folder.name} has no trained model ({state}).")
-    try:
-        model = timm.create_model(name, pretrained=False, num_classes=len(labels), **build_args)
-    except (RuntimeError, ValueError, TypeError) as error:
-        raise ModelError(f"Could not build {name} for run {folder.name}: {error}") from error
-    state_dict = load_state_dict_file(folder / MODEL_FILE)
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as error:
-        first_line = str(error).splitlines()[0]
-        raise WeightsError(f"The weights of run {folder.name} do not fit {name}: {first_line}") from error
-    model.eval().requires_grad_(False)
-    torch_device = torch.device(device)
-    model.to(torch_device)
-    return LoadedModel(model, model_facts(name, model), str(folder), torch_device, labels)
+        raise RunError(f"Run {folder.name} has no trained model ({state}).")
+    return RunModel(name, labels, build_args, folder / MODEL_FILE)
 
 
 def describe_run(folder: str | Path) -> str:
@@ -351,7 +351,7 @@ def describe_run(folder: str | Path) -> str:
     folder = Path(folder)
     try:
         config = read_config(folder)
-    except ModelError:
+    except RunError:
         return f"run {folder.name}"
     origin = " from random weights" if config.get("weights") == "random" else ""
     return f"fine-tuned run {folder.name} ({config.get('mode', '?')}{origin})"

@@ -6,7 +6,7 @@ import numpy as np
 import plotly.colors as pc
 import plotly.graph_objects as go
 
-from vitviz.figures import PATCH_CENTRES_NAME, patch_grid_figure
+from vitviz.figures.common import PATCH_CENTRES_NAME, patch_grid_figure
 
 __all__ = ["embedding_figure", "image_figure", "similarity_figure", "style_for_slides"]
 

@@ -1,10 +1,8 @@
-"""Queries and keys of one attention head, captured by hooks and projected jointly to 2-D (AttentionViz)."""
+"""Queries and keys of one attention head, captured by `vitviz.capture` and projected jointly to 2-D (AttentionViz)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Literal
 
 import numpy as np
@@ -12,17 +10,13 @@ import torch
 from PIL import Image
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
-from torch import nn
-from torch.utils.hooks import RemovableHandle
 
-from vitviz.capture import AttentionCapture, attention_modules
-from vitviz.models import LoadedModel, ModelError
+from vitviz.capture import AttentionCapture, QueryKeyCapture
+from vitviz.models import LoadedModel, ModelError, prefix_token_names
 from vitviz.preprocess import explanation_tensor
-from vitviz.token_features import prefix_token_names
 
 __all__ = [
     "ProjectionMethod",
-    "QueryKeyCapture",
     "QueryKeyProjection",
     "QueryKeys",
     "align_queries_keys",
@@ -32,61 +26,6 @@ __all__ = [
 ]
 
 ProjectionMethod = Literal["pca", "tsne"]
-
-
-class QueryKeyCapture:
-    """Records one attention layer's queries and keys, (B, heads, N, head_dim), during a forward pass.
-
-    timm's `Attention` passes q and k through `q_norm` and `k_norm` (identities unless the model
-    normalises them) right before the dot product, so hooks on their outputs see exactly the
-    vectors the attention is computed from, fused kernel or not. Hooks are removed on exit, also
-    when the forward raised; exceptions are never swallowed.
-
-    Example:
-        with QueryKeyCapture(model, layer=3) as capture:
-            model(x)
-        queries, keys = capture.queries, capture.keys
-    """
-
-    def __init__(self, model: nn.Module, layer: int) -> None:
-        modules = attention_modules(model)
-        if not modules:
-            raise ValueError(f"{type(model).__name__} has no self-attention layers")
-        if not 0 <= layer < len(modules):
-            raise ValueError(f"layer {layer} outside 0..{len(modules) - 1}")
-        self.module = modules[layer]
-        if not all(isinstance(getattr(self.module, name, None), nn.Module) for name in ("q_norm", "k_norm")):
-            raise ValueError(
-                f"{type(self.module).__name__} has no q_norm/k_norm to read queries and keys from"
-            )
-        self.scale = float(self.module.scale)
-        self.queries: torch.Tensor | None = None
-        self.keys: torch.Tensor | None = None
-        self._handles: list[RemovableHandle] = []
-
-    def __enter__(self) -> QueryKeyCapture:
-        self.queries = self.keys = None
-        self._handles = [
-            self.module.q_norm.register_forward_hook(self._record("queries")),
-            self.module.k_norm.register_forward_hook(self._record("keys")),
-        ]
-        return self
-
-    def _record(self, name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
-        def hook(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            setattr(self, name, output.detach())
-
-        return hook
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
 
 
 def attention_from_queries_keys(queries: np.ndarray, keys: np.ndarray, scale: float) -> np.ndarray:

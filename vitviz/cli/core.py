@@ -1,17 +1,18 @@
-"""The command line: `python -m vitviz COMMAND`; feature modules add their own commands."""
+"""The first commands: predict, explain (any method by name) and prepare-weights."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from vitviz.cli.common import CommandError, add_model_arguments, load_from_args
+from vitviz.methods import METHOD_NAMES
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -19,52 +20,10 @@ if TYPE_CHECKING:
     from vitviz.methods import ExplanationResult
     from vitviz.models import LoadedModel
 
-__all__ = ["CommandError", "add_model_arguments", "build_parser", "load_from_args", "main"]
-
-# Modules that add subcommands: each has `add_commands(subparsers)` and sets `run=` on its parsers.
-COMMAND_MODULES: tuple[str, ...] = (
-    "vitviz.anatomy_cli",
-    "vitviz.report_cli",
-    "vitviz.compare_cli",
-    "vitviz.finetune.cli",
-)
-
-_WEIGHTS_HELP = (
-    "bundled (offline, default), hub (timm pretrained, needs the model hub), "
-    "random (untrained) or a path to a .safetensors/.pth file"
-)
+__all__ = ["add_commands"]
 
 
-# Kept here, not imported from vitviz.methods, so that `--help` does not import torch.
-_EXPLAIN_METHODS = (
-    "rollout",
-    "attention",
-    "gradcam",
-    "gradcam++",
-    "grad-rollout",
-    "chefer",
-    "integrated-gradients",
-    "occlusion",
-)
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as one line on stderr, exit status 1."""
-
-
-def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
-    """--model, --weights and --device, the same words as in the app."""
-    parser.add_argument("--model", default=default_model, help=f"timm model name (default {default_model})")
-    parser.add_argument("--weights", default="bundled", help=_WEIGHTS_HELP)
-    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m vitviz", description="See how Vision Transformers work, from the command line."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_commands(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="top-k ImageNet predictions for images")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     add_model_arguments(predict, "tf_efficientnet_lite0")
@@ -77,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("image", metavar="IMAGE")
     add_model_arguments(explain, "vit_small_patch14_dinov2")
-    explain.add_argument("--method", choices=_EXPLAIN_METHODS, default="rollout")
+    explain.add_argument("--method", choices=METHOD_NAMES, default="rollout")
     explain.add_argument(
         "--class",
         dest="class_index",
@@ -102,22 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", required=True, type=Path, metavar="MAP.npy")
     explain.set_defaults(run=_run_explain)
 
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).add_commands(commands)
-
     prepare = commands.add_parser(
         "prepare-weights", help="convert the bundled offline weights into the cache"
     )
     prepare.set_defaults(run=_run_prepare_weights)
-    return parser
-
-
-def load_from_args(args: argparse.Namespace) -> LoadedModel:
-    """The model named by --model / --weights / --device."""
-    from vitviz.device import default_device
-    from vitviz.models import load_model
-
-    return load_model(args.model, args.weights, args.device or default_device())
 
 
 def _run_predict(args: argparse.Namespace) -> None:
@@ -143,8 +90,8 @@ def _run_predict(args: argparse.Namespace) -> None:
 
 
 def _run_explain(args: argparse.Namespace) -> None:
-    from vitviz.explain import class_attention_map, record_attention, rollout_relevance
     from vitviz.images import load_image_file
+    from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
 
     image = load_image_file(args.image)
     loaded = load_from_args(args)
@@ -192,18 +139,3 @@ def _run_prepare_weights(args: argparse.Namespace) -> None:
 
     for path in prepare_bundled_weights():
         print(path)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs one command; returns the exit status. Bad input ends with one line on stderr."""
-    args = build_parser().parse_args(argv)
-    from vitviz.images import ImageDecodeError
-    from vitviz.models import ModelError
-    from vitviz.weights import WeightsError
-
-    try:
-        args.run(args)
-    except (CommandError, ImageDecodeError, ModelError, WeightsError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0

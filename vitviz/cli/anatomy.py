@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vitviz.cli import add_model_arguments, load_from_args
+from vitviz.cli.common import add_model_arguments, load_from_args
 
 __all__ = ["add_commands"]
 
@@ -52,7 +52,7 @@ def _untrained_note(trained: bool) -> str:
 
 
 def _run_posembed(args: argparse.Namespace) -> None:
-    from vitviz.posembed import grid_position_embedding, local_fraction, position_similarity
+    from vitviz.maths.posembed import grid_position_embedding, local_fraction, position_similarity
 
     loaded = load_from_args(args)
     similarity = position_similarity(grid_position_embedding(loaded.model, loaded.facts))
@@ -74,8 +74,8 @@ def _print_progress(done: int, total: int) -> None:
 
 
 def _run_attention_distance(args: argparse.Namespace) -> None:
-    from vitviz.distance import attention_distances_over_images
     from vitviz.images import load_image_file
+    from vitviz.maths.distance import attention_distances_over_images
 
     images = [load_image_file(path) for path in args.images]
     loaded = load_from_args(args)
@@ -97,7 +97,7 @@ def _run_attention_distance(args: argparse.Namespace) -> None:
 
 
 def _run_filters(args: argparse.Namespace) -> None:
-    from vitviz.filters import component_tiles, filter_components, patch_embedding_filters, tile_mosaic
+    from vitviz.maths.filters import component_tiles, filter_components, patch_embedding_filters, tile_mosaic
 
     if args.components < 1 or args.scale < 1:
         raise ValueError("--components and --scale must be at least 1")

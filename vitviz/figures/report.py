@@ -16,9 +16,9 @@ import plotly.io as pio
 from PIL import Image
 from plotly.offline import get_plotlyjs
 
-from vitviz.explain import record_attention, rollout_relevance
-from vitviz.figures import attention_overlay_figure
+from vitviz.figures.common import attention_overlay_figure
 from vitviz.images import ImageDecodeError, load_image_file
+from vitviz.maths.attention import record_attention, rollout_relevance
 from vitviz.models import LoadedModel, describe_weights
 from vitviz.predict import Prediction, predict
 from vitviz.preprocess import explanation_image

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vitviz.cli import CommandError, add_model_arguments, load_from_args
+from vitviz.cli.common import CommandError, add_model_arguments, load_from_args
 
 __all__ = ["add_commands"]
 
@@ -23,7 +23,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> None:
-    from vitviz.report import build_report, render_report
+    from vitviz.figures.report import build_report, render_report
 
     if not args.folder.is_dir():
         raise CommandError(f"{args.folder} is not a folder")

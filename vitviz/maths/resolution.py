@@ -11,11 +11,11 @@ from PIL import Image
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from vitviz.explain import class_attention_map, record_attention, rollout_relevance
+from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
+from vitviz.maths.token_features import principal_components_rgb
 from vitviz.models import LoadedModel, ModelError, ModelFacts, model_facts
 from vitviz.predict import Prediction, predict
 from vitviz.preprocess import explanation_image
-from vitviz.token_features import principal_components_rgb
 
 __all__ = [
     "MAX_PATCHES",

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vitviz.maths.posembed import NoPositionEmbeddingError, grid_position_embedding
+from vitviz.maths.posembed import position_similarity as all_position_similarity
 from vitviz.models import LoadedModel, ModelError, ModelFacts
-from vitviz.posembed import NoPositionEmbeddingError, grid_position_embedding
-from vitviz.posembed import position_similarity as all_position_similarity
 from vitviz.preprocess import explanation_tensor
 
 __all__ = ["TokenStage", "output_embedding", "position_similarity", "token_stages"]

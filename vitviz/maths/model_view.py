@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from vitviz.explain import AttentionRecord, patch_token
+from vitviz.maths.attention import AttentionRecord, patch_token
 
 __all__ = ["CLASS_QUERY", "model_view_maps", "query_label"]
 
 # Query meaning "the class token", or the mean patch query for models that have no class token,
-# as `vitviz.explain.class_attention_map` reads it.
+# as `vitviz.maths.attention.class_attention_map` reads it.
 CLASS_QUERY = None
 
 

@@ -11,7 +11,8 @@ from PIL import Image
 from sklearn.decomposition import PCA
 from torch import nn
 
-from vitviz.models import LoadedModel, ModelError
+from vitviz.capture import InputCapture
+from vitviz.models import LoadedModel, ModelError, prefix_token_names
 from vitviz.preprocess import explanation_tensor
 
 __all__ = [
@@ -22,7 +23,6 @@ __all__ = [
     "high_norm_patches",
     "output_tokens",
     "patch_feature_colours",
-    "prefix_token_names",
     "principal_components_rgb",
     "token_norms",
 ]
@@ -30,22 +30,6 @@ __all__ = [
 # Where the output tokens are read: the last block's output, or after the model's final norm
 # (what `forward_features` returns). A final LayerNorm evens norms out, so artefacts show before it.
 TokenPlace = Literal["before_norm", "after_norm"]
-
-
-def prefix_token_names(model: nn.Module) -> tuple[str, ...]:
-    """Names of the tokens before the patches, in sequence order: class, distillation, registers."""
-    names: list[str] = []
-    if getattr(model, "cls_token", None) is not None:
-        names.append("class")
-    if getattr(model, "dist_token", None) is not None:
-        names.append("distillation")
-    registers = getattr(model, "reg_token", None)
-    if registers is not None:
-        names += [f"register {index + 1}" for index in range(registers.shape[1])]
-    prefix = int(getattr(model, "num_prefix_tokens", 0))
-    if len(names) != prefix:  # an architecture that orders its prefix tokens otherwise
-        names = [f"prefix {index}" for index in range(prefix)]
-    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -83,18 +67,13 @@ def output_tokens(loaded: LoadedModel, image: Image.Image) -> OutputTokens:
         raise ModelError(f"{facts.name} is a CNN: it has feature maps, not tokens.")
     model = loaded.model
     final_norm = getattr(model, "norm", None)
-    seen: dict[str, torch.Tensor] = {}
-
-    def record_input(_module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: object) -> None:
-        seen["before_norm"] = inputs[0].detach()
-
-    handle = final_norm.register_forward_hook(record_input) if isinstance(final_norm, nn.Module) else None
-    try:
-        after = model.forward_features(explanation_tensor(image, facts).to(loaded.device))  # (1, N, D)
-    finally:
-        if handle is not None:
-            handle.remove()
-    before = seen.get("before_norm", after)
+    pixels = explanation_tensor(image, facts).to(loaded.device)
+    if isinstance(final_norm, nn.Module):
+        with InputCapture(model, final_norm) as capture:
+            after = model.forward_features(pixels)  # (1, N, D)
+        before = capture.input if capture.input is not None else after
+    else:
+        after = before = model.forward_features(pixels)
     assert after.shape[1] == facts.num_tokens, f"{after.shape[1]} tokens, expected {facts.num_tokens}"
     return OutputTokens(
         before_norm=before[0].float().cpu().numpy(),

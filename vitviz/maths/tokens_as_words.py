@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vitviz.models import LoadedModel, ModelError, ModelFacts
+from vitviz.models import LoadedModel, ModelError, ModelFacts, prefix_token_names
 from vitviz.preprocess import explanation_tensor
 
 __all__ = [
@@ -18,7 +18,6 @@ __all__ = [
     "cut_into_patches",
     "flatten_patches",
     "linear_patch_embedding",
-    "prefix_token_names",
     "trace_tokens",
 ]
 
@@ -40,21 +39,6 @@ class TokenTrace:
     prefix_names: tuple[str, ...]  # "class", "distillation", "register 1", ... in sequence order
     encoder_input: np.ndarray | None  # (N, D) the sequence the first block reads; None if unreadable
     patch_tokens: np.ndarray  # (rows * cols, D) the projected patches, before prefix and positions
-
-
-def prefix_token_names(model: nn.Module, facts: ModelFacts) -> tuple[str, ...]:
-    """Names of the tokens in front of the patches, in the order timm puts them in the sequence."""
-    names: list[str] = []
-    if getattr(model, "cls_token", None) is not None:
-        names.append("class")
-    if getattr(model, "dist_token", None) is not None:
-        names.append("distillation")
-    register = getattr(model, "reg_token", None)
-    if register is not None:
-        names += [f"register {index + 1}" for index in range(register.shape[1])]
-    if len(names) != facts.num_prefix_tokens:  # an architecture we do not know: say no more than we know
-        names = [f"prefix {index + 1}" for index in range(facts.num_prefix_tokens)]
-    return tuple(names)
 
 
 def cut_into_patches(
@@ -178,7 +162,7 @@ def trace_tokens(loaded: LoadedModel, image: Image.Image) -> TokenTrace:
     patch_tokens = model.patch_embed(pixels).reshape(-1, dim)  # (rows * cols, D): NLC or NHWC alike
     num_patches = patch_tokens.shape[0]
     assert num_patches == rows * cols, f"patch embedding made {num_patches} tokens for a {rows}×{cols} grid"
-    prefix_names = prefix_token_names(model, facts)
+    prefix_names = prefix_token_names(model)
     encoder_input = _encoder_input(model, patch_tokens[None])
     num_tokens = num_patches + len(prefix_names)
 

@@ -11,8 +11,7 @@ import torch
 from PIL import Image
 
 from vitviz.methods import method_title
-from vitviz.models import LoadedModel
-from vitviz.probes import (
+from vitviz.methods.probes import (
     DEFAULT_FRACTIONS,
     area_under_curve,
     drop_mask,
@@ -22,6 +21,7 @@ from vitviz.probes import (
     salience_order,
     target_probabilities,
 )
+from vitviz.models import LoadedModel
 
 __all__ = ["FaithfulnessResult", "faithfulness", "faithfulness_rows"]
 

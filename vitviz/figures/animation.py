@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
-from vitviz.figures import MAP_COLORSCALE, PATCH_CENTRES_NAME, attention_overlay_figure
+from vitviz.figures.common import MAP_COLORSCALE, PATCH_CENTRES_NAME, attention_overlay_figure
 
 __all__ = ["apply_colormap", "attention_animation_figure", "attention_animation_gif", "normalise_per_layer"]
 

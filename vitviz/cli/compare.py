@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vitviz.cli import CommandError, add_model_arguments
+from vitviz.cli.common import CommandError, add_model_arguments
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
     from PIL import Image
 
-    from vitviz.compare_figures import OverlayPanel
+    from vitviz.figures.compare import OverlayPanel
     from vitviz.models import LoadedModel
     from vitviz.predict import Prediction
 
@@ -82,9 +82,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_probe(args: argparse.Namespace) -> None:
-    from vitviz.cli import load_from_args
+    from vitviz.cli.common import load_from_args
     from vitviz.images import load_image_file
-    from vitviz.probes import run_probe
+    from vitviz.methods.probes import run_probe
 
     if args.steps < 2:
         raise CommandError(f"--steps must be at least 2, got {args.steps}")
@@ -128,7 +128,7 @@ def _model_panel(
     loaded: LoadedModel, image: Image.Image, method: str | None, class_index: int | None, topk: int
 ) -> tuple[OverlayPanel, list[Prediction] | None]:
     """One model's map (its own default method when the asked one does not fit) and its top-k."""
-    from vitviz.compare_figures import SCALE_PERCENTILE, OverlayPanel
+    from vitviz.figures.compare import SCALE_PERCENTILE, OverlayPanel
     from vitviz.methods import available_methods, default_method, explanation_map, method_title
     from vitviz.predict import predict
 
@@ -162,8 +162,8 @@ def export_figure(figure: go.Figure, path: Path, title: str | None = None) -> No
 
 
 def _run_compare(args: argparse.Namespace) -> None:
-    from vitviz.compare_figures import compare_figure
     from vitviz.device import default_device
+    from vitviz.figures.compare import compare_figure
     from vitviz.images import load_image_file
     from vitviz.models import load_model
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,12 +10,12 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
-from vitviz.agreement import PredictionAgreement, prediction_agreement
-from vitviz.faithfulness import FaithfulnessResult, faithfulness_rows
-from vitviz.figures import MAP_COLORSCALE
+from vitviz.figures.common import MAP_COLORSCALE, png_data_uri
+from vitviz.maths.agreement import PredictionAgreement, prediction_agreement
 from vitviz.methods import method_title
+from vitviz.methods.faithfulness import FaithfulnessResult, faithfulness_rows
+from vitviz.methods.probes import ProbeCurve
 from vitviz.predict import Prediction
-from vitviz.probes import ProbeCurve
 
 __all__ = [
     "AGREE_COLOUR",
@@ -69,18 +67,12 @@ def display_image(image: Image.Image, side: int = DISPLAY_SIDE) -> np.ndarray:
     return np.asarray(rgb.resize(size, Image.Resampling.BILINEAR))
 
 
-def _png_data_uri(pixels: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def _add_overlay(
     figure: go.Figure, pixels: np.ndarray, panel: OverlayPanel, row: int, col: int, opacity: float
 ) -> None:
     """The picture and, stretched over all of it, one map on the figure's shared colour axis."""
     height, width = pixels.shape[:2]
-    figure.add_trace(go.Image(source=_png_data_uri(pixels), hoverinfo="skip"), row=row, col=col)
+    figure.add_trace(go.Image(source=png_data_uri(pixels), hoverinfo="skip"), row=row, col=col)
     if panel.values is not None:
         rows, cols = panel.values.shape
         # Maps are made on the whole image resized (never cropped), so cell (r, c) covers the same

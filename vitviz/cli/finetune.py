@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from vitviz.cli import CommandError, add_model_arguments
+from vitviz.cli.common import CommandError, add_model_arguments
 
 __all__ = ["MODE_CHOICES", "add_commands"]
 
@@ -65,19 +65,7 @@ def _run_finetune(args: argparse.Namespace) -> None:
     from vitviz.finetune.worker import execute_run
 
     try:
-        config = FinetuneConfig(
-            model=args.model,
-            weights=args.weights,
-            mode=args.mode,
-            last_k=args.last_k,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            max_images=args.max_images,
-            seed=args.seed,
-            val_fraction=args.val_fraction,
-        )
+        config = FinetuneConfig.from_arguments(args)
     except ValueError as error:
         raise CommandError(str(error)) from error
     context, device = init_from_environment(args.device)

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from vitviz.capture import capture_attention
+from vitviz.maths.rollout import HeadFusion, attention_rollout, rollout_map
 from vitviz.models import LoadedModel, ModelError
 from vitviz.preprocess import explanation_tensor
-from vitviz.rollout import HeadFusion, attention_rollout, rollout_map
 
 __all__ = [
     "AttentionRecord",

@@ -1,0 +1,1 @@
+"""The `python -m vitviz` command line: the same library calls as the app, for a terminal."""

@@ -1,0 +1,1 @@
+"""Pure maths over attention, tokens and embeddings: the numbers behind every figure."""
