@@ -1,9 +1,11 @@
 """Attention capture on tiny random timm models of every family: shapes, hooks, fused flags."""
 
+import threading
+
 import pytest
 import torch
 
-from vitviz.capture import AttentionCapture, attention_modules, capture_attention
+from vitviz.capture import AttentionCapture, attention_modules, capture_attention, model_lock
 from vitviz.models import model_facts, model_family
 
 ATTENTION_FAMILIES = ["vit", "deit_distilled", "registers", "hybrid", "vit_rectangular"]
@@ -92,3 +94,99 @@ def test_facts_come_from_the_model(tiny_models, key, family, prefix, grid, strid
         grid,
         stride,
     )
+
+
+# --- One model shared by several sessions (the app caches each model once for every visitor) ---
+
+_THREADS = 4
+_ROUNDS = 12
+
+
+def _run_together(work: list) -> list:
+    """Runs each callable in its own thread, all released at once; returns their results in order."""
+    barrier = threading.Barrier(len(work))
+    results: list = [None] * len(work)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = work[index]()
+        except BaseException as error:  # surfaced below, with the thread's own traceback
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(work))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a capture never finished"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _distinct_inputs(model: torch.nn.Module, count: int) -> list[torch.Tensor]:
+    height, width = model.patch_embed.img_size
+    return [
+        torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(100 + index))
+        for index in range(count)
+    ]
+
+
+def test_concurrent_captures_on_one_shared_model_each_see_only_their_own_image(tiny_models):
+    model = tiny_models["vit"]
+    inputs = _distinct_inputs(model, _THREADS)
+    alone = [capture_attention(model, pixels)[1] for pixels in inputs]
+    flags_before = [module.fused_attn for module in attention_modules(model)]
+
+    def captures(index: int):
+        return [capture_attention(model, inputs[index])[1] for _ in range(_ROUNDS)]
+
+    results = _run_together([lambda index=index: captures(index) for index in range(_THREADS)])
+    for index, rounds in enumerate(results):
+        for attentions in rounds:
+            assert len(attentions) == len(alone[index]), "another session's layers were recorded"
+            for got, expected in zip(attentions, alone[index], strict=True):
+                torch.testing.assert_close(got, expected)
+    assert [module.fused_attn for module in attention_modules(model)] == flags_before
+    assert _hook_count(model) == 0
+
+
+def test_a_plain_forward_beside_a_capture_is_neither_recorded_nor_changed(tiny_models):
+    model = tiny_models["hybrid"]
+    captured_input, plain_input = _distinct_inputs(model, 2)
+    with torch.inference_mode():
+        plain_alone = model(plain_input)
+    alone = capture_attention(model, captured_input)[1]
+
+    def captures():
+        return [capture_attention(model, captured_input)[1] for _ in range(_ROUNDS)]
+
+    def plain_forwards():
+        with torch.inference_mode():
+            return [model(plain_input) for _ in range(3 * _ROUNDS)]
+
+    captured, plain = _run_together([captures, plain_forwards])
+    for attentions in captured:
+        assert len(attentions) == len(alone)
+        for got, expected in zip(attentions, alone, strict=True):
+            torch.testing.assert_close(got, expected)
+    for output in plain:
+        torch.testing.assert_close(output, plain_alone, rtol=1e-4, atol=1e-5)
+    assert _hook_count(model) == 0
+
+
+def test_capture_releases_the_model_lock_when_the_forward_raises(tiny_models):
+    model = tiny_models["vit"]
+    with pytest.raises(AssertionError), AttentionCapture(model):
+        model(torch.zeros(1, 3, 80, 80))  # timm refuses a wrong input size
+
+    def another_session_takes_the_lock() -> bool:
+        lock = model_lock(model)
+        if not lock.acquire(timeout=5):
+            return False
+        lock.release()
+        return True
+
+    assert _run_together([another_session_takes_the_lock]) == [True]

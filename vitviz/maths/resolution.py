@@ -11,6 +11,7 @@ from PIL import Image
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from vitviz.capture import model_lock
 from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
 from vitviz.maths.token_features import principal_components_rgb
 from vitviz.models import LoadedModel, ModelError, ModelFacts, model_facts
@@ -119,7 +120,8 @@ def resize_model(loaded: LoadedModel, input_size: tuple[int, int]) -> LoadedMode
         return loaded
     if not hasattr(loaded.model, "set_input_size"):
         raise ModelError(f"{loaded.facts.name} cannot be rebuilt for another input size by timm.")
-    model = copy.deepcopy(loaded.model)
+    with model_lock(loaded.model):  # a copy taken mid-capture would carry that capture's hooks and flags
+        model = copy.deepcopy(loaded.model)
     old_grid = tuple(model.patch_embed.grid_size)
     old_embedding = None if model.pos_embed is None else model.pos_embed.detach().clone()
     model.set_input_size(img_size=tuple(input_size))
