@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from vitviz.models import LoadedModel, ModelError
-from vitviz.preprocess import prediction_tensor
+from vitviz.preprocess import ViewMode, prediction_tensor
 
 __all__ = ["NoClassifierError", "Prediction", "predict", "top_predictions"]
 
@@ -42,8 +42,10 @@ def top_predictions(
 
 
 @torch.inference_mode()
-def predict(loaded: LoadedModel, images: list[Image.Image], topk: int = 5) -> list[list[Prediction]]:
-    """Classifies each image with the model's own eval transform.
+def predict(
+    loaded: LoadedModel, images: list[Image.Image], topk: int = 5, view: ViewMode = "crop"
+) -> list[list[Prediction]]:
+    """Classifies each image's view: by default the model's own eval transform, as maps use it too.
 
     Raises:
         NoClassifierError: the model has no classifier head.
@@ -55,6 +57,6 @@ def predict(loaded: LoadedModel, images: list[Image.Image], topk: int = 5) -> li
         )
     if topk < 1:
         raise ValueError(f"topk must be at least 1, got {topk}")
-    batch = torch.cat([prediction_tensor(image, loaded.facts) for image in images])
+    batch = torch.cat([prediction_tensor(image, loaded.facts, view) for image in images])
     logits = loaded.model(batch.to(loaded.device))
     return top_predictions(logits, topk, loaded.labels)

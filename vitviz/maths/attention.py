@@ -11,7 +11,7 @@ from PIL import Image
 from vitviz.capture import capture_attention
 from vitviz.maths.rollout import HeadFusion, attention_rollout, rollout_map
 from vitviz.models import LoadedModel, ModelError
-from vitviz.preprocess import explanation_tensor
+from vitviz.preprocess import ImageView, ViewMode, image_view, view_tensor
 
 __all__ = [
     "AttentionRecord",
@@ -31,6 +31,9 @@ class AttentionRecord:
     grid_size: tuple[int, int]  # (rows, cols) of the patch tokens
     num_prefix_tokens: int  # class / distillation / register tokens before the patches
     global_pool: str  # how the model's head pools its tokens
+    # The same forward's output: (classes,) logits, or None for a model without a classifier head.
+    logits: np.ndarray | None = None
+    view: ImageView | None = None  # what the model saw of the photo; None for a record built by hand
 
     @property
     def num_layers(self) -> int:
@@ -46,8 +49,15 @@ class AttentionRecord:
         return "token" if self.num_prefix_tokens > 0 and self.global_pool == "token" else "avg"
 
 
-def record_attention(loaded: LoadedModel, image: Image.Image) -> AttentionRecord:
-    """Runs the model once on the whole image resized to its input and keeps every attention map.
+def record_attention(loaded: LoadedModel, image: Image.Image, view: ViewMode = "crop") -> AttentionRecord:
+    """Runs the model once on the image's view and keeps every attention map and the output.
+
+    One forward gives both: predictions read from `record.logits` agree with every map.
+
+    Args:
+        loaded: the model; shared models are only read (see vitviz.capture).
+        image: the photo.
+        view: "crop" (the model's eval transform, default) or "whole" (see vitviz.preprocess).
 
     Raises:
         ModelError: the model has no self-attention (a CNN).
@@ -55,18 +65,22 @@ def record_attention(loaded: LoadedModel, image: Image.Image) -> AttentionRecord
     facts = loaded.facts
     if facts.family == "cnn" or facts.grid_size is None:
         raise ModelError(f"{facts.name} is a CNN: it has no attention to show.")
-    pixels = explanation_tensor(image, facts).to(loaded.device)
-    _, attentions = capture_attention(loaded.model, pixels)
+    seen = image_view(image, facts, view)
+    pixels = view_tensor(seen, facts).to(loaded.device)
+    output, attentions = capture_attention(loaded.model, pixels)
     stacked = torch.stack([attention[0] for attention in attentions])  # (layers, heads, N, N)
     expected = facts.num_tokens
     assert stacked.shape[-1] == expected, f"captured {stacked.shape[-1]} tokens, expected {expected}"
     attentions = stacked.float().cpu().numpy()
     attentions.setflags(write=False)  # records are shared between sessions by the app's cache
+    logits = output[0].float().cpu().numpy() if facts.has_classifier else None
     return AttentionRecord(
         attentions=attentions,
         grid_size=facts.grid_size,
         num_prefix_tokens=facts.num_prefix_tokens,
         global_pool=facts.global_pool,
+        logits=logits,
+        view=seen,
     )
 
 
