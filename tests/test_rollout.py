@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vitviz.maths.rollout import attention_rollout, discard_lowest, fuse_heads, rollout_map
+from vitviz.maths.rollout import attention_rollout, discard_lowest, exclude_tokens, fuse_heads, rollout_map
 
 
 def _random_attention(batch: int, heads: int, tokens: int, seed: int = 0) -> torch.Tensor:
@@ -96,3 +96,42 @@ def test_rollout_map_averages_patch_rows_for_average_pooled_models():
 def test_rollout_map_refuses_a_grid_that_does_not_fit():
     with pytest.raises(AssertionError, match="does not hold"):
         rollout_map(torch.eye(5).unsqueeze(0), num_prefix_tokens=1, grid_size=(3, 3))
+
+
+def test_excluded_tokens_lose_their_column_and_rows_sum_to_one_again():
+    attention = _random_attention(2, 1, 5)[:, 0]  # (2, 5, 5)
+    kept = exclude_tokens(attention, [1, 3])
+    assert torch.all(kept[:, :, [1, 3]] == 0)
+    torch.testing.assert_close(kept.sum(-1), torch.ones(2, 5, dtype=torch.float64))
+    # What is left keeps its proportions.
+    others = attention[:, :, [0, 2, 4]]
+    torch.testing.assert_close(kept[:, :, [0, 2, 4]], others / others.sum(-1, keepdim=True))
+    torch.testing.assert_close(exclude_tokens(attention, []), attention)
+
+
+def test_a_row_that_attended_only_to_excluded_tokens_stays_empty_and_rollout_keeps_the_token():
+    attention = torch.eye(3, dtype=torch.float64)[[1, 1, 2]].unsqueeze(0)  # rows 0 and 1 attend to token 1
+    kept = exclude_tokens(attention, [1])
+    torch.testing.assert_close(kept[0, 0], torch.zeros(3, dtype=torch.float64))
+    assert not torch.isnan(kept).any()
+    rollout = attention_rollout([attention.unsqueeze(1)], excluded_tokens={0: [1]})
+    torch.testing.assert_close(rollout[0, 0], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(rollout.sum(-1), torch.ones(1, 3, dtype=torch.float64))
+
+
+def test_tokens_are_excluded_only_in_the_layers_named():
+    layers = [_random_attention(1, 2, 6, seed) for seed in range(3)]
+    rollout = attention_rollout(layers, excluded_tokens={1: [4]})
+    eye = torch.eye(6, dtype=torch.float64)
+    mixed = []
+    for index, layer in enumerate(layers):
+        fused = layer.mean(1)
+        if index == 1:
+            fused = exclude_tokens(fused, [4])
+        mixed.append(0.5 * eye + 0.5 * fused[0])
+    torch.testing.assert_close(rollout[0], mixed[2] @ mixed[1] @ mixed[0])
+    # Naming a layer before the start changes nothing.
+    torch.testing.assert_close(
+        attention_rollout(layers, start_layer=2, excluded_tokens={0: [4], 1: [4]}),
+        attention_rollout(layers, start_layer=2),
+    )

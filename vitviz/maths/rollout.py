@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 
-__all__ = ["HeadFusion", "attention_rollout", "discard_lowest", "fuse_heads", "rollout_map"]
+__all__ = [
+    "HeadFusion",
+    "attention_rollout",
+    "discard_lowest",
+    "exclude_tokens",
+    "fuse_heads",
+    "rollout_map",
+]
 
 HeadFusion = Literal["mean", "max", "min"]
 
@@ -58,6 +65,28 @@ def discard_lowest(attention: torch.Tensor, ratio: float, num_prefix_tokens: int
     return result
 
 
+def exclude_tokens(attention: torch.Tensor, tokens: Sequence[int]) -> torch.Tensor:
+    """Leaves tokens out of one layer's attention: their columns become zero and each row is renormalised.
+
+    Used for attention sinks: a token that draws most of a layer's attention carries little of the
+    image, and multiplying its column through the layers would paint it as the most relevant patch.
+
+    Args:
+        attention: (B, N, N) fused attention, rows summing to 1.
+        tokens: sequence indices whose columns are set to zero.
+
+    Returns:
+        (B, N, N) attention whose rows sum to 1 again; a row that attended only to the left-out tokens
+        stays all zero (the residual identity then keeps that token as it was).
+    """
+    if not tokens:
+        return attention
+    kept = attention.clone()
+    kept[:, :, list(tokens)] = 0.0
+    row_sums = kept.sum(dim=-1, keepdim=True)
+    return torch.where(row_sums > 0, kept / row_sums.clamp_min(torch.finfo(kept.dtype).tiny), kept)
+
+
 def attention_rollout(
     attentions: Sequence[torch.Tensor],
     head_fusion: HeadFusion = "mean",
@@ -65,6 +94,7 @@ def attention_rollout(
     start_layer: int = 0,
     num_prefix_tokens: int = 1,
     residual_weight: float = 0.5,
+    excluded_tokens: Mapping[int, Sequence[int]] | None = None,
 ) -> torch.Tensor:
     """Multiplies residual-corrected attention from `start_layer` up to the last layer.
 
@@ -79,6 +109,9 @@ def attention_rollout(
         start_layer: first layer (numbered from 0) that takes part.
         num_prefix_tokens: class / distillation / register tokens at the start of the sequence.
         residual_weight: weight of the identity; 0.5 is the original method.
+        excluded_tokens: layer (numbered from 0) → sequence indices left out of that layer's fused
+            attention (`exclude_tokens`) before the discard and the residual; layers not named keep
+            every token.
 
     Returns:
         (B, N, N) rollout matrix; every row sums to 1.
@@ -93,8 +126,10 @@ def attention_rollout(
     dtype = torch.promote_types(first.dtype, torch.float32)
     identity = torch.eye(tokens, dtype=dtype, device=first.device)
     rollout = identity.expand(batch, tokens, tokens).clone()  # (B, N, N)
-    for attention in attentions[start_layer:]:
-        fused = fuse_heads(attention.to(dtype), head_fusion)  # (B, N, N)
+    excluded_tokens = excluded_tokens or {}
+    for layer in range(start_layer, len(attentions)):
+        fused = fuse_heads(attentions[layer].to(dtype), head_fusion)  # (B, N, N)
+        fused = exclude_tokens(fused, excluded_tokens.get(layer, ()))
         fused = discard_lowest(fused, discard_ratio, num_prefix_tokens)
         mixed = residual_weight * identity + (1.0 - residual_weight) * fused
         mixed = mixed / mixed.sum(dim=-1, keepdim=True)
