@@ -10,6 +10,7 @@ from PIL import Image
 
 from vitviz.capture import capture_attention
 from vitviz.maths.rollout import HeadFusion, attention_rollout, rollout_map
+from vitviz.maths.sinks import SinkMode, SinkReport, detect_sinks, plan_rollout
 from vitviz.models import LoadedModel, ModelError
 from vitviz.preprocess import ImageView, ViewMode, image_view, view_tensor
 
@@ -136,20 +137,36 @@ def rollout_relevance(
     head_fusion: HeadFusion = "mean",
     discard_ratio: float = 0.0,
     start_layer: int = 0,
+    *,
+    sinks: SinkMode = "exclude",
+    sink_report: SinkReport | None = None,
 ) -> np.ndarray:
     """Attention rollout read out as a relevance map over the patch grid.
+
+    Args:
+        record: captured attention.
+        head_fusion: how each layer's heads are combined.
+        discard_ratio: fraction of each row's lowest patch weights dropped.
+        start_layer: the earliest layer that takes part.
+        sinks: "exclude" (default) starts after the leading layers where attention sinks dominate and
+            leaves sinks out of later layers where they dominate (`vitviz.maths.sinks.plan_rollout`);
+            "raw" multiplies every layer from `start_layer` as captured.
+        sink_report: the record's sinks when already detected (`detect_sinks`), to save the work.
 
     Returns:
         (rows, cols) relevance of each patch for the model's output token(s).
     """
+    report = sink_report if sink_report is not None else detect_sinks(record)
+    plan = plan_rollout(report, start_layer, sinks)
     stacked = torch.tensor(record.attentions)  # a copy: the record's arrays are read-only
     attentions = [layer[None] for layer in stacked]  # (1, heads, N, N) per layer
     rollout = attention_rollout(
         attentions,
         head_fusion=head_fusion,
         discard_ratio=discard_ratio,
-        start_layer=start_layer,
+        start_layer=plan.start_layer,
         num_prefix_tokens=record.num_prefix_tokens,
+        excluded_tokens=plan.excluded,
     )
     relevance = rollout_map(rollout, record.num_prefix_tokens, record.grid_size, record.pooling)
     return relevance[0].numpy()
