@@ -1,10 +1,11 @@
 """Attention sinks on the bundled DINOv2: raw vs sink-aware rollout on every built-in photo, and what detection costs.
 
-Run with `.venv/bin/python bench/sinks.py [--png-dir DIR]`. Prints, per photo: the sinks found, the
-peak/median ratio of both maps, and for the photos with a hand-drawn box (tests/support/subjects.py)
-how much of the relevance above the median lies in it; then the candidates compared for the default,
-the colour-scale clip, and the cost of detection next to one forward pass. With --png-dir, writes one
-PNG per photo (photo with its box, raw map, default map) for a person to look at.
+Run with `.venv/bin/python bench/sinks.py [--view crop|whole] [--png-dir DIR]`. Prints, per photo:
+the sinks found, the peak/median ratio of both maps, and for the photos with a hand-drawn box
+(tests/support/subjects.py) how much of the relevance above the median lies in it; then the
+candidates compared for the default, the colour-scale clip, and the cost of detection next to one
+forward pass. With --png-dir, writes one PNG per photo (photo with its box, raw map on two scales,
+default map) for a person to look at.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from common import interleaved_medians, machine  # noqa: E402
 from tests.support.subjects import (  # noqa: E402
     SUBJECT_BOXES,
     box_coverage,
+    box_in_view,
     largest_outside_share,
     subject_concentration,
 )
@@ -39,7 +41,7 @@ from vitviz.maths.rollout import attention_rollout, rollout_map  # noqa: E402
 from vitviz.maths.sinks import SinkReport, detect_sinks, plan_rollout, rollout_statement, sink_sentence  # noqa: E402
 from vitviz.maths.token_features import output_tokens  # noqa: E402
 from vitviz.models import LoadedModel, load_model  # noqa: E402
-from vitviz.preprocess import explanation_image, explanation_tensor  # noqa: E402
+from vitviz.preprocess import ViewMode, explanation_tensor  # noqa: E402
 
 # Inferno's stops, for the PNGs (no plotting library needed).
 _INFERNO = np.array(
@@ -82,7 +84,7 @@ def coloured(relevance: np.ndarray, size: int, clip_percentile: float | None) ->
 def save_panel(
     path: Path,
     pixels: np.ndarray,
-    box: tuple[int, int, int, int] | None,
+    box: tuple[float, float, float, float] | None,
     maps: dict[str, tuple[np.ndarray, float | None]],
 ) -> None:
     """Photo (with its box) and each (map, clip percentile) laid over it at 60%, side by side, 2× enlarged."""
@@ -97,23 +99,26 @@ def save_panel(
         panel.paste(Image.fromarray(tile).resize((size * scale, size * scale)), (left, 20 * scale))
         draw.text((left + 4, 6), title, fill="black")
         if box is not None:
-            x0, y0, x1, y1 = (value * scale for value in box)
+            x0, y0, x1, y1 = (round(value * scale) for value in box)
             draw.rectangle(
                 (left + x0, 20 * scale + y0, left + x1, 20 * scale + y1), outline=(0, 255, 0), width=3
             )
     panel.save(path)
 
 
-def photo_rows(loaded: LoadedModel, png_dir: Path | None) -> None:
+def photo_rows(loaded: LoadedModel, view: ViewMode, png_dir: Path | None) -> None:
     print(
         "\n## Raw vs default rollout (concentration: box's share of the relevance above the median over its area)"
     )
     print(f"{'photo':20} {'map':8} {'peak/med':>8} {'conc.':>6} {'out.max':>6} {'peak in':>4}")
     for name in BUILTIN_PHOTOS:
         photo = builtin_photo(name)
-        record = record_attention(loaded, photo)
-        report = detect_sinks(record, tokens=output_tokens(loaded, photo))
-        box = SUBJECT_BOXES.get(name)
+        record = record_attention(loaded, photo, view)
+        assert record.view is not None
+        # output_tokens always reads the default view (the crop): norms only where the views agree
+        tokens = output_tokens(loaded, photo) if view == "crop" else None
+        report = detect_sinks(record, tokens=tokens)
+        box = box_in_view(SUBJECT_BOXES[name], record.view) if name in SUBJECT_BOXES else None
         coverage = box_coverage(box, record.grid_size, loaded.facts.input_size) if box else None
         maps = {
             "raw": rollout_relevance(record, sinks="raw"),
@@ -133,16 +138,18 @@ def photo_rows(loaded: LoadedModel, png_dir: Path | None) -> None:
                 "raw, clipped at the 99th percentile": (maps["raw"], 99.0),
                 "default, clipped at the 99th percentile": (maps["default"], 99.0),
             }
-            save_panel(png_dir / f"{stem}.png", explanation_image(photo, loaded.facts), box, panels)
+            save_panel(png_dir / f"{stem}-{view}.png", record.view.pixels, box, panels)
 
 
-def candidate_rows(loaded: LoadedModel) -> None:
+def candidate_rows(loaded: LoadedModel, view: ViewMode) -> None:
     print("\n## Candidates for the default, on the boxed photos (conc. / largest outside cell / peak in box)")
     print(f"{'photo':16} {'raw':>20}   {'sinks left out, from 0':>20}   {'after sink layers':>20}")
     for name in SUBJECT_BOXES:
-        record = record_attention(loaded, builtin_photo(name))
+        record = record_attention(loaded, builtin_photo(name), view)
+        assert record.view is not None
         report = detect_sinks(record)
-        coverage = box_coverage(SUBJECT_BOXES[name], record.grid_size, loaded.facts.input_size)
+        box = box_in_view(SUBJECT_BOXES[name], record.view)
+        coverage = box_coverage(box, record.grid_size, loaded.facts.input_size)
         cells = [
             box_columns(relevance, coverage)
             for relevance in (
@@ -154,11 +161,11 @@ def candidate_rows(loaded: LoadedModel) -> None:
         print(f"{name:16} {cells[0]:>20}   {cells[1]:>20}   {cells[2]:>20}")
 
 
-def scale_rows(loaded: LoadedModel) -> None:
+def scale_rows(loaded: LoadedModel, view: ViewMode) -> None:
     print("\n## Colour scale on raw rollout: the top colour's value over the median cell")
     print(f"{'photo':20} {'max':>6} {'p99.5':>6} {'p99':>6} {'p98':>6} {'p95':>6}")
     for name in BUILTIN_PHOTOS:
-        raw = rollout_relevance(record_attention(loaded, builtin_photo(name)), sinks="raw")
+        raw = rollout_relevance(record_attention(loaded, builtin_photo(name), view), sinks="raw")
         median = np.median(raw)
         tops = [raw.max(), *(np.percentile(raw, p) for p in (99.5, 99, 98, 95))]
         print(f"{name:20} " + " ".join(f"{top / median:6.1f}" for top in tops))
@@ -199,6 +206,9 @@ def main() -> None:
         "--png-dir", type=Path, help="write one PNG per photo here (photo, raw map, default map)"
     )
     parser.add_argument("--runs", type=int, default=15, help="timing runs per measurement")
+    parser.add_argument(
+        "--view", choices=["crop", "whole"], default="crop", help="what the model sees of each photo"
+    )
     args = parser.parse_args()
     print(machine())
     print(
@@ -207,9 +217,10 @@ def main() -> None:
         else ""
     )
     loaded = load_model("vit_small_patch14_dinov2", "bundled", "cpu")
-    photo_rows(loaded, args.png_dir)
-    candidate_rows(loaded)
-    scale_rows(loaded)
+    print(f"view: {args.view}")
+    photo_rows(loaded, args.view, args.png_dir)
+    candidate_rows(loaded, args.view)
+    scale_rows(loaded, args.view)
     cost_rows(loaded, args.runs)
 
 

@@ -1,28 +1,54 @@
 """Boxes drawn by hand around the subject of four built-in photos, and how much of a map lies in them.
 
-The boxes are in pixels of the image a map is computed on: the whole photo resized to 224×224
-(`vitviz.preprocess.explanation_image` for the bundled DINOv2), as (left, top, right, bottom).
-They were drawn on that image with a 14-pixel grid over it, before any map was compared with them.
+The boxes are in pixels of the photo as shipped, (left, top, right, bottom); `box_in_view` moves one
+into the pixels of the image a map is computed on (`ImageView.pixels`: the centre crop or the whole
+photo resized). They were drawn on the whole photos resized to 224×224 with a 14-pixel grid over
+them, before any map was compared with them, and scaled back to the photo's size.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from vitviz.preprocess import ImageView
+
 __all__ = [
     "SUBJECT_BOXES",
     "box_coverage",
+    "box_in_view",
     "largest_outside_share",
     "relevance_above_median",
     "subject_concentration",
 ]
 
 SUBJECT_BOXES: dict[str, tuple[int, int, int, int]] = {
-    "cat (chelsea)": (56, 56, 182, 210),  # eyes, nose and muzzle
-    "coffee": (60, 8, 165, 172),  # the cup and its handle, not the saucer
-    "astronaut": (66, 5, 133, 80),  # her head
-    "rocket": (104, 64, 124, 224),  # the rocket, nose cone to launch pad
+    "cat (chelsea)": (113, 75, 366, 281),  # eyes, nose and muzzle, on the 451×300 photo
+    "coffee": (161, 14, 442, 307),  # the cup and its handle, not the saucer (600×400)
+    "astronaut": (151, 11, 304, 183),  # her head (512×512)
+    "rocket": (297, 122, 354, 427),  # the rocket, nose cone to launch pad (640×427)
 }
+
+
+def box_in_view(box: tuple[int, int, int, int], view: ImageView) -> tuple[float, float, float, float]:
+    """A box on the photo in the pixels of the view's image, clipped to it.
+
+    Args:
+        box: (left, top, right, bottom) in photo pixels.
+        view: what the model saw (`vitviz.preprocess.image_view`, or `record.view`).
+
+    Returns:
+        (left, top, right, bottom) in pixels of `view.pixels`.
+    """
+    view_left, view_top, view_right, view_bottom = view.box
+    height, width = view.pixels.shape[:2]
+    scale_x, scale_y = width / (view_right - view_left), height / (view_bottom - view_top)
+    left, top, right, bottom = box
+    return (
+        float(np.clip((left - view_left) * scale_x, 0, width)),
+        float(np.clip((top - view_top) * scale_y, 0, height)),
+        float(np.clip((right - view_left) * scale_x, 0, width)),
+        float(np.clip((bottom - view_top) * scale_y, 0, height)),
+    )
 
 
 def box_coverage(

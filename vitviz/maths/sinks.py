@@ -289,11 +289,13 @@ def plan_rollout(report: SinkReport, start_layer: int = 0, sinks: SinkMode = "ex
     """The sink-aware rollout: start after the leading layers where sinks dominate, and leave sink
     tokens out of any later layer where they dominate.
 
-    Compared on the boxed built-in photos (bench/sinks.py, tests/support/subjects.py): zeroing the
-    sinks' columns in their layers but keeping layer 0 concentrates less relevance on the subject
-    (box concentration cat 1.27, coffee 1.55, astronaut 0.55, rocket 3.25) than skipping the sink
-    layers (1.78, 2.06, 1.91, 3.99; raw 0.83, 1.12, 0.45, 2.42): in layer 0 the sink head's leftover
-    and the other heads still pick out isolated patches, and rollout carries them to the map.
+    Compared on the boxed built-in photos, whole photo resized (bench/sinks.py --view whole,
+    tests/support/subjects.py): zeroing the sinks' columns in their layers but keeping layer 0
+    concentrates less relevance on the subject (box concentration cat 1.27, coffee 1.55, astronaut
+    0.55, rocket 3.25) than skipping the sink layers (1.79, 2.06, 1.91, 3.99; raw 0.83, 1.12, 0.45,
+    2.42): in layer 0 the sink head's leftover and the other heads still pick out isolated patches,
+    and rollout carries them to the map. In the centre crop (the default view) the order is the same
+    on the cat, the cup and the astronaut (1.29 / 1.26 / 0.55 against 1.47 / 1.55 / 1.91).
 
     Args:
         report: the image's sinks (`detect_sinks`).
