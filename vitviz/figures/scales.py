@@ -1,10 +1,10 @@
 """One colour-scale rule for every map: clip at a high percentile, so that one outlier cannot wash out the rest.
 
-An attention sink makes one cell of a raw rollout map 21–37× the median cell (bundled DINOv2, the
-eight built-in photos); scaled to its maximum, the median cell then sits at 3–5% of the colour range
-and the map reads as one bright square. Clipped at the 99th percentile, the top colour starts at
-3–13× the median, and only the top 1% of cells (2–3 of a 16×16 grid) share it. 99 is also the
-percentile the Compare page and the token colours already use.
+An attention sink makes one cell of a raw rollout map 21–54× the median cell (bundled DINOv2, the
+eight built-in photos, centre crop or whole photo); scaled to its maximum, the median cell then sits
+at 2–5% of the colour range and the map reads as one bright square. Clipped at the 99th percentile,
+the top colour starts at 3–13× the median, and only the top 1% of cells (2–3 of a 16×16 grid) share
+it. 99 is also the percentile the Compare page and the token colours already use.
 """
 
 from __future__ import annotations

@@ -3,12 +3,12 @@
 ViTs trained without register tokens route much of some layers' attention to a few low-information
 tokens (Darcet et al., "Vision Transformers Need Registers", ICLR 2024). Rollout multiplies every
 layer's attention, so one such token can become the brightest cell of the map. Measured on the
-bundled DINOv2 (ViT-S/14 at 224 px) and the eight built-in photos: in layer 0 one patch receives
-8.9–16.8% of all attention (46–98× the median patch's share), nearly all of it from one head that
-sends 53–99% of its attention there from almost every query (68–100% of the queries give it at least
-10× their uniform share); no other token of layer 0 exceeds 28×, and in later layers only one token
-on one photo exceeds 33× (59×: a background patch below the flower, layer 9). Output-token norms do
-not stand out on that model (at most 1.4× the median patch's).
+bundled DINOv2 (ViT-S/14 at 224 px) and the eight built-in photos, centre crop and whole photo alike:
+in layer 0 one patch receives 8.9–16.8% of all attention (46–100× the median patch's share), nearly
+all of it from one head that sends 53–99% of its attention there from almost every query; no other
+token of layer 0 exceeds 28×, and in later layers only one token of the 16 images exceeds 33× (59×:
+a background patch below the flower, whole photo, layer 9). Output-token norms do not stand out on
+that model (at most 1.43× the median patch's).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ __all__ = [
 
 # A token is a sink in a layer when its share of that layer's attention is at least this many times
 # the median patch's share. Chosen on the measurements above (bench/sinks.py): the layer-0 sinks lie
-# at 46–98× and every other token of every layer at or below 33×, but for one that the rule also calls
-# a sink (59×: 9% of layer 9's attention, from 77% of the queries, on a background patch).
+# at 46–100× and every other token of every layer at or below 33×, but for one that the rule also
+# calls a sink (59×: 9% of layer 9's attention, from 77% of the queries, on a background patch).
 SINK_MEDIAN_MULTIPLE = 40.0
 # ...and at least this many tokens' worth of uniform attention (5/N): otherwise, in a layer where most
 # patches receive nothing (a median of 0), every patch that receives anything would count.
