@@ -547,3 +547,23 @@ def test_a_killed_worker_keeps_its_best_finished_epoch_as_a_model(runs_dir):
     assert not list(folder.glob(".*.tmp"))
     loaded = load_model(str(folder))
     assert loaded.facts.num_classes == 5 and loaded.labels == SHAPE_CLASSES
+
+
+def test_a_run_reopens_only_images_in_its_own_folder_or_the_data_root(runs_dir, tmp_path, monkeypatch):
+    outside = tmp_path / "elsewhere"
+    for label in ("a", "b"):
+        (outside / label).mkdir(parents=True)
+        (outside / label / "1.png").write_bytes(png_bytes())
+    folder = runs_dir / "pointed-out"
+    folder.mkdir(parents=True)
+    data = {"spec": str(outside), "label": "elsewhere", "root": str(outside)}
+    write_config(folder, {"timm_name": "test_vit", "labels": ["a", "b"], "data": data})
+    with pytest.raises(DataError, match="outside this app's data folder"):
+        run_image_set(folder)
+    write_config(folder, {"timm_name": "test_vit", "labels": ["a", "b"], "data": {**data, "root": "../.."}})
+    with pytest.raises(DataError, match="outside this app's data folder"):
+        run_image_set(folder)
+    monkeypatch.setenv("VITVIZ_DATA_ROOT", str(tmp_path))
+    write_config(folder, {"timm_name": "test_vit", "labels": ["a", "b"], "data": data})
+    image_set = run_image_set(folder)
+    assert image_set.source == "elsewhere" and image_set.class_counts() == {"a": 1, "b": 1}

@@ -305,13 +305,35 @@ def _run_zip_limits(out: Path, upload: Path | None) -> ZipLimits:
 
 
 def run_image_set(folder: str | Path) -> ImageSet:
-    """The images a run trained on, opened again from what its config.json recorded."""
+    """The images a run trained on, opened again from what its config.json recorded.
+
+    Only a built-in set, the run's own extracted upload, or a folder inside the served app's data
+    root is opened, with paths shown relative to it: a config.json that points anywhere else
+    opens nothing.
+
+    Raises:
+        RunError: config.json is unreadable.
+        DataError: the images are gone, or lie outside the run folder and the data root.
+    """
     folder = Path(folder)
     data = read_config(folder).get("data", {})
-    if data.get("spec") == BUILTIN_SHAPES:
-        return open_image_set(BUILTIN_SHAPES)
-    root = Path(data.get("root", ""))
-    return scan_image_folder(root if root.is_absolute() else folder / root)
+    spec = data.get("spec", "")
+    if spec.startswith("builtin:"):
+        return open_image_set(spec)
+    recorded = Path(data.get("root", ""))
+    if not recorded.is_absolute():
+        inside = folder.resolve()
+        path = (inside / recorded).resolve()
+        if path.is_relative_to(inside):
+            return scan_image_folder(path, shown_as=recorded.as_posix(), inside=inside)
+    else:
+        confined = _data_root_folder(str(recorded))
+        if confined is not None:
+            path, shown, root = confined
+            return scan_image_folder(path, shown_as=shown, inside=root)
+    raise DataError(
+        f"Run {folder.name} trained on images outside this app's data folder; they are not shown."
+    )
 
 
 @dataclass
