@@ -5,6 +5,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -336,6 +337,13 @@ def test_a_dead_worker_that_was_asked_to_stop_reads_as_stopped(runs_dir):
     folder = hand_made_run(runs_dir, status={"state": "running", "pid": dead_pid()})
     (folder / "stop").touch()
     assert read_status(folder).state == "stopped"
+
+
+def test_an_active_run_without_a_worker_pid_holds_its_slot_only_for_a_while(runs_dir):
+    fresh = hand_made_run(runs_dir, "fresh", status={"state": "starting", "updated": time.time()})
+    stale = hand_made_run(runs_dir, "stale", status={"state": "running", "updated": time.time() - 3600})
+    assert read_status(fresh).state == "starting"
+    assert read_status(stale).state == "failed" and "no training process" in read_status(stale).error
 
 
 def test_only_live_workers_count_as_active_runs(runs_dir):

@@ -121,8 +121,8 @@ _MAX_CONFIG_BYTES = 8 * 1024**2
 _MAX_STATUS_BYTES = 1024**2
 _MAX_METRICS_BYTES = 16 * 1024**2
 _MAX_PREDICTIONS_BYTES = 32 * 1024**2
-# A start that never got as far as launching its worker (no pid) is given up after this long.
-_STARTING_GRACE_S = 300.0
+# An active run with no worker pid (its start never launched one) is given up after this long.
+_UNKNOWN_WORKER_GRACE_S = 300.0
 
 
 class RunError(ValueError):
@@ -581,18 +581,23 @@ def read_status(folder: str | Path) -> RunStatus:
         return status
     pid = status.pid if status.pid is not None else _worker_pid(folder)
     if pid is not None and not _process_alive(pid):
-        return _settle_dead_run(folder, status, "the training process ended without finishing")
-    if pid is None and status.state == "starting" and time.time() - status.updated > _STARTING_GRACE_S:
-        return _settle_dead_run(folder, status, "the training process never started")
+        return _settle_dead_run(
+            folder, status, "the training process ended without finishing (killed, or the machine restarted)"
+        )
+    if pid is None and time.time() - status.updated > _UNKNOWN_WORKER_GRACE_S:
+        # No process to ask about (a start that never launched its worker, or a hand-made status):
+        # it must not hold a training slot forever.
+        return _settle_dead_run(folder, status, "no training process was recorded for this run")
     return status
 
 
 def _settle_dead_run(folder: Path, status: RunStatus, what_happened: str) -> RunStatus:
     """Makes a dead worker's run consistent on disk, and returns the status it now has."""
     finished = len(read_metrics(folder))
+    epochs = f"{finished} finished epoch" + ("" if finished == 1 else "s")
     if stop_requested(folder):
         settled = dataclasses.replace(
-            status, state="stopped", epoch=finished, eta_s=0.0, message=f"stopped after {finished} epochs"
+            status, state="stopped", epoch=finished, eta_s=0.0, message=f"stopped after {epochs}"
         )
     else:
         kept = (
@@ -603,8 +608,7 @@ def _settle_dead_run(folder: Path, status: RunStatus, what_happened: str) -> Run
             state="failed",
             epoch=finished,
             eta_s=None,
-            error=f"{what_happened} (killed, or the machine restarted) after {finished} finished "
-            f"epochs{kept}; see {LOG_FILE} in the run folder",
+            error=f"{what_happened} after {epochs}{kept}; see {LOG_FILE} in the run folder",
         )
     try:
         write_status(folder, settled)
