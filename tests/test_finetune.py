@@ -567,3 +567,14 @@ def test_a_run_reopens_only_images_in_its_own_folder_or_the_data_root(runs_dir, 
     write_config(folder, {"timm_name": "test_vit", "labels": ["a", "b"], "data": data})
     image_set = run_image_set(folder)
     assert image_set.source == "elsewhere" and image_set.class_counts() == {"a": 1, "b": 1}
+
+
+def test_a_run_on_a_data_root_folder_shows_it_relative_to_the_root(runs_dir, tmp_path, monkeypatch):
+    (tmp_path / "data" / "pets" / "cats").mkdir(parents=True)  # one class: the worker refuses it
+    monkeypatch.setenv("VITVIZ_DATA_ROOT", str(tmp_path / "data"))
+    folder = start_run(SLOW_CONFIG, str(tmp_path / "data" / "pets"))
+    final = wait_for(lambda: (s := read_status(folder)).state == "failed" and s, what="the refusal")
+    assert [run.data for run in list_runs()] == ["pets"]
+    assert (
+        final.error.startswith("pets: need at least two class folders") and str(tmp_path) not in final.error
+    )

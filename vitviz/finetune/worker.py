@@ -132,7 +132,7 @@ def start_run(
     root = runs_root() if root is None else Path(root)
     if upload is not None and len(upload) > run_disk_limit():
         raise RunError(f"The upload is larger than the disk a run may use ({RUN_DISK_ENV}).")
-    label = _clipped(upload_name or "uploaded .zip") if upload is not None else _clipped(data)
+    label = _clipped(upload_name or "uploaded .zip") if upload is not None else _data_label(data)
     with start_lock(root):  # counting and claiming a slot is one step for concurrent starts
         training = len(active_runs(root))
         if training >= max_concurrent_runs():
@@ -184,6 +184,12 @@ def _timm_name_of(model: str) -> str:
     if not timm.is_model(model):
         raise ModelError(f"timm has no model named {_clipped(model)!r}.")
     return model
+
+
+def _data_label(data: str) -> str:
+    """How runs lists show a data source to every visitor: a folder in the data root relative to it."""
+    folder = _data_root_folder(data)
+    return _clipped(folder[1] if folder is not None else data)
 
 
 def _clipped(text: str, limit: int = 300) -> str:
