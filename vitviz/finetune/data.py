@@ -199,7 +199,7 @@ def scan_image_folder(
     """
     shown = _one_line(str(folder)) if shown_as is None else shown_as
     try:
-        folder = Path(folder)
+        folder = Path(folder).expanduser()
         found = folder.is_dir()
     except (OSError, ValueError):  # a name too long for the file system, or a NUL byte in it
         found = False
