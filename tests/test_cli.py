@@ -84,11 +84,45 @@ def test_missing_file_unknown_model_and_bad_layer_are_one_line_errors(tmp_path):
     for result, words in [
         (missing, "nope.jpg"),
         (unknown, "no model named"),
-        (bad_layer, "layer 40 outside"),
+        (bad_layer, "--layer 40 is outside -12..11"),
     ]:
         assert result.returncode == 1
         assert result.stderr.startswith("error: ") and words in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1
+
+
+def test_explain_into_a_folder_is_refused_and_nothing_is_written(tmp_path):
+    result = run_cli("explain", CAT, "--model", "test_vit", "--weights", "random", "--out", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "is a folder" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_explain_says_the_path_it_really_wrote(tmp_path):
+    result = run_cli(
+        "explain", CAT, "--model", "test_vit", "--weights", "random", "--out", str(tmp_path / "map")
+    )
+    assert result.returncode == 0, result.stderr
+    assert [path.name for path in tmp_path.iterdir()] == ["map.npy"]
+    assert result.stdout.rstrip().split(" to ", 1)[1].startswith(str(tmp_path / "map.npy"))
+
+
+def test_a_negative_layer_out_of_range_is_reported_as_given_with_the_valid_range(tmp_path):
+    result = run_cli(
+        "explain", CAT, "--method", "attention", "--layer", "-99", "--out", str(tmp_path / "m.npy")
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --layer -99 is outside -12..11 (the model has 12 layers)."
+
+
+def test_a_legacy_checkpoint_fails_with_one_line_and_no_torch_warning(tmp_path):
+    import torch
+
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"w": torch.zeros(2)}, legacy, _use_new_zipfile_serialization=False, pickle_protocol=5)
+    result = run_cli("predict", CAT, "--model", "test_vit", "--weights", str(legacy))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: legacy.pth"), result.stderr
 
 
 def test_a_cnn_has_no_attention_to_explain(tmp_path):

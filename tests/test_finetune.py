@@ -7,14 +7,16 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 
 import numpy as np
 import pytest
 import timm
 import torch
+from PIL import Image
 
+from tests.support.archives import class_folder_zip, png_bytes, zip_of
+from tests.support.polling import wait_for
 from vitviz.finetune.data import (
     DataError,
     builtin_shapes,
@@ -22,13 +24,16 @@ from vitviz.finetune.data import (
     limit_images,
     scan_image_folder,
     split_train_val,
+    summarize_zip,
 )
+from vitviz.finetune.safezip import UnsafeArchiveError
 from vitviz.finetune.shapes import SHAPE_CLASSES, make_shapes
 from vitviz.finetune.trainer import FinetuneConfig, finetune, trainable_module_names
 from vitviz.finetune.worker import execute_run, run_image_set, start_run, stop_run
 from vitviz.models import LoadedModel, describe_weights, load_model, model_facts
 from vitviz.predict import predict
 from vitviz.runs import (
+    RunLimitError,
     RunStatus,
     delete_run,
     list_runs,
@@ -36,6 +41,7 @@ from vitviz.runs import (
     read_config,
     read_metrics,
     read_status,
+    write_config,
     write_status,
 )
 
@@ -317,7 +323,7 @@ def test_delete_refuses_running_runs_and_paths_outside_the_root(runs_dir, tmp_pa
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     (outside / "status.json").write_text("{}")
-    with pytest.raises(ValueError, match="not a run folder under"):
+    with pytest.raises(ValueError, match="not a run folder in the runs folder"):
         delete_run(outside)
     assert outside.exists()
     write_status(folder, RunStatus("finished"))
@@ -344,14 +350,6 @@ def test_cli_finetune_refuses_an_out_folder_that_holds_a_run(runs_dir, tmp_path)
 # --------------------------------------------------------------------------------------------
 # The detached worker
 # --------------------------------------------------------------------------------------------
-
-
-def wait_for(condition, timeout_s: float = 240.0, what: str = "the condition"):
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 # Long enough (2000 short epochs) that a stop always arrives mid-run.
@@ -417,3 +415,166 @@ def test_an_uploaded_zip_is_extracted_into_its_run_folder_and_trains(runs_dir):
     assert config_json["data"]["skipped"] == ["my shapes/notes.txt"]
     assert run_image_set(folder).class_counts() == dict.fromkeys(SHAPE_CLASSES, 2)
     assert [run.data for run in list_runs()] == ["my shapes.zip"]
+
+
+def shapes_zip(per_class: int = 2) -> bytes:
+    """A zip of the built-in shapes, `per_class` pictures of every class, under one wrapping folder."""
+    entries = {}
+    for index, picture in enumerate(make_shapes(per_class)):
+        png = io.BytesIO()
+        picture.image.save(png, format="PNG")
+        entries[f"shapes/{SHAPE_CLASSES[picture.label]}/{index}.png"] = png.getvalue()
+    return zip_of(entries)
+
+
+def test_a_zip_summary_opens_the_archive_once_and_reads_each_image_once(monkeypatch):
+    archive = class_folder_zip(classes=40, per_class=3)
+    opened, read = [], []
+    real_init, real_open = zipfile.ZipFile.__init__, zipfile.ZipFile.open
+
+    def counting_init(self, *args, **kwargs):
+        opened.append(1)
+        real_init(self, *args, **kwargs)
+
+    def counting_open(self, member, *args, **kwargs):
+        read.append(getattr(member, "filename", member))
+        return real_open(self, member, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "__init__", counting_init)
+    monkeypatch.setattr(zipfile.ZipFile, "open", counting_open)
+    summary = summarize_zip(archive, "many.zip", samples_per_class=2)
+    assert len(opened) == 1
+    assert len(read) == 120 and len(set(read)) == 120
+    assert summary.total == 120 and len(summary.classes) == 40
+    assert [name for name, _ in summary.samples[:4]] == ["class00000"] * 2 + ["class00001"] * 2
+    assert summary.samples[2][1].getpixel((0, 0)) == (1, 0, 128)  # class 1's own colour
+
+
+def test_every_finished_epoch_offers_the_model_as_it_would_be_saved():
+    for mode in ("probe", "last-k"):
+        states = []
+
+        def on_progress(progress, states=states):
+            if progress.metrics is not None:
+                states.append(progress.model_state())
+
+        config = FinetuneConfig(mode=mode, epochs=2, batch_size=8, lr=1e-3, last_k=1)
+        result = finetune(config, builtin_shapes(per_class=4), base=tiny_vit(), on_progress=on_progress)
+        assert len(states) == 2
+        final = result.model.state_dict()
+        assert states[-1].keys() == final.keys()
+        for name, tensor in final.items():  # the probe's head comes with its standardisation folded in
+            torch.testing.assert_close(states[-1][name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def bmp_bytes(size: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (10, 200, 10)).save(buffer, format="BMP")
+    return buffer.getvalue()
+
+
+def test_a_zip_beyond_the_run_disk_cap_fails_and_keeps_neither_data_nor_upload(runs_dir, monkeypatch):
+    monkeypatch.setenv("VITVIZ_RUN_DISK_BYTES", "50000")
+    out = runs_dir / "capped"
+    out.mkdir(parents=True)
+    entries = {f"{label}/{index}.bmp": bmp_bytes(64) for label in ("a", "b") for index in range(5)}
+    (out / "upload.zip").write_bytes(zip_of(entries))  # 10 × 12 kB unpacked, 50 kB allowed
+    config = FinetuneConfig(model="test_vit", weights="random", epochs=1, batch_size=4)
+    with pytest.raises(UnsafeArchiveError, match="disk"):
+        execute_run(config, str(out / "upload.zip"), out, log=lambda line: None)
+    status = read_status(out)
+    assert status.state == "failed" and "VITVIZ_RUN_DISK_BYTES" in status.error
+    assert not (out / "data").exists() and not (out / "upload.zip").exists()
+
+
+def test_a_run_that_fails_after_extracting_frees_its_data_and_upload(runs_dir):
+    out = runs_dir / "fails"
+    out.mkdir(parents=True)
+    entries = {
+        f"{label}/{index}.png": png_bytes(colour)
+        for label, colour in (("a", (9, 9, 9)), ("b", (200, 0, 0)))
+        for index in range(4)
+    }
+    entries["a/damaged.png"] = b"\x89PNG\r\n\x1a\n" + bytes(64)  # looks like a PNG, decodes to nothing
+    (out / "upload.zip").write_bytes(zip_of(entries))
+    config = FinetuneConfig(model="test_vit", weights="random", epochs=1, batch_size=4, val_fraction=0.2)
+    with pytest.raises(DataError, match=r"damaged\.png"):
+        execute_run(config, str(out / "upload.zip"), out, log=lambda line: None)
+    assert read_status(out).state == "failed"
+    assert not (out / "data").exists() and not (out / "upload.zip").exists()
+
+
+def test_a_stopped_run_frees_its_extracted_data(runs_dir):
+    folder = start_run(SLOW_CONFIG, "", upload=shapes_zip(), upload_name="shapes.zip")
+    wait_for(lambda: read_metrics(folder), what="the first epoch")
+    assert (folder / "data").is_dir() and not (folder / "upload.zip").exists()
+    stop_run(folder)
+    final = wait_for(lambda: (s := read_status(folder)).state != "running" and s, what="the stop")
+    assert final.state == "stopped", final
+    assert not (folder / "data").exists()
+    assert load_model(str(folder)).facts.num_classes == 5
+
+
+def test_the_server_trains_at_most_max_runs_fine_tunes_at_once(runs_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("VITVIZ_MAX_RUNS", "1")
+    busy = runs_dir / "busy"
+    busy.mkdir(parents=True)
+    write_config(busy, {"timm_name": "test_vit", "labels": []})
+    write_status(busy, RunStatus("running", pid=os.getpid()))
+    config = FinetuneConfig(model="test_vit", weights="random")
+    with pytest.raises(RunLimitError, match="1 fine-tune") as refused:
+        start_run(config, str(tmp_path / "missing"))
+    assert "\n" not in str(refused.value)
+    assert [path.name for path in runs_dir.iterdir() if not path.name.startswith(".")] == ["busy"]
+    write_status(busy, RunStatus("finished"))
+    folder = start_run(config, str(tmp_path / "missing"))  # a free slot: it starts (and fails on its data)
+    wait_for(lambda: (s := read_status(folder)).state == "failed" and s, what="the worker to give up")
+
+
+def test_a_killed_worker_keeps_its_best_finished_epoch_as_a_model(runs_dir):
+    folder = start_run(SLOW_CONFIG, "builtin:shapes")
+    wait_for(
+        lambda: len(read_metrics(folder)) >= 2 and (folder / "model.safetensors").is_file(),
+        what="two epochs and a checkpoint",
+    )
+    pid = read_status(folder).pid
+    os.kill(pid, signal.SIGKILL)
+    (folder / ".model.k1ll3d.tmp").write_bytes(b"half")  # what a kill in the middle of a save leaves
+    final = wait_for(lambda: (s := read_status(folder)).state != "running" and s, what="the death noticed")
+    assert final.state == "failed" and final.epoch >= 2 and "ended without finishing" in final.error
+    on_disk = json.loads((folder / "status.json").read_text())
+    assert (on_disk["state"], on_disk["epoch"]) == ("failed", final.epoch)
+    assert not list(folder.glob(".*.tmp"))
+    loaded = load_model(str(folder))
+    assert loaded.facts.num_classes == 5 and loaded.labels == SHAPE_CLASSES
+
+
+def test_a_run_reopens_only_images_in_its_own_folder_or_the_data_root(runs_dir, tmp_path, monkeypatch):
+    outside = tmp_path / "elsewhere"
+    for label in ("a", "b"):
+        (outside / label).mkdir(parents=True)
+        (outside / label / "1.png").write_bytes(png_bytes())
+    folder = runs_dir / "pointed-out"
+    folder.mkdir(parents=True)
+    data = {"spec": str(outside), "label": "elsewhere", "root": str(outside)}
+    write_config(folder, {"timm_name": "test_vit", "labels": ["a", "b"], "data": data})
+    with pytest.raises(DataError, match="outside this app's data folder"):
+        run_image_set(folder)
+    write_config(folder, {"timm_name": "test_vit", "labels": ["a", "b"], "data": {**data, "root": "../.."}})
+    with pytest.raises(DataError, match="outside this app's data folder"):
+        run_image_set(folder)
+    monkeypatch.setenv("VITVIZ_DATA_ROOT", str(tmp_path))
+    write_config(folder, {"timm_name": "test_vit", "labels": ["a", "b"], "data": data})
+    image_set = run_image_set(folder)
+    assert image_set.source == "elsewhere" and image_set.class_counts() == {"a": 1, "b": 1}
+
+
+def test_a_run_on_a_data_root_folder_shows_it_relative_to_the_root(runs_dir, tmp_path, monkeypatch):
+    (tmp_path / "data" / "pets" / "cats").mkdir(parents=True)  # one class: the worker refuses it
+    monkeypatch.setenv("VITVIZ_DATA_ROOT", str(tmp_path / "data"))
+    folder = start_run(SLOW_CONFIG, str(tmp_path / "data" / "pets"))
+    final = wait_for(lambda: (s := read_status(folder)).state == "failed" and s, what="the refusal")
+    assert [run.data for run in list_runs()] == ["pets"]
+    assert (
+        final.error.startswith("pets: need at least two class folders") and str(tmp_path) not in final.error
+    )

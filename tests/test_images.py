@@ -489,3 +489,35 @@ def test_digest_tells_apart_palette_images_with_other_palettes() -> None:
     red.putpalette([*RED])
     blue.putpalette([*BLUE])
     assert image_digest(red) != image_digest(blue)
+
+
+def png_with_chunk(chunk_type: bytes, payload: bytes) -> bytes:
+    """A small valid PNG with one extra chunk right after its header."""
+    import struct
+    import zlib
+
+    png = encode(Image.new("RGB", (8, 8), RED), "PNG")
+    chunk = struct.pack(">I", len(payload)) + chunk_type + payload
+    chunk += struct.pack(">I", zlib.crc32(chunk_type + payload) & 0xFFFFFFFF)
+    header_end = 8 + 25  # signature, then the IHDR chunk
+    return png[:header_end] + chunk + png[header_end:]
+
+
+def test_a_png_with_a_huge_compressed_text_chunk_is_refused_as_such() -> None:
+    import zlib
+
+    bomb = png_with_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * 200_000_000, 9))
+    assert len(bomb) < 300_000
+    with pytest.raises(ImageDecodeError) as refused:
+        decode_image(bomb)
+    assert str(refused.value) == (
+        "The PNG carries a compressed text or colour-profile chunk that unpacks to more than 1 MB "
+        "(a decompression bomb?); it was not read."
+    )
+
+
+def test_a_png_with_a_modest_text_chunk_still_decodes() -> None:
+    import zlib
+
+    image = decode_image(png_with_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"hello" * 100)))
+    assert image.size == (8, 8)

@@ -9,28 +9,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
+from tests.support.archives import png_bytes, zip_of
 from vitviz.finetune.safezip import (
     UnsafeArchiveError,
     ZipLimits,
     extract_image_zip,
     inspect_image_zip,
 )
-
-
-def png_bytes(colour=(200, 30, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def zip_of(entries: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def good_entries() -> dict[str, bytes]:
@@ -105,7 +91,30 @@ def test_highly_compressible_huge_entry_is_refused_from_its_header(sandbox):
                 member.write(chunk)
     archive_bytes = buffer.getvalue()
     assert len(archive_bytes) < 200_000
-    assert_refused(archive_bytes, sandbox, "unpacks to 65.0 MiB; the limit is 64.0 MiB per file")
+    assert_refused(archive_bytes, sandbox, "unpacks to 65.0 MiB; the limit is 25.0 MiB per file")
+
+
+def test_an_image_over_the_per_image_limit_is_refused_by_the_page_check(sandbox):
+    # 63 MB of zeros packs into about 60 kB: it passed the check and filled the run folder.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("cats/a.png", png_bytes())
+        for index in range(3):
+            with archive.open(f"dogs/{index}.png", "w") as member:
+                for _ in range(63):
+                    member.write(bytes(1_000_000))
+    archive_bytes = buffer.getvalue()
+    assert len(archive_bytes) < 1_000_000
+    with pytest.raises(UnsafeArchiveError, match=r"the limit is 25\.0 MiB per file"):
+        inspect_image_zip(archive_bytes)
+    assert_refused(archive_bytes, sandbox, "the limit is 25.0 MiB per file")
+
+
+def test_an_image_entry_that_does_not_start_like_an_image_is_refused_by_the_page_check(sandbox):
+    archive = zip_of({**good_entries(), "dogs/zeros.png": bytes(20 * 1024**2)})
+    with pytest.raises(UnsafeArchiveError, match=r"'dogs/zeros\.png' is not an image"):
+        inspect_image_zip(archive)
+    assert_refused(archive, sandbox, "is not an image")
 
 
 def test_total_size_limit_counts_every_entry(sandbox):

@@ -5,10 +5,12 @@ import os
 # Set before timm pulls in huggingface_hub, which reads it once at import.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import argparse
 import dataclasses
 import importlib.util
 import pickle
 import shlex
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -420,3 +422,38 @@ def test_load_state_dict_file_reports_a_truncated_pytorch_zip(tmp_path):
 
     with pytest.raises(WeightsError):
         load_state_dict_file(truncated)
+
+
+def test_a_legacy_checkpoint_is_refused_in_one_line_without_a_warning(tmp_path):
+    path = tmp_path / "legacy.pth"
+    torch.save(small_state_dict(), path, _use_new_zipfile_serialization=False, pickle_protocol=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(WeightsError, match="pickle protocol 5") as refused:
+            load_state_dict_file(path)
+    assert caught == [] and "\n" not in str(refused.value)
+
+
+def test_a_torchscript_archive_is_named_as_such_without_a_warning(tmp_path):
+    path = tmp_path / "scripted.pth"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(WeightsError, match="TorchScript"):
+            load_state_dict_file(path)
+    assert caught == []
+
+
+def test_a_refused_checkpoint_is_described_not_quoted(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("hello, these are not weights")
+    with pytest.raises(WeightsError) as refused:
+        load_state_dict_file(text)
+    assert str(refused.value) == "notes.pth is not a PyTorch checkpoint, or it is damaged."
+    objects = tmp_path / "objects.pth"
+    torch.save({"state_dict": small_state_dict(), "args": argparse.Namespace(lr=0.1)}, objects)
+    with pytest.raises(WeightsError) as refused:
+        load_state_dict_file(objects)
+    assert "PyTorch 2.6" not in str(refused.value) and "argparse.Namespace" in str(refused.value)

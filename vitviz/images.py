@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 __all__ = [
     "BUILTIN_PHOTOS",
@@ -24,6 +24,7 @@ __all__ = [
     "decode_image",
     "image_digest",
     "load_image_file",
+    "looks_like_image",
 ]
 
 SUPPORTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
@@ -91,22 +92,53 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX
         image.close()
 
 
-def load_image_file(path: str | Path) -> Image.Image:
+def load_image_file(path: str | Path, shown_as: str | None = None) -> Image.Image:
     """Reads an image file from disk and decodes it with :func:`decode_image`.
+
+    Args:
+        path: the file.
+        shown_as: how error messages name the file (e.g. its path inside a data folder); by
+            default the path as given, on one line.
 
     Raises:
         ImageDecodeError: if the file is missing or unreadable (the message names the path), or
             if its contents are refused by :func:`decode_image`.
     """
+    shown = _one_line(str(path)) if shown_as is None else shown_as
     path = Path(path)
     try:
-        # Refuse a huge file before reading it into memory.
-        _check_byte_count(path.stat().st_size, MAX_UPLOAD_BYTES)
+        size = path.stat().st_size
+    except (OSError, ValueError) as error:
+        raise _unreadable(shown, error) from error
+    _check_byte_count(size, MAX_UPLOAD_BYTES)  # a huge file is refused before it is read
+    try:
         data = path.read_bytes()
     except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise ImageDecodeError(f"Cannot read the image file {path}: {reason}.") from error
+        raise _unreadable(shown, error) from error
     return decode_image(data)
+
+
+def _unreadable(shown: str, error: OSError | ValueError) -> ImageDecodeError:
+    """The error for a file that cannot be read; ValueError means a NUL byte in the path."""
+    reason = getattr(error, "strerror", None) or (
+        "not a valid file name" if isinstance(error, ValueError) else type(error).__name__
+    )
+    return ImageDecodeError(f"Cannot read the image file {shown}: {reason}.")
+
+
+def looks_like_image(head: bytes) -> bool:
+    """True when `head`, a file's first bytes (12 or more), starts like a supported image format.
+
+    A cheap first check for files that claim to be images by their name (zip members): zeros or
+    text named .png fail it. Passing it says nothing about the rest of the file.
+    """
+    return (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head.startswith(_SIGNATURES)
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    """`text` with characters that are not printable shown as "?", cut to `limit` characters."""
+    shown = "".join(character if character.isprintable() else "?" for character in text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def _check_byte_count(byte_count: int, max_bytes: int) -> None:
@@ -138,7 +170,7 @@ def _open_first_frame(data: bytes, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError as error:
         raise ImageDecodeError(_unidentified_message(data)) from error
     except Exception as error:  # plugins raise many types on hostile headers; all mean "damaged"
-        raise ImageDecodeError("The image is truncated or corrupt.") from error
+        raise ImageDecodeError(_damaged_message(error)) from error
     try:
         _check_format(image.format)
         _check_pixel_count(image.size, max_pixels)
@@ -152,8 +184,24 @@ def _open_first_frame(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageDecodeError(_pillow_bomb_message(error, max_pixels)) from error
     except Exception as error:  # truncated data raises OSError, broken streams other types
         image.close()
-        raise ImageDecodeError("The image is truncated or corrupt.") from error
+        raise ImageDecodeError(_damaged_message(error)) from error
     return image
+
+
+def _damaged_message(error: Exception) -> str:
+    """What is wrong with a file Pillow could not read; Pillow's own PNG bomb guards are named."""
+    text = str(error)
+    if "MAX_TEXT_CHUNK" in text:  # a zTXt, iTXt or iCCP chunk that inflates beyond Pillow's limit
+        return (
+            "The PNG carries a compressed text or colour-profile chunk that unpacks to more than "
+            f"{_human_size(PngImagePlugin.MAX_TEXT_CHUNK)} (a decompression bomb?); it was not read."
+        )
+    if "MAX_TEXT_MEMORY" in text:
+        return (
+            f"The PNG carries more than {_human_size(PngImagePlugin.MAX_TEXT_MEMORY)} of text "
+            "chunks; it was not read."
+        )
+    return "The image is truncated or corrupt."
 
 
 def _unidentified_message(data: bytes) -> str:

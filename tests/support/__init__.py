@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: archives, run folders and polling with a deadline."""

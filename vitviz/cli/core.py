@@ -52,13 +52,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     explain.add_argument("--steps", type=int, default=32, help="integrated-gradients only (default 32)")
     explain.add_argument(
-        "--layer", type=int, default=-1, help="layer from 0 for --method attention (default last)"
+        "--layer",
+        type=int,
+        default=-1,
+        help="layer from 0 for --method attention; negative counts from the end (default -1, the last)",
     )
     explain.add_argument("--head", type=int, default=None, help="head from 0 (default: mean over heads)")
     explain.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean", help="rollout only")
     explain.add_argument("--discard-ratio", type=float, default=0.0, help="rollout only, in [0, 1)")
     explain.add_argument("--start-layer", type=int, default=0, help="rollout, grad-rollout and chefer")
-    explain.add_argument("--out", required=True, type=Path, metavar="MAP.npy")
+    explain.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="MAP.npy",
+        help="the map's file; .npy is added when missing",
+    )
     explain.set_defaults(run=_run_explain)
 
     prepare = commands.add_parser(
@@ -93,6 +102,7 @@ def _run_explain(args: argparse.Namespace) -> None:
     from vitviz.images import load_image_file
     from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
 
+    out = _map_file(args.out)  # before anything slow: a folder given as --out is refused at once
     image = load_image_file(args.image)
     loaded = load_from_args(args)
     target = ""
@@ -101,17 +111,42 @@ def _run_explain(args: argparse.Namespace) -> None:
         if args.method == "rollout":
             values = rollout_relevance(record, args.head_fusion, args.discard_ratio, args.start_layer)
         else:
-            layer = args.layer if args.layer >= 0 else record.num_layers + args.layer
-            values = class_attention_map(record, layer, args.head)
+            values = class_attention_map(record, _layer_index(args.layer, record.num_layers), args.head)
     else:
         result = _class_specific_map(loaded, image, args)
         values = result.values
         target = f" for class {result.target_index} ({result.target_label})"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.out, values.astype(np.float32))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, values.astype(np.float32))
     rows, cols = values.shape
     trained = "" if loaded.trained else " (random, untrained weights)"
-    print(f"saved {args.method} map {rows}×{cols}{target} to {args.out}{trained}")
+    print(f"saved {args.method} map {rows}×{cols}{target} to {out}{trained}")
+
+
+def _map_file(out: Path) -> Path:
+    """The file np.save really writes for --out: `out` when it ends in .npy, else `out` + ".npy".
+
+    Raises:
+        CommandError: that path is a folder.
+    """
+    file = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")
+    for path in (out, file):
+        if path.is_dir():
+            raise CommandError(f"--out {path} is a folder; name a file in it, such as {path / 'map.npy'}")
+    return file
+
+
+def _layer_index(layer: int, num_layers: int) -> int:
+    """--layer from 0, or from the end when negative (-1 is the last).
+
+    Raises:
+        CommandError: outside -num_layers..num_layers - 1, reported as the user gave it.
+    """
+    if not -num_layers <= layer < num_layers:
+        raise CommandError(
+            f"--layer {layer} is outside {-num_layers}..{num_layers - 1} (the model has {num_layers} layers)."
+        )
+    return layer % num_layers
 
 
 def _class_specific_map(

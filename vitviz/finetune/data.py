@@ -11,12 +11,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from vitviz.finetune.safezip import ZipContents, ZipSource, inspect_image_zip, is_image_name, read_zip_member
+from vitviz.finetune.safezip import ZipSource, inspect_image_zip, is_image_name
 from vitviz.finetune.shapes import SHAPE_CLASSES, SHAPES_PER_CLASS, draw_shape, shape_rng
 from vitviz.images import ImageDecodeError, decode_image, load_image_file
 
 __all__ = [
     "BUILTIN_SHAPES",
+    "MAX_SCANNED_FILES",
+    "SAMPLE_CLASSES",
     "DataError",
     "DataSummary",
     "ImageItem",
@@ -36,6 +38,10 @@ __all__ = [
 
 BUILTIN_SHAPES = "builtin:shapes"
 _IGNORED_PARTS = ("__MACOSX",)  # folders that archivers add beside the real content
+# Files a folder scan looks at before giving up: a data set, not a disk (20,000 zip entries at most).
+MAX_SCANNED_FILES = 200_000
+# Classes a summary draws samples of: a page shows a handful, and 10,000 classes must stay cheap.
+SAMPLE_CLASSES = 16
 
 
 class DataError(ValueError):
@@ -61,9 +67,12 @@ class ImageItem:
             shape, index = self.key.split("/")
             return draw_shape(shape, shape_rng(self.shape_seed or 0, shape, int(Path(index).stem)))
         try:
-            return load_image_file(self.path)
+            return load_image_file(self.path, shown_as=self.key)
         except ImageDecodeError as error:
-            raise DataError(f"{self.key}: {error}") from error
+            message = str(error)
+            # A file that cannot be read is already named (by its key, never its server path);
+            # a decoding problem says only what is wrong with the picture.
+            raise DataError(message if self.key in message else f"{self.key}: {message}") from error
 
 
 @dataclass(frozen=True)
@@ -172,21 +181,33 @@ def _check_classes(classes: dict[str, list[str]], source: str) -> None:
         )
 
 
-def scan_image_folder(folder: str | Path) -> ImageSet:
+def scan_image_folder(
+    folder: str | Path, *, shown_as: str | None = None, inside: Path | None = None
+) -> ImageSet:
     """The image set of a folder of class folders; files that are not images are skipped and listed.
 
+    Args:
+        folder: the folder of class folders.
+        shown_as: how the set and its messages name the folder (default: the path as given); a
+            served app names it relative to its data root.
+        inside: when given, files whose real path lies outside this folder (links out of it) are
+            skipped.
+
     Raises:
-        DataError: the folder is missing or has fewer than two class folders with images.
+        DataError: the folder is missing, holds more than MAX_SCANNED_FILES files, or has fewer
+            than two class folders with images.
     """
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder on this machine.")
-    relative = []
-    for directory, _, files in os.walk(folder):
-        base = Path(directory).relative_to(folder)
-        relative.extend((base / name).as_posix() for name in files)
+    shown = _one_line(str(folder)) if shown_as is None else shown_as
+    try:
+        folder = Path(folder).expanduser()
+        found = folder.is_dir()
+    except (OSError, ValueError):  # a name too long for the file system, or a NUL byte in it
+        found = False
+    if not found:
+        raise DataError(f"{shown} is not a folder on this machine.")
+    relative, outside = _walk_files(folder, shown, inside)
     prefix, classes, skipped = folder_layout(relative)
-    _check_classes(classes, str(folder))
+    _check_classes(classes, shown)
     root = folder / prefix if prefix else folder
     names = tuple(classes)
     items = tuple(
@@ -194,7 +215,41 @@ def scan_image_folder(folder: str | Path) -> ImageSet:
         for label, name in enumerate(names)
         for path in classes[name]
     )
-    return ImageSet(str(folder), root, names, items, tuple(skipped))
+    return ImageSet(shown, root, names, items, tuple(sorted([*skipped, *outside])))
+
+
+def _walk_files(folder: Path, shown: str, inside: Path | None) -> tuple[list[str], list[str]]:
+    """("/"-separated paths of the files under `folder`, those of them that lead outside `inside`).
+
+    Raises:
+        DataError: more than MAX_SCANNED_FILES files and folders: a disk, not a data set.
+    """
+    boundary = inside.resolve() if inside is not None else None
+    relative: list[str] = []
+    outside: list[str] = []
+    visited = 0
+    for directory, _, files in os.walk(folder):
+        visited += 1 + len(files)
+        if visited > MAX_SCANNED_FILES:
+            raise DataError(
+                f"{shown} holds more than {MAX_SCANNED_FILES:,} files; pick a folder of class folders."
+            )
+        base = Path(directory).relative_to(folder)
+        for name in files:
+            path = (base / name).as_posix()
+            # os.walk does not descend into linked folders; linked files are checked here.
+            leads_out = boundary is not None and _links_outside(folder / path, boundary)
+            (outside if leads_out else relative).append(path)
+    return relative, outside
+
+
+def _links_outside(path: Path, boundary: Path) -> bool:
+    return path.is_symlink() and not path.resolve().is_relative_to(boundary)
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    shown = "".join(character if character.isprintable() else "?" for character in text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def open_image_set(spec: str) -> ImageSet:
@@ -279,32 +334,54 @@ def planned_split(
     return split_train_val([labels[index] for index in kept], val_fraction, seed)
 
 
-def summarize(image_set: ImageSet, samples_per_class: int = 3) -> DataSummary:
-    """Counts and the first few pictures of every class."""
-    samples = []
-    for label, name in enumerate(image_set.classes):
-        items = [item for item in image_set.items if item.label == label][:samples_per_class]
-        samples.extend((name, item.load()) for item in items)
+def summarize(
+    image_set: ImageSet, samples_per_class: int = 3, sample_classes: int = SAMPLE_CLASSES
+) -> DataSummary:
+    """Counts, and the first few pictures of each of the first `sample_classes` classes."""
+    firsts: dict[int, list[ImageItem]] = {}
+    for item in image_set.items:  # one pass, however many classes
+        chosen = firsts.setdefault(item.label, [])
+        if item.label < sample_classes and len(chosen) < samples_per_class:
+            chosen.append(item)
+    samples = [
+        (name, item.load())
+        for label, name in enumerate(image_set.classes[:sample_classes])
+        for item in firsts.get(label, [])
+    ]
     return DataSummary(
         image_set.source, image_set.classes, image_set.class_counts(), tuple(samples), image_set.skipped
     )
 
 
-def summarize_zip(source: ZipSource, name: str, samples_per_class: int = 3) -> DataSummary:
+def summarize_zip(
+    source: ZipSource, name: str, samples_per_class: int = 3, sample_classes: int = SAMPLE_CLASSES
+) -> DataSummary:
     """Checks an uploaded archive and summarises it without extracting anything.
+
+    One pass over the archive: it is opened once, every image is decompressed once, and the
+    samples' bytes are kept from that same pass.
 
     Raises:
         UnsafeArchiveError: the archive was refused as a whole.
-        DataError: it has fewer than two class folders with images.
+        DataError: it has fewer than two class folders with images, or a sample is not readable.
     """
-    contents: ZipContents = inspect_image_zip(source)
-    _, classes, skipped = folder_layout([*contents.images, *contents.skipped])
-    _check_classes(classes, name)
+    classes: dict[str, list[str]] = {}
+    skipped: list[str] = []
+
+    def pick_samples(images: tuple[str, ...], skipped_names: tuple[str, ...]) -> list[str]:
+        nonlocal classes, skipped
+        _, classes, skipped = folder_layout([*images, *skipped_names])
+        _check_classes(classes, name)  # before any image is decompressed
+        return [
+            path for paths in list(classes.values())[:sample_classes] for path in paths[:samples_per_class]
+        ]
+
+    contents = inspect_image_zip(source, keep=pick_samples)
     samples = []
-    for class_name, paths in classes.items():
+    for class_name, paths in list(classes.items())[:sample_classes]:
         for path in paths[:samples_per_class]:
             try:
-                samples.append((class_name, decode_image(read_zip_member(source, path))))
+                samples.append((class_name, decode_image(contents.kept[path])))
             except ImageDecodeError as error:
                 raise DataError(f"{path}: {error}") from error
     counts = {class_name: len(paths) for class_name, paths in classes.items()}

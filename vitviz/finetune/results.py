@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-from vitviz.runs import read_config, read_val_predictions
+from vitviz.runs import RunError, read_config, read_val_predictions
 
 __all__ = ["Mistake", "RunResults", "run_results"]
 
@@ -39,18 +39,35 @@ class RunResults:
 
 
 def run_results(folder: str | Path) -> RunResults:
-    """Confusion matrix (scikit-learn) and mistakes from a run's val_predictions.json."""
-    labels = tuple(read_config(folder).get("labels", ()))
+    """Confusion matrix (scikit-learn) and mistakes from a run's val_predictions.json.
+
+    Raises:
+        RunError: config.json or val_predictions.json is unreadable, or a prediction names a
+            class the run does not have.
+    """
+    labels = tuple(read_config(folder)["labels"])
     rows = read_val_predictions(folder)
-    truth = [int(row["label"]) for row in rows]
-    guesses = [int(row["predicted"]) for row in rows]
-    matrix = confusion_matrix(truth, guesses, labels=list(range(len(labels))))
+    for row in rows:
+        if max(row["label"], row["predicted"]) >= len(labels):
+            raise RunError(
+                f"Run {Path(folder).name}: val_predictions.json names class "
+                f"{max(row['label'], row['predicted'])} but the run has {len(labels)} classes."
+            )
+    truth = [row["label"] for row in rows]
+    guesses = [row["predicted"] for row in rows]
+    classes = len(labels)
+    # scikit-learn refuses an empty input; a run stopped before validating has no predictions.
+    matrix = (
+        confusion_matrix(truth, guesses, labels=list(range(classes)))
+        if rows
+        else np.zeros((classes, classes), dtype=np.int64)
+    )
     mistakes = sorted(
         (
-            Mistake(str(row["key"]), int(row["label"]), int(row["predicted"]), float(row["probability"]))
+            Mistake(row["key"], row["label"], row["predicted"], row["probability"])
             for row in rows
             if row["label"] != row["predicted"]
         ),
         key=lambda mistake: -mistake.probability,
     )
-    return RunResults(labels, tuple(str(row["key"]) for row in rows), matrix, tuple(mistakes))
+    return RunResults(labels, tuple(row["key"] for row in rows), matrix, tuple(mistakes))

@@ -1,4 +1,9 @@
-"""Safe reading of uploaded zip archives: the whole archive is refused before anything is written."""
+"""Safe reading of uploaded zip archives: the whole archive is refused before anything is written.
+
+An archive is checked in one pass that opens it once and decompresses every image member once
+(counting real bytes, not what headers claim); a summary can keep a few members' bytes from that
+same pass. Extraction checks each member against the limits before writing a byte of it.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,12 @@ import re
 import shutil
 import stat
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from vitviz.images import UPLOAD_EXTENSIONS
+from vitviz.images import MAX_UPLOAD_BYTES, UPLOAD_EXTENSIONS, looks_like_image
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -24,12 +29,12 @@ __all__ = [
     "extract_image_zip",
     "inspect_image_zip",
     "is_image_name",
-    "read_zip_member",
 ]
 
 ZipSource = bytes | str | Path | BinaryIO
 
 _CHUNK_BYTES = 1024 * 1024
+_HEAD_BYTES = 12  # enough of a member's start to tell every supported image format
 _IMAGE_SUFFIXES = frozenset(f".{extension}" for extension in UPLOAD_EXTENSIONS)
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 # File-type bits of a Unix mode, as zip tools store it in the top 16 bits of external_attr.
@@ -42,7 +47,11 @@ class ZipLimits:
 
     max_entries: int = 20_000  # members of any kind, folders included
     max_total_bytes: int = 1024**3  # uncompressed bytes of all members together
-    max_entry_bytes: int = 64 * 1024**2  # uncompressed bytes of one member
+    # Uncompressed bytes of one member: no more than vitviz.images ever decodes, so nothing larger
+    # than a usable image is written (a 63 MB "image" of zeros packs into 60 kB).
+    max_entry_bytes: int = MAX_UPLOAD_BYTES
+    # Why max_total_bytes is what it is, said when an archive passes it (a run's disk cap, say).
+    total_note: str = "a zip bomb?"
 
 
 DEFAULT_LIMITS = ZipLimits()
@@ -59,6 +68,7 @@ class ZipContents:
     images: tuple[str, ...]  # member paths of image files, normalised to "a/b/c.png"
     skipped: tuple[str, ...]  # member paths that are not images: listed, never extracted
     image_bytes: int  # uncompressed bytes of the images, as measured while decompressing
+    kept: Mapping[str, bytes] = field(default_factory=dict)  # bytes of the members `keep` chose
 
 
 def is_image_name(name: str) -> bool:
@@ -109,7 +119,9 @@ def _check_type(info: zipfile.ZipInfo, name: str) -> None:
 def _size_text(byte_count: int) -> str:
     if byte_count >= 1024**3:
         return f"{byte_count / 1024**3:.1f} GiB"
-    return f"{byte_count / 1024**2:.1f} MiB"
+    if byte_count >= 1024**2:
+        return f"{byte_count / 1024**2:.1f} MiB"
+    return f"{byte_count / 1024:.1f} KiB"
 
 
 def _plan(archive: zipfile.ZipFile, limits: ZipLimits) -> tuple[list[tuple[zipfile.ZipInfo, str]], list[str]]:
@@ -140,7 +152,7 @@ def _plan(archive: zipfile.ZipFile, limits: ZipLimits) -> tuple[list[tuple[zipfi
         if declared_total > limits.max_total_bytes:
             raise UnsafeArchiveError(
                 "The archive was refused: it unpacks to more than "
-                f"{_size_text(limits.max_total_bytes)} (a zip bomb?)."
+                f"{_size_text(limits.max_total_bytes)} ({limits.total_note})."
             )
         if is_image_name(name):
             keep.append((info, name))
@@ -157,15 +169,17 @@ def _stream(
     total_so_far: int,
     sink: Callable[[bytes], object],
 ) -> int:
-    """Decompresses one member into `sink`, counting the real bytes against the limits.
+    """Decompresses one image member into `sink`, counting the real bytes against the limits.
 
     Headers can lie: the count, not the declared size, is what is checked. zipfile also stops at
     the declared size and checks the CRC, so a member longer than its header says fails here.
+    A member that does not start like an image is refused at its first bytes.
 
     Returns:
         The member's real uncompressed size.
     """
     written = 0
+    head = b""
     try:
         with archive.open(info) as member:
             while chunk := member.read(_CHUNK_BYTES):
@@ -178,32 +192,65 @@ def _stream(
                 if total_so_far + written > limits.max_total_bytes:
                     raise UnsafeArchiveError(
                         "The archive was refused: it unpacks to more than "
-                        f"{_size_text(limits.max_total_bytes)} (a zip bomb?)."
+                        f"{_size_text(limits.max_total_bytes)} ({limits.total_note})."
                     )
+                if len(head) < _HEAD_BYTES:
+                    head += chunk[: _HEAD_BYTES - len(head)]
+                    if len(head) == _HEAD_BYTES:
+                        _check_image_start(head, name)
                 sink(chunk)
     except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError) as error:
         raise UnsafeArchiveError(
             f"The archive was refused: entry {name!r} is corrupt or its header lies about it ({error})."
         ) from error
+    if len(head) < _HEAD_BYTES:
+        _check_image_start(head, name)  # a member shorter than any image header
     return written
 
 
-def inspect_image_zip(source: ZipSource, limits: ZipLimits = DEFAULT_LIMITS) -> ZipContents:
+def _check_image_start(head: bytes, name: str) -> None:
+    if not looks_like_image(head):
+        raise UnsafeArchiveError(
+            f"The archive was refused: entry {name!r} is not an image (it does not start like a "
+            "PNG, JPEG, WebP, GIF, BMP or TIFF file)."
+        )
+
+
+def inspect_image_zip(
+    source: ZipSource,
+    limits: ZipLimits = DEFAULT_LIMITS,
+    keep: Callable[[tuple[str, ...], tuple[str, ...]], Collection[str]] | None = None,
+) -> ZipContents:
     """Checks a whole archive without writing anything: names, types, declared and real sizes.
 
-    Every image member is decompressed into nothing, so corrupt data and lying headers are found
-    before a single byte is written. Non-image members are listed, never decompressed.
+    The archive is opened once and every image member is decompressed once, so corrupt data,
+    lying headers and members that are not images are found before a single byte is written.
+    Non-image members are listed, never decompressed. The work grows linearly with the archive.
+
+    Args:
+        source: the archive's bytes, a path or an open binary file.
+        limits: what the archive may hold.
+        keep: given (image names, skipped names), picks images whose bytes to keep from the same
+            pass (e.g. a summary's samples), so nothing is read twice.
 
     Raises:
         UnsafeArchiveError: an absolute path, a ".." climb, a link, an encrypted or corrupt member,
-            or more entries or bytes than `limits` allow.
+            an image member that is not an image, or more entries or bytes than `limits` allow.
     """
     with _open(source) as archive:
-        keep, skipped = _plan(archive, limits)
+        planned, skipped = _plan(archive, limits)
+        images = tuple(name for _, name in planned)
+        wanted = set(keep(images, tuple(skipped))) if keep is not None else set()
+        kept: dict[str, bytes] = {}
         total = 0
-        for info, name in keep:
-            total += _stream(archive, info, name, limits, total, lambda _chunk: None)
-    return ZipContents(tuple(name for _, name in keep), tuple(skipped), total)
+        for info, name in planned:
+            if name in wanted:
+                buffer = bytearray()
+                total += _stream(archive, info, name, limits, total, buffer.extend)
+                kept[name] = bytes(buffer)
+            else:
+                total += _stream(archive, info, name, limits, total, lambda _chunk: None)
+    return ZipContents(images, tuple(skipped), total, kept)
 
 
 def extract_image_zip(
@@ -225,24 +272,30 @@ def extract_image_zip(
     contents = inspect_image_zip(source, limits)
     destination = Path(destination)
     if destination.exists() and any(destination.iterdir()):
-        raise FileExistsError(f"{destination} is not empty; archives are only extracted into a new folder.")
+        raise FileExistsError(
+            f"{destination.name} is not empty; archives are only extracted into a new folder."
+        )
     created = not destination.exists()
     destination.mkdir(parents=True, exist_ok=True)
     root = destination.resolve()
     try:
         with _open(source) as archive:
-            keep, _ = _plan(archive, limits)
+            planned, _ = _plan(archive, limits)
             total = 0
-            for info, name in keep:
+            for info, name in planned:
                 target = (root / name).resolve()
                 if not target.is_relative_to(root):  # belt and braces: _normalised_name refused ".."
                     raise UnsafeArchiveError(
                         f"The archive was refused: entry {name!r} lands outside its folder."
                     )
+                # The member is read and checked whole (at most limits.max_entry_bytes) before
+                # a byte of it is written.
+                buffer = bytearray()
+                total += _stream(archive, info, name, limits, total, buffer.extend)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 # "xb": never overwrite, and never write through a link that is already there.
                 with open(target, "xb") as handle:
-                    total += _stream(archive, info, name, limits, total, handle.write)
+                    handle.write(buffer)
                 os.chmod(target, 0o644)
     except BaseException:
         if created:
@@ -252,15 +305,3 @@ def extract_image_zip(
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         raise
     return contents
-
-
-def read_zip_member(source: ZipSource, name: str, limits: ZipLimits = DEFAULT_LIMITS) -> bytes:
-    """The bytes of one image member of an archive already checked by :func:`inspect_image_zip`."""
-    with _open(source) as archive:
-        keep, _ = _plan(archive, limits)
-        for info, member_name in keep:
-            if member_name == name:
-                buffer = bytearray()
-                _stream(archive, info, name, limits, 0, buffer.extend)
-                return bytes(buffer)
-    raise KeyError(f"the archive has no image named {name!r}")

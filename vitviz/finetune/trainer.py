@@ -159,6 +159,9 @@ class Progress:
     epochs: int
     message: str
     metrics: EpochMetrics | None = None  # set when an epoch has just finished
+    # Set with metrics: the model's state dict as it would be saved now (computed when called),
+    # so that whoever records progress can checkpoint every finished epoch.
+    model_state: Callable[[], dict[str, torch.Tensor]] | None = None
 
 
 @dataclass(frozen=True)
@@ -360,6 +363,25 @@ def _one_cpu_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of the model's state dict (training goes on changing the model)."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+
+
+def _state_with_folded_head(
+    model: nn.Module, head: nn.Linear, mean: torch.Tensor, std: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The probe's model as it will be saved: its head trained on standardised features, with the
+    standardisation folded in (as _fold_standardisation does at the end), the live head untouched."""
+    state = _state_copy(model)
+    folded = copy.deepcopy(head)
+    _fold_standardisation(folded, mean, std)
+    prefix = next(name for name, module in model.named_modules() if module is head)
+    state[f"{prefix}.weight"] = folded.weight.detach().to("cpu", copy=True)
+    state[f"{prefix}.bias"] = folded.bias.detach().to("cpu", copy=True)
+    return state
 
 
 def _fold_standardisation(head: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -575,6 +597,7 @@ def _probe(
                     epochs,
                     f"epoch {epoch + 1}/{epochs}",
                     row,
+                    lambda: _state_with_folded_head(model, head, mean, std) if linear else _state_copy(model),
                 )
             )
     if linear:
@@ -670,7 +693,14 @@ def _backbone(
         metrics.append(row)
         report(
             Progress(
-                "train", clock.fraction, clock.eta_s, epoch + 1, epochs, f"epoch {epoch + 1}/{epochs}", row
+                "train",
+                clock.fraction,
+                clock.eta_s,
+                epoch + 1,
+                epochs,
+                f"epoch {epoch + 1}/{epochs}",
+                row,
+                lambda: _state_copy(model),
             )
         )
     if trained_any and (stopped or not metrics):

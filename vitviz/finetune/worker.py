@@ -1,8 +1,14 @@
-"""Runs a fine-tune into its run folder, in this process or in a detached worker process."""
+"""Runs a fine-tune into its run folder, in this process or in a detached worker process.
+
+A served app bounds this work: at most max_concurrent_runs() workers train at once, a run folder
+holds at most run_disk_limit() bytes, every finished epoch's best model is checkpointed (so a
+killed worker loses nothing it finished), and failed or stopped runs give their extracted data back.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import subprocess
@@ -16,34 +22,53 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import timm
+
 import vitviz
 from vitviz.finetune.data import BUILTIN_SHAPES, DataError, ImageSet, open_image_set, scan_image_folder
 from vitviz.finetune.distributed import SINGLE_PROCESS, DistributedContext
-from vitviz.finetune.safezip import extract_image_zip
+from vitviz.finetune.safezip import DEFAULT_LIMITS, ZipLimits, extract_image_zip
 from vitviz.finetune.trainer import FinetuneConfig, FinetuneResult, Progress, finetune
-from vitviz.models import load_model
+from vitviz.models import ModelError, load_model
 from vitviz.runs import (
     CONFIG_FILE,
+    DATA_FOLDER,
     LOG_FILE,
+    MAX_LABEL_CHARS,
+    MAX_LABELS,
+    RUN_DISK_ENV,
     STATUS_FILE,
     UPLOAD_FILE,
     WORKER_PID_FILE,
+    RunError,
+    RunLimitError,
     RunStatus,
+    active_runs,
     append_metrics,
+    folder_bytes,
+    free_run_data,
+    is_run_folder,
+    max_concurrent_runs,
     new_run_folder,
     read_config,
+    read_run_model,
     read_status,
+    remove_temporary_files,
     request_stop,
+    run_disk_limit,
+    runs_root,
     save_model,
+    save_state_dict,
+    start_lock,
     stop_requested,
     write_config,
     write_status,
     write_val_predictions,
 )
+from vitviz.serving import data_root
 
 __all__ = ["DATA_FOLDER", "execute_run", "run_image_set", "start_run", "stop_run", "worker_command"]
 
-DATA_FOLDER = "data"  # where an uploaded zip is extracted, inside its run folder
 _STATUS_INTERVAL_S = 0.5  # at most two status writes a second, however fast the steps are
 _STOP_POLL_S = 0.25
 # Files start_run leaves in a folder before the worker takes it over.
@@ -85,40 +110,92 @@ def start_run(
     """Starts a fine-tune in a new process, detached from the caller, and returns its run folder.
 
     The worker is its own session: it keeps training through a page refresh, a closed tab or a
-    restart of the Streamlit server. Everything it does is read back from the run folder.
+    restart of the Streamlit server. Everything it does is read back from the run folder. At most
+    max_concurrent_runs() runs train at once on the server (``$VITVIZ_MAX_RUNS``); how many one
+    visitor may start is the page's to decide (see vitviz.runs.active_runs).
 
     Args:
         config: what and how to train.
-        data: "builtin:shapes", a .zip or a folder; ignored when `upload` is given.
+        data: "builtin:shapes", a .zip or a folder; ignored when `upload` is given. A page passes
+            only folders checked by vitviz.serving.server_folder.
         root: the runs folder (default runs_root()).
-        upload: the bytes of an uploaded .zip; it is saved into the run folder and extracted there.
+        upload: the bytes of an uploaded .zip; it is saved into the run folder, extracted there and
+            deleted.
         upload_name: the upload's file name, to show.
+
+    Raises:
+        RunLimitError: the server already trains as many runs as it allows; nothing was created.
+        RunError: the upload alone is larger than a run may hold on disk.
+        ModelError: config.model is neither a timm model nor a run folder with a model.
     """
-    folder = new_run_folder(config.model, config.mode, root)
-    label = data
-    if upload is not None:
-        (folder / UPLOAD_FILE).write_bytes(upload)
-        data, label = str(folder / UPLOAD_FILE), upload_name or "uploaded .zip"
-    write_config(folder, _preliminary_config(config, label))
-    write_status(folder, RunStatus("starting", message="starting the worker"))
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    with open(folder / LOG_FILE, "ab") as log:
-        process = subprocess.Popen(
-            worker_command(config, data, folder, label),
-            cwd=_PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    timm_name = _timm_name_of(config.model)
+    root = runs_root() if root is None else Path(root)
+    if upload is not None and len(upload) > run_disk_limit():
+        raise RunError(f"The upload is larger than the disk a run may use ({RUN_DISK_ENV}).")
+    label = _clipped(upload_name or "uploaded .zip") if upload is not None else _data_label(data)
+    with start_lock(root):  # counting and claiming a slot is one step for concurrent starts
+        training = len(active_runs(root))
+        if training >= max_concurrent_runs():
+            runs = f"{training} fine-tune" + ("" if training == 1 else "s")
+            raise RunLimitError(
+                f"The server is already training {runs}, as many as it runs at once; "
+                "try again when one has finished or been stopped."
+            )
+        folder = new_run_folder(config.model, config.mode, root)
+        write_config(folder, _preliminary_config(config, timm_name, label))
+        write_status(folder, RunStatus("starting", message="starting the worker"))
+    try:
+        if upload is not None:
+            (folder / UPLOAD_FILE).write_bytes(upload)
+            data = str(folder / UPLOAD_FILE)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        with open(folder / LOG_FILE, "ab") as log:
+            process = subprocess.Popen(
+                worker_command(config, data, folder, label),
+                cwd=_PROJECT_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        (folder / WORKER_PID_FILE).write_text(str(process.pid))
+    except OSError as error:  # no disk, or no process: the slot must not stay taken
+        free_run_data(folder)
+        write_status(
+            folder, RunStatus("failed", error=f"the worker could not start: {error.strerror or error}")
         )
-    (folder / WORKER_PID_FILE).write_text(str(process.pid))
+        raise RunError(f"The fine-tune could not start: {error.strerror or type(error).__name__}.") from error
     # Reap the child when it ends, so a finished worker does not linger as a zombie of the server.
     threading.Thread(target=process.wait, name=f"reap-{folder.name}", daemon=True).start()
     return folder
+
+
+def _timm_name_of(model: str) -> str:
+    """The timm architecture a fine-tune of `model` (a timm name or a run folder) trains."""
+    if is_run_folder(model):
+        try:
+            return read_run_model(model).timm_name
+        except RunError as error:
+            raise ModelError(str(error)) from error
+    if not timm.is_model(model):
+        raise ModelError(f"timm has no model named {_clipped(model)!r}.")
+    return model
+
+
+def _data_label(data: str) -> str:
+    """How runs lists show a data source to every visitor: a folder in the data root relative to it."""
+    folder = _data_root_folder(data)
+    return _clipped(folder[1] if folder is not None else data)
+
+
+def _clipped(text: str, limit: int = 300) -> str:
+    """Text as config.json records a label: one line, at most `limit` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def stop_run(folder: str | Path) -> None:
@@ -131,9 +208,9 @@ def stop_run(folder: str | Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _preliminary_config(config: FinetuneConfig, data_label: str) -> dict[str, Any]:
+def _preliminary_config(config: FinetuneConfig, timm_name: str, data_label: str) -> dict[str, Any]:
     return {
-        "timm_name": Path(config.model).name,
+        "timm_name": timm_name,
         "weights": config.weights,
         "base_model": config.model,
         "mode": config.mode,
@@ -162,52 +239,123 @@ def _claim(out: Path) -> float:
 def _open_data(data: str, out: Path, context: DistributedContext, stack: ExitStack) -> tuple[ImageSet, str]:
     """The image set, and its class root as config.json records it (relative to `out` when inside)."""
     if data.lower().endswith(".zip"):
-        source = Path(data)
+        return _extract_zip(Path(data), out, context, stack)
+    folder = _data_root_folder(data)
+    if folder is not None:
+        # A folder in the served app's data root: links out of the root are skipped, and every
+        # message (status.json is shown to every visitor) names paths relative to the root.
+        path, shown, root = folder
+        image_set = scan_image_folder(path, shown_as=shown, inside=root)
+    else:
+        image_set = open_image_set(data)
+    return image_set, str(image_set.root.resolve()) if image_set.root is not None else ""
+
+
+def _data_root_folder(data: str) -> tuple[Path, str, Path] | None:
+    """(folder, its path relative to the data root, the root) when `data` lies in the data root."""
+    root = data_root()
+    if root is None or data.startswith("builtin:"):
+        return None
+    try:
+        folder = Path(data).resolve()
+    except (OSError, ValueError, RuntimeError):
+        return None
+    if not folder.is_relative_to(root):
+        return None
+    return folder, folder.relative_to(root).as_posix() or ".", root
+
+
+def _extract_zip(
+    source: Path, out: Path, context: DistributedContext, stack: ExitStack
+) -> tuple[ImageSet, str]:
+    """Extracts an archive into the run folder (rank 0) and opens it; an upload is deleted either way."""
+    upload = context.is_main and source.parent.resolve() == out.resolve()
+    try:
         if not source.is_file():
-            raise DataError(f"{data} is not a file.")
+            raise DataError(f"{source.name} is not a file.")
         # Rank 0 extracts into the run folder; other ranks into a private folder of their own, so
         # several machines never need a shared disk and never write into each other's files.
-        target = (
-            out / DATA_FOLDER
-            if context.is_main
-            else Path(stack.enter_context(tempfile.TemporaryDirectory())) / "d"
-        )
-        contents = extract_image_zip(source, target)
-        image_set = scan_image_folder(target)
+        if context.is_main:
+            target = out / DATA_FOLDER
+            limits = _run_zip_limits(out, source if upload else None)
+        else:
+            target = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "d"
+            limits = DEFAULT_LIMITS
+        contents = extract_image_zip(source, target, limits)
+        image_set = scan_image_folder(target, shown_as=DATA_FOLDER if context.is_main else None)
         # Files the archive held but extraction skipped are listed too, with their paths in the zip.
         image_set = dataclasses.replace(
             image_set, skipped=tuple(sorted({*image_set.skipped, *contents.skipped}))
         )
         context.barrier()
-        if context.is_main and source.resolve().parent == out.resolve():
-            source.unlink()  # the upload lives on as the extracted images
-        assert image_set.root is not None
-        root = image_set.root.resolve().relative_to(out.resolve()) if context.is_main else image_set.root
-        return image_set, str(root)
-    image_set = open_image_set(data)
-    return image_set, str(image_set.root.resolve()) if image_set.root is not None else ""
+    finally:
+        if upload:
+            source.unlink(missing_ok=True)  # kept as its extracted images, or not at all
+    assert image_set.root is not None
+    root = image_set.root.resolve().relative_to(out.resolve()) if context.is_main else image_set.root
+    return image_set, str(root)
+
+
+def _run_zip_limits(out: Path, upload: Path | None) -> ZipLimits:
+    """The archive limits inside a run folder: the usual ones, and no more than the run's disk left.
+
+    The upload itself is deleted once extracted, so it does not count against its own images.
+    """
+    used = folder_bytes(out) - (upload.stat().st_size if upload is not None else 0)
+    room = max(0, run_disk_limit() - used)
+    if room >= DEFAULT_LIMITS.max_total_bytes:
+        return DEFAULT_LIMITS
+    return dataclasses.replace(
+        DEFAULT_LIMITS, max_total_bytes=room, total_note=f"the disk this run may still use, {RUN_DISK_ENV}"
+    )
 
 
 def run_image_set(folder: str | Path) -> ImageSet:
-    """The images a run trained on, opened again from what its config.json recorded."""
+    """The images a run trained on, opened again from what its config.json recorded.
+
+    Only a built-in set, the run's own extracted upload, or a folder inside the served app's data
+    root is opened, with paths shown relative to it: a config.json that points anywhere else
+    opens nothing.
+
+    Raises:
+        RunError: config.json is unreadable.
+        DataError: the images are gone, or lie outside the run folder and the data root.
+    """
     folder = Path(folder)
     data = read_config(folder).get("data", {})
-    if data.get("spec") == BUILTIN_SHAPES:
-        return open_image_set(BUILTIN_SHAPES)
-    root = Path(data.get("root", ""))
-    return scan_image_folder(root if root.is_absolute() else folder / root)
+    spec = data.get("spec", "")
+    if spec.startswith("builtin:"):
+        return open_image_set(spec)
+    recorded = Path(data.get("root", ""))
+    if not recorded.is_absolute():
+        inside = folder.resolve()
+        path = (inside / recorded).resolve()
+        if path.is_relative_to(inside):
+            return scan_image_folder(path, shown_as=recorded.as_posix(), inside=inside)
+    else:
+        confined = _data_root_folder(str(recorded))
+        if confined is not None:
+            path, shown, root = confined
+            return scan_image_folder(path, shown_as=shown, inside=root)
+    raise DataError(
+        f"Run {folder.name} trained on images outside this app's data folder; they are not shown."
+    )
 
 
 @dataclass
 class _StatusWriter:
-    """Turns progress reports into status.json writes (throttled) and metrics.jsonl lines."""
+    """Turns progress reports into status.json writes (throttled), metrics.jsonl lines and a
+    checkpoint of the best finished epoch (model.safetensors, written atomically)."""
 
     folder: Path
     log: Callable[[str], None]
     last_write: float = 0.0
+    best: tuple[float, float] | None = None  # (val acc, -val loss) of the checkpointed epoch
 
     def __call__(self, progress: Progress) -> None:
         if progress.metrics is not None:
+            # The checkpoint first: every epoch metrics.jsonl lists has been weighed for keeping.
+            self._checkpoint(progress)
             append_metrics(self.folder, progress.metrics.as_dict())
             m = progress.metrics
             self.log(
@@ -230,6 +378,21 @@ class _StatusWriter:
                 pid=os.getpid(),
             ),
         )
+
+    def _checkpoint(self, progress: Progress) -> None:
+        """Saves the model after an epoch that beats every earlier one (accuracy, then loss)."""
+        assert progress.metrics is not None
+        if progress.model_state is None:
+            return
+        score = (_finite_or_worst(progress.metrics.val_acc), _finite_or_worst(-progress.metrics.val_loss))
+        if self.best is not None and score <= self.best:
+            return
+        save_state_dict(self.folder, progress.model_state())
+        self.best = score
+
+
+def _finite_or_worst(value: float) -> float:
+    return value if math.isfinite(value) else -math.inf
 
 
 def _watch_stop_file(folder: Path, stop: threading.Event, done: threading.Event) -> None:
@@ -273,6 +436,7 @@ def execute_run(
                 previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
                 stack.callback(signal.signal, signal.SIGTERM, previous)
             image_set, root = _open_data(data, out, context, stack)
+            _check_labels(image_set)
             base = load_model(config.model, config.weights, config.device)
             if context.is_main:
                 write_config(
@@ -299,9 +463,34 @@ def execute_run(
             return result
         except BaseException as error:
             if claimed:
-                message = str(error) or type(error).__name__
-                write_status(out, RunStatus("failed", error=message, pid=os.getpid()))
+                free_run_data(out)  # a failed run gives its extracted images back; its checkpoint stays
+                remove_temporary_files(out)
+                write_status(out, RunStatus("failed", error=_error_line(error, out), pid=os.getpid()))
             raise
+
+
+def _check_labels(image_set: ImageSet) -> None:
+    """Refuses class names a run folder could not record (see vitviz.runs.validate_run_config)."""
+    if len(image_set.classes) > MAX_LABELS:
+        raise DataError(f"{len(image_set.classes):,} classes are more than a run can hold ({MAX_LABELS:,}).")
+    long_names = [name for name in image_set.classes if len(name) > MAX_LABEL_CHARS]
+    if long_names:
+        raise DataError(
+            f"Class folder {_clipped(long_names[0], 60)!r} has a name longer than {MAX_LABEL_CHARS} characters."
+        )
+
+
+def _error_line(error: BaseException, out: Path) -> str:
+    """A failure as status.json records it for every visitor: one line, and the run folder's own
+    path left out (an OSError names only the file)."""
+    if isinstance(error, OSError) and error.strerror:
+        text = f"{error.strerror}: {Path(str(error.filename)).name}" if error.filename else error.strerror
+    else:
+        text = str(error) or type(error).__name__
+    line = " ".join(text.split())
+    for folder in {str(out.resolve()), str(out)}:
+        line = line.replace(folder + os.sep, "").replace(folder, ".")
+    return _clipped(line, 2000)
 
 
 def _final_config(
@@ -327,11 +516,11 @@ def _final_config(
         "build_args": build_args,
         "data": {
             "spec": BUILTIN_SHAPES if data == BUILTIN_SHAPES else data,
-            "label": data_label or data,
+            "label": _clipped(data_label or data),
             "root": root,
             "images": len(image_set.items),
             "class_counts": image_set.class_counts(),
-            "skipped": list(image_set.skipped[:200]),
+            "skipped": [_clipped(name, 1000) for name in image_set.skipped[:200]],
         },
         "device": config.device,
         "world_size": context.world_size,
@@ -352,6 +541,8 @@ def _record_result(out: Path, result: FinetuneResult) -> None:
     last = result.metrics[-1] if result.metrics else None
     summary = f"val acc {last.val_acc:.1%} after {last.epoch} epochs" if last else "no epoch finished"
     state = "stopped" if result.stopped else "finished"
+    if result.stopped:
+        free_run_data(out)  # a stopped run keeps its model, not its extracted images
     write_status(
         out,
         RunStatus(

@@ -1,0 +1,202 @@
+"""What a visitor of the served app may reach on the server: an operator-named data root and the runs folder.
+
+The app is served to several people at once, so text a visitor types (a folder, a weights file, a
+model name) must never reach the rest of the server's disk. Server folders and weights files are
+off unless the operator names a data root (``$VITVIZ_DATA_ROOT``); then a visitor's path resolves
+inside it (no "..", no absolute path elsewhere, no link out), and every message names paths
+relative to it. A missing path and one outside read exactly alike, and a refusal never quotes the
+path back, so messages reveal nothing about the disk.
+
+The command line, which runs as its user on their own machine, reads any path: pages call these
+functions; `vitviz.images.load_image_file` and `vitviz.models.load_model` stay as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+
+from vitviz.finetune.data import ImageSet, scan_image_folder
+from vitviz.models import WEIGHTS_SOURCES
+from vitviz.runs import RunError, is_run_folder, run_folder_by_name, runs_root
+
+__all__ = [
+    "DATA_ROOT_ENV",
+    "MAX_PATH_CHARS",
+    "WEIGHTS_SUFFIXES",
+    "ServerPath",
+    "ServingError",
+    "data_root",
+    "server_folder",
+    "server_image_set",
+    "server_paths_allowed",
+    "server_weights_file",
+    "visitor_model",
+]
+
+DATA_ROOT_ENV = "VITVIZ_DATA_ROOT"
+MAX_PATH_CHARS = 1024  # what a visitor may type as a path, in characters
+WEIGHTS_SUFFIXES: tuple[str, ...] = (".safetensors", ".pth", ".pt", ".bin")  # as load_state_dict_file reads
+_MAX_MODEL_NAME_CHARS = 200
+# What a timm name looks like (architecture, then an optional ".pretrained_tag"): such text is
+# quoted back and looked up for close matches; anything else (a path) is neither.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_]{1,100}(\.[A-Za-z0-9_]{1,100})?")
+
+
+class ServingError(ValueError):
+    """A visitor's path or name was refused; ``str(error)`` is one line that reveals no server path."""
+
+
+@dataclass(frozen=True)
+class ServerPath:
+    """A path a visitor named, checked to lie inside the data root."""
+
+    path: Path  # the real path (links resolved), inside the data root
+    shown: str  # the path relative to the data root, "/"-separated, as messages and pages show it
+
+
+def data_root() -> Path | None:
+    """The operator's data root (``$VITVIZ_DATA_ROOT``) with links resolved; None when unset or not a folder."""
+    configured = os.environ.get(DATA_ROOT_ENV, "").strip()
+    if not configured:
+        return None
+    try:
+        root = Path(configured).expanduser().resolve()
+        return root if root.is_dir() else None
+    except (OSError, ValueError):
+        return None
+
+
+def server_paths_allowed() -> bool:
+    """Whether pages may offer folders and weights files on the server at all."""
+    return data_root() is not None
+
+
+def _quoted(text: str) -> str:
+    """A visitor's text quoted back on one line, cut to 80 characters (for names, never paths)."""
+    shown = text if len(text) <= 80 else text[:79] + "…"
+    return repr(shown)
+
+
+def _no_such(what: str) -> ServingError:
+    """The one refusal for a path that is missing, outside the root, or of the wrong kind."""
+    return ServingError(f"There is no such {what} in this app's data folder.")
+
+
+def _confined(text: str, what: str) -> tuple[Path, Path]:
+    """(root, the resolved path) for a visitor's text, refusing anything that leaves the root.
+
+    Raises:
+        ServingError: server paths are off, the text is no possible path, or it resolves outside
+            the root (then in the same words as a missing `what`).
+    """
+    root = data_root()
+    if root is None:
+        raise ServingError(
+            f"Server folders and files are turned off here: the operator has not named a data folder "
+            f"({DATA_ROOT_ENV})."
+        )
+    text = text.strip()
+    if not text or len(text) > MAX_PATH_CHARS or not text.isprintable():
+        raise ServingError(f"A path here is 1 to {MAX_PATH_CHARS:,} printable characters.")
+    try:
+        # Relative paths are read from the root; an absolute one must already point into it.
+        resolved = (root / text).resolve()
+    except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: a loop of links
+        raise _no_such(what) from error
+    if not resolved.is_relative_to(root):
+        raise _no_such(what)
+    return root, resolved
+
+
+def _exists_as(path: Path, kind: Callable[[Path], bool]) -> bool:
+    """`kind(path)` (Path.is_dir, Path.is_file), False for a name the file system cannot hold."""
+    try:
+        return kind(path)
+    except OSError:
+        return False
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() or "."
+
+
+def server_folder(text: str) -> ServerPath:
+    """A folder a visitor named, inside the data root.
+
+    Raises:
+        ServingError: off, outside the root, missing, or not a folder (the last three alike).
+    """
+    root, resolved = _confined(text, "folder")
+    if not _exists_as(resolved, Path.is_dir):
+        raise _no_such("folder")
+    return ServerPath(resolved, _relative(resolved, root))
+
+
+def server_image_set(text: str) -> ImageSet:
+    """The images of a folder of class folders a visitor named, inside the data root.
+
+    Files linked from outside the root are skipped; the set, its messages and its images' errors
+    name paths relative to the root.
+
+    Raises:
+        ServingError: the folder cannot be reached (see server_folder).
+        DataError: it is no usable folder of class folders (message relative to the root).
+    """
+    folder = server_folder(text)
+    root = data_root()
+    assert root is not None  # server_folder refused otherwise
+    return scan_image_folder(folder.path, shown_as=folder.shown, inside=root)
+
+
+def server_weights_file(text: str) -> ServerPath:
+    """A weights file (.safetensors, .pth, .pt, .bin) a visitor named, inside the data root.
+
+    Raises:
+        ServingError: off, outside the root, missing, not a file, or of another type.
+    """
+    root, resolved = _confined(text, "weights file")
+    if Path(text.strip()).suffix.lower() not in WEIGHTS_SUFFIXES:
+        raise ServingError(f"A weights file here is one of {', '.join(WEIGHTS_SUFFIXES)}.")
+    if not _exists_as(resolved, Path.is_file):
+        raise _no_such("weights file")
+    return ServerPath(resolved, _relative(resolved, root))
+
+
+def visitor_model(name: str, weights: str) -> tuple[str, str]:
+    """The (name, weights) to load for a visitor's choice; the page passes these to load_model.
+
+    A name is a timm model name, or a run folder directly in the runs folder (as the pickers list
+    runs; its own weights then load). Weights are bundled, hub, random, or a weights file inside
+    the data root (see server_weights_file). Nothing else on disk is ever looked at: a path is only
+    compared with the runs folder's, and a refusal quotes a name back only when it is no path.
+
+    Returns:
+        (timm name or run folder, weights source or the file's real path).
+
+    Raises:
+        ServingError: an unknown model name or run, or weights that cannot be reached (one line).
+    """
+    if Path(name).parent == runs_root():
+        try:
+            folder = run_folder_by_name(Path(name).name)
+        except RunError as error:
+            raise ServingError(str(error)) from error
+        if not is_run_folder(folder):
+            raise ServingError(f"Run {folder.name} has no config.json: it cannot be loaded.")
+        return str(folder), str(folder)
+    name = name.strip()
+    if not name or len(name) > _MAX_MODEL_NAME_CHARS or not timm.is_model(name):
+        if not _MODEL_NAME.fullmatch(name):
+            raise ServingError("There is no timm model of that name.")
+        close = timm.list_models(f"*{name}*")[:5]
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ServingError(f"timm has no model named {_quoted(name)}.{hint}")
+    if weights in WEIGHTS_SOURCES:
+        return name, weights
+    return name, str(server_weights_file(weights).path)
