@@ -63,6 +63,25 @@ __all__ = [
 ]
 
 
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """No parameter requires grad for the time of a run, and each flag is restored after.
+
+    The library calls `loss.backward()`, which would leave a `.grad` on every parameter that
+    requires one (a loaded model requires none; a model being fine-tuned might). Call it with
+    the model's lock held.
+    """
+    parameters = list(model.parameters())
+    flags = [parameter.requires_grad for parameter in parameters]
+    try:
+        for parameter in parameters:
+            parameter.requires_grad_(False)
+        yield
+    finally:
+        for parameter, flag in zip(parameters, flags, strict=True):
+            parameter.requires_grad_(flag)
+
+
 class _TappedModel(nn.Module):
     """The shared model as pytorch-grad-cam sees it: the target layer's output passes through `tap`.
 
@@ -112,7 +131,7 @@ class LibraryCAM(ExplanationMethod):
         if self.class_specific and class_indices is not None:
             targets = [ClassifierOutputTarget(int(index)) for index in class_indices]
         wrapper = _TappedModel(self.model, features=layer == FEATURES, start_graph=self.uses_gradients)
-        with model_lock(self.model), self._routed(wrapper, layer) as source:
+        with model_lock(self.model), _frozen(self.model), self._routed(wrapper, layer) as source:
             cam = self.make_cam(wrapper, pixels)
             try:
                 with torch.inference_mode(False), torch.set_grad_enabled(self.uses_gradients):
@@ -304,7 +323,7 @@ class FullGradCam(LibraryCAM):
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
         targets = None if class_indices is None else [ClassifierOutputTarget(int(i)) for i in class_indices]
-        with model_lock(self.model):
+        with model_lock(self.model), _frozen(self.model):
             cam = FullGrad(model=self.model, target_layers=[])
             try:
                 if not cam.target_layers:

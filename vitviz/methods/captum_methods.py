@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
 
+import numpy as np
 import torch
 from captum.attr import GradientShap as CaptumGradientShap
 from captum.attr import IntegratedGradients as CaptumIntegratedGradients
@@ -50,11 +51,22 @@ class _CaptumMethod(ExplanationMethod):
 
     @contextmanager
     def seeded(self, device: torch.device) -> Iterator[None]:
-        """Noise drawn from `seed` (option, default 0), leaving the global random state as it was."""
+        """Draws from `seed` (option, default 0), leaving the global random states as they were.
+
+        Captum draws GradientSHAP's baselines and path points from NumPy's global generator, so
+        that one is seeded and restored too (another thread drawing from it meanwhile would see
+        the seeded stream).
+        """
+        seed = int(self.options.get("seed", 0))
         devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(int(self.options.get("seed", 0)))
-            yield
+        numpy_state = np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                np.random.seed(seed)
+                yield
+        finally:
+            np.random.set_state(numpy_state)
 
 
 class IntegratedGradients(_CaptumMethod):
