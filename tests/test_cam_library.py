@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from tests.methods_helpers import frozen_loaded, fused_flags, hook_counts, parameters_untouched
-from tests.support.interventions import dinov2_probe_run, noise_picture, shape_picture
+from tests.support.interventions import (
+    dinov2_probe_run,
+    noise_picture,
+    run_command,
+    saved_picture,
+    shape_picture,
+)
 from vitviz.capture import LayerTap
 from vitviz.methods import (
     METHOD_NAMES,
@@ -225,3 +231,23 @@ def test_efficientnet_gradcam_is_faithful_by_road_on_the_coffee(efficientnet):
     assert result.target_index == 967  # espresso
     assert result.least_relevant_first.mean() > result.most_relevant_first.mean(), result
     assert result.score > 0
+
+
+# --- The command line takes its choices from the registry ---------------------------------------
+
+NEW_METHODS = [*LIBRARY_NAMES, "saliency", "smoothgrad", "gradient-shap"]
+
+
+@pytest.mark.parametrize("method", NEW_METHODS)
+def test_explain_saves_a_map_for_every_new_method(tmp_path, method):
+    picture = saved_picture(noise_picture(), tmp_path)
+    out = tmp_path / "map.npy"
+    # timm's own test models (160 px, 64 / 96 channels): Score-CAM and Ablation-CAM stay quick.
+    model = "test_resnet" if method == "fullgrad" else "test_vit"
+    status, text, stderr = run_command(
+        "explain", picture, "--model", model, "--weights", "random", "--method", method, "--out", str(out)
+    )
+    assert status == 0, stderr
+    saved = np.load(out)
+    assert saved.shape == ((5, 5) if model == "test_resnet" else (10, 10)) and np.isfinite(saved).all()
+    assert text.startswith(f"saved {method} map")
