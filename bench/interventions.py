@@ -26,7 +26,7 @@ from common import interleaved_medians, machine  # noqa: E402
 
 from vitviz.images import builtin_photo  # noqa: E402
 from vitviz.maths.ablation import head_importance  # noqa: E402
-from vitviz.methods import METHODS, available_methods, explain_pixels  # noqa: E402
+from vitviz.methods import METHODS, MethodUnavailableError, available_methods, explain_pixels  # noqa: E402
 from vitviz.methods.cam_library import LIBRARY_CAMS, LibraryGradCAM, LibraryGradCAMPlusPlus  # noqa: E402
 from vitviz.models import LoadedModel, load_model  # noqa: E402
 from vitviz.preprocess import explanation_tensor  # noqa: E402
@@ -88,14 +88,20 @@ def cam_table(loaded: LoadedModel, label: str, runs: int, slow_runs: int) -> lis
     works: dict[str, Callable[[], object]] = {"forward": timed(forward, loaded.device)}
     slow: dict[str, Callable[[], object]] = {}
     for method in CAM_METHODS:
-        if method not in offered:
+        if method not in offered or (method in SLOW_METHODS and slow_runs == 0):
             continue
         work = timed(lambda method=method: explain_pixels(loaded, pixels, method), loaded.device)
         (slow if method in SLOW_METHODS else works)[method] = work
     for name, reference in REFERENCES.items():
         works[name] = timed(lambda reference=reference: reference(loaded, pixels), loaded.device)
-    for work in works.values():
-        work()  # warm-up
+    unavailable: dict[str, str] = {}
+    for name, work in list(works.items()) + list(slow.items()):
+        try:
+            work()  # warm-up
+        except MethodUnavailableError as error:  # FullGrad on timm's fused norm-activation layers
+            unavailable[name] = str(error)
+            works.pop(name, None)
+            slow.pop(name, None)
     medians = interleaved_medians(works, runs)
     if slow_runs > 0:
         for method, work in slow.items():
@@ -124,6 +130,7 @@ def main() -> None:
     )
     parser.add_argument("--batch-size", type=int, default=16, help="ablations per forward (default 16)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-ranking", action="store_true", help="time the CAM methods only")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's own)")
     args = parser.parse_args()
     if args.threads:
@@ -131,10 +138,11 @@ def main() -> None:
     print(machine() + (f" · {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""))
     print(f"device {args.device}; load {os.getloadavg()[0]:.2f} at start")
     print()
-    print("Head-ablation ranking (every head alone, top class's probability drop):")
-    print()
-    print("\n".join(ablation_table(args.device, args.runs, args.batch_size)))
-    print()
+    if not args.skip_ranking:
+        print("Head-ablation ranking (every head alone, top class's probability drop):")
+        print()
+        print("\n".join(ablation_table(args.device, args.runs, args.batch_size)))
+        print()
     efficientnet = load_model("tf_efficientnet_lite0", "bundled", args.device)
     torch.manual_seed(0)
     vit = load_model("vit_small_patch16_224", "random", args.device)
