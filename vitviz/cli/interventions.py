@@ -155,10 +155,18 @@ def _run_sanity(args: argparse.Namespace) -> None:
         shown = "constant map" if value is None else f"{value:+.3f}"
         print(f"  {stage:<16} {shown}")
     checkpoint = result.stages[result.checkpoint]
-    if result.flagged:
+    value = result.rank_correlation[result.checkpoint]
+    if value is None:
         print(
-            f"{args.method}: |ρ| > {UNFAITHFUL_RANK_CORRELATION} with weights random down to {checkpoint}: "
-            "the map barely depends on the weights (not faithful to them)"
+            f"{args.method}: with weights random down to {checkpoint} the map is constant: it depends on them"
+        )
+    elif result.flagged:
+        print(
+            f"{args.method}: |ρ| = {abs(value):.2f} > {UNFAITHFUL_RANK_CORRELATION} with weights random down to "
+            f"{checkpoint}: the map barely depends on the weights (not faithful to them)"
         )
     else:
-        print(f"{args.method}: the map changed once weights were random down to {checkpoint}")
+        print(
+            f"{args.method}: |ρ| = {abs(value):.2f} ≤ {UNFAITHFUL_RANK_CORRELATION} with weights random down to "
+            f"{checkpoint}: the map depends on the weights"
+        )
