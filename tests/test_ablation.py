@@ -293,3 +293,13 @@ def test_cli_ablate_explains_bad_heads_and_cnns_in_one_line(tmp_path):
         "ablate", picture, "--model", "resnet18", "--weights", "random", "--heads", "all"
     )
     assert status == 1 and "CNN" in stderr and stderr.count("\n") == 1
+
+
+def test_ablation_follows_the_images_view_and_fills_the_records_view_and_logits(tiny_models):
+    loaded = classifier(tiny_models, "vit")
+    image = noise_picture(size=120).crop((0, 0, 120, 80))  # not square: the views differ
+    for view in ("crop", "whole"):
+        result = ablate_heads(loaded, image, [], topk=2, view=view)
+        assert result.before == predict(loaded, [image], topk=2, view=view)[0] == result.after
+        assert result.record.view is not None and result.record.view.mode == view
+        assert int(result.record.logits.argmax()) == result.after[0].index

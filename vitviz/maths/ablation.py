@@ -13,7 +13,7 @@ from vitviz.capture import ABLATION_MODES, AttentionCapture, HeadAblation
 from vitviz.maths.attention import AttentionRecord
 from vitviz.models import LoadedModel, ModelError
 from vitviz.predict import NoClassifierError, Prediction, top_predictions
-from vitviz.preprocess import prediction_tensor
+from vitviz.preprocess import ViewMode, image_view, prediction_tensor, view_tensor
 
 __all__ = [
     "ABLATION_MODES",
@@ -121,12 +121,17 @@ def ablated_logits(
 
 
 def ablate_heads(
-    loaded: LoadedModel, image: Image.Image, heads: Sequence[Head], mode: str = "zero", topk: int = 5
+    loaded: LoadedModel,
+    image: Image.Image,
+    heads: Sequence[Head],
+    mode: str = "zero",
+    topk: int = 5,
+    view: ViewMode = "crop",
 ) -> AblationResult:
     """Predicts one image with every head on, then with `heads` off, and records the ablated attention.
 
-    Both forwards use the prediction input (the model's eval transform), so `before` is exactly
-    what `vitviz.predict` gives; the record's maps lie over that same view.
+    Both forwards see the image's one view ("crop": the model's eval transform, or "whole"), so
+    `before` is exactly what `vitviz.predict` gives for that view and the record's maps lie over it.
 
     Raises:
         ModelError: a CNN (no heads) or a model with no classifier head.
@@ -135,7 +140,8 @@ def ablate_heads(
     _check_attention(loaded)
     facts = loaded.facts
     masks = head_mask(heads, facts.num_layers, facts.num_heads)
-    pixels = prediction_tensor(image, facts).to(loaded.device)
+    seen = image_view(image, facts, view)
+    pixels = view_tensor(seen, facts).to(loaded.device)
     with torch.inference_mode():
         clean = loaded.model(pixels)
         with HeadAblation(loaded.model, masks, mode), AttentionCapture(loaded.model) as capture:
@@ -147,6 +153,8 @@ def ablate_heads(
         grid_size=facts.grid_size or (0, 0),
         num_prefix_tokens=facts.num_prefix_tokens,
         global_pool=facts.global_pool,
+        logits=ablated[0].float().cpu().numpy(),
+        view=seen,
     )
     before, after = (top_predictions(logits, topk, loaded.labels)[0] for logits in (clean, ablated))
     chosen = tuple(sorted((int(layer), int(head)) for layer, head in heads))
@@ -160,6 +168,7 @@ def head_importance(
     class_index: int | None = None,
     batch_size: int = 16,
     progress: Progress | None = None,
+    view: ViewMode = "crop",
 ) -> np.ndarray:
     """How much the class's probability drops when each head alone is switched off.
 
@@ -168,12 +177,13 @@ def head_importance(
 
     Args:
         loaded: a ViT or hybrid with a classifier head; shared, left as it was.
-        image: any RGB image, seen through the model's eval transform.
+        image: any RGB image.
         mode: "zero" or "mean".
         class_index: the class followed; default the model's top class on the image.
         batch_size: ablations per forward.
         progress: called after each forward with (ablations done, ablations in all); an exception
             it raises stops the ranking.
+        view: "crop" (the model's eval transform) or "whole" (see `vitviz.preprocess`).
 
     Returns:
         (layers, heads) float32: clean probability − probability with that head off. Positive
@@ -184,7 +194,7 @@ def head_importance(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     facts = loaded.facts
     layers, heads = facts.num_layers, facts.num_heads
-    pixels = prediction_tensor(image, facts).to(loaded.device)
+    pixels = prediction_tensor(image, facts, view).to(loaded.device)
     with torch.inference_mode():
         clean = loaded.model(pixels).float().softmax(dim=-1)[0]
     if class_index is None:

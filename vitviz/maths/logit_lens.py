@@ -12,7 +12,7 @@ from torch import nn
 from vitviz.capture import ModuleOutputs
 from vitviz.models import LoadedModel, ModelError
 from vitviz.predict import NoClassifierError, Prediction, top_predictions
-from vitviz.preprocess import prediction_tensor
+from vitviz.preprocess import ViewMode, prediction_tensor
 
 __all__ = ["LogitLens", "logit_lens", "logit_lens_pixels"]
 
@@ -115,10 +115,10 @@ def logit_lens_pixels(loaded: LoadedModel, pixels: torch.Tensor, topk: int = 5) 
     )
 
 
-def logit_lens(loaded: LoadedModel, image: Image.Image, topk: int = 5) -> LogitLens:
-    """The logit lens of one image seen through the model's eval transform (the prediction view).
+def logit_lens(loaded: LoadedModel, image: Image.Image, topk: int = 5, view: ViewMode = "crop") -> LogitLens:
+    """The logit lens of one image's view ("crop": the model's eval transform, or "whole").
 
     Raises:
         ModelError: a CNN, or a model with no classifier head.
     """
-    return logit_lens_pixels(loaded, prediction_tensor(image, loaded.facts), topk)
+    return logit_lens_pixels(loaded, prediction_tensor(image, loaded.facts, view), topk)

@@ -24,7 +24,7 @@ from torch import nn
 from vitviz.capture import model_lock
 from vitviz.methods import METHODS, explain_pixels
 from vitviz.models import LoadedModel
-from vitviz.preprocess import explanation_tensor
+from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = [
     "ORIGINAL_STAGE",
@@ -143,17 +143,19 @@ def cascading_randomisation(
     class_index: int | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    view: ViewMode = "crop",
     **options: Any,
 ) -> SanityResult:
     """The method's map as the model's weights are randomised from the head down, stage by stage.
 
     Args:
         loaded: the model; shared and never modified (a deep copy is randomised).
-        image: any RGB image, explained whole (resized to the model's input, no crop).
+        image: any RGB image.
         method: a name from the registry.
         class_index: the class explained at every stage; default the model's top class.
         seed: seed of the random weights.
         progress: called after each map with (maps done, maps in all); an exception it raises stops.
+        view: "crop" (the model's eval transform) or "whole" (see `vitviz.preprocess`).
         options: the method's own options.
 
     Returns:
@@ -164,7 +166,7 @@ def cascading_randomisation(
     with model_lock(loaded.model):  # no capture may be half-way (hooks, fused flags) while copying
         model = copy.deepcopy(loaded.model)
     copied = replace(loaded, model=model)
-    pixels = explanation_tensor(image, loaded.facts).to(loaded.device)
+    pixels = explanation_tensor(image, loaded.facts, view).to(loaded.device)
     stages = randomisation_stages(model)
     total = len(stages) + 1
     classes = None
