@@ -300,6 +300,9 @@ def test_ablation_follows_the_images_view_and_fills_the_records_view_and_logits(
     image = noise_picture(size=120).crop((0, 0, 120, 80))  # not square: the views differ
     for view in ("crop", "whole"):
         result = ablate_heads(loaded, image, [], topk=2, view=view)
-        assert result.before == predict(loaded, [image], topk=2, view=view)[0] == result.after
+        assert result.before == predict(loaded, [image], topk=2, view=view)[0]
+        # The ablated forward runs unfused attention (to record it): equal up to rounding.
+        assert [p.index for p in result.after] == [p.index for p in result.before]
+        assert [p.probability for p in result.after] == pytest.approx([p.probability for p in result.before])
         assert result.record.view is not None and result.record.view.mode == view
         assert int(result.record.logits.argmax()) == result.after[0].index
