@@ -157,7 +157,7 @@ def ablate_heads(
         view=seen,
     )
     before, after = (top_predictions(logits, topk, loaded.labels)[0] for logits in (clean, ablated))
-    chosen = tuple(sorted((int(layer), int(head)) for layer, head in heads))
+    chosen = tuple(sorted({(int(layer), int(head)) for layer, head in heads}))
     return AblationResult(chosen, mode, before, after, record)
 
 
