@@ -291,11 +291,46 @@ def test_captum_methods_on_a_linear_model_give_each_cells_contribution(method):
     assert parameters_untouched(loaded.model)
 
 
-@pytest.mark.parametrize("method", ["integrated-gradients", "occlusion"])
+@pytest.mark.parametrize(
+    "method", ["integrated-gradients", "occlusion", "saliency", "smoothgrad", "gradient-shap"]
+)
 def test_captum_methods_sum_over_the_token_grid_of_a_vit(tiny_models, method):
     loaded = classifier(tiny_models, "registers")
-    result = explain_pixels(loaded, model_input(loaded), method, [4], steps=4)[0]
+    result = explain_pixels(loaded, model_input(loaded), method, [4], steps=4, samples=4)[0]
     assert result.values.shape == loaded.facts.grid_size and np.isfinite(result.values).all()
+
+
+@pytest.mark.parametrize("method", ["saliency", "smoothgrad"])
+def test_saliency_and_smoothgrad_of_a_linear_model_are_its_weights_per_cell(method):
+    # The gradient of a linear model is its weight row wherever the input (or noise) is.
+    generator = torch.Generator().manual_seed(1)
+    weight = torch.randn(3, 3 * 4 * 4, generator=generator)
+    loaded = hand_made_loaded(LinearModel(weight), (4, 4), num_classes=3)
+    pixels = torch.randn(1, 3, 4, 4, generator=generator)
+    result = explain_pixels(loaded, pixels, method, [1], cell_px=2, samples=3)[0]
+    per_pixel = weight[1].reshape(3, 4, 4).abs().amax(dim=0)  # max over colours of |∂score/∂x|
+    np.testing.assert_allclose(
+        result.values, per_pixel.reshape(2, 2, 2, 2).sum(dim=(1, 3)).numpy(), rtol=1e-5
+    )
+    assert parameters_untouched(loaded.model)
+
+
+def test_gradient_shap_of_a_linear_model_shares_the_rise_from_its_baselines_and_is_seeded():
+    # Each draw attributes w · (x − b) for a baseline b of {mean colour, a noise image}: the cells
+    # add up to f(x) minus a mix of f(0) and f(noise), and the same seed gives the same map.
+    generator = torch.Generator().manual_seed(2)
+    weight = torch.randn(2, 3 * 4 * 4, generator=generator)
+    loaded = hand_made_loaded(LinearModel(weight), (4, 4), num_classes=2)
+    pixels = torch.randn(1, 3, 4, 4, generator=generator)
+    first = explain_pixels(loaded, pixels, "gradient-shap", [0], cell_px=2, samples=8)[0]
+    again = explain_pixels(loaded, pixels, "gradient-shap", [0], cell_px=2, samples=8)[0]
+    np.testing.assert_array_equal(first.values, again.values)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        noise = torch.randn(1, 3, 4, 4)  # the noise baseline the method draws from seed 0
+    score = float(pixels.flatten() @ weight[0])
+    rises = sorted([score, score - float(noise.flatten() @ weight[0])])
+    assert rises[0] - 1e-4 <= float(first.values.sum()) <= rises[1] + 1e-4
 
 
 # --- What is offered, and what stays untouched ------------------------------------------------
@@ -305,9 +340,23 @@ def test_methods_offered_by_family_and_head(tiny_models):
     vit = frozen_loaded(tiny_models["vit"]).facts
     cnn = frozen_loaded(tiny_models["cnn"]).facts
     headless = frozen_loaded(tiny_models["registers"]).facts  # DINOv2 style: no classifier head
-    assert available_methods(vit) == list(METHOD_NAMES)
-    assert available_methods(cnn) == ["gradcam", "gradcam++", "integrated-gradients", "occlusion"]
-    assert available_methods(headless) == ["rollout", "attention"]
+    assert available_methods(vit) == [name for name in METHOD_NAMES if name != "fullgrad"]
+    class_agnostic_cams = ["eigencam", "kpca-cam", "fem"]
+    cnn_cams = [
+        "hirescam",
+        "gradcam-elementwise",
+        "xgradcam",
+        "layercam",
+        "eigengradcam",
+        "scorecam",
+        "ablationcam",
+    ]
+    assert available_methods(cnn) == [
+        "gradcam", "gradcam++", *cnn_cams, *class_agnostic_cams, "fullgrad",
+        "integrated-gradients", "occlusion", "saliency", "smoothgrad", "gradient-shap",
+    ]  # fmt: skip
+    assert "fullgrad" not in available_methods(vit)  # FullGrad reads conv and batch-norm biases
+    assert available_methods(headless) == ["rollout", "attention", *class_agnostic_cams]
     assert default_method(vit) == "rollout" and default_method(cnn) == "gradcam"
 
 
@@ -332,7 +381,7 @@ def test_every_method_leaves_no_hooks_no_grads_and_restores_fused_attention(tiny
         before = (hook_counts(loaded.model), fused_flags(loaded.model))
         pixels = model_input(loaded) if key != "cnn" else torch.randn(1, 3, 64, 64)
         for method in available_methods(loaded.facts):
-            explain_pixels(loaded, pixels, method, steps=2, cell_px=32)
+            explain_pixels(loaded, pixels, method, steps=2, cell_px=32, samples=2, batch_size=256)
         assert (hook_counts(loaded.model), fused_flags(loaded.model)) == before
         assert parameters_untouched(loaded.model, requires_grad=not frozen)
 

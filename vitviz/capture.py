@@ -23,10 +23,14 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 __all__ = [
+    "ABLATION_MODES",
     "ActivationLeaf",
     "AttentionCapture",
+    "HeadAblation",
     "InputCapture",
+    "LayerTap",
     "ModelHooks",
+    "ModuleOutputs",
     "QueryKeyCapture",
     "attention_modules",
     "capture_attention",
@@ -37,6 +41,7 @@ _locks: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyD
 _locks_guard = threading.Lock()
 
 ForwardHook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
+ForwardPreHook = Callable[[nn.Module, tuple[Any, ...]], Any]
 
 
 def model_lock(model: nn.Module) -> threading.RLock:
@@ -87,6 +92,16 @@ class ModelHooks:
             return function(hooked, inputs, output)
 
         self._handles.append(module.register_forward_hook(bound_to_thread))
+
+    def _pre_hook(self, module: nn.Module, function: ForwardPreHook) -> None:
+        """Like `_hook`, before the module runs: `function` may return new inputs for it."""
+
+        def bound_to_thread(hooked: nn.Module, inputs: tuple[Any, ...]) -> Any:
+            if threading.get_ident() != self._thread:
+                return None  # another caller's forward on the shared model: leave it alone
+            return function(hooked, inputs)
+
+        self._handles.append(module.register_forward_pre_hook(bound_to_thread))
 
     def __enter__(self) -> Self:
         self._lock.acquire()
@@ -260,3 +275,147 @@ def capture_attention(model: nn.Module, pixels: torch.Tensor) -> tuple[torch.Ten
     with AttentionCapture(model) as capture:
         output = model(pixels)
     return output, capture.attentions
+
+
+# --- Interventions: hooks that change what a forward computes, for this thread only -------------
+
+# How a switched-off head is replaced: by zeros, or by its own output averaged over the tokens
+# (which keeps the head's mean contribution and removes only what differs from token to token).
+ABLATION_MODES: tuple[str, ...] = ("zero", "mean")
+
+
+class HeadAblation(ModelHooks):
+    """Switches attention heads off during this thread's forwards.
+
+    Each attention layer concatenates its heads' outputs, (B, N, heads · head_dim), right before
+    its output projection `proj`; a forward-pre-hook on `proj` replaces the slices of the heads
+    switched off, so every later layer sees the model without them. The head count and width are
+    read from each layer (`num_heads`, `proj.in_features`), never assumed.
+
+    Args:
+        model: a timm model with self-attention layers.
+        masks: bool, True where a head is off: (layers, heads) for every image alike, or
+            (B, layers, heads) with one row per image of the batch (several ablations per forward).
+        mode: "zero" sets the slice to zero; "mean" sets every token's slice to its mean over the
+            image's tokens (prefix tokens included).
+
+    Example:
+        masks = torch.zeros(12, 6, dtype=torch.bool); masks[3, 1] = True
+        with HeadAblation(model, masks, "mean"):
+            logits = model(x)
+    """
+
+    def __init__(self, model: nn.Module, masks: torch.Tensor, mode: str = "zero") -> None:
+        super().__init__(model)
+        self.modules = attention_modules(model)
+        if not self.modules:
+            raise ValueError(f"{type(model).__name__} has no attention heads to switch off")
+        if mode not in ABLATION_MODES:
+            raise ValueError(f"unknown ablation mode {mode!r}: use one of {', '.join(ABLATION_MODES)}")
+        heads = {int(module.num_heads) for module in self.modules}
+        if len(heads) != 1:
+            raise ValueError(f"{type(model).__name__} has layers with different head counts: {sorted(heads)}")
+        expected = (len(self.modules), heads.pop())
+        masks = torch.as_tensor(masks, dtype=torch.bool)
+        if masks.ndim not in (2, 3) or tuple(masks.shape[-2:]) != expected:
+            raise ValueError(
+                f"head masks must be (layers, heads) = {expected} or (batch, *{expected}), "
+                f"got {tuple(masks.shape)}"
+            )
+        for module in self.modules:
+            proj = getattr(module, "proj", None)
+            if not isinstance(proj, nn.Linear) or proj.in_features % module.num_heads:
+                raise ValueError(f"{type(module).__name__} has no output projection split into heads")
+        self.masks = masks
+        self.mode = mode
+
+    def _attach(self) -> None:
+        per_layer = self.masks.any(dim=0) if self.masks.ndim == 3 else self.masks  # (layers, heads)
+        for layer, module in enumerate(self.modules):
+            if per_layer[layer].any():  # a layer with every head on runs untouched
+                self._pre_hook(module.proj, self._ablation(layer))
+
+    def _ablation(self, layer: int) -> ForwardPreHook:
+        def ablate(_module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+            heads_out = inputs[0]  # (B, N, heads · head_dim)
+            batch, tokens, width = heads_out.shape
+            heads = self.masks.shape[-1]
+            if self.masks.ndim == 3:
+                if self.masks.shape[0] != batch:
+                    raise ValueError(f"{self.masks.shape[0]} rows of head masks for a batch of {batch}")
+                off = self.masks[:, layer]  # (B, heads)
+            else:
+                off = self.masks[layer].expand(batch, heads)
+            off = off.to(heads_out.device)[:, None, :, None]  # (B, 1, heads, 1)
+            per_head = heads_out.reshape(batch, tokens, heads, width // heads)  # (B, N, heads, head_dim)
+            if self.mode == "zero":
+                replaced = per_head.masked_fill(off, 0.0)
+            else:
+                replaced = torch.where(off, per_head.mean(dim=1, keepdim=True), per_head)
+            return (replaced.reshape(batch, tokens, width), *inputs[1:])
+
+        return ablate
+
+
+class LayerTap(ModelHooks):
+    """Routes one module's output through a function of the caller's during this thread's forwards.
+
+    A third-party library that wants hooks on a layer (pytorch-grad-cam) can then hook a module of
+    its own that `route` calls, instead of the shared model. With `start_graph=True` the output is
+    first detached into a fresh leaf that requires grad, so a backward from the class score stops
+    there: only the layers after it are recorded, and the frozen parameters get no gradient.
+
+    Args:
+        model: the shared model.
+        module: the module whose output is routed.
+        route: called on the (possibly detached) output; its result replaces the output.
+        start_graph: start the autograd graph at the output.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        module: nn.Module,
+        route: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        start_graph: bool = False,
+    ) -> None:
+        super().__init__(model)
+        self.module = module
+        self.route = route
+        self.start_graph = start_graph
+
+    def _attach(self) -> None:
+        self._hook(self.module, self._route)
+
+    def _route(self, _module: nn.Module, _inputs: tuple[Any, ...], output: Any) -> Any:
+        tensor = output[-1] if isinstance(output, list | tuple) else output
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{type(self.module).__name__} does not output a tensor")
+        if self.start_graph:
+            tensor = tensor.detach().requires_grad_(True)
+        routed = self.route(tensor)
+        if isinstance(output, list | tuple):
+            return type(output)([*output[:-1], routed])
+        return routed
+
+
+class ModuleOutputs(ModelHooks):
+    """Keeps the output of each of several modules (e.g. every transformer block), detached."""
+
+    def __init__(self, model: nn.Module, modules: list[nn.Module]) -> None:
+        super().__init__(model)
+        self.modules = list(modules)
+        self.outputs: list[torch.Tensor | None] = [None] * len(self.modules)
+
+    def _attach(self) -> None:
+        self.outputs = [None] * len(self.modules)
+        for index, module in enumerate(self.modules):
+            self._hook(module, self._record(index))
+
+    def _record(self, index: int) -> ForwardHook:
+        def record(_module: nn.Module, _inputs: tuple[Any, ...], output: Any) -> None:
+            tensor = output[-1] if isinstance(output, list | tuple) else output
+            self.outputs[index] = tensor.detach()
+
+        return record

@@ -1,1 +1,1 @@
-"""Helpers shared by the tests: archives, run folders and polling with a deadline."""
+"""Helpers shared by the test modules: tiny models, browsers, archives, run folders, polling with a deadline."""

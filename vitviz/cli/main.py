@@ -6,13 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vitviz.cli import anatomy, compare, core, finetune, report
+from vitviz.cli import anatomy, compare, core, finetune, interventions, report
 from vitviz.cli.common import CommandError
 
 __all__ = ["build_parser", "main"]
 
 # Each module adds its subcommands with `add_commands(subparsers)` and sets `run=` on its parsers.
-COMMAND_GROUPS = (core, anatomy, report, compare, finetune)
+COMMAND_GROUPS = (core, anatomy, report, compare, finetune, interventions)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,8 @@ from vitviz.methods.base import (
     feature_grid,
     pool_to_grid,
 )
-from vitviz.methods.captum_methods import IntegratedGradients, Occlusion
+from vitviz.methods.cam_library import LIBRARY_CAMS
+from vitviz.methods.captum_methods import GradientShap, IntegratedGradients, Occlusion, Saliency, SmoothGrad
 from vitviz.methods.chefer import Chefer
 from vitviz.methods.grad_rollout import GradRollout
 from vitviz.methods.gradcam import GradCAM, GradCAMPlusPlus
@@ -48,8 +49,12 @@ METHODS: dict[str, type[ExplanationMethod]] = {
         GradCAMPlusPlus,
         GradRollout,
         Chefer,
+        *LIBRARY_CAMS,
         IntegratedGradients,
         Occlusion,
+        Saliency,
+        SmoothGrad,
+        GradientShap,
     )
 }
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)

@@ -1,4 +1,4 @@
-"""Faithfulness of explanations: deletion and insertion curves and their areas, per method and model."""
+"""Faithfulness of explanations: deletion and insertion curves, and ROAD, per method and model."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-from vitviz.methods import method_title
+from vitviz.methods import explain_pixels, method_title
 from vitviz.methods.probes import (
     DEFAULT_FRACTIONS,
     area_under_curve,
@@ -23,7 +26,19 @@ from vitviz.methods.probes import (
 )
 from vitviz.models import LoadedModel
 
-__all__ = ["FaithfulnessResult", "faithfulness", "faithfulness_rows"]
+__all__ = [
+    "ROAD_PERCENTILES",
+    "FaithfulnessResult",
+    "RoadResult",
+    "faithfulness",
+    "faithfulness_rows",
+    "road",
+    "road_rows",
+]
+
+# The map percentiles ROAD thresholds at (the library's defaults); at p, (100 − p) % of the pixels
+# are imputed.
+ROAD_PERCENTILES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,111 @@ def faithfulness_rows(results: Sequence[FaithfulnessResult]) -> list[dict[str, A
             "deletion AUC ↓": round(result.deletion_auc, 4),
             "insertion AUC ↑": round(result.insertion_auc, 4),
             "insertion − deletion": round(result.insertion_auc - result.deletion_auc, 4),
+        }
+        for result in results
+    ]
+
+
+@dataclass(frozen=True)
+class RoadResult:
+    """ROAD (Rong et al., 2022) of one method's map: the target probability as pixels are imputed.
+
+    Removed pixels are not greyed but filled in from their neighbours (the library's noisy linear
+    imputation), so the model never sees the tell-tale grey shapes that let deletion curves leak
+    the removed region's outline. Most-relevant-first (MoRF) should fall fast, least-relevant-
+    first (LeRF) stay high.
+    """
+
+    model: str  # timm name
+    trained: bool  # False for random (untrained) weights
+    method: str  # registry name
+    target_index: int
+    target_label: str
+    clean_probability: float  # with nothing removed
+    removed: np.ndarray  # (P,) fraction of pixels imputed, rising
+    most_relevant_first: np.ndarray  # (P,) target probability, most relevant pixels imputed
+    least_relevant_first: np.ndarray  # (P,) target probability, least relevant pixels imputed
+
+    @property
+    def score(self) -> float:
+        """Mean over the thresholds of (LeRF − MoRF) / 2, the library's combined ROAD: higher is more faithful."""
+        return float(np.mean(self.least_relevant_first - self.most_relevant_first) / 2.0)
+
+
+def road(
+    loaded: LoadedModel,
+    image: Image.Image,
+    methods: Sequence[str],
+    class_index: int | None = None,
+    percentiles: Sequence[int] = ROAD_PERCENTILES,
+    seed: int = 0,
+    method_options: dict[str, dict[str, Any]] | None = None,
+) -> list[RoadResult]:
+    """ROAD curves of each method's map on the prediction input, with pytorch-grad-cam's ROAD metric.
+
+    Args:
+        loaded: a model with a classifier head; never modified.
+        image: any RGB image.
+        methods: registry names; each must fit the model.
+        class_index: class to follow (default: the top class on the clean input).
+        percentiles: thresholds of the map, each in (0, 100).
+        seed: seed of the imputation noise (the global random state is left as it was).
+        method_options: per-method options, by method name.
+
+    Returns:
+        One result per method, in the order given.
+    """
+    # At percentile p both orders impute (100 − p) % of the pixels: the most relevant ones (MoRF)
+    # or the least relevant ones (LeRF). Highest p first, so the fraction removed rises.
+    steps = sorted({int(value) for value in percentiles}, reverse=True)
+    if not steps or steps[-1] <= 0 or steps[0] >= 100:
+        raise ValueError("ROAD percentiles must lie strictly between 0 and 100")
+    target = probe_target(loaded, image, class_index)
+    pixels = target.pixels  # (1, 3, H, W)
+    input_size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+    targets = [ClassifierOutputSoftmaxTarget(target.index)]
+    devices = [pixels.device] if pixels.device.type == "cuda" else []
+    results = []
+    for method in methods:
+        options = (method_options or {}).get(method, {})
+        values = explain_pixels(loaded, pixels, method, [target.index], **options)[0].values
+        per_pixel = F.interpolate(
+            torch.from_numpy(values)[None, None], size=input_size, mode="bilinear", align_corners=False
+        )[0].numpy()  # (1, H, W): ROAD thresholds pixels
+        curves: dict[str, list[float]] = {"morf": [], "lerf": []}
+        # Plain forwards only (the library hooks nothing here), so no model lock is needed.
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            for percentile in steps:
+                for key, metric in (("morf", ROADMostRelevantFirst), ("lerf", ROADLeastRelevantFirst)):
+                    after = metric(percentile)(pixels, per_pixel, targets, loaded.model, return_diff=False)
+                    curves[key].append(float(after[0]))
+        results.append(
+            RoadResult(
+                model=loaded.facts.name,
+                trained=loaded.trained,
+                method=method,
+                target_index=target.index,
+                target_label=target.label,
+                clean_probability=target.clean_probability,
+                removed=np.asarray([1.0 - step / 100 for step in steps]),
+                most_relevant_first=np.asarray(curves["morf"]),
+                least_relevant_first=np.asarray(curves["lerf"]),
+            )
+        )
+    return results
+
+
+def road_rows(results: Sequence[RoadResult]) -> list[dict[str, Any]]:
+    """One table row per result: lower MoRF, higher LeRF and a higher combined score mean more faithful."""
+    return [
+        {
+            "model": result.model + ("" if result.trained else " (untrained)"),
+            "method": method_title(result.method),
+            "class": f"{result.target_label} ({result.target_index})",
+            "ROAD MoRF ↓": round(float(np.mean(result.most_relevant_first)), 4),
+            "ROAD LeRF ↑": round(float(np.mean(result.least_relevant_first)), 4),
+            "ROAD (LeRF − MoRF)/2 ↑": round(result.score, 4),
         }
         for result in results
     ]

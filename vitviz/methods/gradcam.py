@@ -11,7 +11,16 @@ from vitviz.capture import ActivationLeaf
 from vitviz.methods.base import ExplanationMethod
 from vitviz.models import ModelFacts
 
-__all__ = ["FEATURES", "STEM", "TOKENS", "GradCAM", "GradCAMPlusPlus", "default_layer"]
+__all__ = [
+    "FEATURES",
+    "STEM",
+    "TOKENS",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "as_feature_map",
+    "default_layer",
+    "layer_module",
+]
 
 # Named targets besides module names: the feature extractor's output, a hybrid's CNN stem, and the
 # token grid entering the last block (a class-token head gives the final tokens no patch gradient).
@@ -23,6 +32,52 @@ TOKENS = "tokens"
 def default_layer(facts: ModelFacts) -> str:
     """Where Grad-CAM looks by default: a CNN's features, a hybrid's CNN stem, a ViT's last token grid."""
     return {"cnn": FEATURES, "hybrid": STEM, "vit": TOKENS}[facts.family]
+
+
+def layer_module(model: nn.Module, facts: ModelFacts, layer: str) -> tuple[nn.Module, str]:
+    """The module a CAM reads for a named target ("stem", "tokens" or a module name), and its description.
+
+    ("features" has no module: it is the output of `forward_features`; callers handle it.)
+    """
+    if layer == STEM:
+        backbone = getattr(getattr(model, "patch_embed", None), "backbone", None)
+        if backbone is None:
+            raise ValueError(f"{facts.name} has no CNN stem; the stem layer is for hybrids")
+        return backbone, "patch_embed.backbone (CNN stem)"
+    if layer == TOKENS:
+        blocks = getattr(model, "blocks", None)
+        if facts.grid_size is None or blocks is None or not hasattr(blocks[-1], "norm1"):
+            raise ValueError(f"{facts.name} has no token grid for Grad-CAM")
+        name = f"blocks.{len(blocks) - 1}.norm1"
+        return blocks[-1].norm1, f"{name} (token grid)"
+    try:
+        return model.get_submodule(layer), layer
+    except AttributeError as error:
+        raise ValueError(
+            f"{facts.name} has no module named {layer!r}; use features, stem, tokens or a "
+            "name from model.named_modules()"
+        ) from error
+
+
+def as_feature_map(tensor: torch.Tensor, facts: ModelFacts, source: str) -> torch.Tensor:
+    """(B, C, h, w) from a conv map (unchanged) or from tokens, reshaped by the model's own grid size.
+
+    Args:
+        tensor: (B, C, h, w), or (B, N, C) tokens with or without the prefix tokens.
+        facts: the model's facts: `grid_size` and `num_prefix_tokens` come from the model itself.
+        source: what the tensor was read from, for the error message.
+    """
+    if tensor.ndim == 4:
+        return tensor
+    if tensor.ndim != 3 or facts.grid_size is None:
+        raise ValueError(f"{source} outputs shape {tuple(tensor.shape)}, not a feature map or tokens")
+    rows, cols = facts.grid_size
+    tokens = tensor.shape[1]
+    if tokens == facts.num_tokens:
+        tensor = tensor[:, facts.num_prefix_tokens :]
+    elif tokens != rows * cols:
+        raise ValueError(f"{source} outputs {tokens} tokens, which do not fit the {rows}×{cols} grid")
+    return tensor.reshape(tensor.shape[0], rows, cols, tensor.shape[-1]).permute(0, 3, 1, 2)
 
 
 class GradCAM(ExplanationMethod):
@@ -87,40 +142,10 @@ class GradCAM(ExplanationMethod):
         return leaf.activation, logits, source
 
     def _module(self, layer: str) -> tuple[nn.Module, str]:
-        model = self.model
-        if layer == STEM:
-            backbone = getattr(getattr(model, "patch_embed", None), "backbone", None)
-            if backbone is None:
-                raise ValueError(f"{self.facts.name} has no CNN stem; the stem layer is for hybrids")
-            return backbone, "patch_embed.backbone (CNN stem)"
-        if layer == TOKENS:
-            blocks = getattr(model, "blocks", None)
-            if self.facts.grid_size is None or blocks is None or not hasattr(blocks[-1], "norm1"):
-                raise ValueError(f"{self.facts.name} has no token grid for Grad-CAM")
-            name = f"blocks.{len(blocks) - 1}.norm1"
-            return blocks[-1].norm1, f"{name} (token grid)"
-        try:
-            return model.get_submodule(layer), layer
-        except AttributeError as error:
-            raise ValueError(
-                f"{self.facts.name} has no module named {layer!r}; use features, stem, tokens or a "
-                "name from model.named_modules()"
-            ) from error
+        return layer_module(self.model, self.facts, layer)
 
     def _as_feature_map(self, tensor: torch.Tensor, source: str) -> torch.Tensor:
-        """(B, C, h, w) from a conv map or from tokens, reshaped by the model's own grid size."""
-        if tensor.ndim == 4:
-            return tensor
-        facts = self.facts
-        if tensor.ndim != 3 or facts.grid_size is None:
-            raise ValueError(f"{source} outputs shape {tuple(tensor.shape)}, not a feature map or tokens")
-        rows, cols = facts.grid_size
-        tokens = tensor.shape[1]
-        if tokens == facts.num_tokens:
-            tensor = tensor[:, facts.num_prefix_tokens :]
-        elif tokens != rows * cols:
-            raise ValueError(f"{source} outputs {tokens} tokens, which do not fit the {rows}×{cols} grid")
-        return tensor.reshape(tensor.shape[0], rows, cols, tensor.shape[-1]).permute(0, 3, 1, 2)
+        return as_feature_map(tensor, self.facts, source)
 
 
 class GradCAMPlusPlus(GradCAM):
