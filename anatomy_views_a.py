@@ -9,7 +9,7 @@ import streamlit as st
 from PIL import Image
 from streamlit.delta_generator import DeltaGenerator
 
-import ui
+from pages.views import ui
 from vitviz.figures.anatomy import (
     attention_distance_figure,
     encoder_input_figure,

@@ -10,7 +10,7 @@ import streamlit as st
 from PIL import Image
 from streamlit.delta_generator import DeltaGenerator
 
-import ui
+from pages.views import ui
 from vitviz.figures.anatomy import (
     MODEL_VIEW_MARGIN_PX,
     feature_maps_figure,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import anatomy_views_a
-import ui
+from pages.views import ui
 
 try:  # part B's views (resolution, hybrid stem, token norms, all heads, queries & keys)
     import anatomy_views_b

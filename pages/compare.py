@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-import compare_views as views
-import ui
+from pages.views import compare as views
+from pages.views import ui
 from vitviz.figures.compare import SCALE_TITLE, predictions_comparison_figure, shared_overlays_figure
 
 GRADCAM_LAYERS = {

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-import ui
+from pages.views import ui
 from vitviz.figures.common import (
     attention_overlay_figure,
     patch_grid_figure,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-import finetune_views as views
-import ui
+from pages.views import finetune as views
+from pages.views import ui
 from vitviz.finetune.data import BUILTIN_SHAPES
 from vitviz.finetune.trainer import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATES, MODES, FinetuneConfig
 from vitviz.finetune.worker import start_run

@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-import ui
+from pages.views import ui
 from vitviz.device import default_device
 from vitviz.figures.animation import attention_animation_figure, attention_animation_gif
 from vitviz.figures.common import (

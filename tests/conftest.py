@@ -33,7 +33,7 @@ def tiny_models() -> dict[str, torch.nn.Module]:
 @pytest.fixture(scope="session")
 def app_url():
     """A `streamlit run` of the whole app on loopback, shared by the browser tests."""
-    from tests.browser import streamlit_app
+    from tests.support.browser import streamlit_app
 
     with streamlit_app() as url:
         yield url
@@ -44,7 +44,7 @@ def chromium():
     """Headless Debian Chromium driven by Playwright (never a downloaded browser)."""
     from playwright.sync_api import sync_playwright
 
-    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

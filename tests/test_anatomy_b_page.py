@@ -6,7 +6,7 @@ import timm
 import torch
 from streamlit.testing.v1 import AppTest
 
-from tests.anatomy_apptest import figure_titles, open_anatomy, open_tab, page_texts
+from tests.support.anatomy_apptest import figure_titles, open_anatomy, open_tab, page_texts
 
 TABS_B = ("Resolution", "Hybrid stem", "Token norms", "All heads", "Queries & keys")
 TIMEOUT_S = 240

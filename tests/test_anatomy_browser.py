@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.browser import click_data_point, open_tab, save_screenshot, wait_until_idle
+from tests.support.browser import click_data_point, open_tab, save_screenshot, wait_until_idle
 
 pytestmark = pytest.mark.browser
 

@@ -6,7 +6,7 @@ import timm
 import torch
 from streamlit.testing.v1 import AppTest
 
-from tests.anatomy_apptest import figure_titles, open_anatomy, open_tab, page_texts
+from tests.support.anatomy_apptest import figure_titles, open_anatomy, open_tab, page_texts
 
 TABS_A = ("Patches as words", "Filters", "Position embeddings", "Attention distance")
 TIMEOUT_S = 180

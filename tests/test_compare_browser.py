@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.browser import ARTIFACTS, save_screenshot, wait_until_idle
+from tests.support.browser import ARTIFACTS, save_screenshot, wait_until_idle
 
 pytestmark = pytest.mark.browser
 

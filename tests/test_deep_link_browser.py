@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.browser import save_screenshot, streamlit_app, wait_until_idle
+from tests.support.browser import save_screenshot, streamlit_app, wait_until_idle
 
 pytestmark = pytest.mark.browser
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.browser import click_data_point, save_screenshot, wait_until_idle
+from tests.support.browser import click_data_point, save_screenshot, wait_until_idle
 from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser

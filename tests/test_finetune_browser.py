@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.browser import save_screenshot, streamlit_app, wait_until_idle
+from tests.support.browser import save_screenshot, streamlit_app, wait_until_idle
 
 pytestmark = pytest.mark.browser
 

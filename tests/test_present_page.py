@@ -5,7 +5,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.browser import REPO
+from tests.support.browser import REPO
 from vitviz.figures.story import SLIDE_KEYS
 
 TITLES = [

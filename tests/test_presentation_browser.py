@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from tests.browser import save_screenshot, shows_once, wait_until_idle
+from tests.support.browser import save_screenshot, shows_once, wait_until_idle
 from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-import ui
+from pages.views import ui
 from vitviz.figures.common import attention_overlay_figure
 from vitviz.figures.finetune import class_counts_figure, confusion_figure, training_curves_figure
 from vitviz.finetune.data import DataError, DataSummary, ImageSet, planned_split, scan_image_folder, summarize

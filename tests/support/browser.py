@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 # Chromium's own network chatter is refused on closed machines; these flags keep it quiet.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import streamlit as st
 from PIL import Image
 
-import ui
+from pages.views import ui
 from vitviz.figures.compare import (
     SCALE_PERCENTILE,
     OverlayPanel,

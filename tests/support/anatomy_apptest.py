@@ -6,8 +6,8 @@ import json
 
 from streamlit.testing.v1 import AppTest
 
-from tests.browser import REPO
-from ui import OTHER_MODEL, WEIGHTS_FILE
+from pages.views.ui import OTHER_MODEL, WEIGHTS_FILE
+from tests.support.browser import REPO
 
 
 def open_anatomy(
