@@ -1,4 +1,4 @@
-"""AppTest helpers for the Anatomy page, shared by the tests of its two halves."""
+"""AppTest helpers for the Anatomy page: open it on a model, open a tab, read its texts and titles."""
 
 from __future__ import annotations
 
