@@ -83,22 +83,23 @@ def wait_until_idle(page, timeout_s: float = 120.0, quiet_s: float = 0.8) -> Non
     raise TimeoutError("the app kept running for longer than the deadline")
 
 
-def open_and_wait(page, url: str, ready, timeout_ms: int = 120_000) -> None:
+def open_and_wait(page, url: str, ready, timeout_ms: int = 120_000, quiet_s: float = 0.8) -> None:
     """Opens `url`, waits with a deadline for the `ready` locator to show, then for the run to end.
 
     Right after a navigation the page can be quiet before its first run has drawn anything, so
-    quiet alone proves nothing: a named element of the finished page does.
+    quiet alone proves nothing: a named element of the finished page does. A page that redraws a
+    live fragment every second needs a `quiet_s` shorter than that.
     """
     page.goto(url)
     ready.first.wait_for(timeout=timeout_ms)
-    wait_until_idle(page)
+    wait_until_idle(page, timeout_s=timeout_ms / 1000, quiet_s=quiet_s)
 
 
-def reload_and_wait(page, ready, timeout_ms: int = 120_000) -> None:
+def reload_and_wait(page, ready, timeout_ms: int = 120_000, quiet_s: float = 0.8) -> None:
     """Reloads the page and waits as `open_and_wait` does."""
     page.reload()
     ready.first.wait_for(timeout=timeout_ms)
-    wait_until_idle(page)
+    wait_until_idle(page, timeout_s=timeout_ms / 1000, quiet_s=quiet_s)
 
 
 def save_screenshot(page, name: str) -> Path:
