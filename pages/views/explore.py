@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import plotly.graph_objects as go
@@ -114,24 +114,6 @@ def _class_query(facts: ModelFacts) -> str:
 # The page's views -----------------------------------------------------------------------------
 
 
-def _chart_and_downloads(
-    figure: go.Figure,
-    chart_key: str,
-    downloads_key: str,
-    view: str,
-    choice: ui.ModelChoice,
-    picked: ui.ImageChoice,
-    array: np.ndarray | None = None,
-    clickable: bool = False,
-) -> None:
-    """A figure and its row of downloads; a clickable figure reruns the page with the clicked patch."""
-    if clickable:
-        st.plotly_chart(figure, key=chart_key, on_select="rerun", selection_mode="points", theme=None)
-    else:
-        st.plotly_chart(figure, key=chart_key, theme=None)
-    ui.figure_downloads(figure, array, choice.name, choice.weights, picked.name, view, downloads_key)
-
-
 def _top5(choice: ui.ModelChoice, picked: ui.ImageChoice, title: str, key: str) -> None:
     """The top-5 predictions as bars, with their downloads."""
     predictions = ui.cached_predictions(
@@ -148,6 +130,35 @@ def render_cnn(loaded: LoadedModel, choice: ui.ModelChoice, picked: ui.ImageChoi
     _top5(choice, picked, f"Top-5 · {picked.name}", "explore_cnn_bars")
 
 
+@dataclass(frozen=True)
+class _Maps:
+    """What every map of the page is drawn from: one model, one image, its attention and input view."""
+
+    choice: ui.ModelChoice
+    picked: ui.ImageChoice
+    facts: ModelFacts
+    record: AttentionRecord
+    pixels: np.ndarray  # the image as the model sees it
+    opacity: float
+
+    def chart(
+        self,
+        figure: go.Figure,
+        chart_key: str,
+        downloads_key: str,
+        view: str,
+        array: np.ndarray | None = None,
+        clickable: bool = False,
+    ) -> None:
+        """A figure and its row of downloads; a click on a clickable figure reruns the page."""
+        if clickable:
+            st.plotly_chart(figure, key=chart_key, on_select="rerun", selection_mode="points", theme=None)
+        else:
+            st.plotly_chart(figure, key=chart_key, theme=None)
+        choice = self.choice
+        ui.figure_downloads(figure, array, choice.name, choice.weights, self.picked.name, view, downloads_key)
+
+
 def render_attention(
     loaded: LoadedModel, choice: ui.ModelChoice, picked: ui.ImageChoice, opacity: float
 ) -> None:
@@ -161,6 +172,7 @@ def render_attention(
     pixels = ui.cached_explanation_image(
         choice.name, choice.weights, choice.device, picked.digest, picked.image
     )
+    maps = _Maps(choice, picked, facts, record, pixels, opacity)
     query_patch = _query_patch(facts.grid_size)
 
     grid_column, predictions_column = st.columns([3, 2])
@@ -173,9 +185,7 @@ def render_attention(
             f"{picked.name}: {rows}×{cols} patches of {facts.stride_px[0]} px (click one)",
             selected=query_patch,
         )
-        _chart_and_downloads(
-            grid_figure, GRID_CHART, "explore_grid", "patch-grid", choice, picked, clickable=True
-        )
+        maps.chart(grid_figure, GRID_CHART, "explore_grid", "patch-grid", clickable=True)
     with predictions_column:
         if facts.has_classifier:
             untrained = "" if loaded.trained else " (untrained)"
@@ -188,9 +198,9 @@ def render_attention(
 
     attention_column, rollout_column = st.columns(2)
     with attention_column:
-        _raw_attention(record, pixels, facts, choice, picked, opacity, query_patch)
+        _raw_attention(maps, query_patch)
     with rollout_column:
-        _rollout(record, pixels, facts, choice, picked, opacity)
+        _rollout(maps)
 
 
 def _query_patch(grid_size: tuple[int, int]) -> tuple[int, int] | None:
@@ -207,15 +217,9 @@ def _query_patch(grid_size: tuple[int, int]) -> tuple[int, int] | None:
     return patch
 
 
-def _raw_attention(
-    record: AttentionRecord,
-    pixels: np.ndarray,
-    facts: ModelFacts,
-    choice: ui.ModelChoice,
-    picked: ui.ImageChoice,
-    opacity: float,
-    query_patch: tuple[int, int] | None,
-) -> None:
+def _raw_attention(maps: _Maps, query_patch: tuple[int, int] | None) -> None:
+    """One layer's and head's attention from the class token (or mean patch) or a clicked patch."""
+    facts, record = maps.facts, maps.record
     st.subheader("Raw attention")
     controls = st.columns([3, 2])
     layer = controls[0].slider("Layer", 0, facts.num_layers - 1, facts.num_layers - 1, key="explore_layer")
@@ -245,43 +249,36 @@ def _raw_attention(
         values = class_attention_map(record, layer, head)
         source = query_options[0]
     figure = attention_overlay_figure(
-        pixels,
+        maps.pixels,
         values,
         facts.stride_px,
         f"Layer {layer}, {head_label}: attention from {source}",
-        opacity=opacity,
+        opacity=maps.opacity,
         selected=query_patch if query_kind == CLICKED_PATCH else None,
     )
     view = f"layer{layer} {'mean' if head is None else f'head{head}'} attention from {source}"
-    _chart_and_downloads(
-        figure, ATTENTION_CHART, "explore_attention", view, choice, picked, values, clickable=True
-    )
+    maps.chart(figure, ATTENTION_CHART, "explore_attention", view, values, clickable=True)
 
 
-def _rollout(
-    record: AttentionRecord,
-    pixels: np.ndarray,
-    facts: ModelFacts,
-    choice: ui.ModelChoice,
-    picked: ui.ImageChoice,
-    opacity: float,
-) -> None:
+def _rollout(maps: _Maps) -> None:
+    """Attention rollout with its head fusion, discard ratio and start layer."""
+    facts, choice = maps.facts, maps.choice
     st.subheader("Attention rollout")
     options = st.columns([2, 3])
     fusion = options[0].selectbox("Head fusion", ["mean", "max", "min"], key="explore_fusion")
     discard = options[1].slider("Discard ratio", 0.0, 0.95, 0.0, 0.05, key="explore_discard")
     start = st.slider("Start layer", 0, facts.num_layers - 1, 0, key="explore_start_layer")
     relevance = ui.cached_rollout(
-        choice.name, choice.weights, choice.device, picked.digest, fusion, discard, start, record
+        choice.name, choice.weights, choice.device, maps.picked.digest, fusion, discard, start, maps.record
     )
     last = facts.num_layers - 1
     figure = attention_overlay_figure(
-        pixels,
+        maps.pixels,
         relevance,
         facts.stride_px,
         f"Rollout: {fusion} of heads, discard {discard:.0%}, layers {start}–{last}",
-        opacity=opacity,
+        opacity=maps.opacity,
         colorbar_title="relevance",
     )
     view = f"rollout {fusion} discard{round(discard * 100)} layers{start}-{last}"
-    _chart_and_downloads(figure, "explore_rollout_chart", "explore_rollout", view, choice, picked, relevance)
+    maps.chart(figure, "explore_rollout_chart", "explore_rollout", view, relevance)
