@@ -261,11 +261,15 @@ class Story:
             st.stop()
             raise  # unreachable: st.stop() raises
 
-    def rollout(self) -> np.ndarray:
-        """Mean-of-heads rollout over every layer, as the story shows it."""
-        return ui.cached_rollout(
+    def show_rollout(self, title: str, key: str, height: int = FIGURE_HEIGHT) -> None:
+        """Mean-of-heads rollout over every layer over the image, as the story shows it."""
+        relevance = ui.cached_rollout(
             self.model_name, self.weights, self.device, self.picked.digest, "mean", 0.0, 0, self.attention()
         )
+        figure = attention_overlay_figure(
+            self.pixels, relevance, self.loaded.facts.stride_px, title, colorbar_title="relevance"
+        )
+        self.show(figure, key, "rollout-mean", relevance, height=height)
 
 
 def _story_model(device: str) -> LoadedModel:
@@ -529,16 +533,8 @@ def render_attention(story: Story) -> None:
 
 
 def render_rollout(story: Story) -> None:
-    facts = story.loaded.facts
-    relevance = story.rollout()
-    figure = attention_overlay_figure(
-        story.pixels,
-        relevance,
-        facts.stride_px,
-        f"{story.picked.name}: rollout over {facts.num_layers} layers",
-        colorbar_title="relevance",
-    )
-    story.show(figure, "present_rollout_chart", "rollout-mean", relevance)
+    title = f"{story.picked.name}: rollout over {story.loaded.facts.num_layers} layers"
+    story.show_rollout(title, "present_rollout_chart")
 
 
 # 6. The prediction (or, for a backbone without a head, the vector it outputs) -------------------
@@ -575,15 +571,7 @@ def render_compare(story: Story) -> None:
     picked = story.picked
     vit_column, cnn_column = st.columns(2, gap="large")
     with vit_column:
-        relevance = story.rollout()
-        figure = attention_overlay_figure(
-            story.pixels,
-            relevance,
-            facts.stride_px,
-            f"ViT · {story.model_name}: rollout",
-            colorbar_title="relevance",
-        )
-        story.show(figure, "present_compare_vit_chart", "rollout-mean", relevance, height=560)
+        story.show_rollout(f"ViT · {story.model_name}: rollout", "present_compare_vit_chart", height=560)
     with cnn_column:
         predictions = ui.cached_predictions(CNN_NAME, "bundled", story.device, picked.digest, picked.image, 5)
         story.show(
