@@ -258,4 +258,4 @@ def test_a_cnn_gets_a_note_in_every_view():
     at = _anatomy("tf_efficientnet_lite0", "bundled")
     for tab in FURTHER_TABS:
         _open(at, tab)
-        assert "tf_efficientnet_lite0 is a CNN" in page_texts(at), tab
+        assert "Does not apply: tf_efficientnet_lite0 is a CNN" in page_texts(at), tab

@@ -191,12 +191,16 @@ def _title(text: str, side: ModelSide) -> str:
     return text if side.loaded.trained else f"{text} · {side.label}"
 
 
-def _cnn_note(facts: ModelFacts, what: str) -> bool:
-    """Says that a CNN has no `what`; True when the view does not apply."""
+def _cnn_note(facts: ModelFacts, why: str) -> bool:
+    """Says that the view does not apply to a CNN, and why; True when it does not."""
     if facts.family == "cnn" or facts.grid_size is None:
-        st.info(f"{facts.name} is a CNN: it has no {what}. Pick a ViT or a hybrid to see this view.")
+        st.info(f"Does not apply: {facts.name} is a CNN. {why}")
         return True
     return False
+
+
+def _lacks(what: str) -> str:
+    return f"It has no {what}. Pick a ViT or a hybrid to see this view."
 
 
 # Cached computations: the model is passed unhashed, its side's key names it. -----------------
@@ -282,11 +286,11 @@ def _strip_indices(num_patches: int) -> list[int]:
 def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 1: the image cut into patches, flattened, projected, prefixed and position-embedded."""
     facts = sides[0].loaded.facts
-    if facts.family == "cnn":
-        st.info(
-            f"Does not apply: {facts.name} is a CNN. It never cuts the image into patches or tokens; "
-            "its convolutions slide over the pixels. Pick a ViT or a hybrid to see patches as words."
-        )
+    if _cnn_note(
+        facts,
+        "It never cuts the image into patches or tokens; its convolutions slide over the pixels. Pick a "
+        "ViT or a hybrid to see patches as words.",
+    ):
         return
     traces = [_cached_trace(side.key, picked.digest, side.loaded, picked.image) for side in sides]
     trace = traces[0]
@@ -541,11 +545,11 @@ def _distances(side: ModelSide, image_keys: list[str], loaders: list) -> Attenti
 def render_attention_distance(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 4: mean attention distance of every head against depth (paper Fig. 7 right)."""
     facts = sides[0].loaded.facts
-    if facts.family == "cnn":
-        st.info(
-            f"Does not apply: {facts.name} is a CNN. It has no attention heads; how far it looks is set "
-            "by its kernel sizes and depth (its receptive field), not learned per head."
-        )
+    if _cnn_note(
+        facts,
+        "It has no attention heads; how far it looks is set by its kernel sizes and depth (its receptive "
+        "field), not learned per head.",
+    ):
         return
     picker, uploader = st.columns(2)
     photos = picker.multiselect(
@@ -613,7 +617,7 @@ def _token_count(facts: ModelFacts) -> str:
 def render_resolution(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 5: the model run at a larger input, its position embedding interpolated to the larger grid."""
     facts = sides[0].loaded.facts
-    if _cnn_note(facts, "patch grid and no position embedding to interpolate"):
+    if _cnn_note(facts, _lacks("patch grid and no position embedding to interpolate")):
         return
     st.markdown(
         "The ViT paper fine-tunes at a higher resolution than it pre-trains: the patch size stays, so a "
@@ -716,7 +720,7 @@ def _render_resolution_side(resized: ResolutionSide, name: str, side: ModelSide)
 def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 6: how a hybrid's CNN stem turns the image into the feature map its tokens are cut from."""
     facts = sides[0].loaded.facts
-    if _cnn_note(facts, "token grid; its whole body is the CNN"):
+    if _cnn_note(facts, _lacks("token grid; its whole body is the CNN")):
         return
     if facts.family != "hybrid":
         patch = f"{facts.patch_size[0]}×{facts.patch_size[1]}"
@@ -806,7 +810,7 @@ PLACES: dict[str, TokenPlace] = {
 def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 7: the length of every output token, high-norm tokens named, and patch features as colours."""
     facts = sides[0].loaded.facts
-    if _cnn_note(facts, "output tokens"):
+    if _cnn_note(facts, _lacks("output tokens")):
         return
     st.markdown(
         "The length (L2 norm) of every output token. *Vision Transformers Need Registers* (Darcet et al.) "
@@ -910,7 +914,7 @@ def _read_head_clicks(sides: Sequence[ModelSide], facts: ModelFacts) -> None:
 def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 8: every layer's and head's attention as small maps; one opens large, a patch can attend."""
     facts = sides[0].loaded.facts
-    if _cnn_note(facts, "attention heads"):
+    if _cnn_note(facts, _lacks("attention heads")):
         return
     layers, heads = facts.num_layers, facts.num_heads
     _read_head_clicks(sides, facts)
@@ -981,7 +985,7 @@ QK_HEAD = "anatomy_qk_head"
 def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 9: one head's queries and keys placed together in 2-D, as in AttentionViz."""
     facts = sides[0].loaded.facts
-    if _cnn_note(facts, "queries and keys"):
+    if _cnn_note(facts, _lacks("queries and keys")):
         return
     st.markdown(
         "One head's **queries** (●) and **keys** (✕) for every token, placed together in 2-D, coloured "
