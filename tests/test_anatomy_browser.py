@@ -26,19 +26,29 @@ def _open_anatomy(page, app_url: str) -> None:
     wait_until_idle(page)
 
 
+def _click_small_map(page, chart_key: str, row: int, col: int) -> None:
+    """Clicks the middle of small map (row, col) of a mosaic of 16×16 maps with 1-cell gaps."""
+    chart = page.locator(f".st-key-{chart_key} .js-plotly-plot")
+    centre = (GRID - 1) / 2
+    click_data_point(page, chart, col * (GRID + GAP) + centre, row * (GRID + GAP) + centre)
+
+
+def _replaces(page, new: str, old: str) -> None:
+    """Waits with a deadline for `new`; `old` must then be gone, with no exception on the page."""
+    page.get_by_text(new).wait_for(timeout=TIMEOUT_MS)
+    wait_until_idle(page)
+    assert page.get_by_text(old).count() == 0
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
 def test_clicking_a_position_on_the_similarity_grid_enlarges_it(app_url, page):
     _open_anatomy(page, app_url)
     assert page.get_by_text("16×16 grid", exact=False).count() >= 1
     open_tab(page, "Position embeddings", "Position (8, 8) · bundled (offline)", TIMEOUT_MS)
 
     row, col = 3, 12
-    grid = page.locator(".st-key-anatomy_posembed_grid_model .js-plotly-plot")
-    centre = (GRID - 1) / 2
-    click_data_point(page, grid, col * (GRID + GAP) + centre, row * (GRID + GAP) + centre)
-    page.get_by_text(f"Position ({row}, {col}) · bundled (offline)").wait_for(timeout=TIMEOUT_MS)
-    wait_until_idle(page)
-    assert page.get_by_text("Position (8, 8) · bundled (offline)").count() == 0
-    assert page.locator('[data-testid="stException"]').count() == 0
+    _click_small_map(page, "anatomy_posembed_grid_model", row, col)
+    _replaces(page, f"Position ({row}, {col}) · bundled (offline)", "Position (8, 8) · bundled (offline)")
     save_screenshot(page, "anatomy_position_similarity_click")
 
 
@@ -71,13 +81,12 @@ def test_clicking_a_small_map_opens_that_head_large(app_url, page):
     open_tab(page, "All heads", "Layer 11, head 0: attention from class token", TIMEOUT_MS)
 
     layer, head = 4, 2
-    mosaic = page.locator(".st-key-anatomy_heads_mosaic_model .js-plotly-plot")
-    centre = (GRID - 1) / 2
-    click_data_point(page, mosaic, head * (GRID + GAP) + centre, layer * (GRID + GAP) + centre)
-    page.get_by_text(f"Layer {layer}, head {head}: attention from class token").wait_for(timeout=TIMEOUT_MS)
-    wait_until_idle(page)
-    assert page.get_by_text("Layer 11, head 0: attention from class token").count() == 0
-    assert page.locator('[data-testid="stException"]').count() == 0
+    _click_small_map(page, "anatomy_heads_mosaic_model", layer, head)
+    _replaces(
+        page,
+        f"Layer {layer}, head {head}: attention from class token",
+        "Layer 11, head 0: attention from class token",
+    )
     save_screenshot(page, "anatomy_all_heads_click")
 
     # A click on a patch of the large map makes that patch the attending token.
