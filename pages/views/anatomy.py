@@ -152,11 +152,13 @@ def render_tabs(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         sides: from `model_sides`; the first is the chosen model (shared: never mutated).
         picked: the image every view runs on.
     """
+    facts = sides[0].loaded.facts
     tabs = st.tabs(list(TABS), key=TAB, on_change="rerun")
-    for tab, render in zip(tabs, TABS.values(), strict=True):
+    for tab, view in zip(tabs, TABS.values(), strict=True):
         if _is_open(tab):
             with tab:
-                render(sides, picked)
+                if view.cnn_reason is None or not _cnn_note(facts, view.cnn_reason):
+                    view.render(sides, picked)
 
 
 def _is_open(tab: DeltaGenerator) -> bool:
@@ -197,10 +199,6 @@ def _cnn_note(facts: ModelFacts, why: str) -> bool:
         st.info(f"Does not apply: {facts.name} is a CNN. {why}")
         return True
     return False
-
-
-def _lacks(what: str) -> str:
-    return f"It has no {what}. Pick a ViT or a hybrid to see this view."
 
 
 # Cached computations: the model is passed unhashed, its side's key names it. -----------------
@@ -286,12 +284,6 @@ def _strip_indices(num_patches: int) -> list[int]:
 def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 1: the image cut into patches, flattened, projected, prefixed and position-embedded."""
     facts = sides[0].loaded.facts
-    if _cnn_note(
-        facts,
-        "It never cuts the image into patches or tokens; its convolutions slide over the pixels. Pick a "
-        "ViT or a hybrid to see patches as words.",
-    ):
-        return
     traces = [_cached_trace(side.key, picked.digest, side.loaded, picked.image) for side in sides]
     trace = traces[0]
     rows, cols = facts.grid_size
@@ -545,12 +537,6 @@ def _distances(side: ModelSide, image_keys: list[str], loaders: list) -> Attenti
 def render_attention_distance(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 4: mean attention distance of every head against depth (paper Fig. 7 right)."""
     facts = sides[0].loaded.facts
-    if _cnn_note(
-        facts,
-        "It has no attention heads; how far it looks is set by its kernel sizes and depth (its receptive "
-        "field), not learned per head.",
-    ):
-        return
     picker, uploader = st.columns(2)
     photos = picker.multiselect(
         "Built-in photos", list(BUILTIN_PHOTOS), default=list(BUILTIN_PHOTOS), key="anatomy_distance_photos"
@@ -617,8 +603,6 @@ def _token_count(facts: ModelFacts) -> str:
 def render_resolution(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 5: the model run at a larger input, its position embedding interpolated to the larger grid."""
     facts = sides[0].loaded.facts
-    if _cnn_note(facts, _lacks("patch grid and no position embedding to interpolate")):
-        return
     st.markdown(
         "The ViT paper fine-tunes at a higher resolution than it pre-trains: the patch size stays, so a "
         "larger image gives **more tokens**, and the learned position embedding is **interpolated** "
@@ -720,8 +704,6 @@ def _render_resolution_side(resized: ResolutionSide, name: str, side: ModelSide)
 def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 6: how a hybrid's CNN stem turns the image into the feature map its tokens are cut from."""
     facts = sides[0].loaded.facts
-    if _cnn_note(facts, _lacks("token grid; its whole body is the CNN")):
-        return
     if facts.family != "hybrid":
         patch = f"{facts.patch_size[0]}×{facts.patch_size[1]}"
         st.info(
@@ -810,8 +792,6 @@ PLACES: dict[str, TokenPlace] = {
 def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 7: the length of every output token, high-norm tokens named, and patch features as colours."""
     facts = sides[0].loaded.facts
-    if _cnn_note(facts, _lacks("output tokens")):
-        return
     st.markdown(
         "The length (L2 norm) of every output token. *Vision Transformers Need Registers* (Darcet et al.) "
         "found that large ViTs trained without register tokens produce a few **high-norm tokens** on "
@@ -914,8 +894,6 @@ def _read_head_clicks(sides: Sequence[ModelSide], facts: ModelFacts) -> None:
 def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 8: every layer's and head's attention as small maps; one opens large, a patch can attend."""
     facts = sides[0].loaded.facts
-    if _cnn_note(facts, _lacks("attention heads")):
-        return
     layers, heads = facts.num_layers, facts.num_heads
     _read_head_clicks(sides, facts)
     head = st.session_state.get(HEAD)
@@ -985,8 +963,6 @@ QK_HEAD = "anatomy_qk_head"
 def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 9: one head's queries and keys placed together in 2-D, as in AttentionViz."""
     facts = sides[0].loaded.facts
-    if _cnn_note(facts, _lacks("queries and keys")):
-        return
     st.markdown(
         "One head's **queries** (●) and **keys** (✕) for every token, placed together in 2-D, coloured "
         "by grid position (hue: column, lightness: row), as in *AttentionViz*. A query attends most to "
@@ -1045,15 +1021,35 @@ def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                 st.caption("t-SNE distances are not to scale; only neighbourhoods mean something.")
 
 
-# The tabs in menu order, each with the one function that draws it.
-TABS: dict[str, Callable[[list[ModelSide], ui.ImageChoice], None]] = {
-    "Patches as words": render_patches,
-    "Filters": render_filters,
-    "Position embeddings": render_position_embeddings,
-    "Attention distance": render_attention_distance,
-    "Resolution": render_resolution,
-    "Hybrid stem": render_hybrid,
-    "Token norms": render_token_norms,
-    "All heads": render_all_heads,
-    "Queries & keys": render_queries_keys,
+@dataclass(frozen=True)
+class _View:
+    """One tab's view: the function that draws it, and why it does not apply to a CNN."""
+
+    render: Callable[[list[ModelSide], ui.ImageChoice], None]
+    cnn_reason: str | None = None  # None: the view itself says why a CNN has nothing to show
+
+
+def _lacks(what: str) -> str:
+    return f"It has no {what}. Pick a ViT or a hybrid to see this view."
+
+
+# The tabs in menu order.
+TABS: dict[str, _View] = {
+    "Patches as words": _View(
+        render_patches,
+        "It never cuts the image into patches or tokens; its convolutions slide over the pixels. Pick a "
+        "ViT or a hybrid to see patches as words.",
+    ),
+    "Filters": _View(render_filters),
+    "Position embeddings": _View(render_position_embeddings),
+    "Attention distance": _View(
+        render_attention_distance,
+        "It has no attention heads; how far it looks is set by its kernel sizes and depth (its receptive "
+        "field), not learned per head.",
+    ),
+    "Resolution": _View(render_resolution, _lacks("patch grid and no position embedding to interpolate")),
+    "Hybrid stem": _View(render_hybrid, _lacks("token grid; its whole body is the CNN")),
+    "Token norms": _View(render_token_norms, _lacks("output tokens")),
+    "All heads": _View(render_all_heads, _lacks("attention heads")),
+    "Queries & keys": _View(render_queries_keys, _lacks("queries and keys")),
 }
