@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.support.tiny_models import tiny_loaded
+from tests.support.tiny_models import TRANSFORMER_KEYS, tiny_loaded
 from vitviz.capture import attention_modules
 from vitviz.maths.attention import record_attention
 from vitviz.maths.distance import (
@@ -22,7 +22,7 @@ def test_uniform_reference_is_the_mean_of_all_patch_distances():
     assert uniform_attention_distance((1, 3), (16, 16)) == pytest.approx(128 / 9)
 
 
-@pytest.mark.parametrize("family", ["vit", "deit_distilled", "registers", "hybrid", "vit_rectangular"])
+@pytest.mark.parametrize("family", TRANSFORMER_KEYS)
 def test_image_set_distances_match_one_image_at_a_time(tiny_models, photos, family):
     loaded = tiny_loaded(tiny_models, family)
     facts = loaded.facts

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.support.tiny_models import tiny_loaded
+from tests.support.tiny_models import TRANSFORMER_KEYS, tiny_loaded
 from vitviz.figures.anatomy import (
     HEAD_CENTRES_NAME,
     model_view_figure,
@@ -12,10 +12,8 @@ from vitviz.figures.anatomy import (
 from vitviz.maths.attention import class_attention_map, patch_token, query_attention_map, record_attention
 from vitviz.maths.model_view import model_view_maps
 
-TRANSFORMERS = ("vit", "deit_distilled", "registers", "hybrid", "vit_rectangular")
 
-
-@pytest.mark.parametrize("key", TRANSFORMERS)
+@pytest.mark.parametrize("key", TRANSFORMER_KEYS)
 def test_model_view_equals_the_class_attention_map_of_every_layer_and_head(tiny_models, cat, key):
     record = record_attention(tiny_loaded(tiny_models, key), cat)
     maps = model_view_maps(record)

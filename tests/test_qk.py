@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support.tiny_models import state_copy, tiny_loaded
+from tests.support.tiny_models import TRANSFORMER_KEYS, state_copy, tiny_loaded
 from vitviz.capture import QueryKeyCapture, attention_modules
 from vitviz.figures.anatomy import (
     position_colours,
@@ -18,10 +18,8 @@ from vitviz.maths.qk import (
     query_keys,
 )
 
-TRANSFORMERS = ("vit", "deit_distilled", "registers", "hybrid", "vit_rectangular")
 
-
-@pytest.mark.parametrize("key", TRANSFORMERS)
+@pytest.mark.parametrize("key", TRANSFORMER_KEYS)
 def test_captured_queries_and_keys_reproduce_the_captured_attention(tiny_models, cat, key):
     loaded = tiny_loaded(tiny_models, key)
     layer, head = loaded.facts.num_layers - 1, loaded.facts.num_heads - 1

@@ -6,7 +6,7 @@ import timm
 import torch
 from scipy.stats import spearmanr
 
-from tests.support.tiny_models import state_copy, tiny_loaded
+from tests.support.tiny_models import TRANSFORMER_KEYS, state_copy, tiny_loaded
 from vitviz.maths.resolution import (
     check_input_size,
     compare_resolutions,
@@ -18,10 +18,8 @@ from vitviz.maths.resolution import (
 from vitviz.models import ModelError, model_facts
 from vitviz.weights import fit_position_embedding
 
-TRANSFORMERS = ("vit", "deit_distilled", "registers", "hybrid", "vit_rectangular")
 
-
-@pytest.mark.parametrize("key", TRANSFORMERS)
+@pytest.mark.parametrize("key", TRANSFORMER_KEYS)
 def test_resized_copy_has_the_new_grid_and_the_shared_model_is_unchanged(tiny_models, key):
     loaded = tiny_loaded(tiny_models, key)
     facts = loaded.facts

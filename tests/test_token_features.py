@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from tests.support.tiny_models import tiny_loaded
+from tests.support.tiny_models import TRANSFORMER_KEYS, tiny_loaded
 from vitviz.maths.token_features import (
     TokenNorms,
     high_norm_patches,
@@ -16,10 +16,8 @@ from vitviz.maths.token_features import (
 )
 from vitviz.preprocess import explanation_tensor
 
-TRANSFORMERS = ("vit", "deit_distilled", "registers", "hybrid", "vit_rectangular")
 
-
-@pytest.mark.parametrize("key", TRANSFORMERS)
+@pytest.mark.parametrize("key", TRANSFORMER_KEYS)
 def test_token_norms_cover_the_grid_and_name_every_prefix_token(tiny_models, cat, key):
     loaded = tiny_loaded(tiny_models, key)
     tokens = output_tokens(loaded, cat)
@@ -45,7 +43,7 @@ def test_prefix_tokens_are_named_in_sequence_order(tiny_models, cat):
     assert names == ("class", "register 1", "register 2", "register 3", "register 4")
 
 
-@pytest.mark.parametrize("key", TRANSFORMERS)
+@pytest.mark.parametrize("key", TRANSFORMER_KEYS)
 def test_patch_feature_colours_are_an_rgb_image_in_the_unit_range(tiny_models, cat, key):
     loaded = tiny_loaded(tiny_models, key)
     colours = patch_feature_colours(output_tokens(loaded, cat))

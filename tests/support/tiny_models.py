@@ -7,6 +7,9 @@ import torch
 from tests.conftest import TINY_MODELS
 from vitviz.models import LoadedModel, model_facts
 
+# The keys of the tiny models that are transformers: every family but the CNN.
+TRANSFORMER_KEYS = ("vit", "deit_distilled", "registers", "hybrid", "vit_rectangular")
+
 
 def tiny_loaded(tiny_models: dict[str, torch.nn.Module], key: str) -> LoadedModel:
     """The session's tiny model of this family as a LoadedModel with random weights (shared, not copied)."""
