@@ -17,7 +17,7 @@ from vitviz.figures.common import (
 )
 from vitviz.images import BUILTIN_PHOTOS
 from vitviz.maths.attention import AttentionRecord, class_attention_map, patch_token, query_attention_map
-from vitviz.models import LoadedModel, ModelFacts
+from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts
 from vitviz.share import ViewState, parse_view_state, view_state_params
 
 __all__ = [
@@ -48,7 +48,7 @@ def seed_from_link() -> None:
     if link is None:
         return
     state = parse_view_state(link, ui.view_limits())[0]
-    if state.model in [name for name, _ in ui.SUGGESTED_MODELS]:
+    if state.model in [name for name, _ in SUGGESTED_MODELS]:
         st.session_state["explore_model"] = state.model
     else:
         st.session_state["explore_model"] = ui.OTHER_MODEL

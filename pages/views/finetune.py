@@ -28,7 +28,7 @@ from vitviz.finetune.trainer import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATES, MODE
 from vitviz.finetune.worker import run_image_set, start_run, stop_run
 from vitviz.images import ImageDecodeError, image_digest
 from vitviz.maths.attention import class_attention_map, rollout_relevance
-from vitviz.models import ModelError
+from vitviz.models import ModelError, describe_weights
 from vitviz.preprocess import explanation_image
 from vitviz.runs import (
     LOG_FILE,
@@ -402,7 +402,7 @@ def render_run(folder: Path, device: str) -> None:
     config = read_config(folder)
     origin = config.get("weights", "?")
     st.subheader(f"Run {folder.name}")
-    origin_text = "random (untrained) weights" if origin == "random" else ui.describe_weights(origin)
+    origin_text = "random (untrained) weights" if origin == "random" else describe_weights(origin)
     st.caption(
         f"**{config.get('timm_name', '?')}** · from {origin_text} · {config.get('mode', '?')} · "
         f"data {config.get('data', {}).get('label', '?')} · folder `{folder}`"

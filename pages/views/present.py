@@ -13,6 +13,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from pages.views import ui
 from vitviz.device import default_device
+from vitviz.export import export_filename
 from vitviz.figures.animation import attention_animation_figure, attention_animation_gif
 from vitviz.figures.common import (
     attention_overlay_figure,
@@ -519,7 +520,7 @@ def render_attention(story: Story) -> None:
         st.download_button(
             "GIF of the animation",
             data=lambda: attention_animation_gif(story.pixels, maps, facts.stride_px),
-            file_name=ui.export_filename(
+            file_name=export_filename(
                 story.model_name, story.weights, story.picked.name, "attention-per-layer", "gif"
             ),
             mime="image/gif",

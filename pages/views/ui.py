@@ -1,4 +1,4 @@
-"""Streamlit glue shared by the pages: cached loaders, session keys, the image and model pickers."""
+"""Streamlit glue shared by the pages: cached loaders, pickers, the model caption, clicks, URL sync, downloads."""
 
 from __future__ import annotations
 
@@ -40,6 +40,35 @@ from vitviz.preprocess import explanation_image
 from vitviz.runs import list_runs
 from vitviz.share import TimmModelNames, ViewLimits
 from vitviz.weights import WeightsError
+
+__all__ = [
+    "OTHER_MODEL",
+    "WEIGHTS_FILE",
+    "ImageChoice",
+    "ModelChoice",
+    "cached_attention",
+    "cached_explanation_image",
+    "cached_model",
+    "cached_output_embedding",
+    "cached_png",
+    "cached_position_similarity",
+    "cached_predictions",
+    "cached_rollout",
+    "cached_twin",
+    "figure_downloads",
+    "image_picker",
+    "load_or_stop",
+    "model_caption",
+    "model_picker",
+    "new_click",
+    "photo_choice",
+    "sync_url",
+    "untrained_warning",
+    "upload_choice",
+    "url_notes",
+    "url_params_once",
+    "view_limits",
+]
 
 
 def _use_app_navigation() -> None:
