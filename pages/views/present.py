@@ -78,6 +78,7 @@ THEME_CSS = """
     font-size: 1.45rem; line-height: 1.45; color: var(--vv-muted); margin-bottom: 0.6rem;
 }
 [data-testid="stMain"] .vv-progress { font-size: 1.2rem; color: var(--vv-muted); min-width: 4rem; }
+[data-testid="stMain"] .st-key-present_source [data-testid="stCaptionContainer"] { opacity: 1; }
 [data-testid="stMain"] .st-key-present_source p {
     font-size: 0.95rem; color: var(--vv-muted); margin-bottom: 0.4rem;
 }
