@@ -90,7 +90,8 @@ def test_start_watch_reload_and_see_results(finetune_url, page, runs_dir):
     save_screenshot(page, "finetune_results")
 
     second = page.context.new_page()
-    open_and_wait(second, finetune_url, second.get_by_text(run_name))
+    # The runs table draws its cells on a canvas (their text sits in hidden cells): wait for the table.
+    open_and_wait(second, finetune_url, second.locator('[data-testid="stDataFrame"]'))
     assert second.get_by_text(run_name).count() >= 1  # listed among the runs in another tab
     assert second.get_by_text("finished", exact=False).count() >= 1
     second.close()
