@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from common import machine  # noqa: E402
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_app, wait_until_idle  # noqa: E402
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_app, wait_until_idle  # noqa: E402
 from vitviz.capture import capture_attention  # noqa: E402
 from vitviz.images import builtin_photo  # noqa: E402
 from vitviz.maths.attention import record_attention, rollout_relevance  # noqa: E402

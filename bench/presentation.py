@@ -25,7 +25,7 @@ import torch
 from common import cpu_model
 from playwright.sync_api import Browser, sync_playwright
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_app
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_app
 from vitviz.export import figure_png
 from vitviz.figures.common import attention_overlay_figure
 from vitviz.images import builtin_photo

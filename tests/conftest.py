@@ -9,6 +9,10 @@ os.environ.setdefault("TIMM_FUSED_ATTN", "1")
 import pytest
 import timm
 import torch
+from PIL import Image
+
+from vitviz.images import builtin_photo
+from vitviz.models import LoadedModel, load_model, untrained_twin
 
 # Tiny random models of every family the app knows, built from real timm architectures.
 TINY_MODELS: dict[str, tuple[str, dict]] = {
@@ -31,9 +35,31 @@ def tiny_models() -> dict[str, torch.nn.Module]:
 
 
 @pytest.fixture(scope="session")
+def photos() -> list[Image.Image]:
+    """Three real photos of different scenes."""
+    return [builtin_photo(name) for name in ("cat (chelsea)", "coffee", "astronaut")]
+
+
+@pytest.fixture(scope="session")
+def cat() -> Image.Image:
+    return builtin_photo("cat (chelsea)")
+
+
+@pytest.fixture(scope="session")
+def dinov2() -> LoadedModel:
+    """The bundled DINOv2 ViT-S/14 at 224 px, loaded once for every test that reads real weights."""
+    return load_model("vit_small_patch14_dinov2", "bundled", "cpu")
+
+
+@pytest.fixture(scope="session")
+def dinov2_twin(dinov2) -> LoadedModel:
+    return untrained_twin(dinov2)
+
+
+@pytest.fixture(scope="session")
 def app_url():
     """A `streamlit run` of the whole app on loopback, shared by the browser tests."""
-    from tests.browser import streamlit_app
+    from tests.support.browser import streamlit_app
 
     with streamlit_app() as url:
         yield url
@@ -44,7 +70,7 @@ def chromium():
     """Headless Debian Chromium driven by Playwright (never a downloaded browser)."""
     from playwright.sync_api import sync_playwright
 
-    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

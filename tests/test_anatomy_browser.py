@@ -1,24 +1,44 @@
-"""Anatomy in a real browser: click a position on the position-similarity grid and see it enlarged."""
+"""Anatomy in a real browser: click a position or a head to see it large, and every view with its twin."""
 
 import pytest
 
-from tests.browser import click_data_point, open_tab, save_screenshot, wait_until_idle
+from tests.support.browser import (
+    click_data_point,
+    open_and_wait,
+    open_tab,
+    save_screenshot,
+    wait_until_idle,
+)
 
 pytestmark = pytest.mark.browser
 
 GRID = 16  # bundled DINOv2 at 224 px
 GAP = 1  # blank cells between the small maps, as the page draws them
-TIMEOUT_MS = 120_000
+TIMEOUT_MS = 180_000
 
 
 def _open_anatomy(page, app_url: str) -> None:
     # Through the app's navigation, as a user gets there (a first direct /anatomy on a fresh server
     # is served from the pages/ folder without app.py).
-    page.goto(app_url)
-    wait_until_idle(page)
+    open_and_wait(page, app_url, page.get_by_role("heading", name="Explore"), TIMEOUT_MS)
     page.get_by_role("link", name="Anatomy").click()
-    page.get_by_role("tab", name="Patches as words").wait_for(timeout=TIMEOUT_MS)
+    page.get_by_text("From image to encoder, with this model's shapes").wait_for(timeout=TIMEOUT_MS)
     wait_until_idle(page)
+
+
+def _click_small_map(page, chart_key: str, row: int, col: int) -> None:
+    """Clicks the middle of small map (row, col) of a mosaic of 16×16 maps with 1-cell gaps."""
+    chart = page.locator(f".st-key-{chart_key} .js-plotly-plot")
+    centre = (GRID - 1) / 2
+    click_data_point(page, chart, col * (GRID + GAP) + centre, row * (GRID + GAP) + centre)
+
+
+def _replaces(page, new: str, old: str) -> None:
+    """Waits with a deadline for `new`; `old` must then be gone, with no exception on the page."""
+    page.get_by_text(new).wait_for(timeout=TIMEOUT_MS)
+    wait_until_idle(page)
+    assert page.get_by_text(old).count() == 0
+    assert page.locator('[data-testid="stException"]').count() == 0
 
 
 def test_clicking_a_position_on_the_similarity_grid_enlarges_it(app_url, page):
@@ -27,13 +47,8 @@ def test_clicking_a_position_on_the_similarity_grid_enlarges_it(app_url, page):
     open_tab(page, "Position embeddings", "Position (8, 8) · bundled (offline)", TIMEOUT_MS)
 
     row, col = 3, 12
-    grid = page.locator(".st-key-anatomy_posembed_grid_0 .js-plotly-plot")
-    centre = (GRID - 1) / 2
-    click_data_point(page, grid, col * (GRID + GAP) + centre, row * (GRID + GAP) + centre)
-    page.get_by_text(f"Position ({row}, {col}) · bundled (offline)").wait_for(timeout=TIMEOUT_MS)
-    wait_until_idle(page)
-    assert page.get_by_text("Position (8, 8) · bundled (offline)").count() == 0
-    assert page.locator('[data-testid="stException"]').count() == 0
+    _click_small_map(page, "anatomy_posembed_grid_model", row, col)
+    _replaces(page, f"Position ({row}, {col}) · bundled (offline)", "Position (8, 8) · bundled (offline)")
     save_screenshot(page, "anatomy_position_similarity_click")
 
 
@@ -59,3 +74,44 @@ def test_each_view_renders_with_the_untrained_twin_beside_it(app_url, page):
         open_tab(page, label, expected, TIMEOUT_MS)
         assert page.locator('[data-testid="stException"]').count() == 0, label
         save_screenshot(page, name)
+
+
+def test_clicking_a_small_map_opens_that_head_large(app_url, page):
+    _open_anatomy(page, app_url)
+    open_tab(page, "All heads", "Layer 11, head 0: attention from class token", TIMEOUT_MS)
+
+    layer, head = 4, 2
+    _click_small_map(page, "anatomy_heads_mosaic_model", layer, head)
+    _replaces(
+        page,
+        f"Layer {layer}, head {head}: attention from class token",
+        "Layer 11, head 0: attention from class token",
+    )
+    save_screenshot(page, "anatomy_all_heads_click")
+
+    # A click on a patch of the large map makes that patch the attending token.
+    large = page.locator(".st-key-anatomy_heads_large_model .js-plotly-plot")
+    row, col = 6, 9
+    click_data_point(page, large, (col + 0.5) * 14 - 0.5, (row + 0.5) * 14 - 0.5)
+    page.get_by_text(f"Layer {layer}, head {head}: attention from patch ({row}, {col})").wait_for(
+        timeout=TIMEOUT_MS
+    )
+    wait_until_idle(page)
+    assert page.get_by_text(f"All heads: attention from patch ({row}, {col})").count() == 1
+    save_screenshot(page, "anatomy_all_heads_patch")
+
+
+@pytest.mark.parametrize(
+    ("tab", "expected"),
+    [
+        ("Resolution", "448×448 px: rollout, 12 layers"),
+        ("Hybrid stem", "is a plain ViT"),
+        ("Token norms", "Patch-token norm, before final norm"),
+        ("Queries & keys", "Layer 11, head 0: 257 queries and 257 keys (PCA)"),
+    ],
+)
+def test_each_view_renders_without_errors(app_url, page, tab, expected):
+    _open_anatomy(page, app_url)
+    open_tab(page, tab, expected, TIMEOUT_MS)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    save_screenshot(page, f"anatomy_{tab.lower().replace(' & ', '_').replace(' ', '_')}")

@@ -1,4 +1,4 @@
-"""AppTest of the Anatomy page's views 1–4 on every model family, with and without the untrained twin."""
+"""AppTest of the Anatomy page: all nine views on every model family, with and without the untrained twin."""
 
 import pytest
 import safetensors.torch
@@ -6,14 +6,26 @@ import timm
 import torch
 from streamlit.testing.v1 import AppTest
 
-from tests.anatomy_apptest import figure_titles, open_anatomy, open_tab, page_texts
+from tests.support.anatomy_apptest import figure_titles, open_anatomy, open_tab, page_texts
 
-TABS_A = ("Patches as words", "Filters", "Position embeddings", "Attention distance")
-TIMEOUT_S = 180
+PAPER_TABS = ("Patches as words", "Filters", "Position embeddings", "Attention distance")
+FURTHER_TABS = ("Resolution", "Hybrid stem", "Token norms", "All heads", "Queries & keys")
+TIMEOUT_S = 240
 
 
 def _anatomy(model: str | None = None, weights: str | None = None, path: str | None = None) -> AppTest:
     return open_anatomy(model, weights, path, timeout_s=TIMEOUT_S)
+
+
+def _open(at: AppTest, tab: str) -> AppTest:
+    """Opens a tab; it must also show no error message."""
+    open_tab(at, tab)
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def _has_title(at: AppTest, fragment: str) -> bool:
+    return any(fragment in title for title in figure_titles(at))
 
 
 def _few_photos(at: AppTest) -> None:
@@ -37,8 +49,7 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
 
 def test_bundled_dinov2_every_view_alone():
     at = _anatomy()
-    assert [tab.label for tab in at.tabs][:4] == list(TABS_A)
-    assert len(at.tabs) == 9
+    assert [tab.label for tab in at.tabs] == [*PAPER_TABS, *FURTHER_TABS]
     text = page_texts(at)
     assert "`(3, 224, 224)`" in text and "`(256, 588)`" in text and "`(256, 384)`" in text
     assert "`(257, 384)`" in text and "14×14×3 = 588 values" in text
@@ -135,7 +146,7 @@ def test_cnn_gets_a_message_in_every_view_not_an_exception():
     at = _anatomy("tf_efficientnet_lite0")  # the bundled CNN, through the "other model" box
     at.toggle(key="anatomy_compare_random").set_value(True).run()
     assert not at.exception
-    for tab in TABS_A:
+    for tab in PAPER_TABS:
         open_tab(at, tab)
         assert "Does not apply:" in page_texts(at), tab
         assert len(at.get("plotly_chart")) == 0, tab
@@ -153,3 +164,98 @@ def test_no_photos_gives_a_message():
     at.multiselect(key="anatomy_distance_photos").set_value([]).run()
     assert not at.exception
     assert "Pick at least one built-in photo" in page_texts(at)
+
+
+def test_bundled_dinov2_shows_all_five_views():
+    at = _anatomy()
+    assert [tab.label for tab in at.tabs][-5:] == list(FURTHER_TABS)
+
+    _open(at, "Resolution")
+    at.select_slider(key="anatomy_resolution_size").set_value("336×336").run()
+    texts = page_texts(at)
+    assert "16×16 = 256 patches + 1 prefix = **257 tokens**" in texts
+    assert "24×24 = 576 patches + 1 prefix = **577 tokens**" in texts
+    assert _has_title(at, "Position embedding interpolated (24×24, 3 PCs)")
+    assert _has_title(at, "336×336 px: rollout, 12 layers")
+    assert "no classifier head" in texts
+
+    _open(at, "Hybrid stem")
+    assert "is a plain ViT" in page_texts(at)
+
+    _open(at, "Token norms")
+    assert "No patch exceeds 2× the median norm" in page_texts(at)
+    assert _has_title(at, "Patch-token norm, before final norm")
+    at.radio(key="anatomy_norms_place").set_value("after the final norm (forward_features output)").run()
+    assert not at.exception
+    assert _has_title(at, "Patch-token norm, after final norm")
+
+    _open(at, "All heads")
+    assert _has_title(at, "All heads: attention from class token")
+    assert _has_title(at, "Layer 11, head 0: attention from class token")
+
+    _open(at, "Queries & keys")
+    assert _has_title(at, "Layer 11, head 0: 257 queries and 257 keys (PCA)")
+    assert "reproduces the model's attention of this head" in page_texts(at)
+
+
+def test_all_heads_follow_the_chosen_head_and_clicked_patch():
+    at = _anatomy()
+    _open(at, "All heads")
+    at.session_state["anatomy_heads_selected"] = (2, 4)
+    at.session_state["anatomy_heads_patch"] = (5, 9)
+    at.radio(key="anatomy_heads_query").set_value("clicked patch").run()
+    assert not at.exception
+    assert _has_title(at, "All heads: attention from patch (5, 9)")
+    assert _has_title(at, "Layer 2, head 4: attention from patch (5, 9)")
+
+
+def test_dinov2_with_its_untrained_twin_labels_every_random_view():
+    at = _anatomy()
+    at.toggle(key="anatomy_compare_random").set_value(True)
+    at.session_state["anatomy_resolution_size"] = "168×168"  # small, so the twin runs quickly too
+    for tab in FURTHER_TABS:
+        _open(at, tab)
+        if tab == "Hybrid stem":
+            continue
+        assert any("random (untrained twin)" in title for title in figure_titles(at)), tab
+        assert [element.value for element in at.subheader][-2:] == [
+            "bundled (offline)",
+            "random (untrained twin)",
+        ]
+    at.toggle(key="anatomy_compare_random").set_value(False)
+    _open(at, "Queries & keys")
+    assert not any("random (untrained" in title for title in figure_titles(at))
+
+
+def test_tiny_random_vit_shows_every_view_and_t_sne():
+    at = _anatomy("vit_tiny_patch16_224", "random")
+    _open(at, "Resolution")
+    assert "14×14 = 196 patches + 1 prefix = **197 tokens**" in page_texts(at)
+    for tab in FURTHER_TABS[1:]:
+        _open(at, tab)
+    at.radio(key="anatomy_qk_method").set_value("t-SNE (slower)").run()
+    assert not at.exception
+    assert _has_title(at, "197 queries and 197 keys (t-SNE (slower))")
+    assert "only neighbourhoods mean something" in page_texts(at)
+
+
+def test_hybrid_stem_with_its_untrained_twin(checkpoints):
+    at = _anatomy("vit_tiny_r_s16_p8_224", path=checkpoints["vit_tiny_r_s16_p8_224"])
+    at.toggle(key="anatomy_compare_random").set_value(True)
+    _open(at, "Hybrid stem")
+    texts = page_texts(at)
+    # 224 px → stem ÷4 → 56×56 cells → 8×8-cell patches → 7×7 tokens, 32 px apart.
+    assert "**64×56×56** feature map" in texts
+    assert "`Conv2d(64 → 192, kernel 8×8, stride 8×8)`" in texts
+    assert "**7×7 = 49 tokens** of width 192" in texts
+    assert "**32×32 input px**" in texts
+    assert _has_title(at, "Stem output: mean and the 6 most varying channels · random (untrained twin)")
+    for tab in ("Resolution", "Token norms", "All heads", "Queries & keys"):
+        _open(at, tab)
+
+
+def test_a_cnn_gets_a_note_in_every_view():
+    at = _anatomy("tf_efficientnet_lite0", "bundled")
+    for tab in FURTHER_TABS:
+        _open(at, tab)
+        assert "Does not apply: tf_efficientnet_lite0 is a CNN" in page_texts(at), tab

@@ -2,9 +2,10 @@
 
 import pytest
 
-from tests.browser import ARTIFACTS, save_screenshot, wait_until_idle
+from tests.support.browser import ARTIFACTS, open_and_wait, save_screenshot, shows_once, wait_until_idle
 
 pytestmark = pytest.mark.browser
+TIMEOUT_MS = 240_000
 
 
 def _pick(page, label: str, option: str) -> None:
@@ -22,27 +23,29 @@ def _save_element(locator, name: str) -> None:
 
 
 def test_compare_three_models_probes_and_faithfulness(app_url, page):
-    page.goto(f"{app_url}/compare")
-    wait_until_idle(page, timeout_s=240)
-    assert page.get_by_text("has no classifier head (a self-supervised backbone)").count() == 1
+    headless = "has no classifier head (a self-supervised backbone)"
+    open_and_wait(page, f"{app_url}/compare", page.get_by_text(headless), TIMEOUT_MS)
+    assert page.get_by_text(headless).count() == 1
     _pick(page, "Built-in photo", "coffee")
 
     page.get_by_text("Add a third model", exact=True).click()
+    shows_once(page, "deit_small_distilled_patch16_224: random, untrained weights", TIMEOUT_MS)
     wait_until_idle(page, timeout_s=240)
-    assert page.get_by_text("deit_small_distilled_patch16_224: random, untrained weights").count() == 1
     maps = page.locator('[data-testid="stPlotlyChart"]').nth(1)
+    maps.get_by_text("Grad-CAM · espresso (967)").wait_for(timeout=TIMEOUT_MS)
     assert maps.get_by_text("Grad-CAM · espresso (967)").count() == 1
     assert maps.locator(".heatmaplayer .hm").count() == 3  # three maps on one colour scale
 
     page.get_by_text("Run probes", exact=True).first.click()  # the toggle; the caption names it too
+    shows_once(page, "drop-salient on coffee", TIMEOUT_MS)
     wait_until_idle(page, timeout_s=240)
-    assert page.get_by_text("drop-salient on coffee").count() == 1
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, "compare_three_models_probes")
     _save_element(page.locator('[data-testid="stPlotlyChart"]').nth(2), "compare_probe_curves")
 
     page.get_by_role("tab", name="Faithfulness").click()
     page.get_by_text("Score faithfulness", exact=True).first.click()
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=TIMEOUT_MS)
     wait_until_idle(page, timeout_s=240)
     table = page.locator('[data-testid="stDataFrame"]')
     assert table.count() == 1

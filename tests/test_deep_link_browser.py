@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.browser import save_screenshot, streamlit_app, wait_until_idle
+from tests.support.browser import open_and_wait, save_screenshot, streamlit_app
 
 pytestmark = pytest.mark.browser
 
@@ -10,9 +10,7 @@ pytestmark = pytest.mark.browser
 def test_deep_link_on_a_fresh_server_runs_through_the_app_navigation(chromium):
     with streamlit_app() as url:  # its own server: the shared one has been visited already
         page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{url}/anatomy")
-        page.locator("h1", has_text="Anatomy").wait_for(timeout=120_000)
-        wait_until_idle(page)
+        open_and_wait(page, f"{url}/anatomy", page.locator("h1", has_text="Anatomy"))
         menu = page.locator('[data-testid="stSidebarNav"]').inner_text()
         # app.py's menu (titled pages), not Streamlit's folder listing ("app", "anatomy", ...).
         assert "Explore" in menu and "app" not in menu.split()

@@ -2,54 +2,67 @@
 
 import pytest
 
-from tests.browser import click_data_point, save_screenshot, wait_until_idle
+from tests.support.browser import (
+    click_data_point,
+    open_and_wait,
+    save_screenshot,
+    shows_once,
+    wait_until_idle,
+)
 from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser
+TIMEOUT_MS = 120_000
 
 
 def _caption_text(page) -> str:
     return page.locator('[data-testid="stCaptionContainer"]').first.inner_text()
 
 
-def test_upload_change_layer_and_click_a_patch(app_url, page):
-    page.goto(app_url)
+def _open_explore(page, app_url: str) -> None:
+    open_and_wait(page, app_url, page.get_by_text("cat (chelsea): 16×16 patches"), TIMEOUT_MS)
+
+
+def _choose_upload(page) -> None:
+    page.get_by_text("Upload", exact=True).click()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').wait_for(state="attached", timeout=TIMEOUT_MS)
     wait_until_idle(page)
+
+
+def test_upload_change_layer_and_click_a_patch(app_url, page):
+    _open_explore(page, app_url)
     assert "16×16 grid" in _caption_text(page)
 
-    page.get_by_text("Upload", exact=True).click()
-    wait_until_idle(page)
+    _choose_upload(page)
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
         str(BUILTIN_PHOTOS["astronaut"])
     )
+    shows_once(page, "astronaut.png: 16×16 patches", TIMEOUT_MS)
     wait_until_idle(page)
-    assert page.get_by_text("astronaut.png: 16×16 patches").count() == 1
 
     layer = page.locator('input[type="range"][aria-label="Layer"]')
     layer.focus()
     for _ in range(8):
         layer.press("ArrowLeft")
+    shows_once(page, "Layer 3, mean of heads: attention from class token", TIMEOUT_MS)
     wait_until_idle(page)
-    assert page.get_by_text("Layer 3, mean of heads: attention from class token").count() == 1
 
     # Click the centre of patch (5, 9) of the 14-px grid, placed by Plotly's own axis mapping.
     grid = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
     click_data_point(page, grid, 9.5 * 14 - 0.5, 5.5 * 14 - 0.5)
+    shows_once(page, "attention from patch (5, 9)", TIMEOUT_MS)
     wait_until_idle(page)
-    assert page.get_by_text("attention from patch (5, 9)").count() == 1
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, "explore_upload_layer_click")
 
 
 def test_bad_upload_gets_a_message_not_a_traceback(app_url, page, tmp_path):
-    page.goto(app_url)
-    wait_until_idle(page)
-    page.get_by_text("Upload", exact=True).click()
-    wait_until_idle(page)
+    _open_explore(page, app_url)
+    _choose_upload(page)
     fake = tmp_path / "holiday.jpg"
     fake.write_text("this is not a photo")
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(fake))
+    shows_once(page, "holiday.jpg: This file is not an image", TIMEOUT_MS)
     wait_until_idle(page)
-    assert page.get_by_text("holiday.jpg: This file is not an image").count() == 1
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, "explore_bad_upload")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.browser import REPO
+from tests.support.browser import REPO
 from vitviz.images import builtin_photo
 from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
 from vitviz.models import load_model

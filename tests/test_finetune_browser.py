@@ -6,7 +6,13 @@ import time
 
 import pytest
 
-from tests.browser import save_screenshot, streamlit_app, wait_until_idle
+from tests.support.browser import (
+    open_and_wait,
+    reload_and_wait,
+    save_screenshot,
+    streamlit_app,
+    wait_until_idle,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -37,13 +43,13 @@ def progress_text(page) -> str:
 
 
 def test_start_watch_reload_and_see_results(finetune_url, page, runs_dir):
-    page.goto(finetune_url)
-    wait_until_idle(page)
+    open_and_wait(page, finetune_url, page.get_by_text("5 classes · 300 images", exact=False))
     assert page.get_by_text("5 classes · 300 images", exact=False).count() >= 1
 
     max_images = page.get_by_label("Max images (0 = all)")
     max_images.fill("40")
     max_images.press("Enter")
+    page.get_by_text("30 train / 10 validation images", exact=False).wait_for(timeout=60_000)
     wait_until_idle(page)
     assert page.get_by_text("30 train / 10 validation images", exact=False).count() == 1
 
@@ -66,11 +72,9 @@ def test_start_watch_reload_and_see_results(finetune_url, page, runs_dir):
     save_screenshot(page, "finetune_running")
 
     # A refresh (or a second tab) finds the run again from the URL; the worker never noticed.
-    page.reload()
     # Right after a reload the page can be quiet before its first run has drawn anything: wait for
     # the run's heading with a deadline, then check it is there once.
-    page.get_by_text(f"Run {run_name}").wait_for(timeout=60_000)
-    wait_until_idle(page, timeout_s=60, quiet_s=0.3)
+    reload_and_wait(page, page.get_by_text(f"Run {run_name}"), timeout_ms=60_000, quiet_s=0.3)
     assert page.get_by_text(f"Run {run_name}").count() == 1
 
     deadline = time.monotonic() + 300
@@ -86,8 +90,8 @@ def test_start_watch_reload_and_see_results(finetune_url, page, runs_dir):
     save_screenshot(page, "finetune_results")
 
     second = page.context.new_page()
-    second.goto(finetune_url)
-    wait_until_idle(second)
+    # The runs table draws its cells on a canvas (their text sits in hidden cells): wait for the table.
+    open_and_wait(second, finetune_url, second.locator('[data-testid="stDataFrame"]'))
     assert second.get_by_text(run_name).count() >= 1  # listed among the runs in another tab
     assert second.get_by_text("finished", exact=False).count() >= 1
     second.close()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.methods_helpers import (
+from tests.support.methods_helpers import (
     frozen_loaded,
     fused_flags,
     hand_made_loaded,

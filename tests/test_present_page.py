@@ -5,18 +5,9 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.browser import REPO
+from tests.support.browser import REPO
+from tests.support.slides import SLIDE_TITLES
 from vitviz.figures.story import SLIDE_KEYS
-
-TITLES = [
-    "An image goes in",
-    "Cut into patches",
-    "Patches become tokens",
-    "Attention, layer by layer",
-    "Attention rollout",
-    "The prediction",
-    "ViT vs CNN",
-]
 
 
 def _present(query: dict[str, str] | None = None) -> AppTest:
@@ -57,12 +48,12 @@ def test_steps_through_every_slide_forward_and_back(dark):
         assert app.query_params["slide"] == str(index + 1)
         if index < len(SLIDE_KEYS) - 1:
             app.button(key="present_next").click().run()
-    assert seen == TITLES
+    assert seen == SLIDE_TITLES
     assert app.button(key="present_next").disabled
     for index in reversed(range(len(SLIDE_KEYS) - 1)):
         app.button(key="present_previous").click().run()
         assert not app.exception
-        assert _title(app) == TITLES[index]
+        assert _title(app) == SLIDE_TITLES[index]
     assert app.button(key="present_previous").disabled
 
 
@@ -100,7 +91,7 @@ def test_a_link_opens_its_slide_theme_photo_and_presentation_mode():
 
 def test_bad_link_values_fall_back_with_a_note():
     app = _present({"slide": "99", "image": "dog", "model": "resnet50"})
-    assert _title(app) == TITLES[0]
+    assert _title(app) == SLIDE_TITLES[0]
     (note,) = [info.value for info in app.info]
     assert "slide='99'" in note and "image='dog'" in note and "model='resnet50'" in note
 

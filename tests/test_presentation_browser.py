@@ -1,22 +1,15 @@
 """Presentation mode in a real browser: ?present=1, Next/Previous and arrow keys, upload, themes, animation."""
 
+import re
+
 import pytest
 from PIL import Image
 
-from tests.browser import save_screenshot, shows_once, wait_until_idle
+from tests.support.browser import save_screenshot, shows_once, wait_until_idle
+from tests.support.slides import SLIDE_TITLES
 from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser
-
-TITLES = [
-    "An image goes in",
-    "Cut into patches",
-    "Patches become tokens",
-    "Attention, layer by layer",
-    "Attention rollout",
-    "The prediction",
-    "ViT vs CNN",
-]
 
 
 def _title(page) -> str:
@@ -46,7 +39,7 @@ def _background(page) -> str:
 def test_step_through_with_buttons_and_arrow_keys(app_url, page):
     page.set_viewport_size({"width": 1600, "height": 1000})
     page.goto(f"{app_url}/?present=1")  # the main URL jumps to presentation mode
-    _wait_for_title(page, TITLES[0])
+    _wait_for_title(page, SLIDE_TITLES[0])
     assert "/present" in page.url and "present=1" in page.url
     assert not page.locator('[data-testid="stSidebar"]').is_visible()
     assert not page.locator('[data-testid="stHeader"]').is_visible()
@@ -54,14 +47,14 @@ def test_step_through_with_buttons_and_arrow_keys(app_url, page):
     save_screenshot(page, "present_slide_1")
 
     page.locator(".st-key-present_next").get_by_role("button").click()
-    _wait_for_title(page, TITLES[1])
+    _wait_for_title(page, SLIDE_TITLES[1])
     page.locator(".st-key-present_previous").get_by_role("button").click()
-    _wait_for_title(page, TITLES[0])
+    _wait_for_title(page, SLIDE_TITLES[0])
 
-    for index in range(1, len(TITLES)):
+    for index in range(1, len(SLIDE_TITLES)):
         page.locator("h1.vv-title").click()  # focus on the page, not on a control
         page.keyboard.press("ArrowRight")
-        _wait_for_title(page, TITLES[index])
+        _wait_for_title(page, SLIDE_TITLES[index])
         assert page.locator(".vv-progress").inner_text() == f"{index + 1} / 7"
         assert _first_chart(page).is_visible()
         assert page.locator('[data-testid="stException"]').count() == 0
@@ -70,14 +63,14 @@ def test_step_through_with_buttons_and_arrow_keys(app_url, page):
     assert "slide=7" in page.url
 
     page.keyboard.press("ArrowLeft")
-    _wait_for_title(page, TITLES[-2])
+    _wait_for_title(page, SLIDE_TITLES[-2])
     page.keyboard.press("ArrowLeft")
-    _wait_for_title(page, TITLES[-3])
+    _wait_for_title(page, SLIDE_TITLES[-3])
 
 
 def test_the_attention_animation_plays_through_the_layers(app_url, page):
     page.goto(f"{app_url}/?present=1&slide=4")
-    _wait_for_title(page, TITLES[3])
+    _wait_for_title(page, SLIDE_TITLES[3])
     chart = _first_chart(page)
     assert chart.evaluate("gd => gd._transitionData._frames.length") == 12
     page.get_by_text("▶ Play").click()
@@ -91,8 +84,9 @@ def test_the_attention_animation_plays_through_the_layers(app_url, page):
 
 def test_upload_on_the_first_slide_carries_through_the_story(app_url, page):
     page.goto(f"{app_url}/?present=1")
-    _wait_for_title(page, TITLES[0])
+    _wait_for_title(page, SLIDE_TITLES[0])
     page.get_by_text("Upload", exact=True).click()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').wait_for(state="attached", timeout=60_000)
     wait_until_idle(page)
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
         str(BUILTIN_PHOTOS["astronaut"])
@@ -102,43 +96,44 @@ def test_upload_on_the_first_slide_carries_through_the_story(app_url, page):
     save_screenshot(page, "present_upload")
     page.locator("h1.vv-title").click()
     page.keyboard.press("ArrowRight")
-    _wait_for_title(page, TITLES[1])
+    _wait_for_title(page, SLIDE_TITLES[1])
     shows_once(page, "astronaut.png: 16×16 patches of 14 px")
     page.keyboard.press("ArrowLeft")
-    _wait_for_title(page, TITLES[0])
+    _wait_for_title(page, SLIDE_TITLES[0])
     assert "astronaut.png: a 512×512 photo" in _caption(page)  # kept while the picker was off screen
 
 
 def test_dark_and_light_themes(app_url, page):
     page.goto(f"{app_url}/?present=1&slide=5&theme=dark")
-    _wait_for_title(page, TITLES[4])
+    _wait_for_title(page, SLIDE_TITLES[4])
     assert _background(page) == "rgb(14, 17, 23)"
     chart_background = _first_chart(page).evaluate("gd => gd._fullLayout.paper_bgcolor")
     assert chart_background == "#0e1117"
     save_screenshot(page, "present_dark")
     page.locator(".st-key-present_dark").get_by_text("Dark").click()
+    page.wait_for_url(re.compile(r"theme=light"), timeout=60_000)  # written at the end of the run
     wait_until_idle(page)
     assert _background(page) == "rgb(255, 255, 255)"
-    assert "theme=light" in page.url
     save_screenshot(page, "present_light")
 
 
 def test_leaving_presentation_mode_brings_back_the_sidebar(app_url, page):
     page.goto(f"{app_url}/?present=1&slide=2")
-    _wait_for_title(page, TITLES[1])
+    _wait_for_title(page, SLIDE_TITLES[1])
     assert not page.locator('[data-testid="stSidebar"]').is_visible()
     page.locator(".st-key-present_fullscreen").get_by_text("Presentation mode").click()
+    page.locator('[data-testid="stSidebar"]').wait_for(state="visible", timeout=60_000)
     wait_until_idle(page)
     assert page.locator('[data-testid="stSidebar"]').is_visible()
-    assert "present=1" not in page.url and _title(page) == TITLES[1]
+    assert "present=1" not in page.url and _title(page) == SLIDE_TITLES[1]
     assert page.locator(".st-key-present_patches_chart_png").get_by_role("button").is_visible()
     save_screenshot(page, "present_windowed")
 
     page.locator("h1.vv-title").click()
     page.keyboard.press("ArrowRight")
-    _wait_for_title(page, TITLES[2])
+    _wait_for_title(page, SLIDE_TITLES[2])
     page.keyboard.press("ArrowRight")
-    _wait_for_title(page, TITLES[3])
+    _wait_for_title(page, SLIDE_TITLES[3])
     with page.expect_download(timeout=60_000) as download_info:
         page.locator(".st-key-present_gif").get_by_role("button").click()
     assert download_info.value.suggested_filename == (

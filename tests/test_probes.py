@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.methods_helpers import frozen_loaded, hook_counts, parameters_untouched
+from tests.support.methods_helpers import frozen_loaded, hook_counts, parameters_untouched
 from vitviz.images import builtin_photo
 from vitviz.methods.faithfulness import faithfulness, faithfulness_rows
 from vitviz.methods.probes import (

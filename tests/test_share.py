@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.browser import REPO
+from tests.support.browser import REPO
 from vitviz.share import TimmModelNames, ViewLimits, ViewState, parse_view_state, view_state_params
 
 PHOTOS = ("cat (chelsea)", "coffee", "astronaut")

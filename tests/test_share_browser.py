@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from PIL import Image
 
-from tests.browser import save_screenshot, shows_once, wait_until_idle
+from tests.support.browser import open_and_wait, reload_and_wait, save_screenshot, shows_once, wait_until_idle
 from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser
@@ -36,8 +36,8 @@ def _choose(page, label: str, option: str) -> None:
 
 
 def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
-    page.goto(f"{app_url}/?image=coffee&layer=3&head=2&fusion=max&opacity=0.8")
-    wait_until_idle(page)
+    url = f"{app_url}/?image=coffee&layer=3&head=2&fusion=max&opacity=0.8"
+    open_and_wait(page, url, page.get_by_text("Rollout: max of heads, discard 0%, layers 0–11"))
     shows_once(page, "coffee: 16×16 patches of 14 px")
     shows_once(page, "Layer 3, head 2: attention from class token")
     shows_once(page, "Rollout: max of heads, discard 0%, layers 0–11")
@@ -68,8 +68,7 @@ def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
     other = page.context.browser.new_context(viewport={"width": 1400, "height": 1700})
     try:
         copy = other.new_page()
-        copy.goto(page.url)
-        wait_until_idle(copy)
+        open_and_wait(copy, page.url, copy.get_by_text("Layer 2, head 2: attention from class token"))
         shows_once(copy, "Layer 2, head 2: attention from class token")
         shows_once(copy, "coffee: 16×16 patches of 14 px")
     finally:
@@ -77,9 +76,8 @@ def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
 
 
 def test_a_bad_link_falls_back_with_one_note(app_url, page):
-    page.goto(f"{app_url}/?image=dog&layer=40&head=1&model=vit_gigantic")
-    wait_until_idle(page)
     note = page.locator('[data-testid="stAlert"]').filter(has_text="link asked")
+    open_and_wait(page, f"{app_url}/?image=dog&layer=40&head=1&model=vit_gigantic", note)
     assert note.count() == 1
     text = note.inner_text()
     assert "model='vit_gigantic'" in text and "image='dog'" in text and "layer='40'" in text
@@ -89,8 +87,9 @@ def test_a_bad_link_falls_back_with_one_note(app_url, page):
 
 
 def test_png_html_and_csv_downloads(app_url, page):
-    page.goto(f"{app_url}/?layer=5")
-    wait_until_idle(page)
+    open_and_wait(
+        page, f"{app_url}/?layer=5", page.get_by_text("Layer 5, mean of heads: attention from class token")
+    )
     with page.expect_download(timeout=60_000) as download_info:
         page.locator(".st-key-explore_attention_png").get_by_role("button").click()
     download = download_info.value
@@ -118,15 +117,16 @@ def test_png_html_and_csv_downloads(app_url, page):
 
 
 def test_navigation_switches_pages_and_back(app_url, page):
-    page.goto(app_url)
-    wait_until_idle(page)
+    open_and_wait(page, app_url, page.get_by_text("cat (chelsea): 16×16 patches of 14 px"))
     nav = page.locator('[data-testid="stSidebarNav"]')
     nav.get_by_text("Present", exact=True).click()
+    page.locator("h1.vv-title").wait_for(timeout=120_000)
     wait_until_idle(page)
     assert page.locator("h1.vv-title").inner_text() == "An image goes in"
     assert "/present" in page.url
     save_screenshot(page, "share_navigate_to_present")
     nav.get_by_text("Explore", exact=True).click()
+    page.get_by_role("heading", name="Explore").wait_for(timeout=120_000)
     wait_until_idle(page)
     assert page.get_by_role("heading", name="Explore").count() == 1
     shows_once(page, "cat (chelsea): 16×16 patches of 14 px")
@@ -137,27 +137,27 @@ def test_two_sessions_never_see_each_others_state(app_url, chromium):
     second = chromium.new_context(viewport={"width": 1400, "height": 1700})
     try:
         upload_page, cnn_page = first.new_page(), second.new_page()
-        upload_page.goto(app_url)
-        cnn_page.goto(app_url)
-        wait_until_idle(upload_page)
-        wait_until_idle(cnn_page)
+        for session_page in (upload_page, cnn_page):
+            open_and_wait(session_page, app_url, session_page.get_by_text("cat (chelsea): 16×16 patches"))
 
         # First: an upload with DINOv2 at layer 4. Second: the EfficientNet CNN on a built-in photo.
         upload_page.get_by_text("Upload", exact=True).click()
+        upload_page.locator('[data-testid="stFileUploaderDropzoneInput"]').wait_for(state="attached")
         wait_until_idle(upload_page)
         _choose(cnn_page, "Model", "tf_efficientnet_lite0")
         upload_page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
             str(BUILTIN_PHOTOS["astronaut"])
         )
         _choose(cnn_page, "Built-in photo", "coffee")
+        upload_page.get_by_text("astronaut.png: 16×16 patches of 14 px").wait_for(timeout=120_000)
         wait_until_idle(upload_page)
         slider = upload_page.locator('input[type="range"][aria-label="Layer"]')
         slider.focus()
         for _ in range(7):
             slider.press("ArrowLeft")
         wait_until_idle(upload_page)
-        cnn_page.reload()  # a fresh run of the second session after the first acted
-        wait_until_idle(cnn_page)
+        # A fresh run of the second session after the first acted.
+        reload_and_wait(cnn_page, cnn_page.get_by_text("Top-5 · coffee"))
 
         upload_caption = upload_page.locator('[data-testid="stCaptionContainer"]').first.inner_text()
         assert "vit_small_patch14_dinov2" in upload_caption and "16×16 grid" in upload_caption

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 # Chromium's own network chatter is refused on closed machines; these flags keep it quiet.
@@ -81,6 +81,25 @@ def wait_until_idle(page, timeout_s: float = 120.0, quiet_s: float = 0.8) -> Non
             return
         page.wait_for_timeout(100)
     raise TimeoutError("the app kept running for longer than the deadline")
+
+
+def open_and_wait(page, url: str, ready, timeout_ms: int = 120_000, quiet_s: float = 0.8) -> None:
+    """Opens `url`, waits with a deadline for the `ready` locator to show, then for the run to end.
+
+    Right after a navigation the page can be quiet before its first run has drawn anything, so
+    quiet alone proves nothing: a named element of the finished page does. A page that redraws a
+    live fragment every second needs a `quiet_s` shorter than that.
+    """
+    page.goto(url)
+    ready.first.wait_for(timeout=timeout_ms)
+    wait_until_idle(page, timeout_s=timeout_ms / 1000, quiet_s=quiet_s)
+
+
+def reload_and_wait(page, ready, timeout_ms: int = 120_000, quiet_s: float = 0.8) -> None:
+    """Reloads the page and waits as `open_and_wait` does."""
+    page.reload()
+    ready.first.wait_for(timeout=timeout_ms)
+    wait_until_idle(page, timeout_s=timeout_ms / 1000, quiet_s=quiet_s)
 
 
 def save_screenshot(page, name: str) -> Path:

@@ -1,15 +1,17 @@
-"""Streamlit glue shared by the pages: cached loaders, session keys, the image and model pickers."""
+"""Streamlit glue shared by the pages: cached loaders, pickers, the model caption, clicks, URL sync, downloads."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 import streamlit as st
 from PIL import Image
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from vitviz.device import available_devices
 from vitviz.export import array_csv, array_npy, export_filename, figure_html, figure_png
@@ -31,12 +33,42 @@ from vitviz.models import (
     ModelError,
     describe_weights,
     load_model,
+    untrained_twin,
 )
 from vitviz.predict import Prediction, predict
 from vitviz.preprocess import explanation_image
 from vitviz.runs import list_runs
 from vitviz.share import TimmModelNames, ViewLimits
 from vitviz.weights import WeightsError
+
+__all__ = [
+    "OTHER_MODEL",
+    "WEIGHTS_FILE",
+    "ImageChoice",
+    "ModelChoice",
+    "cached_attention",
+    "cached_explanation_image",
+    "cached_model",
+    "cached_output_embedding",
+    "cached_png",
+    "cached_position_similarity",
+    "cached_predictions",
+    "cached_rollout",
+    "cached_twin",
+    "figure_downloads",
+    "image_picker",
+    "load_or_stop",
+    "model_caption",
+    "model_picker",
+    "new_click",
+    "photo_choice",
+    "sync_url",
+    "untrained_warning",
+    "upload_choice",
+    "url_notes",
+    "url_params_once",
+    "view_limits",
+]
 
 
 def _use_app_navigation() -> None:
@@ -55,6 +87,8 @@ def _use_app_navigation() -> None:
 
 
 _use_app_navigation()
+
+T = TypeVar("T")
 
 OTHER_MODEL = "other timm model…"
 WEIGHTS_FILE = "file on the server…"
@@ -88,15 +122,23 @@ def cached_model(name: str, weights: str, device: str) -> LoadedModel:
     return load_model(name, weights, device)
 
 
+@st.cache_resource(show_spinner="Building the untrained twin…", max_entries=4)
+def cached_twin(name: str, weights: str, device: str) -> LoadedModel:
+    """The chosen model's architecture and input size with seeded random weights, for comparisons."""
+    return untrained_twin(cached_model(name, weights, device))
+
+
 @st.cache_resource(show_spinner="Capturing attention…", max_entries=24)
 def cached_attention(
-    name: str, weights: str, device: str, digest: str, _image: Image.Image
+    name: str, weights: str, device: str, digest: str, _image: Image.Image, twin: bool = False
 ) -> AttentionRecord:
     """Every layer's attention for one image: widgets that only change a layer reuse it.
 
     A resource cache hands out the same read-only record without copying its ~20 MB of arrays.
+    With `twin`, the record is the untrained twin's (`cached_twin`) instead of the model's own.
     """
-    return record_attention(cached_model(name, weights, device), _image)
+    loaded = cached_twin(name, weights, device) if twin else cached_model(name, weights, device)
+    return record_attention(loaded, _image)
 
 
 @st.cache_data(max_entries=256)
@@ -160,11 +202,7 @@ def model_picker(key: str, default_name: str = "vit_small_patch14_dinov2") -> Mo
     name = picked
     if picked in runs:
         st.caption(f"Weights: {describe_weights(picked)}")
-        devices = available_devices()
-        device = st.selectbox(
-            "Device", devices, index=0, help=f"Best available: {devices[0]}", key=f"{key}_device"
-        )
-        return ModelChoice(picked, picked, device)
+        return ModelChoice(picked, picked, _device_picker(key))
     if picked == OTHER_MODEL:
         name = st.text_input("timm model name", value="vit_base_patch16_224", key=f"{key}_model_name").strip()
     weights = st.selectbox(
@@ -181,11 +219,12 @@ def model_picker(key: str, default_name: str = "vit_small_patch14_dinov2") -> Mo
             st.text_input("Checkpoint path (.safetensors, .pth)", key=f"{key}_weights_path").strip()
             or "random"
         )
+    return ModelChoice(name, weights, _device_picker(key))
+
+
+def _device_picker(key: str) -> str:
     devices = available_devices()
-    device = st.selectbox(
-        "Device", devices, index=0, help=f"Best available: {devices[0]}", key=f"{key}_device"
-    )
-    return ModelChoice(name, weights, device)
+    return st.selectbox("Device", devices, index=0, help=f"Best available: {devices[0]}", key=f"{key}_device")
 
 
 def image_picker(key: str) -> ImageChoice:
@@ -199,22 +238,88 @@ def image_picker(key: str) -> ImageChoice:
             key=f"{key}_upload",
         )
         if upload is not None:
-            try:
-                image = decode_image(upload.getvalue())
-            except ImageDecodeError as error:
-                st.error(f"{upload.name}: {error}")
+            uploaded = upload_choice(upload)
+            if uploaded is None:
                 st.stop()
-            return ImageChoice(image, upload.name, image_digest(image))
+            return uploaded
         st.info("No upload yet: showing a built-in photo.")
-    photo = st.selectbox("Built-in photo", list(BUILTIN_PHOTOS), key=f"{key}_photo")
+    return photo_choice(st.selectbox("Built-in photo", list(BUILTIN_PHOTOS), key=f"{key}_photo"))
+
+
+def photo_choice(photo: str) -> ImageChoice:
+    """A built-in photo by its name, decoded, with its digest."""
     image = builtin_photo(photo)
     return ImageChoice(image, photo, image_digest(image))
+
+
+def upload_choice(upload: UploadedFile) -> ImageChoice | None:
+    """The uploaded image decoded; None, after one error line naming the file, when it is no image."""
+    try:
+        image = decode_image(upload.getvalue())
+    except ImageDecodeError as error:
+        st.error(f"{upload.name}: {error}")
+        return None
+    return ImageChoice(image, upload.name, image_digest(image))
+
+
+FAMILY_WORDS = {"vit": "ViT", "hybrid": "hybrid (CNN stem + ViT)", "cnn": "CNN"}
+
+
+def model_caption(loaded: LoadedModel, weights: str, number: int | None = None) -> str:
+    """One line of the model's facts: family, weights, input, token grid and depth, head, device.
+
+    Args:
+        loaded: the model a page shows.
+        weights: the weights source as picked (`describe_weights` names runs and files).
+        number: the model's place on a page that shows several, written before its name.
+
+    Returns:
+        Markdown, the model's name in bold.
+    """
+    facts = loaded.facts
+    name = facts.name if number is None else f"{number}. {facts.name}"
+    parts = [
+        f"**{name}**",
+        FAMILY_WORDS[facts.family],
+        describe_weights(weights),
+        f"{facts.input_size[0]}×{facts.input_size[1]} px input",
+    ]
+    if facts.grid_size is not None:
+        rows, cols = facts.grid_size
+        parts += [
+            f"{rows}×{cols} grid, one token per {facts.stride_px[0]}×{facts.stride_px[1]} px",
+            f"{facts.num_patches} patches + {facts.num_prefix_tokens} prefix = {facts.num_tokens} tokens",
+            f"{facts.num_layers} layers × {facts.num_heads} heads",
+        ]
+    if not facts.has_classifier:
+        parts.append("no classifier head")
+    parts.append(f"device {loaded.device}")
+    return " · ".join(parts)
 
 
 def untrained_warning(loaded: LoadedModel) -> None:
     """Says plainly, above any result, that random weights show an untrained model."""
     if not loaded.trained:
         st.warning("Random, untrained weights: every map and prediction below shows an untrained model.")
+
+
+def new_click(chart_key: str, seen_key: str, read: Callable[[dict | None], T | None]) -> T | None:
+    """What a user clicked on a chart since the last run, or None.
+
+    A chart's selection stays in the session after the click, so every later run would see it
+    again; the last click read per chart is kept under `seen_key` and only a different one counts.
+
+    Args:
+        chart_key: the `st.plotly_chart` key whose selection to read.
+        seen_key: session key of the {chart key: last click} store shared by a view's charts.
+        read: turns the selection into what was clicked (a patch, a head), or None.
+    """
+    seen = st.session_state.setdefault(seen_key, {})
+    clicked = read(st.session_state.get(chart_key))
+    if clicked is None or seen.get(chart_key) == clicked:
+        return None
+    seen[chart_key] = clicked
+    return clicked
 
 
 # Shareable links: a page's state lives in the URL's query parameters.
@@ -261,6 +366,21 @@ def view_limits(default_model: str = "vit_small_patch14_dinov2") -> ViewLimits:
 # Downloads under figures: every file is made only when its button is clicked.
 
 
+class _Download(NamedTuple):
+    """One download button: its label, file ending, MIME type, the maker of its bytes, its tooltip."""
+
+    label: str
+    ext: str
+    mime: str
+    make: Callable[[], bytes | str]
+    help: str
+
+
+_PNG_HELP = "The figure as a picture (2× resolution), for slides."
+_HTML_HELP = "The interactive figure in one file that opens offline."
+_CSV_HELP = "The raw array as comma-separated text, one line per grid row."
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def cached_png(figure_json: str) -> bytes:
     """A figure's PNG, keyed by the figure's JSON: the same view downloads again at once."""
@@ -281,51 +401,27 @@ def figure_downloads(
     File names say the model, weights, image and view. Nothing is rendered until a button is
     clicked (a PNG needs headless Chromium; the first takes seconds), so pages stay fast.
     """
-
-    def name(ext: str) -> str:
-        return export_filename(model, weights, image, view, ext)
-
+    files = [
+        _Download("PNG", "png", "image/png", lambda: cached_png(figure.to_json()), _PNG_HELP),
+        _Download("HTML", "html", "text/html", lambda: figure_html(figure, title=view), _HTML_HELP),
+    ]
+    if array is not None:
+        npy_help = f"The raw {'×'.join(map(str, array.shape))} array for NumPy."
+        files += [
+            _Download(".npy", "npy", "application/octet-stream", lambda: array_npy(array), npy_help),
+            _Download("CSV", "csv", "text/csv", lambda: array_csv(array), _CSV_HELP),
+        ]
     with st.container(horizontal=True, gap="small", key=f"{key}_downloads"):
-        st.download_button(
-            "PNG",
-            data=lambda: cached_png(figure.to_json()),
-            file_name=name("png"),
-            mime="image/png",
-            key=f"{key}_png",
-            on_click="ignore",
-            icon=":material/download:",
-            help="The figure as a picture (2× resolution), for slides.",
-        )
-        st.download_button(
-            "HTML",
-            data=lambda: figure_html(figure, title=view),
-            file_name=name("html"),
-            mime="text/html",
-            key=f"{key}_html",
-            on_click="ignore",
-            icon=":material/download:",
-            help="The interactive figure in one file that opens offline.",
-        )
-        if array is not None:
+        for file in files:
             st.download_button(
-                ".npy",
-                data=lambda: array_npy(array),
-                file_name=name("npy"),
-                mime="application/octet-stream",
-                key=f"{key}_npy",
+                file.label,
+                data=file.make,
+                file_name=export_filename(model, weights, image, view, file.ext),
+                mime=file.mime,
+                key=f"{key}_{file.ext}",
                 on_click="ignore",
                 icon=":material/download:",
-                help=f"The raw {'×'.join(map(str, array.shape))} array for NumPy.",
-            )
-            st.download_button(
-                "CSV",
-                data=lambda: array_csv(array),
-                file_name=name("csv"),
-                mime="text/csv",
-                key=f"{key}_csv",
-                on_click="ignore",
-                icon=":material/download:",
-                help="The raw array as comma-separated text, one line per grid row.",
+                help=file.help,
             )
 
 

@@ -1,4 +1,4 @@
-"""AppTest helpers for the Anatomy page, shared by the tests of its two halves."""
+"""AppTest helpers for the Anatomy page: open it on a model, open a tab, read its texts and titles."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 from streamlit.testing.v1 import AppTest
 
-from tests.browser import REPO
-from ui import OTHER_MODEL, WEIGHTS_FILE
+from pages.views.ui import OTHER_MODEL, WEIGHTS_FILE
+from tests.support.browser import REPO
 
 
 def open_anatomy(

@@ -1,23 +1,34 @@
-"""Streamlit views of the Fine-tune page: data summary, run list, live progress and results."""
+"""Streamlit views of the Fine-tune page: data and training settings, run list, live progress and results."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-import ui
+from pages.views import ui
 from vitviz.figures.common import attention_overlay_figure
 from vitviz.figures.finetune import class_counts_figure, confusion_figure, training_curves_figure
-from vitviz.finetune.data import DataError, DataSummary, ImageSet, planned_split, scan_image_folder, summarize
+from vitviz.finetune.data import (
+    BUILTIN_SHAPES,
+    DataError,
+    DataSummary,
+    ImageSet,
+    planned_split,
+    scan_image_folder,
+    summarize,
+)
 from vitviz.finetune.data import builtin_shapes as make_builtin_shapes
 from vitviz.finetune.results import run_results
 from vitviz.finetune.safezip import UnsafeArchiveError
-from vitviz.finetune.worker import run_image_set, stop_run
+from vitviz.finetune.trainer import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATES, MODES, FinetuneConfig, Mode
+from vitviz.finetune.worker import run_image_set, start_run, stop_run
 from vitviz.images import ImageDecodeError, image_digest
 from vitviz.maths.attention import class_attention_map, rollout_relevance
-from vitviz.models import ModelError
+from vitviz.models import ModelError, describe_weights
 from vitviz.preprocess import explanation_image
 from vitviz.runs import (
     LOG_FILE,
@@ -35,16 +46,22 @@ from vitviz.weights import WeightsError
 __all__ = [
     "OPEN_RUN",
     "RUN_PARAM",
+    "DataChoice",
+    "TrainingSettings",
+    "data_picker",
+    "data_section",
     "data_summary_or_message",
     "folder_summary",
-    "list_runs",
     "live_run",
     "open_run_folder",
     "render_data",
     "render_run",
     "render_runs",
+    "runs_section",
     "set_open_run",
     "shapes_summary",
+    "start_section",
+    "training_settings",
     "zip_summary",
 ]
 
@@ -52,6 +69,101 @@ OPEN_RUN = "finetune_open_run"  # session key: the folder name of the run shown 
 RUN_PARAM = "run"  # query parameter with the same name, so a refresh reopens the run
 RUN_PICK = "finetune_run_pick"  # the runs list's selectbox
 LIVE_REFRESH_S = 1.0
+SHAPES = "built-in shapes"
+UPLOAD = "upload a .zip"
+FOLDER = "folder on the server"
+MODE_HELP = {
+    "probe": "probe — frozen backbone, new linear head on cached features (fast)",
+    "last-k": "last-k — the last k blocks and a new head",
+    "full": "full — every parameter (slow on a CPU)",
+}
+MAX_ZIP_MB = 200
+
+
+# --------------------------------------------------------------------------------------------
+# Sidebar: data and training settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """Where the training images come from."""
+
+    source: str  # SHAPES, UPLOAD or FOLDER
+    upload: UploadedFile | None  # the .zip, once uploaded
+    folder: str | None  # the typed folder path
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How to train, as the sidebar sets it."""
+
+    mode: Mode
+    last_k: int  # blocks trained in last-k mode
+    epochs: int
+    lr: float
+    batch_size: int
+    max_images: int | None  # None: every image
+    val_fraction: float
+    seed: int
+
+    def config(self, choice: ui.ModelChoice) -> FinetuneConfig:
+        """The run's configuration for the picked model."""
+        return FinetuneConfig(
+            model=choice.name,
+            weights=choice.weights,
+            mode=self.mode,
+            last_k=self.last_k,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            max_images=self.max_images,
+            seed=self.seed,
+            val_fraction=self.val_fraction,
+            device=choice.device,
+        )
+
+
+def data_picker() -> DataChoice:
+    """Sidebar: built-in shapes, an uploaded .zip of class folders, or a folder on the server."""
+    st.subheader("Data")
+    source = st.radio("Images", [SHAPES, UPLOAD, FOLDER], key="finetune_data_source")
+    upload = folder = None
+    if source == UPLOAD:
+        upload = st.file_uploader(
+            "A .zip of class folders (cats/001.jpg, dogs/001.jpg, …)",
+            type=["zip"],
+            max_upload_size=MAX_ZIP_MB,
+            key="finetune_upload",
+        )
+    elif source == FOLDER:
+        folder = st.text_input(
+            "Folder of class folders", key="finetune_folder", placeholder="/data/pets"
+        ).strip()
+    return DataChoice(source, upload, folder)
+
+
+def training_settings() -> TrainingSettings:
+    """Sidebar: mode, epochs, learning rate, batch size, image count, validation share and seed."""
+    st.subheader("Training")
+    mode = st.radio("Mode", MODES, format_func=MODE_HELP.get, key="finetune_mode")
+    last_k = 2
+    if mode == "last-k":
+        last_k = int(st.number_input("Blocks to train (k)", 1, 48, 2, key="finetune_last_k"))
+    # Keys carry the mode, so switching mode brings that mode's defaults back.
+    epochs = int(st.number_input("Epochs", 1, 10_000, DEFAULT_EPOCHS[mode], key=f"finetune_epochs_{mode}"))
+    lr = st.number_input(
+        "Learning rate", 1e-6, 1.0, DEFAULT_LEARNING_RATES[mode], format="%.0e", key=f"finetune_lr_{mode}"
+    )
+    batch_size = int(st.number_input("Batch size", 1, 512, 32, key="finetune_batch_size"))
+    max_images = int(
+        st.number_input("Max images (0 = all)", 0, 1_000_000, 0, step=50, key="finetune_max_images")
+    )
+    val_fraction = st.slider("Validation share", 0.05, 0.5, 0.2, 0.05, key="finetune_val_fraction")
+    seed = int(st.number_input("Seed", 0, 2**31 - 1, 0, key="finetune_seed"))
+    return TrainingSettings(
+        mode, last_k, epochs, float(lr), batch_size, max_images or None, val_fraction, seed
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,6 +197,47 @@ def data_summary_or_message(load) -> DataSummary | None:
     except (DataError, ImageDecodeError, OSError) as error:
         st.error(str(error))
     return None
+
+
+def data_section(data: DataChoice, settings: TrainingSettings) -> DataSummary | None:
+    """The chosen data's classes, samples and split; None, with a message, until there is usable data."""
+    st.markdown("##### Data")
+    if data.source == SHAPES:
+        summary = data_summary_or_message(shapes_summary)
+    elif data.source == UPLOAD and data.upload is not None:
+        upload = data.upload
+        summary = data_summary_or_message(lambda: zip_summary(upload.file_id, upload.name, upload.getvalue()))
+    elif data.source == FOLDER and data.folder:
+        folder = data.folder
+        summary = data_summary_or_message(lambda: folder_summary(folder))
+    else:
+        summary = None
+        st.info(
+            "Upload a .zip of class folders."
+            if data.source == UPLOAD
+            else "Type the path of a folder of class folders."
+        )
+    if summary is not None:
+        render_data(summary, settings.val_fraction, settings.seed, settings.max_images)
+    return summary
+
+
+def start_section(
+    data: DataChoice, summary: DataSummary | None, choice: ui.ModelChoice, settings: TrainingSettings
+) -> None:
+    """The start button: a click starts a worker on the data and opens its run below."""
+    if choice.weights == "random":
+        st.warning("Random, untrained weights: the run will start from a network that has learned nothing.")
+    start = st.button("Start fine-tuning", type="primary", disabled=summary is None, key="finetune_start")
+    if not start or summary is None:
+        return
+    config = settings.config(choice)
+    if data.source == UPLOAD and data.upload is not None:
+        run_folder = start_run(config, "", upload=data.upload.getvalue(), upload_name=data.upload.name)
+    else:
+        run_folder = start_run(config, BUILTIN_SHAPES if data.source == SHAPES else data.folder)
+    set_open_run(run_folder, select=True)
+    st.rerun()
 
 
 def render_data(summary: DataSummary, val_fraction: float, seed: int, max_images: int | None) -> None:
@@ -159,6 +312,17 @@ def set_open_run(folder: Path | None, select: bool = False) -> None:
     else:
         st.session_state[OPEN_RUN] = folder.name
         st.query_params[RUN_PARAM] = folder.name
+
+
+def runs_section(device: str) -> None:
+    """Every run in a table, and the open one below it."""
+    st.divider()
+    st.markdown("##### Runs")
+    render_runs(list_runs())
+    folder = open_run_folder()
+    if folder is not None:
+        st.divider()
+        render_run(folder, device)
 
 
 def render_runs(runs: list[RunSummary]) -> None:
@@ -238,7 +402,7 @@ def render_run(folder: Path, device: str) -> None:
     config = read_config(folder)
     origin = config.get("weights", "?")
     st.subheader(f"Run {folder.name}")
-    origin_text = "random (untrained) weights" if origin == "random" else ui.describe_weights(origin)
+    origin_text = "random (untrained) weights" if origin == "random" else describe_weights(origin)
     st.caption(
         f"**{config.get('timm_name', '?')}** · from {origin_text} · {config.get('mode', '?')} · "
         f"data {config.get('data', {}).get('label', '?')} · folder `{folder}`"

@@ -1,4 +1,4 @@
-"""Streamlit glue of the Compare page: model slots, cached maps, probes and faithfulness, class picker."""
+"""Streamlit glue of the Compare page: model slots, predictions, maps on one scale, probes, faithfulness."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from dataclasses import dataclass
 import streamlit as st
 from PIL import Image
 
-import ui
+from pages.views import ui
 from vitviz.figures.compare import (
     SCALE_PERCENTILE,
+    SCALE_TITLE,
     OverlayPanel,
     faithfulness_curves_figure,
+    predictions_comparison_figure,
     probe_curves_figure,
+    shared_overlays_figure,
 )
 from vitviz.methods import (
     METHODS,
@@ -25,9 +28,20 @@ from vitviz.methods import (
 )
 from vitviz.methods.faithfulness import FaithfulnessResult, faithfulness, faithfulness_rows
 from vitviz.methods.probes import PROBE_KINDS, ProbeCurve, run_probe
-from vitviz.models import LoadedModel, ModelError, describe_weights
+from vitviz.models import LoadedModel, ModelError
 from vitviz.predict import Prediction
 from vitviz.weights import WeightsError
+
+__all__ = [
+    "DisplayOptions",
+    "ModelSlot",
+    "checks_section",
+    "display_options",
+    "explanations_section",
+    "model_pickers",
+    "predictions_section",
+    "ready_slots",
+]
 
 THIRD_MODEL = "compare_third_model"
 TOP_CLASS = "each model's own top class"
@@ -39,7 +53,12 @@ SLOT_DEFAULTS: tuple[tuple[str, str], ...] = (
     ("tf_efficientnet_lite0", "bundled"),
     ("deit_small_distilled_patch16_224", "random"),
 )
-_FAMILY_WORDS = {"vit": "ViT", "hybrid": "hybrid (CNN stem + ViT)", "cnn": "CNN"}
+GRADCAM_LAYERS = {
+    "": "per family (features · stem · tokens)",
+    "features": "forward_features output",
+    "stem": "hybrid CNN stem",
+    "tokens": "token grid entering the last block",
+}
 
 
 @dataclass(frozen=True)
@@ -59,6 +78,46 @@ class ModelSlot:
     def title(self) -> str:
         untrained = "" if self.loaded is None or self.loaded.trained else " (untrained)"
         return f"{self.choice.name}{untrained}"
+
+
+@dataclass(frozen=True)
+class DisplayOptions:
+    """The sidebar's settings shared by every compared model."""
+
+    topk: int  # predictions listed per model
+    opacity: float  # of the maps over the picture
+    robust: bool  # maps scaled to their 99th percentile rather than their maximum
+    gradcam_layer: str  # a key of GRADCAM_LAYERS; "" lets each family choose
+    ig_steps: int  # Integrated Gradients' path steps
+
+    def method_options(self, method: str) -> dict[str, object]:
+        """The options this method takes from the sidebar."""
+        if method in ("gradcam", "gradcam++") and self.gradcam_layer:
+            return {"layer": self.gradcam_layer}
+        if method == "integrated-gradients":
+            return {"steps": self.ig_steps}
+        return {}
+
+
+def display_options() -> DisplayOptions:
+    """Sidebar: top-k, map opacity and scaling, and the method options behind an expander."""
+    topk = st.slider("Top-k predictions", 1, 10, 5, key="compare_topk")
+    opacity = st.slider("Map opacity", 0.1, 1.0, 0.6, 0.05, key="compare_opacity")
+    robust = st.toggle(
+        "Scale maps to their 99th percentile",
+        value=True,
+        key="compare_robust_scale",
+        help="Off: each map is divided by its maximum, so one outlier cell can darken the rest.",
+    )
+    with st.expander("Method options"):
+        gradcam_layer = st.selectbox(
+            "Grad-CAM layer",
+            list(GRADCAM_LAYERS),
+            format_func=GRADCAM_LAYERS.get,
+            key="compare_gradcam_layer",
+        )
+        ig_steps = st.slider("Integrated Gradients steps", 4, 64, 16, 4, key="compare_ig_steps")
+    return DisplayOptions(topk, opacity, robust, gradcam_layer, ig_steps)
 
 
 def model_pickers() -> list[ui.ModelChoice]:
@@ -84,21 +143,117 @@ def load_slot(number: int, choice: ui.ModelChoice) -> ModelSlot:
     return ModelSlot(number, choice, loaded, None)
 
 
-def describe(slot: ModelSlot) -> str:
-    """One caption line: family, weights, grid, prefix tokens."""
-    assert slot.loaded is not None
-    facts = slot.loaded.facts
-    grid = ""
-    if facts.grid_size is not None:
-        grid = (
-            f" · {facts.grid_size[0]}×{facts.grid_size[1]} tokens of {facts.stride_px[0]} px"
-            f" + {facts.num_prefix_tokens} prefix"
+def ready_slots(choices: Sequence[ui.ModelChoice]) -> list[ModelSlot]:
+    """The picked models that load, each with its caption; one error line for each that does not.
+
+    The script stops with a message when none loads.
+    """
+    slots = [load_slot(number, choice) for number, choice in enumerate(choices, start=1)]
+    for slot in slots:
+        if slot.error:
+            st.error(f"Model {slot.number} ({slot.choice.name}): {slot.error}")
+    ready = [slot for slot in slots if slot.loaded is not None]
+    if not ready:
+        st.info("Pick at least one model that loads to compare.")
+        st.stop()
+    for slot in ready:
+        st.caption(ui.model_caption(slot.loaded, slot.choice.weights, slot.number))
+        if not slot.loaded.trained:
+            st.warning(
+                f"{slot.number}. {slot.choice.name}: random, untrained weights: its maps, predictions "
+                "and curves show an untrained model."
+            )
+    return ready
+
+
+def with_classifier(slots: Sequence[ModelSlot]) -> list[ModelSlot]:
+    """The slots whose model has a classifier head: only they predict, probe and score faithfulness."""
+    return [slot for slot in slots if slot.loaded.facts.has_classifier]
+
+
+def predictions_section(
+    slots: Sequence[ModelSlot], picked: ui.ImageChoice, topk: int
+) -> dict[int, list[Prediction]]:
+    """Predictions side by side, classes another model also lists marked; a note for each headless model.
+
+    Returns:
+        Each classifier's top-k, by slot number.
+    """
+    classifiers = with_classifier(slots)
+    predictions = {
+        slot.number: ui.cached_predictions(
+            slot.choice.name, slot.choice.weights, slot.choice.device, picked.digest, picked.image, topk
         )
-    head = "" if facts.has_classifier else " · no classifier head"
-    return (
-        f"**{slot.number}. {facts.name}** · {_FAMILY_WORDS[facts.family]} · "
-        f"{describe_weights(slot.choice.weights)}{grid}{head}"
+        for slot in classifiers
+    }
+    st.subheader("Predictions")
+    if predictions:
+        st.plotly_chart(
+            predictions_comparison_figure(
+                [(f"{slot.number}. {slot.title}", predictions[slot.number]) for slot in classifiers]
+            ),
+            key="compare_predictions_chart",
+        )
+    for slot in slots:
+        if not slot.loaded.facts.has_classifier:
+            st.info(
+                f"{slot.number}. {slot.choice.name} has no classifier head (a self-supervised backbone): it "
+                "makes no predictions, so it has no class-specific maps, probes or faithfulness scores. "
+                "Attention rollout and raw attention are offered for it."
+            )
+    return predictions
+
+
+def explanations_section(
+    slots: Sequence[ModelSlot],
+    predictions: dict[int, list[Prediction]],
+    picked: ui.ImageChoice,
+    options: DisplayOptions,
+) -> tuple[dict[int, str], int | None]:
+    """A method picker per model and the class to explain, then every map on one colour scale.
+
+    Returns:
+        The method picked for each slot number, and the class explained (None: each model's own top).
+    """
+    st.subheader("Explanations")
+    classifiers = with_classifier(slots)
+    controls = st.columns(len(slots) + 1 if classifiers else len(slots))
+    methods = {}
+    for column, slot in zip(controls, slots, strict=False):
+        with column:
+            methods[slot.number] = method_picker(slot)
+    class_index = None
+    if classifiers:
+        with controls[-1]:
+            num_classes = max(slot.loaded.facts.num_classes for slot in classifiers)
+            class_index = class_picker(list(predictions.values()), num_classes)
+    panels = []
+    for slot in slots:
+        method = methods[slot.number]
+        options_for_method = options.method_options(method)
+        panel, _ = explanation_panel(
+            slot, method, class_index, options_for_method, picked.digest, picked.image, options.robust
+        )
+        panels.append(panel)
+    colour_title = SCALE_TITLE if options.robust else "relevance (÷ own max)"
+    st.plotly_chart(
+        shared_overlays_figure(picked.image, panels, options.opacity, colour_title),
+        key="compare_maps_chart",
+        theme=None,
     )
+    return methods, class_index
+
+
+def checks_section(
+    slots: Sequence[ModelSlot], methods: dict[int, str], picked: ui.ImageChoice, class_index: int | None
+) -> None:
+    """Robustness probes and faithfulness scores, each in its tab, for the models with a head."""
+    classifiers = with_classifier(slots)
+    probes_tab, faithfulness_tab = st.tabs(["Robustness probes", "Faithfulness"])
+    with probes_tab:
+        probes_section(classifiers, picked, class_index)
+    with faithfulness_tab:
+        faithfulness_section(classifiers, [methods[slot.number] for slot in classifiers], picked, class_index)
 
 
 @st.cache_data(show_spinner="Explaining…", max_entries=64)

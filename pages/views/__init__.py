@@ -1,0 +1,1 @@
+"""Streamlit glue of the pages: shared widgets and caches in `ui`, one module per page."""

@@ -1,0 +1,1055 @@
+"""Streamlit glue of the Anatomy page: nine views of a model, each beside its untrained twin on request.
+
+Views 1–4 follow the ViT paper (patches as words, Fig. 7's filters, position embeddings and
+attention distance); views 5–9 go further (resolution, hybrid stem, token norms, all heads, queries
+and keys). Every view draws the same list of `ModelSide`s: the chosen model, and its twin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+from streamlit.delta_generator import DeltaGenerator
+
+from pages.views import ui
+from vitviz.figures.anatomy import (
+    MODEL_VIEW_MARGIN_PX,
+    attention_distance_figure,
+    encoder_input_figure,
+    explained_variance_figure,
+    feature_maps_figure,
+    filter_components_figure,
+    model_view_figure,
+    norm_histogram_figure,
+    position_key_figure,
+    query_key_figure,
+    rgb_grid_figure,
+    selected_head,
+    similarity_grid_figure,
+    similarity_map_figure,
+    stem_grid_figure,
+    token_sequence_figure,
+)
+from vitviz.figures.common import (
+    attention_overlay_figure,
+    patch_grid_figure,
+    predictions_figure,
+    selected_patch,
+)
+from vitviz.images import BUILTIN_PHOTOS, UPLOAD_EXTENSIONS, ImageDecodeError, builtin_photo, decode_image
+from vitviz.images import image_digest as digest_of
+from vitviz.maths.attention import AttentionRecord, class_attention_map, rollout_relevance
+from vitviz.maths.distance import AttentionDistances, attention_distances_over_images
+from vitviz.maths.filters import (
+    FilterComponents,
+    FiltersNotApplicableError,
+    component_tiles,
+    filter_components,
+    patch_embedding_filters,
+)
+from vitviz.maths.hybrid import HybridStem, hybrid_stem
+from vitviz.maths.model_view import model_view_maps, query_label
+from vitviz.maths.posembed import (
+    NoPositionEmbeddingError,
+    grid_position_embedding,
+    local_fraction,
+    mosaic_step,
+    position_similarity,
+    similarity_mosaic,
+)
+from vitviz.maths.qk import ProjectionMethod, QueryKeyProjection, QueryKeys, project_queries_keys, query_keys
+from vitviz.maths.resolution import ResolutionSide, compare_resolutions, resolution_choices
+from vitviz.maths.token_features import (
+    OutputTokens,
+    PrincipalColours,
+    TokenNorms,
+    TokenPlace,
+    high_norm_patches,
+    output_tokens,
+    patch_feature_colours,
+    token_norms,
+)
+from vitviz.maths.tokens_as_words import TokenTrace, cut_into_patches, trace_tokens
+from vitviz.models import LoadedModel, ModelError, ModelFacts, describe_weights
+from vitviz.preprocess import explanation_image
+
+__all__ = ["COMPARE_RANDOM", "TABS", "ModelSide", "model_sides", "render_tabs"]
+
+COMPARE_RANDOM = "anatomy_compare_random"  # sidebar toggle: show the untrained twin beside the model
+TAB = "anatomy_tab"  # the open tab
+TWIN_LABEL = "random (untrained twin)"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelSide:
+    """One model a view is drawn for: the chosen model, or its untrained twin."""
+
+    loaded: LoadedModel
+    choice: ui.ModelChoice  # what was picked; the twin is built from the same choice
+    twin: bool
+
+    @property
+    def label(self) -> str:
+        """The side's heading, and the suffix of its figure titles."""
+        return TWIN_LABEL if self.twin else describe_weights(self.loaded.weights)
+
+    @property
+    def key(self) -> tuple:
+        """A hashable cache key naming the model.
+
+        The twin's names what it is the twin of and its input size, so it never collides with a
+        model loaded with "random" weights at its default size (DINOv2: 518 px, not 224).
+        """
+        facts = self.loaded.facts
+        if self.twin:
+            return (
+                facts.name,
+                f"untrained twin of {self.choice.weights}",
+                str(self.loaded.device),
+                facts.input_size,
+            )
+        return (facts.name, self.loaded.weights, str(self.loaded.device))
+
+    @property
+    def suffix(self) -> str:
+        """Part of the side's widget keys: unique per side."""
+        return "random" if self.twin else "model"
+
+    def attention(self, picked: ui.ImageChoice) -> AttentionRecord:
+        """Every layer's attention on the picked image, from the app's one attention cache."""
+        choice = self.choice
+        return ui.cached_attention(
+            choice.name, choice.weights, choice.device, picked.digest, picked.image, twin=self.twin
+        )
+
+    def pixels(self, picked: ui.ImageChoice) -> np.ndarray:
+        """The picked image as this model sees it, for drawing maps over."""
+        return _cached_pixels(self.key, picked.digest, self.loaded.facts, picked.image)
+
+
+def model_sides(choice: ui.ModelChoice, loaded: LoadedModel, compare: bool) -> list[ModelSide]:
+    """The chosen model and, when `compare` asks for it, its untrained twin (random weights have none)."""
+    sides = [ModelSide(loaded, choice, twin=False)]
+    if compare and not loaded.trained:
+        st.info("These weights are already random: there is nothing untrained to compare them with.")
+    elif compare:
+        twin = ui.cached_twin(choice.name, choice.weights, choice.device)
+        sides.append(ModelSide(twin, choice, twin=True))
+    return sides
+
+
+def render_tabs(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """The nine views as lazy tabs: only the open tab's view runs, so a slow view never delays another.
+
+    Args:
+        sides: from `model_sides`; the first is the chosen model (shared: never mutated).
+        picked: the image every view runs on.
+    """
+    facts = sides[0].loaded.facts
+    tabs = st.tabs(list(TABS), key=TAB, on_change="rerun")
+    for tab, view in zip(tabs, TABS.values(), strict=True):
+        if _is_open(tab):
+            with tab:
+                if view.cnn_reason is None or not _cnn_note(facts, view.cnn_reason):
+                    view.render(sides, picked)
+
+
+def _is_open(tab: DeltaGenerator) -> bool:
+    """Lazy tabs (on_change="rerun") say whether they are open; tabs without state always run."""
+    return getattr(tab, "open", None) is not False
+
+
+def _columns(count: int) -> Sequence[DeltaGenerator]:
+    return st.columns(count) if count > 1 else [st.container()]
+
+
+def _each_side(
+    sides: Sequence[ModelSide], failure: str, compute: Callable[[ModelSide], T]
+) -> Iterator[tuple[ModelSide, T]]:
+    """Each side under its heading (when there are two) with what `compute` made for it.
+
+    A side whose computation fails shows one error line, "Could not `failure`: …", and is skipped.
+    """
+    for side in sides:
+        if len(sides) > 1:
+            st.subheader(side.label)
+        try:
+            result = compute(side)
+        except (ModelError, ValueError, RuntimeError) as error:
+            st.error(f"Could not {failure}: {error}")
+            continue
+        yield side, result
+
+
+def _title(text: str, side: ModelSide) -> str:
+    """A figure title of views 5–9: random weights say so in it."""
+    return text if side.loaded.trained else f"{text} · {side.label}"
+
+
+def _cnn_note(facts: ModelFacts, why: str) -> bool:
+    """Says that the view does not apply to a CNN, and why; True when it does not."""
+    if facts.family == "cnn" or facts.grid_size is None:
+        st.info(f"Does not apply: {facts.name} is a CNN. {why}")
+        return True
+    return False
+
+
+# Cached computations: the model is passed unhashed, its side's key names it. -----------------
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _cached_pixels(model_key: tuple, digest: str, _facts: ModelFacts, _image: Image.Image) -> np.ndarray:
+    return explanation_image(_image, _facts)
+
+
+@st.cache_data(show_spinner="Cutting the image into tokens…", max_entries=16)
+def _cached_trace(model_key: tuple, digest: str, _loaded: LoadedModel, _image: Image.Image) -> TokenTrace:
+    return trace_tokens(_loaded, _image)
+
+
+@st.cache_data(show_spinner="PCA of the patch-embedding filters…", max_entries=16)
+def _cached_components(model_key: tuple, _loaded: LoadedModel) -> FilterComponents:
+    return filter_components(patch_embedding_filters(_loaded.model, _loaded.facts))
+
+
+@st.cache_data(show_spinner="Comparing position embeddings…", max_entries=16)
+def _cached_similarity(model_key: tuple, _loaded: LoadedModel) -> np.ndarray:
+    return position_similarity(grid_position_embedding(_loaded.model, _loaded.facts))
+
+
+@st.cache_data(show_spinner="Running the model at both sizes…", max_entries=8)
+def _cached_resolution(
+    model_key: tuple, digest: str, size: tuple[int, int], _loaded: LoadedModel, _image: Image.Image
+) -> tuple[ResolutionSide, ResolutionSide]:
+    return compare_resolutions(_loaded, _image, size)
+
+
+@st.cache_data(show_spinner="Running the CNN stem…", max_entries=16)
+def _cached_stem(model_key: tuple, digest: str, _loaded: LoadedModel, _image: Image.Image) -> HybridStem:
+    return hybrid_stem(_loaded, _image)
+
+
+@st.cache_data(show_spinner="Reading the output tokens…", max_entries=16)
+def _cached_tokens(model_key: tuple, digest: str, _loaded: LoadedModel, _image: Image.Image) -> OutputTokens:
+    return output_tokens(_loaded, _image)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _cached_colours(
+    model_key: tuple, digest: str, place: TokenPlace, _tokens: OutputTokens
+) -> PrincipalColours:
+    return patch_feature_colours(_tokens, place)
+
+
+@st.cache_data(show_spinner="Capturing queries and keys…", max_entries=32)
+def _cached_query_keys(
+    model_key: tuple, digest: str, layer: int, head: int, _loaded: LoadedModel, _image: Image.Image
+) -> QueryKeys:
+    return query_keys(_loaded, _image, layer, head)
+
+
+@st.cache_data(show_spinner="Projecting queries and keys…", max_entries=32)
+def _cached_projection(
+    model_key: tuple,
+    digest: str,
+    layer: int,
+    head: int,
+    method: ProjectionMethod,
+    align: bool,
+    _qk: QueryKeys,
+) -> QueryKeyProjection:
+    return project_queries_keys(_qk, method=method, align=align)
+
+
+# 1. Patches as words -------------------------------------------------------------------------
+
+STRIP_PATCHES = 16  # patches shown in the token-sequence strip before the ellipsis
+MAX_HEATMAP_TOKENS = 600  # rows of the encoder-input heatmap; longer sequences are cut, and say so
+
+
+def _strip_indices(num_patches: int) -> list[int]:
+    shown = list(range(min(STRIP_PATCHES, num_patches)))
+    if num_patches > STRIP_PATCHES:
+        shown.append(num_patches - 1)
+    return shown
+
+
+def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """View 1: the image cut into patches, flattened, projected, prefixed and position-embedded."""
+    facts = sides[0].loaded.facts
+    traces = [_cached_trace(side.key, picked.digest, side.loaded, picked.image) for side in sides]
+    trace = traces[0]
+    rows, cols = facts.grid_size
+    pixels = sides[0].pixels(picked)
+    grid_column, steps_column = st.columns([2, 3])
+    with grid_column:
+        st.plotly_chart(
+            patch_grid_figure(
+                pixels,
+                facts.grid_size,
+                facts.stride_px,
+                f"{picked.name}: {rows}×{cols} tokens, one per {facts.stride_px[0]} px",
+            ).update_layout(height=420),
+            key="anatomy_patch_grid",
+            theme=None,
+        )
+    with steps_column:
+        st.markdown("**From image to encoder, with this model's shapes**")
+        lines = [
+            f"{index}. **{step.name}** `{tuple(step.shape)}` — {step.explanation}"
+            for index, step in enumerate(trace.steps, start=1)
+        ]
+        st.markdown("\n".join(lines))
+        if facts.family == "hybrid":
+            st.caption(
+                f'A hybrid\'s "patches" are cells of the CNN feature map: patch size '
+                f"{facts.patch_size[0]} on that map, so one token per {facts.stride_px[0]} px of the image."
+            )
+    cells = cut_into_patches(pixels, facts.grid_size, facts.stride_px).reshape(
+        rows * cols, facts.stride_px[0], facts.stride_px[1], 3
+    )
+    shown = _strip_indices(rows * cols)
+    what = (
+        "feature-map cells (each drawn as the image region under it)"
+        if facts.family == "hybrid"
+        else "patches"
+    )
+    prefix = f"{len(trace.prefix_names)} prefix + " if trace.prefix_names else "no prefix tokens, "
+    st.plotly_chart(
+        token_sequence_figure(
+            cells[shown],
+            shown,
+            facts.grid_size,
+            trace.prefix_names,
+            f"The sequence the encoder reads: {prefix}{rows * cols} {what} in reading order (first "
+            f"{min(STRIP_PATCHES, rows * cols)} and the last shown)",
+        ),
+        key="anatomy_token_strip",
+        theme=None,
+    )
+    if len(sides) > 1:
+        st.caption("The shapes are the same with random weights; only the numbers in the tokens differ.")
+    for column, side, side_trace in zip(_columns(len(sides)), sides, traces, strict=True):
+        with column:
+            if side_trace.encoder_input is None:
+                st.info(f"{facts.name} adds its prefix tokens and positions in a way vitviz cannot read.")
+                continue
+            count, dim = side_trace.encoder_input.shape
+            cut = "" if count <= MAX_HEATMAP_TOKENS else f", first {MAX_HEATMAP_TOKENS} rows"
+            st.plotly_chart(
+                encoder_input_figure(
+                    side_trace.encoder_input[:MAX_HEATMAP_TOKENS],
+                    side_trace.prefix_names,
+                    f"Encoder input ({count}, {dim}){cut} · {side.label}",
+                ),
+                key=f"anatomy_encoder_input_{side.suffix}",
+            )
+
+
+# 2. Filters ---------------------------------------------------------------------------------
+
+
+def render_filters(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """View 2: principal components of the linear patch-embedding filters (paper Fig. 7 left)."""
+    try:  # the twin has the same architecture: one message covers both
+        results = [_cached_components(side.key, side.loaded) for side in sides]
+    except FiltersNotApplicableError as error:
+        st.info(f"Does not apply: {error}")
+        return
+    for column, side, components in zip(_columns(len(sides)), sides, results, strict=True):
+        with column:
+            st.plotly_chart(
+                filter_components_figure(
+                    component_tiles(components.components),
+                    components.explained_variance_ratio,
+                    f"First {components.num_components} PCs of the filters · {side.label}",
+                ),
+                key=f"anatomy_filters_{side.suffix}",
+                theme=None,
+            )
+            total = components.explained_variance_ratio.sum()
+            st.plotly_chart(
+                explained_variance_figure(
+                    components.explained_variance_ratio,
+                    f"Explained variance: {total:.1%} in all · {side.label}",
+                ),
+                key=f"anatomy_variance_{side.suffix}",
+            )
+    facts = sides[0].loaded.facts
+    height, width = facts.patch_size or (0, 0)
+    st.caption(
+        f"Each of the {facts.embed_dim} filters of the patch embedding is a {height}×{width} RGB picture; "
+        "PCA (scikit-learn) finds the directions they vary along. Tiles are titled with the component's "
+        "number and its share of the variance; each is stretched to full contrast on its own, and a "
+        "component's sign is arbitrary. The paper found smooth, low-frequency basis functions; untrained "
+        "filters give noise."
+    )
+
+
+# 3. Position embeddings ---------------------------------------------------------------------
+
+POSITION = "anatomy_posembed_position"  # (row, col) of the position shown large
+SEEN_POSITIONS = "anatomy_posembed_seen"  # last click seen per chart, so a rerun is not a new click
+MOSAIC_GAP = 1  # blank cells between the small maps of the position-similarity grid
+
+
+def _chosen_position(grid_size: tuple[int, int], chart_keys: Sequence[str]) -> tuple[int, int]:
+    """The position clicked last on any of the grids; the centre before the first click."""
+    for key in chart_keys:
+        clicked = ui.new_click(key, SEEN_POSITIONS, lambda selection: selected_patch(selection, grid_size))
+        if clicked is not None:
+            st.session_state[POSITION] = clicked
+    position = st.session_state.get(POSITION)
+    rows, cols = grid_size
+    if position is None or not (position[0] < rows and position[1] < cols):  # another model's grid
+        position = st.session_state[POSITION] = (rows // 2, cols // 2)
+    return position
+
+
+def render_position_embeddings(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """View 3: cosine similarity of the position embeddings as a grid of grids, one position large."""
+    similarities = []
+    for side in sides:
+        try:
+            similarities.append(_cached_similarity(side.key, side.loaded))
+        except NoPositionEmbeddingError as error:
+            st.info(f"Does not apply: {error}")
+            return
+    loaded = sides[0].loaded
+    grid_size = loaded.facts.grid_size
+    rows, cols = grid_size
+    chart_keys = [f"anatomy_posembed_grid_{side.suffix}" for side in sides]
+    position = _chosen_position(grid_size, chart_keys)
+    step = mosaic_step(grid_size)
+    single = len(sides) == 1
+    columns = st.columns([3, 2]) if single else st.columns(2)
+    for index, (side, similarity, chart_key) in enumerate(zip(sides, similarities, chart_keys, strict=True)):
+        with columns[0] if single else columns[index]:
+            st.plotly_chart(
+                similarity_grid_figure(
+                    similarity_mosaic(similarity, grid_size, MOSAIC_GAP, step),
+                    grid_size,
+                    MOSAIC_GAP,
+                    f"Position similarity · {side.label}",
+                    selected=position,
+                    step=step,
+                ),
+                key=chart_key,
+                on_select="rerun",
+                selection_mode="points",
+                theme=None,
+            )
+        with columns[1] if single else columns[index]:
+            row, col = position
+            st.plotly_chart(
+                similarity_map_figure(
+                    similarity.reshape(rows, cols, rows, cols)[row, col],
+                    position,
+                    f"Position ({row}, {col}) · {side.label}",
+                ),
+                key=f"anatomy_posembed_map_{side.suffix}",
+                theme=None,
+            )
+            near, close = local_fraction(similarity, grid_size, 1), local_fraction(similarity, grid_size, 2)
+            others = max(1, rows * cols - 1)
+            st.caption(
+                f"{side.label}: the most similar other position is a direct neighbour for {near:.0%} of "
+                f"positions and within 2 steps for {close:.0%} (by chance about {min(1, 8 / others):.0%} "
+                f"and {min(1, 24 / others):.0%})."
+            )
+    prefix_note = (
+        "This model's position embedding has no rows for its prefix tokens."
+        if getattr(loaded.model, "no_embed_class", False)
+        else "Rows of the prefix tokens are left out."
+    )
+    thinned = (
+        f" The {rows}×{cols} grid is large: a small map is drawn for one position in {step} along "
+        "each row and column; the large map works for every position."
+        if step > 1
+        else ""
+    )
+    st.caption(
+        "The grid of small maps: the small map at (row, col) shows how similar that "
+        "position's learned embedding is to every position's (cosine similarity), as in the paper's "
+        f"Fig. 7. Click a small map to see it large. {prefix_note}{thinned}"
+    )
+
+
+# 4. Attention distance ----------------------------------------------------------------------
+
+DISTANCE_RESULTS = "anatomy_distance_results"  # AttentionDistances per (model, images), newest last
+MAX_KEPT_DISTANCES = 8
+
+
+def _distance_images(
+    photos: Sequence[str], uploads: Sequence | None
+) -> tuple[list[str], list[Callable[[], Image.Image]], list[str]]:
+    """Keys, loaders and problems of the chosen photos and uploads; bad uploads are left out, named.
+
+    Photos are keyed by name and read only when a result is not stored yet.
+    """
+    names: list[str] = []
+    loaders: list[Callable[[], Image.Image]] = []
+    problems: list[str] = []
+    for photo in photos:
+        names.append(f"photo:{photo}")
+        loaders.append(lambda photo=photo: builtin_photo(photo))
+    for upload in uploads or []:
+        try:
+            image = decode_image(upload.getvalue())
+        except ImageDecodeError as error:
+            problems.append(f"{upload.name}: {error}")
+            continue
+        names.append(f"upload:{digest_of(image)}")
+        loaders.append(lambda image=image: image)
+    return names, loaders, problems
+
+
+def _distances(side: ModelSide, image_keys: list[str], loaders: list) -> AttentionDistances:
+    """One model's distances over the images: from this session's store, or computed with a progress bar."""
+    store: dict = st.session_state.setdefault(DISTANCE_RESULTS, {})
+    key = (*side.key, tuple(image_keys))
+    if key in store:
+        store[key] = store.pop(key)  # newest last
+        return store[key]
+    text = f"Mean attention distance · {side.label}"
+    bar = st.progress(0.0, text=f"{text}: loading {len(loaders)} images…")
+    images = [load() for load in loaders]
+
+    def report(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"{text}: layer pass {done} of {total}")
+
+    result = attention_distances_over_images(side.loaded, images, progress=report)
+    bar.empty()
+    store[key] = result
+    while len(store) > MAX_KEPT_DISTANCES:
+        store.pop(next(iter(store)))
+    return result
+
+
+def render_attention_distance(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """View 4: mean attention distance of every head against depth (paper Fig. 7 right)."""
+    facts = sides[0].loaded.facts
+    picker, uploader = st.columns(2)
+    photos = picker.multiselect(
+        "Built-in photos", list(BUILTIN_PHOTOS), default=list(BUILTIN_PHOTOS), key="anatomy_distance_photos"
+    )
+    uploads = uploader.file_uploader(
+        "Add your own images",
+        type=list(UPLOAD_EXTENSIONS),
+        accept_multiple_files=True,
+        key="anatomy_distance_uploads",
+    )
+    image_keys, loaders, problems = _distance_images(photos, uploads)
+    for problem in problems:
+        st.warning(f"Left out {problem}")
+    if not loaders:
+        st.info("Pick at least one built-in photo or upload an image to measure attention distance.")
+        return
+    results = [_distances(side, image_keys, loaders) for side in sides]
+    top = max(max(float(result.mean.max()), result.uniform_reference) for result in results) * 1.12
+    for column, side, result in zip(_columns(len(sides)), sides, results, strict=True):
+        with column:
+            images = "1 image" if result.num_images == 1 else f"{result.num_images} images"
+            st.plotly_chart(
+                attention_distance_figure(
+                    result.mean,
+                    result.uniform_reference,
+                    f"Mean attention distance, {images} · {side.label}",
+                    y_max=top,
+                ),
+                key=f"anatomy_distance_{side.suffix}",
+            )
+            first, last = result.mean[0], result.mean[-1]
+            st.caption(
+                f"{side.label}: layer 0 heads look {first.min():.0f}–{first.max():.0f} px away, the last "
+                f"layer's {last.min():.0f}–{last.max():.0f} px (uniform attention: "
+                f"{result.uniform_reference:.0f} px; input {result.input_size[0]}×{result.input_size[1]} px)."
+            )
+    height, width = facts.input_size
+    st.caption(
+        "Per head and layer: Σⱼ Aᵢⱼ·‖gᵢ − gⱼ‖ in pixels of the model's input, averaged over query patches "
+        f"and images; prefix tokens left out as queries and keys, no renormalisation (the paper's "
+        f"appendix D.7). Images are resized whole to {height}×{width} px."
+    )
+
+
+# 5. Resolution -------------------------------------------------------------------------------
+
+RESOLUTION_SIZE = "anatomy_resolution_size"  # "H×W" of the resized copy
+
+
+def _size_label(facts: ModelFacts, size: tuple[int, int]) -> str:
+    rows, cols = size[0] // facts.stride_px[0], size[1] // facts.stride_px[1]
+    own = " (its own)" if size == facts.input_size else ""
+    return f"{size[0]}×{size[1]} px · {rows}×{cols} grid{own}"
+
+
+def _token_count(facts: ModelFacts) -> str:
+    rows, cols = facts.grid_size
+    return (
+        f"{facts.input_size[0]}×{facts.input_size[1]} px: {rows}×{cols} = {facts.num_patches} patches "
+        f"+ {facts.num_prefix_tokens} prefix = **{facts.num_tokens} tokens**"
+    )
+
+
+def render_resolution(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """View 5: the model run at a larger input, its position embedding interpolated to the larger grid."""
+    facts = sides[0].loaded.facts
+    st.markdown(
+        "The ViT paper fine-tunes at a higher resolution than it pre-trains: the patch size stays, so a "
+        "larger image gives **more tokens**, and the learned position embedding is **interpolated** "
+        "(bicubic, in 2-D) to the larger grid. The model's weights are otherwise unchanged. A copy of "
+        "the model is resized here; the loaded model is left as it is."
+    )
+    # Options are "H×W" strings: a select slider reads a tuple value as a range.
+    choices = {f"{height}×{width}": (height, width) for height, width in resolution_choices(facts)}
+    rows = facts.grid_size[0]
+    if st.session_state.get(RESOLUTION_SIZE) not in choices:  # first run, or another model's size
+        st.session_state[RESOLUTION_SIZE] = max(
+            (text for text, size in choices.items() if size[0] // facts.stride_px[0] <= 2 * rows),
+            key=lambda text: choices[text][0],
+            default=list(choices)[-1],
+        )
+    picked_size = st.select_slider(
+        "Run at input size",
+        options=list(choices),
+        format_func=lambda text: _size_label(facts, choices[text]),
+        key=RESOLUTION_SIZE,
+        help="Any multiple of the token stride, keeping the aspect ratio; up to a 32×32 grid.",
+    )
+    size = choices[picked_size]
+    for side, (before, after) in _each_side(
+        sides,
+        f"run {facts.name} at {size[0]}×{size[1]} px",
+        lambda side: _cached_resolution(side.key, picked.digest, size, side.loaded, picked.image),
+    ):
+        st.markdown(f"{_token_count(before.facts)} → {_token_count(after.facts)}")
+        for column, resized, name in zip(st.columns(2), (before, after), ("before", "after"), strict=True):
+            with column:
+                _render_resolution_side(resized, name, side)
+        peaks = [float(resized.rollout.max() / np.median(resized.rollout)) for resized in (before, after)]
+        dominated = (
+            " A few tokens dominate it: the class-token maps above spread more evenly."
+            if max(peaks) > 10
+            else ""
+        )
+        st.caption(
+            f"Rollout's largest value is {peaks[0]:.1f}× its median at {before.facts.input_size[0]} px and "
+            f"{peaks[1]:.1f}× at {after.facts.input_size[0]} px.{dominated}"
+        )
+
+
+def _render_resolution_side(resized: ResolutionSide, name: str, side: ModelSide) -> None:
+    facts = resized.facts
+    rows, cols = facts.grid_size
+    size = f"{facts.input_size[0]}×{facts.input_size[1]} px"
+    chart_key = f"anatomy_resolution_{name}_{side.suffix}"
+    if resized.position_rgb is not None:
+        what = "as loaded" if name == "before" else "interpolated"
+        st.plotly_chart(
+            rgb_grid_figure(
+                resized.position_rgb,
+                _title(f"Position embedding {what} ({rows}×{cols}, 3 PCs)", side),
+                height=360,
+                hover_name="PCs",
+            ),
+            key=f"{chart_key}_posembed",
+            theme=None,
+        )
+    else:
+        st.info(f"{facts.name} has no learned absolute position embedding to interpolate.")
+    query = "class token" if facts.num_prefix_tokens else "mean patch"
+    st.plotly_chart(
+        attention_overlay_figure(
+            resized.pixels,
+            resized.class_attention,
+            facts.stride_px,
+            _title(f"{size}: last-layer {query} attention", side),
+        ),
+        key=f"{chart_key}_attention",
+        theme=None,
+    )
+    st.plotly_chart(
+        attention_overlay_figure(
+            resized.pixels,
+            resized.rollout,
+            facts.stride_px,
+            _title(f"{size}: rollout, {facts.num_layers} layers", side),
+            colorbar_title="relevance",
+        ),
+        key=f"{chart_key}_rollout",
+        theme=None,
+    )
+    if resized.predictions is not None:
+        untrained = "" if side.loaded.trained else " (untrained)"
+        st.plotly_chart(
+            predictions_figure(resized.predictions, f"{size}: top-5 predictions{untrained}"),
+            key=f"{chart_key}_predictions",
+        )
+    elif name == "before":
+        st.caption(f"{facts.name} has no classifier head, so there are no predictions to compare.")
+
+
+# 6. Hybrid stem ------------------------------------------------------------------------------
+
+
+def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """View 6: how a hybrid's CNN stem turns the image into the feature map its tokens are cut from."""
+    facts = sides[0].loaded.facts
+    if facts.family != "hybrid":
+        patch = f"{facts.patch_size[0]}×{facts.patch_size[1]}"
+        st.info(
+            f"{facts.name} is a plain ViT: its patch embedding is a single {patch} convolution with stride "
+            f"{patch} on the pixels, with no CNN stem before it. Pick a hybrid such as "
+            "vit_small_r26_s32_224 or vit_base_r50_s16_384 (hub weights, or random offline) to see how a "
+            "CNN's feature map becomes the token grid."
+        )
+        return
+    st.markdown(
+        "A hybrid ViT does not cut the **pixels** into patches: a CNN stem first turns the image into a "
+        "feature map, and the patch embedding cuts **that map** into patches (usually of 1×1 cell), so "
+        "each token stands for one cell of the stem's output, 16 or 32 input pixels apart."
+    )
+    for side, (stem, record) in _each_side(
+        sides,
+        f"run the stem of {facts.name}",
+        lambda side: (
+            _cached_stem(side.key, picked.digest, side.loaded, picked.image),
+            side.attention(picked),
+        ),
+    ):
+        channels, height, width = stem.feature_shape
+        rows, cols = stem.grid_size
+        st.markdown(
+            f"**{stem.input_size[0]}×{stem.input_size[1]}×3 px** → `{stem.backbone}` stem "
+            f"(÷{stem.feature_ratio[0]}) → **{channels}×{height}×{width}** feature map → "
+            f"`{stem.projection}` (patch {stem.patch_size[0]}×{stem.patch_size[1]} cells) → "
+            f"**{rows}×{cols} = {rows * cols} tokens** of width {stem.embed_dim} "
+            f"+ {facts.num_prefix_tokens} prefix. One token per **{stem.stride_px[0]}×{stem.stride_px[1]} "
+            "input px** (its receptive field through the stem is larger)."
+        )
+        pixels = side.pixels(picked)
+        grid_column, maps_column = st.columns([2, 3])
+        with grid_column:
+            st.plotly_chart(
+                stem_grid_figure(pixels, stem, _title("Feature cells and tokens", side)),
+                key=f"anatomy_stem_grid_{side.suffix}",
+                theme=None,
+            )
+        with maps_column:
+            st.plotly_chart(
+                feature_maps_figure(
+                    stem,
+                    _title(f"Stem output: mean and the {len(stem.channels)} most varying channels", side),
+                ),
+                key=f"anatomy_stem_maps_{side.suffix}",
+                theme=None,
+            )
+        attention_column, rollout_column = st.columns(2)
+        query = "class token" if facts.num_prefix_tokens else "mean patch"
+        with attention_column:
+            st.plotly_chart(
+                attention_overlay_figure(
+                    pixels,
+                    class_attention_map(record, record.num_layers - 1, None),
+                    facts.stride_px,
+                    _title(f"Last-layer {query} attention, {rows}×{cols} tokens", side),
+                ),
+                key=f"anatomy_stem_attention_{side.suffix}",
+                theme=None,
+            )
+        with rollout_column:
+            st.plotly_chart(
+                attention_overlay_figure(
+                    pixels,
+                    rollout_relevance(record),
+                    facts.stride_px,
+                    _title(f"Rollout, {rows}×{cols} tokens", side),
+                    colorbar_title="relevance",
+                ),
+                key=f"anatomy_stem_rollout_{side.suffix}",
+                theme=None,
+            )
+
+
+# 7. Token norms and features -----------------------------------------------------------------
+
+HIGH_NORM_FACTOR = 2.0  # a patch counts as high-norm above this multiple of the median patch norm
+PLACES: dict[str, TokenPlace] = {
+    "before the final norm (last block's output)": "before_norm",
+    "after the final norm (forward_features output)": "after_norm",
+}
+
+
+def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """View 7: the length of every output token, high-norm tokens named, and patch features as colours."""
+    facts = sides[0].loaded.facts
+    st.markdown(
+        "The length (L2 norm) of every output token. *Vision Transformers Need Registers* (Darcet et al.) "
+        "found that large ViTs trained without register tokens produce a few **high-norm tokens** on "
+        "background patches, which they use as scratch space; register tokens take that role instead. "
+        "The right-hand map colours each patch by the first three principal components of the patch "
+        "features: patches the model sees alike get alike colours."
+    )
+    place_label = st.radio(
+        "Read the tokens", list(PLACES), horizontal=True, key="anatomy_norms_place", index=0
+    )
+    place = PLACES[place_label]
+    where = "before final norm" if place == "before_norm" else "after final norm"
+    for side, tokens in _each_side(
+        sides,
+        f"read the output tokens of {facts.name}",
+        lambda side: _cached_tokens(side.key, picked.digest, side.loaded, picked.image),
+    ):
+        norms = token_norms(tokens, place)
+        colours = _cached_colours(side.key, picked.digest, place, tokens)
+        if tokens.final_norm == "Identity":
+            st.caption("This model has no final norm before its head: both places give the same tokens.")
+        norm_column, pca_column = st.columns(2)
+        with norm_column:
+            st.plotly_chart(
+                attention_overlay_figure(
+                    side.pixels(picked),
+                    norms.patch_norms,
+                    facts.stride_px,
+                    _title(f"Patch-token norm, {where}", side),
+                    colorbar_title="L2 norm",
+                ),
+                key=f"anatomy_norms_map_{side.suffix}",
+                theme=None,
+            )
+        with pca_column:
+            ratios = ", ".join(f"{ratio:.0%}" for ratio in colours.explained_variance_ratio)
+            st.plotly_chart(
+                rgb_grid_figure(
+                    colours.rgb, _title("Patch features: 3 PCs as RGB", side), height=520, hover_name="PCs"
+                ),
+                key=f"anatomy_norms_pca_{side.suffix}",
+                theme=None,
+            )
+            st.caption(f"Red, green, blue: principal components 1–3, explaining {ratios} of the variance.")
+        st.plotly_chart(
+            norm_histogram_figure(norms, _title(f"Norms of all tokens, {where}", side)),
+            key=f"anatomy_norms_histogram_{side.suffix}",
+        )
+        _norm_summary(norms)
+
+
+def _norm_summary(norms: TokenNorms) -> None:
+    """One line of numbers: median and largest patch norm, prefix norms, high-norm patches."""
+    median = float(np.median(norms.patch_norms))
+    prefix = " · ".join(
+        f"{name} {value:.1f}" for name, value in zip(norms.prefix_names, norms.prefix_norms, strict=True)
+    )
+    high = high_norm_patches(norms, HIGH_NORM_FACTOR)
+    peak = float(norms.patch_norms.max())
+    text = f"Patch norms: median {median:.1f}, largest {peak:.1f} ({peak / median:.2f}× the median)." + (
+        f" Prefix tokens: {prefix}." if prefix else ""
+    )
+    if high:
+        listed = ", ".join(f"({row}, {col}) {value:.1f}" for row, col, value in high[:12])
+        more = f" and {len(high) - 12} more" if len(high) > 12 else ""
+        text += f" **{len(high)} high-norm patches** (> {HIGH_NORM_FACTOR:g}× median): {listed}{more}."
+    else:
+        text += f" No patch exceeds {HIGH_NORM_FACTOR:g}× the median norm: no high-norm artefact tokens here."
+    st.markdown(text)
+
+
+# 8. All heads at once ------------------------------------------------------------------------
+
+HEAD = "anatomy_heads_selected"  # (layer, head) shown large
+QUERY_PATCH = "anatomy_heads_patch"  # (row, col) of the clicked query patch, or None
+QUERY_KIND = "anatomy_heads_query"  # radio: class token or clicked patch
+SEEN_HEAD_CLICKS = "anatomy_heads_seen"  # last selection seen per chart, so only new clicks count
+CLICKED_PATCH = "clicked patch"
+
+
+def _read_head_clicks(sides: Sequence[ModelSide], facts: ModelFacts) -> None:
+    """Stores a head clicked on a mosaic, or a patch clicked on a large map, since the last run."""
+    for side in sides:
+        mosaic, large = f"anatomy_heads_mosaic_{side.suffix}", f"anatomy_heads_large_{side.suffix}"
+        head = ui.new_click(
+            mosaic,
+            SEEN_HEAD_CLICKS,
+            lambda selection: selected_head(selection, facts.num_layers, facts.num_heads),
+        )
+        if head is not None:
+            st.session_state[HEAD] = head
+        patch = ui.new_click(
+            large, SEEN_HEAD_CLICKS, lambda selection: selected_patch(selection, facts.grid_size)
+        )
+        if patch is not None:
+            st.session_state[QUERY_PATCH] = patch
+            st.session_state[QUERY_KIND] = CLICKED_PATCH
+
+
+def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """View 8: every layer's and head's attention as small maps; one opens large, a patch can attend."""
+    facts = sides[0].loaded.facts
+    layers, heads = facts.num_layers, facts.num_heads
+    _read_head_clicks(sides, facts)
+    head = st.session_state.get(HEAD)
+    if head is None or not (head[0] < layers and head[1] < heads):
+        head = st.session_state[HEAD] = (layers - 1, 0)
+    patch = st.session_state.get(QUERY_PATCH)
+    if patch is not None and not (patch[0] < facts.grid_size[0] and patch[1] < facts.grid_size[1]):
+        patch = st.session_state[QUERY_PATCH] = None  # a patch of another model's grid
+    class_option = "class token" if facts.num_prefix_tokens else "mean of patches"
+    options = [class_option, CLICKED_PATCH]
+    if st.session_state.get(QUERY_KIND) not in options:
+        st.session_state[QUERY_KIND] = class_option
+    st.markdown(
+        f"One small map per layer (rows) and head (columns): where the chosen token attends, "
+        f"{layers}×{heads} maps at once, each scaled to its own maximum. **Click a small map** to open it "
+        "large; **click a patch on the large map** to make it the attending token."
+    )
+    kind = st.radio("Attention from", options, horizontal=True, key=QUERY_KIND)
+    query = patch if kind == CLICKED_PATCH else None
+    if kind == CLICKED_PATCH and patch is None:
+        st.caption("No patch clicked yet: showing the class token. Click a patch on the large map.")
+    # Up to 8 heads the mosaic and the large map fit side by side in a wide layout (about 460 px
+    # each); wider models stack them. Sized to fit, the mosaic's cells stay square and unclipped.
+    side_by_side = heads <= 8
+    map_px = min(64, ((460 if side_by_side else 940) - MODEL_VIEW_MARGIN_PX) // heads)
+    for side, record in _each_side(
+        sides, f"capture attention of {facts.name}", lambda side: side.attention(picked)
+    ):
+        maps = model_view_maps(record, query)
+        source = query_label(record, query)
+        mosaic_area, large_area = st.columns([1, 1]) if side_by_side else (st.container(), st.container())
+        with mosaic_area:
+            st.plotly_chart(
+                model_view_figure(
+                    maps, _title(f"All heads: attention from {source}", side), selected=head, map_px=map_px
+                ),
+                key=f"anatomy_heads_mosaic_{side.suffix}",
+                on_select="rerun",
+                selection_mode="points",
+                theme=None,
+                width="content",
+            )
+        layer, head_index = head
+        with large_area:
+            st.plotly_chart(
+                attention_overlay_figure(
+                    side.pixels(picked),
+                    maps[layer, head_index],
+                    facts.stride_px,
+                    _title(f"Layer {layer}, head {head_index}: attention from {source}", side),
+                    selected=query,
+                ),
+                key=f"anatomy_heads_large_{side.suffix}",
+                on_select="rerun",
+                selection_mode="points",
+                theme=None,
+            )
+
+
+# 9. Queries and keys together ----------------------------------------------------------------
+
+METHODS: dict[str, ProjectionMethod] = {"PCA": "pca", "t-SNE (slower)": "tsne"}
+QK_LAYER = "anatomy_qk_layer"
+QK_HEAD = "anatomy_qk_head"
+
+
+def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """View 9: one head's queries and keys placed together in 2-D, as in AttentionViz."""
+    facts = sides[0].loaded.facts
+    st.markdown(
+        "One head's **queries** (●) and **keys** (✕) for every token, placed together in 2-D, coloured "
+        "by grid position (hue: column, lightness: row), as in *AttentionViz*. A query attends most to "
+        "the keys it points along, so where queries and keys of some patches mingle, the head groups those "
+        "patches together. Prefix tokens are drawn large and named."
+    )
+    # Widgets keep their values across models: bring a layer or head of a deeper model back in range.
+    if not 0 <= st.session_state.get(QK_LAYER, -1) < facts.num_layers:
+        st.session_state[QK_LAYER] = facts.num_layers - 1
+    if not 0 <= st.session_state.get(QK_HEAD, -1) < facts.num_heads:
+        st.session_state[QK_HEAD] = 0
+    controls = st.columns([3, 2, 2, 3])
+    layer = controls[0].slider("Layer", 0, facts.num_layers - 1, key=QK_LAYER)
+    head = controls[1].selectbox("Head", list(range(facts.num_heads)), key=QK_HEAD)
+    method_label = controls[2].radio(
+        "Projection",
+        list(METHODS),
+        key="anatomy_qk_method",
+        help="PCA is linear and instant. t-SNE keeps neighbourhoods rather than distances and takes "
+        "seconds for a few hundred tokens.",
+    )
+    align = controls[3].checkbox(
+        "Align keys with queries",
+        value=True,
+        key="anatomy_qk_align",
+        help="Moves the keys' centre onto the queries' and evens out their lengths; softmax(q·kᵀ) is "
+        "unchanged by both, but the two clouds stop sitting apart (AttentionViz does the same).",
+    )
+    method = METHODS[method_label]
+
+    def project(side: ModelSide) -> tuple[QueryKeys, QueryKeyProjection]:
+        source = _cached_query_keys(side.key, picked.digest, layer, head, side.loaded, picked.image)
+        return source, _cached_projection(side.key, picked.digest, layer, head, method, align, source)
+
+    for side, (source, projection) in _each_side(
+        sides, f"capture the queries and keys of {facts.name}", project
+    ):
+        scatter_column, key_column = st.columns([3, 1])
+        with scatter_column:
+            tokens = len(source.queries)
+            title = f"Layer {layer}, head {head}: {tokens} queries and {tokens} keys ({method_label})"
+            st.plotly_chart(
+                query_key_figure(projection, source, _title(title, side)),
+                key=f"anatomy_qk_scatter_{side.suffix}",
+                theme=None,
+            )
+        with key_column:
+            st.plotly_chart(
+                position_key_figure(source.grid_size), key=f"anatomy_qk_key_{side.suffix}", theme=None
+            )
+            st.caption(
+                f"Check: softmax(q·kᵀ/√{source.queries.shape[1]}) from these vectors reproduces the "
+                f"model's attention of this head to within {source.reproduction_error():.1e}."
+            )
+            if method == "tsne":
+                st.caption("t-SNE distances are not to scale; only neighbourhoods mean something.")
+
+
+@dataclass(frozen=True)
+class _View:
+    """One tab's view: the function that draws it, and why it does not apply to a CNN."""
+
+    render: Callable[[list[ModelSide], ui.ImageChoice], None]
+    cnn_reason: str | None = None  # None: the view itself says why a CNN has nothing to show
+
+
+def _lacks(what: str) -> str:
+    return f"It has no {what}. Pick a ViT or a hybrid to see this view."
+
+
+# The tabs in menu order.
+TABS: dict[str, _View] = {
+    "Patches as words": _View(
+        render_patches,
+        "It never cuts the image into patches or tokens; its convolutions slide over the pixels. Pick a "
+        "ViT or a hybrid to see patches as words.",
+    ),
+    "Filters": _View(render_filters),
+    "Position embeddings": _View(render_position_embeddings),
+    "Attention distance": _View(
+        render_attention_distance,
+        "It has no attention heads; how far it looks is set by its kernel sizes and depth (its receptive "
+        "field), not learned per head.",
+    ),
+    "Resolution": _View(render_resolution, _lacks("patch grid and no position embedding to interpolate")),
+    "Hybrid stem": _View(render_hybrid, _lacks("token grid; its whole body is the CNN")),
+    "Token norms": _View(render_token_norms, _lacks("output tokens")),
+    "All heads": _View(render_all_heads, _lacks("attention heads")),
+    "Queries & keys": _View(render_queries_keys, _lacks("queries and keys")),
+}

@@ -1,0 +1,599 @@
+"""Streamlit glue of the Present page: the story's session state, its look for a room, one renderer per slide."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+
+from pages.views import ui
+from vitviz.device import default_device
+from vitviz.export import export_filename
+from vitviz.figures.animation import attention_animation_figure, attention_animation_gif
+from vitviz.figures.common import (
+    attention_overlay_figure,
+    patch_grid_figure,
+    predictions_figure,
+    selected_patch,
+)
+from vitviz.figures.slides import embedding_figure, image_figure, similarity_figure, style_for_slides
+from vitviz.figures.story import SLIDE_KEYS, Slide, SlideKey, story_slides
+from vitviz.images import BUILTIN_PHOTOS, UPLOAD_EXTENSIONS
+from vitviz.maths.attention import AttentionRecord, class_attention_map
+from vitviz.maths.tokens import token_stages
+from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
+from vitviz.share import parse_view_state
+from vitviz.weights import WeightsError
+
+__all__ = [
+    "SLIDE_RENDERERS",
+    "Story",
+    "apply_style",
+    "navigation",
+    "render_slide",
+    "seed_session",
+    "share_and_listen",
+    "story",
+]
+
+SLIDE = "present_slide"  # index of the slide on screen
+DARK = "present_dark"  # theme toggle
+FULLSCREEN = "present_fullscreen"  # presentation-mode toggle, mirrored by ?present=1
+IMAGE = "present_image"  # the ImageChoice shown; kept while the picker (slide 1 only) is off screen
+UPLOAD_ID = "present_upload_id"  # file id of the decoded upload, so it is decoded once
+MODEL = "present_model"  # (timm name, weights) of the transformer the story follows
+POSITION = "present_position"  # grid position of the position-embedding slide
+SOURCE = "present_source"  # picker values kept while slide 1 is off screen
+PHOTO = "present_photo"
+CNN_NAME = "tf_efficientnet_lite0"  # the bundled CNN of the last slide
+DEFAULT_MODEL = ("vit_small_patch14_dinov2", "bundled")
+BUILT_IN, UPLOAD = "Built-in photo", "Upload"
+# The transformers a presenter may pick: the suggested models minus the CNNs.
+STORY_MODELS = [name for name, text in SUGGESTED_MODELS if "CNN" not in text]
+FIGURE_HEIGHT = 640
+DISPLAY_PX = 1024  # longest side of the photo drawn on the first slide
+
+# The page's look, all in one place. Theme colours arrive as CSS variables set on every run, so
+# the rules themselves never change: large type for a room, the theme's colours, and in
+# presentation mode no sidebar or toolbar.
+COLOURS = {  # (background, text, muted) per theme, dark first
+    True: ("#0e1117", "#f3f4f8", "#c4c8d4"),
+    False: ("#ffffff", "#1b1f2a", "#454b5a"),
+}
+THEME_CSS = """
+.stApp, [data-testid="stAppViewContainer"], [data-testid="stHeader"] {
+    background-color: var(--vv-background); color: var(--vv-text);
+}
+[data-testid="stMain"] h1, [data-testid="stMain"] h2, [data-testid="stMain"] h3, [data-testid="stMain"] p,
+[data-testid="stMain"] li, [data-testid="stMain"] label, [data-testid="stMain"] td, [data-testid="stMain"] th {
+    color: var(--vv-text);
+}
+[data-testid="stMain"] h1.vv-title { font-size: 2.7rem; padding: 0.2rem 0 0.4rem 0; }
+[data-testid="stMain"] .vv-caption {
+    font-size: 1.45rem; line-height: 1.45; color: var(--vv-muted); margin-bottom: 0.6rem;
+}
+[data-testid="stMain"] .vv-progress { font-size: 1.2rem; color: var(--vv-muted); min-width: 4rem; }
+[data-testid="stMain"] .st-key-present_source [data-testid="stCaptionContainer"] { opacity: 1; }
+[data-testid="stMain"] .st-key-present_source p {
+    font-size: 0.95rem; color: var(--vv-muted); margin-bottom: 0.4rem;
+}
+[data-testid="stMain"] .vv-shapes td, [data-testid="stMain"] .vv-shapes th {
+    font-size: 1.2rem; padding: 0.35rem 0.8rem;
+}
+[data-testid="stMain"] .vv-shapes td:nth-child(2) { white-space: nowrap; }
+[data-testid="stMain"] .vv-shapes td:nth-child(3) { font-size: 1rem; }
+[data-testid="stMain"] button p { font-size: 1.1rem; }
+"""
+DARK_CSS = """
+[data-testid="stMain"] [data-testid^="stBaseButton"], [data-testid="stMain"] [data-baseweb="select"] > div,
+[data-testid="stMain"] [data-testid="stFileUploaderDropzone"], [data-testid="stMain"] [data-testid="stExpander"] details {
+    background-color: #262a36; color: var(--vv-text); border-color: #4a5062;
+}
+[data-testid="stSidebar"] { background-color: #161a24; }
+[data-testid="stSidebar"] span, [data-testid="stSidebar"] p { color: var(--vv-text); }
+"""
+FULLSCREEN_CSS = """
+[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"],
+[data-testid="stExpandSidebarButton"], [data-testid="stHeader"], [data-testid="stToolbar"],
+[data-testid="stDecoration"] { display: none !important; }
+[data-testid="stMainBlockContainer"] { padding-top: 1.2rem; max-width: 100%; }
+"""
+# Arrow keys click Next / Previous. st.html runs in the page itself (no iframe); the handler
+# replaces any earlier one; keys meant for text boxes, radios and sliders are left to them.
+SLIDE_KEYS_JS = """
+<script>
+(() => {
+  const keys = {ArrowRight: "present_next", PageDown: "present_next", ArrowLeft: "present_previous", PageUp: "present_previous"};
+  if (window.__vitvizSlideKeys) document.removeEventListener("keydown", window.__vitvizSlideKeys);
+  window.__vitvizSlideKeys = (event) => {
+    if (event.defaultPrevented || event.altKey || event.ctrlKey || event.metaKey) return;
+    const target = event.target;
+    const typing = target && (target.isContentEditable || ["TEXTAREA", "SELECT"].includes(target.tagName)
+      || (target.tagName === "INPUT" && target.type !== "checkbox") || target.getAttribute("role") === "slider");
+    if (typing) return;
+    const key = keys[event.key];
+    const buttons = key ? [...document.querySelectorAll(`.st-key-${key} button`)] : [];
+    const button = buttons.find((candidate) => candidate.offsetParent !== null);
+    if (button && !button.disabled) { event.preventDefault(); button.click(); }
+  };
+  document.addEventListener("keydown", window.__vitvizSlideKeys);
+})();
+</script>
+"""
+
+
+# Session state --------------------------------------------------------------------------------
+
+
+def seed_session() -> list[str]:
+    """Takes slide, theme, image and model from the URL at a session's first run, then fills defaults.
+
+    Returns:
+        Notes naming what the link asked for that the story cannot show.
+    """
+    notes = _seed_from_link()
+    for key, default in (
+        (SLIDE, 0),
+        (MODEL, DEFAULT_MODEL),
+        (SOURCE, BUILT_IN),
+        (PHOTO, next(iter(BUILTIN_PHOTOS))),
+    ):
+        if key not in st.session_state:
+            st.session_state[key] = default
+    if IMAGE not in st.session_state or (
+        st.session_state[SOURCE] == BUILT_IN and st.session_state[IMAGE].name != st.session_state[PHOTO]
+    ):
+        st.session_state[IMAGE] = ui.photo_choice(st.session_state[PHOTO])
+    return notes
+
+
+def _seed_from_link() -> list[str]:
+    params = ui.url_params_once("present")
+    if params is None:
+        return []
+    state, notes = parse_view_state(params, ui.view_limits(DEFAULT_MODEL[0]))
+    if state.model in STORY_MODELS:
+        st.session_state[MODEL] = (state.model, state.weights)
+    elif "model" in params and state.model != DEFAULT_MODEL[0]:
+        notes.append(f"model={state.model!r} (the story offers {', '.join(STORY_MODELS)})")
+    if state.image is not None:
+        st.session_state[PHOTO] = state.image
+    slide = params.get("slide", "1")
+    if slide.isdigit() and 1 <= int(slide) <= len(SLIDE_KEYS):
+        st.session_state[SLIDE] = int(slide) - 1
+    else:
+        notes.append(f"slide={slide!r} (slides are 1–{len(SLIDE_KEYS)})")
+    st.session_state[DARK] = params.get("theme") == "dark"
+    st.session_state[FULLSCREEN] = params.get("present") == "1"
+    return notes
+
+
+def apply_style() -> None:
+    """The page's CSS for the session's theme and mode."""
+    dark, fullscreen = st.session_state.get(DARK, False), st.session_state.get(FULLSCREEN, False)
+    background, text, muted = COLOURS[dark]
+    variables = f":root {{ --vv-background: {background}; --vv-text: {text}; --vv-muted: {muted}; }}"
+    css = variables + THEME_CSS + (DARK_CSS if dark else "") + (FULLSCREEN_CSS if fullscreen else "")
+    st.html(f"<style>{css}</style>")
+
+
+# Navigation -----------------------------------------------------------------------------------
+
+
+def _step(delta: int) -> None:
+    st.session_state[SLIDE] = min(max(0, st.session_state[SLIDE] + delta), len(SLIDE_KEYS) - 1)
+
+
+def _toggle_fullscreen() -> None:
+    # Runs before the app script, so app.py hides the navigation in this very run.
+    if st.session_state[FULLSCREEN]:
+        st.query_params["present"] = "1"
+    elif "present" in st.query_params:
+        del st.query_params["present"]
+
+
+def navigation() -> DeltaGenerator:
+    """Previous / Next, a place for the slide number, and the theme and presentation-mode toggles.
+
+    Returns:
+        The place where `render_slide` writes "n / 7".
+    """
+    index = st.session_state[SLIDE]
+    with st.container(horizontal=True, vertical_alignment="center", gap="medium", key="present_nav"):
+        st.button("◀ Previous", key="present_previous", on_click=_step, args=(-1,), disabled=index == 0)
+        st.button(
+            "Next ▶", key="present_next", on_click=_step, args=(1,), disabled=index == len(SLIDE_KEYS) - 1
+        )
+        progress = st.empty()
+        st.toggle("Dark", key=DARK)
+        st.toggle(
+            "Presentation mode",
+            key=FULLSCREEN,
+            on_change=_toggle_fullscreen,
+            help="Hides the sidebar and toolbar (URL ?present=1). Arrow keys ← → step.",
+        )
+    return progress
+
+
+# The story on screen --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Story:
+    """Everything a slide's renderer draws from: the model, the image, the theme, the slide itself."""
+
+    loaded: LoadedModel  # the transformer the story follows
+    model_name: str
+    weights: str
+    device: str
+    picked: ui.ImageChoice
+    pixels: np.ndarray  # the picked image as the model sees it
+    index: int  # of the slide on screen
+    slide: Slide
+    dark: bool
+    fullscreen: bool
+
+    def show(
+        self,
+        figure: go.Figure,
+        key: str,
+        view: str,
+        array: np.ndarray | None = None,
+        height: int = FIGURE_HEIGHT,
+    ) -> None:
+        """Draws a figure large and themed; outside presentation mode, its downloads follow."""
+        style_for_slides(figure, self.dark, height)
+        st.plotly_chart(figure, key=key, theme=None, config={"displayModeBar": not self.fullscreen})
+        if not self.fullscreen:
+            ui.figure_downloads(figure, array, self.model_name, self.weights, self.picked.name, view, key=key)
+
+    def attention(self) -> AttentionRecord:
+        """Every layer's attention on the image; a failure stops the slide with one line."""
+        try:
+            return ui.cached_attention(
+                self.model_name, self.weights, self.device, self.picked.digest, self.picked.image
+            )
+        except (ValueError, RuntimeError) as error:
+            st.error(f"Could not capture attention of {self.model_name}: {error}")
+            st.stop()
+            raise  # unreachable: st.stop() raises
+
+    def show_rollout(self, title: str, key: str, height: int = FIGURE_HEIGHT) -> None:
+        """Mean-of-heads rollout over every layer over the image, as the story shows it."""
+        relevance = ui.cached_rollout(
+            self.model_name, self.weights, self.device, self.picked.digest, "mean", 0.0, 0, self.attention()
+        )
+        figure = attention_overlay_figure(
+            self.pixels, relevance, self.loaded.facts.stride_px, title, colorbar_title="relevance"
+        )
+        self.show(figure, key, "rollout-mean", relevance, height=height)
+
+
+def _story_model(device: str) -> LoadedModel:
+    """The transformer the story follows; the default one, with a message, when it cannot be used.
+
+    Falling back (rather than stopping) keeps the model picker on the first slide reachable.
+    """
+    name, source = st.session_state[MODEL]
+    try:
+        loaded = ui.cached_model(name, source, device)
+    except (ModelError, WeightsError) as error:
+        problem = str(error)
+    else:
+        if loaded.facts.family != "cnn":
+            return loaded
+        problem = f"{name} is a CNN: the story follows a transformer."
+    st.session_state[MODEL] = DEFAULT_MODEL
+    st.error(f"{problem} Showing {DEFAULT_MODEL[0]} ({describe_weights(DEFAULT_MODEL[1])}) instead.")
+    return ui.load_or_stop(ui.ModelChoice(*DEFAULT_MODEL, device))
+
+
+def story() -> Story:
+    """The model, image and slide on screen; the CNN of the last slide is loaded only when shown."""
+    device = default_device()
+    loaded = _story_model(device)
+    model_name, weights = st.session_state[MODEL]
+    picked = st.session_state[IMAGE]
+    index = st.session_state[SLIDE]
+    # The CNN is loaded only for the last slide, so the first slide appears sooner.
+    cnn = (
+        ui.load_or_stop(ui.ModelChoice(CNN_NAME, "bundled", device))
+        if SLIDE_KEYS[index] == "compare"
+        else None
+    )
+    slides = story_slides(
+        loaded.facts, picked.name, picked.image.size, cnn.facts if cnn else None, trained=loaded.trained
+    )
+    return Story(
+        loaded=loaded,
+        model_name=model_name,
+        weights=weights,
+        device=device,
+        picked=picked,
+        pixels=ui.cached_explanation_image(model_name, weights, device, picked.digest, picked.image),
+        index=index,
+        slide=slides[index],
+        dark=st.session_state.get(DARK, False),
+        fullscreen=st.session_state.get(FULLSCREEN, False),
+    )
+
+
+def render_slide(story: Story, progress: DeltaGenerator) -> None:
+    """The slide number, title, caption and model line, then the slide's own figures."""
+    progress.markdown(
+        f'<div class="vv-progress"><b>{story.index + 1} / {len(SLIDE_KEYS)}</b></div>', unsafe_allow_html=True
+    )
+    st.markdown(f'<h1 class="vv-title">{html.escape(story.slide.title)}</h1>', unsafe_allow_html=True)
+    st.markdown(f'<div class="vv-caption">{html.escape(story.slide.caption)}</div>', unsafe_allow_html=True)
+    with st.container(key="present_source"):
+        st.caption(f"{ui.model_caption(story.loaded, story.weights)} · {story.picked.name}")
+    ui.untrained_warning(story.loaded)
+    SLIDE_RENDERERS[story.slide.key](story)
+
+
+def share_and_listen(story: Story) -> None:
+    """Writes the slide, theme, model and photo into the URL, and lets the arrow keys step."""
+    built_in = story.picked.name in BUILTIN_PHOTOS and st.session_state[SOURCE] == BUILT_IN
+    ui.sync_url(
+        {
+            "slide": str(story.index + 1),
+            "theme": "dark" if story.dark else "light",
+            "model": story.model_name,
+            "weights": story.weights,
+            **({"image": story.picked.name} if built_in else {}),
+        }
+    )
+    st.html(SLIDE_KEYS_JS, unsafe_allow_javascript=True)
+
+
+# 1. An image goes in: the photo, and the pickers of image and model ---------------------------
+
+
+def _keep(widget_key: str, kept_key: str) -> None:
+    st.session_state[kept_key] = st.session_state[widget_key]
+
+
+def _image_controls() -> None:
+    """The image (built-in or upload), kept in the session while this slide is off screen.
+
+    ui.image_picker cannot serve here: it lives in the sidebar and returns the image from its
+    widgets on every run, while this picker is drawn only on the first slide, after the title and
+    caption that already named the image, so the choice must outlive its widgets.
+    """
+    st.session_state["present_source_widget"] = st.session_state[SOURCE]
+    source = st.radio(
+        "Image",
+        [BUILT_IN, UPLOAD],
+        horizontal=True,
+        key="present_source_widget",
+        on_change=_keep,
+        args=("present_source_widget", SOURCE),
+    )
+    if source == BUILT_IN:
+        st.session_state["present_photo_widget"] = st.session_state[PHOTO]
+        st.selectbox(
+            "Built-in photo",
+            list(BUILTIN_PHOTOS),
+            key="present_photo_widget",
+            on_change=_keep,
+            args=("present_photo_widget", PHOTO),
+        )
+        return
+    upload = st.file_uploader("Upload an image", type=list(UPLOAD_EXTENSIONS), key="present_upload")
+    if upload is not None and st.session_state.get(UPLOAD_ID) != upload.file_id:
+        uploaded = ui.upload_choice(upload)
+        if uploaded is None:
+            return
+        st.session_state[UPLOAD_ID] = upload.file_id
+        st.session_state[IMAGE] = uploaded
+        st.rerun()  # the captions above already named the previous image
+    if upload is None:
+        st.caption(f"Showing {st.session_state[IMAGE].name} until an image is uploaded.")
+
+
+def _keep_model() -> None:
+    st.session_state[MODEL] = (
+        st.session_state["present_model_widget"],
+        st.session_state["present_weights_widget"],
+    )
+
+
+def _model_controls() -> None:
+    with st.expander("Model"):
+        name, source = st.session_state[MODEL]
+        st.session_state["present_model_widget"] = name
+        st.session_state["present_weights_widget"] = source
+        names = STORY_MODELS if name in STORY_MODELS else [name, *STORY_MODELS]
+        st.selectbox("Transformer", names, key="present_model_widget", on_change=_keep_model)
+        st.selectbox(
+            "Weights",
+            WEIGHTS_SOURCES,
+            format_func=describe_weights,
+            key="present_weights_widget",
+            on_change=_keep_model,
+        )
+
+
+def render_image(story: Story) -> None:
+    figure_column, controls_column = st.columns([3, 2], gap="large")
+    with figure_column:
+        image = story.picked.image
+        shown = image.copy()
+        shown.thumbnail((DISPLAY_PX, DISPLAY_PX))  # a phone photo would be megabytes of PNG per run
+        story.show(
+            image_figure(np.asarray(shown), f"{story.picked.name} ({image.width}×{image.height} px)"),
+            "present_photo_chart",
+            "photo",
+        )
+    with controls_column:
+        _image_controls()
+        _model_controls()
+
+
+# 2. Cut into patches ----------------------------------------------------------------------------
+
+
+def render_patches(story: Story) -> None:
+    facts = story.loaded.facts
+    rows, cols = facts.grid_size
+    figure = patch_grid_figure(
+        story.pixels,
+        facts.grid_size,
+        facts.stride_px,
+        f"{story.picked.name}: {rows}×{cols} patches of {facts.stride_px[0]} px",
+    )
+    story.show(figure, "present_patches_chart", "patch-grid")
+
+
+# 3. Patches become tokens: the shapes, and the position embedding's similarity ------------------
+
+
+def render_tokens(story: Story) -> None:
+    facts = story.loaded.facts
+    shapes_column, similarity_column = st.columns([1, 1], gap="large")
+    with shapes_column:
+        rows_html = "".join(
+            f"<tr><td>{html.escape(stage.name)}</td><td><b>{' × '.join(map(str, stage.shape))}</b></td>"
+            f"<td>{html.escape(stage.note)}</td></tr>"
+            for stage in token_stages(facts)
+        )
+        st.markdown(
+            f'<table class="vv-shapes"><tr><th>step</th><th>shape</th><th></th></tr>{rows_html}</table>',
+            unsafe_allow_html=True,
+        )
+    with similarity_column:
+        rows, cols = facts.grid_size
+        position = st.session_state.get(POSITION) or (rows // 2, cols // 2)
+        if not (position[0] < rows and position[1] < cols):
+            position = (rows // 2, cols // 2)
+        clicked = selected_patch(st.session_state.get("present_similarity_chart"), facts.grid_size)
+        if clicked is not None:
+            position = st.session_state[POSITION] = clicked
+        try:
+            similarity = ui.cached_position_similarity(
+                story.model_name, story.weights, story.device, position
+            )
+        except ValueError as error:  # ModelError too: no learned absolute position embedding
+            st.info(str(error))
+            return
+        title = f"Similarity to position ({position[0]}, {position[1]}); click another"
+        figure = similarity_figure(similarity, position, title)
+        style_for_slides(figure, story.dark, FIGURE_HEIGHT)
+        st.plotly_chart(
+            figure,
+            key="present_similarity_chart",
+            on_select="rerun",
+            selection_mode="points",
+            theme=None,
+            config={"displayModeBar": not story.fullscreen},
+        )
+        if not story.fullscreen:
+            view = f"position-similarity-{position[0]}-{position[1]}"
+            ui.figure_downloads(
+                figure,
+                similarity,
+                story.model_name,
+                story.weights,
+                story.picked.name,
+                view,
+                "present_similarity",
+            )
+
+
+# 4. Attention, layer by layer -------------------------------------------------------------------
+
+
+def render_attention(story: Story) -> None:
+    facts = story.loaded.facts
+    record = story.attention()
+    maps = np.stack([class_attention_map(record, layer, None) for layer in range(record.num_layers)])
+    source = "class token" if facts.num_prefix_tokens else "mean patch"
+    figure = attention_animation_figure(
+        story.pixels, maps, facts.stride_px, f"{story.picked.name}: attention from the {source}"
+    )
+    story.show(figure, "present_animation_chart", "attention-per-layer", maps, height=FIGURE_HEIGHT + 60)
+    if not story.fullscreen:
+        st.download_button(
+            "GIF of the animation",
+            data=lambda: attention_animation_gif(story.pixels, maps, facts.stride_px),
+            file_name=export_filename(
+                story.model_name, story.weights, story.picked.name, "attention-per-layer", "gif"
+            ),
+            mime="image/gif",
+            key="present_gif",
+            on_click="ignore",
+            icon=":material/download:",
+        )
+
+
+# 5. Attention rollout ---------------------------------------------------------------------------
+
+
+def render_rollout(story: Story) -> None:
+    title = f"{story.picked.name}: rollout over {story.loaded.facts.num_layers} layers"
+    story.show_rollout(title, "present_rollout_chart")
+
+
+# 6. The prediction (or, for a backbone without a head, the vector it outputs) -------------------
+
+
+def render_prediction(story: Story) -> None:
+    picked = story.picked
+    if story.loaded.facts.has_classifier:
+        predictions = ui.cached_predictions(
+            story.model_name, story.weights, story.device, picked.digest, picked.image, 5
+        )
+        untrained = "" if story.loaded.trained else " (untrained)"
+        story.show(
+            predictions_figure(predictions, f"{story.model_name}: top-5 predictions{untrained}"),
+            "present_predictions_chart",
+            "top5-predictions",
+            height=420,
+        )
+        return
+    vector = ui.cached_output_embedding(
+        story.model_name, story.weights, story.device, picked.digest, picked.image
+    )
+    figure = embedding_figure(
+        vector, f"{story.model_name}: the {len(vector)} numbers it outputs for {picked.name}"
+    )
+    story.show(figure, "present_embedding_chart", "output-embedding", vector, height=460)
+
+
+# 7. ViT vs CNN ----------------------------------------------------------------------------------
+
+
+def render_compare(story: Story) -> None:
+    facts = story.loaded.facts
+    picked = story.picked
+    vit_column, cnn_column = st.columns(2, gap="large")
+    with vit_column:
+        story.show_rollout(f"ViT · {story.model_name}: rollout", "present_compare_vit_chart", height=560)
+    with cnn_column:
+        predictions = ui.cached_predictions(CNN_NAME, "bundled", story.device, picked.digest, picked.image, 5)
+        story.show(
+            predictions_figure(predictions, f"CNN · {CNN_NAME}: top-5 predictions"),
+            "present_compare_cnn_chart",
+            "cnn-top5-predictions",
+            height=420,
+        )
+        if not facts.has_classifier:
+            st.info(f"{story.model_name} has no classifier head (self-supervised), so only the CNN predicts.")
+
+
+# Each slide of the story, by its key, with the one function that draws it.
+SLIDE_RENDERERS: dict[SlideKey, Callable[[Story], None]] = {
+    "image": render_image,
+    "patches": render_patches,
+    "tokens": render_tokens,
+    "attention": render_attention,
+    "rollout": render_rollout,
+    "prediction": render_prediction,
+    "compare": render_compare,
+}
+assert tuple(SLIDE_RENDERERS) == SLIDE_KEYS, "every slide of the story needs exactly one renderer"

@@ -1,0 +1,65 @@
+"""Patches as words (vitviz.maths.tokens_as_words): every step from pixels to the encoder's input."""
+
+import numpy as np
+import pytest
+import torch
+
+from tests.support.tiny_models import tiny_loaded
+from vitviz.maths.tokens_as_words import cut_into_patches, linear_patch_embedding, trace_tokens
+from vitviz.models import ModelError
+from vitviz.preprocess import explanation_tensor
+
+
+@pytest.mark.parametrize("family", ["vit", "registers", "vit_rectangular"])
+def test_flattened_patches_times_one_matrix_are_the_patch_tokens(tiny_models, photos, family):
+    loaded = tiny_loaded(tiny_models, family)
+    pixels = explanation_tensor(photos[0], loaded.facts)
+    with torch.inference_mode():
+        expected = loaded.model.patch_embed(pixels)[0]  # (rows·cols, D) from the strided convolution
+    torch.testing.assert_close(linear_patch_embedding(loaded, pixels[0]), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cells_are_cut_in_reading_order():
+    pixels = np.arange(4 * 6 * 3).reshape(4, 6, 3)
+    cells = cut_into_patches(pixels, (2, 3), (2, 2))
+    assert cells.shape == (2, 3, 2, 2, 3)
+    np.testing.assert_array_equal(cells[1, 2], pixels[2:4, 4:6])
+
+
+@pytest.mark.parametrize(
+    ("family", "steps"),
+    [
+        ("vit", [(3, 64, 64), (16, 768), (16, 192), (17, 192), (17, 192), (17, 192)]),
+        ("deit_distilled", [(3, 64, 64), (16, 768), (16, 192), (18, 192), (18, 192), (18, 192)]),
+        ("registers", [(3, 56, 56), (16, 588), (16, 384), (21, 384), (21, 384), (21, 384)]),
+        ("hybrid", [(3, 96, 96), (64, 24, 24), (9, 4096), (9, 192), (10, 192), (10, 192), (10, 192)]),
+    ],
+)
+def test_trace_records_the_real_shape_of_every_step(tiny_models, photos, family, steps):
+    loaded = tiny_loaded(tiny_models, family)
+    trace = trace_tokens(loaded, photos[1])
+    assert [step.shape for step in trace.steps] == steps
+    assert trace.encoder_input.shape == steps[-1]
+    names = {
+        "vit": ("class",),
+        "deit_distilled": ("class", "distillation"),
+        "registers": ("class", "register 1", "register 2", "register 3", "register 4"),
+        "hybrid": ("class",),
+    }
+    assert trace.prefix_names == names[family]
+
+
+def test_trace_of_bundled_dinov2_names_the_paper_numbers(dinov2, photos):
+    trace = trace_tokens(dinov2, photos[0])
+    shapes = {step.name: step.shape for step in trace.steps}
+    assert shapes["patches"] == (256, 588) and shapes["patch tokens"] == (256, 384)
+    assert shapes["+ prefix tokens"] == (257, 384)
+    assert "16×16 = 256 patches of 14×14 px" in trace.steps[1].explanation
+    # The class token's row of the encoder input is the class token plus its position embedding.
+    expected = (dinov2.model.cls_token + dinov2.model.pos_embed[:, 0]).reshape(-1).numpy()
+    np.testing.assert_allclose(trace.encoder_input[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_cnn_has_no_tokens(tiny_models, photos):
+    with pytest.raises(ModelError, match="CNN"):
+        trace_tokens(tiny_loaded(tiny_models, "cnn"), photos[0])
