@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from tests.methods_helpers import frozen_loaded, fused_flags, hook_counts
 from tests.support.interventions import (
     dinov2_probe_run,
     noise_picture,
@@ -16,6 +15,7 @@ from tests.support.interventions import (
     saved_picture,
     shape_picture,
 )
+from tests.support.methods_helpers import frozen_loaded, fused_flags, hook_counts
 from vitviz.capture import HeadAblation, attention_modules, capture_attention, model_lock
 from vitviz.maths.ablation import ablate_heads, ablated_logits, head_importance, head_mask, parse_heads
 from vitviz.models import ModelError, load_model

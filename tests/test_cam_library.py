@@ -8,7 +8,6 @@ import pytorch_grad_cam.base_cam
 import torch
 from torch import nn
 
-from tests.methods_helpers import frozen_loaded, fused_flags, hook_counts, parameters_untouched
 from tests.support.interventions import (
     dinov2_probe_run,
     noise_picture,
@@ -16,6 +15,7 @@ from tests.support.interventions import (
     saved_picture,
     shape_picture,
 )
+from tests.support.methods_helpers import frozen_loaded, fused_flags, hook_counts, parameters_untouched
 from vitviz.capture import LayerTap
 from vitviz.methods import (
     METHOD_NAMES,

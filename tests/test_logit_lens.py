@@ -7,7 +7,6 @@ import pytest
 import timm
 import torch
 
-from tests.methods_helpers import frozen_loaded, fused_flags, hook_counts
 from tests.support.interventions import (
     dinov2_probe_run,
     noise_picture,
@@ -15,6 +14,7 @@ from tests.support.interventions import (
     saved_picture,
     shape_picture,
 )
+from tests.support.methods_helpers import frozen_loaded, fused_flags, hook_counts
 from vitviz.maths.logit_lens import logit_lens, logit_lens_pixels
 from vitviz.models import ModelError, load_model
 from vitviz.predict import predict

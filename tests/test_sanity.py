@@ -10,8 +10,8 @@ import pytest
 import timm
 import torch
 
-from tests.methods_helpers import frozen_loaded, hook_counts
 from tests.support.interventions import noise_picture, run_command, saved_picture
+from tests.support.methods_helpers import frozen_loaded, hook_counts
 from vitviz.capture import model_lock
 from vitviz.cli import interventions
 from vitviz.methods import METHODS
