@@ -5,12 +5,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.support.runs import lay_down_pair
 from vitviz.finetune.digits import digit_image
 from vitviz.finetune.pair import PAIR_FILE, list_pairs, newest_pair, read_pair, stop_pair, train_pair
 from vitviz.finetune.trainer import FinetuneConfig
+from vitviz.finetune.worker import run_image_set
 from vitviz.models import load_model
 from vitviz.predict import predict
 from vitviz.runs import read_config, read_val_predictions
@@ -70,6 +72,17 @@ def test_both_runs_load_as_classifiers_with_the_same_labels(trained_pair):
         assert top.label in DIGITS and 0.0 < top.probability <= 1.0
 
 
+def test_a_digits_run_finds_its_validation_images_again(trained_pair):
+    run = read_pair(trained_pair[0]).vit
+    image_set = run_image_set(run)  # how a page reopens a run's images, from its config.json
+    assert len(image_set.items) == 1797 and image_set.classes == DIGITS
+    for prediction in read_val_predictions(run):
+        row = int(prediction["key"].split("/")[1][:4])
+        assert np.array_equal(
+            np.asarray(image_set.item(prediction["key"]).load()), np.asarray(digit_image(row))
+        )
+
+
 def test_the_pair_is_found_in_its_runs_folder(trained_pair):
     out = trained_pair[0]
     lay_down_pair(out.parent / "unfinished", DIGITS, created=9e12, complete=False)  # newer, but not ready
@@ -85,6 +98,38 @@ def test_a_folder_that_holds_files_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match="not an empty folder"):
         train_pair(FinetuneConfig(max_images=20), "builtin:digits", tmp_path)
     assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_unknown_data_is_one_line_before_any_folder_is_made(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vitviz",
+            "finetune-pair",
+            "--data",
+            "builtin:letters",
+            "--out",
+            str(tmp_path / "p"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "builtin:letters" in result.stderr
+    assert not (tmp_path / "p").exists()
+    help_text = subprocess.run(
+        [sys.executable, "-m", "vitviz", "finetune-pair", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (
+        help_text.returncode == 0
+        and "--max-images" in help_text.stdout
+        and "--weights" not in help_text.stdout
+    )
 
 
 def test_a_manifest_pointing_outside_its_pair_is_refused(tmp_path):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from vitviz.finetune.data import open_image_set
 from vitviz.finetune.trainer import FinetuneConfig, FinetuneResult
 from vitviz.finetune.worker import execute_run
 from vitviz.runs import (
@@ -192,6 +193,8 @@ def train_pair(
     Raises:
         DataError, ModelError, WeightsError, ValueError: as `execute_run` does, for either side.
     """
+    if not data.lower().endswith(".zip"):  # a zip is checked as each side extracts it
+        open_image_set(data)  # a wrong name or folder fails here, before any folder is made
     folder = _claim_pair_folder(None if out is None else Path(out), config.mode)
     created = time.time()
     label = data_label or data
