@@ -1,13 +1,15 @@
 """Which models and weights load here: offline without a socket, online with one cached check, cached files."""
 
 import http.server
+import os
 import socket
 import threading
 
 import pytest
 from huggingface_hub import constants as hub_constants
 
-from tests.support.runs import lay_down_pair, lay_down_run
+from tests.support.pairs import hand_made_pair
+from tests.support.run_folders import hand_made_run
 from vitviz import availability
 from vitviz.availability import (
     BUNDLED_PAIR,
@@ -26,7 +28,8 @@ PAPER_MODELS = [
     "vit_base_r50_s16_384.orig_in21k_ft_in1k",
     "resnet50.a1_in1k",
 ]
-DIGITS = tuple(str(digit) for digit in range(10))
+# A worker that is alive (this process): the run reads as training, not as a dead worker's.
+TRAINING = {"state": "running", "progress": 0.3, "epoch": 1, "epochs": 3, "pid": os.getpid()}
 
 
 @pytest.fixture
@@ -105,7 +108,7 @@ def test_the_socket_guard_sees_the_probe_when_the_hub_is_on(sockets_used, monkey
 
 
 def test_notes_are_one_line_and_never_name_command_line_flags(offline, tmp_path):
-    lay_down_run(tmp_path / "training", DIGITS, "running", with_model=False)
+    hand_made_run(tmp_path, "training", status=TRAINING, with_model=False)
     notes = [result.note for result in suggested_availability().values()]
     notes += [check_weights(str(tmp_path / "training"), "bundled").note, best_pair(tmp_path).note]
     notes += [
@@ -150,38 +153,38 @@ def test_online_suggestions_start_with_the_papers_three_families(online):
 
 
 def test_online_the_best_pair_is_the_papers_vit_and_resnet(online, tmp_path):
-    lay_down_pair(tmp_path / "pair", DIGITS, created=1.0)
+    hand_made_pair(tmp_path, "trained", created=1.0)
     pair = best_pair(tmp_path)
     assert pair.kind == "paper" and (pair.vit, pair.cnn) == PAPER_PAIR
 
 
 def test_offline_the_best_pair_is_the_newest_trained_pair(offline, tmp_path):
-    lay_down_pair(tmp_path / "older", DIGITS, created=1.0)
-    newest = lay_down_pair(tmp_path / "newer", DIGITS, created=2.0)
-    lay_down_pair(tmp_path / "unfinished", DIGITS, created=3.0, complete=False)
+    hand_made_pair(tmp_path, "older", created=1.0)
+    newest = hand_made_pair(tmp_path, "newer", created=2.0)
+    hand_made_pair(tmp_path, "broken", created=3.0, cnn_has_model=False)
     pair = best_pair(tmp_path)
     assert pair.kind == "trained"
-    assert pair.vit == (str(newest / "vit"), str(newest / "vit"))
-    assert pair.cnn == (str(newest / "cnn"), str(newest / "cnn"))
-    assert "builtin:digits" in pair.note and "10 classes" in pair.note
+    assert pair.vit == (str(newest["vit"]), str(newest["vit"]))
+    assert pair.cnn == (str(newest["cnn"]), str(newest["cnn"]))
+    assert "builtin:shapes" in pair.note and "2 classes" in pair.note
 
 
 def test_offline_without_a_pair_the_bundled_models_come_with_a_way_to_get_one(offline, tmp_path):
-    lay_down_pair(tmp_path / "unfinished", DIGITS, created=3.0, complete=False)
+    hand_made_pair(tmp_path, "broken", created=3.0, cnn_has_model=False)
     pair = best_pair(tmp_path)
     assert pair.kind == "bundled" and (pair.vit, pair.cnn) == BUNDLED_PAIR
     assert "Train a ViT/CNN pair on the Fine-tune page" in pair.note
 
 
 def test_run_folders_and_checkpoint_files(offline, tmp_path):
-    finished = lay_down_run(tmp_path / "finished", DIGITS)
-    training = lay_down_run(tmp_path / "training", DIGITS, "running", with_model=False)
+    finished = hand_made_run(tmp_path, "finished")
+    training = hand_made_run(tmp_path, "training", status=TRAINING, with_model=False)
     loads = check_weights(str(finished), "hub")  # a run's own weights load, whatever the source says
-    assert loads.loads and "10 classes" in loads.note
+    assert loads.loads and "2 classes" in loads.note
     waiting = check_weights(str(training), "bundled")
     assert waiting.status == "missing" and "still training" in waiting.note
     checkpoint = finished / "model.safetensors"
-    assert check_weights("resnet18", str(checkpoint)).loads
+    assert check_weights("test_vit", str(checkpoint)).loads
     assert check_weights("resnet18", str(tmp_path / "gone.pth")).status == "missing"
     assert check_weights("no_such_model", "random").status == "missing"
 

@@ -32,14 +32,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_finetune)
 
     # A command of its own rather than `finetune --pair`: --model and --weights would mean nothing
-    # for a pair, --out names a folder of two runs rather than one run, and `finetune` is also one
-    # rank of a torchrun job, which a pair (two runs, one after the other) is not.
+    # for a pair, --out names the folder two runs are made in rather than one run's folder, and
+    # `finetune` is also one rank of a torchrun job, which a pair (two runs in turn) is not.
     pair = subparsers.add_parser(
         "finetune-pair",
         help="fine-tune the bundled DINOv2 ViT and EfficientNet CNN alike, for a like-for-like Compare",
-        description="Fine-tunes the bundled DINOv2 ViT-S/14 and the bundled EfficientNet-Lite0 on the same "
-        "images, split and settings, one after the other. PAIR_FOLDER then holds pair.json and two run "
-        "folders, vit/ and cnn/, each usable as --model in every other command.",
+        description="Fine-tunes the bundled DINOv2 ViT-S/14 and then the bundled EfficientNet-Lite0 on the "
+        "same images, split and settings, each into a new run folder in RUNS_FOLDER with a pair.json that "
+        "names both. Each run folder then works as --model in every other command.",
     )
     pair.add_argument("--data", default="builtin:digits", help=f"{_DATA_HELP} (default builtin:digits)")
     pair.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
@@ -48,8 +48,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=None,
-        metavar="PAIR_FOLDER",
-        help="a new or empty folder (default: a new folder in the runs folder, where Compare finds it)",
+        metavar="RUNS_FOLDER",
+        help="where to make the two run folders (default: the runs folder, where the app finds them)",
     )
     pair.set_defaults(run=_run_finetune_pair)
 
@@ -134,9 +134,12 @@ def _run_finetune_pair(args: argparse.Namespace) -> None:
         raise
     except Exception as error:  # torch and timm raise RuntimeError & co; the user gets one line
         raise CommandError(f"{type(error).__name__}: {error}") from error
-    accuracies = []
     for side, result in outcome.results.items():
         last = result.metrics[-1] if result.metrics else None
-        accuracies.append(f"{side} val acc {last.val_acc:.1%}" if last else f"{side} no epoch finished")
-    state = "stopped" if outcome.stopped else "finished"
-    print(f"{state}: pair {outcome.pair.folder} ({', '.join(accuracies)})")
+        accuracy = f"val acc {last.val_acc:.1%}" if last else "no epoch finished"
+        state = "stopped" if result.stopped else "finished"
+        print(f"{side} {state}: {outcome.runs[side]}, {accuracy}")
+    if outcome.stopped:
+        print("pair incomplete: a run was stopped, so neither run holds a pair.json")
+    else:
+        print("pair finished: both runs hold a pair.json naming each other")

@@ -1,13 +1,15 @@
 """A ViT/CNN pair: the bundled DINOv2 and EfficientNet fine-tuned alike, so Compare has two classifiers.
 
-A pair folder holds two ordinary run folders and a manifest:
+A pair is two ordinary run folders side by side in the runs folder, each holding the same small
+manifest beside its run files:
 
-    <pair folder>/pair.json   which runs, their classes, data, split seed and settings
-    <pair folder>/vit/        run folder of the bundled DINOv2 ViT-S/14
-    <pair folder>/cnn/        run folder of the bundled EfficientNet-Lite0
+    <runs>/<time>-vit_small_patch14_dinov2-probe-<random>/pair.json
+    <runs>/<time>-tf_efficientnet_lite0-probe-<random>/pair.json
 
-Both runs go through the one trainer and worker (`vitviz.finetune.worker.execute_run`) with the
-same config but the model, so they see the same images, the same split and the same settings.
+pair.json names both runs, their classes, the data, the split seed and the settings. Each run stays
+a run like any other (listed, opened by name, stopped and deleted on the Fine-tune page, usable as a
+model), and both went through the one trainer and worker (`vitviz.finetune.worker.execute_run`) with
+the same config but the model: the same images, the same split, the same settings.
 """
 
 from __future__ import annotations
@@ -25,13 +27,12 @@ from vitviz.finetune.trainer import FinetuneConfig, FinetuneResult
 from vitviz.finetune.worker import execute_run
 from vitviz.runs import (
     MODEL_FILE,
-    STOP_FILE,
     RunError,
     new_run_folder,
     read_config,
     read_status,
     read_val_predictions,
-    request_stop,
+    run_folder_by_name,
     runs_root,
     write_json_atomic,
 )
@@ -47,16 +48,16 @@ __all__ = [
     "newest_pair",
     "pair_configs",
     "read_pair",
-    "stop_pair",
     "train_pair",
 ]
 
 PAIR_FILE = "pair.json"
-_PAIR_FORMAT = "vitviz pair"  # pair.json's "format", so other JSON files are never taken for one
+_PAIR_FORMAT = "vitviz pair"  # pair.json's "format", so no other JSON file is ever taken for one
 _PAIR_VERSION = 1
+_MAX_PAIR_BYTES = 64 * 1024  # a manifest is a few hundred bytes; anything larger is not one
 
 Side = Literal["vit", "cnn"]
-PAIR_SIDES: tuple[Side, ...] = ("vit", "cnn")  # also the run folders' names inside a pair folder
+PAIR_SIDES: tuple[Side, ...] = ("vit", "cnn")  # in training order
 # (timm name, weights) of each side: the only real ViT and CNN that load without a network.
 PAIR_MODELS: dict[Side, tuple[str, str]] = {
     "vit": ("vit_small_patch14_dinov2", "bundled"),
@@ -66,18 +67,13 @@ PAIR_MODELS: dict[Side, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class RunPair:
-    """A pair folder as pair.json and its two runs describe it."""
+    """Two runs trained alike, as their pair.json describes them."""
 
-    folder: Path  # the pair folder
-    runs: dict[Side, Path]  # side -> its run folder
-    labels: tuple[str, ...]  # class names both runs predict, in label order; () until both finished
+    runs: dict[Side, Path]  # side -> its run folder, both directly in one runs folder
+    labels: tuple[str, ...]  # class names both runs predict, in label order
     data: str  # the data source, as the user named it
     seed: int  # the subset and split seed both runs used
     created: float  # time.time() when the pair was started
-
-    @property
-    def name(self) -> str:
-        return self.folder.name
 
     @property
     def vit(self) -> Path:
@@ -90,27 +86,29 @@ class RunPair:
     @property
     def ready(self) -> bool:
         """Both runs finished with a saved model, so both load as models (Compare can open on it)."""
-        return bool(self.labels) and all(
+        return all(
             (run / MODEL_FILE).is_file() and read_status(run).state == "finished"
             for run in self.runs.values()
         )
 
     @property
     def label(self) -> str:
-        """How pickers show the pair: "pair: <name> (<data>, <n> classes)"."""
-        return f"pair: {self.name} ({self.data}, {len(self.labels)} classes)"
+        """How pickers show the pair: "pair: <data>, <n> classes, <date and time>"."""
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.created))
+        return f"pair: {self.data}, {len(self.labels)} classes, {started}"
 
 
 @dataclass(frozen=True)
 class PairResult:
-    """What training a pair produced: the pair and each side's fine-tune."""
+    """What training a pair produced: each side's run folder and fine-tune, and the pair when complete."""
 
-    pair: RunPair
-    results: dict[Side, FinetuneResult]  # a side is missing when training stopped before it began
+    runs: dict[Side, Path]  # the run folders made, in training order
+    results: dict[Side, FinetuneResult]  # a side is missing when the pair stopped before it began
+    pair: RunPair | None  # None unless both sides finished
 
     @property
     def stopped(self) -> bool:
-        return len(self.results) < len(PAIR_SIDES) or any(result.stopped for result in self.results.values())
+        return self.pair is None
 
 
 def pair_configs(config: FinetuneConfig) -> dict[Side, FinetuneConfig]:
@@ -121,12 +119,14 @@ def pair_configs(config: FinetuneConfig) -> dict[Side, FinetuneConfig]:
     }
 
 
-def _manifest(config: FinetuneConfig, data: str, labels: list[str], created: float) -> dict[str, Any]:
+def _manifest(
+    config: FinetuneConfig, data: str, runs: dict[Side, Path], labels: list[str], created: float
+) -> dict[str, Any]:
     resolved = config.resolved()
     return {
         "format": _PAIR_FORMAT,
         "version": _PAIR_VERSION,
-        "runs": {side: side for side in PAIR_SIDES},
+        "runs": {side: folder.name for side, folder in runs.items()},
         "models": {
             side: {"model": model, "weights": weights} for side, (model, weights) in PAIR_MODELS.items()
         },
@@ -142,111 +142,90 @@ def _manifest(config: FinetuneConfig, data: str, labels: list[str], created: flo
     }
 
 
-def _claim_pair_folder(out: Path | None, mode: str) -> Path:
-    """A new pair folder under the runs folder ("<time>-pair-<mode>-<random>"), or `out` when new or empty."""
-    if out is None:
-        return new_run_folder("pair", mode)
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out} already exists and is not an empty folder; pick a new folder for the pair.")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _check_alike(folder: Path) -> list[str]:
+def _check_alike(runs: dict[Side, Path]) -> list[str]:
     """The classes both runs trained on, after checking they held out the same validation images.
 
     Raises:
         RunError: the runs disagree on classes or split (the trainer would have to have changed).
     """
-    runs = [folder / side for side in PAIR_SIDES]
-    labels = [list(read_config(run).get("labels", [])) for run in runs]
+    labels = [list(read_config(run)["labels"]) for run in runs.values()]
     if any(other != labels[0] for other in labels):
-        raise RunError(f"The runs of pair {folder.name} trained on different classes.")
-    keys = [sorted(p["key"] for p in read_val_predictions(run)) for run in runs]
+        raise RunError("The two runs of the pair trained on different classes.")
+    keys = [sorted(p["key"] for p in read_val_predictions(run)) for run in runs.values()]
     if any(other != keys[0] for other in keys):
-        raise RunError(f"The runs of pair {folder.name} held out different validation images.")
+        raise RunError("The two runs of the pair held out different validation images.")
     return labels[0]
 
 
 def train_pair(
     config: FinetuneConfig,
     data: str,
-    out: str | Path | None = None,
+    root: str | Path | None = None,
     *,
     data_label: str | None = None,
     log: Callable[[str], None] = print,
 ) -> PairResult:
-    """Fine-tunes the bundled ViT and the bundled CNN alike on `data`, one after the other.
+    """Fine-tunes the bundled ViT and then the bundled CNN alike on `data`, each into a new run folder.
+
+    The CNN starts only when the ViT's run finished: stopping the ViT's run (its stop file, or
+    SIGTERM) stops the pair. pair.json is written into both runs once both finished.
 
     Args:
         config: the settings both sides share; its model and weights are replaced per side.
         data: "builtin:digits", "builtin:shapes", a .zip of class folders or a folder of them.
-        out: the pair folder, new or empty; None makes a new one in the runs folder.
-        data_label: how to name the data in the manifest (an upload's file name); default `data`.
+        root: the runs folder to make both run folders in (default runs_root()).
+        data_label: how to name the data (an upload's file name); default `data`.
         log: receives one line per event, each prefixed with its side.
-
-    Returns:
-        The pair (read back from its folder) and both fine-tunes. When the ViT's run is stopped,
-        the CNN's is not started.
 
     Raises:
         DataError, ModelError, WeightsError, ValueError: as `execute_run` does, for either side.
     """
     if not data.lower().endswith(".zip"):  # a zip is checked as each side extracts it
-        open_image_set(data)  # a wrong name or folder fails here, before any folder is made
-    folder = _claim_pair_folder(None if out is None else Path(out), config.mode)
+        open_image_set(data)  # a wrong name or folder fails here, before any run folder is made
+    root = runs_root() if root is None else Path(root)
     created = time.time()
     label = data_label or data
-    # Written first, so a page can show a pair in progress; its labels follow once both runs finish.
-    write_json_atomic(folder / PAIR_FILE, _manifest(config, label, [], created))
+    runs: dict[Side, Path] = {}
     results: dict[Side, FinetuneResult] = {}
     for side, side_config in pair_configs(config).items():
-        if (folder / STOP_FILE).exists():
-            log(f"[{side}] not started: the pair was asked to stop")
-            break
+        # Made only when its turn comes: an empty folder would list as a broken run meanwhile.
+        runs[side] = new_run_folder(side_config.model, side_config.mode, root)
 
         def side_log(line: str, side: Side = side) -> None:
             log(f"[{side}] {line}")
 
-        result = execute_run(side_config, data, folder / side, data_label=label, log=side_log)
-        results[side] = result
-        if result.stopped:
-            log(f"[{side}] stopped: the pair is left incomplete")
-            break
-    if len(results) == len(PAIR_SIDES) and not any(result.stopped for result in results.values()):
-        write_json_atomic(folder / PAIR_FILE, _manifest(config, label, _check_alike(folder), created))
-    return PairResult(read_pair(folder), results)
-
-
-def stop_pair(folder: str | Path) -> None:
-    """Asks a pair to stop: the running side after its current step, and the next side not to start."""
-    folder = Path(folder)
-    request_stop(folder)  # a run folder made after this must not be claimed with a stop file in it
-    for side in PAIR_SIDES:
-        if (folder / side).is_dir():
-            request_stop(folder / side)
+        side_log(f"run folder {runs[side].name}")
+        results[side] = execute_run(side_config, data, runs[side], data_label=label, log=side_log)
+        if results[side].stopped:
+            side_log("stopped: the pair is left incomplete")
+            return PairResult(runs, results, None)
+    manifest = _manifest(config, label, runs, _check_alike(runs), created)
+    for folder in runs.values():
+        write_json_atomic(folder / PAIR_FILE, manifest)
+    return PairResult(runs, results, read_pair(runs["vit"]))
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / PAIR_FILE
     try:
-        with open(folder / PAIR_FILE, encoding="utf-8") as stream:
-            manifest = json.load(stream)
+        if path.is_symlink() or path.stat().st_size > _MAX_PAIR_BYTES:
+            raise RunError(f"{folder.name}/{PAIR_FILE} is not a vitviz pair manifest.")
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise RunError(f"{folder.name} is not a readable pair folder: {error}") from error
+        raise RunError(f"{folder.name}/{PAIR_FILE} is unreadable ({type(error).__name__}).") from error
     if not isinstance(manifest, dict) or manifest.get("format") != _PAIR_FORMAT:
         raise RunError(f"{folder.name}/{PAIR_FILE} is not a vitviz pair manifest.")
     return manifest
 
 
-def read_pair(folder: str | Path) -> RunPair:
-    """The pair a pair folder describes.
+def read_pair(run: str | Path) -> RunPair:
+    """The pair a run belongs to, from its pair.json; the other run is its sibling in the runs folder.
 
     Raises:
-        RunError: pair.json is missing, unreadable or incomplete, or names a run outside the folder.
+        RunError: no readable pair.json, or it names a run that is not a plain folder beside this one.
     """
-    folder = Path(folder)
-    manifest = _read_manifest(folder)
+    run = Path(run)
+    manifest = _read_manifest(run)
     try:
         names = {side: str(manifest["runs"][side]) for side in PAIR_SIDES}
         labels = tuple(str(label) for label in manifest["labels"])
@@ -254,31 +233,34 @@ def read_pair(folder: str | Path) -> RunPair:
         data = str(manifest["data"])
         created = float(manifest["created"])
     except (KeyError, TypeError, ValueError) as error:
-        raise RunError(f"{folder.name}/{PAIR_FILE} lacks {error}") from error
-    runs: dict[Side, Path] = {}
-    for side, name in names.items():
-        run = folder / name
-        if run.resolve().parent != folder.resolve():  # a manifest never points outside its pair
-            raise RunError(f"{folder.name}/{PAIR_FILE} names a run outside the pair: {name!r}")
-        runs[side] = run
-    return RunPair(folder, runs, labels, data, seed, created)
+        raise RunError(f"{run.name}/{PAIR_FILE} lacks {error}") from error
+    if run.name not in names.values():
+        raise RunError(f"{run.name}/{PAIR_FILE} belongs to other runs.")
+    # Names are checked as any run name is (one plain folder, no links): a manifest never leads out.
+    runs: dict[Side, Path] = {side: run_folder_by_name(name, run.parent) for side, name in names.items()}
+    return RunPair(runs, labels, data, seed, created)
 
 
 def list_pairs(root: str | Path | None = None) -> list[RunPair]:
-    """Every pair folder directly under `root` (default runs_root()), newest first; unreadable ones left out."""
+    """Every pair in `root` (default runs_root()), newest first, each once; unreadable ones left out."""
     root = runs_root() if root is None else Path(root)
-    if not root.is_dir():
-        return []
     pairs = []
-    for folder in root.iterdir():
-        if folder.is_dir() and not folder.name.startswith(".") and (folder / PAIR_FILE).is_file():
-            try:
-                pairs.append(read_pair(folder))
-            except RunError:
-                continue
+    try:
+        folders = [entry for entry in root.iterdir() if not entry.name.startswith(".") and entry.is_dir()]
+    except OSError:
+        return []
+    for folder in folders:
+        if not (folder / PAIR_FILE).is_file():
+            continue
+        try:
+            pair = read_pair(folder)
+        except RunError:
+            continue
+        if pair.vit.name == folder.name:  # found again from the CNN's copy of the manifest
+            pairs.append(pair)
     return sorted(pairs, key=lambda pair: pair.created, reverse=True)
 
 
 def newest_pair(root: str | Path | None = None) -> RunPair | None:
-    """The newest pair under `root` whose two runs both load as models, or None."""
+    """The newest pair in `root` whose two runs both load as models, or None."""
     return next((pair for pair in list_pairs(root) if pair.ready), None)
