@@ -41,16 +41,19 @@ Family = Literal["vit", "hybrid", "cnn"]
 # Named weight sources; anything else given as weights is a path to a checkpoint file.
 WEIGHTS_SOURCES: tuple[str, ...] = ("bundled", "hub", "random")
 
-# Models offered in pickers: (timm name, what it is). Any other timm name can be typed in.
+# Models offered in pickers: (timm name, what it is). Any other timm name can be typed in. The
+# first three are the families "An Image is Worth 16x16 Words" (Dosovitskiy et al., 2021) compares,
+# trained on ImageNet, with tags naming the exact weights; they come from the model hub, so they lead
+# the list online, while offline `vitviz.availability.model_suggestions` puts what loads here first.
 SUGGESTED_MODELS: tuple[tuple[str, str], ...] = (
+    ("vit_base_patch16_224.augreg2_in21k_ft_in1k", "ViT-B/16, ImageNet-21k → 1k: the paper's ViT"),
+    ("vit_base_r50_s16_384.orig_in21k_ft_in1k", "R50+ViT-B/16, ImageNet-21k → 1k: the paper's hybrid"),
+    ("resnet50.a1_in1k", "ResNet-50 CNN, ImageNet-1k: the paper's CNN family"),
     ("vit_small_patch14_dinov2", "ViT-S/14 DINOv2, self-supervised (bundled)"),
     ("tf_efficientnet_lite0", "EfficientNet-Lite0 CNN, ImageNet-1k (bundled)"),
-    ("vit_base_patch16_224", "ViT-B/16, ImageNet-21k → 1k"),
     ("deit_small_distilled_patch16_224", "DeiT-S distilled (class + distillation token)"),
     ("vit_small_patch14_reg4_dinov2", "ViT-S/14 DINOv2 with 4 registers"),
     ("vit_small_r26_s32_224", "hybrid: ResNet-26 stem + ViT-S, stride 32"),
-    ("vit_base_r50_s16_384", "hybrid: ResNet-50 stem + ViT-B, stride 16"),
-    ("resnet50", "ResNet-50 CNN"),
     ("convnext_tiny", "ConvNeXt-T CNN"),
 )
 

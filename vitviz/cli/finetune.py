@@ -1,4 +1,4 @@
-"""`python -m vitviz finetune`: trains into a run folder, alone or as one rank under torchrun."""
+"""`python -m vitviz finetune` (one run, alone or as a torchrun rank) and `finetune-pair` (ViT + CNN)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ __all__ = ["MODE_CHOICES", "add_commands"]
 
 # The trainer's MODES, repeated so that building the parser (and --help) does not import torch.
 MODE_CHOICES: tuple[str, ...] = ("probe", "last-k", "full")
+_DATA_HELP = "builtin:digits, builtin:shapes, a .zip of class folders, or a folder of class folders"
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Adds the `finetune` command."""
+    """Adds the `finetune` and `finetune-pair` commands."""
     parser = subparsers.add_parser(
         "finetune",
         help="fine-tune a model on labelled images into a run folder (works under torchrun)",
@@ -23,10 +24,38 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "writes RUN_FOLDER: model.safetensors, config.json, labels.json, metrics.jsonl, status.json. "
         "The folder then works as --model in every other command.",
     )
-    parser.add_argument(
-        "--data", required=True, help="builtin:shapes, a .zip of class folders, or a folder of class folders"
-    )
+    parser.add_argument("--data", required=True, help=_DATA_HELP)
     add_model_arguments(parser, "vit_small_patch14_dinov2")
+    _add_training_arguments(parser)
+    parser.add_argument("--data-label", default=None, help=argparse.SUPPRESS)  # the page's name for an upload
+    parser.add_argument("--out", required=True, type=Path, metavar="RUN_FOLDER")
+    parser.set_defaults(run=_run_finetune)
+
+    # A command of its own rather than `finetune --pair`: --model and --weights would mean nothing
+    # for a pair, --out names the folder two runs are made in rather than one run's folder, and
+    # `finetune` is also one rank of a torchrun job, which a pair (two runs in turn) is not.
+    pair = subparsers.add_parser(
+        "finetune-pair",
+        help="fine-tune the bundled DINOv2 ViT and EfficientNet CNN alike, for a like-for-like Compare",
+        description="Fine-tunes the bundled DINOv2 ViT-S/14 and then the bundled EfficientNet-Lite0 on the "
+        "same images, split and settings, each into a new run folder in RUNS_FOLDER with a pair.json that "
+        "names both. Each run folder then works as --model in every other command.",
+    )
+    pair.add_argument("--data", default="builtin:digits", help=f"{_DATA_HELP} (default builtin:digits)")
+    pair.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    _add_training_arguments(pair)
+    pair.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="RUNS_FOLDER",
+        help="where to make the two run folders (default: the runs folder, where the app finds them)",
+    )
+    pair.set_defaults(run=_run_finetune_pair)
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training settings, named after FinetuneConfig's fields (see FinetuneConfig.from_arguments)."""
     parser.add_argument(
         "--mode",
         choices=MODE_CHOICES,
@@ -53,9 +82,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--val-fraction", type=float, default=0.2, help="held out of every class (default 0.2)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-label", default=None, help=argparse.SUPPRESS)  # the page's name for an upload
-    parser.add_argument("--out", required=True, type=Path, metavar="RUN_FOLDER")
-    parser.set_defaults(run=_run_finetune)
 
 
 def _run_finetune(args: argparse.Namespace) -> None:
@@ -90,3 +116,30 @@ def _run_finetune(args: argparse.Namespace) -> None:
         last = result.metrics[-1] if result.metrics else None
         accuracy = f", val acc {last.val_acc:.1%}" if last else ""
         print(f"{state}: {args.out}{accuracy}")
+
+
+def _run_finetune_pair(args: argparse.Namespace) -> None:
+    from vitviz.device import default_device
+    from vitviz.finetune.pair import train_pair
+    from vitviz.finetune.trainer import FinetuneConfig
+
+    try:
+        config = FinetuneConfig.from_arguments(args)
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+    config = dataclasses.replace(config, device=args.device or default_device())
+    try:
+        outcome = train_pair(config, args.data, args.out, log=lambda line: print(line, flush=True))
+    except (KeyboardInterrupt, CommandError, ValueError, OSError):
+        raise
+    except Exception as error:  # torch and timm raise RuntimeError & co; the user gets one line
+        raise CommandError(f"{type(error).__name__}: {error}") from error
+    for side, result in outcome.results.items():
+        last = result.metrics[-1] if result.metrics else None
+        accuracy = f"val acc {last.val_acc:.1%}" if last else "no epoch finished"
+        state = "stopped" if result.stopped else "finished"
+        print(f"{side} {state}: {outcome.runs[side]}, {accuracy}")
+    if outcome.stopped:
+        print("pair incomplete: a run was stopped, so neither run holds a pair.json")
+    else:
+        print("pair finished: both runs hold a pair.json naming each other")

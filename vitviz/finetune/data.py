@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from vitviz.finetune.digits import BUILTIN_DIGITS, digits_folder
 from vitviz.finetune.safezip import ZipSource, inspect_image_zip, is_image_name
 from vitviz.finetune.shapes import SHAPE_CLASSES, SHAPES_PER_CLASS, draw_shape, shape_rng
 from vitviz.images import ImageDecodeError, decode_image, load_image_file
@@ -259,6 +260,8 @@ def open_image_set(spec: str) -> ImageSet:
     """
     if spec == BUILTIN_SHAPES:
         return builtin_shapes()
+    if spec == BUILTIN_DIGITS:
+        return scan_image_folder(digits_folder(), shown_as=BUILTIN_DIGITS)
     if spec.startswith("builtin:"):
         raise DataError(f"Unknown built-in data set {spec!r}; the built-in one is {BUILTIN_SHAPES}.")
     if spec.lower().endswith(".zip"):

@@ -1,0 +1,39 @@
+"""Pairs of run folders written by hand, as finetune-pair leaves them, for tests of readers."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
+from vitviz.finetune.pair import PAIR_FILE
+
+__all__ = ["PAIR_LABELS", "hand_made_pair"]
+
+PAIR_LABELS: tuple[str, ...] = tuple(TINY_RUN_CONFIG["labels"])
+
+
+def hand_made_pair(root: Path, tag: str, created: float, *, cnn_has_model: bool = True) -> dict[str, Path]:
+    """Two finished tiny runs in `root`, "<tag>-vit" and "<tag>-cnn", each holding the pair's pair.json.
+
+    `cnn_has_model=False` leaves the CNN's run without its model file (deleted, or a broken disk).
+    """
+    config = copy.deepcopy(TINY_RUN_CONFIG)
+    config["created"] = created
+    runs = {
+        "vit": hand_made_run(root, f"{tag}-vit", config=config),
+        "cnn": hand_made_run(root, f"{tag}-cnn", config=config, with_model=cnn_has_model),
+    }
+    manifest = {
+        "format": "vitviz pair",
+        "version": 1,
+        "runs": {side: folder.name for side, folder in runs.items()},
+        "labels": list(PAIR_LABELS),
+        "data": "builtin:shapes",
+        "split": {"seed": 0, "val_fraction": 0.2, "max_images": None},
+        "created": created,
+    }
+    for folder in runs.values():
+        (folder / PAIR_FILE).write_text(json.dumps(manifest))
+    return runs

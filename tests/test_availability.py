@@ -1,0 +1,211 @@
+"""Which models and weights load here: offline without a socket, online with one cached check, cached files."""
+
+import http.server
+import os
+import socket
+import threading
+
+import pytest
+from huggingface_hub import constants as hub_constants
+
+from tests.support.pairs import hand_made_pair
+from tests.support.run_folders import hand_made_run
+from vitviz import availability
+from vitviz.availability import (
+    BUNDLED_PAIR,
+    PAPER_PAIR,
+    best_pair,
+    check_weights,
+    hub_reachable,
+    model_suggestions,
+    suggested_availability,
+)
+from vitviz.models import SUGGESTED_MODELS
+from vitviz.weights import BUNDLED_MODEL_NAMES
+
+PAPER_MODELS = [
+    "vit_base_patch16_224.augreg2_in21k_ft_in1k",
+    "vit_base_r50_s16_384.orig_in21k_ft_in1k",
+    "resnet50.a1_in1k",
+]
+# A worker that is alive (this process): the run reads as training, not as a dead worker's.
+TRAINING = {"state": "running", "progress": 0.3, "epoch": 1, "epochs": 3, "pid": os.getpid()}
+
+
+@pytest.fixture
+def sockets_used(monkeypatch) -> list[str]:
+    """Every attempt to resolve a name or open a connection, recorded (and refused)."""
+    used: list[str] = []
+
+    def refuse(name):
+        def refused(*args, **kwargs):
+            used.append(name)
+            raise OSError(f"test: {name} was called")
+
+        return refused
+
+    monkeypatch.setattr(socket.socket, "connect", refuse("socket.connect"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("socket.connect_ex"))
+    monkeypatch.setattr(socket, "create_connection", refuse("socket.create_connection"))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("socket.getaddrinfo"))
+    return used
+
+
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+
+@pytest.fixture
+def offline(monkeypatch, empty_hub_cache):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    availability._forget_hub_reachability()
+    yield
+    availability._forget_hub_reachability()
+
+
+@pytest.fixture
+def online(monkeypatch, empty_hub_cache):
+    """The hub switched on; returns the set the probe's answer is read from, and the calls it got."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    availability._forget_hub_reachability()
+    probe = {"answer": True, "calls": 0}
+
+    def ask_hub(timeout_s):
+        probe["calls"] += 1
+        return probe["answer"]
+
+    monkeypatch.setattr(availability, "_ask_hub", ask_hub)
+    yield probe
+    availability._forget_hub_reachability()
+
+
+def test_offline_nothing_opens_a_socket(offline, sockets_used, tmp_path):
+    table = suggested_availability()
+    suggestions = model_suggestions()
+    pair = best_pair(tmp_path / "runs")
+    assert not hub_reachable()
+    assert sockets_used == []
+    assert len(table) == 3 * len(SUGGESTED_MODELS)
+    for (name, weights), result in table.items():
+        if weights == "random" or (weights == "bundled" and name in BUNDLED_MODEL_NAMES):
+            assert result.status == "loads", result
+        elif weights == "bundled":
+            assert result.status == "missing", result
+        else:
+            assert result.status == "needs internet" and "set to work offline" in result.note, result
+    assert [s.name for s in suggestions[:2]] == list(BUNDLED_MODEL_NAMES)
+    assert all(s.loads for s in suggestions[:2]) and not any(s.loads for s in suggestions[2:])
+    assert pair.kind == "bundled" and (pair.vit, pair.cnn) == BUNDLED_PAIR
+
+
+def test_the_socket_guard_sees_the_probe_when_the_hub_is_on(sockets_used, monkeypatch):
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_constants, "ENDPOINT", "http://127.0.0.1:9")  # never leaves this machine
+    assert not availability._ask_hub(0.5)
+    assert sockets_used, "the guard missed the HTTP client's connection"
+
+
+def test_notes_are_one_line_and_never_name_command_line_flags(offline, tmp_path):
+    hand_made_run(tmp_path, "training", status=TRAINING, with_model=False)
+    notes = [result.note for result in suggested_availability().values()]
+    notes += [check_weights(str(tmp_path / "training"), "bundled").note, best_pair(tmp_path).note]
+    notes += [
+        check_weights("no_such_model", "hub").note,
+        check_weights("resnet18", str(tmp_path / "x.pth")).note,
+    ]
+    for note in notes:
+        assert note and "\n" not in note and "--" not in note and "HF_" not in note, note
+
+
+def test_online_the_hub_is_asked_once_per_process(online):
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(hub_reachable())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    suggested_availability()
+    assert answers == [True] * 8 and online["calls"] == 1
+
+
+def test_online_an_uncached_hub_model_loads_by_downloading(online):
+    result = check_weights("resnet50.a1_in1k", "hub")
+    assert result.loads and "downloads from the model hub" in result.note
+
+
+def test_an_unreachable_hub_means_needs_internet(online):
+    online["answer"] = False
+    result = check_weights("resnet50.a1_in1k", "hub")
+    assert result.status == "needs internet" and "cannot be reached" in result.note
+    bundled_model = check_weights("vit_small_patch14_dinov2", "hub")
+    assert "pick its bundled weights" in bundled_model.note
+
+
+def test_online_suggestions_start_with_the_papers_three_families(online):
+    suggestions = model_suggestions()
+    assert [s.name for s in suggestions[:3]] == PAPER_MODELS
+    assert all("the paper's" in s.description for s in suggestions[:3])
+    assert all(s.weights == "hub" and s.loads for s in suggestions[:3])
+    # The bundled models keep bundled weights even online: they need no download.
+    assert {s.name: s.weights for s in suggestions}["vit_small_patch14_dinov2"] == "bundled"
+
+
+def test_online_the_best_pair_is_the_papers_vit_and_resnet(online, tmp_path):
+    hand_made_pair(tmp_path, "trained", created=1.0)
+    pair = best_pair(tmp_path)
+    assert pair.kind == "paper" and (pair.vit, pair.cnn) == PAPER_PAIR
+
+
+def test_offline_the_best_pair_is_the_newest_trained_pair(offline, tmp_path):
+    hand_made_pair(tmp_path, "older", created=1.0)
+    newest = hand_made_pair(tmp_path, "newer", created=2.0)
+    hand_made_pair(tmp_path, "broken", created=3.0, cnn_has_model=False)
+    pair = best_pair(tmp_path)
+    assert pair.kind == "trained"
+    assert pair.vit == (str(newest["vit"]), str(newest["vit"]))
+    assert pair.cnn == (str(newest["cnn"]), str(newest["cnn"]))
+    assert "builtin:shapes" in pair.note and "2 classes" in pair.note
+
+
+def test_offline_without_a_pair_the_bundled_models_come_with_a_way_to_get_one(offline, tmp_path):
+    hand_made_pair(tmp_path, "broken", created=3.0, cnn_has_model=False)
+    pair = best_pair(tmp_path)
+    assert pair.kind == "bundled" and (pair.vit, pair.cnn) == BUNDLED_PAIR
+    assert "Train a ViT/CNN pair on the Fine-tune page" in pair.note
+
+
+def test_run_folders_and_checkpoint_files(offline, tmp_path):
+    finished = hand_made_run(tmp_path, "finished")
+    training = hand_made_run(tmp_path, "training", status=TRAINING, with_model=False)
+    loads = check_weights(str(finished), "hub")  # a run's own weights load, whatever the source says
+    assert loads.loads and "2 classes" in loads.note
+    waiting = check_weights(str(training), "bundled")
+    assert waiting.status == "missing" and "still training" in waiting.note
+    checkpoint = finished / "model.safetensors"
+    assert check_weights("test_vit", str(checkpoint)).loads
+    assert check_weights("resnet18", str(tmp_path / "gone.pth")).status == "missing"
+    assert check_weights("no_such_model", "random").status == "missing"
+
+
+def _serve_once_on_loopback():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_the_real_probe_answers_for_a_server_and_not_for_a_closed_port(monkeypatch):
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)  # the session refuses every request offline
+    server = _serve_once_on_loopback()  # loopback only: tests never touch the network
+    try:
+        monkeypatch.setattr(hub_constants, "ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        assert availability._ask_hub(2.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound but not listening: connections are refused
+        monkeypatch.setattr(hub_constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+        assert not availability._ask_hub(2.0)

@@ -1,0 +1,313 @@
+"""Which models and weights load on this machine, said in one line a browser user can act on.
+
+Nothing here downloads. The hub's local cache is read the way the hub lays it out; whether the hub
+can be reached is asked once per process with a short timeout, and never when the hub is switched
+off (`HF_HUB_OFFLINE=1`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import timm
+import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
+
+from vitviz.finetune.pair import newest_pair
+from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES
+from vitviz.runs import MODEL_FILE, describe_run, is_run_folder, read_config, read_status
+from vitviz.weights import BUNDLED_MODEL_NAMES
+
+__all__ = [
+    "BUNDLED_PAIR",
+    "HUB_TIMEOUT_S",
+    "PAPER_PAIR",
+    "Availability",
+    "AvailabilityStatus",
+    "ModelPair",
+    "ModelSuggestion",
+    "best_pair",
+    "check_weights",
+    "hub_cache_file",
+    "hub_offline",
+    "hub_reachable",
+    "model_suggestions",
+    "suggested_availability",
+]
+
+AvailabilityStatus = Literal["loads", "needs internet", "missing"]
+HUB_TIMEOUT_S = 1.5  # long enough for a real connection, short enough that a page never hangs on it
+# (timm name, weights) of each side of the pairs Compare can open on.
+PAPER_PAIR = (
+    ("vit_base_patch16_224.augreg2_in21k_ft_in1k", "hub"),
+    ("resnet50.a1_in1k", "hub"),
+)
+BUNDLED_PAIR = (("vit_small_patch14_dinov2", "bundled"), ("tf_efficientnet_lite0", "bundled"))
+_TRUE_VALUES = {"1", "TRUE", "YES", "ON"}  # how huggingface_hub reads its boolean variables
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether one model loads here with one weights source, and why (or why not)."""
+
+    model: str  # timm name, or a fine-tune's run folder
+    weights: str  # "bundled", "hub", "random", a run folder or a checkpoint path
+    status: AvailabilityStatus  # loads / needs internet / missing
+    note: str  # one line for a browser user: where the weights come from, or what to pick instead
+
+    @property
+    def loads(self) -> bool:
+        return self.status == "loads"
+
+
+# --------------------------------------------------------------------------------------------
+# The hub: switched off, reachable, cached
+# --------------------------------------------------------------------------------------------
+
+
+def hub_offline() -> bool:
+    """True when the hub is switched off, now or when huggingface_hub was imported (it reads it once)."""
+    return hub_constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE_VALUES
+
+
+_reachable_lock = threading.Lock()
+_reachable: bool | None = None  # the answer of this process's one check
+
+
+def hub_reachable(timeout_s: float = HUB_TIMEOUT_S) -> bool:
+    """Whether the model hub answers, asked once per process (later calls reuse the answer).
+
+    Never opens a connection when the hub is switched off. Any answer, even an error status, counts
+    as reachable: it proves the network path works, which is all a download needs.
+    """
+    global _reachable
+    if hub_offline():
+        return False
+    with _reachable_lock:  # concurrent sessions of a page wait for the one check instead of repeating it
+        if _reachable is None:
+            _reachable = _ask_hub(timeout_s)
+        return _reachable
+
+
+def _ask_hub(timeout_s: float) -> bool:
+    from huggingface_hub.utils import get_session  # deferred: its HTTP client is only needed here
+
+    try:
+        get_session().head(hub_constants.ENDPOINT, timeout=timeout_s)
+    except Exception:  # the session's own error types (DNS, refused, timeout, proxy) all mean "no"
+        return False
+    return True
+
+
+def _forget_hub_reachability() -> None:
+    """Makes the next hub_reachable() ask again (tests use it; a process normally never needs to)."""
+    global _reachable
+    with _reachable_lock:
+        _reachable = None
+
+
+def _hub_files(filename: str | None) -> list[str]:
+    """The files timm tries for a hub model, safetensors first (as timm's loader does)."""
+    if filename is None or filename == "pytorch_model.bin":
+        return ["model.safetensors", "pytorch_model.bin"]
+    if filename.endswith(".bin"):
+        return [filename.removesuffix(".bin").replace("pytorch_model", "model") + ".safetensors", filename]
+    return [filename]
+
+
+def hub_cache_file(name: str) -> Path | None:
+    """The weights file of `name` (a timm name, tag optional) in the local hub cache, if any.
+
+    Reads the cache the way the hub leaves it (`models--timm--<name.tag>/refs/main` naming the
+    snapshot that holds the file), without any network call. Weights timm still fetches from an
+    old URL are looked up in torch's hub folder.
+    """
+    config = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else None
+    if config is None:
+        return None
+    if config.hf_hub_id:
+        repo_id, _, revision = config.hf_hub_id.partition("@")
+        for filename in _hub_files(config.hf_hub_filename):
+            found = try_to_load_from_cache(
+                repo_id, filename, cache_dir=hub_constants.HF_HUB_CACHE, revision=revision or None
+            )
+            if isinstance(found, str):  # otherwise None, or a marker that the hub has no such file
+                return Path(found)
+        return None
+    if config.url:
+        checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / Path(config.url).name
+        return checkpoint if checkpoint.is_file() else None
+    return None
+
+
+def _has_hub_weights(name: str) -> bool:
+    config = timm.models.get_pretrained_cfg(name)
+    return config is not None and bool(config.hf_hub_id or config.url)
+
+
+# --------------------------------------------------------------------------------------------
+# One model and weights source
+# --------------------------------------------------------------------------------------------
+
+
+def _instead(name: str) -> str:
+    """What to pick when this model's pretrained weights cannot load."""
+    if name in BUNDLED_MODEL_NAMES:
+        return "pick its bundled weights, which work offline"
+    return "pick a model marked bundled, or random weights to see the untrained architecture"
+
+
+def _hub_availability(name: str) -> Availability:
+    if not _has_hub_weights(name):
+        return Availability(
+            name,
+            "hub",
+            "missing",
+            f"hub: timm has no pretrained weights for {name}; only random weights load",
+        )
+    if hub_cache_file(name) is not None:
+        return Availability(name, "hub", "loads", "hub: in the local cache")
+    if hub_offline():
+        why = "hub: not downloaded yet, and this server is set to work offline"
+        return Availability(name, "hub", "needs internet", f"{why}; {_instead(name)}")
+    if not hub_reachable():
+        why = "hub: not downloaded yet, and the model hub cannot be reached from this server"
+        return Availability(name, "hub", "needs internet", f"{why}; {_instead(name)}")
+    return Availability(name, "hub", "loads", "hub: downloads from the model hub on first use")
+
+
+def _run_availability(folder: str) -> Availability:
+    if (Path(folder) / MODEL_FILE).is_file():
+        try:
+            labels = read_config(folder).get("labels") or []
+        except ValueError:
+            labels = []
+        classes = f", {len(labels)} classes" if labels else ""
+        return Availability(folder, folder, "loads", f"{describe_run(folder)}{classes}")
+    state = read_status(folder).state
+    waiting = "is still training" if state in ("starting", "running") else f"has no trained model ({state})"
+    return Availability(folder, folder, "missing", f"run {Path(folder).name} {waiting}; pick another model")
+
+
+def check_weights(model: str, weights: str) -> Availability:
+    """Whether `load_model(model, weights)` can work here, without loading or downloading anything.
+
+    Args:
+        model: a timm name (tag optional) or a fine-tune's run folder (its own weights load).
+        weights: "bundled", "hub", "random" or a checkpoint path; ignored for a run folder.
+    """
+    if is_run_folder(model):
+        return _run_availability(model)
+    if not timm.is_model(model):
+        return Availability(
+            model, weights, "missing", f"timm has no model named {model!r}; check the spelling"
+        )
+    if weights == "random":
+        return Availability(model, weights, "loads", "random: untrained weights, to see what training adds")
+    if weights == "bundled":
+        if model in BUNDLED_MODEL_NAMES:
+            return Availability(model, weights, "loads", "bundled: ships with vitviz and works offline")
+        return Availability(
+            model,
+            weights,
+            "missing",
+            "bundled: no offline copy of this model ships with vitviz; pick hub weights",
+        )
+    if weights == "hub":
+        return _hub_availability(model)
+    if Path(weights).is_file():
+        return Availability(model, weights, "loads", f"file: {Path(weights).name}")
+    return Availability(model, weights, "missing", f"file: {Path(weights).name} is not on this server")
+
+
+def suggested_availability(
+    models: tuple[tuple[str, str], ...] = SUGGESTED_MODELS,
+) -> dict[tuple[str, str], Availability]:
+    """(model, weights source) -> availability, for every suggested model and named source."""
+    return {(name, source): check_weights(name, source) for name, _ in models for source in WEIGHTS_SOURCES}
+
+
+# --------------------------------------------------------------------------------------------
+# What to offer: suggestions and the pair Compare opens on
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSuggestion:
+    """A suggested model with the best weights for it here."""
+
+    name: str  # timm name
+    description: str  # what it is, from SUGGESTED_MODELS
+    weights: str  # bundled or hub: the source that loads here, preferring bundled
+    availability: Availability  # of those weights; when nothing loads, of the hub, saying why
+
+    @property
+    def loads(self) -> bool:
+        return self.availability.loads
+
+
+def _best_weights(name: str) -> Availability:
+    bundled = check_weights(name, "bundled")
+    return bundled if bundled.loads else check_weights(name, "hub")
+
+
+def model_suggestions(models: tuple[tuple[str, str], ...] = SUGGESTED_MODELS) -> list[ModelSuggestion]:
+    """The suggested models with the weights to use for each.
+
+    Online the list keeps its order, so the paper's three models lead it. Offline (the hub switched
+    off or unreachable) the models that load here come first, each group in the list's order.
+    """
+    suggestions = []
+    for name, description in models:
+        availability = _best_weights(name)
+        suggestions.append(ModelSuggestion(name, description, availability.weights, availability))
+    if hub_offline() or not hub_reachable():
+        suggestions.sort(key=lambda suggestion: not suggestion.loads)  # stable: keeps the list's order
+    return suggestions
+
+
+@dataclass(frozen=True)
+class ModelPair:
+    """A ViT and a CNN that both load here and predict, for Compare to open on."""
+
+    vit: tuple[str, str]  # (model, weights) as load_model takes them; a run folder is both
+    cnn: tuple[str, str]
+    kind: Literal["paper", "trained", "bundled"]
+    note: str  # one line: what the pair is, or how to get a like-for-like one
+
+
+def best_pair(runs_root: str | Path | None = None) -> ModelPair:
+    """The most like-for-like ViT/CNN pair that loads here.
+
+    1. the paper's ViT-B/16 and ResNet-50, when both hub models load (cached, or the hub answers);
+    2. else the newest trained pair in the runs folder (vitviz.finetune.pair): same classes, same split;
+    3. else the bundled DINOv2 and EfficientNet, whose ViT has no classifier, with a note on how to
+       get a pair.
+
+    Args:
+        runs_root: the runs folder to look for pairs in (default vitviz.runs.runs_root()).
+    """
+    if all(check_weights(name, weights).loads for name, weights in PAPER_PAIR):
+        vit, cnn = PAPER_PAIR
+        return ModelPair(vit, cnn, "paper", "The paper's ViT-B/16 and ResNet-50, both trained on ImageNet-1k")
+    pair = newest_pair(runs_root)
+    if pair is not None:
+        vit_folder, cnn_folder = str(pair.vit), str(pair.cnn)
+        return ModelPair(
+            (vit_folder, vit_folder),
+            (cnn_folder, cnn_folder),
+            "trained",
+            f"DINOv2 and EfficientNet fine-tuned alike on {pair.data} ({len(pair.labels)} classes)",
+        )
+    vit, cnn = BUNDLED_PAIR
+    return ModelPair(
+        vit,
+        cnn,
+        "bundled",
+        "The bundled DINOv2 makes no predictions. Train a ViT/CNN pair on the Fine-tune page.",
+    )
