@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from vitviz.models import LoadedModel
 
-__all__ = ["CommandError", "add_model_arguments", "load_from_args"]
+__all__ = ["CommandError", "add_model_arguments", "add_view_argument", "load_from_args"]
 
 _WEIGHTS_HELP = (
     "bundled (offline, default), hub (timm pretrained, needs the model hub), "
@@ -25,6 +25,16 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> 
     parser.add_argument("--model", default=default_model, help=f"timm model name (default {default_model})")
     parser.add_argument("--weights", default="bundled", help=_WEIGHTS_HELP)
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+
+
+def add_view_argument(parser: argparse.ArgumentParser) -> None:
+    """--view: what the model sees of each image, as the app's view picker says it."""
+    parser.add_argument(
+        "--view",
+        choices=("crop", "whole"),
+        default="crop",
+        help="crop: the model's eval transform, resize and centre crop (default); whole: the whole image resized",
+    )
 
 
 def load_from_args(args: argparse.Namespace) -> LoadedModel:

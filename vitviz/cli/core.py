@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vitviz.cli.common import CommandError, add_model_arguments, load_from_args
+from vitviz.cli.common import CommandError, add_model_arguments, add_view_argument, load_from_args
 from vitviz.methods import METHOD_NAMES
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_model_arguments(predict, "tf_efficientnet_lite0")
     predict.add_argument("--topk", type=int, default=5, help="how many classes to list (default 5)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_view_argument(predict)
     predict.set_defaults(run=_run_predict)
 
     explain = commands.add_parser(
@@ -48,7 +49,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     explain.add_argument(
         "--target-layer",
         default=None,
-        help="gradcam / gradcam++ only: features, stem, tokens or a module name (default per family)",
+        help="CAM methods only: features, stem, tokens or a module name (default per family)",
     )
     explain.add_argument("--steps", type=int, default=32, help="integrated-gradients only (default 32)")
     explain.add_argument(
@@ -61,6 +62,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean", help="rollout only")
     explain.add_argument("--discard-ratio", type=float, default=0.0, help="rollout only, in [0, 1)")
     explain.add_argument("--start-layer", type=int, default=0, help="rollout, grad-rollout and chefer")
+    explain.add_argument(
+        "--sinks",
+        choices=("exclude", "raw"),
+        default="exclude",
+        help="rollout only: leave attention sinks out (default) or multiply every layer as it is",
+    )
+    add_view_argument(explain)
     explain.add_argument(
         "--out",
         required=True,
@@ -82,7 +90,7 @@ def _run_predict(args: argparse.Namespace) -> None:
 
     images = [load_image_file(path) for path in args.images]
     loaded = load_from_args(args)
-    results = predict(loaded, images, topk=args.topk)
+    results = predict(loaded, images, topk=args.topk, view=args.view)
     if args.json:
         payload = [
             {"image": path, "predictions": [asdict(p) for p in predictions]}
@@ -107,15 +115,18 @@ def _run_explain(args: argparse.Namespace) -> None:
     loaded = load_from_args(args)
     target = ""
     if args.method in ("rollout", "attention"):
-        record = record_attention(loaded, image)
+        record = record_attention(loaded, image, args.view)
         if args.method == "rollout":
-            values = rollout_relevance(record, args.head_fusion, args.discard_ratio, args.start_layer)
+            values = rollout_relevance(
+                record, args.head_fusion, args.discard_ratio, args.start_layer, sinks=args.sinks
+            )
         else:
             values = class_attention_map(record, _layer_index(args.layer, record.num_layers), args.head)
     else:
         result = _class_specific_map(loaded, image, args)
         values = result.values
-        target = f" for class {result.target_index} ({result.target_label})"
+        if result.target_index is not None:  # class-agnostic maps (EigenCAM, …) explain no class
+            target = f" for class {result.target_index} ({result.target_label})"
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, values.astype(np.float32))
     rows, cols = values.shape
@@ -152,11 +163,11 @@ def _layer_index(layer: int, num_layers: int) -> int:
 def _class_specific_map(
     loaded: LoadedModel, image: Image.Image, args: argparse.Namespace
 ) -> ExplanationResult:
-    """The gradient and perturbation methods of `explain`, over the whole image."""
-    from vitviz.methods import explanation_map
+    """The gradient, CAM and perturbation methods of `explain`, on the view of the image."""
+    from vitviz.methods import METHODS, explanation_map
 
     options: dict[str, object] = {}
-    if args.method in ("gradcam", "gradcam++") and args.target_layer:
+    if METHODS[args.method].takes_layer and args.target_layer:
         options["layer"] = args.target_layer
     if args.method in ("grad-rollout", "chefer"):
         options["start_layer"] = args.start_layer
@@ -166,7 +177,7 @@ def _class_specific_map(
         if args.steps < 1:
             raise CommandError(f"--steps must be at least 1, got {args.steps}")
         options["steps"] = args.steps
-    return explanation_map(loaded, image, args.method, args.class_index, **options)
+    return explanation_map(loaded, image, args.method, args.class_index, args.view, **options)
 
 
 def _run_prepare_weights(args: argparse.Namespace) -> None:

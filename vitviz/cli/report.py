@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vitviz.cli.common import CommandError, add_model_arguments, load_from_args
+from vitviz.cli.common import CommandError, add_model_arguments, add_view_argument, load_from_args
 
 __all__ = ["add_commands"]
 
@@ -19,6 +19,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(report, "vit_small_patch14_dinov2")
     report.add_argument("--out", type=Path, required=True, metavar="REPORT.html")
     report.add_argument("--topk", type=int, default=5, help="how many classes to list (default 5)")
+    add_view_argument(report)
     report.set_defaults(run=_run_report)
 
 
@@ -33,7 +34,11 @@ def _run_report(args: argparse.Namespace) -> None:
         raise CommandError(f"--topk must be at least 1, got {args.topk}")
     loaded = load_from_args(args)
     report = build_report(
-        args.folder, loaded, topk=args.topk, progress=lambda line: print(line, file=sys.stderr, flush=True)
+        args.folder,
+        loaded,
+        topk=args.topk,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+        view=args.view,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render_report(report), encoding="utf-8")

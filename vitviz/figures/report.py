@@ -19,9 +19,10 @@ from plotly.offline import get_plotlyjs
 from vitviz.figures.common import attention_overlay_figure
 from vitviz.images import ImageDecodeError, load_image_file
 from vitviz.maths.attention import record_attention, rollout_relevance
+from vitviz.maths.sinks import detect_sinks, plan_rollout, rollout_statement
 from vitviz.models import LoadedModel, describe_weights
 from vitviz.predict import Prediction, predict
-from vitviz.preprocess import explanation_image
+from vitviz.preprocess import ViewMode, explanation_image
 
 __all__ = ["ImageReport", "Report", "build_report", "render_report"]
 
@@ -62,7 +63,9 @@ def _folder_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
 
 
-def _grad_cam(loaded: LoadedModel, image: Image.Image) -> tuple[np.ndarray, tuple[float, float], str] | str:
+def _grad_cam(
+    loaded: LoadedModel, image: Image.Image, view: ViewMode
+) -> tuple[np.ndarray, tuple[float, float], str] | str:
     """A Grad-CAM map of the top class from vitviz.methods when this build has it, else why not.
 
     Returns:
@@ -73,33 +76,37 @@ def _grad_cam(loaded: LoadedModel, image: Image.Image) -> tuple[np.ndarray, tupl
     except ImportError:
         return "Grad-CAM is not available in this build: predictions only."
     try:
-        result = explanation_map(loaded, image, "gradcam")
+        result = explanation_map(loaded, image, "gradcam", view=view)
     except (ValueError, RuntimeError) as error:
         return f"No Grad-CAM map: {error}"
     label = result.target_label or f"class {result.target_index}"
     return result.values, (float(result.stride_px[0]), float(result.stride_px[1])), label
 
 
-def _explain_map(loaded: LoadedModel, image: Image.Image) -> tuple[go.Figure | None, str | None]:
+def _explain_map(
+    loaded: LoadedModel, image: Image.Image, view: ViewMode
+) -> tuple[go.Figure | None, str | None]:
     """Rollout for transformers, Grad-CAM for CNNs when available; the figure, or a note why not."""
     facts = loaded.facts
-    pixels = explanation_image(image, facts)
+    pixels = explanation_image(image, facts, view)
     untrained = " (untrained)" if not loaded.trained else ""
     if facts.family == "cnn":
-        grad_cam = _grad_cam(loaded, image)
+        grad_cam = _grad_cam(loaded, image, view)
         if isinstance(grad_cam, str):
             return None, grad_cam
         values, stride, label = grad_cam
         title = f"Grad-CAM for {label}{untrained}"
         return attention_overlay_figure(pixels, values, stride, title, colorbar_title="Grad-CAM"), None
-    relevance = rollout_relevance(record_attention(loaded, image))
-    title = f"Attention rollout over {facts.num_layers} layers{untrained}"
+    record = record_attention(loaded, image, view)
+    sinks = detect_sinks(record)
+    relevance = rollout_relevance(record, sink_report=sinks)
+    title = f"{rollout_statement(plan_rollout(sinks))}{untrained}"
     return attention_overlay_figure(
         pixels, relevance, facts.stride_px, title, colorbar_title="relevance"
     ), None
 
 
-def _report_image(path: Path, loaded: LoadedModel, topk: int) -> ImageReport:
+def _report_image(path: Path, loaded: LoadedModel, topk: int, view: ViewMode) -> ImageReport:
     try:
         image = load_image_file(path)
     except ImageDecodeError as error:
@@ -109,10 +116,10 @@ def _report_image(path: Path, loaded: LoadedModel, topk: int) -> ImageReport:
     thumbnail.thumbnail((_THUMBNAIL_PX, _THUMBNAIL_PX))
     entry.thumbnail = thumbnail
     if loaded.facts.has_classifier:
-        entry.predictions = predict(loaded, [image], topk=topk)[0]
+        entry.predictions = predict(loaded, [image], topk=topk, view=view)[0]
     else:
         entry.notes.append(f"{loaded.facts.name} has no classifier head, so it makes no predictions.")
-    entry.map_figure, note = _explain_map(loaded, image)
+    entry.map_figure, note = _explain_map(loaded, image, view)
     if note:
         entry.notes.append(note)
     return entry
@@ -123,6 +130,7 @@ def build_report(
     loaded: LoadedModel,
     topk: int = 5,
     progress: Callable[[str], None] | None = None,
+    view: ViewMode = "crop",
 ) -> Report:
     """Runs the model on every file of `folder`; files that are not images are listed as skipped.
 
@@ -131,6 +139,7 @@ def build_report(
         loaded: the model; never modified.
         topk: how many classes to list per image.
         progress: called with one line per file, e.g. "[2/3] coffee.png: ok".
+        view: what the model sees of each image: "crop" (its eval transform) or "whole".
 
     Raises:
         FileNotFoundError / NotADirectoryError: `folder` is not a folder.
@@ -143,7 +152,7 @@ def build_report(
     paths = _folder_files(folder)
     entries = []
     for number, path in enumerate(paths, start=1):
-        entry = _report_image(path, loaded, topk)
+        entry = _report_image(path, loaded, topk, view)
         if progress is not None:
             outcome = "ok" if entry.skipped is None else f"skipped ({entry.skipped})"
             progress(f"[{number}/{len(paths)}] {path.name}: {outcome}")

@@ -22,7 +22,7 @@ from vitviz.methods.chefer import Chefer
 from vitviz.methods.grad_rollout import GradRollout
 from vitviz.methods.gradcam import GradCAM, GradCAMPlusPlus
 from vitviz.models import LoadedModel, ModelFacts
-from vitviz.preprocess import explanation_tensor
+from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = [
     "METHODS",
@@ -109,9 +109,10 @@ def explanation_map(
     image: Image.Image,
     method: str,
     class_index: int | None = None,
+    view: ViewMode = "crop",
     **options: Any,
 ) -> ExplanationResult:
-    """Explains one image over its whole picture: the image is resized to the model's input, not cropped.
+    """Explains one image's view (see vitviz.preprocess: the eval crop by default, or the whole photo).
 
     Args:
         loaded: the model; never modified.
@@ -123,6 +124,6 @@ def explanation_map(
     Returns:
         The map over the token / feature grid, the class explained and where the map comes from.
     """
-    pixels = explanation_tensor(image, loaded.facts)
+    pixels = explanation_tensor(image, loaded.facts, view)
     classes = None if class_index is None else [class_index]
     return explain_pixels(loaded, pixels, method, classes, **options)[0]

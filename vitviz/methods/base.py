@@ -128,6 +128,7 @@ class ExplanationMethod:
     title: ClassVar[str]  # human name for menus and titles
     families: ClassVar[tuple[Family, ...]] = ("vit", "hybrid", "cnn")
     class_specific: ClassVar[bool] = True  # explains one class, so needs a classifier head
+    takes_layer: ClassVar[bool] = False  # reads a target layer from the "layer" option (CAMs)
 
     def __init__(self, loaded: LoadedModel, **options: Any) -> None:
         reason = self.unavailable_reason(loaded.facts)

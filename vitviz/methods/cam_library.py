@@ -120,6 +120,8 @@ class LibraryCAM(ExplanationMethod):
         batch_size: masked or ablated copies per forward, for Score-CAM and Ablation-CAM.
     """
 
+    takes_layer: ClassVar[bool] = True
+
     cam_class: ClassVar[type[BaseCAM]]
     uses_gradients: ClassVar[bool] = True  # a backward from the class score is needed
 

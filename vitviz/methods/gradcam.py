@@ -90,6 +90,8 @@ class GradCAM(ExplanationMethod):
             Default: features for CNNs, stem for hybrids, tokens for ViTs.
     """
 
+    takes_layer: ClassVar[bool] = True
+
     name: ClassVar[str] = "gradcam"
     title: ClassVar[str] = "Grad-CAM"
 
