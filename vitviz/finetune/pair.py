@@ -333,7 +333,10 @@ class PairJob:
             os.kill(pid, 0)
         except (OSError, ValueError):
             return False
-        return True
+        try:  # an ended process nobody has reaped yet (a zombie) is gone too
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return True
 
     def pair(self) -> RunPair | None:
         """The finished pair, once both runs hold their pair.json; None before (or when it stopped)."""
