@@ -6,6 +6,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -257,7 +258,7 @@ def test_a_broken_run_is_listed_as_broken_with_its_reason(runs_dir):
     assert row["problem"].startswith(f"Run {folder.name}: config.json")
     assert any(
         warning.value.startswith(
-            f"1 broken run (it cannot be opened as a model; delete it): {folder.name}: Run "
+            f"1 broken run (it cannot be opened as a model; delete it): Run {folder.name}: "
         )
         for warning in at.warning
     )
@@ -374,3 +375,12 @@ def test_a_vit_cnn_pair_trains_on_digits_in_the_background_and_opens_in_compare(
     bars = [bar.text for bar in at.get("progress")]
     assert any(text.startswith(f"VIT vit_small_patch14_dinov2 · run {pair.vit.name}: ") for text in bars)
     assert any(text.startswith(f"CNN tf_efficientnet_lite0 · run {pair.cnn.name}: ") for text in bars)
+
+
+def test_digit_classes_stay_categories_on_the_confusion_matrix():
+    from vitviz.figures.finetune import class_counts_figure, confusion_figure
+
+    labels = [str(digit) for digit in range(10)]
+    figure = confusion_figure(np.eye(10, dtype=int), labels)
+    assert figure.layout.xaxis.type == figure.layout.yaxis.type == "category"
+    assert class_counts_figure(dict.fromkeys(labels, 3)).layout.xaxis.type == "category"

@@ -563,7 +563,7 @@ def render_runs(runs: list[RunSummary]) -> None:
     if broken:
         st.warning(
             f"{len(broken)} broken run{'s' if len(broken) != 1 else ''} (it cannot be opened as a model; "
-            "delete it): " + "; ".join(f"{run.name}: {run.problem}" for run in broken[:5])
+            "delete it): " + "; ".join(str(run.problem) for run in broken[:5])
         )
     names = [run.name for run in runs]
     current = st.session_state.get(OPEN_RUN)
