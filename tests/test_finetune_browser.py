@@ -74,8 +74,9 @@ def test_start_watch_reload_and_see_results(finetune_url, page, runs_dir):
     # A refresh (or a second tab) finds the run again from the URL; the worker never noticed.
     # Right after a reload the page can be quiet before its first run has drawn anything: wait for
     # the run's heading with a deadline, then check it is there once.
-    reload_and_wait(page, page.get_by_text(f"Run {run_name}"), timeout_ms=60_000, quiet_s=0.3)
-    assert page.get_by_text(f"Run {run_name}").count() == 1
+    heading = page.get_by_role("heading", name=f"Run {run_name}")  # the caption names the run too
+    reload_and_wait(page, heading, timeout_ms=60_000, quiet_s=0.3)
+    assert heading.count() == 1
 
     deadline = time.monotonic() + 300
     while not page.get_by_text("Validation results", exact=False).count():
