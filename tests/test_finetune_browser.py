@@ -74,13 +74,20 @@ def test_start_watch_reload_and_see_results(finetune_url, page, runs_dir):
     # A refresh (or a second tab) finds the run again from the URL; the worker never noticed.
     # Right after a reload the page can be quiet before its first run has drawn anything: wait for
     # the run's heading with a deadline, then check it is there once.
-    reload_and_wait(page, page.get_by_text(f"Run {run_name}"), timeout_ms=60_000, quiet_s=0.3)
-    assert page.get_by_text(f"Run {run_name}").count() == 1
+    heading = page.get_by_role("heading", name=f"Run {run_name}")  # the caption names the run too
+    reload_and_wait(page, heading, timeout_ms=60_000, quiet_s=0.3)
+    assert heading.count() == 1
 
     deadline = time.monotonic() + 300
     while not page.get_by_text("Validation results", exact=False).count():
         assert time.monotonic() < deadline, "the run did not finish in time"
         page.wait_for_timeout(500)
+    # Named elements of the finished results, each waited for with a deadline.
+    page.get_by_text("Attention before and after fine-tuning").wait_for(timeout=180_000)
+    page.get_by_text("as they must be: a probe freezes the backbone", exact=False).first.wait_for(
+        timeout=180_000
+    )
+    page.locator(".st-key-finetune_confusion_downloads").wait_for(timeout=60_000)
     wait_until_idle(page)
     assert page.get_by_text("Attention before and after fine-tuning").count() == 1
     assert page.locator('[data-testid="stException"]').count() == 0
@@ -95,3 +102,12 @@ def test_start_watch_reload_and_see_results(finetune_url, page, runs_dir):
     assert second.get_by_text(run_name).count() >= 1  # listed among the runs in another tab
     assert second.get_by_text("finished", exact=False).count() >= 1
     second.close()
+
+
+def test_a_hostile_run_link_shows_one_line_and_no_server_path(finetune_url, page, runs_dir):
+    message = page.get_by_text("'..' is not the name of a run. Pick a run from the list.")
+    open_and_wait(page, f"{finetune_url}?run=..", message)
+    assert message.count() == 1
+    assert page.get_by_text(str(runs_dir), exact=False).count() == 0
+    assert page.locator('[data-testid="stException"]').count() == 0
+    save_screenshot(page, "finetune_hostile_link")

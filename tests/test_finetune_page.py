@@ -1,10 +1,12 @@
 """The Fine-tune page under AppTest: data, a real run through the worker, results, refused uploads."""
 
 import io
+import os
 import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -79,7 +81,18 @@ def test_a_probe_run_trains_in_the_worker_and_its_results_render(runs_dir):
     markdown = "\n".join(block.value for block in at.markdown)
     assert "#### Validation results · accuracy" in markdown
     assert "#### Attention before and after fine-tuning" in markdown
-    assert any("A probe keeps the backbone frozen" in info.value for info in at.info)
+    # The probe's claim is measured: its frozen backbone's maps are the base model's, patch for patch.
+    assert any(
+        "class-token attention, last layer: the maps before and after are identical" in info.value
+        and "rollout: the maps before and after are identical" in info.value
+        and "as they must be: a probe freezes the backbone, so it cannot change its attention." in info.value
+        for info in at.info
+    ), [info.value for info in at.info]
+    # The curves and the confusion matrix download as PNG, HTML and arrays; the URL names the run.
+    download_keys = {button.key for button in at.get("download_button")}
+    for figure in ("finetune_curves", "finetune_confusion"):
+        assert {f"{figure}_png", f"{figure}_html", f"{figure}_npy", f"{figure}_csv"} <= download_keys
+    assert at.query_params["run"] in ([name], name)
     # Curves, confusion matrix, and 2 × 2 attention maps (plus the class counts).
     assert len(at.get("plotly_chart")) >= 7
     # The finished run is now a model in every page's picker.
@@ -169,3 +182,205 @@ def test_the_stop_button_stops_a_running_worker(runs_dir):
     assert read_status(folder).state == "stopped"
     assert any("started from random, untrained weights" in warning.value for warning in at.warning)
     assert any("finished" not in bar.text and "stopped" in bar.text for bar in at.get("progress"))
+
+
+# --------------------------------------------------------------------------------------------
+# Serving safety: runs by name, server folders inside the data root, limits per visitor and server
+# --------------------------------------------------------------------------------------------
+
+HOSTILE_RUN_NAMES = {
+    "..": "'..' is not the name of a run. Pick a run from the list.",
+    ".": "'.' is not the name of a run. Pick a run from the list.",
+    "r" * 300: f"'{'r' * 79}…' is not the name of a run. Pick a run from the list.",
+    "²": "There is no run named '²'. Pick a run from the list.",
+    "9" * 400: f"'{'9' * 79}…' is not the name of a run. Pick a run from the list.",
+    "/etc": "'/etc' is not the name of a run. Pick a run from the list.",
+}
+
+
+def every_text(at: AppTest) -> str:
+    blocks = [*at.error, *at.info, *at.warning, *at.caption, *at.markdown, *at.subheader]
+    return "\n".join(str(block.value) for block in blocks)
+
+
+@pytest.mark.parametrize(
+    "name", list(HOSTILE_RUN_NAMES), ids=["dotdot", "dot", "300-chars", "non-ascii", "huge", "abs"]
+)
+def test_a_hostile_run_link_gets_one_line_and_never_a_server_path(runs_dir, name):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    at.switch_page(PAGE)
+    at.query_params["run"] = name
+    at.run()
+    assert not at.exception, at.exception
+    assert [error.value for error in at.error] == [HOSTILE_RUN_NAMES[name]]
+    assert not [sub for sub in at.subheader if sub.value.startswith("Run ")]
+    assert str(runs_dir) not in every_text(at)
+
+
+def fake_run(runs_dir: Path, name: str, state: str = "finished", config: dict | None = None) -> Path:
+    folder = runs_dir / name
+    folder.mkdir(parents=True)
+    write_config(
+        folder,
+        config
+        or {
+            "timm_name": "vit_small_patch14_dinov2",
+            "weights": "bundled",
+            "mode": "probe",
+            "labels": ["a", "b"],
+        },
+    )
+    # A running run needs a live worker: this test's own process stands in for it.
+    write_status(folder, RunStatus(state, pid=os.getpid() if state == "running" else None))
+    return folder
+
+
+def test_an_open_run_names_its_folder_not_its_server_path(runs_dir):
+    folder = fake_run(runs_dir, "20250101-000000-vit-probe-aaaaaa")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    at.switch_page(PAGE)
+    at.query_params["run"] = folder.name
+    at.run()
+    assert not at.exception, at.exception
+    assert f"run `{folder.name}`" in captions(at)
+    assert str(runs_dir) not in every_text(at)
+
+
+def test_a_broken_run_is_listed_as_broken_with_its_reason(runs_dir):
+    folder = runs_dir / "20250101-000000-vit-probe-broken"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{ not json")
+    write_status(folder, RunStatus("finished"))
+    at = open_page()
+    table = at.dataframe[0].value
+    row = table[table["run"] == folder.name].iloc[0]
+    assert row["state"] == "broken"
+    assert row["problem"].startswith(f"Run {folder.name}: config.json")
+    assert any(
+        warning.value.startswith(
+            f"1 broken run (it cannot be opened as a model; delete it): Run {folder.name}: "
+        )
+        for warning in at.warning
+    )
+    at.button(key="finetune_open").click().run()
+    assert not at.exception, at.exception
+    assert any(error.value.startswith("This run is broken and cannot be shown: Run ") for error in at.error)
+
+
+def test_the_folder_on_the_server_is_offered_only_inside_a_data_root(runs_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("VITVIZ_DATA_ROOT", raising=False)
+    at = open_page()
+    assert at.radio(key="finetune_data_source").options == [
+        "built-in shapes",
+        "built-in digits",
+        "upload a .zip",
+    ]
+
+    root = tmp_path / "data"
+    for name, colour in (("cats", (200, 0, 0)), ("dogs", (0, 0, 200))):
+        (root / "pets" / name).mkdir(parents=True)
+        for index in range(3):
+            (root / "pets" / name / f"{index}.png").write_bytes(png(colour))
+    monkeypatch.setenv("VITVIZ_DATA_ROOT", str(root))
+    at = open_page()
+    at.radio(key="finetune_data_source").set_value("folder on the server").run()
+    at.text_input(key="finetune_folder").set_value("pets").run()
+    assert not at.exception, at.exception
+    assert "**pets** · 2 classes · 6 images" in captions(at)
+    assert not at.button(key="finetune_start").disabled
+    for outside in ("..", "/etc", str(tmp_path), "pets/../../"):
+        at.text_input(key="finetune_folder").set_value(outside).run()
+        assert not at.exception, at.exception
+        assert [error.value for error in at.error] == ["There is no such folder in this app's data folder."]
+        assert at.button(key="finetune_start").disabled
+        assert str(tmp_path) not in every_text(at)
+
+
+def test_a_visitor_trains_one_fine_tune_at_a_time(runs_dir):
+    mine = fake_run(runs_dir, "20250101-000000-vit-probe-mine00", state="running")
+    at = open_page()
+    assert not at.button(key="finetune_start").disabled  # someone else's run: the server has room for 2
+    at.session_state["finetune_my_runs"] = [mine.name]
+    at.run()
+    assert [info.value for info in at.info] == [
+        f"You are already training run {mine.name}: one fine-tune at a time per visitor. Stop it or let it finish."
+    ]
+    assert at.button(key="finetune_start").disabled
+    assert at.button(key="finetune_pair_start").disabled
+
+
+def test_the_server_cap_refuses_a_start_with_a_clear_message(runs_dir, monkeypatch):
+    monkeypatch.setenv("VITVIZ_MAX_RUNS", "1")
+    fake_run(runs_dir, "20250101-000000-vit-probe-other0", state="running")
+    at = open_page()
+    assert (
+        "The server is already training 1 of the 1 fine-tunes it runs at once; try again when one has "
+        "finished or been stopped."
+    ) in [info.value for info in at.info]
+    assert at.button(key="finetune_start").disabled
+    # The library's own check holds when two visitors press Start at once.
+    from vitviz.finetune.trainer import FinetuneConfig
+    from vitviz.finetune.worker import start_run
+    from vitviz.runs import RunLimitError
+
+    with pytest.raises(RunLimitError, match="already training 1 fine-tune,"):
+        start_run(FinetuneConfig(model="test_vit", weights="random"), "builtin:shapes")
+
+
+def test_a_pair_link_that_names_no_pair_gets_one_line(runs_dir):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    at.switch_page(PAGE)
+    at.query_params["pair"] = "../" + "x" * 300
+    at.run()
+    assert not at.exception, at.exception
+    assert [error.value for error in at.error] == ["There is no such pair job. Start a pair below."]
+
+
+def test_a_vit_cnn_pair_trains_on_digits_in_the_background_and_opens_in_compare(runs_dir):
+    at = open_page()
+    at.radio(key="finetune_data_source").set_value("built-in digits").run()
+    assert "builtin:digits** · 10 classes · 1797 images" in captions(at)
+    at.number_input(key="finetune_max_images").set_value(40).run()
+    at.number_input(key="finetune_epochs_probe").set_value(2).run()
+    at.button(key="finetune_pair_start").click().run()
+    assert not at.exception, at.exception
+    job = at.session_state["finetune_open_pair"]
+    assert at.query_params["pair"] in ([job], job)
+    from vitviz.finetune.pair import pair_job_by_name
+
+    pair_job = pair_job_by_name(job)
+    # While it trains, the visitor may not start another.
+    at.run()
+    assert at.button(key="finetune_start").disabled
+    deadline = time.monotonic() + 600
+    while pair_job.alive:
+        assert time.monotonic() < deadline, pair_job.log()
+        time.sleep(1.0)
+    pair = pair_job.pair()
+    assert pair is not None, pair_job.log()
+    assert {read_config(folder)["timm_name"] for folder in pair.runs.values()} == {
+        "vit_small_patch14_dinov2",
+        "tf_efficientnet_lite0",
+    }
+    # The same settings for both sides.
+    settings = [read_config(folder)["hyperparameters"] for folder in pair.runs.values()]
+    assert settings[0] == settings[1] and settings[0]["epochs"] == 2
+
+    at.run()
+    assert not at.exception, at.exception
+    assert [success.value for success in at.success] == [
+        f"Both runs finished: the pair opens in Compare — pick run {pair.vit.name} and run "
+        f"{pair.cnn.name} as its two models (10 classes, data builtin:digits)."
+    ]
+    bars = [bar.text for bar in at.get("progress")]
+    assert any(text.startswith(f"VIT vit_small_patch14_dinov2 · run {pair.vit.name}: ") for text in bars)
+    assert any(text.startswith(f"CNN tf_efficientnet_lite0 · run {pair.cnn.name}: ") for text in bars)
+
+
+def test_digit_classes_stay_categories_on_the_confusion_matrix():
+    from vitviz.figures.finetune import class_counts_figure, confusion_figure
+
+    labels = [str(digit) for digit in range(10)]
+    figure = confusion_figure(np.eye(10, dtype=int), labels)
+    assert figure.layout.xaxis.type == figure.layout.yaxis.type == "category"
+    assert class_counts_figure(dict.fromkeys(labels, 3)).layout.xaxis.type == "category"

@@ -5,24 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from pages.views import ui
+from vitviz import serving
 from vitviz.figures.common import attention_overlay_figure
 from vitviz.figures.finetune import class_counts_figure, confusion_figure, training_curves_figure
 from vitviz.finetune.data import (
+    BUILTIN_DIGITS,
     BUILTIN_SHAPES,
     DataError,
     DataSummary,
     ImageSet,
+    open_image_set,
     planned_split,
-    scan_image_folder,
     summarize,
 )
 from vitviz.finetune.data import builtin_shapes as make_builtin_shapes
-from vitviz.finetune.results import run_results
+from vitviz.finetune.pair import PAIR_MODELS, PAIR_SIDES, PairJob, pair_job_by_name, start_pair
+from vitviz.finetune.results import attention_change, curves_array, run_results
 from vitviz.finetune.safezip import UnsafeArchiveError
 from vitviz.finetune.trainer import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATES, MODES, FinetuneConfig, Mode
 from vitviz.finetune.worker import run_image_set, start_run, stop_run
@@ -32,19 +34,24 @@ from vitviz.models import ModelError, describe_weights
 from vitviz.preprocess import explanation_image
 from vitviz.runs import (
     LOG_FILE,
+    RunError,
     RunStatus,
     RunSummary,
+    active_runs,
     delete_run,
     list_runs,
+    max_concurrent_runs,
     read_config,
     read_metrics,
     read_status,
-    runs_root,
+    run_folder_by_name,
 )
+from vitviz.serving import ServingError
 from vitviz.weights import WeightsError
 
 __all__ = [
     "OPEN_RUN",
+    "PAIR_PARAM",
     "RUN_PARAM",
     "DataChoice",
     "TrainingSettings",
@@ -54,6 +61,7 @@ __all__ = [
     "folder_summary",
     "live_run",
     "open_run_folder",
+    "pair_section",
     "render_data",
     "render_run",
     "render_runs",
@@ -68,8 +76,13 @@ __all__ = [
 OPEN_RUN = "finetune_open_run"  # session key: the folder name of the run shown below the form
 RUN_PARAM = "run"  # query parameter with the same name, so a refresh reopens the run
 RUN_PICK = "finetune_run_pick"  # the runs list's selectbox
+OPEN_PAIR = "finetune_open_pair"  # session key: the pair job this session started
+PAIR_PARAM = "pair"  # its query parameter, so a refresh shows the pair's progress again
+MY_RUNS = "finetune_my_runs"  # session key: names of the runs this session started
 LIVE_REFRESH_S = 1.0
 SHAPES = "built-in shapes"
+DIGITS = "built-in digits"
+BUILTIN_DATA = {SHAPES: BUILTIN_SHAPES, DIGITS: BUILTIN_DIGITS}
 UPLOAD = "upload a .zip"
 FOLDER = "folder on the server"
 MODE_HELP = {
@@ -89,7 +102,7 @@ MAX_ZIP_MB = 200
 class DataChoice:
     """Where the training images come from."""
 
-    source: str  # SHAPES, UPLOAD or FOLDER
+    source: str  # SHAPES, DIGITS, UPLOAD or FOLDER
     upload: UploadedFile | None  # the .zip, once uploaded
     folder: str | None  # the typed folder path
 
@@ -125,9 +138,13 @@ class TrainingSettings:
 
 
 def data_picker() -> DataChoice:
-    """Sidebar: built-in shapes, an uploaded .zip of class folders, or a folder on the server."""
+    """Sidebar: built-in shapes or digits, an uploaded .zip of class folders, or a folder on the server.
+
+    A folder on the server is offered only when the operator named a data root for visitors.
+    """
     st.subheader("Data")
-    source = st.radio("Images", [SHAPES, UPLOAD, FOLDER], key="finetune_data_source")
+    sources = [SHAPES, DIGITS, UPLOAD] + ([FOLDER] if serving.server_paths_allowed() else [])
+    source = st.radio("Images", sources, key="finetune_data_source")
     upload = folder = None
     if source == UPLOAD:
         upload = st.file_uploader(
@@ -138,7 +155,10 @@ def data_picker() -> DataChoice:
         )
     elif source == FOLDER:
         folder = st.text_input(
-            "Folder of class folders", key="finetune_folder", placeholder="/data/pets"
+            "Folder of class folders, in the app's data folder",
+            key="finetune_folder",
+            placeholder="pets",
+            max_chars=serving.MAX_PATH_CHARS,
         ).strip()
     return DataChoice(source, upload, folder)
 
@@ -176,9 +196,15 @@ def shapes_summary() -> DataSummary:
     return summarize(make_builtin_shapes(), samples_per_class=4)
 
 
+@st.cache_data(show_spinner="Writing the digits…")
+def digits_summary() -> DataSummary:
+    return summarize(open_image_set(BUILTIN_DIGITS), samples_per_class=4)
+
+
 @st.cache_data(show_spinner="Reading the folder…", ttl=60, max_entries=8)
 def folder_summary(folder: str) -> DataSummary:
-    return summarize(scan_image_folder(folder), samples_per_class=4)
+    """A folder inside the operator's data root; raises ServingError for anything else."""
+    return summarize(serving.server_image_set(folder), samples_per_class=4)
 
 
 @st.cache_data(show_spinner="Checking the archive…", max_entries=4)
@@ -194,7 +220,7 @@ def data_summary_or_message(load) -> DataSummary | None:
         return load()
     except UnsafeArchiveError as error:
         st.error(f"{error} Nothing was extracted.")
-    except (DataError, ImageDecodeError, OSError) as error:
+    except (ServingError, DataError, ImageDecodeError, OSError) as error:
         st.error(str(error))
     return None
 
@@ -204,6 +230,8 @@ def data_section(data: DataChoice, settings: TrainingSettings) -> DataSummary | 
     st.markdown("##### Data")
     if data.source == SHAPES:
         summary = data_summary_or_message(shapes_summary)
+    elif data.source == DIGITS:
+        summary = data_summary_or_message(digits_summary)
     elif data.source == UPLOAD and data.upload is not None:
         upload = data.upload
         summary = data_summary_or_message(lambda: zip_summary(upload.file_id, upload.name, upload.getvalue()))
@@ -215,11 +243,65 @@ def data_section(data: DataChoice, settings: TrainingSettings) -> DataSummary | 
         st.info(
             "Upload a .zip of class folders."
             if data.source == UPLOAD
-            else "Type the path of a folder of class folders."
+            else "Type a folder of class folders, relative to the app's data folder."
         )
     if summary is not None:
         render_data(summary, settings.val_fraction, settings.seed, settings.max_images)
     return summary
+
+
+def _session_runs() -> list[str]:
+    if MY_RUNS not in st.session_state:
+        st.session_state[MY_RUNS] = []
+    return st.session_state[MY_RUNS]
+
+
+def running_in_session() -> str | None:
+    """What this session is training now (a run's or a pair's name), or None: one at a time per visitor."""
+    for name in _session_runs():
+        try:
+            if read_status(run_folder_by_name(name)).active:
+                return f"run {name}"
+        except RunError:
+            continue  # deleted meanwhile
+    job = st.session_state.get(OPEN_PAIR)
+    if job:
+        try:
+            if pair_job_by_name(job).alive:
+                return f"the ViT/CNN pair {job}"
+        except RunError:
+            pass
+    return None
+
+
+def start_refusal() -> str | None:
+    """Why a start would be refused now (this visitor's run, or the server's cap), or None."""
+    mine = running_in_session()
+    if mine is not None:
+        return (
+            f"You are already training {mine}: one fine-tune at a time per visitor. Stop it or let it finish."
+        )
+    try:
+        training, allowed = len(active_runs()), max_concurrent_runs()
+    except RunError as error:  # the operator's setting is unreadable
+        return str(error)
+    if training >= allowed:
+        return (
+            f"The server is already training {training} of the {allowed} fine-tunes it runs at once; "
+            "try again when one has finished or been stopped."
+        )
+    return None
+
+
+def _data_argument(data: DataChoice) -> str:
+    """The data argument of a run: a built-in name, or the real path of a folder inside the data root.
+
+    Raises:
+        ServingError: the folder is outside the data root, missing, or server folders are off.
+    """
+    if data.source in BUILTIN_DATA:
+        return BUILTIN_DATA[data.source]
+    return str(serving.server_folder(data.folder or "").path)
 
 
 def start_section(
@@ -228,16 +310,128 @@ def start_section(
     """The start button: a click starts a worker on the data and opens its run below."""
     if choice.weights == "random":
         st.warning("Random, untrained weights: the run will start from a network that has learned nothing.")
-    start = st.button("Start fine-tuning", type="primary", disabled=summary is None, key="finetune_start")
-    if not start or summary is None:
+    refusal = start_refusal()
+    if refusal is not None:
+        st.info(refusal)
+    start = st.button(
+        "Start fine-tuning",
+        type="primary",
+        disabled=summary is None or refusal is not None,
+        key="finetune_start",
+    )
+    if not start or summary is None or refusal is not None:
         return
     config = settings.config(choice)
-    if data.source == UPLOAD and data.upload is not None:
-        run_folder = start_run(config, "", upload=data.upload.getvalue(), upload_name=data.upload.name)
-    else:
-        run_folder = start_run(config, BUILTIN_SHAPES if data.source == SHAPES else data.folder)
+    try:
+        if data.source == UPLOAD and data.upload is not None:
+            run_folder = start_run(config, "", upload=data.upload.getvalue(), upload_name=data.upload.name)
+        else:
+            run_folder = start_run(config, _data_argument(data))
+    except (RunError, ServingError, DataError, ModelError) as error:  # RunLimitError is a RunError
+        st.error(str(error))
+        return
+    _session_runs().append(run_folder.name)
     set_open_run(run_folder, select=True)
     st.rerun()
+
+
+def _open_pair_job() -> PairJob | None:
+    """The pair job this session started, or the one named by ?pair= after a refresh."""
+    name = st.session_state.get(OPEN_PAIR) or st.query_params.get(PAIR_PARAM)
+    if not name:
+        return None
+    try:
+        job = pair_job_by_name(str(name))
+    except RunError as error:
+        st.error(f"{error} Start a pair below.")
+        st.session_state.pop(OPEN_PAIR, None)
+        st.query_params.pop(PAIR_PARAM, None)
+        return None
+    st.session_state[OPEN_PAIR] = job.name
+    return job
+
+
+def pair_section(
+    data: DataChoice, summary: DataSummary | None, settings: TrainingSettings, device: str
+) -> None:
+    """Train the bundled ViT and CNN alike on the chosen data, watch both, then compare them."""
+    st.divider()
+    st.markdown("##### Train a ViT/CNN pair")
+    (vit_name, _), (cnn_name, _) = PAIR_MODELS["vit"], PAIR_MODELS["cnn"]
+    st.caption(
+        f"The bundled ViT ({vit_name}) and then the bundled CNN ({cnn_name}), fine-tuned with the same "
+        "images, split and training settings from the sidebar (the model picker does not apply), so "
+        "Compare can set a ViT and a CNN that learned the same task side by side."
+    )
+    job = _open_pair_job()
+    refusal = start_refusal()
+    upload = data.source == UPLOAD
+    if upload:
+        st.info("A pair trains on built-in data or a folder on the server; an upload trains a single run.")
+    start = st.button(
+        "Train a ViT/CNN pair",
+        key="finetune_pair_start",
+        disabled=summary is None or upload or refusal is not None,
+        icon=":material/compare:",
+    )
+    if start and summary is not None and not upload and refusal is None:
+        config = settings.config(ui.ModelChoice(vit_name, "bundled", device))
+        try:
+            job = start_pair(config, _data_argument(data))
+        except (RunError, ServingError, DataError) as error:  # RunLimitError is a RunError
+            st.error(str(error))
+            return
+        st.session_state[OPEN_PAIR] = job.name
+        st.query_params[PAIR_PARAM] = job.name
+        st.rerun()
+    if job is None:
+        return
+    if job.alive:
+        live_pair(job)
+    else:
+        pair_progress(job)
+
+
+def pair_progress(job: PairJob) -> None:
+    """Each side's progress bar, then what came of the pair."""
+    runs = job.runs()
+    for side in PAIR_SIDES:
+        model = PAIR_MODELS[side][0]
+        if side not in runs:
+            waiting = "waiting for the ViT to finish" if job.alive else "not started"
+            st.progress(0.0, text=f"{side.upper()} {model}: {waiting}")
+            continue
+        status = read_status(runs[side])
+        text = f"{side.upper()} {model} · run {runs[side].name}: {status.message or status.state}"
+        if status.active:
+            text += f" · {_eta_text(status.eta_s)}"
+        st.progress(min(1.0, max(0.0, status.progress)), text=text)
+    if job.alive:
+        return
+    pair = job.pair()
+    if pair is not None:
+        st.success(
+            f"Both runs finished: the pair opens in Compare — pick run {pair.vit.name} and run "
+            f"{pair.cnn.name} as its two models ({len(pair.labels)} classes, data {pair.data})."
+        )
+        st.page_link("pages/compare.py", label="Open Compare", icon=":material/compare:")
+        return
+    lines = [line for line in job.log().splitlines() if line.strip()]
+    last = lines[-1][:300] if lines else "no output"
+    st.warning(f"The pair ended before both runs finished, so it is no pair: {last}")
+
+
+@st.fragment(run_every=LIVE_REFRESH_S)
+def live_pair(job: PairJob) -> None:
+    """The pair's progress, redrawn every second without rerunning the page."""
+    if not job.alive:
+        st.rerun()  # done or stopped: the whole page redraws with the outcome
+    pair_progress(job)
+    runs = job.runs()
+    training = next((folder for folder in runs.values() if read_status(folder).active), None)
+    if training is not None and st.button("Stop the pair", key="finetune_pair_stop", icon=":material/stop:"):
+        stop_run(training)  # the pair process stops when its current run does
+        st.toast("Stopping after the current step…")
 
 
 def render_data(summary: DataSummary, val_fraction: float, seed: int, max_images: int | None) -> None:
@@ -283,20 +477,30 @@ def _eta_text(seconds: float | None) -> str:
     return f"about {seconds / 60:.0f} min left"
 
 
-def _state_text(status: RunStatus) -> str:
+def _state_text(run: RunSummary | RunStatus) -> str:
     """The state in a word; a run whose worker is still starting up counts as training."""
-    return "training" if status.active else status.state
+    if isinstance(run, RunSummary):
+        if run.problem is not None and not run.status.active:
+            return "broken"
+        run = run.status
+    return "training" if run.active else run.state
 
 
 def open_run_folder() -> Path | None:
-    """The run shown on the page: from the session, or from ?run= after a refresh or in a new tab."""
+    """The run shown on the page: from the session, or from ?run= after a refresh or in a new tab.
+
+    Runs are named, never given as paths: a name that is no run of the runs folder gets one line
+    (which quotes at most 80 characters of it and never a server path) and no run is shown.
+    """
     name = st.session_state.get(OPEN_RUN) or st.query_params.get(RUN_PARAM)
     if not name:
         return None
-    folder = runs_root() / Path(str(name)).name  # only names under the runs folder, never a path
-    if not folder.is_dir():
+    try:
+        return run_folder_by_name(str(name))
+    except RunError as error:
+        st.error(f"{error} Pick a run from the list.")
+        st.session_state.pop(OPEN_RUN, None)
         return None
-    return folder
 
 
 def set_open_run(folder: Path | None, select: bool = False) -> None:
@@ -325,27 +529,42 @@ def runs_section(device: str) -> None:
         render_run(folder, device)
 
 
+def _open_picked(name: str) -> Path | None:
+    try:
+        return run_folder_by_name(name)
+    except RunError as error:
+        st.error(str(error))
+        return None
+
+
 def render_runs(runs: list[RunSummary]) -> None:
-    """A table of every run, and buttons to open or delete one."""
+    """A table of every run (broken ones marked, with their reason), and buttons to open or delete one."""
     if not runs:
         st.caption("No runs yet: pick data and a model in the sidebar, then press Start.")
         return
     rows = []
     for run in runs:
-        metrics = read_metrics(run.folder)
+        metrics = read_metrics(run.folder) if run.problem is None else []
         rows.append(
             {
                 "run": run.name,
-                "state": _state_text(run.status),
+                "state": _state_text(run),
                 "model": run.model,
                 "weights": run.weights,
                 "mode": run.mode,
                 "data": run.data,
                 "epochs": len(metrics),
                 "val acc": f"{metrics[-1]['val_acc']:.1%}" if metrics else "",
+                "problem": run.problem or "",
             }
         )
     st.dataframe(rows, hide_index=True, key="finetune_runs_table")
+    broken = [run for run in runs if run.problem is not None]
+    if broken:
+        st.warning(
+            f"{len(broken)} broken run{'s' if len(broken) != 1 else ''} (it cannot be opened as a model; "
+            "delete it): " + "; ".join(str(run.problem) for run in broken[:5])
+        )
     names = [run.name for run in runs]
     current = st.session_state.get(OPEN_RUN)
     columns = st.columns([4, 1, 1], vertical_alignment="bottom")
@@ -353,31 +572,48 @@ def render_runs(runs: list[RunSummary]) -> None:
         "Run", names, index=names.index(current) if current in names else 0, key=RUN_PICK
     )
     if columns[1].button("Open", key="finetune_open", width="stretch"):
-        set_open_run(runs_root() / picked)
-        st.rerun()
+        folder = _open_picked(picked)
+        if folder is not None:
+            set_open_run(folder)
+            st.rerun()
     with columns[2].popover("Delete", width="stretch"):
         st.write(f"Delete **{picked}** and everything in its folder?")
         if st.button("Delete for good", key="finetune_delete", type="primary"):
+            folder = _open_picked(picked)
             try:
-                delete_run(runs_root() / picked)
-            except ValueError as error:
+                if folder is not None:
+                    delete_run(folder)
+            except RunError as error:
                 st.error(str(error))
             else:
-                if st.session_state.get(OPEN_RUN) == picked:
-                    set_open_run(None)
-                st.rerun()
+                if folder is not None:
+                    if st.session_state.get(OPEN_RUN) == picked:
+                        set_open_run(None)
+                    st.rerun()
 
 
-def _progress_view(folder: Path, status: RunStatus) -> None:
-    config = read_config(folder)
+def _planned_epochs(folder: Path) -> int:
+    try:
+        return int(read_config(folder).get("hyperparameters", {}).get("epochs") or 0)
+    except RunError:
+        return 0
+
+
+def _progress_view(folder: Path, status: RunStatus, downloads: dict[str, str] | None = None) -> None:
+    """The progress bar and the curves; `downloads` (model, weights, data) adds the curves' files."""
     metrics = read_metrics(folder)
-    epochs = int(config.get("hyperparameters", {}).get("epochs") or 0)
+    epochs = _planned_epochs(folder)
     text = status.message or status.state
     if status.active:
         text += f" · {_eta_text(status.eta_s)}"
     st.progress(min(1.0, max(0.0, status.progress)), text=text)
     if metrics:
-        st.plotly_chart(training_curves_figure(metrics, epochs), key=f"finetune_curves_{status.state}")
+        figure = training_curves_figure(metrics, epochs)
+        st.plotly_chart(figure, key=f"finetune_curves_{status.state}")
+        if downloads is not None:
+            ui.figure_downloads(
+                figure, curves_array(metrics), view="training curves", key="finetune_curves", **downloads
+            )
     elif status.active:
         st.caption("Curves appear after the first epoch.")
 
@@ -399,13 +635,18 @@ def live_run(folder: Path) -> None:
 def render_run(folder: Path, device: str) -> None:
     """The open run: live progress while it trains, then curves and results."""
     status = read_status(folder)
-    config = read_config(folder)
-    origin = config.get("weights", "?")
     st.subheader(f"Run {folder.name}")
+    try:
+        config = read_config(folder)
+    except RunError as error:
+        st.error(f"This run is broken and cannot be shown: {error}")
+        return
+    origin = config.get("weights", "?")
     origin_text = "random (untrained) weights" if origin == "random" else describe_weights(origin)
+    # The folder's name only: the runs folder's place on the server is not the visitor's business.
     st.caption(
         f"**{config.get('timm_name', '?')}** · from {origin_text} · {config.get('mode', '?')} · "
-        f"data {config.get('data', {}).get('label', '?')} · folder `{folder}`"
+        f"data {config.get('data', {}).get('label', '?')} · run `{folder.name}`"
     )
     if origin == "random":
         st.warning(
@@ -421,9 +662,14 @@ def render_run(folder: Path, device: str) -> None:
         if log.is_file():
             with st.expander("Worker log"):
                 st.code(log.read_text(errors="replace")[-4000:])
-    _progress_view(folder, status)
+    downloads = {
+        "model": str(config.get("timm_name", "model")),
+        "weights": folder.name,
+        "image": str(config.get("data", {}).get("label", "data")),
+    }
+    _progress_view(folder, status, downloads)
     if (folder / "model.safetensors").is_file():
-        render_results(folder, config, device)
+        render_results(folder, config, device, downloads)
     elif status.state == "stopped":
         st.info("The run was stopped before it trained anything, so there is no model to show.")
 
@@ -439,15 +685,23 @@ def cached_run_images(folder: str, modified: float) -> ImageSet:
     return run_image_set(folder)
 
 
-def render_results(folder: Path, config: dict, device: str) -> None:
+def render_results(folder: Path, config: dict, device: str, downloads: dict[str, str]) -> None:
     """Confusion matrix, misclassified images, and attention before vs after fine-tuning."""
-    results = run_results(folder)
+    try:
+        results = run_results(folder)
+    except RunError as error:
+        st.error(f"The run's validation results cannot be read: {error}")
+        return
     st.markdown(
         f"#### Validation results · accuracy {results.accuracy:.1%} on {int(results.matrix.sum())} images"
     )
     matrix_column, mistakes_column = st.columns([2, 3])
     with matrix_column:
-        st.plotly_chart(confusion_figure(results.matrix, results.labels), key="finetune_confusion")
+        confusion = confusion_figure(results.matrix, results.labels)
+        st.plotly_chart(confusion, key="finetune_confusion")
+        ui.figure_downloads(
+            confusion, results.matrix, view="confusion matrix", key="finetune_confusion", **downloads
+        )
     try:
         images = cached_run_images(str(folder), (folder / "config.json").stat().st_mtime)
     except (DataError, OSError) as error:
@@ -513,6 +767,7 @@ def render_attention_change(folder: Path, config: dict, images: ImageSet, result
     }
     # Random weights are drawn afresh on every load: "before" is a random twin, not the run's exact start.
     base_label = "before (a random twin)" if not before.trained else "before (base model)"
+    sentences = []
     for row, (title, (old, new)) in enumerate(maps.items()):
         colorbar = "relevance" if title == "rollout" else "attention"
         # One colour scale for both, so equal colours mean equal values before and after.
@@ -528,10 +783,8 @@ def render_attention_change(folder: Path, config: dict, images: ImageSet, result
         left, right = st.columns(2)
         left.plotly_chart(before_figure, key=f"finetune_before_{row}", theme=None)
         right.plotly_chart(after_figure, key=f"finetune_after_{row}", theme=None)
-        change = float(np.abs(new - old).max())
-        st.caption(f"{title}: largest change of one patch {change:.2e}")
-    if config.get("mode") == "probe":
-        st.info(
-            "A probe keeps the backbone frozen and only trains a new head, so attention is the same "
-            "before and after by construction; last-k and full fine-tunes can change it."
+        sentences.append(
+            attention_change(title, old, new).sentence(str(config.get("mode")), not before.trained)
         )
+    # Measured on these maps, not asserted: a probe's claim is checked against the numbers.
+    st.info("  \n".join(sentences))

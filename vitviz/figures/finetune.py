@@ -37,6 +37,7 @@ def class_counts_figure(counts: Mapping[str, int], title: str = "Images per clas
         title=_title(title),
         height=260,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis={"type": "category"},  # digit classes "0".."9" are names, not numbers
         yaxis={"title": "images"},
     )
     return figure
@@ -110,7 +111,8 @@ def confusion_figure(matrix: np.ndarray, labels: Sequence[str], title: str = "Co
         title=_title(title),
         height=size,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        xaxis={"title": "predicted", "side": "bottom"},
-        yaxis={"title": "true", "autorange": "reversed", "scaleanchor": "x"},
+        # Categories always: class names such as "0".."9" would otherwise make a numeric axis.
+        xaxis={"title": "predicted", "side": "bottom", "type": "category"},
+        yaxis={"title": "true", "autorange": "reversed", "scaleanchor": "x", "type": "category"},
     )
     return figure

@@ -16,7 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
+import subprocess
+import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,26 +34,35 @@ from vitviz.finetune.worker import execute_run
 from vitviz.runs import (
     MODEL_FILE,
     RunError,
+    RunLimitError,
+    active_runs,
+    max_concurrent_runs,
     new_run_folder,
     read_config,
     read_status,
     read_val_predictions,
     run_folder_by_name,
     runs_root,
+    start_lock,
     write_json_atomic,
 )
 
 __all__ = [
     "PAIR_FILE",
+    "PAIR_JOBS_FOLDER",
     "PAIR_MODELS",
     "PAIR_SIDES",
+    "PairJob",
     "PairResult",
     "RunPair",
     "Side",
     "list_pairs",
     "newest_pair",
+    "pair_command",
     "pair_configs",
+    "pair_job_by_name",
     "read_pair",
+    "start_pair",
     "train_pair",
 ]
 
@@ -264,3 +279,145 @@ def list_pairs(root: str | Path | None = None) -> list[RunPair]:
 def newest_pair(root: str | Path | None = None) -> RunPair | None:
     """The newest pair in `root` whose two runs both load as models, or None."""
     return next((pair for pair in list_pairs(root) if pair.ready), None)
+
+
+# --------------------------------------------------------------------------------------------
+# A pair trained by a detached process (the page's "Train a ViT/CNN pair")
+# --------------------------------------------------------------------------------------------
+
+PAIR_JOBS_FOLDER = ".pairs"  # in the runs folder; hidden, so list_runs never takes a job for a run
+_JOB_LOG = "pair.log"
+_JOB_PID = "pid"
+_JOB_NAME = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
+# train_pair logs "[vit] run folder <name>" as each side's folder is made: how a job finds its runs.
+_RUN_FOLDER_LINE = re.compile(r"^\[(vit|cnn)\] run folder (\S+)$", re.MULTILINE)
+_MAX_JOB_LOG_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PairJob:
+    """A `python -m vitviz finetune-pair` process started by start_pair, and what it has made so far."""
+
+    folder: Path  # <runs>/.pairs/<name>: the process's log and pid
+    root: Path  # the runs folder both runs are made in
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    def log(self) -> str:
+        """The process's output so far (the last MiB)."""
+        try:
+            with open(self.folder / _JOB_LOG, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - _MAX_JOB_LOG_BYTES))
+                return handle.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def runs(self) -> dict[Side, Path]:
+        """The run folders made so far, in training order (the CNN's appears when the ViT's is done)."""
+        found: dict[Side, Path] = {}
+        for side, name in _RUN_FOLDER_LINE.findall(self.log()):
+            try:
+                found[side] = run_folder_by_name(name, self.root)
+            except RunError:
+                continue  # deleted meanwhile
+        return {side: found[side] for side in PAIR_SIDES if side in found}
+
+    @property
+    def alive(self) -> bool:
+        """Whether the pair process still runs (it trains one side, or is between the two)."""
+        try:
+            pid = int((self.folder / _JOB_PID).read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return False
+        try:  # an ended process nobody has reaped yet (a zombie) is gone too
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return True
+
+    def pair(self) -> RunPair | None:
+        """The finished pair, once both runs hold their pair.json; None before (or when it stopped)."""
+        runs = self.runs()
+        if "vit" not in runs or not (runs["vit"] / PAIR_FILE).is_file():
+            return None
+        try:
+            return read_pair(runs["vit"])
+        except RunError:
+            return None
+
+
+def pair_command(config: FinetuneConfig, data: str, root: Path) -> list[str]:
+    """The `python -m vitviz finetune-pair ...` command line that trains `config`'s settings on `data`."""
+    argv = config.to_argv()
+    # finetune-pair picks each side's model itself: drop the single run's --model and --weights.
+    settings = [
+        flag_or_value
+        for index in range(0, len(argv), 2)
+        if argv[index] not in ("--model", "--weights")
+        for flag_or_value in argv[index : index + 2]
+    ]
+    return [sys.executable, "-m", "vitviz", "finetune-pair", "--data", data, "--out", str(root), *settings]
+
+
+def start_pair(config: FinetuneConfig, data: str, root: str | Path | None = None) -> PairJob:
+    """Starts train_pair on `data` in a detached process (as start_run does for one run); returns its job.
+
+    Args:
+        config: the settings both sides share; its model and weights are ignored.
+        data: "builtin:digits", "builtin:shapes" or a folder of class folders (a page passes only
+            folders checked by vitviz.serving.server_folder); not an upload.
+        root: the runs folder (default runs_root()).
+
+    Raises:
+        RunLimitError: the server already trains as many runs as it allows; nothing was started.
+        RunError: the process could not start.
+    """
+    root = runs_root() if root is None else Path(root)
+    project_root = Path(__file__).resolve().parent.parent.parent
+    with start_lock(root):
+        training = len(active_runs(root))
+        if training >= max_concurrent_runs():
+            runs = f"{training} fine-tune" + ("" if training == 1 else "s")
+            raise RunLimitError(
+                f"The server is already training {runs}, as many as it runs at once; "
+                "try again when one has finished or been stopped."
+            )
+        folder = root / PAIR_JOBS_FOLDER / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        folder.mkdir(parents=True)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root), os.environ.get("PYTHONPATH")])),
+        }
+        try:
+            with open(folder / _JOB_LOG, "ab") as log:
+                process = subprocess.Popen(
+                    pair_command(config, data, root),
+                    cwd=project_root,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except OSError as error:
+            raise RunError(f"The pair could not start: {error.strerror or type(error).__name__}.") from error
+        (folder / _JOB_PID).write_text(str(process.pid))
+    threading.Thread(target=process.wait, name=f"reap-pair-{folder.name}", daemon=True).start()
+    return PairJob(folder, root)
+
+
+def pair_job_by_name(name: str, root: str | Path | None = None) -> PairJob:
+    """The pair job called `name` (as start_pair named it) in the runs folder.
+
+    Raises:
+        RunError: no such job (a name of any other shape is refused without looking at the disk).
+    """
+    root = runs_root() if root is None else Path(root)
+    text = str(name)
+    folder = root / PAIR_JOBS_FOLDER / text
+    if not _JOB_NAME.fullmatch(text) or folder.is_symlink() or not folder.is_dir():
+        raise RunError("There is no such pair job.")
+    return PairJob(folder, root)

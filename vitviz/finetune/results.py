@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from sklearn.metrics import confusion_matrix
 
 from vitviz.runs import RunError, read_config, read_val_predictions
 
-__all__ = ["Mistake", "RunResults", "run_results"]
+__all__ = ["AttentionChange", "Mistake", "RunResults", "attention_change", "curves_array", "run_results"]
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,57 @@ def run_results(folder: str | Path) -> RunResults:
         key=lambda mistake: -mistake.probability,
     )
     return RunResults(labels, tuple(row["key"] for row in rows), matrix, tuple(mistakes))
+
+
+def curves_array(metrics: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """metrics.jsonl rows as one (epochs, 4) array: epoch, train loss, validation loss, validation accuracy."""
+    columns = ("epoch", "train_loss", "val_loss", "val_acc")
+    return np.array([[float(row.get(column, np.nan)) for column in columns] for row in metrics]).reshape(
+        -1, 4
+    )
+
+
+@dataclass(frozen=True)
+class AttentionChange:
+    """How far a run's attention map moved from its base model's, on one image."""
+
+    title: str  # which map, e.g. "rollout"
+    largest: float  # the largest change of one patch, in the map's own units
+    identical: bool  # every patch equal to within float noise
+
+    def sentence(self, mode: str, from_random: bool) -> str:
+        """What the numbers say, with the claim a probe makes about them."""
+        measured = (
+            f"{self.title}: the maps before and after are identical (largest change of one patch "
+            f"{self.largest:.1e})"
+            if self.identical
+            else f"{self.title}: the maps differ (largest change of one patch {self.largest:.2e})"
+        )
+        if mode != "probe":
+            return measured + "."
+        if from_random:
+            return (
+                measured + ". A probe freezes the backbone, so it cannot change its attention; "
+                "here the 'before' model is a fresh random twin, not the run's exact start."
+            )
+        if self.identical:
+            return (
+                measured
+                + ", as they must be: a probe freezes the backbone, so it cannot change its attention."
+            )
+        return (
+            measured + ", yet a probe freezes the backbone, so training cannot have changed its attention: "
+            "the base model loaded now is not the backbone this run started from."
+        )
+
+
+def attention_change(
+    title: str, before: np.ndarray, after: np.ndarray, tolerance: float = 1e-6
+) -> AttentionChange:
+    """The largest per-patch change between two maps of one image; `tolerance` absorbs float noise."""
+    before = np.asarray(before, dtype=np.float64)
+    after = np.asarray(after, dtype=np.float64)
+    if before.shape != after.shape:
+        return AttentionChange(title, float("inf"), False)
+    largest = float(np.abs(after - before).max()) if before.size else 0.0
+    return AttentionChange(title, largest, largest <= tolerance)
