@@ -244,7 +244,7 @@ def _show_view(picked: ui.ImageChoice, seen: ImageView, view: str) -> None:
     """The whole photo with the view's box: what of the photo the model sees; its note when it has one."""
     photo, box = _photo_with_box(picked.digest, view, picked.image, seen)
     width, height = seen.photo_size
-    title = f"{picked.name} ({width}×{height}): {VIEW_LABELS[view]}"
+    title = f"{picked.name} ({width}×{height})<br><sup>box: {VIEW_LABELS[view]}</sup>"
     st.plotly_chart(photo_view_figure(photo, box, title), key="explore_photo_chart", theme=None)
     if seen.note:
         st.caption(seen.note)
@@ -384,7 +384,7 @@ def _grid_and_attention(maps: _Maps) -> None:
             maps.pixels,
             facts.grid_size,
             facts.stride_px,
-            maps.title(f"{rows}×{cols} patches of {facts.stride_px[0]} px"),
+            maps.title(f"{maps.picked.name}: {rows}×{cols} patches of {facts.stride_px[0]} px"),
             selected=query_patch,
         )
         st.subheader("Patches")
