@@ -21,10 +21,13 @@ from vitviz.figures.common import (
     predictions_figure,
     selected_patch,
 )
+from vitviz.figures.scales import colour_scale
 from vitviz.figures.slides import embedding_figure, image_figure, similarity_figure, style_for_slides
-from vitviz.figures.story import SLIDE_KEYS, Slide, SlideKey, story_slides
+from vitviz.figures.story import SLIDE_KEYS, Slide, SlideKey, opening_layer, story_slides
+from vitviz.finetune.pair import newest_pair
 from vitviz.images import BUILTIN_PHOTOS, UPLOAD_EXTENSIONS
 from vitviz.maths.attention import AttentionRecord, class_attention_map
+from vitviz.maths.sinks import SinkReport, detect_sinks, plan_rollout, rollout_statement, sink_sentence
 from vitviz.maths.tokens import token_stages
 from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
 from vitviz.share import parse_view_state
@@ -246,7 +249,15 @@ class Story:
         array: np.ndarray | None = None,
         height: int = FIGURE_HEIGHT,
     ) -> None:
-        """Draws a figure large and themed; outside presentation mode, its downloads follow."""
+        """Draws a figure large and themed; outside presentation mode, its downloads follow.
+
+        The title gains a second line naming model and weights, so an exported figure still says them.
+        """
+        title = figure.layout.title.text or ""
+        figure.update_layout(
+            title_text=f"{title}<br><sup>{self.model_name} · {describe_weights(self.weights)}</sup>"
+        )
+        figure.update_layout(margin={"t": 70})
         style_for_slides(figure, self.dark, height)
         st.plotly_chart(figure, key=key, theme=None, config={"displayModeBar": not self.fullscreen})
         if not self.fullscreen:
@@ -263,15 +274,31 @@ class Story:
             st.stop()
             raise  # unreachable: st.stop() raises
 
-    def show_rollout(self, title: str, key: str, height: int = FIGURE_HEIGHT) -> None:
-        """Mean-of-heads rollout over every layer over the image, as the story shows it."""
+    def sinks(self) -> SinkReport:
+        """The attention sinks of the image's record."""
+        return detect_sinks(self.attention())
+
+    def show_rollout(self, title: str, key: str, height: int = FIGURE_HEIGHT) -> str:
+        """Sink-aware mean-of-heads rollout over the image, as the story shows it.
+
+        Returns:
+            The rollout statement: which layers were multiplied and which sinks were left out.
+        """
+        report = self.sinks()
         relevance = ui.cached_rollout(
             self.model_name, self.weights, self.device, self.picked.digest, "mean", 0.0, 0, self.attention()
-        )
+        )  # rollout_relevance's default: sinks excluded
+        statement = rollout_statement(plan_rollout(report, 0, "exclude"))
         figure = attention_overlay_figure(
-            self.pixels, relevance, self.loaded.facts.stride_px, title, colorbar_title="relevance"
+            self.pixels,
+            relevance,
+            self.loaded.facts.stride_px,
+            f"{title}<br>{statement}",
+            scale=colour_scale(relevance, "relevance"),
+            sinks=[sink.position for sink in report.patch_sinks if sink.position is not None],
         )
         self.show(figure, key, "rollout-mean", relevance, height=height)
+        return statement
 
 
 def _story_model(device: str) -> LoadedModel:
@@ -481,8 +508,12 @@ def render_tokens(story: Story) -> None:
         except ValueError as error:  # ModelError too: no learned absolute position embedding
             st.info(str(error))
             return
-        title = f"Similarity to position ({position[0]}, {position[1]}); click another"
+        title = (
+            f"Similarity to position ({position[0]}, {position[1]})"
+            f"<br><sup>{story.model_name} · {describe_weights(story.weights)}</sup>"
+        )
         figure = similarity_figure(similarity, position, title)
+        st.caption("Click another position to compare it with the rest.")
         style_for_slides(figure, story.dark, FIGURE_HEIGHT)
         st.plotly_chart(
             figure,
@@ -513,9 +544,15 @@ def render_attention(story: Story) -> None:
     record = story.attention()
     maps = np.stack([class_attention_map(record, layer, None) for layer in range(record.num_layers)])
     source = "class token" if facts.num_prefix_tokens else "mean patch"
+    opening = opening_layer(maps, story.sinks().sink_layers)
     figure = attention_animation_figure(
-        story.pixels, maps, facts.stride_px, f"{story.picked.name}: attention from the {source}"
+        story.pixels,
+        maps,
+        facts.stride_px,
+        f"{story.picked.name}: attention from the {source}",
+        active=opening.layer,
     )
+    st.caption(opening.caption())
     story.show(figure, "present_animation_chart", "attention-per-layer", maps, height=FIGURE_HEIGHT + 60)
     if not story.fullscreen:
         st.download_button(
@@ -535,8 +572,10 @@ def render_attention(story: Story) -> None:
 
 
 def render_rollout(story: Story) -> None:
-    title = f"{story.picked.name}: rollout over {story.loaded.facts.num_layers} layers"
-    story.show_rollout(title, "present_rollout_chart")
+    story.show_rollout(f"{story.picked.name}: attention rollout", "present_rollout_chart")
+    sentence = sink_sentence(story.sinks())
+    if sentence:
+        st.caption(f"✕ marks the sink. {sentence}")
 
 
 # 6. The prediction (or, for a backbone without a head, the vector it outputs) -------------------
@@ -559,8 +598,14 @@ def render_prediction(story: Story) -> None:
     vector = ui.cached_output_embedding(
         story.model_name, story.weights, story.device, picked.digest, picked.image
     )
+    norm = float(np.linalg.norm(vector))
+    count = 12
     figure = embedding_figure(
-        vector, f"{story.model_name}: the {len(vector)} numbers it outputs for {picked.name}"
+        vector, f"{picked.name}: the {count} largest of its {len(vector)} output numbers", count=count
+    )
+    st.caption(
+        f"The output vector has {len(vector)} numbers and length (norm) {norm:.1f}; the bars show the "
+        f"{count} largest by size, each named by its dimension. The .npy download holds all of them."
     )
     story.show(figure, "present_embedding_chart", "output-embedding", vector, height=460)
 
@@ -583,7 +628,17 @@ def render_compare(story: Story) -> None:
             height=420,
         )
         if not facts.has_classifier:
-            st.info(f"{story.model_name} has no classifier head (self-supervised), so only the CNN predicts.")
+            st.info(
+                f"{story.model_name} has no classifier head (self-supervised), so only the CNN predicts: "
+                "this slide compares where each looks, not which classifies better."
+            )
+    pair = newest_pair()
+    if pair is not None:
+        st.caption(
+            f"A ViT and a CNN fine-tuned alike on {len(pair.labels)} classes ({pair.data}) are in the "
+            f"runs folder ({pair.vit.name}, {pair.cnn.name}): open them on the Fine-tune page to compare "
+            "two trained classifiers."
+        )
 
 
 # Each slide of the story, by its key, with the one function that draws it.
