@@ -248,20 +248,21 @@ class Story:
         view: str,
         array: np.ndarray | None = None,
         height: int = FIGURE_HEIGHT,
+        model: tuple[str, str] | None = None,
     ) -> None:
         """Draws a figure large and themed; outside presentation mode, its downloads follow.
 
-        The title gains a second line naming model and weights, so an exported figure still says them.
+        The title gains a line naming the model and weights that made the figure (the story's
+        transformer unless `model` names another), so an exported figure still says them.
         """
+        name, weights = model or (self.model_name, self.weights)
         title = figure.layout.title.text or ""
-        figure.update_layout(
-            title_text=f"{title}<br><sup>{self.model_name} · {describe_weights(self.weights)}</sup>"
-        )
-        figure.update_layout(margin={"t": 70})
+        figure.update_layout(title_text=f"{title}<br><sup>{name} · {describe_weights(weights)}</sup>")
         style_for_slides(figure, self.dark, height)
+        figure.update_layout(margin={"t": 30 + 30 * (figure.layout.title.text.count("<br>") + 1)})
         st.plotly_chart(figure, key=key, theme=None, config={"displayModeBar": not self.fullscreen})
         if not self.fullscreen:
-            ui.figure_downloads(figure, array, self.model_name, self.weights, self.picked.name, view, key=key)
+            ui.figure_downloads(figure, array, name, weights, self.picked.name, view, key=key)
 
     def attention(self) -> AttentionRecord:
         """Every layer's attention on the image; a failure stops the slide with one line."""
@@ -626,11 +627,12 @@ def render_compare(story: Story) -> None:
             "present_compare_cnn_chart",
             "cnn-top5-predictions",
             height=420,
+            model=(CNN_NAME, "bundled"),
         )
         if not facts.has_classifier:
             st.info(
                 f"{story.model_name} has no classifier head (self-supervised), so only the CNN predicts: "
-                "this slide compares where each looks, not which classifies better."
+                "this slide shows how each works on the image, not which classifies better."
             )
     pair = newest_pair()
     if pair is not None:

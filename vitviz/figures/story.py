@@ -114,8 +114,9 @@ def story_slides(
         Slide(
             "rollout",
             "Attention rollout",
-            f"Multiplying the attention of all {layers} layers, each mixed with the skip connection "
-            f"(0.5·A + 0.5·I), traces how much each patch feeds {_output_word(vit)}." + note,
+            f"Multiplying the attention of the {layers} layers, each mixed with the skip connection "
+            f"(0.5·A + 0.5·I), traces how much each patch feeds {_output_word(vit)}. Layers where an "
+            "attention sink takes most of the attention are left out; the map's title says which." + note,
         ),
     ]
     if vit.has_classifier:
