@@ -134,7 +134,7 @@ def story_slides(
     if cnn is not None:
         no_head = (
             f" {vit.name} has no classifier head, so only the CNN predicts a class (the ViT was trained "
-            "without labels): this compares how the two look at the image, not how well they classify."
+            "without labels): this shows how the two work on the image, not which classifies better."
             if not vit.has_classifier
             else ""
         )
