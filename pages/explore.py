@@ -1,4 +1,4 @@
-"""Explore: the patch grid, raw attention per layer and head, attention rollout and predictions."""
+"""Explore: the photo and the view the model sees, the patch grid, raw attention, rollout and predictions."""
 
 from __future__ import annotations
 
@@ -7,21 +7,29 @@ import streamlit as st
 from pages.views import explore, ui
 
 explore.seed_from_link()
+explore.keep_head_choice()
 
 st.title("Explore")
 
 with st.sidebar:
     picked_image = ui.image_picker("explore")
     choice = ui.model_picker("explore")
+    view = explore.view_picker()
     opacity = st.slider("Map opacity", 0.1, 1.0, 0.6, 0.05, key=explore.OPACITY)
+    raw_colours = st.toggle(
+        "raw colour values",
+        key=explore.RAW_COLOURS,
+        help="Colour bars span each map's full range, unclipped.",
+    )
 
+explore.upload_link_note()
 loaded = ui.load_or_stop(choice)
 explore.seed_layers_from_link(loaded.facts)
 ui.untrained_warning(loaded)
 st.caption(ui.model_caption(loaded, choice.weights))
 has_attention = loaded.facts.family != "cnn"
 if has_attention:
-    explore.render_attention(loaded, choice, picked_image, opacity)
+    explore.render_attention(loaded, choice, picked_image, view, opacity, raw_colours)
 else:
-    explore.render_cnn(loaded, choice, picked_image)
+    explore.render_cnn(loaded, choice, picked_image, view)
 explore.sync_link(choice, picked_image, opacity, attention=has_attention)

@@ -1,5 +1,8 @@
 """Explore in a real browser: upload an image, change the layer, click a patch."""
 
+import os
+import shutil
+
 import pytest
 
 from tests.support.browser import (
@@ -13,6 +16,15 @@ from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 120_000
+
+
+def _shot(page, name: str) -> None:
+    """A full-page screenshot; also copied to $VITVIZ_SCREENSHOTS when that names a folder."""
+    path = save_screenshot(page, name)
+    folder = os.environ.get("VITVIZ_SCREENSHOTS")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        shutil.copy(path, os.path.join(folder, path.name))
 
 
 def _caption_text(page) -> str:
@@ -48,12 +60,12 @@ def test_upload_change_layer_and_click_a_patch(app_url, page):
     wait_until_idle(page)
 
     # Click the centre of patch (5, 9) of the 14-px grid, placed by Plotly's own axis mapping.
-    grid = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
+    grid = page.locator('[data-testid="stPlotlyChart"]', has_text="patches of").locator(".js-plotly-plot")
     click_data_point(page, grid, 9.5 * 14 - 0.5, 5.5 * 14 - 0.5)
     shows_once(page, "attention from patch (5, 9)", TIMEOUT_MS)
     wait_until_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
-    save_screenshot(page, "explore_upload_layer_click")
+    _shot(page, "explore_upload_layer_click")
 
 
 def test_bad_upload_gets_a_message_not_a_traceback(app_url, page, tmp_path):
@@ -65,4 +77,31 @@ def test_bad_upload_gets_a_message_not_a_traceback(app_url, page, tmp_path):
     shows_once(page, "holiday.jpg: This file is not an image", TIMEOUT_MS)
     wait_until_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
-    save_screenshot(page, "explore_bad_upload")
+    _shot(page, "explore_bad_upload")
+
+
+def test_layer_slider_reruns_only_its_map_and_the_photo_is_not_sent_again(app_url, page):
+    page.set_viewport_size({"width": 1500, "height": 3000})  # the whole page in one screenshot
+    frames: list[bytes] = []
+    page.on(
+        "websocket",
+        lambda socket: socket.on(
+            "framereceived",
+            lambda frame: frames.append(frame if isinstance(frame, bytes) else frame.encode()),
+        ),
+    )
+    _open_explore(page, app_url)
+    assert frames and any(b"box: centre crop" in frame for frame in frames)
+    _shot(page, "explore_default")
+
+    frames.clear()
+    layer = page.locator('input[type="range"][aria-label="Layer"]')
+    layer.focus()
+    layer.press("ArrowLeft")
+    shows_once(page, "Layer 10, mean of heads: attention from class token", TIMEOUT_MS)
+    wait_until_idle(page)
+    sent = b"".join(frames)
+    assert b"Layer 10, mean of heads" in sent
+    assert b"box: centre crop" not in sent, "the photo was sent again for a layer change"
+    assert b"Rollout of layers" not in sent, "the rollout was sent again for a layer change"
+    assert page.locator('[data-testid="stException"]').count() == 0

@@ -75,7 +75,7 @@ def test_rollout_options_change_the_rollout_shown(explore, cat_record):
     explore.slider(key="explore_discard").set_value(0.9).run()
     explore.slider(key="explore_start_layer").set_value(4).run()
     assert not explore.exception
-    shown = _heatmap_values(explore, "Rollout: max of heads, discard 90%, layers 4–11")
+    shown = _heatmap_values(explore, "max of heads, discard 90%")
     np.testing.assert_allclose(shown, rollout_relevance(cat_record, "max", 0.9, 4), rtol=1e-5)
 
 
@@ -127,3 +127,107 @@ def test_clicked_patch_map_is_that_tokens_attention(explore, cat_record):
     token = 1 + 3 * 16 + 7  # after the class token, row-major
     expected = cat_record.attentions[11].mean(0)[token, 1:].reshape(16, 16)
     np.testing.assert_allclose(shown, expected, rtol=1e-5)
+
+
+def _figure(app: AppTest, title_part: str) -> dict:
+    for spec in _titles(app):
+        figure = json.loads(spec)
+        if title_part in figure["layout"]["title"]["text"]:
+            return figure
+    raise AssertionError(f"no figure titled {title_part!r}")
+
+
+def test_photo_shows_the_views_box_and_the_view_picker_changes_record_and_link(explore):
+    photo = _figure(explore, "centre crop (the model's eval transform)")
+    assert photo["layout"]["shapes"][0]["type"] == "rect"
+    assert explore.query_params["view"] == ["crop"] or explore.query_params["view"] == "crop"
+    explore.radio(key="explore_view").set_value("whole").run()
+    assert not explore.exception
+    whole = _figure(explore, "whole image")
+    shape = whole["layout"]["shapes"][0]
+    assert shape["x0"] == pytest.approx(-0.5) and shape["y0"] == pytest.approx(-0.5)
+    assert "whole" in str(explore.query_params["view"])
+    image = builtin_photo("cat (chelsea)")
+    expected = rollout_relevance(
+        record_attention(load_model("vit_small_patch14_dinov2", "bundled"), image, "whole")
+    )
+    np.testing.assert_allclose(_heatmap_values(explore, "Rollout of layer"), expected, rtol=1e-5)
+
+
+def test_predictions_come_from_the_records_own_logits(explore):
+    import torch
+
+    from vitviz.predict import top_predictions
+
+    explore.selectbox(key="explore_model").set_value("vit_small_r26_s32_224").run()
+    explore.selectbox(key="explore_weights").set_value("random").run()
+    assert not explore.exception
+    from pages.views import explore as explore_view
+    from pages.views import ui
+
+    # Random weights differ per load: the page's own record, from the cache the page shares.
+    loaded = ui.cached_model("vit_small_r26_s32_224", "random", "cpu")
+    photo = ui.photo_choice("cat (chelsea)")
+    record = explore_view._cached_record(
+        loaded.facts.name, "random", "cpu", photo.digest, "crop", photo.image
+    )
+    expected = top_predictions(torch.from_numpy(record.logits)[None], 5, loaded.labels)[0]
+    bars = next(t for t in _figure(explore, "Top-5 predictions")["data"] if t["type"] == "bar")
+    assert list(bars["y"]) == [f"{p.label} ({p.index})" for p in reversed(expected)]
+
+
+def test_sinks_are_marked_and_said_and_rollout_excludes_them_by_default(explore, cat_record):
+    from vitviz.maths.sinks import detect_sinks, plan_rollout, rollout_statement, sink_sentence
+
+    report = detect_sinks(cat_record)
+    statement = rollout_statement(plan_rollout(report, 0, "exclude"))
+    rollout = _figure(explore, statement)
+    np.testing.assert_allclose(_heatmap_values(explore, statement), rollout_relevance(cat_record), rtol=1e-5)
+    sentence = sink_sentence(report)
+    if report.patch_sinks:
+        assert sentence and any(sentence in caption.value for caption in explore.caption)
+        assert any(trace.get("name") == "attention sinks" for trace in rollout["data"])
+    explore.toggle(key="explore_raw_rollout").set_value(True).run()
+    raw_statement = rollout_statement(plan_rollout(report, 0, "raw"))
+    np.testing.assert_allclose(
+        _heatmap_values(explore, raw_statement), rollout_relevance(cat_record, sinks="raw"), rtol=1e-5
+    )
+
+
+def test_colour_bars_are_clipped_at_the_99th_percentile_unless_raw(explore, cat_record):
+    figure = _figure(explore, "Layer 11, mean of heads")
+    heatmap = next(trace for trace in figure["data"] if trace["type"] == "heatmap")
+    values = class_attention_map(cat_record, 11, None)
+    assert heatmap["zmax"] == pytest.approx(np.percentile(values, 99), rel=1e-5)
+    assert "clipped at the 99th percentile" in heatmap["colorbar"]["title"]["text"]
+    explore.toggle(key="explore_raw_colours").set_value(True).run()
+    heatmap = next(t for t in _figure(explore, "Layer 11")["data"] if t["type"] == "heatmap")
+    assert heatmap["zmax"] == pytest.approx(values.max(), rel=1e-5)
+    assert "clipped" not in heatmap["colorbar"]["title"]["text"]
+
+
+def test_exported_titles_name_model_and_weights_and_no_instruction(explore):
+    for spec in _titles(explore):
+        title = json.loads(spec)["layout"]["title"]["text"]
+        assert "click" not in title.lower()
+        if "Layer" in title or "Rollout" in title or "patches of" in title:
+            assert "vit_small_patch14_dinov2" in title and "bundled" in title
+
+
+def test_a_link_from_an_upload_says_so_and_keeps_its_patch_and_view_off_the_default_photo():
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    app.query_params.update({"source": "upload", "view": "whole", "query": "patch", "patch": "3,7"})
+    app.run()
+    assert not app.exception
+    assert any("uploaded picture" in info.value for info in app.info)
+    assert app.radio(key="explore_view").value == "crop"
+    assert app.session_state["explore_query_patch"] is None
+
+
+def test_head_picker_keeps_mean_of_heads_after_a_cnn(explore):
+    assert explore.selectbox(key="explore_head").value is None
+    explore.selectbox(key="explore_model").set_value("tf_efficientnet_lite0").run()
+    explore.selectbox(key="explore_model").set_value("vit_small_patch14_dinov2").run()
+    assert not explore.exception
+    assert explore.selectbox(key="explore_head").value is None
+    assert explore.selectbox(key="explore_head").format_func(None) == "mean of heads"

@@ -72,10 +72,11 @@ def test_attention_slide_animates_every_layer():
 def test_compare_slide_shows_the_cnn_top5_and_says_dinov2_has_no_head():
     app = _present({"slide": "7", "image": "coffee"})
     titles = [figure["layout"]["title"]["text"] for figure in _figures(app)]
-    assert titles == [
-        "ViT · vit_small_patch14_dinov2: rollout",
-        "CNN · tf_efficientnet_lite0: top-5 predictions",
-    ]
+    assert titles[0].startswith("ViT · vit_small_patch14_dinov2: rollout<br>Rollout of layers")
+    assert titles[1].startswith("CNN · tf_efficientnet_lite0: top-5 predictions")
+    assert (
+        "vit_small_patch14_dinov2 · bundled" in titles[0] and "tf_efficientnet_lite0 · bundled" in titles[1]
+    )
     bars = _figures(app)[1]["data"][0]
     assert bars["y"][-1] == "espresso (967)"  # most probable on top
     assert any("no classifier head" in info.value for info in app.info)
@@ -116,7 +117,7 @@ def test_photo_choice_survives_leaving_the_first_slide():
 
 def test_unavailable_weights_fall_back_to_the_bundled_model_with_a_message():
     app = _present()
-    app.selectbox(key="present_model_widget").set_value("vit_base_patch16_224").run()
+    app.selectbox(key="present_model_widget").set_value("vit_base_patch16_224.augreg2_in21k_ft_in1k").run()
     app.selectbox(key="present_weights_widget").set_value("hub").run()
     assert not app.exception
     assert any(
@@ -124,3 +125,63 @@ def test_unavailable_weights_fall_back_to_the_bundled_model_with_a_message():
     )
     assert app.selectbox(key="present_model_widget").value == "vit_small_patch14_dinov2"
     assert "vit_small_patch14_dinov2 reads every image" in _caption(app)
+
+
+def _record_and_sinks():
+    from vitviz.images import builtin_photo
+    from vitviz.maths.attention import record_attention
+    from vitviz.maths.sinks import detect_sinks
+    from vitviz.models import load_model
+
+    record = record_attention(
+        load_model("vit_small_patch14_dinov2", "bundled"), builtin_photo("cat (chelsea)")
+    )
+    return record, detect_sinks(record)
+
+
+def test_attention_slide_opens_on_a_structured_layer_and_says_why():
+    import numpy as np
+
+    from vitviz.figures.story import opening_layer
+    from vitviz.maths.attention import class_attention_map
+
+    record, report = _record_and_sinks()
+    maps = np.stack([class_attention_map(record, layer, None) for layer in range(12)])
+    expected = opening_layer(maps, report.sink_layers)
+    assert expected.layer not in report.sink_layers
+    app = _present({"slide": "4"})
+    (figure,) = _figures(app)
+    assert figure["layout"]["sliders"][0]["active"] == expected.layer
+    assert f"· layer {expected.layer}" in figure["layout"]["title"]["text"]
+    assert any(expected.caption() == caption.value for caption in app.caption)
+
+
+def test_rollout_slide_is_sink_aware_and_states_what_it_multiplied():
+    from vitviz.maths.sinks import plan_rollout, rollout_statement, sink_sentence
+
+    _, report = _record_and_sinks()
+    app = _present({"slide": "5"})
+    (figure,) = _figures(app)
+    statement = rollout_statement(plan_rollout(report, 0, "exclude"))
+    assert statement in figure["layout"]["title"]["text"]
+    heatmap = next(trace for trace in figure["data"] if trace["type"] == "heatmap")
+    assert "clipped at the 99th percentile" in heatmap["colorbar"]["title"]["text"]
+    if report.patch_sinks:
+        assert any(trace.get("name") == "attention sinks" for trace in figure["data"])
+        assert any(sink_sentence(report) in caption.value for caption in app.caption)
+
+
+def test_output_token_slide_shows_a_readable_few_numbers_and_the_norm():
+    app = _present({"slide": "6"})
+    (figure,) = _figures(app)
+    bars = figure["data"][0]
+    assert len(bars["y"]) == 12 and all(label.startswith("dimension ") for label in bars["y"])
+    assert any("norm" in caption.value and "384 numbers" in caption.value for caption in app.caption)
+
+
+def test_no_exported_slide_title_carries_a_ui_instruction():
+    for slide in range(1, len(SLIDE_KEYS) + 1):
+        app = _present({"slide": str(slide)})
+        for figure in _figures(app):
+            title = figure["layout"]["title"]["text"]
+            assert "click" not in title.lower() and "bundled" in title

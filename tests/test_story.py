@@ -171,3 +171,25 @@ def test_gif_has_one_frame_per_layer_blended_over_the_image():
     np.testing.assert_allclose(first[28, 4], cold, atol=2)
     np.testing.assert_allclose(second[28, 4], hot, atol=2)
     np.testing.assert_allclose(second[28, 28], cold, atol=2)
+
+
+def test_opening_layer_skips_sink_layers_and_picks_the_most_concentrated_map():
+    from vitviz.figures.story import opening_layer
+
+    uniform = np.full((4, 4), 1 / 16)
+    focused = np.zeros((4, 4))
+    focused[1:3, 1:3] = 0.25  # four patches hold everything
+    sink = np.zeros((4, 4))
+    sink[0, 0] = 1.0  # one patch holds everything: the most concentrated, but a sink
+    maps = np.stack([sink, uniform, focused, uniform])
+    chosen = opening_layer(maps, sink_layers=[0], top_fraction=0.25)
+    assert chosen.layer == 2 and chosen.top_share == pytest.approx(1.0)
+    assert chosen.skipped == (0,)
+    assert "layer 2" in chosen.caption() and "layer 0" in chosen.caption()
+
+
+def test_animation_starts_on_the_active_layer():
+    pixels = np.zeros((32, 32, 3), dtype=np.uint8)
+    maps = np.random.default_rng(0).random((3, 4, 4))
+    figure = attention_animation_figure(pixels, maps, (8, 8), "cat", active=2)
+    assert figure.layout.sliders[0].active == 2 and figure.layout.title.text.endswith("layer 2")

@@ -1,4 +1,8 @@
-"""Streamlit glue of the Explore page: shared links, clicked patches, raw attention, rollout, predictions."""
+"""Streamlit glue of the Explore page: shared links, the view, clicked patches, raw attention, rollout.
+
+Each map and its own controls live in an `st.fragment`: moving a layer slider or clicking a patch
+reruns that fragment alone, and the photo, the predictions and the other map are not sent again.
+"""
 
 from __future__ import annotations
 
@@ -7,43 +11,72 @@ from dataclasses import dataclass, replace
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
+import torch
+from PIL import Image
 
 from pages.views import ui
 from vitviz.figures.common import (
     attention_overlay_figure,
     patch_grid_figure,
+    photo_view_figure,
     predictions_figure,
     selected_patch,
 )
+from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale
 from vitviz.images import BUILTIN_PHOTOS
-from vitviz.maths.attention import AttentionRecord, class_attention_map, patch_token, query_attention_map
+from vitviz.maths.attention import (
+    AttentionRecord,
+    class_attention_map,
+    patch_token,
+    query_attention_map,
+    record_attention,
+    rollout_relevance,
+)
+from vitviz.maths.sinks import SinkReport, detect_sinks, plan_rollout, rollout_statement, sink_sentence
 from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts
+from vitviz.predict import Prediction, predict, top_predictions
+from vitviz.preprocess import ImageView, image_view
 from vitviz.share import ViewState, parse_view_state, view_state_params
 
 __all__ = [
     "OPACITY",
+    "RAW_COLOURS",
+    "VIEW",
+    "VIEW_LABELS",
     "render_attention",
     "render_cnn",
     "seed_from_link",
     "seed_layers_from_link",
     "sync_link",
+    "view_picker",
 ]
 
 OPACITY = "explore_opacity"
+VIEW = "explore_view"
+RAW_COLOURS = "explore_raw_colours"
+RAW_ROLLOUT = "explore_raw_rollout"
 GRID_CHART = "explore_grid_chart"
 ATTENTION_CHART = "explore_attention_chart"
 QUERY_PATCH = "explore_query_patch"
 SEEN_SELECTIONS = "explore_seen_selections"
 QUERY_KIND = "explore_query_kind"
+HEAD = "explore_head"
 CLICKED_PATCH = "clicked patch"
 LINK_PARAMS = "explore_link_params"  # a link's parameters, kept until the model's sizes can check them
+FROM_UPLOAD = "explore_link_from_upload"  # the link was made from an uploaded picture
+VIEW_LABELS = {"crop": "centre crop (the model's eval transform)", "whole": "whole image"}
+UPLOAD_SOURCE = "upload"  # the link parameter `source` when the picture was an upload
 
 
 # Shared links ---------------------------------------------------------------------------------
 
 
 def seed_from_link() -> None:
-    """At a session's first run: model, weights, photo and options from the URL, before their widgets exist."""
+    """At a session's first run: model, weights, photo, view and options from the URL, before their widgets exist.
+
+    A link made from an uploaded picture cannot carry the picture: the page says so, and the link's
+    view and patch (which belonged to that picture) are not applied to another one.
+    """
     link = ui.url_params_once("explore")
     if link is None:
         return
@@ -60,7 +93,20 @@ def seed_from_link() -> None:
     st.session_state[OPACITY] = state.opacity
     st.session_state["explore_fusion"] = state.fusion
     st.session_state["explore_discard"] = state.discard
+    from_upload = link.get("source") == UPLOAD_SOURCE
+    st.session_state[FROM_UPLOAD] = from_upload
+    if not from_upload and link.get("view") in VIEW_LABELS:
+        st.session_state[VIEW] = link["view"]
     st.session_state[LINK_PARAMS] = link
+
+
+def upload_link_note() -> None:
+    """Says, once, that the opened link was made from an uploaded picture this session does not have."""
+    if st.session_state.pop(FROM_UPLOAD, False):
+        st.info(
+            "This link was made from an uploaded picture, which a link cannot carry: showing the "
+            "default photo instead, without the link's view or clicked patch."
+        )
 
 
 def seed_layers_from_link(facts: ModelFacts) -> None:
@@ -75,15 +121,20 @@ def seed_layers_from_link(facts: ModelFacts) -> None:
         limits = replace(
             limits, num_layers=facts.num_layers, num_heads=facts.num_heads, grid_size=facts.grid_size
         )
-    state, notes = parse_view_state(st.session_state.pop(LINK_PARAMS), limits)
+    link = st.session_state.pop(LINK_PARAMS)
+    from_upload = link.get("source") == UPLOAD_SOURCE
+    state, notes = parse_view_state(link, limits)
     ui.url_notes(notes)
     if facts.family == "cnn":
         return
     if state.layer is not None:
         st.session_state["explore_layer"] = state.layer
     if state.head is not None:  # None is the "mean of heads" option, the widget's default
-        st.session_state["explore_head"] = state.head
+        st.session_state[HEAD] = state.head
     st.session_state["explore_start_layer"] = state.start_layer
+    if from_upload:  # that patch was on another picture
+        st.session_state[QUERY_PATCH] = None
+        return
     st.session_state[QUERY_PATCH] = state.patch
     st.session_state[QUERY_KIND] = CLICKED_PATCH if state.query == "patch" else _class_query(facts)
 
@@ -96,7 +147,7 @@ def sync_link(choice: ui.ModelChoice, picked: ui.ImageChoice, opacity: float, at
         weights=choice.weights,
         image=picked.name if picked.name in BUILTIN_PHOTOS else None,
         layer=session.get("explore_layer"),
-        head=session.get("explore_head"),
+        head=session.get(HEAD),
         query="patch" if session.get(QUERY_KIND) == CLICKED_PATCH else "class",
         patch=session.get(QUERY_PATCH),
         fusion=session.get("explore_fusion", "mean"),
@@ -104,103 +155,244 @@ def sync_link(choice: ui.ModelChoice, picked: ui.ImageChoice, opacity: float, at
         start_layer=session.get("explore_start_layer", 0),
         opacity=opacity,
     )
-    ui.sync_url(view_state_params(state, attention=attention))
+    params = view_state_params(state, attention=attention)
+    params["view"] = session.get(VIEW, "crop")
+    if picked.name not in BUILTIN_PHOTOS:
+        params["source"] = UPLOAD_SOURCE
+    ui.sync_url(params)
 
 
 def _class_query(facts: ModelFacts) -> str:
     return "class token" if facts.num_prefix_tokens else "mean of patches"
 
 
+def view_picker() -> str:
+    """The one view every map and prediction of the page is computed on: "crop" or "whole"."""
+    if st.session_state.get(VIEW) not in VIEW_LABELS:
+        st.session_state[VIEW] = "crop"
+    return st.radio("View", list(VIEW_LABELS), format_func=VIEW_LABELS.__getitem__, key=VIEW)
+
+
+def keep_head_choice() -> None:
+    """Keeps the Head picker's choice while a CNN (which has no Head picker) is shown.
+
+    Streamlit forgets a widget's state on a run that does not draw it; a shadow key remembers it.
+    """
+    shadow = f"{HEAD}_kept"
+    if HEAD in st.session_state:
+        st.session_state[shadow] = st.session_state[HEAD]
+    elif shadow in st.session_state:
+        st.session_state[HEAD] = st.session_state[shadow]
+
+
+# Cached results of one view -------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner="Capturing attention…", max_entries=24)
+def _cached_record(
+    name: str, weights: str, device: str, digest: str, view: str, _image: Image.Image
+) -> AttentionRecord:
+    """Every layer's attention and the logits of one forward on one view of one image."""
+    return record_attention(ui.cached_model(name, weights, device), _image, view)
+
+
+@st.cache_data(max_entries=64)
+def _cached_sinks(
+    name: str, weights: str, device: str, digest: str, view: str, _record: AttentionRecord
+) -> SinkReport:
+    return detect_sinks(_record)
+
+
+@st.cache_data(max_entries=256)
+def _cached_rollout(
+    name: str,
+    weights: str,
+    device: str,
+    digest: str,
+    view: str,
+    fusion: str,
+    discard: float,
+    start: int,
+    sinks: str,
+    _record: AttentionRecord,
+    _report: SinkReport,
+) -> np.ndarray:
+    return rollout_relevance(_record, fusion, discard, start, sinks=sinks, sink_report=_report)
+
+
+@st.cache_data(show_spinner="Predicting…", max_entries=64)
+def _cached_cnn_predictions(
+    name: str, weights: str, device: str, digest: str, view: str, _image: Image.Image
+) -> list[Prediction]:
+    return predict(ui.cached_model(name, weights, device), [_image], topk=5, view=view)[0]
+
+
+@st.cache_data(max_entries=16)
+def _photo_with_box(
+    digest: str, view: str, _image: Image.Image, _seen: ImageView
+) -> tuple[np.ndarray, tuple]:
+    """The photo, at most 480 px wide, and the view's box scaled with it."""
+    photo = _image.convert("RGB")
+    factor = min(1.0, 480 / photo.width)
+    if factor < 1.0:
+        photo = photo.resize((round(photo.width * factor), round(photo.height * factor)))
+    box = tuple(edge * factor for edge in _seen.box)
+    return np.asarray(photo), box
+
+
+def _show_view(picked: ui.ImageChoice, seen: ImageView, view: str) -> None:
+    """The whole photo with the view's box: what of the photo the model sees; its note when it has one."""
+    photo, box = _photo_with_box(picked.digest, view, picked.image, seen)
+    width, height = seen.photo_size
+    title = f"{picked.name} ({width}×{height})<br><sup>box: {VIEW_LABELS[view]}</sup>"
+    st.plotly_chart(photo_view_figure(photo, box, title), key="explore_photo_chart", theme=None)
+    if seen.note:
+        st.caption(seen.note)
+
+
 # The page's views -----------------------------------------------------------------------------
 
 
-def _top5(choice: ui.ModelChoice, picked: ui.ImageChoice, title: str, key: str) -> None:
-    """The top-5 predictions as bars, with their downloads."""
-    predictions = ui.cached_predictions(
-        choice.name, choice.weights, choice.device, picked.digest, picked.image, 5
-    )
-    bars = predictions_figure(predictions, title)
+def _export_title(choice: ui.ModelChoice, picked: ui.ImageChoice, view: str, what: str) -> str:
+    """A figure title that still says model, weights, photo and view once exported."""
+    return f"{what}<br><sup>{choice.label} · {picked.name} · {VIEW_LABELS[view]}</sup>"
+
+
+def _bars(choice, picked, view: str, predictions: list[Prediction], what: str, key: str) -> None:
+    bars = predictions_figure(predictions, _export_title(choice, picked, view, what))
+    bars.update_layout(margin={"t": 60})
     st.plotly_chart(bars, key=key)
-    ui.figure_downloads(bars, None, choice.name, choice.weights, picked.name, "top5-predictions", key)
+    ui.figure_downloads(bars, None, choice.name, choice.weights, picked.name, f"top5-predictions {view}", key)
 
 
-def render_cnn(loaded: LoadedModel, choice: ui.ModelChoice, picked: ui.ImageChoice) -> None:
-    """A CNN has no patches and no attention: what it predicts, with a line saying why that is all."""
+def render_cnn(loaded: LoadedModel, choice: ui.ModelChoice, picked: ui.ImageChoice, view: str) -> None:
+    """A CNN has no patches and no attention: the view and what it predicts, with a line saying why."""
     st.info(f"{loaded.facts.name} is a CNN: it has no patches and no attention to show. Its predictions:")
-    _top5(choice, picked, f"Top-5 · {picked.name}", "explore_cnn_bars")
+    seen = image_view(picked.image, loaded.facts, view)
+    photo_column, bars_column = st.columns([2, 3])
+    with photo_column:
+        _show_view(picked, seen, view)
+    with bars_column:
+        predictions = _cached_cnn_predictions(
+            choice.name, choice.weights, choice.device, picked.digest, view, picked.image
+        )
+        _bars(choice, picked, view, predictions, "Top-5 predictions", "explore_cnn_bars")
 
 
 @dataclass(frozen=True)
 class _Maps:
-    """What every map of the page is drawn from: one model, one image, its attention and input view."""
+    """What every map of the page is drawn from: one model, one image, one view, its attention."""
 
     choice: ui.ModelChoice
     picked: ui.ImageChoice
     facts: ModelFacts
     record: AttentionRecord
-    pixels: np.ndarray  # the image as the model sees it
+    sinks: SinkReport
+    view: str
     opacity: float
+    raw_colours: bool
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The view's pixels: the image as the model saw it in this record's forward."""
+        assert self.record.view is not None, "the page's records are captured on a view"
+        return self.record.view.pixels
+
+    @property
+    def sink_patches(self) -> list[tuple[int, int]]:
+        return [sink.position for sink in self.sinks.patch_sinks if sink.position is not None]
+
+    def scale(self, values: np.ndarray, label: str):
+        return colour_scale(values, label, None if self.raw_colours else CLIP_PERCENTILE)
+
+    def title(self, what: str) -> str:
+        return _export_title(self.choice, self.picked, self.view, what)
 
     def chart(
         self,
         figure: go.Figure,
         chart_key: str,
         downloads_key: str,
-        view: str,
+        name: str,
         array: np.ndarray | None = None,
         clickable: bool = False,
     ) -> None:
-        """A figure and its row of downloads; a click on a clickable figure reruns the page."""
+        """A figure and its row of downloads; a click on a clickable figure reruns its fragment."""
         if clickable:
             st.plotly_chart(figure, key=chart_key, on_select="rerun", selection_mode="points", theme=None)
         else:
             st.plotly_chart(figure, key=chart_key, theme=None)
         choice = self.choice
-        ui.figure_downloads(figure, array, choice.name, choice.weights, self.picked.name, view, downloads_key)
+        ui.figure_downloads(
+            figure, array, choice.name, choice.weights, self.picked.name, f"{name} {self.view}", downloads_key
+        )
+
+    def sync(self) -> None:
+        sync_link(self.choice, self.picked, self.opacity, attention=True)
 
 
 def render_attention(
-    loaded: LoadedModel, choice: ui.ModelChoice, picked: ui.ImageChoice, opacity: float
+    loaded: LoadedModel,
+    choice: ui.ModelChoice,
+    picked: ui.ImageChoice,
+    view: str,
+    opacity: float,
+    raw_colours: bool,
 ) -> None:
-    """The patch grid and predictions, then raw attention and rollout side by side, on one input view."""
+    """The photo with its view and the predictions, then the patch grid with raw attention, then rollout.
+
+    Everything comes from one forward on one view; each map reruns alone when its controls move.
+    """
     facts = loaded.facts
     try:
-        record = ui.cached_attention(choice.name, choice.weights, choice.device, picked.digest, picked.image)
+        record = _cached_record(choice.name, choice.weights, choice.device, picked.digest, view, picked.image)
     except (ValueError, RuntimeError) as error:
         st.error(f"Could not capture attention of {facts.name}: {error}")
         st.stop()
-    pixels = ui.cached_explanation_image(
-        choice.name, choice.weights, choice.device, picked.digest, picked.image
-    )
-    maps = _Maps(choice, picked, facts, record, pixels, opacity)
-    query_patch = _query_patch(facts.grid_size)
+    report = _cached_sinks(choice.name, choice.weights, choice.device, picked.digest, view, record)
+    maps = _Maps(choice, picked, facts, record, report, view, opacity, raw_colours)
 
-    grid_column, predictions_column = st.columns([3, 2])
-    with grid_column:
-        rows, cols = facts.grid_size
-        grid_figure = patch_grid_figure(
-            pixels,
-            facts.grid_size,
-            facts.stride_px,
-            f"{picked.name}: {rows}×{cols} patches of {facts.stride_px[0]} px (click one)",
-            selected=query_patch,
-        )
-        maps.chart(grid_figure, GRID_CHART, "explore_grid", "patch-grid", clickable=True)
+    photo_column, predictions_column = st.columns([2, 3])
+    with photo_column:
+        _show_view(picked, record.view, view)
     with predictions_column:
-        if facts.has_classifier:
+        if record.logits is not None:
             untrained = "" if loaded.trained else " (untrained)"
-            _top5(choice, picked, f"Top-5 predictions{untrained}", "explore_bars")
+            predictions = top_predictions(torch.from_numpy(record.logits)[None], 5, loaded.labels)[0]
+            _bars(choice, picked, view, predictions, f"Top-5 predictions{untrained}", "explore_bars")
         else:
             st.info(
                 f"{facts.name} has no classifier head (a self-supervised backbone), so it makes no "
                 "predictions. Its attention below is real."
             )
+    sentence = sink_sentence(report)
+    if sentence:
+        st.caption(f"✕ marks attention sinks on every map. {sentence}")
+    _grid_and_attention(maps)
+    _rollout(maps)
 
-    attention_column, rollout_column = st.columns(2)
+
+@st.fragment
+def _grid_and_attention(maps: _Maps) -> None:
+    """The patch grid and the raw attention map: a click on either picks the query patch."""
+    query_patch = _query_patch(maps.facts.grid_size)
+    grid_column, attention_column = st.columns(2)
+    with grid_column:
+        facts = maps.facts
+        rows, cols = facts.grid_size
+        grid_figure = patch_grid_figure(
+            maps.pixels,
+            facts.grid_size,
+            facts.stride_px,
+            maps.title(f"{maps.picked.name}: {rows}×{cols} patches of {facts.stride_px[0]} px"),
+            selected=query_patch,
+        )
+        st.subheader("Patches")
+        st.caption("Click a patch on either image to see where that token attends.")
+        maps.chart(grid_figure, GRID_CHART, "explore_grid", "patch-grid", clickable=True)
     with attention_column:
         _raw_attention(maps, query_patch)
-    with rollout_column:
-        _rollout(maps)
+    maps.sync()
 
 
 def _query_patch(grid_size: tuple[int, int]) -> tuple[int, int] | None:
@@ -227,7 +419,7 @@ def _raw_attention(maps: _Maps, query_patch: tuple[int, int] | None) -> None:
         "Head",
         [None, *range(facts.num_heads)],
         format_func=lambda h: "mean of heads" if h is None else f"head {h}",
-        key="explore_head",
+        key=HEAD,
     )
     query_options = [_class_query(facts), CLICKED_PATCH]
     if st.session_state.get(QUERY_KIND) not in query_options:
@@ -252,33 +444,61 @@ def _raw_attention(maps: _Maps, query_patch: tuple[int, int] | None) -> None:
         maps.pixels,
         values,
         facts.stride_px,
-        f"Layer {layer}, {head_label}: attention from {source}",
+        maps.title(f"Layer {layer}, {head_label}: attention from {source}"),
         opacity=maps.opacity,
         selected=query_patch if query_kind == CLICKED_PATCH else None,
+        scale=maps.scale(values, "attention"),
+        sinks=maps.sink_patches,
     )
-    view = f"layer{layer} {'mean' if head is None else f'head{head}'} attention from {source}"
-    maps.chart(figure, ATTENTION_CHART, "explore_attention", view, values, clickable=True)
+    name = f"layer{layer} {'mean' if head is None else f'head{head}'} attention from {source}"
+    maps.chart(figure, ATTENTION_CHART, "explore_attention", name, values, clickable=True)
 
 
+@st.fragment
 def _rollout(maps: _Maps) -> None:
-    """Attention rollout with its head fusion, discard ratio and start layer."""
+    """Attention rollout, sink-aware by default, with its head fusion, discard ratio and start layer."""
     facts, choice = maps.facts, maps.choice
     st.subheader("Attention rollout")
-    options = st.columns([2, 3])
+    options = st.columns([2, 3, 3])
     fusion = options[0].selectbox("Head fusion", ["mean", "max", "min"], key="explore_fusion")
     discard = options[1].slider("Discard ratio", 0.0, 0.95, 0.0, 0.05, key="explore_discard")
-    start = st.slider("Start layer", 0, facts.num_layers - 1, 0, key="explore_start_layer")
-    relevance = ui.cached_rollout(
-        choice.name, choice.weights, choice.device, maps.picked.digest, fusion, discard, start, maps.record
+    start = options[2].slider("Start layer", 0, facts.num_layers - 1, 0, key="explore_start_layer")
+    raw = st.toggle(
+        "raw rollout (sinks included)",
+        key=RAW_ROLLOUT,
+        help="Multiply every layer from the start layer as captured, attention sinks and all.",
     )
-    last = facts.num_layers - 1
+    sinks = "raw" if raw else "exclude"
+    relevance = _cached_rollout(
+        choice.name,
+        choice.weights,
+        choice.device,
+        maps.picked.digest,
+        maps.view,
+        fusion,
+        discard,
+        start,
+        sinks,
+        maps.record,
+        maps.sinks,
+    )
+    statement = rollout_statement(plan_rollout(maps.sinks, start, sinks))
     figure = attention_overlay_figure(
         maps.pixels,
         relevance,
         facts.stride_px,
-        f"Rollout: {fusion} of heads, discard {discard:.0%}, layers {start}–{last}",
+        maps.title(f"{statement}; {fusion} of heads, discard {discard:.0%}"),
         opacity=maps.opacity,
-        colorbar_title="relevance",
+        scale=maps.scale(relevance, "relevance"),
+        sinks=maps.sink_patches,
     )
-    view = f"rollout {fusion} discard{round(discard * 100)} layers{start}-{last}"
-    maps.chart(figure, "explore_rollout_chart", "explore_rollout", view, relevance)
+    map_column, words_column = st.columns([3, 2])
+    with map_column:
+        name = f"rollout {sinks} {fusion} discard{round(discard * 100)} start{start}"
+        maps.chart(figure, "explore_rollout_chart", "explore_rollout", name, relevance)
+    with words_column:
+        st.markdown(f"**{statement}.**")
+        sentence = sink_sentence(maps.sinks)
+        if sentence:
+            st.caption(sentence)
+    maps.sync()

@@ -21,10 +21,13 @@ from vitviz.figures.common import (
     predictions_figure,
     selected_patch,
 )
+from vitviz.figures.scales import colour_scale
 from vitviz.figures.slides import embedding_figure, image_figure, similarity_figure, style_for_slides
-from vitviz.figures.story import SLIDE_KEYS, Slide, SlideKey, story_slides
+from vitviz.figures.story import SLIDE_KEYS, Slide, SlideKey, opening_layer, story_slides
+from vitviz.finetune.pair import newest_pair
 from vitviz.images import BUILTIN_PHOTOS, UPLOAD_EXTENSIONS
 from vitviz.maths.attention import AttentionRecord, class_attention_map
+from vitviz.maths.sinks import SinkReport, detect_sinks, plan_rollout, rollout_statement, sink_sentence
 from vitviz.maths.tokens import token_stages
 from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
 from vitviz.share import parse_view_state
@@ -245,12 +248,21 @@ class Story:
         view: str,
         array: np.ndarray | None = None,
         height: int = FIGURE_HEIGHT,
+        model: tuple[str, str] | None = None,
     ) -> None:
-        """Draws a figure large and themed; outside presentation mode, its downloads follow."""
+        """Draws a figure large and themed; outside presentation mode, its downloads follow.
+
+        The title gains a line naming the model and weights that made the figure (the story's
+        transformer unless `model` names another), so an exported figure still says them.
+        """
+        name, weights = model or (self.model_name, self.weights)
+        title = figure.layout.title.text or ""
+        figure.update_layout(title_text=f"{title}<br><sup>{name} · {describe_weights(weights)}</sup>")
         style_for_slides(figure, self.dark, height)
+        figure.update_layout(margin={"t": 30 + 30 * (figure.layout.title.text.count("<br>") + 1)})
         st.plotly_chart(figure, key=key, theme=None, config={"displayModeBar": not self.fullscreen})
         if not self.fullscreen:
-            ui.figure_downloads(figure, array, self.model_name, self.weights, self.picked.name, view, key=key)
+            ui.figure_downloads(figure, array, name, weights, self.picked.name, view, key=key)
 
     def attention(self) -> AttentionRecord:
         """Every layer's attention on the image; a failure stops the slide with one line."""
@@ -263,15 +275,31 @@ class Story:
             st.stop()
             raise  # unreachable: st.stop() raises
 
-    def show_rollout(self, title: str, key: str, height: int = FIGURE_HEIGHT) -> None:
-        """Mean-of-heads rollout over every layer over the image, as the story shows it."""
+    def sinks(self) -> SinkReport:
+        """The attention sinks of the image's record."""
+        return detect_sinks(self.attention())
+
+    def show_rollout(self, title: str, key: str, height: int = FIGURE_HEIGHT) -> str:
+        """Sink-aware mean-of-heads rollout over the image, as the story shows it.
+
+        Returns:
+            The rollout statement: which layers were multiplied and which sinks were left out.
+        """
+        report = self.sinks()
         relevance = ui.cached_rollout(
             self.model_name, self.weights, self.device, self.picked.digest, "mean", 0.0, 0, self.attention()
-        )
+        )  # rollout_relevance's default: sinks excluded
+        statement = rollout_statement(plan_rollout(report, 0, "exclude"))
         figure = attention_overlay_figure(
-            self.pixels, relevance, self.loaded.facts.stride_px, title, colorbar_title="relevance"
+            self.pixels,
+            relevance,
+            self.loaded.facts.stride_px,
+            f"{title}<br>{statement}",
+            scale=colour_scale(relevance, "relevance"),
+            sinks=[sink.position for sink in report.patch_sinks if sink.position is not None],
         )
         self.show(figure, key, "rollout-mean", relevance, height=height)
+        return statement
 
 
 def _story_model(device: str) -> LoadedModel:
@@ -481,8 +509,12 @@ def render_tokens(story: Story) -> None:
         except ValueError as error:  # ModelError too: no learned absolute position embedding
             st.info(str(error))
             return
-        title = f"Similarity to position ({position[0]}, {position[1]}); click another"
+        title = (
+            f"Similarity to position ({position[0]}, {position[1]})"
+            f"<br><sup>{story.model_name} · {describe_weights(story.weights)}</sup>"
+        )
         figure = similarity_figure(similarity, position, title)
+        st.caption("Click another position to compare it with the rest.")
         style_for_slides(figure, story.dark, FIGURE_HEIGHT)
         st.plotly_chart(
             figure,
@@ -513,9 +545,15 @@ def render_attention(story: Story) -> None:
     record = story.attention()
     maps = np.stack([class_attention_map(record, layer, None) for layer in range(record.num_layers)])
     source = "class token" if facts.num_prefix_tokens else "mean patch"
+    opening = opening_layer(maps, story.sinks().sink_layers)
     figure = attention_animation_figure(
-        story.pixels, maps, facts.stride_px, f"{story.picked.name}: attention from the {source}"
+        story.pixels,
+        maps,
+        facts.stride_px,
+        f"{story.picked.name}: attention from the {source}",
+        active=opening.layer,
     )
+    st.caption(opening.caption())
     story.show(figure, "present_animation_chart", "attention-per-layer", maps, height=FIGURE_HEIGHT + 60)
     if not story.fullscreen:
         st.download_button(
@@ -535,8 +573,10 @@ def render_attention(story: Story) -> None:
 
 
 def render_rollout(story: Story) -> None:
-    title = f"{story.picked.name}: rollout over {story.loaded.facts.num_layers} layers"
-    story.show_rollout(title, "present_rollout_chart")
+    story.show_rollout(f"{story.picked.name}: attention rollout", "present_rollout_chart")
+    sentence = sink_sentence(story.sinks())
+    if sentence:
+        st.caption(f"✕ marks the sink. {sentence}")
 
 
 # 6. The prediction (or, for a backbone without a head, the vector it outputs) -------------------
@@ -559,8 +599,14 @@ def render_prediction(story: Story) -> None:
     vector = ui.cached_output_embedding(
         story.model_name, story.weights, story.device, picked.digest, picked.image
     )
+    norm = float(np.linalg.norm(vector))
+    count = 12
     figure = embedding_figure(
-        vector, f"{story.model_name}: the {len(vector)} numbers it outputs for {picked.name}"
+        vector, f"{picked.name}: the {count} largest of its {len(vector)} output numbers", count=count
+    )
+    st.caption(
+        f"The output vector has {len(vector)} numbers and length (norm) {norm:.1f}; the bars show the "
+        f"{count} largest by size, each named by its dimension. The .npy download holds all of them."
     )
     story.show(figure, "present_embedding_chart", "output-embedding", vector, height=460)
 
@@ -581,9 +627,20 @@ def render_compare(story: Story) -> None:
             "present_compare_cnn_chart",
             "cnn-top5-predictions",
             height=420,
+            model=(CNN_NAME, "bundled"),
         )
         if not facts.has_classifier:
-            st.info(f"{story.model_name} has no classifier head (self-supervised), so only the CNN predicts.")
+            st.info(
+                f"{story.model_name} has no classifier head (self-supervised), so only the CNN predicts: "
+                "this slide shows how each works on the image, not which classifies better."
+            )
+    pair = newest_pair()
+    if pair is not None:
+        st.caption(
+            f"A ViT and a CNN fine-tuned alike on {len(pair.labels)} classes ({pair.data}) are in the "
+            f"runs folder ({pair.vit.name}, {pair.cnn.name}): open them on the Fine-tune page to compare "
+            "two trained classifiers."
+        )
 
 
 # Each slide of the story, by its key, with the one function that draws it.

@@ -67,6 +67,7 @@ def attention_animation_figure(
     title: str,
     opacity: float = 0.6,
     frame_ms: int = 700,
+    active: int = 0,
 ) -> go.Figure:
     """One attention map per layer over the image, with ▶ Play / ❚❚ Pause buttons and a layer slider.
 
@@ -77,10 +78,17 @@ def attention_animation_figure(
         title: figure title; each frame appends "· layer k".
         opacity: opacity of the maps over the image.
         frame_ms: how long each layer shows while playing.
+        active: the layer shown first (the slider starts on it; ▶ plays on from it).
     """
     maps = normalise_per_layer(maps_per_layer)
+    assert 0 <= active < len(maps), f"active layer {active} outside 0..{len(maps) - 1}"
     figure = attention_overlay_figure(
-        pixels, maps[0], stride_px, f"{title} · layer 0", opacity=opacity, colorbar_title="÷ layer max"
+        pixels,
+        maps[active],
+        stride_px,
+        f"{title} · layer {active}",
+        opacity=opacity,
+        colorbar_title="÷ layer max",
     )
     # Hover values of the clickable patch centres would go stale in later frames: leave them out.
     figure.data = [trace for trace in figure.data if trace.name != PATCH_CENTRES_NAME]
@@ -127,7 +135,7 @@ def attention_animation_figure(
         ],
         sliders=[
             {
-                "active": 0,
+                "active": active,
                 "x": 0.2,
                 "len": 0.8,
                 "y": -0.02,

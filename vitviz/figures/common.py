@@ -12,14 +12,17 @@ import plotly.colors as pc
 import plotly.graph_objects as go
 from PIL import Image
 
+from vitviz.figures.scales import ColourScale
 from vitviz.predict import Prediction
 
 __all__ = [
     "MAP_COLORSCALE",
     "PATCH_CENTRES_NAME",
+    "SINK_MARKS_NAME",
     "attention_overlay_figure",
     "left_title",
     "patch_grid_figure",
+    "photo_view_figure",
     "png_data_uri",
     "predictions_figure",
     "selected_patch",
@@ -34,6 +37,8 @@ MAP_COLORSCALE: list[list[float | str]] = [
 
 # Name of the invisible scatter of patch centres that makes patches clickable in a browser.
 PATCH_CENTRES_NAME = "patches"
+# Name of the small marker trace that flags attention-sink patches on a map.
+SINK_MARKS_NAME = "attention sinks"
 
 
 def png_data_uri(pixels: np.ndarray) -> str:
@@ -161,6 +166,8 @@ def attention_overlay_figure(
     opacity: float = 0.6,
     selected: tuple[int, int] | None = None,
     colorbar_title: str = "attention",
+    scale: ColourScale | None = None,
+    sinks: Sequence[tuple[int, int]] = (),
 ) -> go.Figure:
     """A map over the token grid drawn over the image, one cell per token, colour bar beside it.
 
@@ -171,8 +178,12 @@ def attention_overlay_figure(
         title: figure title.
         opacity: opacity of the map over the image.
         selected: (row, col) of the query patch to outline, if any.
+        colorbar_title: colour-bar title when no `scale` is given (the raw range is used then).
+        scale: the colour range and its title (`vitviz.figures.scales.colour_scale`); None: raw range.
+        sinks: (row, col) of attention-sink patches, each marked with a small cross.
     """
     figure = _image_figure(pixels, title)
+    colour_range = {} if scale is None else {"zmin": scale.zmin, "zmax": scale.zmax}
     figure.add_trace(
         go.Heatmap(
             z=values,
@@ -183,12 +194,57 @@ def attention_overlay_figure(
             colorscale=MAP_COLORSCALE,
             opacity=opacity,
             hoverinfo="skip",
-            colorbar={"title": {"text": colorbar_title, "side": "right"}, "thickness": 14},
+            colorbar={
+                "title": {"text": colorbar_title if scale is None else scale.title, "side": "right"},
+                "thickness": 14,
+            },
+            **colour_range,
         )
     )
     _add_patch_centres(figure, values.shape, stride_px, values)
+    if sinks:
+        _mark_sinks(figure, sinks, stride_px)
     if selected is not None:
         _mark_patch(figure, selected, stride_px)
+    return figure
+
+
+def _mark_sinks(figure: go.Figure, sinks: Sequence[tuple[int, int]], stride_px: tuple[int, int]) -> None:
+    """A small cyan cross in each sink patch, named so a legend or a test can find it."""
+    rows = np.array([row for row, _ in sinks], dtype=float)
+    cols = np.array([col for _, col in sinks], dtype=float)
+    figure.add_trace(
+        go.Scatter(
+            x=(cols + 0.5) * stride_px[1] - 0.5,
+            y=(rows + 0.5) * stride_px[0] - 0.5,
+            mode="markers",
+            marker={"symbol": "x-thin", "size": 9, "line": {"color": "#00e5ff", "width": 2}},
+            name=SINK_MARKS_NAME,
+            hovertemplate="attention sink: row %{customdata[0]}, col %{customdata[1]}<extra></extra>",
+            customdata=np.stack([rows, cols], axis=1),
+        )
+    )
+
+
+def photo_view_figure(photo: np.ndarray, box: tuple[float, float, float, float], title: str) -> go.Figure:
+    """The whole photo with the view's box on it: the part of the photo the model sees.
+
+    Args:
+        photo: (H, W, 3) uint8 photo, possibly downscaled.
+        box: (left, top, right, bottom) of the view, in the photo's own pixels.
+        title: figure title.
+    """
+    figure = _image_figure(photo, title)
+    left, top, right, bottom = box
+    figure.add_shape(
+        type="rect",
+        x0=left - 0.5,
+        x1=right - 0.5,
+        y0=top - 0.5,
+        y1=bottom - 0.5,
+        line={"color": "#00e5ff", "width": 3},
+    )
+    figure.update_layout(height=300, clickmode="none")
     return figure
 
 

@@ -96,28 +96,35 @@ def similarity_figure(similarity: np.ndarray, position: tuple[int, int], title: 
     return figure
 
 
-def embedding_figure(vector: np.ndarray, title: str) -> go.Figure:
-    """A vector's values as bars, one per dimension.
+def embedding_figure(vector: np.ndarray, title: str, count: int = 12) -> go.Figure:
+    """A vector's `count` largest components (by size) as labelled bars, largest on top.
+
+    A bar per dimension of a 384-number vector reads as noise; its largest components, each
+    named by its dimension, can be read from the back of a room.
 
     Args:
         vector: (D,) values.
         title: figure title.
+        count: how many components to show.
     """
+    vector = np.asarray(vector, dtype=np.float64)
+    order = np.argsort(-np.abs(vector))[:count][::-1]  # largest last: Plotly draws the last bar on top
     figure = go.Figure(
         go.Bar(
-            x=np.arange(len(vector)),
-            y=vector,
-            marker={"color": "#4c78a8"},
-            hovertemplate="dimension %{x}: %{y:.3f}<extra></extra>",
+            x=vector[order],
+            y=[f"dimension {index}" for index in order],
+            orientation="h",
+            text=[f"{vector[index]:+.2f}" for index in order],
+            textposition="auto",
+            marker={"color": ["#4c78a8" if vector[index] >= 0 else "#e45756" for index in order]},
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
         )
     )
     figure.update_layout(
         title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
-        xaxis={"title": "dimension"},
-        yaxis={"title": "value"},
-        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+        xaxis={"title": "value", "zeroline": True},
+        margin={"l": 10, "r": 10, "t": 60, "b": 40},
         height=420,
-        bargap=0.0,
     )
     return figure
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from vitviz.models import ModelFacts
 
-__all__ = ["SLIDE_KEYS", "Slide", "SlideKey", "story_slides"]
+__all__ = ["SLIDE_KEYS", "OpeningLayer", "Slide", "SlideKey", "opening_layer", "story_slides"]
 
 SlideKey = Literal["image", "patches", "tokens", "attention", "rollout", "prediction", "compare"]
 # The story's order: the paper's pipeline from pixels to a class, then a CNN beside it.
@@ -111,8 +114,9 @@ def story_slides(
         Slide(
             "rollout",
             "Attention rollout",
-            f"Multiplying the attention of all {layers} layers, each mixed with the skip connection "
-            f"(0.5·A + 0.5·I), traces how much each patch feeds {_output_word(vit)}." + note,
+            f"Multiplying the attention of the {layers} layers, each mixed with the skip connection "
+            f"(0.5·A + 0.5·I), traces how much each patch feeds {_output_word(vit)}. Layers where an "
+            "attention sink takes most of the attention are left out; the map's title says which." + note,
         ),
     ]
     if vit.has_classifier:
@@ -129,7 +133,8 @@ def story_slides(
     slides.append(Slide("prediction", "The prediction", prediction + note))
     if cnn is not None:
         no_head = (
-            f" {vit.name} has no classifier head, so only the CNN predicts a class."
+            f" {vit.name} has no classifier head, so only the CNN predicts a class (the ViT was trained "
+            "without labels): this shows how the two work on the image, not which classifies better."
             if not vit.has_classifier
             else ""
         )
@@ -144,3 +149,51 @@ def story_slides(
             )
         )
     return slides
+
+
+@dataclass(frozen=True)
+class OpeningLayer:
+    """The layer the attention slide opens on, and the numbers that chose it."""
+
+    layer: int
+    top_share: float  # share of the map held by its top `top_fraction` of patches
+    top_fraction: float
+    skipped: tuple[int, ...]  # layers passed over because an attention sink dominates them
+
+    def caption(self) -> str:
+        """One line saying which layer the slide opens on and why, from the numbers."""
+        line = (
+            f"Opens on layer {self.layer}: of the layers without an attention sink, its map is the most "
+            f"concentrated (its top {self.top_fraction:.0%} of patches draw {self.top_share:.0%} of the "
+            "attention)."
+        )
+        if self.skipped:
+            layers = ", ".join(map(str, self.skipped))
+            line += f" Skipped as sink-dominated: layer{'s' if len(self.skipped) > 1 else ''} {layers}."
+        return line
+
+
+def opening_layer(
+    maps_per_layer: np.ndarray, sink_layers: Collection[int], top_fraction: float = 0.1
+) -> OpeningLayer:
+    """The layer whose map shows the most structure: sink layers left out, then the most concentrated.
+
+    A map where one sink patch draws most of the attention shows nothing of the image, and a
+    nearly uniform map shows nothing either; of the remaining layers the one whose top patches
+    hold the largest share of the map picks out a region.
+
+    Args:
+        maps_per_layer: (layers, rows, cols) non-negative maps, layer 0 first.
+        sink_layers: layers in which a patch is an attention sink (`SinkReport.sink_layers`).
+        top_fraction: the fraction of patches whose share measures concentration.
+    """
+    maps = np.asarray(maps_per_layer, dtype=np.float64).reshape(len(maps_per_layer), -1)
+    count = max(1, round(top_fraction * maps.shape[1]))
+    totals = np.where(maps.sum(axis=1) > 0, maps.sum(axis=1), 1.0)
+    shares = np.sort(maps, axis=1)[:, -count:].sum(axis=1) / totals  # (layers,)
+    candidates = [layer for layer in range(len(maps)) if layer not in set(sink_layers)]
+    if not candidates:
+        candidates = list(range(len(maps)))
+    layer = max(candidates, key=lambda index: shares[index])
+    skipped = tuple(sorted(index for index in set(sink_layers) if 0 <= index < len(maps)))
+    return OpeningLayer(layer, float(shares[layer]), top_fraction, skipped)
