@@ -135,7 +135,9 @@ def methods_table(device: str) -> None:
                 continue
             runs = 1 if method in _MANY_FORWARDS else 5
             try:
-                seconds = cuda_median(lambda loaded=loaded: explanation_map(loaded, image, method), runs=runs)
+                seconds = cuda_median(
+                    lambda loaded=loaded, method=method: explanation_map(loaded, image, method), runs=runs
+                )
             except (ValueError, RuntimeError) as error:
                 cells.append(f"fails: {str(error).splitlines()[0][:60]}")
                 continue

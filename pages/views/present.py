@@ -167,10 +167,13 @@ def _seed_from_link() -> list[str]:
     if state.image is not None:
         st.session_state[PHOTO] = state.image
     slide = params.get("slide", "1")
-    if slide.isdigit() and 1 <= int(slide) <= len(SLIDE_KEYS):
+    # ASCII digits only, and few of them: "²" passes str.isdigit() and int() refuses it, and int()
+    # refuses strings of over 4,300 digits.
+    if slide.isascii() and slide.isdigit() and len(slide) <= 3 and 1 <= int(slide) <= len(SLIDE_KEYS):
         st.session_state[SLIDE] = int(slide) - 1
     else:
-        notes.append(f"slide={slide!r} (slides are 1–{len(SLIDE_KEYS)})")
+        shown = slide if len(slide) <= 20 else slide[:19] + "…"
+        notes.append(f"slide={shown!r} (slides are 1–{len(SLIDE_KEYS)})")
     st.session_state[DARK] = params.get("theme") == "dark"
     st.session_state[FULLSCREEN] = params.get("present") == "1"
     return notes
