@@ -1,8 +1,5 @@
 """Explore in a real browser: upload an image, change the layer, click a patch."""
 
-import os
-import shutil
-
 import pytest
 
 from tests.support.browser import (
@@ -16,15 +13,6 @@ from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 120_000
-
-
-def _shot(page, name: str) -> None:
-    """A full-page screenshot; also copied to $VITVIZ_SCREENSHOTS when that names a folder."""
-    path = save_screenshot(page, name)
-    folder = os.environ.get("VITVIZ_SCREENSHOTS")
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-        shutil.copy(path, os.path.join(folder, path.name))
 
 
 def _caption_text(page) -> str:
@@ -65,7 +53,7 @@ def test_upload_change_layer_and_click_a_patch(app_url, page):
     shows_once(page, "attention from patch (5, 9)", TIMEOUT_MS)
     wait_until_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
-    _shot(page, "explore_upload_layer_click")
+    save_screenshot(page, "explore_upload_layer_click")
 
 
 def test_bad_upload_gets_a_message_not_a_traceback(app_url, page, tmp_path):
@@ -77,7 +65,7 @@ def test_bad_upload_gets_a_message_not_a_traceback(app_url, page, tmp_path):
     shows_once(page, "holiday.jpg: This file is not an image", TIMEOUT_MS)
     wait_until_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
-    _shot(page, "explore_bad_upload")
+    save_screenshot(page, "explore_bad_upload")
 
 
 def test_layer_slider_reruns_only_its_map_and_the_photo_is_not_sent_again(app_url, page):
@@ -92,7 +80,7 @@ def test_layer_slider_reruns_only_its_map_and_the_photo_is_not_sent_again(app_ur
     )
     _open_explore(page, app_url)
     assert frames and any(b"box: centre crop" in frame for frame in frames)
-    _shot(page, "explore_default")
+    save_screenshot(page, "explore_default")
 
     frames.clear()
     layer = page.locator('input[type="range"][aria-label="Layer"]')

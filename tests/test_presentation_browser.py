@@ -1,8 +1,6 @@
 """Presentation mode in a real browser: ?present=1, Next/Previous and arrow keys, upload, themes, animation."""
 
-import os
 import re
-import shutil
 
 import pytest
 from PIL import Image
@@ -12,15 +10,6 @@ from tests.support.slides import SLIDE_TITLES
 from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser
-
-
-def _shot(page, name: str) -> None:
-    """A full-page screenshot; also copied to $VITVIZ_SCREENSHOTS when that names a folder."""
-    path = save_screenshot(page, name)
-    folder = os.environ.get("VITVIZ_SCREENSHOTS")
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-        shutil.copy(path, os.path.join(folder, path.name))
 
 
 def _title(page) -> str:
@@ -55,7 +44,7 @@ def test_step_through_with_buttons_and_arrow_keys(app_url, page):
     assert not page.locator('[data-testid="stSidebar"]').is_visible()
     assert not page.locator('[data-testid="stHeader"]').is_visible()
     assert page.locator(".vv-progress").inner_text() == "1 / 7"
-    _shot(page, "present_slide_1")
+    save_screenshot(page, "present_slide_1")
 
     page.locator(".st-key-present_next").get_by_role("button").click()
     _wait_for_title(page, SLIDE_TITLES[1])
@@ -70,7 +59,7 @@ def test_step_through_with_buttons_and_arrow_keys(app_url, page):
         assert _first_chart(page).is_visible()
         assert page.locator('[data-testid="stException"]').count() == 0
         page.wait_for_timeout(500)  # plotly.js finishes drawing after the run
-        _shot(page, f"present_slide_{index + 1}")
+        save_screenshot(page, f"present_slide_{index + 1}")
     assert page.locator(".st-key-present_next").get_by_role("button").is_disabled()
     assert "slide=7" in page.url
 

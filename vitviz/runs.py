@@ -83,6 +83,7 @@ __all__ = [
     "save_state_dict",
     "start_lock",
     "stop_requested",
+    "training_slot",
     "validate_run_config",
     "write_config",
     "write_json_atomic",
@@ -961,6 +962,27 @@ def list_runs(root: Path | None = None) -> list[RunSummary]:
     except OSError:
         return []
     return sorted((_summary(folder) for folder in folders), key=lambda s: s.created, reverse=True)
+
+
+@contextmanager
+def training_slot(root: Path | None = None) -> Iterator[None]:
+    """Claims one of the server's training slots: inside, the caller creates what makes its run active.
+
+    Counting the active runs and claiming a slot happen under `start_lock`, so two visitors who press
+    Start at once cannot both take the last free slot.
+
+    Raises:
+        RunLimitError: the server already trains `max_concurrent_runs()` runs; nothing is claimed.
+    """
+    with start_lock(root):
+        training = len(active_runs(root))
+        if training >= max_concurrent_runs():
+            runs = f"{training} fine-tune" + ("" if training == 1 else "s")
+            raise RunLimitError(
+                f"The server is already training {runs}, as many as it runs at once; "
+                "try again when one has finished or been stopped."
+            )
+        yield
 
 
 def active_runs(root: Path | None = None) -> list[RunSummary]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -103,9 +104,14 @@ def reload_and_wait(page, ready, timeout_ms: int = 120_000, quiet_s: float = 0.8
 
 
 def save_screenshot(page, name: str) -> Path:
+    """A full-page screenshot under artifacts/; also copied to $VITVIZ_SCREENSHOTS when that is set."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
+    folder = os.environ.get("VITVIZ_SCREENSHOTS")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        shutil.copy(path, os.path.join(folder, path.name))
     return path
 
 

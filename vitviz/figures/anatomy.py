@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
-from vitviz.figures.common import MAP_COLORSCALE, left_title, png_data_uri
+from vitviz.figures.common import MAP_COLORSCALE, left_title, png_data_uri, rgb_colour_scale
 from vitviz.maths.hybrid import HybridStem
 from vitviz.maths.qk import QueryKeyProjection, QueryKeys
 from vitviz.maths.token_features import TokenNorms
@@ -40,11 +40,7 @@ __all__ = [
     "token_sequence_figure",
 ]
 
-# Viridis as rgb() stops: Streamlit's front end swaps some hex colours for theme colours.
-SIMILARITY_COLORSCALE: list[list[float | str]] = [
-    [index / (len(pc.sequential.Viridis) - 1), "rgb({}, {}, {})".format(*pc.hex_to_rgb(colour))]
-    for index, colour in enumerate(pc.sequential.Viridis)
-]
+SIMILARITY_COLORSCALE = rgb_colour_scale(pc.sequential.Viridis)
 # Name of the invisible scatter of small-map centres that makes grid positions clickable.
 POSITIONS_NAME = "positions"
 # Slot of one token in the sequence strip, in pixels of the strip picture.

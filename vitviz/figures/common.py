@@ -25,15 +25,25 @@ __all__ = [
     "photo_view_figure",
     "png_data_uri",
     "predictions_figure",
+    "rgb_colour_scale",
     "selected_patch",
 ]
 
-# Inferno written as rgb() stops: Streamlit's front end swaps some near-black hex colours such as
-# Inferno's first stop "#000004" for theme colours, which turned the low end of every map violet.
-MAP_COLORSCALE: list[list[float | str]] = [
-    [index / (len(pc.sequential.Inferno) - 1), "rgb({}, {}, {})".format(*pc.hex_to_rgb(colour))]
-    for index, colour in enumerate(pc.sequential.Inferno)
-]
+
+def rgb_colour_scale(hex_colours: list[str]) -> list[list[float | str]]:
+    """A Plotly colour scale with its stops written as rgb() strings.
+
+    Streamlit's front end swaps some near-black hex colours such as Inferno's first stop "#000004"
+    for theme colours, which turned the low end of every map violet; rgb() strings are left alone.
+    """
+    last = len(hex_colours) - 1
+    return [
+        [index / last, "rgb({}, {}, {})".format(*pc.hex_to_rgb(colour))]
+        for index, colour in enumerate(hex_colours)
+    ]
+
+
+MAP_COLORSCALE = rgb_colour_scale(pc.sequential.Inferno)
 
 # Name of the invisible scatter of patch centres that makes patches clickable in a browser.
 PATCH_CENTRES_NAME = "patches"

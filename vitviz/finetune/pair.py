@@ -34,16 +34,13 @@ from vitviz.finetune.worker import execute_run
 from vitviz.runs import (
     MODEL_FILE,
     RunError,
-    RunLimitError,
-    active_runs,
-    max_concurrent_runs,
     new_run_folder,
     read_config,
     read_status,
     read_val_predictions,
     run_folder_by_name,
     runs_root,
-    start_lock,
+    training_slot,
     write_json_atomic,
 )
 
@@ -377,14 +374,7 @@ def start_pair(config: FinetuneConfig, data: str, root: str | Path | None = None
     """
     root = runs_root() if root is None else Path(root)
     project_root = Path(__file__).resolve().parent.parent.parent
-    with start_lock(root):
-        training = len(active_runs(root))
-        if training >= max_concurrent_runs():
-            runs = f"{training} fine-tune" + ("" if training == 1 else "s")
-            raise RunLimitError(
-                f"The server is already training {runs}, as many as it runs at once; "
-                "try again when one has finished or been stopped."
-            )
+    with training_slot(root):
         folder = root / PAIR_JOBS_FOLDER / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         folder.mkdir(parents=True)
         env = {

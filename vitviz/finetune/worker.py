@@ -41,14 +41,11 @@ from vitviz.runs import (
     UPLOAD_FILE,
     WORKER_PID_FILE,
     RunError,
-    RunLimitError,
     RunStatus,
-    active_runs,
     append_metrics,
     folder_bytes,
     free_run_data,
     is_run_folder,
-    max_concurrent_runs,
     new_run_folder,
     read_config,
     read_run_model,
@@ -59,8 +56,8 @@ from vitviz.runs import (
     runs_root,
     save_model,
     save_state_dict,
-    start_lock,
     stop_requested,
+    training_slot,
     write_config,
     write_status,
     write_val_predictions,
@@ -133,14 +130,7 @@ def start_run(
     if upload is not None and len(upload) > run_disk_limit():
         raise RunError(f"The upload is larger than the disk a run may use ({RUN_DISK_ENV}).")
     label = _clipped(upload_name or "uploaded .zip") if upload is not None else _data_label(data)
-    with start_lock(root):  # counting and claiming a slot is one step for concurrent starts
-        training = len(active_runs(root))
-        if training >= max_concurrent_runs():
-            runs = f"{training} fine-tune" + ("" if training == 1 else "s")
-            raise RunLimitError(
-                f"The server is already training {runs}, as many as it runs at once; "
-                "try again when one has finished or been stopped."
-            )
+    with training_slot(root):
         folder = new_run_folder(config.model, config.mode, root)
         write_config(folder, _preliminary_config(config, timm_name, label))
         write_status(folder, RunStatus("starting", message="starting the worker"))

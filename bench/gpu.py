@@ -5,7 +5,7 @@ Weights are random (seeded) here: on a GPU machine without a network only timing
 measured, and random weights cost the same as trained ones. Prints Markdown tables; on a machine
 without CUDA it says so and exits 0.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/cuda.py
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/gpu.py
 """
 
 from __future__ import annotations
