@@ -392,7 +392,7 @@ def compare_figure(
         subplot_titles=[panel.title for panel in panels] + [""] * count,
     )
     for index, panel in enumerate(panels, start=1):
-        _add_overlay(figure, pixels, panel, 1, index, opacity)
+        _add_overlay(figure, pixels if panel.pixels is None else panel.pixels, panel, 1, index, opacity)
     agreement = prediction_agreement([p for p in predictions if p])
     for index, items in enumerate(predictions, start=1):
         if not items:
