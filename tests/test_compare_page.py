@@ -120,6 +120,8 @@ def test_drop_probe_and_faithfulness_show_the_random_order_beside_the_salient_on
     probe_table = at.dataframe[0].value
     areas = dict(zip(probe_table["order"], probe_table["area"], strict=True))
     assert areas["drop-salient"] < areas["drop-random"] < areas["drop-least-salient"]
+    verdict = next(m.value for m in at.markdown if m.value.startswith("**tf_efficientnet_lite0**"))
+    assert f"(area {areas['drop-salient']:.3f}) falls faster than the random order" in verdict
     scores = at.dataframe[1].value
     assert scores["deletion AUC ↓"][0] < scores["random-order deletion AUC"][0]
     assert scores["insertion AUC ↑"][0] > scores["random-order insertion AUC"][0]

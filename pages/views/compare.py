@@ -373,7 +373,6 @@ def explanations_section(
         margin={"t": 90},
     )
     st.plotly_chart(figure, key="compare_maps_chart", theme=None)
-    first = slots[0]
     ui.figure_downloads(
         figure,
         None,
@@ -398,7 +397,6 @@ def explanations_section(
                 f"{VIEWS[options.view]} {methods[slot.number]}",
                 f"compare_map_{slot.number}",
             )
-    del first
     return methods, classes
 
 
@@ -657,10 +655,13 @@ def probes_section(
         hide_index=True,
         key="compare_probe_table",
     )
+    if kind == DROP:
+        for line in drop_verdicts(curves):
+            st.markdown(line)
     ui.figure_downloads(
         figure,
         None,
-        "-vs-".join(s.choice.name for s in classifiers),
+        "-vs-".join(slot.choice.name for slot in classifiers),
         "probe",
         picked.name,
         kind,
@@ -671,6 +672,23 @@ def probes_section(
         "dataset mean colour. The first point is the clean prediction. A map that finds the evidence "
         "puts its most-salient-first curve below the random order and its least-salient-first above."
     )
+
+
+def drop_verdicts(curves: Sequence[ProbeCurve]) -> list[str]:
+    """One line per model, read from its three drop curves: does its map beat the random order?"""
+    lines = []
+    for model in dict.fromkeys(curve.model for curve in curves):
+        areas = {curve.kind: curve.area for curve in curves if curve.model == model}
+        if len(areas) < 3:
+            continue
+        salient, least, random = areas["drop-salient"], areas["drop-least-salient"], areas["drop-random"]
+        falls = "falls faster than" if salient < random else "does not fall faster than"
+        keeps = "stays above" if least > random else "does not stay above"
+        lines.append(
+            f"**{model}**: most salient first (area {salient:.3f}) {falls} the random order ({random:.3f}); "
+            f"least salient first ({least:.3f}) {keeps} it."
+        )
+    return lines
 
 
 def faithfulness_section(
