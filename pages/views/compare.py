@@ -544,7 +544,8 @@ def explanation_panel(
     """One model's map over its view, as a panel of the shared-scale row; a failure becomes the panel's note."""
     assert slot.loaded is not None
     choice = slot.choice
-    title = f"{slot.number}. {slot.title} · {describe_weights(choice.weights)}<br>{method_title(method)}"
+    # Three lines, so that three panels' titles never run into each other: model, weights, method.
+    title = f"{slot.number}. {choice.name}<br>{describe_weights(choice.weights)}<br>{method_title(method)}"
     try:
         result = cached_explanation(
             choice.name,
