@@ -9,15 +9,18 @@ from pages.views import compare, ui
 st.title("Compare")
 st.caption(
     "The same picture through two or three models: do they predict the same, and do they look at "
-    "the same places? Maps are made on the whole picture resized to each model's input."
+    "the same places? Everything is computed on one view of the picture, drawn below."
 )
 
+compare.read_link()
 with st.sidebar:
     picked_image = ui.image_picker("compare")
     choices = compare.model_pickers()
     options = compare.display_options()
 
 slots = compare.ready_slots(choices)
-predictions = compare.predictions_section(slots, picked_image, options.topk)
-methods, class_index = compare.explanations_section(slots, predictions, picked_image, options)
-compare.checks_section(slots, methods, picked_image, class_index)
+views = compare.views_section(slots, picked_image, options.view)
+predictions = compare.predictions_section(slots, picked_image, options)
+methods, classes = compare.explanations_section(slots, predictions, picked_image, options, views)
+compare.checks_section(slots, methods, picked_image, classes, options.view)
+compare.share_link(slots, picked_image, options)

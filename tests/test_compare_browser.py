@@ -1,54 +1,46 @@
-"""Compare in a real browser: pick a photo, add a third model, run the probes and faithfulness."""
+"""Compare in a real browser, on the default photo: the view box, one class explained, baselines."""
+
+import os
+from pathlib import Path
 
 import pytest
 
-from tests.support.browser import ARTIFACTS, open_and_wait, save_screenshot, shows_once, wait_until_idle
+from tests.support.browser import open_and_wait, shows_once, wait_until_idle
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 240_000
+# Screenshots go outside the repository; COMPARE_SHOTS names another folder.
+SHOTS = Path(os.environ.get("COMPARE_SHOTS", "/tmp/compare-shots"))
 
 
-def _pick(page, label: str, option: str) -> None:
-    """Chooses an option of the Streamlit selectbox with this label."""
-    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
-    page.get_by_role("option", name=option, exact=True).click()
-    wait_until_idle(page)
-
-
-def _save_element(locator, name: str) -> None:
+def _save(locator, name: str) -> None:
     """A screenshot of one element: the page scrolls inside Streamlit, so a full-page shot stops short."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    SHOTS.mkdir(parents=True, exist_ok=True)
     locator.scroll_into_view_if_needed()
-    locator.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    locator.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
-def test_compare_three_models_probes_and_faithfulness(app_url, page):
+def test_compare_on_the_default_photo_explains_the_class_its_bars_show(app_url, page):
     headless = "has no classifier head (a self-supervised backbone)"
     open_and_wait(page, f"{app_url}/compare", page.get_by_text(headless), TIMEOUT_MS)
-    assert page.get_by_text(headless).count() == 1
-    _pick(page, "Built-in photo", "coffee")
-
-    page.get_by_text("Add a third model", exact=True).click()
-    shows_once(page, "deit_small_distilled_patch16_224: random, untrained weights", TIMEOUT_MS)
     wait_until_idle(page, timeout_s=240)
-    maps = page.locator('[data-testid="stPlotlyChart"]').nth(1)
-    maps.get_by_text("Grad-CAM · espresso (967)").wait_for(timeout=TIMEOUT_MS)
-    assert maps.get_by_text("Grad-CAM · espresso (967)").count() == 1
-    assert maps.locator(".heatmaplayer .hm").count() == 3  # three maps on one colour scale
-
-    page.get_by_text("Run probes", exact=True).first.click()  # the toggle; the caption names it too
-    shows_once(page, "drop-salient on coffee", TIMEOUT_MS)
-    wait_until_idle(page, timeout_s=240)
+    assert page.get_by_text("Train a ViT/CNN pair on the Fine-tune page").count() == 1
+    shows_once(page, "View: centre crop.", TIMEOUT_MS)
+    charts = page.locator('[data-testid="stPlotlyChart"]')
+    boxes, bars, maps = charts.nth(0), charts.nth(1), charts.nth(2)
+    assert boxes.get_by_text("model 1").count() == 1
+    assert bars.get_by_text("tiger cat (282)").count() >= 1
+    maps.get_by_text("Grad-CAM · tiger cat (282)").wait_for(timeout=TIMEOUT_MS)
+    assert maps.locator(".heatmaplayer .hm").count() == 2  # two maps on one colour scale
+    assert maps.get_by_text("clipped at the 99th percentile").count() >= 1
     assert page.locator('[data-testid="stException"]').count() == 0
-    save_screenshot(page, "compare_three_models_probes")
-    _save_element(page.locator('[data-testid="stPlotlyChart"]').nth(2), "compare_probe_curves")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "compare_default.png"))
+    _save(maps, "compare_maps")
 
-    page.get_by_role("tab", name="Faithfulness").click()
-    page.get_by_text("Score faithfulness", exact=True).first.click()
-    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=TIMEOUT_MS)
+    page.get_by_text("Run probes", exact=True).first.click()
     wait_until_idle(page, timeout_s=240)
-    table = page.locator('[data-testid="stDataFrame"]')
-    assert table.count() == 1
+    probe = page.locator('[data-testid="stPlotlyChart"]').nth(3)
+    probe.get_by_text("drop-random").first.wait_for(timeout=TIMEOUT_MS)
     assert page.locator('[data-testid="stException"]').count() == 0
-    save_screenshot(page, "compare_faithfulness")
-    _save_element(page.locator('[data-testid="stTabs"]'), "compare_faithfulness_tab")
+    _save(probe, "compare_probe_with_random_order")

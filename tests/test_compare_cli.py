@@ -26,7 +26,9 @@ def test_probe_json_is_exactly_the_documented_shape_and_starts_at_predict():
     predicted = run_cli("predict", COFFEE, "--topk", "1", "--json")
     assert probe.returncode == 0, probe.stderr
     payload = json.loads(probe.stdout)
-    assert list(payload) == ["target_index", "fractions", "target_probability"]
+    # A salient drop also carries its random-order baseline, so its numbers can be read.
+    assert list(payload) == ["target_index", "fractions", "target_probability", "random_order_probability"]
+    assert payload["random_order_probability"][0] == payload["target_probability"][0]
     assert payload["fractions"] == [0.0, 0.25, 0.5, 0.75, 1.0]
     top = json.loads(predicted.stdout)[0]["predictions"][0]
     assert payload["target_index"] == top["index"] == 967
@@ -91,6 +93,11 @@ def test_compare_writes_a_self_contained_html_and_a_png(tmp_path):
     text = html.read_text()
     assert "<script src=" not in text.replace('<script src="data:', "")  # plotly.js is inlined
     assert "Grad-CAM" in text and "espresso" in text and "deit_tiny_patch16_224 (untrained)" in text
+    assert "bundled" in text and "crop view" in text  # exported titles say model, weights and view
+    # Each classifier's map is scored beside its random-order baseline.
+    scores = [line for line in result.stdout.splitlines() if "deletion AUC" in line]
+    assert len(scores) == 2 and all("random order" in line for line in scores)
+    assert scores[0].startswith("tf_efficientnet_lite0 · gradcam · class 967")
 
     result = run_cli("compare", COFFEE, "--models", *models[:2], "--out", str(png))
     assert result.returncode == 0, result.stderr
@@ -157,3 +164,10 @@ def test_new_commands_have_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_probe_table_prints_the_random_order_beside_the_salient_curve():
+    result = run_cli("probe", COFFEE, "--kind", "drop-salient", "--steps", "5", "--view", "whole")
+    assert result.returncode == 0, result.stderr
+    assert "fraction  probability  random order" in result.stdout
+    assert "(random order: " in result.stdout.splitlines()[-1]

@@ -11,6 +11,7 @@ from vitviz.figures.compare import (
     display_image,
     predictions_comparison_figure,
     shared_overlays_figure,
+    view_boxes_figure,
 )
 from vitviz.maths.agreement import prediction_agreement
 from vitviz.predict import Prediction
@@ -71,3 +72,22 @@ def test_compare_library_modules_never_import_streamlit():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_view_boxes_are_drawn_on_the_photo_at_its_display_scale():
+    photo = Image.new("RGB", (640, 480))
+    figure = view_boxes_figure(
+        photo, [("model 1", (80.0, 0.0, 560.0, 480.0)), ("model 2", (0.0, 0.0, 640.0, 480.0))]
+    )
+    first, second = figure.layout.shapes
+    assert first.x0 == 80 * 0.5 - 0.5 and first.x1 == 560 * 0.5 - 0.5  # 640 px shown at 320
+    assert second.x0 > -0.5 and second.line.color != first.line.color
+    assert [a.text for a in figure.layout.annotations] == ["model 1", "model 2"]
+
+
+def test_a_panel_with_its_own_view_pixels_is_drawn_over_them():
+    photo = Image.new("RGB", (640, 480))
+    view = np.zeros((224, 224, 3), dtype=np.uint8)
+    figure = shared_overlays_figure(photo, [OverlayPanel("m", np.ones((7, 7)), pixels=view)])
+    heatmap = next(trace for trace in figure.data if trace.type == "heatmap")
+    assert heatmap.dx == 224 / 7 and figure.layout.xaxis.range == (-0.5, 223.5)

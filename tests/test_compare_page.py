@@ -1,4 +1,5 @@
-"""The Compare page through Streamlit's AppTest: defaults, a third model, a chosen class, probes, errors."""
+"""The Compare page through Streamlit's AppTest, with real weights: the models it opens on, one view for
+every result, the class a map explains, the method menu, the colour scale, baselines, links."""
 
 import base64
 import json
@@ -8,24 +9,27 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from vitviz.availability import Availability
+from vitviz.methods import available_methods
+from vitviz.models import load_model
+
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
-def _compare_page() -> AppTest:
-    """The page on the coffee photo (espresso for EfficientNet: a clear object on a table)."""
+def _compare_page(**query: str) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
+    for name, value in query.items():
+        at.query_params[name] = value
     at.switch_page("pages/compare.py")
-    at.run()
-    return at.selectbox(key="compare_photo").set_value("coffee").run()
+    return at.run()
 
 
-def _chart_text(at: AppTest) -> str:
-    """Every Plotly chart's figure JSON, for checking titles and labels."""
-    return " ".join(chart.proto.spec for chart in at.get("plotly_chart"))
-
-
-def _figure(at: AppTest, index: int) -> dict:
-    return json.loads(at.get("plotly_chart")[index].proto.spec)
+def _figure(at: AppTest, key: str) -> dict:
+    """The figure JSON of the chart with this key."""
+    for chart in at.get("plotly_chart"):
+        if chart.proto.id and key in chart.proto.id:
+            return json.loads(chart.proto.spec)
+    raise AssertionError(f"no chart {key}")
 
 
 def _array(value) -> np.ndarray:
@@ -37,70 +41,141 @@ def _array(value) -> np.ndarray:
     return np.asarray(value)
 
 
+def _all_text(at: AppTest) -> str:
+    parts = [
+        element.value
+        for kind in ("error", "warning", "info", "caption", "markdown")
+        for element in at.get(kind)
+    ]
+    return " ".join(str(part) for part in parts)
+
+
 @pytest.fixture(scope="module")
 def default_page() -> AppTest:
     return _compare_page()
 
 
-def test_default_page_compares_a_headless_vit_with_a_cnn(default_page):
+def test_offline_it_opens_on_the_bundled_pair_with_one_line_on_getting_a_pair(default_page):
     at = default_page
-    assert not at.exception
-    assert not at.error
-    assert "no classifier head" in at.info[0].value and "rollout" in at.info[0].value
-    methods = {box.label: box.options for box in at.selectbox if box.label.startswith("Method for")}
-    assert methods["Method for vit_small_patch14_dinov2"] == ["Attention rollout", "Raw attention"]
-    assert methods["Method for tf_efficientnet_lite0"] == [
-        "Grad-CAM",
-        "Grad-CAM++",
-        "Integrated Gradients",
-        "Occlusion",
-    ]
-    maps = _figure(at, 1)
-    heatmaps = [trace for trace in maps["data"] if trace["type"] == "heatmap"]
-    assert len(heatmaps) == 2 and {trace["coloraxis"] for trace in heatmaps} == {"coloraxis"}
-    assert maps["layout"]["coloraxis"]["cmin"] == 0 and maps["layout"]["coloraxis"]["cmax"] == 1
-    # DINOv2's 16×16 tokens and EfficientNet's 7×7 features, both scaled into [0, 1].
-    assert _array(heatmaps[0]["z"]).shape == (16, 16) and _array(heatmaps[1]["z"]).shape == (7, 7)
-    assert all(_array(trace["z"]).min() >= 0.0 and _array(trace["z"]).max() == 1.0 for trace in heatmaps)
-    titles = " ".join(annotation["text"] for annotation in maps["layout"]["annotations"])
-    assert "Attention rollout" in titles and "Grad-CAM · espresso (967)" in titles
-
-
-def test_third_model_chosen_class_and_chefer(default_page):
-    at = default_page
-    at.toggle(key="compare_third_model").set_value(True).run()
-    assert not at.exception
-    assert any("deit_small_distilled_patch16_224: random, untrained" in w.value for w in at.warning)
-    at.selectbox(key="compare_3_method").set_value("chefer").run()
-    at.selectbox(key="compare_class").set_value(968).run()  # cup, in EfficientNet's top-5
     assert not at.exception and not at.error
-    titles = " ".join(a["text"] for a in _figure(at, 1)["layout"]["annotations"])
-    assert "Grad-CAM · cup (968)" in titles
-    assert "deit_small_distilled_patch16_224 (untrained)<br>Chefer et al. relevance · cup (968)" in titles
-    predictions = _figure(at, 0)
-    assert len([trace for trace in predictions["data"] if trace["type"] == "bar"]) == 2
+    assert at.selectbox(key="compare_1_model").value == "vit_small_patch14_dinov2"
+    assert at.selectbox(key="compare_2_model").value == "tf_efficientnet_lite0"
+    lines = [c.value for c in at.sidebar.caption if "Fine-tune page" in c.value]
+    assert lines == ["Train a ViT/CNN pair on the Fine-tune page to compare two classifiers."]
+    assert "--" not in _all_text(at)  # no command-line flags anywhere on the page
 
 
-def test_probes_and_faithfulness_for_the_models_with_a_head(default_page):
+def test_the_map_explains_the_top_class_the_bars_show_on_the_bundled_efficientnet(default_page):
     at = default_page
+    bars = _figure(at, "compare_predictions_chart")["data"][0]
+    top_label = bars["y"][-1]  # bars run bottom-up: the most probable is last
+    top_index = int(top_label.rsplit("(", 1)[1].rstrip(")"))
+    loaded = load_model("tf_efficientnet_lite0", "bundled")
+    assert top_index == 282  # tiger cat on the cat photo, in the centre crop the model is evaluated on
+    titles = " ".join(a["text"] for a in _figure(at, "compare_maps_chart")["layout"]["annotations"])
+    assert f"Grad-CAM · tiger cat ({top_index})" in titles
+    assert loaded.labels[top_index].startswith("tiger cat")
+
+
+def test_every_fitting_method_is_in_the_menu_and_slow_ones_say_so(default_page):
+    at = default_page
+    box = at.selectbox(key="compare_2_method")
+    facts = load_model("tf_efficientnet_lite0", "bundled").facts
+    assert len(box.options) == len(available_methods(facts))
+    assert "Score-CAM (slow: about a minute)" in box.options
+    assert "Ablation-CAM (slow: about a minute)" in box.options
+    assert box.value == "gradcam"  # the default is never a slow one
+
+
+def test_maps_lie_over_the_view_and_the_view_changes_every_result():
+    at = _compare_page()
+    maps = _figure(at, "compare_maps_chart")
+    assert "clipped at the 99th percentile" in maps["layout"]["coloraxis"]["colorbar"]["title"]["text"]
+    assert "centre crop" in maps["layout"]["title"]["text"]
+    assert "centre crop: the model sees" in _all_text(at)
+    crop_bars = _array(_figure(at, "compare_predictions_chart")["data"][0]["x"])
+    at.radio(key="compare_view").set_value("whole").run()
+    assert not at.exception
+    whole_bars = _array(_figure(at, "compare_predictions_chart")["data"][0]["x"])
+    assert not np.allclose(crop_bars, whole_bars)  # the view is in the prediction cache key
+    assert "whole image" in _figure(at, "compare_maps_chart")["layout"]["title"]["text"]
+    assert at.query_params["view"] in ("whole", ["whole"])  # the link follows the widgets
+    at.toggle(key="compare_robust_scale").set_value(False).run()
+    title = _figure(at, "compare_maps_chart")["layout"]["coloraxis"]["colorbar"]["title"]["text"]
+    assert "raw" in title and "clipped at" not in title
+
+
+def test_drop_probe_and_faithfulness_show_the_random_order_beside_the_salient_ones(default_page):
+    """On the coffee photo (espresso): the cat fills the cat photo, where salient and random orders are alike."""
+    at = default_page
+    at.selectbox(key="compare_photo").set_value("coffee")
     at.toggle(key="compare_run_probes").set_value(True)
-    at.selectbox(key="compare_probe_kind").set_value("drop-random")
     at.slider(key="compare_probe_steps").set_value(5)
     at.toggle(key="compare_run_faithfulness").set_value(True).run()
     assert not at.exception and not at.error
-    probe = json.loads(at.get("plotly_chart")[2].proto.spec)
-    assert len(probe["data"]) == 2  # EfficientNet and the untrained DeiT; DINOv2 has no head
-    np.testing.assert_allclose(_array(probe["data"][0]["x"]), [0.0, 0.25, 0.5, 0.75, 1.0])
-    table = at.dataframe[0].value
-    assert list(table["model"]) == ["tf_efficientnet_lite0", "deit_small_distilled_patch16_224 (untrained)"]
-    assert (table["deletion AUC ↓"] >= 0).all()
+    probe = _figure(at, "compare_probe_chart")
+    names = [trace["name"] for trace in probe["data"]]
+    assert len(names) == 3 and any("drop-random" in name for name in names)  # EfficientNet only: a head
+    assert all(" · area " in name for name in names)
+    probe_table = at.dataframe[0].value
+    areas = dict(zip(probe_table["order"], probe_table["area"], strict=True))
+    assert areas["drop-salient"] < areas["drop-random"] < areas["drop-least-salient"]
+    verdict = next(m.value for m in at.markdown if m.value.startswith("**tf_efficientnet_lite0**"))
+    assert f"(area {areas['drop-salient']:.3f}) falls faster than the random order" in verdict
+    scores = at.dataframe[1].value
+    assert scores["deletion AUC ↓"][0] < scores["random-order deletion AUC"][0]
+    assert scores["insertion AUC ↑"][0] > scores["random-order insertion AUC"][0]
+
+
+def test_paper_models_are_the_default_when_they_load_and_each_failure_stays_in_its_slot(monkeypatch):
+    from pages.views import compare
+    from vitviz import availability
+
+    real = availability.check_weights
+
+    def hub_loads(model: str, weights: str) -> Availability:
+        if weights == "hub":
+            return Availability(model, weights, "loads", "hub: in the local cache")
+        return real(model, weights)
+
+    monkeypatch.setattr(availability, "check_weights", hub_loads)
+    monkeypatch.setattr(compare, "check_weights", hub_loads)
+    compare.opening_models.clear()
+    try:
+        at = _compare_page()
+    finally:
+        compare.opening_models.clear()
+    assert not at.exception
+    picked = [at.selectbox(key=f"compare_{n}_model").value for n in (1, 2, 3)]
+    assert picked == [
+        "vit_base_patch16_224.augreg2_in21k_ft_in1k",
+        "vit_base_r50_s16_384.orig_in21k_ft_in1k",
+        "resnet50.a1_in1k",
+    ]
+    # No hub in tests: each load fails in its own slot, in words a browser user can act on.
+    assert len(at.error) == 3
+    assert all("--" not in error.value and "Weights menu" in error.value for error in at.error)
 
 
 def test_a_model_that_cannot_load_is_reported_and_the_rest_still_shows():
     at = AppTest.from_file(APP, default_timeout=300)
     at.switch_page("pages/compare.py")
-    at.session_state["compare_1_weights"] = "hub"  # no model hub in tests: the download fails
+    at.session_state["compare_1_weights"] = "hub"  # no model hub in tests
     at.run()
     assert not at.exception
-    assert "Model 1 (vit_small_patch14_dinov2)" in at.error[0].value
-    assert "tf_efficientnet_lite0" in _chart_text(at)
+    assert len(at.error) == 1 and "Model 1 (vit_small_patch14_dinov2)" in at.error[0].value
+    assert "--" not in at.error[0].value
+    assert "tf_efficientnet_lite0" in json.dumps(_figure(at, "compare_maps_chart"))
+
+
+def test_a_link_seeds_the_page_and_a_hostile_one_falls_back_with_a_note():
+    at = _compare_page(image="coffee", view="whole", model2="tf_efficientnet_lite0", weights2="bundled")
+    assert not at.exception
+    assert (
+        at.selectbox(key="compare_photo").value == "coffee" and at.radio(key="compare_view").value == "whole"
+    )
+    hostile = _compare_page(image="../etc/passwd", view="<script>", model1="nope", weights1="/etc/shadow")
+    assert not hostile.exception
+    note = " ".join(info.value for info in hostile.info)
+    assert "defaults used instead of" in note and "view" in note and "weights1" in note
+    assert hostile.radio(key="compare_view").value == "crop"

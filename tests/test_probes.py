@@ -8,12 +8,14 @@ from tests.support.methods_helpers import frozen_loaded, hook_counts, parameters
 from vitviz.images import builtin_photo
 from vitviz.methods.faithfulness import faithfulness, faithfulness_rows
 from vitviz.methods.probes import (
+    DROP_ORDERS,
     ProbeGrid,
     area_under_curve,
     drop_mask,
     occlude_region,
     probe_grid,
     resample_to_grid,
+    run_drop_orders,
     run_probe,
     salience_order,
     shuffle_patches,
@@ -192,3 +194,37 @@ def test_efficientnet_most_salient_first_falls_faster_than_least_salient_first(p
     assert scores.deletion_auc < scores.insertion_auc
     for parameter in loaded.model.parameters():
         assert parameter.grad is None and not parameter.requires_grad
+
+
+def test_drop_orders_share_one_map_and_the_random_order_is_run_probes_own(tiny_models, photo):
+    loaded = classifier(tiny_models, "deit_distilled")
+    curves = run_drop_orders(loaded, photo, FEW, "rollout")
+    assert [curve.kind for curve in curves] == list(DROP_ORDERS)
+    alone = {kind: run_probe(loaded, photo, kind, FEW, "rollout") for kind in DROP_ORDERS}
+    for curve in curves:
+        np.testing.assert_allclose(curve.target_probability, alone[curve.kind].target_probability, atol=1e-6)
+    assert curves[2].method is None and curves[0].method == "rollout"
+
+
+def test_faithfulness_carries_its_baselines_and_they_meet_at_the_ends(tiny_models, photo):
+    loaded = classifier(tiny_models, "deit_distilled")
+    fractions = (0.0, 0.25, 0.5, 1.0)
+    chefer, rollout = faithfulness(loaded, photo, ["chefer", "rollout"], fractions=fractions)
+    np.testing.assert_allclose(chefer.random_deletion, rollout.random_deletion)  # one random order per model
+    random = run_probe(loaded, photo, "drop-random", fractions)
+    np.testing.assert_allclose(chefer.random_deletion, random.target_probability, atol=1e-6)
+    for result in (chefer, rollout):
+        assert result.least_first_deletion[0] == pytest.approx(result.deletion[0])
+        assert result.random_insertion[-1] == pytest.approx(result.deletion[0], abs=1e-5)
+    row = faithfulness_rows([chefer])[0]
+    assert row["random-order deletion AUC"] == round(chefer.random_deletion_auc, 4)
+
+
+def test_probes_follow_the_view_they_are_given(tiny_models):
+    loaded = classifier(tiny_models, "deit_distilled")
+    wide = builtin_photo("astronaut").crop((0, 0, 512, 300))  # far from square: the two views differ
+    for view in ("crop", "whole"):
+        curve = run_probe(loaded, wide, "occlude", FEW, view=view)
+        top = predict(loaded, [wide], topk=1, view=view)[0][0]
+        assert curve.target_index == top.index
+        assert curve.target_probability[0] == pytest.approx(top.probability, abs=1e-5)

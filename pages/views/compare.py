@@ -9,27 +9,30 @@ import streamlit as st
 from PIL import Image
 
 from pages.views import ui
+from vitviz.availability import PAPER_PAIR, best_pair, check_weights
 from vitviz.figures.compare import (
     SCALE_PERCENTILE,
-    SCALE_TITLE,
     OverlayPanel,
     faithfulness_curves_figure,
     predictions_comparison_figure,
     probe_curves_figure,
     shared_overlays_figure,
+    view_boxes_figure,
 )
+from vitviz.figures.scales import colour_scale
 from vitviz.methods import (
     METHODS,
     ExplanationResult,
     available_methods,
     default_method,
-    explanation_map,
+    explain_pixels,
     method_title,
 )
 from vitviz.methods.faithfulness import FaithfulnessResult, faithfulness, faithfulness_rows
-from vitviz.methods.probes import PROBE_KINDS, ProbeCurve, run_probe
-from vitviz.models import LoadedModel, ModelError
-from vitviz.predict import Prediction
+from vitviz.methods.probes import ProbeCurve, run_drop_orders, run_probe
+from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
+from vitviz.predict import Prediction, predict
+from vitviz.preprocess import ImageView, explanation_tensor, image_view
 from vitviz.weights import WeightsError
 
 __all__ = [
@@ -46,13 +49,20 @@ __all__ = [
 THIRD_MODEL = "compare_third_model"
 TOP_CLASS = "each model's own top class"
 OTHER_CLASS = "another class index…"
-# Defaults of the slots: a ViT and a CNN with real bundled weights, and a distilled DeiT (two
-# prefix tokens) as the optional third, untrained unless the hub is reachable.
-SLOT_DEFAULTS: tuple[tuple[str, str], ...] = (
-    ("vit_small_patch14_dinov2", "bundled"),
-    ("tf_efficientnet_lite0", "bundled"),
-    ("deit_small_distilled_patch16_224", "random"),
-)
+# The paper's hybrid (R50+ViT-B/16) joins the paper's ViT and CNN as the third model when it loads.
+PAPER_HYBRID = ("vit_base_r50_s16_384.orig_in21k_ft_in1k", "hub")
+# The optional third slot when the paper's models do not load: a distilled DeiT (two prefix tokens).
+THIRD_FALLBACK = ("deit_small_distilled_patch16_224", "random")
+VIEWS = {"crop": "centre crop", "whole": "whole image"}
+VIEW_KEY = "compare_view"
+# Methods that take about a minute per map on a laptop CPU: marked in the menu, never a default.
+SLOW_METHODS = frozenset({"scorecam", "ablationcam"})
+DROP = "drop"  # the drop probe, run in its three orders so that the random baseline sits beside it
+PROBES = {
+    DROP: "drop patches: most salient first, least salient first, random order",
+    "shuffle": "shuffle a growing share of patches",
+    "occlude": "grey a growing central region",
+}
 GRADCAM_LAYERS = {
     "": "per family (features · stem · tokens)",
     "features": "forward_features output",
@@ -84,9 +94,10 @@ class ModelSlot:
 class DisplayOptions:
     """The sidebar's settings shared by every compared model."""
 
+    view: str  # "crop" (each model's eval transform) or "whole" (the photo resized): every result uses it
     topk: int  # predictions listed per model
     opacity: float  # of the maps over the picture
-    robust: bool  # maps scaled to their 99th percentile rather than their maximum
+    robust: bool  # maps clipped at their 99th percentile rather than scaled to their maximum
     gradcam_layer: str  # a key of GRADCAM_LAYERS; "" lets each family choose
     ig_steps: int  # Integrated Gradients' path steps
 
@@ -100,14 +111,26 @@ class DisplayOptions:
 
 
 def display_options() -> DisplayOptions:
-    """Sidebar: top-k, map opacity and scaling, and the method options behind an expander."""
+    """Sidebar: the view, top-k, map opacity and scaling, and the method options behind an expander."""
+    if VIEW_KEY not in st.session_state:
+        st.session_state[VIEW_KEY] = "crop"
+    view = st.radio(
+        "View",
+        list(VIEWS),
+        format_func=VIEWS.get,
+        horizontal=True,
+        key=VIEW_KEY,
+        help="centre crop: what each model is evaluated on (its eval transform). whole image: the "
+        "whole photo resized to the model's input. Predictions, maps, probes and scores all use it.",
+    )
     topk = st.slider("Top-k predictions", 1, 10, 5, key="compare_topk")
     opacity = st.slider("Map opacity", 0.1, 1.0, 0.6, 0.05, key="compare_opacity")
     robust = st.toggle(
-        "Scale maps to their 99th percentile",
+        "Clip maps at their 99th percentile",
         value=True,
         key="compare_robust_scale",
-        help="Off: each map is divided by its maximum, so one outlier cell can darken the rest.",
+        help="Off: raw values, each map from its minimum to its maximum, so one outlier cell can "
+        "darken the rest.",
     )
     with st.expander("Method options"):
         gradcam_layer = st.selectbox(
@@ -117,29 +140,66 @@ def display_options() -> DisplayOptions:
             key="compare_gradcam_layer",
         )
         ig_steps = st.slider("Integrated Gradients steps", 4, 64, 16, 4, key="compare_ig_steps")
-    return DisplayOptions(topk, opacity, robust, gradcam_layer, ig_steps)
+    return DisplayOptions(view, topk, opacity, robust, gradcam_layer, ig_steps)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def opening_models() -> tuple[tuple[tuple[str, str], ...], str]:
+    """The models Compare opens on, and one line on them (empty when nothing needs saying).
+
+    The paper's ViT-B/16, R50+ViT-B/16 hybrid and ResNet-50 when they load here; else the best pair
+    that loads (a trained ViT/CNN pair from the runs folder, or the bundled DINOv2 + EfficientNet).
+    """
+    pair = best_pair()
+    if pair.kind == "paper":
+        models = (PAPER_PAIR[0], PAPER_HYBRID, PAPER_PAIR[1])
+        if not check_weights(*PAPER_HYBRID).loads:
+            models = PAPER_PAIR
+        return models, ""
+    note = (
+        ""
+        if pair.kind == "trained"
+        else "Train a ViT/CNN pair on the Fine-tune page to compare two classifiers."
+    )
+    return (pair.vit, pair.cnn, THIRD_FALLBACK), note
 
 
 def model_pickers() -> list[ui.ModelChoice]:
     """Sidebar: two model pickers, and a third behind a toggle; each with its own weights source."""
+    defaults, note = opening_models()
+    if THIRD_MODEL not in st.session_state:
+        st.session_state[THIRD_MODEL] = len(defaults) == 3 and defaults[2] != THIRD_FALLBACK
+    if note:
+        st.caption(note)
     choices = []
-    for number, (name, weights) in enumerate(SLOT_DEFAULTS, start=1):
+    for number, (name, weights) in enumerate(defaults, start=1):
         key = f"compare_{number}"
         if number == 3 and not st.toggle("Add a third model", key=THIRD_MODEL):
             break
-        if f"{key}_weights" not in st.session_state:
-            st.session_state[f"{key}_weights"] = weights  # the picker's own default is "bundled"
+        if f"{key}_model" not in st.session_state:
+            st.session_state[f"{key}_model"] = name
+        if f"{key}_weights" not in st.session_state and weights != name:  # a run folder has no weights menu
+            st.session_state[f"{key}_weights"] = weights
         with st.expander(f"Model {number}", expanded=True):
-            choices.append(ui.model_picker(key, default_name=name))
+            choices.append(ui.model_picker(key, default_name=""))
     return choices
 
 
+def _browser_words(message: str, fallback: str) -> str:
+    """An error line for a browser user: a message written for the command line gives way to `fallback`."""
+    return fallback if "--" in message else message
+
+
 def load_slot(number: int, choice: ui.ModelChoice) -> ModelSlot:
-    """Loads one model; a failure stays with its slot so the other models still show."""
+    """Loads one model; a failure stays with its slot, in one line a browser user can act on."""
+    availability = check_weights(choice.name, choice.weights)
+    if not availability.loads:
+        return ModelSlot(number, choice, None, availability.note)
     try:
         loaded = ui.cached_model(choice.name, choice.weights, choice.device)
     except (ModelError, WeightsError) as error:
-        return ModelSlot(number, choice, None, str(error))
+        fallback = "its weights did not load; pick bundled or random weights in this slot's Weights menu"
+        return ModelSlot(number, choice, None, _browser_words(str(error), fallback))
     return ModelSlot(number, choice, loaded, None)
 
 
@@ -166,23 +226,63 @@ def ready_slots(choices: Sequence[ui.ModelChoice]) -> list[ModelSlot]:
     return ready
 
 
+def views_section(slots: Sequence[ModelSlot], picked: ui.ImageChoice, view: str) -> dict[int, ImageView]:
+    """The photo once, with the box each model sees drawn on it, and each view's note.
+
+    Returns:
+        Each slot's view, by slot number.
+    """
+    views = {slot.number: image_view(picked.image, slot.loaded.facts, view) for slot in slots}
+    boxes: dict[tuple[float, ...], list[str]] = {}
+    for slot in slots:
+        boxes.setdefault(tuple(round(edge, 1) for edge in views[slot.number].box), []).append(
+            str(slot.number)
+        )
+    labelled = [(f"model {', '.join(numbers)}", box) for box, numbers in boxes.items()]
+    columns = st.columns([1, 2])
+    with columns[0]:
+        st.plotly_chart(view_boxes_figure(picked.image, labelled), key="compare_view_boxes", theme=None)
+    with columns[1]:
+        st.markdown(
+            f"**View: {VIEWS[view]}.** Every prediction, map, probe and score below is computed on it."
+        )
+        for slot in slots:
+            note = views[slot.number].note
+            st.caption(f"{slot.number}. {slot.choice.name}: {note or 'the model sees the whole photo'}")
+    return views
+
+
 def with_classifier(slots: Sequence[ModelSlot]) -> list[ModelSlot]:
     """The slots whose model has a classifier head: only they predict, probe and score faithfulness."""
     return [slot for slot in slots if slot.loaded.facts.has_classifier]
 
 
+@st.cache_data(show_spinner="Predicting…", max_entries=64)
+def cached_predictions(
+    name: str, weights: str, device: str, digest: str, view: str, topk: int, _image: Image.Image
+) -> list[Prediction]:
+    """A model's top-k on the page's view of the image."""
+    return predict(ui.cached_model(name, weights, device), [_image], topk=topk, view=view)[0]
+
+
 def predictions_section(
-    slots: Sequence[ModelSlot], picked: ui.ImageChoice, topk: int
+    slots: Sequence[ModelSlot], picked: ui.ImageChoice, options: DisplayOptions
 ) -> dict[int, list[Prediction]]:
     """Predictions side by side, classes another model also lists marked; a note for each headless model.
 
     Returns:
-        Each classifier's top-k, by slot number.
+        Each classifier's top-k on the page's view, by slot number.
     """
     classifiers = with_classifier(slots)
     predictions = {
-        slot.number: ui.cached_predictions(
-            slot.choice.name, slot.choice.weights, slot.choice.device, picked.digest, picked.image, topk
+        slot.number: cached_predictions(
+            slot.choice.name,
+            slot.choice.weights,
+            slot.choice.device,
+            picked.digest,
+            options.view,
+            options.topk,
+            picked.image,
         )
         for slot in classifiers
     }
@@ -204,16 +304,36 @@ def predictions_section(
     return predictions
 
 
+def explained_classes(
+    slots: Sequence[ModelSlot], predictions: dict[int, list[Prediction]], picked_class: int | None
+) -> dict[int, int | None]:
+    """The class each model's map explains: the picked one, else the top class its bars show.
+
+    Headless models explain no class (None).
+    """
+    return {
+        slot.number: (
+            None
+            if slot.number not in predictions
+            else picked_class
+            if picked_class is not None
+            else predictions[slot.number][0].index
+        )
+        for slot in slots
+    }
+
+
 def explanations_section(
     slots: Sequence[ModelSlot],
     predictions: dict[int, list[Prediction]],
     picked: ui.ImageChoice,
     options: DisplayOptions,
-) -> tuple[dict[int, str], int | None]:
+    views: dict[int, ImageView],
+) -> tuple[dict[int, str], dict[int, int | None]]:
     """A method picker per model and the class to explain, then every map on one colour scale.
 
     Returns:
-        The method picked for each slot number, and the class explained (None: each model's own top).
+        The method picked for each slot number, and the class each slot explains.
     """
     st.subheader("Explanations")
     classifiers = with_classifier(slots)
@@ -222,38 +342,80 @@ def explanations_section(
     for column, slot in zip(controls, slots, strict=False):
         with column:
             methods[slot.number] = method_picker(slot)
-    class_index = None
+    picked_class = None
     if classifiers:
         with controls[-1]:
             num_classes = max(slot.loaded.facts.num_classes for slot in classifiers)
-            class_index = class_picker(list(predictions.values()), num_classes)
-    panels = []
+            picked_class = class_picker(list(predictions.values()), num_classes)
+    classes = explained_classes(slots, predictions, picked_class)
+    panels, arrays = [], []
+    percentile = SCALE_PERCENTILE if options.robust else 100.0
+    label = "relevance, each map on its own range"
+    title = label
     for slot in slots:
         method = methods[slot.number]
-        options_for_method = options.method_options(method)
-        panel, _ = explanation_panel(
-            slot, method, class_index, options_for_method, picked.digest, picked.image, options.robust
+        panel, result = explanation_panel(
+            slot, method, classes[slot.number], options, picked, views[slot.number], percentile
         )
         panels.append(panel)
-    colour_title = SCALE_TITLE if options.robust else "relevance (÷ own max)"
-    st.plotly_chart(
-        shared_overlays_figure(picked.image, panels, options.opacity, colour_title),
-        key="compare_maps_chart",
-        theme=None,
+        arrays.append(None if result is None else result.values)
+        if result is not None and options.robust:
+            scale = colour_scale(result.values, label, SCALE_PERCENTILE)
+            title = scale.title if scale.clipped else title
+    if not options.robust:
+        title = f"{label} (raw: ÷ its maximum, not clipped)"
+    figure = shared_overlays_figure(
+        picked.image, panels, options.opacity, title.replace(", each", ",<br>each")
     )
-    return methods, class_index
+    names = " vs ".join(f"{slot.choice.name} ({describe_weights(slot.choice.weights)})" for slot in slots)
+    figure.update_layout(
+        title={"text": f"{picked.name} · {VIEWS[options.view]} · {names}", "font": {"size": 12}, "y": 0.99},
+        margin={"t": 90},
+    )
+    st.plotly_chart(figure, key="compare_maps_chart", theme=None)
+    ui.figure_downloads(
+        figure,
+        None,
+        "-vs-".join(slot.choice.name for slot in slots),
+        "-".join(describe_weights(slot.choice.weights).split(" ")[0] for slot in slots),
+        picked.name,
+        f"{VIEWS[options.view]} maps",
+        "compare_maps",
+    )
+    with st.expander("Each model's map as an array"):
+        for slot, values in zip(slots, arrays, strict=True):
+            if values is None:
+                continue
+            st.caption(f"{slot.number}. {slot.choice.name}: {values.shape[0]}×{values.shape[1]} map")
+            single = shared_overlays_figure(picked.image, [panels[slots.index(slot)]], options.opacity, title)
+            ui.figure_downloads(
+                single,
+                values,
+                slot.choice.name,
+                slot.choice.weights,
+                picked.name,
+                f"{VIEWS[options.view]} {methods[slot.number]}",
+                f"compare_map_{slot.number}",
+            )
+    return methods, classes
 
 
 def checks_section(
-    slots: Sequence[ModelSlot], methods: dict[int, str], picked: ui.ImageChoice, class_index: int | None
+    slots: Sequence[ModelSlot],
+    methods: dict[int, str],
+    picked: ui.ImageChoice,
+    classes: dict[int, int | None],
+    view: str,
 ) -> None:
     """Robustness probes and faithfulness scores, each in its tab, for the models with a head."""
     classifiers = with_classifier(slots)
     probes_tab, faithfulness_tab = st.tabs(["Robustness probes", "Faithfulness"])
     with probes_tab:
-        probes_section(classifiers, picked, class_index)
+        probes_section(classifiers, methods, picked, classes, view)
     with faithfulness_tab:
-        faithfulness_section(classifiers, [methods[slot.number] for slot in classifiers], picked, class_index)
+        faithfulness_section(
+            classifiers, [methods[slot.number] for slot in classifiers], picked, classes, view
+        )
 
 
 @st.cache_data(show_spinner="Explaining…", max_entries=64)
@@ -262,14 +424,17 @@ def cached_explanation(
     weights: str,
     device: str,
     digest: str,
+    view: str,
     method: str,
     class_index: int | None,
     options: tuple[tuple[str, object], ...],
     _image: Image.Image,
 ) -> ExplanationResult:
-    return explanation_map(
-        ui.cached_model(name, weights, device), _image, method, class_index, **dict(options)
-    )
+    """One map of the page's view of the image."""
+    loaded = ui.cached_model(name, weights, device)
+    pixels = explanation_tensor(_image, loaded.facts, view)
+    classes = None if class_index is None else [class_index]
+    return explain_pixels(loaded, pixels, method, classes, **dict(options))[0]
 
 
 @st.cache_data(show_spinner="Probing…", max_entries=64)
@@ -278,16 +443,26 @@ def cached_probe(
     weights: str,
     device: str,
     digest: str,
+    view: str,
     kind: str,
+    method: str,
     class_index: int | None,
     remove_tokens: bool,
     steps: int,
     centre: tuple[float, float],
     _image: Image.Image,
-) -> ProbeCurve:
+) -> list[ProbeCurve]:
+    """The probe's curves: for "drop" the three orders (most, least salient first, random), else one."""
     fractions = [step / (steps - 1) for step in range(steps)]
     loaded = ui.cached_model(name, weights, device)
-    return run_probe(loaded, _image, kind, fractions, None, class_index, remove_tokens, centre=centre)
+    if kind == DROP and not remove_tokens:
+        return run_drop_orders(loaded, _image, fractions, method, class_index, view=view)
+    if kind == DROP:
+        return [
+            run_probe(loaded, _image, order, fractions, method, class_index, True, view=view)
+            for order in ("drop-salient", "drop-least-salient", "drop-random")
+        ]
+    return [run_probe(loaded, _image, kind, fractions, None, class_index, centre=centre, view=view)]
 
 
 @st.cache_data(show_spinner="Scoring faithfulness…", max_entries=32)
@@ -296,6 +471,7 @@ def cached_faithfulness(
     weights: str,
     device: str,
     digest: str,
+    view: str,
     methods: tuple[str, ...],
     class_index: int | None,
     steps: int,
@@ -303,11 +479,16 @@ def cached_faithfulness(
 ) -> list[FaithfulnessResult]:
     fractions = [step / (steps - 1) for step in range(steps)]
     loaded = ui.cached_model(name, weights, device)
-    return faithfulness(loaded, _image, methods, class_index, fractions)
+    return faithfulness(loaded, _image, methods, class_index, fractions, view=view)
+
+
+def method_label(method: str) -> str:
+    """A method's menu label; a slow one says so."""
+    return method_title(method) + (" (slow: about a minute)" if method in SLOW_METHODS else "")
 
 
 def method_picker(slot: ModelSlot) -> str:
-    """The methods that fit this model's family and head, its family's default first chosen."""
+    """Every registered method that fits this model, its family's default first chosen; slow ones marked."""
     assert slot.loaded is not None
     facts = slot.loaded.facts
     options = available_methods(facts)
@@ -315,7 +496,7 @@ def method_picker(slot: ModelSlot) -> str:
         f"Method for {facts.name}",
         options,
         index=options.index(default_method(facts)),
-        format_func=method_title,
+        format_func=method_label,
         key=f"{slot.key}_method",
     )
 
@@ -355,34 +536,33 @@ def explanation_panel(
     slot: ModelSlot,
     method: str,
     class_index: int | None,
-    options: dict[str, object],
-    image_digest: str,
-    image: Image.Image,
-    robust: bool,
+    options: DisplayOptions,
+    picked: ui.ImageChoice,
+    view: ImageView,
+    percentile: float,
 ) -> tuple[OverlayPanel, ExplanationResult | None]:
-    """One model's map as a panel of the shared-scale row; a failure becomes the panel's note."""
+    """One model's map over its view, as a panel of the shared-scale row; a failure becomes the panel's note."""
     assert slot.loaded is not None
-    facts = slot.loaded.facts
     choice = slot.choice
-    title = f"{slot.number}. {slot.title}<br>{method_title(method)}"
-    own_class = class_index if facts.has_classifier else None
+    # Three lines, so that three panels' titles never run into each other: model, weights, method.
+    title = f"{slot.number}. {choice.name}<br>{describe_weights(choice.weights)}<br>{method_title(method)}"
     try:
         result = cached_explanation(
             choice.name,
             choice.weights,
             choice.device,
-            image_digest,
+            picked.digest,
+            view.mode,
             method,
-            own_class,
-            tuple(sorted(options.items())),
-            image,
+            class_index,
+            tuple(sorted(options.method_options(method).items())),
+            picked.image,
         )
     except (ValueError, RuntimeError) as error:
-        return OverlayPanel(title, None, note=_wrap(str(error))), None
+        return OverlayPanel(title, None, note=_wrap(str(error)), pixels=view.pixels), None
     if result.target_label:
         title += f" · {result.target_label.split(',')[0]} ({result.target_index})"
-    values = result.normalised(SCALE_PERCENTILE if robust else 100.0)
-    return OverlayPanel(title, values), result
+    return OverlayPanel(title, result.normalised(percentile), pixels=view.pixels), result
 
 
 def _wrap(text: str, width: int = 40) -> str:
@@ -397,8 +577,14 @@ def _wrap(text: str, width: int = 40) -> str:
     return "<br>".join(lines)
 
 
-def probes_section(classifiers: Sequence[ModelSlot], picked: ui.ImageChoice, class_index: int | None) -> None:
-    """The probe controls and, once switched on, one curve per model with a head on one plot."""
+def probes_section(
+    classifiers: Sequence[ModelSlot],
+    methods: dict[int, str],
+    picked: ui.ImageChoice,
+    classes: dict[int, int | None],
+    view: str,
+) -> None:
+    """The probe controls and, once switched on, every model's curves on one plot with their areas."""
     if not classifiers:
         st.info("Probes follow a class probability: none of these models has a classifier head.")
         return
@@ -406,17 +592,18 @@ def probes_section(classifiers: Sequence[ModelSlot], picked: ui.ImageChoice, cla
     row = st.columns([2, 1, 1])
     kind = row[0].selectbox(
         "Probe",
-        PROBE_KINDS,
+        list(PROBES),
+        format_func=PROBES.get,
         key="compare_probe_kind",
-        help="drop: grey (mean colour) a growing share of patches, by salience (Grad-CAM for CNNs, "
-        "rollout for ViTs) or at random; shuffle: move a growing share of patches; occlude: grey a "
-        "growing region.",
+        help="drop: grey (mean colour) a growing share of patches, ordered by each model's map above, "
+        "and in a random order as the baseline; shuffle: move a growing share of patches; occlude: "
+        "grey a growing region.",
     )
     steps = row[1].slider("Points", 5, 21, 11, 2, key="compare_probe_steps")
     remove_tokens = row[2].checkbox(
         "ViTs: remove dropped tokens",
         key="compare_remove_tokens",
-        disabled=not kind.startswith("drop-"),
+        disabled=kind != DROP,
         help="Take dropped patch tokens out of a ViT's sequence instead of greying them (CNNs grey).",
     )
     centre = (0.5, 0.5)
@@ -429,38 +616,90 @@ def probes_section(classifiers: Sequence[ModelSlot], picked: ui.ImageChoice, cla
     if not run:
         st.caption("Switch on **Run probes** to draw the curves (each costs a few forward passes).")
         return
-    curves = []
+    curves: list[ProbeCurve] = []
     for slot in classifiers:
         choice = slot.choice
-        removing = remove_tokens and kind.startswith("drop-") and slot.loaded.facts.family != "cnn"
+        method = methods[slot.number]
+        if method in SLOW_METHODS or method not in available_methods(slot.loaded.facts):
+            method = default_method(slot.loaded.facts)
+        removing = remove_tokens and kind == DROP and slot.loaded.facts.family != "cnn"
         try:
-            curves.append(
-                cached_probe(
-                    choice.name,
-                    choice.weights,
-                    choice.device,
-                    picked.digest,
-                    kind,
-                    class_index,
-                    removing,
-                    steps,
-                    centre,
-                    picked.image,
-                )
+            curves += cached_probe(
+                choice.name,
+                choice.weights,
+                choice.device,
+                picked.digest,
+                view,
+                kind,
+                method,
+                classes[slot.number],
+                removing,
+                steps,
+                centre,
+                picked.image,
             )
         except (ValueError, RuntimeError) as error:
             st.error(f"{slot.number}. {choice.name}: {error}")
-    st.plotly_chart(probe_curves_figure(curves, f"{kind} on {picked.name}"), key="compare_probe_chart")
+    figure = probe_curves_figure(curves, f"{PROBES[kind]} · {picked.name} · {VIEWS[view]}")
+    st.plotly_chart(figure, key="compare_probe_chart")
+    st.dataframe(
+        [
+            {
+                "model": curve.model,
+                "order" if kind == DROP else "probe": curve.kind,
+                "salience": method_title(curve.method) if curve.method else "—",
+                "class": f"{curve.target_label} ({curve.target_index})",
+                "area": round(curve.area, 4),
+            }
+            for curve in curves
+        ],
+        hide_index=True,
+        key="compare_probe_table",
+    )
+    if kind == DROP:
+        for line in drop_verdicts(curves):
+            st.markdown(line)
+    ui.figure_downloads(
+        figure,
+        None,
+        "-vs-".join(slot.choice.name for slot in classifiers),
+        "probe",
+        picked.name,
+        kind,
+        "compare_probe",
+    )
     st.caption(
         "Patches are the token grid for ViTs and hybrids, 16-px patches for CNNs; greyed pixels are the "
-        "dataset mean colour. The first point is the clean prediction."
+        "dataset mean colour. The first point is the clean prediction. A map that finds the evidence "
+        "puts its most-salient-first curve below the random order and its least-salient-first above."
     )
 
 
+def drop_verdicts(curves: Sequence[ProbeCurve]) -> list[str]:
+    """One line per model, read from its three drop curves: does its map beat the random order?"""
+    lines = []
+    for model in dict.fromkeys(curve.model for curve in curves):
+        areas = {curve.kind: curve.area for curve in curves if curve.model == model}
+        if len(areas) < 3:
+            continue
+        salient, least, random = areas["drop-salient"], areas["drop-least-salient"], areas["drop-random"]
+        falls = "falls faster than" if salient < random else "does not fall faster than"
+        keeps = "stays above" if least > random else "does not stay above"
+        lines.append(
+            f"**{model}**: most salient first (area {salient:.3f}) {falls} the random order ({random:.3f}); "
+            f"least salient first ({least:.3f}) {keeps} it."
+        )
+    return lines
+
+
 def faithfulness_section(
-    classifiers: Sequence[ModelSlot], shown: Sequence[str], picked: ui.ImageChoice, class_index: int | None
+    classifiers: Sequence[ModelSlot],
+    shown: Sequence[str],
+    picked: ui.ImageChoice,
+    classes: dict[int, int | None],
+    view: str,
 ) -> None:
-    """Methods to score, and once switched on the deletion / insertion table and curves."""
+    """Methods to score, and once switched on the deletion / insertion table and curves with baselines."""
     if not classifiers:
         st.info("Faithfulness follows a class probability: none of these models has a classifier head.")
         return
@@ -469,11 +708,11 @@ def faithfulness_section(
     chosen = st.multiselect(
         "Methods to score",
         offered,
-        default=[name for name in offered if name in shown],
-        format_func=method_title,
+        default=[name for name in offered if name in shown and name not in SLOW_METHODS],
+        format_func=method_label,
         key="compare_faithfulness_methods",
         help="Each method is scored on every model it fits. Integrated Gradients and Occlusion take "
-        "seconds per model.",
+        "seconds per model; Score-CAM and Ablation-CAM about a minute.",
     )
     if not st.toggle("Score faithfulness", key="compare_run_faithfulness"):
         st.caption("Switch on **Score faithfulness** to compute deletion and insertion curves.")
@@ -490,8 +729,9 @@ def faithfulness_section(
                 choice.weights,
                 choice.device,
                 picked.digest,
+                view,
                 fitting,
-                class_index,
+                classes[slot.number],
                 11,
                 picked.image,
             )
@@ -502,8 +742,67 @@ def faithfulness_section(
         return
     st.dataframe(faithfulness_rows(results), hide_index=True, key="compare_faithfulness_table")
     st.caption(
-        "Deletion greys the most salient patches first: a faithful map makes the probability fall fast "
-        "(low area). Insertion restores them first onto a grey image: a faithful map makes it rise fast "
-        "(high area)."
+        "Deletion greys the most salient patches first: a faithful map makes the probability fall faster "
+        "than the random order (lower area) and faster than least-salient-first. Insertion restores them "
+        "first onto a grey image: a faithful map makes it rise faster than the random order (higher area)."
     )
-    st.plotly_chart(faithfulness_curves_figure(results), key="compare_faithfulness_chart")
+    figure = faithfulness_curves_figure(results)
+    st.plotly_chart(figure, key="compare_faithfulness_chart")
+    ui.figure_downloads(
+        figure,
+        None,
+        "-vs-".join(slot.choice.name for slot in classifiers),
+        "faithfulness",
+        picked.name,
+        VIEWS[view],
+        "compare_faithfulness",
+    )
+
+
+# Shareable links: the photo, the view and each slot's model and weights live in the URL.
+
+
+def read_link() -> None:
+    """Seeds the widgets from the URL once per session; anything unknown falls back, with one note."""
+    params = ui.url_params_once("compare")
+    if not params:
+        return
+    limits = ui.view_limits()
+    notes = []
+    if "image" in params:
+        if params["image"] in limits.images:
+            st.session_state["compare_photo"] = params["image"]
+        else:
+            notes.append(f"image {params['image'][:40]!r} (not a built-in photo)")
+    if "view" in params:
+        if params["view"] in VIEWS:
+            st.session_state[VIEW_KEY] = params["view"]
+        else:
+            notes.append(f"view {params['view'][:40]!r} (use crop or whole)")
+    for number in (1, 2, 3):
+        model, weights = params.get(f"model{number}"), params.get(f"weights{number}")
+        if model is not None:
+            if model in limits.models and model in dict(SUGGESTED_MODELS):
+                st.session_state[f"compare_{number}_model"] = model
+            else:
+                notes.append(f"model{number} {model[:40]!r} (not a suggested timm model)")
+        if weights is not None:
+            if weights in limits.weights:
+                st.session_state[f"compare_{number}_weights"] = weights
+            else:
+                notes.append(f"weights{number} {weights[:40]!r} (use bundled, hub or random)")
+    if params.get("third") in ("0", "1"):
+        st.session_state[THIRD_MODEL] = params["third"] == "1"
+    ui.url_notes(notes)
+
+
+def share_link(slots: Sequence[ModelSlot], picked: ui.ImageChoice, options: DisplayOptions) -> None:
+    """Makes the URL say what the page shows (built-in photos, suggested models and named weights only)."""
+    params = {"view": options.view, "third": "1" if len(slots) == 3 else "0"}
+    if st.session_state.get("compare_image_source") != "Upload":
+        params["image"] = picked.name
+    for slot in slots:
+        if slot.choice.name in dict(SUGGESTED_MODELS) and slot.choice.weights in WEIGHTS_SOURCES:
+            params[f"model{slot.number}"] = slot.choice.name
+            params[f"weights{slot.number}"] = slot.choice.weights
+    ui.sync_url(params)

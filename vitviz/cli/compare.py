@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["add_commands", "export_figure"]
 
 _PROBE_KINDS = ("drop-salient", "drop-least-salient", "drop-random", "shuffle", "occlude")
+_VIEWS = ("crop", "whole")
+_VIEW_HELP = "crop: the model's eval transform (default); whole: the whole photo resized"
 _METHODS = (
     "rollout",
     "attention",
@@ -53,6 +55,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--remove-tokens", action="store_true", help="ViTs: take dropped tokens out of the sequence"
     )
     probe.add_argument("--seed", type=int, default=0, help="seed of drop-random and shuffle")
+    probe.add_argument("--view", choices=_VIEWS, default="crop", help=_VIEW_HELP)
     probe.add_argument("--json", action="store_true", help="print JSON instead of a table")
     probe.set_defaults(run=_run_probe)
 
@@ -77,6 +80,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     compare.add_argument("--class", dest="class_index", type=int, default=None, metavar="IDX")
     compare.add_argument("--topk", type=int, default=5, help="predictions per model (default 5)")
+    compare.add_argument("--view", choices=_VIEWS, default="crop", help=_VIEW_HELP)
     compare.add_argument("--out", required=True, type=Path, metavar="FIG.png|.html")
     compare.set_defaults(run=_run_compare)
 
@@ -100,18 +104,42 @@ def _run_probe(args: argparse.Namespace) -> None:
         class_index=args.class_index,
         remove_tokens=args.remove_tokens,
         seed=args.seed,
+        view=args.view,
     )
+    baseline = None
+    if args.kind in ("drop-salient", "drop-least-salient"):  # the random order makes the area readable
+        baseline = run_probe(
+            loaded,
+            image,
+            "drop-random",
+            fractions,
+            class_index=curve.target_index,
+            remove_tokens=args.remove_tokens,
+            seed=args.seed,
+            view=args.view,
+        )
     if not loaded.trained:
         print("note: random (untrained) weights: this curve shows an untrained model", file=sys.stderr)
     if args.json:
-        print(json.dumps(curve.to_json()))
+        payload = curve.to_json()
+        if baseline is not None:
+            payload["random_order_probability"] = [float(value) for value in baseline.target_probability]
+        print(json.dumps(payload))
         return
     how = f" by {curve.method}" if curve.method else ""
     print(f"{curve.model} · {curve.kind}{how} · class {curve.target_index} ({curve.target_label})")
-    print("fraction  probability")
-    for fraction, probability in zip(curve.fractions, curve.target_probability, strict=True):
-        print(f"{fraction:8.3f}  {probability:11.4f}")
-    print(f"area under the curve: {curve.area:.4f}")
+    if baseline is None:
+        print("fraction  probability")
+        for fraction, probability in zip(curve.fractions, curve.target_probability, strict=True):
+            print(f"{fraction:8.3f}  {probability:11.4f}")
+        print(f"area under the curve: {curve.area:.4f}")
+        return
+    print("fraction  probability  random order")
+    for fraction, probability, random in zip(
+        curve.fractions, curve.target_probability, baseline.target_probability, strict=True
+    ):
+        print(f"{fraction:8.3f}  {probability:11.4f}  {random:12.4f}")
+    print(f"area under the curve: {curve.area:.4f} (random order: {baseline.area:.4f})")
 
 
 def _weights_per_model(models: list[str], weights: list[str]) -> list[str]:
@@ -125,23 +153,38 @@ def _weights_per_model(models: list[str], weights: list[str]) -> list[str]:
 
 
 def _model_panel(
-    loaded: LoadedModel, image: Image.Image, method: str | None, class_index: int | None, topk: int
-) -> tuple[OverlayPanel, list[Prediction] | None]:
-    """One model's map (its own default method when the asked one does not fit) and its top-k."""
+    loaded: LoadedModel,
+    image: Image.Image,
+    method: str | None,
+    class_index: int | None,
+    topk: int,
+    view: str,
+    weights: str,
+) -> tuple[OverlayPanel, list[Prediction] | None, str]:
+    """One model's map on the view (its own default method when the asked one does not fit), its top-k
+    and the method used. Without --class the map explains the top class the bars show."""
     from vitviz.figures.compare import SCALE_PERCENTILE, OverlayPanel
-    from vitviz.methods import available_methods, default_method, explanation_map, method_title
+    from vitviz.methods import available_methods, default_method, explain_pixels, method_title
+    from vitviz.models import describe_weights
     from vitviz.predict import predict
+    from vitviz.preprocess import image_view, view_tensor
 
     facts = loaded.facts
     chosen = method if method in available_methods(facts) else default_method(facts)
     if method is not None and chosen != method:
         print(f"note: {method} does not fit {facts.name}; using {chosen}", file=sys.stderr)
-    result = explanation_map(loaded, image, chosen, class_index if facts.has_classifier else None)
-    predictions = predict(loaded, [image], topk)[0] if facts.has_classifier else None
-    target = f" · {result.target_label.split(',')[0]}" if result.target_label else ""
+    seen = image_view(image, facts, view)
+    predictions = predict(loaded, [image], topk, view=view)[0] if facts.has_classifier else None
+    explained = None
+    if predictions:
+        explained = class_index if class_index is not None else predictions[0].index
+    result = explain_pixels(
+        loaded, view_tensor(seen, facts), chosen, None if explained is None else [explained]
+    )[0]
+    target = f" · {result.target_label.split(',')[0]} ({result.target_index})" if result.target_label else ""
     untrained = "" if loaded.trained else " (untrained)"
-    title = f"{facts.name}{untrained}<br>{method_title(chosen)}{target}"
-    return OverlayPanel(title, result.normalised(SCALE_PERCENTILE)), predictions
+    title = f"{facts.name}{untrained} · {describe_weights(weights)}<br>{method_title(chosen)}{target}"
+    return OverlayPanel(title, result.normalised(SCALE_PERCENTILE), pixels=seen.pixels), predictions, chosen
 
 
 def export_figure(figure: go.Figure, path: Path, title: str | None = None) -> None:
@@ -165,6 +208,7 @@ def _run_compare(args: argparse.Namespace) -> None:
     from vitviz.device import default_device
     from vitviz.figures.compare import compare_figure
     from vitviz.images import load_image_file
+    from vitviz.methods.faithfulness import faithfulness
     from vitviz.models import load_model
 
     if not 2 <= len(args.models) <= 3:
@@ -176,14 +220,26 @@ def _run_compare(args: argparse.Namespace) -> None:
     weights = _weights_per_model(args.models, args.weights)
     image = load_image_file(args.image)
     device = args.device or default_device()
-    panels, predictions = [], []
+    panels, predictions, scores = [], [], []
     for name, source in zip(args.models, weights, strict=True):
         loaded = load_model(name, source, device)
-        panel, top = _model_panel(loaded, image, args.method, args.class_index, args.topk)
+        panel, top, method = _model_panel(
+            loaded, image, args.method, args.class_index, args.topk, args.view, source
+        )
         panels.append(panel)
         predictions.append(top)
+        if top:
+            explained = args.class_index if args.class_index is not None else top[0].index
+            scores += faithfulness(loaded, image, [method], explained, view=args.view)
         if not loaded.trained:
             print(f"note: {name} has random (untrained) weights", file=sys.stderr)
-    figure = compare_figure(image, panels, predictions, Path(args.image).name)
+    figure = compare_figure(image, panels, predictions, f"{Path(args.image).name} · {args.view} view")
     export_figure(figure, args.out, title=f"vitviz compare · {Path(args.image).name}")
     print(f"saved comparison of {', '.join(args.models)} to {args.out}")
+    for score in scores:
+        print(
+            f"{score.model} · {score.method} · class {score.target_index}: deletion AUC "
+            f"{score.deletion_auc:.4f} (random order {score.random_deletion_auc:.4f}, least salient first "
+            f"{score.least_first_deletion_auc:.4f}); insertion AUC {score.insertion_auc:.4f} "
+            f"(random order {score.random_insertion_auc:.4f})"
+        )

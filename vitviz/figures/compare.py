@@ -30,6 +30,7 @@ __all__ = [
     "predictions_comparison_figure",
     "probe_curves_figure",
     "shared_overlays_figure",
+    "view_boxes_figure",
 ]
 
 DISPLAY_SIDE = 384  # longest side of the picture shown under every map
@@ -41,6 +42,9 @@ AGREE_COLOUR = "#e45756"  # a class in the top-k of another model too
 OWN_COLOUR = "#4c78a8"
 _MODEL_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2")
 _FAMILY_DASH = {"vit": "solid", "hybrid": "dot", "cnn": "dash"}
+# Dash of the three drop orders, so that each model's random baseline sits beside its salient curves.
+_ORDER_DASH = {"drop-salient": "solid", "drop-least-salient": "dot", "drop-random": "dash"}
+_BOX_COLOURS = ("#ffd400", "#00e5ff", "#ff4fd8")
 _FAMILY_WORDS = {"vit": "ViT", "hybrid": "hybrid", "cnn": "CNN"}
 
 
@@ -53,6 +57,7 @@ class OverlayPanel:
         np.ndarray | None
     )  # (rows, cols) in [0, 1] covering the whole picture; None shows the picture only
     note: str = ""  # shown under the panel, e.g. why there is no map
+    pixels: np.ndarray | None = None  # (H, W, 3) uint8 the map lies over (the model's view); None: the photo
 
 
 def display_image(image: Image.Image, side: int = DISPLAY_SIDE) -> np.ndarray:
@@ -75,8 +80,7 @@ def _add_overlay(
     figure.add_trace(go.Image(source=png_data_uri(pixels), hoverinfo="skip"), row=row, col=col)
     if panel.values is not None:
         rows, cols = panel.values.shape
-        # Maps are made on the whole image resized (never cropped), so cell (r, c) covers the same
-        # share of the picture whatever the model's input size.
+        # The map covers the pixels it was made on (the panel's view, or the picture), edge to edge.
         dx, dy = width / cols, height / rows
         figure.add_trace(
             go.Heatmap(
@@ -128,7 +132,8 @@ def shared_overlays_figure(
         rows=1, cols=count, subplot_titles=[panel.title for panel in panels], horizontal_spacing=0.03
     )
     for index, panel in enumerate(panels, start=1):
-        _add_overlay(figure, pixels, panel, 1, index, opacity)
+        shown = pixels if panel.pixels is None else panel.pixels
+        _add_overlay(figure, shown, panel, 1, index, opacity)
         if panel.note:
             x_domain = figure.layout[f"xaxis{index if index > 1 else ''}"].domain
             figure.add_annotation(
@@ -142,6 +147,8 @@ def shared_overlays_figure(
                 bgcolor="rgba(0,0,0,0.65)",
             )
     _shared_colour_axis(figure, colorbar_title)
+    if any(panel.pixels is not None for panel in panels):
+        pixels = next(panel.pixels for panel in panels if panel.pixels is not None)
     height, width = pixels.shape[:2]
     panel_height = 360 * height / width if width >= height else 360
     figure.update_layout(
@@ -239,8 +246,11 @@ def _model_words(model: str, family: str, trained: bool) -> str:
 def probe_curves_figure(curves: Sequence[ProbeCurve], title: str = "") -> go.Figure:
     """Target-class probability against the perturbed fraction, one line per model and probe.
 
-    Colour tells models apart, the dash their family (solid ViT, dotted hybrid, dashed CNN).
+    Colour tells models apart. The dash tells the drop orders apart when the curves are drop
+    probes (solid most salient first, dotted least salient first, dashed random: the baseline),
+    else the family (solid ViT, dotted hybrid, dashed CNN). Each legend entry ends with the area.
     """
+    drops = bool(curves) and all(curve.kind in _ORDER_DASH for curve in curves)
     figure = go.Figure()
     colours: dict[str, str] = {}
     for curve in curves:
@@ -253,8 +263,12 @@ def probe_curves_figure(curves: Sequence[ProbeCurve], title: str = "") -> go.Fig
                 x=curve.fractions,
                 y=curve.target_probability,
                 mode="lines+markers",
-                name=f"{_model_words(curve.model, curve.family, curve.trained)} · {how}",
-                line={"color": colour, "dash": _FAMILY_DASH.get(curve.family, "solid"), "width": 2.5},
+                name=f"{_model_words(curve.model, curve.family, curve.trained)} · {how} · area {curve.area:.3f}",
+                line={
+                    "color": colour,
+                    "dash": _ORDER_DASH[curve.kind] if drops else _FAMILY_DASH.get(curve.family, "solid"),
+                    "width": 2.5,
+                },
                 hovertemplate=f"{curve.target_label}<br>fraction %{{x:.2f}}: %{{y:.3f}}<extra></extra>",
             )
         )
@@ -270,7 +284,11 @@ def probe_curves_figure(curves: Sequence[ProbeCurve], title: str = "") -> go.Fig
 
 
 def faithfulness_curves_figure(results: Sequence[FaithfulnessResult]) -> go.Figure:
-    """Deletion (left) and insertion (right) curves, one line per model and method."""
+    """Deletion (left) and insertion (right) curves, one line per model and method, with baselines.
+
+    Solid: most salient first. Dotted (deletion): least salient first. Dashed grey-toned: a random
+    order, once per model; every legend entry ends with its area.
+    """
     figure = make_subplots(
         rows=1,
         cols=2,
@@ -280,21 +298,39 @@ def faithfulness_curves_figure(results: Sequence[FaithfulnessResult]) -> go.Figu
         ],
     )
     colours: dict[tuple[str, str], str] = {}
+    baselines: set[str] = set()
     for result in results:
         key = (result.model, result.method)
         colour = colours.setdefault(key, _MODEL_COLOURS[len(colours) % len(_MODEL_COLOURS)])
-        name = f"{result.model}{'' if result.trained else ' (untrained)'} · {method_title(result.method)}"
-        for col, values in ((1, result.deletion), (2, result.insertion)):
+        model = f"{result.model}{'' if result.trained else ' (untrained)'}"
+        name = f"{model} · {method_title(result.method)}"
+        lines = [
+            (1, result.deletion, f"{name} · most salient first", "solid", result.deletion_auc),
+            (
+                1,
+                result.least_first_deletion,
+                f"{name} · least salient first",
+                "dot",
+                result.least_first_deletion_auc,
+            ),
+            (2, result.insertion, f"{name} · most salient first", "solid", result.insertion_auc),
+        ]
+        if result.model not in baselines:  # the random order is the same for every method of a model
+            baselines.add(result.model)
+            lines += [
+                (1, result.random_deletion, f"{model} · random order", "dash", result.random_deletion_auc),
+                (2, result.random_insertion, f"{model} · random order", "dash", result.random_insertion_auc),
+            ]
+        for col, values, label, dash, area in lines:
+            side = "deletion" if col == 1 else "insertion"
             figure.add_trace(
                 go.Scatter(
                     x=result.fractions,
                     y=values,
                     mode="lines+markers",
-                    name=name,
-                    legendgroup=name,
-                    showlegend=col == 1,
-                    line={"color": colour},
-                    hovertemplate=f"{name}<br>%{{x:.2f}}: %{{y:.3f}}<extra></extra>",
+                    name=f"{side}: {label} · area {area:.3f}",
+                    line={"color": colour, "dash": dash, "width": 2.5 if dash == "solid" else 1.8},
+                    hovertemplate=f"{label}<br>%{{x:.2f}}: %{{y:.3f}}<extra></extra>",
                 ),
                 row=1,
                 col=col,
@@ -305,7 +341,7 @@ def faithfulness_curves_figure(results: Sequence[FaithfulnessResult]) -> go.Figu
     figure.update_layout(
         legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0.0},
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        height=420 + 22 * len(results),
+        height=420 + 66 * len(results),
     )
     return figure
 
@@ -356,7 +392,7 @@ def compare_figure(
         subplot_titles=[panel.title for panel in panels] + [""] * count,
     )
     for index, panel in enumerate(panels, start=1):
-        _add_overlay(figure, pixels, panel, 1, index, opacity)
+        _add_overlay(figure, pixels if panel.pixels is None else panel.pixels, panel, 1, index, opacity)
     agreement = prediction_agreement([p for p in predictions if p])
     for index, items in enumerate(predictions, start=1):
         if not items:
@@ -399,4 +435,44 @@ def compare_figure(
         height=height,
         margin={"l": 10, "r": 10, "t": 120, "b": 20},
     )
+    return figure
+
+
+def view_boxes_figure(
+    image: Image.Image, boxes: Sequence[tuple[str, tuple[float, float, float, float]]]
+) -> go.Figure:
+    """The whole photo with the box each model sees drawn on it, once for the page.
+
+    Args:
+        image: the photo.
+        boxes: (label, (left, top, right, bottom) in photo pixels) per distinct view.
+    """
+    pixels = display_image(image, 320)
+    scale = pixels.shape[1] / image.width
+    figure = go.Figure(go.Image(source=png_data_uri(pixels), hoverinfo="skip"))
+    for index, (label, (left, top, right, bottom)) in enumerate(boxes):
+        colour = _BOX_COLOURS[index % len(_BOX_COLOURS)]
+        inset = 2 * index  # boxes that coincide stay visible side by side
+        figure.add_shape(
+            type="rect",
+            x0=left * scale - 0.5 + inset,
+            y0=top * scale - 0.5 + inset,
+            x1=right * scale - 0.5 - inset,
+            y1=bottom * scale - 0.5 - inset,
+            line={"color": colour, "width": 3},
+        )
+        figure.add_annotation(
+            text=label,
+            x=left * scale + 4 + inset,
+            y=top * scale + 4 + 18 * index,
+            xanchor="left",
+            yanchor="top",
+            showarrow=False,
+            font={"color": "black", "size": 11},
+            bgcolor=colour,
+        )
+    height, width = pixels.shape[:2]
+    figure.update_xaxes(visible=False, range=[-0.5, width - 0.5])
+    figure.update_yaxes(visible=False, range=[height - 0.5, -0.5])
+    figure.update_layout(width=width, height=height, margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode=False)
     return figure

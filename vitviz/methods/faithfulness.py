@@ -25,6 +25,7 @@ from vitviz.methods.probes import (
     target_probabilities,
 )
 from vitviz.models import LoadedModel
+from vitviz.preprocess import ViewMode
 
 __all__ = [
     "ROAD_PERCENTILES",
@@ -43,11 +44,14 @@ ROAD_PERCENTILES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
 @dataclass(frozen=True)
 class FaithfulnessResult:
-    """Deletion and insertion curves of one method's map on one model and image.
+    """Deletion and insertion curves of one method's map on one model and image, with their baselines.
 
     Deletion greys the most salient patches first (a faithful map makes the probability fall
     fast: low area); insertion starts from an all-grey image and restores the most salient
-    patches first (a faithful map makes it rise fast: high area).
+    patches first (a faithful map makes it rise fast: high area). An area means something only
+    beside its baselines: the same curves in a random patch order (seeded, the same for every
+    method of a model), and deletion of the least salient patches first (a faithful map keeps the
+    probability up: high area).
     """
 
     model: str  # timm name
@@ -58,6 +62,21 @@ class FaithfulnessResult:
     fractions: np.ndarray  # (F,) fraction of patches deleted / inserted
     deletion: np.ndarray  # (F,) target probability
     insertion: np.ndarray  # (F,) target probability
+    least_first_deletion: np.ndarray  # (F,) target probability, least salient patches greyed first
+    random_deletion: np.ndarray  # (F,) target probability, patches greyed in a random order
+    random_insertion: np.ndarray  # (F,) target probability, patches restored in a random order
+
+    @property
+    def least_first_deletion_auc(self) -> float:
+        return area_under_curve(self.fractions, self.least_first_deletion)
+
+    @property
+    def random_deletion_auc(self) -> float:
+        return area_under_curve(self.fractions, self.random_deletion)
+
+    @property
+    def random_insertion_auc(self) -> float:
+        return area_under_curve(self.fractions, self.random_insertion)
 
     @property
     def deletion_auc(self) -> float:
@@ -75,8 +94,10 @@ def faithfulness(
     class_index: int | None = None,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     method_options: dict[str, dict[str, Any]] | None = None,
+    view: ViewMode = "crop",
+    seed: int = 0,
 ) -> list[FaithfulnessResult]:
-    """Deletion and insertion curves of each method's map, on the prediction input.
+    """Deletion and insertion curves of each method's map on the view's input, with random baselines.
 
     Args:
         loaded: a model with a classifier head; never modified.
@@ -85,6 +106,8 @@ def faithfulness(
         class_index: class to follow (default: the top class on the clean input).
         fractions: increasing fractions from 0 to 1.
         method_options: per-method options, by method name.
+        view: the view scored, "crop" (the model's eval transform) or "whole".
+        seed: seed of the random order of the baseline curves.
 
     Returns:
         One result per method, in the order given.
@@ -92,19 +115,26 @@ def faithfulness(
     steps = np.asarray(list(fractions), dtype=np.float64)
     if steps.size < 2 or steps[0] != 0.0 or np.any(np.diff(steps) <= 0) or steps[-1] > 1.0:
         raise ValueError("fractions must rise strictly from 0 to at most 1")
-    target = probe_target(loaded, image, class_index)
+    target = probe_target(loaded, image, class_index, view)
     grid = probe_grid(loaded)
     pixels = target.pixels[0].cpu()  # (3, H, W)
     input_size = (pixels.shape[1], pixels.shape[2])
     counts = [round(fraction * grid.num_patches) for fraction in steps]
+
+    def curves(order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(deletion, insertion) probabilities when patches go in this order."""
+        deleted = [pixels * ~drop_mask(order[:count], grid, input_size) for count in counts]
+        inserted = [pixels * drop_mask(order[:count], grid, input_size) for count in counts]
+        probabilities = target_probabilities(loaded, torch.stack(deleted + inserted), target.index)
+        return probabilities[: len(steps)], probabilities[len(steps) :]
+
+    random_deletion, random_insertion = curves(salience_order(None, "drop-random", seed, grid.num_patches))
     results = []
     for method in methods:
         options = (method_options or {}).get(method, {})
         salience = salience_on_grid(loaded, target, grid, method, **options)
-        order = salience_order(salience, "drop-salient")
-        deleted = [pixels * ~drop_mask(order[:count], grid, input_size) for count in counts]
-        inserted = [pixels * drop_mask(order[:count], grid, input_size) for count in counts]
-        probabilities = target_probabilities(loaded, torch.stack(deleted + inserted), target.index)
+        deletion, insertion = curves(salience_order(salience, "drop-salient"))
+        least_first, _ = curves(salience_order(salience, "drop-least-salient"))
         results.append(
             FaithfulnessResult(
                 model=loaded.facts.name,
@@ -113,8 +143,11 @@ def faithfulness(
                 target_index=target.index,
                 target_label=target.label,
                 fractions=steps,
-                deletion=probabilities[: len(steps)],
-                insertion=probabilities[len(steps) :],
+                deletion=deletion,
+                insertion=insertion,
+                least_first_deletion=least_first,
+                random_deletion=random_deletion,
+                random_insertion=random_insertion,
             )
         )
     return results
@@ -130,6 +163,9 @@ def faithfulness_rows(results: Sequence[FaithfulnessResult]) -> list[dict[str, A
             "deletion AUC ↓": round(result.deletion_auc, 4),
             "insertion AUC ↑": round(result.insertion_auc, 4),
             "insertion − deletion": round(result.insertion_auc - result.deletion_auc, 4),
+            "least-salient-first deletion AUC": round(result.least_first_deletion_auc, 4),
+            "random-order deletion AUC": round(result.random_deletion_auc, 4),
+            "random-order insertion AUC": round(result.random_insertion_auc, 4),
         }
         for result in results
     ]
@@ -180,6 +216,8 @@ def road(
         percentiles: thresholds of the map, each in (0, 100).
         seed: seed of the imputation noise (the global random state is left as it was).
         method_options: per-method options, by method name.
+        view: the view scored, "crop" (the model's eval transform) or "whole".
+        seed: seed of the random order of the baseline curves.
 
     Returns:
         One result per method, in the order given.

@@ -14,11 +14,12 @@ from PIL import Image
 from vitviz.methods import default_method, explain_pixels
 from vitviz.models import Family, LoadedModel
 from vitviz.predict import NoClassifierError
-from vitviz.preprocess import prediction_tensor
+from vitviz.preprocess import ViewMode, prediction_tensor
 
 __all__ = [
     "CNN_PATCH_PX",
     "DEFAULT_FRACTIONS",
+    "DROP_ORDERS",
     "PROBE_KINDS",
     "ProbeCurve",
     "ProbeGrid",
@@ -30,6 +31,7 @@ __all__ = [
     "probe_grid",
     "probe_target",
     "resample_to_grid",
+    "run_drop_orders",
     "run_probe",
     "salience_on_grid",
     "salience_order",
@@ -39,6 +41,9 @@ __all__ = [
 
 ProbeKind = Literal["drop-salient", "drop-least-salient", "drop-random", "shuffle", "occlude"]
 PROBE_KINDS: tuple[str, ...] = ("drop-salient", "drop-least-salient", "drop-random", "shuffle", "occlude")
+# The three orders a drop probe can take: a salience map is worth reading only against the random
+# order (its baseline) and the least-salient-first order (its opposite).
+DROP_ORDERS: tuple[str, ...] = ("drop-salient", "drop-least-salient", "drop-random")
 DEFAULT_FRACTIONS: tuple[float, ...] = tuple(round(step / 10, 1) for step in range(11))  # 0.0 … 1.0
 # CNNs have no tokens: they are probed on 16-px patches, the ViT-B/16 grid the probes were made for.
 CNN_PATCH_PX = 16
@@ -114,8 +119,13 @@ def probe_grid(loaded: LoadedModel) -> ProbeGrid:
     return ProbeGrid((max(1, height // cell), max(1, width // cell)), (cell, cell))
 
 
-def probe_target(loaded: LoadedModel, image: Image.Image, class_index: int | None = None) -> ProbeTarget:
-    """The prediction input (timm eval transform) and the class to follow: the top class by default.
+def probe_target(
+    loaded: LoadedModel, image: Image.Image, class_index: int | None = None, view: ViewMode = "crop"
+) -> ProbeTarget:
+    """The prediction input of the view and the class to follow: the top class by default.
+
+    Args:
+        view: "crop" (the model's eval transform, as `predict` uses it) or "whole" (photo resized).
 
     Raises:
         NoClassifierError: the model has no classifier head, so there is no probability to follow.
@@ -125,7 +135,7 @@ def probe_target(loaded: LoadedModel, image: Image.Image, class_index: int | Non
         raise NoClassifierError(
             f"{facts.name} has no classifier head, so it has no class probability to probe."
         )
-    pixels = prediction_tensor(image, facts).to(loaded.device)
+    pixels = prediction_tensor(image, facts, view).to(loaded.device)
     with torch.inference_mode():
         probabilities = loaded.model(pixels).float().softmax(dim=-1)[0]
     if class_index is None:
@@ -338,6 +348,7 @@ def run_probe(
     remove_tokens: bool = False,
     seed: int = 0,
     centre: tuple[float, float] = (0.5, 0.5),
+    view: ViewMode = "crop",
     **method_options: Any,
 ) -> ProbeCurve:
     """Perturbs a growing fraction of the image and follows the target-class probability.
@@ -357,10 +368,11 @@ def run_probe(
         remove_tokens: remove dropped tokens from a ViT's sequence instead of greying them.
         seed: seed of drop-random and shuffle.
         centre: (row, col) fractions of the occluded region's centre.
+        view: the view probed, "crop" or "whole" (as `predict` takes it).
         method_options: options of the salience method.
 
     Returns:
-        The curve; its first probability is the clean one `predict` reports.
+        The curve; its first probability is the clean one `predict` reports for the same view.
     """
     if kind not in PROBE_KINDS:
         raise ValueError(f"unknown probe {kind!r}: use one of {', '.join(PROBE_KINDS)}")
@@ -370,7 +382,7 @@ def run_probe(
     if remove_tokens:
         _check_token_removal(loaded, kind)
     facts = loaded.facts
-    target = probe_target(loaded, image, class_index)
+    target = probe_target(loaded, image, class_index, view)
     grid = probe_grid(loaded)
     pixels = target.pixels[0].cpu()  # (3, H, W)
     input_size = (pixels.shape[1], pixels.shape[2])
@@ -408,3 +420,55 @@ def run_probe(
         removed_tokens=remove_tokens,
         grid_size=grid.grid_size,
     )
+
+
+def run_drop_orders(
+    loaded: LoadedModel,
+    image: Image.Image,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    method: str | None = None,
+    class_index: int | None = None,
+    seed: int = 0,
+    view: ViewMode = "crop",
+    **method_options: Any,
+) -> list[ProbeCurve]:
+    """The drop probe in all three orders: most salient first, least salient first, and random.
+
+    The random order is the baseline that makes the salient curves readable: a map that knows
+    where the evidence lies falls below it when its most salient patches go first, and stays
+    above it when its least salient ones go first. One salience map serves both salient orders.
+
+    Returns:
+        Three curves, in DROP_ORDERS' order.
+    """
+    steps = np.asarray(list(fractions), dtype=np.float64)
+    if steps.size == 0 or steps[0] != 0.0 or np.any(np.diff(steps) < 0) or steps[-1] > 1.0:
+        raise ValueError("fractions must rise from 0 to at most 1")
+    facts = loaded.facts
+    target = probe_target(loaded, image, class_index, view)
+    grid = probe_grid(loaded)
+    pixels = target.pixels[0].cpu()  # (3, H, W)
+    input_size = (pixels.shape[1], pixels.shape[2])
+    method = method or default_method(facts)
+    salience = salience_on_grid(loaded, target, grid, method, **method_options)
+    counts = [round(fraction * grid.num_patches) for fraction in steps]
+    curves = []
+    for kind in DROP_ORDERS:
+        order = salience_order(salience, kind, seed, size=grid.num_patches)
+        perturbed = [pixels * ~drop_mask(order[:count], grid, input_size) for count in counts]
+        curves.append(
+            ProbeCurve(
+                model=facts.name,
+                family=facts.family,
+                trained=loaded.trained,
+                kind=kind,
+                method=None if kind == "drop-random" else method,
+                target_index=target.index,
+                target_label=target.label,
+                fractions=steps,
+                target_probability=target_probabilities(loaded, torch.stack(perturbed), target.index),
+                removed_tokens=False,
+                grid_size=grid.grid_size,
+            )
+        )
+    return curves
