@@ -29,8 +29,8 @@ class MethodUnavailableError(ModelError):
 class ExplanationResult:
     """One image's explanation: a map over the grid of the input the model saw, and what it explains.
 
-    The explained input is the whole image resized to the model's input (no crop) unless a caller
-    passed its own pixels, so cell (r, c) covers the same part of the picture for every model.
+    The explained input is the image's view (vitviz.preprocess: the model's eval crop by default, or
+    the whole photo resized), so the map lies over the same pixels the model's predictions came from.
     """
 
     values: np.ndarray  # (rows, cols) float32; higher means more relevant; may be negative (IG)
