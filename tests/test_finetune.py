@@ -578,3 +578,18 @@ def test_a_run_on_a_data_root_folder_shows_it_relative_to_the_root(runs_dir, tmp
     assert (
         final.error.startswith("pets: need at least two class folders") and str(tmp_path) not in final.error
     )
+
+
+def test_a_background_worker_runs_on_one_thread_at_a_lower_priority(tmp_path):
+    from vitviz.finetune.worker import spawn_background
+
+    probe = (
+        "import os, torch; from vitviz.finetune.worker import yield_to_the_app; yield_to_the_app(); "
+        "print(os.environ['OMP_NUM_THREADS'], torch.get_num_threads(), os.nice(0))"
+    )
+    log = tmp_path / "worker.log"
+    process = spawn_background([sys.executable, "-c", probe], log)
+    assert process.wait(timeout=120) == 0
+    threads_env, threads, niceness = log.read_text().split()
+    assert (threads_env, threads) == ("1", "1")
+    assert int(niceness) >= os.nice(0) + 10 or int(niceness) == 19  # lowered, up to the floor

@@ -88,8 +88,9 @@ def _run_finetune(args: argparse.Namespace) -> None:
     from vitviz.device import default_device
     from vitviz.finetune.distributed import init_from_environment, shutdown
     from vitviz.finetune.trainer import FinetuneConfig
-    from vitviz.finetune.worker import execute_run
+    from vitviz.finetune.worker import execute_run, yield_to_the_app
 
+    yield_to_the_app()
     try:
         config = FinetuneConfig.from_arguments(args)
     except ValueError as error:
@@ -122,7 +123,9 @@ def _run_finetune_pair(args: argparse.Namespace) -> None:
     from vitviz.device import default_device
     from vitviz.finetune.pair import train_pair
     from vitviz.finetune.trainer import FinetuneConfig
+    from vitviz.finetune.worker import yield_to_the_app
 
+    yield_to_the_app()
     try:
         config = FinetuneConfig.from_arguments(args)
     except ValueError as error:

@@ -18,9 +18,7 @@ import dataclasses
 import json
 import os
 import re
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -30,7 +28,7 @@ from typing import Any, Literal
 
 from vitviz.finetune.data import open_image_set
 from vitviz.finetune.trainer import FinetuneConfig, FinetuneResult
-from vitviz.finetune.worker import execute_run
+from vitviz.finetune.worker import execute_run, spawn_background
 from vitviz.runs import (
     MODEL_FILE,
     RunError,
@@ -373,29 +371,14 @@ def start_pair(config: FinetuneConfig, data: str, root: str | Path | None = None
         RunError: the process could not start.
     """
     root = runs_root() if root is None else Path(root)
-    project_root = Path(__file__).resolve().parent.parent.parent
     with training_slot(root):
         folder = root / PAIR_JOBS_FOLDER / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         folder.mkdir(parents=True)
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root), os.environ.get("PYTHONPATH")])),
-        }
         try:
-            with open(folder / _JOB_LOG, "ab") as log:
-                process = subprocess.Popen(
-                    pair_command(config, data, root),
-                    cwd=project_root,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            process = spawn_background(pair_command(config, data, root), folder / _JOB_LOG)
         except OSError as error:
             raise RunError(f"The pair could not start: {error.strerror or type(error).__name__}.") from error
         (folder / _JOB_PID).write_text(str(process.pid))
-    threading.Thread(target=process.wait, name=f"reap-pair-{folder.name}", daemon=True).start()
     return PairJob(folder, root)
 
 

@@ -7,6 +7,7 @@ killed worker loses nothing it finished), and failed or stopped runs give their 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+import torch
 
 import vitviz
 from vitviz.finetune.data import BUILTIN_SHAPES, DataError, ImageSet, open_image_set, scan_image_folder
@@ -64,7 +66,17 @@ from vitviz.runs import (
 )
 from vitviz.serving import data_root
 
-__all__ = ["DATA_FOLDER", "execute_run", "run_image_set", "start_run", "stop_run", "worker_command"]
+__all__ = [
+    "BACKGROUND_ENV",
+    "DATA_FOLDER",
+    "execute_run",
+    "run_image_set",
+    "spawn_background",
+    "start_run",
+    "stop_run",
+    "worker_command",
+    "yield_to_the_app",
+]
 
 _STATUS_INTERVAL_S = 0.5  # at most two status writes a second, however fast the steps are
 _STOP_POLL_S = 0.25
@@ -138,20 +150,7 @@ def start_run(
         if upload is not None:
             (folder / UPLOAD_FILE).write_bytes(upload)
             data = str(folder / UPLOAD_FILE)
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
-        }
-        with open(folder / LOG_FILE, "ab") as log:
-            process = subprocess.Popen(
-                worker_command(config, data, folder, label),
-                cwd=_PROJECT_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = spawn_background(worker_command(config, data, folder, label), folder / LOG_FILE)
         (folder / WORKER_PID_FILE).write_text(str(process.pid))
     except OSError as error:  # no disk, or no process: the slot must not stay taken
         free_run_data(folder)
@@ -159,9 +158,51 @@ def start_run(
             folder, RunStatus("failed", error=f"the worker could not start: {error.strerror or error}")
         )
         raise RunError(f"The fine-tune could not start: {error.strerror or type(error).__name__}.") from error
-    # Reap the child when it ends, so a finished worker does not linger as a zombie of the server.
-    threading.Thread(target=process.wait, name=f"reap-{folder.name}", daemon=True).start()
     return folder
+
+
+BACKGROUND_ENV = "VITVIZ_BACKGROUND"  # set for detached workers: they yield the cores to the app
+
+
+def spawn_background(command: list[str], log_path: Path) -> subprocess.Popen:
+    """Starts `command` detached from the caller (its own session), writing to `log_path`.
+
+    The app and its workers share a small machine: two processes with two OpenMP threads each
+    slowed small tensor work 10–100× here (threads spin while they wait for a core). So a worker runs
+    on one thread and, once started, lowers its own priority (see `yield_to_the_app`), and the app's
+    interactions keep the cores they need. The child is reaped when it ends, so a finished worker
+    never lingers as a zombie of the server.
+
+    Raises:
+        OSError: the log cannot be opened or the process cannot start.
+    """
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": "1",
+        BACKGROUND_ENV: "1",
+    }
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=_PROJECT_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
+    return process
+
+
+def yield_to_the_app() -> None:
+    """In a worker started by `spawn_background`: one torch thread and a lower CPU priority."""
+    if os.environ.get(BACKGROUND_ENV) != "1":
+        return
+    torch.set_num_threads(1)
+    with contextlib.suppress(OSError):  # a platform without nice, or a priority already at its floor
+        os.nice(10)
 
 
 def _timm_name_of(model: str) -> str:
