@@ -197,8 +197,15 @@ def _read_link(facts: ModelFacts) -> None:
         st.session_state[RAW_COLOURS] = True
     if "off" in params and facts.num_layers and facts.num_heads:
         try:
-            heads = parse_heads(params["off"], facts.num_layers, facts.num_heads)
-            st.session_state[ABLATED] = [_head_label(head) for head in heads]
+            parse_heads(params["off"], facts.num_layers, facts.num_heads)  # validates every item
+            items = [item.strip() for item in params["off"].split(",") if item.strip()]
+            st.session_state[ABLATED_LAYERS] = [int(item) for item in items if item.isdigit()]
+            st.session_state[ABLATED] = [
+                _head_label(head)
+                for item in items
+                if not item.isdigit()
+                for head in parse_heads(item, facts.num_layers, facts.num_heads)
+            ]
         except ValueError as error:
             notes.append(f"heads off ({error})")
     if "ablation" in params:
@@ -215,9 +222,9 @@ def _write_link() -> None:
     params = {"tab": str(st.session_state.get(TAB, next(iter(TABS))))}
     if _raw_colours():
         params["raw"] = "1"
-    heads = st.session_state.get(ABLATED, [])
-    if heads:
-        params["off"] = ",".join(heads)
+    off = [*st.session_state.get(ABLATED, []), *map(str, st.session_state.get(ABLATED_LAYERS, []))]
+    if off:
+        params["off"] = ",".join(off)
     mode = ABLATION_MODES.get(st.session_state.get(ABLATION_MODE, ""))
     if mode is not None and mode != "zero":
         params["ablation"] = mode
@@ -1195,7 +1202,8 @@ def _render_ablation(side: ModelSide, picked: ui.ImageChoice) -> AblationResult 
             key="anatomy_ablation_before",
         )
     with chart_columns[1]:
-        after_figure = predictions_figure(after, _export_title(f"Top-5 with {off}", side))
+        after_title = f"Top-5 with {off}" if count else "Top-5, no head off yet"
+        after_figure = predictions_figure(after, _export_title(after_title, side))
         st.plotly_chart(after_figure, key="anatomy_ablation_after")
         ui.figure_downloads(
             after_figure,
@@ -1408,10 +1416,13 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     )
     final, model_top = lens.predictions[-1][0], int(np.argmax(record.logits))
     model_probability = float(_softmax(record.logits)[model_top])
-    first = next(layer for layer in range(lens.num_layers) if lens.predictions[layer][0].index == final.index)
+    first = lens.num_layers - 1  # the first layer from which the final class stays on top
+    while first > 0 and lens.predictions[first - 1][0].index == final.index:
+        first -= 1
+    pooled = "class token" if lens.pooling == "token" else f"{lens.pooling or 'pooled'}-pooled patch tokens"
     agrees = final.index == model_top and abs(final.probability - model_probability) < 1e-3
     st.markdown(
-        f"The {facts.global_pool or 'class'}-pooled tokens of each layer, through the model's final norm and head. "
+        f"Each layer's {pooled}, read through the model's final norm and head. "
         f"**{final.label}** is the top class from layer {first} on"
         + (
             f"; the last layer's reading is the model's prediction ({final.probability:.1%} both)."
