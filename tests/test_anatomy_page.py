@@ -339,7 +339,10 @@ def test_ranking_heads_shows_the_drop_of_each_head_alone(probe_run):
     assert drops.shape == (12, 6)
     layer, head = np.unravel_index(int(np.argmax(drops)), drops.shape)
     assert f"Heads that matter most here: {layer}:{head} ({drops[layer, head]:+.1%})" in page_texts(at)
-    # Cached per image, model and view: the button is spent until one of them changes.
+    # Cached per image, model and view: on the next run the button is spent until one of them changes.
+    at.run()
+    assert not at.exception, at.exception
+    assert f"{layer}:{head} ({drops[layer, head]:+.1%})" in page_texts(at)
     assert at.button(key="anatomy_ablation_rank").disabled
 
 
