@@ -56,7 +56,7 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
 
 def test_bundled_dinov2_every_view_alone():
     at = _anatomy()
-    assert [tab.label for tab in at.tabs] == [*PAPER_TABS, *FURTHER_TABS]
+    assert [tab.label for tab in at.tabs] == [*PAPER_TABS, *FURTHER_TABS, *INTERVENTION_TABS]
     text = page_texts(at)
     assert "`(3, 224, 224)`" in text and "`(256, 588)`" in text and "`(256, 384)`" in text
     assert "`(257, 384)`" in text and "14×14×3 = 588 values" in text

@@ -885,9 +885,9 @@ def head_importance_figure(drops: np.ndarray, scale: ColourScale, title: str) ->
     figure.update_layout(
         title=left_title(title),
         xaxis={"title": "head", "dtick": 1},
-        yaxis={"title": "layer", "dtick": 1, "autorange": "reversed"},
+        yaxis={"title": "layer", "dtick": 1, "autorange": "reversed", "automargin": True},
         height=120 + 26 * layers,
-        margin={"l": 10, "r": 10, "t": 50, "b": 40},
+        margin={"l": 60, "r": 10, "t": 50, "b": 40},
     )
     return figure
 
@@ -919,9 +919,9 @@ def logit_lens_figure(
     figure.update_layout(
         title=left_title(title),
         xaxis={"title": "class", "type": "category"},
-        yaxis={"title": "layer (residual stream after block)", "dtick": 1, "autorange": "reversed"},
+        yaxis={"title": "layer (after block)", "dtick": 1, "autorange": "reversed", "automargin": True},
         height=140 + 26 * layers,
-        margin={"l": 10, "r": 10, "t": 50, "b": 80},
+        margin={"l": 70, "r": 10, "t": 50, "b": 80},
     )
     return figure
 
