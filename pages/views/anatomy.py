@@ -1161,7 +1161,7 @@ def _ablated_heads(facts: ModelFacts) -> list[tuple[int, int]]:
 def _render_ablation(side: ModelSide, picked: ui.ImageChoice) -> AblationResult | None:
     """Head ablation: switch heads off, see the top-k and the maps change; rank heads by their effect.
 
-    Returns the ablated forward when some head is off, so the maps above draw it; None otherwise.
+    Returns the ablated forward when some head is off, so the maps below draw it; None otherwise.
     """
     facts = side.loaded.facts
     st.subheader("Switch heads off")
@@ -1224,7 +1224,7 @@ def _render_ablation(side: ModelSide, picked: ui.ImageChoice) -> AblationResult 
                 if after[0].index != top.index
                 else "."
             )
-            + " The maps above show the forward with these heads off."
+            + " The maps below show the forward with these heads off."
         )
     else:
         st.caption("Every head is on: choose heads or layers to switch off.")
