@@ -3,6 +3,7 @@ and the interventions (head ablation, logit lens, sanity check) on a real fine-t
 
 import os
 import re
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def _few_photos(at: AppTest) -> None:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, str]:
+def checkpoints(tmp_path_factory) -> Iterator[dict[str, str]]:
     """Seeded tiny models saved as checkpoint files: "trained" weights, so the twin has something to differ from."""
     folder = tmp_path_factory.mktemp("checkpoints")
     paths = {}
@@ -50,8 +51,15 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
     for name in ("vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "vit_tiny_r_s16_p8_224"):
         path = folder / f"{name}.safetensors"
         safetensors.torch.save_file(timm.create_model(name, pretrained=False).state_dict(), str(path))
-        paths[name] = str(path)
-    return paths
+        paths[name] = path.name
+    # Pages offer weights files only inside an operator-named data root: this folder is it.
+    previous = os.environ.get("VITVIZ_DATA_ROOT")
+    os.environ["VITVIZ_DATA_ROOT"] = str(folder)
+    yield paths
+    if previous is None:
+        os.environ.pop("VITVIZ_DATA_ROOT", None)
+    else:
+        os.environ["VITVIZ_DATA_ROOT"] = previous
 
 
 def test_bundled_dinov2_every_view_alone():
