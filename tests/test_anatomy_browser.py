@@ -1,5 +1,8 @@
 """Anatomy in a real browser: click a position or a head to see it large, and every view with its twin."""
 
+import os
+import re
+
 import pytest
 
 from tests.support.browser import (
@@ -7,8 +10,10 @@ from tests.support.browser import (
     open_and_wait,
     open_tab,
     save_screenshot,
+    streamlit_app,
     wait_until_idle,
 )
+from tests.support.interventions import dinov2_probe_run
 
 pytestmark = pytest.mark.browser
 
@@ -115,3 +120,47 @@ def test_each_view_renders_without_errors(app_url, page, tab, expected):
     open_tab(page, tab, expected, TIMEOUT_MS)
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, f"anatomy_{tab.lower().replace(' & ', '_').replace(' ', '_')}")
+
+
+@pytest.fixture(scope="module")
+def probe_app_url():
+    """An app of its own whose runs folder holds the tiny DINOv2 shapes probe, so it can be picked."""
+    run = dinov2_probe_run()
+    previous = os.environ.get("VITVIZ_RUNS_DIR")
+    os.environ["VITVIZ_RUNS_DIR"] = str(run.parent)
+    try:
+        with streamlit_app() as url:
+            yield url
+    finally:
+        if previous is None:
+            os.environ.pop("VITVIZ_RUNS_DIR", None)
+        else:
+            os.environ["VITVIZ_RUNS_DIR"] = previous
+
+
+def test_clicking_a_head_off_changes_the_prediction(probe_app_url, page):
+    page.set_viewport_size({"width": 1400, "height": 2600})  # the whole 12-layer mosaic on screen to click
+    _open_anatomy(page, probe_app_url)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.locator(".st-key-anatomy_model").click()
+    page.get_by_role("option", name=re.compile(r"run: dinov2-shapes-probe")).click()
+    wait_until_idle(page)
+    open_tab(page, "All heads", "Every head is on", TIMEOUT_MS)
+    page.get_by_text("switches the head off").click()
+    wait_until_idle(page)
+
+    layer, head = 11, 0
+    _click_small_map(page, "anatomy_heads_mosaic_model", layer, head)
+    page.get_by_text("With 1 head zeroed, ").wait_for(timeout=TIMEOUT_MS)
+    wait_until_idle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    sentence = page.get_by_text("With 1 head zeroed, ").inner_text()
+    found = re.search(r"goes from ([\d.]+)% to ([\d.]+)%", sentence)
+    assert found, sentence
+    assert found.group(1) != found.group(2), sentence  # the prediction changed
+    assert (
+        page.get_by_text(f"Layer {layer}, head {head}: attention from class token with 1 head off").count()
+        >= 1
+    )
+    page.locator(".st-key-anatomy_ablation_after").scroll_into_view_if_needed()
+    save_screenshot(page, "anatomy_head_switched_off")

@@ -1,5 +1,11 @@
-"""AppTest of the Anatomy page: all nine views on every model family, with and without the untrained twin."""
+"""AppTest of the Anatomy page: every view on every model family, with and without the untrained twin,
+and the interventions (head ablation, logit lens, sanity check) on a real fine-tuned probe."""
 
+import os
+import re
+from collections.abc import Iterator
+
+import numpy as np
 import pytest
 import safetensors.torch
 import timm
@@ -7,9 +13,11 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from tests.support.anatomy_apptest import figure_titles, open_anatomy, open_tab, page_texts
+from tests.support.interventions import dinov2_probe_run
 
 PAPER_TABS = ("Patches as words", "Filters", "Position embeddings", "Attention distance")
 FURTHER_TABS = ("Resolution", "Hybrid stem", "Token norms", "All heads", "Queries & keys")
+INTERVENTION_TABS = ("Logit lens", "Sanity check")
 TIMEOUT_S = 240
 
 
@@ -35,7 +43,7 @@ def _few_photos(at: AppTest) -> None:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, str]:
+def checkpoints(tmp_path_factory) -> Iterator[dict[str, str]]:
     """Seeded tiny models saved as checkpoint files: "trained" weights, so the twin has something to differ from."""
     folder = tmp_path_factory.mktemp("checkpoints")
     paths = {}
@@ -43,13 +51,20 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
     for name in ("vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "vit_tiny_r_s16_p8_224"):
         path = folder / f"{name}.safetensors"
         safetensors.torch.save_file(timm.create_model(name, pretrained=False).state_dict(), str(path))
-        paths[name] = str(path)
-    return paths
+        paths[name] = path.name
+    # Pages offer weights files only inside an operator-named data root: this folder is it.
+    previous = os.environ.get("VITVIZ_DATA_ROOT")
+    os.environ["VITVIZ_DATA_ROOT"] = str(folder)
+    yield paths
+    if previous is None:
+        os.environ.pop("VITVIZ_DATA_ROOT", None)
+    else:
+        os.environ["VITVIZ_DATA_ROOT"] = previous
 
 
 def test_bundled_dinov2_every_view_alone():
     at = _anatomy()
-    assert [tab.label for tab in at.tabs] == [*PAPER_TABS, *FURTHER_TABS]
+    assert [tab.label for tab in at.tabs] == [*PAPER_TABS, *FURTHER_TABS, *INTERVENTION_TABS]
     text = page_texts(at)
     assert "`(3, 224, 224)`" in text and "`(256, 588)`" in text and "`(256, 384)`" in text
     assert "`(257, 384)`" in text and "14×14×3 = 588 values" in text
@@ -168,7 +183,7 @@ def test_no_photos_gives_a_message():
 
 def test_bundled_dinov2_shows_all_five_views():
     at = _anatomy()
-    assert [tab.label for tab in at.tabs][-5:] == list(FURTHER_TABS)
+    assert [tab.label for tab in at.tabs][-7:] == [*FURTHER_TABS, *INTERVENTION_TABS]
 
     _open(at, "Resolution")
     at.select_slider(key="anatomy_resolution_size").set_value("336×336").run()
@@ -259,3 +274,161 @@ def test_a_cnn_gets_a_note_in_every_view():
     for tab in FURTHER_TABS:
         _open(at, tab)
         assert "Does not apply: tf_efficientnet_lite0 is a CNN" in page_texts(at), tab
+
+
+# Interventions on a real probe: a run folder in the runs folder loads as a model. ---------------
+
+
+@pytest.fixture(scope="module")
+def probe_run():
+    """The tiny DINOv2 shapes probe, listed in a runs folder of its own so the model picker offers it."""
+    run = dinov2_probe_run()
+    previous = os.environ.get("VITVIZ_RUNS_DIR")
+    os.environ["VITVIZ_RUNS_DIR"] = str(run.parent)
+    yield run
+    if previous is None:
+        os.environ.pop("VITVIZ_RUNS_DIR", None)
+    else:
+        os.environ["VITVIZ_RUNS_DIR"] = previous
+
+
+def _probe_page(run, tab: str) -> AppTest:
+    at = _anatomy()
+    at.selectbox(key="anatomy_model").set_value(str(run)).run()
+    assert not at.exception, at.exception
+    return _open(at, tab)
+
+
+def _sentence_numbers(text: str) -> tuple[float, float]:
+    """The before and after percentages of "goes from X% to Y%"."""
+    found = re.search(r"goes from ([\d.]+)% to ([\d.]+)%", text)
+    assert found, text
+    return float(found.group(1)) / 100, float(found.group(2)) / 100
+
+
+def test_switching_layers_off_changes_the_probe_prediction_as_the_library_says(probe_run):
+    from vitviz import load_model
+    from vitviz.images import builtin_photo
+    from vitviz.maths.ablation import ablate_heads
+    from vitviz.predict import predict
+
+    at = _probe_page(probe_run, "All heads")
+    assert "Every head is on" in page_texts(at)
+    assert _has_title(at, "Top-5, every head on · vit_small_patch14_dinov2 · fine-tuned run")
+    at.multiselect(key="anatomy_ablation_layers").set_value([10, 11]).run()
+    assert not at.exception, at.exception
+    texts = page_texts(at)
+    assert _has_title(at, "Top-5 with 12 heads zeroed")
+    assert _has_title(at, "All heads: attention from class token with 12 heads off")
+
+    loaded = load_model(str(probe_run))
+    photo = builtin_photo(at.selectbox(key="anatomy_photo").value)
+    heads = [(layer, head) for layer in (10, 11) for head in range(loaded.facts.num_heads)]
+    result = ablate_heads(loaded, photo, heads, "zero")
+    before, after = _sentence_numbers(texts)
+    top = predict(loaded, [photo], topk=1)[0][0]
+    assert before == pytest.approx(top.probability, abs=0.0006)
+    probabilities = np.exp(result.record.logits - result.record.logits.max())
+    probabilities /= probabilities.sum()
+    assert after == pytest.approx(float(probabilities[top.index]), abs=0.0006)
+
+    at.radio(key="anatomy_ablation_mode").set_value("replaced by its mean over the image's tokens").run()
+    assert not at.exception, at.exception
+    assert _has_title(at, "Top-5 with 12 heads replaced")
+
+
+def test_ranking_heads_shows_the_drop_of_each_head_alone(probe_run):
+    at = _probe_page(probe_run, "All heads")
+    at.button(key="anatomy_ablation_rank").click().run()
+    assert not at.exception, at.exception
+    assert _has_title(at, "with one head zeroed · vit_small_patch14_dinov2")
+    store = at.session_state["anatomy_ablation_importance"]
+    (drops,) = store.values()
+    assert drops.shape == (12, 6)
+    layer, head = np.unravel_index(int(np.argmax(drops)), drops.shape)
+    assert f"Heads that matter most here: {layer}:{head} ({drops[layer, head]:+.1%})" in page_texts(at)
+    # Cached per image, model and view: on the next run the button is spent until one of them changes.
+    at.run()
+    assert not at.exception, at.exception
+    assert f"{layer}:{head} ({drops[layer, head]:+.1%})" in page_texts(at)
+    assert at.button(key="anatomy_ablation_rank").disabled
+
+
+def test_logit_lens_last_layer_agrees_with_the_prediction(probe_run):
+    at = _probe_page(probe_run, "Logit lens")
+    texts = page_texts(at)
+    found = re.search(r"the last layer's reading is the model's prediction \(([\d.]+)% both\)", texts)
+    assert found, texts
+    assert _has_title(at, "Logit lens: each layer's top classes · vit_small_patch14_dinov2")
+    assert _has_title(at, "Layer 11: the class each patch token alone reads as")
+    at.slider(key="anatomy_lens_layer").set_value(3).run()
+    assert not at.exception, at.exception
+    assert _has_title(at, "Layer 3: the class each patch token alone reads as")
+    assert re.search(r"At layer 3, \d+% of the 256 patches read as", page_texts(at))
+
+
+def test_sanity_check_reports_the_rank_correlation_at_the_checkpoint(probe_run):
+    at = _probe_page(probe_run, "Sanity check")
+    assert not figure_titles(at)  # slow: nothing runs before the button
+    at.button(key="anatomy_sanity_run").click().run()
+    assert not at.exception, at.exception
+    verdicts = [element.value for element in [*at.success, *at.warning, *at.info]]
+    assert any(re.search(r"ρ = -?[\d.]+ at stage “blocks\.\d+”", text) for text in verdicts), verdicts
+    assert _has_title(at, "Sanity check of Attention rollout · vit_small_patch14_dinov2")
+
+
+def test_model_without_classifier_says_how_to_get_one():
+    at = _anatomy()
+    for tab in ("All heads", "Logit lens"):
+        _open(at, tab)
+        assert "Fine-tune a probe on the Fine-tune page" in page_texts(at), tab
+
+
+def test_filters_caption_says_what_was_measured_against_the_untrained_twin():
+    at = _open(_anatomy(), "Filters")
+    texts = page_texts(at)
+    assert "untrained filters give noise" not in texts
+    found = re.search(
+        r"keep ([\d.]+)% of their energy below 0.125 cycles per pixel \(untrained twin ([\d.]+)%", texts
+    )
+    assert found, texts
+    assert float(found.group(1)) < float(found.group(2))  # the bundled DINOv2: finer than random
+    assert "fine patterns, not smooth filters" in texts
+
+
+def test_page_shows_the_view_and_a_robust_colour_scale_with_a_raw_toggle():
+    at = _open(_anatomy(), "All heads")
+    assert "use the crop view of the photo — centre crop" in page_texts(at)
+    at.toggle(key="anatomy_raw_colours").set_value(True).run()
+    assert not at.exception, at.exception
+    assert at.query_params["raw"] == ["1"] or at.query_params["raw"] == "1"
+
+
+def test_link_opens_the_tab_and_switches_heads_off(probe_run):
+    at = AppTest.from_file(str(_repo_app()), default_timeout=TIMEOUT_S)
+    at.switch_page("pages/anatomy.py")
+    at.query_params["tab"] = "All heads"
+    at.query_params["off"] = "11,3:2"
+    at.run()
+    assert not at.exception, at.exception
+    at.selectbox(key="anatomy_model").set_value(str(probe_run)).run()
+    assert not at.exception, at.exception
+    assert _has_title(at, "Top-5 with 7 heads zeroed")
+
+
+def test_hostile_link_gets_a_note_not_an_exception():
+    at = AppTest.from_file(str(_repo_app()), default_timeout=TIMEOUT_S)
+    at.switch_page("pages/anatomy.py")
+    at.query_params["tab"] = "<script>"
+    at.query_params["off"] = "99:99,x"
+    at.query_params["ablation"] = "explode"
+    at.run()
+    assert not at.exception, at.exception
+    notes = " ".join(element.value for element in at.info)
+    assert "tab '<script>'" in notes and "heads off" in notes and "ablation 'explode'" in notes
+
+
+def _repo_app():
+    from tests.support.browser import REPO
+
+    return REPO / "app.py"

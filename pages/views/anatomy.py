@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
-from PIL import Image
+from PIL import Image, ImageDraw
 from streamlit.delta_generator import DeltaGenerator
 
 from pages.views import ui
@@ -24,11 +25,15 @@ from vitviz.figures.anatomy import (
     explained_variance_figure,
     feature_maps_figure,
     filter_components_figure,
+    head_importance_figure,
+    logit_lens_figure,
     model_view_figure,
     norm_histogram_figure,
+    patch_class_figure,
     position_key_figure,
     query_key_figure,
     rgb_grid_figure,
+    sanity_maps_figure,
     selected_head,
     similarity_grid_figure,
     similarity_map_figure,
@@ -41,8 +46,10 @@ from vitviz.figures.common import (
     predictions_figure,
     selected_patch,
 )
+from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale
 from vitviz.images import BUILTIN_PHOTOS, UPLOAD_EXTENSIONS, ImageDecodeError, builtin_photo, decode_image
 from vitviz.images import image_digest as digest_of
+from vitviz.maths.ablation import AblationResult, ablate_heads, head_importance, parse_heads
 from vitviz.maths.attention import AttentionRecord, class_attention_map, rollout_relevance
 from vitviz.maths.distance import AttentionDistances, attention_distances_over_images
 from vitviz.maths.filters import (
@@ -50,9 +57,12 @@ from vitviz.maths.filters import (
     FiltersNotApplicableError,
     component_tiles,
     filter_components,
+    filter_spectrum,
     patch_embedding_filters,
+    spectrum_sentence,
 )
 from vitviz.maths.hybrid import HybridStem, hybrid_stem
+from vitviz.maths.logit_lens import LogitLens, logit_lens
 from vitviz.maths.model_view import model_view_maps, query_label
 from vitviz.maths.posembed import (
     NoPositionEmbeddingError,
@@ -75,6 +85,8 @@ from vitviz.maths.token_features import (
     token_norms,
 )
 from vitviz.maths.tokens_as_words import TokenTrace, cut_into_patches, trace_tokens
+from vitviz.methods import METHODS, available_methods, default_method
+from vitviz.methods.sanity import UNFAITHFUL_RANK_CORRELATION, SanityResult, cascading_randomisation
 from vitviz.models import LoadedModel, ModelError, ModelFacts, describe_weights
 from vitviz.preprocess import explanation_image
 
@@ -153,12 +165,93 @@ def render_tabs(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         picked: the image every view runs on.
     """
     facts = sides[0].loaded.facts
+    _read_link(facts)
+    st.toggle(
+        "Raw colour scale",
+        key=RAW_COLOURS,
+        help=f"Off: the maps' colours stop at the {CLIP_PERCENTILE:g}th percentile, so one outlier token "
+        "does not wash the rest out (the colour bar says so). On: minimum to maximum.",
+    )
+    _view_note(sides[0], picked)
     tabs = st.tabs(list(TABS), key=TAB, on_change="rerun")
     for tab, view in zip(tabs, TABS.values(), strict=True):
         if _is_open(tab):
             with tab:
                 if view.cnn_reason is None or not _cnn_note(facts, view.cnn_reason):
                     view.render(sides, picked)
+    _write_link()
+
+
+def _read_link(facts: ModelFacts) -> None:
+    """Seeds the open tab, the ablation and the colour rule from a shared link, once per session."""
+    params = ui.url_params_once("anatomy")
+    if not params:
+        return
+    notes = []
+    if "tab" in params:
+        if params["tab"] in TABS:
+            st.session_state[TAB] = params["tab"]
+        else:
+            notes.append(f"tab {params['tab'][:40]!r}")
+    if params.get("raw") == "1":
+        st.session_state[RAW_COLOURS] = True
+    if "off" in params and facts.num_layers and facts.num_heads:
+        try:
+            parse_heads(params["off"], facts.num_layers, facts.num_heads)  # validates every item
+            items = [item.strip() for item in params["off"].split(",") if item.strip()]
+            st.session_state[ABLATED_LAYERS] = [int(item) for item in items if item.isdigit()]
+            st.session_state[ABLATED] = [
+                _head_label(head)
+                for item in items
+                if not item.isdigit()
+                for head in parse_heads(item, facts.num_layers, facts.num_heads)
+            ]
+        except ValueError as error:
+            notes.append(f"heads off ({error})")
+    if "ablation" in params:
+        modes = {mode: label for label, mode in ABLATION_MODES.items()}
+        if params["ablation"] in modes:
+            st.session_state[ABLATION_MODE] = modes[params["ablation"]]
+        else:
+            notes.append(f"ablation {params['ablation'][:20]!r}")
+    ui.url_notes(notes)
+
+
+def _write_link() -> None:
+    """Makes the URL say the open tab and its main choices, so a copied link reopens them."""
+    params = {"tab": str(st.session_state.get(TAB, next(iter(TABS))))}
+    if _raw_colours():
+        params["raw"] = "1"
+    off = [*st.session_state.get(ABLATED, []), *map(str, st.session_state.get(ABLATED_LAYERS, []))]
+    if off:
+        params["off"] = ",".join(off)
+    mode = ABLATION_MODES.get(st.session_state.get(ABLATION_MODE, ""))
+    if mode is not None and mode != "zero":
+        params["ablation"] = mode
+    ui.sync_url(params, keep=("present", "model", "weights", "image"))
+
+
+def _view_note(side: ModelSide, picked: ui.ImageChoice) -> None:
+    """The photo with the view's box on it, and the view's note: every map below lies over that view."""
+    if side.loaded.facts.family == "cnn" and side.loaded.facts.grid_size is None:
+        return
+    try:
+        view = side.attention(picked).view
+    except (ModelError, ValueError, RuntimeError):
+        return
+    photo_column, note_column = st.columns([1, 4])
+    with photo_column:
+        framed = picked.image.convert("RGB").copy()
+        width = max(2, framed.width // 100)
+        ImageDraw.Draw(framed).rectangle(view.box, outline=(255, 200, 0), width=width)
+        framed.thumbnail((240, 240))
+        st.image(framed, caption=f"What the model sees ({view.mode})")
+    with note_column:
+        note = f" — {view.note}" if view.note else ""
+        st.caption(
+            f"Maps, predictions and probes on this page use the {view.mode} view of the photo{note}; "
+            "the yellow box marks it on the photo."
+        )
 
 
 def _is_open(tab: DeltaGenerator) -> bool:
@@ -191,6 +284,30 @@ def _each_side(
 def _title(text: str, side: ModelSide) -> str:
     """A figure title of views 5–9: random weights say so in it."""
     return text if side.loaded.trained else f"{text} · {side.label}"
+
+
+def _export_title(text: str, side: ModelSide) -> str:
+    """A title that still says which model and weights once the figure is exported."""
+    return f"{text} · {side.loaded.facts.name} · {side.label}"
+
+
+RAW_COLOURS = "anatomy_raw_colours"  # toggle: the maps' colour bars span the raw range, not clipped
+
+
+def _raw_colours() -> bool:
+    return bool(st.session_state.get(RAW_COLOURS, False))
+
+
+def _scaled(figure: go.Figure, values: np.ndarray, label: str) -> go.Figure:
+    """Applies the page's colour rule to a map's heatmap: clipped at the 99th percentile unless raw."""
+    scale = colour_scale(values, label, None if _raw_colours() else CLIP_PERCENTILE)
+    figure.update_traces(
+        selector={"type": "heatmap"},
+        zmin=scale.zmin,
+        zmax=scale.zmax,
+        colorbar={"title": {"text": scale.title, "side": "right"}},
+    )
+    return figure
 
 
 def _cnn_note(facts: ModelFacts, why: str) -> bool:
@@ -388,9 +505,27 @@ def render_filters(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         f"Each of the {facts.embed_dim} filters of the patch embedding is a {height}×{width} RGB picture; "
         "PCA (scikit-learn) finds the directions they vary along. Tiles are titled with the component's "
         "number and its share of the variance; each is stretched to full contrast on its own, and a "
-        "component's sign is arbitrary. The paper found smooth, low-frequency basis functions; untrained "
-        "filters give noise."
+        "component's sign is arbitrary. The ViT paper found smooth, low-frequency basis functions "
+        f"for its own models. Measured here: {_spectrum_sentence(sides, results[0])}"
     )
+
+
+def _spectrum_sentence(sides: list[ModelSide], components: FilterComponents) -> str:
+    """What the chosen model's filter components are made of, measured against its untrained twin."""
+    model = sides[0]
+    measured = filter_spectrum(components.components)
+    if not model.loaded.trained:
+        return (
+            f"these random filters' components keep {measured.median_low_frequency_share:.1%} of their "
+            f"energy below {measured.cutoff:g} cycles per pixel (white noise {measured.white_noise_share:.1%})."
+        )
+    if len(sides) > 1:
+        twin = sides[1]
+    else:
+        choice = model.choice
+        twin = ModelSide(ui.cached_twin(choice.name, choice.weights, choice.device), choice, twin=True)
+    untrained = filter_spectrum(_cached_components(twin.key, twin.loaded).components)
+    return spectrum_sentence(measured, untrained, f"the {model.label} {model.loaded.facts.name}")
 
 
 # 3. Position embeddings ---------------------------------------------------------------------
@@ -881,7 +1016,9 @@ def _read_head_clicks(sides: Sequence[ModelSide], facts: ModelFacts) -> None:
             SEEN_HEAD_CLICKS,
             lambda selection: selected_head(selection, facts.num_layers, facts.num_heads),
         )
-        if head is not None:
+        if head is not None and st.session_state.get(CLICK_ACTION) == SWITCH_OFF:
+            _toggle_head(head)
+        elif head is not None:
             st.session_state[HEAD] = head
         patch = ui.new_click(
             large, SEEN_HEAD_CLICKS, lambda selection: selected_patch(selection, facts.grid_size)
@@ -908,10 +1045,16 @@ def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         st.session_state[QUERY_KIND] = class_option
     st.markdown(
         f"One small map per layer (rows) and head (columns): where the chosen token attends, "
-        f"{layers}×{heads} maps at once, each scaled to its own maximum. **Click a small map** to open it "
-        "large; **click a patch on the large map** to make it the attending token."
+        f"{layers}×{heads} maps at once, each scaled to its own maximum. A click on a small map opens it "
+        "large or switches that head off (below); a click on a patch of the large map makes it the "
+        "attending token."
     )
-    kind = st.radio("Attention from", options, horizontal=True, key=QUERY_KIND)
+    controls = st.columns(2)
+    kind = controls[0].radio("Attention from", options, horizontal=True, key=QUERY_KIND)
+    if CLICK_ACTION not in st.session_state:
+        st.session_state[CLICK_ACTION] = OPEN_LARGE
+    controls[1].radio("A click on a small map", [OPEN_LARGE, SWITCH_OFF], horizontal=True, key=CLICK_ACTION)
+    ablation = _render_ablation(sides[0], picked)
     query = patch if kind == CLICKED_PATCH else None
     if kind == CLICKED_PATCH and patch is None:
         st.caption("No patch clicked yet: showing the class token. Click a patch on the large map.")
@@ -922,8 +1065,12 @@ def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     for side, record in _each_side(
         sides, f"capture attention of {facts.name}", lambda side: side.attention(picked)
     ):
+        if ablation is not None and not side.twin:
+            record = ablation.record  # the maps of the forward with the chosen heads off
         maps = model_view_maps(record, query)
         source = query_label(record, query)
+        if ablation is not None and not side.twin:
+            source += f" with {len(ablation.heads)} head{'s' if len(ablation.heads) != 1 else ''} off"
         mosaic_area, large_area = st.columns([1, 1]) if side_by_side else (st.container(), st.container())
         with mosaic_area:
             st.plotly_chart(
@@ -939,12 +1086,16 @@ def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         layer, head_index = head
         with large_area:
             st.plotly_chart(
-                attention_overlay_figure(
-                    side.pixels(picked),
+                _scaled(
+                    attention_overlay_figure(
+                        side.pixels(picked),
+                        maps[layer, head_index],
+                        facts.stride_px,
+                        _export_title(f"Layer {layer}, head {head_index}: attention from {source}", side),
+                        selected=query,
+                    ),
                     maps[layer, head_index],
-                    facts.stride_px,
-                    _title(f"Layer {layer}, head {head_index}: attention from {source}", side),
-                    selected=query,
+                    "attention",
                 ),
                 key=f"anatomy_heads_large_{side.suffix}",
                 on_select="rerun",
@@ -953,9 +1104,203 @@ def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
             )
 
 
+CLICK_ACTION = "anatomy_heads_click"  # radio: a click on a small map opens it or switches it off
+OPEN_LARGE = "opens it large"
+SWITCH_OFF = "switches the head off"
+ABLATED = "anatomy_ablation_heads"  # multiselect of "layer:head" labels switched off
+ABLATED_LAYERS = "anatomy_ablation_layers"  # multiselect of whole layers switched off
+ABLATION_MODE = "anatomy_ablation_mode"  # radio: zeroed or replaced by the mean
+ABLATION_MODES = {
+    "zeroed": "zero",
+    "replaced by its mean over the image's tokens": "mean",
+}
+IMPORTANCE = "anatomy_ablation_importance"  # {(model key, digest, view, mode): (layers, heads) drops}
+NO_CLASSIFIER = (
+    "has no classifier head, so switching heads off changes no prediction to show. "
+    "Fine-tune a probe on the Fine-tune page, then pick its run as the model here."
+)
+
+
+def _head_label(head: tuple[int, int]) -> str:
+    return f"{head[0]}:{head[1]}"
+
+
+def _toggle_head(head: tuple[int, int]) -> None:
+    """A click in "switch off" mode: the head goes off, or back on when it was off."""
+    chosen = list(st.session_state.get(ABLATED, []))
+    label = _head_label(head)
+    st.session_state[ABLATED] = (
+        [item for item in chosen if item != label] if label in chosen else [*chosen, label]
+    )
+
+
+@st.cache_resource(show_spinner="Running the model with heads switched off…", max_entries=8)
+def _cached_ablation(
+    model_key: tuple,
+    digest: str,
+    heads: tuple[tuple[int, int], ...],
+    mode: str,
+    view: str,
+    _loaded: LoadedModel,
+    _image: Image.Image,
+) -> AblationResult:
+    return ablate_heads(_loaded, _image, list(heads), mode, topk=5, view=view)
+
+
+def _ablated_heads(facts: ModelFacts) -> list[tuple[int, int]]:
+    """The heads chosen one by one plus every head of the chosen layers, sorted."""
+    heads = set()
+    for label in st.session_state.get(ABLATED, []):
+        layer, _, head = label.partition(":")
+        heads.add((int(layer), int(head)))
+    for layer in st.session_state.get(ABLATED_LAYERS, []):
+        heads.update((layer, head) for head in range(facts.num_heads))
+    return sorted(heads)
+
+
+def _render_ablation(side: ModelSide, picked: ui.ImageChoice) -> AblationResult | None:
+    """Head ablation: switch heads off, see the top-k and the maps change; rank heads by their effect.
+
+    Returns the ablated forward when some head is off, so the maps below draw it; None otherwise.
+    """
+    facts = side.loaded.facts
+    st.subheader("Switch heads off")
+    if not facts.has_classifier:
+        st.info(f"{facts.name} {NO_CLASSIFIER}")
+        return None
+    options = [
+        _head_label((layer, head)) for layer in range(facts.num_layers) for head in range(facts.num_heads)
+    ]
+    st.session_state[ABLATED] = [label for label in st.session_state.get(ABLATED, []) if label in options]
+    st.session_state[ABLATED_LAYERS] = [
+        layer for layer in st.session_state.get(ABLATED_LAYERS, []) if 0 <= layer < facts.num_layers
+    ]
+    if st.session_state.get(ABLATION_MODE) not in ABLATION_MODES:
+        st.session_state[ABLATION_MODE] = next(iter(ABLATION_MODES))
+    columns = st.columns([3, 2, 3])
+    columns[0].multiselect(
+        "Heads off (layer:head)",
+        options,
+        key=ABLATED,
+        help="Or choose “switches the head off” above and click small maps.",
+    )
+    columns[1].multiselect("Whole layers off", list(range(facts.num_layers)), key=ABLATED_LAYERS)
+    mode_label = columns[2].radio("A head switched off is", list(ABLATION_MODES), key=ABLATION_MODE)
+    mode = ABLATION_MODES[mode_label]
+    heads = _ablated_heads(facts)
+    view = side.attention(picked).view.mode
+    result = _cached_ablation(side.key, picked.digest, tuple(heads), mode, view, side.loaded, picked.image)
+    before, after = result.before, result.after
+    top = before[0]
+    after_probability = float(_softmax(result.record.logits)[top.index])
+    count = len(heads)
+    off = f"{count} head{'s' if count != 1 else ''} {mode_label.split(' ')[0]}"
+    chart_columns = st.columns(2)
+    with chart_columns[0]:
+        st.plotly_chart(
+            predictions_figure(before, _export_title("Top-5, every head on", side)),
+            key="anatomy_ablation_before",
+        )
+    with chart_columns[1]:
+        after_title = f"Top-5 with {off}" if count else "Top-5, no head off yet"
+        after_figure = predictions_figure(after, _export_title(after_title, side))
+        st.plotly_chart(after_figure, key="anatomy_ablation_after")
+        ui.figure_downloads(
+            after_figure,
+            None,
+            facts.name,
+            side.loaded.weights,
+            picked.name,
+            f"ablation-{mode}-{count}-heads",
+            "anatomy_ablation_after_files",
+        )
+    if count:
+        changed = "the top class changes" if after[0].index != top.index else "the top class stays"
+        st.markdown(
+            f"With {off}, **{top.label}** goes from {top.probability:.1%} to {after_probability:.1%} "
+            f"({after_probability - top.probability:+.1%}); {changed}"
+            + (
+                f" to **{after[0].label}** ({after[0].probability:.1%})."
+                if after[0].index != top.index
+                else "."
+            )
+            + " The maps below show the forward with these heads off."
+        )
+    else:
+        st.caption("Every head is on: choose heads or layers to switch off.")
+    _render_importance(side, picked, mode, mode_label, view)
+    return result if count else None
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()
+
+
+def _render_importance(
+    side: ModelSide, picked: ui.ImageChoice, mode: str, mode_label: str, view: str
+) -> None:
+    """Ranks every head by how much the top class's probability drops when it alone is off."""
+    facts = side.loaded.facts
+    store = st.session_state.setdefault(IMPORTANCE, {})
+    cache_key = (side.key, picked.digest, view, mode)
+    total = facts.num_layers * facts.num_heads
+    if st.button(
+        f"Rank all {total} heads by their effect ({mode_label.split(' ')[0]})",
+        key="anatomy_ablation_rank",
+        disabled=cache_key in store,
+    ):
+        bar = st.progress(0.0, text="Switching each head off in turn…")
+
+        def report(done: int, all_heads: int) -> None:
+            bar.progress(done / all_heads, text=f"{done} of {all_heads} heads switched off in turn")
+
+        try:
+            store[cache_key] = head_importance(side.loaded, picked.image, mode, progress=report, view=view)
+        except (ModelError, ValueError, RuntimeError) as error:
+            st.error(f"Could not rank the heads: {error}")
+            return
+        bar.empty()
+    drops = store.get(cache_key)
+    if drops is None:
+        return
+    scale = colour_scale(
+        drops, "probability drop", None if _raw_colours() else CLIP_PERCENTILE, symmetric=True
+    )
+    top = side.attention(picked)
+    top_label = _prediction_label(side, top)
+    figure = head_importance_figure(
+        drops, scale, _export_title(f"Drop of {top_label} with one head {mode_label.split(' ')[0]}", side)
+    )
+    st.plotly_chart(figure, key="anatomy_ablation_importance_chart")
+    order = np.argsort(drops, axis=None)[::-1][:5]
+    ranked = [np.unravel_index(index, drops.shape) for index in order]
+    st.markdown(
+        "Heads that matter most here: "
+        + ", ".join(f"{layer}:{head} ({drops[layer, head]:+.1%})" for layer, head in ranked)
+        + f". Largest rise when removed: {drops.min():+.1%}."
+    )
+    ui.figure_downloads(
+        figure,
+        drops,
+        facts.name,
+        side.loaded.weights,
+        picked.name,
+        f"head-importance-{mode}",
+        "anatomy_importance",
+    )
+
+
+def _prediction_label(side: ModelSide, record: AttentionRecord) -> str:
+    """The name of the model's top class on the record's forward."""
+    index = int(np.argmax(record.logits))
+    labels = side.loaded.labels
+    return labels[index] if labels is not None and index < len(labels) else f"class {index}"
+
+
 # 9. Queries and keys together ----------------------------------------------------------------
 
-METHODS: dict[str, ProjectionMethod] = {"PCA": "pca", "t-SNE (slower)": "tsne"}
+PROJECTIONS: dict[str, ProjectionMethod] = {"PCA": "pca", "t-SNE (slower)": "tsne"}
 QK_LAYER = "anatomy_qk_layer"
 QK_HEAD = "anatomy_qk_head"
 
@@ -979,7 +1324,7 @@ def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     head = controls[1].selectbox("Head", list(range(facts.num_heads)), key=QK_HEAD)
     method_label = controls[2].radio(
         "Projection",
-        list(METHODS),
+        list(PROJECTIONS),
         key="anatomy_qk_method",
         help="PCA is linear and instant. t-SNE keeps neighbourhoods rather than distances and takes "
         "seconds for a few hundred tokens.",
@@ -991,7 +1336,7 @@ def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         help="Moves the keys' centre onto the queries' and evens out their lengths; softmax(q·kᵀ) is "
         "unchanged by both, but the two clouds stop sitting apart (AttentionViz does the same).",
     )
-    method = METHODS[method_label]
+    method = PROJECTIONS[method_label]
 
     def project(side: ModelSide) -> tuple[QueryKeys, QueryKeyProjection]:
         source = _cached_query_keys(side.key, picked.digest, layer, head, side.loaded, picked.image)
@@ -1019,6 +1364,200 @@ def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
             )
             if method == "tsne":
                 st.caption("t-SNE distances are not to scale; only neighbourhoods mean something.")
+
+
+# 10. Logit lens ------------------------------------------------------------------------------
+
+LENS_LAYER = "anatomy_lens_layer"  # the layer whose per-patch classes are drawn
+
+
+@st.cache_data(show_spinner="Reading every layer through the head…", max_entries=16)
+def _cached_lens(
+    model_key: tuple, digest: str, view: str, _loaded: LoadedModel, _image: Image.Image
+) -> LogitLens:
+    return logit_lens(_loaded, _image, topk=5, view=view)
+
+
+def _class_name(loaded: LoadedModel, index: int) -> str:
+    labels = loaded.labels
+    return labels[index] if labels is not None and 0 <= index < len(labels) else f"class {index}"
+
+
+def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """View 10: each layer's residual stream read through the model's own final norm and head."""
+    side = sides[0]
+    loaded, facts = side.loaded, side.loaded.facts
+    if not facts.has_classifier:
+        st.info(f"{facts.name} {NO_CLASSIFIER}")
+        return
+    record = side.attention(picked)
+    try:
+        lens = _cached_lens(side.key, picked.digest, record.view.mode, loaded, picked.image)
+    except (ModelError, ValueError, RuntimeError) as error:
+        st.error(f"Could not read the layers through the head: {error}")
+        return
+    shown: list[int] = []  # every layer's top class, then the final top-5, each once
+    for index in [layer[0].index for layer in lens.predictions] + [p.index for p in lens.predictions[-1]]:
+        if index not in shown:
+            shown.append(index)
+    shown = shown[:12]
+    logits = lens.logits.astype(np.float64)
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    table = probabilities[:, shown]
+    labels = [_class_name(loaded, index) for index in shown]
+    scale = colour_scale(table, "probability", None if _raw_colours() else CLIP_PERCENTILE)
+    figure = logit_lens_figure(
+        table, labels, scale, _export_title("Logit lens: each layer's top classes", side)
+    )
+    st.plotly_chart(figure, key="anatomy_lens_chart", theme=None)
+    ui.figure_downloads(
+        figure, table, facts.name, loaded.weights, picked.name, "logit-lens", "anatomy_lens_chart_files"
+    )
+    final, model_top = lens.predictions[-1][0], int(np.argmax(record.logits))
+    model_probability = float(_softmax(record.logits)[model_top])
+    first = lens.num_layers - 1  # the first layer from which the final class stays on top
+    while first > 0 and lens.predictions[first - 1][0].index == final.index:
+        first -= 1
+    pooled = "class token" if lens.pooling == "token" else f"{lens.pooling or 'pooled'}-pooled patch tokens"
+    agrees = final.index == model_top and abs(final.probability - model_probability) < 1e-3
+    st.markdown(
+        f"Each layer's {pooled}, read through the model's final norm and head. "
+        f"**{final.label}** is the top class from layer {first} on"
+        + (
+            f"; the last layer's reading is the model's prediction ({final.probability:.1%} both)."
+            if agrees
+            else f"; the model's own prediction is {_class_name(loaded, model_top)} ({model_probability:.1%})."
+        )
+    )
+    if LENS_LAYER not in st.session_state or not 0 <= st.session_state[LENS_LAYER] < lens.num_layers:
+        st.session_state[LENS_LAYER] = lens.num_layers - 1
+    layer = st.slider("Layer of the patch map", 0, lens.num_layers - 1, key=LENS_LAYER)
+    classes = lens.patch_classes[layer]
+    present, counts = np.unique(classes, return_counts=True)
+    order = np.argsort(-counts)
+    kept = [int(present[index]) for index in order[:9]]
+    codes = np.array(
+        [[kept.index(value) if value in kept else len(kept) for value in row] for row in classes]
+    )
+    names = [_class_name(loaded, index) for index in kept] + (["other"] if len(present) > len(kept) else [])
+    patch_figure = patch_class_figure(
+        side.pixels(picked),
+        codes,
+        names,
+        facts.stride_px,
+        _export_title(f"Layer {layer}: the class each patch token alone reads as", side),
+    )
+    st.plotly_chart(patch_figure, key="anatomy_lens_patches", theme=None)
+    ui.figure_downloads(
+        patch_figure,
+        classes,
+        facts.name,
+        loaded.weights,
+        picked.name,
+        f"logit-lens-patches-layer{layer}",
+        "anatomy_lens_patch_files",
+    )
+    top_share = counts[order[0]] / classes.size
+    st.caption(
+        f"At layer {layer}, {top_share:.0%} of the {classes.size} patches read as "
+        f"{_class_name(loaded, int(present[order[0]]))}; {len(present)} classes in all."
+    )
+
+
+# 11. Sanity check ----------------------------------------------------------------------------
+
+SANITY_METHOD = "anatomy_sanity_method"
+SANITY_RESULTS = "anatomy_sanity_results"  # {(model key, digest, view, method): SanityResult}
+
+
+def render_sanity(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """View 11: a method's map as the weights are randomised from the head down (Adebayo et al.)."""
+    side = sides[0]
+    loaded, facts = side.loaded, side.loaded.facts
+    methods = available_methods(facts)
+    if not methods:
+        st.info(f"No explanation method applies to {facts.name}.")
+        return
+    if st.session_state.get(SANITY_METHOD) not in methods:
+        st.session_state[SANITY_METHOD] = (
+            default_method(facts) if default_method(facts) in methods else methods[0]
+        )
+    method = st.selectbox("Method", methods, format_func=lambda name: METHODS[name].title, key=SANITY_METHOD)
+    st.markdown(
+        "Each stage redraws more of the weights at random, from the head down; a map that explains the "
+        "model should change with them. ρ is the rank correlation with the original map."
+    )
+    view = side.attention(picked).view.mode
+    store = st.session_state.setdefault(SANITY_RESULTS, {})
+    cache_key = (side.key, picked.digest, view, method)
+    if st.button("Run the sanity check (slow)", key="anatomy_sanity_run", disabled=cache_key in store):
+        bar = st.progress(0.0, text="Randomising the weights stage by stage…")
+
+        def report(done: int, total: int) -> None:
+            bar.progress(done / total, text=f"{done} of {total} maps")
+
+        try:
+            store[cache_key] = cascading_randomisation(
+                loaded, picked.image, method, progress=report, view=view
+            )
+        except (ModelError, ValueError, RuntimeError) as error:
+            st.error(f"Could not run the sanity check: {error}")
+            return
+        bar.empty()
+    result: SanityResult | None = store.get(cache_key)
+    if result is None:
+        return
+    _render_sanity_result(side, picked, result)
+
+
+def _render_sanity_result(side: ModelSide, picked: ui.ImageChoice, result: SanityResult) -> None:
+    facts = side.loaded.facts
+    tops = []
+    constant = []
+    for stage, values in zip(result.stages, result.maps, strict=True):
+        scale = colour_scale(values, "map", None if _raw_colours() else CLIP_PERCENTILE)
+        tops.append(np.clip((values - scale.zmin) / (scale.zmax - scale.zmin), 0.0, 1.0))
+        if float(values.max()) == float(values.min()):
+            constant.append(stage)
+    titles = [
+        f"{stage} · ρ {'n/a' if value is None else f'{value:.2f}'}"
+        for stage, value in zip(result.stages, result.rank_correlation, strict=True)
+    ]
+    colour_title = "map / its range" + ("" if _raw_colours() else f" (clipped at {CLIP_PERCENTILE:g}th pct)")
+    figure = sanity_maps_figure(
+        np.stack(tops),
+        titles,
+        colour_title,
+        _export_title(f"Sanity check of {METHODS[result.method].title}", side),
+    )
+    st.plotly_chart(figure, key="anatomy_sanity_chart", theme=None)
+    ui.figure_downloads(
+        figure,
+        result.maps,
+        facts.name,
+        side.loaded.weights,
+        picked.name,
+        f"sanity-{result.method}",
+        "anatomy_sanity_files",
+    )
+    checkpoint = result.checkpoint
+    value = result.rank_correlation[checkpoint]
+    stage = result.stages[checkpoint]
+    if constant:
+        st.warning(f"The map is constant at: {', '.join(constant)}; it says nothing about the image there.")
+    if value is None:
+        st.info(f"At stage “{stage}” the map is constant, so no rank correlation can be computed.")
+    elif result.flagged:
+        st.warning(
+            f"{METHODS[result.method].title} barely changes: ρ = {value:.2f} at stage “{stage}” (head and half "
+            f"the blocks random), above {UNFAITHFUL_RANK_CORRELATION}. It does not follow the weights it explains."
+        )
+    else:
+        st.success(
+            f"{METHODS[result.method].title} follows the weights: ρ = {value:.2f} at stage “{stage}” "
+            f"(head and half the blocks random), at most {UNFAITHFUL_RANK_CORRELATION} allowed."
+        )
 
 
 @dataclass(frozen=True)
@@ -1052,4 +1591,6 @@ TABS: dict[str, _View] = {
     "Token norms": _View(render_token_norms, _lacks("output tokens")),
     "All heads": _View(render_all_heads, _lacks("attention heads")),
     "Queries & keys": _View(render_queries_keys, _lacks("queries and keys")),
+    "Logit lens": _View(render_logit_lens, _lacks("tokens to read through the head layer by layer")),
+    "Sanity check": _View(render_sanity),
 }

@@ -12,7 +12,14 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
-from vitviz.figures.common import MAP_COLORSCALE, left_title, png_data_uri, rgb_colour_scale
+from vitviz.figures.common import (
+    MAP_COLORSCALE,
+    attention_overlay_figure,
+    left_title,
+    png_data_uri,
+    rgb_colour_scale,
+)
+from vitviz.figures.scales import ColourScale
 from vitviz.maths.hybrid import HybridStem
 from vitviz.maths.qk import QueryKeyProjection, QueryKeys
 from vitviz.maths.token_features import TokenNorms
@@ -27,12 +34,16 @@ __all__ = [
     "explained_variance_figure",
     "feature_maps_figure",
     "filter_components_figure",
+    "head_importance_figure",
+    "logit_lens_figure",
     "model_view_figure",
     "norm_histogram_figure",
+    "patch_class_figure",
     "position_colours",
     "position_key_figure",
     "query_key_figure",
     "rgb_grid_figure",
+    "sanity_maps_figure",
     "selected_head",
     "similarity_grid_figure",
     "similarity_map_figure",
@@ -839,4 +850,160 @@ def query_key_figure(
     figure.update_yaxes(showgrid=True, gridcolor="#eee")
     if projection.method == "pca":
         figure.update_yaxes(scaleanchor="x")  # PCA keeps distances: do not stretch one axis
+    return figure
+
+
+# Interventions: head ablation, logit lens, sanity check ----------------------------------------
+
+# Blue for a head whose removal raises the class, red for one whose removal lowers it.
+_DROP_COLORSCALE: list[list[float | str]] = [
+    [0.0, "rgb(33, 102, 172)"],
+    [0.5, "rgb(247, 247, 247)"],
+    [1.0, "rgb(178, 24, 43)"],
+]
+
+
+def head_importance_figure(drops: np.ndarray, scale: ColourScale, title: str) -> go.Figure:
+    """The drop of the class's probability when each head alone is switched off, layers down, heads across.
+
+    Args:
+        drops: (layers, heads) clean probability − ablated probability.
+        scale: a symmetric colour scale of `drops` (`colour_scale(..., symmetric=True)`).
+        title: figure title.
+    """
+    layers, heads = drops.shape
+    figure = go.Figure(
+        go.Heatmap(
+            z=drops,
+            x=list(range(heads)),
+            y=list(range(layers)),
+            colorscale=_DROP_COLORSCALE,
+            hovertemplate="layer %{y}, head %{x}: drop %{z:+.2%}<extra></extra>",
+            **scale.heatmap_arguments(),
+        )
+    )
+    figure.update_layout(
+        title=left_title(title),
+        xaxis={"title": "head", "dtick": 1},
+        yaxis={"title": "layer", "dtick": 1, "autorange": "reversed", "automargin": True},
+        height=120 + 26 * layers,
+        margin={"l": 60, "r": 10, "t": 50, "b": 40},
+    )
+    return figure
+
+
+def logit_lens_figure(
+    probabilities: np.ndarray, class_labels: Sequence[str], scale: ColourScale, title: str
+) -> go.Figure:
+    """Each layer's probability of a few classes, read through the model's own norm and head.
+
+    Args:
+        probabilities: (layers, classes shown) softmax probabilities of the pooled tokens.
+        class_labels: one label per column.
+        scale: colour scale of `probabilities`.
+        title: figure title.
+    """
+    layers = probabilities.shape[0]
+    figure = go.Figure(
+        go.Heatmap(
+            z=probabilities,
+            x=list(class_labels),
+            y=list(range(layers)),
+            colorscale=MAP_COLORSCALE,
+            text=[[f"{value:.0%}" for value in row] for row in probabilities],
+            texttemplate="%{text}",
+            hovertemplate="layer %{y}, %{x}: %{z:.2%}<extra></extra>",
+            **scale.heatmap_arguments(),
+        )
+    )
+    figure.update_layout(
+        title=left_title(title),
+        xaxis={"title": "class", "type": "category"},
+        yaxis={"title": "layer (after block)", "dtick": 1, "autorange": "reversed", "automargin": True},
+        height=140 + 26 * layers,
+        margin={"l": 70, "r": 10, "t": 50, "b": 80},
+    )
+    return figure
+
+
+def patch_class_figure(
+    pixels: np.ndarray,
+    codes: np.ndarray,
+    class_labels: Sequence[str],
+    stride_px: tuple[int, int],
+    title: str,
+) -> go.Figure:
+    """Which class each patch token alone already reads as, one colour per class, over the image.
+
+    Args:
+        pixels: (H, W, 3) uint8 image at the model's input size.
+        codes: (rows, cols) int, the position of each patch's class in `class_labels`.
+        class_labels: the classes shown, in colour order.
+        stride_px: input pixels between neighbouring tokens.
+        title: figure title.
+    """
+    count = max(1, len(class_labels))
+    palette = pc.qualitative.Safe + pc.qualitative.Vivid
+    steps: list[list[float | str]] = []
+    for index in range(count):  # a stepped colour scale: each class owns one band of the bar
+        colour = palette[index % len(palette)]
+        steps += [[index / count, colour], [(index + 1) / count, colour]]
+    figure = attention_overlay_figure(pixels, codes.astype(np.float64), stride_px, title, opacity=0.55)
+    figure.update_traces(
+        selector={"type": "heatmap"},
+        zmin=-0.5,
+        zmax=count - 0.5,
+        colorscale=steps,
+        colorbar={
+            "title": {"text": "top class of the patch", "side": "right"},
+            "tickvals": list(range(count)),
+            "ticktext": list(class_labels),
+            "thickness": 14,
+        },
+    )
+    return figure
+
+
+def sanity_maps_figure(
+    maps: np.ndarray, stage_titles: Sequence[str], colour_title: str, title: str, columns: int = 5
+) -> go.Figure:
+    """One map per randomisation stage, each divided by its own colour-scale top so all share one bar.
+
+    Args:
+        maps: (stages, rows, cols) values already divided by each map's own top (so 1 is its top).
+        stage_titles: one title per stage, naming it and its rank correlation with the original.
+        colour_title: title of the shared colour bar.
+        title: figure title.
+        columns: maps per row.
+    """
+    count = maps.shape[0]
+    rows = -(-count // columns)
+    figure = make_subplots(
+        rows=rows,
+        cols=columns,
+        subplot_titles=list(stage_titles),
+        horizontal_spacing=0.02,
+        vertical_spacing=0.12 / max(1, rows - 1) if rows > 1 else 0.0,
+    )
+    for index in range(count):
+        row, col = divmod(index, columns)
+        figure.add_trace(
+            go.Heatmap(
+                z=maps[index],
+                colorscale=MAP_COLORSCALE,
+                zmin=0.0,
+                zmax=1.0,
+                showscale=index == 0,
+                colorbar={"title": {"text": colour_title, "side": "right"}, "thickness": 14},
+                hovertemplate="row %{y}, col %{x}: %{z:.2f}<extra></extra>",
+            ),
+            row=row + 1,
+            col=col + 1,
+        )
+    figure.update_xaxes(showticklabels=False)
+    figure.update_yaxes(showticklabels=False, autorange="reversed")
+    figure.update_annotations(font_size=11)
+    figure.update_layout(
+        title=left_title(title), height=90 + 190 * rows, margin={"l": 10, "r": 10, "t": 70, "b": 10}
+    )
     return figure
