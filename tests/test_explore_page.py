@@ -231,3 +231,14 @@ def test_head_picker_keeps_mean_of_heads_after_a_cnn(explore):
     assert not explore.exception
     assert explore.selectbox(key="explore_head").value is None
     assert explore.selectbox(key="explore_head").format_func(None) == "mean of heads"
+
+
+def test_an_untrained_headless_model_is_never_said_to_have_real_attention(explore):
+    explore.selectbox(key="explore_weights").set_value("random").run()
+    assert not explore.exception
+    assert any("Random, untrained weights" in warning.value for warning in explore.warning)
+    infos = " ".join(info.value for info in explore.info)
+    assert "no classifier head" in infos
+    assert "trained backbone" not in infos and "real" not in infos
+    explore.selectbox(key="explore_weights").set_value("bundled").run()
+    assert "Its attention below is the trained backbone's own." in " ".join(i.value for i in explore.info)

@@ -361,10 +361,9 @@ def render_attention(
             predictions = top_predictions(torch.from_numpy(record.logits)[None], 5, loaded.labels)[0]
             _bars(choice, picked, view, predictions, f"Top-5 predictions{untrained}", "explore_bars")
         else:
-            st.info(
-                f"{facts.name} has no classifier head (a self-supervised backbone), so it makes no "
-                "predictions. Its attention below is real."
-            )
+            # Said only of trained weights: it must never sit under the "untrained" warning.
+            backbone = " Its attention below is the trained backbone's own." if loaded.trained else ""
+            st.info(f"{facts.name} has no classifier head, so it makes no predictions.{backbone}")
     sentence = sink_sentence(report)
     if sentence:
         st.caption(f"✕ marks attention sinks on every map. {sentence}")
