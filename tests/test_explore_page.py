@@ -162,15 +162,12 @@ def test_predictions_come_from_the_records_own_logits(explore):
     explore.selectbox(key="explore_model").set_value("vit_small_r26_s32_224").run()
     explore.selectbox(key="explore_weights").set_value("random").run()
     assert not explore.exception
-    from pages.views import explore as explore_view
     from pages.views import ui
 
     # Random weights differ per load: the page's own record, from the cache the page shares.
     loaded = ui.cached_model("vit_small_r26_s32_224", "random", "cpu")
     photo = ui.photo_choice("cat (chelsea)")
-    record = explore_view._cached_record(
-        loaded.facts.name, "random", "cpu", photo.digest, "crop", photo.image
-    )
+    record = ui.cached_attention(loaded.facts.name, "random", "cpu", photo.digest, photo.image, view="crop")
     expected = top_predictions(torch.from_numpy(record.logits)[None], 5, loaded.labels)[0]
     bars = next(t for t in _figure(explore, "Top-5 predictions")["data"] if t["type"] == "bar")
     assert list(bars["y"]) == [f"{p.label} ({p.index})" for p in reversed(expected)]

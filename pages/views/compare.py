@@ -31,7 +31,7 @@ from vitviz.methods import (
 from vitviz.methods.faithfulness import FaithfulnessResult, faithfulness, faithfulness_rows
 from vitviz.methods.probes import ProbeCurve, run_drop_orders, run_probe
 from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
-from vitviz.predict import Prediction, predict
+from vitviz.predict import Prediction
 from vitviz.preprocess import ImageView, explanation_tensor, image_view
 from vitviz.weights import WeightsError
 
@@ -257,14 +257,6 @@ def with_classifier(slots: Sequence[ModelSlot]) -> list[ModelSlot]:
     return [slot for slot in slots if slot.loaded.facts.has_classifier]
 
 
-@st.cache_data(show_spinner="Predicting…", max_entries=64)
-def cached_predictions(
-    name: str, weights: str, device: str, digest: str, view: str, topk: int, _image: Image.Image
-) -> list[Prediction]:
-    """A model's top-k on the page's view of the image."""
-    return predict(ui.cached_model(name, weights, device), [_image], topk=topk, view=view)[0]
-
-
 def predictions_section(
     slots: Sequence[ModelSlot], picked: ui.ImageChoice, options: DisplayOptions
 ) -> dict[int, list[Prediction]]:
@@ -275,14 +267,14 @@ def predictions_section(
     """
     classifiers = with_classifier(slots)
     predictions = {
-        slot.number: cached_predictions(
+        slot.number: ui.cached_predictions(
             slot.choice.name,
             slot.choice.weights,
             slot.choice.device,
             picked.digest,
-            options.view,
-            options.topk,
             picked.image,
+            options.topk,
+            options.view,
         )
         for slot in classifiers
     }

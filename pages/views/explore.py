@@ -29,12 +29,11 @@ from vitviz.maths.attention import (
     class_attention_map,
     patch_token,
     query_attention_map,
-    record_attention,
     rollout_relevance,
 )
 from vitviz.maths.sinks import SinkReport, detect_sinks, plan_rollout, rollout_statement, sink_sentence
 from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts
-from vitviz.predict import Prediction, predict, top_predictions
+from vitviz.predict import Prediction, top_predictions
 from vitviz.preprocess import ImageView, image_view
 from vitviz.share import ViewState, parse_view_state, view_state_params
 
@@ -188,14 +187,6 @@ def keep_head_choice() -> None:
 # Cached results of one view -------------------------------------------------------------------
 
 
-@st.cache_resource(show_spinner="Capturing attention…", max_entries=24)
-def _cached_record(
-    name: str, weights: str, device: str, digest: str, view: str, _image: Image.Image
-) -> AttentionRecord:
-    """Every layer's attention and the logits of one forward on one view of one image."""
-    return record_attention(ui.cached_model(name, weights, device), _image, view)
-
-
 @st.cache_data(max_entries=64)
 def _cached_sinks(
     name: str, weights: str, device: str, digest: str, view: str, _record: AttentionRecord
@@ -218,13 +209,6 @@ def _cached_rollout(
     _report: SinkReport,
 ) -> np.ndarray:
     return rollout_relevance(_record, fusion, discard, start, sinks=sinks, sink_report=_report)
-
-
-@st.cache_data(show_spinner="Predicting…", max_entries=64)
-def _cached_cnn_predictions(
-    name: str, weights: str, device: str, digest: str, view: str, _image: Image.Image
-) -> list[Prediction]:
-    return predict(ui.cached_model(name, weights, device), [_image], topk=5, view=view)[0]
 
 
 @st.cache_data(max_entries=16)
@@ -273,8 +257,8 @@ def render_cnn(loaded: LoadedModel, choice: ui.ModelChoice, picked: ui.ImageChoi
     with photo_column:
         _show_view(picked, seen, view)
     with bars_column:
-        predictions = _cached_cnn_predictions(
-            choice.name, choice.weights, choice.device, picked.digest, view, picked.image
+        predictions = ui.cached_predictions(
+            choice.name, choice.weights, choice.device, picked.digest, picked.image, 5, view
         )
         _bars(choice, picked, view, predictions, "Top-5 predictions", "explore_cnn_bars")
 
@@ -345,7 +329,9 @@ def render_attention(
     """
     facts = loaded.facts
     try:
-        record = _cached_record(choice.name, choice.weights, choice.device, picked.digest, view, picked.image)
+        record = ui.cached_attention(
+            choice.name, choice.weights, choice.device, picked.digest, picked.image, view=view
+        )
     except (ValueError, RuntimeError) as error:
         st.error(f"Could not capture attention of {facts.name}: {error}")
         st.stop()
