@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from tests.support.interventions import (
+    FAMILIES,
+    classifier,
     dinov2_probe_run,
     noise_picture,
     run_command,
@@ -21,12 +23,6 @@ from vitviz.maths.ablation import ablate_heads, ablated_logits, head_importance,
 from vitviz.models import ModelError, load_model
 from vitviz.predict import predict
 from vitviz.preprocess import prediction_tensor
-
-FAMILIES = ["vit", "deit_distilled", "registers", "hybrid", "vit_rectangular"]
-
-
-def classifier(tiny_models, key: str):
-    return frozen_loaded(tiny_models[key], key, num_classes=10 if key == "registers" else None)
 
 
 def pixels_of(loaded, batch: int = 1, seed: int = 0) -> torch.Tensor:

@@ -8,6 +8,8 @@ import timm
 import torch
 
 from tests.support.interventions import (
+    FAMILIES,
+    classifier,
     dinov2_probe_run,
     noise_picture,
     run_command,
@@ -19,12 +21,6 @@ from vitviz.maths.logit_lens import logit_lens, logit_lens_pixels
 from vitviz.models import ModelError, load_model
 from vitviz.predict import predict
 from vitviz.preprocess import prediction_tensor
-
-FAMILIES = ["vit", "deit_distilled", "registers", "hybrid", "vit_rectangular"]
-
-
-def classifier(tiny_models, key: str):
-    return frozen_loaded(tiny_models[key], key, num_classes=10 if key == "registers" else None)
 
 
 def average_pooled_vit():

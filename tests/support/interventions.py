@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from tests.support.methods_helpers import frozen_loaded
 from vitviz.finetune.shapes import SHAPE_CLASSES, draw_shape, shape_rng
 
 
@@ -66,3 +67,12 @@ def run_command(*args: str) -> tuple[int, Any, str]:
         return status, json.loads(text), stderr.getvalue()
     except json.JSONDecodeError:
         return status, text, stderr.getvalue()
+
+
+# The tiny transformer families the intervention tests run on (keys of conftest's tiny_models).
+FAMILIES = ["vit", "deit_distilled", "registers", "hybrid", "vit_rectangular"]
+
+
+def classifier(tiny_models, key: str):
+    """A tiny model of one family as a frozen classifier (the register model gets a 10-class head)."""
+    return frozen_loaded(tiny_models[key], key, num_classes=10 if key == "registers" else None)

@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 from vitviz.figures.common import (
     MAP_COLORSCALE,
     attention_overlay_figure,
+    custom_values,
     left_title,
     png_data_uri,
     rgb_colour_scale,
@@ -711,16 +712,9 @@ def model_view_figure(
 
 
 def _custom_pair(point: dict) -> tuple[float, float] | None:
-    """A point's first two customdata values; Streamlit reports them as a list or a {"0": ..} mapping."""
-    custom = point.get("customdata")
-    if isinstance(custom, dict):
-        custom = [custom.get(str(index), custom.get(index)) for index in range(len(custom))]
-    if not isinstance(custom, list | tuple) or len(custom) < 2:
-        return None
-    try:
-        return float(custom[0]), float(custom[1])
-    except (TypeError, ValueError):
-        return None
+    """A point's first two customdata values, or None."""
+    values = custom_values(point)
+    return None if values is None else (values[0], values[1])
 
 
 def selected_head(selection: dict | None, layers: int, heads: int) -> tuple[int, int] | None:

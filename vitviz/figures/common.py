@@ -20,6 +20,7 @@ __all__ = [
     "PATCH_CENTRES_NAME",
     "SINK_MARKS_NAME",
     "attention_overlay_figure",
+    "custom_values",
     "left_title",
     "patch_grid_figure",
     "photo_view_figure",
@@ -281,7 +282,7 @@ def predictions_figure(predictions: Sequence[Prediction], title: str) -> go.Figu
     return figure
 
 
-def _custom_values(point: dict) -> list[float] | None:
+def custom_values(point: dict) -> list[float] | None:
     """A point's customdata as a list: Streamlit reports it as a list or as a {"0": ..} mapping."""
     custom = point.get("customdata")
     if isinstance(custom, dict):
@@ -303,7 +304,7 @@ def selected_patch(selection: dict | None, grid_size: tuple[int, int]) -> tuple[
         return None
     points = selection.get("selection", {}).get("points", [])
     for point in points:
-        values = _custom_values(point)
+        values = custom_values(point)
         if values is None:
             continue
         row, col = round(values[0]), round(values[1])
