@@ -178,3 +178,41 @@ def test_two_sessions_never_see_each_others_state(app_url, chromium):
     finally:
         first.close()
         second.close()
+
+
+def test_two_sessions_on_one_model_at_once_each_download_their_own_maps(app_url, chromium):
+    """Two visitors, the same shared model, different photos, captures running at the same moment:
+    every array each one downloads is the library's map of that visitor's own photo."""
+    import numpy as np
+
+    from vitviz.images import builtin_photo
+    from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
+    from vitviz.models import load_model
+
+    photos = ("rocket", "china")  # photos no other test opens, so both captures really run now
+    contexts = [chromium.new_context(viewport={"width": 1400, "height": 1700}) for _ in photos]
+    try:
+        pages = [context.new_page() for context in contexts]
+        for page, photo in zip(pages, photos, strict=True):  # both scripts start before either ends
+            page.goto(f"{app_url}/?image={photo}&layer=5", wait_until="commit")
+        dino = load_model("vit_small_patch14_dinov2", "bundled")
+        for page, photo in zip(pages, photos, strict=True):
+            page.get_by_text("Layer 5, mean of heads: attention from class token").first.wait_for(
+                timeout=240_000
+            )
+            wait_until_idle(page)
+            record = record_attention(dino, builtin_photo(photo), "crop")
+            expected = {
+                "attention": class_attention_map(record, 5, None),
+                "rollout": rollout_relevance(record),
+            }
+            for chart, values in expected.items():
+                with page.expect_download(timeout=60_000) as download_info:
+                    page.locator(f".st-key-explore_{chart}_npy").get_by_role("button").click()
+                assert photo in download_info.value.suggested_filename
+                downloaded = np.load(download_info.value.path())
+                np.testing.assert_allclose(downloaded, values, rtol=1e-4, atol=1e-7)
+            assert page.locator('[data-testid="stException"]').count() == 0
+    finally:
+        for context in contexts:
+            context.close()
