@@ -155,17 +155,24 @@ def _explore(query: dict[str, str]) -> AppTest:
 
 
 def _chart_titles(app) -> list[str]:
-    return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]
+    """Each chart's title, first line only (a second line names model, weights, photo and view)."""
+    return [
+        json.loads(chart.proto.spec)["layout"]["title"]["text"].split("<br>")[0]
+        for chart in app.get("plotly_chart")
+    ]
 
 
 def test_explore_opens_the_view_a_link_names():
     app = _explore(
         {"image": "coffee", "layer": "3", "head": "2", "query": "patch", "patch": "4,5", "start": "2"}
     )
-    titles = _chart_titles(app)
-    assert titles[0] == "coffee: 16×16 patches of 14 px (click one)"
-    assert titles[1] == "Layer 3, head 2: attention from patch (4, 5)"
-    assert titles[2] == "Rollout: mean of heads, discard 0%, layers 2–11"
+    titles = _chart_titles(app)  # the photo with the view's box first, then the three maps
+    assert titles[0] == "coffee (600×400)"
+    assert titles[1] == "coffee: 16×16 patches of 14 px"
+    assert titles[2] == "Layer 3, head 2: attention from patch (4, 5)"
+    assert (
+        titles[3] == "Rollout of layers 2–11; no attention sinks in these layers; mean of heads, discard 0%"
+    )
     assert not [info for info in app.info if "link asked" in info.value]
 
 
@@ -184,4 +191,4 @@ def test_explore_ignores_a_bad_link_with_one_note():
     app = _explore({"layer": "12", "head": "9", "weights": "/etc/passwd"})
     (note,) = [info.value for info in app.info if "link asked" in info.value]
     assert "layer='12'" in note and "head='9'" in note and "weights='/etc/passwd'" in note
-    assert _chart_titles(app)[1] == "Layer 11, mean of heads: attention from class token"
+    assert _chart_titles(app)[2] == "Layer 11, mean of heads: attention from class token"

@@ -353,5 +353,8 @@ def rollout_statement(plan: RolloutPlan) -> str:
         layers = [layer for layer in sink.layers if layer in plan.excluded]
         line += f"; sink {sink.name} left out of {_layer_list(layers)}"
     if not plan.skipped and not plan.left_out:
-        line += "; no attention sinks found"
+        # From a later start layer, earlier layers were not looked at for this map.
+        line += (
+            "; no attention sinks found" if plan.start_layer == 0 else "; no attention sinks in these layers"
+        )
     return line
