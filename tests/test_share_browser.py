@@ -37,10 +37,18 @@ def _choose(page, label: str, option: str) -> None:
 
 def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
     url = f"{app_url}/?image=coffee&layer=3&head=2&fusion=max&opacity=0.8"
-    open_and_wait(page, url, page.get_by_text("Rollout: max of heads, discard 0%, layers 0–11"))
+    open_and_wait(
+        page,
+        url,
+        page.get_by_text(
+            "Rollout of layers 1–11 (layer 0 skipped: sink at patch (4, 12)); max of heads, discard 0%"
+        ),
+    )
     shows_once(page, "coffee: 16×16 patches of 14 px")
     shows_once(page, "Layer 3, head 2: attention from class token")
-    shows_once(page, "Rollout: max of heads, discard 0%, layers 0–11")
+    shows_once(
+        page, "Rollout of layers 1–11 (layer 0 skipped: sink at patch (4, 12)); max of heads, discard 0%"
+    )
     assert page.locator('[data-testid="stAlertContentInfo"]').filter(has_text="link asked").count() == 0
     # The page writes its whole state back into the URL, ready to copy.
     _wait_for_query(page, "layer", "3")
@@ -55,6 +63,7 @@ def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
         "discard": "0",
         "start": "0",
         "opacity": "0.8",
+        "view": "crop",
     }
     slider = page.locator('input[type="range"][aria-label="Layer"]')
     slider.focus()
@@ -94,7 +103,7 @@ def test_png_html_and_csv_downloads(app_url, page):
         page.locator(".st-key-explore_attention_png").get_by_role("button").click()
     download = download_info.value
     assert download.suggested_filename == (
-        "vit_small_patch14_dinov2__bundled__cat-chelsea__layer5-mean-attention-from-class-token.png"
+        "vit_small_patch14_dinov2__bundled__cat-chelsea__layer5-mean-attention-from-class-token-crop.png"
     )
     png = Path(download.path()).read_bytes()
     with Image.open(io.BytesIO(png)) as image:
@@ -105,7 +114,7 @@ def test_png_html_and_csv_downloads(app_url, page):
     with page.expect_download(timeout=60_000) as download_info:
         page.locator(".st-key-explore_rollout_csv").get_by_role("button").click()
     csv_lines = Path(download_info.value.path()).read_text(encoding="utf-8").splitlines()
-    assert download_info.value.suggested_filename.endswith("__rollout-mean-discard0-layers0-11.csv")
+    assert download_info.value.suggested_filename.endswith("__rollout-exclude-mean-discard0-start0-crop.csv")
     assert len(csv_lines) == 16 and all(len(line.split(",")) == 16 for line in csv_lines)
 
     with page.expect_download(timeout=60_000) as download_info:
@@ -157,7 +166,7 @@ def test_two_sessions_never_see_each_others_state(app_url, chromium):
             slider.press("ArrowLeft")
         wait_until_idle(upload_page)
         # A fresh run of the second session after the first acted.
-        reload_and_wait(cnn_page, cnn_page.get_by_text("Top-5 · coffee"))
+        reload_and_wait(cnn_page, cnn_page.get_by_text("coffee (600×400)"))
 
         upload_caption = upload_page.locator('[data-testid="stCaptionContainer"]').first.inner_text()
         assert "vit_small_patch14_dinov2" in upload_caption and "16×16 grid" in upload_caption
@@ -167,7 +176,7 @@ def test_two_sessions_never_see_each_others_state(app_url, chromium):
 
         cnn_caption = cnn_page.locator('[data-testid="stCaptionContainer"]').first.inner_text()
         assert "tf_efficientnet_lite0" in cnn_caption and "CNN" in cnn_caption
-        shows_once(cnn_page, "Top-5 · coffee")
+        shows_once(cnn_page, "coffee (600×400)")
         assert cnn_page.get_by_text("astronaut").count() == 0 and cnn_page.get_by_text("Layer 4").count() == 0
         assert _query(cnn_page)["model"] == "tf_efficientnet_lite0" and _query(cnn_page)["image"] == "coffee"
         assert _query(upload_page)["model"] == "vit_small_patch14_dinov2" and "image" not in _query(

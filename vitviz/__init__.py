@@ -9,35 +9,50 @@ The public API a notebook needs:
     record = vitviz.record_attention(loaded, image)    # every layer's attention, one forward
     relevance = vitviz.rollout_relevance(record)       # (rows, cols) over the token grid
     result = vitviz.explain(loaded, image, "gradcam")  # any method of vitviz.METHOD_NAMES
+
+Each name loads its module on first use: importing one light module (say `vitviz.images`, which the
+CLI and the pages import first) must not pull in torch's explanation libraries, scikit-learn and
+scikit-image through this package's own import.
 """
 
-from vitviz.images import ImageDecodeError, builtin_photo, decode_image, load_image_file
-from vitviz.maths.attention import AttentionRecord, class_attention_map, record_attention, rollout_relevance
-from vitviz.methods import METHOD_NAMES, ExplanationResult, available_methods
-from vitviz.methods import explanation_map as explain
-from vitviz.models import LoadedModel, ModelError, load_model
-from vitviz.predict import Prediction, predict
-from vitviz.weights import WeightsError
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "METHOD_NAMES",
-    "AttentionRecord",
-    "ExplanationResult",
-    "ImageDecodeError",
-    "LoadedModel",
-    "ModelError",
-    "Prediction",
-    "WeightsError",
-    "available_methods",
-    "builtin_photo",
-    "class_attention_map",
-    "decode_image",
-    "explain",
-    "load_image_file",
-    "load_model",
-    "predict",
-    "record_attention",
-    "rollout_relevance",
-]
+# Public name → (module, attribute) that defines it.
+_PUBLIC: dict[str, tuple[str, str]] = {
+    "ImageDecodeError": ("vitviz.images", "ImageDecodeError"),
+    "builtin_photo": ("vitviz.images", "builtin_photo"),
+    "decode_image": ("vitviz.images", "decode_image"),
+    "load_image_file": ("vitviz.images", "load_image_file"),
+    "AttentionRecord": ("vitviz.maths.attention", "AttentionRecord"),
+    "class_attention_map": ("vitviz.maths.attention", "class_attention_map"),
+    "record_attention": ("vitviz.maths.attention", "record_attention"),
+    "rollout_relevance": ("vitviz.maths.attention", "rollout_relevance"),
+    "METHOD_NAMES": ("vitviz.methods", "METHOD_NAMES"),
+    "ExplanationResult": ("vitviz.methods", "ExplanationResult"),
+    "available_methods": ("vitviz.methods", "available_methods"),
+    "explain": ("vitviz.methods", "explanation_map"),
+    "LoadedModel": ("vitviz.models", "LoadedModel"),
+    "ModelError": ("vitviz.models", "ModelError"),
+    "load_model": ("vitviz.models", "load_model"),
+    "Prediction": ("vitviz.predict", "Prediction"),
+    "predict": ("vitviz.predict", "predict"),
+    "WeightsError": ("vitviz.weights", "WeightsError"),
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'vitviz' has no attribute {name!r}")
+    module, attribute = _PUBLIC[name]
+    return getattr(importlib.import_module(module), attribute)
+
+
+def __dir__() -> list[str]:
+    return __all__
