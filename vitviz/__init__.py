@@ -20,6 +20,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# `predict` is also the name of a submodule: once anything imports vitviz.predict, Python sets the
+# package attribute to that module and __getattr__ below is never asked. Binding the function here
+# keeps `vitviz.predict(...)` the function (importing it pulls in torch and timm, not scikit-*).
+from vitviz.predict import Prediction as Prediction
+from vitviz.predict import predict as predict
+
 __version__ = "0.1.0"
 
 # Public name → (module, attribute) that defines it.
@@ -39,12 +45,10 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "LoadedModel": ("vitviz.models", "LoadedModel"),
     "ModelError": ("vitviz.models", "ModelError"),
     "load_model": ("vitviz.models", "load_model"),
-    "Prediction": ("vitviz.predict", "Prediction"),
-    "predict": ("vitviz.predict", "predict"),
     "WeightsError": ("vitviz.weights", "WeightsError"),
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = sorted([*_PUBLIC, "Prediction", "predict"])
 
 
 def __getattr__(name: str) -> Any:
