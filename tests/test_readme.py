@@ -30,7 +30,7 @@ def test_the_library_example_runs(capsys):
 
 
 def test_public_names_stay_functions_after_their_modules_are_imported():
-    import vitviz.predict  # noqa: F401  (sets the package attribute of the same name on first import)
+    import vitviz.predict
 
     assert callable(vitviz.predict) and vitviz.predict.__name__ == "predict"
     assert callable(vitviz.explain) and callable(vitviz.record_attention)
