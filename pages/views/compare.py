@@ -53,7 +53,7 @@ OTHER_CLASS = "another class index…"
 PAPER_HYBRID = ("vit_base_r50_s16_384.orig_in21k_ft_in1k", "hub")
 # The optional third slot when the paper's models do not load: a distilled DeiT (two prefix tokens).
 THIRD_FALLBACK = ("deit_small_distilled_patch16_224", "random")
-VIEWS = {"crop": "centre crop", "whole": "whole image"}
+VIEWS = {"crop": "centre crop", "whole": "whole image"}  # short labels for titles
 VIEW_KEY = "compare_view"
 # Methods that take about a minute per map on a laptop CPU: marked in the menu, never a default.
 SLOW_METHODS = frozenset({"scorecam", "ablationcam"})
@@ -112,17 +112,7 @@ class DisplayOptions:
 
 def display_options() -> DisplayOptions:
     """Sidebar: the view, top-k, map opacity and scaling, and the method options behind an expander."""
-    if VIEW_KEY not in st.session_state:
-        st.session_state[VIEW_KEY] = "crop"
-    view = st.radio(
-        "View",
-        list(VIEWS),
-        format_func=VIEWS.get,
-        horizontal=True,
-        key=VIEW_KEY,
-        help="centre crop: what each model is evaluated on (its eval transform). whole image: the "
-        "whole photo resized to the model's input. Predictions, maps, probes and scores all use it.",
-    )
+    view = ui.view_picker(VIEW_KEY, horizontal=True)
     topk = st.slider("Top-k predictions", 1, 10, 5, key="compare_topk")
     opacity = st.slider("Map opacity", 0.1, 1.0, 0.6, 0.05, key="compare_opacity")
     robust = st.toggle(

@@ -63,7 +63,7 @@ HEAD = "explore_head"
 CLICKED_PATCH = "clicked patch"
 LINK_PARAMS = "explore_link_params"  # a link's parameters, kept until the model's sizes can check them
 FROM_UPLOAD = "explore_link_from_upload"  # the link was made from an uploaded picture
-VIEW_LABELS = {"crop": "centre crop (the model's eval transform)", "whole": "whole image"}
+VIEW_LABELS = ui.VIEW_LABELS
 UPLOAD_SOURCE = "upload"  # the link parameter `source` when the picture was an upload
 
 
@@ -167,9 +167,7 @@ def _class_query(facts: ModelFacts) -> str:
 
 def view_picker() -> str:
     """The one view every map and prediction of the page is computed on: "crop" or "whole"."""
-    if st.session_state.get(VIEW) not in VIEW_LABELS:
-        st.session_state[VIEW] = "crop"
-    return st.radio("View", list(VIEW_LABELS), format_func=VIEW_LABELS.__getitem__, key=VIEW)
+    return ui.view_picker(VIEW)
 
 
 def keep_head_choice() -> None:

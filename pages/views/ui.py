@@ -45,6 +45,7 @@ from vitviz.weights import WeightsError
 
 __all__ = [
     "OTHER_MODEL",
+    "VIEW_LABELS",
     "WEIGHTS_FILE",
     "ImageChoice",
     "ModelChoice",
@@ -71,6 +72,7 @@ __all__ = [
     "url_notes",
     "url_params_once",
     "view_limits",
+    "view_picker",
 ]
 
 
@@ -492,3 +494,25 @@ def cached_output_embedding(
     name: str, weights: str, device: str, digest: str, _image: Image.Image
 ) -> np.ndarray:
     return output_embedding(cached_model(name, weights, device), _image)
+
+
+VIEW_LABELS: dict[str, str] = {"crop": "centre crop (the model's eval transform)", "whole": "whole image"}
+_VIEW_HELP = (
+    "centre crop: what the model is evaluated on (its eval transform: resize, centre crop). whole "
+    "image: the whole photo resized to the model's input, so its aspect ratio may change. "
+    "Predictions and every map of the page are computed on this one view."
+)
+
+
+def view_picker(key: str, *, horizontal: bool = False) -> ViewMode:
+    """The one view a page computes every prediction and map on; "crop" unless the visitor picks another."""
+    if st.session_state.get(key) not in VIEW_LABELS:
+        st.session_state[key] = "crop"
+    return st.radio(
+        "View",
+        list(VIEW_LABELS),
+        format_func=VIEW_LABELS.__getitem__,
+        horizontal=horizontal,
+        key=key,
+        help=_VIEW_HELP,
+    )
