@@ -101,6 +101,16 @@ def _range_text(count: int) -> str:
     return f"0–{count - 1}"
 
 
+def _bounded_index(text: str, count: int | None, noun: str, alternative: str = "") -> tuple[int | None, str]:
+    """A layer or head number from a link and "", or None and why it is refused."""
+    value = _integer(text)
+    if value is None or value < 0:
+        return None, f"not a {noun} number{alternative}"
+    if count is not None and value >= count:
+        return None, f"this model has {noun}s {_range_text(count)}"
+    return value, ""
+
+
 def parse_view_state(params: Mapping[str, str], limits: ViewLimits) -> tuple[ViewState, list[str]]:
     """Reads a view from URL query parameters; anything unknown or out of range falls back.
 
@@ -130,6 +140,16 @@ def parse_view_state(params: Mapping[str, str], limits: ViewLimits) -> tuple[Vie
             ignore("weights", params["weights"], f"weights must be one of {', '.join(limits.weights)}")
     state = ViewState(model=model, weights=weights)
 
+    def take_index(
+        state: ViewState, key: str, field: str, count: int | None, noun: str, or_: str = ""
+    ) -> ViewState:
+        """The state with a layer or head number from the link, or unchanged and the number noted as ignored."""
+        value, why = _bounded_index(params[key], count, noun, or_)
+        if value is None:
+            ignore(key, params[key], why)
+            return state
+        return replace(state, **{field: value})
+
     if "image" in params:
         photo = _photo(params["image"], limits.images)
         if photo is None:
@@ -138,22 +158,10 @@ def parse_view_state(params: Mapping[str, str], limits: ViewLimits) -> tuple[Vie
             state = replace(state, image=photo)
 
     if "layer" in params:
-        layer = _integer(params["layer"])
-        if layer is None or layer < 0:
-            ignore("layer", params["layer"], "not a layer number")
-        elif limits.num_layers is not None and layer >= limits.num_layers:
-            ignore("layer", params["layer"], f"this model has layers {_range_text(limits.num_layers)}")
-        else:
-            state = replace(state, layer=layer)
+        state = take_index(state, "layer", "layer", limits.num_layers, "layer")
 
     if "head" in params and params["head"] != "mean":
-        head = _integer(params["head"])
-        if head is None or head < 0:
-            ignore("head", params["head"], "not a head number or 'mean'")
-        elif limits.num_heads is not None and head >= limits.num_heads:
-            ignore("head", params["head"], f"this model has heads {_range_text(limits.num_heads)}")
-        else:
-            state = replace(state, head=head)
+        state = take_index(state, "head", "head", limits.num_heads, "head", " or 'mean'")
 
     if "query" in params:
         if params["query"] in _QUERIES:
@@ -189,13 +197,7 @@ def parse_view_state(params: Mapping[str, str], limits: ViewLimits) -> tuple[Vie
             state = replace(state, discard=discard)
 
     if "start" in params:
-        start = _integer(params["start"])
-        if start is None or start < 0:
-            ignore("start", params["start"], "not a layer number")
-        elif limits.num_layers is not None and start >= limits.num_layers:
-            ignore("start", params["start"], f"this model has layers {_range_text(limits.num_layers)}")
-        else:
-            state = replace(state, start_layer=start)
+        state = take_index(state, "start", "start_layer", limits.num_layers, "layer")
 
     if "opacity" in params:
         opacity = _number(params["opacity"])

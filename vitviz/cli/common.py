@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from vitviz.models import LoadedModel
 
-__all__ = ["CommandError", "add_model_arguments", "add_view_argument", "load_from_args"]
+__all__ = [
+    "CommandError",
+    "add_class_argument",
+    "add_image_command",
+    "add_listing_arguments",
+    "add_model_arguments",
+    "add_view_argument",
+    "load_from_args",
+]
 
 _WEIGHTS_HELP = (
     "bundled (offline, default), hub (timm pretrained, needs the model hub), "
@@ -35,6 +43,27 @@ def add_view_argument(parser: argparse.ArgumentParser) -> None:
         default="crop",
         help="crop: the model's eval transform, resize and centre crop (default); whole: the whole image resized",
     )
+
+
+def add_image_command(
+    commands: argparse._SubParsersAction, name: str, default_model: str, **texts: str
+) -> argparse.ArgumentParser:
+    """A command that reads one IMAGE with one model (--model, --weights, --device); texts: help, description."""
+    parser = commands.add_parser(name, **texts)
+    parser.add_argument("image", metavar="IMAGE")
+    add_model_arguments(parser, default_model)
+    return parser
+
+
+def add_listing_arguments(parser: argparse.ArgumentParser, topk_help: str) -> None:
+    """--topk and --json, for a command that lists classes."""
+    parser.add_argument("--topk", type=int, default=5, help=f"{topk_help} (default 5)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def add_class_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """--class IDX: the class an explanation explains."""
+    parser.add_argument("--class", dest="class_index", type=int, default=None, metavar="IDX", help=help_text)
 
 
 def load_from_args(args: argparse.Namespace) -> LoadedModel:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vitviz.cli.common import CommandError, add_model_arguments
+from vitviz.cli.common import CommandError, add_class_argument, add_image_command, add_view_argument
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["add_commands", "export_figure"]
 
 _PROBE_KINDS = ("drop-salient", "drop-least-salient", "drop-random", "shuffle", "occlude")
-_VIEWS = ("crop", "whole")
-_VIEW_HELP = "crop: the model's eval transform (default); whole: the whole photo resized"
 _METHODS = (
     "rollout",
     "attention",
@@ -37,11 +35,12 @@ _METHODS = (
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Adds `probe` and `compare`."""
-    probe = subparsers.add_parser(
-        "probe", help="target-class probability as patches are dropped, shuffled or occluded"
+    probe = add_image_command(
+        subparsers,
+        "probe",
+        "tf_efficientnet_lite0",
+        help="target-class probability as patches are dropped, shuffled or occluded",
     )
-    probe.add_argument("image", metavar="IMAGE")
-    add_model_arguments(probe, "tf_efficientnet_lite0")
     probe.add_argument("--kind", choices=_PROBE_KINDS, default="drop-salient")
     probe.add_argument(
         "--method",
@@ -49,13 +48,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="salience for the salient drops (default: gradcam for CNNs, rollout for ViTs)",
     )
-    probe.add_argument("--class", dest="class_index", type=int, default=None, metavar="IDX")
+    add_class_argument(probe, "the class whose probability is followed (default: the model's top class)")
     probe.add_argument("--steps", type=int, default=11, help="fractions from 0 to 1 (default 11)")
     probe.add_argument(
         "--remove-tokens", action="store_true", help="ViTs: take dropped tokens out of the sequence"
     )
     probe.add_argument("--seed", type=int, default=0, help="seed of drop-random and shuffle")
-    probe.add_argument("--view", choices=_VIEWS, default="crop", help=_VIEW_HELP)
+    add_view_argument(probe)
     probe.add_argument("--json", action="store_true", help="print JSON instead of a table")
     probe.set_defaults(run=_run_probe)
 
@@ -78,9 +77,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="map for every model that allows it (default: gradcam for CNNs, rollout for ViTs)",
     )
-    compare.add_argument("--class", dest="class_index", type=int, default=None, metavar="IDX")
+    add_class_argument(compare, "the class every map explains (default: each model's top class)")
     compare.add_argument("--topk", type=int, default=5, help="predictions per model (default 5)")
-    compare.add_argument("--view", choices=_VIEWS, default="crop", help=_VIEW_HELP)
+    add_view_argument(compare)
     compare.add_argument("--out", required=True, type=Path, metavar="FIG.png|.html")
     compare.set_defaults(run=_run_compare)
 

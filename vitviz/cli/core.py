@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vitviz.cli.common import CommandError, add_model_arguments, add_view_argument, load_from_args
+from vitviz.cli.common import (
+    CommandError,
+    add_class_argument,
+    add_image_command,
+    add_listing_arguments,
+    add_model_arguments,
+    add_view_argument,
+    load_from_args,
+)
 from vitviz.methods import METHOD_NAMES
 
 if TYPE_CHECKING:
@@ -27,24 +35,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="top-k ImageNet predictions for images")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     add_model_arguments(predict, "tf_efficientnet_lite0")
-    predict.add_argument("--topk", type=int, default=5, help="how many classes to list (default 5)")
-    predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_listing_arguments(predict, "how many classes to list")
     add_view_argument(predict)
     predict.set_defaults(run=_run_predict)
 
-    explain = commands.add_parser(
-        "explain", help="save an explanation map over the token / feature grid as .npy"
+    explain = add_image_command(
+        commands,
+        "explain",
+        "vit_small_patch14_dinov2",
+        help="save an explanation map over the token / feature grid as .npy",
     )
-    explain.add_argument("image", metavar="IMAGE")
-    add_model_arguments(explain, "vit_small_patch14_dinov2")
     explain.add_argument("--method", choices=METHOD_NAMES, default="rollout")
-    explain.add_argument(
-        "--class",
-        dest="class_index",
-        type=int,
-        default=None,
-        metavar="IDX",
-        help="class to explain for class-specific methods (default: the model's top class)",
+    add_class_argument(
+        explain, "class to explain for class-specific methods (default: the model's top class)"
     )
     explain.add_argument(
         "--target-layer",

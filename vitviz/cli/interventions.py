@@ -8,7 +8,13 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from vitviz.cli.common import CommandError, add_model_arguments, load_from_args
+from vitviz.cli.common import (
+    CommandError,
+    add_class_argument,
+    add_image_command,
+    add_listing_arguments,
+    load_from_args,
+)
 from vitviz.methods import METHOD_NAMES
 
 if TYPE_CHECKING:
@@ -21,55 +27,46 @@ _ABLATION_MODES = ("zero", "mean")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    ablate = commands.add_parser(
+    ablate = add_image_command(
+        commands,
         "ablate",
+        "vit_small_patch14_dinov2",
         help="switch attention heads off and compare the top-k predictions before and after",
         description="Switches heads off in every forward of one image: each head's slice of its layer's "
         "output-projection input is zeroed (--mode zero) or replaced by its mean over the image's tokens "
         "(--mode mean).",
     )
-    ablate.add_argument("image", metavar="IMAGE")
-    add_model_arguments(ablate, "vit_small_patch14_dinov2")
     ablate.add_argument(
         "--heads",
         required=True,
         help="L:H,L:H (layers and heads from 0), a whole layer as L or L:*, all, or none",
     )
     ablate.add_argument("--mode", choices=_ABLATION_MODES, default="zero", help="default zero")
-    ablate.add_argument("--topk", type=int, default=5, help="classes listed (default 5)")
-    ablate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_listing_arguments(ablate, "classes listed")
     ablate.set_defaults(run=_run_ablate)
 
-    lens = commands.add_parser(
+    lens = add_image_command(
+        commands,
         "lens",
+        "vit_small_patch14_dinov2",
         help="logit lens: each layer's tokens read through the final norm and head",
         description="Reads the residual stream after every block through the model's own final norm and "
         "head (pooled as the model pools) and lists each layer's top classes; layers from 0.",
     )
-    lens.add_argument("image", metavar="IMAGE")
-    add_model_arguments(lens, "vit_small_patch14_dinov2")
-    lens.add_argument("--topk", type=int, default=5, help="classes listed per layer (default 5)")
-    lens.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_listing_arguments(lens, "classes listed per layer")
     lens.set_defaults(run=_run_lens)
 
-    sanity = commands.add_parser(
+    sanity = add_image_command(
+        commands,
         "sanity",
+        "vit_small_patch14_dinov2",
         help="cascading randomisation: does a method's map change when the weights are destroyed?",
         description="Re-draws a copy's weights from the head down, one stage at a time, and prints the "
         "Spearman rank correlation of the method's map with the original at each stage "
         "(null: the map became constant).",
     )
-    sanity.add_argument("image", metavar="IMAGE")
-    add_model_arguments(sanity, "vit_small_patch14_dinov2")
     sanity.add_argument("--method", choices=METHOD_NAMES, default="rollout", help="default rollout")
-    sanity.add_argument(
-        "--class",
-        dest="class_index",
-        type=int,
-        default=None,
-        metavar="IDX",
-        help="class explained at every stage (default: the model's top class)",
-    )
+    add_class_argument(sanity, "class explained at every stage (default: the model's top class)")
     sanity.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     sanity.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sanity.set_defaults(run=_run_sanity)

@@ -54,27 +54,25 @@ def training_curves_figure(metrics: Sequence[Mapping[str, float]], epochs: int |
         rows=1, cols=2, subplot_titles=("Loss", "Validation accuracy"), horizontal_spacing=0.12
     )
     xs = [row["epoch"] for row in metrics]
-    figure.add_trace(
-        go.Scatter(
-            x=xs, y=[row["train_loss"] for row in metrics], name="train loss", mode="lines+markers",
-            line={"color": _TRAIN_COLOUR},
+    curves = (
+        (1, "train_loss", "train loss", {"color": _TRAIN_COLOUR}, None),
+        (1, "val_loss", "validation loss", {"color": _VAL_COLOUR}, None),
+        (
+            2,
+            "val_acc",
+            "validation accuracy",
+            {"color": _VAL_COLOUR, "dash": "dot"},
+            "epoch %{x}: %{y:.1%}<extra></extra>",
         ),
-        row=1, col=1,
-    )  # fmt: skip
-    figure.add_trace(
-        go.Scatter(
-            x=xs, y=[row["val_loss"] for row in metrics], name="validation loss", mode="lines+markers",
-            line={"color": _VAL_COLOUR},
-        ),
-        row=1, col=1,
-    )  # fmt: skip
-    figure.add_trace(
-        go.Scatter(
-            x=xs, y=[row["val_acc"] for row in metrics], name="validation accuracy", mode="lines+markers",
-            line={"color": _VAL_COLOUR, "dash": "dot"}, hovertemplate="epoch %{x}: %{y:.1%}<extra></extra>",
-        ),
-        row=1, col=2,
-    )  # fmt: skip
+    )
+    for col, field, name, line, hover in curves:
+        figure.add_trace(
+            go.Scatter(
+                x=xs, y=[row[field] for row in metrics], name=name, mode="lines+markers", line=line,
+                hovertemplate=hover,
+            ),
+            row=1, col=col,
+        )  # fmt: skip
     last_epoch = max([epochs or 1, *xs, 1])
     for col in (1, 2):
         figure.update_xaxes(

@@ -440,7 +440,7 @@ def finetune(
 
     trainer = _probe if config.mode == "probe" else _backbone
     metrics, predictions, stopped, trained_any = trainer(
-        model, base.facts, image_set, split, config, device, context, should_stop, report
+        _TrainingJob(model, base.facts, image_set, split, config, device, context, should_stop, report)
     )
     model.eval().requires_grad_(False)
     return FinetuneResult(
@@ -458,6 +458,21 @@ def finetune(
 
 
 _TrainOutcome = tuple[list[EpochMetrics], list[ValPrediction], bool, bool]
+
+
+@dataclass(frozen=True)
+class _TrainingJob:
+    """What either way of training (probe, or images through the backbone) works from."""
+
+    model: nn.Module
+    facts: ModelFacts
+    image_set: ImageSet
+    split: Split
+    config: FinetuneConfig
+    device: torch.device
+    context: DistributedContext
+    should_stop: Callable[[], bool]
+    report: ProgressCallback
 
 
 def _epoch_loader(
@@ -505,18 +520,19 @@ def _all_predictions(local: list[ValPrediction], context: DistributedContext) ->
     return sorted(gathered, key=lambda prediction: prediction.key)
 
 
-def _probe(
-    model: nn.Module,
-    facts: ModelFacts,
-    image_set: ImageSet,
-    split: Split,
-    config: FinetuneConfig,
-    device: torch.device,
-    context: DistributedContext,
-    should_stop: Callable[[], bool],
-    report: ProgressCallback,
-) -> _TrainOutcome:
+def _epoch_end(
+    clock: _Clock, row: EpochMetrics, epochs: int, state: Callable[[], dict[str, torch.Tensor]]
+) -> Progress:
+    """The progress report at the end of an epoch: its metrics, and how to copy the weights it reached."""
+    return Progress(
+        "train", clock.fraction, clock.eta_s, row.epoch, epochs, f"epoch {row.epoch}/{epochs}", row, state
+    )
+
+
+def _probe(job: _TrainingJob) -> _TrainOutcome:
     """Features once through the frozen backbone (each rank its share), then the head on them."""
+    model, facts, image_set, split, config = job.model, job.facts, job.image_set, job.split, job.config
+    device, context, should_stop, report = job.device, job.context, job.should_stop, job.report
     used = [*split.train, *split.val]
     # Most of the time goes into features; the head's epochs get a token share of the bar.
     clock = _Clock(len(used) * 1.02)
@@ -589,14 +605,10 @@ def _probe(
             metrics.append(row)
             predictions = local_predictions
             report(
-                Progress(
-                    "train",
-                    clock.fraction,
-                    clock.eta_s,
-                    epoch + 1,
-                    epochs,
-                    f"epoch {epoch + 1}/{epochs}",
+                _epoch_end(
+                    clock,
                     row,
+                    epochs,
                     lambda: _state_with_folded_head(model, head, mean, std) if linear else _state_copy(model),
                 )
             )
@@ -609,18 +621,10 @@ def _probe(
     return metrics, sorted(predictions, key=lambda p: p.key), stopped, trained_any
 
 
-def _backbone(
-    model: nn.Module,
-    facts: ModelFacts,
-    image_set: ImageSet,
-    split: Split,
-    config: FinetuneConfig,
-    device: torch.device,
-    context: DistributedContext,
-    should_stop: Callable[[], bool],
-    report: ProgressCallback,
-) -> _TrainOutcome:
+def _backbone(job: _TrainingJob) -> _TrainOutcome:
     """last-k and full: images through the whole model every step; DDP averages the gradients."""
+    model, facts, image_set, split, config = job.model, job.facts, job.image_set, job.split, job.config
+    device, context, should_stop, report = job.device, job.context, job.should_stop, job.report
     epochs = config.epochs or 1
     train_set = _ImageTensors(image_set, split.train, facts)
     val_indices = context.shard(list(split.val))
@@ -691,18 +695,7 @@ def _backbone(
             time.monotonic() - started,
         )
         metrics.append(row)
-        report(
-            Progress(
-                "train",
-                clock.fraction,
-                clock.eta_s,
-                epoch + 1,
-                epochs,
-                f"epoch {epoch + 1}/{epochs}",
-                row,
-                lambda: _state_copy(model),
-            )
-        )
+        report(_epoch_end(clock, row, epochs, lambda: _state_copy(model)))
     if trained_any and (stopped or not metrics):
         _, _, predictions = evaluate(advance=False)  # the model moved since the last evaluation
     return metrics, _all_predictions(predictions, context), stopped, trained_any
