@@ -13,6 +13,8 @@ from vitviz.images import BUILTIN_PHOTOS
 
 COFFEE = str(BUILTIN_PHOTOS["coffee"])
 
+EFFICIENTNET = ("--model", "tf_efficientnet_lite0")
+
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -37,17 +39,9 @@ def test_probe_json_is_exactly_the_documented_shape_and_starts_at_predict():
 
 
 def test_explain_gradcam_and_chefer_save_maps_for_the_chosen_class(tmp_path):
+    gradcam_file = str(tmp_path / "gradcam.npy")
     gradcam = run_cli(
-        "explain",
-        COFFEE,
-        "--model",
-        "tf_efficientnet_lite0",
-        "--method",
-        "gradcam",
-        "--class",
-        "968",
-        "--out",
-        str(tmp_path / "gradcam.npy"),
+        "explain", COFFEE, *EFFICIENTNET, "--method", "gradcam", "--class", "968", "--out", gradcam_file
     )
     assert gradcam.returncode == 0, gradcam.stderr
     assert "for class 968 (cup)" in gradcam.stdout
@@ -132,18 +126,7 @@ def test_compare_writes_a_self_contained_html_and_a_png(tmp_path):
             "works on ViTs, hybrids",
         ),
         (
-            [
-                "explain",
-                COFFEE,
-                "--model",
-                "tf_efficientnet_lite0",
-                "--method",
-                "gradcam",
-                "--class",
-                "1000",
-                "--out",
-                "x.npy",
-            ],
+            ["explain", COFFEE, *EFFICIENTNET, "--method", "gradcam", "--class", "1000", "--out", "x.npy"],
             "class 1000 outside 0..999",
         ),
         (["explain", COFFEE, "--method", "gradcam", "--out", "x.npy"], "has no classifier head"),

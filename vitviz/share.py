@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -150,6 +150,13 @@ def parse_view_state(params: Mapping[str, str], limits: ViewLimits) -> tuple[Vie
             return state
         return replace(state, **{field: value})
 
+    def take_choice(state: ViewState, key: str, choices: Collection[str], why: str) -> ViewState:
+        """The state with a word from the link when it is one of `choices`, else unchanged and noted."""
+        if params[key] in choices:
+            return replace(state, **{key: params[key]})
+        ignore(key, params[key], why)
+        return state
+
     if "image" in params:
         photo = _photo(params["image"], limits.images)
         if photo is None:
@@ -164,10 +171,7 @@ def parse_view_state(params: Mapping[str, str], limits: ViewLimits) -> tuple[Vie
         state = take_index(state, "head", "head", limits.num_heads, "head", " or 'mean'")
 
     if "query" in params:
-        if params["query"] in _QUERIES:
-            state = replace(state, query=params["query"])  # type: ignore[arg-type]
-        else:
-            ignore("query", params["query"], "use class or patch")
+        state = take_choice(state, "query", _QUERIES, "use class or patch")
 
     if "patch" in params:
         parts = [_integer(part) for part in params["patch"].split(",")]
@@ -182,10 +186,7 @@ def parse_view_state(params: Mapping[str, str], limits: ViewLimits) -> tuple[Vie
             state = replace(state, patch=(parts[0], parts[1]))  # type: ignore[arg-type]
 
     if "fusion" in params:
-        if params["fusion"] in _FUSIONS:
-            state = replace(state, fusion=params["fusion"])  # type: ignore[arg-type]
-        else:
-            ignore("fusion", params["fusion"], "use mean, max or min")
+        state = take_choice(state, "fusion", _FUSIONS, "use mean, max or min")
 
     if "discard" in params:
         discard = _number(params["discard"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -46,12 +47,19 @@ def add_view_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_image_command(
-    commands: argparse._SubParsersAction, name: str, default_model: str, **texts: str
+    commands: argparse._SubParsersAction, run: Callable[[argparse.Namespace], None], default_model: str
 ) -> argparse.ArgumentParser:
-    """A command that reads one IMAGE with one model (--model, --weights, --device); texts: help, description."""
-    parser = commands.add_parser(name, **texts)
+    """A command that reads one IMAGE with one model (--model, --weights, --device) and calls `run`.
+
+    The command is named after `run` (`_run_NAME`); its help is the first line of `run`'s docstring and
+    its description the paragraphs after it.
+    """
+    name = run.__name__.removeprefix("_run_").replace("_", "-")
+    summary, _, details = (run.__doc__ or "").strip().partition("\n\n")
+    parser = commands.add_parser(name, help=summary, description=" ".join(details.split()) or summary)
     parser.add_argument("image", metavar="IMAGE")
     add_model_arguments(parser, default_model)
+    parser.set_defaults(run=run)
     return parser
 
 

@@ -35,19 +35,9 @@ _METHODS = (
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Adds `probe` and `compare`."""
-    probe = add_image_command(
-        subparsers,
-        "probe",
-        "tf_efficientnet_lite0",
-        help="target-class probability as patches are dropped, shuffled or occluded",
-    )
+    probe = add_image_command(subparsers, _run_probe, "tf_efficientnet_lite0")
     probe.add_argument("--kind", choices=_PROBE_KINDS, default="drop-salient")
-    probe.add_argument(
-        "--method",
-        choices=_METHODS,
-        default=None,
-        help="salience for the salient drops (default: gradcam for CNNs, rollout for ViTs)",
-    )
+    _add_method_argument(probe, "salience for the salient drops")
     add_class_argument(probe, "the class whose probability is followed (default: the model's top class)")
     probe.add_argument("--steps", type=int, default=11, help="fractions from 0 to 1 (default 11)")
     probe.add_argument(
@@ -56,7 +46,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     probe.add_argument("--seed", type=int, default=0, help="seed of drop-random and shuffle")
     add_view_argument(probe)
     probe.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    probe.set_defaults(run=_run_probe)
 
     compare = subparsers.add_parser(
         "compare", help="two or three models' predictions and maps side by side, as .png or .html"
@@ -71,12 +60,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="one weights source per model, or one for all: bundled, hub, random or a file",
     )
     compare.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
-    compare.add_argument(
-        "--method",
-        choices=_METHODS,
-        default=None,
-        help="map for every model that allows it (default: gradcam for CNNs, rollout for ViTs)",
-    )
+    _add_method_argument(compare, "map for every model that allows it")
     add_class_argument(compare, "the class every map explains (default: each model's top class)")
     compare.add_argument("--topk", type=int, default=5, help="predictions per model (default 5)")
     add_view_argument(compare)
@@ -84,7 +68,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     compare.set_defaults(run=_run_compare)
 
 
+def _add_method_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--method",
+        choices=_METHODS,
+        default=None,
+        help=f"{what} (default: gradcam for CNNs, rollout for ViTs)",
+    )
+
+
 def _run_probe(args: argparse.Namespace) -> None:
+    """target-class probability as patches are dropped, shuffled or occluded"""
     from vitviz.cli.common import load_from_args
     from vitviz.images import load_image_file
     from vitviz.methods.probes import run_probe

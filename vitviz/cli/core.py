@@ -39,12 +39,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_view_argument(predict)
     predict.set_defaults(run=_run_predict)
 
-    explain = add_image_command(
-        commands,
-        "explain",
-        "vit_small_patch14_dinov2",
-        help="save an explanation map over the token / feature grid as .npy",
-    )
+    explain = add_image_command(commands, _run_explain, "vit_small_patch14_dinov2")
     explain.add_argument("--method", choices=METHOD_NAMES, default="rollout")
     add_class_argument(
         explain, "class to explain for class-specific methods (default: the model's top class)"
@@ -79,7 +74,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         metavar="MAP.npy",
         help="the map's file; .npy is added when missing",
     )
-    explain.set_defaults(run=_run_explain)
 
     prepare = commands.add_parser(
         "prepare-weights", help="convert the bundled offline weights into the cache"
@@ -110,6 +104,7 @@ def _run_predict(args: argparse.Namespace) -> None:
 
 
 def _run_explain(args: argparse.Namespace) -> None:
+    """save an explanation map over the token / feature grid as .npy"""
     from vitviz.images import load_image_file
     from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
 

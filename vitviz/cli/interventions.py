@@ -27,15 +27,7 @@ _ABLATION_MODES = ("zero", "mean")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    ablate = add_image_command(
-        commands,
-        "ablate",
-        "vit_small_patch14_dinov2",
-        help="switch attention heads off and compare the top-k predictions before and after",
-        description="Switches heads off in every forward of one image: each head's slice of its layer's "
-        "output-projection input is zeroed (--mode zero) or replaced by its mean over the image's tokens "
-        "(--mode mean).",
-    )
+    ablate = add_image_command(commands, _run_ablate, "vit_small_patch14_dinov2")
     ablate.add_argument(
         "--heads",
         required=True,
@@ -43,33 +35,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     ablate.add_argument("--mode", choices=_ABLATION_MODES, default="zero", help="default zero")
     add_listing_arguments(ablate, "classes listed")
-    ablate.set_defaults(run=_run_ablate)
 
-    lens = add_image_command(
-        commands,
-        "lens",
-        "vit_small_patch14_dinov2",
-        help="logit lens: each layer's tokens read through the final norm and head",
-        description="Reads the residual stream after every block through the model's own final norm and "
-        "head (pooled as the model pools) and lists each layer's top classes; layers from 0.",
-    )
+    lens = add_image_command(commands, _run_lens, "vit_small_patch14_dinov2")
     add_listing_arguments(lens, "classes listed per layer")
-    lens.set_defaults(run=_run_lens)
 
-    sanity = add_image_command(
-        commands,
-        "sanity",
-        "vit_small_patch14_dinov2",
-        help="cascading randomisation: does a method's map change when the weights are destroyed?",
-        description="Re-draws a copy's weights from the head down, one stage at a time, and prints the "
-        "Spearman rank correlation of the method's map with the original at each stage "
-        "(null: the map became constant).",
-    )
+    sanity = add_image_command(commands, _run_sanity, "vit_small_patch14_dinov2")
     sanity.add_argument("--method", choices=METHOD_NAMES, default="rollout", help="default rollout")
     add_class_argument(sanity, "class explained at every stage (default: the model's top class)")
     sanity.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     sanity.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    sanity.set_defaults(run=_run_sanity)
 
 
 def _check_topk(topk: int) -> None:
@@ -87,6 +61,11 @@ def _predictions_line(predictions: list[Prediction]) -> str:
 
 
 def _run_ablate(args: argparse.Namespace) -> None:
+    """switch attention heads off and compare the top-k predictions before and after
+
+    Switches heads off in every forward of one image: each head's slice of its layer's output-projection
+    input is zeroed (--mode zero) or replaced by its mean over the image's tokens (--mode mean).
+    """
     from vitviz.images import load_image_file
     from vitviz.maths.ablation import ablate_heads, parse_heads
 
@@ -116,6 +95,11 @@ def _run_ablate(args: argparse.Namespace) -> None:
 
 
 def _run_lens(args: argparse.Namespace) -> None:
+    """logit lens: each layer's tokens read through the final norm and head
+
+    Reads the residual stream after every block through the model's own final norm and head (pooled as
+    the model pools) and lists each layer's top classes; layers from 0.
+    """
     from vitviz.images import load_image_file
     from vitviz.maths.logit_lens import logit_lens
 
@@ -138,6 +122,11 @@ def _run_lens(args: argparse.Namespace) -> None:
 
 
 def _run_sanity(args: argparse.Namespace) -> None:
+    """cascading randomisation: does a method's map change when the weights are destroyed?
+
+    Re-draws a copy's weights from the head down, one stage at a time, and prints the Spearman rank
+    correlation of the method's map with the original at each stage (null: the map became constant).
+    """
     from vitviz.images import load_image_file
     from vitviz.methods.sanity import UNFAITHFUL_RANK_CORRELATION, cascading_randomisation
 

@@ -595,13 +595,8 @@ def _probe(job: _TrainingJob) -> _TrainOutcome:
                     head(standard_val), val_labels, val_keys, SINGLE_PROCESS, device
                 )
             clock.advance(len(used) * 0.02 / epochs)
-            row = EpochMetrics(
-                epoch + 1,
-                _reduced_mean(total, count, context, device),
-                val_loss,
-                val_acc,
-                time.monotonic() - started,
-            )
+            train_loss = _reduced_mean(total, count, context, device)
+            row = EpochMetrics(epoch + 1, train_loss, val_loss, val_acc, time.monotonic() - started)
             metrics.append(row)
             predictions = local_predictions
             report(
@@ -687,13 +682,8 @@ def _backbone(job: _TrainingJob) -> _TrainOutcome:
         if stopped:
             break
         val_loss, val_acc, predictions = evaluate(advance=True)
-        row = EpochMetrics(
-            epoch + 1,
-            _reduced_mean(total, count, context, device),
-            val_loss,
-            val_acc,
-            time.monotonic() - started,
-        )
+        train_loss = _reduced_mean(total, count, context, device)
+        row = EpochMetrics(epoch + 1, train_loss, val_loss, val_acc, time.monotonic() - started)
         metrics.append(row)
         report(_epoch_end(clock, row, epochs, lambda: _state_copy(model)))
     if trained_any and (stopped or not metrics):
