@@ -88,9 +88,9 @@ from vitviz.maths.tokens_as_words import TokenTrace, cut_into_patches, trace_tok
 from vitviz.methods import METHODS, available_methods, default_method
 from vitviz.methods.sanity import UNFAITHFUL_RANK_CORRELATION, SanityResult, cascading_randomisation
 from vitviz.models import LoadedModel, ModelError, ModelFacts, describe_weights
-from vitviz.preprocess import explanation_image
+from vitviz.preprocess import ImageView, ViewMode, image_view
 
-__all__ = ["COMPARE_RANDOM", "TABS", "ModelSide", "model_sides", "render_tabs"]
+__all__ = ["COMPARE_RANDOM", "TABS", "VIEW", "ModelSide", "model_sides", "render_tabs", "seed_from_link"]
 
 COMPARE_RANDOM = "anatomy_compare_random"  # sidebar toggle: show the untrained twin beside the model
 TAB = "anatomy_tab"  # the open tab
@@ -106,6 +106,7 @@ class ModelSide:
     loaded: LoadedModel
     choice: ui.ModelChoice  # what was picked; the twin is built from the same choice
     twin: bool
+    view: ViewMode = "crop"  # the one view of the image every per-image tab computes on
 
     @property
     def label(self) -> str:
@@ -138,22 +139,33 @@ class ModelSide:
         """Every layer's attention on the picked image, from the app's one attention cache."""
         choice = self.choice
         return ui.cached_attention(
-            choice.name, choice.weights, choice.device, picked.digest, picked.image, twin=self.twin
+            choice.name,
+            choice.weights,
+            choice.device,
+            picked.digest,
+            picked.image,
+            twin=self.twin,
+            view=self.view,
         )
 
     def pixels(self, picked: ui.ImageChoice) -> np.ndarray:
-        """The picked image as this model sees it, for drawing maps over."""
-        return _cached_pixels(self.key, picked.digest, self.loaded.facts, picked.image)
+        """The picked image's view as this model sees it, for drawing maps over."""
+        return _cached_pixels(self.key, picked.digest, self.view, self.loaded.facts, picked.image)
 
 
-def model_sides(choice: ui.ModelChoice, loaded: LoadedModel, compare: bool) -> list[ModelSide]:
-    """The chosen model and, when `compare` asks for it, its untrained twin (random weights have none)."""
-    sides = [ModelSide(loaded, choice, twin=False)]
+def model_sides(
+    choice: ui.ModelChoice, loaded: LoadedModel, compare: bool, view: ViewMode = "crop"
+) -> list[ModelSide]:
+    """The chosen model and, when `compare` asks for it, its untrained twin (random weights have none).
+
+    Both sides compute every per-image tab on `view` of the picked image.
+    """
+    sides = [ModelSide(loaded, choice, twin=False, view=view)]
     if compare and not loaded.trained:
         st.info("These weights are already random: there is nothing untrained to compare them with.")
     elif compare:
         twin = ui.cached_twin(choice.name, choice.weights, choice.device)
-        sides.append(ModelSide(twin, choice, twin=True))
+        sides.append(ModelSide(twin, choice, twin=True, view=view))
     return sides
 
 
@@ -174,20 +186,51 @@ def render_tabs(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     )
     _view_note(sides[0], picked)
     tabs = st.tabs(list(TABS), key=TAB, on_change="rerun")
-    for tab, view in zip(tabs, TABS.values(), strict=True):
+    for tab, name in zip(tabs, TABS, strict=True):
         if _is_open(tab):
             with tab:
-                if view.cnn_reason is None or not _cnn_note(facts, view.cnn_reason):
-                    view.render(sides, picked)
-    _write_link()
+                _render_view(name, sides, picked)
+    _write_link(picked)
+
+
+@st.fragment
+def _render_view(name: str, sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """One tab's view as a fragment: its sliders and clicks rerun this tab alone, not the photo or the sidebar."""
+    view = TABS[name]
+    if view.cnn_reason is None or not _cnn_note(sides[0].loaded.facts, view.cnn_reason):
+        view.render(sides, picked)
+    _write_link(picked)  # a fragment's rerun skips the page's own call
+
+
+VIEW = "anatomy_view"  # the sidebar's view picker: crop or whole image
+LINK_PARAMS = "anatomy_link_params"  # a link's parameters, kept until the model's sizes can check them
+UPLOAD_SOURCE = "upload"  # the link parameter `source` when the picture was an upload
+
+
+def seed_from_link() -> None:
+    """At a session's first run, before the sidebar's widgets exist: the view from the URL.
+
+    The rest of the link waits in the session until `render_tabs` knows the model's sizes. A link
+    made from an uploaded picture does not apply its view to another picture.
+    """
+    params = ui.url_params_once("anatomy")
+    if not params:
+        return
+    st.session_state[LINK_PARAMS] = params
+    if params.get("source") != UPLOAD_SOURCE and params.get("view") in ui.VIEW_LABELS:
+        st.session_state[VIEW] = params["view"]
 
 
 def _read_link(facts: ModelFacts) -> None:
     """Seeds the open tab, the ablation and the colour rule from a shared link, once per session."""
-    params = ui.url_params_once("anatomy")
+    params = st.session_state.pop(LINK_PARAMS, None)
     if not params:
         return
     notes = []
+    if params.get("source") == UPLOAD_SOURCE:
+        notes.append("the uploaded picture it was made from (a link cannot carry it) and its view")
+    elif "view" in params and params["view"] not in ui.VIEW_LABELS:
+        notes.append(f"view {params['view'][:20]!r}")
     if "tab" in params:
         if params["tab"] in TABS:
             st.session_state[TAB] = params["tab"]
@@ -217,9 +260,14 @@ def _read_link(facts: ModelFacts) -> None:
     ui.url_notes(notes)
 
 
-def _write_link() -> None:
-    """Makes the URL say the open tab and its main choices, so a copied link reopens them."""
+def _write_link(picked: ui.ImageChoice) -> None:
+    """Makes the URL say the open tab, the view and the main choices, so a copied link reopens them."""
     params = {"tab": str(st.session_state.get(TAB, next(iter(TABS))))}
+    view = st.session_state.get(VIEW, "crop")
+    if view != "crop":
+        params["view"] = str(view)
+    if picked.name not in BUILTIN_PHOTOS:
+        params["source"] = UPLOAD_SOURCE
     if _raw_colours():
         params["raw"] = "1"
     off = [*st.session_state.get(ABLATED, []), *map(str, st.session_state.get(ABLATED_LAYERS, []))]
@@ -232,25 +280,20 @@ def _write_link() -> None:
 
 
 def _view_note(side: ModelSide, picked: ui.ImageChoice) -> None:
-    """The photo with the view's box on it, and the view's note: every map below lies over that view."""
-    if side.loaded.facts.family == "cnn" and side.loaded.facts.grid_size is None:
-        return
-    try:
-        view = side.attention(picked).view
-    except (ModelError, ValueError, RuntimeError):
-        return
+    """The photo with the view's box on it, once above the tabs: every map below lies over that view."""
+    view = _cached_view(side.key, picked.digest, side.view, side.loaded.facts, picked.image)
     photo_column, note_column = st.columns([1, 4])
     with photo_column:
         framed = picked.image.convert("RGB").copy()
         width = max(2, framed.width // 100)
         ImageDraw.Draw(framed).rectangle(view.box, outline=(255, 200, 0), width=width)
         framed.thumbnail((240, 240))
-        st.image(framed, caption=f"What the model sees ({view.mode})")
+        st.image(framed, caption=f"What the model sees: {ui.VIEW_LABELS.get(view.mode, view.mode)}")
     with note_column:
         note = f" — {view.note}" if view.note else ""
         st.caption(
-            f"Maps, predictions and probes on this page use the {view.mode} view of the photo{note}; "
-            "the yellow box marks it on the photo."
+            f"Every map, prediction and probe on this page uses the {ui.VIEW_LABELS.get(view.mode, view.mode)} "
+            f"view of the photo{note}; the yellow box marks it on the photo."
         )
 
 
@@ -322,13 +365,24 @@ def _cnn_note(facts: ModelFacts, why: str) -> bool:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _cached_pixels(model_key: tuple, digest: str, _facts: ModelFacts, _image: Image.Image) -> np.ndarray:
-    return explanation_image(_image, _facts)
+def _cached_view(
+    model_key: tuple, digest: str, view: ViewMode, _facts: ModelFacts, _image: Image.Image
+) -> ImageView:
+    return image_view(_image, _facts, view)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _cached_pixels(
+    model_key: tuple, digest: str, view: ViewMode, _facts: ModelFacts, _image: Image.Image
+) -> np.ndarray:
+    return _cached_view(model_key, digest, view, _facts, _image).pixels
 
 
 @st.cache_data(show_spinner="Cutting the image into tokens…", max_entries=16)
-def _cached_trace(model_key: tuple, digest: str, _loaded: LoadedModel, _image: Image.Image) -> TokenTrace:
-    return trace_tokens(_loaded, _image)
+def _cached_trace(
+    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _image: Image.Image
+) -> TokenTrace:
+    return trace_tokens(_loaded, _image, view)
 
 
 @st.cache_data(show_spinner="PCA of the patch-embedding filters…", max_entries=16)
@@ -343,39 +397,55 @@ def _cached_similarity(model_key: tuple, _loaded: LoadedModel) -> np.ndarray:
 
 @st.cache_data(show_spinner="Running the model at both sizes…", max_entries=8)
 def _cached_resolution(
-    model_key: tuple, digest: str, size: tuple[int, int], _loaded: LoadedModel, _image: Image.Image
+    model_key: tuple,
+    digest: str,
+    view: ViewMode,
+    size: tuple[int, int],
+    _loaded: LoadedModel,
+    _image: Image.Image,
 ) -> tuple[ResolutionSide, ResolutionSide]:
-    return compare_resolutions(_loaded, _image, size)
+    return compare_resolutions(_loaded, _image, size, view=view)
 
 
 @st.cache_data(show_spinner="Running the CNN stem…", max_entries=16)
-def _cached_stem(model_key: tuple, digest: str, _loaded: LoadedModel, _image: Image.Image) -> HybridStem:
-    return hybrid_stem(_loaded, _image)
+def _cached_stem(
+    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _image: Image.Image
+) -> HybridStem:
+    return hybrid_stem(_loaded, _image, view=view)
 
 
 @st.cache_data(show_spinner="Reading the output tokens…", max_entries=16)
-def _cached_tokens(model_key: tuple, digest: str, _loaded: LoadedModel, _image: Image.Image) -> OutputTokens:
-    return output_tokens(_loaded, _image)
+def _cached_tokens(
+    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _image: Image.Image
+) -> OutputTokens:
+    return output_tokens(_loaded, _image, view)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cached_colours(
-    model_key: tuple, digest: str, place: TokenPlace, _tokens: OutputTokens
+    model_key: tuple, digest: str, view: ViewMode, place: TokenPlace, _tokens: OutputTokens
 ) -> PrincipalColours:
     return patch_feature_colours(_tokens, place)
 
 
 @st.cache_data(show_spinner="Capturing queries and keys…", max_entries=32)
 def _cached_query_keys(
-    model_key: tuple, digest: str, layer: int, head: int, _loaded: LoadedModel, _image: Image.Image
+    model_key: tuple,
+    digest: str,
+    view: ViewMode,
+    layer: int,
+    head: int,
+    _loaded: LoadedModel,
+    _image: Image.Image,
 ) -> QueryKeys:
-    return query_keys(_loaded, _image, layer, head)
+    return query_keys(_loaded, _image, layer, head, view)
 
 
 @st.cache_data(show_spinner="Projecting queries and keys…", max_entries=32)
 def _cached_projection(
     model_key: tuple,
     digest: str,
+    view: ViewMode,
     layer: int,
     head: int,
     method: ProjectionMethod,
@@ -401,7 +471,7 @@ def _strip_indices(num_patches: int) -> list[int]:
 def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 1: the image cut into patches, flattened, projected, prefixed and position-embedded."""
     facts = sides[0].loaded.facts
-    traces = [_cached_trace(side.key, picked.digest, side.loaded, picked.image) for side in sides]
+    traces = [_cached_trace(side.key, picked.digest, side.view, side.loaded, picked.image) for side in sides]
     trace = traces[0]
     rows, cols = facts.grid_size
     pixels = sides[0].pixels(picked)
@@ -650,7 +720,7 @@ def _distance_images(
 def _distances(side: ModelSide, image_keys: list[str], loaders: list) -> AttentionDistances:
     """One model's distances over the images: from this session's store, or computed with a progress bar."""
     store: dict = st.session_state.setdefault(DISTANCE_RESULTS, {})
-    key = (*side.key, tuple(image_keys))
+    key = (*side.key, side.view, tuple(image_keys))
     if key in store:
         store[key] = store.pop(key)  # newest last
         return store[key]
@@ -661,7 +731,7 @@ def _distances(side: ModelSide, image_keys: list[str], loaders: list) -> Attenti
     def report(done: int, total: int) -> None:
         bar.progress(done / total, text=f"{text}: layer pass {done} of {total}")
 
-    result = attention_distances_over_images(side.loaded, images, progress=report)
+    result = attention_distances_over_images(side.loaded, images, progress=report, view=side.view)
     bar.empty()
     store[key] = result
     while len(store) > MAX_KEPT_DISTANCES:
@@ -712,7 +782,8 @@ def render_attention_distance(sides: list[ModelSide], picked: ui.ImageChoice) ->
     st.caption(
         "Per head and layer: Σⱼ Aᵢⱼ·‖gᵢ − gⱼ‖ in pixels of the model's input, averaged over query patches "
         f"and images; prefix tokens left out as queries and keys, no renormalisation (the paper's "
-        f"appendix D.7). Images are resized whole to {height}×{width} px."
+        f"appendix D.7). Each image is seen in the page's view: {ui.VIEW_LABELS[sides[0].view]}, "
+        f"{height}×{width} px."
     )
 
 
@@ -764,7 +835,7 @@ def render_resolution(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     for side, (before, after) in _each_side(
         sides,
         f"run {facts.name} at {size[0]}×{size[1]} px",
-        lambda side: _cached_resolution(side.key, picked.digest, size, side.loaded, picked.image),
+        lambda side: _cached_resolution(side.key, picked.digest, side.view, size, side.loaded, picked.image),
     ):
         st.markdown(f"{_token_count(before.facts)} → {_token_count(after.facts)}")
         for column, resized, name in zip(st.columns(2), (before, after), ("before", "after"), strict=True):
@@ -857,7 +928,7 @@ def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         sides,
         f"run the stem of {facts.name}",
         lambda side: (
-            _cached_stem(side.key, picked.digest, side.loaded, picked.image),
+            _cached_stem(side.key, picked.digest, side.view, side.loaded, picked.image),
             side.attention(picked),
         ),
     ):
@@ -942,10 +1013,10 @@ def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     for side, tokens in _each_side(
         sides,
         f"read the output tokens of {facts.name}",
-        lambda side: _cached_tokens(side.key, picked.digest, side.loaded, picked.image),
+        lambda side: _cached_tokens(side.key, picked.digest, side.view, side.loaded, picked.image),
     ):
         norms = token_norms(tokens, place)
-        colours = _cached_colours(side.key, picked.digest, place, tokens)
+        colours = _cached_colours(side.key, picked.digest, side.view, place, tokens)
         if tokens.final_norm == "Identity":
             st.caption("This model has no final norm before its head: both places give the same tokens.")
         norm_column, pca_column = st.columns(2)
@@ -1188,7 +1259,7 @@ def _render_ablation(side: ModelSide, picked: ui.ImageChoice) -> AblationResult 
     mode_label = columns[2].radio("A head switched off is", list(ABLATION_MODES), key=ABLATION_MODE)
     mode = ABLATION_MODES[mode_label]
     heads = _ablated_heads(facts)
-    view = side.attention(picked).view.mode
+    view = side.view
     result = _cached_ablation(side.key, picked.digest, tuple(heads), mode, view, side.loaded, picked.image)
     before, after = result.before, result.after
     top = before[0]
@@ -1339,8 +1410,9 @@ def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     method = PROJECTIONS[method_label]
 
     def project(side: ModelSide) -> tuple[QueryKeys, QueryKeyProjection]:
-        source = _cached_query_keys(side.key, picked.digest, layer, head, side.loaded, picked.image)
-        return source, _cached_projection(side.key, picked.digest, layer, head, method, align, source)
+        key = (side.key, picked.digest, side.view, layer, head)
+        source = _cached_query_keys(*key, side.loaded, picked.image)
+        return source, _cached_projection(*key, method, align, source)
 
     for side, (source, projection) in _each_side(
         sides, f"capture the queries and keys of {facts.name}", project
@@ -1392,7 +1464,7 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         return
     record = side.attention(picked)
     try:
-        lens = _cached_lens(side.key, picked.digest, record.view.mode, loaded, picked.image)
+        lens = _cached_lens(side.key, picked.digest, side.view, loaded, picked.image)
     except (ModelError, ValueError, RuntimeError) as error:
         st.error(f"Could not read the layers through the head: {error}")
         return
@@ -1488,7 +1560,7 @@ def render_sanity(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         "Each stage redraws more of the weights at random, from the head down; a map that explains the "
         "model should change with them. ρ is the rank correlation with the original map."
     )
-    view = side.attention(picked).view.mode
+    view = side.view
     store = st.session_state.setdefault(SANITY_RESULTS, {})
     cache_key = (side.key, picked.digest, view, method)
     if st.button("Run the sanity check (slow)", key="anatomy_sanity_run", disabled=cache_key in store):
