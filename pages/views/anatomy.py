@@ -341,9 +341,14 @@ def _raw_colours() -> bool:
     return bool(st.session_state.get(RAW_COLOURS, False))
 
 
+def _clip_percentile() -> float | None:
+    """The page's colour rule: clip at the 99th percentile, or None when the raw toggle is on."""
+    return None if _raw_colours() else CLIP_PERCENTILE
+
+
 def _scaled(figure: go.Figure, values: np.ndarray, label: str) -> go.Figure:
     """Applies the page's colour rule to a map's heatmap: clipped at the 99th percentile unless raw."""
-    scale = colour_scale(values, label, None if _raw_colours() else CLIP_PERCENTILE)
+    scale = colour_scale(values, label, _clip_percentile())
     figure.update_traces(
         selector={"type": "heatmap"},
         zmin=scale.zmin,
@@ -351,6 +356,19 @@ def _scaled(figure: go.Figure, values: np.ndarray, label: str) -> go.Figure:
         colorbar={"title": {"text": scale.title, "side": "right"}},
     )
     return figure
+
+
+def _overlay_chart(
+    pixels: np.ndarray, values: np.ndarray, stride_px: tuple[int, int], title: str, label: str, key: str
+) -> None:
+    """A map over the view's pixels on the page's colour rule (clipped unless raw), its bar titled `label`."""
+    figure = attention_overlay_figure(pixels, values, stride_px, title)
+    st.plotly_chart(_scaled(figure, values, label), key=key, theme=None)
+
+
+def _class_query(facts: ModelFacts) -> str:
+    """What a "class" map attends from: the class token, or the mean patch of a model without one."""
+    return "class token" if facts.num_prefix_tokens else "mean patch"
 
 
 def _cnn_note(facts: ModelFacts, why: str) -> bool:
@@ -543,6 +561,10 @@ def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
 # 2. Filters ---------------------------------------------------------------------------------
 
 
+FILTER_TILE_PX = 88  # the side of a filter tile on screen, one model shown
+FILTER_TILE_PX_BESIDE = 50  # the same beside the untrained twin
+
+
 def render_filters(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 2: principal components of the linear patch-embedding filters (paper Fig. 7 left)."""
     try:  # the twin has the same architecture: one message covers both
@@ -550,6 +572,8 @@ def render_filters(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     except FiltersNotApplicableError as error:
         st.info(f"Does not apply: {error}")
         return
+    # One tile size for every side, small enough for two sides in half-width columns at 1280 px.
+    tile_px = FILTER_TILE_PX if len(sides) == 1 else FILTER_TILE_PX_BESIDE
     for column, side, components in zip(_columns(len(sides)), sides, results, strict=True):
         with column:
             st.plotly_chart(
@@ -557,9 +581,11 @@ def render_filters(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                     component_tiles(components.components),
                     components.explained_variance_ratio,
                     f"First {components.num_components} PCs of the filters · {side.label}",
+                    tile_px=tile_px,
                 ),
                 key=f"anatomy_filters_{side.suffix}",
                 theme=None,
+                width="content",
             )
             total = components.explained_variance_ratio.sum()
             st.plotly_chart(
@@ -637,14 +663,19 @@ def render_position_embeddings(sides: list[ModelSide], picked: ui.ImageChoice) -
     columns = st.columns([3, 2]) if single else st.columns(2)
     for index, (side, similarity, chart_key) in enumerate(zip(sides, similarities, chart_keys, strict=True)):
         with columns[0] if single else columns[index]:
+            mosaic = similarity_mosaic(similarity, grid_size, MOSAIC_GAP, step)
             st.plotly_chart(
-                similarity_grid_figure(
-                    similarity_mosaic(similarity, grid_size, MOSAIC_GAP, step),
-                    grid_size,
-                    MOSAIC_GAP,
-                    f"Position similarity · {side.label}",
-                    selected=position,
-                    step=step,
+                _scaled(
+                    similarity_grid_figure(
+                        mosaic,
+                        grid_size,
+                        MOSAIC_GAP,
+                        f"Position similarity · {side.label}",
+                        selected=position,
+                        step=step,
+                    ),
+                    mosaic,
+                    "cosine similarity",
                 ),
                 key=chart_key,
                 on_select="rerun",
@@ -653,11 +684,12 @@ def render_position_embeddings(sides: list[ModelSide], picked: ui.ImageChoice) -
             )
         with columns[1] if single else columns[index]:
             row, col = position
+            values = similarity.reshape(rows, cols, rows, cols)[row, col]
             st.plotly_chart(
-                similarity_map_figure(
-                    similarity.reshape(rows, cols, rows, cols)[row, col],
-                    position,
-                    f"Position ({row}, {col}) · {side.label}",
+                _scaled(
+                    similarity_map_figure(values, position, f"Position ({row}, {col}) · {side.label}"),
+                    values,
+                    "cosine similarity",
                 ),
                 key=f"anatomy_posembed_map_{side.suffix}",
                 theme=None,
@@ -872,28 +904,14 @@ def _render_resolution_side(resized: ResolutionSide, name: str, side: ModelSide)
         )
     else:
         st.info(f"{facts.name} has no learned absolute position embedding to interpolate.")
-    query = "class token" if facts.num_prefix_tokens else "mean patch"
-    st.plotly_chart(
-        attention_overlay_figure(
-            resized.pixels,
-            resized.class_attention,
-            facts.stride_px,
-            _title(f"{size}: last-layer {query} attention", side),
-        ),
-        key=f"{chart_key}_attention",
-        theme=None,
+    query = _class_query(facts)
+    pixels, stride = resized.pixels, facts.stride_px
+    attention_title = _title(f"{size}: last-layer {query} attention", side)
+    _overlay_chart(
+        pixels, resized.class_attention, stride, attention_title, "attention", f"{chart_key}_attention"
     )
-    st.plotly_chart(
-        attention_overlay_figure(
-            resized.pixels,
-            resized.rollout,
-            facts.stride_px,
-            _title(f"{size}: rollout, {facts.num_layers} layers", side),
-            colorbar_title="relevance",
-        ),
-        key=f"{chart_key}_rollout",
-        theme=None,
-    )
+    rollout_title = _title(f"{size}: rollout, {facts.num_layers} layers", side)
+    _overlay_chart(pixels, resized.rollout, stride, rollout_title, "relevance", f"{chart_key}_rollout")
     if resized.predictions is not None:
         untrained = "" if side.loaded.trained else " (untrained)"
         st.plotly_chart(
@@ -960,29 +978,23 @@ def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                 theme=None,
             )
         attention_column, rollout_column = st.columns(2)
-        query = "class token" if facts.num_prefix_tokens else "mean patch"
         with attention_column:
-            st.plotly_chart(
-                attention_overlay_figure(
-                    pixels,
-                    class_attention_map(record, record.num_layers - 1, None),
-                    facts.stride_px,
-                    _title(f"Last-layer {query} attention, {rows}×{cols} tokens", side),
-                ),
-                key=f"anatomy_stem_attention_{side.suffix}",
-                theme=None,
+            _overlay_chart(
+                pixels,
+                class_attention_map(record, record.num_layers - 1, None),
+                facts.stride_px,
+                _title(f"Last-layer {_class_query(facts)} attention, {rows}×{cols} tokens", side),
+                "attention",
+                f"anatomy_stem_attention_{side.suffix}",
             )
         with rollout_column:
-            st.plotly_chart(
-                attention_overlay_figure(
-                    pixels,
-                    rollout_relevance(record),
-                    facts.stride_px,
-                    _title(f"Rollout, {rows}×{cols} tokens", side),
-                    colorbar_title="relevance",
-                ),
-                key=f"anatomy_stem_rollout_{side.suffix}",
-                theme=None,
+            _overlay_chart(
+                pixels,
+                rollout_relevance(record),
+                facts.stride_px,
+                _title(f"Rollout, {rows}×{cols} tokens", side),
+                "relevance",
+                f"anatomy_stem_rollout_{side.suffix}",
             )
 
 
@@ -1021,16 +1033,13 @@ def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
             st.caption("This model has no final norm before its head: both places give the same tokens.")
         norm_column, pca_column = st.columns(2)
         with norm_column:
-            st.plotly_chart(
-                attention_overlay_figure(
-                    side.pixels(picked),
-                    norms.patch_norms,
-                    facts.stride_px,
-                    _title(f"Patch-token norm, {where}", side),
-                    colorbar_title="L2 norm",
-                ),
-                key=f"anatomy_norms_map_{side.suffix}",
-                theme=None,
+            _overlay_chart(
+                side.pixels(picked),
+                norms.patch_norms,
+                facts.stride_px,
+                _title(f"Patch-token norm, {where}", side),
+                "L2 norm",
+                f"anatomy_norms_map_{side.suffix}",
             )
         with pca_column:
             ratios = ", ".join(f"{ratio:.0%}" for ratio in colours.explained_variance_ratio)
@@ -1146,7 +1155,12 @@ def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         with mosaic_area:
             st.plotly_chart(
                 model_view_figure(
-                    maps, _title(f"All heads: attention from {source}", side), selected=head, map_px=map_px
+                    maps,
+                    _title(f"All heads: attention from {source}", side),
+                    selected=head,
+                    map_px=map_px,
+                    clip_percentile=_clip_percentile(),
+                    switched_off=ablation.heads if ablation is not None and not side.twin else (),
                 ),
                 key=f"anatomy_heads_mosaic_{side.suffix}",
                 on_select="rerun",
@@ -1335,9 +1349,7 @@ def _render_importance(
     drops = store.get(cache_key)
     if drops is None:
         return
-    scale = colour_scale(
-        drops, "probability drop", None if _raw_colours() else CLIP_PERCENTILE, symmetric=True
-    )
+    scale = colour_scale(drops, "probability drop", _clip_percentile(), symmetric=True)
     top = side.attention(picked)
     top_label = _prediction_label(side, top)
     figure = head_importance_figure(
@@ -1478,7 +1490,7 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     table = probabilities[:, shown]
     labels = [_class_name(loaded, index) for index in shown]
-    scale = colour_scale(table, "probability", None if _raw_colours() else CLIP_PERCENTILE)
+    scale = colour_scale(table, "probability", _clip_percentile())
     figure = logit_lens_figure(
         table, labels, scale, _export_title("Logit lens: each layer's top classes", side)
     )
@@ -1588,7 +1600,7 @@ def _render_sanity_result(side: ModelSide, picked: ui.ImageChoice, result: Sanit
     tops = []
     constant = []
     for stage, values in zip(result.stages, result.maps, strict=True):
-        scale = colour_scale(values, "map", None if _raw_colours() else CLIP_PERCENTILE)
+        scale = colour_scale(values, "map", _clip_percentile())
         tops.append(np.clip((values - scale.zmin) / (scale.zmax - scale.zmin), 0.0, 1.0))
         if float(values.max()) == float(values.min()):
             constant.append(stage)
