@@ -46,7 +46,7 @@ from vitviz.figures.common import (
     predictions_figure,
     selected_patch,
 )
-from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale
+from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale, ordinal
 from vitviz.images import BUILTIN_PHOTOS, UPLOAD_EXTENSIONS, ImageDecodeError, builtin_photo, decode_image
 from vitviz.images import image_digest as digest_of
 from vitviz.maths.ablation import AblationResult, ablate_heads, head_importance, parse_heads
@@ -288,12 +288,13 @@ def _view_note(side: ModelSide, picked: ui.ImageChoice) -> None:
         width = max(2, framed.width // 100)
         ImageDraw.Draw(framed).rectangle(view.box, outline=(255, 200, 0), width=width)
         framed.thumbnail((240, 240))
-        st.image(framed, caption=f"What the model sees: {ui.VIEW_LABELS.get(view.mode, view.mode)}")
+        st.image(framed, caption="What the model sees (yellow box)")
     with note_column:
+        label = ui.VIEW_LABELS.get(view.mode, view.mode)
         note = f" — {view.note}" if view.note else ""
         st.caption(
-            f"Every map, prediction and probe on this page uses the {ui.VIEW_LABELS.get(view.mode, view.mode)} "
-            f"view of the photo{note}; the yellow box marks it on the photo."
+            f"Every map, prediction and probe on this page is computed on one view of the photo: {label}"
+            f"{note}. The yellow box marks it on the photo; change it under View in the sidebar."
         )
 
 
@@ -324,14 +325,26 @@ def _each_side(
         yield side, result
 
 
+TITLE_TWO_LINES_TOP_PX = 72  # a figure's top margin when its title has a second, smaller line
+
+
+def _chart(figure: go.Figure, key: str, **options) -> None:
+    """`st.plotly_chart`, with room above the plot for a two-line title (the model's line in <sup>)."""
+    title = figure.layout.title.text or ""
+    top = figure.layout.margin.t
+    if "<br>" in title and (top is None or top < TITLE_TWO_LINES_TOP_PX):
+        figure.update_layout(margin={"t": TITLE_TWO_LINES_TOP_PX})
+    st.plotly_chart(figure, key=key, **options)
+
+
 def _title(text: str, side: ModelSide) -> str:
     """A figure title of views 5–9: random weights say so in it."""
-    return text if side.loaded.trained else f"{text} · {side.label}"
+    return text if side.loaded.trained else f"{text}<br><sup>{side.label}</sup>"
 
 
 def _export_title(text: str, side: ModelSide) -> str:
     """A title that still says which model and weights once the figure is exported."""
-    return f"{text} · {side.loaded.facts.name} · {side.label}"
+    return f"{text}<br><sup>{side.loaded.facts.name} · {side.label}</sup>"
 
 
 RAW_COLOURS = "anatomy_raw_colours"  # toggle: the maps' colour bars span the raw range, not clipped
@@ -363,7 +376,7 @@ def _overlay_chart(
 ) -> None:
     """A map over the view's pixels on the page's colour rule (clipped unless raw), its bar titled `label`."""
     figure = attention_overlay_figure(pixels, values, stride_px, title)
-    st.plotly_chart(_scaled(figure, values, label), key=key, theme=None)
+    _chart(_scaled(figure, values, label), key=key, theme=None)
 
 
 def _class_query(facts: ModelFacts) -> str:
@@ -495,7 +508,7 @@ def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     pixels = sides[0].pixels(picked)
     grid_column, steps_column = st.columns([2, 3])
     with grid_column:
-        st.plotly_chart(
+        _chart(
             patch_grid_figure(
                 pixels,
                 facts.grid_size,
@@ -527,7 +540,7 @@ def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         else "patches"
     )
     prefix = f"{len(trace.prefix_names)} prefix + " if trace.prefix_names else "no prefix tokens, "
-    st.plotly_chart(
+    _chart(
         token_sequence_figure(
             cells[shown],
             shown,
@@ -548,7 +561,7 @@ def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                 continue
             count, dim = side_trace.encoder_input.shape
             cut = "" if count <= MAX_HEATMAP_TOKENS else f", first {MAX_HEATMAP_TOKENS} rows"
-            st.plotly_chart(
+            _chart(
                 encoder_input_figure(
                     side_trace.encoder_input[:MAX_HEATMAP_TOKENS],
                     side_trace.prefix_names,
@@ -576,7 +589,7 @@ def render_filters(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     tile_px = FILTER_TILE_PX if len(sides) == 1 else FILTER_TILE_PX_BESIDE
     for column, side, components in zip(_columns(len(sides)), sides, results, strict=True):
         with column:
-            st.plotly_chart(
+            _chart(
                 filter_components_figure(
                     component_tiles(components.components),
                     components.explained_variance_ratio,
@@ -588,7 +601,7 @@ def render_filters(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                 width="content",
             )
             total = components.explained_variance_ratio.sum()
-            st.plotly_chart(
+            _chart(
                 explained_variance_figure(
                     components.explained_variance_ratio,
                     f"Explained variance: {total:.1%} in all · {side.label}",
@@ -664,7 +677,7 @@ def render_position_embeddings(sides: list[ModelSide], picked: ui.ImageChoice) -
     for index, (side, similarity, chart_key) in enumerate(zip(sides, similarities, chart_keys, strict=True)):
         with columns[0] if single else columns[index]:
             mosaic = similarity_mosaic(similarity, grid_size, MOSAIC_GAP, step)
-            st.plotly_chart(
+            _chart(
                 _scaled(
                     similarity_grid_figure(
                         mosaic,
@@ -685,7 +698,7 @@ def render_position_embeddings(sides: list[ModelSide], picked: ui.ImageChoice) -
         with columns[1] if single else columns[index]:
             row, col = position
             values = similarity.reshape(rows, cols, rows, cols)[row, col]
-            st.plotly_chart(
+            _chart(
                 _scaled(
                     similarity_map_figure(values, position, f"Position ({row}, {col}) · {side.label}"),
                     values,
@@ -795,7 +808,7 @@ def render_attention_distance(sides: list[ModelSide], picked: ui.ImageChoice) ->
     for column, side, result in zip(_columns(len(sides)), sides, results, strict=True):
         with column:
             images = "1 image" if result.num_images == 1 else f"{result.num_images} images"
-            st.plotly_chart(
+            _chart(
                 attention_distance_figure(
                     result.mean,
                     result.uniform_reference,
@@ -892,7 +905,7 @@ def _render_resolution_side(resized: ResolutionSide, name: str, side: ModelSide)
     chart_key = f"anatomy_resolution_{name}_{side.suffix}"
     if resized.position_rgb is not None:
         what = "as loaded" if name == "before" else "interpolated"
-        st.plotly_chart(
+        _chart(
             rgb_grid_figure(
                 resized.position_rgb,
                 _title(f"Position embedding {what} ({rows}×{cols}, 3 PCs)", side),
@@ -914,7 +927,7 @@ def _render_resolution_side(resized: ResolutionSide, name: str, side: ModelSide)
     _overlay_chart(pixels, resized.rollout, stride, rollout_title, "relevance", f"{chart_key}_rollout")
     if resized.predictions is not None:
         untrained = "" if side.loaded.trained else " (untrained)"
-        st.plotly_chart(
+        _chart(
             predictions_figure(resized.predictions, f"{size}: top-5 predictions{untrained}"),
             key=f"{chart_key}_predictions",
         )
@@ -963,13 +976,13 @@ def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         pixels = side.pixels(picked)
         grid_column, maps_column = st.columns([2, 3])
         with grid_column:
-            st.plotly_chart(
+            _chart(
                 stem_grid_figure(pixels, stem, _title("Feature cells and tokens", side)),
                 key=f"anatomy_stem_grid_{side.suffix}",
                 theme=None,
             )
         with maps_column:
-            st.plotly_chart(
+            _chart(
                 feature_maps_figure(
                     stem,
                     _title(f"Stem output: mean and the {len(stem.channels)} most varying channels", side),
@@ -1043,7 +1056,7 @@ def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
             )
         with pca_column:
             ratios = ", ".join(f"{ratio:.0%}" for ratio in colours.explained_variance_ratio)
-            st.plotly_chart(
+            _chart(
                 rgb_grid_figure(
                     colours.rgb, _title("Patch features: 3 PCs as RGB", side), height=520, hover_name="PCs"
                 ),
@@ -1051,7 +1064,7 @@ def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                 theme=None,
             )
             st.caption(f"Red, green, blue: principal components 1–3, explaining {ratios} of the variance.")
-        st.plotly_chart(
+        _chart(
             norm_histogram_figure(norms, _title(f"Norms of all tokens, {where}", side)),
             key=f"anatomy_norms_histogram_{side.suffix}",
         )
@@ -1125,7 +1138,7 @@ def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         st.session_state[QUERY_KIND] = class_option
     st.markdown(
         f"One small map per layer (rows) and head (columns): where the chosen token attends, "
-        f"{layers}×{heads} maps at once, each scaled to its own maximum. A click on a small map opens it "
+        f"{layers}×{heads} maps at once, each scaled to its own {_mosaic_top()}. A click on a small map opens it "
         "large or switches that head off (below); a click on a patch of the large map makes it the "
         "attending token."
     )
@@ -1151,16 +1164,17 @@ def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         source = query_label(record, query)
         if ablation is not None and not side.twin:
             source += f" with {len(ablation.heads)} head{'s' if len(ablation.heads) != 1 else ''} off"
+        off = list(ablation.heads) if ablation is not None and not side.twin else []
         mosaic_area, large_area = st.columns([1, 1]) if side_by_side else (st.container(), st.container())
         with mosaic_area:
-            st.plotly_chart(
+            _chart(
                 model_view_figure(
                     maps,
                     _title(f"All heads: attention from {source}", side),
                     selected=head,
                     map_px=map_px,
                     clip_percentile=_clip_percentile(),
-                    switched_off=ablation.heads if ablation is not None and not side.twin else (),
+                    switched_off=off,
                 ),
                 key=f"anatomy_heads_mosaic_{side.suffix}",
                 on_select="rerun",
@@ -1168,9 +1182,14 @@ def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                 theme=None,
                 width="content",
             )
+            if off:
+                listed = ", ".join(_head_label(item) for item in off[:12]) + (" …" if len(off) > 12 else "")
+                st.caption(
+                    f"Dotted red outlines and crosses mark the {_heads_off(len(off), ablation.mode)}: {listed}."
+                )
         layer, head_index = head
         with large_area:
-            st.plotly_chart(
+            _chart(
                 _scaled(
                     attention_overlay_figure(
                         side.pixels(picked),
@@ -1199,11 +1218,19 @@ ABLATION_MODES = {
     "zeroed": "zero",
     "replaced by its mean over the image's tokens": "mean",
 }
+ABLATION_WORDS = {"zero": "zeroed", "mean": "token mean"}  # the mode in a button's few words
 IMPORTANCE = "anatomy_ablation_importance"  # {(model key, digest, view, mode): (layers, heads) drops}
 NO_CLASSIFIER = (
     "has no classifier head, so switching heads off changes no prediction to show. "
     "Fine-tune a probe on the Fine-tune page, then pick its run as the model here."
 )
+
+
+def _mosaic_top() -> str:
+    """What each small map of the mosaic is divided by, under the page's colour rule."""
+    if _raw_colours():
+        return "maximum"
+    return f"{ordinal(CLIP_PERCENTILE)} percentile (its top {100 - CLIP_PERCENTILE:g}% share the brightest colour)"
 
 
 def _head_label(head: tuple[int, int]) -> str:
@@ -1279,17 +1306,17 @@ def _render_ablation(side: ModelSide, picked: ui.ImageChoice) -> AblationResult 
     top = before[0]
     after_probability = float(_softmax(result.record.logits)[top.index])
     count = len(heads)
-    off = f"{count} head{'s' if count != 1 else ''} {mode_label.split(' ')[0]}"
+    off = _heads_off(count, mode)
     chart_columns = st.columns(2)
     with chart_columns[0]:
-        st.plotly_chart(
+        _chart(
             predictions_figure(before, _export_title("Top-5, every head on", side)),
             key="anatomy_ablation_before",
         )
     with chart_columns[1]:
         after_title = f"Top-5 with {off}" if count else "Top-5, no head off yet"
         after_figure = predictions_figure(after, _export_title(after_title, side))
-        st.plotly_chart(after_figure, key="anatomy_ablation_after")
+        _chart(after_figure, key="anatomy_ablation_after")
         ui.figure_downloads(
             after_figure,
             None,
@@ -1313,8 +1340,16 @@ def _render_ablation(side: ModelSide, picked: ui.ImageChoice) -> AblationResult 
         )
     else:
         st.caption("Every head is on: choose heads or layers to switch off.")
-    _render_importance(side, picked, mode, mode_label, view)
+    _render_importance(side, picked, mode, view)
     return result if count else None
+
+
+def _heads_off(count: int, mode: str) -> str:
+    """ "3 heads zeroed", "one head replaced by its token mean": the count and what was done to them."""
+    heads = "one head" if count == 1 else f"{count} heads"
+    if mode == "zero":
+        return f"{heads} zeroed"
+    return f"{heads} replaced by {'its' if count == 1 else 'their'} token mean"
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -1322,16 +1357,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum()
 
 
-def _render_importance(
-    side: ModelSide, picked: ui.ImageChoice, mode: str, mode_label: str, view: str
-) -> None:
+def _render_importance(side: ModelSide, picked: ui.ImageChoice, mode: str, view: str) -> None:
     """Ranks every head by how much the top class's probability drops when it alone is off."""
     facts = side.loaded.facts
     store = st.session_state.setdefault(IMPORTANCE, {})
     cache_key = (side.key, picked.digest, view, mode)
     total = facts.num_layers * facts.num_heads
     if st.button(
-        f"Rank all {total} heads by their effect ({mode_label.split(' ')[0]})",
+        f"Rank all {total} heads by their effect ({ABLATION_WORDS[mode]})",
         key="anatomy_ablation_rank",
         disabled=cache_key in store,
     ):
@@ -1353,9 +1386,9 @@ def _render_importance(
     top = side.attention(picked)
     top_label = _prediction_label(side, top)
     figure = head_importance_figure(
-        drops, scale, _export_title(f"Drop of {top_label} with one head {mode_label.split(' ')[0]}", side)
+        drops, scale, _export_title(f"Drop of {top_label} with {_heads_off(1, mode)}", side)
     )
-    st.plotly_chart(figure, key="anatomy_ablation_importance_chart")
+    _chart(figure, key="anatomy_ablation_importance_chart")
     order = np.argsort(drops, axis=None)[::-1][:5]
     ranked = [np.unravel_index(index, drops.shape) for index in order]
     st.markdown(
@@ -1433,15 +1466,13 @@ def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         with scatter_column:
             tokens = len(source.queries)
             title = f"Layer {layer}, head {head}: {tokens} queries and {tokens} keys ({method_label})"
-            st.plotly_chart(
+            _chart(
                 query_key_figure(projection, source, _title(title, side)),
                 key=f"anatomy_qk_scatter_{side.suffix}",
                 theme=None,
             )
         with key_column:
-            st.plotly_chart(
-                position_key_figure(source.grid_size), key=f"anatomy_qk_key_{side.suffix}", theme=None
-            )
+            _chart(position_key_figure(source.grid_size), key=f"anatomy_qk_key_{side.suffix}", theme=None)
             st.caption(
                 f"Check: softmax(q·kᵀ/√{source.queries.shape[1]}) from these vectors reproduces the "
                 f"model's attention of this head to within {source.reproduction_error():.1e}."
@@ -1494,7 +1525,7 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     figure = logit_lens_figure(
         table, labels, scale, _export_title("Logit lens: each layer's top classes", side)
     )
-    st.plotly_chart(figure, key="anatomy_lens_chart", theme=None)
+    _chart(figure, key="anatomy_lens_chart", theme=None)
     ui.figure_downloads(
         figure, table, facts.name, loaded.weights, picked.name, "logit-lens", "anatomy_lens_chart_files"
     )
@@ -1532,7 +1563,7 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         facts.stride_px,
         _export_title(f"Layer {layer}: the class each patch token alone reads as", side),
     )
-    st.plotly_chart(patch_figure, key="anatomy_lens_patches", theme=None)
+    _chart(patch_figure, key="anatomy_lens_patches", theme=None)
     ui.figure_downloads(
         patch_figure,
         classes,
@@ -1615,7 +1646,7 @@ def _render_sanity_result(side: ModelSide, picked: ui.ImageChoice, result: Sanit
         colour_title,
         _export_title(f"Sanity check of {METHODS[result.method].title}", side),
     )
-    st.plotly_chart(figure, key="anatomy_sanity_chart", theme=None)
+    _chart(figure, key="anatomy_sanity_chart", theme=None)
     ui.figure_downloads(
         figure,
         result.maps,

@@ -726,12 +726,13 @@ def model_view_figure(
     if selected is not None:
         outline(*selected, {"color": "rgb(0, 229, 255)", "width": 3}, f"selected {selected[0]}:{selected[1]}")
     width_cells, height_cells = mosaic.shape[1], mosaic.shape[0]
+    top = 90 + (18 if "<br>" in title else 0)  # a second title line needs room above the head labels
     figure.update_layout(
         # Pinned to the very top: the head labels and their axis title sit above the mosaic.
         title={**left_title(title), "y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": 10}},
         width=int(width_cells * scale) + MODEL_VIEW_MARGIN_PX,
-        height=int(height_cells * scale) + 110,
-        margin={"l": 50, "r": 80, "t": 90, "b": 20},
+        height=int(height_cells * scale) + 20 + top,
+        margin={"l": 50, "r": 80, "t": top, "b": 20},
         plot_bgcolor="white",
         dragmode=False,
         clickmode="event+select",
