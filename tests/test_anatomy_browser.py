@@ -122,6 +122,33 @@ def test_each_view_renders_without_errors(app_url, page, tab, expected):
     save_screenshot(page, f"anatomy_{tab.lower().replace(' & ', '_').replace(' ', '_')}")
 
 
+def test_a_slider_in_a_tab_reruns_that_tab_alone_and_the_photo_is_not_sent_again(app_url, page):
+    frames: list[bytes] = []
+    page.on(
+        "websocket",
+        lambda socket: socket.on(
+            "framereceived",
+            lambda frame: frames.append(frame if isinstance(frame, bytes) else frame.encode()),
+        ),
+    )
+    _open_anatomy(page, app_url)
+    open_tab(page, "Queries & keys", "Layer 11, head 0: 257 queries and 257 keys (PCA)", TIMEOUT_MS)
+    assert any(b"What the model sees" in frame for frame in frames)
+
+    frames.clear()
+    layer = page.locator('input[type="range"][aria-label="Layer"]')
+    layer.focus()
+    layer.press("ArrowLeft")
+    page.get_by_text("Layer 10, head 0: 257 queries and 257 keys (PCA)").wait_for(timeout=TIMEOUT_MS)
+    wait_until_idle(page)
+    sent = b"".join(frames)
+    assert b"Layer 10, head 0: 257 queries" in sent
+    assert b"What the model sees" not in sent, "the photo with the view's box was sent again for a layer step"
+    assert b"Raw colour scale" not in sent, "the page above the tabs reran for a layer step"
+    assert page.locator('[data-testid="stException"]').count() == 0
+    save_screenshot(page, "anatomy_queries_keys_layer_step")
+
+
 @pytest.fixture(scope="module")
 def probe_app_url():
     """An app of its own whose runs folder holds the tiny DINOv2 shapes probe, so it can be picked."""

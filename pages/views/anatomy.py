@@ -1344,12 +1344,14 @@ def _render_ablation(side: ModelSide, picked: ui.ImageChoice) -> AblationResult 
     return result if count else None
 
 
+def _done_to_heads(mode: str, count: int = 1) -> str:
+    """What an ablation does to a head: "zeroed", or "replaced by its (their) token mean"."""
+    return "zeroed" if mode == "zero" else f"replaced by {'its' if count == 1 else 'their'} token mean"
+
+
 def _heads_off(count: int, mode: str) -> str:
-    """ "3 heads zeroed", "one head replaced by its token mean": the count and what was done to them."""
-    heads = "one head" if count == 1 else f"{count} heads"
-    if mode == "zero":
-        return f"{heads} zeroed"
-    return f"{heads} replaced by {'its' if count == 1 else 'their'} token mean"
+    """ "3 heads zeroed", "1 head replaced by its token mean": the count and what was done to them."""
+    return f"{count} head{'s' if count != 1 else ''} {_done_to_heads(mode, count)}"
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -1386,7 +1388,7 @@ def _render_importance(side: ModelSide, picked: ui.ImageChoice, mode: str, view:
     top = side.attention(picked)
     top_label = _prediction_label(side, top)
     figure = head_importance_figure(
-        drops, scale, _export_title(f"Drop of {top_label} with {_heads_off(1, mode)}", side)
+        drops, scale, _export_title(f"Drop of {top_label} with one head {_done_to_heads(mode)}", side)
     )
     _chart(figure, key="anatomy_ablation_importance_chart")
     order = np.argsort(drops, axis=None)[::-1][:5]
