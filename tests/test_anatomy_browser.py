@@ -14,6 +14,7 @@ from tests.support.browser import (
     wait_until_idle,
 )
 from tests.support.interventions import dinov2_probe_run
+from tests.support.websocket_frames import record_frames
 
 pytestmark = pytest.mark.browser
 
@@ -123,14 +124,7 @@ def test_each_view_renders_without_errors(app_url, page, tab, expected):
 
 
 def test_a_slider_in_a_tab_reruns_that_tab_alone_and_the_photo_is_not_sent_again(app_url, page):
-    frames: list[bytes] = []
-    page.on(
-        "websocket",
-        lambda socket: socket.on(
-            "framereceived",
-            lambda frame: frames.append(frame if isinstance(frame, bytes) else frame.encode()),
-        ),
-    )
+    frames = record_frames(page)
     _open_anatomy(page, app_url)
     open_tab(page, "Queries & keys", "Layer 11, head 0: 257 queries and 257 keys (PCA)", TIMEOUT_MS)
     assert any(b"What the model sees" in frame for frame in frames)

@@ -150,7 +150,7 @@ class ModelSide:
 
     def pixels(self, picked: ui.ImageChoice) -> np.ndarray:
         """The picked image's view as this model sees it, for drawing maps over."""
-        return _cached_pixels(self.key, picked.digest, self.view, self.loaded.facts, picked.image)
+        return _cached_view(self.key, picked.digest, self.view, self.loaded.facts, picked.image).pixels
 
 
 def model_sides(
@@ -400,13 +400,6 @@ def _cached_view(
     model_key: tuple, digest: str, view: ViewMode, _facts: ModelFacts, _image: Image.Image
 ) -> ImageView:
     return image_view(_image, _facts, view)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _cached_pixels(
-    model_key: tuple, digest: str, view: ViewMode, _facts: ModelFacts, _image: Image.Image
-) -> np.ndarray:
-    return _cached_view(model_key, digest, view, _facts, _image).pixels
 
 
 @st.cache_data(show_spinner="Cutting the image into tokens…", max_entries=16)
