@@ -1540,6 +1540,13 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
             else f"; the model's own prediction is {_class_name(loaded, model_top)} ({model_probability:.1%})."
         )
     )
+    _lens_patch_map(side, picked, lens)
+
+
+@st.fragment
+def _lens_patch_map(side: ModelSide, picked: ui.ImageChoice, lens: LogitLens) -> None:
+    """The per-patch classes of one layer, with its slider: a layer step reruns this map alone."""
+    loaded, facts = side.loaded, side.loaded.facts
     if LENS_LAYER not in st.session_state or not 0 <= st.session_state[LENS_LAYER] < lens.num_layers:
         st.session_state[LENS_LAYER] = lens.num_layers - 1
     layer = st.slider("Layer of the patch map", 0, lens.num_layers - 1, key=LENS_LAYER)

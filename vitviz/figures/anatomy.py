@@ -532,28 +532,13 @@ def stem_grid_figure(pixels: np.ndarray, stem: HybridStem, title: str) -> go.Fig
             ys += [y - 0.5, y - 0.5, None]
         return xs, ys
 
-    cell_xs, cell_ys = lines(stem.feature_ratio)
-    token_xs, token_ys = lines(stem.stride_px)
-    figure.add_trace(
-        go.Scatter(
-            x=cell_xs,
-            y=cell_ys,
-            mode="lines",
-            line={"color": "rgba(255,255,255,0.35)", "width": 1},
-            hoverinfo="skip",
-            name=f"feature cell: {stem.feature_ratio[0]}×{stem.feature_ratio[1]} px",
-        )
-    )
-    figure.add_trace(
-        go.Scatter(
-            x=token_xs,
-            y=token_ys,
-            mode="lines",
-            line={"color": "rgb(0, 229, 255)", "width": 2},
-            hoverinfo="skip",
-            name=f"token: {stem.stride_px[0]}×{stem.stride_px[1]} px",
-        )
-    )
+    for step, line, what in (
+        (stem.feature_ratio, {"color": "rgba(255,255,255,0.35)", "width": 1}, "feature cell"),
+        (stem.stride_px, {"color": "rgb(0, 229, 255)", "width": 2}, "token"),
+    ):
+        xs, ys = lines(step)
+        name = f"{what}: {step[0]}×{step[1]} px"
+        figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=line, hoverinfo="skip", name=name))
     figure.update_layout(
         title=left_title(title),
         height=480,
