@@ -1668,12 +1668,12 @@ def _render_sanity_result(side: ModelSide, picked: ui.ImageChoice, result: Sanit
     elif result.flagged:
         st.warning(
             f"{METHODS[result.method].title} barely changes: ρ = {value:.2f} at stage “{stage}” (head and half "
-            f"the blocks random), above {UNFAITHFUL_RANK_CORRELATION}. It does not follow the weights it explains."
+            f"the blocks random), |ρ| above {UNFAITHFUL_RANK_CORRELATION}. It does not follow the weights it explains."
         )
     else:
         st.success(
             f"{METHODS[result.method].title} follows the weights: ρ = {value:.2f} at stage “{stage}” "
-            f"(head and half the blocks random), at most {UNFAITHFUL_RANK_CORRELATION} allowed."
+            f"(head and half the blocks random); |ρ| of at most {UNFAITHFUL_RANK_CORRELATION} allowed."
         )
 
 

@@ -1038,10 +1038,13 @@ def sanity_maps_figure(
             row=row + 1,
             col=col + 1,
         )
-    figure.update_xaxes(showticklabels=False)
-    figure.update_yaxes(showticklabels=False, autorange="reversed")
+        suffix = "" if index == 0 else str(index + 1)
+        figure.update_yaxes(scaleanchor=f"x{suffix}", row=row + 1, col=col + 1)  # square cells
+    figure.update_xaxes(showticklabels=False, constrain="domain")
+    figure.update_yaxes(showticklabels=False, autorange="reversed", constrain="domain")
     figure.update_annotations(font_size=11)
+    top = 90 if "<br>" in title else 70  # a second title line above the first row's stage titles
     figure.update_layout(
-        title=left_title(title), height=90 + 190 * rows, margin={"l": 10, "r": 10, "t": 70, "b": 10}
+        title=left_title(title), height=top + 20 + 190 * rows, margin={"l": 10, "r": 10, "t": top, "b": 10}
     )
     return figure
