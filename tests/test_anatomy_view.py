@@ -101,3 +101,50 @@ def test_all_heads_mosaic_marks_the_heads_the_ablation_switches_off():
     assert {"off 0:1", "off 2:2", "off 0:1 cross", "off 2:2 cross"} <= names
     assert not any(name.startswith("off") and name[4:7] not in ("0:1", "2:2") for name in names if name)
     assert "Dotted red outlines and crosses mark the 2 heads zeroed: 0:1, 2:2." in page_texts(at)
+
+
+def test_sanity_check_reports_a_constant_map_as_having_no_rank_correlation():
+    from vitviz.images import image_digest
+    from vitviz.methods import default_method
+    from vitviz.methods.sanity import SanityResult, rank_correlation
+
+    at = open_anatomy(timeout_s=TIMEOUT_S)
+    loaded = load_model("vit_small_patch14_dinov2", "bundled")
+    photo = builtin_photo(at.selectbox(key="anatomy_photo").value)
+    method = default_method(loaded.facts)
+    # A map with structure, then stages whose maps are constant, as a fully random head can leave them.
+    maps = np.zeros((4, 16, 16), dtype=np.float32)
+    maps[0] = np.arange(256, dtype=np.float32).reshape(16, 16)
+    maps[1] = maps[0].ravel()[::-1].reshape(16, 16)  # every cell's rank reversed
+    result = SanityResult(
+        method=method,
+        stages=("original", "head", "blocks.11", "embedding"),
+        maps=maps,
+        rank_correlation=tuple(rank_correlation(maps[0], stage) for stage in maps),
+        checkpoint=2,
+        target_index=None,
+    )
+    assert result.rank_correlation[2:] == (None, None)
+    key = (
+        ("vit_small_patch14_dinov2", loaded.weights, str(loaded.device)),
+        image_digest(photo),
+        "crop",
+        method,
+    )
+    at.session_state["anatomy_sanity_results"] = {key: result}
+    open_tab(at, "Sanity check")
+    stage_titles = [
+        annotation.text
+        for annotation in _figures(at)["Sanity check of " + _method_title(method)].layout.annotations
+    ]
+    assert stage_titles == ["original · ρ 1.00", "head · ρ -1.00", "blocks.11 · ρ n/a", "embedding · ρ n/a"]
+    texts = page_texts(at)
+    assert "The map is constant at: blocks.11, embedding" in texts
+    assert "At stage “blocks.11” the map is constant, so no rank correlation can be computed." in texts
+    assert "nan" not in texts.lower()
+
+
+def _method_title(name: str) -> str:
+    from vitviz.methods import METHODS
+
+    return METHODS[name].title
