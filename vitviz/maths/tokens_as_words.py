@@ -141,6 +141,13 @@ def _position_step(model: nn.Module, facts: ModelFacts, num_tokens: int) -> str:
     return f"A learned vector per position is added ({covered}); the shape stays ({num_tokens}, {facts.embed_dim})."
 
 
+# How each view makes the model's input, for the first step's sentence.
+_VIEW_WORDS = {
+    "crop": "The picture's centre crop (the model's eval transform: resize, then crop) at",
+    "whole": "The whole picture resized to",
+}
+
+
 @torch.inference_mode()
 def trace_tokens(loaded: LoadedModel, image: Image.Image, view: ViewMode = "crop") -> TokenTrace:
     """Follows one image through the patch embedding of a ViT or hybrid and records every shape.
@@ -167,7 +174,11 @@ def trace_tokens(loaded: LoadedModel, image: Image.Image, view: ViewMode = "crop
     num_tokens = num_patches + len(prefix_names)
 
     steps = [
-        EmbeddingStep("image", (3, height, width), f"The picture resized to {height}×{width} px, normalised.")
+        EmbeddingStep(
+            "image",
+            (3, height, width),
+            f"{_VIEW_WORDS.get(view, f'The picture ({view} view) at')} {height}×{width} px, normalised.",
+        )
     ]
     if facts.family == "hybrid":
         feature_map = _feature_map(model, pixels)[0]  # (C, Hf, Wf)
