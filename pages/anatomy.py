@@ -6,11 +6,13 @@ import streamlit as st
 
 from pages.views import anatomy, ui
 
+anatomy.seed_from_link()
 st.title("Anatomy")
 
 with st.sidebar:
     picked_image = ui.image_picker("anatomy")
     choice = ui.model_picker("anatomy")
+    view = ui.view_picker(anatomy.VIEW)
     compare = st.toggle(
         "Compare with random weights",
         key=anatomy.COMPARE_RANDOM,
@@ -21,4 +23,4 @@ with st.sidebar:
 loaded = ui.load_or_stop(choice)
 ui.untrained_warning(loaded)
 st.caption(ui.model_caption(loaded, choice.weights))
-anatomy.render_tabs(anatomy.model_sides(choice, loaded, compare), picked_image)
+anatomy.render_tabs(anatomy.model_sides(choice, loaded, compare, view), picked_image)

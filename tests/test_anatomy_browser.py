@@ -14,6 +14,7 @@ from tests.support.browser import (
     wait_until_idle,
 )
 from tests.support.interventions import dinov2_probe_run
+from tests.support.websocket_frames import record_frames
 
 pytestmark = pytest.mark.browser
 
@@ -120,6 +121,26 @@ def test_each_view_renders_without_errors(app_url, page, tab, expected):
     open_tab(page, tab, expected, TIMEOUT_MS)
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, f"anatomy_{tab.lower().replace(' & ', '_').replace(' ', '_')}")
+
+
+def test_a_slider_in_a_tab_reruns_that_tab_alone_and_the_photo_is_not_sent_again(app_url, page):
+    frames = record_frames(page)
+    _open_anatomy(page, app_url)
+    open_tab(page, "Queries & keys", "Layer 11, head 0: 257 queries and 257 keys (PCA)", TIMEOUT_MS)
+    assert any(b"What the model sees" in frame for frame in frames)
+
+    frames.clear()
+    layer = page.locator('input[type="range"][aria-label="Layer"]')
+    layer.focus()
+    layer.press("ArrowLeft")
+    page.get_by_text("Layer 10, head 0: 257 queries and 257 keys (PCA)").wait_for(timeout=TIMEOUT_MS)
+    wait_until_idle(page)
+    sent = b"".join(frames)
+    assert b"Layer 10, head 0: 257 queries" in sent
+    assert b"What the model sees" not in sent, "the photo with the view's box was sent again for a layer step"
+    assert b"Raw colour scale" not in sent, "the page above the tabs reran for a layer step"
+    assert page.locator('[data-testid="stException"]').count() == 0
+    save_screenshot(page, "anatomy_queries_keys_layer_step")
 
 
 @pytest.fixture(scope="module")

@@ -264,7 +264,9 @@ def test_hybrid_stem_with_its_untrained_twin(checkpoints):
     assert "`Conv2d(64 → 192, kernel 8×8, stride 8×8)`" in texts
     assert "**7×7 = 49 tokens** of width 192" in texts
     assert "**32×32 input px**" in texts
-    assert _has_title(at, "Stem output: mean and the 6 most varying channels · random (untrained twin)")
+    assert _has_title(
+        at, "Stem output: mean and the 6 most varying channels<br><sup>random (untrained twin)</sup>"
+    )
     for tab in ("Resolution", "Token norms", "All heads", "Queries & keys"):
         _open(at, tab)
 
@@ -314,7 +316,7 @@ def test_switching_layers_off_changes_the_probe_prediction_as_the_library_says(p
 
     at = _probe_page(probe_run, "All heads")
     assert "Every head is on" in page_texts(at)
-    assert _has_title(at, "Top-5, every head on · vit_small_patch14_dinov2 · fine-tuned run")
+    assert _has_title(at, "Top-5, every head on<br><sup>vit_small_patch14_dinov2 · fine-tuned run")
     at.multiselect(key="anatomy_ablation_layers").set_value([10, 11]).run()
     assert not at.exception, at.exception
     texts = page_texts(at)
@@ -334,14 +336,14 @@ def test_switching_layers_off_changes_the_probe_prediction_as_the_library_says(p
 
     at.radio(key="anatomy_ablation_mode").set_value("replaced by its mean over the image's tokens").run()
     assert not at.exception, at.exception
-    assert _has_title(at, "Top-5 with 12 heads replaced")
+    assert _has_title(at, "Top-5 with 12 heads replaced by their token mean")
 
 
 def test_ranking_heads_shows_the_drop_of_each_head_alone(probe_run):
     at = _probe_page(probe_run, "All heads")
     at.button(key="anatomy_ablation_rank").click().run()
     assert not at.exception, at.exception
-    assert _has_title(at, "with one head zeroed · vit_small_patch14_dinov2")
+    assert _has_title(at, "with one head zeroed<br><sup>vit_small_patch14_dinov2")
     store = at.session_state["anatomy_ablation_importance"]
     (drops,) = store.values()
     assert drops.shape == (12, 6)
@@ -359,7 +361,7 @@ def test_logit_lens_last_layer_agrees_with_the_prediction(probe_run):
     texts = page_texts(at)
     found = re.search(r"the last layer's reading is the model's prediction \(([\d.]+)% both\)", texts)
     assert found, texts
-    assert _has_title(at, "Logit lens: each layer's top classes · vit_small_patch14_dinov2")
+    assert _has_title(at, "Logit lens: each layer's top classes<br><sup>vit_small_patch14_dinov2")
     assert _has_title(at, "Layer 11: the class each patch token alone reads as")
     at.slider(key="anatomy_lens_layer").set_value(3).run()
     assert not at.exception, at.exception
@@ -374,7 +376,7 @@ def test_sanity_check_reports_the_rank_correlation_at_the_checkpoint(probe_run):
     assert not at.exception, at.exception
     verdicts = [element.value for element in [*at.success, *at.warning, *at.info]]
     assert any(re.search(r"ρ = -?[\d.]+ at stage “blocks\.\d+”", text) for text in verdicts), verdicts
-    assert _has_title(at, "Sanity check of Attention rollout · vit_small_patch14_dinov2")
+    assert _has_title(at, "Sanity check of Attention rollout<br><sup>vit_small_patch14_dinov2")
 
 
 def test_model_without_classifier_says_how_to_get_one():
@@ -398,7 +400,10 @@ def test_filters_caption_says_what_was_measured_against_the_untrained_twin():
 
 def test_page_shows_the_view_and_a_robust_colour_scale_with_a_raw_toggle():
     at = _open(_anatomy(), "All heads")
-    assert "use the crop view of the photo — centre crop" in page_texts(at)
+    assert (
+        "computed on one view of the photo: centre crop (the model's eval transform) — centre crop"
+        in page_texts(at)
+    )
     at.toggle(key="anatomy_raw_colours").set_value(True).run()
     assert not at.exception, at.exception
     assert at.query_params["raw"] == ["1"] or at.query_params["raw"] == "1"

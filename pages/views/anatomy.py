@@ -46,7 +46,7 @@ from vitviz.figures.common import (
     predictions_figure,
     selected_patch,
 )
-from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale
+from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale, ordinal
 from vitviz.images import BUILTIN_PHOTOS, UPLOAD_EXTENSIONS, ImageDecodeError, builtin_photo, decode_image
 from vitviz.images import image_digest as digest_of
 from vitviz.maths.ablation import AblationResult, ablate_heads, head_importance, parse_heads
@@ -88,9 +88,9 @@ from vitviz.maths.tokens_as_words import TokenTrace, cut_into_patches, trace_tok
 from vitviz.methods import METHODS, available_methods, default_method
 from vitviz.methods.sanity import UNFAITHFUL_RANK_CORRELATION, SanityResult, cascading_randomisation
 from vitviz.models import LoadedModel, ModelError, ModelFacts, describe_weights
-from vitviz.preprocess import explanation_image
+from vitviz.preprocess import ImageView, ViewMode, image_view
 
-__all__ = ["COMPARE_RANDOM", "TABS", "ModelSide", "model_sides", "render_tabs"]
+__all__ = ["COMPARE_RANDOM", "TABS", "VIEW", "ModelSide", "model_sides", "render_tabs", "seed_from_link"]
 
 COMPARE_RANDOM = "anatomy_compare_random"  # sidebar toggle: show the untrained twin beside the model
 TAB = "anatomy_tab"  # the open tab
@@ -106,6 +106,7 @@ class ModelSide:
     loaded: LoadedModel
     choice: ui.ModelChoice  # what was picked; the twin is built from the same choice
     twin: bool
+    view: ViewMode = "crop"  # the one view of the image every per-image tab computes on
 
     @property
     def label(self) -> str:
@@ -138,22 +139,33 @@ class ModelSide:
         """Every layer's attention on the picked image, from the app's one attention cache."""
         choice = self.choice
         return ui.cached_attention(
-            choice.name, choice.weights, choice.device, picked.digest, picked.image, twin=self.twin
+            choice.name,
+            choice.weights,
+            choice.device,
+            picked.digest,
+            picked.image,
+            twin=self.twin,
+            view=self.view,
         )
 
     def pixels(self, picked: ui.ImageChoice) -> np.ndarray:
-        """The picked image as this model sees it, for drawing maps over."""
-        return _cached_pixels(self.key, picked.digest, self.loaded.facts, picked.image)
+        """The picked image's view as this model sees it, for drawing maps over."""
+        return _cached_view(self.key, picked.digest, self.view, self.loaded.facts, picked.image).pixels
 
 
-def model_sides(choice: ui.ModelChoice, loaded: LoadedModel, compare: bool) -> list[ModelSide]:
-    """The chosen model and, when `compare` asks for it, its untrained twin (random weights have none)."""
-    sides = [ModelSide(loaded, choice, twin=False)]
+def model_sides(
+    choice: ui.ModelChoice, loaded: LoadedModel, compare: bool, view: ViewMode = "crop"
+) -> list[ModelSide]:
+    """The chosen model and, when `compare` asks for it, its untrained twin (random weights have none).
+
+    Both sides compute every per-image tab on `view` of the picked image.
+    """
+    sides = [ModelSide(loaded, choice, twin=False, view=view)]
     if compare and not loaded.trained:
         st.info("These weights are already random: there is nothing untrained to compare them with.")
     elif compare:
         twin = ui.cached_twin(choice.name, choice.weights, choice.device)
-        sides.append(ModelSide(twin, choice, twin=True))
+        sides.append(ModelSide(twin, choice, twin=True, view=view))
     return sides
 
 
@@ -174,20 +186,51 @@ def render_tabs(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     )
     _view_note(sides[0], picked)
     tabs = st.tabs(list(TABS), key=TAB, on_change="rerun")
-    for tab, view in zip(tabs, TABS.values(), strict=True):
+    for tab, name in zip(tabs, TABS, strict=True):
         if _is_open(tab):
             with tab:
-                if view.cnn_reason is None or not _cnn_note(facts, view.cnn_reason):
-                    view.render(sides, picked)
-    _write_link()
+                _render_view(name, sides, picked)
+    _write_link(picked)
+
+
+@st.fragment
+def _render_view(name: str, sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """One tab's view as a fragment: its sliders and clicks rerun this tab alone, not the photo or the sidebar."""
+    view = TABS[name]
+    if view.cnn_reason is None or not _cnn_note(sides[0].loaded.facts, view.cnn_reason):
+        view.render(sides, picked)
+    _write_link(picked)  # a fragment's rerun skips the page's own call
+
+
+VIEW = "anatomy_view"  # the sidebar's view picker: crop or whole image
+LINK_PARAMS = "anatomy_link_params"  # a link's parameters, kept until the model's sizes can check them
+UPLOAD_SOURCE = "upload"  # the link parameter `source` when the picture was an upload
+
+
+def seed_from_link() -> None:
+    """At a session's first run, before the sidebar's widgets exist: the view from the URL.
+
+    The rest of the link waits in the session until `render_tabs` knows the model's sizes. A link
+    made from an uploaded picture does not apply its view to another picture.
+    """
+    params = ui.url_params_once("anatomy")
+    if not params:
+        return
+    st.session_state[LINK_PARAMS] = params
+    if params.get("source") != UPLOAD_SOURCE and params.get("view") in ui.VIEW_LABELS:
+        st.session_state[VIEW] = params["view"]
 
 
 def _read_link(facts: ModelFacts) -> None:
     """Seeds the open tab, the ablation and the colour rule from a shared link, once per session."""
-    params = ui.url_params_once("anatomy")
+    params = st.session_state.pop(LINK_PARAMS, None)
     if not params:
         return
     notes = []
+    if params.get("source") == UPLOAD_SOURCE:
+        notes.append("the uploaded picture it was made from (a link cannot carry it) and its view")
+    elif "view" in params and params["view"] not in ui.VIEW_LABELS:
+        notes.append(f"view {params['view'][:20]!r}")
     if "tab" in params:
         if params["tab"] in TABS:
             st.session_state[TAB] = params["tab"]
@@ -217,9 +260,14 @@ def _read_link(facts: ModelFacts) -> None:
     ui.url_notes(notes)
 
 
-def _write_link() -> None:
-    """Makes the URL say the open tab and its main choices, so a copied link reopens them."""
+def _write_link(picked: ui.ImageChoice) -> None:
+    """Makes the URL say the open tab, the view and the main choices, so a copied link reopens them."""
     params = {"tab": str(st.session_state.get(TAB, next(iter(TABS))))}
+    view = st.session_state.get(VIEW, "crop")
+    if view != "crop":
+        params["view"] = str(view)
+    if picked.name not in BUILTIN_PHOTOS:
+        params["source"] = UPLOAD_SOURCE
     if _raw_colours():
         params["raw"] = "1"
     off = [*st.session_state.get(ABLATED, []), *map(str, st.session_state.get(ABLATED_LAYERS, []))]
@@ -232,25 +280,21 @@ def _write_link() -> None:
 
 
 def _view_note(side: ModelSide, picked: ui.ImageChoice) -> None:
-    """The photo with the view's box on it, and the view's note: every map below lies over that view."""
-    if side.loaded.facts.family == "cnn" and side.loaded.facts.grid_size is None:
-        return
-    try:
-        view = side.attention(picked).view
-    except (ModelError, ValueError, RuntimeError):
-        return
+    """The photo with the view's box on it, once above the tabs: every map below lies over that view."""
+    view = _cached_view(side.key, picked.digest, side.view, side.loaded.facts, picked.image)
     photo_column, note_column = st.columns([1, 4])
     with photo_column:
         framed = picked.image.convert("RGB").copy()
         width = max(2, framed.width // 100)
         ImageDraw.Draw(framed).rectangle(view.box, outline=(255, 200, 0), width=width)
         framed.thumbnail((240, 240))
-        st.image(framed, caption=f"What the model sees ({view.mode})")
+        st.image(framed, caption="What the model sees (yellow box)")
     with note_column:
+        label = ui.VIEW_LABELS.get(view.mode, view.mode)
         note = f" — {view.note}" if view.note else ""
         st.caption(
-            f"Maps, predictions and probes on this page use the {view.mode} view of the photo{note}; "
-            "the yellow box marks it on the photo."
+            f"Every map, prediction and probe on this page is computed on one view of the photo: {label}"
+            f"{note}. The yellow box marks it on the photo; change it under View in the sidebar."
         )
 
 
@@ -281,14 +325,26 @@ def _each_side(
         yield side, result
 
 
+TITLE_TWO_LINES_TOP_PX = 72  # a figure's top margin when its title has a second, smaller line
+
+
+def _chart(figure: go.Figure, key: str, **options) -> None:
+    """`st.plotly_chart`, with room above the plot for a two-line title (the model's line in <sup>)."""
+    title = figure.layout.title.text or ""
+    top = figure.layout.margin.t
+    if "<br>" in title and (top is None or top < TITLE_TWO_LINES_TOP_PX):
+        figure.update_layout(margin={"t": TITLE_TWO_LINES_TOP_PX})
+    st.plotly_chart(figure, key=key, **options)
+
+
 def _title(text: str, side: ModelSide) -> str:
     """A figure title of views 5–9: random weights say so in it."""
-    return text if side.loaded.trained else f"{text} · {side.label}"
+    return text if side.loaded.trained else f"{text}<br><sup>{side.label}</sup>"
 
 
 def _export_title(text: str, side: ModelSide) -> str:
     """A title that still says which model and weights once the figure is exported."""
-    return f"{text} · {side.loaded.facts.name} · {side.label}"
+    return f"{text}<br><sup>{side.loaded.facts.name} · {side.label}</sup>"
 
 
 RAW_COLOURS = "anatomy_raw_colours"  # toggle: the maps' colour bars span the raw range, not clipped
@@ -298,9 +354,14 @@ def _raw_colours() -> bool:
     return bool(st.session_state.get(RAW_COLOURS, False))
 
 
+def _clip_percentile() -> float | None:
+    """The page's colour rule: clip at the 99th percentile, or None when the raw toggle is on."""
+    return None if _raw_colours() else CLIP_PERCENTILE
+
+
 def _scaled(figure: go.Figure, values: np.ndarray, label: str) -> go.Figure:
     """Applies the page's colour rule to a map's heatmap: clipped at the 99th percentile unless raw."""
-    scale = colour_scale(values, label, None if _raw_colours() else CLIP_PERCENTILE)
+    scale = colour_scale(values, label, _clip_percentile())
     figure.update_traces(
         selector={"type": "heatmap"},
         zmin=scale.zmin,
@@ -308,6 +369,19 @@ def _scaled(figure: go.Figure, values: np.ndarray, label: str) -> go.Figure:
         colorbar={"title": {"text": scale.title, "side": "right"}},
     )
     return figure
+
+
+def _overlay_chart(
+    pixels: np.ndarray, values: np.ndarray, stride_px: tuple[int, int], title: str, label: str, key: str
+) -> None:
+    """A map over the view's pixels on the page's colour rule (clipped unless raw), its bar titled `label`."""
+    figure = attention_overlay_figure(pixels, values, stride_px, title)
+    _chart(_scaled(figure, values, label), key=key, theme=None)
+
+
+def _class_query(facts: ModelFacts) -> str:
+    """What a "class" map attends from: the class token, or the mean patch of a model without one."""
+    return "class token" if facts.num_prefix_tokens else "mean patch"
 
 
 def _cnn_note(facts: ModelFacts, why: str) -> bool:
@@ -322,13 +396,17 @@ def _cnn_note(facts: ModelFacts, why: str) -> bool:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _cached_pixels(model_key: tuple, digest: str, _facts: ModelFacts, _image: Image.Image) -> np.ndarray:
-    return explanation_image(_image, _facts)
+def _cached_view(
+    model_key: tuple, digest: str, view: ViewMode, _facts: ModelFacts, _image: Image.Image
+) -> ImageView:
+    return image_view(_image, _facts, view)
 
 
 @st.cache_data(show_spinner="Cutting the image into tokens…", max_entries=16)
-def _cached_trace(model_key: tuple, digest: str, _loaded: LoadedModel, _image: Image.Image) -> TokenTrace:
-    return trace_tokens(_loaded, _image)
+def _cached_trace(
+    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _image: Image.Image
+) -> TokenTrace:
+    return trace_tokens(_loaded, _image, view)
 
 
 @st.cache_data(show_spinner="PCA of the patch-embedding filters…", max_entries=16)
@@ -343,39 +421,55 @@ def _cached_similarity(model_key: tuple, _loaded: LoadedModel) -> np.ndarray:
 
 @st.cache_data(show_spinner="Running the model at both sizes…", max_entries=8)
 def _cached_resolution(
-    model_key: tuple, digest: str, size: tuple[int, int], _loaded: LoadedModel, _image: Image.Image
+    model_key: tuple,
+    digest: str,
+    view: ViewMode,
+    size: tuple[int, int],
+    _loaded: LoadedModel,
+    _image: Image.Image,
 ) -> tuple[ResolutionSide, ResolutionSide]:
-    return compare_resolutions(_loaded, _image, size)
+    return compare_resolutions(_loaded, _image, size, view=view)
 
 
 @st.cache_data(show_spinner="Running the CNN stem…", max_entries=16)
-def _cached_stem(model_key: tuple, digest: str, _loaded: LoadedModel, _image: Image.Image) -> HybridStem:
-    return hybrid_stem(_loaded, _image)
+def _cached_stem(
+    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _image: Image.Image
+) -> HybridStem:
+    return hybrid_stem(_loaded, _image, view=view)
 
 
 @st.cache_data(show_spinner="Reading the output tokens…", max_entries=16)
-def _cached_tokens(model_key: tuple, digest: str, _loaded: LoadedModel, _image: Image.Image) -> OutputTokens:
-    return output_tokens(_loaded, _image)
+def _cached_tokens(
+    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _image: Image.Image
+) -> OutputTokens:
+    return output_tokens(_loaded, _image, view)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cached_colours(
-    model_key: tuple, digest: str, place: TokenPlace, _tokens: OutputTokens
+    model_key: tuple, digest: str, view: ViewMode, place: TokenPlace, _tokens: OutputTokens
 ) -> PrincipalColours:
     return patch_feature_colours(_tokens, place)
 
 
 @st.cache_data(show_spinner="Capturing queries and keys…", max_entries=32)
 def _cached_query_keys(
-    model_key: tuple, digest: str, layer: int, head: int, _loaded: LoadedModel, _image: Image.Image
+    model_key: tuple,
+    digest: str,
+    view: ViewMode,
+    layer: int,
+    head: int,
+    _loaded: LoadedModel,
+    _image: Image.Image,
 ) -> QueryKeys:
-    return query_keys(_loaded, _image, layer, head)
+    return query_keys(_loaded, _image, layer, head, view)
 
 
 @st.cache_data(show_spinner="Projecting queries and keys…", max_entries=32)
 def _cached_projection(
     model_key: tuple,
     digest: str,
+    view: ViewMode,
     layer: int,
     head: int,
     method: ProjectionMethod,
@@ -401,13 +495,13 @@ def _strip_indices(num_patches: int) -> list[int]:
 def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 1: the image cut into patches, flattened, projected, prefixed and position-embedded."""
     facts = sides[0].loaded.facts
-    traces = [_cached_trace(side.key, picked.digest, side.loaded, picked.image) for side in sides]
+    traces = [_cached_trace(side.key, picked.digest, side.view, side.loaded, picked.image) for side in sides]
     trace = traces[0]
     rows, cols = facts.grid_size
     pixels = sides[0].pixels(picked)
     grid_column, steps_column = st.columns([2, 3])
     with grid_column:
-        st.plotly_chart(
+        _chart(
             patch_grid_figure(
                 pixels,
                 facts.grid_size,
@@ -439,7 +533,7 @@ def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         else "patches"
     )
     prefix = f"{len(trace.prefix_names)} prefix + " if trace.prefix_names else "no prefix tokens, "
-    st.plotly_chart(
+    _chart(
         token_sequence_figure(
             cells[shown],
             shown,
@@ -460,7 +554,7 @@ def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                 continue
             count, dim = side_trace.encoder_input.shape
             cut = "" if count <= MAX_HEATMAP_TOKENS else f", first {MAX_HEATMAP_TOKENS} rows"
-            st.plotly_chart(
+            _chart(
                 encoder_input_figure(
                     side_trace.encoder_input[:MAX_HEATMAP_TOKENS],
                     side_trace.prefix_names,
@@ -473,6 +567,10 @@ def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
 # 2. Filters ---------------------------------------------------------------------------------
 
 
+FILTER_TILE_PX = 88  # the side of a filter tile on screen, one model shown
+FILTER_TILE_PX_BESIDE = 50  # the same beside the untrained twin
+
+
 def render_filters(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """View 2: principal components of the linear patch-embedding filters (paper Fig. 7 left)."""
     try:  # the twin has the same architecture: one message covers both
@@ -480,19 +578,23 @@ def render_filters(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     except FiltersNotApplicableError as error:
         st.info(f"Does not apply: {error}")
         return
+    # One tile size for every side, small enough for two sides in half-width columns at 1280 px.
+    tile_px = FILTER_TILE_PX if len(sides) == 1 else FILTER_TILE_PX_BESIDE
     for column, side, components in zip(_columns(len(sides)), sides, results, strict=True):
         with column:
-            st.plotly_chart(
+            _chart(
                 filter_components_figure(
                     component_tiles(components.components),
                     components.explained_variance_ratio,
                     f"First {components.num_components} PCs of the filters · {side.label}",
+                    tile_px=tile_px,
                 ),
                 key=f"anatomy_filters_{side.suffix}",
                 theme=None,
+                width="content",
             )
             total = components.explained_variance_ratio.sum()
-            st.plotly_chart(
+            _chart(
                 explained_variance_figure(
                     components.explained_variance_ratio,
                     f"Explained variance: {total:.1%} in all · {side.label}",
@@ -567,14 +669,19 @@ def render_position_embeddings(sides: list[ModelSide], picked: ui.ImageChoice) -
     columns = st.columns([3, 2]) if single else st.columns(2)
     for index, (side, similarity, chart_key) in enumerate(zip(sides, similarities, chart_keys, strict=True)):
         with columns[0] if single else columns[index]:
-            st.plotly_chart(
-                similarity_grid_figure(
-                    similarity_mosaic(similarity, grid_size, MOSAIC_GAP, step),
-                    grid_size,
-                    MOSAIC_GAP,
-                    f"Position similarity · {side.label}",
-                    selected=position,
-                    step=step,
+            mosaic = similarity_mosaic(similarity, grid_size, MOSAIC_GAP, step)
+            _chart(
+                _scaled(
+                    similarity_grid_figure(
+                        mosaic,
+                        grid_size,
+                        MOSAIC_GAP,
+                        f"Position similarity · {side.label}",
+                        selected=position,
+                        step=step,
+                    ),
+                    mosaic,
+                    "cosine similarity",
                 ),
                 key=chart_key,
                 on_select="rerun",
@@ -583,11 +690,12 @@ def render_position_embeddings(sides: list[ModelSide], picked: ui.ImageChoice) -
             )
         with columns[1] if single else columns[index]:
             row, col = position
-            st.plotly_chart(
-                similarity_map_figure(
-                    similarity.reshape(rows, cols, rows, cols)[row, col],
-                    position,
-                    f"Position ({row}, {col}) · {side.label}",
+            values = similarity.reshape(rows, cols, rows, cols)[row, col]
+            _chart(
+                _scaled(
+                    similarity_map_figure(values, position, f"Position ({row}, {col}) · {side.label}"),
+                    values,
+                    "cosine similarity",
                 ),
                 key=f"anatomy_posembed_map_{side.suffix}",
                 theme=None,
@@ -650,7 +758,7 @@ def _distance_images(
 def _distances(side: ModelSide, image_keys: list[str], loaders: list) -> AttentionDistances:
     """One model's distances over the images: from this session's store, or computed with a progress bar."""
     store: dict = st.session_state.setdefault(DISTANCE_RESULTS, {})
-    key = (*side.key, tuple(image_keys))
+    key = (*side.key, side.view, tuple(image_keys))
     if key in store:
         store[key] = store.pop(key)  # newest last
         return store[key]
@@ -661,7 +769,7 @@ def _distances(side: ModelSide, image_keys: list[str], loaders: list) -> Attenti
     def report(done: int, total: int) -> None:
         bar.progress(done / total, text=f"{text}: layer pass {done} of {total}")
 
-    result = attention_distances_over_images(side.loaded, images, progress=report)
+    result = attention_distances_over_images(side.loaded, images, progress=report, view=side.view)
     bar.empty()
     store[key] = result
     while len(store) > MAX_KEPT_DISTANCES:
@@ -693,7 +801,7 @@ def render_attention_distance(sides: list[ModelSide], picked: ui.ImageChoice) ->
     for column, side, result in zip(_columns(len(sides)), sides, results, strict=True):
         with column:
             images = "1 image" if result.num_images == 1 else f"{result.num_images} images"
-            st.plotly_chart(
+            _chart(
                 attention_distance_figure(
                     result.mean,
                     result.uniform_reference,
@@ -712,7 +820,8 @@ def render_attention_distance(sides: list[ModelSide], picked: ui.ImageChoice) ->
     st.caption(
         "Per head and layer: Σⱼ Aᵢⱼ·‖gᵢ − gⱼ‖ in pixels of the model's input, averaged over query patches "
         f"and images; prefix tokens left out as queries and keys, no renormalisation (the paper's "
-        f"appendix D.7). Images are resized whole to {height}×{width} px."
+        f"appendix D.7). Each image is seen in the page's view: {ui.VIEW_LABELS[sides[0].view]}, "
+        f"{height}×{width} px."
     )
 
 
@@ -764,7 +873,7 @@ def render_resolution(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     for side, (before, after) in _each_side(
         sides,
         f"run {facts.name} at {size[0]}×{size[1]} px",
-        lambda side: _cached_resolution(side.key, picked.digest, size, side.loaded, picked.image),
+        lambda side: _cached_resolution(side.key, picked.digest, side.view, size, side.loaded, picked.image),
     ):
         st.markdown(f"{_token_count(before.facts)} → {_token_count(after.facts)}")
         for column, resized, name in zip(st.columns(2), (before, after), ("before", "after"), strict=True):
@@ -789,7 +898,7 @@ def _render_resolution_side(resized: ResolutionSide, name: str, side: ModelSide)
     chart_key = f"anatomy_resolution_{name}_{side.suffix}"
     if resized.position_rgb is not None:
         what = "as loaded" if name == "before" else "interpolated"
-        st.plotly_chart(
+        _chart(
             rgb_grid_figure(
                 resized.position_rgb,
                 _title(f"Position embedding {what} ({rows}×{cols}, 3 PCs)", side),
@@ -801,31 +910,17 @@ def _render_resolution_side(resized: ResolutionSide, name: str, side: ModelSide)
         )
     else:
         st.info(f"{facts.name} has no learned absolute position embedding to interpolate.")
-    query = "class token" if facts.num_prefix_tokens else "mean patch"
-    st.plotly_chart(
-        attention_overlay_figure(
-            resized.pixels,
-            resized.class_attention,
-            facts.stride_px,
-            _title(f"{size}: last-layer {query} attention", side),
-        ),
-        key=f"{chart_key}_attention",
-        theme=None,
+    query = _class_query(facts)
+    pixels, stride = resized.pixels, facts.stride_px
+    attention_title = _title(f"{size}: last-layer {query} attention", side)
+    _overlay_chart(
+        pixels, resized.class_attention, stride, attention_title, "attention", f"{chart_key}_attention"
     )
-    st.plotly_chart(
-        attention_overlay_figure(
-            resized.pixels,
-            resized.rollout,
-            facts.stride_px,
-            _title(f"{size}: rollout, {facts.num_layers} layers", side),
-            colorbar_title="relevance",
-        ),
-        key=f"{chart_key}_rollout",
-        theme=None,
-    )
+    rollout_title = _title(f"{size}: rollout, {facts.num_layers} layers", side)
+    _overlay_chart(pixels, resized.rollout, stride, rollout_title, "relevance", f"{chart_key}_rollout")
     if resized.predictions is not None:
         untrained = "" if side.loaded.trained else " (untrained)"
-        st.plotly_chart(
+        _chart(
             predictions_figure(resized.predictions, f"{size}: top-5 predictions{untrained}"),
             key=f"{chart_key}_predictions",
         )
@@ -857,7 +952,7 @@ def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         sides,
         f"run the stem of {facts.name}",
         lambda side: (
-            _cached_stem(side.key, picked.digest, side.loaded, picked.image),
+            _cached_stem(side.key, picked.digest, side.view, side.loaded, picked.image),
             side.attention(picked),
         ),
     ):
@@ -874,13 +969,13 @@ def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         pixels = side.pixels(picked)
         grid_column, maps_column = st.columns([2, 3])
         with grid_column:
-            st.plotly_chart(
+            _chart(
                 stem_grid_figure(pixels, stem, _title("Feature cells and tokens", side)),
                 key=f"anatomy_stem_grid_{side.suffix}",
                 theme=None,
             )
         with maps_column:
-            st.plotly_chart(
+            _chart(
                 feature_maps_figure(
                     stem,
                     _title(f"Stem output: mean and the {len(stem.channels)} most varying channels", side),
@@ -889,29 +984,23 @@ def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                 theme=None,
             )
         attention_column, rollout_column = st.columns(2)
-        query = "class token" if facts.num_prefix_tokens else "mean patch"
         with attention_column:
-            st.plotly_chart(
-                attention_overlay_figure(
-                    pixels,
-                    class_attention_map(record, record.num_layers - 1, None),
-                    facts.stride_px,
-                    _title(f"Last-layer {query} attention, {rows}×{cols} tokens", side),
-                ),
-                key=f"anatomy_stem_attention_{side.suffix}",
-                theme=None,
+            _overlay_chart(
+                pixels,
+                class_attention_map(record, record.num_layers - 1, None),
+                facts.stride_px,
+                _title(f"Last-layer {_class_query(facts)} attention, {rows}×{cols} tokens", side),
+                "attention",
+                f"anatomy_stem_attention_{side.suffix}",
             )
         with rollout_column:
-            st.plotly_chart(
-                attention_overlay_figure(
-                    pixels,
-                    rollout_relevance(record),
-                    facts.stride_px,
-                    _title(f"Rollout, {rows}×{cols} tokens", side),
-                    colorbar_title="relevance",
-                ),
-                key=f"anatomy_stem_rollout_{side.suffix}",
-                theme=None,
+            _overlay_chart(
+                pixels,
+                rollout_relevance(record),
+                facts.stride_px,
+                _title(f"Rollout, {rows}×{cols} tokens", side),
+                "relevance",
+                f"anatomy_stem_rollout_{side.suffix}",
             )
 
 
@@ -942,28 +1031,25 @@ def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     for side, tokens in _each_side(
         sides,
         f"read the output tokens of {facts.name}",
-        lambda side: _cached_tokens(side.key, picked.digest, side.loaded, picked.image),
+        lambda side: _cached_tokens(side.key, picked.digest, side.view, side.loaded, picked.image),
     ):
         norms = token_norms(tokens, place)
-        colours = _cached_colours(side.key, picked.digest, place, tokens)
+        colours = _cached_colours(side.key, picked.digest, side.view, place, tokens)
         if tokens.final_norm == "Identity":
             st.caption("This model has no final norm before its head: both places give the same tokens.")
         norm_column, pca_column = st.columns(2)
         with norm_column:
-            st.plotly_chart(
-                attention_overlay_figure(
-                    side.pixels(picked),
-                    norms.patch_norms,
-                    facts.stride_px,
-                    _title(f"Patch-token norm, {where}", side),
-                    colorbar_title="L2 norm",
-                ),
-                key=f"anatomy_norms_map_{side.suffix}",
-                theme=None,
+            _overlay_chart(
+                side.pixels(picked),
+                norms.patch_norms,
+                facts.stride_px,
+                _title(f"Patch-token norm, {where}", side),
+                "L2 norm",
+                f"anatomy_norms_map_{side.suffix}",
             )
         with pca_column:
             ratios = ", ".join(f"{ratio:.0%}" for ratio in colours.explained_variance_ratio)
-            st.plotly_chart(
+            _chart(
                 rgb_grid_figure(
                     colours.rgb, _title("Patch features: 3 PCs as RGB", side), height=520, hover_name="PCs"
                 ),
@@ -971,7 +1057,7 @@ def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                 theme=None,
             )
             st.caption(f"Red, green, blue: principal components 1–3, explaining {ratios} of the variance.")
-        st.plotly_chart(
+        _chart(
             norm_histogram_figure(norms, _title(f"Norms of all tokens, {where}", side)),
             key=f"anatomy_norms_histogram_{side.suffix}",
         )
@@ -1045,7 +1131,7 @@ def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         st.session_state[QUERY_KIND] = class_option
     st.markdown(
         f"One small map per layer (rows) and head (columns): where the chosen token attends, "
-        f"{layers}×{heads} maps at once, each scaled to its own maximum. A click on a small map opens it "
+        f"{layers}×{heads} maps at once, each scaled to its own {_mosaic_top()}. A click on a small map opens it "
         "large or switches that head off (below); a click on a patch of the large map makes it the "
         "attending token."
     )
@@ -1071,11 +1157,17 @@ def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         source = query_label(record, query)
         if ablation is not None and not side.twin:
             source += f" with {len(ablation.heads)} head{'s' if len(ablation.heads) != 1 else ''} off"
+        off = list(ablation.heads) if ablation is not None and not side.twin else []
         mosaic_area, large_area = st.columns([1, 1]) if side_by_side else (st.container(), st.container())
         with mosaic_area:
-            st.plotly_chart(
+            _chart(
                 model_view_figure(
-                    maps, _title(f"All heads: attention from {source}", side), selected=head, map_px=map_px
+                    maps,
+                    _title(f"All heads: attention from {source}", side),
+                    selected=head,
+                    map_px=map_px,
+                    clip_percentile=_clip_percentile(),
+                    switched_off=off,
                 ),
                 key=f"anatomy_heads_mosaic_{side.suffix}",
                 on_select="rerun",
@@ -1083,9 +1175,14 @@ def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                 theme=None,
                 width="content",
             )
+            if off:
+                listed = ", ".join(_head_label(item) for item in off[:12]) + (" …" if len(off) > 12 else "")
+                st.caption(
+                    f"Dotted red outlines and crosses mark the {_heads_off(len(off), ablation.mode)}: {listed}."
+                )
         layer, head_index = head
         with large_area:
-            st.plotly_chart(
+            _chart(
                 _scaled(
                     attention_overlay_figure(
                         side.pixels(picked),
@@ -1114,11 +1211,19 @@ ABLATION_MODES = {
     "zeroed": "zero",
     "replaced by its mean over the image's tokens": "mean",
 }
+ABLATION_WORDS = {"zero": "zeroed", "mean": "token mean"}  # the mode in a button's few words
 IMPORTANCE = "anatomy_ablation_importance"  # {(model key, digest, view, mode): (layers, heads) drops}
 NO_CLASSIFIER = (
     "has no classifier head, so switching heads off changes no prediction to show. "
     "Fine-tune a probe on the Fine-tune page, then pick its run as the model here."
 )
+
+
+def _mosaic_top() -> str:
+    """What each small map of the mosaic is divided by, under the page's colour rule."""
+    if _raw_colours():
+        return "maximum"
+    return f"{ordinal(CLIP_PERCENTILE)} percentile (its top {100 - CLIP_PERCENTILE:g}% share the brightest colour)"
 
 
 def _head_label(head: tuple[int, int]) -> str:
@@ -1188,23 +1293,23 @@ def _render_ablation(side: ModelSide, picked: ui.ImageChoice) -> AblationResult 
     mode_label = columns[2].radio("A head switched off is", list(ABLATION_MODES), key=ABLATION_MODE)
     mode = ABLATION_MODES[mode_label]
     heads = _ablated_heads(facts)
-    view = side.attention(picked).view.mode
+    view = side.view
     result = _cached_ablation(side.key, picked.digest, tuple(heads), mode, view, side.loaded, picked.image)
     before, after = result.before, result.after
     top = before[0]
     after_probability = float(_softmax(result.record.logits)[top.index])
     count = len(heads)
-    off = f"{count} head{'s' if count != 1 else ''} {mode_label.split(' ')[0]}"
+    off = _heads_off(count, mode)
     chart_columns = st.columns(2)
     with chart_columns[0]:
-        st.plotly_chart(
+        _chart(
             predictions_figure(before, _export_title("Top-5, every head on", side)),
             key="anatomy_ablation_before",
         )
     with chart_columns[1]:
         after_title = f"Top-5 with {off}" if count else "Top-5, no head off yet"
         after_figure = predictions_figure(after, _export_title(after_title, side))
-        st.plotly_chart(after_figure, key="anatomy_ablation_after")
+        _chart(after_figure, key="anatomy_ablation_after")
         ui.figure_downloads(
             after_figure,
             None,
@@ -1228,8 +1333,18 @@ def _render_ablation(side: ModelSide, picked: ui.ImageChoice) -> AblationResult 
         )
     else:
         st.caption("Every head is on: choose heads or layers to switch off.")
-    _render_importance(side, picked, mode, mode_label, view)
+    _render_importance(side, picked, mode, view)
     return result if count else None
+
+
+def _done_to_heads(mode: str, count: int = 1) -> str:
+    """What an ablation does to a head: "zeroed", or "replaced by its (their) token mean"."""
+    return "zeroed" if mode == "zero" else f"replaced by {'its' if count == 1 else 'their'} token mean"
+
+
+def _heads_off(count: int, mode: str) -> str:
+    """ "3 heads zeroed", "1 head replaced by its token mean": the count and what was done to them."""
+    return f"{count} head{'s' if count != 1 else ''} {_done_to_heads(mode, count)}"
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -1237,16 +1352,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum()
 
 
-def _render_importance(
-    side: ModelSide, picked: ui.ImageChoice, mode: str, mode_label: str, view: str
-) -> None:
+def _render_importance(side: ModelSide, picked: ui.ImageChoice, mode: str, view: str) -> None:
     """Ranks every head by how much the top class's probability drops when it alone is off."""
     facts = side.loaded.facts
     store = st.session_state.setdefault(IMPORTANCE, {})
     cache_key = (side.key, picked.digest, view, mode)
     total = facts.num_layers * facts.num_heads
     if st.button(
-        f"Rank all {total} heads by their effect ({mode_label.split(' ')[0]})",
+        f"Rank all {total} heads by their effect ({ABLATION_WORDS[mode]})",
         key="anatomy_ablation_rank",
         disabled=cache_key in store,
     ):
@@ -1264,15 +1377,13 @@ def _render_importance(
     drops = store.get(cache_key)
     if drops is None:
         return
-    scale = colour_scale(
-        drops, "probability drop", None if _raw_colours() else CLIP_PERCENTILE, symmetric=True
-    )
+    scale = colour_scale(drops, "probability drop", _clip_percentile(), symmetric=True)
     top = side.attention(picked)
     top_label = _prediction_label(side, top)
     figure = head_importance_figure(
-        drops, scale, _export_title(f"Drop of {top_label} with one head {mode_label.split(' ')[0]}", side)
+        drops, scale, _export_title(f"Drop of {top_label} with one head {_done_to_heads(mode)}", side)
     )
-    st.plotly_chart(figure, key="anatomy_ablation_importance_chart")
+    _chart(figure, key="anatomy_ablation_importance_chart")
     order = np.argsort(drops, axis=None)[::-1][:5]
     ranked = [np.unravel_index(index, drops.shape) for index in order]
     st.markdown(
@@ -1339,8 +1450,9 @@ def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     method = PROJECTIONS[method_label]
 
     def project(side: ModelSide) -> tuple[QueryKeys, QueryKeyProjection]:
-        source = _cached_query_keys(side.key, picked.digest, layer, head, side.loaded, picked.image)
-        return source, _cached_projection(side.key, picked.digest, layer, head, method, align, source)
+        key = (side.key, picked.digest, side.view, layer, head)
+        source = _cached_query_keys(*key, side.loaded, picked.image)
+        return source, _cached_projection(*key, method, align, source)
 
     for side, (source, projection) in _each_side(
         sides, f"capture the queries and keys of {facts.name}", project
@@ -1349,15 +1461,13 @@ def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         with scatter_column:
             tokens = len(source.queries)
             title = f"Layer {layer}, head {head}: {tokens} queries and {tokens} keys ({method_label})"
-            st.plotly_chart(
+            _chart(
                 query_key_figure(projection, source, _title(title, side)),
                 key=f"anatomy_qk_scatter_{side.suffix}",
                 theme=None,
             )
         with key_column:
-            st.plotly_chart(
-                position_key_figure(source.grid_size), key=f"anatomy_qk_key_{side.suffix}", theme=None
-            )
+            _chart(position_key_figure(source.grid_size), key=f"anatomy_qk_key_{side.suffix}", theme=None)
             st.caption(
                 f"Check: softmax(q·kᵀ/√{source.queries.shape[1]}) from these vectors reproduces the "
                 f"model's attention of this head to within {source.reproduction_error():.1e}."
@@ -1392,7 +1502,7 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         return
     record = side.attention(picked)
     try:
-        lens = _cached_lens(side.key, picked.digest, record.view.mode, loaded, picked.image)
+        lens = _cached_lens(side.key, picked.digest, side.view, loaded, picked.image)
     except (ModelError, ValueError, RuntimeError) as error:
         st.error(f"Could not read the layers through the head: {error}")
         return
@@ -1406,11 +1516,11 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     table = probabilities[:, shown]
     labels = [_class_name(loaded, index) for index in shown]
-    scale = colour_scale(table, "probability", None if _raw_colours() else CLIP_PERCENTILE)
+    scale = colour_scale(table, "probability", _clip_percentile())
     figure = logit_lens_figure(
         table, labels, scale, _export_title("Logit lens: each layer's top classes", side)
     )
-    st.plotly_chart(figure, key="anatomy_lens_chart", theme=None)
+    _chart(figure, key="anatomy_lens_chart", theme=None)
     ui.figure_downloads(
         figure, table, facts.name, loaded.weights, picked.name, "logit-lens", "anatomy_lens_chart_files"
     )
@@ -1430,6 +1540,13 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
             else f"; the model's own prediction is {_class_name(loaded, model_top)} ({model_probability:.1%})."
         )
     )
+    _lens_patch_map(side, picked, lens)
+
+
+@st.fragment
+def _lens_patch_map(side: ModelSide, picked: ui.ImageChoice, lens: LogitLens) -> None:
+    """The per-patch classes of one layer, with its slider: a layer step reruns this map alone."""
+    loaded, facts = side.loaded, side.loaded.facts
     if LENS_LAYER not in st.session_state or not 0 <= st.session_state[LENS_LAYER] < lens.num_layers:
         st.session_state[LENS_LAYER] = lens.num_layers - 1
     layer = st.slider("Layer of the patch map", 0, lens.num_layers - 1, key=LENS_LAYER)
@@ -1448,7 +1565,7 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         facts.stride_px,
         _export_title(f"Layer {layer}: the class each patch token alone reads as", side),
     )
-    st.plotly_chart(patch_figure, key="anatomy_lens_patches", theme=None)
+    _chart(patch_figure, key="anatomy_lens_patches", theme=None)
     ui.figure_downloads(
         patch_figure,
         classes,
@@ -1488,7 +1605,7 @@ def render_sanity(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         "Each stage redraws more of the weights at random, from the head down; a map that explains the "
         "model should change with them. ρ is the rank correlation with the original map."
     )
-    view = side.attention(picked).view.mode
+    view = side.view
     store = st.session_state.setdefault(SANITY_RESULTS, {})
     cache_key = (side.key, picked.digest, view, method)
     if st.button("Run the sanity check (slow)", key="anatomy_sanity_run", disabled=cache_key in store):
@@ -1516,7 +1633,7 @@ def _render_sanity_result(side: ModelSide, picked: ui.ImageChoice, result: Sanit
     tops = []
     constant = []
     for stage, values in zip(result.stages, result.maps, strict=True):
-        scale = colour_scale(values, "map", None if _raw_colours() else CLIP_PERCENTILE)
+        scale = colour_scale(values, "map", _clip_percentile())
         tops.append(np.clip((values - scale.zmin) / (scale.zmax - scale.zmin), 0.0, 1.0))
         if float(values.max()) == float(values.min()):
             constant.append(stage)
@@ -1531,7 +1648,7 @@ def _render_sanity_result(side: ModelSide, picked: ui.ImageChoice, result: Sanit
         colour_title,
         _export_title(f"Sanity check of {METHODS[result.method].title}", side),
     )
-    st.plotly_chart(figure, key="anatomy_sanity_chart", theme=None)
+    _chart(figure, key="anatomy_sanity_chart", theme=None)
     ui.figure_downloads(
         figure,
         result.maps,
@@ -1551,12 +1668,12 @@ def _render_sanity_result(side: ModelSide, picked: ui.ImageChoice, result: Sanit
     elif result.flagged:
         st.warning(
             f"{METHODS[result.method].title} barely changes: ρ = {value:.2f} at stage “{stage}” (head and half "
-            f"the blocks random), above {UNFAITHFUL_RANK_CORRELATION}. It does not follow the weights it explains."
+            f"the blocks random), |ρ| above {UNFAITHFUL_RANK_CORRELATION}. It does not follow the weights it explains."
         )
     else:
         st.success(
             f"{METHODS[result.method].title} follows the weights: ρ = {value:.2f} at stage “{stage}” "
-            f"(head and half the blocks random), at most {UNFAITHFUL_RANK_CORRELATION} allowed."
+            f"(head and half the blocks random); |ρ| of at most {UNFAITHFUL_RANK_CORRELATION} allowed."
         )
 
 

@@ -20,7 +20,7 @@ from vitviz.figures.common import (
     png_data_uri,
     rgb_colour_scale,
 )
-from vitviz.figures.scales import ColourScale
+from vitviz.figures.scales import CLIP_PERCENTILE, ColourScale, ordinal
 from vitviz.maths.hybrid import HybridStem
 from vitviz.maths.qk import QueryKeyProjection, QueryKeys
 from vitviz.maths.token_features import TokenNorms
@@ -177,25 +177,36 @@ def _enlarged_png(tile: np.ndarray, scale: int) -> str:
     return png_data_uri(as_bytes)
 
 
+# Pixels between filter tiles across, and above each row of tiles for the tiles' titles.
+_TILE_GAP_PX = 6
+_TILE_TITLE_PX = 22
+
+
 def filter_components_figure(
-    tiles: np.ndarray, explained_variance_ratio: np.ndarray, title: str, columns: int = 7
+    tiles: np.ndarray, explained_variance_ratio: np.ndarray, title: str, columns: int = 7, tile_px: int = 72
 ) -> go.Figure:
     """Principal components of the patch-embedding filters as RGB tiles, each titled with its variance share.
+
+    The figure has a fixed size computed from `tile_px`, so two figures drawn with the same
+    `tile_px` and `columns` (a model and its untrained twin) show tiles of the same size.
 
     Args:
         tiles: (k, P, P, 3) floats in [0, 1], from `filters.component_tiles`.
         explained_variance_ratio: (k,) share of variance per component.
         title: figure title.
         columns: tiles per row.
+        tile_px: the side of one tile on screen, in pixels.
     """
     count, size = tiles.shape[0], tiles.shape[1]
     rows = -(-count // columns)
+    plot_width = columns * tile_px + (columns - 1) * _TILE_GAP_PX
+    plot_height = rows * tile_px + (rows - 1) * _TILE_TITLE_PX
     figure = make_subplots(
         rows=rows,
         cols=columns,
         subplot_titles=[f"{index + 1}: {ratio:.1%}" for index, ratio in enumerate(explained_variance_ratio)],
-        horizontal_spacing=0.015,
-        vertical_spacing=0.07,
+        horizontal_spacing=_TILE_GAP_PX / plot_width,
+        vertical_spacing=_TILE_TITLE_PX / plot_height,
     )
     scale = max(1, 112 // size)
     for index in range(count):
@@ -206,8 +217,12 @@ def filter_components_figure(
     figure.update_xaxes(visible=False)
     figure.update_yaxes(visible=False)
     figure.update_annotations(font={"size": 10})
+    top = 56 + _TILE_TITLE_PX  # the title's two lines, then the first row's tile titles
     figure.update_layout(
-        title=left_title(title), margin={"l": 0, "r": 0, "t": 60, "b": 0}, height=120 + rows * 105
+        title=left_title(title),
+        margin={"l": 0, "r": 0, "t": top, "b": 4},
+        width=plot_width,
+        height=plot_height + top + 4,
     )
     return figure
 
@@ -517,28 +532,13 @@ def stem_grid_figure(pixels: np.ndarray, stem: HybridStem, title: str) -> go.Fig
             ys += [y - 0.5, y - 0.5, None]
         return xs, ys
 
-    cell_xs, cell_ys = lines(stem.feature_ratio)
-    token_xs, token_ys = lines(stem.stride_px)
-    figure.add_trace(
-        go.Scatter(
-            x=cell_xs,
-            y=cell_ys,
-            mode="lines",
-            line={"color": "rgba(255,255,255,0.35)", "width": 1},
-            hoverinfo="skip",
-            name=f"feature cell: {stem.feature_ratio[0]}×{stem.feature_ratio[1]} px",
-        )
-    )
-    figure.add_trace(
-        go.Scatter(
-            x=token_xs,
-            y=token_ys,
-            mode="lines",
-            line={"color": "rgb(0, 229, 255)", "width": 2},
-            hoverinfo="skip",
-            name=f"token: {stem.stride_px[0]}×{stem.stride_px[1]} px",
-        )
-    )
+    for step, line, what in (
+        (stem.feature_ratio, {"color": "rgba(255,255,255,0.35)", "width": 1}, "feature cell"),
+        (stem.stride_px, {"color": "rgb(0, 229, 255)", "width": 2}, "token"),
+    ):
+        xs, ys = lines(step)
+        name = f"{what}: {step[0]}×{step[1]} px"
+        figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=line, hoverinfo="skip", name=name))
     figure.update_layout(
         title=left_title(title),
         height=480,
@@ -600,10 +600,22 @@ def norm_histogram_figure(norms: TokenNorms, title: str) -> go.Figure:
     return figure
 
 
-def _normalised_maps(maps: np.ndarray) -> np.ndarray:
-    """Each (rows, cols) map divided by its own maximum, so every head's pattern shows."""
+def _normalised_maps(maps: np.ndarray, clip_percentile: float | None) -> np.ndarray:
+    """Each (rows, cols) map divided by its own top, so every head's pattern shows.
+
+    The top is the map's `clip_percentile`-th percentile (values above it are clipped to 1), so one
+    sink token does not wash a head's map out; the maximum where that percentile is 0, or with None.
+    """
     peaks = maps.max(axis=(-2, -1), keepdims=True)
-    return maps / np.where(peaks > 0, peaks, 1.0)
+    tops = peaks
+    if clip_percentile is not None:
+        percentiles = np.percentile(maps, clip_percentile, axis=(-2, -1), keepdims=True)
+        tops = np.where(percentiles > 0, percentiles, peaks)
+    return np.minimum(maps / np.where(tops > 0, tops, 1.0), 1.0)
+
+
+# Outline of a switched-off head on the all-heads mosaic; each outline's shape is named "off L:H".
+SWITCHED_OFF_COLOUR = "rgb(255, 45, 85)"
 
 
 def model_view_figure(
@@ -611,6 +623,8 @@ def model_view_figure(
     title: str,
     selected: tuple[int, int] | None = None,
     map_px: int = 64,
+    clip_percentile: float | None = CLIP_PERCENTILE,
+    switched_off: Sequence[tuple[int, int]] = (),
 ) -> go.Figure:
     """Every layer's and head's map as one mosaic heatmap: layers down, heads across, gaps between.
 
@@ -623,13 +637,17 @@ def model_view_figure(
         title: figure title.
         selected: (layer, head) to outline.
         map_px: display size of one small map's longer side, in screen pixels.
+        clip_percentile: each small map is divided by this percentile of its own values (the
+            colour bar says so); None divides by its maximum.
+        switched_off: (layer, head) pairs an ablation switches off: each is outlined dashed and
+            crossed, its shape named "off L:H".
     """
     layers, heads, rows, cols = maps.shape
     gap = 1
     cell_rows, cell_cols = rows + gap, cols + gap
     # float32 halves what is sent to the browser; the values are shares of a map's maximum.
     mosaic = np.full((layers * cell_rows - gap, heads * cell_cols - gap), np.nan, dtype=np.float32)
-    scaled = _normalised_maps(maps)
+    scaled = _normalised_maps(maps, clip_percentile)
     for layer in range(layers):
         for head in range(heads):
             top, left = layer * cell_rows, head * cell_cols
@@ -645,7 +663,11 @@ def model_view_figure(
             zmin=0.0,
             zmax=1.0,
             hoverinfo="skip",
-            colorbar={"title": {"text": "÷ map max", "side": "right"}, "thickness": 12, "len": 0.5},
+            colorbar={
+                "title": {"text": _mosaic_colour_title(clip_percentile), "side": "right"},
+                "thickness": 12,
+                "len": 0.5,
+            },
         )
     )
     scale = map_px / max(rows, cols)  # screen pixels per mosaic cell
@@ -663,23 +685,39 @@ def model_view_figure(
             unselected={"marker": {"opacity": 0.0}},
         )
     )
-    if selected is not None:
-        layer, head = selected
+
+    def outline(layer: int, head: int, line: dict, name: str) -> None:
         figure.add_shape(
             type="rect",
             x0=head * cell_cols - 0.5 - 0.3,
             x1=head * cell_cols + cols - 0.5 + 0.3,
             y0=layer * cell_rows - 0.5 - 0.3,
             y1=layer * cell_rows + rows - 0.5 + 0.3,
-            line={"color": "rgb(0, 229, 255)", "width": 3},
+            line=line,
+            name=name,
         )
+
+    for layer, head in sorted(set(switched_off)):
+        outline(layer, head, {"color": SWITCHED_OFF_COLOUR, "width": 2, "dash": "dot"}, f"off {layer}:{head}")
+        figure.add_shape(  # a cross: the head contributes nothing in the ablated forward
+            type="line",
+            x0=head * cell_cols - 0.5,
+            x1=head * cell_cols + cols - 0.5,
+            y0=layer * cell_rows - 0.5,
+            y1=layer * cell_rows + rows - 0.5,
+            line={"color": SWITCHED_OFF_COLOUR, "width": 1.5},
+            name=f"off {layer}:{head} cross",
+        )
+    if selected is not None:
+        outline(*selected, {"color": "rgb(0, 229, 255)", "width": 3}, f"selected {selected[0]}:{selected[1]}")
     width_cells, height_cells = mosaic.shape[1], mosaic.shape[0]
+    top = 90 + (18 if "<br>" in title else 0)  # a second title line needs room above the head labels
     figure.update_layout(
         # Pinned to the very top: the head labels and their axis title sit above the mosaic.
         title={**left_title(title), "y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": 10}},
         width=int(width_cells * scale) + MODEL_VIEW_MARGIN_PX,
-        height=int(height_cells * scale) + 110,
-        margin={"l": 50, "r": 80, "t": 90, "b": 20},
+        height=int(height_cells * scale) + 20 + top,
+        margin={"l": 50, "r": 80, "t": top, "b": 20},
         plot_bgcolor="white",
         dragmode=False,
         clickmode="event+select",
@@ -709,6 +747,12 @@ def model_view_figure(
         title={"text": "layer"},
     )
     return figure
+
+
+def _mosaic_colour_title(clip_percentile: float | None) -> str:
+    if clip_percentile is None:
+        return "÷ map max"
+    return f"÷ map's {ordinal(clip_percentile)} pct<br>(clipped)"
 
 
 def _custom_pair(point: dict) -> tuple[float, float] | None:
@@ -994,10 +1038,13 @@ def sanity_maps_figure(
             row=row + 1,
             col=col + 1,
         )
-    figure.update_xaxes(showticklabels=False)
-    figure.update_yaxes(showticklabels=False, autorange="reversed")
+        suffix = "" if index == 0 else str(index + 1)
+        figure.update_yaxes(scaleanchor=f"x{suffix}", row=row + 1, col=col + 1)  # square cells
+    figure.update_xaxes(showticklabels=False, constrain="domain")
+    figure.update_yaxes(showticklabels=False, autorange="reversed", constrain="domain")
     figure.update_annotations(font_size=11)
+    top = 90 if "<br>" in title else 70  # a second title line above the first row's stage titles
     figure.update_layout(
-        title=left_title(title), height=90 + 190 * rows, margin={"l": 10, "r": 10, "t": 70, "b": 10}
+        title=left_title(title), height=top + 20 + 190 * rows, margin={"l": 10, "r": 10, "t": top, "b": 10}
     )
     return figure

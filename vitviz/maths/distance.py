@@ -12,7 +12,7 @@ from torch import nn
 
 from vitviz.capture import AttentionCapture
 from vitviz.models import LoadedModel, ModelError
-from vitviz.preprocess import explanation_tensor
+from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = [
     "AttentionDistances",
@@ -146,11 +146,12 @@ def attention_distances_over_images(
     images: Sequence[Image.Image],
     batch_size: int | None = None,
     progress: ProgressCallback | None = None,
+    view: ViewMode = "crop",
 ) -> AttentionDistances:
     """Mean attention distance per image, layer and head, images run through the model in batches.
 
-    Each image is resized whole to the model's input (as for the attention maps), so distances
-    are in pixels of that input.
+    Each image is seen in `view` ("crop": the model's eval transform; "whole": resized whole to
+    the model's input), as for the attention maps, so distances are in pixels of that input.
 
     Args:
         loaded: a ViT or hybrid.
@@ -158,6 +159,7 @@ def attention_distances_over_images(
         batch_size: images per forward pass; by default as many as fit a memory budget for one
             layer's attention (all ten images of a ViT-S at 224 px in one pass).
         progress: called as progress(done, total) after every layer of every batch.
+        view: "crop" or "whole", as `preprocess.image_view` makes it.
 
     Raises:
         ModelError: the model has no self-attention (a CNN).
@@ -183,7 +185,7 @@ def attention_distances_over_images(
     distances = distances.to(loaded.device)
     per_batch: list[torch.Tensor] = []
     for batch in batches:
-        pixels = torch.cat([explanation_tensor(image, facts) for image in batch]).to(loaded.device)
+        pixels = torch.cat([explanation_tensor(image, facts, view) for image in batch]).to(loaded.device)
         with _DistanceCapture(loaded.model, distances, facts.num_prefix_tokens, on_layer) as capture:
             loaded.model(pixels)
         per_batch.append(torch.stack(capture.layer_distances, dim=1))  # (B, layers, heads)

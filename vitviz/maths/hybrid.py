@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from vitviz.models import LoadedModel, ModelError
-from vitviz.preprocess import explanation_tensor
+from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = ["HybridStem", "hybrid_stem"]
 
@@ -34,7 +34,9 @@ class HybridStem:
 
 
 @torch.inference_mode()
-def hybrid_stem(loaded: LoadedModel, image: Image.Image, num_channels: int = 6) -> HybridStem:
+def hybrid_stem(
+    loaded: LoadedModel, image: Image.Image, num_channels: int = 6, view: ViewMode = "crop"
+) -> HybridStem:
     """Runs only `model.patch_embed.backbone` and reads the stem's numbers from the model.
 
     Args:
@@ -51,7 +53,7 @@ def hybrid_stem(loaded: LoadedModel, image: Image.Image, num_channels: int = 6) 
         kind = "a CNN" if facts.family == "cnn" else "a plain ViT (its patch embedding works on pixels)"
         raise ModelError(f"{facts.name} is {kind}: it has no CNN stem.")
     patch_embed = loaded.model.patch_embed
-    features = patch_embed.backbone(explanation_tensor(image, facts).to(loaded.device))
+    features = patch_embed.backbone(explanation_tensor(image, facts, view).to(loaded.device))
     if isinstance(features, list | tuple):  # timm takes the last map of a multi-output stem
         features = features[-1]
     feature_map = features[0].float().cpu().numpy()  # (C, h, w)

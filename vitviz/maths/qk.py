@@ -13,7 +13,7 @@ from sklearn.manifold import TSNE
 
 from vitviz.capture import AttentionCapture, QueryKeyCapture
 from vitviz.models import LoadedModel, ModelError, prefix_token_names
-from vitviz.preprocess import explanation_tensor
+from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = [
     "ProjectionMethod",
@@ -69,7 +69,9 @@ class QueryKeys:
 
 
 @torch.inference_mode()
-def query_keys(loaded: LoadedModel, image: Image.Image, layer: int, head: int) -> QueryKeys:
+def query_keys(
+    loaded: LoadedModel, image: Image.Image, layer: int, head: int, view: ViewMode = "crop"
+) -> QueryKeys:
     """Runs the model once and keeps one head's queries, keys and attention.
 
     Raises:
@@ -81,7 +83,7 @@ def query_keys(loaded: LoadedModel, image: Image.Image, layer: int, head: int) -
         raise ModelError(f"{facts.name} is a CNN: it has no queries and keys.")
     if not 0 <= head < facts.num_heads:
         raise ValueError(f"head {head} outside 0..{facts.num_heads - 1}")
-    pixels = explanation_tensor(image, facts).to(loaded.device)
+    pixels = explanation_tensor(image, facts, view).to(loaded.device)
     with QueryKeyCapture(loaded.model, layer) as capture, AttentionCapture(loaded.model) as attention:
         loaded.model(pixels)
     assert capture.queries is not None and capture.keys is not None, "the hooked layer did not run"

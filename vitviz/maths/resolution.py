@@ -16,7 +16,7 @@ from vitviz.maths.attention import class_attention_map, record_attention, rollou
 from vitviz.maths.token_features import principal_components_rgb
 from vitviz.models import LoadedModel, ModelError, ModelFacts, model_facts
 from vitviz.predict import Prediction, predict
-from vitviz.preprocess import explanation_image
+from vitviz.preprocess import ViewMode, explanation_image
 
 __all__ = [
     "MAX_PATCHES",
@@ -165,7 +165,11 @@ class ResolutionSide:
 
 
 def compare_resolutions(
-    loaded: LoadedModel, image: Image.Image, input_size: tuple[int, int], topk: int = 5
+    loaded: LoadedModel,
+    image: Image.Image,
+    input_size: tuple[int, int],
+    topk: int = 5,
+    view: ViewMode = "crop",
 ) -> tuple[ResolutionSide, ResolutionSide]:
     """The model at its own size and at `input_size`: attention, rollout, position embedding, predictions.
 
@@ -192,12 +196,12 @@ def compare_resolutions(
         ]
     sides = []
     for model, position_rgb in zip((loaded, resized), colours, strict=True):
-        record = record_attention(model, image)
-        predictions = predict(model, [image], topk=topk)[0] if model.facts.has_classifier else None
+        record = record_attention(model, image, view)
+        predictions = predict(model, [image], topk=topk, view=view)[0] if model.facts.has_classifier else None
         sides.append(
             ResolutionSide(
                 facts=model.facts,
-                pixels=explanation_image(image, model.facts),
+                pixels=explanation_image(image, model.facts, view),
                 class_attention=class_attention_map(record, record.num_layers - 1, None),
                 rollout=rollout_relevance(record),
                 position_rgb=position_rgb,

@@ -13,7 +13,7 @@ from torch import nn
 
 from vitviz.capture import InputCapture
 from vitviz.models import LoadedModel, ModelError, prefix_token_names
-from vitviz.preprocess import explanation_tensor
+from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = [
     "OutputTokens",
@@ -56,7 +56,7 @@ class OutputTokens:
 
 
 @torch.inference_mode()
-def output_tokens(loaded: LoadedModel, image: Image.Image) -> OutputTokens:
+def output_tokens(loaded: LoadedModel, image: Image.Image, view: ViewMode = "crop") -> OutputTokens:
     """Runs `forward_features` once and keeps its output and the input of the final norm.
 
     Raises:
@@ -67,7 +67,7 @@ def output_tokens(loaded: LoadedModel, image: Image.Image) -> OutputTokens:
         raise ModelError(f"{facts.name} is a CNN: it has feature maps, not tokens.")
     model = loaded.model
     final_norm = getattr(model, "norm", None)
-    pixels = explanation_tensor(image, facts).to(loaded.device)
+    pixels = explanation_tensor(image, facts, view).to(loaded.device)
     if isinstance(final_norm, nn.Module):
         with InputCapture(model, final_norm) as capture:
             after = model.forward_features(pixels)  # (1, N, D)

@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from vitviz.models import LoadedModel, ModelError, ModelFacts, prefix_token_names
-from vitviz.preprocess import explanation_tensor
+from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = [
     "EmbeddingStep",
@@ -141,8 +141,15 @@ def _position_step(model: nn.Module, facts: ModelFacts, num_tokens: int) -> str:
     return f"A learned vector per position is added ({covered}); the shape stays ({num_tokens}, {facts.embed_dim})."
 
 
+# How each view makes the model's input, for the first step's sentence.
+_VIEW_WORDS = {
+    "crop": "The picture's centre crop (the model's eval transform: resize, then crop) at",
+    "whole": "The whole picture resized to",
+}
+
+
 @torch.inference_mode()
-def trace_tokens(loaded: LoadedModel, image: Image.Image) -> TokenTrace:
+def trace_tokens(loaded: LoadedModel, image: Image.Image, view: ViewMode = "crop") -> TokenTrace:
     """Follows one image through the patch embedding of a ViT or hybrid and records every shape.
 
     Shapes come from running the model's own modules on the image, not from its name.
@@ -158,7 +165,7 @@ def trace_tokens(loaded: LoadedModel, image: Image.Image) -> TokenTrace:
     patch_h, patch_w = facts.patch_size
     height, width = facts.input_size
     dim = facts.embed_dim
-    pixels = explanation_tensor(image, facts).to(loaded.device)  # (1, 3, H, W)
+    pixels = explanation_tensor(image, facts, view).to(loaded.device)  # (1, 3, H, W)
     patch_tokens = model.patch_embed(pixels).reshape(-1, dim)  # (rows * cols, D): NLC or NHWC alike
     num_patches = patch_tokens.shape[0]
     assert num_patches == rows * cols, f"patch embedding made {num_patches} tokens for a {rows}×{cols} grid"
@@ -167,7 +174,11 @@ def trace_tokens(loaded: LoadedModel, image: Image.Image) -> TokenTrace:
     num_tokens = num_patches + len(prefix_names)
 
     steps = [
-        EmbeddingStep("image", (3, height, width), f"The picture resized to {height}×{width} px, normalised.")
+        EmbeddingStep(
+            "image",
+            (3, height, width),
+            f"{_VIEW_WORDS.get(view, f'The picture ({view} view) at')} {height}×{width} px, normalised.",
+        )
     ]
     if facts.family == "hybrid":
         feature_map = _feature_map(model, pixels)[0]  # (C, Hf, Wf)
