@@ -1,5 +1,8 @@
 """The "whole image, aspect kept" view: a non-square token grid on a shared plain ViT, never changing it."""
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -123,7 +126,7 @@ def test_a_cnn_or_hybrid_refuses_the_aspect_view_with_the_reason(tiny_models):
     with pytest.raises(ModelError, match="CNN stem"):
         record_attention(tiny_loaded(tiny_models, "hybrid"), panorama(2), "aspect")
     cnn = tiny_loaded(tiny_models, "cnn")
-    with pytest.raises(ModelError, match="needs a plain ViT"):
+    with pytest.raises(ModelError, match="ResNet is not a plain ViT"):
         predict(cnn, [panorama(2)], view="aspect")
 
 
@@ -206,3 +209,42 @@ def test_concurrent_aspect_captures_and_plain_predictions_each_get_their_own_ans
         thread.join()
     assert not failures
     assert expected["tall"].grid_size[0] > expected["tall"].grid_size[1]
+
+
+# The command line: `--view aspect` where it makes sense, one clear line where it does not.
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "vitviz", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_cli_explain_rollout_on_the_aspect_view_follows_the_panoramas_grid(tmp_path):
+    photo, out = tmp_path / "panorama.png", tmp_path / "map.npy"
+    panorama(4).save(photo)
+    args = ("--model", "vit_small_patch14_dinov2", "--method", "rollout", "--view", "aspect")
+    result = run_cli("explain", str(photo), *args, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert np.load(out).shape == (8, 32)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ("predict", "--model", "resnet18", "--weights", "random"),
+            "--view aspect: ResNet is not a plain ViT",
+        ),
+        (("explain", "--method", "gradcam", "--out", "map.npy"), "gives only the attention and rollout maps"),
+    ],
+)
+def test_cli_aspect_view_where_it_cannot_be_is_one_clear_line(tmp_path, args, said):
+    photo = tmp_path / "panorama.png"
+    panorama(2).save(photo)
+    command, *options = args
+    result = run_cli(command, str(photo), *options, "--view", "aspect")
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and said in result.stderr
+    assert "Traceback" not in result.stderr

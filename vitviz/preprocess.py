@@ -216,7 +216,7 @@ def check_view(loaded: LoadedModel, mode: str) -> None:
     if mode == "aspect":
         problem = aspect_view_problem(loaded.model)
         if problem:
-            raise ModelError(f"the view 'whole image, aspect kept' needs a plain ViT: {problem}")
+            raise ModelError(f"no 'whole image, aspect kept' view for {loaded.facts.name}: {problem}")
 
 
 def image_view(image: Image.Image, facts: ModelFacts, mode: ViewMode = "crop") -> ImageView:
