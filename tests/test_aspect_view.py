@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 
 from tests.conftest import TINY_MODELS
+from tests.support.panoramas import panorama
 from tests.support.tiny_models import state_copy, tiny_loaded
 from vitviz.capture import ResampledGrid, capture_attention, model_lock
+from vitviz.figures.common import attention_overlay_figure
 from vitviz.images import builtin_photo
 from vitviz.maths.attention import (
     class_attention_map,
@@ -28,13 +29,6 @@ from vitviz.predict import predict
 from vitviz.preprocess import aspect_grid, aspect_view_problem, image_view, supports_aspect_view, view_tensor
 
 PLAIN_VITS = ("vit", "registers", "vit_rectangular")
-
-
-def panorama(ratio: int, height: int = 120) -> Image.Image:
-    """A real photo, `ratio` times wider than high: the cat's photo cut to a strip."""
-    cat = builtin_photo("cat (chelsea)")
-    strip = cat.crop((0, 0, cat.width, cat.width // ratio))
-    return strip.resize((height * ratio, height))
 
 
 def dynamic_twin(models: dict[str, torch.nn.Module], key: str) -> torch.nn.Module:
@@ -248,3 +242,14 @@ def test_cli_aspect_view_where_it_cannot_be_is_one_clear_line(tmp_path, args, sa
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and said in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_wide_map_is_drawn_short_with_its_colour_bar_underneath():
+    values = np.arange(8 * 32, dtype=float).reshape(8, 32)
+    wide = attention_overlay_figure(np.zeros((112, 448, 3), np.uint8), values, (14, 14), "wide")
+    square = attention_overlay_figure(np.zeros((224, 224, 3), np.uint8), values[:, :8], (28, 28), "square")
+    heatmap = next(trace for trace in wide.data if trace.type == "heatmap")
+    assert heatmap.colorbar.orientation == "h"
+    assert wide.layout.height == 40 + 560 * 112 // 448 + 90  # the map's own height, then the bar's room
+    assert square.layout.height == 520
+    assert next(trace for trace in square.data if trace.type == "heatmap").colorbar.orientation is None
