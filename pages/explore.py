@@ -14,7 +14,7 @@ st.title("Explore")
 with st.sidebar:
     picked_image = ui.image_picker("explore")
     choice = ui.model_picker("explore")
-    view = explore.view_picker()
+    view = explore.view_picker(choice)
     opacity = st.slider("Map opacity", 0.1, 1.0, 0.6, 0.05, key=explore.OPACITY)
     raw_colours = st.toggle(
         "raw colour values",
@@ -24,7 +24,7 @@ with st.sidebar:
 
 explore.upload_link_note()
 loaded = ui.load_or_stop(choice)
-explore.seed_layers_from_link(loaded.facts)
+explore.seed_layers_from_link(loaded.facts, picked_image, view)
 ui.untrained_warning(loaded)
 st.caption(ui.model_caption(loaded, choice.weights))
 has_attention = loaded.facts.family != "cnn"

@@ -9,6 +9,7 @@ from tests.support.browser import (
     shows_once,
     wait_until_idle,
 )
+from tests.support.panoramas import panorama
 from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser
@@ -93,3 +94,19 @@ def test_layer_slider_reruns_only_its_map_and_the_photo_is_not_sent_again(app_ur
     assert b"box: centre crop" not in sent, "the photo was sent again for a layer change"
     assert b"Rollout of layers" not in sent, "the rollout was sent again for a layer change"
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_a_wide_upload_in_the_aspect_kept_view_gets_its_own_grid(app_url, page, tmp_path):
+    photo = tmp_path / "panorama.png"
+    panorama(4, 200).save(photo)
+    _open_explore(page, app_url)
+    _choose_upload(page)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
+    shows_once(page, "panorama.png: 16×16 patches", TIMEOUT_MS)  # the centre crop: a quarter of it
+    wait_until_idle(page)
+    page.get_by_text("whole image, aspect kept", exact=True).click()
+    shows_once(page, "panorama.png: 8×32 patches of 14 px", TIMEOUT_MS)
+    shows_once(page, "a grid of 8×32 patches: its aspect ratio is kept", TIMEOUT_MS)
+    wait_until_idle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    save_screenshot(page, "explore_wide_upload_aspect_view")

@@ -239,3 +239,47 @@ def test_an_untrained_headless_model_is_never_said_to_have_real_attention(explor
     assert "trained backbone" not in infos and "real" not in infos
     explore.selectbox(key="explore_weights").set_value("bundled").run()
     assert "Its attention below is the trained backbone's own." in " ".join(i.value for i in explore.info)
+
+
+ASPECT_LABEL = "whole image, aspect kept"
+
+
+def test_the_aspect_kept_view_shows_the_photos_own_grid_and_its_rollout(explore):
+    assert ASPECT_LABEL in explore.radio(key="explore_view").options
+    explore.radio(key="explore_view").set_value("aspect").run()
+    assert not explore.exception
+    image = builtin_photo("cat (chelsea)")  # 451×300: a 13×20 grid of DINOv2's 14-px patches
+    record = record_attention(load_model("vit_small_patch14_dinov2", "bundled"), image, "aspect")
+    assert record.grid_size == (13, 20)
+    grid = _figure(explore, "13×20 patches of 14 px")
+    assert grid["layout"]["title"]["text"].count(ASPECT_LABEL) == 1
+    shown = _heatmap_values(explore, "Rollout of layer")
+    assert shown.shape == (13, 20)
+    np.testing.assert_allclose(shown, rollout_relevance(record), rtol=1e-5)
+    assert any("a grid of 13×20 patches" in caption.value for caption in explore.caption)
+    assert "aspect" in str(explore.query_params["view"])
+
+
+def test_a_model_that_cannot_keep_the_aspect_falls_back_to_the_crop_with_a_note(explore):
+    explore.radio(key="explore_view").set_value("aspect").run()
+    explore.selectbox(key="explore_model").set_value("tf_efficientnet_lite0").run()
+    assert not explore.exception
+    view = explore.radio(key="explore_view")
+    assert view.value == "crop" and view.options == ["centre crop (the model's eval transform)", "whole image"]
+    notes = [
+        caption.value
+        for caption in explore.sidebar.caption
+        if "aspect kept is not available" in caption.value
+    ]
+    assert len(notes) == 1 and "not a plain ViT" in notes[0]
+    explore.selectbox(key="explore_model").set_value("vit_small_r26_s32_224").run()
+    assert ASPECT_LABEL not in explore.radio(key="explore_view").options
+
+
+def test_a_link_with_the_aspect_view_and_a_patch_of_its_grid_opens_on_both():
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    app.query_params.update({"view": "aspect", "query": "patch", "patch": "12,19"})
+    app.run()
+    assert not app.exception
+    assert app.radio(key="explore_view").value == "aspect"
+    assert app.session_state["explore_query_patch"] == (12, 19)  # outside DINOv2's own 16×16 grid

@@ -12,6 +12,7 @@ another caller's forward pass or leave the model changed:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import torch
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -32,9 +34,12 @@ __all__ = [
     "ModelHooks",
     "ModuleOutputs",
     "QueryKeyCapture",
+    "ResampledGrid",
     "attention_modules",
     "capture_attention",
+    "grid_for",
     "model_lock",
+    "token_grid",
 ]
 
 _locks: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
@@ -261,18 +266,100 @@ class ActivationLeaf(ModelHooks):
         return replaced
 
 
+class ResampledGrid(ModelHooks):
+    """Lets this thread's forwards of a plain ViT take an input of any size the patches tile exactly.
+
+    timm's ViT checks the input against its built size and adds a position embedding of its built
+    grid. Changing its attributes (timm's `dynamic_img_size`) would change the shared model for
+    every other caller, so two thread-bound hooks do it instead, on this thread only:
+    - before `patch_embed` runs, the real input is kept and replaced by a one-image input of the
+      built size (so its size check passes; its result is discarded);
+    - before `pos_drop` (the end of the ViT's `_pos_embed`), the dummy's tokens are replaced by the
+      real input's patches with the prefix tokens and the position embedding resampled to their
+      grid by timm's own `resample_abs_pos_embed`, exactly as timm's dynamic image size does it.
+    Everything after (blocks, norm, head) runs unchanged, so other hooks (attention capture) see
+    the real tokens. A model built with `dynamic_img_size` needs none of this and gets no hooks.
+
+    Check `vitviz.preprocess.supports_aspect_view(model)` first.
+
+    Example:
+        with ResampledGrid(model):
+            logits = model(pixels)  # pixels (1, 3, 112, 448): an 8×32 grid of 14-px patches
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.patch_embed = model.patch_embed
+        self._pixels: list[torch.Tensor] = []  # the real input of the forward under way
+
+    def _attach(self) -> None:
+        self._pixels = []
+        if getattr(self.model, "dynamic_img_size", False):
+            return
+        self._pre_hook(self.patch_embed, self._swap_input)
+        self._pre_hook(self.model.pos_drop, self._real_tokens)
+
+    def _swap_input(self, _module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+        pixels = inputs[0]  # (B, 3, H, W)
+        self._pixels.append(pixels)
+        height, width = self.patch_embed.img_size
+        return (pixels.new_zeros(1, pixels.shape[1], height, width), *inputs[1:])
+
+    def _real_tokens(self, _module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+        model, patch_embed = self.model, self.patch_embed
+        pixels = self._pixels.pop()
+        rows, cols = token_grid(model, pixels)
+        patches = patch_embed.norm(patch_embed.proj(pixels).flatten(2).transpose(1, 2))  # (B, rows·cols, D)
+        prefix = [
+            token.expand(pixels.shape[0], -1, -1)
+            for token in (model.cls_token, model.reg_token)
+            if token is not None
+        ]  # (B, 1, D) and (B, registers, D)
+        position = resample_abs_pos_embed(
+            model.pos_embed,
+            new_size=(rows, cols),
+            old_size=patch_embed.grid_size,
+            num_prefix_tokens=0 if model.no_embed_class else model.num_prefix_tokens,
+        )
+        # timm's two conventions: deit-3 / big vision add the embedding to the patches only
+        if model.no_embed_class:
+            tokens = torch.cat([*prefix, patches + position], dim=1)
+        else:
+            tokens = torch.cat([*prefix, patches], dim=1) + position
+        return (tokens, *inputs[1:])  # (B, prefix + rows·cols, D)
+
+
+def token_grid(model: nn.Module, pixels: torch.Tensor) -> tuple[int, int]:
+    """The (rows, cols) of patches a plain ViT cuts `pixels` (B, 3, H, W) into."""
+    patch_height, patch_width = model.patch_embed.patch_size
+    height, width = pixels.shape[-2:]
+    if height % patch_height or width % patch_width:
+        raise ValueError(f"a {height}×{width} input is not tiled by {patch_height}×{patch_width} patches")
+    return height // patch_height, width // patch_width
+
+
+def grid_for(model: nn.Module, pixels: torch.Tensor) -> ResampledGrid | contextlib.nullcontext:
+    """`ResampledGrid(model)` when `pixels` is not the size the model was built for, else nothing to do."""
+    patch_embed = getattr(model, "patch_embed", None)
+    built = getattr(patch_embed, "img_size", None)
+    if built is None or tuple(pixels.shape[-2:]) == tuple(built):
+        return contextlib.nullcontext()
+    return ResampledGrid(model)
+
+
 @torch.inference_mode()
 def capture_attention(model: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Runs the model once and returns its output with every layer's attention.
 
     Args:
         model: a timm model with self-attention (ViT, DeiT, DINOv2, hybrids).
-        pixels: (B, 3, H, W) normalised input.
+        pixels: (B, 3, H, W) normalised input; a plain ViT also takes any size its patches tile
+            (see `ResampledGrid`).
 
     Returns:
         The model's output and one (B, heads, N, N) tensor per attention layer, first layer first.
     """
-    with AttentionCapture(model) as capture:
+    with AttentionCapture(model) as capture, grid_for(model, pixels):
         output = model(pixels)
     return output, capture.attentions
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from vitviz.capture import grid_for
 from vitviz.models import LoadedModel, ModelError
-from vitviz.preprocess import ViewMode, prediction_tensor
+from vitviz.preprocess import ViewMode, check_view, prediction_tensor
 
 __all__ = ["NoClassifierError", "Prediction", "predict", "top_predictions"]
 
@@ -41,6 +42,11 @@ def top_predictions(
     ]
 
 
+def _forward(loaded: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
+    with grid_for(loaded.model, pixels):
+        return loaded.model(pixels)
+
+
 @torch.inference_mode()
 def predict(
     loaded: LoadedModel, images: list[Image.Image], topk: int = 5, view: ViewMode = "crop"
@@ -57,6 +63,10 @@ def predict(
         )
     if topk < 1:
         raise ValueError(f"topk must be at least 1, got {topk}")
-    batch = torch.cat([prediction_tensor(image, loaded.facts, view) for image in images])
-    logits = loaded.model(batch.to(loaded.device))
+    check_view(loaded, view)
+    tensors = [prediction_tensor(image, loaded.facts, view).to(loaded.device) for image in images]
+    if view == "aspect":  # each photo has a grid of its own shape: one forward each
+        logits = torch.cat([_forward(loaded, pixels) for pixels in tensors])
+    else:
+        logits = loaded.model(torch.cat(tensors))
     return top_predictions(logits, topk, loaded.labels)

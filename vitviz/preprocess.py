@@ -5,38 +5,51 @@ it, so that a map always lies over the pixels the prediction was made on:
 - "crop" (default): the model's own eval transform from timm's data config — resize the shorter
   side to input / crop_pct, centre-crop the input size, normalise with the model's mean and std;
 - "whole": the whole image resized to the input size; the aspect ratio changes unless the image
-  already has the input's.
+  already has the input's;
+- "aspect": the whole image with its aspect ratio kept, for plain ViTs whose position embedding can
+  be resampled (timm's dynamic image size): the photo is resized so that its sides are multiples of
+  the patch size and its token grid holds about as many patches as the model's own, so a 4:1
+  panorama becomes a grid with four times more columns than rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import timm.data
 import torch
 from PIL import Image
+from timm.layers import PatchEmbed
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from vitviz.models import ModelFacts
+from vitviz.models import LoadedModel, ModelError, ModelFacts
 
 __all__ = [
     "VIEW_MODES",
     "ImageView",
     "ViewMode",
+    "aspect_view_problem",
+    "check_view",
     "explanation_image",
     "explanation_tensor",
     "image_view",
     "prediction_tensor",
+    "supports_aspect_view",
     "view_tensor",
 ]
 
-ViewMode = Literal["crop", "whole"]
-VIEW_MODES: tuple[ViewMode, ...] = ("crop", "whole")
+ViewMode = Literal["crop", "whole", "aspect"]
+VIEW_MODES: tuple[ViewMode, ...] = ("crop", "whole", "aspect")
 # An aspect ratio this far from the input's counts as changed when the whole image is resized.
 _ASPECT_TOLERANCE = 0.02
+# The "aspect" view's grid holds at most this many times the model's own number of patches.
+_ASPECT_MAX_PATCHES = 2
 
 
 @dataclass(frozen=True)
@@ -44,10 +57,13 @@ class ImageView:
     """What the model sees of one image, and where that lies on the photo."""
 
     mode: ViewMode
-    pixels: np.ndarray  # (H, W, 3) uint8 at the model's input size: the model's input before mean/std
+    # (H, W, 3) uint8, the model's input before mean/std: the model's input size, except in the
+    # "aspect" view, whose sides are the token grid times the patch size
+    pixels: np.ndarray
     box: tuple[float, float, float, float]  # (left, top, right, bottom) of the view on the photo, in pixels
     photo_size: tuple[int, int]  # (width, height) of the photo
     note: str  # one line on what the view does to the photo ("" when nothing needs saying)
+    grid_size: tuple[int, int] | None = None  # (rows, cols) of the token grid it gives; None for a CNN
 
     @property
     def covers_whole_photo(self) -> bool:
@@ -101,11 +117,11 @@ def _crop_view(photo: Image.Image, facts: ModelFacts) -> ImageView:
     assert pixels.shape[:2] == facts.input_size, (
         f"eval transform gave {pixels.shape}, expected {facts.input_size}"
     )
-    view = ImageView("crop", pixels, box, photo.size, "")
+    view = ImageView("crop", pixels, box, photo.size, "", facts.grid_size)
     if not view.covers_whole_photo:
         shown = (box[2] - box[0]) * (box[3] - box[1]) / (photo.width * photo.height)
         note = f"centre crop: the model sees {shown:.0%} of the photo"
-        view = ImageView("crop", pixels, box, photo.size, note)
+        view = replace(view, note=note)
     return view
 
 
@@ -119,7 +135,88 @@ def _whole_view(photo: Image.Image, facts: ModelFacts) -> ImageView:
             f"the whole photo ({photo.width}×{photo.height}) is resized to {width}×{height}: "
             "its aspect ratio changed"
         )
-    return ImageView("whole", pixels, (0.0, 0.0, float(photo.width), float(photo.height)), photo.size, note)
+    return ImageView("whole", pixels, _whole_box(photo), photo.size, note, facts.grid_size)
+
+
+def _whole_box(photo: Image.Image) -> tuple[float, float, float, float]:
+    return (0.0, 0.0, float(photo.width), float(photo.height))
+
+
+def aspect_grid(photo_size: tuple[int, int], grid_size: tuple[int, int]) -> tuple[int, int]:
+    """The (rows, cols) grid of the photo's shape holding about as many patches as `grid_size`.
+
+    The shorter side is rounded first and the longer one follows from it, so the aspect ratio is
+    kept as closely as whole patches allow (an 8:1 panorama on a 16×16 model: 6×48, not 6×45).
+
+    Args:
+        photo_size: (width, height) of the photo.
+        grid_size: (rows, cols) of the model's own grid.
+
+    Returns:
+        (rows, cols), at most twice the model's number of patches (narrower photos are squeezed).
+    """
+    width, height = photo_size
+    patches = grid_size[0] * grid_size[1]
+    longest = _ASPECT_MAX_PATCHES * patches  # a sliver of one patch across would otherwise be endless
+    aspect = width / height
+    if aspect >= 1.0:
+        rows = max(1, round(math.sqrt(patches / aspect)))
+        return rows, min(longest // rows, max(1, round(rows * aspect)))
+    cols = max(1, round(math.sqrt(patches * aspect)))
+    return min(longest // cols, max(1, round(cols / aspect))), cols
+
+
+def _aspect_view(photo: Image.Image, facts: ModelFacts) -> ImageView:
+    if facts.grid_size is None or facts.stride_px is None:
+        raise ValueError(f"{facts.name} has no token grid: the aspect-kept view needs a ViT")
+    rows, cols = aspect_grid(photo.size, facts.grid_size)
+    height, width = rows * facts.stride_px[0], cols * facts.stride_px[1]
+    pixels = np.asarray(photo.resize((width, height), _interpolation(facts)))
+    change = abs((width / height) / (photo.width / photo.height) - 1.0)
+    if change < 0.0005:
+        kept = "kept"
+    elif change < _ASPECT_TOLERANCE:
+        kept = f"kept to within {change:.1%}"
+    else:
+        patches = facts.grid_size[0] * facts.grid_size[1]
+        kept = f"changed by {change:.0%}: a grid of about {patches} whole patches cannot keep it"
+    note = (
+        f"the whole photo ({photo.width}×{photo.height}) is resized to {width}×{height}, a grid of "
+        f"{rows}×{cols} patches: its aspect ratio is {kept}"
+    )
+    return ImageView("aspect", pixels, _whole_box(photo), photo.size, note, (rows, cols))
+
+
+def aspect_view_problem(model: nn.Module) -> str:
+    """Why the "aspect" view cannot be offered for this model; "" when it can.
+
+    The view needs a plain ViT: timm's `VisionTransformer` with its own position-embedding step, a
+    learned absolute position embedding to resample, and a plain patch embedding whose grid is the
+    input divided by the patch size.
+    """
+    name = type(model).__name__
+    if not isinstance(model, VisionTransformer):
+        return f"{name} is not a plain ViT: it has no position embedding to resample"
+    if type(model)._pos_embed is not VisionTransformer._pos_embed:
+        return f"{name} adds extra tokens (e.g. a distillation token) in its own way"
+    if not isinstance(model.patch_embed, PatchEmbed) or hasattr(model.patch_embed, "backbone"):
+        return f"{name}'s tokens come from a CNN stem (a hybrid), not from patches of the image"
+    if model.pos_embed is None:
+        return f"{name} has no learned absolute position embedding to resample"
+    return ""
+
+
+def supports_aspect_view(model: nn.Module) -> bool:
+    """Whether the model can see the whole image with its aspect ratio kept (a non-square grid)."""
+    return not aspect_view_problem(model)
+
+
+def check_view(loaded: LoadedModel, mode: str) -> None:
+    """Raises ModelError, with the reason, when the model cannot take view `mode`."""
+    if mode == "aspect":
+        problem = aspect_view_problem(loaded.model)
+        if problem:
+            raise ModelError(f"no 'whole image, aspect kept' view for {loaded.facts.name}: {problem}")
 
 
 def image_view(image: Image.Image, facts: ModelFacts, mode: ViewMode = "crop") -> ImageView:
@@ -128,15 +225,18 @@ def image_view(image: Image.Image, facts: ModelFacts, mode: ViewMode = "crop") -
     Args:
         image: any PIL image (converted to RGB).
         facts: the model's facts (input size, eval transform settings).
-        mode: "crop" (the model's eval transform) or "whole" (the whole photo resized).
+        mode: "crop" (the model's eval transform), "whole" (the whole photo resized) or "aspect"
+            (the whole photo, aspect ratio kept, on a grid of about the model's number of patches;
+            check `supports_aspect_view(model)` first).
 
     Returns:
-        The view: pixels (H, W, 3) uint8 at the input size, the box on the photo, a note.
+        The view: pixels (H, W, 3) uint8, the box on the photo, a note, the token grid.
     """
     if mode not in VIEW_MODES:
         raise ValueError(f"unknown view {mode!r}: use one of {', '.join(VIEW_MODES)}")
     photo = image.convert("RGB")
-    return _crop_view(photo, facts) if mode == "crop" else _whole_view(photo, facts)
+    views = {"crop": _crop_view, "whole": _whole_view, "aspect": _aspect_view}
+    return views[mode](photo, facts)
 
 
 def _normalise(pixels: np.ndarray, facts: ModelFacts) -> torch.Tensor:

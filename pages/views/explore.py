@@ -29,7 +29,6 @@ from vitviz.maths.attention import (
     class_attention_map,
     patch_token,
     query_attention_map,
-    rollout_relevance,
 )
 from vitviz.maths.sinks import SinkReport, detect_sinks, plan_rollout, rollout_statement, sink_sentence
 from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts
@@ -108,18 +107,18 @@ def upload_link_note() -> None:
         )
 
 
-def seed_layers_from_link(facts: ModelFacts) -> None:
+def seed_layers_from_link(facts: ModelFacts, picked: ui.ImageChoice, view: str) -> None:
     """Layer, head, query and rollout start from the first run's link, once the model's sizes checked them.
 
-    One note names whatever the link asked for that this app or model cannot show.
+    The link's patch is checked against the view's grid (in the aspect-kept view, not the model's
+    own). One note names whatever the link asked for that this app or model cannot show.
     """
     if LINK_PARAMS not in st.session_state:
         return
     limits = ui.view_limits()
     if facts.family != "cnn":
-        limits = replace(
-            limits, num_layers=facts.num_layers, num_heads=facts.num_heads, grid_size=facts.grid_size
-        )
+        grid_size = image_view(picked.image, facts, view).grid_size
+        limits = replace(limits, num_layers=facts.num_layers, num_heads=facts.num_heads, grid_size=grid_size)
     link = st.session_state.pop(LINK_PARAMS)
     from_upload = link.get("source") == UPLOAD_SOURCE
     state, notes = parse_view_state(link, limits)
@@ -165,9 +164,9 @@ def _class_query(facts: ModelFacts) -> str:
     return "class token" if facts.num_prefix_tokens else "mean of patches"
 
 
-def view_picker() -> str:
-    """The one view every map and prediction of the page is computed on: "crop" or "whole"."""
-    return ui.view_picker(VIEW)
+def view_picker(choice: ui.ModelChoice) -> str:
+    """The one view every map and prediction of the page is computed on; "aspect" only for a plain ViT."""
+    return ui.view_picker(VIEW, aspect_problem=ui.aspect_problem_of([choice]))
 
 
 def keep_head_choice() -> None:
@@ -190,23 +189,6 @@ def _cached_sinks(
     name: str, weights: str, device: str, digest: str, view: str, _record: AttentionRecord
 ) -> SinkReport:
     return detect_sinks(_record)
-
-
-@st.cache_data(max_entries=256)
-def _cached_rollout(
-    name: str,
-    weights: str,
-    device: str,
-    digest: str,
-    view: str,
-    fusion: str,
-    discard: float,
-    start: int,
-    sinks: str,
-    _record: AttentionRecord,
-    _report: SinkReport,
-) -> np.ndarray:
-    return rollout_relevance(_record, fusion, discard, start, sinks=sinks, sink_report=_report)
 
 
 @st.cache_data(max_entries=16)
@@ -284,8 +266,20 @@ class _Maps:
     def sink_patches(self) -> list[tuple[int, int]]:
         return [sink.position for sink in self.sinks.patch_sinks if sink.position is not None]
 
-    def scale(self, values: np.ndarray, label: str):
-        return colour_scale(values, label, None if self.raw_colours else CLIP_PERCENTILE)
+    def overlay(
+        self, values: np.ndarray, what: str, label: str, selected: tuple[int, int] | None = None
+    ) -> go.Figure:
+        """A map over the view's pixels, in the page's colour scale, with the sinks marked."""
+        return attention_overlay_figure(
+            self.pixels,
+            values,
+            self.facts.stride_px,
+            self.title(what),
+            opacity=self.opacity,
+            selected=selected,
+            scale=colour_scale(values, label, None if self.raw_colours else CLIP_PERCENTILE),
+            sinks=self.sink_patches,
+        )
 
     def title(self, what: str) -> str:
         return _export_title(self.choice, self.picked, self.view, what)
@@ -358,14 +352,15 @@ def render_attention(
 @st.fragment
 def _grid_and_attention(maps: _Maps) -> None:
     """The patch grid and the raw attention map: a click on either picks the query patch."""
-    query_patch = _query_patch(maps.facts.grid_size)
+    grid_size = maps.record.grid_size  # the view's grid: not the model's own in the aspect-kept view
+    query_patch = _query_patch(grid_size)
     grid_column, attention_column = st.columns(2)
     with grid_column:
         facts = maps.facts
-        rows, cols = facts.grid_size
+        rows, cols = grid_size
         grid_figure = patch_grid_figure(
             maps.pixels,
-            facts.grid_size,
+            grid_size,
             facts.stride_px,
             maps.title(f"{maps.picked.name}: {rows}×{cols} patches of {facts.stride_px[0]} px"),
             selected=query_patch,
@@ -423,15 +418,11 @@ def _raw_attention(maps: _Maps, query_patch: tuple[int, int] | None) -> None:
             st.caption("No patch clicked yet: showing the class token. Click a patch on an image.")
         values = class_attention_map(record, layer, head)
         source = query_options[0]
-    figure = attention_overlay_figure(
-        maps.pixels,
+    figure = maps.overlay(
         values,
-        facts.stride_px,
-        maps.title(f"Layer {layer}, {head_label}: attention from {source}"),
-        opacity=maps.opacity,
+        f"Layer {layer}, {head_label}: attention from {source}",
+        "attention",
         selected=query_patch if query_kind == CLICKED_PATCH else None,
-        scale=maps.scale(values, "attention"),
-        sinks=maps.sink_patches,
     )
     name = f"layer{layer} {'mean' if head is None else f'head{head}'} attention from {source}"
     maps.chart(figure, ATTENTION_CHART, "explore_attention", name, values, clickable=True)
@@ -452,29 +443,21 @@ def _rollout(maps: _Maps) -> None:
         help="Multiply every layer from the start layer as captured, attention sinks and all.",
     )
     sinks = "raw" if raw else "exclude"
-    relevance = _cached_rollout(
+    relevance = ui.cached_rollout(
         choice.name,
         choice.weights,
         choice.device,
         maps.picked.digest,
-        maps.view,
         fusion,
         discard,
         start,
-        sinks,
         maps.record,
+        maps.view,
+        sinks,
         maps.sinks,
     )
     statement = rollout_statement(plan_rollout(maps.sinks, start, sinks))
-    figure = attention_overlay_figure(
-        maps.pixels,
-        relevance,
-        facts.stride_px,
-        maps.title(f"{statement}; {fusion} of heads, discard {discard:.0%}"),
-        opacity=maps.opacity,
-        scale=maps.scale(relevance, "relevance"),
-        sinks=maps.sink_patches,
-    )
+    figure = maps.overlay(relevance, f"{statement}; {fusion} of heads, discard {discard:.0%}", "relevance")
     map_column, words_column = st.columns([3, 2])
     with map_column:
         name = f"rollout {sinks} {fusion} discard{round(discard * 100)} start{start}"

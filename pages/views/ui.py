@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
@@ -27,6 +27,7 @@ from vitviz.images import (
     image_digest,
 )
 from vitviz.maths.attention import AttentionRecord, record_attention, rollout_relevance
+from vitviz.maths.sinks import SinkReport
 from vitviz.maths.tokens import output_embedding, position_similarity
 from vitviz.models import (
     WEIGHTS_SOURCES,
@@ -37,7 +38,7 @@ from vitviz.models import (
     untrained_twin,
 )
 from vitviz.predict import Prediction, predict
-from vitviz.preprocess import ViewMode, explanation_image
+from vitviz.preprocess import ViewMode, aspect_view_problem, explanation_image
 from vitviz.runs import list_runs
 from vitviz.serving import ServingError, server_paths_allowed, visitor_model
 from vitviz.share import TimmModelNames, ViewLimits
@@ -49,6 +50,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "ImageChoice",
     "ModelChoice",
+    "aspect_problem_of",
     "cached_attention",
     "cached_explanation_image",
     "cached_model",
@@ -177,13 +179,14 @@ def cached_rollout(
     _record: AttentionRecord,
     view: ViewMode = "crop",
     sinks: str = "exclude",
+    _sink_report: SinkReport | None = None,
 ) -> np.ndarray:
     """Rollout for one set of options, so moving another widget does not recompute it.
 
     `view` is only a key: the record was made on that view, and the cache must not hand one view's
-    rollout to another.
+    rollout to another. `_sink_report`: the record's sinks when the page has them, to save their work.
     """
-    return rollout_relevance(_record, fusion, discard, start, sinks=sinks)
+    return rollout_relevance(_record, fusion, discard, start, sinks=sinks, sink_report=_sink_report)
 
 
 @st.cache_data(max_entries=64)
@@ -496,21 +499,56 @@ def cached_output_embedding(
     return output_embedding(cached_model(name, weights, device), _image)
 
 
-VIEW_LABELS: dict[str, str] = {"crop": "centre crop (the model's eval transform)", "whole": "whole image"}
+VIEW_LABELS: dict[str, str] = {
+    "crop": "centre crop (the model's eval transform)",
+    "whole": "whole image",
+    "aspect": "whole image, aspect kept",
+}
 _VIEW_HELP = (
     "centre crop: what the model is evaluated on (its eval transform: resize, centre crop). whole "
-    "image: the whole photo resized to the model's input, so its aspect ratio may change. "
-    "Predictions and every map of the page are computed on this one view."
+    "image: the whole photo resized to the model's input, so its aspect ratio may change. whole "
+    "image, aspect kept (plain ViTs only): the whole photo on a token grid of its own shape, with the "
+    "position embedding resampled to it. Predictions and every map of the page are computed on this "
+    "one view."
 )
 
 
-def view_picker(key: str, *, horizontal: bool = False) -> ViewMode:
-    """The one view a page computes every prediction and map on; "crop" unless the visitor picks another."""
-    if st.session_state.get(key) not in VIEW_LABELS:
+def aspect_problem_of(choices: Sequence[ModelChoice]) -> str:
+    """Why the "aspect" view cannot be offered for all of these models; "" when it can.
+
+    A model that does not load cannot take it either; the page reports its load error elsewhere.
+    """
+    for choice in choices:
+        try:
+            loaded = cached_model(choice.name, choice.weights, choice.device)
+        except (ModelError, WeightsError):
+            return f"{choice.name} does not load"
+        problem = aspect_view_problem(loaded.model)
+        if problem:
+            return problem
+    return ""
+
+
+def view_picker(key: str, *, horizontal: bool = False, aspect_problem: str | None = None) -> ViewMode:
+    """The one view a page computes every prediction and map on; "crop" unless the visitor picks another.
+
+    Args:
+        key: the widget's key.
+        horizontal: lay the options out in a row.
+        aspect_problem: why the "aspect" view cannot be offered ("" when it can: see
+            `aspect_problem_of`); None, the default, for a page that does not offer it. A session
+            that had it falls back to the centre crop with a line saying why.
+    """
+    options = [mode for mode in VIEW_LABELS if mode != "aspect" or aspect_problem == ""]
+    if st.session_state.get(key) not in options:
+        if st.session_state.get(key) == "aspect" and aspect_problem:
+            st.caption(
+                f"{VIEW_LABELS['aspect']} is not available: {aspect_problem}. Showing the centre crop."
+            )
         st.session_state[key] = "crop"
     return st.radio(
         "View",
-        list(VIEW_LABELS),
+        options,
         format_func=VIEW_LABELS.__getitem__,
         horizontal=horizontal,
         key=key,

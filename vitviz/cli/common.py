@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from vitviz.models import LoadedModel
 
 __all__ = [
+    "ASPECT_METHODS",
     "CommandError",
     "add_class_argument",
     "add_image_command",
@@ -36,13 +37,30 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> 
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
 
 
-def add_view_argument(parser: argparse.ArgumentParser) -> None:
-    """--view: what the model sees of each image, as the app's view picker says it."""
+# The maps that follow the view's own token grid; every other method works on the model's grid.
+ASPECT_METHODS = ("attention", "rollout")
+
+
+def add_view_argument(parser: argparse.ArgumentParser, *, aspect: bool = False) -> None:
+    """--view: what the model sees of each image, as the app's view picker says it.
+
+    Args:
+        parser: the command's parser.
+        aspect: the command also takes "aspect" (the whole image, aspect ratio kept, plain ViTs).
+    """
+    help_text = (
+        "crop: the model's eval transform, resize and centre crop (default); whole: the whole image resized"
+    )
+    if aspect:
+        help_text += (
+            "; aspect: the whole image, aspect ratio kept, on a token grid of its own shape "
+            f"(plain ViTs; explain: {' and '.join(ASPECT_METHODS)} only)"
+        )
     parser.add_argument(
         "--view",
-        choices=("crop", "whole"),
+        choices=("crop", "whole", "aspect") if aspect else ("crop", "whole"),
         default="crop",
-        help="crop: the model's eval transform, resize and centre crop (default); whole: the whole image resized",
+        help=help_text,
     )
 
 
@@ -75,8 +93,24 @@ def add_class_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
 
 
 def load_from_args(args: argparse.Namespace) -> LoadedModel:
-    """The model named by --model / --weights / --device."""
+    """The model named by --model / --weights / --device.
+
+    Raises:
+        CommandError: --view aspect with a model or method that cannot take it.
+    """
     from vitviz.device import default_device
     from vitviz.models import load_model
+    from vitviz.preprocess import aspect_view_problem
 
-    return load_model(args.model, args.weights, args.device or default_device())
+    aspect = getattr(args, "view", None) == "aspect"
+    method = getattr(args, "method", None)
+    if aspect and isinstance(method, str) and method not in ASPECT_METHODS:
+        raise CommandError(
+            f"--view aspect gives only the {' and '.join(ASPECT_METHODS)} maps: {method} works on the "
+            "model's own grid (use --view crop or whole)"
+        )
+    loaded = load_model(args.model, args.weights, args.device or default_device())
+    problem = aspect_view_problem(loaded.model) if aspect else ""
+    if problem:
+        raise CommandError(f"--view aspect: {problem}")
+    return loaded

@@ -36,7 +36,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     add_model_arguments(predict, "tf_efficientnet_lite0")
     add_listing_arguments(predict, "how many classes to list")
-    add_view_argument(predict)
+    add_view_argument(predict, aspect=True)
     predict.set_defaults(run=_run_predict)
 
     explain = add_image_command(commands, _run_explain, "vit_small_patch14_dinov2")
@@ -66,7 +66,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default="exclude",
         help="rollout only: leave attention sinks out (default) or multiply every layer as it is",
     )
-    add_view_argument(explain)
+    add_view_argument(explain, aspect=True)
     explain.add_argument(
         "--out",
         required=True,

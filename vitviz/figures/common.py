@@ -72,6 +72,20 @@ def left_title(text: str, size: int = 15) -> dict:
     return {"text": text, "x": 0.0, "xanchor": "left", "font": {"size": size}}
 
 
+# Room under a wide map for its horizontal colour bar and the bar's title.
+_WIDE_BAR_PX = 90
+
+
+def _figure_height(pixels: np.ndarray, tallest: int, shortest: int = 160) -> int:
+    """A figure height that leaves no wide band empty above and below a wide image.
+
+    A plot column is about 560 px wide, so an image as wide as it is high fills `tallest`; a 4:1
+    panorama (the "aspect" view) gets about a quarter of that, plus the 40-px title.
+    """
+    height, width = pixels.shape[:2]
+    return max(shortest, min(tallest, 40 + round(560 * height / width)))
+
+
 def _image_figure(pixels: np.ndarray, title: str) -> go.Figure:
     height, width = pixels.shape[:2]
     # A PNG source is far smaller to send than a (H, W, 3) list of numbers.
@@ -79,7 +93,7 @@ def _image_figure(pixels: np.ndarray, title: str) -> go.Figure:
     figure.update_layout(
         title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
         margin={"l": 0, "r": 0, "t": 40, "b": 0},
-        height=520,
+        height=_figure_height(pixels, 520),
         dragmode=False,
         clickmode="event+select",
         showlegend=False,
@@ -195,6 +209,13 @@ def attention_overlay_figure(
     """
     figure = _image_figure(pixels, title)
     colour_range = {} if scale is None else {"zmin": scale.zmin, "zmax": scale.zmax}
+    bar_title = colorbar_title if scale is None else scale.title
+    colorbar: dict[str, object] = {"title": {"text": bar_title, "side": "right"}, "thickness": 14}
+    height, width = pixels.shape[:2]
+    if width >= 2 * height:  # a wide map is short: its bar lies under it, where the title fits
+        colorbar = {"title": {"text": bar_title, "side": "top"}, "thickness": 12, "orientation": "h"}
+        colorbar |= {"y": 0.0, "yanchor": "top", "ypad": 6}
+        figure.update_layout(height=figure.layout.height + _WIDE_BAR_PX, margin={"b": _WIDE_BAR_PX})
     figure.add_trace(
         go.Heatmap(
             z=values,
@@ -205,10 +226,7 @@ def attention_overlay_figure(
             colorscale=MAP_COLORSCALE,
             opacity=opacity,
             hoverinfo="skip",
-            colorbar={
-                "title": {"text": colorbar_title if scale is None else scale.title, "side": "right"},
-                "thickness": 14,
-            },
+            colorbar=colorbar,
             **colour_range,
         )
     )
@@ -255,7 +273,7 @@ def photo_view_figure(photo: np.ndarray, box: tuple[float, float, float, float],
         y1=bottom - 0.5,
         line={"color": "#00e5ff", "width": 3},
     )
-    figure.update_layout(height=300, clickmode="none")
+    figure.update_layout(height=_figure_height(photo, 300, 140), clickmode="none")
     return figure
 
 

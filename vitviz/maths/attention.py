@@ -12,7 +12,7 @@ from vitviz.capture import capture_attention
 from vitviz.maths.rollout import HeadFusion, attention_rollout, rollout_map
 from vitviz.maths.sinks import SinkMode, SinkReport, detect_sinks, plan_rollout
 from vitviz.models import LoadedModel, ModelError
-from vitviz.preprocess import ImageView, ViewMode, image_view, view_tensor
+from vitviz.preprocess import ImageView, ViewMode, check_view, image_view, view_tensor
 
 __all__ = [
     "AttentionRecord",
@@ -29,7 +29,7 @@ class AttentionRecord:
     """Every layer's attention for one image, kept so that maps can be read without a new forward."""
 
     attentions: np.ndarray  # (layers, heads, N, N) float32, N = prefix tokens + rows * cols
-    grid_size: tuple[int, int]  # (rows, cols) of the patch tokens
+    grid_size: tuple[int, int]  # (rows, cols) of the patch tokens: the view's grid, not always the model's
     num_prefix_tokens: int  # class / distillation / register tokens before the patches
     global_pool: str  # how the model's head pools its tokens
     # The same forward's output: (classes,) logits, or None for a model without a classifier head.
@@ -58,26 +58,28 @@ def record_attention(loaded: LoadedModel, image: Image.Image, view: ViewMode = "
     Args:
         loaded: the model; shared models are only read (see vitviz.capture).
         image: the photo.
-        view: "crop" (the model's eval transform, default) or "whole" (see vitviz.preprocess).
+        view: "crop" (the model's eval transform, default), "whole" or "aspect" (see vitviz.preprocess).
 
     Raises:
-        ModelError: the model has no self-attention (a CNN).
+        ModelError: the model has no self-attention (a CNN), or cannot take the "aspect" view.
     """
     facts = loaded.facts
     if facts.family == "cnn" or facts.grid_size is None:
         raise ModelError(f"{facts.name} is a CNN: it has no attention to show.")
+    check_view(loaded, view)
     seen = image_view(image, facts, view)
     pixels = view_tensor(seen, facts).to(loaded.device)
     output, attentions = capture_attention(loaded.model, pixels)
     stacked = torch.stack([attention[0] for attention in attentions])  # (layers, heads, N, N)
-    expected = facts.num_tokens
+    assert seen.grid_size is not None, "a ViT's view has a token grid"
+    expected = facts.num_prefix_tokens + seen.grid_size[0] * seen.grid_size[1]
     assert stacked.shape[-1] == expected, f"captured {stacked.shape[-1]} tokens, expected {expected}"
     attentions = stacked.float().cpu().numpy()
     attentions.setflags(write=False)  # records are shared between sessions by the app's cache
     logits = output[0].float().cpu().numpy() if facts.has_classifier else None
     return AttentionRecord(
         attentions=attentions,
-        grid_size=facts.grid_size,
+        grid_size=seen.grid_size,
         num_prefix_tokens=facts.num_prefix_tokens,
         global_pool=facts.global_pool,
         logits=logits,
