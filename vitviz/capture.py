@@ -147,18 +147,26 @@ class AttentionCapture(ModelHooks):
     With `detach=False` the recorded tensors stay in the autograd graph, so gradient methods
     can ask `torch.autograd.grad(score, capture.attentions)` for each layer's own gradient.
 
+    With `into`, a (layers, B, heads, N, N) tensor, each layer's probabilities are copied into
+    their slice the moment they are made (still in the CPU's cache) and the layer's own tensor is
+    freed with the layer: one allocation for the whole record instead of one per layer plus a
+    stack of them all afterwards. `capture.attentions` then holds the slices.
+
     Example:
         with AttentionCapture(model) as capture:
             logits = model(x)
         attentions = capture.attentions  # one (B, heads, N, N) tensor per layer
     """
 
-    def __init__(self, model: nn.Module, *, detach: bool = True) -> None:
+    def __init__(self, model: nn.Module, *, detach: bool = True, into: torch.Tensor | None = None) -> None:
         super().__init__(model)
         self.modules = attention_modules(model)
         if not self.modules:
             raise ValueError(f"{type(model).__name__} has no self-attention layers to capture")
+        if into is not None and (not detach or len(into) != len(self.modules)):
+            raise ValueError(f"`into` needs detach=True and one slice per layer ({len(self.modules)})")
         self.detach = detach
+        self.into = into
         self.attentions: list[torch.Tensor] = []
         self._fused_flags: list[bool] = []
 
@@ -176,6 +184,9 @@ class AttentionCapture(ModelHooks):
 
     def _record(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: object) -> None:
         attention = inputs[0]
+        if self.into is not None:
+            self.attentions.append(self.into[len(self.attentions)].copy_(attention))
+            return
         self.attentions.append(attention.detach() if self.detach else attention)
 
 
@@ -348,18 +359,22 @@ def grid_for(model: nn.Module, pixels: torch.Tensor) -> ResampledGrid | contextl
 
 
 @torch.inference_mode()
-def capture_attention(model: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def capture_attention(
+    model: nn.Module, pixels: torch.Tensor, into: torch.Tensor | None = None
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Runs the model once and returns its output with every layer's attention.
 
     Args:
         model: a timm model with self-attention (ViT, DeiT, DINOv2, hybrids).
         pixels: (B, 3, H, W) normalised input; a plain ViT also takes any size its patches tile
             (see `ResampledGrid`).
+        into: optional (layers, B, heads, N, N) tensor to copy each layer's attention into as it is
+            made (see `AttentionCapture`); the returned tensors are then its slices.
 
     Returns:
         The model's output and one (B, heads, N, N) tensor per attention layer, first layer first.
     """
-    with AttentionCapture(model) as capture, grid_for(model, pixels):
+    with AttentionCapture(model, into=into) as capture, grid_for(model, pixels):
         output = model(pixels)
     return output, capture.attentions
 

@@ -69,12 +69,16 @@ def record_attention(loaded: LoadedModel, image: Image.Image, view: ViewMode = "
     check_view(loaded, view)
     seen = image_view(image, facts, view)
     pixels = view_tensor(seen, facts).to(loaded.device)
-    output, attentions = capture_attention(loaded.model, pixels)
-    stacked = torch.stack([attention[0] for attention in attentions])  # (layers, heads, N, N)
     assert seen.grid_size is not None, "a ViT's view has a token grid"
-    expected = facts.num_prefix_tokens + seen.grid_size[0] * seen.grid_size[1]
-    assert stacked.shape[-1] == expected, f"captured {stacked.shape[-1]} tokens, expected {expected}"
-    attentions = stacked.float().cpu().numpy()
+    tokens = facts.num_prefix_tokens + seen.grid_size[0] * seen.grid_size[1]
+    # Each layer's attention is copied here as it is made, instead of kept and stacked afterwards;
+    # a capture of another token count fails in the copy.
+    stacked = torch.empty((facts.num_layers, 1, facts.num_heads, tokens, tokens), device=loaded.device)
+    output, attentions = capture_attention(loaded.model, pixels, into=stacked)
+    assert len(attentions) == facts.num_layers, (
+        f"captured {len(attentions)} layers, expected {facts.num_layers}"
+    )
+    attentions = stacked[:, 0].cpu().numpy()  # (layers, heads, N, N); no copy on the CPU
     attentions.setflags(write=False)  # records are shared between sessions by the app's cache
     logits = output[0].float().cpu().numpy() if facts.has_classifier else None
     return AttentionRecord(

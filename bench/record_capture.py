@@ -1,0 +1,66 @@
+"""What the app's attention record costs against a plain fused forward, bundled DINOv2 at 224 px.
+
+Three pieces of work, interleaved round by round so load from other work falls on all alike:
+- fused: the model's own forward (fused attention), as a prediction runs it;
+- kept and stacked: every layer's attention kept by the capture and stacked into one array
+  afterwards (how `record_attention` worked before);
+- copied as made: each layer's attention copied into one preallocated array the moment it is made
+  (`capture_attention(..., into=...)`, how `record_attention` works now).
+
+Usage: `python bench/record_capture.py [--rounds N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import interleaved_medians, machine
+from vitviz.capture import capture_attention
+from vitviz.images import BUILTIN_PHOTOS, builtin_photo
+from vitviz.models import load_model
+from vitviz.preprocess import image_view, view_tensor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=21)
+    rounds = parser.parse_args().rounds
+    loaded = load_model("vit_small_patch14_dinov2", "bundled", "cpu")
+    facts = loaded.facts
+    pixels = view_tensor(image_view(builtin_photo(next(iter(BUILTIN_PHOTOS))), facts, "crop"), facts)
+    tokens = facts.num_tokens
+
+    @torch.inference_mode()
+    def fused() -> None:
+        loaded.model(pixels)
+
+    def kept_and_stacked() -> None:
+        _, attentions = capture_attention(loaded.model, pixels)
+        torch.stack([attention[0] for attention in attentions]).float().cpu().numpy()
+
+    def copied_as_made() -> None:
+        into = torch.empty((facts.num_layers, 1, facts.num_heads, tokens, tokens))
+        capture_attention(loaded.model, pixels, into=into)
+        into[:, 0].cpu().numpy()
+
+    works = {"fused": fused, "kept and stacked": kept_and_stacked, "copied as made": copied_as_made}
+    interleaved_medians(works, 3)  # warm-up
+    load_before = os.getloadavg()[0]
+    medians = interleaved_medians(works, rounds)
+    load_after = os.getloadavg()[0]
+    print(machine())
+    print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {rounds} rounds, "
+          f"load {load_before:.2f} before, {load_after:.2f} after")  # fmt: skip
+    for name, seconds in medians.items():
+        print(f"{name}: {seconds * 1000:.1f} ms = {seconds / medians['fused']:.3f}× the fused forward")
+
+
+if __name__ == "__main__":
+    main()
