@@ -8,7 +8,6 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.decomposition import PCA
 from torch import nn
 
 from vitviz.capture import InputCapture
@@ -147,6 +146,10 @@ def principal_components_rgb(vectors: np.ndarray, fit_rows: int | None = None) -
     rgb = np.full((len(vectors), 3), 0.5)
     if components == 0:
         return PrincipalColours(rgb, np.zeros(0))
+    # Deferred: scikit-learn (with SciPy) takes ~1 s to import, and Explore's first map, which
+    # reaches this module through vitviz.maths.sinks, never needs it.
+    from sklearn.decomposition import PCA
+
     pca = PCA(n_components=components, svd_solver="full").fit(fitted)
     fitted_projection = pca.transform(fitted)  # (fit_rows, components)
     projection = pca.transform(vectors.astype(np.float64))  # (M, components)
