@@ -3,6 +3,7 @@
 import numpy as np
 import streamlit as st
 from PIL import Image
+from streamlit.delta_generator import DeltaGenerator
 
 
 def _patch_grid_icon() -> Image.Image:
@@ -34,4 +35,31 @@ presenting = st.query_params.get("present") == "1"
 page = st.navigation(PAGES, position="hidden" if presenting else "sidebar")
 if presenting and page.url_path != "present":
     st.switch_page("pages/present.py", query_params=st.query_params.to_dict())
-page.run()
+
+
+def _plotly_early() -> DeltaGenerator | None:
+    """At a session's first run, a blank chart that makes the browser fetch and start Plotly's JavaScript.
+
+    The browser loads Plotly's 4.7 MB only when a chart first arrives, which on a cold start is
+    seconds after the page script began importing torch and timm; sent first, it loads meanwhile.
+    The caller removes it once the page has run.
+    """
+    if "plotly_fetched" in st.session_state:
+        return None
+    st.session_state["plotly_fetched"] = True
+    import plotly.graph_objects as go
+
+    slot = st.sidebar.empty()
+    blank = go.Figure(layout={"height": 10, "margin": {"l": 0, "r": 0, "t": 0, "b": 0}})
+    blank.update_xaxes(visible=False)
+    blank.update_yaxes(visible=False)
+    slot.plotly_chart(blank, key="plotly_early", config={"displayModeBar": False, "staticPlot": True})
+    return slot
+
+
+early = _plotly_early()
+try:
+    page.run()
+finally:
+    if early is not None:
+        early.empty()
