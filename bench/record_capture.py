@@ -7,7 +7,7 @@ Three pieces of work, interleaved round by round so load from other work falls o
 - copied as made: each layer's attention copied into one preallocated array the moment it is made
   (`capture_attention(..., into=...)`, how `record_attention` works now).
 
-Usage: `python bench/record_capture.py [--rounds N]`.
+Usage: `python bench/record_capture.py [--rounds N] [--weights random] [--device cuda]`.
 """
 
 from __future__ import annotations
@@ -31,22 +31,28 @@ from vitviz.preprocess import image_view, view_tensor
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=21)
-    rounds = parser.parse_args().rounds
-    loaded = load_model("vit_small_patch14_dinov2", "bundled", "cpu")
+    parser.add_argument("--weights", default="bundled", help="bundled, or random (same cost, no files)")
+    parser.add_argument("--device", default="cpu")
+    arguments = parser.parse_args()
+    rounds = arguments.rounds
+    loaded = load_model("vit_small_patch14_dinov2", arguments.weights, arguments.device)
     facts = loaded.facts
-    pixels = view_tensor(image_view(builtin_photo(next(iter(BUILTIN_PHOTOS))), facts, "crop"), facts)
+    image = builtin_photo(next(iter(BUILTIN_PHOTOS)))
+    pixels = view_tensor(image_view(image, facts, "crop"), facts).to(loaded.device)
     tokens = facts.num_tokens
 
     @torch.inference_mode()
     def fused() -> None:
         loaded.model(pixels)
+        if loaded.device.type == "cuda":
+            torch.cuda.synchronize()  # the other two end with a copy to the CPU, which waits too
 
     def kept_and_stacked() -> None:
         _, attentions = capture_attention(loaded.model, pixels)
         torch.stack([attention[0] for attention in attentions]).float().cpu().numpy()
 
     def copied_as_made() -> None:
-        into = torch.empty((facts.num_layers, 1, facts.num_heads, tokens, tokens))
+        into = torch.empty((facts.num_layers, 1, facts.num_heads, tokens, tokens), device=loaded.device)
         capture_attention(loaded.model, pixels, into=into)
         into[:, 0].cpu().numpy()
 
