@@ -22,8 +22,9 @@ install-dev: $(VENV)/.installed-dev
 weights: $(VENV)/.installed
 	$(OFFLINE) $(BIN)/python -m vitviz prepare-weights
 
-# Every script in bench/ (common.py is their shared helper, not a benchmark).
-bench: install-dev weights
+# Every script in bench/ (common.py is their shared helper, not a benchmark). interactions.py drives
+# Chromium against `streamlit run` and rewrites its table in BENCHMARKS.md (`--quick`: 2 repetitions).
+bench: install-dev weights browser
 	@set -e; for script in $$(ls bench/*.py | grep -v '/common.py$$'); do \
 		echo "== $$script"; $(OFFLINE) $(BIN)/python $$script; \
 	done

@@ -431,7 +431,8 @@ def main() -> None:
 
     gc_words = "on (Streamlit's default)" if post_script_gc else "off (`runner.postScriptGC = false`)"
     lines = [
-        f"Machine: {cpu_model()}, {os.cpu_count()} cores; post-run collection {gc_words}; "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores, OMP_NUM_THREADS "
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; post-run collection {gc_words}; "
         f"medians of {repetitions} (range in brackets), each repetition on a freshly started server; "
         f"1-minute load average {load_before:.2f} before, {load_after:.2f} after.",
         "",
