@@ -228,6 +228,7 @@ class Browser:
                     "js files": scripts.length,
                     "js KB": scripts.reduce((sum, entry) => sum + entry.encodedBodySize, 0) / 1000,
                     "last js ms": Math.max(0, ...scripts.map((entry) => entry.responseEnd)),
+                    "plotly js ms": scripts.find((entry) => entry.name.includes("PlotlyChart"))?.responseEnd ?? 0,
                 };
             }"""
         )
@@ -257,6 +258,7 @@ def one_repetition(playwright, rows: Rows, repetition: int, post_script_gc: bool
             first_message = page.evaluate("() => window.__vv.frames[0]?.[0] ?? 0")
             cold.notes = {"healthy ms": (healthy - started) * 1000, **browser.javascript()}
             cold.notes["last js ms"] += offset_ms
+            cold.notes["plotly js ms"] += offset_ms
             cold.notes["first message ms"] = first_message + offset_ms
             cold.figure_ms = (cold.figure_ms or 0) + offset_ms
             cold.idle_ms = None
@@ -394,7 +396,8 @@ def cold_notes(rows: Rows) -> list[str]:
     return [
         f"Cold start, medians: the server answered its health check after {notes['healthy ms'] / 1000:.1f} s; "
         f"the browser fetched {notes['js files']:.0f} JavaScript files ({notes['js KB']:,.0f} KB), "
-        f"the last {notes['last js ms'] / 1000:.1f} s after the server started; the app's first message "
+        f"the last {notes['last js ms'] / 1000:.1f} s after the server started (Plotly's chunk at "
+        f"{notes['plotly js ms'] / 1000:.1f} s); the app's first message "
         f"(its script running) arrived at {notes['first message ms'] / 1000:.1f} s."
     ]
 
