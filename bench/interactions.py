@@ -154,7 +154,7 @@ class Browser:
 
     def open(self, url: str, wanted_title: str) -> Sample:
         """Navigates to `url` and measures until a figure titled `wanted_title` is drawn."""
-        self._navigation_title(url, wanted_title)
+        self.expect_title_after_navigation(url, wanted_title)
         self.received = 0
         self.page.goto(url, wait_until="commit")
         return self._after_navigation()
@@ -165,7 +165,7 @@ class Browser:
         self.page.reload(wait_until="commit")
         return self._after_navigation()
 
-    def _navigation_title(self, url: str, wanted_title: str) -> None:
+    def expect_title_after_navigation(self, url: str, wanted_title: str) -> None:
         # localStorage belongs to the origin: set it from a cheap page of the same server.
         health = _health(url)
         if not self.page.url.startswith(health.removesuffix("/_stcore/health")):
@@ -251,7 +251,7 @@ def one_repetition(playwright, rows: Rows, repetition: int, post_script_gc: bool
     try:
         with serve(post_script_gc) as (url, started, healthy):
             page = browser.page
-            browser._navigation_title(url, explore_title(11, "mean of heads", "class token"))
+            browser.expect_title_after_navigation(url, explore_title(11, "mean of heads", "class token"))
             before_goto = time.perf_counter()
             cold = browser.open(url, explore_title(11, "mean of heads", "class token"))
             offset_ms = (before_goto - started) * 1000
