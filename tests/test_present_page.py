@@ -185,3 +185,30 @@ def test_no_exported_slide_title_carries_a_ui_instruction():
         for figure in _figures(app):
             title = figure["layout"]["title"]["text"]
             assert "click" not in title.lower() and "bundled" in title
+
+
+def _view_box(app: AppTest) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the view's box on the first slide's photo, in photo pixels."""
+    (figure,) = _figures(app)
+    (box,) = figure["layout"]["shapes"]
+    return box["x0"] + 0.5, box["y0"] + 0.5, box["x1"] + 0.5, box["y1"] + 0.5
+
+
+def test_the_view_picker_boxes_the_view_on_the_whole_photo_and_outlives_the_tokens_slide():
+    from vitviz.images import builtin_photo
+    from vitviz.models import load_model
+    from vitviz.preprocess import image_view
+
+    photo = builtin_photo("cat (chelsea)")
+    facts = load_model("vit_small_patch14_dinov2", "bundled").facts
+    app = _present()
+    assert app.radio(key="present_view").value == "crop"
+    assert _view_box(app) == pytest.approx(image_view(photo, facts, "crop").box)
+    assert _view_box(app)[2] - _view_box(app)[0] < photo.width  # the crop leaves the sides out
+    app.radio(key="present_view").set_value("whole").run()
+    assert _view_box(app) == pytest.approx((0, 0, photo.width, photo.height))
+    app.button(key="present_next").click().run()
+    app.button(key="present_next").click().run()
+    assert _title(app) == SLIDE_TITLES[2] and not app.get("radio")  # the tokens slide draws no image
+    app.button(key="present_next").click().run()
+    assert app.radio(key="present_view").value == "whole" and app.query_params["view"] == "whole"
