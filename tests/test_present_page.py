@@ -72,7 +72,7 @@ def test_attention_slide_animates_every_layer():
 def test_compare_slide_shows_the_cnn_top5_and_says_dinov2_has_no_head():
     app = _present({"slide": "7", "image": "coffee"})
     titles = [figure["layout"]["title"]["text"] for figure in _figures(app)]
-    assert titles[0].startswith("ViT · vit_small_patch14_dinov2: rollout<br>Rollout of layers")
+    assert titles[0].startswith("ViT · vit_small_patch14_dinov2: rollout<br><sup>Rollout of layers")
     assert titles[1].startswith("CNN · tf_efficientnet_lite0: top-5 predictions")
     assert (
         "vit_small_patch14_dinov2 · bundled" in titles[0] and "tf_efficientnet_lite0 · bundled" in titles[1]

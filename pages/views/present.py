@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,9 @@ THEME_CSS = """
 [data-testid="stMain"] .vv-shapes td:nth-child(2) { white-space: nowrap; }
 [data-testid="stMain"] .vv-shapes td:nth-child(3) { font-size: 1rem; }
 [data-testid="stMain"] button p { font-size: 1.1rem; }
+[data-testid="stMain"] .st-key-present_view [data-testid="stRadio"] {
+    display: flex; flex-direction: row; align-items: center; gap: 1rem;
+}
 """
 DARK_CSS = """
 [data-testid="stMain"] [data-testid^="stBaseButton"], [data-testid="stMain"] [data-baseweb="select"] > div,
@@ -284,7 +288,8 @@ class Story:
         title = figure.layout.title.text or ""
         source = describe_weights(weights)  # a fine-tune's names its run already
         made_by = source if name in source else f"{name} · {source}"
-        figure.update_layout(title_text=f"{title}<br><sup>{made_by}</sup>")
+        # Wrapped: a fine-tune's long run name would run past a half-width slide's figure.
+        figure.update_layout(title_text=f"{title}<br><sup>{'<br>'.join(textwrap.wrap(made_by, 48))}</sup>")
         style_for_slides(figure, self.dark, height)
         figure.update_layout(margin={"t": 30 + 30 * (figure.layout.title.text.count("<br>") + 1)})
         st.plotly_chart(figure, key=key, theme=None, config={"displayModeBar": not self.fullscreen})
@@ -334,7 +339,8 @@ class Story:
             self.pixels,
             relevance,
             self.loaded.facts.stride_px,
-            f"{title}<br>{statement}",
+            # Wrapped: one line of it would run past a half-width slide's figure.
+            f"{title}<br><sup>{'<br>'.join(textwrap.wrap(statement, 75))}</sup>",
             scale=colour_scale(relevance, "relevance"),
             sinks=[sink.position for sink in report.patch_sinks if sink.position is not None],
         )
@@ -584,8 +590,13 @@ def render_image(story: Story) -> None:
         photo, box, note = _photo_with_view(
             story.model_name, story.weights, story.device, story.picked.digest, story.view, image
         )
-        title = f"{story.picked.name} ({image.width}×{image.height} px)<br>box: what the model sees ({ui.VIEW_LABELS[story.view]})"
-        story.show(photo_view_figure(photo, box, title), "present_photo_chart", f"photo-{story.view}")
+        seen = "the centre crop" if story.view == "crop" else "the whole image"
+        title = f"{story.picked.name} ({image.width}×{image.height} px)<br><sup>box: what the model sees, {seen}</sup>"
+        # As tall as a wide photo needs, so it does not float in a square of empty space.
+        height = min(FIGURE_HEIGHT, 140 + round(520 * photo.shape[0] / photo.shape[1]))
+        story.show(
+            photo_view_figure(photo, box, title), "present_photo_chart", f"photo-{story.view}", height=height
+        )
         if note:
             st.caption(note)
     with controls_column:
@@ -823,7 +834,7 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
             shown = (_display_name(name), weights)
             key = f"present_compare_{side.lower()}"
             story.show(
-                predictions_figure(predictions[side][:5], f"{side} · {shown[0]}: top 5"),
+                predictions_figure(predictions[side][:5], f"{side}: top 5"),
                 f"{key}_predictions_chart",
                 f"top5-predictions-{story.view}",
                 height=340,
@@ -842,7 +853,7 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
                 pixels,
                 result.values,
                 result.stride_px,
-                f"{side} · {shown[0]}: {method_title(method)} for “{explained.label}”",
+                f"{side}: {method_title(method)} for “{explained.label}”",
                 scale=colour_scale(result.values, "relevance"),
             )
             story.show(
