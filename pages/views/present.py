@@ -38,7 +38,7 @@ from vitviz.methods import ExplanationResult, explanation_map, method_title
 from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
 from vitviz.predict import Prediction
 from vitviz.preprocess import ViewMode, image_view
-from vitviz.runs import is_run_folder, runs_root
+from vitviz.runs import RunError, is_run_folder, runs_root
 from vitviz.share import parse_view_state
 from vitviz.weights import WeightsError
 
@@ -266,9 +266,7 @@ class Story:
     slide: Slide
     dark: bool
     fullscreen: bool
-    pair: ModelPair | None = (
-        None  # the classifiers the last slide compares; None: the story's model and a CNN
-    )
+    pair: ModelPair | None = None  # the last slide's classifiers; None: the story's model and a CNN
 
     def show(
         self,
@@ -286,7 +284,7 @@ class Story:
         """
         name, weights = model or (self.model_name, self.weights)
         title = figure.layout.title.text or ""
-        source = describe_weights(weights)  # a fine-tune's names its run already
+        source = describe_weights(weights)  # a fine-tune's description names its run already
         made_by = source if name in source else f"{name} · {source}"
         # Wrapped: a fine-tune's long run name would run past a half-width slide's figure.
         figure.update_layout(title_text=f"{title}<br><sup>{'<br>'.join(textwrap.wrap(made_by, 48))}</sup>")
@@ -389,7 +387,7 @@ def _display_name(model: str) -> str:
 
 def _story_view() -> ViewMode:
     """The view the story is drawn on: the picker's value while it is on screen, else the one kept."""
-    if VIEW in st.session_state:  # the picker was drawn on the last run: its value is the visitor's
+    if VIEW in st.session_state:  # the picker's value, which the visitor may just have changed
         st.session_state[VIEW_CHOICE] = st.session_state[VIEW]
     view = st.session_state.get(VIEW_CHOICE, "crop")
     view = view if view in ui.VIEW_LABELS else "crop"
@@ -408,13 +406,16 @@ def story() -> Story:
     cnn, pair, compared = None, None, None
     if SLIDE_KEYS[index] == "compare":  # loaded only here, so the first slides appear sooner
         pair = _compared_pair(str(runs_root()))
-        if pair.kind == "bundled":  # no two classifiers of the same classes load here
+        try:
+            if pair.kind != "bundled":
+                compared = ComparedPair(
+                    _display_name(pair.vit[0]), _display_name(pair.cnn[0]), _trained_clause(pair)
+                )
+        except RunError:  # the pair was deleted since it was looked up
+            pass
+        if compared is None:  # no two classifiers of the same classes load here
             pair = None
             cnn = ui.load_or_stop(ui.ModelChoice(CNN_NAME, "bundled", device))
-        else:
-            compared = ComparedPair(
-                _display_name(pair.vit[0]), _display_name(pair.cnn[0]), _trained_clause(pair)
-            )
     slides = story_slides(
         loaded.facts,
         picked.name,
