@@ -212,3 +212,12 @@ def test_the_view_picker_boxes_the_view_on_the_whole_photo_and_outlives_the_toke
     assert _title(app) == SLIDE_TITLES[2] and not app.get("radio")  # the tokens slide draws no image
     app.button(key="present_next").click().run()
     assert app.radio(key="present_view").value == "whole" and app.query_params["view"] == "whole"
+
+
+def test_a_link_to_a_view_the_story_does_not_offer_opens_on_the_centre_crop():
+    app = _present({"slide": "5", "view": "aspect"})
+    assert app.radio(key="present_view").value == "crop" and app.query_params["view"] == "crop"
+    assert app.radio(key="present_view").options == [
+        "centre crop (the model's eval transform)",
+        "whole image",
+    ]

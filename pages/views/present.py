@@ -65,6 +65,9 @@ SOURCE = "present_source"  # picker values kept while slide 1 is off screen
 PHOTO = "present_photo"
 VIEW = "present_view"  # the view picker (ui.view_picker), drawn on the slides that show the image
 VIEW_CHOICE = "present_view_choice"  # the view, kept while its picker is off screen
+# The views the story offers, as its first slide names the box. Not "aspect": the story's slides are
+# drawn for a square grid.
+VIEW_BOXES: dict[str, str] = {"crop": "the centre crop", "whole": "the whole image"}
 APP_RERUN = "present_app_rerun"  # set by a toggle whose change the whole app must see, not only the slide
 CNN_NAME = "tf_efficientnet_lite0"  # the bundled CNN of the last slide, when no pair of classifiers loads
 # The class-specific map of each side of a pair: Grad-CAM for a CNN, Chefer's relevance for a transformer.
@@ -185,7 +188,7 @@ def _seed_from_link() -> list[str]:
         notes.append(f"model={state.model!r} (the story offers {', '.join(STORY_MODELS)})")
     if state.image is not None:
         st.session_state[PHOTO] = state.image
-    if params.get("view") in ui.VIEW_LABELS:
+    if params.get("view") in VIEW_BOXES:
         st.session_state[VIEW_CHOICE] = params["view"]
     slide = params.get("slide", "1")
     # ASCII digits only, and few of them: "²" passes str.isdigit() and int() refuses it, and int()
@@ -390,7 +393,7 @@ def _story_view() -> ViewMode:
     if VIEW in st.session_state:  # the picker's value, which the visitor may just have changed
         st.session_state[VIEW_CHOICE] = st.session_state[VIEW]
     view = st.session_state.get(VIEW_CHOICE, "crop")
-    view = view if view in ui.VIEW_LABELS else "crop"
+    view = view if view in VIEW_BOXES else "crop"
     st.session_state[VIEW] = view  # the picker, drawn after the story is made, opens on it
     return view
 
@@ -591,8 +594,10 @@ def render_image(story: Story) -> None:
         photo, box, note = _photo_with_view(
             story.model_name, story.weights, story.device, story.picked.digest, story.view, image
         )
-        seen = "the centre crop" if story.view == "crop" else "the whole image"
-        title = f"{story.picked.name} ({image.width}×{image.height} px)<br><sup>box: what the model sees, {seen}</sup>"
+        title = (
+            f"{story.picked.name} ({image.width}×{image.height} px)"
+            f"<br><sup>box: what the model sees, {VIEW_BOXES[story.view]}</sup>"
+        )
         # As tall as a wide photo needs, so it does not float in a square of empty space.
         height = min(FIGURE_HEIGHT, 140 + round(520 * photo.shape[0] / photo.shape[1]))
         story.show(
