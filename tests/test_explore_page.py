@@ -265,7 +265,10 @@ def test_a_model_that_cannot_keep_the_aspect_falls_back_to_the_crop_with_a_note(
     explore.selectbox(key="explore_model").set_value("tf_efficientnet_lite0").run()
     assert not explore.exception
     view = explore.radio(key="explore_view")
-    assert view.value == "crop" and view.options == ["centre crop (the model's eval transform)", "whole image"]
+    assert view.value == "crop" and view.options == [
+        "centre crop (the model's eval transform)",
+        "whole image",
+    ]
     notes = [
         caption.value
         for caption in explore.sidebar.caption

@@ -72,7 +72,7 @@ def test_attention_slide_animates_every_layer():
 def test_compare_slide_shows_the_cnn_top5_and_says_dinov2_has_no_head():
     app = _present({"slide": "7", "image": "coffee"})
     titles = [figure["layout"]["title"]["text"] for figure in _figures(app)]
-    assert titles[0].startswith("ViT · vit_small_patch14_dinov2: rollout<br>Rollout of layers")
+    assert titles[0].startswith("ViT · vit_small_patch14_dinov2: rollout<br><sup>Rollout of layers")
     assert titles[1].startswith("CNN · tf_efficientnet_lite0: top-5 predictions")
     assert (
         "vit_small_patch14_dinov2 · bundled" in titles[0] and "tf_efficientnet_lite0 · bundled" in titles[1]
@@ -185,3 +185,39 @@ def test_no_exported_slide_title_carries_a_ui_instruction():
         for figure in _figures(app):
             title = figure["layout"]["title"]["text"]
             assert "click" not in title.lower() and "bundled" in title
+
+
+def _view_box(app: AppTest) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the view's box on the first slide's photo, in photo pixels."""
+    (figure,) = _figures(app)
+    (box,) = figure["layout"]["shapes"]
+    return box["x0"] + 0.5, box["y0"] + 0.5, box["x1"] + 0.5, box["y1"] + 0.5
+
+
+def test_the_view_picker_boxes_the_view_on_the_whole_photo_and_outlives_the_tokens_slide():
+    from vitviz.images import builtin_photo
+    from vitviz.models import load_model
+    from vitviz.preprocess import image_view
+
+    photo = builtin_photo("cat (chelsea)")
+    facts = load_model("vit_small_patch14_dinov2", "bundled").facts
+    app = _present()
+    assert app.radio(key="present_view").value == "crop"
+    assert _view_box(app) == pytest.approx(image_view(photo, facts, "crop").box)
+    assert _view_box(app)[2] - _view_box(app)[0] < photo.width  # the crop leaves the sides out
+    app.radio(key="present_view").set_value("whole").run()
+    assert _view_box(app) == pytest.approx((0, 0, photo.width, photo.height))
+    app.button(key="present_next").click().run()
+    app.button(key="present_next").click().run()
+    assert _title(app) == SLIDE_TITLES[2] and not app.get("radio")  # the tokens slide draws no image
+    app.button(key="present_next").click().run()
+    assert app.radio(key="present_view").value == "whole" and app.query_params["view"] == "whole"
+
+
+def test_a_link_to_a_view_the_story_does_not_offer_opens_on_the_centre_crop():
+    app = _present({"slide": "5", "view": "aspect"})
+    assert app.radio(key="present_view").value == "crop" and app.query_params["view"] == "crop"
+    assert app.radio(key="present_view").options == [
+        "centre crop (the model's eval transform)",
+        "whole image",
+    ]

@@ -45,6 +45,9 @@ __all__ = [
     "MAX_RUN_NAME_CHARS",
     "METRICS_FILE",
     "MODEL_FILE",
+    "PAIR_JOBS_FOLDER",
+    "PAIR_JOB_PID_FILE",
+    "PAIR_JOB_RUNS_FILE",
     "RUNS_DIR_ENV",
     "RUN_DISK_ENV",
     "STATUS_FILE",
@@ -83,6 +86,7 @@ __all__ = [
     "save_state_dict",
     "start_lock",
     "stop_requested",
+    "training_count",
     "training_slot",
     "validate_run_config",
     "write_config",
@@ -964,6 +968,49 @@ def list_runs(root: Path | None = None) -> list[RunSummary]:
     return sorted((_summary(folder) for folder in folders), key=lambda s: s.created, reverse=True)
 
 
+# A pair of runs (vitviz.finetune.pair) trains as one detached process that makes its two run
+# folders in turn. Its job folder lives here, beside the runs, so that the training cap sees it.
+PAIR_JOBS_FOLDER = ".pairs"  # in the runs folder; hidden, so list_runs never takes a job for a run
+PAIR_JOB_PID_FILE = "pid"  # the pair process, written by whoever started it
+PAIR_JOB_RUNS_FILE = "runs.json"  # {side: run folder name}, rewritten before each side's run starts
+_MAX_PAIR_JOB_RUNS_BYTES = 64 * 1024
+
+
+def _live_pair_jobs(root: Path) -> list[set[str]]:
+    """For each pair job whose process still lives, the names of the run folders it has made."""
+    try:
+        folders = [entry for entry in (root / PAIR_JOBS_FOLDER).iterdir() if not entry.is_symlink()]
+    except OSError:
+        return []
+    jobs = []
+    for folder in folders:
+        try:
+            pid = int(_read_bytes(folder / PAIR_JOB_PID_FILE, 64).decode("ascii").strip())
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if not (0 < pid < 2**31 and _process_alive(pid)):
+            continue
+        try:
+            runs = _read_json(folder / PAIR_JOB_RUNS_FILE, _MAX_PAIR_JOB_RUNS_BYTES)
+        except ValueError:
+            runs = {}  # alive, no run folder made yet
+        jobs.append({str(name) for name in runs.values()} if isinstance(runs, dict) else set())
+    return jobs
+
+
+def training_count(root: Path | None = None) -> int:
+    """Training slots in use: each active run, and each live pair job once for its whole life.
+
+    A pair job holds one slot from its start until its process ends, also while neither of its runs
+    is active (before the first starts, and between the ViT's end and the CNN's start); its active
+    run is not counted a second time.
+    """
+    root = runs_root() if root is None else Path(root)
+    jobs = _live_pair_jobs(root)
+    claimed = set().union(*jobs) if jobs else set()
+    return len(jobs) + sum(1 for run in active_runs(root) if run.name not in claimed)
+
+
 @contextmanager
 def training_slot(root: Path | None = None) -> Iterator[None]:
     """Claims one of the server's training slots: inside, the caller creates what makes its run active.
@@ -975,7 +1022,7 @@ def training_slot(root: Path | None = None) -> Iterator[None]:
         RunLimitError: the server already trains `max_concurrent_runs()` runs; nothing is claimed.
     """
     with start_lock(root):
-        training = len(active_runs(root))
+        training = training_count(root)
         if training >= max_concurrent_runs():
             runs = f"{training} fine-tune" + ("" if training == 1 else "s")
             raise RunLimitError(

@@ -3,33 +3,42 @@
 from __future__ import annotations
 
 import html
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
+from PIL import Image
 from streamlit.delta_generator import DeltaGenerator
 
 from pages.views import ui
+from vitviz.availability import ModelPair, best_pair
 from vitviz.device import default_device
 from vitviz.export import export_filename
 from vitviz.figures.animation import attention_animation_figure, attention_animation_gif
 from vitviz.figures.common import (
     attention_overlay_figure,
     patch_grid_figure,
+    photo_view_figure,
     predictions_figure,
     selected_patch,
 )
 from vitviz.figures.scales import colour_scale
-from vitviz.figures.slides import embedding_figure, image_figure, similarity_figure, style_for_slides
-from vitviz.figures.story import SLIDE_KEYS, Slide, SlideKey, opening_layer, story_slides
-from vitviz.finetune.pair import newest_pair
+from vitviz.figures.slides import embedding_figure, similarity_figure, style_for_slides
+from vitviz.figures.story import SLIDE_KEYS, ComparedPair, Slide, SlideKey, opening_layer, story_slides
+from vitviz.finetune.pair import read_pair
 from vitviz.images import BUILTIN_PHOTOS, UPLOAD_EXTENSIONS
 from vitviz.maths.attention import AttentionRecord, class_attention_map
 from vitviz.maths.sinks import SinkReport, detect_sinks, plan_rollout, rollout_statement, sink_sentence
 from vitviz.maths.tokens import token_stages
+from vitviz.methods import ExplanationResult, explanation_map, method_title
 from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
+from vitviz.predict import Prediction
+from vitviz.preprocess import ViewMode, image_view
+from vitviz.runs import RunError, is_run_folder, runs_root
 from vitviz.share import parse_view_state
 from vitviz.weights import WeightsError
 
@@ -41,6 +50,7 @@ __all__ = [
     "render_slide",
     "seed_session",
     "share_and_listen",
+    "slides",
     "story",
 ]
 
@@ -53,7 +63,16 @@ MODEL = "present_model"  # (timm name, weights) of the transformer the story fol
 POSITION = "present_position"  # grid position of the position-embedding slide
 SOURCE = "present_source"  # picker values kept while slide 1 is off screen
 PHOTO = "present_photo"
-CNN_NAME = "tf_efficientnet_lite0"  # the bundled CNN of the last slide
+VIEW = "present_view"  # the view picker (ui.view_picker), drawn on the slides that show the image
+VIEW_CHOICE = "present_view_choice"  # the view, kept while its picker is off screen
+# The views the story offers, as its first slide names the box. Not "aspect": the story's slides are
+# drawn for a square grid.
+VIEW_BOXES: dict[str, str] = {"crop": "the centre crop", "whole": "the whole image"}
+APP_RERUN = "present_app_rerun"  # set by a toggle whose change the whole app must see, not only the slide
+CNN_NAME = "tf_efficientnet_lite0"  # the bundled CNN of the last slide, when no pair of classifiers loads
+# The class-specific map of each side of a pair: Grad-CAM for a CNN, Chefer's relevance for a transformer.
+CLASS_MAP_METHODS = {"cnn": "gradcam", "vit": "chefer", "hybrid": "chefer"}
+VIEW_SLIDES: frozenset[SlideKey] = frozenset(SLIDE_KEYS) - {"tokens"}  # slides drawn from the view
 DEFAULT_MODEL = ("vit_small_patch14_dinov2", "bundled")
 BUILT_IN, UPLOAD = "Built-in photo", "Upload"
 # The transformers a presenter may pick: the suggested models minus the CNNs.
@@ -91,6 +110,9 @@ THEME_CSS = """
 [data-testid="stMain"] .vv-shapes td:nth-child(2) { white-space: nowrap; }
 [data-testid="stMain"] .vv-shapes td:nth-child(3) { font-size: 1rem; }
 [data-testid="stMain"] button p { font-size: 1.1rem; }
+[data-testid="stMain"] .st-key-present_view [data-testid="stRadio"] {
+    display: flex; flex-direction: row; align-items: center; gap: 1rem;
+}
 """
 DARK_CSS = """
 [data-testid="stMain"] [data-testid^="stBaseButton"], [data-testid="stMain"] [data-baseweb="select"] > div,
@@ -166,6 +188,8 @@ def _seed_from_link() -> list[str]:
         notes.append(f"model={state.model!r} (the story offers {', '.join(STORY_MODELS)})")
     if state.image is not None:
         st.session_state[PHOTO] = state.image
+    if params.get("view") in VIEW_BOXES:
+        st.session_state[VIEW_CHOICE] = params["view"]
     slide = params.get("slide", "1")
     # ASCII digits only, and few of them: "²" passes str.isdigit() and int() refuses it, and int()
     # refuses strings of over 4,300 digits.
@@ -196,11 +220,12 @@ def _step(delta: int) -> None:
 
 
 def _toggle_fullscreen() -> None:
-    # Runs before the app script, so app.py hides the navigation in this very run.
+    # Runs before the rerun; app.py, which hides the navigation, runs only in a rerun of the app.
     if st.session_state[FULLSCREEN]:
         st.query_params["present"] = "1"
     elif "present" in st.query_params:
         del st.query_params["present"]
+    st.session_state[APP_RERUN] = True
 
 
 def navigation() -> DeltaGenerator:
@@ -238,11 +263,13 @@ class Story:
     weights: str
     device: str
     picked: ui.ImageChoice
-    pixels: np.ndarray  # the picked image as the model sees it
+    view: ViewMode  # the one view of the image every prediction and map is computed on
+    pixels: np.ndarray  # the view's pixels: the picked image as the model sees it
     index: int  # of the slide on screen
     slide: Slide
     dark: bool
     fullscreen: bool
+    pair: ModelPair | None = None  # the last slide's classifiers; None: the story's model and a CNN
 
     def show(
         self,
@@ -260,7 +287,10 @@ class Story:
         """
         name, weights = model or (self.model_name, self.weights)
         title = figure.layout.title.text or ""
-        figure.update_layout(title_text=f"{title}<br><sup>{name} · {describe_weights(weights)}</sup>")
+        source = describe_weights(weights)  # a fine-tune's description names its run already
+        made_by = source if name in source else f"{name} · {source}"
+        # Wrapped: a fine-tune's long run name would run past a half-width slide's figure.
+        figure.update_layout(title_text=f"{title}<br><sup>{'<br>'.join(textwrap.wrap(made_by, 48))}</sup>")
         style_for_slides(figure, self.dark, height)
         figure.update_layout(margin={"t": 30 + 30 * (figure.layout.title.text.count("<br>") + 1)})
         st.plotly_chart(figure, key=key, theme=None, config={"displayModeBar": not self.fullscreen})
@@ -271,7 +301,12 @@ class Story:
         """Every layer's attention on the image; a failure stops the slide with one line."""
         try:
             return ui.cached_attention(
-                self.model_name, self.weights, self.device, self.picked.digest, self.picked.image
+                self.model_name,
+                self.weights,
+                self.device,
+                self.picked.digest,
+                self.picked.image,
+                view=self.view,
             )
         except (ValueError, RuntimeError) as error:
             st.error(f"Could not capture attention of {self.model_name}: {error}")
@@ -290,19 +325,34 @@ class Story:
         """
         report = self.sinks()
         relevance = ui.cached_rollout(
-            self.model_name, self.weights, self.device, self.picked.digest, "mean", 0.0, 0, self.attention()
+            self.model_name,
+            self.weights,
+            self.device,
+            self.picked.digest,
+            "mean",
+            0.0,
+            0,
+            self.attention(),
+            view=self.view,
         )  # rollout_relevance's default: sinks excluded
         statement = rollout_statement(plan_rollout(report, 0, "exclude"))
         figure = attention_overlay_figure(
             self.pixels,
             relevance,
             self.loaded.facts.stride_px,
-            f"{title}<br>{statement}",
+            # Wrapped: one line of it would run past a half-width slide's figure.
+            f"{title}<br><sup>{'<br>'.join(textwrap.wrap(statement, 75))}</sup>",
             scale=colour_scale(relevance, "relevance"),
             sinks=[sink.position for sink in report.patch_sinks if sink.position is not None],
         )
-        self.show(figure, key, "rollout-mean", relevance, height=height)
+        self.show(figure, key, f"rollout-mean-{self.view}", relevance, height=height)
         return statement
+
+    def predictions(self, model: tuple[str, str], topk: int) -> list[Prediction]:
+        """A model's top-k on the story's view of the image."""
+        name, weights = model
+        picked = self.picked
+        return ui.cached_predictions(name, weights, self.device, picked.digest, picked.image, topk, self.view)
 
 
 def _story_model(device: str) -> LoadedModel:
@@ -324,21 +374,58 @@ def _story_model(device: str) -> LoadedModel:
     return ui.load_or_stop(ui.ModelChoice(*DEFAULT_MODEL, device))
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def _compared_pair(runs_folder: str) -> ModelPair:
+    """The most like-for-like ViT/CNN pair that loads here (vitviz.availability.best_pair).
+
+    Keyed by the runs folder, so a server pointed at another one never shows this one's pair.
+    """
+    return best_pair(runs_folder)
+
+
+def _display_name(model: str) -> str:
+    """How a slide names a model: a fine-tune by its run's name (never its server path), else its timm name."""
+    return Path(model).name if is_run_folder(model) else model
+
+
+def _story_view() -> ViewMode:
+    """The view the story is drawn on: the picker's value while it is on screen, else the one kept."""
+    if VIEW in st.session_state:  # the picker's value, which the visitor may just have changed
+        st.session_state[VIEW_CHOICE] = st.session_state[VIEW]
+    view = st.session_state.get(VIEW_CHOICE, "crop")
+    view = view if view in VIEW_BOXES else "crop"
+    st.session_state[VIEW] = view  # the picker, drawn after the story is made, opens on it
+    return view
+
+
 def story() -> Story:
-    """The model, image and slide on screen; the CNN of the last slide is loaded only when shown."""
+    """The model, image, view and slide on screen; the models of the last slide load only when shown."""
     device = default_device()
     loaded = _story_model(device)
     model_name, weights = st.session_state[MODEL]
     picked = st.session_state[IMAGE]
     index = st.session_state[SLIDE]
-    # The CNN is loaded only for the last slide, so the first slide appears sooner.
-    cnn = (
-        ui.load_or_stop(ui.ModelChoice(CNN_NAME, "bundled", device))
-        if SLIDE_KEYS[index] == "compare"
-        else None
-    )
+    view = _story_view()
+    cnn, pair, compared = None, None, None
+    if SLIDE_KEYS[index] == "compare":  # loaded only here, so the first slides appear sooner
+        pair = _compared_pair(str(runs_root()))
+        try:
+            if pair.kind != "bundled":
+                compared = ComparedPair(
+                    _display_name(pair.vit[0]), _display_name(pair.cnn[0]), _trained_clause(pair)
+                )
+        except RunError:  # the pair was deleted since it was looked up
+            pass
+        if compared is None:  # no two classifiers of the same classes load here
+            pair = None
+            cnn = ui.load_or_stop(ui.ModelChoice(CNN_NAME, "bundled", device))
     slides = story_slides(
-        loaded.facts, picked.name, picked.image.size, cnn.facts if cnn else None, trained=loaded.trained
+        loaded.facts,
+        picked.name,
+        picked.image.size,
+        cnn.facts if cnn else None,
+        trained=loaded.trained,
+        pair=compared,
     )
     return Story(
         loaded=loaded,
@@ -346,11 +433,24 @@ def story() -> Story:
         weights=weights,
         device=device,
         picked=picked,
-        pixels=ui.cached_explanation_image(model_name, weights, device, picked.digest, picked.image),
+        view=view,
+        pixels=ui.cached_explanation_image(model_name, weights, device, picked.digest, picked.image, view),
         index=index,
         slide=slides[index],
         dark=st.session_state.get(DARK, False),
         fullscreen=st.session_state.get(FULLSCREEN, False),
+        pair=pair,
+    )
+
+
+def _trained_clause(pair: ModelPair) -> str:
+    """What both classifiers of `pair` were trained on, as the last slide's caption says it."""
+    if pair.kind == "paper":
+        return "from the ViT paper's comparison, both trained on ImageNet-1k (1,000 classes)"
+    trained = read_pair(pair.vit[0])
+    return (
+        f"fine-tuned alike on {trained.data} ({len(trained.labels)} classes) with the same images, split and "
+        "settings"
     )
 
 
@@ -362,9 +462,32 @@ def render_slide(story: Story, progress: DeltaGenerator) -> None:
     st.markdown(f'<h1 class="vv-title">{html.escape(story.slide.title)}</h1>', unsafe_allow_html=True)
     st.markdown(f'<div class="vv-caption">{html.escape(story.slide.caption)}</div>', unsafe_allow_html=True)
     with st.container(key="present_source"):
-        st.caption(f"{ui.model_caption(story.loaded, story.weights)} · {story.picked.name}")
-    ui.untrained_warning(story.loaded)
+        if story.pair is None:
+            st.caption(f"{ui.model_caption(story.loaded, story.weights)} · {story.picked.name}")
+        else:
+            names = " and ".join(_display_name(model) for model, _ in (story.pair.vit, story.pair.cnn))
+            st.caption(f"{names} · {story.picked.name}")
+    if story.slide.key in VIEW_SLIDES:
+        ui.view_picker(VIEW, horizontal=True)
+    if story.pair is None:
+        ui.untrained_warning(story.loaded)
     SLIDE_RENDERERS[story.slide.key](story)
+
+
+@st.fragment
+def slides() -> None:
+    """The slide with its navigation: a step (Next, Back, a toggle, a picker) reruns only this part.
+
+    A change the rest of the app must see (presentation mode hides app.py's navigation) reruns the
+    whole app.
+    """
+    if st.session_state.pop(APP_RERUN, False):
+        st.rerun()
+    apply_style()
+    progress = navigation()
+    shown = story()
+    render_slide(shown, progress)
+    share_and_listen(shown)
 
 
 def share_and_listen(story: Story) -> None:
@@ -376,6 +499,7 @@ def share_and_listen(story: Story) -> None:
             "theme": "dark" if story.dark else "light",
             "model": story.model_name,
             "weights": story.weights,
+            "view": story.view,
             **({"image": story.picked.name} if built_in else {}),
         }
     )
@@ -450,17 +574,37 @@ def _model_controls() -> None:
         )
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _photo_with_view(
+    name: str, weights: str, device: str, digest: str, view: ViewMode, _image: Image.Image
+) -> tuple[np.ndarray, tuple[float, float, float, float], str]:
+    """The photo at most DISPLAY_PX on its longest side, the view's box scaled with it, and the view's note."""
+    seen = image_view(_image, ui.cached_model(name, weights, device).facts, view)
+    shown = _image.convert("RGB")
+    shown.thumbnail((DISPLAY_PX, DISPLAY_PX))  # a phone photo would be megabytes of PNG per run
+    factor = shown.width / _image.width
+    box = tuple(edge * factor for edge in seen.box)
+    return np.asarray(shown), box, seen.note
+
+
 def render_image(story: Story) -> None:
     figure_column, controls_column = st.columns([3, 2], gap="large")
     with figure_column:
         image = story.picked.image
-        shown = image.copy()
-        shown.thumbnail((DISPLAY_PX, DISPLAY_PX))  # a phone photo would be megabytes of PNG per run
-        story.show(
-            image_figure(np.asarray(shown), f"{story.picked.name} ({image.width}×{image.height} px)"),
-            "present_photo_chart",
-            "photo",
+        photo, box, note = _photo_with_view(
+            story.model_name, story.weights, story.device, story.picked.digest, story.view, image
         )
+        title = (
+            f"{story.picked.name} ({image.width}×{image.height} px)"
+            f"<br><sup>box: what the model sees, {VIEW_BOXES[story.view]}</sup>"
+        )
+        # As tall as a wide photo needs, so it does not float in a square of empty space.
+        height = min(FIGURE_HEIGHT, 140 + round(520 * photo.shape[0] / photo.shape[1]))
+        story.show(
+            photo_view_figure(photo, box, title), "present_photo_chart", f"photo-{story.view}", height=height
+        )
+        if note:
+            st.caption(note)
     with controls_column:
         _image_controls()
         _model_controls()
@@ -588,14 +732,12 @@ def render_rollout(story: Story) -> None:
 def render_prediction(story: Story) -> None:
     picked = story.picked
     if story.loaded.facts.has_classifier:
-        predictions = ui.cached_predictions(
-            story.model_name, story.weights, story.device, picked.digest, picked.image, 5
-        )
+        predictions = story.predictions((story.model_name, story.weights), 5)
         untrained = "" if story.loaded.trained else " (untrained)"
         story.show(
             predictions_figure(predictions, f"{story.model_name}: top-5 predictions{untrained}"),
             "present_predictions_chart",
-            "top5-predictions",
+            f"top5-predictions-{story.view}",
             height=420,
         )
         return
@@ -607,9 +749,11 @@ def render_prediction(story: Story) -> None:
     figure = embedding_figure(
         vector, f"{picked.name}: the {count} largest of its {len(vector)} output numbers", count=count
     )
+    # The output vector is read from the model's eval view (vitviz.maths.tokens.output_embedding).
+    of_view = "" if story.view == "crop" else f" It is computed on the {ui.VIEW_LABELS['crop']}."
     st.caption(
         f"The output vector has {len(vector)} numbers and length (norm) {norm:.1f}; the bars show the "
-        f"{count} largest by size, each named by its dimension. The .npy download holds all of them."
+        f"{count} largest by size, each named by its dimension. The .npy download holds all of them.{of_view}"
     )
     story.show(figure, "present_embedding_chart", "output-embedding", vector, height=460)
 
@@ -618,32 +762,123 @@ def render_prediction(story: Story) -> None:
 
 
 def render_compare(story: Story) -> None:
-    facts = story.loaded.facts
-    picked = story.picked
+    if story.pair is None:
+        _story_model_beside_a_cnn(story)
+    else:
+        _pair_side_by_side(story, story.pair)
+
+
+def _story_model_beside_a_cnn(story: Story) -> None:
+    """No two classifiers of the same classes load here: the story's transformer beside the bundled CNN."""
     vit_column, cnn_column = st.columns(2, gap="large")
     with vit_column:
         story.show_rollout(f"ViT · {story.model_name}: rollout", "present_compare_vit_chart", height=560)
     with cnn_column:
-        predictions = ui.cached_predictions(CNN_NAME, "bundled", story.device, picked.digest, picked.image, 5)
         story.show(
-            predictions_figure(predictions, f"CNN · {CNN_NAME}: top-5 predictions"),
+            predictions_figure(
+                story.predictions((CNN_NAME, "bundled"), 5), f"CNN · {CNN_NAME}: top-5 predictions"
+            ),
             "present_compare_cnn_chart",
-            "cnn-top5-predictions",
+            f"cnn-top5-predictions-{story.view}",
             height=420,
             model=(CNN_NAME, "bundled"),
         )
-        if not facts.has_classifier:
+        if not story.loaded.facts.has_classifier:
             st.info(
                 f"{story.model_name} has no classifier head (self-supervised), so only the CNN predicts: "
                 "this slide shows how each works on the image, not which classifies better."
             )
-    pair = newest_pair()
-    if pair is not None:
-        st.caption(
-            f"A ViT and a CNN fine-tuned alike on {len(pair.labels)} classes ({pair.data}) are in the "
-            f"runs folder ({pair.vit.name}, {pair.cnn.name}): open them on the Fine-tune page to compare "
-            "two trained classifiers."
-        )
+    st.info(
+        "To compare a ViT and a CNN that classify the same classes, train a pair: Fine-tune → "
+        "“Train a ViT/CNN pair”."
+    )
+
+
+@st.cache_data(show_spinner="Explaining…", max_entries=32)
+def _cached_class_map(
+    name: str,
+    weights: str,
+    device: str,
+    digest: str,
+    view: ViewMode,
+    method: str,
+    class_index: int,
+    _image: Image.Image,
+) -> ExplanationResult:
+    """One model's map of one class on the view of the image."""
+    return explanation_map(ui.cached_model(name, weights, device), _image, method, class_index, view)
+
+
+def _probability(predictions: list[Prediction], index: int) -> float:
+    return next(prediction.probability for prediction in predictions if prediction.index == index)
+
+
+def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
+    """Both classifiers' top 5 on the view, then each one's map of the same class: the ViT's top class.
+
+    A model that fails to load fails in its own column; the other still shows.
+    """
+    sides = {"ViT": pair.vit, "CNN": pair.cnn}
+    loaded: dict[str, LoadedModel] = {}
+    problems: dict[str, str] = {}
+    for side, (name, weights) in sides.items():
+        try:
+            loaded[side] = ui.cached_model(name, weights, story.device)
+        except (ModelError, WeightsError) as error:
+            problems[side] = f"{_display_name(name)} could not be loaded: {error}"
+    # Every class, so that each side can say how probable it finds the class both maps explain.
+    predictions = {
+        side: story.predictions(sides[side], model.facts.num_classes) for side, model in loaded.items()
+    }
+    explained = next(iter(predictions.values()))[0] if predictions else None
+    for side, column in zip(sides, st.columns(2, gap="large"), strict=True):
+        with column:
+            if side in problems:
+                st.error(problems[side])
+                continue
+            name, weights = sides[side]
+            shown = (_display_name(name), weights)
+            key = f"present_compare_{side.lower()}"
+            story.show(
+                predictions_figure(predictions[side][:5], f"{side}: top 5"),
+                f"{key}_predictions_chart",
+                f"top5-predictions-{story.view}",
+                height=340,
+                model=shown,
+            )
+            facts = loaded[side].facts
+            method = CLASS_MAP_METHODS[facts.family]
+            result = _cached_class_map(
+                name, weights, story.device, story.picked.digest, story.view, method, explained.index,
+                story.picked.image,
+            )  # fmt: skip
+            pixels = ui.cached_explanation_image(
+                name, weights, story.device, story.picked.digest, story.picked.image, story.view
+            )
+            figure = attention_overlay_figure(
+                pixels,
+                result.values,
+                result.stride_px,
+                f"{side}: {method_title(method)} for “{explained.label}”",
+                scale=colour_scale(result.values, "relevance"),
+            )
+            story.show(
+                figure, f"{key}_chart", f"{method}-{explained.label}-{story.view}", result.values, 480, shown
+            )
+    if explained is not None and len(predictions) == 2:
+        st.caption(_explained_sentence(predictions["ViT"], predictions["CNN"], explained))
+
+
+def _explained_sentence(vit: list[Prediction], cnn: list[Prediction], explained: Prediction) -> str:
+    """One line on the class both maps explain, from both models' probabilities."""
+    line = (
+        f"Both maps explain “{explained.label}”, the ViT's top class: the ViT gives it "
+        f"{_probability(vit, explained.index):.0%}, the CNN {_probability(cnn, explained.index):.0%}"
+    )
+    top = cnn[0]
+    if top.index == explained.index:
+        return line + ", its top class too."
+    return line + f"; the CNN's own top class is “{top.label}” ({top.probability:.0%})."
 
 
 # Each slide of the story, by its key, with the one function that draws it.

@@ -1,4 +1,4 @@
-"""Pairs of run folders written by hand, as finetune-pair leaves them, for tests of readers."""
+"""Pairs of run folders: written by hand as finetune-pair leaves them, for tests of readers, or trained."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
-from vitviz.finetune.pair import PAIR_FILE
+from vitviz.finetune.pair import PAIR_FILE, RunPair, train_pair
+from vitviz.finetune.trainer import FinetuneConfig
 
-__all__ = ["PAIR_LABELS", "hand_made_pair"]
+__all__ = ["PAIR_LABELS", "hand_made_pair", "trained_pair"]
 
 PAIR_LABELS: tuple[str, ...] = tuple(TINY_RUN_CONFIG["labels"])
 
@@ -37,3 +38,12 @@ def hand_made_pair(root: Path, tag: str, created: float, *, cnn_has_model: bool 
     for folder in runs.values():
         (folder / PAIR_FILE).write_text(json.dumps(manifest))
     return runs
+
+
+def trained_pair(root: Path) -> RunPair:
+    """A real pair, as "Train a ViT/CNN pair" makes it: the bundled DINOv2 and EfficientNet each
+    fine-tuned (a probe, one epoch) on the same 20 handwritten digits, in `root`."""
+    config = FinetuneConfig(max_images=20, epochs=1, batch_size=8, device="cpu")
+    outcome = train_pair(config, "builtin:digits", root, log=lambda line: None)
+    assert outcome.pair is not None and outcome.pair.ready, outcome
+    return outcome.pair

@@ -21,6 +21,7 @@ __all__ = [
     "SINK_MARKS_NAME",
     "attention_overlay_figure",
     "custom_values",
+    "grid_layout",
     "jpeg_data_uri",
     "left_title",
     "patch_grid_figure",
@@ -106,19 +107,25 @@ def _figure_height(pixels: np.ndarray, tallest: int, shortest: int = 160) -> int
     return max(shortest, min(tallest, 40 + round(560 * height / width)))
 
 
+def grid_layout(title: str, margin: dict[str, int] | None = None, height: int = 520) -> dict:
+    """The layout of a figure drawn over a grid of cells (an image, a token grid): a left title, no
+    legend, no dragging, and clicks that select points; `margin` default none but the title's."""
+    return {
+        "title": left_title(title),
+        "margin": margin or {"l": 0, "r": 0, "t": 40, "b": 0},
+        "height": height,
+        "dragmode": False,
+        "clickmode": "event+select",
+        "showlegend": False,
+    }
+
+
 def _image_figure(pixels: np.ndarray, title: str) -> go.Figure:
     height, width = pixels.shape[:2]
     # An encoded source is far smaller to send than a (H, W, 3) list of numbers, and these figures
     # are photos resent with every map change: JPEG, not PNG.
     figure = go.Figure(go.Image(source=jpeg_data_uri(pixels), hoverinfo="skip"))
-    figure.update_layout(
-        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
-        margin={"l": 0, "r": 0, "t": 40, "b": 0},
-        height=_figure_height(pixels, 520),
-        dragmode=False,
-        clickmode="event+select",
-        showlegend=False,
-    )
+    figure.update_layout(**grid_layout(title, height=_figure_height(pixels, 520)))
     figure.update_xaxes(visible=False, range=[-0.5, width - 0.5])
     figure.update_yaxes(visible=False, range=[height - 0.5, -0.5], scaleanchor="x")
     return figure

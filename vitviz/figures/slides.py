@@ -1,4 +1,4 @@
-"""Plotly figures only the story needs (the photo, position similarity, the output vector) and its styling."""
+"""Plotly figures only the story needs (position similarity, the output vector) and its styling."""
 
 from __future__ import annotations
 
@@ -6,28 +6,14 @@ import numpy as np
 import plotly.colors as pc
 import plotly.graph_objects as go
 
-from vitviz.figures.common import PATCH_CENTRES_NAME, patch_grid_figure
+from vitviz.figures.common import PATCH_CENTRES_NAME, grid_layout, left_title
 
-__all__ = ["embedding_figure", "image_figure", "similarity_figure", "style_for_slides"]
+__all__ = ["embedding_figure", "similarity_figure", "style_for_slides"]
 
 # Diverging colours for similarities in [-1, 1], as rgb() strings (see MAP_COLORSCALE on why not names).
 _SIMILARITY_COLORSCALE: list[list[float | str]] = [
     [index / (len(pc.diverging.RdBu) - 1), colour] for index, colour in enumerate(reversed(pc.diverging.RdBu))
 ]
-
-
-def image_figure(pixels: np.ndarray, title: str) -> go.Figure:
-    """The picture alone, drawn like the other image figures so slides line up.
-
-    Args:
-        pixels: (H, W, 3) uint8 image.
-        title: figure title.
-    """
-    height, width = pixels.shape[:2]
-    # The patch grid figure with its lines and clickable centres taken out is exactly the photo.
-    figure = patch_grid_figure(pixels, (1, 1), (height, width), title)
-    figure.data = [trace for trace in figure.data if isinstance(trace, go.Image)]
-    return figure
 
 
 def similarity_figure(similarity: np.ndarray, position: tuple[int, int], title: str) -> go.Figure:
@@ -73,14 +59,7 @@ def similarity_figure(similarity: np.ndarray, position: tuple[int, int], title: 
         y1=position[0] + 0.5,
         line={"color": "#00e5ff", "width": 3},
     )
-    figure.update_layout(
-        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
-        margin={"l": 40, "r": 0, "t": 40, "b": 30},
-        height=520,
-        dragmode=False,
-        clickmode="event+select",
-        showlegend=False,
-    )
+    figure.update_layout(**grid_layout(title, margin={"l": 40, "r": 0, "t": 40, "b": 30}))
     # constrain="domain": square cells shrink the plot area instead of widening an axis's range.
     figure.update_xaxes(
         title="column", range=[-0.5, cols - 0.5], constrain="domain", showgrid=False, zeroline=False
@@ -121,7 +100,7 @@ def embedding_figure(vector: np.ndarray, title: str, count: int = 12) -> go.Figu
         )
     )
     figure.update_layout(
-        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
+        title=left_title(title),
         xaxis={"title": "value", "zeroline": True},
         margin={"l": 10, "r": 10, "t": 60, "b": 40},
         height=420,

@@ -10,7 +10,15 @@ import numpy as np
 
 from vitviz.models import ModelFacts
 
-__all__ = ["SLIDE_KEYS", "OpeningLayer", "Slide", "SlideKey", "opening_layer", "story_slides"]
+__all__ = [
+    "SLIDE_KEYS",
+    "ComparedPair",
+    "OpeningLayer",
+    "Slide",
+    "SlideKey",
+    "opening_layer",
+    "story_slides",
+]
 
 SlideKey = Literal["image", "patches", "tokens", "attention", "rollout", "prediction", "compare"]
 # The story's order: the paper's pipeline from pixels to a class, then a CNN beside it.
@@ -32,6 +40,17 @@ class Slide:
     key: SlideKey
     title: str
     caption: str
+
+
+@dataclass(frozen=True)
+class ComparedPair:
+    """Two classifiers of the same classes, a ViT and a CNN, that the last slide sets side by side."""
+
+    vit: str  # how the slide names the ViT: a fine-tune's run name, or a timm name
+    cnn: str
+    trained: (
+        str  # what both were trained on, as one clause: "fine-tuned alike on builtin:digits (10 classes)"
+    )
 
 
 def _size(size: tuple[int, int]) -> str:
@@ -61,6 +80,7 @@ def story_slides(
     image_size: tuple[int, int],
     cnn: ModelFacts | None = None,
     trained: bool = True,
+    pair: ComparedPair | None = None,
 ) -> list[Slide]:
     """The slides for one ViT (or hybrid) and one image, with a CNN to compare at the end.
 
@@ -68,7 +88,9 @@ def story_slides(
         vit: facts of the transformer the story follows (family "vit" or "hybrid").
         image_name: the image's name, as shown to the audience.
         image_size: (width, height) of the image in pixels, as PIL reports it.
-        cnn: facts of the CNN for the last slide; None leaves that slide out.
+        cnn: facts of the CNN the last slide sets beside the story's transformer; None leaves that
+            slide out unless `pair` is given.
+        pair: a ViT and a CNN trained on the same classes; the last slide compares them instead.
         trained: False when the transformer's weights are random: every caption says so.
 
     Raises:
@@ -131,7 +153,18 @@ def story_slides(
             f"{_output_word(vit)} below; a linear classifier on top would turn it into class scores."
         )
     slides.append(Slide("prediction", "The prediction", prediction + note))
-    if cnn is not None:
+    if pair is not None:
+        slides.append(
+            Slide(
+                "compare",
+                "ViT vs CNN",
+                f"Two classifiers {pair.trained}. Left: {pair.vit}, a ViT, which relates every patch to "
+                f"every other through attention; right: {pair.cnn}, a CNN, which slides small filters over "
+                "the image. Each shows its top 5 on the same image and its map for the same class (the "
+                "ViT's top class).",
+            )
+        )
+    elif cnn is not None:
         no_head = (
             f" {vit.name} has no classifier head, so only the CNN predicts a class (the ViT was trained "
             "without labels): this shows how the two work on the image, not which classifies better."

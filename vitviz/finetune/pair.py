@@ -31,6 +31,9 @@ from vitviz.finetune.trainer import FinetuneConfig, FinetuneResult
 from vitviz.finetune.worker import execute_run, spawn_background
 from vitviz.runs import (
     MODEL_FILE,
+    PAIR_JOB_PID_FILE,
+    PAIR_JOB_RUNS_FILE,
+    PAIR_JOBS_FOLDER,
     RunError,
     new_run_folder,
     read_config,
@@ -45,6 +48,7 @@ from vitviz.runs import (
 __all__ = [
     "PAIR_FILE",
     "PAIR_JOBS_FOLDER",
+    "PAIR_JOB_ENV",
     "PAIR_MODELS",
     "PAIR_SIDES",
     "PairJob",
@@ -167,6 +171,23 @@ def _check_alike(runs: dict[Side, Path]) -> list[str]:
     return labels[0]
 
 
+def _job_folder(root: Path, job: str | Path | None) -> Path | None:
+    """The job folder that records this pair's runs: `job`, else $VITVIZ_PAIR_JOB (set by start_pair).
+
+    Only a folder directly in `root`'s pair jobs folder is taken: the variable never leads out.
+    """
+    job = os.environ.get(PAIR_JOB_ENV) if job is None else job
+    if not job:
+        return None
+    folder = Path(job)
+    jobs = root / PAIR_JOBS_FOLDER
+    try:
+        inside = folder.parent.resolve() == jobs.resolve() and not folder.is_symlink() and folder.is_dir()
+    except (OSError, ValueError):
+        inside = False
+    return folder if inside and _JOB_NAME.fullmatch(folder.name) else None
+
+
 def train_pair(
     config: FinetuneConfig,
     data: str,
@@ -174,6 +195,7 @@ def train_pair(
     *,
     data_label: str | None = None,
     log: Callable[[str], None] = print,
+    job: str | Path | None = None,
 ) -> PairResult:
     """Fine-tunes the bundled ViT and then the bundled CNN alike on `data`, each into a new run folder.
 
@@ -186,6 +208,8 @@ def train_pair(
         root: the runs folder to make both run folders in (default runs_root()).
         data_label: how to name the data (an upload's file name); default `data`.
         log: receives one line per event, each prefixed with its side.
+        job: the pair job folder (start_pair's) to record each run folder in, as it is made and
+            before its run starts; default $VITVIZ_PAIR_JOB, and none outside a job.
 
     Raises:
         DataError, ModelError, WeightsError, ValueError: as `execute_run` does, for either side.
@@ -195,11 +219,14 @@ def train_pair(
     root = runs_root() if root is None else Path(root)
     created = time.time()
     label = data_label or data
+    job_folder = _job_folder(root, job)
     runs: dict[Side, Path] = {}
     results: dict[Side, FinetuneResult] = {}
     for side, side_config in pair_configs(config).items():
         # Made only when its turn comes: an empty folder would list as a broken run meanwhile.
         runs[side] = new_run_folder(side_config.model, side_config.mode, root)
+        if job_folder is not None:  # how the job (and the page watching it) finds its runs
+            write_json_atomic(job_folder / PAIR_JOB_RUNS_FILE, {name: run.name for name, run in runs.items()})
 
         def side_log(line: str, side: Side = side) -> None:
             log(f"[{side}] {line}")
@@ -280,13 +307,11 @@ def newest_pair(root: str | Path | None = None) -> RunPair | None:
 # A pair trained by a detached process (the page's "Train a ViT/CNN pair")
 # --------------------------------------------------------------------------------------------
 
-PAIR_JOBS_FOLDER = ".pairs"  # in the runs folder; hidden, so list_runs never takes a job for a run
+PAIR_JOB_ENV = "VITVIZ_PAIR_JOB"  # the job folder, for the pair process start_pair spawns
 _JOB_LOG = "pair.log"
-_JOB_PID = "pid"
 _JOB_NAME = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
-# train_pair logs "[vit] run folder <name>" as each side's folder is made: how a job finds its runs.
-_RUN_FOLDER_LINE = re.compile(r"^\[(vit|cnn)\] run folder (\S+)$", re.MULTILINE)
 _MAX_JOB_LOG_BYTES = 1024 * 1024
+_MAX_JOB_RUNS_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -311,20 +336,34 @@ class PairJob:
             return ""
 
     def runs(self) -> dict[Side, Path]:
-        """The run folders made so far, in training order (the CNN's appears when the ViT's is done)."""
+        """The run folders made so far, in training order (the CNN's appears when the ViT's is done).
+
+        Read from the record train_pair writes into the job folder as it makes each run folder.
+        """
+        path = self.folder / PAIR_JOB_RUNS_FILE
+        try:
+            if path.is_symlink() or path.stat().st_size > _MAX_JOB_RUNS_BYTES:
+                return {}
+            names = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}  # no run folder made yet
+        if not isinstance(names, dict):
+            return {}
         found: dict[Side, Path] = {}
-        for side, name in _RUN_FOLDER_LINE.findall(self.log()):
+        for side in PAIR_SIDES:
+            if side not in names:
+                continue
             try:
-                found[side] = run_folder_by_name(name, self.root)
+                found[side] = run_folder_by_name(str(names[side]), self.root)
             except RunError:
                 continue  # deleted meanwhile
-        return {side: found[side] for side in PAIR_SIDES if side in found}
+        return found
 
     @property
     def alive(self) -> bool:
         """Whether the pair process still runs (it trains one side, or is between the two)."""
         try:
-            pid = int((self.folder / _JOB_PID).read_text().strip())
+            pid = int((self.folder / PAIR_JOB_PID_FILE).read_text().strip())
             os.kill(pid, 0)
         except (OSError, ValueError):
             return False
@@ -375,10 +414,13 @@ def start_pair(config: FinetuneConfig, data: str, root: str | Path | None = None
         folder = root / PAIR_JOBS_FOLDER / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         folder.mkdir(parents=True)
         try:
-            process = spawn_background(pair_command(config, data, root), folder / _JOB_LOG)
+            process = spawn_background(
+                pair_command(config, data, root), folder / _JOB_LOG, env={PAIR_JOB_ENV: str(folder)}
+            )
         except OSError as error:
             raise RunError(f"The pair could not start: {error.strerror or type(error).__name__}.") from error
-        (folder / _JOB_PID).write_text(str(process.pid))
+        # Written inside the slot: from here the live process holds it until it ends (runs.training_count).
+        (folder / PAIR_JOB_PID_FILE).write_text(str(process.pid))
     return PairJob(folder, root)
 
 

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +164,9 @@ def start_run(
 BACKGROUND_ENV = "VITVIZ_BACKGROUND"  # set for detached workers: they yield the cores to the app
 
 
-def spawn_background(command: list[str], log_path: Path) -> subprocess.Popen:
+def spawn_background(
+    command: list[str], log_path: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen:
     """Starts `command` detached from the caller (its own session), writing to `log_path`.
 
     The app and its workers share a small machine: two processes with two OpenMP threads each
@@ -173,11 +175,14 @@ def spawn_background(command: list[str], log_path: Path) -> subprocess.Popen:
     interactions keep the cores they need. The child is reaped when it ends, so a finished worker
     never lingers as a zombie of the server.
 
+    `env` adds variables to the child's environment.
+
     Raises:
         OSError: the log cannot be opened or the process cannot start.
     """
     env = {
         **os.environ,
+        **(env or {}),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
         "OMP_NUM_THREADS": "1",
         BACKGROUND_ENV: "1",

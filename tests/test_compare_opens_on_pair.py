@@ -1,0 +1,45 @@
+"""Compare, offline, opens on the newest trained ViT/CNN pair: both slots are its runs, both predict."""
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.support.browser import REPO
+from tests.support.pairs import trained_pair
+from vitviz.images import builtin_photo
+from vitviz.models import load_model
+from vitviz.predict import predict
+
+
+@pytest.fixture
+def pair_in_runs_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path))
+    return trained_pair(tmp_path)
+
+
+def test_offline_compare_opens_on_the_trained_pair_with_predictions_on_both_sides(pair_in_runs_folder):
+    from pages.views import compare
+
+    pair = pair_in_runs_folder
+    compare.opening_models.clear()  # what the page opens on is cached for a minute, across tests too
+    try:
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
+        at.switch_page("pages/compare.py")
+        at.run()
+    finally:
+        compare.opening_models.clear()
+    assert not at.exception and not at.error
+    slots = [at.selectbox(key=f"compare_{number}_model").value for number in (1, 2)]
+    assert slots == [str(pair.vit), str(pair.cnn)]
+    assert not [caption for caption in at.sidebar.caption if "Fine-tune page" in caption.value]
+    (chart,) = [chart for chart in at.get("plotly_chart") if "compare_predictions_chart" in chart.proto.id]
+    bars = json.loads(chart.proto.spec)["data"]
+    assert len(bars) == 2  # one column of bars per slot: both models predict
+    photo = builtin_photo("cat (chelsea)")
+    for shown, run in zip(bars, (pair.vit, pair.cnn), strict=True):
+        expected = predict(load_model(str(run)), [photo], topk=len(shown["x"]), view="crop")[0]
+        assert shown["x"][::-1] == pytest.approx([p.probability for p in expected], abs=1e-5)
+        labels = [label.removeprefix("✓ ") for label in shown["y"]]  # ✓: the other model lists it too
+        assert labels[-1] == f"{expected[0].label} ({expected[0].index})"
+        assert all(label.split(" (")[0] in pair.labels for label in labels), labels

@@ -1,0 +1,97 @@
+"""Present's "ViT vs CNN" slide on a trained ViT/CNN pair: two classifiers of the same classes, side by side."""
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.support.browser import REPO
+from tests.support.pairs import trained_pair
+from vitviz.images import builtin_photo
+from vitviz.models import load_model
+from vitviz.predict import predict
+
+DIGITS = [str(digit) for digit in range(10)]
+
+
+@pytest.fixture(scope="module")
+def pair_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return root, trained_pair(root)
+
+
+def _compare_slide(root, monkeypatch, **query: str) -> AppTest:
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(root))
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
+    for name, value in {"slide": "7", "image": "coffee", **query}.items():
+        app.query_params[name] = value
+    app.switch_page("pages/present.py")
+    app.run()
+    assert not app.exception
+    return app
+
+
+def _figures(app: AppTest) -> dict[str, dict]:
+    return {chart.proto.id: json.loads(chart.proto.spec) for chart in app.get("plotly_chart")}
+
+
+def _figure(app: AppTest, key: str) -> dict:
+    return next(figure for element_id, figure in _figures(app).items() if key in element_id)
+
+
+def _bars(figure: dict) -> list[tuple[str, float]]:
+    """(label, probability) of a top-5 chart, most probable first."""
+    bars = figure["data"][0]
+    return list(zip(reversed(bars["y"]), reversed(bars["x"]), strict=True))
+
+
+def assert_same_top5(shown: list[tuple[str, float]], expected) -> None:
+    """The chart's bars are the model's top 5: the same top class and the same probabilities (classes
+    tied at ~0% may come in another order)."""
+    assert shown[0][0] == f"{expected[0].label} ({expected[0].index})"
+    assert [probability for _, probability in shown] == pytest.approx(
+        [p.probability for p in expected], abs=1e-5
+    )
+
+
+def test_the_slide_shows_both_runs_predictions_and_their_maps_of_one_class(pair_runs, monkeypatch):
+    root, pair = pair_runs
+    app = _compare_slide(root, monkeypatch)
+    assert not app.error
+    photo = builtin_photo("coffee")
+    explained = None
+    for side, run in (("ViT", pair.vit), ("CNN", pair.cnn)):
+        expected = predict(load_model(str(run)), [photo], topk=5, view="crop")[0]
+        predictions = _figure(app, f"present_compare_{side.lower()}_predictions_chart")
+        title = predictions["layout"]["title"]["text"]
+        assert title.startswith(f"{side}: top 5") and run.name in title.replace("<br>", ""), title
+        assert str(root) not in title  # a run is named, never its server path
+        assert_same_top5(_bars(predictions), expected)
+        assert all(label.split(" ")[0] in DIGITS for label, _ in _bars(predictions))
+        if explained is None:
+            explained = expected[0].label  # the ViT's top class: both maps explain it
+        map_title = _figure(app, f"present_compare_{side.lower()}_chart")["layout"]["title"]["text"]
+        assert f"for “{explained}”" in map_title and run.name in map_title.replace("<br>", "")
+    caption = next(md.value for md in app.markdown if 'class="vv-caption"' in md.value)
+    assert "builtin:digits (10 classes)" in caption and pair.vit.name in caption and pair.cnn.name in caption
+    assert any(f"Both maps explain “{explained}”, the ViT's top class" in c.value for c in app.caption)
+    assert not [info for info in app.info if "Train a ViT/CNN pair" in info.value]
+
+
+def test_the_whole_image_view_changes_both_sides_predictions(pair_runs, monkeypatch):
+    root, pair = pair_runs
+    app = _compare_slide(root, monkeypatch, view="whole")
+    assert app.radio(key="present_view").value == "whole"
+    photo = builtin_photo("coffee")
+    for side, run in (("vit", pair.vit), ("cnn", pair.cnn)):
+        expected = predict(load_model(str(run)), [photo], topk=5, view="whole")[0]
+        assert_same_top5(_bars(_figure(app, f"present_compare_{side}_predictions_chart")), expected)
+    assert app.query_params["view"] == "whole"
+
+
+def test_without_a_pair_the_slide_says_what_it_compares_and_how_to_get_a_pair(tmp_path, monkeypatch):
+    app = _compare_slide(tmp_path, monkeypatch)
+    caption = next(md.value for md in app.markdown if 'class="vv-caption"' in md.value)
+    assert "only the CNN predicts a class" in caption
+    (line,) = [info.value for info in app.info if "Train a ViT/CNN pair" in info.value]
+    assert line.count(".") == 1 and "Fine-tune" in line
