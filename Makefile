@@ -9,7 +9,7 @@ OFFLINE := HF_HUB_OFFLINE=1
 .PHONY: run test install install-dev weights browser bench lint clean
 
 run: weights browser
-	$(BIN)/streamlit run app.py --server.port=$(PORT) --server.fileWatcherType=none
+	$(BIN)/python -m pages.views.serve --server.port=$(PORT) --server.fileWatcherType=none
 
 test: install-dev weights browser
 	@test -x /usr/bin/chromium || { echo "make test needs /usr/bin/chromium (Debian package chromium)"; exit 1; }

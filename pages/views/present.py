@@ -742,18 +742,16 @@ def render_prediction(story: Story) -> None:
         )
         return
     vector = ui.cached_output_embedding(
-        story.model_name, story.weights, story.device, picked.digest, picked.image
+        story.model_name, story.weights, story.device, picked.digest, picked.image, story.view
     )
     norm = float(np.linalg.norm(vector))
     count = 12
     figure = embedding_figure(
         vector, f"{picked.name}: the {count} largest of its {len(vector)} output numbers", count=count
     )
-    # The output vector is read from the model's eval view (vitviz.maths.tokens.output_embedding).
-    of_view = "" if story.view == "crop" else f" It is computed on the {ui.VIEW_LABELS['crop']}."
     st.caption(
         f"The output vector has {len(vector)} numbers and length (norm) {norm:.1f}; the bars show the "
-        f"{count} largest by size, each named by its dimension. The .npy download holds all of them.{of_view}"
+        f"{count} largest by size, each named by its dimension. The .npy download holds all of them."
     )
     story.show(figure, "present_embedding_chart", "output-embedding", vector, height=460)
 

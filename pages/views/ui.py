@@ -78,6 +78,10 @@ __all__ = [
 ]
 
 
+# The model a page opens on: the bundled DINOv2 ViT-S/14, which loads with no network.
+DEFAULT_MODEL = "vit_small_patch14_dinov2"
+
+
 def _use_app_navigation() -> None:
     """Makes a deep link such as /anatomy run through app.py even on a freshly started server.
 
@@ -223,7 +227,7 @@ def _availability_label(name: str, suggestion: ModelSuggestion | None, runs: Map
     return f"{name} — {suggestion.description}{missing}"
 
 
-def model_picker(key: str, default_name: str = "vit_small_patch14_dinov2") -> ModelChoice:
+def model_picker(key: str, default_name: str = DEFAULT_MODEL) -> ModelChoice:
     """Sidebar widgets for model name, weights source and device; finished fine-tunes are models too.
 
     Each suggested model says whether it loads here ("needs internet" when only the hub has it and
@@ -412,7 +416,7 @@ def url_notes(notes: list[str]) -> None:
         )
 
 
-def view_limits(default_model: str = "vit_small_patch14_dinov2") -> ViewLimits:
+def view_limits(default_model: str = DEFAULT_MODEL) -> ViewLimits:
     """What a link may name in this app: any timm model, the named weights sources, the built-in photos."""
     return ViewLimits(
         models=TimmModelNames(),
@@ -494,9 +498,9 @@ def cached_position_similarity(name: str, weights: str, device: str, position: t
 
 @st.cache_data(show_spinner="Running the model…", max_entries=24)
 def cached_output_embedding(
-    name: str, weights: str, device: str, digest: str, _image: Image.Image
+    name: str, weights: str, device: str, digest: str, _image: Image.Image, view: ViewMode = "crop"
 ) -> np.ndarray:
-    return output_embedding(cached_model(name, weights, device), _image)
+    return output_embedding(cached_model(name, weights, device), _image, view)
 
 
 VIEW_LABELS: dict[str, str] = {

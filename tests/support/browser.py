@@ -35,11 +35,11 @@ def free_port() -> int:
 
 @contextmanager
 def streamlit_app(timeout_s: float = 60.0) -> Iterator[str]:
-    """Runs `streamlit run app.py` on a free loopback port; yields its URL; stops it afterwards."""
+    """Runs the app as `make run` does, on a free loopback port; yields its URL; stops it afterwards."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     command = [
-        sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
+        sys.executable, "-m", "pages.views.serve",
         "--server.headless=true", "--server.address=127.0.0.1", f"--server.port={port}",
         "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
     ]  # fmt: skip

@@ -11,7 +11,7 @@ from PIL import Image
 from vitviz.maths.posembed import NoPositionEmbeddingError, grid_position_embedding
 from vitviz.maths.posembed import position_similarity as all_position_similarity
 from vitviz.models import LoadedModel, ModelError, ModelFacts
-from vitviz.preprocess import explanation_tensor
+from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = ["TokenStage", "output_embedding", "position_similarity", "token_stages"]
 
@@ -103,8 +103,8 @@ def position_similarity(loaded: LoadedModel, position: tuple[int, int]) -> np.nd
 
 
 @torch.inference_mode()
-def output_embedding(loaded: LoadedModel, image: Image.Image) -> np.ndarray:
-    """What the transformer hands its head: the class token's final vector, or the patch mean.
+def output_embedding(loaded: LoadedModel, image: Image.Image, view: ViewMode = "crop") -> np.ndarray:
+    """What the transformer hands its head, on one view of the image: the class token's final vector, or the patch mean.
 
     Returns:
         (embed_dim,) float32 vector, after the final norm.
@@ -115,8 +115,9 @@ def output_embedding(loaded: LoadedModel, image: Image.Image) -> np.ndarray:
     facts = loaded.facts
     if facts.family == "cnn":
         raise ModelError(f"{facts.name} is a CNN: it has no output token.")
-    pixels = explanation_tensor(image, facts).to(loaded.device)
-    tokens = loaded.model.forward_features(pixels)[0].float().cpu()  # (N, D)
+    pixels = explanation_tensor(image, facts, view).to(loaded.device)
+    with torch.inference_mode():
+        tokens = loaded.model.forward_features(pixels)[0].float().cpu()  # (N, D)
     prefix = facts.num_prefix_tokens
     pooled = tokens[0] if prefix and facts.global_pool == "token" else tokens[prefix:].mean(dim=0)
     return pooled.numpy()
