@@ -21,7 +21,7 @@ def _save(locator, name: str) -> None:
 
 
 def test_compare_on_the_default_photo_explains_the_class_its_bars_show(app_url, page):
-    headless = "has no classifier head (a self-supervised backbone)"
+    headless = "has no classifier head (a self-supervised DINO backbone)"
     open_and_wait(page, f"{app_url}/compare", page.get_by_text(headless), TIMEOUT_MS)
     wait_until_idle(page, timeout_s=240)
     assert page.get_by_text("Train a ViT/CNN pair on the Fine-tune page").count() == 1

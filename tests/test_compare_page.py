@@ -180,6 +180,21 @@ def test_drop_probe_faithfulness_and_road_show_the_random_order_beside_the_salie
     assert len(traces) == 3 and sum("random order" in name for name in traces) == 1
 
 
+def test_the_headless_note_says_self_supervised_only_of_dino_weights_and_lists_what_fits(tiny_models):
+    from pages.views import ui
+    from pages.views.compare import ModelSlot, headless_note
+    from tests.support.methods_helpers import frozen_loaded
+
+    headless = frozen_loaded(tiny_models["vit"], "test_vit", num_classes=0)
+    for name, kind in (("test_vit", ""), ("vit_small_patch14_dinov2", " (a self-supervised DINO backbone)")):
+        slot = ModelSlot(1, ui.ModelChoice(name, "random", "cpu"), headless, None)
+        assert headless_note(slot) == (
+            f"1. {name} has no classifier head{kind}: it makes no predictions, so it has no class-specific "
+            "maps, probes or faithfulness scores. Offered for it: Attention rollout, Raw attention, "
+            "EigenCAM, KPCA-CAM, FEM."
+        )
+
+
 def test_paper_models_are_the_default_when_they_load_and_each_failure_stays_in_its_slot(monkeypatch):
     from pages.views import compare
     from vitviz import availability

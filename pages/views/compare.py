@@ -435,6 +435,11 @@ def checks_section(
 ) -> None:
     """Robustness probes and faithfulness scores, each in its tab, for the models with a head."""
     classifiers = with_classifier(slots)
+    if not classifiers:
+        st.info(
+            "Probes and faithfulness follow a class probability: none of these models has a classifier head."
+        )
+        return
     probes_tab, faithfulness_tab = st.tabs(["Robustness probes", "Faithfulness"])
     with probes_tab:
         probes_section(classifiers, methods, picked, classes, view)
@@ -662,9 +667,6 @@ def probes_section(
     view: str,
 ) -> None:
     """The probe controls and, once switched on, every model's curves on one plot with their areas."""
-    if not classifiers:
-        st.info("Probes follow a class probability: none of these models has a classifier head.")
-        return
     run = st.toggle("Run probes", key="compare_run_probes")
     row = st.columns([2, 1, 1])
     kind = row[0].selectbox(
@@ -826,9 +828,6 @@ def faithfulness_section(
     view: str,
 ) -> None:
     """Methods to score, and once switched on the deletion / insertion table and curves with baselines."""
-    if not classifiers:
-        st.info("Faithfulness follows a class probability: none of these models has a classifier head.")
-        return
     fits = {slot.number: available_methods(slot.loaded.facts) for slot in classifiers}
     offered = [name for name in METHODS if any(name in methods for methods in fits.values())]
     chosen = st.multiselect(

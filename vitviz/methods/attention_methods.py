@@ -41,7 +41,14 @@ def attention_records(loaded: LoadedModel, pixels: torch.Tensor) -> list[Attenti
     ]
 
 
-class AttentionRollout(ExplanationMethod):
+class _AttentionMap(ExplanationMethod):
+    """A map read from captured attention: ViTs and hybrids only, and no class."""
+
+    families = ("vit", "hybrid")
+    class_specific = False
+
+
+class AttentionRollout(_AttentionMap):
     """Attention rollout (Abnar & Zuidema, 2020) read out for the model's output token(s).
 
     Options:
@@ -57,8 +64,6 @@ class AttentionRollout(ExplanationMethod):
 
     name: ClassVar[str] = "rollout"
     title: ClassVar[str] = "Attention rollout"
-    families = ("vit", "hybrid")
-    class_specific = False
 
     def attribute(
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None
@@ -77,7 +82,7 @@ class AttentionRollout(ExplanationMethod):
         return torch.from_numpy(np.stack(maps)), None, source
 
 
-class RawAttention(ExplanationMethod):
+class RawAttention(_AttentionMap):
     """One layer's attention from the class token (the mean patch query when there is none).
 
     Options:
@@ -87,8 +92,6 @@ class RawAttention(ExplanationMethod):
 
     name: ClassVar[str] = "attention"
     title: ClassVar[str] = "Raw attention"
-    families = ("vit", "hybrid")
-    class_specific = False
 
     def attribute(
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None
