@@ -895,17 +895,6 @@ def faithfulness_section(
     )
     figure = faithfulness_curves_figure(results)
     st.plotly_chart(figure, key="compare_faithfulness_chart")
-    if road_results:
-        st.markdown("**ROAD** (pixels imputed from their neighbours, so no grey shape gives them away)")
-        st.dataframe(road_rows(road_results), hide_index=True, key="compare_road_table")
-        for line in road_verdicts(road_results):
-            st.markdown(line)
-        st.plotly_chart(road_curves_figure(road_results), key="compare_road_chart")
-        st.caption(
-            "At each step ROAD imputes the map's most (or least) relevant pixels from their neighbours "
-            "with pytorch-grad-cam's noisy linear imputation. The random order ranks pixels by a seeded "
-            "random map on the same patch grid."
-        )
     ui.figure_downloads(
         figure,
         None,
@@ -915,6 +904,27 @@ def faithfulness_section(
         VIEWS[view],
         "compare_faithfulness",
     )
+    if road_results:
+        st.markdown("**ROAD** (pixels imputed from their neighbours, so no grey shape gives them away)")
+        st.dataframe(road_rows(road_results), hide_index=True, key="compare_road_table")
+        for line in road_verdicts(road_results):
+            st.markdown(line)
+        road_figure = road_curves_figure(road_results)
+        st.plotly_chart(road_figure, key="compare_road_chart")
+        st.caption(
+            "At each step ROAD imputes the map's most (or least) relevant pixels from their neighbours "
+            "with pytorch-grad-cam's noisy linear imputation. The random order ranks pixels by a seeded "
+            "random map on the same patch grid."
+        )
+        ui.figure_downloads(
+            road_figure,
+            None,
+            "-vs-".join(slot.choice.name for slot in classifiers),
+            "road",
+            picked.name,
+            VIEWS[view],
+            "compare_road",
+        )
 
 
 # Shareable links: the photo, the view and each slot's model and weights live in the URL.
