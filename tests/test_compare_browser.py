@@ -21,7 +21,7 @@ def _save(locator, name: str) -> None:
 
 
 def test_compare_on_the_default_photo_explains_the_class_its_bars_show(app_url, page):
-    headless = "has no classifier head (a self-supervised backbone)"
+    headless = "has no classifier head (a self-supervised DINO backbone)"
     open_and_wait(page, f"{app_url}/compare", page.get_by_text(headless), TIMEOUT_MS)
     wait_until_idle(page, timeout_s=240)
     assert page.get_by_text("Train a ViT/CNN pair on the Fine-tune page").count() == 1
@@ -33,6 +33,9 @@ def test_compare_on_the_default_photo_explains_the_class_its_bars_show(app_url, 
     maps.get_by_text("Grad-CAM · tiger cat (282)").wait_for(timeout=TIMEOUT_MS)
     assert maps.locator(".heatmaplayer .hm").count() == 2  # two maps on one colour scale
     assert maps.get_by_text("clipped at the 99th percentile").count() >= 1
+    # The DINOv2 map marks its sink, and the line beside it says how rollout dealt with it.
+    assert maps.locator(".scatterlayer .point").count() >= 1
+    shows_once(page, "Rollout of layers 1–11 (layer 0 skipped: sink at patch (2, 8))", TIMEOUT_MS)
     assert page.locator('[data-testid="stException"]').count() == 0
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "compare_default.png"))

@@ -77,6 +77,50 @@ def test_the_map_explains_the_top_class_the_bars_show_on_the_bundled_efficientne
     assert loaded.labels[top_index].startswith("tiger cat")
 
 
+def test_every_classifier_slot_explains_by_default_the_top_class_its_own_bars_show():
+    """With the third model (a distilled DeiT with a head) on Grad-CAM, each classifier's map names the
+    class on top of that model's own bars, not another model's."""
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.switch_page("pages/compare.py")
+    at.session_state["compare_third_model"] = True
+    at.session_state["compare_3_method"] = "gradcam"
+    at.run()
+    assert not at.exception and not at.error
+    bars = _figure(at, "compare_predictions_chart")["data"]
+    maps = _figure(at, "compare_maps_chart")["layout"]["annotations"]
+    slots = {"2": "tf_efficientnet_lite0", "3": "deit_small_distilled_patch16_224"}
+    assert len(bars) == len(slots)  # the headless DINOv2 has no bars
+    for trace, (number, name) in zip(bars, slots.items(), strict=True):
+        top = trace["y"][-1].removeprefix("✓ ")  # bars run bottom-up: the most probable is last
+        label, index = top.rsplit(" (", 1)
+        title = next(a["text"] for a in maps if a["text"].startswith(f"{number}. {name}"))
+        assert title.endswith(f" · {label.split(',')[0]} ({index}"), (title, top)
+
+
+def test_the_vit_rollout_skips_its_sink_layer_marks_the_sink_and_one_toggle_shows_the_raw_rollout(
+    default_page,
+):
+    """The bundled DINOv2 on the cat: patch (2, 8) takes 17% of layer 0's attention; the default rollout
+    starts after layer 0 and says so beside the map, the sink is marked, and the toggle multiplies it in."""
+    at = default_page
+    at.selectbox(key="compare_photo").set_value("cat (chelsea)").run()
+    line = next(m.value for m in at.markdown if m.value.startswith("1. vit_small_patch14_dinov2:"))
+    assert "**Rollout of layers 1–11 (layer 0 skipped: sink at patch (2, 8)).**" in line
+    assert "Patch (2, 8) receives 17% of layer 0's attention: an attention sink." in line
+    figure = _figure(at, "compare_maps_chart")
+    (marks,) = [trace for trace in figure["data"] if trace.get("name") == "attention sinks"]
+    assert marks["xaxis"] in (None, "x") and _array(marks["customdata"]).tolist() == [[2.0, 8.0]]
+    # 224 px view, 16 × 16 grid: the cross sits in the middle of row 2, column 8.
+    assert _array(marks["x"]).tolist() == [8.5 * 14 - 0.5] and _array(marks["y"]).tolist() == [2.5 * 14 - 0.5]
+    sink_aware = _array(figure["data"][1]["z"])
+    at.toggle(key="compare_raw_rollout").set_value(True).run()
+    line = next(m.value for m in at.markdown if m.value.startswith("1. vit_small_patch14_dinov2:"))
+    assert "**Raw rollout of layers 0–11, sinks included.**" in line
+    raw = _array(_figure(at, "compare_maps_chart")["data"][1]["z"])
+    assert raw[2, 8] == 1.0 and sink_aware[2, 8] < 1.0  # the raw map's brightest cell is the sink
+    at.toggle(key="compare_raw_rollout").set_value(False).run()
+
+
 def test_every_fitting_method_is_in_the_menu_and_slow_ones_say_so(default_page):
     at = default_page
     box = at.selectbox(key="compare_2_method")
@@ -105,7 +149,7 @@ def test_maps_lie_over_the_view_and_the_view_changes_every_result():
     assert "raw" in title and "clipped at" not in title
 
 
-def test_drop_probe_and_faithfulness_show_the_random_order_beside_the_salient_ones(default_page):
+def test_drop_probe_faithfulness_and_road_show_the_random_order_beside_the_salient_ones(default_page):
     """On the coffee photo (espresso): the cat fills the cat photo, where salient and random orders are alike."""
     at = default_page
     at.selectbox(key="compare_photo").set_value("coffee")
@@ -125,6 +169,30 @@ def test_drop_probe_and_faithfulness_show_the_random_order_beside_the_salient_on
     scores = at.dataframe[1].value
     assert scores["deletion AUC ↓"][0] < scores["random-order deletion AUC"][0]
     assert scores["insertion AUC ↑"][0] > scores["random-order insertion AUC"][0]
+    # ROAD beside them: imputing Grad-CAM's most relevant pixels first lowers espresso below the random
+    # order (measured 0.126 against 0.387), its least relevant first keeps it above (0.781).
+    road = at.dataframe[2].value
+    assert road["method"][0] == "Grad-CAM" and road["class"][0] == "espresso (967)"
+    assert road["ROAD MoRF ↓"][0] < road["random-order ROAD"][0] < road["ROAD LeRF ↑"][0]
+    line = next(m.value for m in at.markdown if m.value.startswith("**tf_efficientnet_lite0 · Grad-CAM**"))
+    assert f"(mean {road['ROAD MoRF ↓'][0]:.3f}) is below the random order" in line
+    traces = [trace["name"] for trace in _figure(at, "compare_road_chart")["data"]]
+    assert len(traces) == 3 and sum("random order" in name for name in traces) == 1
+
+
+def test_the_headless_note_says_self_supervised_only_of_dino_weights_and_lists_what_fits(tiny_models):
+    from pages.views import ui
+    from pages.views.compare import ModelSlot, headless_note
+    from tests.support.methods_helpers import frozen_loaded
+
+    headless = frozen_loaded(tiny_models["vit"], "test_vit", num_classes=0)
+    for name, kind in (("test_vit", ""), ("vit_small_patch14_dinov2", " (a self-supervised DINO backbone)")):
+        slot = ModelSlot(1, ui.ModelChoice(name, "random", "cpu"), headless, None)
+        assert headless_note(slot) == (
+            f"1. {name} has no classifier head{kind}: it makes no predictions, so it has no class-specific "
+            "maps, probes or faithfulness scores. Offered for it: Attention rollout, Raw attention, "
+            "EigenCAM, KPCA-CAM, FEM."
+        )
 
 
 def test_paper_models_are_the_default_when_they_load_and_each_failure_stays_in_its_slot(monkeypatch):

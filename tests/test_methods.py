@@ -348,6 +348,8 @@ def test_methods_offered_by_family_and_head(tiny_models):
         "xgradcam",
         "layercam",
         "eigengradcam",
+        "shapleycam",
+        "seg-eigencam",
         "scorecam",
         "ablationcam",
     ]

@@ -26,6 +26,7 @@ from vitviz.weights import BUNDLED_MODEL_NAMES
 __all__ = [
     "BUNDLED_PAIR",
     "HUB_TIMEOUT_S",
+    "PAPER_HYBRID",
     "PAPER_PAIR",
     "Availability",
     "AvailabilityStatus",
@@ -37,6 +38,7 @@ __all__ = [
     "hub_offline",
     "hub_reachable",
     "model_suggestions",
+    "paper_models",
     "suggested_availability",
 ]
 
@@ -47,6 +49,8 @@ PAPER_PAIR = (
     ("vit_base_patch16_224.augreg2_in21k_ft_in1k", "hub"),
     ("resnet50.a1_in1k", "hub"),
 )
+# The paper's third family, the R50+ViT-B/16 hybrid: Compare shows it between the pair when it loads.
+PAPER_HYBRID = ("vit_base_r50_s16_384.orig_in21k_ft_in1k", "hub")
 BUNDLED_PAIR = (("vit_small_patch14_dinov2", "bundled"), ("tf_efficientnet_lite0", "bundled"))
 _TRUE_VALUES = {"1", "TRUE", "YES", "ON"}  # how huggingface_hub reads its boolean variables
 
@@ -279,6 +283,12 @@ class ModelPair:
     cnn: tuple[str, str]
     kind: Literal["paper", "trained", "bundled"]
     note: str  # one line: what the pair is, or how to get a like-for-like one
+
+
+def paper_models() -> tuple[tuple[str, str], ...]:
+    """The paper's ViT-B/16, R50+ViT-B/16 hybrid and ResNet-50, the hybrid left out when it does not load."""
+    vit, cnn = PAPER_PAIR
+    return (vit, PAPER_HYBRID, cnn) if check_weights(*PAPER_HYBRID).loads else PAPER_PAIR
 
 
 def best_pair(runs_root: str | Path | None = None) -> ModelPair:

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
+import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
 from pages.views import ui
-from vitviz.availability import PAPER_PAIR, best_pair, check_weights
+from vitviz.availability import best_pair, check_weights, paper_models
 from vitviz.figures.compare import (
     SCALE_PERCENTILE,
     OverlayPanel,
     faithfulness_curves_figure,
     predictions_comparison_figure,
     probe_curves_figure,
+    road_curves_figure,
     shared_overlays_figure,
     view_boxes_figure,
 )
 from vitviz.figures.scales import colour_scale
+from vitviz.maths.attention import AttentionRecord
+from vitviz.maths.sinks import SinkReport, detect_sinks, sink_sentence
 from vitviz.methods import (
     METHODS,
     ExplanationResult,
@@ -28,7 +34,14 @@ from vitviz.methods import (
     explain_pixels,
     method_title,
 )
-from vitviz.methods.faithfulness import FaithfulnessResult, faithfulness, faithfulness_rows
+from vitviz.methods.faithfulness import (
+    FaithfulnessResult,
+    RoadResult,
+    faithfulness,
+    faithfulness_rows,
+    road,
+    road_rows,
+)
 from vitviz.methods.probes import ProbeCurve, run_drop_orders, run_probe
 from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
 from vitviz.predict import Prediction
@@ -46,15 +59,15 @@ __all__ = [
     "ready_slots",
 ]
 
+T = TypeVar("T")
 THIRD_MODEL = "compare_third_model"
 TOP_CLASS = "each model's own top class"
 OTHER_CLASS = "another class index…"
-# The paper's hybrid (R50+ViT-B/16) joins the paper's ViT and CNN as the third model when it loads.
-PAPER_HYBRID = ("vit_base_r50_s16_384.orig_in21k_ft_in1k", "hub")
 # The optional third slot when the paper's models do not load: a distilled DeiT (two prefix tokens).
 THIRD_FALLBACK = ("deit_small_distilled_patch16_224", "random")
 VIEWS = {"crop": "centre crop", "whole": "whole image"}  # short labels for titles
 VIEW_KEY = "compare_view"
+RAW_ROLLOUT = "compare_raw_rollout"
 # Methods that take about a minute per map on a laptop CPU: marked in the menu, never a default.
 SLOW_METHODS = frozenset({"scorecam", "ablationcam"})
 DROP = "drop"  # the drop probe, run in its three orders so that the random baseline sits beside it
@@ -85,6 +98,11 @@ class ModelSlot:
         return f"compare_{self.number}"
 
     @property
+    def model_key(self) -> tuple[str, str, str]:
+        """(name, weights, device): the first arguments of every cache of a model's results."""
+        return self.choice.name, self.choice.weights, self.choice.device
+
+    @property
     def title(self) -> str:
         untrained = "" if self.loaded is None or self.loaded.trained else " (untrained)"
         return f"{self.choice.name}{untrained}"
@@ -100,9 +118,12 @@ class DisplayOptions:
     robust: bool  # maps clipped at their 99th percentile rather than scaled to their maximum
     gradcam_layer: str  # a key of GRADCAM_LAYERS; "" lets each family choose
     ig_steps: int  # Integrated Gradients' path steps
+    raw_rollout: bool  # rollout multiplies every layer as captured, attention sinks included
 
     def method_options(self, method: str) -> dict[str, object]:
         """The options this method takes from the sidebar."""
+        if method == "rollout" and self.raw_rollout:
+            return {"sinks": "raw"}
         if method in ("gradcam", "gradcam++") and self.gradcam_layer:
             return {"layer": self.gradcam_layer}
         if method == "integrated-gradients":
@@ -122,6 +143,12 @@ def display_options() -> DisplayOptions:
         help="Off: raw values, each map from its minimum to its maximum, so one outlier cell can "
         "darken the rest.",
     )
+    raw_rollout = st.toggle(
+        "Raw rollout (sinks included)",
+        key=RAW_ROLLOUT,
+        help="Off: rollout starts after the layers where attention sinks dominate and leaves sinks out "
+        "of later ones. On: every layer as captured, sinks and all.",
+    )
     with st.expander("Method options"):
         gradcam_layer = st.selectbox(
             "Grad-CAM layer",
@@ -130,7 +157,7 @@ def display_options() -> DisplayOptions:
             key="compare_gradcam_layer",
         )
         ig_steps = st.slider("Integrated Gradients steps", 4, 64, 16, 4, key="compare_ig_steps")
-    return DisplayOptions(view, topk, opacity, robust, gradcam_layer, ig_steps)
+    return DisplayOptions(view, topk, opacity, robust, gradcam_layer, ig_steps, raw_rollout)
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -142,10 +169,7 @@ def opening_models() -> tuple[tuple[tuple[str, str], ...], str]:
     """
     pair = best_pair()
     if pair.kind == "paper":
-        models = (PAPER_PAIR[0], PAPER_HYBRID, PAPER_PAIR[1])
-        if not check_weights(*PAPER_HYBRID).loads:
-            models = PAPER_PAIR
-        return models, ""
+        return paper_models(), ""
     note = (
         ""
         if pair.kind == "trained"
@@ -231,7 +255,10 @@ def views_section(slots: Sequence[ModelSlot], picked: ui.ImageChoice, view: str)
     labelled = [(f"model {', '.join(numbers)}", box) for box, numbers in boxes.items()]
     columns = st.columns([1, 2])
     with columns[0]:
-        st.plotly_chart(view_boxes_figure(picked.image, labelled), key="compare_view_boxes", theme=None)
+        boxes_figure = cached_figure(
+            repr(("boxes", picked.digest, labelled)), lambda: view_boxes_figure(picked.image, labelled)
+        )
+        st.plotly_chart(boxes_figure, key="compare_view_boxes", theme=None)
     with columns[1]:
         st.markdown(
             f"**View: {VIEWS[view]}.** Every prediction, map, probe and score below is computed on it."
@@ -270,20 +297,33 @@ def predictions_section(
     }
     st.subheader("Predictions")
     if predictions:
-        st.plotly_chart(
-            predictions_comparison_figure(
-                [(f"{slot.number}. {slot.title}", predictions[slot.number]) for slot in classifiers]
-            ),
-            key="compare_predictions_chart",
-        )
+        columns = [(f"{slot.number}. {slot.title}", predictions[slot.number]) for slot in classifiers]
+        figure = cached_figure(repr(("predictions", columns)), lambda: predictions_comparison_figure(columns))
+        st.plotly_chart(figure, key="compare_predictions_chart")
     for slot in slots:
         if not slot.loaded.facts.has_classifier:
-            st.info(
-                f"{slot.number}. {slot.choice.name} has no classifier head (a self-supervised backbone): it "
-                "makes no predictions, so it has no class-specific maps, probes or faithfulness scores. "
-                "Attention rollout and raw attention are offered for it."
-            )
+            st.info(headless_note(slot))
     return predictions
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def cached_figure(key: str, _build: Callable[[], go.Figure]) -> go.Figure:
+    """A figure built once per `key` (everything it is drawn from) and shared: Plotly's subplot
+    validation made building the Compare figures ~100 ms of each ~150 ms rerun. Never mutated after."""
+    return _build()
+
+
+def headless_note(slot: ModelSlot) -> str:
+    """What a model without a classifier head cannot show, and what it can; "self-supervised" only for
+    DINO-family weights, the one kind of headless backbone this can be said of from its name."""
+    assert slot.loaded is not None
+    tag = str(getattr(slot.loaded.model, "pretrained_cfg", {}).get("tag") or "")
+    kind = " (a self-supervised DINO backbone)" if "dino" in f"{slot.choice.name} {tag}".lower() else ""
+    agnostic = ", ".join(method_title(name) for name in available_methods(slot.loaded.facts))
+    return (
+        f"{slot.number}. {slot.choice.name} has no classifier head{kind}: it makes no predictions, so it "
+        f"has no class-specific maps, probes or faithfulness scores. Offered for it: {agnostic}."
+    )
 
 
 def explained_classes(
@@ -334,11 +374,22 @@ def explanations_section(
     percentile = SCALE_PERCENTILE if options.robust else 100.0
     label = "relevance, each map on its own range"
     title = label
+    reports = {slot.number: slot_sinks(slot, picked, options.view) for slot in slots}
+    statements: dict[int, str] = {}
     for slot in slots:
         method = methods[slot.number]
         panel, result = explanation_panel(
-            slot, method, classes[slot.number], options, picked, views[slot.number], percentile
+            slot,
+            method,
+            classes[slot.number],
+            options,
+            picked,
+            views[slot.number],
+            percentile,
+            reports[slot.number],
         )
+        if result is not None and method == "rollout":
+            statements[slot.number] = result.source
         panels.append(panel)
         arrays.append(None if result is None else result.values)
         if result is not None and options.robust:
@@ -346,15 +397,27 @@ def explanations_section(
             title = scale.title if scale.clipped else title
     if not options.robust:
         title = f"{label} (raw: ÷ its maximum, not clipped)"
-    figure = shared_overlays_figure(
-        picked.image, panels, options.opacity, title.replace(", each", ",<br>each")
-    )
     names = " vs ".join(f"{slot.choice.name} ({describe_weights(slot.choice.weights)})" for slot in slots)
-    figure.update_layout(
-        title={"text": f"{picked.name} · {VIEWS[options.view]} · {names}", "font": {"size": 12}, "y": 0.99},
-        margin={"t": 90},
-    )
+    # Everything the maps are drawn from, so a rerun that changes none of it reuses the figures.
+    drawn = (picked.digest, picked.name, options, tuple(slot.model_key for slot in slots), methods, classes)
+
+    def maps_figure() -> go.Figure:
+        figure = shared_overlays_figure(
+            picked.image, panels, options.opacity, title.replace(", each", ",<br>each")
+        )
+        figure.update_layout(
+            title={
+                "text": f"{picked.name} · {VIEWS[options.view]} · {names}",
+                "font": {"size": 12},
+                "y": 0.99,
+            },
+            margin={"t": 90},
+        )
+        return figure
+
+    figure = cached_figure(repr(("maps", drawn)), maps_figure)
     st.plotly_chart(figure, key="compare_maps_chart", theme=None)
+    sink_lines(slots, reports, statements)
     ui.figure_downloads(
         figure,
         None,
@@ -369,7 +432,11 @@ def explanations_section(
             if values is None:
                 continue
             st.caption(f"{slot.number}. {slot.choice.name}: {values.shape[0]}×{values.shape[1]} map")
-            single = shared_overlays_figure(picked.image, [panels[slots.index(slot)]], options.opacity, title)
+            panel = panels[slots.index(slot)]
+            single = cached_figure(
+                repr(("map", slot.number, drawn)),
+                lambda panel=panel: shared_overlays_figure(picked.image, [panel], options.opacity, title),
+            )
             ui.figure_downloads(
                 single,
                 values,
@@ -391,6 +458,11 @@ def checks_section(
 ) -> None:
     """Robustness probes and faithfulness scores, each in its tab, for the models with a head."""
     classifiers = with_classifier(slots)
+    if not classifiers:
+        st.info(
+            "Probes and faithfulness follow a class probability: none of these models has a classifier head."
+        )
+        return
     probes_tab, faithfulness_tab = st.tabs(["Robustness probes", "Faithfulness"])
     with probes_tab:
         probes_section(classifiers, methods, picked, classes, view)
@@ -514,6 +586,50 @@ def class_picker(predictions: Sequence[Sequence[Prediction]], num_classes: int) 
     return int(picked)
 
 
+@st.cache_data(max_entries=64)
+def cached_sinks(
+    name: str, weights: str, device: str, digest: str, view: str, _record: AttentionRecord
+) -> SinkReport:
+    return detect_sinks(_record)
+
+
+def slot_sinks(slot: ModelSlot, picked: ui.ImageChoice, view: str) -> SinkReport | None:
+    """The attention sinks of a ViT or hybrid on this view (None for a CNN, or when capture fails)."""
+    assert slot.loaded is not None
+    if slot.loaded.facts.grid_size is None or slot.loaded.facts.num_layers == 0:
+        return None
+    choice = slot.choice
+    try:
+        record = ui.cached_attention(
+            choice.name, choice.weights, choice.device, picked.digest, picked.image, view=view
+        )
+    except (ValueError, RuntimeError):
+        return None  # the slot's map reports the failure itself
+    return cached_sinks(choice.name, choice.weights, choice.device, picked.digest, view, record)
+
+
+def sink_lines(
+    slots: Sequence[ModelSlot], reports: dict[int, SinkReport | None], statements: dict[int, str]
+) -> None:
+    """Under the maps, per ViT: the rollout's statement when it shows rollout, and its sinks in one line."""
+    for slot in slots:
+        report = reports[slot.number]
+        if report is None:
+            continue
+        parts = []
+        if slot.number in statements:
+            parts.append(f"**{statements[slot.number]}.**")
+        sentence = sink_sentence(report)
+        if sentence:
+            parts.append(f"✕ marks its attention sinks. {sentence}")
+        elif slot.number not in statements:  # a rollout statement already says so
+            parts.append(
+                f"No patch is an attention sink (none draws {report.median_multiple:g}× the median "
+                "patch's share of a layer's attention)."
+            )
+        st.markdown(f"{slot.number}. {slot.choice.name}: " + " ".join(parts))
+
+
 def explanation_panel(
     slot: ModelSlot,
     method: str,
@@ -522,8 +638,12 @@ def explanation_panel(
     picked: ui.ImageChoice,
     view: ImageView,
     percentile: float,
+    sinks: SinkReport | None = None,
 ) -> tuple[OverlayPanel, ExplanationResult | None]:
-    """One model's map over its view, as a panel of the shared-scale row; a failure becomes the panel's note."""
+    """One model's map over its view, as a panel of the shared-scale row; a failure becomes the panel's note.
+
+    Attention sinks are marked on a map drawn on the model's token grid.
+    """
     assert slot.loaded is not None
     choice = slot.choice
     # Three lines, so that three panels' titles never run into each other: model, weights, method.
@@ -544,7 +664,10 @@ def explanation_panel(
         return OverlayPanel(title, None, note=_wrap(str(error)), pixels=view.pixels), None
     if result.target_label:
         title += f" · {result.target_label.split(',')[0]} ({result.target_index})"
-    return OverlayPanel(title, result.normalised(percentile), pixels=view.pixels), result
+    marks: tuple[tuple[int, int], ...] = ()
+    if sinks is not None and result.grid_size == slot.loaded.facts.grid_size:
+        marks = tuple(sink.position for sink in sinks.patch_sinks if sink.position is not None)
+    return OverlayPanel(title, result.normalised(percentile), pixels=view.pixels, sinks=marks), result
 
 
 def _wrap(text: str, width: int = 40) -> str:
@@ -567,9 +690,6 @@ def probes_section(
     view: str,
 ) -> None:
     """The probe controls and, once switched on, every model's curves on one plot with their areas."""
-    if not classifiers:
-        st.info("Probes follow a class probability: none of these models has a classifier head.")
-        return
     run = st.toggle("Run probes", key="compare_run_probes")
     row = st.columns([2, 1, 1])
     kind = row[0].selectbox(
@@ -674,6 +794,55 @@ def drop_verdicts(curves: Sequence[ProbeCurve]) -> list[str]:
     return lines
 
 
+@st.cache_data(show_spinner="Scoring ROAD…", max_entries=32)
+def cached_road(
+    name: str,
+    weights: str,
+    device: str,
+    digest: str,
+    view: str,
+    methods: tuple[str, ...],
+    class_index: int | None,
+    _image: Image.Image,
+) -> list[RoadResult]:
+    return road(ui.cached_model(name, weights, device), _image, methods, class_index, view=view)
+
+
+def score_each_model(
+    classifiers: Sequence[ModelSlot],
+    chosen: Sequence[str],
+    fits: dict[int, list[str]],
+    what: str,
+    score: Callable[[ModelSlot, tuple[str, ...]], list[T]],
+) -> list[T]:
+    """`score(slot, methods)` for each model with the chosen methods that fit it; a failure stays in its slot."""
+    results: list[T] = []
+    for slot in classifiers:
+        fitting = tuple(name for name in chosen if name in fits[slot.number])
+        if not fitting:
+            continue
+        try:
+            results += score(slot, fitting)
+        except (ValueError, RuntimeError) as error:
+            st.error(f"{slot.number}. {slot.choice.name}, {what}: {error}")
+    return results
+
+
+def road_verdicts(results: Sequence[RoadResult]) -> list[str]:
+    """One line per model and method, read from its ROAD means against the random order."""
+    lines = []
+    for result in results:
+        most, least = float(np.mean(result.most_relevant_first)), float(np.mean(result.least_relevant_first))
+        random = float(np.mean(result.random_order))
+        falls = "below" if most < random else "not below"
+        keeps = "above" if least > random else "not above"
+        lines.append(
+            f"**{result.model} · {method_title(result.method)}**: most relevant first (mean {most:.3f}) "
+            f"is {falls} the random order ({random:.3f}); least relevant first ({least:.3f}) is {keeps} it."
+        )
+    return lines
+
+
 def faithfulness_section(
     classifiers: Sequence[ModelSlot],
     shown: Sequence[str],
@@ -682,9 +851,6 @@ def faithfulness_section(
     view: str,
 ) -> None:
     """Methods to score, and once switched on the deletion / insertion table and curves with baselines."""
-    if not classifiers:
-        st.info("Faithfulness follows a class probability: none of these models has a classifier head.")
-        return
     fits = {slot.number: available_methods(slot.loaded.facts) for slot in classifiers}
     offered = [name for name in METHODS if any(name in methods for methods in fits.values())]
     chosen = st.multiselect(
@@ -697,31 +863,30 @@ def faithfulness_section(
         "seconds per model; Score-CAM and Ablation-CAM about a minute.",
     )
     if not st.toggle("Score faithfulness", key="compare_run_faithfulness"):
-        st.caption("Switch on **Score faithfulness** to compute deletion and insertion curves.")
+        st.caption("Switch on **Score faithfulness** to compute deletion, insertion and ROAD curves.")
         return
-    results: list[FaithfulnessResult] = []
-    for slot in classifiers:
-        fitting = tuple(name for name in chosen if name in fits[slot.number])
-        if not fitting:
-            continue
-        choice = slot.choice
-        try:
-            results += cached_faithfulness(
-                choice.name,
-                choice.weights,
-                choice.device,
-                picked.digest,
-                view,
-                fitting,
-                classes[slot.number],
-                11,
-                picked.image,
-            )
-        except (ValueError, RuntimeError) as error:
-            st.error(f"{slot.number}. {choice.name}: {error}")
+    results = score_each_model(
+        classifiers,
+        chosen,
+        fits,
+        "deletion and insertion",
+        lambda slot, fitting: cached_faithfulness(
+            *slot.model_key, picked.digest, view, fitting, classes[slot.number], 11, picked.image
+        ),
+    )
     if not results:
         st.info("Pick at least one method to score.")
         return
+    road_results = score_each_model(
+        classifiers,
+        chosen,
+        fits,
+        "ROAD",
+        lambda slot, fitting: cached_road(
+            *slot.model_key, picked.digest, view, fitting, classes[slot.number], picked.image
+        ),
+    )
+    st.markdown("**Deletion and insertion** (patches greyed or restored)")
     st.dataframe(faithfulness_rows(results), hide_index=True, key="compare_faithfulness_table")
     st.caption(
         "Deletion greys the most salient patches first: a faithful map makes the probability fall faster "
@@ -739,6 +904,27 @@ def faithfulness_section(
         VIEWS[view],
         "compare_faithfulness",
     )
+    if road_results:
+        st.markdown("**ROAD** (pixels imputed from their neighbours, so no grey shape gives them away)")
+        st.dataframe(road_rows(road_results), hide_index=True, key="compare_road_table")
+        for line in road_verdicts(road_results):
+            st.markdown(line)
+        road_figure = road_curves_figure(road_results)
+        st.plotly_chart(road_figure, key="compare_road_chart")
+        st.caption(
+            "At each step ROAD imputes the map's most (or least) relevant pixels from their neighbours "
+            "with pytorch-grad-cam's noisy linear imputation. The random order ranks pixels by a seeded "
+            "random map on the same patch grid."
+        )
+        ui.figure_downloads(
+            road_figure,
+            None,
+            "-vs-".join(slot.choice.name for slot in classifiers),
+            "road",
+            picked.name,
+            VIEWS[view],
+            "compare_road",
+        )
 
 
 # Shareable links: the photo, the view and each slot's model and weights live in the URL.

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vitviz.cli.common import CommandError, add_class_argument, add_image_command, add_view_argument
+from vitviz.methods import METHOD_NAMES
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -21,16 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["add_commands", "export_figure"]
 
 _PROBE_KINDS = ("drop-salient", "drop-least-salient", "drop-random", "shuffle", "occlude")
-_METHODS = (
-    "rollout",
-    "attention",
-    "gradcam",
-    "gradcam++",
-    "grad-rollout",
-    "chefer",
-    "integrated-gradients",
-    "occlusion",
-)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -71,7 +62,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _add_method_argument(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--method",
-        choices=_METHODS,
+        choices=METHOD_NAMES,
         default=None,
         help=f"{what} (default: gradcam for CNNs, rollout for ViTs)",
     )

@@ -10,10 +10,10 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
-from vitviz.figures.common import MAP_COLORSCALE, png_data_uri
+from vitviz.figures.common import MAP_COLORSCALE, _mark_sinks, png_data_uri
 from vitviz.maths.agreement import PredictionAgreement, prediction_agreement
 from vitviz.methods import method_title
-from vitviz.methods.faithfulness import FaithfulnessResult, faithfulness_rows
+from vitviz.methods.faithfulness import FaithfulnessResult, RoadResult, faithfulness_rows
 from vitviz.methods.probes import ProbeCurve
 from vitviz.predict import Prediction
 
@@ -29,6 +29,7 @@ __all__ = [
     "faithfulness_table_figure",
     "predictions_comparison_figure",
     "probe_curves_figure",
+    "road_curves_figure",
     "shared_overlays_figure",
     "view_boxes_figure",
 ]
@@ -58,6 +59,7 @@ class OverlayPanel:
     )  # (rows, cols) in [0, 1] covering the whole picture; None shows the picture only
     note: str = ""  # shown under the panel, e.g. why there is no map
     pixels: np.ndarray | None = None  # (H, W, 3) uint8 the map lies over (the model's view); None: the photo
+    sinks: tuple[tuple[int, int], ...] = ()  # (row, col) of attention-sink cells of `values`, each marked ✕
 
 
 def display_image(image: Image.Image, side: int = DISPLAY_SIDE) -> np.ndarray:
@@ -97,6 +99,10 @@ def _add_overlay(
             row=row,
             col=col,
         )
+        if panel.sinks:
+            marks = go.Figure()
+            _mark_sinks(marks, panel.sinks, (dy, dx))  # the same cross as on Explore's maps
+            figure.add_trace(marks.data[0], row=row, col=col)
     figure.update_xaxes(visible=False, range=[-0.5, width - 0.5], row=row, col=col)
     figure.update_yaxes(visible=False, range=[height - 0.5, -0.5], row=row, col=col)
 
@@ -283,6 +289,18 @@ def probe_curves_figure(curves: Sequence[ProbeCurve], title: str = "") -> go.Fig
     return figure
 
 
+def _curve(x: np.ndarray, y: np.ndarray, name: str, colour: str, dash: str, hover: str) -> go.Scatter:
+    """One curve of a faithfulness figure: solid (the method's order) drawn heavier than its baselines."""
+    return go.Scatter(
+        x=x,
+        y=y,
+        mode="lines+markers",
+        name=name,
+        line={"color": colour, "dash": dash, "width": 2.5 if dash == "solid" else 1.8},
+        hovertemplate=hover,
+    )
+
+
 def faithfulness_curves_figure(results: Sequence[FaithfulnessResult]) -> go.Figure:
     """Deletion (left) and insertion (right) curves, one line per model and method, with baselines.
 
@@ -324,13 +342,13 @@ def faithfulness_curves_figure(results: Sequence[FaithfulnessResult]) -> go.Figu
         for col, values, label, dash, area in lines:
             side = "deletion" if col == 1 else "insertion"
             figure.add_trace(
-                go.Scatter(
-                    x=result.fractions,
-                    y=values,
-                    mode="lines+markers",
-                    name=f"{side}: {label} · area {area:.3f}",
-                    line={"color": colour, "dash": dash, "width": 2.5 if dash == "solid" else 1.8},
-                    hovertemplate=f"{label}<br>%{{x:.2f}}: %{{y:.3f}}<extra></extra>",
+                _curve(
+                    result.fractions,
+                    values,
+                    f"{side}: {label} · area {area:.3f}",
+                    colour,
+                    dash,
+                    f"{label}<br>%{{x:.2f}}: %{{y:.3f}}<extra></extra>",
                 ),
                 row=1,
                 col=col,
@@ -342,6 +360,51 @@ def faithfulness_curves_figure(results: Sequence[FaithfulnessResult]) -> go.Figu
         legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0.0},
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         height=420 + 66 * len(results),
+    )
+    return figure
+
+
+def road_curves_figure(results: Sequence[RoadResult]) -> go.Figure:
+    """ROAD: the target probability as a growing share of pixels is imputed, one colour per model and
+    method. Solid: most relevant first (lower is better); dotted: least relevant first (higher is
+    better); dashed: the random order, once per model. Each legend entry ends with its mean.
+    """
+    figure = go.Figure()
+    colours: dict[tuple[str, str], str] = {}
+    baselines: set[str] = set()
+    for result in results:
+        colour = colours.setdefault(
+            (result.model, result.method), _MODEL_COLOURS[len(colours) % len(_MODEL_COLOURS)]
+        )
+        model = f"{result.model}{'' if result.trained else ' (untrained)'}"
+        name = f"{model} · {method_title(result.method)}"
+        lines = [
+            (result.most_relevant_first, f"{name} · most relevant first", "solid"),
+            (result.least_relevant_first, f"{name} · least relevant first", "dot"),
+        ]
+        if result.model not in baselines:  # the random order is the same for every method of a model
+            baselines.add(result.model)
+            lines.append((result.random_order, f"{model} · random order", "dash"))
+        for values, label, dash in lines:
+            figure.add_trace(
+                _curve(
+                    result.removed,
+                    values,
+                    f"{label} · mean {float(np.mean(values)):.3f}",
+                    colour,
+                    dash,
+                    f"{label}<br>%{{x:.0%}} imputed: %{{y:.3f}}<extra></extra>",
+                )
+            )
+    figure.update_xaxes(
+        title="fraction of pixels imputed from their neighbours", range=[0, 1], tickformat=".0%"
+    )
+    figure.update_yaxes(title="target-class probability", rangemode="tozero")
+    figure.update_layout(
+        title={"text": "ROAD: pixels imputed, most or least relevant first", "font": {"size": 13}},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0.0},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        height=380 + 44 * len(results),
     )
     return figure
 

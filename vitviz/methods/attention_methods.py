@@ -9,6 +9,7 @@ import torch
 
 from vitviz.capture import capture_attention
 from vitviz.maths.attention import AttentionRecord, class_attention_map, rollout_relevance
+from vitviz.maths.sinks import detect_sinks, plan_rollout, rollout_statement
 from vitviz.methods.base import ExplanationMethod
 from vitviz.models import LoadedModel
 
@@ -40,19 +41,29 @@ def attention_records(loaded: LoadedModel, pixels: torch.Tensor) -> list[Attenti
     ]
 
 
-class AttentionRollout(ExplanationMethod):
+class _AttentionMap(ExplanationMethod):
+    """A map read from captured attention: ViTs and hybrids only, and no class."""
+
+    families = ("vit", "hybrid")
+    class_specific = False
+
+
+class AttentionRollout(_AttentionMap):
     """Attention rollout (Abnar & Zuidema, 2020) read out for the model's output token(s).
 
     Options:
         head_fusion: "mean", "max" or "min" (default mean).
         discard_ratio: fraction of each row's lowest patch weights dropped, in [0, 1) (default 0).
-        start_layer: first layer that takes part (default 0).
+        start_layer: the earliest layer that takes part (default 0).
+        sinks: "exclude" (default) to start after the layers where attention sinks dominate and leave
+            sinks out of later ones (`vitviz.maths.sinks.plan_rollout`), "raw" for every layer as captured.
+
+    The result's `source` is the rollout's statement (`rollout_statement`): which layers took part
+    and which sinks were skipped, as a page prints it next to the map.
     """
 
     name: ClassVar[str] = "rollout"
     title: ClassVar[str] = "Attention rollout"
-    families = ("vit", "hybrid")
-    class_specific = False
 
     def attribute(
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None
@@ -60,15 +71,18 @@ class AttentionRollout(ExplanationMethod):
         fusion = self.options.get("head_fusion", "mean")
         discard = float(self.options.get("discard_ratio", 0.0))
         start = int(self.options.get("start_layer", 0))
-        maps = [
-            rollout_relevance(record, fusion, discard, start)
-            for record in attention_records(self.loaded, pixels)
-        ]
-        last = self.facts.num_layers - 1
-        return torch.from_numpy(np.stack(maps)), None, f"rollout of layers {start}–{last}"
+        sinks = self.options.get("sinks", "exclude")
+        maps, statements = [], []
+        for record in attention_records(self.loaded, pixels):
+            report = detect_sinks(record)
+            maps.append(rollout_relevance(record, fusion, discard, start, sinks=sinks, sink_report=report))
+            statements.append(rollout_statement(plan_rollout(report, start, sinks)))
+        # Images of a batch may differ in their sinks: one statement when they agree.
+        source = statements[0] if len(set(statements)) == 1 else "; ".join(dict.fromkeys(statements))
+        return torch.from_numpy(np.stack(maps)), None, source
 
 
-class RawAttention(ExplanationMethod):
+class RawAttention(_AttentionMap):
     """One layer's attention from the class token (the mean patch query when there is none).
 
     Options:
@@ -78,8 +92,6 @@ class RawAttention(ExplanationMethod):
 
     name: ClassVar[str] = "attention"
     title: ClassVar[str] = "Raw attention"
-    families = ("vit", "hybrid")
-    class_specific = False
 
     def attribute(
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None

@@ -14,11 +14,13 @@ Maps are read on the layer's own grid (the token grid reshaped from `num_prefix_
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
+import pytorch_grad_cam.ablation_cam
+import pytorch_grad_cam.score_cam
 import torch
 from pytorch_grad_cam import (
     FEM,
@@ -31,6 +33,8 @@ from pytorch_grad_cam import (
     HiResCAM,
     LayerCAM,
     ScoreCAM,
+    SegEigenCAM,
+    ShapleyCAM,
     XGradCAM,
 )
 from pytorch_grad_cam import GradCAM as LibraryGradCAMClass
@@ -40,7 +44,7 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from vitviz.capture import LayerTap, model_lock
+from vitviz.capture import LayerTap, attention_modules, model_lock
 from vitviz.methods.base import ExplanationMethod, MethodUnavailableError, feature_grid, pool_to_grid
 from vitviz.methods.gradcam import FEATURES, as_feature_map, default_layer, layer_module
 
@@ -59,8 +63,30 @@ __all__ = [
     "LibraryGradCAM",
     "LibraryGradCAMPlusPlus",
     "ScoreCam",
+    "SegEigenCam",
+    "ShapleyCam",
     "XGradCam",
+    "bias_layers",
 ]
+
+T = TypeVar("T")
+
+
+class _NoProgressBars:
+    """Stands in for the `tqdm` module inside the library's Score-CAM and Ablation-CAM.
+
+    Both wrap their loop over channel batches in `tqdm.tqdm(...)`, which drew a progress bar on the
+    server's stderr (or the command line's) for every map. tqdm reads its `TQDM_DISABLE` setting once,
+    when it is imported, so the bars are switched off here, for those two modules only.
+    """
+
+    @staticmethod
+    def tqdm(iterable: Iterable[T], *_args: object, **_kwargs: object) -> Iterable[T]:
+        return iterable
+
+
+for _module in (pytorch_grad_cam.ablation_cam, pytorch_grad_cam.score_cam):
+    _module.tqdm = _NoProgressBars  # type: ignore[attr-defined]
 
 
 @contextmanager
@@ -80,6 +106,36 @@ def _frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for parameter, flag in zip(parameters, flags, strict=True):
             parameter.requires_grad_(flag)
+
+
+@contextmanager
+def _unfused_attention(model: nn.Module, unfuse: bool) -> Iterator[None]:
+    """With `unfuse`, attention runs on its unfused path for the time of a run, each flag restored after.
+
+    Fused attention has no second derivative on the CPU, which ShapleyCAM's Hessian-vector product
+    needs. Call it with the model's lock held.
+    """
+    modules = attention_modules(model) if unfuse else []
+    flags = [module.fused_attn for module in modules]
+    try:
+        for module in modules:
+            module.fused_attn = False
+        yield
+    finally:
+        for module, flag in zip(modules, flags, strict=True):
+            module.fused_attn = flag
+
+
+def _release(cam: BaseCAM) -> None:
+    """Removes the library's hooks from a finished run.
+
+    The stored activations and gradients are dropped first: the library's `clear()` detaches them in
+    place, which fails on the reshaped views it keeps when the graph is kept (ShapleyCAM), and its
+    `__del__` would print that failure later.
+    """
+    hooks = cam.activations_and_grads
+    hooks.activations, hooks.gradients = [], []
+    hooks.release()
 
 
 class _TappedModel(nn.Module):
@@ -124,6 +180,14 @@ class LibraryCAM(ExplanationMethod):
 
     cam_class: ClassVar[type[BaseCAM]]
     uses_gradients: ClassVar[bool] = True  # a backward from the class score is needed
+    # The backward runs down to the input, not only from the target layer up (ShapleyCAM
+    # differentiates the gradient again and asks for the input's gradient).
+    whole_graph: ClassVar[bool] = False
+
+    @property
+    def starts_graph(self) -> bool:
+        """Whether the recorded graph starts at the target layer (cheaper: nothing below it is kept)."""
+        return self.uses_gradients and not self.whole_graph
 
     def attribute(
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None
@@ -132,15 +196,20 @@ class LibraryCAM(ExplanationMethod):
         targets = None
         if self.class_specific and class_indices is not None:
             targets = [ClassifierOutputTarget(int(index)) for index in class_indices]
-        wrapper = _TappedModel(self.model, features=layer == FEATURES, start_graph=self.uses_gradients)
-        with model_lock(self.model), _frozen(self.model), self._routed(wrapper, layer) as source:
+        wrapper = _TappedModel(self.model, features=layer == FEATURES, start_graph=self.starts_graph)
+        with (
+            model_lock(self.model),
+            _frozen(self.model),
+            _unfused_attention(self.model, self.whole_graph),
+            self._routed(wrapper, layer) as source,
+        ):
             cam = self.make_cam(wrapper, pixels)
             try:
                 with torch.inference_mode(False), torch.set_grad_enabled(self.uses_gradients):
                     maps = cam(pixels, targets)  # (B, rows, cols) in [0, 1]
                 outputs = cam.outputs
             finally:
-                cam.activations_and_grads.release()
+                _release(cam)
         classes = None
         if self.class_specific:
             classes = self.chosen_classes(outputs, class_indices)
@@ -153,7 +222,7 @@ class LibraryCAM(ExplanationMethod):
             yield "forward_features"
             return
         module, source = layer_module(self.model, self.facts, layer)
-        with LayerTap(self.model, module, wrapper.route, start_graph=self.uses_gradients):
+        with LayerTap(self.model, module, wrapper.route, start_graph=self.starts_graph):
             yield source
 
     def make_cam(self, wrapper: _TappedModel, pixels: torch.Tensor) -> BaseCAM:
@@ -169,6 +238,8 @@ class LibraryCAM(ExplanationMethod):
         def layer_grid(_input: torch.Tensor) -> tuple[int, int]:
             # The size the library resizes each map to, (width, height): the layer's own grid.
             activation = cam.activations_and_grads.activations[0]
+            if activation.ndim == 3:  # kept as the layer gave it (ShapleyCAM keeps the graph)
+                activation = feature_map(activation)
             return int(activation.shape[-1]), int(activation.shape[-2])
 
         cam.get_target_width_height = layer_grid  # type: ignore[method-assign]
@@ -229,6 +300,65 @@ class EigenGradCam(LibraryCAM):
     name: ClassVar[str] = "eigengradcam"
     title: ClassVar[str] = "Eigen-Grad-CAM"
     cam_class = EigenGradCAM
+
+
+class _GridShapleyCAM(ShapleyCAM):
+    """The library's ShapleyCAM, its weights applied to the reshaped activations.
+
+    Keeping the graph, the library stores activations as the layer gave them; its weights are
+    reshaped to the grid but the product with the activations is not, so token outputs (B, N, C)
+    failed. The weights themselves are the library's, but where the score is linear in the layer's
+    output (a pooled linear head on `forward_features`): the gradient then has no graph and the
+    Hessian is zero, so the weights are the mean gradient, as Grad-CAM's.
+    """
+
+    def get_cam_weights(
+        self,
+        input_tensor: torch.Tensor,
+        target_layer: nn.Module,
+        targets: list[nn.Module],
+        activations: torch.Tensor,
+        grads: torch.Tensor,
+    ) -> np.ndarray:
+        if grads.requires_grad:
+            return super().get_cam_weights(input_tensor, target_layer, targets, activations, grads)
+        transform = self.activations_and_grads.reshape_transform
+        grid = transform(grads) if transform is not None else grads  # (B, C, rows, cols)
+        return grid.mean(dim=(2, 3)).detach().cpu().numpy()
+
+    def get_cam_image(
+        self,
+        input_tensor: torch.Tensor,
+        target_layer: nn.Module,
+        targets: list[nn.Module],
+        activations: torch.Tensor,
+        grads: torch.Tensor,
+        eigen_smooth: bool = False,
+    ) -> np.ndarray:
+        weights = self.get_cam_weights(input_tensor, target_layer, targets, activations, grads)  # (B, C)
+        transform = self.activations_and_grads.reshape_transform
+        grid = (transform(activations) if transform is not None else activations).detach().cpu().numpy()
+        return (weights[:, :, None, None] * grid).sum(axis=1)  # (B, rows, cols)
+
+
+class ShapleyCam(LibraryCAM):
+    """ShapleyCAM (Cai et al., 2025): channel weights from the gradient and the Hessian-vector product,
+    g − ½·H·A, a second-order estimate of each channel's Shapley value for the class score."""
+
+    name: ClassVar[str] = "shapleycam"
+    title: ClassVar[str] = "ShapleyCAM"
+    cam_class = _GridShapleyCAM
+    whole_graph: ClassVar[bool] = True
+
+
+class SegEigenCam(LibraryCAM):
+    """Seg-Eigen-CAM (Chung & Ying, 2025): the first principal component of |gradient| ⊙ activations,
+    its sign set so that the salient region is positive. Made for segmentation; on a classifier it
+    follows the class score like Eigen-Grad-CAM."""
+
+    name: ClassVar[str] = "seg-eigencam"
+    title: ClassVar[str] = "Seg-Eigen-CAM"
+    cam_class = SegEigenCAM
 
 
 class ScoreCam(LibraryCAM):
@@ -307,13 +437,42 @@ class FeatureExplanationMethod(LibraryCAM):
     class_specific: ClassVar[bool] = False
 
 
+def bias_layers(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """FullGrad's layers: (the module whose output is hooked, the module whose bias it reads).
+
+    Every `Conv2d` with a bias and every `BatchNorm2d`, subclasses included. timm's fused
+    norm-activation layers (`BatchNormAct2d`, a `BatchNorm2d` subclass) apply their activation after
+    the norm: their bias gradient is the gradient at the norm's output, before the activation, so
+    the hook sits on their `drop` module (an identity in eval mode), which that output passes
+    through first. pytorch-grad-cam's own search matches exact types only and finds none of them.
+    """
+    layers = []
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            fused = isinstance(getattr(module, "act", None), nn.Module) and isinstance(
+                getattr(module, "drop", None), nn.Module
+            )
+            layers.append((module.drop if fused else module, module))
+        elif isinstance(module, nn.Conv2d) and module.bias is not None:
+            layers.append((module, module))
+    return layers
+
+
+class _BiasLayersFullGrad(FullGrad):
+    """The library's FullGrad on layers found by `bias_layers` instead of its exact-type search."""
+
+    def __init__(self, model: nn.Module, layers: list[tuple[nn.Module, nn.Module]]) -> None:
+        BaseCAM.__init__(self, model, [hooked for hooked, _ in layers], None, compute_input_gradient=True)
+        self.bias_data = [self.get_bias_data(owner).cpu().numpy() for _, owner in layers]
+
+
 class FullGradCam(LibraryCAM):
     """FullGrad (Srinivas & Fleuret, 2019): |input × its gradient| plus |bias × gradient| of every layer.
 
-    CNNs only, and only those whose biased layers are plain `Conv2d` / `BatchNorm2d`: the library
-    picks them by exact type, so it sees none in models built from timm's fused norm-activation
-    layers (EfficientNet's `BatchNormAct2d`), and then refuses. The map is computed per pixel and
-    averaged over the cells of the model's last feature grid. The `layer` option does not apply.
+    CNNs only. Every conv and batch-norm bias counts, including those of timm's fused
+    norm-activation layers (EfficientNet's `BatchNormAct2d`), read before their activation
+    (`bias_layers`). The map is computed per pixel and averaged over the cells of the model's last
+    feature grid. The `layer` option does not apply.
     """
 
     name: ClassVar[str] = "fullgrad"
@@ -325,27 +484,23 @@ class FullGradCam(LibraryCAM):
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
         targets = None if class_indices is None else [ClassifierOutputTarget(int(i)) for i in class_indices]
+        layers = bias_layers(self.model)
+        if not layers:
+            raise MethodUnavailableError(
+                f"FullGrad finds no conv or batch-norm layer with a bias in {self.facts.name}."
+            )
         with model_lock(self.model), _frozen(self.model):
-            cam = FullGrad(model=self.model, target_layers=[])
+            cam = _BiasLayersFullGrad(self.model, layers)
             try:
-                if not cam.target_layers:
-                    raise MethodUnavailableError(
-                        f"FullGrad finds no plain Conv2d / BatchNorm2d layer with a bias in {self.facts.name} "
-                        "(timm's fused norm-activation layers are not seen by the library)."
-                    )
                 with torch.inference_mode(False), torch.enable_grad():
                     per_pixel = cam(pixels, targets)  # (B, H, W) in [0, 1]
                 outputs = cam.outputs
             finally:
-                cam.activations_and_grads.release()
+                _release(cam)
         grid_size, cell = feature_grid(self.loaded, (int(pixels.shape[-2]), int(pixels.shape[-1])))
         maps = pool_to_grid(torch.from_numpy(per_pixel), grid_size, cell, reduce="mean")
         classes = self.chosen_classes(outputs, class_indices)
-        return (
-            maps,
-            classes,
-            f"input and {len(cam.target_layers)} bias layers, mean per {cell[0]}×{cell[1]} px cell",
-        )
+        return maps, classes, f"input and {len(layers)} bias layers, mean per {cell[0]}×{cell[1]} px cell"
 
 
 # The library's methods offered in menus, in the order they are listed.
@@ -355,6 +510,8 @@ LIBRARY_CAMS: tuple[type[LibraryCAM], ...] = (
     XGradCam,
     LayerCam,
     EigenGradCam,
+    ShapleyCam,
+    SegEigenCam,
     ScoreCam,
     AblationCam,
     EigenCam,

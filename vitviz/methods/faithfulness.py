@@ -178,7 +178,8 @@ class RoadResult:
     Removed pixels are not greyed but filled in from their neighbours (the library's noisy linear
     imputation), so the model never sees the tell-tale grey shapes that let deletion curves leak
     the removed region's outline. Most-relevant-first (MoRF) should fall fast, least-relevant-
-    first (LeRF) stay high.
+    first (LeRF) stay high, each read beside the random order: the same imputation ranked by a
+    seeded random map on the model's patch grid (the same for every method of a model).
     """
 
     model: str  # timm name
@@ -190,6 +191,7 @@ class RoadResult:
     removed: np.ndarray  # (P,) fraction of pixels imputed, rising
     most_relevant_first: np.ndarray  # (P,) target probability, most relevant pixels imputed
     least_relevant_first: np.ndarray  # (P,) target probability, least relevant pixels imputed
+    random_order: np.ndarray  # (P,) target probability, pixels imputed in the order of a random map
 
     @property
     def score(self) -> float:
@@ -205,6 +207,7 @@ def road(
     percentiles: Sequence[int] = ROAD_PERCENTILES,
     seed: int = 0,
     method_options: dict[str, dict[str, Any]] | None = None,
+    view: ViewMode = "crop",
 ) -> list[RoadResult]:
     """ROAD curves of each method's map on the prediction input, with pytorch-grad-cam's ROAD metric.
 
@@ -214,10 +217,10 @@ def road(
         methods: registry names; each must fit the model.
         class_index: class to follow (default: the top class on the clean input).
         percentiles: thresholds of the map, each in (0, 100).
-        seed: seed of the imputation noise (the global random state is left as it was).
+        seed: seed of the imputation noise and of the random-order map (the global random state
+            is left as it was).
         method_options: per-method options, by method name.
         view: the view scored, "crop" (the model's eval transform) or "whole".
-        seed: seed of the random order of the baseline curves.
 
     Returns:
         One result per method, in the order given.
@@ -227,26 +230,34 @@ def road(
     steps = sorted({int(value) for value in percentiles}, reverse=True)
     if not steps or steps[-1] <= 0 or steps[0] >= 100:
         raise ValueError("ROAD percentiles must lie strictly between 0 and 100")
-    target = probe_target(loaded, image, class_index)
+    target = probe_target(loaded, image, class_index, view)
     pixels = target.pixels  # (1, 3, H, W)
     input_size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
     targets = [ClassifierOutputSoftmaxTarget(target.index)]
     devices = [pixels.device] if pixels.device.type == "cuda" else []
-    results = []
-    for method in methods:
-        options = (method_options or {}).get(method, {})
-        values = explain_pixels(loaded, pixels, method, [target.index], **options)[0].values
+
+    def imputed(values: np.ndarray, orders: Sequence[type]) -> list[np.ndarray]:
+        """The target probability at each threshold of this map, for each ROAD order."""
         per_pixel = F.interpolate(
             torch.from_numpy(values)[None, None], size=input_size, mode="bilinear", align_corners=False
         )[0].numpy()  # (1, H, W): ROAD thresholds pixels
-        curves: dict[str, list[float]] = {"morf": [], "lerf": []}
+        curves: list[list[float]] = [[] for _ in orders]
         # Plain forwards only (the library hooks nothing here), so no model lock is needed.
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             for percentile in steps:
-                for key, metric in (("morf", ROADMostRelevantFirst), ("lerf", ROADLeastRelevantFirst)):
+                for curve, metric in zip(curves, orders, strict=True):
                     after = metric(percentile)(pixels, per_pixel, targets, loaded.model, return_diff=False)
-                    curves[key].append(float(after[0]))
+                    curve.append(float(after[0]))
+        return [np.asarray(curve) for curve in curves]
+
+    random_map = np.random.default_rng(seed).random(probe_grid(loaded).grid_size).astype(np.float32)
+    (random_order,) = imputed(random_map, [ROADMostRelevantFirst])
+    results = []
+    for method in methods:
+        options = (method_options or {}).get(method, {})
+        values = explain_pixels(loaded, pixels, method, [target.index], **options)[0].values
+        most_first, least_first = imputed(values, [ROADMostRelevantFirst, ROADLeastRelevantFirst])
         results.append(
             RoadResult(
                 model=loaded.facts.name,
@@ -256,8 +267,9 @@ def road(
                 target_label=target.label,
                 clean_probability=target.clean_probability,
                 removed=np.asarray([1.0 - step / 100 for step in steps]),
-                most_relevant_first=np.asarray(curves["morf"]),
-                least_relevant_first=np.asarray(curves["lerf"]),
+                most_relevant_first=most_first,
+                least_relevant_first=least_first,
+                random_order=random_order,
             )
         )
     return results
@@ -273,6 +285,7 @@ def road_rows(results: Sequence[RoadResult]) -> list[dict[str, Any]]:
             "ROAD MoRF ↓": round(float(np.mean(result.most_relevant_first)), 4),
             "ROAD LeRF ↑": round(float(np.mean(result.least_relevant_first)), 4),
             "ROAD (LeRF − MoRF)/2 ↑": round(result.score, 4),
+            "random-order ROAD": round(float(np.mean(result.random_order)), 4),
         }
         for result in results
     ]
