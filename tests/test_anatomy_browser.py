@@ -14,7 +14,7 @@ from tests.support.browser import (
     wait_until_idle,
 )
 from tests.support.interventions import dinov2_probe_run
-from tests.support.websocket_frames import record_frames
+from tests.support.websocket_frames import record_frames, sent_for_a_layer_step
 
 pytestmark = pytest.mark.browser
 
@@ -129,13 +129,7 @@ def test_a_slider_in_a_tab_reruns_that_tab_alone_and_the_photo_is_not_sent_again
     open_tab(page, "Queries & keys", "Layer 11, head 0: 257 queries and 257 keys (PCA)", TIMEOUT_MS)
     assert any(b"What the model sees" in frame for frame in frames)
 
-    frames.clear()
-    layer = page.locator('input[type="range"][aria-label="Layer"]')
-    layer.focus()
-    layer.press("ArrowLeft")
-    page.get_by_text("Layer 10, head 0: 257 queries and 257 keys (PCA)").wait_for(timeout=TIMEOUT_MS)
-    wait_until_idle(page)
-    sent = b"".join(frames)
+    sent = sent_for_a_layer_step(page, frames, "Layer 10, head 0: 257 queries and 257 keys (PCA)", TIMEOUT_MS)
     assert b"Layer 10, head 0: 257 queries" in sent
     assert b"What the model sees" not in sent, "the photo with the view's box was sent again for a layer step"
     assert b"Raw colour scale" not in sent, "the page above the tabs reran for a layer step"

@@ -22,13 +22,13 @@ def test_offline_compare_opens_on_the_trained_pair_with_predictions_on_both_side
     from pages.views import compare
 
     pair = pair_in_runs_folder
-    compare.opening_models.clear()  # what the page opens on is cached for a minute, across tests too
+    compare._opening_models.clear()  # what the page opens on is cached for a minute, across tests too
     try:
         at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
         at.switch_page("pages/compare.py")
         at.run()
     finally:
-        compare.opening_models.clear()
+        compare._opening_models.clear()
     assert not at.exception and not at.error
     slots = [at.selectbox(key=f"compare_{number}_model").value for number in (1, 2)]
     assert slots == [str(pair.vit), str(pair.cnn)]

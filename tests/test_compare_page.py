@@ -208,11 +208,11 @@ def test_paper_models_are_the_default_when_they_load_and_each_failure_stays_in_i
 
     monkeypatch.setattr(availability, "check_weights", hub_loads)
     monkeypatch.setattr(compare, "check_weights", hub_loads)
-    compare.opening_models.clear()
+    compare._opening_models.clear()
     try:
         at = _compare_page()
     finally:
-        compare.opening_models.clear()
+        compare._opening_models.clear()
     assert not at.exception
     picked = [at.selectbox(key=f"compare_{n}_model").value for n in (1, 2, 3)]
     assert picked == [

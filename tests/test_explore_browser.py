@@ -10,6 +10,7 @@ from tests.support.browser import (
     wait_until_idle,
 )
 from tests.support.panoramas import panorama
+from tests.support.websocket_frames import record_frames, sent_for_a_layer_step
 from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser
@@ -71,25 +72,15 @@ def test_bad_upload_gets_a_message_not_a_traceback(app_url, page, tmp_path):
 
 def test_layer_slider_reruns_only_its_map_and_the_photo_is_not_sent_again(app_url, page):
     page.set_viewport_size({"width": 1500, "height": 3000})  # the whole page in one screenshot
-    frames: list[bytes] = []
-    page.on(
-        "websocket",
-        lambda socket: socket.on(
-            "framereceived",
-            lambda frame: frames.append(frame if isinstance(frame, bytes) else frame.encode()),
-        ),
-    )
+    frames = record_frames(page)
     _open_explore(page, app_url)
     assert frames and any(b"box: centre crop" in frame for frame in frames)
     save_screenshot(page, "explore_default")
 
-    frames.clear()
-    layer = page.locator('input[type="range"][aria-label="Layer"]')
-    layer.focus()
-    layer.press("ArrowLeft")
+    sent = sent_for_a_layer_step(
+        page, frames, "Layer 10, mean of heads: attention from class token", TIMEOUT_MS
+    )
     shows_once(page, "Layer 10, mean of heads: attention from class token", TIMEOUT_MS)
-    wait_until_idle(page)
-    sent = b"".join(frames)
     assert b"Layer 10, mean of heads" in sent
     assert b"box: centre crop" not in sent, "the photo was sent again for a layer change"
     assert b"Rollout of layers" not in sent, "the rollout was sent again for a layer change"

@@ -7,15 +7,7 @@ import pytest
 import timm
 import torch
 
-from tests.support.interventions import (
-    FAMILIES,
-    classifier,
-    dinov2_probe_run,
-    noise_picture,
-    run_command,
-    saved_picture,
-    shape_picture,
-)
+from tests.support import interventions as support
 from tests.support.methods_helpers import frozen_loaded, fused_flags, hook_counts
 from vitviz.maths.logit_lens import logit_lens, logit_lens_pixels
 from vitviz.models import ModelError, load_model
@@ -31,11 +23,11 @@ def average_pooled_vit():
 
 
 def lens_models(tiny_models):
-    return [classifier(tiny_models, key) for key in FAMILIES] + [average_pooled_vit()]
+    return [support.classifier(tiny_models, key) for key in support.FAMILIES] + [average_pooled_vit()]
 
 
 def test_the_last_layer_of_the_lens_is_the_models_own_output(tiny_models):
-    image = noise_picture()
+    image = support.noise_picture()
     for loaded in lens_models(tiny_models):
         pixels = prediction_tensor(image, loaded.facts)
         lens = logit_lens_pixels(loaded, pixels)
@@ -50,8 +42,8 @@ def test_the_last_layer_of_the_lens_is_the_models_own_output(tiny_models):
 
 def test_each_layer_equals_the_model_cut_after_that_block(tiny_models):
     """A different route: a copy of the model with its later blocks removed, run as a whole."""
-    image = noise_picture()
-    for loaded in [classifier(tiny_models, "vit_rectangular"), average_pooled_vit()]:
+    image = support.noise_picture()
+    for loaded in [support.classifier(tiny_models, "vit_rectangular"), average_pooled_vit()]:
         pixels = prediction_tensor(image, loaded.facts)
         lens = logit_lens_pixels(loaded, pixels)
         for layer in range(loaded.facts.num_layers):
@@ -63,9 +55,9 @@ def test_each_layer_equals_the_model_cut_after_that_block(tiny_models):
 
 
 def test_each_patch_token_is_read_through_the_norm_and_head_alone(tiny_models):
-    loaded = classifier(tiny_models, "registers")  # 5 prefix tokens before the patches
+    loaded = support.classifier(tiny_models, "registers")  # 5 prefix tokens before the patches
     model, facts = loaded.model, loaded.facts
-    pixels = prediction_tensor(noise_picture(), facts)
+    pixels = prediction_tensor(support.noise_picture(), facts)
     lens = logit_lens_pixels(loaded, pixels)
     cut = copy.deepcopy(model)
     cut.blocks = cut.blocks[:1]
@@ -81,22 +73,22 @@ def test_each_patch_token_is_read_through_the_norm_and_head_alone(tiny_models):
 
 
 def test_the_lens_leaves_no_hooks_and_restores_nothing_it_did_not_touch(tiny_models):
-    loaded = classifier(tiny_models, "hybrid")
-    logit_lens(loaded, noise_picture())
+    loaded = support.classifier(tiny_models, "hybrid")
+    logit_lens(loaded, support.noise_picture())
     assert hook_counts(loaded.model) == (0, 0, 0, 0) and all(fused_flags(loaded.model))
 
 
 def test_cnns_and_headless_models_have_no_lens(tiny_models):
     with pytest.raises(ModelError, match="CNN"):
-        logit_lens(frozen_loaded(tiny_models["cnn"], "resnet"), noise_picture())
+        logit_lens(frozen_loaded(tiny_models["cnn"], "resnet"), support.noise_picture())
     with pytest.raises(ModelError, match="no classifier head"):
-        logit_lens(frozen_loaded(tiny_models["registers"], "dinov2"), noise_picture())
+        logit_lens(frozen_loaded(tiny_models["registers"], "dinov2"), support.noise_picture())
 
 
 @pytest.mark.slow
 def test_dinov2_probe_lens_ends_on_its_prediction_and_its_patches_find_the_shape():
-    probe = load_model(str(dinov2_probe_run()))
-    image = shape_picture("star")
+    probe = load_model(str(support.dinov2_probe_run()))
+    image = support.shape_picture("star")
     lens = logit_lens(probe, image, topk=5)
     assert lens.predictions[-1] == predict(probe, [image], topk=5)[0]
     assert lens.predictions[-1][0].label == "star"
@@ -105,8 +97,8 @@ def test_dinov2_probe_lens_ends_on_its_prediction_and_its_patches_find_the_shape
 
 
 def test_cli_lens_prints_each_layer_from_zero_with_predictions(tmp_path):
-    picture = saved_picture(noise_picture(), tmp_path)
-    status, payload, stderr = run_command(
+    picture = support.saved_picture(support.noise_picture(), tmp_path)
+    status, payload, stderr = support.run_command(
         "lens",
         picture,
         "--model",
@@ -125,9 +117,9 @@ def test_cli_lens_prints_each_layer_from_zero_with_predictions(tmp_path):
 
 @pytest.mark.slow
 def test_cli_lens_last_layer_is_what_predict_prints(tmp_path):
-    run = str(dinov2_probe_run())
-    picture = saved_picture(shape_picture("circle"), tmp_path)
-    status, payload, stderr = run_command("lens", picture, "--model", run, "--json")
+    run = str(support.dinov2_probe_run())
+    picture = support.saved_picture(support.shape_picture("circle"), tmp_path)
+    status, payload, stderr = support.run_command("lens", picture, "--model", run, "--json")
     assert status == 0, stderr
-    _, predicted, _ = run_command("predict", picture, "--model", run, "--json")
+    _, predicted, _ = support.run_command("predict", picture, "--model", run, "--json")
     assert payload["layers"][-1]["predictions"] == predicted[0]["predictions"]

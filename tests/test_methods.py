@@ -275,12 +275,17 @@ class LinearModel(nn.Module):
         return x.flatten(1) @ self.weight.T
 
 
-@pytest.mark.parametrize("method", ["integrated-gradients", "occlusion"])
-def test_captum_methods_on_a_linear_model_give_each_cells_contribution(method):
-    generator = torch.Generator().manual_seed(0)
+def _linear_case(seed: int, images: int) -> tuple[torch.Tensor, object, torch.Tensor]:
+    """A 3-class linear model on 4×4 pictures: its weights, the model, and `images` random pictures."""
+    generator = torch.Generator().manual_seed(seed)
     weight = torch.randn(3, 3 * 4 * 4, generator=generator)
     loaded = hand_made_loaded(LinearModel(weight), (4, 4), num_classes=3)
-    pixels = torch.randn(2, 3, 4, 4, generator=generator)
+    return weight, loaded, torch.randn(images, 3, 4, 4, generator=generator)
+
+
+@pytest.mark.parametrize("method", ["integrated-gradients", "occlusion"])
+def test_captum_methods_on_a_linear_model_give_each_cells_contribution(method):
+    weight, loaded, pixels = _linear_case(seed=0, images=2)
     results = explain_pixels(loaded, pixels, method, [2, 0], cell_px=2, steps=4)
     for image, (result, target) in enumerate(zip(results, [2, 0], strict=True)):
         # From the zero baseline, a cell's share is Σ over its pixels and channels of x · w.
@@ -303,10 +308,7 @@ def test_captum_methods_sum_over_the_token_grid_of_a_vit(tiny_models, method):
 @pytest.mark.parametrize("method", ["saliency", "smoothgrad"])
 def test_saliency_and_smoothgrad_of_a_linear_model_are_its_weights_per_cell(method):
     # The gradient of a linear model is its weight row wherever the input (or noise) is.
-    generator = torch.Generator().manual_seed(1)
-    weight = torch.randn(3, 3 * 4 * 4, generator=generator)
-    loaded = hand_made_loaded(LinearModel(weight), (4, 4), num_classes=3)
-    pixels = torch.randn(1, 3, 4, 4, generator=generator)
+    weight, loaded, pixels = _linear_case(seed=1, images=1)
     result = explain_pixels(loaded, pixels, method, [1], cell_px=2, samples=3)[0]
     per_pixel = weight[1].reshape(3, 4, 4).abs().amax(dim=0)  # max over colours of |∂score/∂x|
     np.testing.assert_allclose(

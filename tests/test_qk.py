@@ -10,21 +10,16 @@ from vitviz.figures.anatomy import (
     position_colours,
     query_key_figure,
 )
+from vitviz.maths import qk
 from vitviz.maths.attention import record_attention
-from vitviz.maths.qk import (
-    align_queries_keys,
-    attention_from_queries_keys,
-    project_queries_keys,
-    query_keys,
-)
 
 
 @pytest.mark.parametrize("key", TRANSFORMER_KEYS)
 def test_captured_queries_and_keys_reproduce_the_captured_attention(tiny_models, cat, key):
     loaded = tiny_loaded(tiny_models, key)
     layer, head = loaded.facts.num_layers - 1, loaded.facts.num_heads - 1
-    source = query_keys(loaded, cat, layer, head)
-    recomputed = attention_from_queries_keys(source.queries, source.keys, source.scale)
+    source = qk.query_keys(loaded, cat, layer, head)
+    recomputed = qk.attention_from_queries_keys(source.queries, source.keys, source.scale)
     np.testing.assert_allclose(recomputed, source.attention, atol=1e-5)
     assert source.reproduction_error() < 1e-5
     assert source.queries.shape == (loaded.facts.num_tokens, loaded.facts.embed_dim // loaded.facts.num_heads)
@@ -49,17 +44,17 @@ def test_query_keys_leave_the_model_as_it_was(tiny_models, cat):
     loaded = tiny_loaded(tiny_models, "registers")
     fused = [module.fused_attn for module in attention_modules(loaded.model)]
     before = state_copy(loaded.model)
-    query_keys(loaded, cat, 0, 0)
+    qk.query_keys(loaded, cat, 0, 0)
     assert [module.fused_attn for module in attention_modules(loaded.model)] == fused
     assert all(torch.equal(before[name], tensor) for name, tensor in loaded.model.state_dict().items())
     assert not any(module._forward_hooks for module in loaded.model.modules())
 
 
 def test_aligning_queries_and_keys_leaves_the_attention_unchanged(tiny_models, cat):
-    source = query_keys(tiny_loaded(tiny_models, "vit"), cat, 1, 2)
-    queries, keys = align_queries_keys(source.queries, source.keys)
+    source = qk.query_keys(tiny_loaded(tiny_models, "vit"), cat, 1, 2)
+    queries, keys = qk.align_queries_keys(source.queries, source.keys)
     np.testing.assert_allclose(
-        attention_from_queries_keys(queries, keys, source.scale), source.attention, atol=1e-5
+        qk.attention_from_queries_keys(queries, keys, source.scale), source.attention, atol=1e-5
     )
     np.testing.assert_allclose(
         np.linalg.norm(queries, axis=1).mean(), np.linalg.norm(keys, axis=1).mean(), rtol=1e-9
@@ -68,8 +63,8 @@ def test_aligning_queries_and_keys_leaves_the_attention_unchanged(tiny_models, c
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
 def test_projection_places_every_query_and_key(tiny_models, cat, method):
-    source = query_keys(tiny_loaded(tiny_models, "registers"), cat, 1, 0)
-    projection = project_queries_keys(source, method=method)
+    source = qk.query_keys(tiny_loaded(tiny_models, "registers"), cat, 1, 0)
+    projection = qk.project_queries_keys(source, method=method)
     tokens = len(source.queries)
     assert projection.queries.shape == projection.keys.shape == (tokens, 2)
     assert np.isfinite(projection.queries).all() and np.isfinite(projection.keys).all()
@@ -93,6 +88,6 @@ def test_position_colours_differ_for_every_patch():
 
 @pytest.mark.slow
 def test_dinov2_queries_and_keys_reproduce_its_attention(dinov2, cat):
-    source = query_keys(dinov2, cat, 11, 3)
+    source = qk.query_keys(dinov2, cat, 11, 3)
     assert source.queries.shape == (257, 64)
     assert source.reproduction_error() < 1e-5

@@ -231,11 +231,7 @@ def _read_link(facts: ModelFacts) -> None:
         notes.append("the uploaded picture it was made from (a link cannot carry it) and its view")
     elif "view" in params and params["view"] not in ui.VIEW_LABELS:
         notes.append(f"view {params['view'][:20]!r}")
-    if "tab" in params:
-        if params["tab"] in TABS:
-            st.session_state[TAB] = params["tab"]
-        else:
-            notes.append(f"tab {params['tab'][:40]!r}")
+    ui.take_link_choice(params, "tab", TABS, TAB, notes)
     if params.get("raw") == "1":
         st.session_state[RAW_COLOURS] = True
     if "off" in params and facts.num_layers and facts.num_heads:

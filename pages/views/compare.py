@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
 import plotly.graph_objects as go
@@ -24,8 +24,7 @@ from vitviz.figures.compare import (
     view_boxes_figure,
 )
 from vitviz.figures.scales import colour_scale
-from vitviz.maths.attention import AttentionRecord
-from vitviz.maths.sinks import SinkReport, detect_sinks, sink_sentence
+from vitviz.maths.sinks import SinkReport, sink_sentence
 from vitviz.methods import (
     METHODS,
     ExplanationResult,
@@ -46,6 +45,7 @@ from vitviz.methods.probes import ProbeCurve, run_drop_orders, run_probe
 from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
 from vitviz.predict import Prediction
 from vitviz.preprocess import ImageView, explanation_tensor, image_view
+from vitviz.runs import runs_root
 from vitviz.weights import WeightsError
 
 __all__ = [
@@ -65,6 +65,10 @@ TOP_CLASS = "each model's own top class"
 OTHER_CLASS = "another class index…"
 # The optional third slot when the paper's models do not load: a distilled DeiT (two prefix tokens).
 THIRD_FALLBACK = ("deit_small_distilled_patch16_224", "random")
+# Per slot number: the method its map uses, and the class it explains (None: the model's top class).
+SlotMethods = dict[int, str]
+SlotClasses = dict[int, int | None]
+ScoreMetric = Literal["deletion and insertion", "ROAD"]
 VIEWS = {"crop": "centre crop", "whole": "whole image"}  # short labels for titles
 VIEW_KEY = "compare_view"
 RAW_ROLLOUT = "compare_raw_rollout"
@@ -160,9 +164,17 @@ def display_options() -> DisplayOptions:
     return DisplayOptions(view, topk, opacity, robust, gradcam_layer, ig_steps, raw_rollout)
 
 
-@st.cache_data(ttl=60, show_spinner=False)
 def opening_models() -> tuple[tuple[tuple[str, str], ...], str]:
     """The models Compare opens on, and one line on them (empty when nothing needs saying).
+
+    Cached for a minute per runs folder, so a server whose runs folder changes sees the change.
+    """
+    return _opening_models(str(runs_root()))
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _opening_models(runs_folder: str) -> tuple[tuple[tuple[str, str], ...], str]:
+    """`opening_models` for one runs folder.
 
     The paper's ViT-B/16, R50+ViT-B/16 hybrid and ResNet-50 when they load here; else the best pair
     that loads (a trained ViT/CNN pair from the runs folder, or the bundled DINOv2 + EfficientNet).
@@ -328,7 +340,7 @@ def headless_note(slot: ModelSlot) -> str:
 
 def explained_classes(
     slots: Sequence[ModelSlot], predictions: dict[int, list[Prediction]], picked_class: int | None
-) -> dict[int, int | None]:
+) -> SlotClasses:
     """The class each model's map explains: the picked one, else the top class its bars show.
 
     Headless models explain no class (None).
@@ -351,7 +363,7 @@ def explanations_section(
     picked: ui.ImageChoice,
     options: DisplayOptions,
     views: dict[int, ImageView],
-) -> tuple[dict[int, str], dict[int, int | None]]:
+) -> tuple[SlotMethods, SlotClasses]:
     """A method picker per model and the class to explain, then every map on one colour scale.
 
     Returns:
@@ -375,7 +387,7 @@ def explanations_section(
     label = "relevance, each map on its own range"
     title = label
     reports = {slot.number: slot_sinks(slot, picked, options.view) for slot in slots}
-    statements: dict[int, str] = {}
+    statements: SlotMethods = {}
     for slot in slots:
         method = methods[slot.number]
         panel, result = explanation_panel(
@@ -449,11 +461,21 @@ def explanations_section(
     return methods, classes
 
 
+class CheckedModels(NamedTuple):
+    """What the probes and faithfulness tabs check: the models with a head, on the page's photo and view."""
+
+    classifiers: Sequence[ModelSlot]
+    methods: SlotMethods  # each slot's map method above, the default salience
+    picked: ui.ImageChoice
+    classes: SlotClasses
+    view: str
+
+
 def checks_section(
     slots: Sequence[ModelSlot],
-    methods: dict[int, str],
+    methods: SlotMethods,
     picked: ui.ImageChoice,
-    classes: dict[int, int | None],
+    classes: SlotClasses,
     view: str,
 ) -> None:
     """Robustness probes and faithfulness scores, each in its tab, for the models with a head."""
@@ -464,12 +486,11 @@ def checks_section(
         )
         return
     probes_tab, faithfulness_tab = st.tabs(["Robustness probes", "Faithfulness"])
+    checked = CheckedModels(classifiers, methods, picked, classes, view)
     with probes_tab:
-        probes_section(classifiers, methods, picked, classes, view)
+        probes_section(checked)
     with faithfulness_tab:
-        faithfulness_section(
-            classifiers, [methods[slot.number] for slot in classifiers], picked, classes, view
-        )
+        faithfulness_section(checked)
 
 
 @st.cache_data(show_spinner="Explaining…", max_entries=64)
@@ -519,8 +540,9 @@ def cached_probe(
     return [run_probe(loaded, _image, kind, fractions, None, class_index, centre=centre, view=view)]
 
 
-@st.cache_data(show_spinner="Scoring faithfulness…", max_entries=32)
-def cached_faithfulness(
+@st.cache_data(show_spinner="Scoring faithfulness…", max_entries=64)
+def cached_scores(
+    metric: ScoreMetric,
     name: str,
     weights: str,
     device: str,
@@ -528,12 +550,13 @@ def cached_faithfulness(
     view: str,
     methods: tuple[str, ...],
     class_index: int | None,
-    steps: int,
     _image: Image.Image,
-) -> list[FaithfulnessResult]:
-    fractions = [step / (steps - 1) for step in range(steps)]
+) -> list[FaithfulnessResult] | list[RoadResult]:
+    """Deletion and insertion curves over 11 fractions, or ROAD's, of each method on one model."""
     loaded = ui.cached_model(name, weights, device)
-    return faithfulness(loaded, _image, methods, class_index, fractions, view=view)
+    if metric == "ROAD":
+        return road(loaded, _image, methods, class_index, view=view)
+    return faithfulness(loaded, _image, methods, class_index, [step / 10 for step in range(11)], view=view)
 
 
 def method_label(method: str) -> str:
@@ -565,7 +588,7 @@ def class_picker(predictions: Sequence[Sequence[Prediction]], num_classes: int) 
     Returns:
         A class index, or None for each model's own top class.
     """
-    labels: dict[int, str] = {}
+    labels: SlotMethods = {}
     for items in predictions:
         for prediction in items:
             labels.setdefault(prediction.index, prediction.label)
@@ -586,13 +609,6 @@ def class_picker(predictions: Sequence[Sequence[Prediction]], num_classes: int) 
     return int(picked)
 
 
-@st.cache_data(max_entries=64)
-def cached_sinks(
-    name: str, weights: str, device: str, digest: str, view: str, _record: AttentionRecord
-) -> SinkReport:
-    return detect_sinks(_record)
-
-
 def slot_sinks(slot: ModelSlot, picked: ui.ImageChoice, view: str) -> SinkReport | None:
     """The attention sinks of a ViT or hybrid on this view (None for a CNN, or when capture fails)."""
     assert slot.loaded is not None
@@ -605,11 +621,11 @@ def slot_sinks(slot: ModelSlot, picked: ui.ImageChoice, view: str) -> SinkReport
         )
     except (ValueError, RuntimeError):
         return None  # the slot's map reports the failure itself
-    return cached_sinks(choice.name, choice.weights, choice.device, picked.digest, view, record)
+    return ui.cached_sinks(choice.name, choice.weights, choice.device, picked.digest, view, record)
 
 
 def sink_lines(
-    slots: Sequence[ModelSlot], reports: dict[int, SinkReport | None], statements: dict[int, str]
+    slots: Sequence[ModelSlot], reports: dict[int, SinkReport | None], statements: SlotMethods
 ) -> None:
     """Under the maps, per ViT: the rollout's statement when it shows rollout, and its sinks in one line."""
     for slot in slots:
@@ -682,14 +698,9 @@ def _wrap(text: str, width: int = 40) -> str:
     return "<br>".join(lines)
 
 
-def probes_section(
-    classifiers: Sequence[ModelSlot],
-    methods: dict[int, str],
-    picked: ui.ImageChoice,
-    classes: dict[int, int | None],
-    view: str,
-) -> None:
+def probes_section(checked: CheckedModels) -> None:
     """The probe controls and, once switched on, every model's curves on one plot with their areas."""
+    classifiers, methods, picked, classes, view = checked
     run = st.toggle("Run probes", key="compare_run_probes")
     row = st.columns([2, 1, 1])
     kind = row[0].selectbox(
@@ -777,6 +788,29 @@ def probes_section(
     )
 
 
+# How a salient-first order compares with the random order, and the least-salient-first order with it:
+# (better, not better) words for each.
+PROBE_WORDS = (("falls faster than", "does not fall faster than"), ("stays above", "does not stay above"))
+ROAD_WORDS = (("is below", "is not below"), ("is above", "is not above"))
+
+
+class _Orders(NamedTuple):
+    """One number per removal order: most salient first, least salient first, random (lower: falls faster)."""
+
+    most: float
+    least: float
+    random: float
+
+    def verdict(self, subject: str, salient: str, measure: str, words: tuple[tuple[str, str], ...]) -> str:
+        """One sentence read from the three numbers: is each ordered curve on the faithful side of random?"""
+        falls = words[0][0] if self.most < self.random else words[0][1]
+        keeps = words[1][0] if self.least > self.random else words[1][1]
+        return (
+            f"{subject}: most {salient} first ({measure} {self.most:.3f}) {falls} the random order "
+            f"({self.random:.3f}); least {salient} first ({self.least:.3f}) {keeps} it."
+        )
+
+
 def drop_verdicts(curves: Sequence[ProbeCurve]) -> list[str]:
     """One line per model, read from its three drop curves: does its map beat the random order?"""
     lines = []
@@ -784,47 +818,32 @@ def drop_verdicts(curves: Sequence[ProbeCurve]) -> list[str]:
         areas = {curve.kind: curve.area for curve in curves if curve.model == model}
         if len(areas) < 3:
             continue
-        salient, least, random = areas["drop-salient"], areas["drop-least-salient"], areas["drop-random"]
-        falls = "falls faster than" if salient < random else "does not fall faster than"
-        keeps = "stays above" if least > random else "does not stay above"
-        lines.append(
-            f"**{model}**: most salient first (area {salient:.3f}) {falls} the random order ({random:.3f}); "
-            f"least salient first ({least:.3f}) {keeps} it."
-        )
+        orders = _Orders(areas["drop-salient"], areas["drop-least-salient"], areas["drop-random"])
+        lines.append(orders.verdict(f"**{model}**", "salient", "area", PROBE_WORDS))
     return lines
 
 
-@st.cache_data(show_spinner="Scoring ROAD…", max_entries=32)
-def cached_road(
-    name: str,
-    weights: str,
-    device: str,
-    digest: str,
-    view: str,
-    methods: tuple[str, ...],
-    class_index: int | None,
-    _image: Image.Image,
-) -> list[RoadResult]:
-    return road(ui.cached_model(name, weights, device), _image, methods, class_index, view=view)
-
-
 def score_each_model(
-    classifiers: Sequence[ModelSlot],
-    chosen: Sequence[str],
-    fits: dict[int, list[str]],
-    what: str,
-    score: Callable[[ModelSlot, tuple[str, ...]], list[T]],
-) -> list[T]:
-    """`score(slot, methods)` for each model with the chosen methods that fit it; a failure stays in its slot."""
-    results: list[T] = []
-    for slot in classifiers:
+    checked: CheckedModels, chosen: Sequence[str], fits: dict[int, list[str]], metric: ScoreMetric
+) -> list:
+    """One metric's results for each model, with the chosen methods that fit it; a failure stays in its slot."""
+    results = []
+    for slot in checked.classifiers:
         fitting = tuple(name for name in chosen if name in fits[slot.number])
         if not fitting:
             continue
         try:
-            results += score(slot, fitting)
+            results += cached_scores(
+                metric,
+                *slot.model_key,
+                checked.picked.digest,
+                checked.view,
+                fitting,
+                checked.classes[slot.number],
+                checked.picked.image,
+            )
         except (ValueError, RuntimeError) as error:
-            st.error(f"{slot.number}. {slot.choice.name}, {what}: {error}")
+            st.error(f"{slot.number}. {slot.choice.name}, {metric}: {error}")
     return results
 
 
@@ -832,25 +851,23 @@ def road_verdicts(results: Sequence[RoadResult]) -> list[str]:
     """One line per model and method, read from its ROAD means against the random order."""
     lines = []
     for result in results:
-        most, least = float(np.mean(result.most_relevant_first)), float(np.mean(result.least_relevant_first))
-        random = float(np.mean(result.random_order))
-        falls = "below" if most < random else "not below"
-        keeps = "above" if least > random else "not above"
+        orders = _Orders(
+            float(np.mean(result.most_relevant_first)),
+            float(np.mean(result.least_relevant_first)),
+            float(np.mean(result.random_order)),
+        )
         lines.append(
-            f"**{result.model} · {method_title(result.method)}**: most relevant first (mean {most:.3f}) "
-            f"is {falls} the random order ({random:.3f}); least relevant first ({least:.3f}) is {keeps} it."
+            orders.verdict(
+                f"**{result.model} · {method_title(result.method)}**", "relevant", "mean", ROAD_WORDS
+            )
         )
     return lines
 
 
-def faithfulness_section(
-    classifiers: Sequence[ModelSlot],
-    shown: Sequence[str],
-    picked: ui.ImageChoice,
-    classes: dict[int, int | None],
-    view: str,
-) -> None:
+def faithfulness_section(checked: CheckedModels) -> None:
     """Methods to score, and once switched on the deletion / insertion table and curves with baselines."""
+    classifiers, shown_per_slot, picked, _, view = checked
+    shown = [shown_per_slot[slot.number] for slot in classifiers]
     fits = {slot.number: available_methods(slot.loaded.facts) for slot in classifiers}
     offered = [name for name in METHODS if any(name in methods for methods in fits.values())]
     chosen = st.multiselect(
@@ -865,27 +882,11 @@ def faithfulness_section(
     if not st.toggle("Score faithfulness", key="compare_run_faithfulness"):
         st.caption("Switch on **Score faithfulness** to compute deletion, insertion and ROAD curves.")
         return
-    results = score_each_model(
-        classifiers,
-        chosen,
-        fits,
-        "deletion and insertion",
-        lambda slot, fitting: cached_faithfulness(
-            *slot.model_key, picked.digest, view, fitting, classes[slot.number], 11, picked.image
-        ),
-    )
+    results = score_each_model(checked, chosen, fits, "deletion and insertion")
     if not results:
         st.info("Pick at least one method to score.")
         return
-    road_results = score_each_model(
-        classifiers,
-        chosen,
-        fits,
-        "ROAD",
-        lambda slot, fitting: cached_road(
-            *slot.model_key, picked.digest, view, fitting, classes[slot.number], picked.image
-        ),
-    )
+    road_results = score_each_model(checked, chosen, fits, "ROAD")
     st.markdown("**Deletion and insertion** (patches greyed or restored)")
     st.dataframe(faithfulness_rows(results), hide_index=True, key="compare_faithfulness_table")
     st.caption(
@@ -937,16 +938,8 @@ def read_link() -> None:
         return
     limits = ui.view_limits()
     notes = []
-    if "image" in params:
-        if params["image"] in limits.images:
-            st.session_state["compare_photo"] = params["image"]
-        else:
-            notes.append(f"image {params['image'][:40]!r} (not a built-in photo)")
-    if "view" in params:
-        if params["view"] in VIEWS:
-            st.session_state[VIEW_KEY] = params["view"]
-        else:
-            notes.append(f"view {params['view'][:40]!r} (use crop or whole)")
+    ui.take_link_choice(params, "image", limits.images, "compare_photo", notes, " (not a built-in photo)")
+    ui.take_link_choice(params, "view", VIEWS, VIEW_KEY, notes, " (use crop or whole)")
     for number in (1, 2, 3):
         model, weights = params.get(f"model{number}"), params.get(f"weights{number}")
         if model is not None:

@@ -30,7 +30,7 @@ from vitviz.maths.attention import (
     patch_token,
     query_attention_map,
 )
-from vitviz.maths.sinks import SinkReport, detect_sinks, plan_rollout, rollout_statement, sink_sentence
+from vitviz.maths.sinks import SinkReport, plan_rollout, rollout_statement, sink_sentence
 from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts
 from vitviz.predict import Prediction, top_predictions
 from vitviz.preprocess import ImageView, image_view
@@ -184,13 +184,6 @@ def keep_head_choice() -> None:
 # Cached results of one view -------------------------------------------------------------------
 
 
-@st.cache_data(max_entries=64)
-def _cached_sinks(
-    name: str, weights: str, device: str, digest: str, view: str, _record: AttentionRecord
-) -> SinkReport:
-    return detect_sinks(_record)
-
-
 @st.cache_data(max_entries=16)
 def _photo_with_box(
     digest: str, view: str, _image: Image.Image, _seen: ImageView
@@ -327,7 +320,7 @@ def render_attention(
     except (ValueError, RuntimeError) as error:
         st.error(f"Could not capture attention of {facts.name}: {error}")
         st.stop()
-    report = _cached_sinks(choice.name, choice.weights, choice.device, picked.digest, view, record)
+    report = ui.cached_sinks(choice.name, choice.weights, choice.device, picked.digest, view, record)
     maps = _Maps(choice, picked, facts, record, report, view, opacity, raw_colours)
 
     photo_column, predictions_column = st.columns([2, 3])

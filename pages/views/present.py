@@ -428,13 +428,13 @@ def story() -> Story:
         pair=compared,
     )
     return Story(
+        picked=picked,
+        view=view,
+        pixels=ui.cached_explanation_image(model_name, weights, device, picked.digest, picked.image, view),
         loaded=loaded,
         model_name=model_name,
         weights=weights,
         device=device,
-        picked=picked,
-        view=view,
-        pixels=ui.cached_explanation_image(model_name, weights, device, picked.digest, picked.image, view),
         index=index,
         slide=slides[index],
         dark=st.session_state.get(DARK, False),

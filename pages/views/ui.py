@@ -27,7 +27,7 @@ from vitviz.images import (
     image_digest,
 )
 from vitviz.maths.attention import AttentionRecord, record_attention, rollout_relevance
-from vitviz.maths.sinks import SinkReport
+from vitviz.maths.sinks import SinkReport, detect_sinks
 from vitviz.maths.tokens import output_embedding, position_similarity
 from vitviz.models import (
     WEIGHTS_SOURCES,
@@ -59,6 +59,7 @@ __all__ = [
     "cached_position_similarity",
     "cached_predictions",
     "cached_rollout",
+    "cached_sinks",
     "cached_suggestions",
     "cached_twin",
     "figure_downloads",
@@ -69,6 +70,7 @@ __all__ = [
     "new_click",
     "photo_choice",
     "sync_url",
+    "take_link_choice",
     "untrained_warning",
     "upload_choice",
     "url_notes",
@@ -169,6 +171,14 @@ def cached_attention(
     """
     loaded = cached_twin(name, weights, device) if twin else cached_model(name, weights, device)
     return record_attention(loaded, _image, view)
+
+
+@st.cache_data(max_entries=64)
+def cached_sinks(
+    name: str, weights: str, device: str, digest: str, view: str, _record: AttentionRecord
+) -> SinkReport:
+    """The attention sinks of one image's record on one view (keyed like the record, which is not hashed)."""
+    return detect_sinks(_record)
 
 
 @st.cache_data(max_entries=256)
@@ -386,6 +396,23 @@ def new_click(chart_key: str, seen_key: str, read: Callable[[dict | None], T | N
 
 
 # Shareable links: a page's state lives in the URL's query parameters.
+
+
+def take_link_choice(
+    params: Mapping[str, str],
+    name: str,
+    choices: Collection[str],
+    state_key: str,
+    notes: list[str],
+    hint: str = "",
+) -> None:
+    """A link's `name` into the widget `state_key` when it is one of `choices`; else noted as ignored."""
+    if name not in params:
+        return
+    if params[name] in choices:
+        st.session_state[state_key] = params[name]
+    else:
+        notes.append(f"{name} {params[name][:40]!r}{hint}")
 
 
 def url_params_once(page: str) -> dict[str, str] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.support.browser import wait_until_idle
+
 
 def record_frames(page) -> list[bytes]:
     """A list that fills with every websocket frame the page receives from now on (clear it between steps)."""
@@ -14,3 +16,14 @@ def record_frames(page) -> list[bytes]:
         ),
     )
     return frames
+
+
+def sent_for_a_layer_step(page, frames: list[bytes], new_title: str, timeout_ms: int) -> bytes:
+    """Steps the page's Layer slider one to the left; all the server sent until the new title showed and it went idle."""
+    frames.clear()
+    layer = page.locator('input[type="range"][aria-label="Layer"]')
+    layer.focus()
+    layer.press("ArrowLeft")
+    page.get_by_text(new_title).first.wait_for(timeout=timeout_ms)
+    wait_until_idle(page)
+    return b"".join(frames)

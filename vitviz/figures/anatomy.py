@@ -19,6 +19,7 @@ from vitviz.figures.common import (
     left_title,
     png_data_uri,
     rgb_colour_scale,
+    similarity_heatmap,
 )
 from vitviz.figures.scales import CLIP_PERCENTILE, ColourScale, ordinal
 from vitviz.maths.hybrid import HybridStem
@@ -288,16 +289,7 @@ def similarity_grid_figure(
         step: as passed to `similarity_mosaic`: slot (i, j) holds position (i·step, j·step).
     """
     rows, cols = grid_size
-    figure = go.Figure(
-        go.Heatmap(
-            z=mosaic,
-            zmin=-1.0,
-            zmax=1.0,
-            colorscale=SIMILARITY_COLORSCALE,
-            hoverinfo="skip",
-            colorbar={"title": {"text": "cosine similarity", "side": "right"}, "thickness": 12},
-        )
-    )
+    figure = go.Figure(similarity_heatmap(mosaic, SIMILARITY_COLORSCALE, hoverinfo="skip"))
     slot_r, slot_c = np.meshgrid(
         np.arange(0, rows, step) // step, np.arange(0, cols, step) // step, indexing="ij"
     )
@@ -350,16 +342,8 @@ def similarity_map_figure(values: np.ndarray, position: tuple[int, int], title: 
         title: figure title.
     """
     rows, cols = values.shape
-    figure = go.Figure(
-        go.Heatmap(
-            z=values,
-            zmin=-1.0,
-            zmax=1.0,
-            colorscale=SIMILARITY_COLORSCALE,
-            colorbar={"title": {"text": "cosine similarity", "side": "right"}, "thickness": 12},
-            hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>",
-        )
-    )
+    hover = "row %{y}, col %{x}: %{z:.3f}<extra></extra>"
+    figure = go.Figure(similarity_heatmap(values, SIMILARITY_COLORSCALE, hovertemplate=hover))
     row, col = position
     figure.add_shape(
         type="rect",

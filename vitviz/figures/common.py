@@ -30,6 +30,7 @@ __all__ = [
     "predictions_figure",
     "rgb_colour_scale",
     "selected_patch",
+    "similarity_heatmap",
 ]
 
 
@@ -118,6 +119,14 @@ def grid_layout(title: str, margin: dict[str, int] | None = None, height: int = 
         "clickmode": "event+select",
         "showlegend": False,
     }
+
+
+def similarity_heatmap(
+    values: np.ndarray, colorscale: list[list[float | str]], thickness: int = 12, **trace: object
+) -> go.Heatmap:
+    """Cosine similarities as a heatmap on the fixed scale -1..1, its colour bar saying what they are."""
+    colorbar = {"title": {"text": "cosine similarity", "side": "right"}, "thickness": thickness}
+    return go.Heatmap(z=values, zmin=-1.0, zmax=1.0, colorscale=colorscale, colorbar=colorbar, **trace)
 
 
 def _image_figure(pixels: np.ndarray, title: str) -> go.Figure:

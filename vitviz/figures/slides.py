@@ -6,7 +6,7 @@ import numpy as np
 import plotly.colors as pc
 import plotly.graph_objects as go
 
-from vitviz.figures.common import PATCH_CENTRES_NAME, grid_layout, left_title
+from vitviz.figures.common import PATCH_CENTRES_NAME, grid_layout, left_title, similarity_heatmap
 
 __all__ = ["embedding_figure", "similarity_figure", "style_for_slides"]
 
@@ -26,16 +26,7 @@ def similarity_figure(similarity: np.ndarray, position: tuple[int, int], title: 
     """
     rows, cols = similarity.shape
     row_index, col_index = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-    figure = go.Figure(
-        go.Heatmap(
-            z=similarity,
-            zmin=-1.0,
-            zmax=1.0,
-            colorscale=_SIMILARITY_COLORSCALE,
-            colorbar={"title": {"text": "cosine similarity", "side": "right"}, "thickness": 14},
-            hoverinfo="skip",
-        )
-    )
+    figure = go.Figure(similarity_heatmap(similarity, _SIMILARITY_COLORSCALE, thickness=14, hoverinfo="skip"))
     # Clickable cells: Plotly reports clicks on points, so each cell gets an invisible one.
     figure.add_trace(
         go.Scatter(

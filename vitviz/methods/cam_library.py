@@ -246,60 +246,44 @@ class LibraryCAM(ExplanationMethod):
         return cam
 
 
-class LibraryGradCAM(LibraryCAM):
-    """The library's Grad-CAM: not offered in menus (vitviz's own `gradcam` is); kept to check it against."""
-
-    name: ClassVar[str] = "library-gradcam"
-    title: ClassVar[str] = "Grad-CAM (pytorch-grad-cam)"
-    cam_class = LibraryGradCAMClass
-
-
-class LibraryGradCAMPlusPlus(LibraryCAM):
-    """The library's Grad-CAM++, kept to check vitviz's own `gradcam++` against."""
-
-    name: ClassVar[str] = "library-gradcam++"
-    title: ClassVar[str] = "Grad-CAM++ (pytorch-grad-cam)"
-    cam_class = LibraryGradCAMPlusPlusClass
-
-
-class HiResCam(LibraryCAM):
-    """HiResCAM (Draelos & Carin, 2020): Σ_k ∂score/∂A_k ⊙ A_k, each cell its own gradient (no averaging)."""
-
-    name: ClassVar[str] = "hirescam"
-    title: ClassVar[str] = "HiResCAM"
-    cam_class = HiResCAM
+def _library_method(
+    cam_class: type[BaseCAM], name: str, title: str, summary: str, **overrides: bool
+) -> type[LibraryCAM]:
+    """A method that is the library's class as it is, under vitviz's name and title."""
+    attributes = {
+        "__doc__": summary,
+        "__module__": __name__,
+        "name": name,
+        "title": title,
+        "cam_class": cam_class,
+    }
+    attributes.update(overrides)
+    return type(cam_class.__name__ + "Method", (LibraryCAM,), attributes)
 
 
-class GradCamElementWise(LibraryCAM):
-    """Grad-CAM element-wise: Σ_k ReLU(∂score/∂A_k ⊙ A_k), HiResCAM with the ReLU per element."""
-
-    name: ClassVar[str] = "gradcam-elementwise"
-    title: ClassVar[str] = "Grad-CAM element-wise"
-    cam_class = GradCAMElementWise
-
-
-class XGradCam(LibraryCAM):
-    """XGrad-CAM (Fu et al., 2020): channel weights Σ_ij g·A / Σ_ij A, from two axioms of attribution."""
-
-    name: ClassVar[str] = "xgradcam"
-    title: ClassVar[str] = "XGrad-CAM"
-    cam_class = XGradCAM
-
-
-class LayerCam(LibraryCAM):
-    """LayerCAM (Jiang et al., 2021): Σ_k ReLU(∂score/∂A_k) ⊙ A_k, weights per cell."""
-
-    name: ClassVar[str] = "layercam"
-    title: ClassVar[str] = "LayerCAM"
-    cam_class = LayerCAM
-
-
-class EigenGradCam(LibraryCAM):
-    """Eigen-Grad-CAM: the first principal component of the gradient-weighted activations."""
-
-    name: ClassVar[str] = "eigengradcam"
-    title: ClassVar[str] = "Eigen-Grad-CAM"
-    cam_class = EigenGradCAM
+# (library class, name, title, what it computes); the first two are kept to check vitviz's own against.
+_AS_THE_LIBRARY_HAS_THEM: tuple[tuple[type[BaseCAM], str, str, str], ...] = (
+    (LibraryGradCAMClass, "library-gradcam", "Grad-CAM (pytorch-grad-cam)", "The library's Grad-CAM."),
+    (LibraryGradCAMPlusPlusClass, "library-gradcam++", "Grad-CAM++ (pytorch-grad-cam)", "The library's Grad-CAM++."),
+    (HiResCAM, "hirescam", "HiResCAM",
+     "HiResCAM (Draelos & Carin, 2020): Σ_k ∂score/∂A_k ⊙ A_k, each cell its own gradient (no averaging)."),
+    (GradCAMElementWise, "gradcam-elementwise", "Grad-CAM element-wise",
+     "Grad-CAM element-wise: Σ_k ReLU(∂score/∂A_k ⊙ A_k), HiResCAM with the ReLU per element."),
+    (XGradCAM, "xgradcam", "XGrad-CAM",
+     "XGrad-CAM (Fu et al., 2020): channel weights Σ_ij g·A / Σ_ij A, from two axioms of attribution."),
+    (LayerCAM, "layercam", "LayerCAM", "LayerCAM (Jiang et al., 2021): Σ_k ReLU(∂score/∂A_k) ⊙ A_k, weights per cell."),
+    (EigenGradCAM, "eigengradcam", "Eigen-Grad-CAM",
+     "Eigen-Grad-CAM: the first principal component of the gradient-weighted activations."),
+)  # fmt: skip
+(
+    LibraryGradCAM,
+    LibraryGradCAMPlusPlus,
+    HiResCam,
+    GradCamElementWise,
+    XGradCam,
+    LayerCam,
+    EigenGradCam,
+) = (_library_method(*row) for row in _AS_THE_LIBRARY_HAS_THEM)
 
 
 class _GridShapleyCAM(ShapleyCAM):
@@ -401,27 +385,20 @@ class AblationCam(LibraryCAM):
         return cam
 
 
-class EigenCam(LibraryCAM):
-    """EigenCAM (Muhammad & Yeasin, 2020): the first principal component of the layer's activations.
-
-    Class-agnostic: no gradient and no class, so it also explains models without a head.
-    """
-
-    name: ClassVar[str] = "eigencam"
-    title: ClassVar[str] = "EigenCAM"
-    cam_class = EigenCAM
-    uses_gradients: ClassVar[bool] = False
-    class_specific: ClassVar[bool] = False
-
-
-class KernelPcaCam(LibraryCAM):
-    """KPCA-CAM (Karmani et al., 2024): EigenCAM with kernel PCA (sigmoid kernel) instead of linear PCA."""
-
-    name: ClassVar[str] = "kpca-cam"
-    title: ClassVar[str] = "KPCA-CAM"
-    cam_class = KPCA_CAM
-    uses_gradients: ClassVar[bool] = False
-    class_specific: ClassVar[bool] = False
+_CLASS_AGNOSTIC = {
+    "uses_gradients": False,
+    "class_specific": False,
+}  # no gradient, no class: headless models too
+EigenCam = _library_method(
+    EigenCAM, "eigencam", "EigenCAM",
+    "EigenCAM (Muhammad & Yeasin, 2020): the first principal component of the layer's activations.",
+    **_CLASS_AGNOSTIC,
+)  # fmt: skip
+KernelPcaCam = _library_method(
+    KPCA_CAM, "kpca-cam", "KPCA-CAM",
+    "KPCA-CAM (Karmani et al., 2024): EigenCAM with kernel PCA (sigmoid kernel) instead of linear PCA.",
+    **_CLASS_AGNOSTIC,
+)  # fmt: skip
 
 
 class FeatureExplanationMethod(LibraryCAM):
