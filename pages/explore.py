@@ -15,7 +15,9 @@ with st.sidebar:
     picked_image = ui.image_picker("explore")
     choice = ui.model_picker("explore")
     view = explore.view_picker(choice)
-    opacity = st.slider("Map opacity", 0.1, 1.0, 0.6, 0.05, key=explore.OPACITY)
+    if explore.OPACITY not in st.session_state:  # a shared link may have set it already
+        st.session_state[explore.OPACITY] = 0.6
+    opacity = st.slider("Map opacity", 0.1, 1.0, step=0.05, key=explore.OPACITY)
     raw_colours = st.toggle(
         "raw colour values",
         key=explore.RAW_COLOURS,

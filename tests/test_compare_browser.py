@@ -1,23 +1,11 @@
 """Compare in a real browser, on the default photo: the view box, one class explained, baselines."""
 
-import os
-from pathlib import Path
-
 import pytest
 
-from tests.support.browser import open_and_wait, shows_once, wait_until_idle
+from tests.support.browser import open_and_wait, save_screenshot, shows_once, wait_until_idle
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 240_000
-# Screenshots go outside the repository; COMPARE_SHOTS names another folder.
-SHOTS = Path(os.environ.get("COMPARE_SHOTS", "/tmp/compare-shots"))
-
-
-def _save(locator, name: str) -> None:
-    """A screenshot of one element: the page scrolls inside Streamlit, so a full-page shot stops short."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    locator.scroll_into_view_if_needed()
-    locator.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
 def test_compare_on_the_default_photo_explains_the_class_its_bars_show(app_url, page):
@@ -37,13 +25,12 @@ def test_compare_on_the_default_photo_explains_the_class_its_bars_show(app_url, 
     assert maps.locator(".scatterlayer .point").count() >= 1
     shows_once(page, "Rollout of layers 1–11 (layer 0 skipped: sink at patch (2, 8))", TIMEOUT_MS)
     assert page.locator('[data-testid="stException"]').count() == 0
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "compare_default.png"))
-    _save(maps, "compare_maps")
+    save_screenshot(page, "compare_default")
+    save_screenshot(page, "compare_maps", maps)
 
     page.get_by_text("Run probes", exact=True).first.click()
     wait_until_idle(page, timeout_s=240)
     probe = page.locator('[data-testid="stPlotlyChart"]').nth(3)
     probe.get_by_text("drop-random").first.wait_for(timeout=TIMEOUT_MS)
     assert page.locator('[data-testid="stException"]').count() == 0
-    _save(probe, "compare_probe_with_random_order")
+    save_screenshot(page, "compare_probe_with_random_order", probe)

@@ -103,11 +103,17 @@ def reload_and_wait(page, ready, timeout_ms: int = 120_000, quiet_s: float = 0.8
     wait_until_idle(page, timeout_s=timeout_ms / 1000, quiet_s=quiet_s)
 
 
-def save_screenshot(page, name: str) -> Path:
-    """A full-page screenshot under artifacts/; also copied to $VITVIZ_SCREENSHOTS when that is set."""
+def save_screenshot(page, name: str, element=None) -> Path:
+    """A full-page screenshot (or one of `element`, scrolled into view) under artifacts/; also copied to
+    $VITVIZ_SCREENSHOTS when that is set. An element shot shows what a full page misses where Streamlit
+    scrolls inside the page."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    if element is None:
+        page.screenshot(path=str(path), full_page=True)
+    else:
+        element.scroll_into_view_if_needed()
+        element.screenshot(path=str(path))
     folder = os.environ.get("VITVIZ_SCREENSHOTS")
     if folder:
         os.makedirs(folder, exist_ok=True)
