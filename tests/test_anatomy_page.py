@@ -14,6 +14,9 @@ from streamlit.testing.v1 import AppTest
 
 from tests.support.anatomy_apptest import figure_titles, open_anatomy, open_tab, page_texts
 from tests.support.interventions import dinov2_probe_run
+from vitviz.images import builtin_photo
+from vitviz.maths.resolution import compare_resolutions
+from vitviz.models import load_model
 
 PAPER_TABS = ("Patches as words", "Filters", "Position embeddings", "Attention distance")
 FURTHER_TABS = ("Resolution", "Hybrid stem", "Token norms", "All heads", "Queries & keys")
@@ -191,7 +194,14 @@ def test_bundled_dinov2_shows_all_five_views():
     assert "16×16 = 256 patches + 1 prefix = **257 tokens**" in texts
     assert "24×24 = 576 patches + 1 prefix = **577 tokens**" in texts
     assert _has_title(at, "Position embedding interpolated (24×24, 3 PCs)")
-    assert _has_title(at, "336×336 px: rollout, 12 layers")
+    # The rollout's title is the library's statement of it at that size: which layers, which sinks.
+    after = compare_resolutions(
+        load_model("vit_small_patch14_dinov2", "bundled"),
+        builtin_photo(at.selectbox(key="anatomy_photo").value),
+        (336, 336),
+    )[1]
+    assert after.rollout_statement.startswith("Rollout of layers")
+    assert _has_title(at, f"336×336 px: {after.rollout_statement}")
     assert "no classifier head" in texts
 
     _open(at, "Hybrid stem")

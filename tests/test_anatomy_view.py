@@ -12,9 +12,11 @@ from streamlit.testing.v1 import AppTest
 
 from tests.support.anatomy_apptest import open_anatomy, open_tab, page_texts
 from tests.support.browser import REPO
+from vitviz.figures.common import SINK_MARKS_NAME
 from vitviz.images import builtin_photo
 from vitviz.maths.attention import record_attention
 from vitviz.maths.model_view import model_view_maps
+from vitviz.maths.sinks import detect_sinks, sink_sentence
 from vitviz.maths.token_features import output_tokens, token_norms
 from vitviz.models import load_model
 
@@ -149,3 +151,17 @@ def _method_title(name: str) -> str:
     from vitviz.methods import METHODS
 
     return METHODS[name].title
+
+
+def test_the_large_attention_map_marks_the_sink_and_names_it():
+    at = open_anatomy(timeout_s=TIMEOUT_S)
+    open_tab(at, "All heads")
+    large = _figures(at)["Layer 11, head 0: attention from class token"]
+    marks = [trace for trace in large.data if trace.name == SINK_MARKS_NAME]
+    loaded = load_model("vit_small_patch14_dinov2", "bundled")
+    photo = builtin_photo(at.selectbox(key="anatomy_photo").value)
+    report = detect_sinks(record_attention(loaded, photo, "crop"))
+    expected = [sink.position for sink in report.patch_sinks if sink.position is not None]
+    assert expected, "the bundled DINOv2 has a layer-0 sink on the default photo"
+    assert len(marks) == 1 and len(_array(marks[0].x)) == len(expected)
+    assert sink_sentence(report) in page_texts(at)

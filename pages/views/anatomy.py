@@ -74,6 +74,7 @@ from vitviz.maths.posembed import (
 )
 from vitviz.maths.qk import ProjectionMethod, QueryKeyProjection, QueryKeys, project_queries_keys, query_keys
 from vitviz.maths.resolution import ResolutionSide, compare_resolutions, resolution_choices
+from vitviz.maths.sinks import detect_sinks, sink_sentence
 from vitviz.maths.token_features import (
     OutputTokens,
     PrincipalColours,
@@ -368,10 +369,17 @@ def _scaled(figure: go.Figure, values: np.ndarray, label: str) -> go.Figure:
 
 
 def _overlay_chart(
-    pixels: np.ndarray, values: np.ndarray, stride_px: tuple[int, int], title: str, label: str, key: str
+    pixels: np.ndarray,
+    values: np.ndarray,
+    stride_px: tuple[int, int],
+    title: str,
+    label: str,
+    key: str,
+    sinks: Sequence[tuple[int, int]] = (),
 ) -> None:
-    """A map over the view's pixels on the page's colour rule (clipped unless raw), its bar titled `label`."""
-    figure = attention_overlay_figure(pixels, values, stride_px, title)
+    """A map over the view's pixels on the page's colour rule (clipped unless raw), its bar titled `label`;
+    `sinks` are marked with a cross."""
+    figure = attention_overlay_figure(pixels, values, stride_px, title, sinks=sinks)
     _chart(_scaled(figure, values, label), key=key, theme=None)
 
 
@@ -910,10 +918,24 @@ def _render_resolution_side(resized: ResolutionSide, name: str, side: ModelSide)
     pixels, stride = resized.pixels, facts.stride_px
     attention_title = _title(f"{size}: last-layer {query} attention", side)
     _overlay_chart(
-        pixels, resized.class_attention, stride, attention_title, "attention", f"{chart_key}_attention"
+        pixels,
+        resized.class_attention,
+        stride,
+        attention_title,
+        "attention",
+        f"{chart_key}_attention",
+        resized.sink_patches,
     )
-    rollout_title = _title(f"{size}: rollout, {facts.num_layers} layers", side)
-    _overlay_chart(pixels, resized.rollout, stride, rollout_title, "relevance", f"{chart_key}_rollout")
+    rollout_title = _title(f"{size}: {resized.rollout_statement}", side)
+    _overlay_chart(
+        pixels,
+        resized.rollout,
+        stride,
+        rollout_title,
+        "relevance",
+        f"{chart_key}_rollout",
+        resized.sink_patches,
+    )
     if resized.predictions is not None:
         untrained = "" if side.loaded.trained else " (untrained)"
         _chart(
@@ -1177,6 +1199,7 @@ def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                     f"Dotted red outlines and crosses mark the {_heads_off(len(off), ablation.mode)}: {listed}."
                 )
         layer, head_index = head
+        sinks = detect_sinks(record)  # of the forward shown: switching heads off can move them
         with large_area:
             _chart(
                 _scaled(
@@ -1186,6 +1209,7 @@ def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                         facts.stride_px,
                         _export_title(f"Layer {layer}, head {head_index}: attention from {source}", side),
                         selected=query,
+                        sinks=[sink.position for sink in sinks.patch_sinks if sink.position is not None],
                     ),
                     maps[layer, head_index],
                     "attention",
@@ -1195,6 +1219,9 @@ def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                 selection_mode="points",
                 theme=None,
             )
+            sentence = sink_sentence(sinks)
+            if sentence:
+                st.caption(f"✕ marks attention sinks. {sentence}")
 
 
 CLICK_ACTION = "anatomy_heads_click"  # radio: a click on a small map opens it or switches it off

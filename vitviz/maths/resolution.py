@@ -13,6 +13,7 @@ from torch import nn
 
 from vitviz.capture import model_lock
 from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
+from vitviz.maths.sinks import detect_sinks, plan_rollout, rollout_statement
 from vitviz.maths.token_features import principal_components_rgb
 from vitviz.models import LoadedModel, ModelError, ModelFacts, model_facts
 from vitviz.predict import Prediction, predict
@@ -159,7 +160,9 @@ class ResolutionSide:
     facts: ModelFacts  # facts of the model at this size (grid, token count, input size)
     pixels: np.ndarray  # (H, W, 3) uint8 image at this input size
     class_attention: np.ndarray  # (rows, cols) last layer, mean of heads, class token (or mean patch)
-    rollout: np.ndarray  # (rows, cols) attention rollout, mean of heads, all layers
+    rollout: np.ndarray  # (rows, cols) attention rollout, mean of heads, sink-aware (the default)
+    rollout_statement: str  # which layers the rollout multiplied and which sinks it left out
+    sink_patches: tuple[tuple[int, int], ...]  # (row, col) of each patch detected as an attention sink
     position_rgb: np.ndarray | None  # (rows, cols, 3) in [0, 1]: position embedding, shared PCA basis
     predictions: list[Prediction] | None  # top-5, None without a classifier head
 
@@ -197,13 +200,16 @@ def compare_resolutions(
     sides = []
     for model, position_rgb in zip((loaded, resized), colours, strict=True):
         record = record_attention(model, image, view)
+        sinks = detect_sinks(record)
         predictions = predict(model, [image], topk=topk, view=view)[0] if model.facts.has_classifier else None
         sides.append(
             ResolutionSide(
                 facts=model.facts,
                 pixels=explanation_image(image, model.facts, view),
                 class_attention=class_attention_map(record, record.num_layers - 1, None),
-                rollout=rollout_relevance(record),
+                rollout=rollout_relevance(record, sink_report=sinks),
+                rollout_statement=rollout_statement(plan_rollout(sinks)),
+                sink_patches=tuple(sink.position for sink in sinks.patch_sinks if sink.position is not None),
                 position_rgb=position_rgb,
                 predictions=predictions,
             )
