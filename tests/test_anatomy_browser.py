@@ -110,7 +110,7 @@ def test_clicking_a_small_map_opens_that_head_large(app_url, page):
 @pytest.mark.parametrize(
     ("tab", "expected"),
     [
-        ("Resolution", "448×448 px: Rollout of layers"),
+        ("Resolution", "Rollout of layers 1–11 (layer 0 skipped"),
         ("Hybrid stem", "is a plain ViT"),
         ("Token norms", "Patch-token norm, before final norm"),
         ("Queries & keys", "Layer 11, head 0: 257 queries and 257 keys (PCA)"),

@@ -201,7 +201,7 @@ def test_bundled_dinov2_shows_all_five_views():
         (336, 336),
     )[1]
     assert after.rollout_statement.startswith("Rollout of layers")
-    assert _has_title(at, f"336×336 px: {after.rollout_statement}")
+    assert _has_title(at, f"336×336 px: rollout<br><sup>{after.rollout_statement}</sup>")
     assert "no classifier head" in texts
 
     _open(at, "Hybrid stem")

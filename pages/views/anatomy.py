@@ -74,7 +74,7 @@ from vitviz.maths.posembed import (
 )
 from vitviz.maths.qk import ProjectionMethod, QueryKeyProjection, QueryKeys, project_queries_keys, query_keys
 from vitviz.maths.resolution import ResolutionSide, compare_resolutions, resolution_choices
-from vitviz.maths.sinks import detect_sinks, sink_sentence
+from vitviz.maths.sinks import detect_sinks, plan_rollout, rollout_statement, sink_sentence
 from vitviz.maths.token_features import (
     OutputTokens,
     PrincipalColours,
@@ -368,18 +368,8 @@ def _scaled(figure: go.Figure, values: np.ndarray, label: str) -> go.Figure:
     return figure
 
 
-def _overlay_chart(
-    pixels: np.ndarray,
-    values: np.ndarray,
-    stride_px: tuple[int, int],
-    title: str,
-    label: str,
-    key: str,
-    sinks: Sequence[tuple[int, int]] = (),
-) -> None:
-    """A map over the view's pixels on the page's colour rule (clipped unless raw), its bar titled `label`;
-    `sinks` are marked with a cross."""
-    figure = attention_overlay_figure(pixels, values, stride_px, title, sinks=sinks)
+def _overlay_chart(figure: go.Figure, values: np.ndarray, label: str, key: str) -> None:
+    """A map's figure on the page's colour rule (clipped unless raw), its colour bar titled `label`."""
     _chart(_scaled(figure, values, label), key=key, theme=None)
 
 
@@ -918,23 +908,19 @@ def _render_resolution_side(resized: ResolutionSide, name: str, side: ModelSide)
     pixels, stride = resized.pixels, facts.stride_px
     attention_title = _title(f"{size}: last-layer {query} attention", side)
     _overlay_chart(
-        pixels,
+        attention_overlay_figure(
+            pixels, resized.class_attention, stride, attention_title, sinks=resized.sink_patches
+        ),
         resized.class_attention,
-        stride,
-        attention_title,
         "attention",
         f"{chart_key}_attention",
-        resized.sink_patches,
     )
-    rollout_title = _title(f"{size}: {resized.rollout_statement}", side)
+    rollout_title = _title(f"{size}: rollout<br><sup>{resized.rollout_statement}</sup>", side)
     _overlay_chart(
-        pixels,
+        attention_overlay_figure(pixels, resized.rollout, stride, rollout_title, sinks=resized.sink_patches),
         resized.rollout,
-        stride,
-        rollout_title,
         "relevance",
         f"{chart_key}_rollout",
-        resized.sink_patches,
     )
     if resized.predictions is not None:
         untrained = "" if side.loaded.trained else " (untrained)"
@@ -1001,22 +987,30 @@ def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                 key=f"anatomy_stem_maps_{side.suffix}",
                 theme=None,
             )
+        sinks = detect_sinks(record)
+        marks = [sink.position for sink in sinks.patch_sinks if sink.position is not None]
+        attention = class_attention_map(record, record.num_layers - 1, None)
+        rollout = rollout_relevance(record, sink_report=sinks)
+        statement = rollout_statement(plan_rollout(sinks))
+        attention_title = _title(f"Last-layer {_class_query(facts)} attention, {rows}×{cols} tokens", side)
         attention_column, rollout_column = st.columns(2)
         with attention_column:
             _overlay_chart(
-                pixels,
-                class_attention_map(record, record.num_layers - 1, None),
-                facts.stride_px,
-                _title(f"Last-layer {_class_query(facts)} attention, {rows}×{cols} tokens", side),
+                attention_overlay_figure(pixels, attention, facts.stride_px, attention_title, sinks=marks),
+                attention,
                 "attention",
                 f"anatomy_stem_attention_{side.suffix}",
             )
         with rollout_column:
             _overlay_chart(
-                pixels,
-                rollout_relevance(record),
-                facts.stride_px,
-                _title(f"Rollout, {rows}×{cols} tokens", side),
+                attention_overlay_figure(
+                    pixels,
+                    rollout,
+                    facts.stride_px,
+                    _title(f"Rollout, {rows}×{cols} tokens<br><sup>{statement}</sup>", side),
+                    sinks=marks,
+                ),
+                rollout,
                 "relevance",
                 f"anatomy_stem_rollout_{side.suffix}",
             )
@@ -1058,10 +1052,13 @@ def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         norm_column, pca_column = st.columns(2)
         with norm_column:
             _overlay_chart(
-                side.pixels(picked),
+                attention_overlay_figure(
+                    side.pixels(picked),
+                    norms.patch_norms,
+                    facts.stride_px,
+                    _title(f"Patch-token norm, {where}", side),
+                ),
                 norms.patch_norms,
-                facts.stride_px,
-                _title(f"Patch-token norm, {where}", side),
                 "L2 norm",
                 f"anatomy_norms_map_{side.suffix}",
             )
