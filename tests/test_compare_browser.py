@@ -14,10 +14,13 @@ def test_compare_on_the_default_photo_explains_the_class_its_bars_show(app_url, 
     wait_until_idle(page, timeout_s=240)
     assert page.get_by_text("Train a ViT/CNN pair on the Fine-tune page").count() == 1
     shows_once(page, "View: centre crop.", TIMEOUT_MS)
-    charts = page.locator('[data-testid="stPlotlyChart"]')
+    # The page's own charts (the sidebar may briefly hold a blank one that fetches Plotly early);
+    # Plotly draws a chart's text after the chart arrives, so each is waited for before it is counted.
+    charts = page.locator('[data-testid="stMain"] [data-testid="stPlotlyChart"]')
     boxes, bars, maps = charts.nth(0), charts.nth(1), charts.nth(2)
+    boxes.get_by_text("model 1").first.wait_for(timeout=TIMEOUT_MS)
     assert boxes.get_by_text("model 1").count() == 1
-    assert bars.get_by_text("tiger cat (282)").count() >= 1
+    bars.get_by_text("tiger cat (282)").first.wait_for(timeout=TIMEOUT_MS)
     maps.get_by_text("Grad-CAM · tiger cat (282)").wait_for(timeout=TIMEOUT_MS)
     assert maps.locator(".heatmaplayer .hm").count() == 2  # two maps on one colour scale
     assert maps.get_by_text("clipped at the 99th percentile").count() >= 1
@@ -30,7 +33,7 @@ def test_compare_on_the_default_photo_explains_the_class_its_bars_show(app_url, 
 
     page.get_by_text("Run probes", exact=True).first.click()
     wait_until_idle(page, timeout_s=240)
-    probe = page.locator('[data-testid="stPlotlyChart"]').nth(3)
+    probe = charts.nth(3)
     probe.get_by_text("drop-random").first.wait_for(timeout=TIMEOUT_MS)
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, "compare_probe_with_random_order", probe)

@@ -27,7 +27,7 @@ def _wait_for_title(page, title: str, timeout_ms: int = 60_000) -> None:
 
 def _first_chart(page):
     """The slide's first Plotly figure, once plotly.js has drawn it (it renders after the run ends)."""
-    chart = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
+    chart = page.locator('[data-testid="stMain"] [data-testid="stPlotlyChart"] .js-plotly-plot').first
     chart.locator(".main-svg").first.wait_for(state="visible", timeout=60_000)
     return chart
 
