@@ -306,9 +306,7 @@ class _GridShapleyCAM(ShapleyCAM):
     ) -> np.ndarray:
         if grads.requires_grad:
             return super().get_cam_weights(input_tensor, target_layer, targets, activations, grads)
-        transform = self.activations_and_grads.reshape_transform
-        grid = transform(grads) if transform is not None else grads  # (B, C, rows, cols)
-        return grid.mean(dim=(2, 3)).detach().cpu().numpy()
+        return self._on_grid(grads).mean(dim=(2, 3)).detach().cpu().numpy()
 
     def get_cam_image(
         self,
@@ -320,9 +318,13 @@ class _GridShapleyCAM(ShapleyCAM):
         eigen_smooth: bool = False,
     ) -> np.ndarray:
         weights = self.get_cam_weights(input_tensor, target_layer, targets, activations, grads)  # (B, C)
-        transform = self.activations_and_grads.reshape_transform
-        grid = (transform(activations) if transform is not None else activations).detach().cpu().numpy()
+        grid = self._on_grid(activations).detach().cpu().numpy()
         return (weights[:, :, None, None] * grid).sum(axis=1)  # (B, rows, cols)
+
+    def _on_grid(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A layer's activations or gradients as (B, C, rows, cols), through the model's own reshape."""
+        transform = self.activations_and_grads.reshape_transform
+        return transform(tensor) if transform is not None else tensor
 
 
 class ShapleyCam(LibraryCAM):
