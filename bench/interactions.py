@@ -10,7 +10,8 @@ the browser's own clock (`performance.now()`):
 - until idle: from the same input until the last websocket message of the run (Streamlit's "script
   finished"), i.e. the running indicator could go;
 - sent: bytes of the websocket frames the browser received for the interaction (CDP's
-  `Network.webSocketFrameReceived`).
+  `Network.webSocketFrameReceived`), plus the media files (the maps' photos) it fetched from the
+  server for it (`Network.loadingFinished`; a photo taken from the browser's cache adds nothing).
 
 Cold start adds where its time goes: server start until healthy, the JavaScript fetched (files,
 bytes, when the last one arrived) and, in a separate fresh process, the import of the page modules
@@ -34,6 +35,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -139,8 +141,11 @@ class Browser:
         self.page = self.context.new_page()
         self.page.set_default_timeout(DEADLINE_MS)
         self.received = 0
+        self._media_requests: set[str] = set()
         cdp = self.context.new_cdp_session(self.page)
         cdp.on("Network.webSocketFrameReceived", self._count)
+        cdp.on("Network.requestWillBeSent", self._note_media)
+        cdp.on("Network.loadingFinished", self._count_media)
         cdp.send("Network.enable")
 
     def _count(self, event: dict) -> None:
@@ -148,6 +153,15 @@ class Browser:
         payload = response.get("payloadData", "")
         # Binary frames (opcode 2) arrive base64-encoded; text frames as they are.
         self.received += len(base64.b64decode(payload)) if response.get("opcode") == 2 else len(payload)
+
+    def _note_media(self, event: dict) -> None:
+        if urlparse(event["request"]["url"]).path.startswith("/media/"):
+            self._media_requests.add(event["requestId"])
+
+    def _count_media(self, event: dict) -> None:
+        """A photo served as a media file counts too; one the browser took from its cache adds 0 bytes."""
+        if event["requestId"] in self._media_requests:
+            self.received += int(event.get("encodedDataLength", 0))
 
     def close(self) -> None:
         self.browser.close()

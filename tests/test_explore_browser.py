@@ -10,7 +10,7 @@ from tests.support.browser import (
     wait_until_idle,
 )
 from tests.support.panoramas import panorama
-from tests.support.websocket_frames import record_frames, sent_for_a_layer_step
+from tests.support.websocket_frames import media_fetched, record_frames, sent_for_a_layer_step
 from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser
@@ -77,12 +77,20 @@ def test_layer_slider_reruns_only_its_map_and_the_photo_is_not_sent_again(app_ur
     assert frames and any(b"box: centre crop" in frame for frame in frames)
     save_screenshot(page, "explore_default")
 
+    fetched = media_fetched(page)
     sent = sent_for_a_layer_step(
         page, frames, "Layer 10, mean of heads: attention from class token", TIMEOUT_MS
     )
     shows_once(page, "Layer 10, mean of heads: attention from class token", TIMEOUT_MS)
     assert b"Layer 10, mean of heads" in sent
     assert b"box: centre crop" not in sent, "the photo was sent again for a layer change"
+    assert b"data:image" not in sent, "the map's photo rode inside the layer step's message"
+    assert fetched == [], f"the browser fetched the photo again instead of reusing it: {fetched}"
+    map_chart = page.locator('[data-testid="stPlotlyChart"]', has_text="Layer 10")
+    images = map_chart.evaluate(
+        "chart => Array.from(chart.querySelectorAll('image'), node => node.href.baseVal)"
+    )
+    assert sum(source.startswith("/media/") for source in images) == 1, f"the map lost its photo: {images}"
     assert b"Rollout of layers" not in sent, "the rollout was sent again for a layer change"
     assert page.locator('[data-testid="stException"]').count() == 0
 

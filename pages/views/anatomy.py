@@ -331,7 +331,7 @@ def _chart(figure: go.Figure, key: str, **options) -> None:
     top = figure.layout.margin.t
     if "<br>" in title and (top is None or top < TITLE_TWO_LINES_TOP_PX):
         figure.update_layout(margin={"t": TITLE_TWO_LINES_TOP_PX})
-    st.plotly_chart(figure, key=key, **options)
+    ui.plotly_chart(figure, key=key, **options)
 
 
 def _title(text: str, side: ModelSide) -> str:

@@ -270,7 +270,7 @@ def views_section(slots: Sequence[ModelSlot], picked: ui.ImageChoice, view: str)
         boxes_figure = cached_figure(
             repr(("boxes", picked.digest, labelled)), lambda: view_boxes_figure(picked.image, labelled)
         )
-        st.plotly_chart(boxes_figure, key="compare_view_boxes", theme=None)
+        ui.plotly_chart(boxes_figure, key="compare_view_boxes", theme=None)
     with columns[1]:
         st.markdown(
             f"**View: {VIEWS[view]}.** Every prediction, map, probe and score below is computed on it."
@@ -311,7 +311,7 @@ def predictions_section(
     if predictions:
         columns = [(f"{slot.number}. {slot.title}", predictions[slot.number]) for slot in classifiers]
         figure = cached_figure(repr(("predictions", columns)), lambda: predictions_comparison_figure(columns))
-        st.plotly_chart(figure, key="compare_predictions_chart")
+        ui.plotly_chart(figure, key="compare_predictions_chart")
     for slot in slots:
         if not slot.loaded.facts.has_classifier:
             st.info(headless_note(slot))
@@ -428,7 +428,7 @@ def explanations_section(
         return figure
 
     figure = cached_figure(repr(("maps", drawn)), maps_figure)
-    st.plotly_chart(figure, key="compare_maps_chart", theme=None)
+    ui.plotly_chart(figure, key="compare_maps_chart", theme=None)
     sink_lines(slots, reports, statements)
     ui.figure_downloads(
         figure,
@@ -754,7 +754,7 @@ def probes_section(checked: CheckedModels) -> None:
         except (ValueError, RuntimeError) as error:
             st.error(f"{slot.number}. {choice.name}: {error}")
     figure = probe_curves_figure(curves, f"{PROBES[kind]} · {picked.name} · {VIEWS[view]}")
-    st.plotly_chart(figure, key="compare_probe_chart")
+    ui.plotly_chart(figure, key="compare_probe_chart")
     st.dataframe(
         [
             {
@@ -895,7 +895,7 @@ def faithfulness_section(checked: CheckedModels) -> None:
         "first onto a grey image: a faithful map makes it rise faster than the random order (higher area)."
     )
     figure = faithfulness_curves_figure(results)
-    st.plotly_chart(figure, key="compare_faithfulness_chart")
+    ui.plotly_chart(figure, key="compare_faithfulness_chart")
     ui.figure_downloads(
         figure,
         None,
@@ -911,7 +911,7 @@ def faithfulness_section(checked: CheckedModels) -> None:
         for line in road_verdicts(road_results):
             st.markdown(line)
         road_figure = road_curves_figure(road_results)
-        st.plotly_chart(road_figure, key="compare_road_chart")
+        ui.plotly_chart(road_figure, key="compare_road_chart")
         st.caption(
             "At each step ROAD imputes the map's most (or least) relevant pixels from their neighbours "
             "with pytorch-grad-cam's noisy linear imputation. The random order ranks pixels by a seeded "

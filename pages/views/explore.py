@@ -202,7 +202,7 @@ def _show_view(picked: ui.ImageChoice, seen: ImageView, view: str) -> None:
     photo, box = _photo_with_box(picked.digest, view, picked.image, seen)
     width, height = seen.photo_size
     title = f"{picked.name} ({width}×{height})<br><sup>box: {VIEW_LABELS[view]}</sup>"
-    st.plotly_chart(photo_view_figure(photo, box, title), key="explore_photo_chart", theme=None)
+    ui.plotly_chart(photo_view_figure(photo, box, title), key="explore_photo_chart", theme=None)
     if seen.note:
         st.caption(seen.note)
 
@@ -218,7 +218,7 @@ def _export_title(choice: ui.ModelChoice, picked: ui.ImageChoice, view: str, wha
 def _bars(choice, picked, view: str, predictions: list[Prediction], what: str, key: str) -> None:
     bars = predictions_figure(predictions, _export_title(choice, picked, view, what))
     bars.update_layout(margin={"t": 60})
-    st.plotly_chart(bars, key=key)
+    ui.plotly_chart(bars, key=key)
     ui.figure_downloads(bars, None, choice.name, choice.weights, picked.name, f"top5-predictions {view}", key)
 
 
@@ -288,9 +288,9 @@ class _Maps:
     ) -> None:
         """A figure and its row of downloads; a click on a clickable figure reruns its fragment."""
         if clickable:
-            st.plotly_chart(figure, key=chart_key, on_select="rerun", selection_mode="points", theme=None)
+            ui.plotly_chart(figure, key=chart_key, on_select="rerun", selection_mode="points", theme=None)
         else:
-            st.plotly_chart(figure, key=chart_key, theme=None)
+            ui.plotly_chart(figure, key=chart_key, theme=None)
         choice = self.choice
         ui.figure_downloads(
             figure, array, choice.name, choice.weights, self.picked.name, f"{name} {self.view}", downloads_key
@@ -428,8 +428,11 @@ def _rollout(maps: _Maps) -> None:
     st.subheader("Attention rollout")
     options = st.columns([2, 3, 3])
     fusion = options[0].selectbox("Head fusion", ["mean", "max", "min"], key="explore_fusion")
-    discard = options[1].slider("Discard ratio", 0.0, 0.95, 0.0, 0.05, key="explore_discard")
-    start = options[2].slider("Start layer", 0, facts.num_layers - 1, 0, key="explore_start_layer")
+    # A shared link may have set these already: their widgets get no second default.
+    st.session_state.setdefault("explore_discard", 0.0)
+    st.session_state.setdefault("explore_start_layer", 0)
+    discard = options[1].slider("Discard ratio", 0.0, 0.95, step=0.05, key="explore_discard")
+    start = options[2].slider("Start layer", 0, facts.num_layers - 1, key="explore_start_layer")
     raw = st.toggle(
         "raw rollout (sinks included)",
         key=RAW_ROLLOUT,

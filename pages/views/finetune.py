@@ -450,7 +450,7 @@ def render_data(summary: DataSummary, val_fraction: float, seed: int, max_images
     )
     counts_column, samples_column = st.columns([2, 3])
     with counts_column:
-        st.plotly_chart(class_counts_figure(summary.counts), key="finetune_counts_chart")
+        ui.plotly_chart(class_counts_figure(summary.counts), key="finetune_counts_chart")
     with samples_column:
         by_class: dict[str, list] = {}
         for name, image in summary.samples:
@@ -609,7 +609,7 @@ def _progress_view(folder: Path, status: RunStatus, downloads: dict[str, str] | 
     st.progress(min(1.0, max(0.0, status.progress)), text=text)
     if metrics:
         figure = training_curves_figure(metrics, epochs)
-        st.plotly_chart(figure, key=f"finetune_curves_{status.state}")
+        ui.plotly_chart(figure, key=f"finetune_curves_{status.state}")
         if downloads is not None:
             ui.figure_downloads(
                 figure, curves_array(metrics), view="training curves", key="finetune_curves", **downloads
@@ -698,7 +698,7 @@ def render_results(folder: Path, config: dict, device: str, downloads: dict[str,
     matrix_column, mistakes_column = st.columns([2, 3])
     with matrix_column:
         confusion = confusion_figure(results.matrix, results.labels)
-        st.plotly_chart(confusion, key="finetune_confusion")
+        ui.plotly_chart(confusion, key="finetune_confusion")
         ui.figure_downloads(
             confusion, results.matrix, view="confusion matrix", key="finetune_confusion", **downloads
         )
@@ -780,9 +780,11 @@ def render_attention_change(folder: Path, config: dict, images: ImageSet, result
         )
         for figure in (before_figure, after_figure):
             figure.update_traces(selector={"type": "heatmap"}, **scale)
-        left, right = st.columns(2)
-        left.plotly_chart(before_figure, key=f"finetune_before_{row}", theme=None)
-        right.plotly_chart(after_figure, key=f"finetune_after_{row}", theme=None)
+        for column, figure, side in zip(
+            st.columns(2), (before_figure, after_figure), ("before", "after"), strict=True
+        ):
+            with column:
+                ui.plotly_chart(figure, key=f"finetune_{side}_{row}", theme=None)
         sentences.append(
             attention_change(title, old, new).sentence(str(config.get("mode")), not before.trained)
         )

@@ -293,7 +293,7 @@ class Story:
         figure.update_layout(title_text=f"{title}<br><sup>{'<br>'.join(textwrap.wrap(made_by, 48))}</sup>")
         style_for_slides(figure, self.dark, height)
         figure.update_layout(margin={"t": 30 + 30 * (figure.layout.title.text.count("<br>") + 1)})
-        st.plotly_chart(figure, key=key, theme=None, config={"displayModeBar": not self.fullscreen})
+        ui.plotly_chart(figure, key=key, theme=None, config={"displayModeBar": not self.fullscreen})
         if not self.fullscreen:
             ui.figure_downloads(figure, array, name, weights, self.picked.name, view, key=key)
 
@@ -663,7 +663,7 @@ def render_tokens(story: Story) -> None:
         figure = similarity_figure(similarity, position, title)
         st.caption("Click another position to compare it with the rest.")
         style_for_slides(figure, story.dark, FIGURE_HEIGHT)
-        st.plotly_chart(
+        ui.plotly_chart(
             figure,
             key="present_similarity_chart",
             on_select="rerun",

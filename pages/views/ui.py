@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import gc
+import io
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
@@ -69,6 +71,7 @@ __all__ = [
     "model_picker",
     "new_click",
     "photo_choice",
+    "plotly_chart",
     "sync_url",
     "take_link_choice",
     "untrained_warning",
@@ -451,6 +454,80 @@ def view_limits(default_model: str = DEFAULT_MODEL) -> ViewLimits:
         images=tuple(BUILTIN_PHOTOS),
         default_model=default_model,
     )
+
+
+# Charts: a figure's photo is served once as a media file instead of riding in every update.
+
+
+def plotly_chart(figure: go.Figure, key: str, **options: object) -> object:
+    """`st.plotly_chart`, with each embedded photo sent as a media file the browser fetches.
+
+    A map's figure carries its photo as a JPEG data URI, so that an exported figure is whole; sent
+    like that, every layer step would resend the photo inside the map's message. Here, for the
+    chart's call only, each such photo is drawn as a layout image whose source is a media file of
+    the same bytes (Plotly's image traces take data URIs only; layout images take URLs). Streamlit
+    keeps one file per chart and session while the chart is on the page, a fragment's rerun
+    included, and the URL stays the same while the photo does. The figure is given back unchanged,
+    so downloads made from it still hold the photo. Returns what `st.plotly_chart` returns.
+    """
+    restore = _photos_as_media(figure, key)
+    try:
+        return st.plotly_chart(figure, key=key, **options)
+    finally:
+        restore()
+
+
+def _photos_as_media(figure: go.Figure, key: str) -> Callable[[], None]:
+    """Swaps each photo trace for a layout image of a media URL; returns the function that swaps back."""
+    from streamlit import runtime
+
+    photos = [trace for trace in figure.data if _served_photo(figure, trace)]
+    if not photos or not runtime.exists():  # a bare script run has no server to fetch files from
+        return lambda: None
+    images, kept = figure.layout.images, [(trace, trace.source, trace.visible) for trace in photos]
+    for index, trace in enumerate(photos):
+        header, encoded = trace.source.split(",", 1)
+        data = base64.b64decode(encoded)
+        mimetype = header.removeprefix("data:").removesuffix(";base64")
+        url = runtime.get_instance().media_file_mgr.add(data, mimetype, f"{key}.photo{index}")
+        width, height = Image.open(io.BytesIO(data)).size
+        dx, dy = trace.dx or 1, trace.dy or 1
+        figure.add_layout_image(
+            source=_under_base_path(url),
+            xref=trace.xaxis or "x",
+            yref=trace.yaxis or "y",
+            x=(trace.x0 or 0) - dx / 2,
+            y=(trace.y0 or 0) - dy / 2,
+            sizex=width * dx,
+            sizey=height * dy,
+            xanchor="left",
+            yanchor="top",
+            sizing="stretch",
+            layer="below",
+        )
+        trace.update(source=None, visible=False)
+
+    def restore() -> None:
+        figure.layout.images = images
+        for trace, source, visible in kept:
+            trace.update(source=source, visible=visible)
+
+    return restore
+
+
+def _served_photo(figure: go.Figure, trace: object) -> bool:
+    """An image trace of a data-URI photo on a top-down y axis, the way the photo figures draw one."""
+    source = getattr(trace, "source", None) if getattr(trace, "type", None) == "image" else None
+    if not (isinstance(source, str) and source.startswith("data:image/") and ";base64," in source):
+        return False
+    axis = figure.layout[f"yaxis{(trace.yaxis or 'y')[1:]}"]
+    return axis.range is not None and axis.range[0] > axis.range[1]
+
+
+def _under_base_path(url: str) -> str:
+    """A media URL as the browser must ask for it when the app is served under a base path."""
+    base = str(st.get_option("server.baseUrlPath") or "").strip("/")
+    return f"/{base}{url}" if base else url
 
 
 # Downloads under figures: every file is made only when its button is clicked.

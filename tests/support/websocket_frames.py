@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlparse
+
 from tests.support.browser import wait_until_idle
 
 
@@ -27,3 +29,25 @@ def sent_for_a_layer_step(page, frames: list[bytes], new_title: str, timeout_ms:
     page.get_by_text(new_title).first.wait_for(timeout=timeout_ms)
     wait_until_idle(page)
     return b"".join(frames)
+
+
+def media_fetched(page) -> list[str]:
+    """A list that fills with each media file (a photo) the page fetches from the server, not from its cache.
+
+    Read through Chromium's DevTools protocol: a request answered from the browser's memory or disk
+    cache is not counted.
+    """
+    cdp = page.context.new_cdp_session(page)
+    from_cache: set[str] = set()
+    fetched: list[str] = []
+
+    def response(event: dict) -> None:
+        url = event["response"]["url"]
+        cached = event["response"].get("fromDiskCache") or event["requestId"] in from_cache
+        if urlparse(url).path.startswith("/media/") and not cached:
+            fetched.append(url)
+
+    cdp.on("Network.requestServedFromCache", lambda event: from_cache.add(event["requestId"]))
+    cdp.on("Network.responseReceived", response)
+    cdp.send("Network.enable")
+    return fetched
