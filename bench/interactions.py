@@ -13,6 +13,11 @@ the browser's own clock (`performance.now()`):
   `Network.webSocketFrameReceived`), plus the media files (the maps' photos) it fetched from the
   server for it (`Network.loadingFinished`; a photo taken from the browser's cache adds nothing).
 
+- server's runs: the server's own time for the interaction, measured inside it (the launcher
+  wrapped by `bench/timed_serve.py`): every script run it caused (a fragment's rerun alone, or the
+  whole page), Streamlit's post-run collection included; and that time against one plain forward
+  of the model shown, measured in a fresh process.
+
 Cold start adds where its time goes: server start until healthy, the JavaScript fetched (files,
 bytes, when the last one arrived) and, in a separate fresh process, the import of the page modules
 and the model load.
@@ -31,6 +36,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import cpu_model  # noqa: E402
+from bench.timed_serve import RUN_TIMES  # noqa: E402
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, click_data_point, streamlit_app  # noqa: E402
 
 DEADLINE_MS = 240_000
@@ -91,6 +98,9 @@ class Sample:
     figure_ms: float | None = None
     idle_ms: float | None = None
     sent_bytes: int | None = None
+    server_ms: float | None = (
+        None  # the server's script runs for the interaction, post-run collection included
+    )
     notes: dict[str, float] = field(default_factory=dict)
 
 
@@ -111,6 +121,8 @@ def _describe(sample: Sample) -> str:
         parts.append(f"idle {sample.idle_ms:.0f} ms")
     if sample.sent_bytes is not None:
         parts.append(f"{sample.sent_bytes / 1000:.0f} KB")
+    if sample.server_ms is not None:
+        parts.append(f"server {sample.server_ms:.0f} ms")
     parts += [f"{name} {value:.0f}" for name, value in sample.notes.items()]
     return ", ".join(parts)
 
@@ -118,16 +130,36 @@ def _describe(sample: Sample) -> str:
 # The server and the browser --------------------------------------------------------------------
 
 
+class ServerRuns:
+    """The server's own record of its script runs (`bench/timed_serve.py`): kind and seconds of each."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen = 0
+
+    def _lines(self) -> list[str]:
+        return self.path.read_text().splitlines() if self.path.exists() else []
+
+    def mark(self) -> None:
+        self.seen = len(self._lines())
+
+    def since_mark_ms(self) -> float | None:
+        """Milliseconds of all runs that ended since `mark()`; None if there was none."""
+        runs = self._lines()[self.seen :]
+        return sum(float(line.split()[2]) for line in runs) * 1000 if runs else None
+
+
 @contextmanager
-def serve(post_script_gc: bool):
-    """`streamlit run app.py` with `make run`'s flags, headless on a free loopback port.
+def serve(post_script_gc: bool, run_times: Path):
+    """`make run`'s launcher with every script run timed, headless on a free loopback port.
 
     Yields (url, started, healthy): `time.perf_counter()` when the process was started and when
     its health endpoint first answered (polled every 0.2 s).
     """
     os.environ["STREAMLIT_RUNNER_POST_SCRIPT_GC"] = "true" if post_script_gc else "false"
+    os.environ[RUN_TIMES] = str(run_times)
     started = time.perf_counter()
-    with streamlit_app(timeout_s=120) as url:
+    with streamlit_app(timeout_s=120, launcher="bench.timed_serve") as url:
         yield url, started, time.perf_counter()
 
 
@@ -141,6 +173,7 @@ class Browser:
         self.page = self.context.new_page()
         self.page.set_default_timeout(DEADLINE_MS)
         self.received = 0
+        self.runs: ServerRuns | None = None
         self._media_requests: set[str] = set()
         cdp = self.context.new_cdp_session(self.page)
         cdp.on("Network.webSocketFrameReceived", self._count)
@@ -169,12 +202,12 @@ class Browser:
     def open(self, url: str, wanted_title: str) -> Sample:
         """Navigates to `url` and measures until a figure titled `wanted_title` is drawn."""
         self.expect_title_after_navigation(url, wanted_title)
-        self.received = 0
+        self._start_counting()
         self.page.goto(url, wait_until="commit")
         return self._after_navigation()
 
     def reload(self, wanted_title: str) -> Sample:
-        self.received = 0
+        self._start_counting()
         self.page.evaluate("title => localStorage.setItem('vv-nav-title', title)", wanted_title)
         self.page.reload(wait_until="commit")
         return self._after_navigation()
@@ -193,6 +226,7 @@ class Browser:
         self._wait_until_idle()
         figure = self.page.evaluate("() => window.__vv.navigationAt")
         sample = Sample(figure_ms=figure, idle_ms=self._last_frame(), sent_bytes=self.received)
+        sample.server_ms = self.runs.since_mark_ms() if self.runs else None
         self.page.evaluate("() => localStorage.removeItem('vv-nav-title')")
         return sample
 
@@ -203,7 +237,7 @@ class Browser:
             " vv.whenTitle(title, 'figureAt'); }",
             wanted_title,
         )
-        self.received = 0
+        self._start_counting()
         action()
         self.page.wait_for_function("() => window.__vv.figureAt !== null", timeout=DEADLINE_MS)
         self._wait_until_idle()
@@ -214,7 +248,13 @@ class Browser:
             figure_ms=figure - start,
             idle_ms=None if last is None else last - start,
             sent_bytes=self.received,
+            server_ms=self.runs.since_mark_ms() if self.runs else None,
         )
+
+    def _start_counting(self) -> None:
+        self.received = 0
+        if self.runs:
+            self.runs.mark()
 
     def _last_frame(self) -> float | None:
         frames = self.page.evaluate("() => window.__vv.frames")
@@ -263,7 +303,9 @@ def explore_title(layer: int, head: str, source: str) -> str:
 def one_repetition(playwright, rows: Rows, repetition: int, post_script_gc: bool) -> None:
     browser = Browser(playwright)
     try:
-        with serve(post_script_gc) as (url, started, healthy):
+        run_times = Path(tempfile.mkdtemp()) / "runs.txt"
+        with serve(post_script_gc, run_times) as (url, started, healthy):
+            browser.runs = ServerRuns(run_times)
             page = browser.page
             browser.expect_title_after_navigation(url, explore_title(11, "mean of heads", "class token"))
             before_goto = time.perf_counter()
@@ -350,20 +392,37 @@ import pages.views.explore
 pages_s = time.perf_counter() - start - streamlit_s - torch_s
 from vitviz.models import load_model
 loaded_at = time.perf_counter()
-load_model("vit_small_patch14_dinov2", "bundled", "cpu")
+loaded = load_model("vit_small_patch14_dinov2", "bundled", "cpu")
 load_s = time.perf_counter() - loaded_at
-print(f"{streamlit_s:.3f} {torch_s:.3f} {pages_s:.3f} {load_s:.3f}")
+from vitviz.images import builtin_photo
+from vitviz.preprocess import image_view, view_tensor
+pixels = view_tensor(image_view(builtin_photo("cat (chelsea)"), loaded.facts), loaded.facts)
+forwards = []
+with torch.inference_mode():
+    for _ in range(12):
+        started = time.perf_counter()
+        loaded.model(pixels)
+        forwards.append(time.perf_counter() - started)
+forward_s = sorted(forwards[2:])[5]
+print(f"{streamlit_s:.3f} {torch_s:.3f} {pages_s:.3f} {load_s:.3f} {forward_s:.4f}")
 """
 
 
 def cold_breakdown() -> dict[str, float]:
-    """Seconds to import streamlit, torch + timm, the Explore page's modules, and to load the model."""
+    """Seconds to import streamlit, torch + timm, the Explore page's modules, to load the model, and of
+    one plain forward of it on the default photo (the upper median of 10, after 2 to warm up)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     output = subprocess.run(
         [sys.executable, "-c", BREAKDOWN], cwd=REPO, env=env, capture_output=True, text=True, check=True
     ).stdout.split()
-    names = ["import streamlit", "import torch + timm", "import the page modules", "load the model"]
-    return dict(zip(names, (float(value) for value in output[-4:]), strict=True))
+    names = [
+        "import streamlit",
+        "import torch + timm",
+        "import the page modules",
+        "load the model",
+        "plain forward",
+    ]
+    return dict(zip(names, (float(value) for value in output[-5:]), strict=True))
 
 
 # The table -----------------------------------------------------------------------------------
@@ -379,10 +438,11 @@ def _statistic(values: list[float], unit: str, scale: float = 1.0) -> str:
     return text
 
 
-def table(rows: Rows) -> list[str]:
+def table(rows: Rows, forward_ms: float) -> list[str]:
     lines = [
-        "| interaction | to the new figure | until idle | sent per interaction |",
-        "|---|---|---|---|",
+        "| interaction | to the new figure | until idle | sent per interaction | server's runs | "
+        "server ÷ plain forward |",
+        "|---|---|---|---|---|---|",
     ]
     for row, samples in rows.samples.items():
         cold = "cold start" in row or "cold" in row
@@ -398,6 +458,9 @@ def table(rows: Rows) -> list[str]:
             )
         sent = [sample.sent_bytes for sample in samples if sample.sent_bytes is not None]
         cells.append(_statistic(sent, "KB", 1000) if sent else "")
+        server = [sample.server_ms for sample in samples if sample.server_ms is not None]
+        cells.append(_statistic(server, "ms") if server else "")
+        cells.append(f"{statistics.median(server) / forward_ms:.2f}×" if server and not cold else "")
         lines.append(f"| {row} | {' | '.join(cells)} |")
     return lines
 
@@ -438,6 +501,7 @@ def main() -> None:
 
     load_before = load_average()
     breakdown = cold_breakdown()
+    forward_ms = breakdown["plain forward"] * 1000
     print("cold start pieces (fresh process):", {name: f"{value:.2f} s" for name, value in breakdown.items()})
     rows = Rows()
     with sync_playwright() as playwright:
@@ -453,12 +517,14 @@ def main() -> None:
         f"medians of {repetitions} (range in brackets), each repetition on a freshly started server; "
         f"1-minute load average {load_before:.2f} before, {load_after:.2f} after.",
         "",
-        *table(rows),
+        *table(rows, forward_ms),
         "",
         *cold_notes(rows),
         "In a fresh process: "
-        + ", ".join(f"{name} {value:.1f} s" for name, value in breakdown.items())
-        + ".",
+        + ", ".join(f"{name} {value:.1f} s" for name, value in breakdown.items() if name != "plain forward")
+        + f"; one plain forward of the model shown (bundled DINOv2, 224 px, the default photo) {forward_ms:.1f} ms.",
+        "The server's runs are timed inside the server (`bench/timed_serve.py`): every script run the "
+        "interaction caused, a fragment's rerun or the whole page, with Streamlit's post-run collection.",
     ]
     print("\n".join(lines))
     if not arguments.no_write:

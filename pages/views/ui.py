@@ -460,59 +460,65 @@ def view_limits(default_model: str = DEFAULT_MODEL) -> ViewLimits:
 
 
 def plotly_chart(figure: go.Figure, key: str, **options: object) -> object:
-    """`st.plotly_chart`, with each embedded photo sent as a media file the browser fetches.
+    """`st.plotly_chart`, with each embedded photo sent as a media file the browser fetches once.
 
     A map's figure carries its photo as a JPEG data URI, so that an exported figure is whole; sent
-    like that, every layer step would resend the photo inside the map's message. Here, for the
-    chart's call only, each such photo is drawn as a layout image whose source is a media file of
-    the same bytes (Plotly's image traces take data URIs only; layout images take URLs). Streamlit
-    keeps one file per chart and session while the chart is on the page, a fragment's rerun
-    included, and the URL stays the same while the photo does. The figure is given back unchanged,
-    so downloads made from it still hold the photo. Returns what `st.plotly_chart` returns.
+    like that, every layer step would resend the photo inside the map's message. Here the chart is
+    sent with each such photo drawn as a layout image whose source is a media file of the same
+    bytes (Plotly's image traces take data URIs only; layout images take URLs). Streamlit keeps one
+    file per chart and session while the chart is on the page, a fragment's rerun included, and the
+    URL stays the same while the photo does. The figure itself is not changed, so downloads made
+    from it still hold the photo. Returns what `st.plotly_chart` returns.
     """
-    restore = _photos_as_media(figure, key)
+    spec = _spec_with_photos_as_media(figure, key)
+    if spec is None:
+        return st.plotly_chart(figure, key=key, **options)
+    # Streamlit serialises `figure.to_dict()`: for this call only, that is the edited copy (a dict
+    # passed instead would be validated into a new figure again, several ms per chart).
+    figure.to_dict = lambda: spec
     try:
         return st.plotly_chart(figure, key=key, **options)
     finally:
-        restore()
+        del figure.to_dict
 
 
-def _photos_as_media(figure: go.Figure, key: str) -> Callable[[], None]:
-    """Swaps each photo trace for a layout image of a media URL; returns the function that swaps back."""
+def _spec_with_photos_as_media(figure: go.Figure, key: str) -> dict | None:
+    """The figure's dict with each photo trace hidden and drawn as a layout image of a media URL.
+
+    None when the figure has no such photo, or when no server runs (a bare script) to serve files.
+    """
     from streamlit import runtime
 
-    photos = [trace for trace in figure.data if _served_photo(figure, trace)]
-    if not photos or not runtime.exists():  # a bare script run has no server to fetch files from
-        return lambda: None
-    images, kept = figure.layout.images, [(trace, trace.source, trace.visible) for trace in photos]
-    for index, trace in enumerate(photos):
-        header, encoded = trace.source.split(",", 1)
+    photos = [index for index, trace in enumerate(figure.data) if _served_photo(figure, trace)]
+    if not photos or not runtime.exists():
+        return None
+    spec = figure.to_dict()
+    images = spec["layout"].setdefault("images", [])
+    for index in photos:
+        trace = spec["data"][index]
+        header, encoded = trace.pop("source").split(",", 1)
         data = base64.b64decode(encoded)
         mimetype = header.removeprefix("data:").removesuffix(";base64")
         url = runtime.get_instance().media_file_mgr.add(data, mimetype, f"{key}.photo{index}")
         width, height = Image.open(io.BytesIO(data)).size
-        dx, dy = trace.dx or 1, trace.dy or 1
-        figure.add_layout_image(
-            source=_under_base_path(url),
-            xref=trace.xaxis or "x",
-            yref=trace.yaxis or "y",
-            x=(trace.x0 or 0) - dx / 2,
-            y=(trace.y0 or 0) - dy / 2,
-            sizex=width * dx,
-            sizey=height * dy,
-            xanchor="left",
-            yanchor="top",
-            sizing="stretch",
-            layer="below",
+        dx, dy = trace.get("dx", 1), trace.get("dy", 1)
+        images.append(
+            {
+                "source": _under_base_path(url),
+                "xref": trace.get("xaxis", "x"),
+                "yref": trace.get("yaxis", "y"),
+                "x": trace.get("x0", 0) - dx / 2,
+                "y": trace.get("y0", 0) - dy / 2,
+                "sizex": width * dx,
+                "sizey": height * dy,
+                "xanchor": "left",
+                "yanchor": "top",
+                "sizing": "stretch",
+                "layer": "below",
+            }
         )
-        trace.update(source=None, visible=False)
-
-    def restore() -> None:
-        figure.layout.images = images
-        for trace, source, visible in kept:
-            trace.update(source=source, visible=visible)
-
-    return restore
+        trace["visible"] = False
+    return spec
 
 
 def _served_photo(figure: go.Figure, trace: object) -> bool:

@@ -34,12 +34,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_app(timeout_s: float = 60.0) -> Iterator[str]:
-    """Runs the app as `make run` does, on a free loopback port; yields its URL; stops it afterwards."""
+def streamlit_app(timeout_s: float = 60.0, launcher: str = "pages.views.serve") -> Iterator[str]:
+    """Runs the app as `make run` does, on a free loopback port; yields its URL; stops it afterwards.
+
+    `launcher` is the module run with `python -m` (a benchmark may wrap `make run`'s own).
+    """
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     command = [
-        sys.executable, "-m", "pages.views.serve",
+        sys.executable, "-m", launcher,
         "--server.headless=true", "--server.address=127.0.0.1", f"--server.port={port}",
         "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
     ]  # fmt: skip

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
-from vitviz.figures.common import MAP_COLORSCALE, _mark_sinks, png_data_uri
+from vitviz.figures.common import MAP_COLORSCALE, png_data_uri, sink_marks
 from vitviz.maths.agreement import PredictionAgreement, prediction_agreement
 from vitviz.methods import method_title
 from vitviz.methods.faithfulness import FaithfulnessResult, RoadResult, faithfulness_rows
@@ -100,9 +100,8 @@ def _add_overlay(
             col=col,
         )
         if panel.sinks:
-            marks = go.Figure()
-            _mark_sinks(marks, panel.sinks, (dy, dx))  # the same cross as on Explore's maps
-            figure.add_trace(marks.data[0], row=row, col=col)
+            # The same cross as on Explore's maps.
+            figure.add_trace(sink_marks(panel.sinks, (dy, dx)), row=row, col=col)
     figure.update_xaxes(visible=False, range=[-0.5, width - 0.5], row=row, col=col)
     figure.update_yaxes(visible=False, range=[height - 0.5, -0.5], row=row, col=col)
 
