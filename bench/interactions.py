@@ -2,8 +2,8 @@
 
 Each repetition starts a fresh server (the flags of `make run`, headless on loopback) and drives one
 browser through Explore (cold start, layer step, head, a patch click, a new built-in photo, warm
-reload), Present (Next, warm) and Compare (cold, then warm). For every interaction it measures, on
-the browser's own clock (`performance.now()`):
+reload), Present (Next, warm) and Compare (cold, warm by reload, warm through the app's
+navigation). For every interaction it measures, on the browser's own clock (`performance.now()`):
 
 - to the new figure: from the input event (key or pointer down; the navigation for page loads) until
   the figure that shows the change is in the page (a MutationObserver sees its title);
@@ -362,6 +362,13 @@ def one_repetition(playwright, rows: Rows, repetition: int, post_script_gc: bool
             present(browser, url, rows)
             rows.add("Compare: default page, cold", browser.open(f"{url}/compare", "Grad-CAM ·"))
             rows.add("Compare: default page, warm", browser.reload("Grad-CAM ·"))
+            # As a visitor gets there: from another page, through the app's navigation (no reload).
+            sidebar = page.locator('[data-testid="stSidebarNav"]')
+            browser.interact(lambda: sidebar.get_by_role("link", name="Explore").click(), "attention from")
+            rows.add(
+                "Compare: warm, through the app's navigation",
+                browser.interact(lambda: sidebar.get_by_role("link", name="Compare").click(), "Grad-CAM ·"),
+            )
     finally:
         browser.close()
 
