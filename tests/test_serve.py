@@ -1,4 +1,12 @@
-"""`make run`'s launcher: the first page's imports and default model are ready before a visitor asks."""
+"""`make run`'s launcher: the first page's imports and default model are ready before a visitor asks,
+and the photos it serves as media files are kept by the browser."""
+
+import asyncio
+
+from starlette.requests import Request
+from streamlit.runtime.media_file_storage import MediaFileKind
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.web.server.starlette import starlette_app
 
 from pages.views import serve, ui
 from vitviz.device import available_devices
@@ -21,6 +29,7 @@ def test_the_launcher_runs_app_py_with_the_options_it_was_given(monkeypatch):
     from streamlit.web import cli
 
     monkeypatch.setattr(PagesManager, "uses_pages_directory", PagesManager.uses_pages_directory)
+    monkeypatch.setattr(starlette_app, "create_media_routes", starlette_app.create_media_routes)
     seen = {}
     monkeypatch.setattr(
         serve.threading, "Thread", lambda **kwargs: type("T", (), {"start": lambda self: None})()
@@ -31,3 +40,33 @@ def test_the_launcher_runs_app_py_with_the_options_it_was_given(monkeypatch):
     assert seen["argv"] == ["streamlit", "run", str(serve.APP), "--server.port=8999"]
     assert serve.APP.name == "app.py" and serve.APP.exists()
     assert PagesManager.uses_pages_directory is False  # app.py's navigation, before any page imports ui
+
+
+def _get(route, file_id: str):
+    path = f"/media/{file_id}"
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "headers": [],
+        "path_params": {"file_id": file_id},
+    }
+    return asyncio.run(route.endpoint(Request(scope)))
+
+
+def test_media_images_may_be_cached_by_the_browser_and_downloads_may_not(monkeypatch):
+    monkeypatch.setattr(starlette_app, "create_media_routes", starlette_app.create_media_routes)
+    serve._cache_media_images()
+    serve._cache_media_images()  # a second call does not wrap twice
+    storage = MemoryMediaFileStorage("/media")
+    photo = storage.load_and_get_id(b"\xff\xd8 a photo", "image/jpeg", MediaFileKind.MEDIA)
+    table = storage.load_and_get_id(b"a,b\n1,2\n", "text/csv", MediaFileKind.DOWNLOADABLE, "map.csv")
+    routes = starlette_app.create_media_routes(storage, None)
+    (route,) = [route for route in routes if "GET" in (route.methods or ())]
+    served = _get(route, photo + ".jpg")
+    assert served.status_code == 200 and served.body == b"\xff\xd8 a photo"
+    # The name is a hash of the bytes: the same name always means the same photo.
+    assert served.headers["Cache-Control"] == "private, max-age=86400, immutable"
+    download = _get(route, table + ".csv")
+    assert download.status_code == 200 and "Cache-Control" not in download.headers
+    assert "attachment" in download.headers["Content-Disposition"]
