@@ -84,3 +84,19 @@ def test_the_top_level_holds_only_the_design_card():
     top = Path(__file__).resolve().parent.parent
     python_files = sorted(path.name for path in top.glob("*.py"))
     assert python_files == ["app.py"]
+
+
+def test_pages_draw_plotly_figures_through_the_one_chart_helper():
+    """`ui.plotly_chart` sends a figure's photo once as a media file; a direct call would resend it."""
+    pages = Path(__file__).resolve().parent.parent / "pages"
+    # ui.py owns the call; frame.py's blank chart (it only fetches Plotly early) has no photo.
+    allowed = {"ui.py", "frame.py"}
+    callers = []
+    for path in sorted(pages.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            is_chart = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            is_chart = is_chart and node.func.attr == "plotly_chart" and path.name not in allowed
+            through_ui = is_chart and isinstance(node.func.value, ast.Name) and node.func.value.id == "ui"
+            if is_chart and not through_ui:
+                callers.append(f"{path.relative_to(pages)}:{node.lineno}")
+    assert callers == [], f"call ui.plotly_chart instead: {callers}"
