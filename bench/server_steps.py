@@ -3,9 +3,10 @@
 Streamlit's AppTest reruns the page script the way the server does, in this process, and this script
 adds what AppTest leaves out: the full collection Streamlit makes after every run
 (`runner.postScriptGC`), timed after each move. The page runs as a whole here (AppTest does not rerun
-a fragment alone), so these are upper bounds on what a fragment rerun costs; the browser's side is
-`bench/interactions.py`. Works on any device the app offers, so the same table can be measured on a
-GPU machine that has no browser.
+a fragment alone), so these are upper bounds on what a fragment rerun costs. The server's own time
+for each interaction as a browser makes it, fragment reruns alone, is the "server's runs" column of
+`bench/interactions.py`; this script needs no browser and works on any device the app offers, so the
+same table can be measured on a GPU machine that has no Chromium.
 
     python bench/server_steps.py [--device cuda] [--weights random] [--rounds 5]
 """
