@@ -257,8 +257,8 @@ def main() -> None:
     last = probe.samples[-1] if probe.samples else None
     worker = (
         f"the worker ran at nice {last.nice}, {max(s.threads for s in probe.samples)} OS threads at most, "
-        f"scheduling policies {', '.join(sorted(set().union(*(s.policies for s in probe.samples))))}, and had "
-        f"used {last.cpu_s:.1f} CPU seconds by its last sample, {last.at - probe.samples[0].at:.0f} s after "
+        f"its threads' scheduling policy at the last sample {', '.join(sorted(last.policies))} (at the first "
+        f"{', '.join(sorted(probe.samples[0].policies))}), and had used {last.cpu_s:.1f} CPU seconds by its last sample, {last.at - probe.samples[0].at:.0f} s after "
         "the first"
         if last
         else "the worker was never seen in /proc"
