@@ -209,11 +209,12 @@ def yield_to_the_app() -> None:
 
     Linux's SCHED_IDLE class gives a core to its threads only while no ordinary thread wants it, and
     an ordinary thread that wakes takes the core back at once. So the worker keeps torch's thread
-    count and may use every core the app leaves idle, yet slowed Explore's layer steps less than one
-    thread at nice 10 did, and finished a probe sooner (BENCHMARKS.md, "Background work"). On a
-    machine busy with other work the worker waits: it gets only the time nobody else wants. Every
-    thread already running (importing torch starts one) is moved, and threads the worker starts later
-    inherit the class. Where there is no SCHED_IDLE, the worker takes the lowest nice value instead.
+    count and may use every core the app leaves idle; measured beside a visitor on an otherwise quiet
+    machine, it slowed Explore's layer steps less than one thread at nice 10 did and finished a probe
+    sooner (BENCHMARKS.md, "Background work"). On a machine busy with other work the worker waits:
+    it gets only the time nobody else wants. Every thread already running (importing torch starts
+    one) is moved, and threads the worker starts later inherit the class. Where there is no
+    SCHED_IDLE, the worker takes the lowest nice value instead.
     """
     if os.environ.get(BACKGROUND_ENV) != "1":
         return
