@@ -19,7 +19,8 @@ The probe's wall time is read from the run's own files, as the Fine-tune page re
 config.json's `created` (written by `start_run`) to the `updated` time of the status.json that says
 "finished". While it runs, the worker's `/proc` entry is sampled: OS threads, nice value, CPU seconds.
 
-Usage: `python bench/background.py [--steps 20] [--interval 0.5] [--max-images N] [--no-write]`.
+Usage: `python bench/background.py [--steps 20] [--interval 0.5] [--max-images N] [--no-write]
+[--screenshot PNG]`.
 The result is printed and written into BENCHMARKS.md between `<!-- background:begin -->` and
 `<!-- background:end -->` (with `--max-images`, a development run, it is only printed).
 """
@@ -220,6 +221,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between key presses, at least")
     parser.add_argument("--max-images", type=int, default=None, help="a shorter probe, for development")
     parser.add_argument("--no-write", action="store_true", help="print the result, leave BENCHMARKS.md alone")
+    parser.add_argument(
+        "--screenshot", type=Path, default=None, help="a PNG of Explore after 5 steps of the probe"
+    )
     arguments = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -244,6 +248,8 @@ def main() -> None:
                     raise TimeoutError(f"the probe ran past {PROBE_DEADLINE_S} s")
                 probe.sample_worker()
                 phases["during"].append(explorer.step(arguments.interval))
+                if arguments.screenshot is not None and len(phases["during"]) == 5:
+                    browser.page.screenshot(path=str(arguments.screenshot), full_page=True)
             print("during:", summary(phases["during"]), flush=True)
             for _ in range(arguments.steps):
                 phases["after"].append(explorer.step(arguments.interval))
