@@ -599,3 +599,16 @@ def test_a_background_worker_runs_only_on_cpu_time_the_app_leaves_idle(tmp_path)
     assert while_importing == str(os.SCHED_IDLE)  # set by the parent: even the imports yield
     assert (wait_policy, threads) == ("PASSIVE", "2")  # waiting threads sleep; the thread count is left alone
     assert int(tasks) >= 2 and policies == str(os.SCHED_IDLE)  # every thread, the pool's too
+
+
+def test_a_background_worker_without_an_idle_class_takes_the_lowest_nice_value(tmp_path):
+    from vitviz.finetune.worker import spawn_background
+
+    probe = (
+        "import os; del os.SCHED_IDLE; from vitviz.finetune.worker import yield_to_the_app; "
+        "yield_to_the_app(); print(os.nice(0))"
+    )
+    log = tmp_path / "worker.log"
+    process = spawn_background([sys.executable, "-c", probe], log)
+    assert process.wait(timeout=120) == 0, log.read_text()
+    assert log.read_text().split() == ["19"]
