@@ -580,16 +580,35 @@ def test_a_run_on_a_data_root_folder_shows_it_relative_to_the_root(runs_dir, tmp
     )
 
 
-def test_a_background_worker_runs_on_one_thread_at_a_lower_priority(tmp_path):
+def test_a_background_worker_runs_only_on_cpu_time_the_app_leaves_idle(tmp_path):
+    from vitviz.finetune.worker import spawn_background
+
+    # Two OpenMP threads, so the pool the worker starts after yielding must inherit the class too.
+    probe = (
+        "import os, pathlib, torch; print(os.sched_getscheduler(0)); "
+        "from vitviz.finetune.worker import yield_to_the_app; yield_to_the_app(); "
+        "torch.ones(4_000_000).sum(); torch.ones(256, 256) @ torch.ones(256, 256); "
+        "tasks = [path.read_text().rsplit(')', 1)[1].split() for path in pathlib.Path('/proc/self/task').glob('*/stat')]; "
+        "print(os.environ['OMP_WAIT_POLICY'], torch.get_num_threads(), len(tasks), "
+        "','.join(sorted({fields[38] for fields in tasks})))"
+    )
+    log = tmp_path / "worker.log"
+    process = spawn_background([sys.executable, "-c", probe], log, env={"OMP_NUM_THREADS": "2"})
+    assert process.wait(timeout=120) == 0, log.read_text()
+    while_importing, wait_policy, threads, tasks, policies = log.read_text().split()
+    assert while_importing == str(os.SCHED_IDLE)  # set by the parent: even the imports yield
+    assert (wait_policy, threads) == ("PASSIVE", "2")  # waiting threads sleep; the thread count is left alone
+    assert int(tasks) >= 2 and policies == str(os.SCHED_IDLE)  # every thread, the pool's too
+
+
+def test_a_background_worker_without_an_idle_class_takes_the_lowest_nice_value(tmp_path):
     from vitviz.finetune.worker import spawn_background
 
     probe = (
-        "import os, torch; from vitviz.finetune.worker import yield_to_the_app; yield_to_the_app(); "
-        "print(os.environ['OMP_NUM_THREADS'], torch.get_num_threads(), os.nice(0))"
+        "import os; del os.SCHED_IDLE; from vitviz.finetune.worker import yield_to_the_app; "
+        "yield_to_the_app(); print(os.nice(0))"
     )
     log = tmp_path / "worker.log"
     process = spawn_background([sys.executable, "-c", probe], log)
-    assert process.wait(timeout=120) == 0
-    threads_env, threads, niceness = log.read_text().split()
-    assert (threads_env, threads) == ("1", "1")
-    assert int(niceness) >= os.nice(0) + 10 or int(niceness) == 19  # lowered, up to the floor
+    assert process.wait(timeout=120) == 0, log.read_text()
+    assert log.read_text().split() == ["19"]

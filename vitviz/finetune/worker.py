@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import timm
-import torch
 
 import vitviz
 from vitviz.finetune.data import BUILTIN_SHAPES, DataError, ImageSet, open_image_set, scan_image_folder
@@ -170,10 +169,11 @@ def spawn_background(
     """Starts `command` detached from the caller (its own session), writing to `log_path`.
 
     The app and its workers share a small machine: two processes with two OpenMP threads each
-    slowed small tensor work 10–100× here (threads spin while they wait for a core). So a worker runs
-    on one thread and, once started, lowers its own priority (see `yield_to_the_app`), and the app's
-    interactions keep the cores they need. The child is reaped when it ends, so a finished worker
-    never lingers as a zombie of the server.
+    slowed small tensor work 10–100× here (threads spin while they wait for a core). So a worker's
+    OpenMP threads sleep rather than spin while they wait (`OMP_WAIT_POLICY=PASSIVE`) and, once
+    started, the worker runs only on CPU time nobody else wants (see `yield_to_the_app`): the app's
+    interactions keep the cores they need, and the worker may use every core they leave idle. The
+    child is reaped when it ends, so a finished worker never lingers as a zombie of the server.
 
     `env` adds variables to the child's environment.
 
@@ -184,7 +184,7 @@ def spawn_background(
         **os.environ,
         **(env or {}),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
-        "OMP_NUM_THREADS": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
         BACKGROUND_ENV: "1",
     }
     with open(log_path, "ab") as log:
@@ -197,17 +197,47 @@ def spawn_background(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    # At once, so that even the child's imports (seconds of CPU) yield; the child still moves
+    # every thread it has when it starts its work, in case it got ahead of this call.
+    _idle_class(process.pid)
     threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
     return process
 
 
 def yield_to_the_app() -> None:
-    """In a worker started by `spawn_background`: one torch thread and a lower CPU priority."""
+    """In a worker started by `spawn_background`: run only when the app leaves a core idle.
+
+    Linux's SCHED_IDLE class gives a core to its threads only while no ordinary thread wants it, and
+    an ordinary thread that wakes takes the core back at once. So the worker keeps torch's thread
+    count and may use every core the app leaves idle; measured beside a visitor on an otherwise quiet
+    machine, it slowed Explore's layer steps less than one thread at nice 10 did and finished a probe
+    sooner (BENCHMARKS.md, "Background work"). On a machine busy with other work the worker waits:
+    it gets only the time nobody else wants. Every thread already running (importing torch starts
+    one) is moved, and threads the worker starts later inherit the class. Where there is no
+    SCHED_IDLE, the worker takes the lowest nice value instead.
+    """
     if os.environ.get(BACKGROUND_ENV) != "1":
         return
-    torch.set_num_threads(1)
-    with contextlib.suppress(OSError):  # a platform without nice, or a priority already at its floor
-        os.nice(10)
+    if not _idle_class(0):
+        with contextlib.suppress(OSError):  # a platform without nice
+            os.nice(19)
+        return
+    for task in Path("/proc/self/task").iterdir():
+        _idle_class(int(task.name))
+
+
+def _idle_class(thread: int) -> bool:
+    """Moves a thread (0: the calling one; a process id: its main thread) into SCHED_IDLE; False
+    where the platform has no such class. A thread that has ended meanwhile is left alone."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return False
+    try:
+        os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+    except ProcessLookupError:
+        pass
+    except OSError:  # a kernel without SCHED_IDLE
+        return False
+    return True
 
 
 def _timm_name_of(model: str) -> str:
