@@ -22,10 +22,11 @@ install-dev: $(VENV)/.installed-dev
 weights: $(VENV)/.installed
 	$(OFFLINE) $(BIN)/python -m vitviz prepare-weights
 
-# Every script in bench/ (common.py is their shared helper, not a benchmark). interactions.py drives
-# Chromium against `streamlit run` and rewrites its table in BENCHMARKS.md (`--quick`: 2 repetitions).
+# Every script in bench/ (common.py is their shared helper and timed_serve.py the launcher
+# interactions.py times the server through: neither is a benchmark). interactions.py drives Chromium
+# against `make run`'s launcher and rewrites its table in BENCHMARKS.md (`--quick`: 2 repetitions).
 bench: install-dev weights browser
-	@set -e; for script in $$(ls bench/*.py | grep -v '/common.py$$'); do \
+	@set -e; for script in $$(ls bench/*.py | grep -v -e '/common.py$$' -e '/timed_serve.py$$'); do \
 		echo "== $$script"; $(OFFLINE) $(BIN)/python $$script; \
 	done
 
