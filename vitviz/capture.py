@@ -179,6 +179,7 @@ class AttentionCapture(ModelHooks):
         self._fused_flags: list[bool] = []
         # The instance `forward` each module had before `_attach` replaced it (None: the class's).
         self._own_forwards: list[tuple[nn.Module, Callable[..., Any] | None]] = []
+        self._scores: torch.Tensor | None = None  # one image's q @ kᵀ, reused by every layer
 
     def _attach(self) -> None:
         self.attentions = []
@@ -199,6 +200,7 @@ class AttentionCapture(ModelHooks):
             else:
                 module.forward = forward
         self._own_forwards = []
+        self._scores = None
 
     def _write_into_record(self, module: nn.Module) -> None:
         """Makes this thread's forwards of a timm `Attention` write its softmax into the record.
@@ -224,7 +226,9 @@ class AttentionCapture(ModelHooks):
                 or not _fits(probabilities, x, module.num_heads)
             ):
                 return timm_forward(x, attn_mask=attn_mask, is_causal=is_causal)
-            return _attention_into(module, x, probabilities)
+            if self._scores is None or self._scores.shape != probabilities.shape[1:]:
+                self._scores = torch.empty_like(probabilities[0])  # (heads, N, N)
+            return _attention_into(module, x, probabilities, self._scores)
 
         module.forward = forward
 
@@ -248,20 +252,23 @@ def _fits(probabilities: torch.Tensor | None, x: torch.Tensor, heads: int) -> bo
     return same_kind and probabilities.shape == (batch, heads, tokens, tokens)
 
 
-def _attention_into(module: Attention, x: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+def _attention_into(
+    module: Attention, x: torch.Tensor, probabilities: torch.Tensor, scores: torch.Tensor
+) -> torch.Tensor:
     """timm's `Attention.forward` on its unfused path, with the probabilities made in `probabilities`.
 
     The same operations in the same order as timm's (`q * scale`, `q @ kᵀ`, softmax, `attn_drop`,
     `attn @ v`, every submodule called as a module so that hooks on it still fire), so the output
-    and the probabilities are bit for bit timm's; only where they are made differs: `q @ kᵀ` is
-    written into `probabilities` and softmaxed there in place (each row is read before it is
-    written), instead of into two fresh tensors, one of which a hook would copy; a power-of-two
-    scale is applied to the product instead of to q (exact, so the same bits).
+    and the probabilities are bit for bit timm's; only where they are made differs: `q @ kᵀ` goes
+    into `scores`, reused from layer to layer (so still in the CPU's cache), and the softmax straight
+    into `probabilities`, instead of into two fresh tensors, one of which a hook would copy; a
+    power-of-two scale is applied to the product instead of to q (exact, so the same bits).
 
     Args:
         module: a timm `Attention` (its class's own forward, not a subclass's).
         x: (B, N, dim) tokens.
         probabilities: (B, heads, N, N) slice of the record, same dtype and device as `x`.
+        scores: (heads, N, N) scratch, same dtype and device.
 
     Returns:
         (B, N, dim_out), as timm's forward.
@@ -272,21 +279,15 @@ def _attention_into(module: Attention, x: torch.Tensor, probabilities: torch.Ten
     q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim) each
     q, k = module.q_norm(q), module.k_norm(k)
     keys = k.transpose(-2, -1)  # (B, heads, head_dim, N)
-    if math.frexp(module.scale)[0] == 0.5:
-        # A power of two (head_dim 4, 16, 64, 256) scales exactly, so scaling the product by it
-        # gives the bits of timm's `(q * scale) @ kᵀ` and saves a pass over q.
-        for image in range(batch):
-            torch.baddbmm(
-                probabilities[image],
-                q[image],
-                keys[image],
-                beta=0,
-                alpha=module.scale,
-                out=probabilities[image],
-            )  # (heads, N, N); beta=0: the slice's old contents are ignored, NaN included
-    else:
-        torch.matmul(q * module.scale, keys, out=probabilities)  # (B, heads, N, N)
-    torch.softmax(probabilities, dim=-1, out=probabilities)
+    # A power of two (head_dim 4, 16, 64, 256) scales exactly, so scaling the product by it gives
+    # the bits of timm's `(q * scale) @ kᵀ` and saves a pass over q.
+    exact_scale = math.frexp(module.scale)[0] == 0.5
+    for image in range(batch):
+        if exact_scale:  # beta=0: the scratch's old contents are ignored, NaN included
+            torch.baddbmm(scores, q[image], keys[image], beta=0, alpha=module.scale, out=scores)
+        else:
+            torch.matmul(q[image] * module.scale, keys[image], out=scores)
+        torch.softmax(scores, dim=-1, out=probabilities[image])  # (heads, N, N)
     x = module.attn_drop(probabilities) @ v  # (B, heads, N, head_dim)
     x = x.transpose(1, 2).reshape(batch, tokens, module.attn_dim)
     x = module.norm(x)
