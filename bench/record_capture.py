@@ -1,7 +1,9 @@
 """What the app's attention record costs against a plain fused forward, bundled DINOv2 at 224 px.
 
-Four pieces of work, interleaved round by round so load from other work falls on all alike:
+Five pieces of work, interleaved round by round so load from other work falls on all alike:
 - fused: the model's own forward (fused attention), as a prediction runs it;
+- unfused, nothing kept: timm's own unfused attention and no capture at all, the floor of any
+  capture that must materialise the probabilities with timm's operations;
 - kept and stacked: every layer's attention kept by the capture and stacked into one array
   afterwards (how `record_attention` worked first);
 - copied as made: timm's unfused forward, each layer's attention copied into one preallocated array
@@ -24,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import interleaved_medians, machine
-from vitviz.capture import AttentionCapture, capture_attention
+from vitviz.capture import AttentionCapture, attention_modules, capture_attention, model_lock
 from vitviz.images import BUILTIN_PHOTOS, builtin_photo
 from vitviz.models import load_model
 from vitviz.preprocess import image_view, view_tensor
@@ -56,6 +58,19 @@ def main() -> None:
         if loaded.device.type == "cuda":
             torch.cuda.synchronize()  # the other two end with a copy to the CPU, which waits too
 
+    @torch.inference_mode()
+    def unfused_nothing_kept() -> None:
+        modules = attention_modules(loaded.model)
+        with model_lock(loaded.model):
+            flags = [module.fused_attn for module in modules]
+            for module in modules:
+                module.fused_attn = False
+            try:
+                loaded.model(pixels)
+            finally:
+                for module, fused in zip(modules, flags, strict=True):
+                    module.fused_attn = fused
+
     def kept_and_stacked() -> None:
         _, attentions = capture_attention(loaded.model, pixels)
         torch.stack([attention[0] for attention in attentions]).float().cpu().numpy()
@@ -77,6 +92,7 @@ def main() -> None:
 
     works = {
         "fused": fused,
+        "unfused, nothing kept": unfused_nothing_kept,
         "kept and stacked": kept_and_stacked,
         "copied as made": copied_as_made,
         "written in place": written_in_place,

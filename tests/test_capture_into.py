@@ -105,3 +105,11 @@ def test_copying_needs_one_slice_per_layer_and_detached_attention(tiny_models):
         AttentionCapture(model, into=torch.empty(layers + 1, 1, 3, 5, 5))
     with pytest.raises(ValueError, match="detach=True"):
         AttentionCapture(model, detach=False, into=torch.empty(layers, 1, 3, 5, 5))
+
+
+def test_bundled_dinov2_record_written_in_place_equals_attention_kept(dinov2, cat):
+    pixels = view_tensor(image_view(cat, dinov2.facts, "crop"), dinov2.facts)
+    written_output = _assert_written_equals_kept(dinov2.model, pixels)
+    with torch.inference_mode():
+        fused_output = dinov2.model(pixels)
+    torch.testing.assert_close(written_output, fused_output, atol=1e-5, rtol=1e-5)
