@@ -63,6 +63,16 @@ def test_attention_copied_into_the_record_when_autograd_records_equals_attention
     _assert_slices_equal_kept(into, capture.attentions, kept)
 
 
+def test_a_record_laid_out_otherwise_is_copied_into_with_the_same_numbers(tiny_models):
+    model = tiny_models["hybrid"]
+    pixels = _input(model)
+    output, kept = capture_attention(model, pixels)
+    into = _buffer(kept).transpose(-1, -2)  # each slice a transposed view: not written in place
+    copied_output, copied = capture_attention(model, pixels, into=into)
+    assert torch.equal(copied_output, output)
+    _assert_slices_equal_kept(into, copied, kept)
+
+
 def test_attention_with_a_scale_that_is_not_a_power_of_two_is_written_as_timm_makes_it():
     torch.manual_seed(0)
     model = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=2, embed_dim=96, num_heads=2).eval()

@@ -249,7 +249,9 @@ def _fits(probabilities: torch.Tensor | None, x: torch.Tensor, heads: int) -> bo
         return False
     batch, tokens, _ = x.shape
     same_kind = probabilities.dtype == x.dtype and probabilities.device == x.device
-    return same_kind and probabilities.shape == (batch, heads, tokens, tokens)
+    return (
+        same_kind and probabilities.shape == (batch, heads, tokens, tokens) and probabilities.is_contiguous()
+    )
 
 
 def _attention_into(
