@@ -157,8 +157,9 @@ class AttentionCapture(ModelHooks):
     straight into their slice: one allocation for the whole record instead of one per layer plus a
     stack of them all afterwards, and no copy. A layer of timm's own `Attention` runs, on this
     thread and without autograd, `_attention_into` (timm's unfused forward, step for step, with
-    `q @ kᵀ` and the softmax written into the slice); any other layer's probabilities are copied
-    into their slice the moment they are made. `capture.attentions` then holds the slices.
+    `q @ kᵀ` made in a scratch reused by every layer and the softmax written from it into the
+    slice); any other layer's probabilities are copied into their slice the moment they are made.
+    `capture.attentions` then holds the slices.
 
     Example:
         with AttentionCapture(model) as capture:
