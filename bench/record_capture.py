@@ -1,11 +1,15 @@
 """What the app's attention record costs against a plain fused forward, bundled DINOv2 at 224 px.
 
-Three pieces of work, interleaved round by round so load from other work falls on all alike:
+Five pieces of work, interleaved round by round so load from other work falls on all alike:
 - fused: the model's own forward (fused attention), as a prediction runs it;
+- unfused, nothing kept: timm's own unfused attention and no capture at all, the floor of any
+  capture that must materialise the probabilities with timm's operations;
 - kept and stacked: every layer's attention kept by the capture and stacked into one array
-  afterwards (how `record_attention` worked before);
-- copied as made: each layer's attention copied into one preallocated array the moment it is made
-  (`capture_attention(..., into=...)`, how `record_attention` works now).
+  afterwards (how `record_attention` worked first);
+- copied as made: timm's unfused forward, each layer's attention copied into one preallocated array
+  the moment it is made (how `record_attention` worked next);
+- written in place: `capture_attention(..., into=...)`, each layer's `q @ kᵀ` and softmax made in
+  its slice of the preallocated array (how `record_attention` works now).
 
 Usage: `python bench/record_capture.py [--rounds N] [--weights random] [--device cuda]`.
 """
@@ -22,10 +26,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import interleaved_medians, machine
-from vitviz.capture import capture_attention
+from vitviz.capture import AttentionCapture, attention_modules, capture_attention, model_lock
 from vitviz.images import BUILTIN_PHOTOS, builtin_photo
 from vitviz.models import load_model
 from vitviz.preprocess import image_view, view_tensor
+
+
+class _CopiedAsMade(AttentionCapture):
+    """The capture before it wrote into the record: timm's forward runs, a hook copies each layer."""
+
+    def _write_into_record(self, module: torch.nn.Module) -> None:
+        return None
 
 
 def main() -> None:
@@ -47,16 +58,45 @@ def main() -> None:
         if loaded.device.type == "cuda":
             torch.cuda.synchronize()  # the other two end with a copy to the CPU, which waits too
 
+    @torch.inference_mode()
+    def unfused_nothing_kept() -> None:
+        modules = attention_modules(loaded.model)
+        with model_lock(loaded.model):
+            flags = [module.fused_attn for module in modules]
+            for module in modules:
+                module.fused_attn = False
+            try:
+                loaded.model(pixels)
+            finally:
+                for module, fused in zip(modules, flags, strict=True):
+                    module.fused_attn = fused
+
     def kept_and_stacked() -> None:
         _, attentions = capture_attention(loaded.model, pixels)
         torch.stack([attention[0] for attention in attentions]).float().cpu().numpy()
 
+    def record() -> torch.Tensor:
+        return torch.empty((facts.num_layers, 1, facts.num_heads, tokens, tokens), device=loaded.device)
+
+    @torch.inference_mode()
     def copied_as_made() -> None:
-        into = torch.empty((facts.num_layers, 1, facts.num_heads, tokens, tokens), device=loaded.device)
+        into = record()
+        with _CopiedAsMade(loaded.model, into=into):
+            loaded.model(pixels)
+        into[:, 0].cpu().numpy()
+
+    def written_in_place() -> None:
+        into = record()
         capture_attention(loaded.model, pixels, into=into)
         into[:, 0].cpu().numpy()
 
-    works = {"fused": fused, "kept and stacked": kept_and_stacked, "copied as made": copied_as_made}
+    works = {
+        "fused": fused,
+        "unfused, nothing kept": unfused_nothing_kept,
+        "kept and stacked": kept_and_stacked,
+        "copied as made": copied_as_made,
+        "written in place": written_in_place,
+    }
     interleaved_medians(works, 3)  # warm-up
     load_before = os.getloadavg()[0]
     medians = interleaved_medians(works, rounds)

@@ -134,14 +134,27 @@ def _distinct_inputs(model: torch.nn.Module, count: int) -> list[torch.Tensor]:
     ]
 
 
-def test_concurrent_captures_on_one_shared_model_each_see_only_their_own_image(tiny_models):
+def _captured(model: torch.nn.Module, pixels: torch.Tensor, written_into_record: bool) -> list[torch.Tensor]:
+    """Every layer's attention, kept by the hooks or written into a preallocated record."""
+    if not written_into_record:
+        return capture_attention(model, pixels)[1]
+    modules = attention_modules(model)
+    tokens = model.num_prefix_tokens + model.patch_embed.num_patches
+    record = torch.full((len(modules), pixels.shape[0], modules[0].num_heads, tokens, tokens), float("nan"))
+    return capture_attention(model, pixels, into=record)[1]
+
+
+@pytest.mark.parametrize("written_into_record", [False, True])
+def test_concurrent_captures_on_one_shared_model_each_see_only_their_own_image(
+    tiny_models, written_into_record
+):
     model = tiny_models["vit"]
     inputs = _distinct_inputs(model, _THREADS)
     alone = [capture_attention(model, pixels)[1] for pixels in inputs]
     flags_before = [module.fused_attn for module in attention_modules(model)]
 
     def captures(index: int):
-        return [capture_attention(model, inputs[index])[1] for _ in range(_ROUNDS)]
+        return [_captured(model, inputs[index], written_into_record) for _ in range(_ROUNDS)]
 
     results = _run_together([lambda index=index: captures(index) for index in range(_THREADS)])
     for index, rounds in enumerate(results):
@@ -153,7 +166,8 @@ def test_concurrent_captures_on_one_shared_model_each_see_only_their_own_image(t
     assert _hook_count(model) == 0
 
 
-def test_a_plain_forward_beside_a_capture_is_neither_recorded_nor_changed(tiny_models):
+@pytest.mark.parametrize("written_into_record", [False, True])
+def test_a_plain_forward_beside_a_capture_is_neither_recorded_nor_changed(tiny_models, written_into_record):
     model = tiny_models["hybrid"]
     captured_input, plain_input = _distinct_inputs(model, 2)
     with torch.inference_mode():
@@ -161,7 +175,7 @@ def test_a_plain_forward_beside_a_capture_is_neither_recorded_nor_changed(tiny_m
     alone = capture_attention(model, captured_input)[1]
 
     def captures():
-        return [capture_attention(model, captured_input)[1] for _ in range(_ROUNDS)]
+        return [_captured(model, captured_input, written_into_record) for _ in range(_ROUNDS)]
 
     def plain_forwards():
         with torch.inference_mode():

@@ -1,11 +1,12 @@
-"""Attention copied into one preallocated array as it is made: the same numbers as kept and stacked."""
+"""Attention written into one preallocated record as it is made: the same numbers as kept and stacked."""
 
 import numpy as np
 import pytest
+import timm
 import torch
 
 from tests.support.tiny_models import TRANSFORMER_KEYS, tiny_loaded
-from vitviz.capture import AttentionCapture, capture_attention
+from vitviz.capture import AttentionCapture, attention_modules, capture_attention
 from vitviz.maths.attention import record_attention
 from vitviz.preprocess import image_view, view_tensor
 
@@ -14,20 +15,85 @@ def _buffer(attentions: list[torch.Tensor]) -> torch.Tensor:
     return torch.full((len(attentions), *attentions[0].shape), float("nan"))
 
 
-@pytest.mark.parametrize("key", TRANSFORMER_KEYS)
-def test_attention_copied_as_made_equals_attention_kept(tiny_models, key):
-    model = tiny_models[key]
+def _input(model: torch.nn.Module, batch: int = 2) -> torch.Tensor:
     height, width = model.patch_embed.img_size
-    pixels = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(1))
-    output, kept = capture_attention(model, pixels)
-    into = _buffer(kept)
-    copied_output, copied = capture_attention(model, pixels, into=into)
-    assert torch.equal(copied_output, output)
-    assert len(copied) == len(kept)
-    for layer, (mine, theirs) in enumerate(zip(copied, kept, strict=True)):
+    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(1))
+
+
+def _assert_slices_equal_kept(
+    into: torch.Tensor, written: list[torch.Tensor], kept: list[torch.Tensor]
+) -> None:
+    assert len(written) == len(kept)
+    for layer, (mine, theirs) in enumerate(zip(written, kept, strict=True)):
         assert torch.equal(mine, theirs)
         assert mine.data_ptr() == into[layer].data_ptr()  # a slice of the buffer, not a copy of it
     assert not torch.isnan(into).any()
+
+
+def _assert_written_equals_kept(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """Captures kept and written into a NaN-filled record: the same bits; returns the output."""
+    output, kept = capture_attention(model, pixels)
+    into = _buffer(kept)
+    written_output, written = capture_attention(model, pixels, into=into)
+    assert torch.equal(written_output, output)
+    _assert_slices_equal_kept(into, written, kept)
+    return written_output
+
+
+@pytest.mark.parametrize("key", TRANSFORMER_KEYS)
+def test_attention_written_into_the_record_equals_attention_kept(tiny_models, key):
+    model = tiny_models[key]
+    pixels = _input(model)
+    written_output = _assert_written_equals_kept(model, pixels)
+    with torch.inference_mode():
+        fused_output = model(pixels)
+    torch.testing.assert_close(written_output, fused_output, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("key", TRANSFORMER_KEYS)
+def test_attention_copied_into_the_record_when_autograd_records_equals_attention_kept(tiny_models, key):
+    """With autograd on, timm's own forward runs and each layer is copied into its slice instead."""
+    model = tiny_models[key]
+    pixels = _input(model)
+    output, kept = capture_attention(model, pixels)
+    into = _buffer(kept)
+    with AttentionCapture(model, into=into) as capture:
+        copied_output = model(pixels)
+    assert torch.equal(copied_output.detach(), output)
+    _assert_slices_equal_kept(into, capture.attentions, kept)
+
+
+def test_a_record_laid_out_otherwise_is_copied_into_with_the_same_numbers(tiny_models):
+    model = tiny_models["hybrid"]
+    pixels = _input(model)
+    output, kept = capture_attention(model, pixels)
+    into = _buffer(kept).transpose(-1, -2)  # each slice a transposed view: not written in place
+    copied_output, copied = capture_attention(model, pixels, into=into)
+    assert torch.equal(copied_output, output)
+    _assert_slices_equal_kept(into, copied, kept)
+
+
+def test_attention_with_a_scale_that_is_not_a_power_of_two_is_written_as_timm_makes_it():
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=2, embed_dim=96, num_heads=2).eval()
+    assert attention_modules(model)[0].scale == 48**-0.5
+    _assert_written_equals_kept(model, _input(model, batch=3))
+
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_writing_into_the_record_puts_timm_forward_back(tiny_models, fits):
+    """Also when the record does not fit the forward: timm's forward runs and the copy into it raises."""
+    model = tiny_models["registers"]
+    modules = attention_modules(model)
+    _, kept = capture_attention(model, _input(model))
+    pixels = _input(model) if fits else torch.zeros(2, 3, 42, 42)  # 3×3 patches instead of 4×4
+    if fits:
+        capture_attention(model, pixels, into=_buffer(kept))
+    else:
+        with pytest.raises(RuntimeError):
+            capture_attention(model, pixels, into=_buffer(kept))
+    assert all("forward" not in vars(module) for module in modules)
+    assert all(module.forward.__func__ is type(module).forward for module in modules)
 
 
 @pytest.mark.parametrize("key", ["registers", "vit_rectangular"])
@@ -49,3 +115,11 @@ def test_copying_needs_one_slice_per_layer_and_detached_attention(tiny_models):
         AttentionCapture(model, into=torch.empty(layers + 1, 1, 3, 5, 5))
     with pytest.raises(ValueError, match="detach=True"):
         AttentionCapture(model, detach=False, into=torch.empty(layers, 1, 3, 5, 5))
+
+
+def test_bundled_dinov2_record_written_in_place_equals_attention_kept(dinov2, cat):
+    pixels = view_tensor(image_view(cat, dinov2.facts, "crop"), dinov2.facts)
+    written_output = _assert_written_equals_kept(dinov2.model, pixels)
+    with torch.inference_mode():
+        fused_output = dinov2.model(pixels)
+    torch.testing.assert_close(written_output, fused_output, atol=1e-5, rtol=1e-5)

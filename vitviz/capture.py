@@ -5,14 +5,17 @@ another caller's forward pass or leave the model changed:
 - every capture holds the model's own re-entrant lock from entry to exit, so two captures on one
   model never interleave, and the fused-attention flags one saves are the model's real flags;
 - every hook records only forwards run by the thread that entered the capture, so a plain forward
-  another thread runs meanwhile (a prediction) is never recorded or altered;
-- on exit every hook is removed and every flag restored, also when the forward raised; exceptions
-  are never swallowed.
+  another thread runs meanwhile (a prediction) is never recorded or altered; the one forward a
+  capture replaces (timm's attention, to write its probabilities straight into a record) runs the
+  replacement for that thread only and timm's own forward for every other;
+- on exit every hook is removed, every flag restored and every forward put back, also when the
+  forward raised; exceptions are never swallowed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import weakref
 from collections.abc import Callable
@@ -21,6 +24,7 @@ from typing import Any, Self
 
 import torch
 from timm.layers import resample_abs_pos_embed
+from timm.layers.attention import Attention
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -64,10 +68,12 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     A module qualifies when it computes softmaxed attention and passes it through `attn_drop`
     on its unfused path, as timm's `Attention` does; CNNs have none.
     """
+    # `_modules` first: `hasattr` on a module without the attribute raises inside torch's
+    # `__getattr__`, which over a ViT's few hundred modules cost a third of a millisecond per capture.
     return [
         module
         for module in model.modules()
-        if hasattr(module, "fused_attn") and isinstance(getattr(module, "attn_drop", None), nn.Module)
+        if isinstance(module._modules.get("attn_drop"), nn.Module) and hasattr(module, "fused_attn")
     ]
 
 
@@ -147,10 +153,13 @@ class AttentionCapture(ModelHooks):
     With `detach=False` the recorded tensors stay in the autograd graph, so gradient methods
     can ask `torch.autograd.grad(score, capture.attentions)` for each layer's own gradient.
 
-    With `into`, a (layers, B, heads, N, N) tensor, each layer's probabilities are copied into
-    their slice the moment they are made (still in the CPU's cache) and the layer's own tensor is
-    freed with the layer: one allocation for the whole record instead of one per layer plus a
-    stack of them all afterwards. `capture.attentions` then holds the slices.
+    With `into`, a (layers, B, heads, N, N) tensor, each layer's probabilities are written
+    straight into their slice: one allocation for the whole record instead of one per layer plus a
+    stack of them all afterwards, and no copy. A layer of timm's own `Attention` runs, on this
+    thread and without autograd, `_attention_into` (timm's unfused forward, step for step, with
+    `q @ kᵀ` made in a scratch reused by every layer and the softmax written from it into the
+    slice); any other layer's probabilities are copied into their slice the moment they are made.
+    `capture.attentions` then holds the slices.
 
     Example:
         with AttentionCapture(model) as capture:
@@ -169,6 +178,9 @@ class AttentionCapture(ModelHooks):
         self.into = into
         self.attentions: list[torch.Tensor] = []
         self._fused_flags: list[bool] = []
+        # The instance `forward` each module had before `_attach` replaced it (None: the class's).
+        self._own_forwards: list[tuple[nn.Module, Callable[..., Any] | None]] = []
+        self._scores: torch.Tensor | None = None  # one image's q @ kᵀ, reused by every layer
 
     def _attach(self) -> None:
         self.attentions = []
@@ -176,18 +188,115 @@ class AttentionCapture(ModelHooks):
         for module in self.modules:
             module.fused_attn = False
             self._hook(module.attn_drop, self._record)
+            if self.into is not None and type(module).forward is Attention.forward:
+                self._write_into_record(module)
 
     def _restore(self) -> None:
         for module, fused in zip(self.modules, self._fused_flags, strict=True):
             module.fused_attn = fused
         self._fused_flags = []
+        for module, forward in reversed(self._own_forwards):
+            if forward is None:
+                del module.forward
+            else:
+                module.forward = forward
+        self._own_forwards = []
+        self._scores = None
+
+    def _write_into_record(self, module: nn.Module) -> None:
+        """Makes this thread's forwards of a timm `Attention` write its softmax into the record.
+
+        The module's `forward` is replaced for the capture's lifetime (under the model's lock, put
+        back on exit); any other thread, a mask, autograd, or a slice that does not fit runs timm's
+        own forward, whose probabilities `_record` then copies.
+        """
+        self._own_forwards.append((module, module.__dict__.get("forward")))
+        timm_forward = module.forward
+
+        def forward(
+            x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+        ) -> torch.Tensor:
+            assert self.into is not None
+            layer = len(self.attentions)
+            probabilities = self.into[layer] if layer < len(self.into) else None
+            if (
+                threading.get_ident() != self._thread  # another caller's forward on the shared model
+                or attn_mask is not None
+                or is_causal
+                or torch.is_grad_enabled()
+                or not _fits(probabilities, x, module.num_heads)
+            ):
+                return timm_forward(x, attn_mask=attn_mask, is_causal=is_causal)
+            if self._scores is None or self._scores.shape != probabilities.shape[1:]:
+                self._scores = torch.empty_like(probabilities[0])  # (heads, N, N)
+            return _attention_into(module, x, probabilities, self._scores)
+
+        module.forward = forward
 
     def _record(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: object) -> None:
         attention = inputs[0]
         if self.into is not None:
-            self.attentions.append(self.into[len(self.attentions)].copy_(attention))
+            slot = self.into[len(self.attentions)]
+            if attention.data_ptr() != slot.data_ptr():  # not written there by `_attention_into`
+                slot.copy_(attention)
+            self.attentions.append(slot)
             return
         self.attentions.append(attention.detach() if self.detach else attention)
+
+
+def _fits(probabilities: torch.Tensor | None, x: torch.Tensor, heads: int) -> bool:
+    """Whether a slice of the record can hold the probabilities of the tokens `x` (B, N, dim)."""
+    if probabilities is None:
+        return False
+    batch, tokens, _ = x.shape
+    same_kind = probabilities.dtype == x.dtype and probabilities.device == x.device
+    return (
+        same_kind and probabilities.shape == (batch, heads, tokens, tokens) and probabilities.is_contiguous()
+    )
+
+
+def _attention_into(
+    module: Attention, x: torch.Tensor, probabilities: torch.Tensor, scores: torch.Tensor
+) -> torch.Tensor:
+    """timm's `Attention.forward` on its unfused path, with the probabilities made in `probabilities`.
+
+    The same operations in the same order as timm's (`q * scale`, `q @ kᵀ`, softmax, `attn_drop`,
+    `attn @ v`, every submodule called as a module so that hooks on it still fire), so the output
+    and the probabilities are bit for bit timm's; only where they are made differs: `q @ kᵀ` goes
+    into `scores`, reused from layer to layer (so still in the CPU's cache), and the softmax straight
+    into `probabilities`, instead of into two fresh tensors, one of which a hook would copy; a
+    power-of-two scale is applied to the product instead of to q (exact, so the same bits).
+
+    Args:
+        module: a timm `Attention` (its class's own forward, not a subclass's).
+        x: (B, N, dim) tokens.
+        probabilities: (B, heads, N, N) slice of the record, same dtype and device as `x`.
+        scores: (heads, N, N) scratch, same dtype and device.
+
+    Returns:
+        (B, N, dim_out), as timm's forward.
+    """
+    batch, tokens, _ = x.shape
+    gate = module.gate(x).sigmoid() if module.gate is not None else None
+    qkv = module.qkv(x).reshape(batch, tokens, 3, module.num_heads, module.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim) each
+    q, k = module.q_norm(q), module.k_norm(k)
+    keys = k.transpose(-2, -1)  # (B, heads, head_dim, N)
+    # A power of two (head_dim 4, 16, 64, 256) scales exactly, so scaling the product by it gives
+    # the bits of timm's `(q * scale) @ kᵀ` and saves a pass over q.
+    exact_scale = math.frexp(module.scale)[0] == 0.5
+    for image in range(batch):
+        if exact_scale:  # beta=0: the scratch's old contents are ignored, NaN included
+            torch.baddbmm(scores, q[image], keys[image], beta=0, alpha=module.scale, out=scores)
+        else:
+            torch.matmul(q[image] * module.scale, keys[image], out=scores)
+        torch.softmax(scores, dim=-1, out=probabilities[image])  # (heads, N, N)
+    x = module.attn_drop(probabilities) @ v  # (B, heads, N, head_dim)
+    x = x.transpose(1, 2).reshape(batch, tokens, module.attn_dim)
+    x = module.norm(x)
+    if gate is not None:
+        x = x * gate
+    return module.proj_drop(module.proj(x))
 
 
 class QueryKeyCapture(ModelHooks):
