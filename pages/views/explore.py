@@ -54,6 +54,7 @@ VIEW = "explore_view"
 RAW_COLOURS = "explore_raw_colours"
 RAW_ROLLOUT = "explore_raw_rollout"
 GRID_CHART = "explore_grid_chart"
+GRID_FIGURE = "explore_grid_figure"  # (what it was drawn from, the figure): the grid of the last run
 ATTENTION_CHART = "explore_attention_chart"
 QUERY_PATCH = "explore_query_patch"
 SEEN_SELECTIONS = "explore_seen_selections"
@@ -351,13 +352,14 @@ def _grid_and_attention(maps: _Maps) -> None:
     with grid_column:
         facts = maps.facts
         rows, cols = grid_size
-        grid_figure = patch_grid_figure(
-            maps.pixels,
-            grid_size,
-            facts.stride_px,
-            maps.title(f"{maps.picked.name}: {rows}×{cols} patches of {facts.stride_px[0]} px"),
-            selected=query_patch,
-        )
+        title = maps.title(f"{maps.picked.name}: {rows}×{cols} patches of {facts.stride_px[0]} px")
+        # Kept between the fragment's reruns: a layer or head step leaves the grid as it was.
+        inputs = (maps.choice.name, maps.choice.weights, maps.picked.digest, maps.view, title, query_patch)
+        kept = st.session_state.get(GRID_FIGURE)
+        if kept is None or kept[0] != inputs:
+            figure = patch_grid_figure(maps.pixels, grid_size, facts.stride_px, title, selected=query_patch)
+            kept = st.session_state[GRID_FIGURE] = (inputs, figure)
+        grid_figure = kept[1]
         st.subheader("Patches")
         st.caption("Click a patch on either image to see where that token attends.")
         maps.chart(grid_figure, GRID_CHART, "explore_grid", "patch-grid", clickable=True)

@@ -468,9 +468,11 @@ def plotly_chart(figure: go.Figure, key: str, **options: object) -> object:
     bytes (Plotly's image traces take data URIs only; layout images take URLs). Streamlit keeps one
     file per chart and session while the chart is on the page, a fragment's rerun included, and the
     URL stays the same while the photo does. The figure itself is not changed, so downloads made
-    from it still hold the photo. Returns what `st.plotly_chart` returns.
+    from it still hold the photo. A figure drawn again as the same object (one a page kept from an
+    earlier run) reuses the dict made for it the first time: a figure is never changed once drawn.
+    Returns what `st.plotly_chart` returns.
     """
-    spec = _spec_with_photos_as_media(figure, key)
+    spec = _served_spec(figure, key)
     if spec is None:
         return st.plotly_chart(figure, key=key, **options)
     # Streamlit serialises `figure.to_dict()`: for this call only, that is the edited copy (a dict
@@ -482,24 +484,56 @@ def plotly_chart(figure: go.Figure, key: str, **options: object) -> object:
         del figure.to_dict
 
 
-def _spec_with_photos_as_media(figure: go.Figure, key: str) -> dict | None:
+@dataclass(frozen=True)
+class _ServedSpec:
+    """What a chart sends for one figure: its dict, and the media files (bytes, type, name) it points at."""
+
+    key: str
+    spec: dict
+    files: tuple[tuple[bytes, str, str], ...]
+
+
+def _served_spec(figure: go.Figure, key: str) -> dict | None:
+    """The figure's dict with its photos as media files, registered for this run; None if it has none.
+
+    The files are registered on every call, so Streamlit keeps them while the chart is on the page;
+    the dict is made once per figure object and chart.
+    """
+    from streamlit import runtime
+
+    if not runtime.exists():  # a bare script run has no server to serve files
+        return None
+    served = getattr(figure, "_vitviz_served", None)
+    if served is None or served.key != key:
+        served = _spec_with_photos_as_media(figure, key)
+        figure._vitviz_served = served
+    if served is None:
+        return None
+    for data, mimetype, name in served.files:
+        runtime.get_instance().media_file_mgr.add(data, mimetype, name)
+    return served.spec
+
+
+def _spec_with_photos_as_media(figure: go.Figure, key: str) -> _ServedSpec | None:
     """The figure's dict with each photo trace hidden and drawn as a layout image of a media URL.
 
-    None when the figure has no such photo, or when no server runs (a bare script) to serve files.
+    None when the figure has no such photo.
     """
     from streamlit import runtime
 
     photos = [index for index, trace in enumerate(figure.data) if _served_photo(figure, trace)]
-    if not photos or not runtime.exists():
+    if not photos:
         return None
     spec = figure.to_dict()
     images = spec["layout"].setdefault("images", [])
+    files = []
     for index in photos:
         trace = spec["data"][index]
         header, encoded = trace.pop("source").split(",", 1)
         data = base64.b64decode(encoded)
         mimetype = header.removeprefix("data:").removesuffix(";base64")
-        url = runtime.get_instance().media_file_mgr.add(data, mimetype, f"{key}.photo{index}")
+        files.append((data, mimetype, f"{key}.photo{index}"))
+        url = runtime.get_instance().media_file_mgr.add(*files[-1])
         width, height = Image.open(io.BytesIO(data)).size
         dx, dy = trace.get("dx", 1), trace.get("dy", 1)
         images.append(
@@ -518,7 +552,7 @@ def _spec_with_photos_as_media(figure: go.Figure, key: str) -> dict | None:
             }
         )
         trace["visible"] = False
-    return spec
+    return _ServedSpec(key, spec, tuple(files))
 
 
 def _served_photo(figure: go.Figure, trace: object) -> bool:
