@@ -67,3 +67,12 @@ def test_a_kept_figure_drawn_again_sends_the_same_chart_and_keeps_its_photo_file
     assert not app.exception and app.session_state["built"] == 1
     assert app.get("plotly_chart")[0].proto.spec == first
     assert app.session_state["photo bytes"] == b"\xff\xd8"  # the JPEG is still served
+
+
+def test_a_photo_url_follows_the_base_path_the_app_is_served_under(monkeypatch):
+    from pages.views import ui
+
+    monkeypatch.setattr(ui.st, "get_option", lambda name: {"server.baseUrlPath": "/vitviz/"}[name])
+    assert ui._under_base_path("/media/abc.jpg") == "/vitviz/media/abc.jpg"
+    monkeypatch.setattr(ui.st, "get_option", lambda name: {"server.baseUrlPath": ""}[name])
+    assert ui._under_base_path("/media/abc.jpg") == "/media/abc.jpg"

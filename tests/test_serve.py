@@ -2,6 +2,7 @@
 and the photos it serves as media files are kept by the browser."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from starlette.requests import Request
 from streamlit.runtime.media_file_storage import MediaFileKind
@@ -51,7 +52,9 @@ def _get(route, file_id: str):
         "headers": [],
         "path_params": {"file_id": file_id},
     }
-    return asyncio.run(route.endpoint(Request(scope)))
+    # In a thread of its own: the suite's browser tests may leave an event loop running in this one.
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, route.endpoint(Request(scope))).result()
 
 
 def test_media_images_may_be_cached_by_the_browser_and_downloads_may_not(monkeypatch):

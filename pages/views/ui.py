@@ -473,15 +473,22 @@ def plotly_chart(figure: go.Figure, key: str, **options: object) -> object:
     Returns what `st.plotly_chart` returns.
     """
     spec = _served_spec(figure, key)
-    if spec is None:
-        return st.plotly_chart(figure, key=key, **options)
-    # Streamlit serialises `figure.to_dict()`: for this call only, that is the edited copy (a dict
-    # passed instead would be validated into a new figure again, several ms per chart).
-    figure.to_dict = lambda: spec
-    try:
-        return st.plotly_chart(figure, key=key, **options)
-    finally:
-        del figure.to_dict
+    return st.plotly_chart(figure if spec is None else _SentFigure(spec), key=key, **options)
+
+
+class _SentFigure(go.Figure):
+    """A figure that is only the dict a chart sends: Streamlit serialises a figure's `to_dict()`.
+
+    Given as a plain dict, the spec would be validated into a new figure first (several ms a
+    chart); given as this, it is sent as it is, and the page's own figure is never touched (a
+    download may be reading it from another thread).
+    """
+
+    def __init__(self, spec: dict) -> None:  # no figure is built: nothing to validate
+        object.__setattr__(self, "_sent_spec", spec)
+
+    def to_dict(self) -> dict:
+        return self._sent_spec
 
 
 @dataclass(frozen=True)
