@@ -3,6 +3,7 @@ and the interventions (head ablation, logit lens, sanity check) on a real fine-t
 
 import os
 import re
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -15,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from tests.support.anatomy_apptest import figure_titles, open_anatomy, open_tab, page_texts
 from tests.support.interventions import dinov2_probe_run
 from vitviz.images import builtin_photo
+from vitviz.maths.ablation import head_importance
 from vitviz.maths.resolution import compare_resolutions
 from vitviz.models import load_model
 
@@ -353,10 +355,23 @@ def test_ranking_heads_shows_the_drop_of_each_head_alone(probe_run):
     at = _probe_page(probe_run, "All heads")
     at.button(key="anatomy_ablation_rank").click().run()
     assert not at.exception, at.exception
-    assert _has_title(at, "with one head zeroed<br><sup>vit_small_patch14_dinov2")
+    # The ranking runs in a background worker; the page shows its progress until it has ended.
+    (folder,) = at.session_state["anatomy_ranking_jobs"].values()
+    assert at.button(key="anatomy_ablation_rank").disabled  # one ranking at a time
+    deadline = time.monotonic() + 240
+    while not _has_title(at, "with one head zeroed<br><sup>vit_small_patch14_dinov2"):
+        assert time.monotonic() < deadline, page_texts(at)
+        assert "Could not rank" not in page_texts(at), page_texts(at)
+        time.sleep(1.0)
+        at.run()
+        assert not at.exception, at.exception
+    assert not folder.exists() and not at.session_state["anatomy_ranking_jobs"]  # the job's folder is gone
     store = at.session_state["anatomy_ablation_importance"]
     (drops,) = store.values()
     assert drops.shape == (12, 6)
+    # The worker's numbers are the page's own function's, on the same model, picture and view.
+    photo = builtin_photo(at.selectbox(key="anatomy_photo").value)
+    np.testing.assert_allclose(drops, head_importance(load_model(str(probe_run)), photo, "zero"), atol=1e-5)
     layer, head = np.unravel_index(int(np.argmax(drops)), drops.shape)
     assert f"Heads that matter most here: {layer}:{head} ({drops[layer, head]:+.1%})" in page_texts(at)
     # Cached per image, model and view: on the next run the button is spent until one of them changes.

@@ -7,8 +7,12 @@ and keys). Every view draws the same list of `ModelSide`s: the chosen model, and
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -47,6 +51,7 @@ from vitviz.figures.common import (
     selected_patch,
 )
 from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale, ordinal
+from vitviz.head_ranking import RankingJob, read_ranking, start_ranking
 from vitviz.images import BUILTIN_PHOTOS, UPLOAD_EXTENSIONS, ImageDecodeError, builtin_photo, decode_image
 from vitviz.images import image_digest as digest_of
 from vitviz.maths.ablation import AblationResult, ablate_heads, head_importance, parse_heads
@@ -1233,6 +1238,9 @@ ABLATION_MODES = {
 }
 ABLATION_WORDS = {"zero": "zeroed", "mean": "token mean"}  # the mode in a button's few words
 IMPORTANCE = "anatomy_ablation_importance"  # {(model key, digest, view, mode): (layers, heads) drops}
+RANKING_JOBS = "anatomy_ranking_jobs"  # {the same key: the folder of its running background ranking}
+RANKING_REFRESH_S = 1.0  # how often a running ranking's progress is read
+RANKING_SILENT_S = 300  # a worker this long without a status update has died
 NO_CLASSIFIER = (
     "has no classifier head, so switching heads off changes no prediction to show. "
     "Fine-tune a probe on the Fine-tune page, then pick its run as the model here."
@@ -1372,28 +1380,88 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum()
 
 
+def _rank_here(
+    side: ModelSide, picked: ui.ImageChoice, mode: str, view: str, store: dict, key: tuple
+) -> None:
+    """Ranks in this run, with a progress bar: for models no worker can load again."""
+    bar = st.progress(0.0, text="Switching each head off in turn…")
+
+    def report(done: int, all_heads: int) -> None:
+        bar.progress(done / all_heads, text=f"{done} of {all_heads} heads switched off in turn")
+
+    try:
+        store[key] = head_importance(side.loaded, picked.image, mode, progress=report, view=view)
+    except (ModelError, ValueError, RuntimeError) as error:
+        st.error(f"Could not rank the heads: {error}")
+    bar.empty()
+
+
+def _start_ranking(
+    side: ModelSide, picked: ui.ImageChoice, mode: str, view: str, jobs: dict[tuple, Path], key: tuple
+) -> bool:
+    """Starts the ranking in a background worker, which `_ranking_progress` follows; False if it could not."""
+    choice = side.choice
+    job = RankingJob(choice.name, choice.weights, choice.device, side.twin, mode, view)
+    folder = Path(tempfile.mkdtemp(prefix="vitviz-head-ranking-"))
+    try:
+        start_ranking(job, picked.image, folder)
+    except (OSError, ValueError) as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        st.error(f"Could not start ranking the heads: {error}")
+        return False
+    jobs[key] = folder
+    return True
+
+
+@st.fragment(run_every=RANKING_REFRESH_S)
+def _ranking_progress(key: tuple) -> None:
+    """The background ranking's progress; once it has ended, its drops join the page (or its error shows)."""
+    jobs: dict[tuple, Path] = st.session_state.get(RANKING_JOBS, {})
+    folder = jobs.get(key)
+    if folder is None:
+        return
+    state = read_ranking(folder)
+    silent_s = time.time() - (folder / "status.json").stat().st_mtime
+    if not state.ended and silent_s < RANKING_SILENT_S:
+        fraction = state.done / state.total if state.total else 0.0
+        words = (
+            f"{state.done} of {state.total} heads switched off in turn"
+            if state.total
+            else "Loading the model…"
+        )
+        st.progress(fraction, text=f"{words} (in the background)")
+        return
+    del jobs[key]
+    shutil.rmtree(folder, ignore_errors=True)
+    if state.drops is None:
+        error = state.error or f"the worker stopped without a word for {RANKING_SILENT_S} s"
+        st.error(f"Could not rank the heads: {error}")
+        return
+    st.session_state.setdefault(IMPORTANCE, {})[key] = state.drops
+    st.rerun()  # the whole page: the ranking's figure and sentence follow the button
+
+
 def _render_importance(side: ModelSide, picked: ui.ImageChoice, mode: str, view: str) -> None:
     """Ranks every head by how much the top class's probability drops when it alone is off."""
     facts = side.loaded.facts
     store = st.session_state.setdefault(IMPORTANCE, {})
     cache_key = (side.key, picked.digest, view, mode)
     total = facts.num_layers * facts.num_heads
+    jobs: dict[tuple, Path] = st.session_state.setdefault(RANKING_JOBS, {})
     if st.button(
         f"Rank all {total} heads by their effect ({ABLATION_WORDS[mode]})",
         key="anatomy_ablation_rank",
-        disabled=cache_key in store,
+        disabled=cache_key in store or bool(jobs),  # one ranking at a time per visitor
+        help="Runs in a background worker, on CPU time the app leaves idle; the page follows its progress.",
     ):
-        bar = st.progress(0.0, text="Switching each head off in turn…")
-
-        def report(done: int, all_heads: int) -> None:
-            bar.progress(done / all_heads, text=f"{done} of {all_heads} heads switched off in turn")
-
-        try:
-            store[cache_key] = head_importance(side.loaded, picked.image, mode, progress=report, view=view)
-        except (ModelError, ValueError, RuntimeError) as error:
-            st.error(f"Could not rank the heads: {error}")
-            return
-        bar.empty()
+        if side.loaded.weights == "random" and not side.twin:  # unseeded: no worker could load them again
+            _rank_here(side, picked, mode, view, store, cache_key)
+        elif _start_ranking(side, picked, mode, view, jobs, cache_key):
+            st.rerun()  # drawn again with the button off while the worker runs
+    if cache_key in jobs:
+        _ranking_progress(cache_key)
+    elif jobs:
+        st.caption("A ranking for another image, model or ablation is running; this one can start after it.")
     drops = store.get(cache_key)
     if drops is None:
         return

@@ -1,0 +1,45 @@
+"""Ranking every head in a background worker: the job folder, the model it loads again, its errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vitviz.head_ranking import RankingJob, read_ranking, run_ranking, start_ranking
+from vitviz.images import builtin_photo
+from vitviz.maths.ablation import head_importance
+from vitviz.models import load_model, untrained_twin
+
+TINY = "vit_tiny_patch16_224"
+
+
+def _write_job(folder, job: RankingJob) -> None:
+    from dataclasses import asdict
+
+    (folder / "job.json").write_text(json.dumps(asdict(job)))
+    builtin_photo("coffee").save(folder / "image.png")
+
+
+def test_the_worker_ranks_the_seeded_twin_the_page_shows(tmp_path):
+    _write_job(tmp_path, RankingJob(TINY, "random", "cpu", twin=True, mode="mean", view="whole"))
+    run_ranking(tmp_path)  # in this process: what the worker runs
+    state = read_ranking(tmp_path)
+    twin = untrained_twin(load_model(TINY, "random", "cpu"))
+    expected = head_importance(twin, builtin_photo("coffee"), "mean", view="whole")
+    assert state.ended and state.error is None and (state.done, state.total) == (36, 36)
+    np.testing.assert_array_equal(state.drops, expected)
+
+
+def test_a_model_with_unseeded_random_weights_is_not_sent_to_a_worker(tmp_path):
+    job = RankingJob(TINY, "random", "cpu", twin=False, mode="zero", view="crop")
+    with pytest.raises(ValueError, match="cannot be loaded again"):
+        start_ranking(job, builtin_photo("coffee"), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing written, nothing started
+
+
+def test_a_ranking_that_fails_says_why_in_its_folder(tmp_path):
+    _write_job(tmp_path, RankingJob("no_such_model_224", "hub", "cpu", twin=False, mode="zero", view="crop"))
+    with pytest.raises(Exception, match="no_such_model_224"):
+        run_ranking(tmp_path)
+    state = read_ranking(tmp_path)
+    assert state.ended and state.drops is None and "no_such_model_224" in state.error

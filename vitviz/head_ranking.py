@@ -1,0 +1,115 @@
+"""Ranking every head, as background work: `head_importance` in a worker process that yields to the app.
+
+A ranking runs one forward per few heads (a few seconds on a small CPU). Run inside a visitor's page,
+it competes with every other visitor's interactions for the cores; run here, it is a worker started
+by `spawn_background`, which runs only on CPU time the app leaves idle, like a fine-tune.
+
+A job is a folder: `job.json` (what to rank), `image.png` (the picture, lossless), then the worker's
+`status.json` (heads done of all, or the error) and, once finished, `drops.npy`.
+
+    python -m vitviz.head_ranking FOLDER
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["RankingJob", "RankingState", "read_ranking", "run_ranking", "start_ranking"]
+
+_JOB, _IMAGE, _STATUS, _DROPS, _LOG = "job.json", "image.png", "status.json", "drops.npy", "log.txt"
+
+
+@dataclass(frozen=True)
+class RankingJob:
+    """What a worker ranks: a model it can load again exactly, the ablation and the view."""
+
+    model: str  # a timm name or a run folder
+    weights: str  # "bundled", "hub" or a checkpoint path: not "random", which no worker can rebuild
+    device: str
+    twin: bool  # rank the model's seeded untrained twin instead (`vitviz.models.untrained_twin`)
+    mode: str  # "zero" or "mean"
+    view: str  # "crop" or "whole"
+
+
+@dataclass(frozen=True)
+class RankingState:
+    """What a job's folder says: heads done of all, and the drops or the error once it has ended."""
+
+    done: int
+    total: int
+    drops: np.ndarray | None = None  # (layers, heads), as `head_importance` returns it
+    error: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.drops is not None or self.error is not None
+
+
+def start_ranking(job: RankingJob, image: Image.Image, folder: Path) -> None:
+    """Writes the job into `folder` (which must be new and empty) and starts its worker.
+
+    Raises:
+        ValueError: random weights, which a worker would draw afresh and so rank another model.
+        OSError: the folder cannot be written or the worker cannot start.
+    """
+    from vitviz.finetune.worker import spawn_background
+
+    if job.weights == "random" and not job.twin:
+        raise ValueError("a model with unseeded random weights cannot be loaded again in a worker")
+    (folder / _JOB).write_text(json.dumps(dataclasses.asdict(job)))
+    image.save(folder / _IMAGE)  # PNG: the worker ranks the very pixels the page shows
+    _write_status(folder, {"done": 0, "total": 0})
+    spawn_background([sys.executable, "-m", "vitviz.head_ranking", str(folder)], folder / _LOG)
+
+
+def read_ranking(folder: Path) -> RankingState:
+    """The job's state as its worker last wrote it; a worker that died unseen reads as not ended."""
+    status = json.loads((folder / _STATUS).read_text())
+    drops = np.load(folder / _DROPS) if (folder / _DROPS).exists() else None
+    return RankingState(int(status["done"]), int(status["total"]), drops, status.get("error"))
+
+
+def run_ranking(folder: Path) -> None:
+    """The worker: yields the cores to the app, loads the model, ranks its heads, writes the drops."""
+    from vitviz.finetune.worker import yield_to_the_app
+    from vitviz.maths.ablation import head_importance
+    from vitviz.models import load_model, untrained_twin
+
+    yield_to_the_app()
+    try:
+        job = RankingJob(**json.loads((folder / _JOB).read_text()))
+        loaded = load_model(job.model, job.weights, job.device)
+        if job.twin:
+            loaded = untrained_twin(loaded)
+        with Image.open(folder / _IMAGE) as opened:
+            image = opened.copy()
+
+        def progress(done: int, total: int) -> None:
+            _write_status(folder, {"done": done, "total": total})
+
+        drops = head_importance(loaded, image, job.mode, progress=progress, view=job.view)
+    except Exception as error:  # the page shows it; a worker has no one else to tell
+        _write_status(folder, {"done": 0, "total": 0, "error": f"{type(error).__name__}: {error}"})
+        raise
+    partial = folder / f".{_DROPS}"
+    with partial.open("wb") as file:
+        np.save(file, drops)
+    os.replace(partial, folder / _DROPS)  # whole or absent: the page never reads half an array
+
+
+def _write_status(folder: Path, status: dict) -> None:
+    partial = folder / f".{_STATUS}"
+    partial.write_text(json.dumps(status))
+    os.replace(partial, folder / _STATUS)
+
+
+if __name__ == "__main__":
+    run_ranking(Path(sys.argv[1]))
