@@ -3,6 +3,7 @@ and the interventions (head ablation, logit lens, sanity check) on a real fine-t
 
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 
@@ -361,7 +362,7 @@ def test_ranking_heads_shows_the_drop_of_each_head_alone(probe_run):
     deadline = time.monotonic() + 240
     while not _has_title(at, "with one head zeroed<br><sup>vit_small_patch14_dinov2"):
         assert time.monotonic() < deadline, page_texts(at)
-        assert "Could not rank" not in page_texts(at), page_texts(at)
+        assert not at.error, [error.value for error in at.error]
         time.sleep(1.0)
         at.run()
         assert not at.exception, at.exception
@@ -379,6 +380,19 @@ def test_ranking_heads_shows_the_drop_of_each_head_alone(probe_run):
     assert not at.exception, at.exception
     assert f"{layer}:{head} ({drops[layer, head]:+.1%})" in page_texts(at)
     assert at.button(key="anatomy_ablation_rank").disabled
+
+
+def test_a_ranking_whose_folder_vanished_says_so_and_can_start_again(probe_run):
+    at = _probe_page(probe_run, "All heads")
+    at.button(key="anatomy_ablation_rank").click().run()
+    (folder,) = at.session_state["anatomy_ranking_jobs"].values()
+    shutil.rmtree(folder)  # a temp folder cleaned under the page
+    at.run()
+    assert not at.exception, at.exception
+    errors = [error.value for error in at.error]
+    assert any(error.startswith("Could not rank the heads: its folder could not be read") for error in errors)
+    at.run()
+    assert not at.button(key="anatomy_ablation_rank").disabled
 
 
 def test_logit_lens_last_layer_agrees_with_the_prediction(probe_run):

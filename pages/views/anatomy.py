@@ -51,7 +51,7 @@ from vitviz.figures.common import (
     selected_patch,
 )
 from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale, ordinal
-from vitviz.head_ranking import RankingJob, read_ranking, start_ranking
+from vitviz.head_ranking import RankingJob, RankingState, read_ranking, start_ranking
 from vitviz.images import BUILTIN_PHOTOS, UPLOAD_EXTENSIONS, ImageDecodeError, builtin_photo, decode_image
 from vitviz.images import image_digest as digest_of
 from vitviz.maths.ablation import AblationResult, ablate_heads, head_importance, parse_heads
@@ -1420,8 +1420,11 @@ def _ranking_progress(key: tuple) -> None:
     folder = jobs.get(key)
     if folder is None:
         return
-    state = read_ranking(folder)
-    silent_s = time.time() - (folder / "status.json").stat().st_mtime
+    try:
+        state = read_ranking(folder)
+        silent_s = time.time() - (folder / "status.json").stat().st_mtime
+    except (OSError, ValueError) as error:  # the folder was removed or damaged under the page
+        state, silent_s = RankingState(0, 0, error=f"its folder could not be read ({error})"), 0.0
     if not state.ended and silent_s < RANKING_SILENT_S:
         fraction = state.done / state.total if state.total else 0.0
         words = (
