@@ -5,7 +5,7 @@ it competes with every other visitor's interactions for the cores; run here, it 
 by `spawn_background`, which runs only on CPU time the app leaves idle, like a fine-tune.
 
 A job is a folder: `job.json` (what to rank), `image.png` (the picture, lossless), then the worker's
-`status.json` (heads done of all, or the error) and, once finished, `drops.npy`.
+`status.json`, rewritten whole after every batch: heads done of all, then the drops or the error.
 
     python -m vitviz.head_ranking FOLDER
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from PIL import Image
 
 __all__ = ["RankingJob", "RankingState", "read_ranking", "run_ranking", "start_ranking"]
 
-_JOB, _IMAGE, _STATUS, _DROPS, _LOG = "job.json", "image.png", "status.json", "drops.npy", "log.txt"
+_JOB, _IMAGE, _STATUS, _LOG = "job.json", "image.png", "status.json", "log.txt"
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class RankingState:
     total: int
     drops: np.ndarray | None = None  # (layers, heads), as `head_importance` returns it
     error: str | None = None
+    quiet_s: float = 0.0  # since the worker last wrote its status: a dead worker stays quiet
 
     @property
     def ended(self) -> bool:
@@ -61,20 +62,27 @@ def start_ranking(job: RankingJob, image: Image.Image, folder: Path) -> None:
         OSError: the folder cannot be written or the worker cannot start.
     """
     from vitviz.finetune.worker import spawn_background
+    from vitviz.runs import write_json_atomic
 
     if job.weights == "random" and not job.twin:
         raise ValueError("a model with unseeded random weights cannot be loaded again in a worker")
     (folder / _JOB).write_text(json.dumps(dataclasses.asdict(job)))
     image.save(folder / _IMAGE)  # PNG: the worker ranks the very pixels the page shows
-    _write_status(folder, {"done": 0, "total": 0})
+    write_json_atomic(folder / _STATUS, {"done": 0, "total": 0})
     spawn_background([sys.executable, "-m", "vitviz.head_ranking", str(folder)], folder / _LOG)
 
 
 def read_ranking(folder: Path) -> RankingState:
-    """The job's state as its worker last wrote it; a worker that died unseen reads as not ended."""
-    status = json.loads((folder / _STATUS).read_text())
-    drops = np.load(folder / _DROPS) if (folder / _DROPS).exists() else None
-    return RankingState(int(status["done"]), int(status["total"]), drops, status.get("error"))
+    """The job's state as its worker last wrote it; a worker that died unseen reads as not ended.
+
+    Raises:
+        OSError, ValueError: the folder is gone or its status unreadable.
+    """
+    path = folder / _STATUS
+    status = json.loads(path.read_text())
+    drops = np.array(status["drops"], dtype=np.float32) if "drops" in status else None
+    quiet_s = time.time() - path.stat().st_mtime
+    return RankingState(int(status["done"]), int(status["total"]), drops, status.get("error"), quiet_s)
 
 
 def run_ranking(folder: Path) -> None:
@@ -82,6 +90,7 @@ def run_ranking(folder: Path) -> None:
     from vitviz.finetune.worker import yield_to_the_app
     from vitviz.maths.ablation import head_importance
     from vitviz.models import load_model, untrained_twin
+    from vitviz.runs import write_json_atomic
 
     yield_to_the_app()
     try:
@@ -93,22 +102,17 @@ def run_ranking(folder: Path) -> None:
             image = opened.copy()
 
         def progress(done: int, total: int) -> None:
-            _write_status(folder, {"done": done, "total": total})
+            write_json_atomic(folder / _STATUS, {"done": done, "total": total})
 
         drops = head_importance(loaded, image, job.mode, progress=progress, view=job.view)
     except Exception as error:  # the page shows it; a worker has no one else to tell
-        _write_status(folder, {"done": 0, "total": 0, "error": f"{type(error).__name__}: {error}"})
+        write_json_atomic(
+            folder / _STATUS, {"done": 0, "total": 0, "error": f"{type(error).__name__}: {error}"}
+        )
         raise
-    partial = folder / f".{_DROPS}"
-    with partial.open("wb") as file:
-        np.save(file, drops)
-    os.replace(partial, folder / _DROPS)  # whole or absent: the page never reads half an array
-
-
-def _write_status(folder: Path, status: dict) -> None:
-    partial = folder / f".{_STATUS}"
-    partial.write_text(json.dumps(status))
-    os.replace(partial, folder / _STATUS)
+    # float32 → float → JSON → float32 is exact: the page gets the very numbers the worker made.
+    total = int(drops.size)
+    write_json_atomic(folder / _STATUS, {"done": total, "total": total, "drops": drops.tolist()})
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -1422,10 +1421,9 @@ def _ranking_progress(key: tuple) -> None:
         return
     try:
         state = read_ranking(folder)
-        silent_s = time.time() - (folder / "status.json").stat().st_mtime
     except (OSError, ValueError) as error:  # the folder was removed or damaged under the page
-        state, silent_s = RankingState(0, 0, error=f"its folder could not be read ({error})"), 0.0
-    if not state.ended and silent_s < RANKING_SILENT_S:
+        state = RankingState(0, 0, error=f"its folder could not be read ({error})")
+    if not state.ended and state.quiet_s < RANKING_SILENT_S:
         fraction = state.done / state.total if state.total else 0.0
         words = (
             f"{state.done} of {state.total} heads switched off in turn"

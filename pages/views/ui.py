@@ -467,9 +467,10 @@ def plotly_chart(figure: go.Figure, key: str, **options: object) -> object:
     sent with each such photo drawn as a layout image whose source is a media file of the same
     bytes (Plotly's image traces take data URIs only; layout images take URLs). Streamlit keeps one
     file per chart and session while the chart is on the page, a fragment's rerun included, and the
-    URL stays the same while the photo does. The figure itself is not changed, so downloads made
-    from it still hold the photo. A figure drawn again as the same object (one a page kept from an
-    earlier run) reuses the dict made for it the first time: a figure is never changed once drawn.
+    URL stays the same while the photo does. The figure's own traces are not changed (the dict made
+    for it is only kept beside them), so downloads made from it still hold the photo. A figure drawn
+    again as the same object (one a page kept from an earlier run) reuses that dict: a figure is
+    never changed once drawn.
     Returns what `st.plotly_chart` returns.
     """
     spec = _served_spec(figure, key)
@@ -503,29 +504,26 @@ class _ServedSpec:
 def _served_spec(figure: go.Figure, key: str) -> dict | None:
     """The figure's dict with its photos as media files, registered for this run; None if it has none.
 
-    The files are registered on every call, so Streamlit keeps them while the chart is on the page;
-    the dict is made once per figure object and chart.
+    The dict is made once per figure object and chart (making it registers its files); a figure
+    drawn again registers the same files again, so Streamlit keeps them while the chart is on the
+    page.
     """
     from streamlit import runtime
 
     if not runtime.exists():  # a bare script run has no server to serve files
         return None
     served = getattr(figure, "_vitviz_served", None)
-    if served is None or served.key != key:
-        served = _spec_with_photos_as_media(figure, key)
-        figure._vitviz_served = served
-    if served is None:
-        return None
-    for data, mimetype, name in served.files:
-        runtime.get_instance().media_file_mgr.add(data, mimetype, name)
-    return served.spec
+    if served is not None and served.key == key:
+        for data, mimetype, name in served.files:
+            runtime.get_instance().media_file_mgr.add(data, mimetype, name)
+        return served.spec
+    served = figure._vitviz_served = _spec_with_photos_as_media(figure, key)
+    return None if served is None else served.spec
 
 
 def _spec_with_photos_as_media(figure: go.Figure, key: str) -> _ServedSpec | None:
-    """The figure's dict with each photo trace hidden and drawn as a layout image of a media URL.
-
-    None when the figure has no such photo.
-    """
+    """The figure's dict with each photo trace hidden and drawn as a layout image of a media URL,
+    each photo registered as a media file on the way. None when the figure has no such photo."""
     from streamlit import runtime
 
     photos = [index for index, trace in enumerate(figure.data) if _served_photo(figure, trace)]
