@@ -186,16 +186,17 @@ def _patch_centres(
     )
 
 
+def _outline(left: float, top: float, right: float, bottom: float) -> dict:
+    """A cyan box around pixels left..right, top..bottom (edges, in the image's own pixels)."""
+    box = {"x0": left - 0.5, "x1": right - 0.5, "y0": top - 0.5, "y1": bottom - 0.5}
+    return {"type": "rect", **box, "line": {"color": "#00e5ff", "width": 3}}
+
+
 def _patch_outline(patch: tuple[int, int], stride_px: tuple[int, int]) -> dict:
     row, col = patch
-    return {
-        "type": "rect",
-        "x0": col * stride_px[1] - 0.5,
-        "x1": (col + 1) * stride_px[1] - 0.5,
-        "y0": row * stride_px[0] - 0.5,
-        "y1": (row + 1) * stride_px[0] - 0.5,
-        "line": {"color": "#00e5ff", "width": 3},
-    }
+    return _outline(
+        col * stride_px[1], row * stride_px[0], (col + 1) * stride_px[1], (row + 1) * stride_px[0]
+    )
 
 
 def patch_grid_figure(
@@ -316,14 +317,7 @@ def photo_view_figure(photo: np.ndarray, box: tuple[float, float, float, float],
         title: figure title.
     """
     left, top, right, bottom = box
-    outline = {
-        "type": "rect",
-        "x0": left - 0.5,
-        "x1": right - 0.5,
-        "y0": top - 0.5,
-        "y1": bottom - 0.5,
-        "line": {"color": "#00e5ff", "width": 3},
-    }
+    outline = _outline(left, top, right, bottom)
     return _photo_figure(photo, title, _figure_height(photo, 300, 140), shapes=[outline], clickmode="none")
 
 
