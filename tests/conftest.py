@@ -84,3 +84,34 @@ def page(chromium):
     context = chromium.new_context(viewport={"width": 1400, "height": 1700})
     yield context.new_page()
     context.close()
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def pytest_report_header(config) -> list[str]:
+    """The CPU and what torch uses of it, printed before the tests: a failure traces to its machine."""
+    blas = next(
+        (
+            part.split("=", 1)[1]
+            for part in torch.__config__.show().replace(",", " ").split()
+            if "BLAS_INFO=" in part
+        ),
+        "unknown",
+    )
+    return [
+        f"cpu: {_cpu_model()}, {os.cpu_count()} logical cores",
+        f"torch {torch.__version__}: vector capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"BLAS {blas}, MKL {torch.backends.mkl.is_available()}, oneDNN {torch.backends.mkldnn.is_available()}, "
+        f"{torch.get_num_threads()} threads",
+    ]

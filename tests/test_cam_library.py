@@ -8,6 +8,7 @@ import pytorch_grad_cam.base_cam
 import torch
 from torch import nn
 
+from tests.support.floats import assert_same_up_to_float32_rounding
 from tests.support.interventions import (
     dinov2_probe_run,
     noise_picture,
@@ -136,7 +137,8 @@ def test_a_tap_routes_only_the_entering_threads_forwards(tiny_models):
         other = threading.Thread(target=plain_forward)
         other.start()
         other.join(timeout=60)
-    assert len(routed) == 1 and torch.equal(seen[0], clean) and not torch.allclose(inside, clean)
+    assert len(routed) == 1 and not torch.allclose(inside, clean)
+    assert_same_up_to_float32_rounding(seen[0], clean)  # the other thread was not routed
     assert hook_counts(model) == (0, 0, 0, 0)
 
 
@@ -232,6 +234,7 @@ def test_road_gives_probabilities_per_removed_fraction_beside_one_random_order_a
             np.mean(result.least_relevant_first - result.most_relevant_first) / 2
         )
     again = road(loaded, image, ["gradcam"], percentiles=(80, 20, 50))[0]
+    # Exact: the same function on the same data in one process runs the same kernels.
     np.testing.assert_array_equal(again.most_relevant_first, first.most_relevant_first)
     # One random order per model and image: every method is read beside the same baseline.
     np.testing.assert_array_equal(first.random_order, second.random_order)

@@ -27,6 +27,8 @@ def test_the_worker_ranks_the_seeded_twin_the_page_shows(tmp_path):
     twin = untrained_twin(load_model(TINY, "random", "cpu"))
     expected = head_importance(twin, builtin_photo("coffee"), "mean", view="whole")
     assert state.ended and state.error is None and (state.done, state.total) == (36, 36)
+    # Exact: run_ranking calls head_importance in this process, on the same seeded twin and picture,
+    # and the drops travel through JSON, where float32 round-trips exactly.
     np.testing.assert_array_equal(state.drops, expected)
 
 

@@ -326,6 +326,7 @@ def test_gradient_shap_of_a_linear_model_shares_the_rise_from_its_baselines_and_
     pixels = torch.randn(1, 3, 4, 4, generator=generator)
     first = explain_pixels(loaded, pixels, "gradient-shap", [0], cell_px=2, samples=8)[0]
     again = explain_pixels(loaded, pixels, "gradient-shap", [0], cell_px=2, samples=8)[0]
+    # Exact: the same call with the same seed in one process runs the same kernels on the same data.
     np.testing.assert_array_equal(first.values, again.values)
     with torch.random.fork_rng():
         torch.manual_seed(0)

@@ -20,6 +20,7 @@ def test_model_view_equals_the_class_attention_map_of_every_layer_and_head(tiny_
     assert maps.shape == (record.num_layers, record.num_heads, *record.grid_size)
     for layer in range(record.num_layers):
         for head in range(record.num_heads):
+            # Exact: both are slices of the same record, no arithmetic between them.
             np.testing.assert_array_equal(maps[layer, head], class_attention_map(record, layer, head))
 
 
@@ -29,6 +30,7 @@ def test_model_view_of_a_patch_equals_its_query_attention(tiny_models, cat):
     query = patch_token(record, 2, 1)
     for layer in range(record.num_layers):
         for head in range(record.num_heads):
+            # Exact: both are slices of the same record.
             np.testing.assert_array_equal(maps[layer, head], query_attention_map(record, layer, head, query))
 
 

@@ -59,7 +59,9 @@ def test_mosaic_places_each_position_small_map_in_its_slot():
     mosaic = posembed.similarity_mosaic(similarity, (rows, cols), gap=1)
     assert mosaic.shape == (2 * 3 - 1, 3 * 4 - 1)
     # Slot (1, 2) starts at row 1·(2+1) = 3, column 2·(3+1) = 8 and holds position 5's row.
-    np.testing.assert_array_equal(mosaic[3:5, 8:11], similarity[5].reshape(rows, cols))
+    np.testing.assert_array_equal(
+        mosaic[3:5, 8:11], similarity[5].reshape(rows, cols)
+    )  # exact: placed, not computed
     assert np.isnan(mosaic[2]).all() and np.isnan(mosaic[:, 3]).all()
 
 
@@ -75,6 +77,7 @@ def test_large_grids_show_every_kth_position():
 def test_prefix_rows_are_dropped_unless_the_model_has_none():
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, depth=1)
     table = model.pos_embed.detach()[0].numpy()  # (1 + 16, D)
+    # Exact: the grid's rows are read out of the model's table, not computed.
     np.testing.assert_array_equal(
         posembed.grid_position_embedding(model, model_facts("vit_tiny", model)), table[1:]
     )

@@ -91,7 +91,7 @@ def test_occlusion_greys_the_asked_area_inside_the_image():
 def test_resample_keeps_a_map_on_the_probe_grid_and_averages_any_other():
     grid = ProbeGrid((4, 4), (8, 8))
     values = np.arange(16, dtype=np.float32).reshape(4, 4)
-    np.testing.assert_array_equal(resample_to_grid(values, (32, 32), grid), values)
+    np.testing.assert_array_equal(resample_to_grid(values, (32, 32), grid), values)  # exact: kept as it is
     coarse = np.array([[1.0, 0.0], [0.0, 0.0]], dtype=np.float32)
     fine = resample_to_grid(coarse, (32, 32), grid)
     assert fine.shape == (4, 4) and fine[0, 0] == fine.max() and fine[3, 3] == fine.min()

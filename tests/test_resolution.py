@@ -48,7 +48,7 @@ def test_resized_copy_has_the_new_grid_and_the_shared_model_is_unchanged(tiny_mo
 def test_interpolating_to_the_same_grid_is_the_identity():
     embedding = torch.randn(1, 1 + 5 * 7, 12)
     same = interpolate_position_embedding(embedding, (5, 7), (5, 7), embedded_prefix=1)
-    assert torch.equal(same, embedding)
+    assert torch.equal(same, embedding)  # exact: the same grid is returned as it is, no resampling
 
 
 def test_resizing_to_the_own_size_returns_the_model_itself(tiny_models):

@@ -239,6 +239,7 @@ def test_without_sinks_the_default_rollout_is_the_raw_one():
         attentions=attentions, grid_size=(4, 4), num_prefix_tokens=1, global_pool="token"
     )
     assert detect_sinks(record).patch_sinks == ()
+    # Exact: with no sink the plan is the raw one, so both calls run the same rollout on the same data.
     np.testing.assert_array_equal(rollout_relevance(record), rollout_relevance(record, sinks="raw"))
     assert (
         rollout_statement(plan_rollout(detect_sinks(record)))
@@ -273,6 +274,7 @@ def test_a_given_report_is_used_instead_of_a_new_detection():
     base = uniform_record(layers=3)
     record = plant(base, 0, 0, patch_index(base, 3, 9), 0.9)
     no_sinks = detect_sinks(base)
+    # Exact: a report with no sink plans the raw rollout, the same computation on the same data.
     np.testing.assert_array_equal(
         rollout_relevance(record, sink_report=no_sinks), rollout_relevance(record, sinks="raw")
     )

@@ -145,7 +145,9 @@ def test_dinov2_at_224px_resamples_pos_embed_like_the_reference(dinov2_state_dic
     actual = dinov2_features(dinov2_state_dict, batch)
 
     assert fitted["pos_embed"].shape == (1, 1 + 16 * 16, 384)
-    assert torch.equal(fitted["pos_embed"][:, :1], dinov2_state_dict["pos_embed"][:, :1])
+    assert torch.equal(
+        fitted["pos_embed"][:, :1], dinov2_state_dict["pos_embed"][:, :1]
+    )  # copied, not computed
     assert actual.shape == expected.shape == (1, 257, 384)
     assert np.abs(actual - expected).max() < 1e-3
 
@@ -180,7 +182,7 @@ def test_fit_position_embedding_interpolates_patch_rows_and_keeps_the_class_row(
     fitted = fit_position_embedding(checkpoint, model)["pos_embed"]
 
     assert fitted.shape == model.pos_embed.shape == (1, 17, 192)
-    assert torch.equal(fitted[:, :1], checkpoint["pos_embed"][:, :1])
+    assert torch.equal(fitted[:, :1], checkpoint["pos_embed"][:, :1])  # copied, not computed
     torch.testing.assert_close(fitted[:, 1:], expected_patches.permute(0, 2, 3, 1).reshape(1, 16, -1))
     model.load_state_dict(fit_position_embedding(checkpoint, model), strict=True)
 
@@ -337,7 +339,7 @@ def small_state_dict() -> dict[str, torch.Tensor]:
 
 def assert_same_tensors(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]):
     assert actual.keys() == expected.keys()
-    assert all(torch.equal(actual[name], expected[name]) for name in expected)
+    assert all(torch.equal(actual[name], expected[name]) for name in expected)  # stored and read back
 
 
 def test_load_state_dict_file_round_trips_safetensors(tmp_path):
