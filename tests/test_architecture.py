@@ -100,3 +100,15 @@ def test_pages_draw_plotly_figures_through_the_one_chart_helper():
             if is_chart and not through_ui:
                 callers.append(f"{path.relative_to(pages)}:{node.lineno}")
     assert callers == [], f"call ui.plotly_chart instead: {callers}"
+
+
+def test_every_uploader_states_the_limit_it_enforces():
+    """Images go through `ui.image_uploader` (the 25 MB decode_image takes); Fine-tune's zip sets its own."""
+    pages = Path(__file__).resolve().parent.parent / "pages"
+    direct = []
+    for path in sorted(pages.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "file_uploader":
+                sized = any(keyword.arg == "max_upload_size" for keyword in node.keywords)
+                direct.append((f"{path.relative_to(pages)}", sized))
+    assert sorted(direct) == [("views/finetune.py", True), ("views/ui.py", True)]

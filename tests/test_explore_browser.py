@@ -109,3 +109,17 @@ def test_a_wide_upload_in_the_aspect_kept_view_gets_its_own_grid(app_url, page, 
     wait_until_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, "explore_wide_upload_aspect_view")
+
+
+def test_an_image_over_the_limit_is_refused_in_the_uploader_and_the_page_says_so(app_url, page, tmp_path):
+    _open_explore(page, app_url)
+    _choose_upload(page)
+    dropzone = page.locator('[data-testid="stFileUploaderDropzone"]')
+    assert "25MB" in dropzone.inner_text() and "200MB" not in dropzone.inner_text()
+    big = tmp_path / "huge.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(26 * 1024 * 1024))  # over 25 MB: never sent
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(big))
+    page.get_by_text("huge.png", exact=True).wait_for(timeout=TIMEOUT_MS)  # listed, marked as refused
+    shows_once(page, "a file marked red above was refused by the uploader and not sent", TIMEOUT_MS)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    save_screenshot(page, "explore_upload_over_the_limit")

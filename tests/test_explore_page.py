@@ -286,3 +286,14 @@ def test_a_link_with_the_aspect_view_and_a_patch_of_its_grid_opens_on_both():
     assert not app.exception
     assert app.radio(key="explore_view").value == "aspect"
     assert app.session_state["explore_query_patch"] == (12, 19)  # outside DINOv2's own 16×16 grid
+
+
+def test_the_image_uploader_states_and_enforces_the_decoders_limit(explore):
+    from pages.views.ui import UPLOAD_LIMIT_MB
+    from vitviz.images import MAX_UPLOAD_BYTES
+
+    explore.radio(key="explore_image_source").set_value("Upload").run()
+    uploader = explore.get("file_uploader")[0]
+    assert UPLOAD_LIMIT_MB * 1024 * 1024 == MAX_UPLOAD_BYTES == 25 * 1024 * 1024
+    assert uploader.proto.max_upload_size_mb == 25 and "(up to 25 MB)" in uploader.proto.label
+    assert any("Images up to 25 MB are taken" in info.value for info in explore.info)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -612,3 +613,29 @@ def test_a_background_worker_without_an_idle_class_takes_the_lowest_nice_value(t
     process = spawn_background([sys.executable, "-c", probe], log)
     assert process.wait(timeout=120) == 0, log.read_text()
     assert log.read_text().split() == ["19"]
+
+
+def test_cli_finetune_with_a_bare_name_makes_the_run_in_the_runs_folder(runs_dir, tmp_path):
+    repository = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": repository}  # started from another folder
+    command = [
+        sys.executable, "-m", "vitviz", "finetune", "--data", "builtin:shapes", "--model", "test_vit",
+        "--weights", "random", "--max-images", "20", "--epochs", "1", "--device", "cpu",
+        "--out", "my shapes probe",
+    ]  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run(command, cwd=elsewhere, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert read_status(runs_dir / "my shapes probe").state == "finished"
+    assert [run.name for run in list_runs()] == ["my shapes probe"]
+    assert list(elsewhere.iterdir()) == []  # nothing written where the command was started
+
+
+def test_cli_finetune_out_is_a_name_unless_it_reads_as_a_path(runs_dir):
+    from vitviz.cli.finetune import output_folder
+
+    assert output_folder("shapes") == runs_dir / "shapes"
+    assert output_folder("./shapes") == Path("./shapes")
+    assert output_folder("runs/shapes") == Path("runs/shapes")
+    assert output_folder("~/shapes") == Path.home() / "shapes"

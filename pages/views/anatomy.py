@@ -51,7 +51,7 @@ from vitviz.figures.common import (
 )
 from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale, ordinal
 from vitviz.head_ranking import RankingJob, RankingState, read_ranking, start_ranking
-from vitviz.images import BUILTIN_PHOTOS, UPLOAD_EXTENSIONS, ImageDecodeError, builtin_photo, decode_image
+from vitviz.images import BUILTIN_PHOTOS, ImageDecodeError, builtin_photo, decode_image
 from vitviz.images import image_digest as digest_of
 from vitviz.maths.ablation import AblationResult, ablate_heads, head_importance, parse_heads
 from vitviz.maths.attention import AttentionRecord, class_attention_map, rollout_relevance
@@ -782,12 +782,7 @@ def render_attention_distance(sides: list[ModelSide], picked: ui.ImageChoice) ->
     photos = picker.multiselect(
         "Built-in photos", list(BUILTIN_PHOTOS), default=list(BUILTIN_PHOTOS), key="anatomy_distance_photos"
     )
-    uploads = uploader.file_uploader(
-        "Add your own images",
-        type=list(UPLOAD_EXTENSIONS),
-        accept_multiple_files=True,
-        key="anatomy_distance_uploads",
-    )
+    uploads = ui.image_uploader(uploader, "Add your own images", key="anatomy_distance_uploads", several=True)
     image_keys, loaders, problems = _distance_images(photos, uploads)
     for problem in problems:
         st.warning(f"Left out {problem}")

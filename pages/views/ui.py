@@ -7,6 +7,7 @@ import gc
 import io
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import NamedTuple, TypeVar
 
 import numpy as np
@@ -14,6 +15,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import streamlit as st
 from PIL import Image
+from streamlit.delta_generator import DeltaGenerator
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from vitviz.availability import ModelSuggestion, model_suggestions
@@ -307,19 +309,36 @@ def image_picker(key: str) -> ImageChoice:
     """Sidebar widgets for a built-in photo or an upload; a bad upload stops with a clear message."""
     source = st.radio("Image", ["Built-in photo", "Upload"], horizontal=True, key=f"{key}_image_source")
     if source == "Upload":
-        upload = st.file_uploader(
-            "Upload an image",
-            type=list(UPLOAD_EXTENSIONS),
-            max_upload_size=MAX_UPLOAD_BYTES // (1024 * 1024),
-            key=f"{key}_upload",
-        )
+        upload = image_uploader(st, "Upload an image", key=f"{key}_upload")
         if upload is not None:
             uploaded = upload_choice(upload)
             if uploaded is None:
                 st.stop()
             return uploaded
-        st.info("No upload yet: showing a built-in photo.")
+        st.info(NO_UPLOAD_NOTE)
     return photo_choice(st.selectbox("Built-in photo", list(BUILTIN_PHOTOS), key=f"{key}_photo"))
+
+
+UPLOAD_LIMIT_MB = MAX_UPLOAD_BYTES // (1024 * 1024)  # what every image uploader takes, as decode_image does
+# The browser refuses a larger file itself (marked red in the uploader) and never sends it, so the
+# page cannot tell a refused file from none: the note says both.
+NO_UPLOAD_NOTE = (
+    f"No image received yet: showing a built-in photo. Images up to {UPLOAD_LIMIT_MB} MB are taken; "
+    "a file marked red above was refused by the uploader and not sent."
+)
+
+
+def image_uploader(
+    container: DeltaGenerator | ModuleType, label: str, key: str, *, several: bool = False
+) -> UploadedFile | list[UploadedFile] | None:
+    """The one image uploader: the image types decode_image reads and its size limit, stated in the label."""
+    return container.file_uploader(
+        f"{label} (up to {UPLOAD_LIMIT_MB} MB{' each' if several else ''})",
+        type=list(UPLOAD_EXTENSIONS),
+        accept_multiple_files=several,
+        max_upload_size=UPLOAD_LIMIT_MB,
+        key=key,
+    )
 
 
 def photo_choice(photo: str) -> ImageChoice:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vitviz.cli.common import CommandError, add_model_arguments
 
-__all__ = ["MODE_CHOICES", "add_commands"]
+__all__ = ["MODE_CHOICES", "add_commands", "output_folder"]
 
 # The trainer's MODES, repeated so that building the parser (and --help) does not import torch.
 MODE_CHOICES: tuple[str, ...] = ("probe", "last-k", "full")
@@ -28,7 +28,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser, "vit_small_patch14_dinov2")
     _add_training_arguments(parser)
     parser.add_argument("--data-label", default=None, help=argparse.SUPPRESS)  # the page's name for an upload
-    parser.add_argument("--out", required=True, type=Path, metavar="RUN_FOLDER")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=output_folder,
+        metavar="NAME_OR_FOLDER",
+        help="a bare name makes the run in the runs folder, where the app lists it; a path (with a "
+        "'/', or '.' or '~') is taken as the run folder itself",
+    )
     parser.set_defaults(run=_run_finetune)
 
     # A command of its own rather than `finetune --pair`: --model and --weights would mean nothing
@@ -52,6 +59,22 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="where to make the two run folders (default: the runs folder, where the app finds them)",
     )
     pair.set_defaults(run=_run_finetune_pair)
+
+
+def output_folder(text: str) -> Path:
+    """Where `--out` puts a run: a bare name inside the runs folder (as the app names runs), else the path.
+
+    A name is text with no path separator that is not "." or ".." and does not start with "~"; such
+    a run is then listed by the app and opened there by its name.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a run name or a folder")
+    is_name = "/" not in text and "\\" not in text and text not in (".", "..") and not text.startswith("~")
+    if not is_name:
+        return Path(text).expanduser()
+    from vitviz.runs import runs_root  # deferred: building the parser must not import torch
+
+    return runs_root() / text
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
