@@ -8,7 +8,15 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from vitviz.export import array_csv, array_npy, export_filename, figure_html, figure_png, slug
+from vitviz.export import (
+    EXPORT_MARGIN_PX,
+    array_csv,
+    array_npy,
+    export_filename,
+    figure_html,
+    figure_png,
+    slug,
+)
 from vitviz.figures.common import attention_overlay_figure
 
 
@@ -80,6 +88,22 @@ def test_png_is_a_real_image_at_twice_the_figure_size():
     png = figure_png(figure, scale=2)
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     with Image.open(io.BytesIO(png)) as image:
-        assert image.size == (800, 600)
+        assert image.size == (800 + 4 * EXPORT_MARGIN_PX, 600 + 4 * EXPORT_MARGIN_PX)  # framed, at scale 2
         colours = np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)
         assert len(colours) > 10  # drawn, not blank
+
+
+@pytest.mark.slow
+def test_png_keeps_a_white_border_where_the_page_figure_has_none():
+    pixels = np.full((32, 32, 3), 30, dtype=np.uint8)  # a dark photo: its edge is easy to find
+    figure = attention_overlay_figure(pixels, np.eye(4), (8, 8), "map")
+    figure.update_layout(width=400, height=300, margin={"l": 0, "r": 0, "t": 40, "b": 0})
+    assert figure.layout.margin.l == 0  # the page's figure is not changed by exporting it
+    with Image.open(io.BytesIO(figure_png(figure, scale=1))) as image:
+        drawn = np.asarray(image.convert("L")) < 250
+    height, width = 300 + 2 * EXPORT_MARGIN_PX, 400 + 2 * EXPORT_MARGIN_PX
+    assert drawn.shape == (height, width)
+    rows, cols = np.nonzero(drawn)
+    assert rows.min() >= EXPORT_MARGIN_PX and cols.min() >= EXPORT_MARGIN_PX  # the photo at the paper's edge
+    assert rows.max() < height - EXPORT_MARGIN_PX and cols.max() < width - EXPORT_MARGIN_PX
+    assert cols.min() <= EXPORT_MARGIN_PX + 2  # the figure itself had (almost) no margin on the left

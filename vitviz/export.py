@@ -13,6 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 __all__ = [
+    "EXPORT_MARGIN_PX",
     "ExportError",
     "array_csv",
     "array_npy",
@@ -29,6 +30,8 @@ _DEFAULT_WIDTH = 900
 _DEFAULT_HEIGHT = 560
 # Extensions dropped from image names in file names ("astronaut.png" → "astronaut").
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+# The border an exported PNG gets on each side, in CSS pixels (see figure_png).
+EXPORT_MARGIN_PX = 24
 # One Chromium renders every PNG: kaleido's sync server answers requests in order through one queue,
 # so two threads (Streamlit sessions) asking at once could be handed each other's image.
 _KALEIDO_LOCK = threading.Lock()
@@ -116,18 +119,33 @@ def _use_debian_chromium() -> None:
         os.environ["BROWSER_PATH"] = str(_DEBIAN_CHROMIUM)
 
 
+def _with_border(png: bytes, border_px: int) -> bytes:
+    """The PNG framed by `border_px` pixels of its own paper colour (the top-left pixel's) on every side."""
+    from PIL import Image, ImageOps  # deferred: only PNG export needs Pillow here
+
+    with Image.open(io.BytesIO(png)) as image:
+        image.load()
+        framed = ImageOps.expand(image, border=border_px, fill=image.getpixel((0, 0)))
+    buffer = io.BytesIO()
+    framed.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def figure_png(
     figure: go.Figure, scale: float = 2, width: int | None = None, height: int | None = None
 ) -> bytes:
     """Renders the figure to PNG bytes with kaleido in headless Chromium.
 
-    The first call starts Chromium (seconds); later calls reuse it (a fraction of a second).
+    The first call starts Chromium (seconds); later calls reuse it (a fraction of a second). The
+    picture is framed by EXPORT_MARGIN_PX CSS pixels of its paper colour on every side: the app's
+    figures sit edge to edge on a page, a slide or a paper needs room around them.
     MathJax is off, so rendering never reaches for the network.
 
     Args:
         figure: any Plotly figure.
         scale: pixel density; 2 gives crisp images for slides.
-        width, height: size in CSS pixels before scaling; default the figure's own, else 900×560.
+        width, height: size in CSS pixels before scaling and framing; default the figure's own, else
+            900×560. The PNG is (width + 2·EXPORT_MARGIN_PX)·scale wide, and likewise high.
 
     Raises:
         ExportError: kaleido or Chromium is missing, or rendering failed.
@@ -148,17 +166,18 @@ def figure_png(
     with _KALEIDO_LOCK:
         try:
             kaleido.start_sync_server(mathjax=False, silence_warnings=True)
-            return kaleido.calc_fig_sync(figure_dict, opts=options)
+            png = kaleido.calc_fig_sync(figure_dict, opts=options)
         except Exception as first_error:
             # A Chromium that died (killed, out of memory) leaves a server that cannot answer:
             # start a fresh one once before giving up.
             kaleido.stop_sync_server(silence_warnings=True)
             try:
                 kaleido.start_sync_server(mathjax=False, silence_warnings=True)
-                return kaleido.calc_fig_sync(figure_dict, opts=options)
+                png = kaleido.calc_fig_sync(figure_dict, opts=options)
             except Exception as error:
                 kaleido.stop_sync_server(silence_warnings=True)
                 raise ExportError(
                     f"Could not render the PNG ({type(error).__name__}: {error}). PNG export needs "
                     "Chromium: install it or set BROWSER_PATH to a Chrome/Chromium binary."
                 ) from first_error
+    return _with_border(png, round(EXPORT_MARGIN_PX * scale))
