@@ -96,7 +96,19 @@ def test_random_weights_are_labelled_untrained(explore):
 def test_hub_weights_offline_give_a_message_not_a_traceback(explore):
     explore.selectbox(key="explore_weights").set_value("hub").run()
     assert not explore.exception
-    assert any("hub" in error.value for error in explore.error)
+    (error,) = [error.value for error in explore.error if "hub" in error.value]
+    # The page says what to pick in its own menu, never a command-line flag.
+    assert '"bundled (offline)" or "random (untrained' in error and "Weights menu" in error
+    assert "--" not in error
+
+
+def test_a_model_with_no_bundled_weights_names_the_menu_choices_not_flags(explore):
+    explore.selectbox(key="explore_model").set_value("other timm model…").run()
+    explore.text_input(key="explore_model_name").set_value("vit_tiny_r_s16_p8_224").run()
+    explore.selectbox(key="explore_weights").set_value("bundled").run()
+    assert not explore.exception
+    (error,) = [error.value for error in explore.error if "No bundled weights" in error.value]
+    assert "Weights menu" in error and "--" not in error
 
 
 def test_unknown_model_name_gives_a_message(explore):

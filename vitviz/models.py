@@ -229,7 +229,8 @@ def _build(name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
             raise ModelError(f"Could not build {name}: {error}") from error
         raise WeightsError(
             f"Could not get hub weights for {name} ({type(error).__name__}): the model hub may be "
-            "unreachable or the model has no pretrained weights. Try --weights bundled or random."
+            "unreachable or the model has no pretrained weights.",
+            alternatives=("bundled", "random") if name in BUNDLED_MODEL_NAMES else ("random",),
         ) from error
 
 
@@ -274,8 +275,8 @@ def load_model(name: str, weights: str = "bundled", device: str | torch.device =
     elif weights == "bundled":
         if name not in BUNDLED_MODEL_NAMES:
             raise WeightsError(
-                f"No bundled weights for {name}; bundled: {', '.join(BUNDLED_MODEL_NAMES)}. "
-                "Use --weights hub or random."
+                f"No bundled weights for {name}; bundled: {', '.join(BUNDLED_MODEL_NAMES)}.",
+                alternatives=("hub", "random"),
             )
         model = _build(name, pretrained=False, **_BUNDLED_BUILD_ARGS.get(name, {}))
         _load_into(model, load_state_dict_file(bundled_weights_file(name)), "the bundled file")

@@ -38,7 +38,16 @@ StateDict = dict[str, torch.Tensor]
 
 
 class WeightsError(RuntimeError):
-    """A checkpoint could not be found, read, converted or matched to its model."""
+    """A checkpoint could not be found, read, converted or matched to its model.
+
+    The message says what went wrong, never how to ask for something else: `alternatives` names the
+    weights sources ("bundled", "hub", "random") that would load instead, and each surface words
+    them its own way (the command line as `--weights`, a page as its Weights menu).
+    """
+
+    def __init__(self, message: str, alternatives: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.alternatives = alternatives
 
 
 BUNDLED_MODEL_NAMES: tuple[str, ...] = ("vit_small_patch14_dinov2", "tf_efficientnet_lite0")

@@ -211,11 +211,6 @@ def model_pickers() -> list[ui.ModelChoice]:
     return choices
 
 
-def _browser_words(message: str, fallback: str) -> str:
-    """An error line for a browser user: a message written for the command line gives way to `fallback`."""
-    return fallback if "--" in message else message
-
-
 def load_slot(number: int, choice: ui.ModelChoice) -> ModelSlot:
     """Loads one model; a failure stays with its slot, in one line a browser user can act on."""
     availability = check_weights(choice.name, choice.weights)
@@ -224,8 +219,7 @@ def load_slot(number: int, choice: ui.ModelChoice) -> ModelSlot:
     try:
         loaded = ui.cached_model(choice.name, choice.weights, choice.device)
     except (ModelError, WeightsError) as error:
-        fallback = "its weights did not load; pick bundled or random weights in this slot's Weights menu"
-        return ModelSlot(number, choice, None, _browser_words(str(error), fallback))
+        return ModelSlot(number, choice, None, ui.load_problem(error))
     return ModelSlot(number, choice, loaded, None)
 
 

@@ -743,8 +743,11 @@ def render_attention_change(folder: Path, config: dict, images: ImageSet, result
     try:
         after = ui.cached_model(str(folder), str(folder), device)
         before = ui.cached_model(str(config["base_model"]), str(config["weights"]), device)
-    except (ModelError, WeightsError, KeyError) as error:
-        st.error(f"Cannot load the models to compare: {error}")
+    except (ModelError, WeightsError) as error:
+        st.error(f"Cannot load the models to compare: {ui.load_problem(error)}")
+        return
+    except KeyError as error:
+        st.error(f"Cannot load the models to compare: the run's config names no {error}")
         return
     if after.facts.family == "cnn":
         st.info(f"{after.facts.name} is a CNN: it has no attention to compare.")

@@ -364,7 +364,7 @@ def _story_model(device: str) -> LoadedModel:
     try:
         loaded = ui.cached_model(name, source, device)
     except (ModelError, WeightsError) as error:
-        problem = str(error)
+        problem = ui.load_problem(error)
     else:
         if loaded.facts.family != "cnn":
             return loaded
@@ -823,7 +823,7 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
         try:
             loaded[side] = ui.cached_model(name, weights, story.device)
         except (ModelError, WeightsError) as error:
-            problems[side] = f"{_display_name(name)} could not be loaded: {error}"
+            problems[side] = f"{_display_name(name)} could not be loaded: {ui.load_problem(error)}"
     # Every class, so that each side can say how probable it finds the class both maps explain.
     predictions = {
         side: story.predictions(sides[side], model.facts.num_classes) for side, model in loaded.items()

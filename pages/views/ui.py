@@ -69,6 +69,7 @@ __all__ = [
     "figure_downloads",
     "image_picker",
     "load_or_stop",
+    "load_problem",
     "model_caption",
     "model_picker",
     "new_click",
@@ -223,12 +224,21 @@ def cached_predictions(
     return predict(cached_model(name, weights, device), [_image], topk=topk, view=view)[0]
 
 
+def load_problem(error: ModelError | WeightsError) -> str:
+    """A model's load failure in a page's words: what went wrong, then what to pick instead, in menu labels."""
+    alternatives = getattr(error, "alternatives", ())
+    if not alternatives:
+        return str(error)
+    labels = " or ".join(f'"{describe_weights(source)}"' for source in alternatives)
+    return f"{error} Pick {labels} in the Weights menu."
+
+
 def load_or_stop(choice: ModelChoice) -> LoadedModel:
     """The chosen model, or a clear error in the page (never a traceback) and the script stops."""
     try:
         return cached_model(choice.name, choice.weights, choice.device)
     except (ModelError, WeightsError) as error:
-        st.error(str(error))
+        st.error(load_problem(error))
         st.stop()
         raise  # unreachable: st.stop() raises
 

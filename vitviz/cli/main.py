@@ -34,7 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         args.run(args)
-    except (CommandError, ImageDecodeError, ModelError, WeightsError, ValueError, OSError) as error:
+    except WeightsError as error:
+        remedy = f" Try --weights {' or '.join(error.alternatives)}." if error.alternatives else ""
+        print(f"error: {error}{remedy}", file=sys.stderr)
+        return 1
+    except (CommandError, ImageDecodeError, ModelError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
