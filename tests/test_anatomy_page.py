@@ -476,3 +476,15 @@ def _repo_app():
     from tests.support.browser import REPO
 
     return REPO / "app.py"
+
+
+def test_a_model_without_a_classifier_is_told_what_each_tab_needs():
+    at = open_anatomy()  # the bundled DINOv2: a backbone with no head
+    open_tab(at, "Logit lens")
+    texts = page_texts(at)
+    assert "The logit lens reads every layer through the model's own final norm and classifier" in texts
+    assert "switching heads off" not in texts
+    open_tab(at, "All heads")
+    subheaders = [element.value for element in at.subheader]
+    assert "Switch heads off" not in subheaders  # not offered where it changes nothing
+    assert "switching heads off would change no prediction, so it is not offered" in page_texts(at)

@@ -1235,9 +1235,13 @@ IMPORTANCE = "anatomy_ablation_importance"  # {(model key, digest, view, mode): 
 RANKING_JOBS = "anatomy_ranking_jobs"  # {the same key: the folder of its running background ranking}
 RANKING_REFRESH_S = 1.0  # how often a running ranking's progress is read
 RANKING_SILENT_S = 300  # a worker this long without a status update has died
-NO_CLASSIFIER = (
-    "has no classifier head, so switching heads off changes no prediction to show. "
-    "Fine-tune a probe on the Fine-tune page, then pick its run as the model here."
+_GET_A_HEAD = (
+    "Fine-tune a probe on the Fine-tune page (a head on these features), then pick its run as the model here."
+)
+NO_CLASSIFIER_FOR_ABLATION = f"has no classifier head: switching heads off would change no prediction, so it is not offered. {_GET_A_HEAD}"
+NO_CLASSIFIER_FOR_LENS = (
+    "has no classifier head. The logit lens reads every layer through the model's own final norm and "
+    f"classifier, so it needs one. {_GET_A_HEAD}"
 )
 
 
@@ -1291,10 +1295,10 @@ def _render_ablation(side: ModelSide, picked: ui.ImageChoice) -> AblationResult 
     Returns the ablated forward when some head is off, so the maps below draw it; None otherwise.
     """
     facts = side.loaded.facts
-    st.subheader("Switch heads off")
     if not facts.has_classifier:
-        st.info(f"{facts.name} {NO_CLASSIFIER}")
+        st.caption(f"{facts.name} {NO_CLASSIFIER_FOR_ABLATION}")
         return None
+    st.subheader("Switch heads off")
     options = [
         _head_label((layer, head)) for layer in range(facts.num_layers) for head in range(facts.num_heads)
     ]
@@ -1582,7 +1586,7 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     side = sides[0]
     loaded, facts = side.loaded, side.loaded.facts
     if not facts.has_classifier:
-        st.info(f"{facts.name} {NO_CLASSIFIER}")
+        st.info(f"{facts.name} {NO_CLASSIFIER_FOR_LENS}")
         return
     record = side.attention(picked)
     try:
