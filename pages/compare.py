@@ -14,7 +14,7 @@ st.caption(
 
 compare.read_link()
 with st.sidebar:
-    picked_image = ui.image_picker("compare")
+    picked_image = ui.image_picker("compare", held_out=compare.opening_held_out())
     choices = compare.model_pickers()
     options = compare.display_options()
 

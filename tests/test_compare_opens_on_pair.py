@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.support.browser import REPO
 from tests.support.pairs import trained_pair
-from vitviz.images import builtin_photo
+from vitviz.finetune.pair import held_out_images
 from vitviz.models import load_model
 from vitviz.predict import predict
 
@@ -36,7 +36,11 @@ def test_offline_compare_opens_on_the_trained_pair_with_predictions_on_both_side
     (chart,) = [chart for chart in at.get("plotly_chart") if "compare_predictions_chart" in chart.proto.id]
     bars = json.loads(chart.proto.spec)["data"]
     assert len(bars) == 2  # one column of bars per slot: both models predict
-    photo = builtin_photo("cat (chelsea)")
+    # A digits pair opens on a digit held out of both trainings, not on a photo outside its classes.
+    assert at.radio(key="compare_image_source").value == "Held out"
+    held_out = held_out_images(pair)
+    photo = held_out[0].image
+    assert at.selectbox(key="compare_held_out").value == 0 and len(held_out) > 1
     for shown, run in zip(bars, (pair.vit, pair.cnn), strict=True):
         expected = predict(load_model(str(run)), [photo], topk=len(shown["x"]), view="crop")[0]
         assert shown["x"][::-1] == pytest.approx([p.probability for p in expected], abs=1e-5)

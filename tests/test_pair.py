@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.pairs import hand_made_pair
 from vitviz.finetune.digits import digit_image
-from vitviz.finetune.pair import PAIR_FILE, list_pairs, newest_pair, read_pair, train_pair
+from vitviz.finetune.pair import PAIR_FILE, held_out_images, list_pairs, newest_pair, read_pair, train_pair
 from vitviz.finetune.trainer import FinetuneConfig
 from vitviz.finetune.worker import run_image_set
 from vitviz.models import load_model
@@ -135,3 +135,15 @@ def test_a_stopped_vit_run_stops_the_pair_before_its_cnn(tmp_path):
     assert list(outcome.results) == ["vit"] and outcome.results["vit"].stopped
     assert [run.folder for run in list_runs(tmp_path)] == [outcome.runs["vit"]]  # no CNN run was made
     assert list_pairs(tmp_path) == []
+
+
+def test_a_pair_is_shown_held_out_images_of_its_own_data_one_per_class(trained_pair):
+    (pair,) = list_pairs(trained_pair[0])
+    held_out = held_out_images(pair)
+    assert [image.label for image in held_out] == list(DIGITS)  # 30 digits, 10 held out: one of each
+    held_out_keys = {row["key"] for row in read_val_predictions(pair.cnn)}
+    for image in held_out:
+        assert image.key in held_out_keys and image.data == "builtin:digits"
+        row = int(image.key.split("/")[1][:4])
+        assert np.array_equal(np.asarray(image.image.convert("L")), np.asarray(digit_image(row).convert("L")))
+        assert image.name == f"held-out “{image.label}” of builtin:digits ({image.key})"

@@ -7,9 +7,10 @@ from streamlit.testing.v1 import AppTest
 
 from tests.support.browser import REPO
 from tests.support.pairs import trained_pair
-from vitviz.images import builtin_photo
+from vitviz.finetune.pair import held_out_images
 from vitviz.models import load_model
 from vitviz.predict import predict
+from vitviz.runs import read_val_predictions
 
 DIGITS = [str(digit) for digit in range(10)]
 
@@ -56,9 +57,12 @@ def assert_same_top5(shown: list[tuple[str, float]], expected) -> None:
 
 def test_the_slide_shows_both_runs_predictions_and_their_maps_of_one_class(pair_runs, monkeypatch):
     root, pair = pair_runs
-    app = _compare_slide(root, monkeypatch)
+    app = _compare_slide(root, monkeypatch)  # the story's picture is the coffee photo
     assert not app.error
-    photo = builtin_photo("coffee")
+    held_out = held_out_images(pair)
+    photo = held_out[0].image  # a digits pair is shown a digit held out of its training, not a photo
+    (source,) = [c.value for c in app.caption if "held-out" in c.value]
+    assert held_out[0].name in source and "coffee" not in source
     explained = None
     for side, run in (("ViT", pair.vit), ("CNN", pair.cnn)):
         expected = predict(load_model(str(run)), [photo], topk=5, view="crop")[0]
@@ -82,7 +86,7 @@ def test_the_whole_image_view_changes_both_sides_predictions(pair_runs, monkeypa
     root, pair = pair_runs
     app = _compare_slide(root, monkeypatch, view="whole")
     assert app.radio(key="present_view").value == "whole"
-    photo = builtin_photo("coffee")
+    photo = held_out_images(pair)[0].image
     for side, run in (("vit", pair.vit), ("cnn", pair.cnn)):
         expected = predict(load_model(str(run)), [photo], topk=5, view="whole")[0]
         assert_same_top5(_bars(_figure(app, f"present_compare_{side}_predictions_chart")), expected)
@@ -95,3 +99,17 @@ def test_without_a_pair_the_slide_says_what_it_compares_and_how_to_get_a_pair(tm
     assert "only the CNN predicts a class" in caption
     (line,) = [info.value for info in app.info if "Train a ViT/CNN pair" in info.value]
     assert line.count(".") == 1 and "Fine-tune" in line
+
+
+def test_another_held_out_image_is_one_pick_away(pair_runs, monkeypatch):
+    root, pair = pair_runs
+    app = _compare_slide(root, monkeypatch)
+    held_out = held_out_images(pair)
+    picker = app.selectbox(key="present_pair_image")
+    classes = {row["label"] for row in read_val_predictions(pair.vit)}
+    assert len(picker.options) == len(held_out) == len(classes) > 3  # one per class held out
+    picker.set_value(3).run()
+    assert not app.exception
+    expected = predict(load_model(str(pair.cnn)), [held_out[3].image], topk=5, view="crop")[0]
+    assert_same_top5(_bars(_figure(app, "present_compare_cnn_predictions_chart")), expected)
+    assert any(held_out[3].name in c.value for c in app.caption)

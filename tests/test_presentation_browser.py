@@ -1,12 +1,14 @@
 """Presentation mode in a real browser: ?present=1, Next/Previous and arrow keys, upload, themes, animation."""
 
 import re
+import time
 
 import pytest
 from PIL import Image
 
 from tests.support.browser import save_screenshot, shows_once, wait_until_idle
 from tests.support.slides import SLIDE_TITLES
+from vitviz.figures.story import SLIDE_KEYS
 from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser
@@ -143,3 +145,52 @@ def test_leaving_presentation_mode_brings_back_the_sidebar(app_url, page):
     with Image.open(download_info.value.path()) as gif:
         assert gif.format == "GIF" and gif.n_frames == 12 and gif.size == (448, 448)
     save_screenshot(page, "present_windowed_animation")
+
+
+def _wait_for_the_slide_to_finish(page, timeout_s: float = 240.0, quiet_s: float = 1.5) -> None:
+    """Presentation mode hides the status widget: a slide is done when no spinner shows and its drawn
+    charts stop changing in number for `quiet_s`."""
+    deadline, quiet_since, charts = time.monotonic() + timeout_s, None, -1
+    while time.monotonic() < deadline:
+        spinning = page.locator('[data-testid="stSpinner"]').count() > 0
+        drawn = page.locator('[data-testid="stMain"] .js-plotly-plot .main-svg').count()
+        if spinning or drawn != charts:
+            quiet_since, charts = None, drawn
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+        page.wait_for_timeout(100)
+    raise TimeoutError("the slide kept changing for longer than the deadline")
+
+
+def test_every_slide_but_the_pair_slide_fits_a_1440_by_1000_screen(tmp_path, monkeypatch, chromium):
+    """Presentation mode on a laptop-sized screen: no slide before the pair's scrolls; the pair slide shows a
+    held-out digit."""
+    from tests.support.browser import streamlit_app
+    from tests.support.pairs import trained_pair
+
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path))
+    pair = trained_pair(tmp_path)
+    context = chromium.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    try:
+        with streamlit_app() as url:
+            for index, title in enumerate(SLIDE_TITLES, start=1):
+                page.goto(f"{url}/?present=1&slide={index}")
+                _wait_for_title(page, title, timeout_ms=240_000)
+                _first_chart(page)
+                _wait_for_the_slide_to_finish(page)
+                scroll, visible = page.locator('[data-testid="stMain"]').evaluate(
+                    "main => [main.scrollHeight, main.clientHeight]"
+                )
+                # The pair slide (two top-5 charts and two maps under a caption naming both runs)
+                # does not fit yet: long run names wrap its caption and titles. Checked: no crash.
+                if SLIDE_KEYS[index - 1] != "compare":
+                    assert scroll <= visible, f"slide {index} scrolls: {scroll} px of content in {visible} px"
+                assert page.locator('[data-testid="stException"]').count() == 0
+                save_screenshot(page, f"present_pair_slide_{index}")
+            source = page.locator('[data-testid="stMain"]').inner_text()
+            assert "held-out “" in source and "of builtin:digits" in source and pair.vit.name in source
+    finally:
+        context.close()

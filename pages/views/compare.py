@@ -24,6 +24,8 @@ from vitviz.figures.compare import (
     view_boxes_figure,
 )
 from vitviz.figures.scales import colour_scale
+from vitviz.finetune.data import DataError
+from vitviz.finetune.pair import HeldOutImage, held_out_images, read_pair
 from vitviz.maths.sinks import SinkReport, sink_sentence
 from vitviz.methods import (
     METHODS,
@@ -45,7 +47,7 @@ from vitviz.methods.probes import ProbeCurve, run_drop_orders, run_probe
 from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
 from vitviz.predict import Prediction
 from vitviz.preprocess import ImageView, explanation_tensor, image_view
-from vitviz.runs import runs_root
+from vitviz.runs import RunError, runs_root
 from vitviz.weights import WeightsError
 
 __all__ = [
@@ -188,6 +190,23 @@ def _opening_models(runs_folder: str) -> tuple[tuple[tuple[str, str], ...], str]
         else "Train a ViT/CNN pair on the Fine-tune page to compare two classifiers."
     )
     return (pair.vit, pair.cnn, THIRD_FALLBACK), note
+
+
+def opening_held_out() -> list[HeldOutImage]:
+    """Images held out of the trained pair Compare opens on, one per class; none for other openings."""
+    return _opening_held_out(str(runs_root()))
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _opening_held_out(runs_folder: str) -> list[HeldOutImage]:
+    """`opening_held_out` for one runs folder."""
+    pair = best_pair()
+    if pair.kind != "trained":
+        return []
+    try:
+        return held_out_images(read_pair(pair.vit[0]))
+    except (RunError, DataError):  # the pair's images are gone: the photos remain
+        return []
 
 
 def model_pickers() -> list[ui.ModelChoice]:
@@ -954,7 +973,7 @@ def read_link() -> None:
 def share_link(slots: Sequence[ModelSlot], picked: ui.ImageChoice, options: DisplayOptions) -> None:
     """Makes the URL say what the page shows (built-in photos, suggested models and named weights only)."""
     params = {"view": options.view, "third": "1" if len(slots) == 3 else "0"}
-    if st.session_state.get("compare_image_source") != "Upload":
+    if st.session_state.get("compare_image_source", "Built-in photo") == "Built-in photo":
         params["image"] = picked.name
     for slot in slots:
         if slot.choice.name in dict(SUGGESTED_MODELS) and slot.choice.weights in WEIGHTS_SOURCES:

@@ -29,8 +29,9 @@ from vitviz.figures.common import (
 from vitviz.figures.scales import colour_scale
 from vitviz.figures.slides import embedding_figure, similarity_figure, style_for_slides
 from vitviz.figures.story import SLIDE_KEYS, ComparedPair, Slide, SlideKey, opening_layer, story_slides
-from vitviz.finetune.pair import read_pair
-from vitviz.images import BUILTIN_PHOTOS
+from vitviz.finetune.data import DataError
+from vitviz.finetune.pair import HeldOutImage, held_out_images, read_pair
+from vitviz.images import BUILTIN_PHOTOS, image_digest
 from vitviz.maths.attention import AttentionRecord, class_attention_map
 from vitviz.maths.sinks import SinkReport, detect_sinks, plan_rollout, rollout_statement, sink_sentence
 from vitviz.maths.tokens import token_stages
@@ -68,6 +69,7 @@ VIEW_CHOICE = "present_view_choice"  # the view, kept while its picker is off sc
 # The views the story offers, as its first slide names the box. Not "aspect": the story's slides are
 # drawn for a square grid.
 VIEW_BOXES: dict[str, str] = {"crop": "the centre crop", "whole": "the whole image"}
+PAIR_IMAGE = "present_pair_image"  # which held-out image of a trained pair's data the last slide shows
 APP_RERUN = "present_app_rerun"  # set by a toggle whose change the whole app must see, not only the slide
 CNN_NAME = "tf_efficientnet_lite0"  # the bundled CNN of the last slide, when no pair of classifiers loads
 # The class-specific map of each side of a pair: Grad-CAM for a CNN, Chefer's relevance for a transformer.
@@ -77,7 +79,9 @@ DEFAULT_MODEL = ("vit_small_patch14_dinov2", "bundled")
 BUILT_IN, UPLOAD = "Built-in photo", "Upload"
 # The transformers a presenter may pick: the suggested models minus the CNNs.
 STORY_MODELS = [name for name, text in SUGGESTED_MODELS if "CNN" not in text]
-FIGURE_HEIGHT = 640
+# Tall enough to read across a room, short enough that every slide fits a 1440×1000 screen unscrolled
+# (the browser test measures it).
+FIGURE_HEIGHT = 450
 DISPLAY_PX = 1024  # longest side of the photo drawn on the first slide
 
 # The page's look, all in one place. Theme colours arrive as CSS variables set on every run, so
@@ -419,6 +423,8 @@ def story() -> Story:
         if compared is None:  # no two classifiers of the same classes load here
             pair = None
             cnn = ui.load_or_stop(ui.ModelChoice(CNN_NAME, "bundled", device))
+        else:  # a pair trained on its own data is shown an image of it, held out of both trainings
+            picked = _held_out_choice(pair) or picked
     slides = story_slides(
         loaded.facts,
         picked.name,
@@ -441,6 +447,47 @@ def story() -> Story:
         fullscreen=st.session_state.get(FULLSCREEN, False),
         pair=pair,
     )
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _cached_held_out(run: str) -> list[HeldOutImage]:
+    """One held-out image per class of the pair the run belongs to (read once per pair)."""
+    return held_out_images(read_pair(run))
+
+
+def _held_out_choice(pair: ModelPair) -> ui.ImageChoice | None:
+    """The held-out image of a trained pair's data the last slide shows; None for ImageNet classifiers.
+
+    A trained pair knows only its own classes: a photo would make each pick one of them regardless.
+    """
+    if pair.kind != "trained":
+        return None
+    try:
+        images = _cached_held_out(pair.vit[0])
+    except (RunError, DataError):
+        return None
+    if not images:
+        return None
+    chosen = images[st.session_state.get(PAIR_IMAGE, 0) % len(images)]
+    return ui.ImageChoice(chosen.image, chosen.name, image_digest(chosen.image))
+
+
+def _held_out_picker(pair: ModelPair) -> None:
+    """Which held-out image the slide shows: one per class of the pair's data."""
+    if pair.kind != "trained":
+        return
+    try:
+        images = _cached_held_out(pair.vit[0])
+    except (RunError, DataError):
+        return
+    if len(images) > 1:
+        st.selectbox(
+            "Held-out image",
+            range(len(images)),
+            format_func=lambda index: f"a “{images[index].label}” ({images[index].key})",
+            key=PAIR_IMAGE,
+            help=f"One image of each class of {images[0].data}, held out of both models' training.",
+        )
 
 
 def _trained_clause(pair: ModelPair) -> str:
@@ -701,7 +748,7 @@ def render_attention(story: Story) -> None:
         active=opening.layer,
     )
     st.caption(opening.caption())
-    story.show(figure, "present_animation_chart", "attention-per-layer", maps, height=FIGURE_HEIGHT + 60)
+    story.show(figure, "present_animation_chart", "attention-per-layer", maps, height=FIGURE_HEIGHT)
     if not story.fullscreen:
         st.download_button(
             "GIF of the animation",
@@ -816,6 +863,7 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
 
     A model that fails to load fails in its own column; the other still shows.
     """
+    _held_out_picker(pair)
     sides = {"ViT": pair.vit, "CNN": pair.cnn}
     loaded: dict[str, LoadedModel] = {}
     problems: dict[str, str] = {}
@@ -841,7 +889,7 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
                 predictions_figure(predictions[side][:5], f"{side}: top 5"),
                 f"{key}_predictions_chart",
                 f"top5-predictions-{story.view}",
-                height=340,
+                height=300,
                 model=shown,
             )
             facts = loaded[side].facts
@@ -861,7 +909,7 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
                 scale=colour_scale(result.values, "relevance"),
             )
             story.show(
-                figure, f"{key}_chart", f"{method}-{explained.label}-{story.view}", result.values, 480, shown
+                figure, f"{key}_chart", f"{method}-{explained.label}-{story.view}", result.values, 380, shown
             )
     if explained is not None and len(predictions) == 2:
         st.caption(_explained_sentence(predictions["ViT"], predictions["CNN"], explained))

@@ -21,6 +21,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 from vitviz.availability import ModelSuggestion, model_suggestions
 from vitviz.device import available_devices
 from vitviz.export import array_csv, array_npy, export_filename, figure_html, figure_png
+from vitviz.finetune.pair import HeldOutImage
 from vitviz.images import (
     BUILTIN_PHOTOS,
     MAX_UPLOAD_BYTES,
@@ -315,9 +316,29 @@ def _device_picker(key: str) -> str:
     return st.selectbox("Device", devices, index=0, help=f"Best available: {devices[0]}", key=f"{key}_device")
 
 
-def image_picker(key: str) -> ImageChoice:
-    """Sidebar widgets for a built-in photo or an upload; a bad upload stops with a clear message."""
-    source = st.radio("Image", ["Built-in photo", "Upload"], horizontal=True, key=f"{key}_image_source")
+HELD_OUT = "Held out"  # the image source of a trained pair's own data, held out of its training
+
+
+def image_picker(key: str, held_out: Sequence[HeldOutImage] = ()) -> ImageChoice:
+    """Sidebar widgets for a built-in photo or an upload; a bad upload stops with a clear message.
+
+    With `held_out` (images of a trained pair's data that neither model trained on), a third source
+    offers them, and the page opens on it: such classifiers know only their own classes.
+    """
+    sources = ["Built-in photo", "Upload", *([HELD_OUT] if held_out else [])]
+    if held_out and f"{key}_image_source" not in st.session_state:
+        st.session_state[f"{key}_image_source"] = HELD_OUT
+    source = st.radio("Image", sources, horizontal=True, key=f"{key}_image_source")
+    if source == HELD_OUT and held_out:
+        index = st.selectbox(
+            f"Held out of {held_out[0].data}",
+            range(len(held_out)),
+            format_func=lambda number: f"a “{held_out[number].label}” ({held_out[number].key})",
+            key=f"{key}_held_out",
+            help="One image of each class, held out of both models' training.",
+        )
+        chosen = held_out[index]
+        return ImageChoice(chosen.image, chosen.name, image_digest(chosen.image))
     if source == "Upload":
         upload = image_uploader(st, "Upload an image", key=f"{key}_upload")
         if upload is not None:

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from PIL import Image
+
 from vitviz.finetune.data import open_image_set
 from vitviz.finetune.trainer import FinetuneConfig, FinetuneResult
-from vitviz.finetune.worker import execute_run, spawn_background
+from vitviz.finetune.worker import execute_run, run_image_set, spawn_background
 from vitviz.runs import (
     MODEL_FILE,
     PAIR_JOB_PID_FILE,
@@ -51,10 +53,12 @@ __all__ = [
     "PAIR_JOB_ENV",
     "PAIR_MODELS",
     "PAIR_SIDES",
+    "HeldOutImage",
     "PairJob",
     "PairResult",
     "RunPair",
     "Side",
+    "held_out_images",
     "list_pairs",
     "newest_pair",
     "pair_command",
@@ -301,6 +305,44 @@ def list_pairs(root: str | Path | None = None) -> list[RunPair]:
 def newest_pair(root: str | Path | None = None) -> RunPair | None:
     """The newest pair in `root` whose two runs both load as models, or None."""
     return next((pair for pair in list_pairs(root) if pair.ready), None)
+
+
+@dataclass(frozen=True)
+class HeldOutImage:
+    """An image of a pair's data that neither of its runs trained on: the fair picture to compare them on."""
+
+    image: Image.Image
+    key: str  # the image's key in the data ("3/0042.png")
+    label: str  # its true class
+    data: str  # the data set, as the pair names it
+
+    @property
+    def name(self) -> str:
+        """How pages name the picture."""
+        return f"held-out “{self.label}” of {self.data} ({self.key})"
+
+
+def held_out_images(pair: RunPair) -> list[HeldOutImage]:
+    """One validation image of each class of `pair`, the first by key, in label order.
+
+    Both runs of a pair share one split, so the ViT run's validation images are held out of both.
+
+    Raises:
+        RunError: the run's validation predictions are unreadable.
+        DataError: its images cannot be opened again (gone, or outside this app's folders).
+    """
+    rows = sorted(read_val_predictions(pair.vit), key=lambda row: row["key"])
+    image_set = run_image_set(pair.vit)
+    items = {item.key: item for item in image_set.items}
+    first_of_class: dict[int, HeldOutImage] = {}
+    for row in rows:
+        label = row["label"]
+        if label in first_of_class or row["key"] not in items or label >= len(pair.labels):
+            continue
+        first_of_class[label] = HeldOutImage(
+            items[row["key"]].load().convert("RGB"), row["key"], pair.labels[label], pair.data
+        )
+    return [first_of_class[label] for label in sorted(first_of_class)]
 
 
 # --------------------------------------------------------------------------------------------
