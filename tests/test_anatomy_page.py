@@ -309,7 +309,7 @@ def probe_run():
 
 def _probe_page(run, tab: str) -> AppTest:
     at = _anatomy()
-    at.selectbox(key="anatomy_model").set_value(str(run)).run()
+    at.selectbox(key="anatomy_model").set_value(run.name).run()  # a run is picked by its name
     assert not at.exception, at.exception
     return _open(at, tab)
 
@@ -455,7 +455,7 @@ def test_link_opens_the_tab_and_switches_heads_off(probe_run):
     at.query_params["off"] = "11,3:2"
     at.run()
     assert not at.exception, at.exception
-    at.selectbox(key="anatomy_model").set_value(str(probe_run)).run()
+    at.selectbox(key="anatomy_model").set_value(probe_run.name).run()
     assert not at.exception, at.exception
     assert _has_title(at, "Top-5 with 7 heads zeroed")
 

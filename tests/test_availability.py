@@ -20,7 +20,7 @@ from vitviz.availability import (
     model_suggestions,
     suggested_availability,
 )
-from vitviz.models import SUGGESTED_MODELS
+from vitviz.models import RUN_WEIGHTS, SUGGESTED_MODELS
 from vitviz.weights import BUNDLED_MODEL_NAMES
 
 PAPER_MODELS = [
@@ -107,10 +107,11 @@ def test_the_socket_guard_sees_the_probe_when_the_hub_is_on(sockets_used, monkey
     assert sockets_used, "the guard missed the HTTP client's connection"
 
 
-def test_notes_are_one_line_and_never_name_command_line_flags(offline, tmp_path):
+def test_notes_are_one_line_and_never_name_command_line_flags(offline, tmp_path, monkeypatch):
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path))
     hand_made_run(tmp_path, "training", status=TRAINING, with_model=False)
     notes = [result.note for result in suggested_availability().values()]
-    notes += [check_weights(str(tmp_path / "training"), "bundled").note, best_pair(tmp_path).note]
+    notes += [check_weights("training", RUN_WEIGHTS).note, best_pair(tmp_path).note]
     notes += [
         check_weights("no_such_model", "hub").note,
         check_weights("resnet18", str(tmp_path / "x.pth")).note,
@@ -164,8 +165,9 @@ def test_offline_the_best_pair_is_the_newest_trained_pair(offline, tmp_path):
     hand_made_pair(tmp_path, "broken", created=3.0, cnn_has_model=False)
     pair = best_pair(tmp_path)
     assert pair.kind == "trained"
-    assert pair.vit == (str(newest["vit"]), str(newest["vit"]))
-    assert pair.cnn == (str(newest["cnn"]), str(newest["cnn"]))
+    # Runs by their names, never their folders' paths.
+    assert pair.vit == (newest["vit"].name, RUN_WEIGHTS)
+    assert pair.cnn == (newest["cnn"].name, RUN_WEIGHTS)
     assert "builtin:shapes" in pair.note and "2 classes" in pair.note
 
 
@@ -176,13 +178,16 @@ def test_offline_without_a_pair_the_bundled_models_come_with_a_way_to_get_one(of
     assert "Train a ViT/CNN pair on the Fine-tune page" in pair.note
 
 
-def test_run_folders_and_checkpoint_files(offline, tmp_path):
+def test_runs_by_name_and_checkpoint_files(offline, tmp_path, monkeypatch):
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path))
     finished = hand_made_run(tmp_path, "finished")
-    training = hand_made_run(tmp_path, "training", status=TRAINING, with_model=False)
-    loads = check_weights(str(finished), "hub")  # a run's own weights load, whatever the source says
-    assert loads.loads and "2 classes" in loads.note
-    waiting = check_weights(str(training), "bundled")
+    hand_made_run(tmp_path, "training", status=TRAINING, with_model=False)
+    loads = check_weights("finished", RUN_WEIGHTS)
+    assert loads.loads and "2 classes" in loads.note and str(tmp_path) not in loads.note
+    waiting = check_weights("training", RUN_WEIGHTS)
     assert waiting.status == "missing" and "still training" in waiting.note
+    gone = check_weights("gone", RUN_WEIGHTS)
+    assert gone.status == "missing" and str(tmp_path) not in gone.note
     checkpoint = finished / "model.safetensors"
     assert check_weights("test_vit", str(checkpoint)).loads
     assert check_weights("resnet18", str(tmp_path / "gone.pth")).status == "missing"

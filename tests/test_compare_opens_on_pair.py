@@ -31,7 +31,7 @@ def test_offline_compare_opens_on_the_trained_pair_with_predictions_on_both_side
         compare._opening_models.clear()
     assert not at.exception and not at.error
     slots = [at.selectbox(key=f"compare_{number}_model").value for number in (1, 2)]
-    assert slots == [str(pair.vit), str(pair.cnn)]
+    assert slots == [pair.vit.name, pair.cnn.name]  # runs by their names, never their paths
     assert not [caption for caption in at.sidebar.caption if "Fine-tune page" in caption.value]
     (chart,) = [chart for chart in at.get("plotly_chart") if "compare_predictions_chart" in chart.proto.id]
     bars = json.loads(chart.proto.spec)["data"]

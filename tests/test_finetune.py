@@ -18,6 +18,7 @@ from PIL import Image
 
 from tests.support.archives import class_folder_zip, png_bytes, zip_of
 from tests.support.polling import wait_for
+from tests.support.run_folders import hand_made_run
 from vitviz.finetune.data import (
     DataError,
     builtin_shapes,
@@ -31,7 +32,7 @@ from vitviz.finetune.safezip import UnsafeArchiveError
 from vitviz.finetune.shapes import SHAPE_CLASSES, make_shapes
 from vitviz.finetune.trainer import FinetuneConfig, finetune, trainable_module_names
 from vitviz.finetune.worker import execute_run, run_image_set, start_run, stop_run
-from vitviz.models import LoadedModel, describe_weights, load_model, model_facts
+from vitviz.models import RUN_WEIGHTS, LoadedModel, describe_weights, load_model, load_run, model_facts
 from vitviz.predict import predict
 from vitviz.runs import (
     RunLimitError,
@@ -387,11 +388,28 @@ def test_a_worker_stops_after_its_current_step_and_keeps_its_model(runs_dir, how
     assert load_model(str(folder)).facts.num_classes == 5  # the model trained so far was saved
 
 
+def test_a_worker_fine_tunes_a_run_named_by_its_name_and_records_only_the_name(runs_dir):
+    base = hand_made_run(runs_dir)  # test_vit at 32 px, two classes
+    config = FinetuneConfig(model=base.name, weights=RUN_WEIGHTS, epochs=1, batch_size=4, max_images=10)
+    folder = start_run(config, "builtin:shapes")
+    final = wait_for(lambda: (s := read_status(folder)).state != "starting" and not s.active and s)
+    assert final.state == "finished", (folder / "worker.log").read_text()
+    recorded = read_config(folder)
+    assert (recorded["base_model"], recorded["weights"], recorded["timm_name"]) == (
+        base.name,
+        "run",
+        "test_vit",
+    )
+    assert str(runs_dir) not in json.dumps(recorded)
+    assert load_run(folder.name).facts.num_classes == 5  # the shapes' head on the run's backbone
+
+
 def test_a_worker_that_cannot_read_its_data_says_why(runs_dir, tmp_path):
     folder = start_run(SLOW_CONFIG, str(tmp_path / "missing"))
     final = wait_for(lambda: (s := read_status(folder)).state != "starting" and not s.active and s)
     assert final.state == "failed"
-    assert final.error == f"{tmp_path / 'missing'} is not a folder on this machine."
+    # status.json is shown to every visitor: a path outside the run is cut to its last part.
+    assert final.error == "…/missing is not a folder on this machine."
 
 
 def test_an_uploaded_zip_is_extracted_into_its_run_folder_and_trains(runs_dir):

@@ -102,7 +102,7 @@ def test_a_probe_run_trains_in_the_worker_and_its_results_render(runs_dir):
     # Another page takes the run as its model: the fine-tuned head predicts the shape classes.
     at.switch_page("pages/explore.py")
     at.run()
-    at.selectbox(key="explore_model").select(str(folder)).run()
+    at.selectbox(key="explore_model").select(folder.name).run()  # a run is picked by its name
     assert not at.exception, at.exception
     assert f"fine-tuned run {name} (probe)" in captions(at)
     assert not any("untrained" in warning.value for warning in at.warning)

@@ -7,14 +7,16 @@ import safetensors.torch
 import torch
 
 from tests.support.archives import png_bytes
-from tests.support.run_folders import hand_made_run
+from tests.support.run_folders import dead_looking_run, folder_snapshot, hand_made_run
 from vitviz.finetune.data import DataError, scan_image_folder
+from vitviz.finetune.worker import _data_root_folder
 from vitviz.images import ImageDecodeError, load_image_file
-from vitviz.models import ModelError, describe_weights, load_model
+from vitviz.models import RUN_WEIGHTS, ModelError, describe_weights, load_model
 from vitviz.runs import RunError, delete_run, run_folder_by_name
 from vitviz.serving import (
     DATA_ROOT_ENV,
     ServingError,
+    is_visitor_run,
     server_folder,
     server_image_set,
     server_paths_allowed,
@@ -142,24 +144,65 @@ def test_a_server_image_set_names_everything_relative_to_the_root(served):
 # --------------------------------------------------------------------------------------------
 
 
-def test_a_folder_with_a_config_outside_the_runs_folder_is_no_model_for_visitors(served, tmp_path):
-    elsewhere = hand_made_run(tmp_path / "elsewhere")
-    with pytest.raises(ServingError, match="no timm model of that name") as refused:
-        visitor_model(str(elsewhere), "random")
-    assert_one_line_without(str(refused.value), tmp_path)
+def test_a_path_in_the_model_box_reads_like_a_missing_one_and_touches_nothing(served, tmp_path):
+    elsewhere = dead_looking_run(tmp_path / "elsewhere")
+    before = folder_snapshot(elsewhere)
+    runs = hand_made_run(tmp_path / "runs").parent
+    texts = [
+        str(elsewhere),
+        str(tmp_path / "elsewhere" / "missing"),
+        str(runs / elsewhere.name),
+        "../elsewhere",
+    ]
+    messages = set()
+    for text in texts:
+        for weights in (RUN_WEIGHTS, "random", "bundled"):
+            with pytest.raises(ServingError) as refused:
+                visitor_model(text, weights)
+            assert_one_line_without(str(refused.value), tmp_path)
+            messages.add(str(refused.value))
+    assert messages == {"There is no timm model or finished run of that name."}
+    assert folder_snapshot(elsewhere) == before, "a folder outside the runs folder was rewritten"
 
 
-def test_a_run_in_the_runs_folder_a_timm_name_and_a_confined_file_are_accepted(served, tmp_path):
-    root, secret = served
+def test_a_run_is_taken_by_its_name_in_the_runs_folder_only(served, tmp_path):
     run = hand_made_run(tmp_path / "runs")
-    assert visitor_model(str(run), "anything") == (str(run), str(run))
+    dead = dead_looking_run(tmp_path / "runs")
+    assert is_visitor_run(run.name) and visitor_model(run.name, RUN_WEIGHTS) == (run.name, RUN_WEIGHTS)
+    assert not is_visitor_run(str(run)) and not is_visitor_run(dead.name) and not is_visitor_run("gone")
+    refusals = set()
+    for text in (str(run), dead.name, "gone", ".", ".."):
+        with pytest.raises(ServingError) as refused:
+            visitor_model(text, RUN_WEIGHTS)
+        refusals.add(str(refused.value))
+    assert len(refusals) == 1, refusals
+    assert not (dead / "data").exists(), "a dead run inside the runs folder is settled as before"
+
+
+def test_a_timm_name_and_a_weights_file_relative_to_the_root_are_accepted(served):
+    root, secret = served
     assert visitor_model("vit_tiny_patch16_224", "random") == ("vit_tiny_patch16_224", "random")
     assert visitor_model("test_vit", "tiny.safetensors") == (
         "test_vit",
         str((root / "tiny.safetensors").resolve()),
     )
-    with pytest.raises(ServingError):
+    with pytest.raises(ServingError) as outside:
         visitor_model("test_vit", str(secret / "hidden.safetensors"))
+    with pytest.raises(ServingError) as missing:
+        visitor_model("test_vit", "gone.safetensors")
+    assert str(outside.value) == str(missing.value)
+    with pytest.raises(ServingError) as system:
+        visitor_model("test_vit", "/etc/passwd")
+    with pytest.raises(ServingError) as missing_inside:
+        visitor_model("test_vit", "passwd")
+    assert str(system.value) == str(missing_inside.value) and "/etc" not in str(system.value)
+
+
+def test_the_worker_confines_its_data_with_the_same_function_as_the_pages(served, tmp_path):
+    root, secret = served
+    assert _data_root_folder(str(root / "pets")) == server_folder("pets")
+    assert _data_root_folder(str(secret)) is None  # the command line's own folder: not the root's
+    assert _data_root_folder("builtin:shapes") is None
 
 
 # --------------------------------------------------------------------------------------------

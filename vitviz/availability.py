@@ -19,8 +19,8 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
 
 from vitviz.finetune.pair import newest_pair
-from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES
-from vitviz.runs import MODEL_FILE, describe_run, is_run_folder, read_config, read_status
+from vitviz.models import RUN_WEIGHTS, SUGGESTED_MODELS, WEIGHTS_SOURCES
+from vitviz.runs import MODEL_FILE, RunError, describe_run, read_config, read_status, run_folder_by_name
 from vitviz.weights import BUNDLED_MODEL_NAMES
 
 __all__ = [
@@ -59,8 +59,8 @@ _TRUE_VALUES = {"1", "TRUE", "YES", "ON"}  # how huggingface_hub reads its boole
 class Availability:
     """Whether one model loads here with one weights source, and why (or why not)."""
 
-    model: str  # timm name, or a fine-tune's run folder
-    weights: str  # "bundled", "hub", "random", a run folder or a checkpoint path
+    model: str  # timm name, or a fine-tuned run's name
+    weights: str  # "bundled", "hub", "random", RUN_WEIGHTS or a checkpoint path
     status: AvailabilityStatus  # loads / needs internet / missing
     note: str  # one line for a browser user: where the weights come from, or what to pick instead
 
@@ -185,27 +185,34 @@ def _hub_availability(name: str) -> Availability:
     return Availability(name, "hub", "loads", "hub: downloads from the model hub on first use")
 
 
-def _run_availability(folder: str) -> Availability:
-    if (Path(folder) / MODEL_FILE).is_file():
+def _run_availability(name: str) -> Availability:
+    """A run of the runs folder, by its name (only `vitviz.runs` turns the name into its folder)."""
+    try:
+        folder = run_folder_by_name(name)
+    except RunError as error:
+        return Availability(name, RUN_WEIGHTS, "missing", f"{error} Pick another model.")
+    if (folder / MODEL_FILE).is_file():
         try:
             labels = read_config(folder).get("labels") or []
         except ValueError:
             labels = []
         classes = f", {len(labels)} classes" if labels else ""
-        return Availability(folder, folder, "loads", f"{describe_run(folder)}{classes}")
+        return Availability(name, RUN_WEIGHTS, "loads", f"{describe_run(folder)}{classes}")
     state = read_status(folder).state
     waiting = "is still training" if state in ("starting", "running") else f"has no trained model ({state})"
-    return Availability(folder, folder, "missing", f"run {Path(folder).name} {waiting}; pick another model")
+    return Availability(name, RUN_WEIGHTS, "missing", f"run {folder.name} {waiting}; pick another model")
 
 
 def check_weights(model: str, weights: str) -> Availability:
     """Whether `load_model(model, weights)` can work here, without loading or downloading anything.
 
+    Pages ask only about choices vitviz.serving.visitor_model accepted.
+
     Args:
-        model: a timm name (tag optional) or a fine-tune's run folder (its own weights load).
-        weights: "bundled", "hub", "random" or a checkpoint path; ignored for a run folder.
+        model: a timm name (tag optional), or with RUN_WEIGHTS a fine-tuned run's name.
+        weights: "bundled", "hub", "random", RUN_WEIGHTS (the run's own) or a checkpoint path.
     """
-    if is_run_folder(model):
+    if weights == RUN_WEIGHTS:
         return _run_availability(model)
     if not timm.is_model(model):
         return Availability(
@@ -279,7 +286,7 @@ def model_suggestions(models: tuple[tuple[str, str], ...] = SUGGESTED_MODELS) ->
 class ModelPair:
     """A ViT and a CNN that both load here and predict, for Compare to open on."""
 
-    vit: tuple[str, str]  # (model, weights) as load_model takes them; a run folder is both
+    vit: tuple[str, str]  # (model, weights) as load_model takes them: a run is (its name, RUN_WEIGHTS)
     cnn: tuple[str, str]
     kind: Literal["paper", "trained", "bundled"]
     note: str  # one line: what the pair is, or how to get a like-for-like one
@@ -300,17 +307,17 @@ def best_pair(runs_root: str | Path | None = None) -> ModelPair:
        get a pair.
 
     Args:
-        runs_root: the runs folder to look for pairs in (default vitviz.runs.runs_root()).
+        runs_root: the runs folder to look for pairs in (default vitviz.runs.runs_root()); a
+            trained pair is named by its runs' names, which load from vitviz.runs.runs_root().
     """
     if all(check_weights(name, weights).loads for name, weights in PAPER_PAIR):
         vit, cnn = PAPER_PAIR
         return ModelPair(vit, cnn, "paper", "The paper's ViT-B/16 and ResNet-50, both trained on ImageNet-1k")
     pair = newest_pair(runs_root)
     if pair is not None:
-        vit_folder, cnn_folder = str(pair.vit), str(pair.cnn)
         return ModelPair(
-            (vit_folder, vit_folder),
-            (cnn_folder, cnn_folder),
+            (pair.vit.name, RUN_WEIGHTS),
+            (pair.cnn.name, RUN_WEIGHTS),
             "trained",
             f"DINOv2 and EfficientNet fine-tuned alike on {pair.data} ({len(pair.labels)} classes)",
         )

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
+from vitviz.models import RUN_WEIGHTS
+
 __all__ = [
     "EXPORT_MARGIN_PX",
     "ExportError",
@@ -52,10 +54,11 @@ def slug(text: str, max_length: int = 60) -> str:
 
 
 def _weights_slug(weights: str) -> str:
-    """Named sources as they are ("random" says it is untrained); a checkpoint by its file stem."""
+    """Named sources as they are ("random" says it is untrained, "run" a fine-tuned run, whose name
+    is the model's); a checkpoint by its file stem."""
     if weights == "random":
         return "random-untrained"
-    if weights in ("bundled", "hub"):
+    if weights in ("bundled", "hub", RUN_WEIGHTS):
         return weights
     return "file-" + slug(Path(weights).stem)
 
@@ -68,8 +71,8 @@ def export_filename(model: str, weights: str, image: str, view: str, ext: str) -
     ``vit_small_patch14_dinov2__bundled__cat-chelsea__layer11-mean-attention.png``.
 
     Args:
-        model: timm model name.
-        weights: "bundled", "hub", "random" or a checkpoint path.
+        model: timm model name, or a fine-tuned run's name.
+        weights: "bundled", "hub", "random", "run" or a checkpoint path.
         image: image name; a file extension ("astronaut.png") is dropped.
         view: what the figure shows.
         ext: file extension, with or without the dot.

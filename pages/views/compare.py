@@ -44,10 +44,18 @@ from vitviz.methods.faithfulness import (
     road_rows,
 )
 from vitviz.methods.probes import ProbeCurve, run_drop_orders, run_probe
-from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
+from vitviz.models import (
+    RUN_WEIGHTS,
+    SUGGESTED_MODELS,
+    WEIGHTS_SOURCES,
+    LoadedModel,
+    ModelError,
+    describe_weights,
+)
 from vitviz.predict import Prediction
 from vitviz.preprocess import ImageView, explanation_tensor, image_view
-from vitviz.runs import RunError, runs_root
+from vitviz.runs import RunError, run_folder_by_name, runs_root
+from vitviz.serving import ServingError, is_visitor_run, visitor_model
 from vitviz.weights import WeightsError
 
 __all__ = [
@@ -204,7 +212,7 @@ def _opening_held_out(runs_folder: str) -> list[HeldOutImage]:
     if pair.kind != "trained":
         return []
     try:
-        return held_out_images(read_pair(pair.vit[0]))
+        return held_out_images(read_pair(run_folder_by_name(pair.vit[0])))
     except (RunError, DataError):  # the pair's images are gone: the photos remain
         return []
 
@@ -223,7 +231,7 @@ def model_pickers() -> list[ui.ModelChoice]:
             break
         if f"{key}_model" not in st.session_state:
             st.session_state[f"{key}_model"] = name
-        if f"{key}_weights" not in st.session_state and weights != name:  # a run folder has no weights menu
+        if f"{key}_weights" not in st.session_state and weights != RUN_WEIGHTS:  # a run has no weights menu
             st.session_state[f"{key}_weights"] = weights
         with st.expander(f"Model {number}", expanded=True):
             choices.append(ui.model_picker(key, default_name=""))
@@ -231,8 +239,15 @@ def model_pickers() -> list[ui.ModelChoice]:
 
 
 def load_slot(number: int, choice: ui.ModelChoice) -> ModelSlot:
-    """Loads one model; a failure stays with its slot, in one line a browser user can act on."""
-    availability = check_weights(choice.name, choice.weights)
+    """Loads one model; a failure stays with its slot, in one line a browser user can act on.
+
+    What a visitor typed is checked first (vitviz.serving): nothing outside the runs folder and the
+    data root is looked at, and a missing name and one outside get the same line.
+    """
+    try:
+        availability = check_weights(*visitor_model(choice.name, choice.weights))
+    except ServingError as error:
+        return ModelSlot(number, choice, None, str(error))
     if not availability.loads:
         return ModelSlot(number, choice, None, availability.note)
     try:
@@ -422,7 +437,9 @@ def explanations_section(
             title = scale.title if scale.clipped else title
     if not options.robust:
         title = f"{label} (raw: ÷ its maximum, not clipped)"
-    names = " vs ".join(f"{slot.choice.name} ({describe_weights(slot.choice.weights)})" for slot in slots)
+    names = " vs ".join(
+        f"{slot.choice.name} ({describe_weights(slot.choice.weights, slot.choice.run)})" for slot in slots
+    )
     # Everything the maps are drawn from, so a rerun that changes none of it reuses the figures.
     drawn = (picked.digest, picked.name, options, tuple(slot.model_key for slot in slots), methods, classes)
 
@@ -447,7 +464,7 @@ def explanations_section(
         figure,
         None,
         "-vs-".join(slot.choice.name for slot in slots),
-        "-".join(describe_weights(slot.choice.weights).split(" ")[0] for slot in slots),
+        "-".join(describe_weights(slot.choice.weights, slot.choice.run).split(" ")[0] for slot in slots),
         picked.name,
         f"{VIEWS[options.view]} maps",
         "compare_maps",
@@ -676,7 +693,7 @@ def explanation_panel(
     assert slot.loaded is not None
     choice = slot.choice
     # Three lines, so that three panels' titles never run into each other: model, weights, method.
-    title = f"{slot.number}. {choice.name}<br>{describe_weights(choice.weights)}<br>{method_title(method)}"
+    title = f"{slot.number}. {choice.name}<br>{describe_weights(choice.weights, choice.run)}<br>{method_title(method)}"
     try:
         result = cached_explanation(
             choice.name,
@@ -956,10 +973,10 @@ def read_link() -> None:
     for number in (1, 2, 3):
         model, weights = params.get(f"model{number}"), params.get(f"weights{number}")
         if model is not None:
-            if model in limits.models and model in dict(SUGGESTED_MODELS):
-                st.session_state[f"compare_{number}_model"] = model
+            if model in dict(SUGGESTED_MODELS) or is_visitor_run(model):
+                st.session_state[f"compare_{number}_model"] = model  # a run is picked by its name
             else:
-                notes.append(f"model{number} {model[:40]!r} (not a suggested timm model)")
+                notes.append(f"model{number} {model[:40]!r} (not a suggested timm model or a finished run)")
         if weights is not None:
             if weights in limits.weights:
                 st.session_state[f"compare_{number}_weights"] = weights
@@ -971,12 +988,15 @@ def read_link() -> None:
 
 
 def share_link(slots: Sequence[ModelSlot], picked: ui.ImageChoice, options: DisplayOptions) -> None:
-    """Makes the URL say what the page shows (built-in photos, suggested models and named weights only)."""
+    """Makes the URL say what the page shows (built-in photos, suggested models and named weights,
+    and runs by their names only)."""
     params = {"view": options.view, "third": "1" if len(slots) == 3 else "0"}
     if st.session_state.get("compare_image_source", "Built-in photo") == "Built-in photo":
         params["image"] = picked.name
     for slot in slots:
-        if slot.choice.name in dict(SUGGESTED_MODELS) and slot.choice.weights in WEIGHTS_SOURCES:
+        if slot.choice.run is not None:
+            params[f"model{slot.number}"] = slot.choice.run
+        elif slot.choice.name in dict(SUGGESTED_MODELS) and slot.choice.weights in WEIGHTS_SOURCES:
             params[f"model{slot.number}"] = slot.choice.name
             params[f"weights{slot.number}"] = slot.choice.weights
     ui.sync_url(params)

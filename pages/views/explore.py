@@ -34,6 +34,7 @@ from vitviz.maths.sinks import SinkReport, plan_rollout, rollout_statement, sink
 from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts
 from vitviz.predict import Prediction, top_predictions
 from vitviz.preprocess import ImageView, image_view
+from vitviz.serving import is_visitor_run
 from vitviz.share import ViewState, parse_view_state, view_state_params
 
 __all__ = [
@@ -80,8 +81,8 @@ def seed_from_link() -> None:
     if link is None:
         return
     state = parse_view_state(link, ui.view_limits())[0]
-    if state.model in [name for name, _ in SUGGESTED_MODELS]:
-        st.session_state["explore_model"] = state.model
+    if state.model in [name for name, _ in SUGGESTED_MODELS] or is_visitor_run(state.model):
+        st.session_state["explore_model"] = state.model  # a run is picked by its name
     else:
         st.session_state["explore_model"] = ui.OTHER_MODEL
         st.session_state["explore_model_name"] = state.model

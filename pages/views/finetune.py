@@ -27,13 +27,12 @@ from vitviz.finetune.pair import PAIR_MODELS, PAIR_SIDES, PairJob, pair_job_by_n
 from vitviz.finetune.results import attention_change, curves_array, run_results
 from vitviz.finetune.safezip import UnsafeArchiveError
 from vitviz.finetune.trainer import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATES, MODES, FinetuneConfig, Mode
-from vitviz.finetune.worker import run_image_set, start_run, stop_run
+from vitviz.finetune.worker import run_image_set, shown_log, start_run, stop_run
 from vitviz.images import ImageDecodeError, image_digest
 from vitviz.maths.attention import class_attention_map, rollout_relevance
-from vitviz.models import ModelError, describe_weights
+from vitviz.models import RUN_WEIGHTS, ModelError, describe_weights
 from vitviz.preprocess import explanation_image
 from vitviz.runs import (
-    LOG_FILE,
     RunError,
     RunStatus,
     RunSummary,
@@ -321,8 +320,12 @@ def start_section(
     )
     if not start or summary is None or refusal is not None:
         return
-    config = settings.config(choice)
     try:
+        # What the visitor typed is checked here, before any worker sees it: a timm name, a run of
+        # the runs folder by its name, or a weights file inside the data root (its real path).
+        config = settings.config(
+            ui.ModelChoice(*serving.visitor_model(choice.name, choice.weights), choice.device)
+        )
         if data.source == UPLOAD and data.upload is not None:
             run_folder = start_run(config, "", upload=data.upload.getvalue(), upload_name=data.upload.name)
         else:
@@ -550,7 +553,7 @@ def render_runs(runs: list[RunSummary]) -> None:
                 "run": run.name,
                 "state": _state_text(run),
                 "model": run.model,
-                "weights": run.weights,
+                "weights": describe_weights(run.weights, run.base_model),
                 "mode": run.mode,
                 "data": run.data,
                 "epochs": len(metrics),
@@ -642,7 +645,11 @@ def render_run(folder: Path, device: str) -> None:
         st.error(f"This run is broken and cannot be shown: {error}")
         return
     origin = config.get("weights", "?")
-    origin_text = "random (untrained) weights" if origin == "random" else describe_weights(origin)
+    origin_text = (
+        "random (untrained) weights"
+        if origin == "random"
+        else describe_weights(origin, config.get("base_model"))
+    )
     # The folder's name only: the runs folder's place on the server is not the visitor's business.
     st.caption(
         f"**{config.get('timm_name', '?')}** · from {origin_text} · {config.get('mode', '?')} · "
@@ -658,13 +665,13 @@ def render_run(folder: Path, device: str) -> None:
         return
     if status.state == "failed":
         st.error(f"The run failed: {status.error or 'no reason recorded'}")
-        log = folder / LOG_FILE
-        if log.is_file():
+        log = shown_log(folder)  # paths inside the run relative to it, no other server path
+        if log:
             with st.expander("Worker log"):
-                st.code(log.read_text(errors="replace")[-4000:])
-    downloads = {
-        "model": str(config.get("timm_name", "model")),
-        "weights": folder.name,
+                st.code(log)
+    downloads = {  # a run's files are named by the run's name
+        "model": folder.name,
+        "weights": RUN_WEIGHTS,
         "image": str(config.get("data", {}).get("label", "data")),
     }
     _progress_view(folder, status, downloads)
@@ -741,7 +748,7 @@ def render_attention_change(folder: Path, config: dict, images: ImageSet, result
         "Validation image", keys, key=f"finetune_attention_image_{folder.name}", help="Mistakes first."
     )
     try:
-        after = ui.cached_model(str(folder), str(folder), device)
+        after = ui.cached_model(folder.name, RUN_WEIGHTS, device)
         before = ui.cached_model(str(config["base_model"]), str(config["weights"]), device)
     except (ModelError, WeightsError) as error:
         st.error(f"Cannot load the models to compare: {ui.load_problem(error)}")
@@ -757,7 +764,7 @@ def render_attention_change(folder: Path, config: dict, images: ImageSet, result
     record_before = ui.cached_attention(
         str(config["base_model"]), str(config["weights"]), device, digest, picture
     )
-    record_after = ui.cached_attention(str(folder), str(folder), device, digest, picture)
+    record_after = ui.cached_attention(folder.name, RUN_WEIGHTS, device, digest, picture)
     layer = record_after.num_layers - 1
     pixels = explanation_image(picture, after.facts)
     stride = after.facts.stride_px

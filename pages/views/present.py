@@ -6,7 +6,6 @@ import html
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -39,7 +38,7 @@ from vitviz.methods import ExplanationResult, explanation_map, method_title
 from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
 from vitviz.predict import Prediction
 from vitviz.preprocess import ViewMode, image_view
-from vitviz.runs import RunError, is_run_folder, runs_root
+from vitviz.runs import RunError, run_folder_by_name, runs_root
 from vitviz.share import parse_view_state
 from vitviz.weights import WeightsError
 
@@ -291,7 +290,7 @@ class Story:
         """
         name, weights = model or (self.model_name, self.weights)
         title = figure.layout.title.text or ""
-        source = describe_weights(weights)  # a fine-tune's description names its run already
+        source = describe_weights(weights, name)  # a fine-tune's description names its run already
         made_by = source if name in source else f"{name} · {source}"
         # Wrapped: a fine-tune's long run name would run past a half-width slide's figure.
         figure.update_layout(title_text=f"{title}<br><sup>{'<br>'.join(textwrap.wrap(made_by, 48))}</sup>")
@@ -387,11 +386,6 @@ def _compared_pair(runs_folder: str) -> ModelPair:
     return best_pair(runs_folder)
 
 
-def _display_name(model: str) -> str:
-    """How a slide names a model: a fine-tune by its run's name (never its server path), else its timm name."""
-    return Path(model).name if is_run_folder(model) else model
-
-
 def _story_view() -> ViewMode:
     """The view the story is drawn on: the picker's value while it is on screen, else the one kept."""
     if VIEW in st.session_state:  # the picker's value, which the visitor may just have changed
@@ -415,9 +409,8 @@ def story() -> Story:
         pair = _compared_pair(str(runs_root()))
         try:
             if pair.kind != "bundled":
-                compared = ComparedPair(
-                    _display_name(pair.vit[0]), _display_name(pair.cnn[0]), _trained_clause(pair)
-                )
+                # A fine-tune is named by its run's name, as pages and links name it.
+                compared = ComparedPair(pair.vit[0], pair.cnn[0], _trained_clause(pair))
         except RunError:  # the pair was deleted since it was looked up
             pass
         if compared is None:  # no two classifiers of the same classes load here
@@ -452,7 +445,7 @@ def story() -> Story:
 @st.cache_data(show_spinner=False, max_entries=4)
 def _cached_held_out(run: str) -> list[HeldOutImage]:
     """One held-out image per class of the pair the run belongs to (read once per pair)."""
-    return held_out_images(read_pair(run))
+    return held_out_images(read_pair(run_folder_by_name(run)))
 
 
 def _held_out_choice(pair: ModelPair) -> ui.ImageChoice | None:
@@ -494,7 +487,7 @@ def _trained_clause(pair: ModelPair) -> str:
     """What both classifiers of `pair` were trained on, as the last slide's caption says it."""
     if pair.kind == "paper":
         return "from the ViT paper's comparison, both trained on ImageNet-1k (1,000 classes)"
-    trained = read_pair(pair.vit[0])
+    trained = read_pair(run_folder_by_name(pair.vit[0]))
     return (
         f"fine-tuned alike on {trained.data} ({len(trained.labels)} classes) with the same images, split and "
         "settings"
@@ -512,7 +505,7 @@ def render_slide(story: Story, progress: DeltaGenerator) -> None:
         if story.pair is None:
             st.caption(f"{ui.model_caption(story.loaded, story.weights)} · {story.picked.name}")
         else:
-            names = " and ".join(_display_name(model) for model, _ in (story.pair.vit, story.pair.cnn))
+            names = " and ".join(model for model, _ in (story.pair.vit, story.pair.cnn))
             st.caption(f"{names} · {story.picked.name}")
     if story.slide.key in VIEW_SLIDES:
         ui.view_picker(VIEW, horizontal=True)
@@ -705,7 +698,7 @@ def render_tokens(story: Story) -> None:
             return
         title = (
             f"Similarity to position ({position[0]}, {position[1]})"
-            f"<br><sup>{story.model_name} · {describe_weights(story.weights)}</sup>"
+            f"<br><sup>{story.model_name} · {describe_weights(story.weights, story.model_name)}</sup>"
         )
         figure = similarity_figure(similarity, position, title)
         st.caption("Click another position to compare it with the rest.")
@@ -871,7 +864,7 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
         try:
             loaded[side] = ui.cached_model(name, weights, story.device)
         except (ModelError, WeightsError) as error:
-            problems[side] = f"{_display_name(name)} could not be loaded: {ui.load_problem(error)}"
+            problems[side] = f"{name} could not be loaded: {ui.load_problem(error)}"
     # Every class, so that each side can say how probable it finds the class both maps explain.
     predictions = {
         side: story.predictions(sides[side], model.facts.num_classes) for side, model in loaded.items()
@@ -883,7 +876,7 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
                 st.error(problems[side])
                 continue
             name, weights = sides[side]
-            shown = (_display_name(name), weights)
+            shown = (name, weights)
             key = f"present_compare_{side.lower()}"
             story.show(
                 predictions_figure(predictions[side][:5], f"{side}: top 5"),

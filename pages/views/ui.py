@@ -35,6 +35,7 @@ from vitviz.maths.attention import AttentionRecord, record_attention, rollout_re
 from vitviz.maths.sinks import SinkReport, detect_sinks
 from vitviz.maths.tokens import output_embedding, position_similarity
 from vitviz.models import (
+    RUN_WEIGHTS,
     WEIGHTS_SOURCES,
     LoadedModel,
     ModelError,
@@ -45,7 +46,7 @@ from vitviz.models import (
 from vitviz.predict import Prediction, predict
 from vitviz.preprocess import ViewMode, aspect_view_problem, explanation_image
 from vitviz.runs import list_runs
-from vitviz.serving import ServingError, server_paths_allowed, visitor_model
+from vitviz.serving import ServingError, is_visitor_run, server_paths_allowed, visitor_model
 from vitviz.share import TimmModelNames, ViewLimits
 from vitviz.weights import WeightsError
 
@@ -116,14 +117,21 @@ WEIGHTS_FILE = "file on the server…"
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """What the user picked: a timm name, a weights source and a device."""
+    """What the user picked: a timm name and a weights source, or a fine-tuned run by its name; a device."""
 
-    name: str
+    name: str  # timm name, or the run's name when weights is RUN_WEIGHTS
     weights: str
     device: str
 
     @property
+    def run(self) -> str | None:
+        """The fine-tuned run's name, when the choice is a run."""
+        return self.name if self.weights == RUN_WEIGHTS else None
+
+    @property
     def label(self) -> str:
+        if self.run is not None:
+            return describe_weights(RUN_WEIGHTS, self.run)
         return f"{self.name} · {describe_weights(self.weights)}"
 
 
@@ -261,11 +269,19 @@ def model_picker(key: str, default_name: str = DEFAULT_MODEL) -> ModelChoice:
     """
     suggestions = {suggestion.name: suggestion for suggestion in cached_suggestions()}
     names = list(suggestions)
-    # A finished run's folder stands in for a model name; its weights come from the run.
+    # A finished run is picked by its name; its weights come from the run.
     runs = {
-        str(run.folder): run.label for run in list_runs() if run.status.state == "finished" and run.has_model
+        run.name: run.label
+        for run in list_runs()
+        if run.status.state == "finished" and run.has_model and run.name not in suggestions
     }
     options = [*names, *runs, OTHER_MODEL]
+    picked_before = st.session_state.get(f"{key}_model")
+    if picked_before is not None and picked_before not in options:
+        # A link's or a default's name that the list does not hold (a run since deleted): typed
+        # into the box instead, where it gets the box's one answer.
+        st.session_state[f"{key}_model"] = OTHER_MODEL
+        st.session_state[f"{key}_model_name"] = picked_before
     loadable = [name for name in names if suggestions[name].loads]
     default = default_name if default_name in loadable else (loadable[0] if loadable else options[0])
     picked = st.selectbox(
@@ -276,11 +292,14 @@ def model_picker(key: str, default_name: str = DEFAULT_MODEL) -> ModelChoice:
         key=f"{key}_model",
     )
     name = picked
-    if picked in runs:
-        st.caption(f"Weights: {describe_weights(picked)}")
-        return ModelChoice(picked, picked, _device_picker(key))
     if picked == OTHER_MODEL:
-        name = st.text_input("timm model name", value="vit_base_patch16_224", key=f"{key}_model_name").strip()
+        name = st.text_input(
+            "timm model or run name", value="vit_base_patch16_224", key=f"{key}_model_name"
+        ).strip()
+    typed_run = picked == OTHER_MODEL and name not in TimmModelNames() and is_visitor_run(name)
+    if picked in runs or typed_run:
+        st.caption(f"Weights: {describe_weights(RUN_WEIGHTS, name)}")
+        return ModelChoice(name, RUN_WEIGHTS, _device_picker(key))
     suggestion = suggestions.get(name)
     if suggestion is not None and not suggestion.loads:
         st.caption(suggestion.availability.note)
@@ -407,7 +426,7 @@ def model_caption(loaded: LoadedModel, weights: str, number: int | None = None) 
     parts = [
         f"**{name}**",
         FAMILY_WORDS[facts.family],
-        describe_weights(weights),
+        describe_weights(weights, loaded.run),
         f"{facts.input_size[0]}×{facts.input_size[1]} px input",
     ]
     if facts.grid_size is not None:
@@ -496,10 +515,18 @@ def url_notes(notes: list[str]) -> None:
         )
 
 
+class _LinkModels(TimmModelNames):
+    """What a link's `model` may name: any timm model, or a finished run by its name."""
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or (isinstance(name, str) and is_visitor_run(name))
+
+
 def view_limits(default_model: str = DEFAULT_MODEL) -> ViewLimits:
-    """What a link may name in this app: any timm model, the named weights sources, the built-in photos."""
+    """What a link may name in this app: any timm model or finished run, the named weights sources,
+    the built-in photos."""
     return ViewLimits(
-        models=TimmModelNames(),
+        models=_LinkModels(),
         weights=WEIGHTS_SOURCES,
         images=tuple(BUILTIN_PHOTOS),
         default_model=default_model,

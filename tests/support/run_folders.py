@@ -10,7 +10,7 @@ import safetensors.torch
 import timm
 import torch
 
-__all__ = ["TINY_RUN_CONFIG", "hand_made_run", "tiny_run_weights"]
+__all__ = ["TINY_RUN_CONFIG", "dead_looking_run", "folder_snapshot", "hand_made_run", "tiny_run_weights"]
 
 # What the worker writes for a probe of timm's tiny `test_vit` on two classes.
 TINY_RUN_CONFIG: dict[str, Any] = {
@@ -71,3 +71,20 @@ def hand_made_run(
     if with_model:
         safetensors.torch.save_file(tiny_run_weights(), folder / "model.safetensors")
     return folder
+
+
+def dead_looking_run(
+    root: Path, name: str = "20250101-000000-test_vit-probe-dead00", *, with_model: bool = False
+) -> Path:
+    """A run whose status says it trains, with no worker recorded (a reader settles such a run, if
+    it is one of the runs folder's), and the extracted data and upload a settled run gives back."""
+    folder = hand_made_run(root, name, status={"state": "running", "updated": 1.0}, with_model=with_model)
+    (folder / "data" / "cats").mkdir(parents=True)
+    (folder / "data" / "cats" / "1.png").write_bytes(b"not really a png")
+    (folder / "upload.zip").write_bytes(b"PK")
+    return folder
+
+
+def folder_snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` by its relative path, with its bytes: to show nothing changed."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}

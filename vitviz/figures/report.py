@@ -229,7 +229,7 @@ def render_report(report: Report) -> str:
     loaded = report.loaded
     facts = loaded.facts
     usable = [entry for entry in report.images if entry.skipped is None]
-    weights = describe_weights(loaded.weights)
+    weights = describe_weights(loaded.weights, loaded.run)
     title = f"vitviz report · {facts.name} · {weights}"
     banner = (
         ""

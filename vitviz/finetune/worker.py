@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from vitviz.finetune.data import BUILTIN_SHAPES, DataError, ImageSet, open_image
 from vitviz.finetune.distributed import SINGLE_PROCESS, DistributedContext
 from vitviz.finetune.safezip import DEFAULT_LIMITS, ZipLimits, extract_image_zip
 from vitviz.finetune.trainer import FinetuneConfig, FinetuneResult, Progress, finetune
-from vitviz.models import ModelError, load_model
+from vitviz.models import RUN_WEIGHTS, ModelError, load_model
 from vitviz.runs import (
     CONFIG_FILE,
     DATA_FOLDER,
@@ -46,7 +47,6 @@ from vitviz.runs import (
     append_metrics,
     folder_bytes,
     free_run_data,
-    is_run_folder,
     new_run_folder,
     read_config,
     read_run_model,
@@ -54,6 +54,7 @@ from vitviz.runs import (
     remove_temporary_files,
     request_stop,
     run_disk_limit,
+    run_folder_by_name,
     runs_root,
     save_model,
     save_state_dict,
@@ -63,13 +64,14 @@ from vitviz.runs import (
     write_status,
     write_val_predictions,
 )
-from vitviz.serving import data_root
+from vitviz.serving import ServerPath, ServingError, server_path, server_paths_allowed
 
 __all__ = [
     "BACKGROUND_ENV",
     "DATA_FOLDER",
     "execute_run",
     "run_image_set",
+    "shown_log",
     "spawn_background",
     "start_run",
     "stop_run",
@@ -82,6 +84,8 @@ _STOP_POLL_S = 0.25
 # Files start_run leaves in a folder before the worker takes it over.
 _PREPARED_FILES = frozenset({STATUS_FILE, CONFIG_FILE, UPLOAD_FILE, LOG_FILE, WORKER_PID_FILE})
 _PROJECT_ROOT = Path(vitviz.__file__).resolve().parent.parent
+# An absolute path of at least one folder ("/srv/x/y.png"); not "1/2" or "cats/a.png".
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s'\"/:,;()]+/)+([^\s'\"/:,;()]*)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,9 +138,10 @@ def start_run(
     Raises:
         RunLimitError: the server already trains as many runs as it allows; nothing was created.
         RunError: the upload alone is larger than a run may hold on disk.
-        ModelError: config.model is neither a timm model nor a run folder with a model.
+        ModelError: config.model is no timm model, or with RUN_WEIGHTS no run of the runs folder
+            with a model.
     """
-    timm_name = _timm_name_of(config.model)
+    timm_name = _timm_name_of(config)
     root = runs_root() if root is None else Path(root)
     if upload is not None and len(upload) > run_disk_limit():
         raise RunError(f"The upload is larger than the disk a run may use ({RUN_DISK_ENV}).")
@@ -240,22 +245,22 @@ def _idle_class(thread: int) -> bool:
     return True
 
 
-def _timm_name_of(model: str) -> str:
-    """The timm architecture a fine-tune of `model` (a timm name or a run folder) trains."""
-    if is_run_folder(model):
+def _timm_name_of(config: FinetuneConfig) -> str:
+    """The timm architecture a fine-tune trains: config.model itself, or the named run's architecture."""
+    if config.weights == RUN_WEIGHTS:
         try:
-            return read_run_model(model).timm_name
+            return read_run_model(run_folder_by_name(config.model)).timm_name
         except RunError as error:
             raise ModelError(str(error)) from error
-    if not timm.is_model(model):
-        raise ModelError(f"timm has no model named {_clipped(model)!r}.")
-    return model
+    if not timm.is_model(config.model):
+        raise ModelError(f"timm has no model named {_clipped(config.model, 80)!r}.")
+    return config.model
 
 
 def _data_label(data: str) -> str:
     """How runs lists show a data source to every visitor: a folder in the data root relative to it."""
     folder = _data_root_folder(data)
-    return _clipped(folder[1] if folder is not None else data)
+    return _clipped(folder.shown if folder is not None else data)
 
 
 def _clipped(text: str, limit: int = 300) -> str:
@@ -310,25 +315,23 @@ def _open_data(data: str, out: Path, context: DistributedContext, stack: ExitSta
     if folder is not None:
         # A folder in the served app's data root: links out of the root are skipped, and every
         # message (status.json is shown to every visitor) names paths relative to the root.
-        path, shown, root = folder
-        image_set = scan_image_folder(path, shown_as=shown, inside=root)
+        image_set = scan_image_folder(folder.path, shown_as=folder.shown, inside=folder.root)
     else:
         image_set = open_image_set(data)
     return image_set, str(image_set.root.resolve()) if image_set.root is not None else ""
 
 
-def _data_root_folder(data: str) -> tuple[Path, str, Path] | None:
-    """(folder, its path relative to the data root, the root) when `data` lies in the data root."""
-    root = data_root()
-    if root is None or data.startswith("builtin:"):
+def _data_root_folder(data: str) -> ServerPath | None:
+    """`data` as a path inside the served app's data root (vitviz.serving decides), or None.
+
+    A relative `data` is read from the working directory, as the command line reads it.
+    """
+    if data.startswith("builtin:") or not server_paths_allowed():
         return None
     try:
-        folder = Path(data).resolve()
-    except (OSError, ValueError, RuntimeError):
+        return server_path(str(Path(data).resolve()))
+    except (OSError, ValueError, RuntimeError, ServingError):
         return None
-    if not folder.is_relative_to(root):
-        return None
-    return folder, folder.relative_to(root).as_posix() or ".", root
 
 
 def _extract_zip(
@@ -401,8 +404,7 @@ def run_image_set(folder: str | Path) -> ImageSet:
     else:
         confined = _data_root_folder(str(recorded))
         if confined is not None:
-            path, shown, root = confined
-            return scan_image_folder(path, shown_as=shown, inside=root)
+            return scan_image_folder(confined.path, shown_as=confined.shown, inside=confined.root)
     raise DataError(
         f"Run {folder.name} trained on images outside this app's data folder; they are not shown."
     )
@@ -547,16 +549,37 @@ def _check_labels(image_set: ImageSet) -> None:
 
 
 def _error_line(error: BaseException, out: Path) -> str:
-    """A failure as status.json records it for every visitor: one line, and the run folder's own
-    path left out (an OSError names only the file)."""
+    """A failure as status.json records it for every visitor: one line, and no server path (an
+    OSError names only the file)."""
     if isinstance(error, OSError) and error.strerror:
         text = f"{error.strerror}: {Path(str(error.filename)).name}" if error.filename else error.strerror
     else:
         text = str(error) or type(error).__name__
-    line = " ".join(text.split())
-    for folder in {str(out.resolve()), str(out)}:
-        line = line.replace(folder + os.sep, "").replace(folder, ".")
-    return _clipped(line, 2000)
+    return _clipped(_without_server_paths(" ".join(text.split()), out), 2000)
+
+
+def _without_server_paths(text: str, out: Path) -> str:
+    """`text` with paths inside the run folder written relative to it ("data/cats/1.png", the
+    folder itself "."), and any other absolute path cut to its last part ("…/worker.py")."""
+    for folder in sorted({str(out.resolve()), str(out.absolute()), str(out)}, key=len, reverse=True):
+        text = text.replace(folder + os.sep, "").replace(folder, ".")
+    return _ABSOLUTE_PATH.sub(lambda match: "…/" + match.group(1), text)
+
+
+def shown_log(folder: str | Path, max_chars: int = 4000) -> str:
+    """The end of a run's worker.log as visitors may see it: at most `max_chars` characters, paths
+    inside the run relative to it and no other server path. "" when there is no log."""
+    folder = Path(folder)
+    if (folder / LOG_FILE).is_symlink():  # a run's own log is a plain file
+        return ""
+    try:
+        with open(folder / LOG_FILE, "rb") as stream:
+            stream.seek(0, os.SEEK_END)
+            stream.seek(max(0, stream.tell() - 4 * max_chars))
+            text = stream.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return _without_server_paths(text, folder)[-max_chars:]
 
 
 def _final_config(

@@ -134,7 +134,7 @@ def resize_model(loaded: LoadedModel, input_size: tuple[int, int]) -> LoadedMode
     model.eval().requires_grad_(False)
     facts = model_facts(loaded.facts.name, model)
     assert facts.input_size == tuple(input_size), f"resized to {facts.input_size}, asked {input_size}"
-    return LoadedModel(model, facts, loaded.weights, loaded.device, loaded.labels)
+    return LoadedModel(model, facts, loaded.weights, loaded.device, loaded.labels, loaded.run)
 
 
 def position_embedding_grid(model: nn.Module) -> np.ndarray | None:
