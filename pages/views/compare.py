@@ -639,10 +639,7 @@ def sink_lines(
         if sentence:
             parts.append(f"✕ marks its attention sinks. {sentence}")
         elif slot.number not in statements:  # a rollout statement already says so
-            parts.append(
-                f"No patch is an attention sink (none draws {report.median_multiple:g}× the median "
-                "patch's share of a layer's attention)."
-            )
+            parts.append(f"No patch is an attention sink (none {report.rule}).")
         st.markdown(f"{slot.number}. {slot.choice.name}: " + " ".join(parts))
 
 
