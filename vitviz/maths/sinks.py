@@ -8,15 +8,19 @@ attention, so one such token can become the brightest cell of the map.
 What makes a sink is query independence within a head: a token that takes a large share of one
 head's attention from the average query and is the single most attended key of most queries. A token
 that merely receives more than the median patch is not one: on a flat background the median share is
-near zero, and the object's outline would pass (an earlier rule, 40× the median, named 8–26 outline
-patches of a flat shape or a line drawing as sinks).
+near zero, and the object's outline would pass (an earlier rule, 40× the median, named up to 19
+outline patches of a flat shape and 19–26 of a line drawing as sinks).
 
-Measured on the bundled DINOv2 (ViT-S/14 at 224 px; bench/sinks.py, BENCHMARKS.md): in layer 0 one
-head (head 5) sends 53–100% of its attention to one patch from 62–100% of the queries on every
-built-in photo, crop and whole. The nearest other tokens, on photos, flat shapes, line drawings and
-textures: 31% (a second patch of that head, the top key of 38% of queries), and in later layers at
-most 33% (layer 10, a patch on the object that 86% of queries attend to most). Output-token norms do
-not stand out on that model (at most 1.43× the median patch's), so they are reported, not required.
+Measured on the bundled DINOv2 (ViT-S/14 at 224 px; bench/sinks.py --validate, BENCHMARKS.md): in
+layer 0 one head (head 5) sends 53–100% of its attention to one patch from 62–100% of the queries on
+every built-in photo, crop and whole, and nothing else meets the rule on a photo. On textured
+composites, flat shapes and line drawings the rule finds 0–2 tokens, all in layer 0. Closest below
+it: 39% from 91% of the queries (head 5 on a small flat square), 40% from 43% (a second head-5 patch
+on brick) and, in later layers, at most 33% (layer 10: a patch on a pasted face that 86% of the
+queries attend to most; late layers look at the object from everywhere, which is no sink). Where a
+sink lies is not part of the rule: on photos it is a background patch, on a flat shape it may sit
+on the outline. Output-token norms do not stand out on that model (at most 1.43× the median
+patch's), so they are reported, not required.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ __all__ = [
 ]
 
 # A token is a sink in a head when the average query (itself left out) gives it at least this share
-# of its attention... Photos' sinks draw 53–100%; no other token measured draws over 33% (see above).
+# of its attention... Photos' sinks draw 53–100%; a late layer's object patch up to 33% (see above).
 SINK_HEAD_DRAW = 0.4
 # ...and it is the most attended key of at least this fraction of the other queries: it is attended
 # to whatever the query. Photos' sinks: 62–100%.
