@@ -1,6 +1,9 @@
 """Attention sinks on the bundled DINOv2: raw vs sink-aware rollout on every built-in photo, and what detection costs.
 
-Run with `.venv/bin/python bench/sinks.py [--view crop|whole] [--png-dir DIR]`. Prints, per photo:
+Run with `.venv/bin/python bench/sinks.py [--view crop|whole] [--png-dir DIR] [--validate]`. With
+--validate, prints only the sink rule's validation table: per picture (photos, textured composites,
+flat shapes, line drawings, builtin:shapes) the sinks the rule finds, those the earlier rule (40× the
+median patch's share and 5/N) found, and whether each rollout's peak cell touches the object. Else, per photo:
 the sinks found, the peak/median ratio of both maps, and for the photos with a hand-drawn box
 (tests/support/subjects.py) how much of the relevance above the median lies in it; then the
 candidates compared for the default, the colour-scale clip, and the cost of detection next to one
@@ -34,11 +37,27 @@ from tests.support.subjects import (  # noqa: E402
     largest_outside_share,
     subject_concentration,
 )
+from tests.support.validation_pictures import (  # noqa: E402
+    KnownPicture,
+    flat_shapes,
+    line_drawings,
+    object_coverage,
+    peak_on_object,
+    textured_composites,
+)
 from vitviz.figures.scales import colour_scale  # noqa: E402
+from vitviz.finetune.shapes import SHAPE_CLASSES, make_shapes  # noqa: E402
 from vitviz.images import BUILTIN_PHOTOS, builtin_photo  # noqa: E402
 from vitviz.maths.attention import AttentionRecord, record_attention, rollout_relevance  # noqa: E402
 from vitviz.maths.rollout import attention_rollout, rollout_map  # noqa: E402
-from vitviz.maths.sinks import SinkReport, detect_sinks, plan_rollout, rollout_statement, sink_sentence  # noqa: E402
+from vitviz.maths.sinks import (  # noqa: E402
+    SinkReport,
+    attention_shares,
+    detect_sinks,
+    plan_rollout,
+    rollout_statement,
+    sink_sentence,
+)
 from vitviz.maths.token_features import output_tokens  # noqa: E402
 from vitviz.models import LoadedModel, load_model  # noqa: E402
 from vitviz.preprocess import ViewMode, explanation_tensor  # noqa: E402
@@ -200,6 +219,64 @@ def cost_rows(loaded: LoadedModel, runs: int) -> None:
         print(f"{label:40} {seconds * 1000:8.1f} ms  {seconds / forward_s:5.2f}× a forward")
 
 
+def median_rule_sinks(record: AttentionRecord) -> int:
+    """Patches the earlier rule called sinks: in some layer, 40× the median patch's share and 5/N."""
+    shares = attention_shares(record.attentions)[:, record.num_prefix_tokens :]  # (layers, patches)
+    median = np.median(shares, axis=1, keepdims=True)
+    floor = 5.0 / record.attentions.shape[-1]
+    return int(((shares >= 40.0 * median) & (shares >= floor)).any(axis=0).sum())
+
+
+def pointing(relevance: np.ndarray, coverage: np.ndarray | None) -> str:
+    """Whether the map's brightest cell touches the object (`peak_on_object`); "–" without a known object."""
+    if coverage is None:
+        return "–"
+    return "yes" if peak_on_object(relevance, coverage) else "no"
+
+
+def validation_rows(loaded: LoadedModel, view: ViewMode) -> None:
+    print(
+        f"\n## The sink rule's validation ({view} view): sinks found, earlier rule, rollout peak on the object"
+    )
+    print(f"{'set':12} {'picture':24} {'sinks':>5} {'before':>6} {'default':>7} {'raw':>4}  where")
+    photos = [(name, builtin_photo(name), None) for name in BUILTIN_PHOTOS]
+    known = [
+        ("composite", textured_composites()),
+        ("flat shape", flat_shapes()),
+        ("drawing", line_drawings()),
+    ]
+    probe_shapes = [
+        (f"{SHAPE_CLASSES[item.label]} {index}", item.image, None)
+        for index, item in enumerate(make_shapes(per_class=2, seed=0))
+    ]
+    rows: list[tuple[str, str, object, KnownPicture | None]] = [
+        ("photo", name, image, None) for name, image, _ in photos
+    ]
+    rows += [(kind, picture.name, picture.image, picture) for kind, pictures in known for picture in pictures]
+    rows += [("shapes data", name, image, None) for name, image, _ in probe_shapes]
+    for kind, name, image, picture in rows:
+        record = record_attention(loaded, image, view)
+        assert record.view is not None
+        report = detect_sinks(record)
+        if picture is not None:
+            coverage = object_coverage(picture, loaded.facts, view)
+        elif name in SUBJECT_BOXES:
+            box = box_in_view(SUBJECT_BOXES[name], record.view)
+            coverage = box_coverage(box, record.grid_size, loaded.facts.input_size)
+        else:
+            coverage = None
+        default = pointing(rollout_relevance(record, sink_report=report), coverage)
+        raw = pointing(rollout_relevance(record, sinks="raw"), coverage)
+        where = ", ".join(
+            f"{sink.name} L{sink.layers[0]} h{sink.heads[0]} {sink.head_draws[0]:.2f}/{sink.query_fractions[0]:.2f}"
+            for sink in report.patch_sinks
+        )
+        print(
+            f"{kind:12} {name[:24]:24} {len(report.patch_sinks):5d} {median_rule_sinks(record):6d} "
+            f"{default:>7} {raw:>4}  {where}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -209,6 +286,7 @@ def main() -> None:
     parser.add_argument(
         "--view", choices=["crop", "whole"], default="crop", help="what the model sees of each photo"
     )
+    parser.add_argument("--validate", action="store_true", help="print only the sink rule's validation table")
     args = parser.parse_args()
     print(machine())
     print(
@@ -218,6 +296,9 @@ def main() -> None:
     )
     loaded = load_model("vit_small_patch14_dinov2", "bundled", "cpu")
     print(f"view: {args.view}")
+    if args.validate:
+        validation_rows(loaded, args.view)
+        return
     photo_rows(loaded, args.view, args.png_dir)
     candidate_rows(loaded, args.view)
     scale_rows(loaded, args.view)

@@ -247,3 +247,14 @@ def test_a_link_seeds_the_page_and_a_hostile_one_falls_back_with_a_note():
     note = " ".join(info.value for info in hostile.info)
     assert "defaults used instead of" in note and "view" in note and "weights1" in note
     assert hostile.radio(key="compare_view").value == "crop"
+
+
+def test_the_raw_rollout_toggle_travels_in_the_link():
+    at = _compare_page(sinks="raw")
+    assert not at.exception and at.toggle(key="compare_raw_rollout").value is True
+    assert at.query_params["sinks"] in ("raw", ["raw"])
+    at.toggle(key="compare_raw_rollout").set_value(False).run()
+    assert "sinks" not in at.query_params
+    bad = _compare_page(sinks="sometimes")
+    assert bad.toggle(key="compare_raw_rollout").value is False
+    assert any("sinks 'sometimes' (use exclude or raw)" in info.value for info in bad.info)

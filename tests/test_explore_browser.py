@@ -10,6 +10,7 @@ from tests.support.browser import (
     wait_until_idle,
 )
 from tests.support.panoramas import panorama
+from tests.support.validation_pictures import flat_shapes
 from tests.support.websocket_frames import media_fetched, record_frames, sent_for_a_layer_step
 from vitviz.images import BUILTIN_PHOTOS
 
@@ -123,3 +124,31 @@ def test_an_image_over_the_limit_is_refused_in_the_uploader_and_the_page_says_so
     shows_once(page, "a file marked red above was refused by the uploader and not sent", TIMEOUT_MS)
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, "explore_upload_over_the_limit")
+
+
+def test_a_flat_shape_names_at_most_one_sink_in_lines_no_taller_than_the_map(app_url, page, tmp_path):
+    """The flat blue triangle: the earlier rule marked about 25 outline patches and named them in a
+    wall of bold text. Now one layer-0 sink at most, and every line about sinks is shorter than the
+    rollout map beside it is tall."""
+    page.set_viewport_size({"width": 1400, "height": 2600})
+    triangle = flat_shapes()[0]
+    path = tmp_path / "blue-triangle.png"
+    triangle.image.save(path)
+    _open_explore(page, app_url)
+    _choose_upload(page)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+    shows_once(page, "blue-triangle.png: 16×16 patches", TIMEOUT_MS)
+    wait_until_idle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    rollout_map = page.locator('[data-testid="stPlotlyChart"]').last
+    map_height = rollout_map.bounding_box()["height"]
+    sink_lines = page.locator('[data-testid="stCaptionContainer"]', has_text="attention sink")
+    assert 1 <= sink_lines.count() <= 2  # under the predictions and beside the rollout
+    for index in range(sink_lines.count()):
+        line = sink_lines.nth(index)
+        assert line.inner_text().lower().count("patch (") <= 1
+        assert line.bounding_box()["height"] < map_height
+    statement = page.locator('[data-testid="stMarkdownContainer"] strong', has_text="ollout of layer").first
+    assert statement.inner_text().count("patch (") <= 1
+    assert statement.bounding_box()["height"] < map_height
+    save_screenshot(page, "explore_flat_triangle_sinks")

@@ -169,6 +169,8 @@ def test_rollout_slide_is_sink_aware_and_states_what_it_multiplied():
     if report.patch_sinks:
         assert any(trace.get("name") == "attention sinks" for trace in figure["data"])
         assert any(sink_sentence(report) in caption.value for caption in app.caption)
+        marks = "✕ marks the sink." if len(report.patch_sinks) == 1 else "✕ marks the sinks."
+        assert any(caption.value == f"{marks} {sink_sentence(report)}" for caption in app.caption)
 
 
 def test_output_token_slide_shows_a_readable_few_numbers_and_the_norm():

@@ -38,6 +38,7 @@ def test_every_parameter_is_read():
         "discard": "0.9",
         "start": "4",
         "opacity": "0.35",
+        "sinks": "raw",
     }
     state, notes = parse_view_state(params, DINO_LIMITS)
     assert notes == []
@@ -53,6 +54,7 @@ def test_every_parameter_is_read():
         discard=0.9,
         start_layer=4,
         opacity=0.35,
+        sinks="raw",
     )
 
 
@@ -64,6 +66,14 @@ def test_params_round_trip_through_the_url():
     assert params["head"] == "mean" and params["discard"] == "0.3" and params["patch"] == "0,15"
     assert all(isinstance(value, str) for value in params.values())
     assert parse_view_state(params, DINO_LIMITS) == (state, [])
+
+
+def test_the_raw_rollout_toggle_is_in_the_link_only_when_on():
+    raw = ViewState("vit_small_patch14_dinov2", "bundled", sinks="raw")
+    assert view_state_params(raw)["sinks"] == "raw"
+    assert parse_view_state(view_state_params(raw), DINO_LIMITS) == (raw, [])
+    assert "sinks" not in view_state_params(replace(raw, sinks="exclude"))
+    assert "sinks" not in view_state_params(raw, attention=False)  # a CNN has no rollout
 
 
 def test_slider_float_noise_does_not_reach_the_url():
@@ -113,6 +123,7 @@ def test_before_the_model_is_known_only_the_form_is_checked():
         ("fusion", "median"),
         ("query", "cls"),
         ("layer", "-1"),
+        ("sinks", "none"),
     ],
 )
 def test_bad_values_fall_back_to_the_default(name, value):
@@ -192,3 +203,13 @@ def test_explore_ignores_a_bad_link_with_one_note():
     (note,) = [info.value for info in app.info if "link asked" in info.value]
     assert "layer='12'" in note and "head='9'" in note and "weights='/etc/passwd'" in note
     assert _chart_titles(app)[2] == "Layer 11, mean of heads: attention from class token"
+
+
+def test_explore_link_carries_the_raw_rollout_toggle():
+    app = _explore({"sinks": "raw"})
+    assert app.toggle(key="explore_raw_rollout").value is True
+    assert _chart_titles(app)[3].startswith("Raw rollout of layers 0–11, sinks included")
+    assert app.query_params["sinks"] in ("raw", ["raw"])
+    app.toggle(key="explore_raw_rollout").set_value(False).run()
+    assert _chart_titles(app)[3].startswith("Rollout of layers 1–11 (layer 0 skipped")
+    assert "sinks" not in app.query_params

@@ -23,10 +23,12 @@ __all__ = [
 
 QueryKind = Literal["class", "patch"]
 HeadFusion = Literal["mean", "max", "min"]
+SinkHandling = Literal["exclude", "raw"]  # as vitviz.maths.sinks.SinkMode: rollout without or with sinks
 
 DEFAULT_OPACITY = 0.6
 _FUSIONS: tuple[HeadFusion, ...] = ("mean", "max", "min")
 _QUERIES: tuple[QueryKind, ...] = ("class", "patch")
+_SINK_HANDLINGS: tuple[SinkHandling, ...] = ("exclude", "raw")
 # Bounds of the page's sliders; a link outside them falls back to the default.
 _OPACITY_RANGE = (0.1, 1.0)
 _DISCARD_RANGE = (0.0, 0.95)
@@ -54,6 +56,7 @@ class ViewState:
     discard: float = 0.0  # rollout discard ratio
     start_layer: int = 0  # rollout start layer
     opacity: float = DEFAULT_OPACITY  # map opacity over the image
+    sinks: SinkHandling = "exclude"  # "raw": the rollout toggle "raw rollout (sinks included)" is on
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def parse_view_state(params: Mapping[str, str], limits: ViewLimits) -> tuple[Vie
 
     Parameters: ``model``, ``weights``, ``image``, ``layer``, ``head`` (a number or ``mean``),
     ``query`` (``class`` or ``patch``), ``patch`` (``row,col``), ``fusion``, ``discard``, ``start``,
-    ``opacity``. Other parameters (such as ``present``) are left to their pages.
+    ``opacity``, ``sinks`` (``exclude`` or ``raw``). Other parameters (such as ``present``) are left to their pages.
 
     Returns:
         The state, and one short note per ignored parameter, saying what was ignored and why.
@@ -200,6 +203,9 @@ def parse_view_state(params: Mapping[str, str], limits: ViewLimits) -> tuple[Vie
     if "start" in params:
         state = take_index(state, "start", "start_layer", limits.num_layers, "layer")
 
+    if "sinks" in params:
+        state = take_choice(state, "sinks", _SINK_HANDLINGS, "use exclude or raw")
+
     if "opacity" in params:
         opacity = _number(params["opacity"])
         if opacity is None or not _OPACITY_RANGE[0] <= opacity <= _OPACITY_RANGE[1]:
@@ -235,5 +241,7 @@ def view_state_params(state: ViewState, attention: bool = True) -> dict[str, str
         params["fusion"] = state.fusion
         params["discard"] = _decimal(state.discard)
         params["start"] = str(state.start_layer)
+        if state.sinks != "exclude":  # the default rollout leaves the link as it was
+            params["sinks"] = state.sinks
     params["opacity"] = _decimal(state.opacity)
     return params

@@ -82,6 +82,7 @@ ScoreMetric = Literal["deletion and insertion", "ROAD"]
 VIEWS = {"crop": "centre crop", "whole": "whole image"}  # short labels for titles
 VIEW_KEY = "compare_view"
 RAW_ROLLOUT = "compare_raw_rollout"
+RAW_SINKS_CHOICE = "compare_link_sinks"  # a link's sinks=exclude|raw, until it sets the toggle
 # Methods that take about a minute per map on a laptop CPU: marked in the menu, never a default.
 SLOW_METHODS = frozenset({"scorecam", "ablationcam"})
 DROP = "drop"  # the drop probe, run in its three orders so that the random baseline sits beside it
@@ -669,10 +670,7 @@ def sink_lines(
         if sentence:
             parts.append(f"✕ marks its attention sinks. {sentence}")
         elif slot.number not in statements:  # a rollout statement already says so
-            parts.append(
-                f"No patch is an attention sink (none draws {report.median_multiple:g}× the median "
-                "patch's share of a layer's attention)."
-            )
+            parts.append(f"No patch is an attention sink (none {report.rule}).")
         st.markdown(f"{slot.number}. {slot.choice.name}: " + " ".join(parts))
 
 
@@ -984,6 +982,9 @@ def read_link() -> None:
                 notes.append(f"weights{number} {weights[:40]!r} (use bundled, hub or random)")
     if params.get("third") in ("0", "1"):
         st.session_state[THIRD_MODEL] = params["third"] == "1"
+    ui.take_link_choice(params, "sinks", ("exclude", "raw"), RAW_SINKS_CHOICE, notes, " (use exclude or raw)")
+    if RAW_SINKS_CHOICE in st.session_state:
+        st.session_state[RAW_ROLLOUT] = st.session_state.pop(RAW_SINKS_CHOICE) == "raw"
     ui.url_notes(notes)
 
 
@@ -999,4 +1000,6 @@ def share_link(slots: Sequence[ModelSlot], picked: ui.ImageChoice, options: Disp
         elif slot.choice.name in dict(SUGGESTED_MODELS) and slot.choice.weights in WEIGHTS_SOURCES:
             params[f"model{slot.number}"] = slot.choice.name
             params[f"weights{slot.number}"] = slot.choice.weights
+    if options.raw_rollout:
+        params["sinks"] = "raw"
     ui.sync_url(params)

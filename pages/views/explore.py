@@ -93,6 +93,7 @@ def seed_from_link() -> None:
     st.session_state[OPACITY] = state.opacity
     st.session_state["explore_fusion"] = state.fusion
     st.session_state["explore_discard"] = state.discard
+    st.session_state[RAW_ROLLOUT] = state.sinks == "raw"
     from_upload = link.get("source") == UPLOAD_SOURCE
     st.session_state[FROM_UPLOAD] = from_upload
     if not from_upload and link.get("view") in VIEW_LABELS:
@@ -154,6 +155,7 @@ def sync_link(choice: ui.ModelChoice, picked: ui.ImageChoice, opacity: float, at
         discard=session.get("explore_discard", 0.0),
         start_layer=session.get("explore_start_layer", 0),
         opacity=opacity,
+        sinks="raw" if session.get(RAW_ROLLOUT, False) else "exclude",
     )
     params = view_state_params(state, attention=attention)
     params["view"] = session.get(VIEW, "crop")

@@ -761,9 +761,11 @@ def render_attention(story: Story) -> None:
 
 def render_rollout(story: Story) -> None:
     story.show_rollout(f"{story.picked.name}: attention rollout", "present_rollout_chart")
-    sentence = sink_sentence(story.sinks())
+    report = story.sinks()
+    sentence = sink_sentence(report)
     if sentence:
-        st.caption(f"✕ marks the sink. {sentence}")
+        marks = {0: "", 1: "✕ marks the sink. "}.get(len(report.patch_sinks), "✕ marks the sinks. ")
+        st.caption(f"{marks}{sentence}")
 
 
 # 6. The prediction (or, for a backbone without a head, the vector it outputs) -------------------

@@ -15,6 +15,7 @@ __all__ = [
     "ShapeImage",
     "draw_shape",
     "make_shapes",
+    "shape_outline",
 ]
 
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
@@ -64,7 +65,7 @@ def _rotated(
     return [(cx + (x - cx) * cos - (y - cy) * sin, cy + (x - cx) * sin + (y - cy) * cos) for x, y in points]
 
 
-def _outline(shape: str, centre: tuple[float, float], radius: float) -> list[tuple[float, float]]:
+def shape_outline(shape: str, centre: tuple[float, float], radius: float) -> list[tuple[float, float]]:
     """The polygon of a shape (all but the circle) centred on `centre`, before rotation."""
     cx, cy = centre
     if shape == "square":
@@ -116,7 +117,7 @@ def draw_shape(shape: str, rng: random.Random, size: int = SHAPES_IMAGE_SIZE) ->
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=colour)
     else:
         draw.polygon(
-            _rotated(_outline(shape, centre, radius), centre, rng.uniform(0, 2 * math.pi)), fill=colour
+            _rotated(shape_outline(shape, centre, radius), centre, rng.uniform(0, 2 * math.pi)), fill=colour
         )
     if rng.random() < 0.3:  # a little blur, so edges are not always pixel-sharp
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
