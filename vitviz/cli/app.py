@@ -79,6 +79,6 @@ def launch_command(options: list[str]) -> list[str]:
 def _run_app(args: argparse.Namespace) -> None:
     command = launch_command(list(args.passed_on))
     sys.stdout.flush()
-    if os.name == "posix":
-        os.execv(command[0], command)  # the server becomes this process: signals reach it directly
-    raise SystemExit(subprocess.call(command))
+    if os.name != "posix":
+        raise SystemExit(subprocess.call(command))
+    os.execv(command[0], command)  # the server becomes this process: signals reach it directly
