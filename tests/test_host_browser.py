@@ -20,7 +20,7 @@ from tests.support.browser import open_and_wait, save_screenshot, served_on_loop
 from tests.support.hub_cache import lay_down_hub_model
 from tests.support.packaging import HOST_FILES, copy_host_files, host_environment
 from vitviz.images import BUILTIN_PHOTOS
-from vitviz.weights import bundled_weights_file
+from vitviz.weights import CONVERSION_VERSION, bundled_weights_file
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 240_000
@@ -67,7 +67,9 @@ def test_the_bundled_cnn_converts_on_first_use_on_a_host(host):
     )
     assert predicted.returncode == 0, predicted.stderr
     assert "cat" in predicted.stdout.lower(), predicted.stdout
-    converted = os.path.join(environment["VITVIZ_CACHE"], "bundled-v1", "tf_efficientnet_lite0.safetensors")
+    converted = os.path.join(
+        environment["VITVIZ_CACHE"], f"bundled-v{CONVERSION_VERSION}", "tf_efficientnet_lite0.safetensors"
+    )
     assert os.path.isfile(converted)
 
 
