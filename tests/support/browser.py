@@ -39,14 +39,25 @@ def streamlit_app(timeout_s: float = 60.0, launcher: str = "pages.views.serve") 
 
     `launcher` is the module run with `python -m` (a benchmark may wrap `make run`'s own).
     """
+    with served_on_loopback([sys.executable, "-m", launcher], cwd=REPO, timeout_s=timeout_s) as url:
+        yield url
+
+
+@contextmanager
+def served_on_loopback(
+    command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout_s: float = 60.0
+) -> Iterator[str]:
+    """Runs `command` (anything that ends in `streamlit run`'s options) headless on a free loopback
+    port, in `cwd`, with `env` (default: this process's, the hub switched off); yields the URL once
+    the server is healthy; stops it afterwards."""
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"} if env is None else env
     command = [
-        sys.executable, "-m", launcher,
+        *command,
         "--server.headless=true", "--server.address=127.0.0.1", f"--server.port={port}",
         "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s

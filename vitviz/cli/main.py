@@ -6,13 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vitviz.cli import anatomy, compare, core, finetune, interventions, report
+from vitviz.cli import anatomy, app, compare, core, finetune, interventions, report
 from vitviz.cli.common import CommandError
 
 __all__ = ["build_parser", "main"]
 
 # Each module adds its subcommands with `add_commands(subparsers)` and sets `run=` on its parsers.
-COMMAND_GROUPS = (core, anatomy, report, compare, finetune, interventions)
+COMMAND_GROUPS = (core, anatomy, report, compare, finetune, interventions, app)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; returns the exit status. Bad input ends with one line on stderr."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, passed_on = parser.parse_known_args(argv)
+    if passed_on and not getattr(args, "passes_options_on", False):
+        parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
+    args.passed_on = passed_on  # `app`'s options for `streamlit run`
     from vitviz.images import ImageDecodeError
     from vitviz.models import ModelError
     from vitviz.weights import WeightsError
