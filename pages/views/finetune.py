@@ -33,7 +33,6 @@ from vitviz.maths.attention import class_attention_map, rollout_relevance
 from vitviz.models import ModelError, describe_weights
 from vitviz.preprocess import explanation_image
 from vitviz.runs import (
-    LOG_FILE,
     RunError,
     RunStatus,
     RunSummary,
@@ -42,6 +41,7 @@ from vitviz.runs import (
     list_runs,
     max_concurrent_runs,
     read_config,
+    read_log_tail,
     read_metrics,
     read_status,
     run_folder_by_name,
@@ -658,10 +658,10 @@ def render_run(folder: Path, device: str) -> None:
         return
     if status.state == "failed":
         st.error(f"The run failed: {status.error or 'no reason recorded'}")
-        log = folder / LOG_FILE
-        if log.is_file():
+        log = read_log_tail(folder)
+        if log:
             with st.expander("Worker log"):
-                st.code(log.read_text(errors="replace")[-4000:])
+                st.code(log)
     downloads = {
         "model": str(config.get("timm_name", "model")),
         "weights": folder.name,
@@ -749,7 +749,17 @@ def render_attention_change(folder: Path, config: dict, images: ImageSet, result
     if after.facts.family == "cnn":
         st.info(f"{after.facts.name} is a CNN: it has no attention to compare.")
         return
-    picture = images.item(key).load()
+    try:
+        picture = images.item(key).load()
+    except KeyError:
+        shown = key if len(key) <= 80 else key[:79] + "…"
+        st.warning(
+            f"The validation image {shown!r} is not among the run's images any more: no attention to compare."
+        )
+        return
+    except DataError as error:
+        st.warning(f"{error} No attention to compare.")
+        return
     digest = image_digest(picture)
     record_before = ui.cached_attention(
         str(config["base_model"]), str(config["weights"]), device, digest, picture

@@ -206,7 +206,7 @@ def scan_image_folder(
         found = False
     if not found:
         raise DataError(f"{shown} is not a folder on this machine.")
-    relative, outside = _walk_files(folder, shown, inside)
+    relative, left_out = _walk_files(folder, shown, inside)
     prefix, classes, skipped = folder_layout(relative)
     _check_classes(classes, shown)
     root = folder / prefix if prefix else folder
@@ -216,18 +216,22 @@ def scan_image_folder(
         for label, name in enumerate(names)
         for path in classes[name]
     )
-    return ImageSet(shown, root, names, items, tuple(sorted([*skipped, *outside])))
+    return ImageSet(shown, root, names, items, tuple(sorted([*skipped, *left_out])))
 
 
 def _walk_files(folder: Path, shown: str, inside: Path | None) -> tuple[list[str], list[str]]:
-    """("/"-separated paths of the files under `folder`, those of them that lead outside `inside`).
+    """("/"-separated paths of the files under `folder`, the files left out of them).
+
+    Left out: files that lead outside `inside`, and files whose path is not UTF-8 text (a class
+    name must be one a page can show and config.json can hold); these are shown with "\ufffd"
+    for the bytes that are not.
 
     Raises:
         DataError: more than MAX_SCANNED_FILES files and folders: a disk, not a data set.
     """
     boundary = inside.resolve() if inside is not None else None
     relative: list[str] = []
-    outside: list[str] = []
+    left_out: list[str] = []
     visited = 0
     for directory, _, files in os.walk(folder):
         visited += 1 + len(files)
@@ -238,10 +242,14 @@ def _walk_files(folder: Path, shown: str, inside: Path | None) -> tuple[list[str
         base = Path(directory).relative_to(folder)
         for name in files:
             path = (base / name).as_posix()
+            readable = os.fsencode(path).decode("utf-8", errors="replace")
+            if readable != path:
+                left_out.append(f"{readable} (its name is not UTF-8 text)")
+                continue
             # os.walk does not descend into linked folders; linked files are checked here.
             leads_out = boundary is not None and _links_outside(folder / path, boundary)
-            (outside if leads_out else relative).append(path)
-    return relative, outside
+            (left_out if leads_out else relative).append(path)
+    return relative, left_out
 
 
 def _links_outside(path: Path, boundary: Path) -> bool:
