@@ -149,7 +149,7 @@ def data_picker() -> DataChoice:
     if source == UPLOAD:
         upload = st.file_uploader(
             "A .zip of class folders (cats/001.jpg, dogs/001.jpg, …)",
-            type=["zip"],
+            type=ui.ZIP_UPLOAD_TYPES,
             max_upload_size=MAX_ZIP_MB,
             key="finetune_upload",
         )

@@ -30,7 +30,7 @@ from vitviz.figures.scales import colour_scale
 from vitviz.figures.slides import embedding_figure, similarity_figure, style_for_slides
 from vitviz.figures.story import SLIDE_KEYS, ComparedPair, Slide, SlideKey, opening_layer, story_slides
 from vitviz.finetune.pair import read_pair
-from vitviz.images import BUILTIN_PHOTOS, UPLOAD_EXTENSIONS
+from vitviz.images import BUILTIN_PHOTOS
 from vitviz.maths.attention import AttentionRecord, class_attention_map
 from vitviz.maths.sinks import SinkReport, detect_sinks, plan_rollout, rollout_statement, sink_sentence
 from vitviz.maths.tokens import token_stages
@@ -539,7 +539,7 @@ def _image_controls() -> None:
             args=("present_photo_widget", PHOTO),
         )
         return
-    upload = st.file_uploader("Upload an image", type=list(UPLOAD_EXTENSIONS), key="present_upload")
+    upload = st.file_uploader("Upload an image", type=ui.IMAGE_UPLOAD_TYPES, key="present_upload")
     if upload is not None and st.session_state.get(UPLOAD_ID) != upload.file_id:
         uploaded = ui.upload_choice(upload)
         if uploaded is None:

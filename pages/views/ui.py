@@ -21,11 +21,12 @@ from vitviz.device import available_devices
 from vitviz.export import array_csv, array_npy, export_filename, figure_html, figure_png
 from vitviz.images import (
     BUILTIN_PHOTOS,
+    IMAGE_MIME_TYPES,
     MAX_UPLOAD_BYTES,
     UPLOAD_EXTENSIONS,
     ImageDecodeError,
     builtin_photo,
-    decode_image,
+    decode_upload,
     image_digest,
 )
 from vitviz.maths.attention import AttentionRecord, record_attention, rollout_relevance
@@ -47,9 +48,11 @@ from vitviz.share import TimmModelNames, ViewLimits
 from vitviz.weights import WeightsError
 
 __all__ = [
+    "IMAGE_UPLOAD_TYPES",
     "OTHER_MODEL",
     "VIEW_LABELS",
     "WEIGHTS_FILE",
+    "ZIP_UPLOAD_TYPES",
     "ImageChoice",
     "ModelChoice",
     "aspect_problem_of",
@@ -107,6 +110,11 @@ _use_app_navigation()
 T = TypeVar("T")
 
 OTHER_MODEL = "other timm model…"
+# What file pickers offer. A MIME type among the names makes Streamlit leave the check to the
+# browser instead of raising on a name it did not expect (a client that skips the browser's filter
+# could post an .svg or .heic and get a traceback); what arrives is then refused by its content.
+IMAGE_UPLOAD_TYPES = [*UPLOAD_EXTENSIONS, *IMAGE_MIME_TYPES]
+ZIP_UPLOAD_TYPES = ["zip", "application/zip"]
 WEIGHTS_FILE = "file on the server…"
 
 
@@ -309,7 +317,7 @@ def image_picker(key: str) -> ImageChoice:
     if source == "Upload":
         upload = st.file_uploader(
             "Upload an image",
-            type=list(UPLOAD_EXTENSIONS),
+            type=IMAGE_UPLOAD_TYPES,
             max_upload_size=MAX_UPLOAD_BYTES // (1024 * 1024),
             key=f"{key}_upload",
         )
@@ -331,7 +339,7 @@ def photo_choice(photo: str) -> ImageChoice:
 def upload_choice(upload: UploadedFile) -> ImageChoice | None:
     """The uploaded image decoded; None, after one error line naming the file, when it is no image."""
     try:
-        image = decode_image(upload.getvalue())
+        image = decode_upload(upload.getvalue())
     except ImageDecodeError as error:
         st.error(f"{upload.name}: {error}")
         return None
