@@ -19,6 +19,7 @@ from tests.support.archives import class_folder_zip, png_bytes, zip_of
 from tests.support.polling import wait_for
 from vitviz.finetune.data import (
     DataError,
+    Split,
     builtin_shapes,
     folder_layout,
     limit_images,
@@ -612,3 +613,9 @@ def test_a_background_worker_without_an_idle_class_takes_the_lowest_nice_value(t
     process = spawn_background([sys.executable, "-c", probe], log)
     assert process.wait(timeout=120) == 0, log.read_text()
     assert log.read_text().split() == ["19"]
+
+
+def test_the_one_pass_split_holds_out_what_the_per_class_passes_held_out():
+    """Grouping by class in one pass kept the split: these indices are what the old code chose."""
+    labels = [2, 0, 1, 0, 2, 1, 0, 2, 1, 1, 0, 2, 2, 3]
+    assert split_train_val(labels, 0.4, seed=7) == Split((0, 1, 2, 6, 7, 9, 12, 13), (3, 4, 5, 8, 10, 11))
