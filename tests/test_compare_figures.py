@@ -1,6 +1,7 @@
 """Agreement between top-k lists and the Compare figures: one colour scale, marked shared classes."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from vitviz.figures.compare import (
@@ -83,6 +84,17 @@ def test_view_boxes_are_drawn_on_the_photo_at_its_display_scale():
     assert first.x0 == 80 * 0.5 - 0.5 and first.x1 == 560 * 0.5 - 0.5  # 640 px shown at 320
     assert second.x0 > -0.5 and second.line.color != first.line.color
     assert [a.text for a in figure.layout.annotations] == ["model 1", "model 2"]
+
+
+@pytest.mark.parametrize("size", [(6000, 32), (32, 5000)])
+def test_view_boxes_of_a_panorama_make_a_figure_plotly_accepts(size):
+    """Shown 320 px wide, a 6000×32 photo is 2 px tall; the figure is at least 10 px each way."""
+    photo = Image.new("RGB", size)
+    figure = view_boxes_figure(photo, [("model 1", (0.0, 0.0, *map(float, size)))])
+    assert figure.layout.width >= 10 and figure.layout.height >= 10
+    shown_height, shown_width = display_image(photo, 320).shape[:2]
+    assert min(shown_height, shown_width) <= 2  # what Plotly would have refused as the figure's size
+    assert figure.layout.xaxis.range == (-0.5, shown_width - 0.5)
 
 
 def test_a_panel_with_its_own_view_pixels_is_drawn_over_them():

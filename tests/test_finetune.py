@@ -21,6 +21,7 @@ from tests.support.polling import wait_for
 from tests.support.run_folders import hand_made_run
 from vitviz.finetune.data import (
     DataError,
+    Split,
     builtin_shapes,
     folder_layout,
     limit_images,
@@ -657,3 +658,9 @@ def test_cli_finetune_out_is_a_name_unless_it_reads_as_a_path(runs_dir):
     assert output_folder("./shapes") == Path("./shapes")
     assert output_folder("runs/shapes") == Path("runs/shapes")
     assert output_folder("~/shapes") == Path.home() / "shapes"
+
+
+def test_the_one_pass_split_holds_out_what_the_per_class_passes_held_out():
+    """Grouping by class in one pass kept the split: these indices are what the old code chose."""
+    labels = [2, 0, 1, 0, 2, 1, 0, 2, 1, 1, 0, 2, 2, 3]
+    assert split_train_val(labels, 0.4, seed=7) == Split((0, 1, 2, 6, 7, 9, 12, 13), (3, 4, 5, 8, 10, 11))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import timm
 
-from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
+from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run, odd_run_folders, within_or_release
 from vitviz.finetune.results import run_results
 from vitviz.models import ModelError, describe_weights, load_model
 from vitviz.runs import (
@@ -21,6 +21,7 @@ from vitviz.runs import (
     active_runs,
     list_runs,
     read_config,
+    read_log_tail,
     read_metrics,
     read_status,
     run_folder_by_name,
@@ -351,3 +352,42 @@ def test_only_live_workers_count_as_active_runs(runs_dir):
     hand_made_run(runs_dir, "dead", status={"state": "running", "pid": dead_pid()})
     hand_made_run(runs_dir, "done")
     assert [run.name for run in active_runs()] == ["alive"]
+
+
+# --------------------------------------------------------------------------------------------
+# Folders no worker writes: odd names, a FIFO, a log that never ends
+# --------------------------------------------------------------------------------------------
+
+
+def test_odd_run_folders_are_listed_as_broken_with_why_and_show_as_text(runs_dir):
+    odd = odd_run_folders(runs_dir)
+    runs = within_or_release(list_runs, odd["FIFO status.json"] / "status.json")
+    by_folder = {run.folder: run for run in runs}
+    non_utf8 = by_folder[odd["non-UTF-8 name"]]
+    assert non_utf8.problem == "Run 20250101-000000-run-\ufffd\ufffd: its folder name is not UTF-8 text."
+    assert non_utf8.name == "20250101-000000-run-\ufffd\ufffd"
+    long_name = by_folder[odd["200-character name"]]
+    assert long_name.problem.endswith(
+        f"its folder name is 200 characters long; a run's name has at most {MAX_RUN_NAME_CHARS}."
+    )
+    fifo = by_folder[odd["FIFO status.json"]]
+    assert fifo.status.state == "failed" and fifo.status.error == "status.json is not a plain file"
+    for run in by_folder.values():
+        run.name.encode("utf-8")  # every name can be sent to a browser
+        assert not run.has_model or run.problem is None
+    assert not non_utf8.has_model and not long_name.has_model
+
+
+def test_a_fifo_as_status_json_is_read_at_once_not_waited_on(runs_dir):
+    folder = odd_run_folders(runs_dir)["FIFO status.json"]
+    status = within_or_release(lambda: read_status(folder), folder / "status.json")
+    assert status.state == "failed" and status.error == "status.json is not a plain file"
+
+
+def test_the_worker_log_is_read_as_a_bounded_tail_of_a_plain_file_only(runs_dir):
+    folder = hand_made_run(runs_dir)
+    (folder / "worker.log").write_bytes(b"x" * 1_000_000 + b"\xff last line\n")
+    assert read_log_tail(folder, 100) == "x" * 88 + "\ufffd last line\n"
+    (folder / "worker.log").unlink()
+    os.mkfifo(folder / "worker.log")
+    assert within_or_release(lambda: read_log_tail(folder), folder / "worker.log") == ""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.archives import png_bytes, zip_of
+from vitviz.finetune import safezip
 from vitviz.finetune.safezip import (
     UnsafeArchiveError,
     ZipLimits,
@@ -195,3 +196,18 @@ def test_cli_refuses_a_hostile_zip_with_one_line_and_exit_1(sandbox, tmp_path):
     ]
     assert not (out / "data").exists()
     assert not (sandbox / "evil.png").exists()
+
+
+def test_extraction_stops_at_the_first_image_that_does_not_decode(sandbox, monkeypatch):
+    """Starting like a PNG passes the archive check; decoding before writing finds the damage."""
+    damaged = png_bytes()[:40] + bytes(200)  # a PNG signature and header, then zeros
+    entries = {"cats/a.png": png_bytes(), "cats/b.png": damaged}
+    entries |= {f"dogs/{index}.png": png_bytes((0, 0, 200)) for index in range(5)}
+    inspect_image_zip(zip_of(entries))  # the whole-archive check lets it through
+    decoded = []
+    real_decode = safezip.decode_image
+    monkeypatch.setattr(safezip, "decode_image", lambda data: decoded.append(len(data)) or real_decode(data))
+    assert_refused(
+        zip_of(entries), sandbox, r"entry 'cats/b.png' is not a readable image \(The image is truncated"
+    )
+    assert decoded == [len(entries["cats/a.png"]), len(damaged)]  # nothing after it was read or written

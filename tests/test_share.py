@@ -132,6 +132,30 @@ def test_bad_values_fall_back_to_the_default(name, value):
     assert len(notes) == 1 and notes[0].startswith(f"{name}={value!r}")
 
 
+def test_a_note_quotes_at_most_a_line_of_a_long_value():
+    """A 5,000-character value is quoted by its first 39 characters: eleven of them made a 55 kB note."""
+    params = dict.fromkeys(
+        (
+            "model",
+            "weights",
+            "image",
+            "layer",
+            "head",
+            "query",
+            "patch",
+            "fusion",
+            "discard",
+            "start",
+            "opacity",
+        ),
+        "x" * 5000,
+    )
+    notes = parse_view_state(params, DINO_LIMITS)[1]
+    assert len(notes) == 11
+    assert notes[0] == "model=" + repr("x" * 39) + "… (no such model)"
+    assert max(len(note) for note in notes) < 100
+
+
 def test_photos_can_be_named_by_their_slug():
     state, notes = parse_view_state({"image": "cat-chelsea"}, LIMITS)
     assert state.image == "cat (chelsea)" and notes == []
@@ -213,3 +237,9 @@ def test_explore_link_carries_the_raw_rollout_toggle():
     app.toggle(key="explore_raw_rollout").set_value(False).run()
     assert _chart_titles(app)[3].startswith("Rollout of layers 1–11 (layer 0 skipped")
     assert "sinks" not in app.query_params
+
+
+def test_explore_quotes_a_5000_character_link_in_a_short_note():
+    app = _explore(dict.fromkeys(("model", "weights", "layer", "head", "patch", "fusion"), "9" * 5000))
+    (note,) = [info.value for info in app.info if "link asked" in info.value]
+    assert len(note) < 1000, len(note)  # it was 30 kB: every value quoted whole

@@ -15,13 +15,16 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 __all__ = [
     "BUILTIN_PHOTOS",
+    "IMAGE_MIME_TYPES",
     "MAX_PIXELS",
     "MAX_UPLOAD_BYTES",
+    "MIN_IMAGE_SIDE",
     "SUPPORTED_FORMATS",
     "UPLOAD_EXTENSIONS",
     "ImageDecodeError",
     "builtin_photo",
     "decode_image",
+    "decode_upload",
     "image_digest",
     "load_image_file",
     "looks_like_image",
@@ -29,8 +32,21 @@ __all__ = [
 
 SUPPORTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 UPLOAD_EXTENSIONS: tuple[str, ...] = ("png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff")
+# The MIME types of the same formats, for pickers that filter by type as well as by name.
+IMAGE_MIME_TYPES: tuple[str, ...] = (
+    "image/png",
+    "image/jpeg",
+    "image/webp",
+    "image/gif",
+    "image/bmp",
+    "image/tiff",
+)
 MAX_UPLOAD_BYTES: int = 25 * 1024 * 1024
 MAX_PIXELS: int = 40_000_000
+# The narrowest side an uploaded picture may have: one patch of the coarsest models this app shows
+# (ViT-B/32, hybrids of stride 32, a CNN's last 32-pixel cells). A thinner one holds less than one
+# patch across, and the model's view would blow it up into a sliver of 256 by 65,000 pixels.
+MIN_IMAGE_SIDE: int = 32
 
 # Multi-picture JPEGs (phone cameras) come out of Pillow's JPEG opener as "MPO"; to a user they
 # are JPEGs. MPO has no opener of its own, so it is not in the list of plugins to try.
@@ -90,6 +106,23 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX
         raise ImageDecodeError("The image is truncated or corrupt.") from error
     finally:
         image.close()
+
+
+def decode_upload(data: bytes) -> Image.Image:
+    """Decodes a visitor's picture (:func:`decode_image`), refusing one too thin for any model.
+
+    Raises:
+        ImageDecodeError: the bytes are refused by :func:`decode_image`, or a side of the image is
+            shorter than MIN_IMAGE_SIDE pixels (one line that gives its size).
+    """
+    image = decode_image(data)
+    width, height = image.size
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ImageDecodeError(
+            f"The image is {width}×{height} pixels: too thin for a model to see; each side needs at "
+            f"least {MIN_IMAGE_SIDE} pixels (one patch of the coarsest models here)."
+        )
+    return image
 
 
 def load_image_file(path: str | Path, shown_as: str | None = None) -> Image.Image:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, BinaryIO, Literal, get_args
 
 import safetensors.torch
 import timm
@@ -73,6 +73,7 @@ __all__ = [
     "max_concurrent_runs",
     "new_run_folder",
     "read_config",
+    "read_log_tail",
     "read_metrics",
     "read_run_model",
     "read_status",
@@ -183,7 +184,8 @@ class RunSummary:
 
     @property
     def name(self) -> str:
-        return self.folder.name
+        """The folder's name; bytes that are not UTF-8 shown as "\ufffd" (such a run is broken)."""
+        return _shown_name(self.folder.name)
 
     @property
     def has_model(self) -> bool:
@@ -198,6 +200,24 @@ class RunSummary:
 def _clip(text: str, limit: int = 80) -> str:
     """`text` cut to `limit` characters, for quoting a user's input back in one line."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _shown_name(name: str) -> str:
+    """A file name as text that can be shown: undecodable bytes (kept by Python as surrogates) as "\ufffd"."""
+    return os.fsencode(name).decode("utf-8", errors="replace")
+
+
+def _folder_name_problem(name: str) -> str | None:
+    """Why a folder in the runs folder cannot be a run by its name alone; None when it can."""
+    if _shown_name(name) != name:
+        return "its folder name is not UTF-8 text"
+    if len(name) > MAX_RUN_NAME_CHARS:
+        return (
+            f"its folder name is {len(name)} characters long; a run's name has at most {MAX_RUN_NAME_CHARS}"
+        )
+    if not name.isprintable():
+        return "its folder name holds characters that cannot be shown"
+    return None
 
 
 def _is_regular_file(path: Path) -> bool:
@@ -287,6 +307,26 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         raise
 
 
+def _open_plain_file(path: Path) -> BinaryIO:
+    """`path` opened for reading, if it is a plain file.
+
+    Opened first and checked through the handle, so what is checked is what is read: a link to
+    /dev/zero or a folder in the file's place is refused instead of read forever. O_NONBLOCK: a
+    FIFO would otherwise hold the open until a writer comes, which may be never (the flag does
+    nothing to a plain file's reads).
+
+    Raises:
+        OSError: it cannot be opened (FileNotFoundError when it is missing).
+        ValueError: it is not a plain file.
+    """
+    handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    stream = os.fdopen(handle, "rb")
+    if not stat.S_ISREG(os.fstat(handle).st_mode):
+        stream.close()
+        raise ValueError(f"{path.name} is not a plain file")
+    return stream
+
+
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
     """The bytes of a plain file of at most `max_bytes`.
 
@@ -294,11 +334,7 @@ def _read_bytes(path: Path, max_bytes: int) -> bytes:
         ValueError: the file is missing, not a plain file, or too large (a one-line reason).
     """
     try:
-        # Opened first and checked through the handle, so what is checked is what is read; a link
-        # to /dev/zero or a folder in the file's place is refused instead of read forever.
-        with open(path, "rb") as stream:
-            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-                raise ValueError(f"{path.name} is not a plain file")
+        with _open_plain_file(path) as stream:
             data = stream.read(max_bytes + 1)
     except FileNotFoundError as error:
         raise _MissingFileError(f"{path.name} is missing") from error
@@ -808,6 +844,19 @@ def read_metrics(folder: str | Path) -> list[dict[str, float]]:
     return rows
 
 
+def read_log_tail(folder: str | Path, max_bytes: int = 4000) -> str:
+    """The last `max_bytes` of the worker's log, as text; "" when it is missing or not a plain file.
+
+    Only the tail is read, however long the log has grown; bytes that are not UTF-8 read as "\ufffd".
+    """
+    try:
+        with _open_plain_file(Path(folder) / LOG_FILE) as stream:
+            stream.seek(max(0, os.fstat(stream.fileno()).st_size - max_bytes))
+            return stream.read(max_bytes).decode("utf-8", errors="replace")
+    except (OSError, ValueError):
+        return ""
+
+
 def write_val_predictions(folder: Path, predictions: list[dict[str, Any]]) -> None:
     write_json_atomic(Path(folder) / VAL_PREDICTIONS_FILE, predictions)
 
@@ -930,7 +979,24 @@ def _created(config: dict[str, Any] | None, folder: Path) -> float:
 
 
 def _summary(folder: Path) -> RunSummary:
-    """The run as listed; a broken config.json gives a run marked broken, never an exception."""
+    """The run as listed; a broken config.json gives a run marked broken, never an exception.
+
+    A folder whose name no page could open it by is marked broken without reading anything in it.
+    """
+    name_problem = _folder_name_problem(folder.name)
+    if name_problem is not None:
+        problem = f"Run {_clip(_shown_name(folder.name))}: {name_problem}."
+        return RunSummary(
+            folder,
+            "?",
+            "?",
+            "?",
+            (),
+            "?",
+            RunStatus("failed", error=problem),
+            _created(None, folder),
+            problem,
+        )
     status = read_status(folder)
     try:
         config = read_config(folder)

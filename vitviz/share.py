@@ -100,6 +100,15 @@ def _photo(name: str, images: Sequence[str]) -> str | None:
     return next((image for image in images if slug(image) == wanted), None)
 
 
+# How much of a link's value a note quotes back: enough to recognise it, on one line.
+_QUOTED_CHARS = 40
+
+
+def _quoted(value: str) -> str:
+    """`value` quoted for a note: its first _QUOTED_CHARS characters, "…" when there were more."""
+    return repr(value) if len(value) <= _QUOTED_CHARS else repr(value[: _QUOTED_CHARS - 1]) + "…"
+
+
 def _range_text(count: int) -> str:
     return f"0–{count - 1}"
 
@@ -127,7 +136,7 @@ def parse_view_state(params: Mapping[str, str], limits: ViewLimits) -> tuple[Vie
     notes: list[str] = []
 
     def ignore(name: str, value: str, why: str) -> None:
-        notes.append(f"{name}={value!r} ({why})")
+        notes.append(f"{name}={_quoted(value)} ({why})")
 
     model = limits.default_model
     if "model" in params:

@@ -51,7 +51,7 @@ from vitviz.figures.common import (
 )
 from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale, ordinal
 from vitviz.head_ranking import RankingJob, RankingState, read_ranking, start_ranking
-from vitviz.images import BUILTIN_PHOTOS, ImageDecodeError, builtin_photo, decode_image
+from vitviz.images import BUILTIN_PHOTOS, ImageDecodeError, builtin_photo, decode_upload
 from vitviz.images import image_digest as digest_of
 from vitviz.maths.ablation import AblationResult, ablate_heads, head_importance, parse_heads
 from vitviz.maths.attention import AttentionRecord, class_attention_map, rollout_relevance
@@ -744,7 +744,7 @@ def _distance_images(
         loaders.append(lambda photo=photo: builtin_photo(photo))
     for upload in uploads or []:
         try:
-            image = decode_image(upload.getvalue())
+            image = decode_upload(upload.getvalue())
         except ImageDecodeError as error:
             problems.append(f"{upload.name}: {error}")
             continue

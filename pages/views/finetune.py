@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,7 @@ __all__ = [
 
 OPEN_RUN = "finetune_open_run"  # session key: the folder name of the run shown below the form
 RUN_PARAM = "run"  # query parameter with the same name, so a refresh reopens the run
+CLASSES_PER_PAGE = 50  # bars of the class-counts chart: 10,000 bars were 190 kB and unreadable
 RUN_PICK = "finetune_run_pick"  # the runs list's selectbox
 OPEN_PAIR = "finetune_open_pair"  # session key: the pair job this session started
 PAIR_PARAM = "pair"  # its query parameter, so a refresh shows the pair's progress again
@@ -148,7 +150,7 @@ def data_picker() -> DataChoice:
     if source == UPLOAD:
         upload = st.file_uploader(
             "A .zip of class folders (cats/001.jpg, dogs/001.jpg, …)",
-            type=["zip"],
+            type=ui.ZIP_UPLOAD_TYPES,
             max_upload_size=MAX_ZIP_MB,
             key="finetune_upload",
         )
@@ -453,7 +455,7 @@ def render_data(summary: DataSummary, val_fraction: float, seed: int, max_images
     )
     counts_column, samples_column = st.columns([2, 3])
     with counts_column:
-        ui.plotly_chart(class_counts_figure(summary.counts), key="finetune_counts_chart")
+        ui.plotly_chart(class_counts_figure(*_counts_page(summary.counts)), key="finetune_counts_chart")
     with samples_column:
         by_class: dict[str, list] = {}
         for name, image in summary.samples:
@@ -465,6 +467,17 @@ def render_data(summary: DataSummary, val_fraction: float, seed: int, max_images
     if summary.skipped:
         with st.expander(f"{len(summary.skipped)} files skipped (not images, or outside a class folder)"):
             st.code("\n".join(summary.skipped[:200]) + ("\n…" if len(summary.skipped) > 200 else ""))
+
+
+def _counts_page(counts: dict[str, int]) -> tuple[dict[str, int], str]:
+    """The classes of the chart's page (a picker when there are more than a page of them), and its title."""
+    if len(counts) <= CLASSES_PER_PAGE:
+        return counts, "Images per class"
+    pages = -(-len(counts) // CLASSES_PER_PAGE)
+    page = int(st.number_input(f"Classes page (of {pages:,})", 1, pages, 1, key="finetune_counts_page"))
+    first = (page - 1) * CLASSES_PER_PAGE
+    shown = dict(itertools.islice(counts.items(), first, first + CLASSES_PER_PAGE))
+    return shown, f"Images per class: classes {first + 1:,}–{first + len(shown):,} of {len(counts):,}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -759,7 +772,17 @@ def render_attention_change(folder: Path, config: dict, images: ImageSet, result
     if after.facts.family == "cnn":
         st.info(f"{after.facts.name} is a CNN: it has no attention to compare.")
         return
-    picture = images.item(key).load()
+    try:
+        picture = images.item(key).load()
+    except KeyError:
+        shown = key if len(key) <= 80 else key[:79] + "…"
+        st.warning(
+            f"The validation image {shown!r} is not among the run's images any more: no attention to compare."
+        )
+        return
+    except DataError as error:
+        st.warning(f"{error} No attention to compare.")
+        return
     digest = image_digest(picture)
     record_before = ui.cached_attention(
         str(config["base_model"]), str(config["weights"]), device, digest, picture

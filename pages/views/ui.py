@@ -24,11 +24,12 @@ from vitviz.export import array_csv, array_npy, export_filename, figure_html, fi
 from vitviz.finetune.pair import HeldOutImage
 from vitviz.images import (
     BUILTIN_PHOTOS,
+    IMAGE_MIME_TYPES,
     MAX_UPLOAD_BYTES,
     UPLOAD_EXTENSIONS,
     ImageDecodeError,
     builtin_photo,
-    decode_image,
+    decode_upload,
     image_digest,
 )
 from vitviz.maths.attention import AttentionRecord, record_attention, rollout_relevance
@@ -51,9 +52,11 @@ from vitviz.share import TimmModelNames, ViewLimits
 from vitviz.weights import WeightsError
 
 __all__ = [
+    "IMAGE_UPLOAD_TYPES",
     "OTHER_MODEL",
     "VIEW_LABELS",
     "WEIGHTS_FILE",
+    "ZIP_UPLOAD_TYPES",
     "ImageChoice",
     "ModelChoice",
     "aspect_problem_of",
@@ -112,6 +115,11 @@ _use_app_navigation()
 T = TypeVar("T")
 
 OTHER_MODEL = "other timm model…"
+# What file pickers offer. A MIME type among the names makes Streamlit leave the check to the
+# browser instead of raising on a name it did not expect (a client that skips the browser's filter
+# could post an .svg or .heic and get a traceback); what arrives is then refused by its content.
+IMAGE_UPLOAD_TYPES = [*UPLOAD_EXTENSIONS, *IMAGE_MIME_TYPES]
+ZIP_UPLOAD_TYPES = ["zip", "application/zip"]
 WEIGHTS_FILE = "file on the server…"
 
 
@@ -384,7 +392,7 @@ def image_uploader(
     """The one image uploader: the image types decode_image reads and its size limit, stated in the label."""
     return container.file_uploader(
         f"{label} (up to {UPLOAD_LIMIT_MB} MB{' each' if several else ''})",
-        type=list(UPLOAD_EXTENSIONS),
+        type=IMAGE_UPLOAD_TYPES,
         accept_multiple_files=several,
         max_upload_size=UPLOAD_LIMIT_MB,
         key=key,
@@ -400,7 +408,7 @@ def photo_choice(photo: str) -> ImageChoice:
 def upload_choice(upload: UploadedFile) -> ImageChoice | None:
     """The uploaded image decoded; None, after one error line naming the file, when it is no image."""
     try:
-        image = decode_image(upload.getvalue())
+        image = decode_upload(upload.getvalue())
     except ImageDecodeError as error:
         st.error(f"{upload.name}: {error}")
         return None

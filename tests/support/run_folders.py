@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import safetensors.torch
 import timm
 import torch
 
-__all__ = ["TINY_RUN_CONFIG", "dead_looking_run", "folder_snapshot", "hand_made_run", "tiny_run_weights"]
+T = TypeVar("T")
+
+__all__ = [
+    "NON_UTF8_RUN_NAME",
+    "TINY_RUN_CONFIG",
+    "dead_looking_run",
+    "folder_snapshot",
+    "hand_made_run",
+    "odd_run_folders",
+    "released_after",
+    "tiny_run_weights",
+    "within_or_release",
+]
 
 # What the worker writes for a probe of timm's tiny `test_vit` on two classes.
 TINY_RUN_CONFIG: dict[str, Any] = {
@@ -88,3 +104,78 @@ def dead_looking_run(
 def folder_snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` by its relative path, with its bytes: to show nothing changed."""
     return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+NON_UTF8_RUN_NAME = b"20250101-000000-run-\xff\xfe"  # a Latin-1 tool's name: not UTF-8
+
+
+def odd_run_folders(root: Path) -> dict[str, Path]:
+    """Run folders no worker writes but a shared disk may hold, each otherwise a finished run.
+
+    Returns:
+        {"non-UTF-8 name", "200-character name", "FIFO status.json": folder}. Reading the FIFO
+        blocks until a writer opens it, so a reader that opens it the ordinary way hangs.
+    """
+    staged = hand_made_run(root, ".staged")
+    non_utf8 = os.fsencode(root) + b"/" + NON_UTF8_RUN_NAME
+    os.mkdir(non_utf8)
+    for file in staged.iterdir():
+        os.rename(file, non_utf8 + b"/" + os.fsencode(file.name))
+    staged.rmdir()
+    fifo = hand_made_run(root, "20250101-000000-test_vit-probe-fifo000")
+    (fifo / "status.json").unlink()
+    os.mkfifo(fifo / "status.json")
+    return {
+        "non-UTF-8 name": Path(os.fsdecode(non_utf8)),
+        "200-character name": hand_made_run(root, "r" * 200),
+        "FIFO status.json": fifo,
+    }
+
+
+def within_or_release(call: Callable[[], T], fifo: Path, timeout_s: float = 10.0) -> T:
+    """What `call` returns, when it returns within `timeout_s`; else a failed test.
+
+    A call stuck opening `fifo` is released first (opening the FIFO for writing ends its wait),
+    so a failing test does not leave a thread blocked for good.
+    """
+    answer: list[T] = []
+    worker = threading.Thread(target=lambda: answer.append(call()), daemon=True)
+    worker.start()
+    worker.join(timeout=timeout_s)
+    stuck = worker.is_alive()
+    if stuck:
+        _release(fifo)
+        worker.join(timeout=timeout_s)
+    assert not stuck, f"still waiting after {timeout_s} s (on the FIFO {fifo.name}?)"
+    return answer[0]
+
+
+def _release(fifo: Path) -> None:
+    """Ends the wait of whoever is opening `fifo` for reading (no one waiting: nothing happens)."""
+    with suppress(OSError):  # ENXIO: no reader has it open
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@contextmanager
+def released_after(fifo: Path, delay_s: float) -> Iterator[None]:
+    """From `delay_s` seconds on, and until the block ends, every reader stuck opening `fifo` is let go.
+
+    A page that opens the FIFO the ordinary way then finishes late instead of never, so a test
+    of it fails on its time instead of hanging the test run.
+    """
+    done = threading.Event()
+
+    def keep_releasing() -> None:
+        if done.wait(delay_s):
+            return
+        while not done.wait(0.05):
+            _release(fifo)
+
+    releaser = threading.Thread(target=keep_releasing, daemon=True)
+    releaser.start()
+    try:
+        yield
+    finally:
+        done.set()
+        releaser.join()
+        _release(fifo)

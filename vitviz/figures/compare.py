@@ -46,6 +46,7 @@ _FAMILY_DASH = {"vit": "solid", "hybrid": "dot", "cnn": "dash"}
 # Dash of the three drop orders, so that each model's random baseline sits beside its salient curves.
 _ORDER_DASH = {"drop-salient": "solid", "drop-least-salient": "dot", "drop-random": "dash"}
 _BOX_COLOURS = ("#ffd400", "#00e5ff", "#ff4fd8")
+_MIN_FIGURE_PX = 10  # the smallest width or height Plotly accepts
 _FAMILY_WORDS = {"vit": "ViT", "hybrid": "hybrid", "cnn": "CNN"}
 
 
@@ -536,5 +537,11 @@ def view_boxes_figure(
     height, width = pixels.shape[:2]
     figure.update_xaxes(visible=False, range=[-0.5, width - 0.5])
     figure.update_yaxes(visible=False, range=[height - 0.5, -0.5])
-    figure.update_layout(width=width, height=height, margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode=False)
+    # Plotly refuses a side under 10 px; a panorama 320 px wide can be 1 px tall.
+    figure.update_layout(
+        width=max(width, _MIN_FIGURE_PX),
+        height=max(height, _MIN_FIGURE_PX),
+        margin={"l": 0, "r": 0, "t": 0, "b": 0},
+        dragmode=False,
+    )
     return figure

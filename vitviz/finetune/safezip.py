@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from vitviz.images import MAX_UPLOAD_BYTES, UPLOAD_EXTENSIONS, looks_like_image
+from vitviz.images import (
+    MAX_UPLOAD_BYTES,
+    UPLOAD_EXTENSIONS,
+    ImageDecodeError,
+    decode_image,
+    looks_like_image,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -216,6 +222,20 @@ def _check_image_start(head: bytes, name: str) -> None:
         )
 
 
+def _check_decodes(data: bytes, name: str) -> None:
+    """Refuses a member that starts like an image but does not decode as one.
+
+    Extraction stops at the first such member, before writing the next: an archive of damaged
+    pictures would otherwise be written whole (up to a gigabyte) and fail only when training reads it.
+    """
+    try:
+        decode_image(data).close()
+    except ImageDecodeError as error:
+        raise UnsafeArchiveError(
+            f"The archive was refused: entry {name!r} is not a readable image ({error})"
+        ) from error
+
+
 def inspect_image_zip(
     source: ZipSource,
     limits: ZipLimits = DEFAULT_LIMITS,
@@ -259,14 +279,16 @@ def extract_image_zip(
     """Extracts the image members of an archive into `destination`, and nothing anywhere else.
 
     The archive is first checked as a whole with :func:`inspect_image_zip`; a refused archive
-    writes nothing at all. `destination` must not exist yet or be empty; if writing fails midway,
+    writes nothing at all. Each image is then decoded before it is written, and the first that
+    does not decode ends the extraction. `destination` must not exist yet or be empty; if writing fails midway,
     everything written is removed again.
 
     Returns:
         What was extracted and what was skipped.
 
     Raises:
-        UnsafeArchiveError: the archive was refused (see :func:`inspect_image_zip`).
+        UnsafeArchiveError: the archive was refused (see :func:`inspect_image_zip`), or an image
+            in it does not decode (what was written is removed again).
         FileExistsError: `destination` holds files already.
     """
     contents = inspect_image_zip(source, limits)
@@ -276,6 +298,9 @@ def extract_image_zip(
             f"{destination.name} is not empty; archives are only extracted into a new folder."
         )
     created = not destination.exists()
+    made = destination  # the outermost folder this call makes: removed whole if extraction fails
+    while not made.parent.exists():
+        made = made.parent
     destination.mkdir(parents=True, exist_ok=True)
     root = destination.resolve()
     try:
@@ -292,6 +317,7 @@ def extract_image_zip(
                 # a byte of it is written.
                 buffer = bytearray()
                 total += _stream(archive, info, name, limits, total, buffer.extend)
+                _check_decodes(bytes(buffer), name)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 # "xb": never overwrite, and never write through a link that is already there.
                 with open(target, "xb") as handle:
@@ -299,7 +325,7 @@ def extract_image_zip(
                 os.chmod(target, 0o644)
     except BaseException:
         if created:
-            shutil.rmtree(destination, ignore_errors=True)
+            shutil.rmtree(made, ignore_errors=True)
         else:
             for child in destination.iterdir():
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()

@@ -49,6 +49,7 @@ from vitviz.runs import (
     free_run_data,
     new_run_folder,
     read_config,
+    read_log_tail,
     read_run_model,
     read_status,
     remove_temporary_files,
@@ -572,13 +573,7 @@ def shown_log(folder: str | Path, max_chars: int = 4000) -> str:
     folder = Path(folder)
     if (folder / LOG_FILE).is_symlink():  # a run's own log is a plain file
         return ""
-    try:
-        with open(folder / LOG_FILE, "rb") as stream:
-            stream.seek(0, os.SEEK_END)
-            stream.seek(max(0, stream.tell() - 4 * max_chars))
-            text = stream.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
+    text = read_log_tail(folder, 4 * max_chars)  # bounded, plain files only: a FIFO is not waited on
     return _without_server_paths(text, folder)[-max_chars:]
 
 
