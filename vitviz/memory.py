@@ -128,11 +128,14 @@ class MemoryEstimate:
         height, width = self.input_size
         return f"{self.name} at {height}×{width} px needs about {size_text(self.total)} ({', '.join(parts)})"
 
-    def problem(self, limit: int, setting: str, whose: str = "this server") -> str | None:
-        """Why the model is refused under `limit` (named by its environment variable); None if it fits."""
+    def problem(self, limit: int, setting: str, allowance: str = "this server allows") -> str | None:
+        """Why the model is refused under `limit` (named by its environment variable); None if it fits.
+
+        `allowance` says whose limit it is: "more than the 8.0 GiB <this server allows> (SETTING)".
+        """
         if self.total <= limit:
             return None
-        return f"{self.describe()}: more than the {size_text(limit)} {whose} allows ({setting})."
+        return f"{self.describe()}: more than the {size_text(limit)} {allowance} ({setting})."
 
 
 def module_bytes(model: nn.Module) -> int:
@@ -222,8 +225,8 @@ class ModelCache(Generic[_Value]):
 
     Any number of threads (Streamlit sessions) may ask at once: a model is loaded once however many
     ask for it together (the others wait for that load), a failed load is not kept, and a hit costs a
-    dictionary lookup. Room for a new model is made before it loads, from its estimate, and the
-    cache is trimmed to the budget again with its real size. A model that leaves the cache is only
+    dictionary lookup. A load makes room for its model first, from its estimate (`make_room`), and
+    the cache is trimmed to the budget again with its real size. A model that leaves the cache is only
     dropped from it: a session still using it keeps it until that session's run ends, and its lock
     (`vitviz.capture.model_lock`) goes with it.
     """
@@ -234,16 +237,14 @@ class ModelCache(Generic[_Value]):
         self._loading: dict[Hashable, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def get(
-        self, key: Hashable, load: Callable[[], _Value], size: Callable[[_Value], int], room: int = 0
-    ) -> _Value:
+    def get(self, key: Hashable, load: Callable[[], _Value], size: Callable[[_Value], int]) -> _Value:
         """The value under `key`, loaded with `load()` on a miss.
 
         Args:
             key: what identifies the model, e.g. (name, weights, device).
-            load: builds the value; what it raises reaches the caller and nothing is kept.
+            load: builds the value (and may first call `make_room` with its estimate); what it
+                raises reaches the caller and nothing is kept.
             size: the bytes a loaded value holds.
-            room: the bytes the load is expected to need, made free before it starts.
         """
         hit = self._hit(key)
         if hit is not None:
@@ -255,8 +256,6 @@ class ModelCache(Generic[_Value]):
             if hit is not None:
                 return hit.value
             try:
-                with self._guard:
-                    self._trim(room)
                 value = load()
                 entry = _Entry(value, size(value))
                 with self._guard:
@@ -267,6 +266,11 @@ class ModelCache(Generic[_Value]):
                 with self._guard:
                     self._loading.pop(key, None)
         return value
+
+    def make_room(self, room: int) -> None:
+        """Drops the least recently used models until `room` more bytes fit the budget."""
+        with self._guard:
+            self._trim(room)
 
     def _hit(self, key: Hashable) -> _Entry[_Value] | None:
         with self._guard:
