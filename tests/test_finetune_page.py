@@ -1,6 +1,7 @@
 """The Fine-tune page under AppTest: data, a real run through the worker, results, refused uploads."""
 
 import io
+import json
 import os
 import time
 import zipfile
@@ -384,3 +385,23 @@ def test_digit_classes_stay_categories_on_the_confusion_matrix():
     figure = confusion_figure(np.eye(10, dtype=int), labels)
     assert figure.layout.xaxis.type == figure.layout.yaxis.type == "category"
     assert class_counts_figure(dict.fromkeys(labels, 3)).layout.xaxis.type == "category"
+
+
+def test_a_run_whose_config_asks_for_4096_pixels_gets_a_message_instead_of_a_huge_allocation(runs_dir):
+    from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
+
+    config = {**TINY_RUN_CONFIG, "build_args": {"img_size": [4096, 4096]}}  # within the schema
+    folder = hand_made_run(runs_dir, config=config)
+    mistake = {"key": "circle/000.png", "label": 0, "predicted": 1, "probability": 0.6}
+    (folder / "val_predictions.json").write_text(json.dumps([mistake]))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    at.switch_page(PAGE)
+    at.query_params["run"] = folder.name
+    at.run()
+    assert not at.exception, at.exception
+    errors = [error.value for error in at.error]
+    assert any(
+        error.startswith("Cannot load the models to compare: test_vit at 4096×4096 px needs about ")
+        and "(VITVIZ_VISITOR_MODEL_BYTES)" in error
+        for error in errors
+    ), errors
