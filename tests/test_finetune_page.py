@@ -405,3 +405,27 @@ def test_a_run_whose_config_asks_for_4096_pixels_gets_a_message_instead_of_a_hug
         and "(VITVIZ_VISITOR_MODEL_BYTES)" in error
         for error in errors
     ), errors
+
+
+def test_only_the_session_that_started_a_run_gets_its_stop_and_delete_buttons(runs_dir):
+    from vitviz.runs import owner_key
+
+    config = {"timm_name": "test_vit", "weights": "random", "mode": "probe", "labels": []}
+    folder = fake_run(
+        runs_dir, "20250101-000000-vit-probe-theirs", "running", {**config, "owner": owner_key("a")}
+    )
+    for token, owns in (("b", False), ("a", True)):
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+        at.switch_page(PAGE)
+        at.session_state["finetune_owner_token"] = token
+        at.query_params["run"] = folder.name
+        at.run()
+        assert not at.exception, at.exception
+        keys = {button.key for button in at.button}
+        assert ("finetune_stop" in keys) is owns and ("finetune_delete" in keys) is owns
+        refusals = [
+            text
+            for text in (captions(at), *(block.value for block in at.markdown))
+            if "Only the visitor" in text
+        ]
+        assert bool(refusals) is not owns, refusals

@@ -292,10 +292,9 @@ def model_picker(key: str, default_name: str = DEFAULT_MODEL) -> ModelChoice:
     """
     suggestions = {suggestion.name: suggestion for suggestion in cached_suggestions()}
     names = list(suggestions)
-    # A finished run's folder stands in for a model name; its weights come from the run.
-    runs = {
-        str(run.folder): run.label for run in list_runs() if run.status.state == "finished" and run.has_model
-    }
+    # A run's folder stands in for a model name; its weights come from the run. A run stopped or
+    # killed after a finished epoch has that epoch's checkpoint, and its label says it stopped early.
+    runs = {str(run.folder): run.label for run in list_runs() if not run.status.active and run.has_model}
     options = [*names, *runs, OTHER_MODEL]
     loadable = [name for name in names if suggestions[name].loads]
     default = default_name if default_name in loadable else (loadable[0] if loadable else options[0])
