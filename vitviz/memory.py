@@ -195,8 +195,8 @@ def estimate_build(
 
     Args:
         name: a timm model name.
-        build_args: keyword arguments of `timm.create_model` (img_size, num_classes); values must be
-            hashable (sizes as tuples), so that estimates are remembered.
+        build_args: keyword arguments of `timm.create_model` (img_size, num_classes); estimates
+            are remembered by them.
         loads_state: weights will be loaded from a state dict (bundled, hub, a file, a run), which
             holds a second copy of the weights while it loads; False for random weights.
 
@@ -207,7 +207,10 @@ def estimate_build(
     Raises:
         TypeError, ValueError, RuntimeError: the arguments do not build this model, as timm says.
     """
-    items = tuple(sorted((build_args or {}).items()))
+    # Sizes as tuples, so that a [height, width] list read from JSON is remembered like any size.
+    items = tuple(
+        sorted((key, tuple(v) if isinstance(v, list) else v) for key, v in (build_args or {}).items())
+    )
     return _estimate(name, items, loads_state)
 
 
