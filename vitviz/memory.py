@@ -7,7 +7,7 @@ its estimate passes the operator's budget; the models the app keeps loaded are b
 bytes, the least recently used leaving first.
 
 Settings (whole numbers of bytes, `_` allowed, or with a K/M/G/T suffix in powers of 1024):
-    VITVIZ_MEMORY_BYTES: what the app may hold in models, cached or being built (default 8 GiB);
+    VITVIZ_MEMORY_BYTES: what the app may hold in models, cached or being built (default 6 GiB);
         no model whose estimate passes it is built, by the app or the command line.
     VITVIZ_VISITOR_MODEL_BYTES: the largest estimate of one model a visitor may load (default 3 GiB).
 """
@@ -47,7 +47,10 @@ __all__ = [
 ]
 
 MEMORY_BUDGET_ENV = "VITVIZ_MEMORY_BYTES"
-DEFAULT_MEMORY_BUDGET = 8 * 1024**3  # a 24 GB machine: room beside it for the OS, torch and the workers
+# On a 24 GB machine, 6 GiB of models in the app leaves room for two fine-tune workers and two
+# background jobs (each loads its own model: four head rankings took about 4 GB), a Python with torch
+# per process and the OS.
+DEFAULT_MEMORY_BUDGET = 6 * 1024**3
 VISITOR_MODEL_ENV = "VITVIZ_VISITOR_MODEL_BYTES"
 DEFAULT_VISITOR_MODEL_BYTES = 3 * 1024**3  # ViT-L/16 with hub weights (about 2.4 GiB) loads; ViT-H does not
 
@@ -84,7 +87,7 @@ def byte_setting(name: str, default: int) -> int:
 
 
 def memory_budget() -> int:
-    """Bytes the app may hold in models: ``$VITVIZ_MEMORY_BYTES``, default 8 GiB."""
+    """Bytes the app may hold in models: ``$VITVIZ_MEMORY_BYTES``, default 6 GiB."""
     return byte_setting(MEMORY_BUDGET_ENV, DEFAULT_MEMORY_BUDGET)
 
 
