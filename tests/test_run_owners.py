@@ -13,8 +13,9 @@ from tests.support.polling import wait_for
 from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
 from vitviz.cli.main import main
 from vitviz.finetune.trainer import FinetuneConfig
-from vitviz.finetune.worker import start_run, stop_run
+from vitviz.finetune.worker import execute_run, start_run, stop_run
 from vitviz.runs import (
+    OWNER_ENV,
     RunError,
     RunStatus,
     delete_run,
@@ -114,3 +115,14 @@ def test_a_killed_run_with_a_checkpoint_is_offered_in_the_pickers_marked_as_stop
     app.run()
     assert not app.exception, app.exception
     assert label in app.selectbox(key="explore_model").options
+
+
+def test_the_runs_a_pair_job_makes_record_the_owner_it_was_handed(runs_dir, monkeypatch):
+    """start_pair hands its worker the owner's key in VITVIZ_RUN_OWNER; each run it makes records it."""
+    config = FinetuneConfig(model="test_vit", weights="random", epochs=1, batch_size=8, max_images=20)
+    monkeypatch.setenv(OWNER_ENV, owner_key(ALICE))
+    execute_run(config, "builtin:shapes", runs_dir / "side", log=lambda line: None)
+    assert owned_by(runs_dir / "side", ALICE) and not owned_by(runs_dir / "side", BOB)
+    monkeypatch.setenv(OWNER_ENV, "not a key")  # anything but a key is no owner
+    execute_run(config, "builtin:shapes", runs_dir / "other", log=lambda line: None)
+    assert "owner" not in read_config(runs_dir / "other")

@@ -316,8 +316,11 @@ def _claim(out: Path) -> dict[str, Any]:
             kept = {key: prepared_config[key] for key in ("created", "owner") if key in prepared_config}
             return {"created": time.time(), **kept}
     out.mkdir(parents=True, exist_ok=True)
-    owner = os.environ.get(OWNER_ENV)
-    return {"created": time.time(), **({"owner": owner} if owner else {})}
+    owner = os.environ.get(OWNER_ENV, "")
+    recorded = len(owner) == 64 and all(
+        character in "0123456789abcdef" for character in owner
+    )  # an owner_key
+    return {"created": time.time(), **({"owner": owner} if recorded else {})}
 
 
 def _open_data(data: str, out: Path, context: DistributedContext, stack: ExitStack) -> tuple[ImageSet, str]:
