@@ -1,10 +1,13 @@
 """Test set-up: no test may reach the network, and the UI-free library must stay UI-free."""
 
 import os
+import tempfile
 
 # Set before timm / huggingface_hub are imported anywhere, so no test can download.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TIMM_FUSED_ATTN", "1")
+# No test reads or writes the user's runs folder (nor its background-job slots): the session has its own.
+os.environ["VITVIZ_RUNS_DIR"] = tempfile.mkdtemp(prefix="vitviz-test-runs-")
 
 import pytest
 import timm

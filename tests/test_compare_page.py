@@ -258,3 +258,19 @@ def test_the_raw_rollout_toggle_travels_in_the_link():
     bad = _compare_page(sinks="sometimes")
     assert bad.toggle(key="compare_raw_rollout").value is False
     assert any("sinks 'sometimes' (use exclude or raw)" in info.value for info in bad.info)
+
+
+def test_a_run_whose_config_asks_for_4096_pixels_is_refused_in_its_slot_at_once(tmp_path, monkeypatch):
+    """It passes the run schema; built and run, it took Compare over 12 minutes and 3.6 GB."""
+    from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
+
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path))
+    folder = hand_made_run(tmp_path, config={**TINY_RUN_CONFIG, "build_args": {"img_size": [4096, 4096]}})
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("pages/compare.py")
+    at.session_state["compare_1_model"] = folder.name
+    at.run()
+    assert not at.exception
+    errors = [error.value for error in at.error]
+    assert len(errors) == 1 and "test_vit at 4096×4096 px needs about 320.1 GiB" in errors[0], errors
+    assert "tf_efficientnet_lite0" in json.dumps(_figure(at, "compare_maps_chart"))

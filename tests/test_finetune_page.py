@@ -452,3 +452,47 @@ def test_a_10000_class_zip_is_summarised_at_once_and_its_counts_paged(runs_dir):
     at.number_input(key="finetune_counts_page").set_value(200).run()
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert chart["data"][0]["x"][-1] == "class09999"
+
+
+def test_a_run_whose_config_asks_for_4096_pixels_gets_a_message_instead_of_a_huge_allocation(runs_dir):
+    from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
+
+    config = {**TINY_RUN_CONFIG, "build_args": {"img_size": [4096, 4096]}}  # within the schema
+    folder = hand_made_run(runs_dir, config=config)
+    mistake = {"key": "circle/000.png", "label": 0, "predicted": 1, "probability": 0.6}
+    (folder / "val_predictions.json").write_text(json.dumps([mistake]))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    at.switch_page(PAGE)
+    at.query_params["run"] = folder.name
+    at.run()
+    assert not at.exception, at.exception
+    errors = [error.value for error in at.error]
+    assert any(
+        error.startswith("Cannot load the models to compare: test_vit at 4096×4096 px needs about ")
+        and "(VITVIZ_VISITOR_MODEL_BYTES)" in error
+        for error in errors
+    ), errors
+
+
+def test_only_the_session_that_started_a_run_gets_its_stop_and_delete_buttons(runs_dir):
+    from vitviz.runs import owner_key
+
+    config = {"timm_name": "test_vit", "weights": "random", "mode": "probe", "labels": []}
+    folder = fake_run(
+        runs_dir, "20250101-000000-vit-probe-theirs", "running", {**config, "owner": owner_key("a")}
+    )
+    for token, owns in (("b", False), ("a", True)):
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+        at.switch_page(PAGE)
+        at.session_state["finetune_owner_token"] = token
+        at.query_params["run"] = folder.name
+        at.run()
+        assert not at.exception, at.exception
+        keys = {button.key for button in at.button}
+        assert ("finetune_stop" in keys) is owns and ("finetune_delete" in keys) is owns
+        refusals = [
+            text
+            for text in (captions(at), *(block.value for block in at.markdown))
+            if "Only the visitor" in text
+        ]
+        assert bool(refusals) is not owns, refusals

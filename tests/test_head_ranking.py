@@ -1,14 +1,18 @@
 """Ranking every head in a background worker: the job folder, the model it loads again, its errors."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from tests.support.polling import wait_for
 from vitviz.head_ranking import RankingJob, read_ranking, run_ranking, start_ranking
 from vitviz.images import builtin_photo
 from vitviz.maths.ablation import head_importance
 from vitviz.models import load_model, untrained_twin
+from vitviz.runs import JobLimitError, background_job_count, background_job_slot
 
 TINY = "vit_tiny_patch16_224"
 
@@ -45,3 +49,30 @@ def test_a_ranking_that_fails_says_why_in_its_folder(tmp_path):
         run_ranking(tmp_path)
     state = read_ranking(tmp_path)
     assert state.ended and state.drops is None and "no_such_model_224" in state.error
+
+
+def test_background_jobs_share_one_server_wide_cap(tmp_path, monkeypatch):
+    """Four rankings at once took about 4 GB: with VITVIZ_MAX_JOBS=1, a second waits for the first."""
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("VITVIZ_MAX_JOBS", "1")
+    busy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # another job's worker
+    try:
+        with background_job_slot() as hold_slot:
+            hold_slot(busy.pid)
+        job = RankingJob(TINY, "random", "cpu", twin=True, mode="zero", view="crop")
+        (tmp_path / "refused").mkdir()
+        with pytest.raises(JobLimitError, match=r"already running 1 background job .*VITVIZ_MAX_JOBS"):
+            start_ranking(job, builtin_photo("coffee"), tmp_path / "refused")
+        assert background_job_count() == 1
+    finally:
+        busy.kill()
+        busy.wait()
+    assert background_job_count() == 0  # the ended job's slot is free again
+    (tmp_path / "started").mkdir()
+    start_ranking(job, builtin_photo("coffee"), tmp_path / "started")
+    assert background_job_count() == 1
+    state = wait_for(
+        lambda: (state := read_ranking(tmp_path / "started")).ended and state, what="the ranking"
+    )
+    assert state.error is None and state.drops.shape == (12, 3)
+    wait_for(lambda: background_job_count() == 0, what="the worker to exit")

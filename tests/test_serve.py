@@ -14,7 +14,7 @@ from vitviz.device import available_devices
 
 
 def test_the_warm_up_leaves_the_default_model_in_the_shared_cache(monkeypatch):
-    ui.cached_model.clear()
+    ui.shared_models().clear()
     loads = []
     real_load = ui.load_model
     monkeypatch.setattr(ui, "load_model", lambda *args: loads.append(args) or real_load(*args))

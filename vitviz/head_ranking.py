@@ -59,17 +59,20 @@ def start_ranking(job: RankingJob, image: Image.Image, folder: Path) -> None:
 
     Raises:
         ValueError: random weights, which a worker would draw afresh and so rank another model.
+        JobLimitError (a ValueError): the server already runs as many background jobs as it allows.
         OSError: the folder cannot be written or the worker cannot start.
     """
     from vitviz.finetune.worker import spawn_background
-    from vitviz.runs import write_json_atomic
+    from vitviz.runs import background_job_slot, write_json_atomic
 
     if job.weights == "random" and not job.twin:
         raise ValueError("a model with unseeded random weights cannot be loaded again in a worker")
     (folder / _JOB).write_text(json.dumps(dataclasses.asdict(job)))
     image.save(folder / _IMAGE)  # PNG: the worker ranks the very pixels the page shows
     write_json_atomic(folder / _STATUS, {"done": 0, "total": 0})
-    spawn_background([sys.executable, "-m", "vitviz.head_ranking", str(folder)], folder / _LOG)
+    with background_job_slot() as hold_slot:  # one server-wide cap for every background job
+        process = spawn_background([sys.executable, "-m", "vitviz.head_ranking", str(folder)], folder / _LOG)
+        hold_slot(process.pid)
 
 
 def read_ranking(folder: Path) -> RankingState:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from vitviz.capture import attention_modules
+from vitviz.memory import MEMORY_BUDGET_ENV, MemoryEstimate, MemorySettingError, estimate_build, memory_budget
 from vitviz.runs import RunError, describe_run, is_run_folder, read_run_model, run_folder_by_name
 from vitviz.weights import (
     BUNDLED_MODEL_NAMES,
@@ -30,6 +31,7 @@ __all__ = [
     "ModelError",
     "ModelFacts",
     "describe_weights",
+    "estimate_model",
     "load_model",
     "load_run",
     "model_facts",
@@ -238,7 +240,21 @@ def _check_name(name: str) -> None:
     raise ModelError(f"timm has no model named {name!r}.{hint}")
 
 
-def _build(name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+def _check_memory(name: str, build_args: dict[str, Any], loads_state: bool) -> None:
+    """Refuses, before anything is allocated, a model whose estimate passes the server's memory budget."""
+    try:
+        problem = estimate_build(name, build_args, loads_state).problem(memory_budget(), MEMORY_BUDGET_ENV)
+    except MemorySettingError as error:
+        raise ModelError(str(error)) from error
+    except (ValueError, RuntimeError) as error:  # a TypeError (an argument the model lacks) goes up as it is
+        raise ModelError(f"Could not build {name}: {error}") from error
+    if problem is not None:
+        raise ModelError(problem)
+
+
+def _build(name: str, pretrained: bool, *, loads_state: bool = True, **kwargs: Any) -> nn.Module:
+    """timm's model, once its memory estimate fits the budget; `loads_state`: a state dict follows."""
+    _check_memory(name, kwargs, loads_state or pretrained)
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError, ValueError) as error:
@@ -291,7 +307,7 @@ def load_model(name: str, weights: str = "bundled", device: str | torch.device =
     if weights == "hub":
         model = _build(name, pretrained=True)
     elif weights == "random":
-        model = _build(name, pretrained=False)
+        model = _build(name, pretrained=False, loads_state=False)
     elif weights == "bundled":
         if name not in BUNDLED_MODEL_NAMES:
             raise WeightsError(
@@ -307,6 +323,29 @@ def load_model(name: str, weights: str = "bundled", device: str | torch.device =
         model = _build(name, pretrained=False, **build_args)
         _load_into(model, state_dict, Path(weights).name)
     return _ready(model, name, weights, device, None)
+
+
+def estimate_model(name: str, weights: str = "bundled") -> MemoryEstimate:
+    """What `load_model(name, weights)` would take in memory, estimated without building the model.
+
+    A weights file is estimated with the model's default head (a fine-tuned head's size barely counts).
+
+    Raises:
+        ModelError: an unknown name, or a run folder that cannot be loaded (one line).
+    """
+    try:
+        if is_run_folder(name):
+            run = read_run_model(name)
+            return estimate_build(run.timm_name, {"num_classes": len(run.labels), **run.build_args})
+        _check_name(name)
+        build_args = _BUNDLED_BUILD_ARGS.get(name, {}) if weights == "bundled" else {}
+        return estimate_build(name, build_args, loads_state=weights != "random")
+    except RunError as error:
+        raise ModelError(str(error)) from error
+    except TypeError as error:
+        raise ModelError(f"The build arguments do not fit {Path(name).name}.") from error
+    except (ValueError, RuntimeError) as error:
+        raise ModelError(f"Could not build {Path(name).name}: {error}") from error
 
 
 def _ready(

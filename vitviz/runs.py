@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -19,7 +21,7 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,16 +37,20 @@ from vitviz.weights import cache_dir
 __all__ = [
     "CONFIG_FILE",
     "DATA_FOLDER",
+    "DEFAULT_MAX_JOBS",
     "DEFAULT_MAX_RUNS",
     "DEFAULT_RUN_DISK_BYTES",
+    "JOBS_FOLDER",
     "LABELS_FILE",
     "LOG_FILE",
+    "MAX_JOBS_ENV",
     "MAX_LABELS",
     "MAX_LABEL_CHARS",
     "MAX_RUNS_ENV",
     "MAX_RUN_NAME_CHARS",
     "METRICS_FILE",
     "MODEL_FILE",
+    "OWNER_ENV",
     "PAIR_JOBS_FOLDER",
     "PAIR_JOB_PID_FILE",
     "PAIR_JOB_RUNS_FILE",
@@ -55,6 +61,7 @@ __all__ = [
     "UPLOAD_FILE",
     "VAL_PREDICTIONS_FILE",
     "WORKER_PID_FILE",
+    "JobLimitError",
     "RunError",
     "RunLimitError",
     "RunModel",
@@ -63,15 +70,21 @@ __all__ = [
     "RunSummary",
     "active_runs",
     "append_metrics",
+    "background_job_count",
+    "background_job_slot",
     "check_disk_room",
+    "check_owner",
     "delete_run",
     "describe_run",
     "folder_bytes",
     "free_run_data",
     "is_run_folder",
     "list_runs",
+    "max_background_jobs",
     "max_concurrent_runs",
     "new_run_folder",
+    "owned_by",
+    "owner_key",
     "read_config",
     "read_log_tail",
     "read_metrics",
@@ -193,8 +206,13 @@ class RunSummary:
 
     @property
     def label(self) -> str:
-        """How pickers show the run: "run: <name> (<timm name>, <mode>)"."""
-        return f"run: {self.name} ({self.model}, {self.mode})"
+        """How pickers show the run: "run: <name> (<timm name>, <mode>)", and how early it ended
+        when it was stopped or killed (its model is then its best finished epoch's checkpoint)."""
+        label = f"run: {self.name} ({self.model}, {self.mode})"
+        if self.status.state in ("stopped", "failed"):
+            planned = f" of {self.status.epochs}" if self.status.epochs else ""
+            label += f" — stopped early after {self.status.epoch}{planned} epochs"
+        return label
 
 
 def _clip(text: str, limit: int = 80) -> str:
@@ -525,6 +543,7 @@ _CONFIG_FIELDS: dict[str, Any] = {
     "device": lambda value: _text(value, "device", 64),
     "world_size": lambda value: _integer(value, "world_size", 1, 65_536),
     "created": lambda value: _number(value, "created", 0.0),
+    "owner": lambda value: _text(value, "owner", 64),  # owner_key of the session that started the run
 }
 
 
@@ -1105,11 +1124,16 @@ def active_runs(root: Path | None = None) -> list[RunSummary]:
     return [run for run in list_runs(root) if run.status.active]
 
 
-def delete_run(folder: str | Path, root: Path | None = None) -> None:
+def delete_run(folder: str | Path, root: Path | None = None, *, owner: str | None = None) -> None:
     """Deletes a run folder that lies directly in `root` and is not training.
 
+    Args:
+        owner: the session token of a visitor, who may delete only the runs that session started
+            (see check_owner); None for the operator (the command line), who may delete any.
+
     Raises:
-        RunError: the folder is not a run folder in the runs folder, or it is still training.
+        RunError: the folder is not a run folder in the runs folder, is still training, or was not
+            started by `owner`.
     """
     root = runs_root() if root is None else Path(root)
     folder = Path(folder)
@@ -1124,6 +1148,111 @@ def delete_run(folder: str | Path, root: Path | None = None) -> None:
         inside = False
     if not inside:
         raise RunError(f"{_clip(folder.name)!r} is not a run folder in the runs folder; nothing was deleted.")
+    check_owner(folder, owner, "delete")
     if read_status(folder).active:
         raise RunError(f"Run {folder.name} is still training: stop it first.")
     shutil.rmtree(folder)
+
+
+# --------------------------------------------------------------------------------------------
+# Who may stop or delete a run
+# --------------------------------------------------------------------------------------------
+
+# A served app's visitor may stop or delete only the runs their session started. The session keeps
+# a random token; the run's config.json records only its digest (owner_key), so nothing on disk or
+# in a listing lets another visitor act as that session. The operator (the command line) passes no
+# token and may act on every run. Pair jobs hand the key to their worker in this variable.
+OWNER_ENV = "VITVIZ_RUN_OWNER"
+
+
+def owner_key(token: str) -> str:
+    """What config.json records for the session holding `token`: its SHA-256, in hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def owned_by(folder: str | Path, owner: str | None) -> bool:
+    """True when `owner` may stop or delete the run: the operator (None) always, a session token
+    only when the run's config.json names that session. A run with an unreadable config.json
+    belongs to the operator alone."""
+    if owner is None:
+        return True
+    try:
+        recorded = read_config(folder).get("owner")
+    except RunError:
+        return False
+    return recorded is not None and hmac.compare_digest(recorded, owner_key(owner))
+
+
+def check_owner(folder: str | Path, owner: str | None, action: str = "stop") -> None:
+    """Raises RunError unless `owner` may `action` ("stop", "delete") the run (see owned_by)."""
+    if not owned_by(folder, owner):
+        raise RunError(
+            f"Only the visitor whose session started run {_clip(Path(folder).name)} can {action} it "
+            "(the server's operator can, from the command line)."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Background jobs: one server-wide cap for the work pages hand to worker processes
+# --------------------------------------------------------------------------------------------
+
+# Head rankings (vitviz.head_ranking) and any other job a page starts in a worker take a slot here;
+# fine-tunes have their own cap (max_concurrent_runs). A job is a file named by its process id in
+# this folder of the runs folder, so every process of the server (and a restart) counts the same.
+JOBS_FOLDER = ".jobs"
+MAX_JOBS_ENV = "VITVIZ_MAX_JOBS"  # background jobs that may run at once on this server
+DEFAULT_MAX_JOBS = 2
+
+
+class JobLimitError(RunError):
+    """A background job was refused because the server already runs as many as it allows."""
+
+
+def max_background_jobs() -> int:
+    """Background jobs that may run at once on this server: ``$VITVIZ_MAX_JOBS``, default 2."""
+    return _positive_setting(MAX_JOBS_ENV, DEFAULT_MAX_JOBS)
+
+
+def background_job_count(root: Path | None = None) -> int:
+    """Background jobs whose process still lives; the files of ended ones are removed on the way."""
+    folder = (runs_root() if root is None else Path(root)) / JOBS_FOLDER
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return 0
+    alive = 0
+    for entry in entries:
+        if entry.name.isdigit() and 0 < int(entry.name) < 2**31 and _process_alive(int(entry.name)):
+            alive += 1
+        else:
+            entry.unlink(missing_ok=True)
+    return alive
+
+
+@contextmanager
+def background_job_slot(root: Path | None = None) -> Iterator[Callable[[int], None]]:
+    """Claims one of the server's background-job slots for a process the caller starts inside.
+
+    Yields a function to call with the started process's id: the slot is held while that process
+    lives. Counting and claiming happen under `start_lock`, so two visitors cannot both take the
+    last slot; a caller whose start fails registers nothing and holds nothing.
+
+    Raises:
+        JobLimitError: the server already runs `max_background_jobs()` jobs; nothing is claimed.
+    """
+    root = runs_root() if root is None else Path(root)
+    with start_lock(root):
+        running, allowed = background_job_count(root), max_background_jobs()
+        if running >= allowed:
+            raise JobLimitError(
+                f"The server is already running {running} background job{'' if running == 1 else 's'} "
+                f"(head rankings and the like), as many as it runs at once ({MAX_JOBS_ENV}); try again "
+                "when one has finished."
+            )
+
+        def register(pid: int) -> None:
+            folder = root / JOBS_FOLDER
+            folder.mkdir(exist_ok=True)
+            (folder / str(pid)).touch()
+
+        yield register

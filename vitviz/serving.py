@@ -192,8 +192,9 @@ _NO_MODEL = "There is no timm model or finished run of that name."
 
 
 def is_visitor_run(name: str) -> bool:
-    """Whether `name` names a finished run with a trained model in the runs folder: the runs a
-    visitor may pick, type or link to (as the pickers list them). Never raises.
+    """Whether `name` names a run in the runs folder that is no longer training and holds a trained
+    model (finished, or stopped or killed after a finished epoch, with that epoch's checkpoint): the
+    runs a visitor may pick, type or link to (as the pickers list them). Never raises.
 
     Only the runs folder is looked in (a path is never a run's name), so a dead worker's run that
     this read settles (vitviz.runs.read_status) is always one of the server's own runs.
@@ -203,7 +204,7 @@ def is_visitor_run(name: str) -> bool:
     except RunError:
         return False
     model = folder / MODEL_FILE
-    return read_status(folder).state == "finished" and model.is_file() and not model.is_symlink()
+    return not read_status(folder).active and model.is_file() and not model.is_symlink()
 
 
 def visitor_model(name: str, weights: str) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from vitviz.runs import (
     delete_run,
     list_runs,
     max_concurrent_runs,
+    owned_by,
     read_config,
     read_metrics,
     read_status,
@@ -66,6 +68,7 @@ __all__ = [
     "render_run",
     "render_runs",
     "runs_section",
+    "session_owner",
     "set_open_run",
     "shapes_summary",
     "start_section",
@@ -80,6 +83,7 @@ RUN_PICK = "finetune_run_pick"  # the runs list's selectbox
 OPEN_PAIR = "finetune_open_pair"  # session key: the pair job this session started
 PAIR_PARAM = "pair"  # its query parameter, so a refresh shows the pair's progress again
 MY_RUNS = "finetune_my_runs"  # session key: names of the runs this session started
+OWNER_TOKEN = "finetune_owner_token"  # session key: the secret whose digest the runs it starts record
 LIVE_REFRESH_S = 1.0
 SHAPES = "built-in shapes"
 DIGITS = "built-in digits"
@@ -92,6 +96,10 @@ MODE_HELP = {
     "full": "full — every parameter (slow on a CPU)",
 }
 MAX_ZIP_MB = 200
+NOT_YOURS = (
+    "Only the visitor whose session started run {name} can {action} it (the server's operator can "
+    "too); a session that started a run stops owning it when its page is reloaded."
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,6 +259,14 @@ def data_section(data: DataChoice, settings: TrainingSettings) -> DataSummary | 
     return summary
 
 
+def session_owner() -> str:
+    """This session's secret token: the runs it starts record its digest, and only it (or the
+    operator, from the command line) may stop or delete them. A refresh starts a new session."""
+    if OWNER_TOKEN not in st.session_state:
+        st.session_state[OWNER_TOKEN] = secrets.token_urlsafe(32)
+    return st.session_state[OWNER_TOKEN]
+
+
 def _session_runs() -> list[str]:
     if MY_RUNS not in st.session_state:
         st.session_state[MY_RUNS] = []
@@ -329,9 +345,11 @@ def start_section(
             ui.ModelChoice(*serving.visitor_model(choice.name, choice.weights), choice.device)
         )
         if data.source == UPLOAD and data.upload is not None:
-            run_folder = start_run(config, "", upload=data.upload.getvalue(), upload_name=data.upload.name)
+            run_folder = start_run(
+                config, "", upload=data.upload.getvalue(), upload_name=data.upload.name, owner=session_owner()
+            )
         else:
-            run_folder = start_run(config, _data_argument(data))
+            run_folder = start_run(config, _data_argument(data), owner=session_owner())
     except (RunError, ServingError, DataError, ModelError) as error:  # RunLimitError is a RunError
         st.error(str(error))
         return
@@ -382,7 +400,7 @@ def pair_section(
     if start and summary is not None and not upload and refusal is None:
         config = settings.config(ui.ModelChoice(vit_name, "bundled", device))
         try:
-            job = start_pair(config, _data_argument(data))
+            job = start_pair(config, _data_argument(data), owner=session_owner())
         except (RunError, ServingError, DataError) as error:  # RunLimitError is a RunError
             st.error(str(error))
             return
@@ -434,9 +452,8 @@ def live_pair(job: PairJob) -> None:
     pair_progress(job)
     runs = job.runs()
     training = next((folder for folder in runs.values() if read_status(folder).active), None)
-    if training is not None and st.button("Stop the pair", key="finetune_pair_stop", icon=":material/stop:"):
-        stop_run(training)  # the pair process stops when its current run does
-        st.toast("Stopping after the current step…")
+    if training is not None and _stop_button(training, "Stop the pair", "finetune_pair_stop"):
+        st.toast("Stopping after the current step…")  # the pair process stops when its current run does
 
 
 def render_data(summary: DataSummary, val_fraction: float, seed: int, max_images: int | None) -> None:
@@ -593,12 +610,15 @@ def render_runs(runs: list[RunSummary]) -> None:
             set_open_run(folder)
             st.rerun()
     with columns[2].popover("Delete", width="stretch"):
+        if not owned_by(runs[names.index(picked)].folder, session_owner()):
+            st.write(NOT_YOURS.format(name=picked, action="delete"))
+            return
         st.write(f"Delete **{picked}** and everything in its folder?")
         if st.button("Delete for good", key="finetune_delete", type="primary"):
             folder = _open_picked(picked)
             try:
                 if folder is not None:
-                    delete_run(folder)
+                    delete_run(folder, owner=session_owner())
             except RunError as error:
                 st.error(str(error))
             else:
@@ -641,11 +661,25 @@ def live_run(folder: Path) -> None:
     if not status.active:
         st.rerun()  # finished, stopped or failed: the whole page redraws with the results
     _progress_view(folder, status)
-    if st.button("Stop", key="finetune_stop", icon=":material/stop:"):
-        stop_run(folder)
+    if _stop_button(folder, "Stop", "finetune_stop"):
         st.toast("Stopping after the current step…")
     if (folder / "stop").exists():
         st.caption("Stop requested: the run ends after its current step.")
+
+
+def _stop_button(folder: Path, label: str, key: str) -> bool:
+    """A stop button for the run's owner; for anyone else, a line saying who may stop it. True once stopped."""
+    if not owned_by(folder, session_owner()):
+        st.caption(NOT_YOURS.format(name=folder.name, action="stop"))
+        return False
+    if not st.button(label, key=key, icon=":material/stop:"):
+        return False
+    try:
+        stop_run(folder, owner=session_owner())
+    except RunError as error:
+        st.error(str(error))
+        return False
+    return True
 
 
 def render_run(folder: Path, device: str) -> None:

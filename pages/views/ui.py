@@ -35,12 +35,21 @@ from vitviz.images import (
 from vitviz.maths.attention import AttentionRecord, record_attention, rollout_relevance
 from vitviz.maths.sinks import SinkReport, detect_sinks
 from vitviz.maths.tokens import output_embedding, position_similarity
+from vitviz.memory import (
+    VISITOR_MODEL_ENV,
+    MemorySettingError,
+    ModelCache,
+    memory_budget,
+    module_bytes,
+    visitor_model_limit,
+)
 from vitviz.models import (
     RUN_WEIGHTS,
     WEIGHTS_SOURCES,
     LoadedModel,
     ModelError,
     describe_weights,
+    estimate_model,
     load_model,
     untrained_twin,
 )
@@ -80,6 +89,7 @@ __all__ = [
     "new_click",
     "photo_choice",
     "plotly_chart",
+    "shared_models",
     "sync_url",
     "take_link_choice",
     "untrained_warning",
@@ -152,29 +162,63 @@ class ImageChoice:
     digest: str
 
 
-@st.cache_resource(show_spinner="Loading model…", max_entries=6)
+@st.cache_resource
+def shared_models() -> ModelCache[LoadedModel]:
+    """This server's one model cache, shared by every session: at most `$VITVIZ_MEMORY_BYTES` of
+    weights, the least recently used model leaving first (see vitviz.memory.ModelCache)."""
+    return ModelCache(memory_budget)
+
+
+def _loaded_bytes(loaded: LoadedModel) -> int:
+    return module_bytes(loaded.model)
+
+
 def cached_model(name: str, weights: str, device: str) -> LoadedModel:
     """One model per (name, weights, device), shared by every session; pages never mutate it.
 
+    A model not yet loaded is estimated first (`estimate_model`, shapes only): one past
+    `$VITVIZ_VISITOR_MODEL_BYTES` is refused with a message, and room for it is made in the cache.
     After a load, every object alive is moved out of the garbage collector's reach (`gc.freeze`):
     Streamlit runs a full collection after each script run, and walking torch's, timm's and the
-    model's ~445,000 objects cost 200–300 ms of every slider move. Frozen objects are never freed,
-    which is what a cached model is anyway; the caches' max_entries bound how many there are.
+    model's ~445,000 objects cost 200–300 ms of every slider move. A frozen model that leaves the
+    cache is still freed, by its reference count (tests/test_memory.py).
     """
     try:  # a visitor reaches only timm names, runs in the runs folder and files in the data root
         name, weights = visitor_model(name, weights)
     except ServingError as error:
         raise ModelError(str(error)) from error
-    loaded = load_model(name, weights, device)
-    gc.collect()
-    gc.freeze()
-    return loaded
+    cache = shared_models()
+
+    def load() -> LoadedModel:
+        estimate = estimate_model(name, weights)
+        problem = estimate.problem(visitor_model_limit(), VISITOR_MODEL_ENV, "a visitor's model may take")
+        if problem is not None:
+            raise ModelError(problem)
+        cache.make_room(estimate.total)
+        with st.spinner("Loading model…"):
+            loaded = load_model(name, weights, device)
+        gc.collect()
+        gc.freeze()
+        return loaded
+
+    try:
+        return cache.get(("model", name, weights, device), load, _loaded_bytes)
+    except MemorySettingError as error:  # the operator's setting: one line in the page
+        raise ModelError(str(error)) from error
 
 
-@st.cache_resource(show_spinner="Building the untrained twin…", max_entries=4)
 def cached_twin(name: str, weights: str, device: str) -> LoadedModel:
-    """The chosen model's architecture and input size with seeded random weights, for comparisons."""
-    return untrained_twin(cached_model(name, weights, device))
+    """The chosen model's architecture and input size with seeded random weights, for comparisons;
+    cached beside the models, its bytes counted like theirs."""
+    loaded = cached_model(name, weights, device)
+    cache = shared_models()
+
+    def load() -> LoadedModel:
+        cache.make_room(_loaded_bytes(loaded))
+        with st.spinner("Building the untrained twin…"):
+            return untrained_twin(loaded)
+
+    return cache.get(("twin", name, weights, device), load, _loaded_bytes)
 
 
 @st.cache_resource(show_spinner="Capturing attention…", max_entries=24)
@@ -277,11 +321,12 @@ def model_picker(key: str, default_name: str = DEFAULT_MODEL) -> ModelChoice:
     """
     suggestions = {suggestion.name: suggestion for suggestion in cached_suggestions()}
     names = list(suggestions)
-    # A finished run is picked by its name; its weights come from the run.
+    # A run is picked by its name; its weights come from the run. A run stopped or killed after a
+    # finished epoch has that epoch's checkpoint, and its label says it stopped early.
     runs = {
         run.name: run.label
         for run in list_runs()
-        if run.status.state == "finished" and run.has_model and run.name not in suggestions
+        if not run.status.active and run.has_model and run.name not in suggestions
     }
     options = [*names, *runs, OTHER_MODEL]
     picked_before = st.session_state.get(f"{key}_model")

@@ -33,11 +33,13 @@ from vitviz.finetune.trainer import FinetuneConfig, FinetuneResult
 from vitviz.finetune.worker import execute_run, run_image_set, spawn_background
 from vitviz.runs import (
     MODEL_FILE,
+    OWNER_ENV,
     PAIR_JOB_PID_FILE,
     PAIR_JOB_RUNS_FILE,
     PAIR_JOBS_FOLDER,
     RunError,
     new_run_folder,
+    owner_key,
     read_config,
     read_status,
     read_val_predictions,
@@ -438,7 +440,9 @@ def pair_command(config: FinetuneConfig, data: str, root: Path) -> list[str]:
     return [sys.executable, "-m", "vitviz", "finetune-pair", "--data", data, "--out", str(root), *settings]
 
 
-def start_pair(config: FinetuneConfig, data: str, root: str | Path | None = None) -> PairJob:
+def start_pair(
+    config: FinetuneConfig, data: str, root: str | Path | None = None, owner: str | None = None
+) -> PairJob:
     """Starts train_pair on `data` in a detached process (as start_run does for one run); returns its job.
 
     Args:
@@ -446,6 +450,8 @@ def start_pair(config: FinetuneConfig, data: str, root: str | Path | None = None
         data: "builtin:digits", "builtin:shapes" or a folder of class folders (a page passes only
             folders checked by vitviz.serving.server_folder); not an upload.
         root: the runs folder (default runs_root()).
+        owner: the session token of the visitor who starts it, recorded in both runs (see
+            vitviz.finetune.worker.start_run); None for the operator.
 
     Raises:
         RunLimitError: the server already trains as many runs as it allows; nothing was started.
@@ -457,7 +463,10 @@ def start_pair(config: FinetuneConfig, data: str, root: str | Path | None = None
         folder.mkdir(parents=True)
         try:
             process = spawn_background(
-                pair_command(config, data, root), folder / _JOB_LOG, env={PAIR_JOB_ENV: str(folder)}
+                pair_command(config, data, root),
+                folder / _JOB_LOG,
+                env={PAIR_JOB_ENV: str(folder)}
+                | ({OWNER_ENV: owner_key(owner)} if owner is not None else {}),
             )
         except OSError as error:
             raise RunError(f"The pair could not start: {error.strerror or type(error).__name__}.") from error

@@ -38,6 +38,7 @@ from vitviz.runs import (
     LOG_FILE,
     MAX_LABEL_CHARS,
     MAX_LABELS,
+    OWNER_ENV,
     RUN_DISK_ENV,
     STATUS_FILE,
     UPLOAD_FILE,
@@ -45,9 +46,11 @@ from vitviz.runs import (
     RunError,
     RunStatus,
     append_metrics,
+    check_owner,
     folder_bytes,
     free_run_data,
     new_run_folder,
+    owner_key,
     read_config,
     read_log_tail,
     read_run_model,
@@ -119,6 +122,7 @@ def start_run(
     root: Path | None = None,
     upload: bytes | None = None,
     upload_name: str | None = None,
+    owner: str | None = None,
 ) -> Path:
     """Starts a fine-tune in a new process, detached from the caller, and returns its run folder.
 
@@ -135,6 +139,8 @@ def start_run(
         upload: the bytes of an uploaded .zip; it is saved into the run folder, extracted there and
             deleted.
         upload_name: the upload's file name, to show.
+        owner: the session token of the visitor who starts it: only that session may stop or
+            delete the run (vitviz.runs.check_owner); None, from the command line, for the operator.
 
     Raises:
         RunLimitError: the server already trains as many runs as it allows; nothing was created.
@@ -149,7 +155,7 @@ def start_run(
     label = _clipped(upload_name or "uploaded .zip") if upload is not None else _data_label(data)
     with training_slot(root):
         folder = new_run_folder(config.model, config.mode, root)
-        write_config(folder, _preliminary_config(config, timm_name, label))
+        write_config(folder, _preliminary_config(config, timm_name, label, owner))
         write_status(folder, RunStatus("starting", message="starting the worker"))
     try:
         if upload is not None:
@@ -270,8 +276,13 @@ def _clipped(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def stop_run(folder: str | Path) -> None:
-    """Asks a run to stop after its current step; the model trained so far is kept."""
+def stop_run(folder: str | Path, owner: str | None = None) -> None:
+    """Asks a run to stop after its current step; the model trained so far is kept.
+
+    Raises:
+        RunError: `owner` (a visitor's session token; None for the operator) did not start the run.
+    """
+    check_owner(folder, owner, "stop")
     request_stop(folder)
 
 
@@ -280,7 +291,9 @@ def stop_run(folder: str | Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _preliminary_config(config: FinetuneConfig, timm_name: str, data_label: str) -> dict[str, Any]:
+def _preliminary_config(
+    config: FinetuneConfig, timm_name: str, data_label: str, owner: str | None
+) -> dict[str, Any]:
     return {
         "timm_name": timm_name,
         "weights": config.weights,
@@ -290,11 +303,13 @@ def _preliminary_config(config: FinetuneConfig, timm_name: str, data_label: str)
         "labels": [],
         "data": {"label": data_label},
         "created": time.time(),
+        **({"owner": owner_key(owner)} if owner is not None else {}),
     }
 
 
-def _claim(out: Path) -> float:
-    """Checks that `out` is new, empty, or prepared by start_run; returns its creation time."""
+def _claim(out: Path) -> dict[str, Any]:
+    """Checks that `out` is new, empty, or prepared by start_run; returns what the final config.json
+    keeps of it: its creation time, and the owner start_run recorded or a pair job handed down."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder.")
     if out.is_dir():
@@ -303,9 +318,15 @@ def _claim(out: Path) -> float:
         if extra or ((out / STATUS_FILE).exists() and not prepared):
             raise ValueError(f"--out {out} already holds a run or other files; pick a new folder.")
         if (out / CONFIG_FILE).is_file():
-            return float(read_config(out).get("created", time.time()))
+            prepared_config = read_config(out)
+            kept = {key: prepared_config[key] for key in ("created", "owner") if key in prepared_config}
+            return {"created": time.time(), **kept}
     out.mkdir(parents=True, exist_ok=True)
-    return time.time()
+    owner = os.environ.get(OWNER_ENV, "")
+    recorded = len(owner) == 64 and all(
+        character in "0123456789abcdef" for character in owner
+    )  # an owner_key
+    return {"created": time.time(), **({"owner": owner} if recorded else {})}
 
 
 def _open_data(data: str, out: Path, context: DistributedContext, stack: ExitStack) -> tuple[ImageSet, str]:
@@ -492,7 +513,7 @@ def execute_run(
     claimed = False
     with ExitStack() as stack:
         try:
-            created = _claim(out) if context.is_main else 0.0
+            kept = _claim(out) if context.is_main else {}
             claimed = context.is_main
             if context.is_main:
                 write_status(
@@ -510,7 +531,7 @@ def execute_run(
             if context.is_main:
                 write_config(
                     out,
-                    _final_config(config, base.facts, image_set, data, data_label, root, created, context),
+                    _final_config(config, base.facts, image_set, data, data_label, root, context) | kept,
                 )
             total = len(image_set.items)
             used = min(total, config.max_images or total)
@@ -584,9 +605,9 @@ def _final_config(
     data: str,
     data_label: str | None,
     root: str,
-    created: float,
     context: DistributedContext,
 ) -> dict[str, Any]:
+    """config.json once the data is known; execute_run adds what `_claim` kept (created, owner)."""
     # ViTs are rebuilt at the input size they were trained at (DINOv2's default is 518 px).
     build_args = {"img_size": list(facts.input_size)} if facts.family != "cnn" else {}
     return {
@@ -608,7 +629,6 @@ def _final_config(
         },
         "device": config.device,
         "world_size": context.world_size,
-        "created": created,
     }
 
 
