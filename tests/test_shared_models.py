@@ -107,3 +107,24 @@ def test_two_sessions_use_the_same_cached_model_at_once_and_see_their_own_maps(c
     expected = _layer_map(alone)
     for app in together:  # the same kernel on the same model: equal up to float noise
         np.testing.assert_allclose(_layer_map(app), expected, rtol=0, atol=1e-6)
+
+
+def test_a_run_trained_again_under_the_same_name_is_not_served_from_the_cache(
+    tmp_path, monkeypatch, counted_loads
+):
+    """Runs travel by name, and a name can come back (deleted, then `finetune --out NAME` again)."""
+    import shutil
+
+    from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
+    from vitviz.models import RUN_WEIGHTS
+
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path))
+    hand_made_run(tmp_path, "shapes")
+    first = ui.cached_model("shapes", RUN_WEIGHTS, "cpu")
+    assert ui.cached_model("shapes", RUN_WEIGHTS, "cpu") is first and len(counted_loads) == 1
+    shutil.rmtree(tmp_path / "shapes")
+    labels = ["yes", "no"]  # another run: other class names
+    hand_made_run(tmp_path, "shapes", config={**TINY_RUN_CONFIG, "labels": labels})
+    again = ui.cached_model("shapes", RUN_WEIGHTS, "cpu")
+    assert again is not first and len(counted_loads) == 2
+    assert again.labels == tuple(labels) and first.labels != again.labels

@@ -334,8 +334,8 @@ def estimate_model(name: str, weights: str = "bundled") -> MemoryEstimate:
         ModelError: an unknown name, or a run folder that cannot be loaded (one line).
     """
     try:
-        if is_run_folder(name):
-            run = read_run_model(name)
+        if weights == RUN_WEIGHTS or is_run_folder(name):
+            run = read_run_model(run_folder_by_name(name) if weights == RUN_WEIGHTS else name)
             return estimate_build(run.timm_name, {"num_classes": len(run.labels), **run.build_args})
         _check_name(name)
         build_args = _BUNDLED_BUILD_ARGS.get(name, {}) if weights == "bundled" else {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gc
 import io
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -55,7 +56,7 @@ from vitviz.models import (
 )
 from vitviz.predict import Prediction, predict
 from vitviz.preprocess import ViewMode, aspect_view_problem, explanation_image
-from vitviz.runs import list_runs
+from vitviz.runs import MODEL_FILE, RunError, list_runs, run_folder_by_name
 from vitviz.serving import ServingError, is_visitor_run, server_paths_allowed, visitor_model
 from vitviz.share import TimmModelNames, ViewLimits
 from vitviz.weights import WeightsError
@@ -173,6 +174,36 @@ def _loaded_bytes(loaded: LoadedModel) -> int:
     return module_bytes(loaded.model)
 
 
+# A run is known by its name, but a name can come back: a run deleted and trained again under the
+# same name (`vitviz finetune --out NAME`). Each run name's model file as last seen (inode, size,
+# modification time): another file means another run, and what was cached for the old one goes.
+_RUN_FILES: dict[str, tuple[int, int, int]] = {}
+_RUN_FILES_LOCK = threading.Lock()
+
+
+def _run_file(name: str) -> tuple[int, int, int] | None:
+    try:
+        found = (run_folder_by_name(name) / MODEL_FILE).stat()
+    except (RunError, OSError):
+        return None
+    return (found.st_ino, found.st_size, found.st_mtime_ns)
+
+
+def _same_run_as_cached(name: str) -> tuple[int, int, int] | None:
+    """The run's model file identity; when it changed since it was cached, every cache is emptied."""
+    identity = _run_file(name)
+    if identity is None:
+        return None
+    with _RUN_FILES_LOCK:
+        before = _RUN_FILES.setdefault(name, identity)
+        if before != identity:
+            _RUN_FILES[name] = identity
+            st.cache_data.clear()  # derived results are keyed by the run's name: rare, so all of them
+            st.cache_resource.clear()
+            shared_models().clear()
+    return identity
+
+
 def cached_model(name: str, weights: str, device: str) -> LoadedModel:
     """One model per (name, weights, device), shared by every session; pages never mutate it.
 
@@ -187,6 +218,7 @@ def cached_model(name: str, weights: str, device: str) -> LoadedModel:
         name, weights = visitor_model(name, weights)
     except ServingError as error:
         raise ModelError(str(error)) from error
+    run_file = _same_run_as_cached(name) if weights == RUN_WEIGHTS else None
     cache = shared_models()
 
     def load() -> LoadedModel:
@@ -202,7 +234,8 @@ def cached_model(name: str, weights: str, device: str) -> LoadedModel:
         return loaded
 
     try:
-        return cache.get(("model", name, weights, device), load, _loaded_bytes)
+        key = ("model", name, weights, device, *([run_file] if run_file else []))
+        return cache.get(key, load, _loaded_bytes)
     except MemorySettingError as error:  # the operator's setting: one line in the page
         raise ModelError(str(error)) from error
 
