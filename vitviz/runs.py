@@ -72,6 +72,7 @@ __all__ = [
     "list_runs",
     "max_concurrent_runs",
     "new_run_folder",
+    "process_alive",
     "read_config",
     "read_metrics",
     "read_run_model",
@@ -549,6 +550,11 @@ def write_status(folder: Path, status: RunStatus) -> None:
     if not payload["host"]:
         payload["host"] = socket.gethostname()
     write_json_atomic(Path(folder) / STATUS_FILE, payload)
+
+
+def process_alive(pid: int) -> bool:
+    """True while the process exists and has not exited (a zombie counts as gone)."""
+    return _process_alive(pid)
 
 
 def _process_alive(pid: int) -> bool:

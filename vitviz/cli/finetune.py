@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from vitviz.cli.common import CommandError, add_model_arguments
@@ -15,8 +16,6 @@ FEW_SHOT = (
 )
 # The trainer's MODES and few-shot, repeated so that building the parser (and --help) does not import torch.
 MODE_CHOICES: tuple[str, ...] = ("probe", "last-k", "full", FEW_SHOT)
-FEW_SHOT_FILE = "fewshot.json"  # the table, in the --out folder of a few-shot evaluation
-FEW_SHOT_CHART = "fewshot.html"  # its chart
 _DATA_HELP = "builtin:digits, builtin:shapes, a .zip of class folders, or a folder of class folders"
 
 
@@ -47,7 +46,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="RUN_FOLDER",
         help="the run folder to make (required but for few-shot, where it is optional: a folder for "
-        f"{FEW_SHOT_FILE} and {FEW_SHOT_CHART})",
+        "fewshot.json and fewshot.html)",
     )
     parser.set_defaults(run=_run_finetune)
 
@@ -180,16 +179,29 @@ def _run_finetune_pair(args: argparse.Namespace) -> None:
         print("pair finished: both runs hold a pair.json naming each other")
 
 
-def _run_few_shot(args: argparse.Namespace) -> None:
-    import json
+def _every_tenth(print_line: Callable[[str], None]) -> Callable[[str, float], None]:
+    """A progress callback that prints a line each time another tenth of the work is done."""
+    printed = [-1]
 
+    def report(message: str, fraction: float) -> None:
+        tenth = int(fraction * 10)
+        if tenth > printed[0]:
+            printed[0] = tenth
+            print_line(message)
+
+    return report
+
+
+def _run_few_shot(args: argparse.Namespace) -> None:
     from vitviz.device import default_device
     from vitviz.figures.finetune import few_shot_figure
     from vitviz.finetune.data import DataError, open_image_set
     from vitviz.finetune.fewshot import few_shot_comparison, parse_shots, planned_few_shot
+    from vitviz.finetune.fewshot_jobs import FEW_SHOT_CHART, FEW_SHOT_FILE
     from vitviz.finetune.pair import PAIR_MODELS
     from vitviz.finetune.worker import yield_to_the_app
     from vitviz.models import load_model
+    from vitviz.runs import write_json_atomic
 
     yield_to_the_app()
     try:
@@ -221,6 +233,7 @@ def _run_few_shot(args: argparse.Namespace) -> None:
             val_fraction=args.val_fraction,
             seed=args.seed,
             batch_size=args.batch_size,
+            on_progress=_every_tenth(lambda line: print(line, flush=True)),
         )
     except (KeyboardInterrupt, CommandError, OSError):
         raise
@@ -235,6 +248,7 @@ def _run_few_shot(args: argparse.Namespace) -> None:
     print(table.markdown())
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / FEW_SHOT_FILE).write_text(json.dumps(table.as_dict(), indent=1))
+        # The chart first: a reader that sees the table may take the job as done.
         few_shot_figure(table.as_dict()).write_html(args.out / FEW_SHOT_CHART, include_plotlyjs=True)
+        write_json_atomic(args.out / FEW_SHOT_FILE, table.as_dict())
         print(f"wrote {args.out / FEW_SHOT_FILE} and {args.out / FEW_SHOT_CHART}")
