@@ -36,6 +36,7 @@ __all__ = [
     "block_names",
     "finetune",
     "image_features",
+    "one_cpu_thread",
     "prepare_model",
     "trainable_module_names",
 ]
@@ -387,7 +388,7 @@ def image_features(
 
 
 @contextmanager
-def _one_cpu_thread() -> Iterator[None]:
+def one_cpu_thread() -> Iterator[None]:
     """Runs the block with one intra-op CPU thread, then restores the previous count."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -608,7 +609,7 @@ def _probe(job: _TrainingJob) -> _TrainOutcome:
     # A linear head's optimum lies in the span of the training rows (every gradient does), so when
     # there are fewer rows than features it is fitted in the rows' own coordinates: the same model,
     # in n dimensions rather than D.
-    with _one_cpu_thread():
+    with one_cpu_thread():
         basis = _row_space(standard_train) if linear else None
     solved = nn.Linear(basis.shape[1], head.out_features, device=device) if basis is not None else head
     fit_train = standard_train @ basis if basis is not None else standard_train
@@ -631,7 +632,7 @@ def _probe(job: _TrainingJob) -> _TrainOutcome:
     # for the first (measured: 250 ms per AdamW epoch with 2 threads, 3 ms with 1).
     metrics: list[EpochMetrics] = []
     predictions: list[ValPrediction] = []
-    with _one_cpu_thread():
+    with one_cpu_thread():
         chosen, stopped = _choose_probe_strength(job, solved, fit_train, train_labels, clock, epochs)
         trained_any = False
         if not stopped:
