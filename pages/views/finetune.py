@@ -183,9 +183,17 @@ def training_settings() -> TrainingSettings:
         last_k = int(st.number_input("Blocks to train (k)", 1, 48, 2, key="finetune_last_k"))
     # Keys carry the mode, so switching mode brings that mode's defaults back.
     epochs = int(st.number_input("Epochs", 1, 10_000, DEFAULT_EPOCHS[mode], key=f"finetune_epochs_{mode}"))
-    lr = st.number_input(
-        "Learning rate", 1e-6, 1.0, DEFAULT_LEARNING_RATES[mode], format="%.0e", key=f"finetune_lr_{mode}"
-    )
+    if mode == "probe":
+        # The probe's head is solved to its optimum (vitviz.finetune.logistic): no learning rate.
+        lr = DEFAULT_LEARNING_RATES[mode]
+        st.caption(
+            "A probe's head is solved to its optimum (L-BFGS), with its L2 strength chosen on part of "
+            "the training images; each epoch is one round of the solve."
+        )
+    else:
+        lr = st.number_input(
+            "Learning rate", 1e-6, 1.0, DEFAULT_LEARNING_RATES[mode], format="%.0e", key=f"finetune_lr_{mode}"
+        )
     batch_size = int(st.number_input("Batch size", 1, 512, 32, key="finetune_batch_size"))
     max_images = int(
         st.number_input("Max images (0 = all)", 0, 1_000_000, 0, step=50, key="finetune_max_images")
