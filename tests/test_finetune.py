@@ -137,7 +137,7 @@ def test_the_cli_offers_the_trainers_modes_and_few_shot():
     from vitviz.cli.finetune import FEW_SHOT, MODE_CHOICES
     from vitviz.finetune.trainer import MODES
 
-    assert MODE_CHOICES == (*MODES, FEW_SHOT)
+    assert (*MODES, FEW_SHOT) == MODE_CHOICES
 
 
 def test_trainable_parts_per_mode_and_family():

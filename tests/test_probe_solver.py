@@ -81,15 +81,17 @@ def test_cross_validation_deals_every_class_over_every_fold():
 
 def test_cross_validation_scores_each_strength_on_rows_its_fit_never_saw():
     clean_features, clean_labels = separable_enough(150, 10, 3, seed=1, noise=0.3)
-    clean = choose_l2_strength(zero_head(10, 3), clean_features, clean_labels)
-    assert clean is not None and clean.count == 150
+    clean = choose_l2_strength(zero_head(10, 3), clean_features, clean_labels, held_out=3)
+    assert clean is not None and clean.count == 150  # every row held out once
+    once = choose_l2_strength(zero_head(10, 3), clean_features, clean_labels)
+    assert once is not None and once.count == 50  # by default a third of the rows, once
     assert clean.accuracy(clean.chosen()) > 0.85
     assert clean.chosen() == min(clean.strengths, key=lambda l2: clean.loss[l2])
     # Labels that are pure noise: 100 dimensions fit 100 training rows perfectly at the weakest
     # penalty, yet held out they are right only by chance (a third of the time, give or take).
     noise_features = torch.randn(150, 100, generator=torch.Generator().manual_seed(2))
     noise_labels = torch.arange(150) % 3
-    noisy = choose_l2_strength(zero_head(100, 3), noise_features, noise_labels)
+    noisy = choose_l2_strength(zero_head(100, 3), noise_features, noise_labels, held_out=3)
     assert noisy is not None
     assert all(noisy.accuracy(l2) < 0.5 for l2 in noisy.strengths), [
         noisy.accuracy(l2) for l2 in noisy.strengths
