@@ -17,4 +17,5 @@ with st.sidebar:
 summary = finetune.data_section(data, settings)
 finetune.start_section(data, summary, choice, settings)
 finetune.pair_section(data, summary, settings, choice.device)
+finetune.few_shot_section(data, summary, settings, choice.device)
 finetune.runs_section(choice.device)

@@ -136,11 +136,11 @@ def test_a_folder_with_one_class_gets_a_clear_message(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def test_the_cli_offers_the_trainers_modes():
-    from vitviz.cli.finetune import MODE_CHOICES
+def test_the_cli_offers_the_trainers_modes_and_few_shot():
+    from vitviz.cli.finetune import FEW_SHOT, MODE_CHOICES
     from vitviz.finetune.trainer import MODES
 
-    assert MODE_CHOICES == MODES
+    assert (*MODES, FEW_SHOT) == MODE_CHOICES
 
 
 def test_trainable_parts_per_mode_and_family():

@@ -85,6 +85,7 @@ __all__ = [
     "new_run_folder",
     "owned_by",
     "owner_key",
+    "process_alive",
     "read_config",
     "read_log_tail",
     "read_metrics",
@@ -605,6 +606,11 @@ def write_status(folder: Path, status: RunStatus) -> None:
     if not payload["host"]:
         payload["host"] = socket.gethostname()
     write_json_atomic(Path(folder) / STATUS_FILE, payload)
+
+
+def process_alive(pid: int) -> bool:
+    """True while the process exists and has not exited (a zombie counts as gone)."""
+    return _process_alive(pid)
 
 
 def _process_alive(pid: int) -> bool:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
@@ -13,7 +15,12 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 from pages.views import ui
 from vitviz import serving
 from vitviz.figures.common import attention_overlay_figure
-from vitviz.figures.finetune import class_counts_figure, confusion_figure, training_curves_figure
+from vitviz.figures.finetune import (
+    class_counts_figure,
+    confusion_figure,
+    few_shot_figure,
+    training_curves_figure,
+)
 from vitviz.finetune.data import (
     BUILTIN_DIGITS,
     BUILTIN_SHAPES,
@@ -25,6 +32,8 @@ from vitviz.finetune.data import (
     summarize,
 )
 from vitviz.finetune.data import builtin_shapes as make_builtin_shapes
+from vitviz.finetune.fewshot import DEFAULT_DRAWS, DEFAULT_SHOTS, parse_shots
+from vitviz.finetune.fewshot_jobs import FewShotJob, FewShotRequest, few_shot_job_by_name, start_few_shot
 from vitviz.finetune.pair import PAIR_MODELS, PAIR_SIDES, PairJob, pair_job_by_name, start_pair
 from vitviz.finetune.results import attention_change, curves_array, run_results
 from vitviz.finetune.safezip import UnsafeArchiveError
@@ -82,6 +91,8 @@ CLASSES_PER_PAGE = 50  # bars of the class-counts chart: 10,000 bars were 190 kB
 RUN_PICK = "finetune_run_pick"  # the runs list's selectbox
 OPEN_PAIR = "finetune_open_pair"  # session key: the pair job this session started
 PAIR_PARAM = "pair"  # its query parameter, so a refresh shows the pair's progress again
+OPEN_FEW_SHOT = "finetune_few_shot_job"  # session key: the few-shot job this session started
+FEW_SHOT_PARAM = "fewshot"  # its query parameter, so a refresh shows the table again
 MY_RUNS = "finetune_my_runs"  # session key: names of the runs this session started
 OWNER_TOKEN = "finetune_owner_token"  # session key: the secret whose digest the runs it starts record
 LIVE_REFRESH_S = 1.0
@@ -181,9 +192,17 @@ def training_settings() -> TrainingSettings:
         last_k = int(st.number_input("Blocks to train (k)", 1, 48, 2, key="finetune_last_k"))
     # Keys carry the mode, so switching mode brings that mode's defaults back.
     epochs = int(st.number_input("Epochs", 1, 10_000, DEFAULT_EPOCHS[mode], key=f"finetune_epochs_{mode}"))
-    lr = st.number_input(
-        "Learning rate", 1e-6, 1.0, DEFAULT_LEARNING_RATES[mode], format="%.0e", key=f"finetune_lr_{mode}"
-    )
+    if mode == "probe":
+        # The probe's head is solved to its optimum (vitviz.finetune.logistic): no learning rate.
+        lr = DEFAULT_LEARNING_RATES[mode]
+        st.caption(
+            "A probe's head is solved to its optimum (L-BFGS), with its L2 strength chosen on part of "
+            "the training images; each epoch is one round of the solve."
+        )
+    else:
+        lr = st.number_input(
+            "Learning rate", 1e-6, 1.0, DEFAULT_LEARNING_RATES[mode], format="%.0e", key=f"finetune_lr_{mode}"
+        )
     batch_size = int(st.number_input("Batch size", 1, 512, 32, key="finetune_batch_size"))
     max_images = int(
         st.number_input("Max images (0 = all)", 0, 1_000_000, 0, step=50, key="finetune_max_images")
@@ -358,19 +377,23 @@ def start_section(
     st.rerun()
 
 
-def _open_pair_job() -> PairJob | None:
-    """The pair job this session started, or the one named by ?pair= after a refresh."""
-    name = st.session_state.get(OPEN_PAIR) or st.query_params.get(PAIR_PARAM)
+Job = TypeVar("Job", PairJob, FewShotJob)  # a background job a link can name
+
+
+def _open_job(session_key: str, param: str, by_name: Callable[[str], Job], again: str) -> Job | None:
+    """The background job this session started (its name under `session_key`), or the one the link's
+    `param` names after a refresh; a name that finds none gets one line ending in `again`."""
+    name = st.session_state.get(session_key) or st.query_params.get(param)
     if not name:
         return None
     try:
-        job = pair_job_by_name(str(name))
+        job = by_name(str(name))
     except RunError as error:
-        st.error(f"{error} Start a pair below.")
-        st.session_state.pop(OPEN_PAIR, None)
-        st.query_params.pop(PAIR_PARAM, None)
+        st.error(f"{error} {again}")
+        st.session_state.pop(session_key, None)
+        st.query_params.pop(param, None)
         return None
-    st.session_state[OPEN_PAIR] = job.name
+    st.session_state[session_key] = job.name
     return job
 
 
@@ -386,7 +409,7 @@ def pair_section(
         "images, split and training settings from the sidebar (the model picker does not apply), so "
         "Compare can set a ViT and a CNN that learned the same task side by side."
     )
-    job = _open_pair_job()
+    job = _open_job(OPEN_PAIR, PAIR_PARAM, pair_job_by_name, "Start a pair below.")
     refusal = start_refusal()
     upload = data.source == UPLOAD
     if upload:
@@ -454,6 +477,96 @@ def live_pair(job: PairJob) -> None:
     training = next((folder for folder in runs.values() if read_status(folder).active), None)
     if training is not None and _stop_button(training, "Stop the pair", "finetune_pair_stop"):
         st.toast("Stopping after the current step…")  # the pair process stops when its current run does
+
+
+def few_shot_section(
+    data: DataChoice, summary: DataSummary | None, settings: TrainingSettings, device: str
+) -> None:
+    """The ViT paper's few-shot linear evaluation (§4.1) of the bundled ViT and CNN: accuracy against shots."""
+    st.divider()
+    st.markdown("##### Few-shot: accuracy against images per class")
+    (vit_name, _), (cnn_name, _) = PAIR_MODELS["vit"], PAIR_MODELS["cnn"]
+    st.caption(
+        f"As in the ViT paper (§4.1): frozen features of k images per class of the bundled ViT ({vit_name}) "
+        f"and CNN ({cnn_name}), a least-squares map to ±1 class targets solved in closed form, scored on "
+        "the held-out images of the sidebar's split (max images, validation share and seed apply). Each "
+        "count is drawn several times; the chart shows the mean and the range."
+    )
+    job = _open_job(OPEN_FEW_SHOT, FEW_SHOT_PARAM, few_shot_job_by_name, "Start one below.")
+    left, right = st.columns(2)
+    shots_text = left.text_input(
+        "Images per class",
+        ",".join(str(count) for count in DEFAULT_SHOTS),
+        max_chars=60,
+        key="finetune_shots",
+    )
+    draws = int(right.number_input("Draws per count", 1, 20, DEFAULT_DRAWS, key="finetune_draws"))
+    try:
+        shots = parse_shots(shots_text)
+    except ValueError as error:
+        st.error(str(error))
+        shots = None
+    upload = data.source == UPLOAD
+    if upload:
+        st.info("Few-shot runs on built-in data or a folder on the server.")
+    busy = job is not None and job.alive
+    start = st.button(
+        "Compare few-shot accuracy",
+        key="finetune_few_shot_start",
+        disabled=summary is None or upload or shots is None or busy,
+        icon=":material/stacked_line_chart:",
+    )
+    if start and summary is not None and not upload and shots is not None and not busy:
+        try:
+            request = FewShotRequest(
+                _data_argument(data), shots, draws, settings.max_images, settings.val_fraction, settings.seed,
+                device, data_label=BUILTIN_DATA.get(data.source, data.folder),
+            )  # fmt: skip
+            job = start_few_shot(request)
+        except (RunError, ServingError, OSError) as error:
+            st.error(str(error))
+            return
+        st.session_state[OPEN_FEW_SHOT] = job.name
+        st.query_params[FEW_SHOT_PARAM] = job.name
+        st.rerun()
+    if job is None:
+        return
+    if job.alive:
+        live_few_shot(job)
+    else:
+        few_shot_outcome(job)
+
+
+@st.fragment(run_every=LIVE_REFRESH_S)
+def live_few_shot(job: FewShotJob) -> None:
+    """The few-shot job's last line, redrawn every second until it ends."""
+    if not job.alive:
+        st.rerun()
+    st.info(f"Few-shot evaluation running: {job.last_line() or 'starting'}", icon=":material/hourglass_top:")
+
+
+def few_shot_outcome(job: FewShotJob) -> None:
+    """The finished table and chart, or why there is none."""
+    table = job.table()
+    if table is None:
+        st.warning(f"The few-shot evaluation ended without a table: {job.last_line() or 'no output'}")
+        return
+    models = list(table["models"])
+    rows = []
+    for index, shots in enumerate(table["shots"]):
+        row: dict[str, object] = {"images per class": shots}
+        for name in models:
+            cell = table["models"][name][index]
+            row[name] = f"{cell['mean']:.1%} ({cell['low']:.1%}–{cell['high']:.1%})"
+        rows.append(row)
+    st.dataframe(rows, hide_index=True, key="finetune_few_shot_table")
+    st.plotly_chart(few_shot_figure(table), key="finetune_few_shot_chart")
+    seconds = ", ".join(f"{name} {value:.1f} s" for name, value in table["feature_seconds"].items())
+    st.caption(
+        f"{table['data']}: {len(table['classes'])} classes, {table['test_images']} held-out images, "
+        f"{table['draws']} draws per count. Features: {seconds}; every fit of the table together: "
+        f"{table['fit_seconds']:.2f} s."
+    )
 
 
 def render_data(summary: DataSummary, val_fraction: float, seed: int, max_images: int | None) -> None:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from vitviz.cli.common import CommandError, add_model_arguments
 
-__all__ = ["MODE_CHOICES", "add_commands", "output_folder"]
+__all__ = ["FEW_SHOT", "MODE_CHOICES", "add_commands", "output_folder"]
 
-# The trainer's MODES, repeated so that building the parser (and --help) does not import torch.
-MODE_CHOICES: tuple[str, ...] = ("probe", "last-k", "full")
+FEW_SHOT = (
+    "few-shot"  # not a fine-tune: the ViT paper's closed-form few-shot evaluation of both bundled models
+)
+# The trainer's MODES and few-shot, repeated so that building the parser (and --help) does not import torch.
+MODE_CHOICES: tuple[str, ...] = ("probe", "last-k", "full", FEW_SHOT)
 _DATA_HELP = "builtin:digits, builtin:shapes, a .zip of class folders, or a folder of class folders"
 
 
@@ -29,12 +33,20 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_training_arguments(parser)
     parser.add_argument("--data-label", default=None, help=argparse.SUPPRESS)  # the page's name for an upload
     parser.add_argument(
+        "--shots",
+        default="1,5,10,25",
+        help="few-shot: images per class to fit on, comma-separated (default 1,5,10,25)",
+    )
+    parser.add_argument(
+        "--draws", type=int, default=5, help="few-shot: random draws of the shots per count (default 5)"
+    )
+    parser.add_argument(
         "--out",
-        required=True,
-        type=output_folder,
+        default=None,
         metavar="NAME_OR_FOLDER",
-        help="a bare name makes the run in the runs folder, where the app lists it; a path (with a "
-        "'/', or '.' or '~') is taken as the run folder itself",
+        help="the run to make: a bare name makes it in the runs folder, where the app lists it; a path "
+        "(with a '/', or '.' or '~') is taken as the run folder itself. Required but for few-shot, "
+        "where it is an optional folder for fewshot.json and fewshot.html",
     )
     parser.set_defaults(run=_run_finetune)
 
@@ -83,21 +95,28 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--mode",
         choices=MODE_CHOICES,
         default="probe",
-        help="probe: frozen backbone, new head on cached features (default); last-k: the last k blocks "
-        "and the head; full: every parameter",
+        help="probe: frozen backbone, new linear head fitted to its cached features (default); last-k: the "
+        "last k blocks and the head; full: every parameter; few-shot: no run, the ViT paper's few-shot "
+        "linear evaluation (closed-form least squares) of the bundled ViT and CNN against --shots",
     )
     parser.add_argument(
         "--last-k", type=int, default=2, help="blocks (stages) trained in last-k mode (default 2)"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="default: 10 probe, 3 last-k, 2 full")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="default: 10 probe (rounds of its L-BFGS solve, one metrics row each), 3 last-k, 2 full",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="per process (default 32)")
     parser.add_argument(
         "--lr",
         type=float,
         default=None,
-        help="AdamW learning rate (default: 1e-2 probe, 1e-4 last-k, 3e-5 full)",
+        help="AdamW learning rate of last-k and full (default 1e-4 last-k, 3e-5 full); a probe is solved "
+        "to its optimum, with its L2 strength chosen by cross-validation on the training split",
     )
-    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (last-k, full)")
     parser.add_argument(
         "--max-images", type=int, default=None, help="keep at most N images, every class alike"
     )
@@ -108,6 +127,16 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_finetune(args: argparse.Namespace) -> None:
+    if args.mode == FEW_SHOT:
+        args.out = None if args.out is None else Path(args.out).expanduser()  # results, not a run
+        _run_few_shot(args)
+        return
+    if args.out is None:
+        raise CommandError(f"--out NAME_OR_FOLDER is required for --mode {args.mode}")
+    try:
+        args.out = output_folder(args.out)
+    except argparse.ArgumentTypeError as error:
+        raise CommandError(f"--out: {error}") from error
     from vitviz.device import default_device
     from vitviz.finetune.distributed import init_from_environment, shutdown
     from vitviz.finetune.trainer import FinetuneConfig
@@ -169,3 +198,78 @@ def _run_finetune_pair(args: argparse.Namespace) -> None:
         print("pair incomplete: a run was stopped, so neither run holds a pair.json")
     else:
         print("pair finished: both runs hold a pair.json naming each other")
+
+
+def _every_tenth(print_line: Callable[[str], None]) -> Callable[[str, float], None]:
+    """A progress callback that prints a line each time another tenth of the work is done."""
+    printed = [-1]
+
+    def report(message: str, fraction: float) -> None:
+        tenth = int(fraction * 10)
+        if tenth > printed[0]:
+            printed[0] = tenth
+            print_line(message)
+
+    return report
+
+
+def _run_few_shot(args: argparse.Namespace) -> None:
+    from vitviz.device import default_device
+    from vitviz.figures.finetune import few_shot_figure
+    from vitviz.finetune.data import DataError, open_image_set
+    from vitviz.finetune.fewshot import few_shot_comparison, parse_shots, planned_few_shot
+    from vitviz.finetune.fewshot_jobs import FEW_SHOT_CHART, FEW_SHOT_FILE
+    from vitviz.finetune.pair import PAIR_MODELS
+    from vitviz.finetune.worker import yield_to_the_app
+    from vitviz.models import load_model
+    from vitviz.runs import write_json_atomic
+
+    yield_to_the_app()
+    try:
+        shots = parse_shots(args.shots)
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+    if args.draws < 1:
+        raise CommandError(f"--draws must be at least 1, got {args.draws}")
+    if args.max_images is not None and args.max_images < 1:
+        raise CommandError(f"--max images must be at least 1, got {args.max_images}")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise CommandError(f"--val-fraction must lie between 0 and 1, got {args.val_fraction}")
+    device = args.device or default_device()
+    names = ", ".join(name for name, _ in PAIR_MODELS.values())
+    print(f"few-shot linear evaluation of {names} on {args.data} (--model is not used: both bundled models)")
+    try:
+        image_set = open_image_set(args.data)
+        planned_few_shot(  # refuses too many shots before any model loads
+            image_set, shots, max_images=args.max_images, val_fraction=args.val_fraction, seed=args.seed
+        )
+        models = {name: load_model(name, weights, device) for name, weights in PAIR_MODELS.values()}
+        table = few_shot_comparison(
+            args.data_label or args.data,
+            image_set,
+            models,
+            shots,
+            draws=args.draws,
+            max_images=args.max_images,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            on_progress=_every_tenth(lambda line: print(line, flush=True)),
+        )
+    except (KeyboardInterrupt, CommandError, OSError):
+        raise
+    except DataError as error:
+        raise CommandError(str(error)) from error
+    except Exception as error:  # torch and timm raise RuntimeError & co; the user gets one line
+        raise CommandError(f"{type(error).__name__}: {error}") from error
+    assert table is not None  # nothing asks it to stop here
+    seconds = ", ".join(f"{name} {value:.1f} s" for name, value in table.feature_seconds.items())
+    print(f"features: {seconds}; every fit of the table: {table.fit_seconds:.2f} s")
+    print(f"held-out accuracy on {table.test_images} images, mean (lowest–highest) of {table.draws} draws:")
+    print(table.markdown())
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        # The chart first: a reader that sees the table may take the job as done.
+        few_shot_figure(table.as_dict()).write_html(args.out / FEW_SHOT_CHART, include_plotlyjs=True)
+        write_json_atomic(args.out / FEW_SHOT_FILE, table.as_dict())
+        print(f"wrote {args.out / FEW_SHOT_FILE} and {args.out / FEW_SHOT_CHART}")

@@ -1,4 +1,4 @@
-"""Plotly figures of a fine-tune: class counts, loss and accuracy curves, the confusion matrix."""
+"""Plotly figures of a fine-tune: class counts, loss and accuracy curves, the confusion matrix, few-shot accuracy."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["class_counts_figure", "confusion_figure", "training_curves_figure"]
+__all__ = ["class_counts_figure", "confusion_figure", "few_shot_figure", "training_curves_figure"]
 
 _TRAIN_COLOUR = "#4c78a8"
 _VAL_COLOUR = "#f58518"
@@ -112,5 +112,54 @@ def confusion_figure(matrix: np.ndarray, labels: Sequence[str], title: str = "Co
         # Categories always: class names such as "0".."9" would otherwise make a numeric axis.
         xaxis={"title": "predicted", "side": "bottom", "type": "category"},
         yaxis={"title": "true", "autorange": "reversed", "scaleanchor": "x", "type": "category"},
+    )
+    return figure
+
+
+_MODEL_COLOURS = (_TRAIN_COLOUR, _VAL_COLOUR, "#54a24b", "#e45756")
+
+
+def few_shot_figure(table: Mapping[str, object]) -> go.Figure:
+    """Held-out accuracy against shots per class, one line per model, each draw's range as error bars.
+
+    Args:
+        table: `vitviz.finetune.fewshot.FewShotTable.as_dict()` (as fewshot.json holds it).
+    """
+    figure = go.Figure()
+    models: Mapping[str, Sequence[Mapping[str, float]]] = table["models"]  # type: ignore[assignment]
+    for index, (name, cells) in enumerate(models.items()):
+        means = [cell["mean"] for cell in cells]
+        figure.add_trace(
+            go.Scatter(
+                x=[cell["shots"] for cell in cells],
+                y=means,
+                name=name,
+                mode="lines+markers",
+                line={"color": _MODEL_COLOURS[index % len(_MODEL_COLOURS)]},
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [cell["high"] - mean for cell, mean in zip(cells, means, strict=True)],
+                    "arrayminus": [mean - cell["low"] for cell, mean in zip(cells, means, strict=True)],
+                },
+                hovertemplate=f"{name}<br>%{{x}} shots per class: %{{y:.1%}}<extra></extra>",
+            )
+        )
+    shots = list(table["shots"])  # type: ignore[call-overload]
+    figure.update_layout(
+        title=_title(
+            f"Few-shot linear accuracy on {table['test_images']} held-out images "
+            f"(mean and range of {table['draws']} draws)"
+        ),
+        height=360,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        xaxis={
+            "title": "images per class",
+            "type": "log",
+            "tickvals": shots,
+            "ticktext": [str(s) for s in shots],
+        },
+        yaxis={"title": "accuracy", "tickformat": ".0%", "rangemode": "tozero"},
+        legend={"orientation": "h", "y": -0.25},
     )
     return figure

@@ -15,10 +15,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vitviz.finetune.data import ImageSet, Split, limit_images, split_train_val
 from vitviz.finetune.distributed import SINGLE_PROCESS, DistributedContext
+from vitviz.finetune.logistic import choose_l2_strength, fit_head
 from vitviz.models import LoadedModel, ModelError, ModelFacts, load_model
 from vitviz.preprocess import prediction_tensor
 
@@ -34,6 +35,8 @@ __all__ = [
     "ValPrediction",
     "block_names",
     "finetune",
+    "image_features",
+    "one_cpu_thread",
     "prepare_model",
     "trainable_module_names",
 ]
@@ -354,8 +357,38 @@ def _extract_features(
     return torch.cat(features)
 
 
+def image_features(
+    model: nn.Module,
+    facts: ModelFacts,
+    image_set: ImageSet,
+    indices: Sequence[int],
+    *,
+    batch_size: int = 32,
+    on_count: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> torch.Tensor | None:
+    """(len(indices), D) pre-logit features of those images, as a probe computes them; None when stopped.
+
+    Args:
+        on_count: called with the number of images of each batch once it is done.
+        should_stop: asked before every batch.
+    """
+    device = next(model.parameters()).device
+    dataset = _ImageTensors(image_set, indices, facts)
+    steps = math.ceil(len(dataset) / batch_size)
+    return _extract_features(
+        model,
+        dataset,
+        steps,
+        batch_size,
+        device,
+        on_count or (lambda count: None),
+        should_stop or (lambda: False),
+    )
+
+
 @contextmanager
-def _one_cpu_thread() -> Iterator[None]:
+def one_cpu_thread() -> Iterator[None]:
     """Runs the block with one intra-op CPU thread, then restores the previous count."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -521,12 +554,15 @@ def _all_predictions(local: list[ValPrediction], context: DistributedContext) ->
 
 
 def _epoch_end(
-    clock: _Clock, row: EpochMetrics, epochs: int, state: Callable[[], dict[str, torch.Tensor]]
+    clock: _Clock,
+    row: EpochMetrics,
+    epochs: int,
+    state: Callable[[], dict[str, torch.Tensor]],
+    note: str = "",
 ) -> Progress:
     """The progress report at the end of an epoch: its metrics, and how to copy the weights it reached."""
-    return Progress(
-        "train", clock.fraction, clock.eta_s, row.epoch, epochs, f"epoch {row.epoch}/{epochs}", row, state
-    )
+    message = f"epoch {row.epoch}/{epochs}{note}"
+    return Progress("train", clock.fraction, clock.eta_s, row.epoch, epochs, message, row, state)
 
 
 def _probe(job: _TrainingJob) -> _TrainOutcome:
@@ -534,8 +570,8 @@ def _probe(job: _TrainingJob) -> _TrainOutcome:
     model, facts, image_set, split, config = job.model, job.facts, job.image_set, job.split, job.config
     device, context, should_stop, report = job.device, job.context, job.should_stop, job.report
     used = [*split.train, *split.val]
-    # Most of the time goes into features; the head's epochs get a token share of the bar.
-    clock = _Clock(len(used) * 1.02)
+    # Most of the time goes into features; choosing the L2 strength and the final fit get a token share.
+    clock = _Clock(len(used) + len(split.train) * 0.01 + len(used) * 0.01)
     epochs = config.epochs or 1
 
     def advance(count: int) -> None:
@@ -562,58 +598,122 @@ def _probe(job: _TrainingJob) -> _TrainOutcome:
     head = model.get_classifier()
     linear = isinstance(head, nn.Linear)
     mean = train_features.mean(dim=0) if linear else torch.zeros(features.shape[1], device=device)
-    std = train_features.std(dim=0).clamp_min(1e-6) if linear and train_count > 1 else torch.ones_like(mean)
-    train_set = TensorDataset((train_features - mean) / std, labels[:train_count])
-    standard_val = (val_features - mean) / std
-    step_head = context.wrap(head, device)
-    optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # Centred, and scaled by one number (the root mean variance) so that one grid of L2 strengths fits
+    # every model. Not per feature: that lifts near-constant channels to the scale of informative ones
+    # (measured on 400 digits, EfficientNet-Lite0: 0.85 validation accuracy at every strength of the
+    # grid, against 0.89-0.91 with one scale, as scikit-learn reaches on the raw features).
+    scale = train_features.var(dim=0).mean().sqrt().clamp_min(1e-6) if linear and train_count > 1 else None
+    std = torch.full_like(mean, float(scale)) if scale is not None else torch.ones_like(mean)
+    train_labels = labels[:train_count]
+    standard_train, standard_val = (train_features - mean) / std, (val_features - mean) / std
+    # A linear head's optimum lies in the span of the training rows (every gradient does), so when
+    # there are fewer rows than features it is fitted in the rows' own coordinates: the same model,
+    # in n dimensions rather than D.
+    with one_cpu_thread():
+        basis = _row_space(standard_train) if linear else None
+    solved = nn.Linear(basis.shape[1], head.out_features, device=device) if basis is not None else head
+    fit_train = standard_train @ basis if basis is not None else standard_train
+    fit_val = standard_val @ basis if basis is not None else standard_val
 
+    def place(into: nn.Linear) -> None:
+        """Copies the solution (in row-space coordinates) into a real head on standardised features."""
+        if basis is not None:
+            with torch.no_grad():
+                into.weight.copy_(solved.weight @ basis.T)
+                into.bias.copy_(solved.bias)
+
+    def saved_state() -> dict[str, torch.Tensor]:
+        if not linear:
+            return _state_copy(model)
+        place(head)
+        return _state_with_folded_head(model, head, mean, std)
+
+    # Everything the solver does is small dense algebra; on a busy CPU a second thread mostly waits
+    # for the first (measured: 250 ms per AdamW epoch with 2 threads, 3 ms with 1).
     metrics: list[EpochMetrics] = []
     predictions: list[ValPrediction] = []
-    stopped = False
-    trained_any = False
-    # A linear layer on a few hundred vectors is far too small to split over threads; on a busy CPU
-    # the threads mostly wait for each other (measured: 250 ms per epoch with 2 threads, 3 ms with 1).
-    with _one_cpu_thread():
-        for epoch in range(epochs):
+    with one_cpu_thread():
+        chosen, stopped = _choose_probe_strength(job, solved, fit_train, train_labels, clock, epochs)
+        trained_any = False
+        if not stopped:
+            for parameter in solved.parameters():
+                parameter.detach().zero_()
+            solved.requires_grad_(True)
             started = time.monotonic()
-            total, count = 0.0, 0
-            for inputs, targets in _epoch_loader(train_set, config, context, epoch):
-                if should_stop():
-                    stopped = True
-                    break
-                loss = F.cross_entropy(step_head(inputs), targets)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                trained_any = True
-                total, count = total + loss.item() * len(targets), count + len(targets)
-            if stopped:
-                break
-            with torch.no_grad():
-                val_loss, val_acc, local_predictions = _val_outcome(
-                    head(standard_val), val_labels, val_keys, SINGLE_PROCESS, device
-                )
-            clock.advance(len(used) * 0.02 / epochs)
-            train_loss = _reduced_mean(total, count, context, device)
-            row = EpochMetrics(epoch + 1, train_loss, val_loss, val_acc, time.monotonic() - started)
-            metrics.append(row)
-            predictions = local_predictions
-            report(
-                _epoch_end(
-                    clock,
-                    row,
-                    epochs,
-                    lambda: _state_with_folded_head(model, head, mean, std) if linear else _state_copy(model),
-                )
-            )
+
+            def after_round(round_number: int) -> bool:
+                nonlocal started, predictions
+                with torch.no_grad():
+                    train_loss = float(F.cross_entropy(solved(fit_train), train_labels))
+                    val_loss, val_acc, predictions = _val_outcome(
+                        solved(fit_val), val_labels, val_keys, SINGLE_PROCESS, device
+                    )
+                clock.advance(len(used) * 0.01 / epochs)
+                row = EpochMetrics(round_number, train_loss, val_loss, val_acc, time.monotonic() - started)
+                metrics.append(row)
+                report(_epoch_end(clock, row, epochs, saved_state, f" of L-BFGS at L2 strength {chosen:g}"))
+                started = time.monotonic()
+                return should_stop()
+
+            fit_head(solved, fit_train, train_labels, chosen, rounds=epochs, after_round=after_round)
+            solved.requires_grad_(False)
+            trained_any = True
+            stopped = len(metrics) < epochs
+    place(head)
     if linear:
         _fold_standardisation(head, mean, std)
-    if trained_any and (stopped or not predictions):
-        with torch.no_grad():
-            _, _, predictions = _val_outcome(head(val_features), val_labels, val_keys, SINGLE_PROCESS, device)
-    # Every rank holds all validation features, so its predictions are already complete.
+    # Every rank solved the same problem on all features, so its predictions are already complete.
     return metrics, sorted(predictions, key=lambda p: p.key), stopped, trained_any
+
+
+def _row_space(rows: torch.Tensor) -> torch.Tensor | None:
+    """(D, r) orthonormal basis of the span of (n, D) rows, or None when D ≤ n (nothing to gain).
+
+    From the eigendecomposition of the n×n Gram matrix rather than an SVD of the rows (measured for
+    320×1280: 0.06 s against 0.33 s); directions with no variance to speak of (eigenvalues below 1e-10
+    of the largest) are left out.
+    """
+    count, width = rows.shape
+    if width <= count:
+        return None
+    values, vectors = torch.linalg.eigh((rows @ rows.T).double())  # (n,), (n, n)
+    keep = values > values.max() * 1e-10
+    return (rows.double().T @ (vectors[:, keep] / values[keep].sqrt())).to(rows.dtype)  # (D, r)
+
+
+def _choose_probe_strength(
+    job: _TrainingJob,
+    head: nn.Module,
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    clock: _Clock,
+    epochs: int,
+) -> tuple[float, bool]:
+    """The L2 strength that cross-validation inside the training split prefers (the validation
+    images are never seen), and whether a stop was asked for meanwhile."""
+    stopped = False
+
+    def after_fit(done: int, total: int) -> bool:
+        nonlocal stopped
+        clock.advance(len(job.split.train) * 0.01 / total)
+        job.report(
+            Progress(
+                "train",
+                clock.fraction,
+                clock.eta_s,
+                0,
+                epochs,
+                f"choosing the L2 strength: fit {done}/{total}",
+            )
+        )
+        stopped = job.should_stop()
+        return stopped
+
+    scores = choose_l2_strength(head, train_features, train_labels, seed=job.config.seed, after_fit=after_fit)
+    if stopped:
+        return math.nan, True
+    # Too few training images to hold any out: scikit-learn's default strength (C = 1), λ = 1/n.
+    return (scores.chosen() if scores is not None else 1.0 / max(1, len(train_labels))), False
 
 
 def _backbone(job: _TrainingJob) -> _TrainOutcome:
