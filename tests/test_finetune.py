@@ -507,7 +507,7 @@ def test_a_zip_beyond_the_run_disk_cap_fails_and_keeps_neither_data_nor_upload(r
     assert not (out / "data").exists() and not (out / "upload.zip").exists()
 
 
-def test_a_run_that_fails_after_extracting_frees_its_data_and_upload(runs_dir):
+def test_a_run_that_fails_on_a_damaged_image_frees_its_data_and_upload(runs_dir):
     out = runs_dir / "fails"
     out.mkdir(parents=True)
     entries = {
@@ -518,7 +518,8 @@ def test_a_run_that_fails_after_extracting_frees_its_data_and_upload(runs_dir):
     entries["a/damaged.png"] = b"\x89PNG\r\n\x1a\n" + bytes(64)  # looks like a PNG, decodes to nothing
     (out / "upload.zip").write_bytes(zip_of(entries))
     config = FinetuneConfig(model="test_vit", weights="random", epochs=1, batch_size=4, val_fraction=0.2)
-    with pytest.raises(DataError, match=r"damaged\.png"):
+    # Images are decoded as they are extracted: the damaged one ends the extraction itself.
+    with pytest.raises(UnsafeArchiveError, match=r"damaged\.png"):
         execute_run(config, str(out / "upload.zip"), out, log=lambda line: None)
     assert read_status(out).state == "failed"
     assert not (out / "data").exists() and not (out / "upload.zip").exists()
