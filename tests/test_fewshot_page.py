@@ -99,3 +99,31 @@ def test_a_few_shot_job_runs_in_the_background_and_fills_the_table(runs_dir):
     table = at.dataframe[-1].value
     assert table["images per class"].tolist() == [1, 3]
     assert job.table()["data"] == "builtin:shapes" and job.table()["test_images"] == 10
+
+
+def test_a_few_shot_job_takes_a_slot_of_the_one_server_wide_cap(runs_dir, monkeypatch):
+    """Few-shot jobs are background jobs like head rankings: with every slot taken, none starts."""
+    import subprocess
+    import sys
+
+    from vitviz.finetune.fewshot_jobs import FewShotRequest, start_few_shot
+    from vitviz.runs import JobLimitError, background_job_count, background_job_slot
+
+    monkeypatch.setenv("VITVIZ_MAX_JOBS", "1")
+    request = FewShotRequest("builtin:shapes", (1,), 1, 20, 0.2, 0, "cpu")
+    busy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # a ranking's worker
+    try:
+        with background_job_slot() as hold_slot:
+            hold_slot(busy.pid)
+        with pytest.raises(JobLimitError, match="VITVIZ_MAX_JOBS"):
+            start_few_shot(request)
+        assert not (runs_dir / FEW_SHOT_JOBS_FOLDER).exists() or not any(
+            (runs_dir / FEW_SHOT_JOBS_FOLDER).iterdir()
+        )
+    finally:
+        busy.kill()
+        busy.wait()
+    job = start_few_shot(request)
+    assert background_job_count() == 1
+    wait_for(lambda: not job.alive, what="the few-shot job", timeout_s=300)
+    wait_for(lambda: background_job_count() == 0, what="its slot to be free")

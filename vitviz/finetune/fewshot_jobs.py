@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vitviz.finetune.worker import spawn_background
-from vitviz.runs import RunError, process_alive, runs_root
+from vitviz.runs import RunError, background_job_slot, process_alive, runs_root
 
 __all__ = [
     "FEW_SHOT_CHART",
@@ -116,18 +116,23 @@ class FewShotJob:
 def start_few_shot(request: FewShotRequest, root: str | Path | None = None) -> FewShotJob:
     """Starts the few-shot table of the bundled ViT and CNN in a detached process; returns its job.
 
+    It takes one of the server's background-job slots (vitviz.runs.background_job_slot), the cap
+    head rankings share, while its process lives.
+
     Raises:
-        RunError: the process could not start.
+        RunError: the process could not start, or every background-job slot is taken (JobLimitError).
     """
     root = runs_root() if root is None else Path(root)
-    folder = root / FEW_SHOT_JOBS_FOLDER / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    folder.mkdir(parents=True)
-    try:
-        process = spawn_background(few_shot_command(request, folder), folder / _LOG_FILE)
-    except OSError as error:
-        raise RunError(
-            f"The few-shot evaluation could not start: {error.strerror or type(error).__name__}."
-        ) from error
+    with background_job_slot(root) as hold_slot:
+        folder = root / FEW_SHOT_JOBS_FOLDER / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        folder.mkdir(parents=True)
+        try:
+            process = spawn_background(few_shot_command(request, folder), folder / _LOG_FILE)
+        except OSError as error:
+            raise RunError(
+                f"The few-shot evaluation could not start: {error.strerror or type(error).__name__}."
+            ) from error
+        hold_slot(process.pid)
     (folder / _PID_FILE).write_text(str(process.pid))
     return FewShotJob(folder)
 
