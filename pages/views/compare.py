@@ -683,6 +683,8 @@ def explanation_panel(
     marks: tuple[tuple[int, int], ...] = ()
     if sinks is not None and result.grid_size == slot.loaded.facts.grid_size:
         marks = tuple(sink.position for sink in sinks.patch_sinks if sink.position is not None)
+    if result.constant_note:  # a constant map is said to be one, never drawn as relevance everywhere
+        return OverlayPanel(title, None, note=_wrap(result.constant_note), pixels=view.pixels), result
     return OverlayPanel(title, result.normalised(percentile), pixels=view.pixels, sinks=marks), result
 
 

@@ -31,7 +31,7 @@ from vitviz.maths.attention import (
     query_attention_map,
 )
 from vitviz.maths.sinks import SinkReport, plan_rollout, rollout_statement, sink_sentence
-from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts
+from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts, no_token_attention_reason
 from vitviz.predict import Prediction, top_predictions
 from vitviz.preprocess import ImageView, image_view
 from vitviz.share import ViewState, parse_view_state, view_state_params
@@ -224,8 +224,12 @@ def _bars(choice, picked, view: str, predictions: list[Prediction], what: str, k
 
 
 def render_cnn(loaded: LoadedModel, choice: ui.ModelChoice, picked: ui.ImageChoice, view: str) -> None:
-    """A CNN has no patches and no attention: the view and what it predicts, with a line saying why."""
-    st.info(f"{loaded.facts.name} is a CNN: it has no patches and no attention to show. Its predictions:")
+    """A model without global attention over one grid: the view and what it predicts, with a line saying why."""
+    facts = loaded.facts
+    if facts.family == "cnn":
+        st.info(f"{facts.name} is a CNN: it has no patches and no attention to show. Its predictions:")
+    else:
+        st.info(f"{no_token_attention_reason(facts, 'the attention maps of this page')} Its predictions:")
     seen = image_view(picked.image, loaded.facts, view)
     photo_column, bars_column = st.columns([2, 3])
     with photo_column:

@@ -30,7 +30,7 @@ from vitviz.finetune.trainer import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATES, MODE
 from vitviz.finetune.worker import run_image_set, start_run, stop_run
 from vitviz.images import ImageDecodeError, image_digest
 from vitviz.maths.attention import class_attention_map, rollout_relevance
-from vitviz.models import ModelError, describe_weights
+from vitviz.models import ModelError, describe_weights, no_token_attention_reason
 from vitviz.preprocess import explanation_image
 from vitviz.runs import (
     LOG_FILE,
@@ -746,8 +746,8 @@ def render_attention_change(folder: Path, config: dict, images: ImageSet, result
     except (ModelError, WeightsError, KeyError) as error:
         st.error(f"Cannot load the models to compare: {error}")
         return
-    if after.facts.family == "cnn":
-        st.info(f"{after.facts.name} is a CNN: it has no attention to compare.")
+    if not after.facts.global_attention:
+        st.info(no_token_attention_reason(after.facts, "attention maps to compare"))
         return
     picture = images.item(key).load()
     digest = image_digest(picture)

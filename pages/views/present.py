@@ -845,7 +845,8 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
                 model=shown,
             )
             facts = loaded[side].facts
-            method = CLASS_MAP_METHODS[facts.family]
+            # Chefer needs global attention over one grid; any other model gets its Grad-CAM.
+            method = CLASS_MAP_METHODS[facts.family] if facts.global_attention else CLASS_MAP_METHODS["cnn"]
             result = _cached_class_map(
                 name, weights, story.device, story.picked.digest, story.view, method, explained.index,
                 story.picked.image,

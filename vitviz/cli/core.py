@@ -107,6 +107,7 @@ def _run_explain(args: argparse.Namespace) -> None:
     """save an explanation map over the token / feature grid as .npy"""
     from vitviz.images import load_image_file
     from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
+    from vitviz.methods.base import map_is_constant
 
     out = _map_file(args.out)  # before anything slow: a folder given as --out is refused at once
     image = load_image_file(args.image)
@@ -125,6 +126,8 @@ def _run_explain(args: argparse.Namespace) -> None:
         values = result.values
         if result.target_index is not None:  # class-agnostic maps (EigenCAM, …) explain no class
             target = f" for class {result.target_index} ({result.target_label})"
+    if map_is_constant(values):
+        print(f"note: the {args.method} map is constant: it singles out no patch.", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, values.astype(np.float32))
     rows, cols = values.shape
