@@ -74,6 +74,7 @@ def test_facts_say_what_the_model_really_is(key):
         assert facts.grid_size is None and len(facts.stage_grids) >= 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHOD_NAMES)
 @pytest.mark.parametrize("key", list(ARCHITECTURES))
 def test_a_listed_method_gives_a_finite_varying_map_and_any_other_is_refused_with_its_reason(key, method):

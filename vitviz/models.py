@@ -262,7 +262,7 @@ def no_token_attention_reason(facts: ModelFacts, wanted: str = "attention maps")
         wanted: what the caller needs, e.g. "attention heads to switch off".
     """
     if facts.family == "cnn":
-        return f"{facts.name} is a CNN: it has no attention, so no {wanted}."
+        return f"{facts.name} is a CNN: it has no {wanted}."
     return (
         f"{facts.name} is a {facts.family_words} with {ATTENTION_WORDS[facts.attention]}; "
         f"{wanted} here need global attention between every pair of tokens of one grid."
@@ -283,7 +283,7 @@ def _global_pool(model: nn.Module) -> str:
 def no_token_grid_reason(facts: ModelFacts, wanted: str) -> str:
     """Why a model has no single token grid (a CNN, or attention in stages), in words a user can read."""
     if facts.family == "cnn":
-        return f"{facts.name} is a CNN: it has no tokens, so no {wanted}."
+        return f"{facts.name} is a CNN: it has no {wanted}."
     return (
         f"{facts.name} is a {facts.family_words}: its tokens change grid from stage to stage, "
         f"so there is no {wanted} of one token grid."

@@ -77,9 +77,9 @@ def available_methods(facts: ModelFacts) -> list[str]:
 
 
 def default_method(facts: ModelFacts) -> str:
-    """Attention rollout where it applies (global attention), else Grad-CAM, else the first method that fits."""
+    """Attention rollout where it applies, else raw attention (Swin's windows), else Grad-CAM, else the first that fits."""
     available = available_methods(facts)
-    for method in ("rollout", "gradcam"):
+    for method in ("rollout", "attention", "gradcam"):
         if method in available:
             return method
     return available[0] if available else ("gradcam" if facts.family == "cnn" else "rollout")
