@@ -737,7 +737,7 @@ def probes_section(checked: CheckedModels) -> None:
         method = methods[slot.number]
         if method in SLOW_METHODS or method not in available_methods(slot.loaded.facts):
             method = default_method(slot.loaded.facts)
-        removing = remove_tokens and kind == DROP and slot.loaded.facts.family != "cnn"
+        removing = remove_tokens and kind == DROP and slot.loaded.facts.family in ("vit", "hybrid")
         try:
             curves += cached_probe(
                 choice.name,

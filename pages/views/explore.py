@@ -117,14 +117,14 @@ def seed_layers_from_link(facts: ModelFacts, picked: ui.ImageChoice, view: str) 
     if LINK_PARAMS not in st.session_state:
         return
     limits = ui.view_limits()
-    if facts.family != "cnn":
+    if facts.global_attention:
         grid_size = image_view(picked.image, facts, view).grid_size
         limits = replace(limits, num_layers=facts.num_layers, num_heads=facts.num_heads, grid_size=grid_size)
     link = st.session_state.pop(LINK_PARAMS)
     from_upload = link.get("source") == UPLOAD_SOURCE
     state, notes = parse_view_state(link, limits)
     ui.url_notes(notes)
-    if facts.family == "cnn":
+    if not facts.global_attention:
         return
     if state.layer is not None:
         st.session_state["explore_layer"] = state.layer

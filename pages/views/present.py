@@ -366,9 +366,9 @@ def _story_model(device: str) -> LoadedModel:
     except (ModelError, WeightsError) as error:
         problem = str(error)
     else:
-        if loaded.facts.family != "cnn":
+        if loaded.facts.global_attention:
             return loaded
-        problem = f"{name} is a CNN: the story follows a transformer."
+        problem = f"{name} is a {loaded.facts.family_words}: the story follows a ViT with global attention."
     st.session_state[MODEL] = DEFAULT_MODEL
     st.error(f"{problem} Showing {DEFAULT_MODEL[0]} ({describe_weights(DEFAULT_MODEL[1])}) instead.")
     return ui.load_or_stop(ui.ModelChoice(*DEFAULT_MODEL, device))

@@ -113,7 +113,11 @@ def _run_explain(args: argparse.Namespace) -> None:
     image = load_image_file(args.image)
     loaded = load_from_args(args)
     target = ""
-    if args.method in ("rollout", "attention"):
+    # The captured record and its sink handling serve global attention (and say why a CNN has none);
+    # CaiT's class-attention rollout and Swin's windows go through the method registry.
+    if args.method in ("rollout", "attention") and (
+        loaded.facts.global_attention or loaded.facts.family == "cnn"
+    ):
         record = record_attention(loaded, image, args.view)
         if args.method == "rollout":
             values = rollout_relevance(
@@ -172,8 +176,10 @@ def _class_specific_map(
         options["layer"] = args.target_layer
     if args.method in ("grad-rollout", "chefer"):
         options["start_layer"] = args.start_layer
-    if args.method == "grad-rollout":
+    if args.method in ("grad-rollout", "rollout"):
         options["discard_ratio"] = args.discard_ratio
+    if args.method == "rollout":
+        options.update(head_fusion=args.head_fusion, start_layer=args.start_layer)
     if args.method == "integrated-gradients":
         if args.steps < 1:
             raise CommandError(f"--steps must be at least 1, got {args.steps}")

@@ -570,7 +570,7 @@ def _final_config(
     context: DistributedContext,
 ) -> dict[str, Any]:
     # ViTs are rebuilt at the input size they were trained at (DINOv2's default is 518 px).
-    build_args = {"img_size": list(facts.input_size)} if facts.family != "cnn" else {}
+    build_args = {"img_size": list(facts.input_size)} if facts.family in ("vit", "hybrid") else {}
     return {
         "timm_name": facts.name,
         "weights": config.weights,

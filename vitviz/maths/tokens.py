@@ -113,8 +113,8 @@ def output_embedding(loaded: LoadedModel, image: Image.Image, view: ViewMode = "
         ModelError: the model is a CNN.
     """
     facts = loaded.facts
-    if facts.family == "cnn":
-        raise ModelError(f"{facts.name} is a CNN: it has no output token.")
+    if facts.grid_size is None:
+        raise ModelError(no_token_grid_reason(facts, "output token"))
     pixels = explanation_tensor(image, facts, view).to(loaded.device)
     with torch.inference_mode():
         tokens = loaded.model.forward_features(pixels)[0].float().cpu()  # (N, D)
