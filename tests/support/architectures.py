@@ -55,9 +55,11 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
 def build_architecture(key: str, seed: int = 0) -> LoadedModel:
     """The architecture with seeded random weights, frozen and in eval mode like `load_model` leaves it.
 
-    The classifier heads are scaled up: at random initialisation some heads are so small
-    (BEiT's 0.001) that every gradient-based map is flat to float precision, which would test the
-    initialisation rather than the method.
+    The classifier heads are scaled up, and the query and key projections of every attention layer
+    sharpened: at random initialisation some heads are so small (BEiT's 0.001) that every
+    gradient-based map is flat to float precision, and near-uniform attention makes every token of
+    LeViT's downsampling stages (attention with no residual) the same mean, so every map of its last
+    stage is exactly flat. Either would test the initialisation rather than the method.
     """
     name, build_args = ARCHITECTURES[key]
     with torch.random.fork_rng(devices=[]):
@@ -67,6 +69,11 @@ def build_architecture(key: str, seed: int = 0) -> LoadedModel:
     with torch.no_grad():
         for head in _classifier_layers(model):
             head.weight.mul_(0.5 / max(float(head.weight.std()), 1e-12))
+        for module in model.modules():
+            if "Attention" in type(module).__name__ or type(module).__name__.endswith("Attn"):
+                for part, layer in module.named_modules():
+                    if isinstance(layer, nn.Linear) and part.split(".")[0] in ("qkv", "q", "k", "kv"):
+                        layer.weight.mul_(4.0)
     return LoadedModel(model, model_facts(name, model), "random", torch.device("cpu"), None)
 
 

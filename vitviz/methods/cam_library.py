@@ -431,6 +431,18 @@ class FeatureExplanationMethod(LibraryCAM):
     uses_gradients: ClassVar[bool] = False
     class_specific: ClassVar[bool] = False
 
+    @classmethod
+    def unavailable_reason(cls, facts: ModelFacts) -> str | None:
+        """On n cells no value lies more than (n − 1)/√n standard deviations above the mean: under 6 cells, never 2."""
+        reason = super().unavailable_reason(facts)
+        grid = facts.grid_size or (facts.stage_grids[-1] if facts.stage_grids else None)
+        if reason is None and grid is not None and grid[0] * grid[1] < 6:
+            return (
+                f"FEM marks cells more than 2 standard deviations above their map's mean, which no cell of "
+                f"{facts.name}'s {grid[0]}×{grid[1]} feature grid can be (it needs at least 6 cells)."
+            )
+        return reason
+
 
 def bias_layers(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
     """FullGrad's layers: (the module whose output is hooked, the module whose bias it reads).
