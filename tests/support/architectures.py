@@ -43,7 +43,7 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
     "pit": ("pit_ti_224", {"img_size": 64}),
     "mobilevit": ("mobilevit_xxs", _input(128)),
     "fastvit": ("fastvit_sa12", {"layers": (1, 1, 1, 1), **_input(64)}),
-    "maxvit": ("maxvit_rmlp_pico_rw_256", {"img_size": 64}),
+    "maxvit": ("maxvit_rmlp_pico_rw_256", {"img_size": 128}),
     "hybrid_s16": ("vit_tiny_r_s16_p8_224", {"img_size": 96, "depth": 2}),
     "hybrid_r26": ("vit_small_r26_s32_224", {"img_size": 96, "depth": 2}),
     "resnet": ("resnet18", _input(96)),
