@@ -297,8 +297,11 @@ class AttentionKindMethod(ExplanationMethod):
 
     @classmethod
     def unavailable_reason(cls, facts: ModelFacts) -> str | None:
-        if facts.attention != "none" and (
-            facts.family not in cls.families or facts.attention not in cls.attention_kinds
+        # A CNN has no attention whatever its facts' default says (facts written by hand).
+        if (
+            facts.family != "cnn"
+            and facts.attention != "none"
+            and (facts.family not in cls.families or facts.attention not in cls.attention_kinds)
         ):
             instead = ""
             if facts.family == "hierarchical" and facts.attention == "windowed":
