@@ -29,7 +29,7 @@ loaded = ui.load_or_stop(choice)
 explore.seed_layers_from_link(loaded.facts, picked_image, view)
 ui.untrained_warning(loaded)
 st.caption(ui.model_caption(loaded, choice.weights))
-has_attention = loaded.facts.family != "cnn"
+has_attention = loaded.facts.global_attention
 if has_attention:
     explore.render_attention(loaded, choice, picked_image, view, opacity, raw_colours)
 else:

@@ -41,6 +41,7 @@ __all__ = [
     "ResampledGrid",
     "attention_modules",
     "capture_attention",
+    "class_attention_layers",
     "grid_for",
     "model_lock",
     "token_grid",
@@ -75,6 +76,26 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
         for module in model.modules()
         if isinstance(module._modules.get("attn_drop"), nn.Module) and hasattr(module, "fused_attn")
     ]
+
+
+def class_attention_layers(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+    """A CaiT-style model's token self-attention layers and its class-attention layers, in forward order.
+
+    Class-attention layers (timm's `ClassAttn`, CaiT's and XCiT's) let the class token alone attend,
+    a (B, heads, 1, N) row each. Token self-attention layers are those of `attention_modules` plus
+    CaiT's talking-heads attention (which has no fused path, so no `fused_attn` flag); XCiT's
+    cross-covariance layers attend between channels and are neither.
+    """
+    self_attention, class_attention = [], []
+    for module in model.modules():
+        if not isinstance(module._modules.get("attn_drop"), nn.Module):
+            continue
+        name = type(module).__name__
+        if name == "ClassAttn":
+            class_attention.append(module)
+        elif name != "XCA" and (hasattr(module, "fused_attn") or hasattr(module, "proj_w")):
+            self_attention.append(module)
+    return self_attention, class_attention
 
 
 class ModelHooks:
@@ -167,9 +188,17 @@ class AttentionCapture(ModelHooks):
         attentions = capture.attentions  # one (B, heads, N, N) tensor per layer
     """
 
-    def __init__(self, model: nn.Module, *, detach: bool = True, into: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        detach: bool = True,
+        into: torch.Tensor | None = None,
+        modules: list[nn.Module] | None = None,
+    ) -> None:
         super().__init__(model)
-        self.modules = attention_modules(model)
+        # `modules`: the layers to record instead of `attention_modules` (CaiT's, see class_attention_layers).
+        self.modules = attention_modules(model) if modules is None else list(modules)
         if not self.modules:
             raise ValueError(f"{type(model).__name__} has no self-attention layers to capture")
         if into is not None and (not detach or len(into) != len(self.modules)):
@@ -177,23 +206,26 @@ class AttentionCapture(ModelHooks):
         self.detach = detach
         self.into = into
         self.attentions: list[torch.Tensor] = []
-        self._fused_flags: list[bool] = []
+        self._fused_flags: list[bool | None] = []
         # The instance `forward` each module had before `_attach` replaced it (None: the class's).
         self._own_forwards: list[tuple[nn.Module, Callable[..., Any] | None]] = []
         self._scores: torch.Tensor | None = None  # one image's q @ kᵀ, reused by every layer
 
     def _attach(self) -> None:
         self.attentions = []
-        self._fused_flags = [module.fused_attn for module in self.modules]
-        for module in self.modules:
-            module.fused_attn = False
+        # None for a layer without a fused path (CaiT's talking heads): nothing to switch or restore.
+        self._fused_flags = [getattr(module, "fused_attn", None) for module in self.modules]
+        for module, fused in zip(self.modules, self._fused_flags, strict=True):
+            if fused is not None:
+                module.fused_attn = False
             self._hook(module.attn_drop, self._record)
             if self.into is not None and type(module).forward is Attention.forward:
                 self._write_into_record(module)
 
     def _restore(self) -> None:
         for module, fused in zip(self.modules, self._fused_flags, strict=True):
-            module.fused_attn = fused
+            if fused is not None:
+                module.fused_attn = fused
         self._fused_flags = []
         for module, forward in reversed(self._own_forwards):
             if forward is None:

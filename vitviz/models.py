@@ -22,11 +22,15 @@ from vitviz.weights import (
 )
 
 __all__ = [
+    "ATTENTION_WORDS",
+    "FAMILY_WORDS",
     "RUN_WEIGHTS",
     "SUGGESTED_MODELS",
     "UNTRAINED_SEED",
     "WEIGHTS_SOURCES",
+    "AttentionKind",
     "Family",
+    "HeadPool",
     "LoadedModel",
     "ModelError",
     "ModelFacts",
@@ -36,11 +40,40 @@ __all__ = [
     "load_run",
     "model_facts",
     "model_family",
+    "no_token_attention_reason",
+    "no_token_grid_reason",
     "prefix_token_names",
     "untrained_twin",
 ]
 
-Family = Literal["vit", "hybrid", "cnn"]
+# vit: one token grid, global attention; hybrid: a CNN stem feeding a ViT; hierarchical: attention in
+# stages whose token grid shrinks (Swin, PiT, LeViT); conv-attention: convolution blocks and attention
+# blocks mixed (MobileViT, FastViT, MaxViT); cnn: no attention at all.
+Family = Literal["vit", "hybrid", "hierarchical", "conv-attention", "cnn"]
+FAMILY_WORDS: dict[str, str] = {
+    "vit": "ViT",
+    "hybrid": "hybrid (CNN stem + ViT)",
+    "hierarchical": "hierarchical transformer (attention in stages)",
+    "conv-attention": "convolution–attention hybrid",
+    "cnn": "CNN",
+}
+# Where a model's attention lives.
+AttentionKind = Literal[
+    "global", "class-attention", "cross-covariance", "windowed", "unfolded", "staged", "none"
+]
+ATTENTION_WORDS: dict[str, str] = {
+    "global": "global attention between every pair of tokens of one grid",
+    "class-attention": "global self-attention layers followed by class-attention layers, where only the "
+    "class token attends",
+    "cross-covariance": "cross-covariance attention between channels, not tokens, followed by "
+    "class-attention layers",
+    "windowed": "attention inside local windows",
+    "unfolded": "attention across patches at each pixel position inside a patch (MobileViT blocks)",
+    "staged": "attention inside stages whose token grid shrinks from stage to stage",
+    "none": "no attention",
+}
+# How the head pools the final tokens or feature map: the class token, an average, attention pooling.
+HeadPool = Literal["token", "avg", "map", "none"]
 
 # Named weight sources; anything else given as weights is a path to a checkpoint file.
 WEIGHTS_SOURCES: tuple[str, ...] = ("bundled", "hub", "random")
@@ -94,6 +127,20 @@ class ModelFacts:
     interpolation: str  # resize filter of the eval transform
     crop_pct: float  # centre-crop fraction of the eval transform
     num_params: int
+    # Added facts, with defaults so that facts written by hand stay valid.
+    attention: AttentionKind = "global"  # where the attention lives ("none" for CNNs)
+    head_pool: HeadPool = "token"  # what the head reads: class token, average, attention pooling
+    stage_grids: tuple[tuple[int, int], ...] = ()  # (rows, cols) of each stage's feature / token grid
+    prefix_tokens: tuple[str, ...] = ()  # names of the prefix tokens, in sequence order
+
+    @property
+    def global_attention(self) -> bool:
+        """Whether every attention layer attends between every pair of tokens of one grid (rollout applies)."""
+        return self.family in ("vit", "hybrid") and self.attention == "global"
+
+    @property
+    def family_words(self) -> str:
+        return FAMILY_WORDS[self.family]
 
     @property
     def has_classifier(self) -> bool:
@@ -124,14 +171,110 @@ class LoadedModel:
         return self.weights != "random"
 
 
-def model_family(model: nn.Module) -> Family:
-    """Tells a ViT, a hybrid and a CNN apart by their modules."""
+def _is_attention(module: nn.Module) -> bool:
+    """A token- or channel-mixing attention module of timm's (not a head's attention pooling).
+
+    Named for attention and made of heads or of a softmax passed through `attn_drop`; channel
+    "attention" such as squeeze-excitation or ResNeSt's split attention has neither.
+    """
+    name = type(module).__name__
+    if name.startswith("AttentionPool") or not ("Attention" in name or "Attn" in name or name == "XCA"):
+        return False
+    return isinstance(getattr(module, "num_heads", None), int) or "attn_drop" in module._modules
+
+
+def _attention_classes(model: nn.Module) -> set[str]:
+    return {type(module).__name__ for module in model.modules() if _is_attention(module)}
+
+
+def _has_spatial_convolutions(model: nn.Module) -> bool:
+    """Whether convolutions mix space at full resolution (stride 1, kernel over 1), outside the patch embedding."""
     patch_embed = getattr(model, "patch_embed", None)
-    if patch_embed is None or not attention_modules(model):
+    inside_embed = set(patch_embed.modules()) if isinstance(patch_embed, nn.Module) else set()
+    return any(
+        isinstance(module, nn.Conv2d)
+        and module not in inside_embed
+        and max(module.kernel_size) > 1
+        and max(module.stride) == 1
+        for module in model.modules()
+    )
+
+
+def model_family(model: nn.Module) -> Family:
+    """Tells ViTs, hybrids, hierarchical transformers, convolution–attention hybrids and CNNs apart by their modules.
+
+    A ViT (or a hybrid, whose patch embedding has a CNN backbone) runs `blocks` over one token grid;
+    a model whose attention sits in stages of shrinking resolution is hierarchical, or a
+    convolution–attention hybrid when convolutions also mix space between its attention blocks.
+    """
+    if not _attention_classes(model):
         return "cnn"
-    if hasattr(patch_embed, "backbone"):
-        return "hybrid"
-    return "vit"
+    patch_embed = getattr(model, "patch_embed", None)
+    if patch_embed is not None and isinstance(getattr(model, "blocks", None), nn.Module):
+        return "hybrid" if hasattr(patch_embed, "backbone") else "vit"
+    return "conv-attention" if _has_spatial_convolutions(model) else "hierarchical"
+
+
+def _attention_kind(model: nn.Module, family: Family) -> AttentionKind:
+    """Where the attention lives, read from the classes of the model's attention modules."""
+    classes = _attention_classes(model)
+    if not classes:
+        return "none"
+    if "XCA" in classes:
+        return "cross-covariance"
+    if "ClassAttn" in classes:
+        return "class-attention"
+    if family in ("vit", "hybrid"):
+        return "global"
+    names = {type(module).__name__ for module in model.modules()}
+    if any("Window" in name or "Partition" in name for name in names):
+        return "windowed"
+    if "MobileVitBlock" in names:
+        return "unfolded"
+    return "staged"
+
+
+def _head_pool(model: nn.Module, global_pool: str, num_prefix_tokens: int) -> HeadPool:
+    """What the classifier reads: the class token, an average of the tokens or features, or attention pooling."""
+    if global_pool == "token" and num_prefix_tokens > 0:
+        return "token"
+    if global_pool == "token" and getattr(model, "cls_token", None) is not None:
+        return "token"  # a model that adds its class token late (PiT keeps it beside its grid)
+    if global_pool == "map":
+        return "map"
+    if global_pool == "" and not getattr(model, "num_classes", 0):
+        return "none"
+    return "avg"
+
+
+def _stage_grids(model: nn.Module, input_size: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+    """(rows, cols) of each stage's output, from the reductions in the model's `feature_info`."""
+    info = getattr(model, "feature_info", None)
+    if not info:
+        return ()
+    dicts = info if isinstance(info, list) else info.get_dicts()
+    height, width = input_size
+    grids = []
+    for stage in dicts:
+        reduction = int(stage.get("reduction", 0) or 0)
+        if reduction > 0:
+            grids.append((max(1, -(-height // reduction)), max(1, -(-width // reduction))))
+    return tuple(grids)
+
+
+def no_token_attention_reason(facts: ModelFacts, wanted: str = "attention maps") -> str:
+    """Why a model has no single grid of token-to-token attention, in words a user can read.
+
+    Args:
+        facts: the model's facts.
+        wanted: what the caller needs, e.g. "attention heads to switch off".
+    """
+    if facts.family == "cnn":
+        return f"{facts.name} is a CNN: it has no {wanted}."
+    return (
+        f"{facts.name} is a {facts.family_words} with {ATTENTION_WORDS[facts.attention]}; "
+        f"{wanted} here need global attention between every pair of tokens of one grid."
+    )
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
@@ -145,6 +288,37 @@ def _global_pool(model: nn.Module) -> str:
     return str(getattr(pool, "pool_type", "avg"))
 
 
+def no_token_grid_reason(facts: ModelFacts, wanted: str) -> str:
+    """Why a model has no single token grid (a CNN, or attention in stages), in words a user can read."""
+    if facts.family == "cnn":
+        return f"{facts.name} is a CNN: it has no {wanted}."
+    return (
+        f"{facts.name} is a {facts.family_words}: its tokens change grid from stage to stage, "
+        f"so there is no {wanted} of one token grid."
+    )
+
+
+def _built_input_size(model: nn.Module, config_size: tuple[int, int]) -> tuple[int, int]:
+    """The input size the model was built for: its patch embedding's, else its own attribute, else the data config's.
+
+    The data config of a model built at a non-default size still names the default size.
+    """
+    for owner in (getattr(model, "patch_embed", None), model):
+        size = getattr(owner, "img_size", None)
+        if isinstance(size, int | tuple | list) and size:
+            return _pair(tuple(size) if isinstance(size, list) else size)
+    # LeViT keeps only its first stage's resolution (its attention biases are built for it).
+    info = getattr(model, "feature_info", None)
+    first = next((module for module in model.modules() if _is_attention(module)), None)
+    resolution = getattr(first, "resolution", None)
+    if info and isinstance(resolution, tuple | list) and len(resolution) == 2:
+        stages = info if isinstance(info, list) else info.get_dicts()
+        reduction = int(stages[0].get("reduction", 0) or 0)
+        if reduction:
+            return (int(resolution[0]) * reduction, int(resolution[1]) * reduction)
+    return config_size
+
+
 def model_facts(name: str, model: nn.Module) -> ModelFacts:
     """Reads grid, patch size, prefix tokens, input size and normalisation from a built model."""
     family = model_family(model)
@@ -154,18 +328,27 @@ def model_facts(name: str, model: nn.Module) -> ModelFacts:
     num_layers = num_heads = 0
     embed_dim = int(getattr(model, "num_features", 0))
     num_prefix_tokens = 0
-    if family != "cnn":
+    if family in ("vit", "hybrid"):
         patch_embed = model.patch_embed
-        # The data config of a ViT built at a non-default size still names the default size.
         input_size = _pair(patch_embed.img_size)
-        grid_size = _pair(patch_embed.grid_size)
         patch_size = _pair(patch_embed.patch_size)
+        grid = getattr(patch_embed, "grid_size", None)  # XCiT's convolutional embedding has none
+        grid_size = (
+            _pair(grid)
+            if grid is not None
+            else (input_size[0] // patch_size[0], input_size[1] // patch_size[1])
+        )
         stride_px = (input_size[0] // grid_size[0], input_size[1] // grid_size[1])
-        attentions = attention_modules(model)
-        num_layers = len(attentions)
-        num_heads = int(attentions[0].num_heads)
         embed_dim = int(getattr(model, "embed_dim", embed_dim))
         num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
+    elif family != "cnn":
+        input_size = _built_input_size(model, input_size)
+    attentions = attention_modules(model)
+    if family != "cnn":
+        heads = [int(getattr(module, "num_heads", 0)) for module in model.modules() if _is_attention(module)]
+        num_layers = len(attentions) if family in ("vit", "hybrid") else len(heads)
+        num_heads = int(attentions[0].num_heads) if attentions and family in ("vit", "hybrid") else max(heads)
+    global_pool = _global_pool(model)
     return ModelFacts(
         name=name,
         family=family,
@@ -177,13 +360,17 @@ def model_facts(name: str, model: nn.Module) -> ModelFacts:
         num_layers=num_layers,
         num_heads=num_heads,
         embed_dim=embed_dim,
-        global_pool=_global_pool(model),
+        global_pool=global_pool,
         num_classes=int(getattr(model, "num_classes", 0) or 0),
         mean=tuple(float(v) for v in config["mean"]),
         std=tuple(float(v) for v in config["std"]),
         interpolation=str(config.get("interpolation", "bicubic")),
         crop_pct=float(config.get("crop_pct", 1.0)),
         num_params=sum(p.numel() for p in model.parameters()),
+        attention=_attention_kind(model, family),
+        head_pool=_head_pool(model, global_pool, num_prefix_tokens),
+        stage_grids=_stage_grids(model, input_size) if family not in ("vit", "hybrid") else (grid_size,),
+        prefix_tokens=prefix_token_names(model) if family in ("vit", "hybrid") else (),
     )
 
 
@@ -422,7 +609,7 @@ def untrained_twin(loaded: LoadedModel, seed: int = UNTRAINED_SEED) -> LoadedMod
     """
     facts = loaded.facts
     build_args: dict[str, object] = {"num_classes": facts.num_classes}
-    if facts.family != "cnn":
+    if facts.family in ("vit", "hybrid"):
         build_args["img_size"] = facts.input_size  # CNN constructors take no img_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -92,7 +92,7 @@ from vitviz.maths.token_features import (
 from vitviz.maths.tokens_as_words import TokenTrace, cut_into_patches, trace_tokens
 from vitviz.methods import METHODS, available_methods, default_method
 from vitviz.methods.sanity import UNFAITHFUL_RANK_CORRELATION, SanityResult, cascading_randomisation
-from vitviz.models import LoadedModel, ModelError, ModelFacts, describe_weights
+from vitviz.models import LoadedModel, ModelError, ModelFacts, describe_weights, no_token_attention_reason
 from vitviz.preprocess import ImageView, ViewMode, image_view
 
 __all__ = ["COMPARE_RANDOM", "TABS", "VIEW", "ModelSide", "model_sides", "render_tabs", "seed_from_link"]
@@ -383,9 +383,12 @@ def _class_query(facts: ModelFacts) -> str:
 
 
 def _cnn_note(facts: ModelFacts, why: str) -> bool:
-    """Says that the view does not apply to a CNN, and why; True when it does not."""
+    """Says that the view does not apply to a model without global attention over one grid, and why."""
     if facts.family == "cnn" or facts.grid_size is None:
-        st.info(f"Does not apply: {facts.name} is a CNN. {why}")
+        st.info(f"Does not apply: {facts.name} is a {facts.family_words}. {why}")
+        return True
+    if not facts.global_attention:
+        st.info(f"Does not apply: {no_token_attention_reason(facts, 'views of its attention')}")
         return True
     return False
 

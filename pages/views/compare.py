@@ -711,6 +711,8 @@ def explanation_panel(
     marks: tuple[tuple[int, int], ...] = ()
     if sinks is not None and result.grid_size == slot.loaded.facts.grid_size:
         marks = tuple(sink.position for sink in sinks.patch_sinks if sink.position is not None)
+    if result.constant_note:  # a constant map is said to be one, never drawn as relevance everywhere
+        return OverlayPanel(title, None, note=_wrap(result.constant_note), pixels=view.pixels), result
     return OverlayPanel(title, result.normalised(percentile), pixels=view.pixels, sinks=marks), result
 
 
@@ -763,7 +765,7 @@ def probes_section(checked: CheckedModels) -> None:
         method = methods[slot.number]
         if method in SLOW_METHODS or method not in available_methods(slot.loaded.facts):
             method = default_method(slot.loaded.facts)
-        removing = remove_tokens and kind == DROP and slot.loaded.facts.family != "cnn"
+        removing = remove_tokens and kind == DROP and slot.loaded.facts.family in ("vit", "hybrid")
         try:
             curves += cached_probe(
                 choice.name,

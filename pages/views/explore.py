@@ -31,7 +31,7 @@ from vitviz.maths.attention import (
     query_attention_map,
 )
 from vitviz.maths.sinks import SinkReport, plan_rollout, rollout_statement, sink_sentence
-from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts
+from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts, no_token_attention_reason
 from vitviz.predict import Prediction, top_predictions
 from vitviz.preprocess import ImageView, image_view
 from vitviz.serving import is_visitor_run
@@ -123,14 +123,14 @@ def seed_layers_from_link(facts: ModelFacts, picked: ui.ImageChoice, view: str) 
     if LINK_PARAMS not in st.session_state:
         return
     limits = ui.view_limits()
-    if facts.family != "cnn":
+    if facts.global_attention:
         grid_size = image_view(picked.image, facts, view).grid_size
         limits = replace(limits, num_layers=facts.num_layers, num_heads=facts.num_heads, grid_size=grid_size)
     link = st.session_state.pop(LINK_PARAMS)
     from_upload = link.get("source") == UPLOAD_SOURCE
     state, notes = parse_view_state(link, limits)
     ui.url_notes(notes)
-    if facts.family == "cnn":
+    if not facts.global_attention:
         return
     if state.layer is not None:
         st.session_state["explore_layer"] = state.layer
@@ -231,8 +231,12 @@ def _bars(choice, picked, view: str, predictions: list[Prediction], what: str, k
 
 
 def render_cnn(loaded: LoadedModel, choice: ui.ModelChoice, picked: ui.ImageChoice, view: str) -> None:
-    """A CNN has no patches and no attention: the view and what it predicts, with a line saying why."""
-    st.info(f"{loaded.facts.name} is a CNN: it has no patches and no attention to show. Its predictions:")
+    """A model without global attention over one grid: the view and what it predicts, with a line saying why."""
+    facts = loaded.facts
+    if facts.family == "cnn":
+        st.info(f"{facts.name} is a CNN: it has no patches and no attention to show. Its predictions:")
+    else:
+        st.info(f"{no_token_attention_reason(facts, 'the attention maps of this page')} Its predictions:")
     seen = image_view(picked.image, loaded.facts, view)
     photo_column, bars_column = st.columns([2, 3])
     with photo_column:

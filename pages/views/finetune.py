@@ -41,7 +41,7 @@ from vitviz.finetune.trainer import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATES, MODE
 from vitviz.finetune.worker import run_image_set, shown_log, start_run, stop_run
 from vitviz.images import ImageDecodeError, image_digest
 from vitviz.maths.attention import class_attention_map, rollout_relevance
-from vitviz.models import RUN_WEIGHTS, ModelError, describe_weights
+from vitviz.models import RUN_WEIGHTS, ModelError, describe_weights, no_token_attention_reason
 from vitviz.preprocess import explanation_image
 from vitviz.runs import (
     RunError,
@@ -916,8 +916,8 @@ def render_attention_change(folder: Path, config: dict, images: ImageSet, result
     except KeyError as error:
         st.error(f"Cannot load the models to compare: the run's config names no {error}")
         return
-    if after.facts.family == "cnn":
-        st.info(f"{after.facts.name} is a CNN: it has no attention to compare.")
+    if not after.facts.global_attention:
+        st.info(no_token_attention_reason(after.facts, "attention maps to compare"))
         return
     try:
         picture = images.item(key).load()

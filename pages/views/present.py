@@ -369,9 +369,9 @@ def _story_model(device: str) -> LoadedModel:
     except (ModelError, WeightsError) as error:
         problem = ui.load_problem(error)
     else:
-        if loaded.facts.family != "cnn":
+        if loaded.facts.global_attention:
             return loaded
-        problem = f"{name} is a CNN: the story follows a transformer."
+        problem = f"{name} is a {loaded.facts.family_words}: the story follows a ViT with global attention."
     st.session_state[MODEL] = DEFAULT_MODEL
     st.error(f"{problem} Showing {DEFAULT_MODEL[0]} ({describe_weights(DEFAULT_MODEL[1])}) instead.")
     return ui.load_or_stop(ui.ModelChoice(*DEFAULT_MODEL, device))
@@ -888,7 +888,8 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
                 model=shown,
             )
             facts = loaded[side].facts
-            method = CLASS_MAP_METHODS[facts.family]
+            # Chefer needs global attention over one grid; any other model gets its Grad-CAM.
+            method = CLASS_MAP_METHODS[facts.family] if facts.global_attention else CLASS_MAP_METHODS["cnn"]
             result = _cached_class_map(
                 name, weights, story.device, story.picked.digest, story.view, method, explained.index,
                 story.picked.image,

@@ -493,9 +493,6 @@ def upload_choice(upload: UploadedFile) -> ImageChoice | None:
     return ImageChoice(image, upload.name, image_digest(image))
 
 
-FAMILY_WORDS = {"vit": "ViT", "hybrid": "hybrid (CNN stem + ViT)", "cnn": "CNN"}
-
-
 def model_caption(loaded: LoadedModel, weights: str, number: int | None = None) -> str:
     """One line of the model's facts: family, weights, input, token grid and depth, head, device.
 
@@ -511,7 +508,7 @@ def model_caption(loaded: LoadedModel, weights: str, number: int | None = None) 
     name = facts.name if number is None else f"{number}. {facts.name}"
     parts = [
         f"**{name}**",
-        FAMILY_WORDS[facts.family],
+        facts.family_words,
         describe_weights(weights, loaded.run),
         f"{facts.input_size[0]}×{facts.input_size[1]} px input",
     ]

@@ -168,6 +168,9 @@ def _model_panel(
     target = f" · {result.target_label.split(',')[0]} ({result.target_index})" if result.target_label else ""
     untrained = "" if loaded.trained else " (untrained)"
     title = f"{facts.name}{untrained} · {describe_weights(weights)}<br>{method_title(chosen)}{target}"
+    if result.constant_note:  # said, never drawn as relevance everywhere
+        print(f"note: {facts.name}: {result.constant_note}", file=sys.stderr)
+        return OverlayPanel(title, None, note=result.constant_note, pixels=seen.pixels), predictions, chosen
     return OverlayPanel(title, result.normalised(SCALE_PERCENTILE), pixels=seen.pixels), predictions, chosen
 
 

@@ -107,12 +107,17 @@ def _run_explain(args: argparse.Namespace) -> None:
     """save an explanation map over the token / feature grid as .npy"""
     from vitviz.images import load_image_file
     from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
+    from vitviz.methods.base import map_is_constant
 
     out = _map_file(args.out)  # before anything slow: a folder given as --out is refused at once
     image = load_image_file(args.image)
     loaded = load_from_args(args)
     target = ""
-    if args.method in ("rollout", "attention"):
+    # The captured record and its sink handling serve global attention (and say why a CNN has none);
+    # CaiT's class-attention rollout and Swin's windows go through the method registry.
+    if args.method in ("rollout", "attention") and (
+        loaded.facts.global_attention or loaded.facts.family == "cnn"
+    ):
         record = record_attention(loaded, image, args.view)
         if args.method == "rollout":
             values = rollout_relevance(
@@ -125,6 +130,8 @@ def _run_explain(args: argparse.Namespace) -> None:
         values = result.values
         if result.target_index is not None:  # class-agnostic maps (EigenCAM, …) explain no class
             target = f" for class {result.target_index} ({result.target_label})"
+    if map_is_constant(values):
+        print(f"note: the {args.method} map is constant: it singles out no patch.", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, values.astype(np.float32))
     rows, cols = values.shape
@@ -169,8 +176,10 @@ def _class_specific_map(
         options["layer"] = args.target_layer
     if args.method in ("grad-rollout", "chefer"):
         options["start_layer"] = args.start_layer
-    if args.method == "grad-rollout":
+    if args.method in ("grad-rollout", "rollout"):
         options["discard_ratio"] = args.discard_ratio
+    if args.method == "rollout":
+        options.update(head_fusion=args.head_fusion, start_layer=args.start_layer)
     if args.method == "integrated-gradients":
         if args.steps < 1:
             raise CommandError(f"--steps must be at least 1, got {args.steps}")

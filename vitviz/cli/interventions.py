@@ -68,13 +68,14 @@ def _run_ablate(args: argparse.Namespace) -> None:
     """
     from vitviz.images import load_image_file
     from vitviz.maths.ablation import ablate_heads, parse_heads
+    from vitviz.models import no_token_attention_reason
 
     _check_topk(args.topk)
     image = load_image_file(args.image)
     loaded = load_from_args(args)
     facts = loaded.facts
-    if facts.num_heads == 0:
-        raise CommandError(f"{facts.name} is a CNN: it has no attention heads to switch off.")
+    if not facts.global_attention or facts.num_heads == 0:
+        raise CommandError(no_token_attention_reason(facts, "attention heads to switch off"))
     heads = parse_heads(args.heads, facts.num_layers, facts.num_heads)
     result = ablate_heads(loaded, image, heads, args.mode, args.topk)
     if args.json:

@@ -90,7 +90,7 @@ def _explain_map(
     facts = loaded.facts
     pixels = explanation_image(image, facts, view)
     untrained = " (untrained)" if not loaded.trained else ""
-    if facts.family == "cnn":
+    if not facts.global_attention:  # rollout needs global attention: CNNs and staged models get Grad-CAM
         grad_cam = _grad_cam(loaded, image, view)
         if isinstance(grad_cam, str):
             return None, grad_cam

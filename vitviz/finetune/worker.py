@@ -609,7 +609,7 @@ def _final_config(
 ) -> dict[str, Any]:
     """config.json once the data is known; execute_run adds what `_claim` kept (created, owner)."""
     # ViTs are rebuilt at the input size they were trained at (DINOv2's default is 518 px).
-    build_args = {"img_size": list(facts.input_size)} if facts.family != "cnn" else {}
+    build_args = {"img_size": list(facts.input_size)} if facts.family in ("vit", "hybrid") else {}
     return {
         "timm_name": facts.name,
         "weights": config.weights,

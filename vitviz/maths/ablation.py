@@ -11,7 +11,7 @@ from PIL import Image
 
 from vitviz.capture import ABLATION_MODES, AttentionCapture, HeadAblation
 from vitviz.maths.attention import AttentionRecord
-from vitviz.models import LoadedModel, ModelError
+from vitviz.models import LoadedModel, ModelError, no_token_attention_reason
 from vitviz.predict import NoClassifierError, Prediction, top_predictions
 from vitviz.preprocess import ViewMode, image_view, prediction_tensor, view_tensor
 
@@ -44,8 +44,8 @@ class AblationResult:
 
 def _check_attention(loaded: LoadedModel) -> None:
     facts = loaded.facts
-    if facts.family == "cnn" or facts.num_heads == 0:
-        raise ModelError(f"{facts.name} is a CNN: it has no attention heads to switch off.")
+    if not facts.global_attention or facts.num_heads == 0:
+        raise ModelError(no_token_attention_reason(facts, "attention heads to switch off"))
     if not facts.has_classifier:
         raise NoClassifierError(
             f"{facts.name} has no classifier head, so switching heads off changes no prediction; "

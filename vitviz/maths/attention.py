@@ -11,7 +11,7 @@ from PIL import Image
 from vitviz.capture import capture_attention
 from vitviz.maths.rollout import HeadFusion, attention_rollout, rollout_map
 from vitviz.maths.sinks import SinkMode, SinkReport, detect_sinks, plan_rollout
-from vitviz.models import LoadedModel, ModelError
+from vitviz.models import LoadedModel, ModelError, no_token_attention_reason
 from vitviz.preprocess import ImageView, ViewMode, check_view, image_view, view_tensor
 
 __all__ = [
@@ -64,8 +64,8 @@ def record_attention(loaded: LoadedModel, image: Image.Image, view: ViewMode = "
         ModelError: the model has no self-attention (a CNN), or cannot take the "aspect" view.
     """
     facts = loaded.facts
-    if facts.family == "cnn" or facts.grid_size is None:
-        raise ModelError(f"{facts.name} is a CNN: it has no attention to show.")
+    if not facts.global_attention:
+        raise ModelError(no_token_attention_reason(facts, "attention maps"))
     check_view(loaded, view)
     seen = image_view(image, facts, view)
     pixels = view_tensor(seen, facts).to(loaded.device)

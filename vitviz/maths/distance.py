@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from vitviz.capture import AttentionCapture
-from vitviz.models import LoadedModel, ModelError
+from vitviz.models import LoadedModel, ModelError, no_token_attention_reason
 from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = [
@@ -166,8 +166,8 @@ def attention_distances_over_images(
         ValueError: no images.
     """
     facts = loaded.facts
-    if facts.family == "cnn" or facts.grid_size is None or facts.stride_px is None:
-        raise ModelError(f"{facts.name} is a CNN: it has no attention heads to measure.")
+    if not facts.global_attention or facts.grid_size is None or facts.stride_px is None:
+        raise ModelError(no_token_attention_reason(facts, "attention distances"))
     if not images:
         raise ValueError("mean attention distance needs at least one image")
     size = _batch_size(facts.num_heads, facts.num_tokens, batch_size)

@@ -50,7 +50,11 @@ def hybrid_stem(
     """
     facts = loaded.facts
     if facts.family != "hybrid":
-        kind = "a CNN" if facts.family == "cnn" else "a plain ViT (its patch embedding works on pixels)"
+        kind = (
+            "a plain ViT (its patch embedding works on pixels)"
+            if facts.family == "vit"
+            else f"a {facts.family_words}"
+        )
         raise ModelError(f"{facts.name} is {kind}: it has no CNN stem.")
     patch_embed = loaded.model.patch_embed
     features = patch_embed.backbone(explanation_tensor(image, facts, view).to(loaded.device))

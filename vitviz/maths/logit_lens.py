@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from vitviz.capture import ModuleOutputs
-from vitviz.models import LoadedModel, ModelError
+from vitviz.models import LoadedModel, ModelError, no_token_grid_reason
 from vitviz.predict import NoClassifierError, Prediction, top_predictions
 from vitviz.preprocess import ViewMode, prediction_tensor
 
@@ -42,7 +42,7 @@ def _lens_parts(loaded: LoadedModel) -> tuple[nn.ModuleList | nn.Sequential, nn.
     facts = loaded.facts
     model = loaded.model
     if facts.family == "cnn" or facts.grid_size is None:
-        raise ModelError(f"{facts.name} is a CNN: it has no token stream for a logit lens.")
+        raise ModelError(no_token_grid_reason(facts, "token stream for a logit lens"))
     if not facts.has_classifier:
         raise NoClassifierError(
             f"{facts.name} has no classifier head to read its layers through; "

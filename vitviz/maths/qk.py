@@ -12,7 +12,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from vitviz.capture import AttentionCapture, QueryKeyCapture
-from vitviz.models import LoadedModel, ModelError, prefix_token_names
+from vitviz.models import LoadedModel, ModelError, no_token_attention_reason, prefix_token_names
 from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = [
@@ -79,8 +79,8 @@ def query_keys(
         ValueError: layer or head out of range.
     """
     facts = loaded.facts
-    if facts.family == "cnn" or facts.grid_size is None:
-        raise ModelError(f"{facts.name} is a CNN: it has no queries and keys.")
+    if not facts.global_attention:
+        raise ModelError(no_token_attention_reason(facts, "queries and keys over one token grid"))
     if not 0 <= head < facts.num_heads:
         raise ValueError(f"head {head} outside 0..{facts.num_heads - 1}")
     pixels = explanation_tensor(image, facts, view).to(loaded.device)

@@ -15,7 +15,7 @@ from vitviz.capture import model_lock
 from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
 from vitviz.maths.sinks import detect_sinks, plan_rollout, rollout_statement
 from vitviz.maths.token_features import principal_components_rgb
-from vitviz.models import LoadedModel, ModelError, ModelFacts, model_facts
+from vitviz.models import LoadedModel, ModelError, ModelFacts, model_facts, no_token_grid_reason
 from vitviz.predict import Prediction, predict
 from vitviz.preprocess import ViewMode, explanation_image
 
@@ -43,7 +43,7 @@ def check_input_size(facts: ModelFacts, input_size: tuple[int, int]) -> None:
             or it makes more than `MAX_PATCHES` patches.
     """
     if facts.family == "cnn" or facts.grid_size is None or facts.stride_px is None:
-        raise ModelError(f"{facts.name} is a CNN: it has no position embedding to interpolate.")
+        raise ModelError(no_token_grid_reason(facts, "position embedding to interpolate"))
     height, width = input_size
     stride_h, stride_w = facts.stride_px
     if height <= 0 or width <= 0 or height % stride_h or width % stride_w:

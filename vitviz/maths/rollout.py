@@ -11,6 +11,7 @@ __all__ = [
     "HeadFusion",
     "attention_rollout",
     "discard_lowest",
+    "embed_class_attention",
     "exclude_tokens",
     "fuse_heads",
     "rollout_map",
@@ -85,6 +86,40 @@ def exclude_tokens(attention: torch.Tensor, tokens: Sequence[int]) -> torch.Tens
     kept[:, :, list(tokens)] = 0.0
     row_sums = kept.sum(dim=-1, keepdim=True)
     return torch.where(row_sums > 0, kept / row_sums.clamp_min(torch.finfo(kept.dtype).tiny), kept)
+
+
+def embed_class_attention(
+    self_attentions: Sequence[torch.Tensor], class_attentions: Sequence[torch.Tensor], num_prefix_tokens: int
+) -> list[torch.Tensor]:
+    """CaiT's layers as (B, heads, N, N) over the output's tokens, so rollout and relevance run unchanged.
+
+    CaiT's self-attention layers mix the patches alone, (B, heads, P, P); its class-attention layers
+    then let the class token alone attend over [class, patches], (B, heads, 1, N), N = prefix + P.
+    Each layer is placed in an N×N matrix whose other rows are zero: with the residual identity,
+    a token that does not attend in a layer keeps what it had (the class token before it is added,
+    the patches during class attention).
+
+    Args:
+        self_attentions: one (B, heads, P, P) tensor per self-attention layer, first first.
+        class_attentions: one (B, heads, 1, N) tensor per class-attention layer, first first.
+        num_prefix_tokens: class tokens before the patches in the class-attention layers.
+
+    Returns:
+        One (B, heads, N, N) tensor per layer, the self-attention layers first.
+    """
+    if not class_attentions:
+        raise ValueError("class-attention rollout needs at least one class-attention layer")
+    tokens = class_attentions[0].shape[-1]
+    embedded = []
+    for attention in self_attentions:
+        full = attention.new_zeros(*attention.shape[:2], tokens, tokens)
+        full[:, :, num_prefix_tokens:, num_prefix_tokens:] = attention
+        embedded.append(full)
+    for attention in class_attentions:
+        full = attention.new_zeros(*attention.shape[:2], tokens, tokens)
+        full[:, :, :1, :] = attention
+        embedded.append(full)
+    return embedded
 
 
 def attention_rollout(

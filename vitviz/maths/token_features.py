@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from vitviz.capture import InputCapture
-from vitviz.models import LoadedModel, ModelError, prefix_token_names
+from vitviz.models import LoadedModel, ModelError, no_token_grid_reason, prefix_token_names
 from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = [
@@ -63,7 +63,7 @@ def output_tokens(loaded: LoadedModel, image: Image.Image, view: ViewMode = "cro
     """
     facts = loaded.facts
     if facts.family == "cnn" or facts.grid_size is None:
-        raise ModelError(f"{facts.name} is a CNN: it has feature maps, not tokens.")
+        raise ModelError(no_token_grid_reason(facts, "token features"))
     model = loaded.model
     final_norm = getattr(model, "norm", None)
     pixels = explanation_tensor(image, facts, view).to(loaded.device)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from vitviz.maths.posembed import NoPositionEmbeddingError, grid_position_embedding
 from vitviz.maths.posembed import position_similarity as all_position_similarity
-from vitviz.models import LoadedModel, ModelError, ModelFacts
+from vitviz.models import LoadedModel, ModelError, ModelFacts, no_token_grid_reason
 from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = ["TokenStage", "output_embedding", "position_similarity", "token_stages"]
@@ -38,7 +38,7 @@ def token_stages(facts: ModelFacts) -> list[TokenStage]:
         ModelError: the model is a CNN (it makes no tokens).
     """
     if facts.family == "cnn" or facts.grid_size is None or facts.stride_px is None:
-        raise ModelError(f"{facts.name} is a CNN: it makes no tokens.")
+        raise ModelError(no_token_grid_reason(facts, "patch tokens"))
     height, width = facts.input_size
     rows, cols = facts.grid_size
     step_y, step_x = facts.stride_px
@@ -113,8 +113,8 @@ def output_embedding(loaded: LoadedModel, image: Image.Image, view: ViewMode = "
         ModelError: the model is a CNN.
     """
     facts = loaded.facts
-    if facts.family == "cnn":
-        raise ModelError(f"{facts.name} is a CNN: it has no output token.")
+    if facts.grid_size is None:
+        raise ModelError(no_token_grid_reason(facts, "output token"))
     pixels = explanation_tensor(image, facts, view).to(loaded.device)
     with torch.inference_mode():
         tokens = loaded.model.forward_features(pixels)[0].float().cpu()  # (N, D)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vitviz.models import LoadedModel, ModelError, ModelFacts, prefix_token_names
+from vitviz.models import LoadedModel, ModelError, ModelFacts, no_token_grid_reason, prefix_token_names
 from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = [
@@ -160,7 +160,7 @@ def trace_tokens(loaded: LoadedModel, image: Image.Image, view: ViewMode = "crop
     facts = loaded.facts
     model = loaded.model
     if facts.family == "cnn" or facts.grid_size is None:
-        raise ModelError(f"{facts.name} is a CNN: it never cuts the image into tokens.")
+        raise ModelError(no_token_grid_reason(facts, "patch tokens"))
     rows, cols = facts.grid_size
     patch_h, patch_w = facts.patch_size
     height, width = facts.input_size

@@ -77,8 +77,12 @@ def available_methods(facts: ModelFacts) -> list[str]:
 
 
 def default_method(facts: ModelFacts) -> str:
-    """Grad-CAM for CNNs, attention rollout for ViTs and hybrids."""
-    return "gradcam" if facts.family == "cnn" else "rollout"
+    """Attention rollout where it applies, else raw attention (Swin's windows), else Grad-CAM, else the first that fits."""
+    available = available_methods(facts)
+    for method in ("rollout", "attention", "gradcam"):
+        if method in available:
+            return method
+    return available[0] if available else ("gradcam" if facts.family == "cnn" else "rollout")
 
 
 def explain_pixels(

@@ -10,13 +10,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitviz.models import Family, LoadedModel, ModelError, ModelFacts
+from vitviz.models import ATTENTION_WORDS, Family, LoadedModel, ModelError, ModelFacts
 
 __all__ = [
+    "AttentionKindMethod",
     "ExplanationMethod",
     "ExplanationResult",
     "MethodUnavailableError",
     "feature_grid",
+    "map_is_constant",
     "pool_to_grid",
 ]
 
@@ -46,6 +48,27 @@ class ExplanationResult:
     def grid_size(self) -> tuple[int, int]:
         return int(self.values.shape[0]), int(self.values.shape[1])
 
+    @property
+    def constant(self) -> bool:
+        """Whether the map says nothing: every cell equal (all zero included), or not finite anywhere.
+
+        Cells closer than a millionth of the map's largest magnitude count as equal: float noise on
+        a map that is constant in exact arithmetic.
+        """
+        return map_is_constant(self.values)
+
+    @property
+    def constant_note(self) -> str | None:
+        """One line for every surface that shows a constant map, or None when the map varies."""
+        if not self.constant:
+            return None
+        values = self.values
+        if not np.isfinite(values).all():
+            return f"{self.method}: the map is not finite; nothing is drawn."
+        level = float(values.flat[0]) if values.size else 0.0
+        what = "all zero" if level == 0.0 else f"the same value ({level:.3g}) everywhere"
+        return f"{self.method}: the map is {what}: it singles out no patch, so nothing is drawn."
+
     def normalised(self, percentile: float = 100.0) -> np.ndarray:
         """The map's positive evidence scaled to [0, 1], for one colour scale shared by every map.
 
@@ -59,6 +82,8 @@ class ExplanationResult:
         """
         if not 0.0 < percentile <= 100.0:
             raise ValueError(f"percentile must lie in (0, 100], got {percentile}")
+        if self.constant:  # never drawn as "maximum relevance everywhere"
+            return np.zeros(self.values.shape, dtype=np.float32)
         positive = np.clip(self.values.astype(np.float32), 0.0, None)
         peak = float(np.percentile(positive, percentile)) if positive.size else 0.0
         if peak <= 0:
@@ -66,6 +91,14 @@ class ExplanationResult:
         if peak <= 0:
             return np.zeros_like(positive)
         return np.clip(positive / peak, 0.0, 1.0)
+
+
+def map_is_constant(values: np.ndarray, relative: float = 1e-6) -> bool:
+    """Whether every cell of a map is equal up to `relative` of its largest magnitude, or any is not finite."""
+    if values.size == 0 or not np.isfinite(values).all():
+        return True
+    spread = float(np.ptp(values))
+    return spread <= relative * float(np.abs(values).max())
 
 
 def feature_grid(
@@ -126,7 +159,7 @@ class ExplanationMethod:
 
     name: ClassVar[str]  # registry name, as on the command line
     title: ClassVar[str]  # human name for menus and titles
-    families: ClassVar[tuple[Family, ...]] = ("vit", "hybrid", "cnn")
+    families: ClassVar[tuple[Family, ...]] = ("vit", "hybrid", "hierarchical", "conv-attention", "cnn")
     class_specific: ClassVar[bool] = True  # explains one class, so needs a classifier head
     takes_layer: ClassVar[bool] = False  # reads a target layer from the "layer" option (CAMs)
 
@@ -141,8 +174,9 @@ class ExplanationMethod:
     def unavailable_reason(cls, facts: ModelFacts) -> str | None:
         """Why this method cannot explain a model with these facts, or None when it can."""
         if facts.family not in cls.families:
-            kinds = ", ".join({"vit": "ViTs", "hybrid": "hybrids", "cnn": "CNNs"}[f] for f in cls.families)
-            return f"{cls.title} works on {kinds}; {facts.name} is a {_family_words(facts.family)}."
+            kinds = ", ".join(_FAMILY_PLURALS[family] for family in cls.families)
+            attention = "" if facts.attention == "none" else f" with {ATTENTION_WORDS[facts.attention]}"
+            return f"{cls.title} works on {kinds}; {facts.name} is a {facts.family_words}{attention}."
         if cls.class_specific and not facts.has_classifier:
             return (
                 f"{cls.title} explains one class, and {facts.name} has no classifier head; "
@@ -254,5 +288,35 @@ class ExplanationMethod:
         return logits.gather(1, classes[:, None]).sum()
 
 
-def _family_words(family: Family) -> str:
-    return {"vit": "ViT", "hybrid": "hybrid (CNN stem + ViT)", "cnn": "CNN"}[family]
+class AttentionKindMethod(ExplanationMethod):
+    """A method read from token-to-token attention: it refuses models whose attention is of another kind."""
+
+    families: ClassVar[tuple[Family, ...]] = ("vit", "hybrid")
+    # Where the attention must live for the method to mean anything (see vitviz.models.ATTENTION_WORDS).
+    attention_kinds: ClassVar[tuple[str, ...]] = ("global",)
+
+    @classmethod
+    def unavailable_reason(cls, facts: ModelFacts) -> str | None:
+        # A CNN has no attention whatever its facts' default says (facts written by hand).
+        if (
+            facts.family != "cnn"
+            and facts.attention != "none"
+            and (facts.family not in cls.families or facts.attention not in cls.attention_kinds)
+        ):
+            instead = ""
+            if facts.family == "hierarchical" and facts.attention == "windowed":
+                instead = " Raw attention shows its attention window by window instead."
+            return (
+                f"{cls.title} needs global attention between every pair of tokens of one grid; "
+                f"{facts.name} is a {facts.family_words} with {ATTENTION_WORDS[facts.attention]}.{instead}"
+            )
+        return super().unavailable_reason(facts)
+
+
+_FAMILY_PLURALS: dict[str, str] = {
+    "vit": "ViTs",
+    "hybrid": "hybrids",
+    "hierarchical": "hierarchical transformers",
+    "conv-attention": "convolution–attention hybrids",
+    "cnn": "CNNs",
+}

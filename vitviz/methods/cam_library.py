@@ -44,9 +44,10 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from vitviz.capture import LayerTap, attention_modules, model_lock
+from vitviz.capture import LayerTap, model_lock
 from vitviz.methods.base import ExplanationMethod, MethodUnavailableError, feature_grid, pool_to_grid
-from vitviz.methods.gradcam import FEATURES, as_feature_map, default_layer, layer_module
+from vitviz.methods.gradcam import FEATURES, as_feature_map, default_layer, feature_map_reason, layer_module
+from vitviz.models import ModelFacts
 
 __all__ = [
     "LIBRARY_CAMS",
@@ -115,7 +116,12 @@ def _unfused_attention(model: nn.Module, unfuse: bool) -> Iterator[None]:
     Fused attention has no second derivative on the CPU, which ShapleyCAM's Hessian-vector product
     needs. Call it with the model's lock held.
     """
-    modules = attention_modules(model) if unfuse else []
+    # Every fused module, an attention-pooling head's too (SigLIP's), not only the captured layers.
+    modules = (
+        [module for module in model.modules() if isinstance(vars(module).get("fused_attn"), bool)]
+        if unfuse
+        else []
+    )
     flags = [module.fused_attn for module in modules]
     try:
         for module in modules:
@@ -183,6 +189,10 @@ class LibraryCAM(ExplanationMethod):
     # The backward runs down to the input, not only from the target layer up (ShapleyCAM
     # differentiates the gradient again and asks for the input's gradient).
     whole_graph: ClassVar[bool] = False
+
+    @classmethod
+    def unavailable_reason(cls, facts: ModelFacts) -> str | None:
+        return super().unavailable_reason(facts) or feature_map_reason(cls.title, facts)
 
     @property
     def starts_graph(self) -> bool:
@@ -374,7 +384,8 @@ class AblationCam(LibraryCAM):
 
     def make_cam(self, wrapper: _TappedModel, pixels: torch.Tensor) -> BaseCAM:
         cam = super().make_cam(wrapper, pixels)
-        # Token outputs (B, N, C) need the library's ViT ablation layer, conv maps the plain one.
+        # Channels-last outputs, tokens (B, N, C) or Swin's maps (B, h, w, C), need the library's ViT
+        # ablation layer (it ablates the last dimension), conv maps the plain one.
         with torch.inference_mode():
             seen: list[torch.Tensor] = []
             handle = wrapper.tap.register_forward_hook(lambda _m, _i, output: seen.append(output))
@@ -382,7 +393,12 @@ class AblationCam(LibraryCAM):
                 wrapper(pixels[:1])
             finally:
                 handle.remove()
-        cam.ablation_layer = AblationLayerVit() if seen and seen[0].ndim == 3 else AblationLayer()
+        output = seen[0] if seen else None
+        # as_feature_map returns a conv map itself, and permutes a channels-last one.
+        channels_last = output is not None and (
+            output.ndim == 3 or as_feature_map(output, self.facts, "the target layer") is not output
+        )
+        cam.ablation_layer = AblationLayerVit() if channels_last else AblationLayer()
         cam.batch_size = int(self.options.get("batch_size", 32))
         return cam
 
@@ -414,6 +430,18 @@ class FeatureExplanationMethod(LibraryCAM):
     cam_class = FEM
     uses_gradients: ClassVar[bool] = False
     class_specific: ClassVar[bool] = False
+
+    @classmethod
+    def unavailable_reason(cls, facts: ModelFacts) -> str | None:
+        """On n cells no value lies more than (n − 1)/√n standard deviations above the mean: under 6 cells, never 2."""
+        reason = super().unavailable_reason(facts)
+        grid = facts.grid_size or (facts.stage_grids[-1] if facts.stage_grids else None)
+        if reason is None and grid is not None and grid[0] * grid[1] < 6:
+            return (
+                f"FEM marks cells more than 2 standard deviations above their map's mean, which no cell of "
+                f"{facts.name}'s {grid[0]}×{grid[1]} feature grid can be (it needs at least 6 cells)."
+            )
+        return reason
 
 
 def bias_layers(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:

@@ -41,5 +41,15 @@ class Chefer(AttentionGradientMethod):
     name: ClassVar[str] = "chefer"
     title: ClassVar[str] = "Chefer et al. relevance"
 
+    def pooled_relevance(self, relevance: torch.Tensor) -> torch.Tensor:
+        """R − I for a head that averages the patch tokens: what the attention layers added.
+
+        Read from the class token, R starts at zero on every patch; averaged over the patch rows, the
+        starting identity would add the same 1/patches to every cell and, on a map scaled to its
+        maximum, paint every patch as nearly the most relevant.
+        """
+        identity = torch.eye(relevance.shape[-1], dtype=relevance.dtype, device=relevance.device)
+        return relevance - identity
+
     def relevance(self, attentions: list[torch.Tensor], gradients: list[torch.Tensor]) -> torch.Tensor:
         return chefer_relevance(attentions, gradients)

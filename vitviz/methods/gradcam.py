@@ -19,6 +19,7 @@ __all__ = [
     "GradCAMPlusPlus",
     "as_feature_map",
     "default_layer",
+    "feature_map_reason",
     "layer_module",
 ]
 
@@ -30,8 +31,8 @@ TOKENS = "tokens"
 
 
 def default_layer(facts: ModelFacts) -> str:
-    """Where Grad-CAM looks by default: a CNN's features, a hybrid's CNN stem, a ViT's last token grid."""
-    return {"cnn": FEATURES, "hybrid": STEM, "vit": TOKENS}[facts.family]
+    """Where Grad-CAM looks by default: a hybrid's CNN stem, a ViT's last token grid, else the last stage's features."""
+    return {"hybrid": STEM, "vit": TOKENS}.get(facts.family, FEATURES)
 
 
 def layer_module(model: nn.Module, facts: ModelFacts, layer: str) -> tuple[nn.Module, str]:
@@ -59,21 +60,42 @@ def layer_module(model: nn.Module, facts: ModelFacts, layer: str) -> tuple[nn.Mo
         ) from error
 
 
+def feature_map_reason(title: str, facts: ModelFacts) -> str | None:
+    """Why a CAM has no spatial map to weigh on this model by default, or None when it has one.
+
+    A hierarchical model whose head reads a class token kept beside its grid (PiT) returns that token
+    alone from `forward_features`: there is no grid there to weigh.
+    """
+    if facts.family in ("hierarchical", "conv-attention") and facts.head_pool == "token":
+        return (
+            f"{title} weighs a spatial feature map, and {facts.name}'s features are its class token "
+            "alone (its head reads a class token kept beside the grid)."
+        )
+    return None
+
+
 def as_feature_map(tensor: torch.Tensor, facts: ModelFacts, source: str) -> torch.Tensor:
-    """(B, C, h, w) from a conv map (unchanged) or from tokens, reshaped by the model's own grid size.
+    """(B, C, h, w) from a conv map, a channels-last map or tokens, on the model's own grid.
 
     Args:
-        tensor: (B, C, h, w), or (B, N, C) tokens with or without the prefix tokens.
-        facts: the model's facts: `grid_size` and `num_prefix_tokens` come from the model itself.
+        tensor: (B, C, h, w); (B, h, w, C) channels last (Swin's stages), told apart by the model's
+            feature width; or (B, N, C) tokens with or without the prefix tokens, on the token grid
+            of a ViT or on the last stage's grid of a hierarchical model (LeViT).
+        facts: the model's facts: `grid_size`, `num_prefix_tokens` and `stage_grids` come from the
+            model itself.
         source: what the tensor was read from, for the error message.
     """
     if tensor.ndim == 4:
+        channels = facts.embed_dim
+        if tensor.shape[1] != channels and tensor.shape[-1] == channels:
+            return tensor.permute(0, 3, 1, 2)
         return tensor
-    if tensor.ndim != 3 or facts.grid_size is None:
+    grid = facts.grid_size or (facts.stage_grids[-1] if facts.stage_grids else None)
+    if tensor.ndim != 3 or grid is None:
         raise ValueError(f"{source} outputs shape {tuple(tensor.shape)}, not a feature map or tokens")
-    rows, cols = facts.grid_size
+    rows, cols = grid
     tokens = tensor.shape[1]
-    if tokens == facts.num_tokens:
+    if facts.grid_size is not None and tokens == facts.num_tokens:
         tensor = tensor[:, facts.num_prefix_tokens :]
     elif tokens != rows * cols:
         raise ValueError(f"{source} outputs {tokens} tokens, which do not fit the {rows}×{cols} grid")
@@ -94,6 +116,10 @@ class GradCAM(ExplanationMethod):
 
     name: ClassVar[str] = "gradcam"
     title: ClassVar[str] = "Grad-CAM"
+
+    @classmethod
+    def unavailable_reason(cls, facts: ModelFacts) -> str | None:
+        return super().unavailable_reason(facts) or feature_map_reason(cls.title, facts)
 
     def attribute(
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vitviz.methods import default_method, explain_pixels
-from vitviz.models import Family, LoadedModel
+from vitviz.models import Family, LoadedModel, no_token_grid_reason
 from vitviz.predict import NoClassifierError
 from vitviz.preprocess import ViewMode, prediction_tensor
 
@@ -329,8 +329,8 @@ def _probabilities_without_tokens(
 
 def _check_token_removal(loaded: LoadedModel, kind: str) -> None:
     model = loaded.model
-    if loaded.facts.family == "cnn":
-        raise ValueError(f"{loaded.facts.name} is a CNN: it has no tokens to remove")
+    if loaded.facts.family not in ("vit", "hybrid"):
+        raise ValueError(no_token_grid_reason(loaded.facts, "tokens to remove"))
     if not kind.startswith("drop-"):
         raise ValueError(f"only the drop probes can remove tokens, not {kind}")
     needed = ("patch_embed", "_pos_embed", "norm_pre", "blocks", "norm", "forward_head")
