@@ -243,3 +243,27 @@ def test_explore_quotes_a_5000_character_link_in_a_short_note():
     app = _explore(dict.fromkeys(("model", "weights", "layer", "head", "patch", "fusion"), "9" * 5000))
     (note,) = [info.value for info in app.info if "link asked" in info.value]
     assert len(note) < 1000, len(note)  # it was 30 kB: every value quoted whole
+
+
+def test_explore_link_carries_the_raw_colour_values_toggle():
+    def clipped_bars(app) -> int:
+        return sum("clipped at the 99th percentile" in chart.proto.spec for chart in app.get("plotly_chart"))
+
+    app = _explore({"colours": "raw"})
+    assert app.toggle(key="explore_raw_colours").value is True
+    assert app.query_params["colours"] in ("raw", ["raw"]) and clipped_bars(app) == 0
+    app.toggle(key="explore_raw_colours").set_value(False).run()
+    assert "colours" not in app.query_params and clipped_bars(app) > 0
+    bad = _explore({"colours": "loud"})
+    assert bad.toggle(key="explore_raw_colours").value is False
+    assert any("colours='loud' (use clipped or raw)" in info.value for info in bad.info)
+
+
+def test_the_colour_range_survives_a_round_trip_and_a_bad_value_is_noted():
+    limits = ViewLimits(
+        models=TimmModelNames(), weights=("bundled",), images=(), default_model="vit_tiny_patch16_224"
+    )
+    state, notes = parse_view_state({"colours": "raw"}, limits)
+    assert state.colours == "raw" and not notes
+    assert parse_view_state(view_state_params(state), limits)[0] == state
+    assert "colours" not in view_state_params(parse_view_state({}, limits)[0])

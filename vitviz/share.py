@@ -24,11 +24,15 @@ __all__ = [
 QueryKind = Literal["class", "patch"]
 HeadFusion = Literal["mean", "max", "min"]
 SinkHandling = Literal["exclude", "raw"]  # as vitviz.maths.sinks.SinkMode: rollout without or with sinks
+ColourRange = Literal[
+    "clipped", "raw"
+]  # colour bars clipped at the 99th percentile, or each map's full range
 
 DEFAULT_OPACITY = 0.6
 _FUSIONS: tuple[HeadFusion, ...] = ("mean", "max", "min")
 _QUERIES: tuple[QueryKind, ...] = ("class", "patch")
 _SINK_HANDLINGS: tuple[SinkHandling, ...] = ("exclude", "raw")
+_COLOUR_RANGES: tuple[ColourRange, ...] = ("clipped", "raw")
 # Bounds of the page's sliders; a link outside them falls back to the default.
 _OPACITY_RANGE = (0.1, 1.0)
 _DISCARD_RANGE = (0.0, 0.95)
@@ -57,6 +61,7 @@ class ViewState:
     start_layer: int = 0  # rollout start layer
     opacity: float = DEFAULT_OPACITY  # map opacity over the image
     sinks: SinkHandling = "exclude"  # "raw": the rollout toggle "raw rollout (sinks included)" is on
+    colours: ColourRange = "clipped"  # "raw": the toggle "raw colour values" is on (bars span the full range)
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,7 @@ def parse_view_state(params: Mapping[str, str], limits: ViewLimits) -> tuple[Vie
 
     Parameters: ``model``, ``weights``, ``image``, ``layer``, ``head`` (a number or ``mean``),
     ``query`` (``class`` or ``patch``), ``patch`` (``row,col``), ``fusion``, ``discard``, ``start``,
-    ``opacity``, ``sinks`` (``exclude`` or ``raw``). Other parameters (such as ``present``) are left to their pages.
+    ``opacity``, ``sinks`` (``exclude`` or ``raw``), ``colours`` (``clipped`` or ``raw``). Other parameters (such as ``present``) are left to their pages.
 
     Returns:
         The state, and one short note per ignored parameter, saying what was ignored and why.
@@ -215,6 +220,9 @@ def parse_view_state(params: Mapping[str, str], limits: ViewLimits) -> tuple[Vie
     if "sinks" in params:
         state = take_choice(state, "sinks", _SINK_HANDLINGS, "use exclude or raw")
 
+    if "colours" in params:
+        state = take_choice(state, "colours", _COLOUR_RANGES, "use clipped or raw")
+
     if "opacity" in params:
         opacity = _number(params["opacity"])
         if opacity is None or not _OPACITY_RANGE[0] <= opacity <= _OPACITY_RANGE[1]:
@@ -253,4 +261,6 @@ def view_state_params(state: ViewState, attention: bool = True) -> dict[str, str
         if state.sinks != "exclude":  # the default rollout leaves the link as it was
             params["sinks"] = state.sinks
     params["opacity"] = _decimal(state.opacity)
+    if state.colours != "clipped":  # the default colour bars leave the link as it was
+        params["colours"] = state.colours
     return params

@@ -98,6 +98,7 @@ def seed_from_link() -> None:
     st.session_state["explore_fusion"] = state.fusion
     st.session_state["explore_discard"] = state.discard
     st.session_state[RAW_ROLLOUT] = state.sinks == "raw"
+    st.session_state[RAW_COLOURS] = state.colours == "raw"
     from_upload = link.get("source") == UPLOAD_SOURCE
     st.session_state[FROM_UPLOAD] = from_upload
     if not from_upload and link.get("view") in VIEW_LABELS:
@@ -160,6 +161,7 @@ def sync_link(choice: ui.ModelChoice, picked: ui.ImageChoice, opacity: float, at
         start_layer=session.get("explore_start_layer", 0),
         opacity=opacity,
         sinks="raw" if session.get(RAW_ROLLOUT, False) else "exclude",
+        colours="raw" if session.get(RAW_COLOURS, False) else "clipped",
     )
     params = view_state_params(state, attention=attention)
     params["view"] = session.get(VIEW, "crop")
