@@ -273,7 +273,7 @@ def no_token_attention_reason(facts: ModelFacts, wanted: str = "attention maps")
         return f"{facts.name} is a CNN: it has no {wanted}."
     return (
         f"{facts.name} is a {facts.family_words} with {ATTENTION_WORDS[facts.attention]}; "
-        f"{wanted} here need global attention between every pair of tokens of one grid."
+        f"{wanted} need global attention between every pair of tokens of one grid."
     )
 
 

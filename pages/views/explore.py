@@ -238,7 +238,8 @@ def render_cnn(loaded: LoadedModel, choice: ui.ModelChoice, picked: ui.ImageChoi
     if facts.family == "cnn":
         st.info(f"{facts.name} is a CNN: it has no patches and no attention to show. Its predictions:")
     else:
-        st.info(f"{no_token_attention_reason(facts, 'the attention maps of this page')} Its predictions:")
+        reason = no_token_attention_reason(facts, "this page's attention maps")
+        st.info(f"{reason} Its predictions:")
     seen = image_view(picked.image, loaded.facts, view)
     photo_column, bars_column = st.columns([2, 3])
     with photo_column:
