@@ -15,6 +15,7 @@ import hmac
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import stat
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_MAX_RUNS",
     "DEFAULT_RUN_DISK_BYTES",
     "JOBS_FOLDER",
+    "JOB_NAME",
     "LABELS_FILE",
     "LOG_FILE",
     "MAX_JOBS_ENV",
@@ -79,6 +81,7 @@ __all__ = [
     "folder_bytes",
     "free_run_data",
     "is_run_folder",
+    "job_folder_by_name",
     "list_runs",
     "max_background_jobs",
     "max_concurrent_runs",
@@ -1262,3 +1265,26 @@ def background_job_slot(root: Path | None = None) -> Iterator[Callable[[int], No
             (folder / str(pid)).touch()
 
         yield register
+
+
+# The name every job starter gives its folder ("20261206-142343-8f5804"): a time stamp and 6 hex digits.
+JOB_NAME = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
+
+
+def job_folder_by_name(name: str, jobs_folder: str, what: str, root: str | Path | None = None) -> Path:
+    """The folder of a background job (a pair's training, a few-shot table) called `name`.
+
+    Args:
+        name: the job's name, as its starter made it (JOB_NAME).
+        jobs_folder: the folder of such jobs inside the runs folder.
+        what: the job's kind, for the message ("pair job").
+
+    Raises:
+        RunError: no such job; a name of any other shape is refused without looking at the disk.
+    """
+    root = runs_root() if root is None else Path(root)
+    text = str(name)
+    folder = root / jobs_folder / text
+    if not JOB_NAME.fullmatch(text) or folder.is_symlink() or not folder.is_dir():
+        raise RunError(f"There is no such {what}.")
+    return folder

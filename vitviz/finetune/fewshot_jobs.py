@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vitviz.finetune.worker import spawn_background
-from vitviz.runs import RunError, background_job_slot, process_alive, runs_root
+from vitviz.runs import RunError, background_job_slot, job_folder_by_name, process_alive, runs_root
 
 __all__ = [
     "FEW_SHOT_CHART",
@@ -36,7 +35,6 @@ FEW_SHOT_FILE = "fewshot.json"  # the table (FewShotTable.as_dict())
 FEW_SHOT_CHART = "fewshot.html"  # its chart, a standalone Plotly page
 _PID_FILE = "pid"
 _LOG_FILE = "fewshot.log"
-_JOB_NAME = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
 _MAX_LOG_BYTES = 64 * 1024  # the tail a page reads
 _MAX_TABLE_BYTES = 1024 * 1024
 
@@ -143,9 +141,4 @@ def few_shot_job_by_name(name: str, root: str | Path | None = None) -> FewShotJo
     Raises:
         RunError: no such job (a name of any other shape is refused without looking at the disk).
     """
-    root = runs_root() if root is None else Path(root)
-    text = str(name)
-    folder = root / FEW_SHOT_JOBS_FOLDER / text
-    if not _JOB_NAME.fullmatch(text) or folder.is_symlink() or not folder.is_dir():
-        raise RunError("There is no such few-shot evaluation.")
-    return FewShotJob(folder)
+    return FewShotJob(job_folder_by_name(name, FEW_SHOT_JOBS_FOLDER, "few-shot evaluation", root))

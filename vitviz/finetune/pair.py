@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import sys
 import time
 import uuid
@@ -32,12 +31,14 @@ from vitviz.finetune.data import open_image_set
 from vitviz.finetune.trainer import FinetuneConfig, FinetuneResult
 from vitviz.finetune.worker import execute_run, run_image_set, spawn_background
 from vitviz.runs import (
+    JOB_NAME,
     MODEL_FILE,
     OWNER_ENV,
     PAIR_JOB_PID_FILE,
     PAIR_JOB_RUNS_FILE,
     PAIR_JOBS_FOLDER,
     RunError,
+    job_folder_by_name,
     new_run_folder,
     owner_key,
     read_config,
@@ -191,7 +192,7 @@ def _job_folder(root: Path, job: str | Path | None) -> Path | None:
         inside = folder.parent.resolve() == jobs.resolve() and not folder.is_symlink() and folder.is_dir()
     except (OSError, ValueError):
         inside = False
-    return folder if inside and _JOB_NAME.fullmatch(folder.name) else None
+    return folder if inside and JOB_NAME.fullmatch(folder.name) else None
 
 
 def train_pair(
@@ -353,7 +354,6 @@ def held_out_images(pair: RunPair) -> list[HeldOutImage]:
 
 PAIR_JOB_ENV = "VITVIZ_PAIR_JOB"  # the job folder, for the pair process start_pair spawns
 _JOB_LOG = "pair.log"
-_JOB_NAME = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
 _MAX_JOB_LOG_BYTES = 1024 * 1024
 _MAX_JOB_RUNS_BYTES = 64 * 1024
 
@@ -482,8 +482,4 @@ def pair_job_by_name(name: str, root: str | Path | None = None) -> PairJob:
         RunError: no such job (a name of any other shape is refused without looking at the disk).
     """
     root = runs_root() if root is None else Path(root)
-    text = str(name)
-    folder = root / PAIR_JOBS_FOLDER / text
-    if not _JOB_NAME.fullmatch(text) or folder.is_symlink() or not folder.is_dir():
-        raise RunError("There is no such pair job.")
-    return PairJob(folder, root)
+    return PairJob(job_folder_by_name(name, PAIR_JOBS_FOLDER, "pair job", root), root)
