@@ -20,7 +20,16 @@ from tests.support.interventions import (
 )
 from tests.support.methods_helpers import frozen_loaded, fused_flags, hook_counts
 from vitviz.capture import HeadAblation, attention_modules, capture_attention, model_lock
-from vitviz.maths.ablation import ablate_heads, ablated_logits, head_importance, head_mask, parse_heads
+from vitviz.images import builtin_photo
+from vitviz.maths.ablation import (
+    ablate_heads,
+    ablated_logits,
+    head_importance,
+    head_importance_estimate,
+    head_mask,
+    parse_heads,
+    ranking_agreement,
+)
 from vitviz.models import ModelError, load_model
 from vitviz.predict import predict
 from vitviz.preprocess import prediction_tensor
@@ -303,3 +312,30 @@ def test_ablation_follows_the_images_view_and_fills_the_records_view_and_logits(
         assert [p.probability for p in result.after] == pytest.approx([p.probability for p in result.before])
         assert result.record.view is not None and result.record.view.mode == view
         assert int(result.record.logits.argmax()) == result.after[0].index
+
+
+@pytest.mark.parametrize(("key", "mode"), [("vit", "mean"), ("hybrid", "zero"), ("hybrid", "mean")])
+def test_the_one_backward_estimate_ranks_heads_as_switching_each_off_does(tiny_models, key, mode):
+    """Attribution patching: measured Spearman 0.99-1.00 on these tiny families (0.75-0.87 for the
+    tiny ViT zeroed, whose heads barely matter at random; 0.80-0.91 on the trained DINOv2 probe)."""
+    loaded = classifier(tiny_models, key)
+    image = builtin_photo("coffee")
+    before = {name: tensor.clone() for name, tensor in loaded.model.state_dict().items()}
+    estimate = head_importance_estimate(loaded, image, mode)
+    exact = head_importance(loaded, image, mode)
+    assert estimate.shape == exact.shape == (loaded.facts.num_layers, loaded.facts.num_heads)
+    assert ranking_agreement(estimate, exact) > 0.9
+    assert np.abs(estimate).max() > 0  # heads do move the probability
+    assert hook_counts(loaded.model) == (0, 0, 0, 0) and all(fused_flags(loaded.model))
+    assert not any(parameter.requires_grad for parameter in loaded.model.parameters())
+    assert all(torch.equal(tensor, before[name]) for name, tensor in loaded.model.state_dict().items())
+
+
+def test_the_estimate_needs_a_classifier_and_token_attention(tiny_models):
+    from vitviz.predict import NoClassifierError
+
+    with pytest.raises(NoClassifierError):
+        head_importance_estimate(frozen_loaded(tiny_models["vit"], num_classes=0), builtin_photo("coffee"))
+    with pytest.raises(ValueError, match="unknown ablation mode"):
+        head_importance_estimate(classifier(tiny_models, "vit"), builtin_photo("coffee"), "half")
+    assert ranking_agreement(np.arange(6.0).reshape(2, 3), np.arange(6.0).reshape(2, 3) ** 2) == 1.0

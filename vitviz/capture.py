@@ -33,6 +33,7 @@ __all__ = [
     "ActivationLeaf",
     "AttentionCapture",
     "HeadAblation",
+    "HeadOutputs",
     "InputCapture",
     "LayerTap",
     "ModelHooks",
@@ -662,3 +663,40 @@ class ModuleOutputs(ModelHooks):
             self.outputs[index] = tensor.detach()
 
         return record
+
+
+class HeadOutputs(ModelHooks):
+    """Keeps each attention layer's concatenated head outputs, (B, N, heads · head_dim), with their gradient.
+
+    The tensor is the input of the layer's output projection `proj`, where `HeadAblation` switches
+    heads off; it is kept in the graph (`retain_grad`), so after a backward `self.outputs[layer].grad`
+    says how the followed score moves with each head's output. A forward with autograd on and an
+    input that requires grad is needed: the shared model's own parameters stay frozen.
+
+    Example:
+        with HeadOutputs(model) as heads:
+            score = model(pixels.requires_grad_()).softmax(-1)[0, 281]
+            score.backward()
+        grads = [output.grad for output in heads.outputs]
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.modules = attention_modules(model)
+        if not self.modules:
+            raise ValueError(f"{type(model).__name__} has no attention heads")
+        self.outputs: list[torch.Tensor | None] = [None] * len(self.modules)
+
+    def _attach(self) -> None:
+        self.outputs = [None] * len(self.modules)
+        for layer, module in enumerate(self.modules):
+            self._pre_hook(module.proj, self._keep(layer))
+
+    def _keep(self, layer: int) -> ForwardPreHook:
+        def keep(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
+            heads_out = inputs[0]
+            if heads_out.requires_grad:
+                heads_out.retain_grad()
+            self.outputs[layer] = heads_out
+
+        return keep
