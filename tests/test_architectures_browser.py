@@ -1,0 +1,58 @@
+"""In a real browser: Compare set to a Swin and a GAP-pooled ViT offers each exactly the methods that work on it."""
+
+import pytest
+
+from pages.views.compare import method_label
+from tests.support.browser import open_and_wait, save_screenshot, wait_until_idle
+from vitviz.methods import available_methods
+from vitviz.models import load_model
+
+pytestmark = pytest.mark.browser
+TIMEOUT_MS = 240_000
+SWIN, GAP = "swin_tiny_patch4_window7_224", "vit_base_patch16_gap_224"
+
+
+def _type_model(page, slot: int, name: str) -> None:
+    """In the sidebar's "Model N" box: another timm model by name, with random weights."""
+    expander = page.locator('[data-testid="stExpander"]').filter(has_text=f"Model {slot}")
+    expander.locator('[data-testid="stSelectbox"]').filter(has=page.get_by_text("Model", exact=True)).click()
+    page.get_by_role("option", name="other timm model…").click()
+    wait_until_idle(page)
+    box = expander.get_by_label("timm model or run name")
+    box.fill(name)
+    box.press("Enter")
+    wait_until_idle(page)
+    expander.locator('[data-testid="stSelectbox"]').filter(
+        has=page.get_by_text("Weights", exact=True)
+    ).click()
+    page.get_by_role("option", name="random (untrained)").click()
+    wait_until_idle(page, timeout_s=TIMEOUT_MS / 1000)
+
+
+def _offered_methods(page, name: str) -> list[str]:
+    """The options of the "Method for NAME" menu, read by opening it."""
+    menu = page.locator('[data-testid="stSelectbox"]').filter(
+        has=page.get_by_text(f"Method for {name}", exact=True)
+    )
+    menu.wait_for(timeout=TIMEOUT_MS)
+    menu.click()
+    page.get_by_role("option").first.wait_for(timeout=TIMEOUT_MS)
+    options = [option.inner_text().strip() for option in page.get_by_role("option").all()]
+    page.keyboard.press("Escape")
+    wait_until_idle(page)
+    return options
+
+
+def test_compare_offers_a_swin_and_a_gap_vit_exactly_the_methods_that_work(app_url, page):
+    page.set_viewport_size({"width": 1440, "height": 2000})
+    open_and_wait(page, f"{app_url}/compare", page.get_by_text("Predictions", exact=True), TIMEOUT_MS)
+    _type_model(page, 1, SWIN)
+    _type_model(page, 2, GAP)
+    for name in (SWIN, GAP):
+        expected = [method_label(method) for method in available_methods(load_model(name, "random").facts)]
+        offered = _offered_methods(page, name)
+        assert sorted(offered) == sorted(expected), (name, offered)
+    assert "Attention rollout" not in _offered_methods(page, SWIN)  # windows, not global attention
+    assert "Chefer et al. relevance" in _offered_methods(page, GAP)  # through the pooled patches
+    assert page.locator('[data-testid="stException"]').count() == 0
+    save_screenshot(page, "compare_swin_and_gap_vit")
