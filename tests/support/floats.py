@@ -29,8 +29,9 @@ def assert_same_up_to_float32_rounding(
             over the most measured between the capture's two paths (3.8, on AMD EPYC with
             AVX-512, AVX2 and no vector unit forced through `ATEN_CPU_CAPABILITY`).
     """
-    actual = torch.as_tensor(np.asarray(actual) if isinstance(actual, np.ndarray) else actual)
-    expected = torch.as_tensor(np.asarray(expected) if isinstance(expected, np.ndarray) else expected)
+    # Copied from NumPy: a capture record's arrays are read-only, which torch will not wrap.
+    actual = torch.tensor(actual) if isinstance(actual, np.ndarray) else actual
+    expected = torch.tensor(expected) if isinstance(expected, np.ndarray) else expected
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     scale = float(expected.detach().abs().max()) if expected.numel() else 0.0
     tolerance = ulps * FLOAT32_EPS * max(scale, torch.finfo(torch.float32).tiny)
