@@ -22,10 +22,14 @@ def _type_model(page, slot: int, name: str) -> None:
     box.fill(name)
     box.press("Enter")
     wait_until_idle(page)
-    expander.locator('[data-testid="stSelectbox"]').filter(
+    weights = expander.locator('[data-testid="stSelectbox"]').filter(
         has=page.get_by_text("Weights", exact=True)
-    ).click()
+    )
+    weights.wait_for(timeout=TIMEOUT_MS)
+    weights.click()
     page.get_by_role("option", name="random (untrained)").click()
+    # The slot's caption in the main column names the model once it has loaded.
+    page.get_by_text(f"{slot}. {name}", exact=True).first.wait_for(timeout=TIMEOUT_MS)
     wait_until_idle(page, timeout_s=TIMEOUT_MS / 1000)
 
 
@@ -39,6 +43,7 @@ def _offered_methods(page, name: str) -> list[str]:
     page.get_by_role("option").first.wait_for(timeout=TIMEOUT_MS)
     options = [option.inner_text().strip() for option in page.get_by_role("option").all()]
     page.keyboard.press("Escape")
+    page.get_by_role("option").first.wait_for(state="detached", timeout=TIMEOUT_MS)
     wait_until_idle(page)
     return options
 
