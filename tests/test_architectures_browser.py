@@ -41,7 +41,8 @@ def _offered_methods(page, name: str) -> list[str]:
     menu.wait_for(timeout=TIMEOUT_MS)
     menu.click()
     page.get_by_role("option").first.wait_for(timeout=TIMEOUT_MS)
-    options = [option.inner_text().strip() for option in page.get_by_role("option").all()]
+    # Read in one go: an option list read item by item can change under the reader.
+    options = [text.strip() for text in page.get_by_role("option").all_inner_texts()]
     page.keyboard.press("Escape")
     page.get_by_role("option").first.wait_for(state="detached", timeout=TIMEOUT_MS)
     wait_until_idle(page)
