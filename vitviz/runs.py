@@ -94,6 +94,7 @@ __all__ = [
     "read_metrics",
     "read_run_model",
     "read_status",
+    "read_tail",
     "read_val_predictions",
     "remove_temporary_files",
     "request_stop",
@@ -877,8 +878,17 @@ def read_log_tail(folder: str | Path, max_bytes: int = 4000) -> str:
 
     Only the tail is read, however long the log has grown; bytes that are not UTF-8 read as "\ufffd".
     """
+    return read_tail(Path(folder) / LOG_FILE, max_bytes)
+
+
+def read_tail(path: Path, max_bytes: int) -> str:
+    """The last `max_bytes` of a log file, as text; "" when it is missing or not a plain file.
+
+    Only the tail is read, however long the file has grown, and a FIFO is never waited on; bytes
+    that are not UTF-8 read as "\ufffd".
+    """
     try:
-        with _open_plain_file(Path(folder) / LOG_FILE) as stream:
+        with _open_plain_file(path) as stream:
             stream.seek(max(0, os.fstat(stream.fileno()).st_size - max_bytes))
             return stream.read(max_bytes).decode("utf-8", errors="replace")
     except (OSError, ValueError):

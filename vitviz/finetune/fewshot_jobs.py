@@ -8,7 +8,6 @@ A job is a hidden folder in the runs folder, `<runs>/.fewshot/<time>-<random>/`,
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import uuid
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vitviz.finetune.worker import spawn_background
-from vitviz.runs import RunError, background_job_slot, job_folder_by_name, process_alive, runs_root
+from vitviz.runs import RunError, background_job_slot, job_folder_by_name, process_alive, read_tail, runs_root
 
 __all__ = [
     "FEW_SHOT_CHART",
@@ -87,13 +86,7 @@ class FewShotJob:
 
     def log_tail(self) -> str:
         """The last lines the process printed (its last 64 KiB)."""
-        try:
-            with open(self.folder / _LOG_FILE, "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, handle.tell() - _MAX_LOG_BYTES))
-                return handle.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
+        return read_tail(self.folder / _LOG_FILE, _MAX_LOG_BYTES)
 
     def last_line(self) -> str:
         lines = [line.strip() for line in self.log_tail().splitlines() if line.strip()]

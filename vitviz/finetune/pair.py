@@ -43,6 +43,7 @@ from vitviz.runs import (
     owner_key,
     read_config,
     read_status,
+    read_tail,
     read_val_predictions,
     run_folder_by_name,
     runs_root,
@@ -371,13 +372,7 @@ class PairJob:
 
     def log(self) -> str:
         """The process's output so far (the last MiB)."""
-        try:
-            with open(self.folder / _JOB_LOG, "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, handle.tell() - _MAX_JOB_LOG_BYTES))
-                return handle.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
+        return read_tail(self.folder / _JOB_LOG, _MAX_JOB_LOG_BYTES)
 
     def runs(self) -> dict[Side, Path]:
         """The run folders made so far, in training order (the CNN's appears when the ViT's is done).
