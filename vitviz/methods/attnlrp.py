@@ -1,0 +1,310 @@
+"""AttnLRP (Achtibat et al., ICML 2024) with CP-LRP inside attention: a ViT's logit, propagated to its input.
+
+Layer-wise relevance propagation in its Gradient×Input form: during one forward the rules are put
+into the graph (forward hooks that keep every value and change only how gradient flows back), so
+one backward gives each input element's gradient g and its relevance x·g. The rules follow the
+`lxt` package's supported ViT path (torchvision's `vit_b_16` with zennit's Gamma rule):
+
+- LayerNorm: the identity rule, by treating the standard deviation as a constant;
+- the MLP's activation: the identity rule (gradient out/in);
+- attention: CP-LRP, queries and keys are constants, so relevance flows through the values only;
+- the patch embedding's convolution and the MLP's and head's linear layers: the generalised
+  Gamma rule (zennit's `Gamma`), with one γ for convolutions and one for linear layers. The
+  attention's value and output projections stay plain (LRP-0), as in lxt's torchvision path, where
+  `nn.MultiheadAttention` never calls its projections as modules.
+
+Relevance is conserved up to what biases, the position embedding and the prefix tokens absorb:
+with those zero, the input relevance sums to the explained logit (tested).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from timm.layers.attention import Attention
+from torch import nn
+
+from vitviz.capture import ModelHooks
+from vitviz.methods.base import AttentionKindMethod, ExplanationMethod, MethodUnavailableError, pool_to_grid
+
+__all__ = ["AttnLRP", "RelevanceRules", "stabilised"]
+
+# A layer's computation with replaceable parameters: (input, weight, bias) -> output.
+LayerFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+GAMMA_STABILISER = 1e-6  # zennit's default for the Gamma rule's denominators
+INPUT_STABILISER = 1e-10  # lxt's when it turns a layer's input relevance back into a gradient
+
+
+def stabilised(values: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """`values` moved away from zero by `epsilon` in the direction of their sign (zero counts as positive)."""
+    sign = (values == 0).to(values) + values.sign()
+    return values + epsilon * sign
+
+
+class _GammaRule(torch.autograd.Function):
+    """Passes a layer's output on unchanged; backward turns the output relevance g·z into input relevance.
+
+    The generalised Gamma rule: positive outputs are explained by the positive contributions
+    x⁺·(W + γW⁺) + x⁻·(W + γW⁻) (+ b + γb⁺), negative outputs by the negative ones, each input
+    receiving its share. The input relevance is divided by the stabilised input to give the gradient
+    that, times the input, is that relevance again.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        inputs: torch.Tensor,
+        output: torch.Tensor,
+        layer: LayerFunction,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        gamma: float,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(inputs, output)
+        ctx.layer, ctx.weight, ctx.bias, ctx.gamma = layer, weight.detach(), bias, gamma
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx: Any, gradient: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        inputs, output = ctx.saved_tensors
+        layer, weight, gamma = ctx.layer, ctx.weight, ctx.gamma
+        bias = None if ctx.bias is None else ctx.bias.detach()
+        relevance = gradient * output
+        positive_in, negative_in = inputs.clamp(min=0), inputs.clamp(max=0)
+        weight_up = weight + gamma * weight.clamp(min=0)
+        weight_down = weight + gamma * weight.clamp(max=0)
+        bias_up = None if bias is None else bias + gamma * bias.clamp(min=0)
+        bias_down = None if bias is None else bias + gamma * bias.clamp(max=0)
+        with torch.no_grad():
+            positive_total = layer(positive_in, weight_up, bias_up) + layer(negative_in, weight_down, None)
+            negative_total = layer(positive_in, weight_down, bias_down) + layer(negative_in, weight_up, None)
+            share_positive = (output > 0) * relevance / stabilised(positive_total, GAMMA_STABILISER)
+            share_negative = (output < 0) * relevance / stabilised(negative_total, GAMMA_STABILISER)
+        back_up = _input_gradient(layer, inputs, weight_up)
+        back_down = _input_gradient(layer, inputs, weight_down)
+        relevance_in = positive_in * (back_up(share_positive) + back_down(share_negative)) + negative_in * (
+            back_down(share_positive) + back_up(share_negative)
+        )
+        return relevance_in / stabilised(inputs, INPUT_STABILISER), None, None, None, None, None
+
+
+def _input_gradient(
+    layer: LayerFunction, inputs: torch.Tensor, weight: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The transpose of a linear layer with these weights: output gradient ↦ input gradient."""
+    with torch.enable_grad():
+        leaf = torch.zeros_like(inputs).requires_grad_(True)
+        mapped = layer(leaf, weight, None)
+
+    def back(output_gradient: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(mapped, leaf, output_gradient, retain_graph=True)[0]
+
+    return back
+
+
+def _layer_function(module: nn.Module) -> LayerFunction:
+    if isinstance(module, nn.Conv2d):
+        return lambda x, weight, bias: module._conv_forward(x, weight, bias)
+    return lambda x, weight, bias: F.linear(x, weight, bias)
+
+
+class RelevanceRules(ModelHooks):
+    """Puts AttnLRP's rules into this thread's forwards of a timm ViT, for the context's lifetime.
+
+    Every hook returns a tensor with the module's own output values, so the logits are the model's;
+    only the backward changes. Holds the model's lock; every hook is removed on exit.
+
+    Args:
+        model: a timm `VisionTransformer` (or DeiT, or hybrid) whose blocks use timm's `Attention`
+            and `Mlp`.
+        conv_gamma: γ of the patch embedding's convolution.
+        linear_gamma: γ of the MLP's and the head's linear layers.
+        embedding: whether the patch embedding's convolution gets the Gamma rule (plain ViTs, whose
+            relevance is read on the pixels) or the patch embedding's output becomes a leaf of the
+            graph, kept in `tokens` (hybrids, read on the tokens; the CNN stem stays out of the graph).
+    """
+
+    def __init__(self, model: nn.Module, conv_gamma: float, linear_gamma: float, embedding: bool) -> None:
+        super().__init__(model)
+        self.conv_gamma = conv_gamma
+        self.linear_gamma = linear_gamma
+        self.embedding = embedding
+        self.tokens: list[torch.Tensor] = []  # (B, tokens, dim) patch embeddings, when not `embedding`
+
+    def _attach(self) -> None:
+        model = self.model
+        constants: set[nn.Module] = set()
+        for block in model.blocks:
+            constants.update((block.attn.q_norm, block.attn.k_norm))
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm) and module not in constants:
+                self._hook(module, _layer_norm_rule)
+        for block in model.blocks:
+            self._hook(block.attn.q_norm, _constant)
+            self._hook(block.attn.k_norm, _constant)
+            self._hook(block.mlp.act, _identity_rule)
+            self._gamma(block.mlp.fc1, self.linear_gamma)
+            self._gamma(block.mlp.fc2, self.linear_gamma)
+        for head in _heads(model):
+            self._gamma(head, self.linear_gamma)
+        self.tokens = []
+        if self.embedding:
+            self._gamma(model.patch_embed.proj, self.conv_gamma)
+        else:
+            self._hook(model.patch_embed, self._token_leaf)
+
+    def _token_leaf(self, module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+        leaf = output.detach().requires_grad_(True)
+        self.tokens.append(leaf)
+        return leaf
+
+    def _gamma(self, module: nn.Module, gamma: float) -> None:
+        layer = _layer_function(module)
+
+        def rule(hooked: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+            return _GammaRule.apply(inputs[0], output, layer, hooked.weight, hooked.bias, gamma)
+
+        self._hook(module, rule)
+
+
+def _constant(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+    """CP-LRP: queries and keys carry no relevance, so the attention weights act as constants."""
+    return output.detach()
+
+
+def _identity_rule(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+    """An element-wise activation passes its relevance on unchanged: gradient out/in (lxt's identity rule)."""
+    x = inputs[0]
+    ratio = (output / (x + INPUT_STABILISER)).detach()
+    return output.detach() + ratio * (x - x.detach())
+
+
+def _layer_norm_rule(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+    """LayerNorm with its standard deviation held constant: linear in the input, so LRP-0 through it."""
+    x = inputs[0]
+    centred = x - x.mean(dim=-1, keepdim=True)
+    scale = (centred.pow(2).mean(dim=-1, keepdim=True) + module.eps).sqrt().detach()
+    normalised = centred / scale
+    if module.weight is not None:
+        normalised = normalised * module.weight
+    if module.bias is not None:
+        normalised = normalised + module.bias
+    return output.detach() + (normalised - normalised.detach())
+
+
+def _heads(model: nn.Module) -> list[nn.Module]:
+    """The linear classifier layers: the head, and DeiT's distillation head beside it."""
+    heads = [getattr(model, "head", None), getattr(model, "head_dist", None)]
+    return [head for head in heads if isinstance(head, nn.Linear)]
+
+
+def lrp_structure_problem(model: nn.Module) -> str | None:
+    """Why the rules cannot be put into this model's layers, or None when they can."""
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.Sequential) or len(blocks) == 0:
+        return "its transformer blocks are not a plain sequence"
+    for index, block in enumerate(blocks):
+        attention, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
+        if not isinstance(attention, Attention) or attention.gate is not None:
+            return f"block {index}'s attention is a {type(attention).__name__}, not timm's plain Attention"
+        if not all(
+            isinstance(getattr(mlp, part, None), nn.Linear) for part in ("fc1", "fc2")
+        ) or not isinstance(getattr(mlp, "act", None), nn.Module):
+            return f"block {index}'s MLP is a {type(mlp).__name__} (gated or without fc1 → act → fc2)"
+        if type(mlp).__name__ != "Mlp":
+            return f"block {index}'s MLP is a {type(mlp).__name__}, not timm's plain Mlp"
+    if getattr(model, "attn_pool", None) is not None:
+        return "its head pools with attention (MAP), which has no rule here"
+    if not _heads(model):
+        return "its classifier is not a linear layer"
+    return None
+
+
+class AttnLRP(AttentionKindMethod):
+    """AttnLRP relevance of each patch for any chosen class, in one forward and one backward, batched.
+
+    Plain ViTs (with registers or a distillation token) are explained down to the pixels, summed
+    over each patch; hybrids down to the tokens their CNN stem hands the transformer.
+
+    Options:
+        conv_gamma: γ of the patch embedding's convolution (default 0.25, as in lxt's ViT example).
+        linear_gamma: γ of the linear layers (default 0.05).
+    """
+
+    name: ClassVar[str] = "attnlrp"
+    title: ClassVar[str] = "AttnLRP"
+
+    def attribute(
+        self, pixels: torch.Tensor, class_indices: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+        facts = self.facts
+        assert facts.grid_size is not None, f"{facts.name} has no token grid"
+        problem = lrp_structure_problem(self.model)
+        if problem is not None:
+            raise MethodUnavailableError(f"{self.title} has no rules for {facts.name}: {problem}.")
+        conv_gamma = self._gamma("conv_gamma", 0.25)
+        linear_gamma = self._gamma("linear_gamma", 0.05)
+        on_pixels = facts.family == "vit"
+        relevance, classes = input_relevance(
+            self.model, pixels, class_indices, conv_gamma, linear_gamma, on_pixels
+        )
+        if on_pixels:
+            maps = pool_to_grid(relevance, facts.grid_size, _cell(facts.stride_px), reduce="sum")
+            where = "pixels, summed over each patch"
+        else:
+            maps = relevance.reshape(relevance.shape[0], *facts.grid_size)
+            where = "the tokens the CNN stem hands the transformer"
+        return maps, classes, f"relevance on {where} (γ conv {conv_gamma:g}, linear {linear_gamma:g})"
+
+    def _gamma(self, option: str, default: float) -> float:
+        value = self.options.get(option, default)
+        try:
+            gamma = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{option} must be a number, got {value!r}") from None
+        if not math.isfinite(gamma) or gamma < 0:
+            raise ValueError(f"{option} must be a finite number ≥ 0, got {value!r}")
+        return gamma
+
+
+def _cell(stride: tuple[int, int] | None) -> tuple[int, int]:
+    assert stride is not None, "a ViT has a patch stride"
+    return int(stride[0]), int(stride[1])
+
+
+def input_relevance(
+    model: nn.Module,
+    pixels: torch.Tensor,
+    class_indices: torch.Tensor | None,
+    conv_gamma: float = 0.25,
+    linear_gamma: float = 0.05,
+    on_pixels: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each input element's AttnLRP relevance for each image's class.
+
+    Args:
+        model: a timm ViT that `lrp_structure_problem` accepts.
+        pixels: (B, 3, H, W) on the model's device.
+        class_indices: (B,) classes, or None for each image's most probable class.
+        on_pixels: relevance per pixel (summed over colour channels); else per token of the patch
+            embedding's output (a hybrid's transformer part).
+
+    Returns:
+        (B, H, W) or (B, tokens) relevance, and the (B,) classes explained. Where biases and the
+        position embedding are zero, each image's relevance sums to its class logit.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        start = pixels.detach().requires_grad_(on_pixels)
+        with RelevanceRules(model, conv_gamma, linear_gamma, embedding=on_pixels) as rules:
+            logits = model(start)
+        classes = ExplanationMethod.chosen_classes(logits, class_indices)
+        score = ExplanationMethod.class_score(logits, classes)
+        explained = start if on_pixels else rules.tokens[0]
+        (gradient,) = torch.autograd.grad(score, explained)
+    relevance = (explained.detach() * gradient).sum(dim=1 if on_pixels else -1)
+    return relevance, classes
