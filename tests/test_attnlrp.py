@@ -132,3 +132,14 @@ def test_attnlrp_refuses_cnns_and_bad_gammas(tiny_models, twins):
     for option, value in (("conv_gamma", -1), ("linear_gamma", "many"), ("linear_gamma", float("nan"))):
         with pytest.raises(ValueError, match=option):
             explain_pixels(loaded, pixels[:1], "attnlrp", **{option: value})
+
+
+@pytest.mark.parametrize(("key", "reason"), [("eva", "eva.EvaAttention"), ("beit", "beit.Attention")])
+def test_attnlrp_names_the_attention_it_has_no_rule_for(key, reason):
+    from tests.support.architectures import build_architecture
+
+    loaded = build_architecture(key)
+    with pytest.raises(
+        MethodUnavailableError, match=rf"block 0's attention is {reason}, not timm.layers.Attention"
+    ):
+        explain_pixels(loaded, model_input(loaded), "attnlrp", [0])

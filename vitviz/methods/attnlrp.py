@@ -206,23 +206,26 @@ def _heads(model: nn.Module) -> list[nn.Module]:
 def lrp_structure_problem(model: nn.Module) -> str | None:
     """Why the rules cannot be put into this model's layers, or None when they can."""
     blocks = getattr(model, "blocks", None)
-    if not isinstance(blocks, nn.Sequential) or len(blocks) == 0:
-        return "its transformer blocks are not a plain sequence"
+    if not isinstance(blocks, nn.Sequential | nn.ModuleList) or len(blocks) == 0:
+        return "it has no sequence of transformer blocks"
     for index, block in enumerate(blocks):
         attention, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
         if not isinstance(attention, Attention) or attention.gate is not None:
-            return f"block {index}'s attention is a {type(attention).__name__}, not timm's plain Attention"
-        if not all(
-            isinstance(getattr(mlp, part, None), nn.Linear) for part in ("fc1", "fc2")
-        ) or not isinstance(getattr(mlp, "act", None), nn.Module):
-            return f"block {index}'s MLP is a {type(mlp).__name__} (gated or without fc1 → act → fc2)"
-        if type(mlp).__name__ != "Mlp":
-            return f"block {index}'s MLP is a {type(mlp).__name__}, not timm's plain Mlp"
+            return f"block {index}'s attention is {_qualified(attention)}, not timm.layers.Attention"
+        parts = [getattr(mlp, part, None) for part in ("fc1", "act", "fc2")]
+        if type(mlp).__name__ != "Mlp" or not all(isinstance(part, nn.Module) for part in parts):
+            return f"block {index}'s MLP is {_qualified(mlp)}, not timm.layers.Mlp (fc1 → activation → fc2)"
     if getattr(model, "attn_pool", None) is not None:
         return "its head pools with attention (MAP), which has no rule here"
     if not _heads(model):
         return "its classifier is not a linear layer"
     return None
+
+
+def _qualified(module: object) -> str:
+    """A class name with its module's last part, e.g. "eva.EvaAttention" (several timm classes share a name)."""
+    kind = type(module)
+    return f"{kind.__module__.rsplit('.', 1)[-1]}.{kind.__name__}"
 
 
 class AttnLRP(AttentionKindMethod):

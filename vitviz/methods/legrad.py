@@ -4,7 +4,9 @@ For every block l the tokens it outputs are averaged and read by the model's own
 head, a class score sᶩ per layer. LeGrad takes ∂sᶩ/∂Aᶩ, the gradient of that score with respect to
 the block's own attention probabilities, keeps its positive part, averages it over heads and
 query tokens, drops the prefix keys, and averages the patch maps over layers. (The attention
-values themselves are not multiplied in; that is what sets it apart from Chefer et al.)
+values themselves are not multiplied in; that is what sets it apart from Chefer et al.) The score
+reads the mean of all tokens whatever the model's own pooling (class token, average, or an attention
+pool, which it skips), as the paper and TorchCAM do.
 """
 
 from __future__ import annotations
