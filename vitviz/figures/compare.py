@@ -147,7 +147,7 @@ def shared_overlays_figure(
                 xref="paper",
                 yref="paper",
                 x=sum(x_domain) / 2,
-                y=0.5,
+                y=0.5 if panel.values is None else 0.04,  # over a drawn map, at its foot
                 showarrow=False,
                 font={"color": "white", "size": 13},
                 bgcolor="rgba(0,0,0,0.65)",
