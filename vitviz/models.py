@@ -419,6 +419,15 @@ def _printable(text: str) -> str:
     return name if len(name) <= 80 else name[:79] + "…"
 
 
+def _is_run_path(name: str) -> bool:
+    """Whether `name` is the command line's way of naming a run: a run folder's path, anywhere.
+
+    A timm name is never looked up on disk, so a page's model name (checked by
+    vitviz.serving.visitor_model) cannot be taken for a folder that happens to bear it.
+    """
+    return not timm.is_model(name) and is_run_folder(name)
+
+
 def _check_name(name: str) -> None:
     if timm.is_model(name):
         return
@@ -488,7 +497,7 @@ def load_model(name: str, weights: str = "bundled", device: str | torch.device =
     """
     if weights == RUN_WEIGHTS:
         return load_run(name, device)
-    if is_run_folder(name):  # the command line's way: a run folder's path
+    if _is_run_path(name):
         return _load_run(Path(name), device)
     _check_name(name)
     if weights == "hub":
@@ -521,7 +530,7 @@ def estimate_model(name: str, weights: str = "bundled") -> MemoryEstimate:
         ModelError: an unknown name, or a run folder that cannot be loaded (one line).
     """
     try:
-        if weights == RUN_WEIGHTS or is_run_folder(name):
+        if weights == RUN_WEIGHTS or _is_run_path(name):
             run = read_run_model(run_folder_by_name(name) if weights == RUN_WEIGHTS else name)
             return estimate_build(run.timm_name, {"num_classes": len(run.labels), **run.build_args})
         _check_name(name)

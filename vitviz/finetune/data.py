@@ -15,6 +15,7 @@ from vitviz.finetune.digits import BUILTIN_DIGITS, digits_folder
 from vitviz.finetune.safezip import ZipSource, inspect_image_zip, is_image_name
 from vitviz.finetune.shapes import SHAPE_CLASSES, SHAPES_PER_CLASS, draw_shape, shape_rng
 from vitviz.images import ImageDecodeError, decode_image, load_image_file
+from vitviz.roots import confined
 
 __all__ = [
     "BUILTIN_SHAPES",
@@ -253,7 +254,7 @@ def _walk_files(folder: Path, shown: str, inside: Path | None) -> tuple[list[str
 
 
 def _links_outside(path: Path, boundary: Path) -> bool:
-    return path.is_symlink() and not path.resolve().is_relative_to(boundary)
+    return path.is_symlink() and confined(path.absolute(), boundary) is None
 
 
 def _one_line(text: str, limit: int = 160) -> str:
