@@ -33,6 +33,7 @@ import timm
 import torch
 from torch import nn
 
+from vitviz.text import clipped
 from vitviz.weights import cache_dir
 
 __all__ = [
@@ -222,7 +223,7 @@ class RunSummary:
 
 def _clip(text: str, limit: int = 80) -> str:
     """`text` cut to `limit` characters, for quoting a user's input back in one line."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clipped(text, limit)
 
 
 def _shown_name(name: str) -> str:

@@ -16,6 +16,7 @@ from vitviz.methods import method_title
 from vitviz.methods.faithfulness import FaithfulnessResult, RoadResult
 from vitviz.methods.probes import ProbeCurve
 from vitviz.predict import Prediction
+from vitviz.text import clipped
 
 __all__ = [
     "AGREE_COLOUR",
@@ -240,8 +241,7 @@ def _agreement_bars(
 
 
 def _short(label: str, limit: int = 28) -> str:
-    first = label.split(",")[0]
-    return first if len(first) <= limit else first[: limit - 1] + "…"
+    return clipped(label.split(",")[0], limit)
 
 
 def _model_words(model: str, family: str, trained: bool) -> str:
