@@ -27,11 +27,11 @@ COMPARE_RANDOM = "anatomy_compare_random"  # sidebar toggle: show the untrained 
 
 
 def render_tabs(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
-    """The nine views as lazy tabs: only the open tab's view runs, so a slow view never delays another.
+    """The eleven tabs, lazily: only the open tab runs, so a slow tab never delays another.
 
     Args:
         sides: from `model_sides`; the first is the chosen model (shared: never mutated).
-        picked: the image every view runs on.
+        picked: the image every tab runs on, each in the sides' one view of it.
     """
     facts = sides[0].loaded.facts
     _read_link(facts)
@@ -46,16 +46,16 @@ def render_tabs(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     for tab, name in zip(tabs, TABS, strict=True):
         if _is_open(tab):
             with tab:
-                _render_view(name, sides, picked)
+                _render_tab(name, sides, picked)
     _write_link(picked)
 
 
 @st.fragment
-def _render_view(name: str, sides: list[ModelSide], picked: ui.ImageChoice) -> None:
-    """One tab's view as a fragment: its sliders and clicks rerun this tab alone, not the photo or the sidebar."""
-    view = TABS[name]
-    if view.cnn_reason is None or not _cnn_note(sides[0].loaded.facts, view.cnn_reason):
-        view.render(sides, picked)
+def _render_tab(name: str, sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """One tab as a fragment: its sliders and clicks rerun this tab alone, not the photo or the sidebar."""
+    tab = TABS[name]
+    if tab.cnn_reason is None or not _cnn_note(sides[0].loaded.facts, tab.cnn_reason):
+        tab.render(sides, picked)
     _write_link(picked)  # a fragment's rerun skips the page's own call
 
 

@@ -56,7 +56,7 @@ def _read_head_clicks(sides: Sequence[ModelSide], facts: ModelFacts) -> None:
 
 
 def render_all_heads(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
-    """View 8: every layer's and head's attention as small maps; one opens large, a patch can attend."""
+    """Tab 8: every layer's and head's attention as small maps; one opens large, a patch can attend."""
     facts = sides[0].loaded.facts
     layers, heads = facts.num_layers, facts.num_heads
     _read_head_clicks(sides, facts)

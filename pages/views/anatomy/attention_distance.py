@@ -67,7 +67,7 @@ def _distances(side: ModelSide, image_keys: list[str], loaders: list) -> Attenti
 
 
 def render_attention_distance(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
-    """View 4: mean attention distance of every head against depth (paper Fig. 7 right)."""
+    """Tab 4: mean attention distance of every head against depth (paper Fig. 7 right)."""
     facts = sides[0].loaded.facts
     picker, uploader = st.columns(2)
     photos = picker.multiselect(

@@ -31,7 +31,7 @@ FILTER_TILE_PX_BESIDE = 50  # the same beside the untrained twin
 
 
 def render_filters(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
-    """View 2: principal components of the linear patch-embedding filters (paper Fig. 7 left)."""
+    """Tab 2: principal components of the linear patch-embedding filters (paper Fig. 7 left)."""
     try:  # the twin has the same architecture: one message covers both
         results = [_cached_components(side.key, side.loaded) for side in sides]
     except FiltersNotApplicableError as error:

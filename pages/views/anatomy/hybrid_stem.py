@@ -26,7 +26,7 @@ def _cached_stem(
 
 
 def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
-    """View 6: how a hybrid's CNN stem turns the image into the feature map its tokens are cut from."""
+    """Tab 6: how a hybrid's CNN stem turns the image into the feature map its tokens are cut from."""
     facts = sides[0].loaded.facts
     if facts.family != "hybrid":
         patch = f"{facts.patch_size[0]}×{facts.patch_size[1]}"

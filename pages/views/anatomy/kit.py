@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ModelSide:
-    """One model a view is drawn for: the chosen model, or its untrained twin."""
+    """One model a tab is drawn for: the chosen model, or its untrained twin."""
 
     loaded: LoadedModel
     choice: ui.ModelChoice  # what was picked; the twin is built from the same choice
@@ -135,7 +135,7 @@ def _chart(figure: go.Figure, key: str, **options) -> None:
 
 
 def _title(text: str, side: ModelSide) -> str:
-    """A figure title of views 5–9: random weights say so in it."""
+    """A figure title of tabs 5–9: random weights say so in it."""
     return text if side.loaded.trained else f"{text}<br><sup>{side.label}</sup>"
 
 
@@ -179,7 +179,7 @@ def _class_query(facts: ModelFacts) -> str:
 
 
 def _cnn_note(facts: ModelFacts, why: str) -> bool:
-    """Says that the view does not apply to a model without global attention over one grid, and why."""
+    """Says that the tab does not apply to a model without global attention over one grid, and why."""
     if facts.family == "cnn" or facts.grid_size is None:
         st.info(f"Does not apply: {facts.name} is a {facts.family_words}. {why}")
         return True

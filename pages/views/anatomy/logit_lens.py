@@ -37,7 +37,7 @@ def _class_name(loaded: LoadedModel, index: int) -> str:
 
 
 def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
-    """View 10: each layer's residual stream read through the model's own final norm and head."""
+    """Tab 10: each layer's residual stream read through the model's own final norm and head."""
     side = sides[0]
     loaded, facts = side.loaded, side.loaded.facts
     if not facts.has_classifier:

@@ -35,7 +35,7 @@ def _strip_indices(num_patches: int) -> list[int]:
 
 
 def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
-    """View 1: the image cut into patches, flattened, projected, prefixed and position-embedded."""
+    """Tab 1: the image cut into patches, flattened, projected, prefixed and position-embedded."""
     facts = sides[0].loaded.facts
     traces = [_cached_trace(side.key, picked.digest, side.view, side.loaded, picked.image) for side in sides]
     trace = traces[0]

@@ -48,7 +48,7 @@ def _chosen_position(grid_size: tuple[int, int], chart_keys: Sequence[str]) -> t
 
 
 def render_position_embeddings(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
-    """View 3: cosine similarity of the position embeddings as a grid of grids, one position large."""
+    """Tab 3: cosine similarity of the position embeddings as a grid of grids, one position large."""
     similarities = []
     for side in sides:
         try:

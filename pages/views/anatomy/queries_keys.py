@@ -48,7 +48,7 @@ QK_HEAD = "anatomy_qk_head"
 
 
 def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
-    """View 9: one head's queries and keys placed together in 2-D, as in AttentionViz."""
+    """Tab 9: one head's queries and keys placed together in 2-D, as in AttentionViz."""
     facts = sides[0].loaded.facts
     st.markdown(
         "One head's **queries** (●) and **keys** (✕) for every token, placed together in 2-D, coloured "

@@ -47,7 +47,7 @@ def _token_count(facts: ModelFacts) -> str:
 
 
 def render_resolution(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
-    """View 5: the model run at a larger input, its position embedding interpolated to the larger grid."""
+    """Tab 5: the model run at a larger input, its position embedding interpolated to the larger grid."""
     facts = sides[0].loaded.facts
     st.markdown(
         "The ViT paper fine-tunes at a higher resolution than it pre-trains: the patch size stays, so a "

@@ -20,7 +20,7 @@ SANITY_RESULTS = "anatomy_sanity_results"  # {(model key, digest, view, method):
 
 
 def render_sanity(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
-    """View 11: a method's map as the weights are randomised from the head down (Adebayo et al.)."""
+    """Tab 11: a method's map as the weights are randomised from the head down (Adebayo et al.)."""
     side = sides[0]
     loaded, facts = side.loaded, side.loaded.facts
     methods = available_methods(facts)

@@ -19,17 +19,17 @@ from pages.views.anatomy.resolution import render_resolution
 from pages.views.anatomy.sanity_check import render_sanity
 from pages.views.anatomy.token_norms import render_token_norms
 
-__all__ = ["TAB", "TABS"]
+__all__ = ["TAB", "TABS", "Tab"]
 
 TAB = "anatomy_tab"  # the open tab
 
 
 @dataclass(frozen=True)
-class _View:
-    """One tab's view: the function that draws it, and why it does not apply to a CNN."""
+class Tab:
+    """One tab of the page: the function that draws it, and why it does not apply to a CNN."""
 
     render: Callable[[list[ModelSide], ui.ImageChoice], None]
-    cnn_reason: str | None = None  # None: the view itself says why a CNN has nothing to show
+    cnn_reason: str | None = None  # None: the tab itself says why a CNN has nothing to show
 
 
 def _lacks(what: str) -> str:
@@ -37,24 +37,24 @@ def _lacks(what: str) -> str:
 
 
 # The tabs in menu order.
-TABS: dict[str, _View] = {
-    "Patches as words": _View(
+TABS: dict[str, Tab] = {
+    "Patches as words": Tab(
         render_patches,
         "It never cuts the image into patches or tokens; its convolutions slide over the pixels. Pick a "
         "ViT or a hybrid to see patches as words.",
     ),
-    "Filters": _View(render_filters),
-    "Position embeddings": _View(render_position_embeddings),
-    "Attention distance": _View(
+    "Filters": Tab(render_filters),
+    "Position embeddings": Tab(render_position_embeddings),
+    "Attention distance": Tab(
         render_attention_distance,
         "It has no attention heads; how far it looks is set by its kernel sizes and depth (its receptive "
         "field), not learned per head.",
     ),
-    "Resolution": _View(render_resolution, _lacks("patch grid and no position embedding to interpolate")),
-    "Hybrid stem": _View(render_hybrid, _lacks("token grid; its whole body is the CNN")),
-    "Token norms": _View(render_token_norms, _lacks("output tokens")),
-    "All heads": _View(render_all_heads, _lacks("attention heads")),
-    "Queries & keys": _View(render_queries_keys, _lacks("queries and keys")),
-    "Logit lens": _View(render_logit_lens, _lacks("tokens to read through the head layer by layer")),
-    "Sanity check": _View(render_sanity),
+    "Resolution": Tab(render_resolution, _lacks("patch grid and no position embedding to interpolate")),
+    "Hybrid stem": Tab(render_hybrid, _lacks("token grid; its whole body is the CNN")),
+    "Token norms": Tab(render_token_norms, _lacks("output tokens")),
+    "All heads": Tab(render_all_heads, _lacks("attention heads")),
+    "Queries & keys": Tab(render_queries_keys, _lacks("queries and keys")),
+    "Logit lens": Tab(render_logit_lens, _lacks("tokens to read through the head layer by layer")),
+    "Sanity check": Tab(render_sanity),
 }

@@ -48,7 +48,7 @@ PLACES: dict[str, TokenPlace] = {
 
 
 def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
-    """View 7: the length of every output token, high-norm tokens named, and patch features as colours."""
+    """Tab 7: the length of every output token, high-norm tokens named, and patch features as colours."""
     facts = sides[0].loaded.facts
     st.markdown(
         "The length (L2 norm) of every output token. *Vision Transformers Need Registers* (Darcet et al.) "
