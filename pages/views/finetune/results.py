@@ -24,6 +24,7 @@ from vitviz.preprocess import explanation_image
 from vitviz.runs import (
     RunError,
 )
+from vitviz.text import clipped
 from vitviz.weights import WeightsError
 
 
@@ -103,7 +104,7 @@ def render_attention_change(folder: Path, config: dict, images: ImageSet, result
     try:
         picture = images.item(key).load()
     except KeyError:
-        shown = key if len(key) <= 80 else key[:79] + "…"
+        shown = clipped(key, 80)
         st.warning(
             f"The validation image {shown!r} is not among the run's images any more: no attention to compare."
         )
