@@ -1,5 +1,7 @@
 """AttnLRP: the same maps as the lxt package on the same weights, conservation of the logit, refusals."""
 
+import threading
+
 import numpy as np
 import pytest
 import timm
@@ -143,3 +145,34 @@ def test_attnlrp_names_the_attention_it_has_no_rule_for(key, reason):
         MethodUnavailableError, match=rf"block 0's attention is {reason}, not timm.layers.Attention"
     ):
         explain_pixels(loaded, model_input(loaded), "attnlrp", [0])
+
+
+def test_another_threads_plain_gradient_is_untouched_while_attnlrp_runs(twins):
+    """The rules are bound to the explaining thread: a plain gradient another visitor takes meanwhile on the
+    same shared model is the plain gradient, not relevance."""
+    loaded, _, pixels = twins
+    image = pixels[:1]
+    reference = _gradient_times_input(loaded.model, image, [0])
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def explain_repeatedly() -> None:
+        try:
+            for _ in range(3):
+                explain_pixels(loaded, pixels, "attnlrp", CLASSES)
+        except BaseException as error:  # reported by the main thread
+            failures.append(error)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=explain_repeatedly)
+    worker.start()
+    seen = 0
+    while not done.is_set() or seen == 0:
+        np.testing.assert_allclose(
+            _gradient_times_input(loaded.model, image, [0]), reference, rtol=1e-4, atol=1e-6
+        )
+        seen += 1
+    worker.join(timeout=120)
+    assert not failures and not worker.is_alive()
+    assert hook_counts(loaded.model) == (0, 0, 0, 0)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from timm.layers.attention import Attention
 from torch import nn
 
-from vitviz.capture import ModelHooks
+from vitviz.capture import ModelHooks, model_lock
 from vitviz.methods.base import AttentionKindMethod, ExplanationMethod, MethodUnavailableError, pool_to_grid
 
 __all__ = ["AttnLRP", "RelevanceRules", "stabilised"]
@@ -329,11 +329,14 @@ def input_relevance(
     """
     with torch.inference_mode(False), torch.enable_grad():
         start = pixels.detach().requires_grad_(on_pixels)
-        with RelevanceRules(model, conv_gamma, linear_gamma, embedding=on_pixels) as rules:
-            logits = model(start)
-        classes = ExplanationMethod.chosen_classes(logits, class_indices)
-        score = ExplanationMethod.class_score(logits, classes)
-        explained = start if on_pixels else rules.tokens[0]
-        (gradient,) = torch.autograd.grad(score, explained)
+        # The backward reads the weights again (the Gamma rule): the lock keeps anyone from changing
+        # them meanwhile; the rules themselves are thread-bound and gone after the forward.
+        with model_lock(model):
+            with RelevanceRules(model, conv_gamma, linear_gamma, embedding=on_pixels) as rules:
+                logits = model(start)
+            classes = ExplanationMethod.chosen_classes(logits, class_indices)
+            score = ExplanationMethod.class_score(logits, classes)
+            explained = start if on_pixels else rules.tokens[0]
+            (gradient,) = torch.autograd.grad(score, explained)
     relevance = (explained.detach() * gradient).sum(dim=1 if on_pixels else -1)
     return relevance, classes

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vitviz.capture import AttentionCapture, ModelHooks
+from vitviz.capture import AttentionCapture, ModelHooks, model_lock
 from vitviz.methods.base import AttentionKindMethod, ExplanationMethod, MethodUnavailableError
 
 __all__ = ["BlockOutputs", "LeGrad", "layer_logits"]
@@ -96,7 +96,8 @@ class LeGrad(AttentionKindMethod):
         start = int(self.options.get("start_layer", 0))
         if not 0 <= start < len(blocks):
             raise ValueError(f"start layer {start} outside 0..{len(blocks) - 1}")
-        with torch.inference_mode(False), torch.enable_grad():
+        # The lock spans the backward too, which runs the head again on every layer's tokens.
+        with torch.inference_mode(False), torch.enable_grad(), model_lock(model):
             with (
                 BlockOutputs(model, blocks[start:]) as outputs,
                 AttentionCapture(model, detach=False, modules=attention_layers[start:]) as capture,
