@@ -168,13 +168,21 @@ def test_drop_probe_faithfulness_and_road_show_the_random_order_beside_the_salie
     assert f"(area {areas['drop-salient']:.3f}) falls faster than the random order" in verdict
     scores = at.dataframe[1].value
     assert scores["deletion AUC ↓"][0] < scores["random-order deletion AUC"][0]
+    deletion = next(
+        m.value for m in at.markdown if "most salient first" in m.value and "· Grad-CAM**" in m.value
+    )
+    assert f"(area {scores['deletion AUC ↓'][0]:.3f}) falls faster than the random order" in deletion
     assert scores["insertion AUC ↑"][0] > scores["random-order insertion AUC"][0]
     # ROAD beside them: imputing Grad-CAM's most relevant pixels first lowers espresso below the random
     # order (measured 0.126 against 0.387), its least relevant first keeps it above (0.781).
     road = at.dataframe[2].value
     assert road["method"][0] == "Grad-CAM" and road["class"][0] == "espresso (967)"
     assert road["ROAD MoRF ↓"][0] < road["random-order ROAD"][0] < road["ROAD LeRF ↑"][0]
-    line = next(m.value for m in at.markdown if m.value.startswith("**tf_efficientnet_lite0 · Grad-CAM**"))
+    line = next(
+        m.value
+        for m in at.markdown
+        if m.value.startswith("**tf_efficientnet_lite0 · Grad-CAM**: most relevant")
+    )
     assert f"(mean {road['ROAD MoRF ↓'][0]:.3f}) is below the random order" in line
     traces = [trace["name"] for trace in _figure(at, "compare_road_chart")["data"]]
     assert len(traces) == 3 and sum("random order" in name for name in traces) == 1
