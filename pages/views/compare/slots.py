@@ -190,14 +190,14 @@ def model_pickers() -> list[ui.ModelChoice]:
         key = f"compare_{number}"
         if number == 3 and not st.toggle("Add a third model", key=THIRD_MODEL):
             break
-        if f"{key}_model" not in st.session_state or f"{key}_weights" not in st.session_state:
-            shown = [(choice.name, choice.weights) for choice in choices]
-            name, weights = defaults[number - 1] if number <= len(defaults) else next_model(shown)
+        if number > len(defaults) and f"{key}_model" not in st.session_state:  # asked once, not each rerun
+            defaults = (*defaults, next_model([(choice.name, choice.weights) for choice in choices]))
+        if number <= len(defaults):
+            name, weights = defaults[number - 1]
             if f"{key}_model" not in st.session_state:
                 st.session_state[f"{key}_model"] = name
-            if (
-                f"{key}_weights" not in st.session_state and weights != RUN_WEIGHTS
-            ):  # a run has no weights menu
+            # A run has no weights menu.
+            if f"{key}_weights" not in st.session_state and weights != RUN_WEIGHTS:
                 st.session_state[f"{key}_weights"] = weights
         with st.expander(f"Model {number}", expanded=True):
             choices.append(ui.model_picker(key, default_name=""))
