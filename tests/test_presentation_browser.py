@@ -6,7 +6,8 @@ import time
 import pytest
 from PIL import Image
 
-from tests.support.browser import save_screenshot, shows_once, wait_until_idle
+from tests.support.browser import page_pause, save_screenshot, shows_once, wait_until_idle
+from tests.support.polling import wait_for
 from tests.support.slides import SLIDE_TITLES
 from vitviz.images import BUILTIN_PHOTOS
 
@@ -76,11 +77,13 @@ def test_the_attention_animation_plays_through_the_layers(app_url, page):
     chart = _first_chart(page)
     assert chart.evaluate("gd => gd._transitionData._frames.length") == 12
     page.get_by_text("▶ Play").click()
-    deadline_ms, waited = 90_000, 0  # 12 frames of 0.7 s, slower on a busy machine
-    while "layer 11" not in chart.evaluate("gd => gd.layout.title.text"):
-        assert waited < deadline_ms, "the animation did not reach layer 11"
-        page.wait_for_timeout(200)
-        waited += 200
+    wait_for(  # 12 frames of 0.7 s, slower on a busy machine
+        lambda: "layer 11" in chart.evaluate("gd => gd.layout.title.text"),
+        90,
+        "the animation to reach layer 11",
+        interval_s=0.2,
+        pause=page_pause(page),
+    )
     save_screenshot(page, "present_animation_layer_11")
 
 
