@@ -44,10 +44,13 @@ from vitviz.maths.attention import class_attention_map, rollout_relevance
 from vitviz.models import RUN_WEIGHTS, ModelError, describe_weights, no_token_attention_reason
 from vitviz.preprocess import explanation_image
 from vitviz.runs import (
+    MAX_RUN_TITLE_CHARS,
+    TITLE_PUNCTUATION,
     RunError,
     RunStatus,
     RunSummary,
     active_runs,
+    check_new_run_title,
     delete_run,
     list_runs,
     max_concurrent_runs,
@@ -56,6 +59,7 @@ from vitviz.runs import (
     read_metrics,
     read_status,
     run_folder_by_name,
+    run_summary,
 )
 from vitviz.serving import ServingError
 from vitviz.weights import WeightsError
@@ -349,13 +353,24 @@ def start_section(
     refusal = start_refusal()
     if refusal is not None:
         st.info(refusal)
+    typed_title = st.text_input(
+        "Run name (optional)",
+        key="finetune_run_title",
+        help=f"Shown wherever the run appears, instead of its folder's name: at most {MAX_RUN_TITLE_CHARS} "
+        f"letters, digits, spaces and {' '.join(TITLE_PUNCTUATION)}, and not another run's name.",
+    )
+    try:
+        title = check_new_run_title(typed_title)
+    except RunError as error:
+        st.error(str(error))
+        title = None
     start = st.button(
         "Start fine-tuning",
         type="primary",
-        disabled=summary is None or refusal is not None,
+        disabled=summary is None or refusal is not None or title is None,
         key="finetune_start",
     )
-    if not start or summary is None or refusal is not None:
+    if not start or summary is None or refusal is not None or title is None:
         return
     try:
         # What the visitor typed is checked here, before any worker sees it: a timm name, a run of
@@ -365,10 +380,15 @@ def start_section(
         )
         if data.source == UPLOAD and data.upload is not None:
             run_folder = start_run(
-                config, "", upload=data.upload.getvalue(), upload_name=data.upload.name, owner=session_owner()
+                config,
+                "",
+                upload=data.upload.getvalue(),
+                upload_name=data.upload.name,
+                owner=session_owner(),
+                title=title,
             )
         else:
-            run_folder = start_run(config, _data_argument(data), owner=session_owner())
+            run_folder = start_run(config, _data_argument(data), owner=session_owner(), title=title)
     except (RunError, ServingError, DataError, ModelError) as error:  # RunLimitError is a RunError
         st.error(str(error))
         return
@@ -693,7 +713,7 @@ def render_runs(runs: list[RunSummary]) -> None:
         metrics = read_metrics(run.folder) if run.problem is None else []
         rows.append(
             {
-                "run": run.name,
+                "run": run.title,
                 "state": _state_text(run),
                 "model": run.model,
                 "weights": describe_weights(run.weights, run.base_model),
@@ -712,10 +732,16 @@ def render_runs(runs: list[RunSummary]) -> None:
             "delete it): " + "; ".join(str(run.problem) for run in broken[:5])
         )
     names = [run.name for run in runs]
+    by_name = {run.name: run for run in runs}
     current = st.session_state.get(OPEN_RUN)
     columns = st.columns([4, 1, 1], vertical_alignment="bottom")
     picked = columns[0].selectbox(
-        "Run", names, index=names.index(current) if current in names else 0, key=RUN_PICK
+        "Run",
+        names,
+        index=names.index(current) if current in names else 0,
+        format_func=lambda name: by_name[name].short_title,
+        help="Each run by its name; the open run's model, mode, data, date and folder are shown under it.",
+        key=RUN_PICK,
     )
     if columns[1].button("Open", key="finetune_open", width="stretch"):
         folder = _open_picked(picked)
@@ -723,10 +749,10 @@ def render_runs(runs: list[RunSummary]) -> None:
             set_open_run(folder)
             st.rerun()
     with columns[2].popover("Delete", width="stretch"):
-        if not owned_by(runs[names.index(picked)].folder, session_owner()):
-            st.write(NOT_YOURS.format(name=picked, action="delete"))
+        if not owned_by(by_name[picked].folder, session_owner()):
+            st.write(NOT_YOURS.format(name=by_name[picked].short_title, action="delete"))
             return
-        st.write(f"Delete **{picked}** and everything in its folder?")
+        st.write(f"Delete **{by_name[picked].short_title}** and everything in its folder?")
         if st.button("Delete for good", key="finetune_delete", type="primary"):
             folder = _open_picked(picked)
             try:
@@ -798,7 +824,9 @@ def _stop_button(folder: Path, label: str, key: str) -> bool:
 def render_run(folder: Path, device: str) -> None:
     """The open run: live progress while it trains, then curves and results."""
     status = read_status(folder)
-    st.subheader(f"Run {folder.name}")
+    shown = run_summary(folder)
+    # A long name is cut; the whole of it is the heading's tooltip.
+    st.subheader(f"Run {shown.short_title}", help=shown.title if shown.short_title != shown.title else None)
     try:
         config = read_config(folder)
     except RunError as error:
