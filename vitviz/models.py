@@ -13,6 +13,7 @@ from torch import nn
 from vitviz.capture import attention_modules
 from vitviz.memory import MEMORY_BUDGET_ENV, MemoryEstimate, MemorySettingError, estimate_build, memory_budget
 from vitviz.runs import RunError, describe_run, is_run_folder, read_run_model, run_folder_by_name
+from vitviz.text import printable_clipped
 from vitviz.weights import (
     BUNDLED_MODEL_NAMES,
     WeightsError,
@@ -401,7 +402,7 @@ def describe_weights(weights: str, run: str | None = None) -> str:
         try:
             return describe_run(run_folder_by_name(run or ""))
         except RunError:
-            return f"fine-tuned run {_printable(run or '?')}"
+            return f"fine-tuned run {printable_clipped(run or '?', 80)}"
     if weights == "random":
         return "random (untrained)"
     if weights == "bundled":
@@ -410,13 +411,7 @@ def describe_weights(weights: str, run: str | None = None) -> str:
         return "hub (pretrained)"
     if is_run_folder(weights):
         return describe_run(weights)
-    return f"file {_printable(Path(weights).name)}"
-
-
-def _printable(text: str) -> str:
-    """A name on one line of at most 80 characters."""
-    name = "".join(character if character.isprintable() else "?" for character in text)
-    return name if len(name) <= 80 else name[:79] + "…"
+    return f"file {printable_clipped(Path(weights).name, 80)}"
 
 
 def _is_run_path(name: str) -> bool:

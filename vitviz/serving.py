@@ -26,6 +26,7 @@ from vitviz.finetune.data import ImageSet, scan_image_folder
 from vitviz.models import RUN_WEIGHTS, WEIGHTS_SOURCES
 from vitviz.roots import DATA_ROOT_ENV, ServerPath, confined, data_root
 from vitviz.runs import MODEL_FILE, RunError, read_status, run_folder_by_name
+from vitviz.text import clipped
 
 __all__ = [
     "DATA_ROOT_ENV",
@@ -61,8 +62,7 @@ def server_paths_allowed() -> bool:
 
 def _quoted(text: str) -> str:
     """A visitor's text quoted back on one line, cut to 80 characters (for names, never paths)."""
-    shown = text if len(text) <= 80 else text[:79] + "…"
-    return repr(shown)
+    return repr(clipped(text, 80))
 
 
 def _no_such(what: str) -> ServingError:

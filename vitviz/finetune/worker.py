@@ -70,6 +70,7 @@ from vitviz.runs import (
     write_status,
     write_val_predictions,
 )
+from vitviz.text import clipped
 
 __all__ = [
     "BACKGROUND_ENV",
@@ -278,8 +279,7 @@ def _data_label(data: str) -> str:
 
 def _clipped(text: str, limit: int = 300) -> str:
     """Text as config.json records a label: one line, at most `limit` characters."""
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return clipped(" ".join(text.split()), limit)
 
 
 def stop_run(folder: str | Path, owner: str | None = None) -> None:

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from vitviz.text import clipped
+
 __all__ = [
     "MissingFileError",
     "clip",
@@ -28,7 +30,7 @@ class MissingFileError(ValueError):
 
 def clip(text: str, limit: int = 80) -> str:
     """`text` cut to `limit` characters, for quoting a user's input back in one line."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clipped(text, limit)
 
 
 def is_regular_file(path: Path) -> bool:
