@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
+from vitviz.cli.main import main
 from vitviz.finetune.trainer import FinetuneConfig
 from vitviz.finetune.worker import execute_run, start_run
 from vitviz.models import RUN_WEIGHTS, describe_weights
@@ -98,6 +99,14 @@ def test_a_run_is_shown_by_its_name_with_a_details_line_and_a_long_name_is_cut(r
     assert (
         describe_weights(RUN_WEIGHTS, run.name)
         == f"fine-tuned run {run.short_title} (probe from random weights)"
+    )
+
+
+def test_the_command_line_lists_a_run_with_the_name_it_was_given(runs_dir, capsys):
+    folder = titled_run(runs_dir, "shapes, first try")
+    assert main(["runs", "list"]) == 0
+    assert f"{folder.name}\tfinished\ttest_vit\tprobe\tstarted by the command line\tshapes, first try\n" in (
+        capsys.readouterr().out
     )
 
 
