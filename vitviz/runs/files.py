@@ -65,6 +65,7 @@ __all__ = [
     "request_stop",
     "save_model",
     "save_state_dict",
+    "short_run_title",
     "stop_requested",
     "write_config",
     "write_status",
@@ -343,5 +344,18 @@ def describe_run(folder: str | Path) -> str:
     except RunError:
         return f"run {folder.name} (unreadable)"
     origin = " from random weights" if config.get("weights") == "random" else ""
-    title = clip(config["title"], SHORT_TITLE_CHARS) if config.get("title") else folder.name
-    return f"fine-tuned run {title} ({config.get('mode', '?')}{origin})"
+    return f"fine-tuned run {_short_title(config, folder)} ({config.get('mode', '?')}{origin})"
+
+
+def _short_title(config: dict[str, Any], folder: Path) -> str:
+    return clip(config["title"], SHORT_TITLE_CHARS) if config.get("title") else folder.name
+
+
+def short_run_title(folder: str | Path) -> str:
+    """How text names the run in one line: the name the user gave it, cut to SHORT_TITLE_CHARS, else
+    its folder's name (whole: it tells runs apart); the folder's name when config.json is unreadable."""
+    folder = Path(folder)
+    try:
+        return _short_title(read_config(folder), folder)
+    except RunError:
+        return folder.name
