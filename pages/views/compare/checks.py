@@ -187,7 +187,7 @@ def probes_section(checked: CheckedModels) -> None:
                 picked.image,
             )
         except (ValueError, RuntimeError) as error:
-            st.error(f"{slot.number}. {choice.name}: {error}")
+            st.error(f"{slot.number}. {choice.shown}: {error}")
     figure = probe_curves_figure(curves, f"{PROBES[kind]} · {picked.name} · {VIEWS[view]}")
     ui.plotly_chart(figure, key="compare_probe_chart")
     st.dataframe(
@@ -248,7 +248,7 @@ def score_each_model(
                 checked.picked.image,
             )
         except (ValueError, RuntimeError) as error:
-            st.error(f"{slot.number}. {slot.choice.name}, {metric}: {error}")
+            st.error(f"{slot.number}. {slot.choice.shown}, {metric}: {error}")
     return results
 
 

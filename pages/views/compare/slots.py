@@ -76,7 +76,7 @@ class ModelSlot:
     @property
     def title(self) -> str:
         untrained = "" if self.loaded is None or self.loaded.trained else " (untrained)"
-        return f"{self.choice.name}{untrained}"
+        return f"{self.choice.shown}{untrained}"
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ def ready_slots(choices: Sequence[ui.ModelChoice]) -> list[ModelSlot]:
     slots = [load_slot(number, choice) for number, choice in enumerate(choices, start=1)]
     for slot in slots:
         if slot.error:
-            st.error(f"Model {slot.number} ({slot.choice.name}): {slot.error}")
+            st.error(f"Model {slot.number} ({slot.choice.shown}): {slot.error}")
     ready = [slot for slot in slots if slot.loaded is not None]
     if not ready:
         st.info("Pick at least one model that loads to compare.")
@@ -240,7 +240,7 @@ def ready_slots(choices: Sequence[ui.ModelChoice]) -> list[ModelSlot]:
         st.caption(ui.model_caption(slot.loaded, slot.choice.weights, slot.number))
         if not slot.loaded.trained:
             st.warning(
-                f"{slot.number}. {slot.choice.name}: random, untrained weights: its maps, predictions "
+                f"{slot.number}. {slot.choice.shown}: random, untrained weights: its maps, predictions "
                 "and curves show an untrained model."
             )
     return ready
