@@ -23,8 +23,6 @@ def twins():
 
 @pytest.mark.parametrize(("conv_gamma", "linear_gamma"), [(0.25, 0.05), (100.0, 1.0)])
 def test_attnlrp_matches_lxt_on_the_same_weights_for_five_photos(twins, conv_gamma, linear_gamma):
-    pytest.importorskip("zennit")
-    pytest.importorskip("lxt")
     from tests.support.lxt_reference import lxt_relevance
 
     loaded, torchvision_vit, pixels = twins

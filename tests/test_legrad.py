@@ -33,7 +33,6 @@ def torchcam_legrad(
 
 @pytest.mark.parametrize("start_layer", [0, 1])
 def test_legrad_matches_torchcam_on_the_same_weights_for_five_photos(twins, start_layer):
-    pytest.importorskip("torchcam")
     loaded, torchvision_vit, pixels = twins
     reference = torchcam_legrad(torchvision_vit, pixels, CLASSES, start_layer)
     results = explain_pixels(loaded, pixels, "legrad", CLASSES, start_layer=start_layer)
