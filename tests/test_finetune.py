@@ -269,7 +269,7 @@ def test_run_folder_reloads_as_a_model_and_predicts_as_after_training(dinov2_run
     reloaded = load_model(str(folder), "bundled", "cpu")  # a run folder works as a model name
     assert reloaded.trained and reloaded.labels == SHAPE_CLASSES
     assert reloaded.facts.num_classes == 5 and reloaded.facts.input_size == (224, 224)
-    assert describe_weights(str(folder)) == f"fine-tuned run {folder.name} (probe)"
+    assert describe_weights(str(folder)) == "fine-tuned run DINOv2 ViT-S · probe · shapes (probe)"
     val_items = [result.image_set.items[i] for i in result.split.val[:6]]
     images = [item.load() for item in val_items]
     fresh = LoadedModel(result.model, reloaded.facts, "run", torch.device("cpu"), SHAPE_CLASSES)

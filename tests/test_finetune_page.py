@@ -120,14 +120,14 @@ def test_a_probe_run_trains_in_the_worker_and_its_results_render(runs_dir):
     assert len(at.get("plotly_chart")) >= 7
     # The finished run is now a model in every page's picker.
     options = at.selectbox(key="finetune_model").options
-    assert any(option.startswith(f"run: {name} (vit_small_patch14_dinov2, probe)") for option in options)
+    assert any(option.startswith("run: DINOv2 ViT-S · probe · shapes") for option in options)
 
     # Another page takes the run as its model: the fine-tuned head predicts the shape classes.
     at.switch_page("pages/explore.py")
     at.run()
     at.selectbox(key="explore_model").select(folder.name).run()  # a run is picked by its name
     assert not at.exception, at.exception
-    assert f"fine-tuned run {name} (probe)" in captions(at)
+    assert "fine-tuned run DINOv2 ViT-S · probe · shapes (probe)" in captions(at)
     assert not any("untrained" in warning.value for warning in at.warning)
 
 
@@ -143,7 +143,7 @@ def test_a_refreshed_page_reopens_the_run_named_in_the_url(runs_dir):
     at.query_params["run"] = folder.name
     at.run()
     assert not at.exception, at.exception
-    assert [sub.value for sub in at.subheader if sub.value.startswith("Run ")] == [f"Run {folder.name}"]
+    assert [sub.value for sub in at.subheader if sub.value.startswith("Run ")] == ["Run DINOv2 ViT-S · probe"]
     assert any(error.value == "The run failed: out of memory" for error in at.error)
     assert any("started from random, untrained weights" in warning.value for warning in at.warning)
 

@@ -134,3 +134,12 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     save_file({"weight": torch.zeros(3)}, tmp_path / "other.safetensors")
     with pytest.raises(WeightsError, match="do not fit"):
         load_model("vit_tiny_patch16_224", str(tmp_path / "other.safetensors"))
+
+
+def test_random_weights_are_the_same_on_every_load_so_a_link_shows_every_visitor_one_model():
+    state = torch.get_rng_state()
+    first, second = load_model("test_vit", "random"), load_model("test_vit", "random")
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is left alone
+    pairs = zip(first.model.state_dict().items(), second.model.state_dict().items(), strict=True)
+    for (name, one), (_, other) in pairs:
+        assert torch.equal(one, other), name

@@ -14,6 +14,8 @@ from vitviz.models import RUN_WEIGHTS, describe_weights
 from vitviz.runs import (
     MAX_RUN_TITLE_CHARS,
     RunError,
+    append_metrics,
+    automatic_run_title,
     check_new_run_title,
     check_run_title,
     list_runs,
@@ -110,10 +112,27 @@ def test_the_command_line_lists_a_run_with_the_name_it_was_given(runs_dir, capsy
     )
 
 
-def test_a_run_without_a_name_is_shown_by_its_folder_name(runs_dir):
-    run = run_summary(hand_made_run(runs_dir))
-    assert run.title == run.name and run.given_title == ""
-    assert describe_weights(RUN_WEIGHTS, run.name) == f"fine-tuned run {run.name} (probe from random weights)"
+def test_a_run_without_a_name_is_called_what_it_is_and_its_details_give_the_accuracy(runs_dir):
+    folder = hand_made_run(runs_dir)
+    run = run_summary(folder)
+    assert run.given_title == "" and run.title == run.short_title == "test_vit · probe · shapes"
+    assert run.label == "run: test_vit · probe · shapes"  # model and mode are said once
+    assert "accuracy" not in run.details and run.details.endswith(f" · {run.name}")
+    for epoch, accuracy in ((1, 0.5), (2, 0.9667)):
+        row = {"epoch": epoch, "train_loss": 0.3, "val_loss": 0.2, "val_acc": accuracy, "seconds": 1.0}
+        append_metrics(folder, row)
+    run = run_summary(folder)
+    assert run.title == "test_vit · probe · shapes"  # the name stays while epochs come in
+    assert "· builtin:shapes · 96.7% validation accuracy · " in run.details  # the last epoch's
+    assert describe_weights(RUN_WEIGHTS, run.name) == (
+        "fine-tuned run test_vit · probe · shapes (probe from random weights)"
+    )
+
+
+def test_a_bundled_models_run_is_called_by_the_models_paper_name():
+    title = automatic_run_title("vit_small_patch14_dinov2", "probe", "builtin:digits")
+    assert title == "DINOv2 ViT-S · probe · digits"
+    assert automatic_run_title("convnext_tiny", "full", "cats-v-dogs") == "convnext_tiny · full · cats-v-dogs"
 
 
 @pytest.mark.parametrize("title", ["x" * 5000, "a/b", "<script>", "", 7])

@@ -24,8 +24,10 @@ from vitviz.roots import (
     runs_root,
 )
 from vitviz.runs.files import (
+    MODEL_WORDS,
     RunModel,
     append_metrics,
+    automatic_run_title,
     describe_run,
     free_run_data,
     process_alive,
@@ -134,6 +136,7 @@ __all__ = [
     "MAX_RUN_TITLE_CHARS",
     "METRICS_FILE",
     "MODEL_FILE",
+    "MODEL_WORDS",
     "OWNER_ENV",
     "PAIR_JOBS_FOLDER",
     "PAIR_JOB_PID_FILE",
@@ -155,6 +158,7 @@ __all__ = [
     "RunSummary",
     "active_runs",
     "append_metrics",
+    "automatic_run_title",
     "background_job_count",
     "background_job_slot",
     "check_disk_room",

@@ -50,8 +50,10 @@ from vitviz.runs.schema import (
 )
 
 __all__ = [
+    "MODEL_WORDS",
     "RunModel",
     "append_metrics",
+    "automatic_run_title",
     "describe_run",
     "free_run_data",
     "process_alive",
@@ -347,8 +349,28 @@ def describe_run(folder: str | Path) -> str:
     return f"fine-tuned run {_short_title(config, folder)} ({config.get('mode', '?')}{origin})"
 
 
+# Bundled models by the names their papers use; any other timm name is shown as it is.
+MODEL_WORDS = {"vit_small_patch14_dinov2": "DINOv2 ViT-S", "tf_efficientnet_lite0": "EfficientNet-Lite0"}
+
+
+def automatic_run_title(model: str, mode: str, data: str) -> str:
+    """What a run the user did not name is called: what it is, in one line.
+
+    "DINOv2 ViT-S · probe · shapes": the model (by its paper name when bundled), the mode and the data
+    (a built-in set without its "builtin:" prefix). No accuracy: a name must not change while the run
+    trains (pickers key their choices by it); the accuracy is in the runs table and the details line.
+    Two runs alike differ in their details line (start time, folder).
+    """
+    parts = [MODEL_WORDS.get(model, model), mode, data.removeprefix("builtin:")]
+    return " · ".join(part for part in parts if part and part != "?")  # what is unknown is left out
+
+
 def _short_title(config: dict[str, Any], folder: Path) -> str:
-    return clip(config["title"], SHORT_TITLE_CHARS) if config.get("title") else folder.name
+    if config.get("title"):
+        return clip(config["title"], SHORT_TITLE_CHARS)
+    data = config.get("data", {})
+    label = str(data.get("label", "?")) if isinstance(data, dict) else "?"
+    return automatic_run_title(str(config.get("timm_name", "?")), str(config.get("mode", "?")), label)
 
 
 def short_run_title(folder: str | Path) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vitviz.roots import runs_root
-from vitviz.runs.files import read_config, read_status
+from vitviz.runs.files import automatic_run_title, read_config, read_metrics, read_status
 from vitviz.runs.safe_io import clip, is_regular_file
 from vitviz.runs.schema import (
     CONFIG_FILE,
@@ -69,20 +69,27 @@ class RunSummary:
 
     @property
     def title(self) -> str:
-        """What pickers, titles and captions call the run: the name the user gave it, else its folder's."""
-        return self.given_title or self.name
+        """What pickers, titles and captions call the run: the name the user gave it, else what it is
+        (`automatic_run_title`: model, mode, data); a broken run by its folder's name."""
+        if self.given_title:
+            return self.given_title
+        if self.problem is not None:
+            return self.name
+        return automatic_run_title(self.model, self.mode, self.data)
 
     @property
     def short_title(self) -> str:
         """The given name cut to SHORT_TITLE_CHARS (with "…"), for places that show the whole on hover;
-        a folder's name whole, since its end is what tells two runs of one minute apart."""
-        return clip(self.given_title, SHORT_TITLE_CHARS) if self.given_title else self.name
+        an automatic title whole (it is short)."""
+        return clip(self.given_title, SHORT_TITLE_CHARS) if self.given_title else self.title
 
     @property
     def details(self) -> str:
         """One line for under a run's title: model, mode, data, when it started, and its folder."""
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.created)) if self.created else "?"
-        return f"{self.model} · {self.mode} · {self.data} · {started} · {self.name}"
+        metrics = read_metrics(self.folder) if self.problem is None else []
+        accuracy = f" · {metrics[-1]['val_acc']:.1%} validation accuracy" if metrics else ""
+        return f"{self.model} · {self.mode} · {self.data}{accuracy} · {started} · {self.name}"
 
     @property
     def has_model(self) -> bool:
@@ -92,7 +99,7 @@ class RunSummary:
     def label(self) -> str:
         """How pickers show the run: "run: <short title> (<timm name>, <mode>)", and how early it ended
         when it was stopped or killed (its model is then its best finished epoch's checkpoint)."""
-        label = f"run: {self.short_title} ({self.model}, {self.mode})"
+        label = f"run: {self.short_title}" + (f" ({self.model}, {self.mode})" if self.given_title else "")
         if self.status.state in ("stopped", "failed"):
             planned = f" of {self.status.epochs}" if self.status.epochs else ""
             label += f" — stopped early after {self.status.epoch}{planned} epochs"
