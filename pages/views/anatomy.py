@@ -17,7 +17,7 @@ from typing import TypeVar
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-from PIL import Image, ImageDraw
+from PIL import Image
 from streamlit.delta_generator import DeltaGenerator
 
 from pages.views import ui
@@ -46,23 +46,25 @@ from vitviz.figures.anatomy import (
 from vitviz.figures.common import (
     attention_overlay_figure,
     patch_grid_figure,
+    photo_view_figure,
     predictions_figure,
     selected_patch,
 )
 from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale, ordinal
+from vitviz.forward.ablation import AblationResult, ablate_heads, head_importance, head_importance_estimate
+from vitviz.forward.distance import attention_distances_over_images
+from vitviz.forward.hybrid import HybridStem, hybrid_stem
+from vitviz.forward.logit_lens import LogitLens, logit_lens
+from vitviz.forward.qk import query_keys
+from vitviz.forward.resolution import ResolutionSide, compare_resolutions, resolution_choices
+from vitviz.forward.token_features import output_tokens
+from vitviz.forward.tokens_as_words import trace_tokens
 from vitviz.head_ranking import RankingJob, RankingState, read_ranking, start_ranking
 from vitviz.images import BUILTIN_PHOTOS, ImageDecodeError, builtin_photo, decode_upload
 from vitviz.images import image_digest as digest_of
-from vitviz.maths.ablation import (
-    AblationResult,
-    ablate_heads,
-    head_importance,
-    head_importance_estimate,
-    parse_heads,
-    ranking_agreement,
-)
+from vitviz.maths.ablation import parse_heads, ranking_agreement
 from vitviz.maths.attention import AttentionRecord, class_attention_map, rollout_relevance
-from vitviz.maths.distance import AttentionDistances, attention_distances_over_images
+from vitviz.maths.distance import AttentionDistances
 from vitviz.maths.filters import (
     FilterComponents,
     FiltersNotApplicableError,
@@ -72,8 +74,6 @@ from vitviz.maths.filters import (
     patch_embedding_filters,
     spectrum_sentence,
 )
-from vitviz.maths.hybrid import HybridStem, hybrid_stem
-from vitviz.maths.logit_lens import LogitLens, logit_lens
 from vitviz.maths.model_view import model_view_maps, query_label
 from vitviz.maths.posembed import (
     NoPositionEmbeddingError,
@@ -83,8 +83,7 @@ from vitviz.maths.posembed import (
     position_similarity,
     similarity_mosaic,
 )
-from vitviz.maths.qk import ProjectionMethod, QueryKeyProjection, QueryKeys, project_queries_keys, query_keys
-from vitviz.maths.resolution import ResolutionSide, compare_resolutions, resolution_choices
+from vitviz.maths.qk import ProjectionMethod, QueryKeyProjection, QueryKeys, project_queries_keys
 from vitviz.maths.sinks import detect_sinks, plan_rollout, rollout_statement, sink_sentence
 from vitviz.maths.token_features import (
     OutputTokens,
@@ -92,15 +91,14 @@ from vitviz.maths.token_features import (
     TokenNorms,
     TokenPlace,
     high_norm_patches,
-    output_tokens,
     patch_feature_colours,
     token_norms,
 )
-from vitviz.maths.tokens_as_words import TokenTrace, cut_into_patches, trace_tokens
+from vitviz.maths.tokens_as_words import TokenTrace, cut_into_patches
 from vitviz.methods import METHODS, available_methods, default_method
 from vitviz.methods.sanity import UNFAITHFUL_RANK_CORRELATION, SanityResult, cascading_randomisation
 from vitviz.models import LoadedModel, ModelError, ModelFacts, describe_weights, no_token_attention_reason
-from vitviz.preprocess import ImageView, ViewMode, image_view
+from vitviz.preprocess import VIEW_LABELS, ImageView, ViewMode, image_view
 
 __all__ = ["COMPARE_RANDOM", "TABS", "VIEW", "ModelSide", "model_sides", "render_tabs", "seed_from_link"]
 
@@ -229,7 +227,7 @@ def seed_from_link() -> None:
     if not params:
         return
     st.session_state[LINK_PARAMS] = params
-    if params.get("source") != UPLOAD_SOURCE and params.get("view") in ui.VIEW_LABELS:
+    if params.get("source") != UPLOAD_SOURCE and params.get("view") in VIEW_LABELS:
         st.session_state[VIEW] = params["view"]
 
 
@@ -241,7 +239,7 @@ def _read_link(facts: ModelFacts) -> None:
     notes = []
     if params.get("source") == UPLOAD_SOURCE:
         notes.append("the uploaded picture it was made from (a link cannot carry it) and its view")
-    elif "view" in params and params["view"] not in ui.VIEW_LABELS:
+    elif "view" in params and params["view"] not in VIEW_LABELS:
         notes.append(f"view {params['view'][:20]!r}")
     ui.take_link_choice(params, "tab", TABS, TAB, notes)
     if params.get("raw") == "1":
@@ -292,17 +290,15 @@ def _view_note(side: ModelSide, picked: ui.ImageChoice) -> None:
     view = _cached_view(side.key, picked.digest, side.view, side.loaded.facts, picked.image)
     photo_column, note_column = st.columns([1, 4])
     with photo_column:
-        framed = picked.image.convert("RGB").copy()
-        width = max(2, framed.width // 100)
-        ImageDraw.Draw(framed).rectangle(view.box, outline=(255, 200, 0), width=width)
-        framed.thumbnail((240, 240))
-        st.image(framed, caption="What the model sees (yellow box)")
+        figure = photo_view_figure(view.photo, [("", view.box)], longest=240)
+        ui.plotly_chart(figure, key="anatomy_view_photo", theme=None)
+        st.caption("What the model sees (cyan box)")
     with note_column:
-        label = ui.VIEW_LABELS.get(view.mode, view.mode)
+        label = VIEW_LABELS.get(view.mode, view.mode)
         note = f" — {view.note}" if view.note else ""
         st.caption(
             f"Every map, prediction and probe on this page is computed on one view of the photo: {label}"
-            f"{note}. The yellow box marks it on the photo; change it under View in the sidebar."
+            f"{note}. The cyan box marks it on the photo; change it under View in the sidebar."
         )
 
 
@@ -414,7 +410,7 @@ def _cached_view(
 def _cached_trace(
     model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _image: Image.Image
 ) -> TokenTrace:
-    return trace_tokens(_loaded, _image, view)
+    return trace_tokens(_loaded, _cached_view(model_key, digest, view, _loaded.facts, _image))
 
 
 @st.cache_data(show_spinner="PCA of the patch-embedding filters…", max_entries=16)
@@ -436,21 +432,21 @@ def _cached_resolution(
     _loaded: LoadedModel,
     _image: Image.Image,
 ) -> tuple[ResolutionSide, ResolutionSide]:
-    return compare_resolutions(_loaded, _image, size, view=view)
+    return compare_resolutions(_loaded, _cached_view(model_key, digest, view, _loaded.facts, _image), size)
 
 
 @st.cache_data(show_spinner="Running the CNN stem…", max_entries=16)
 def _cached_stem(
     model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _image: Image.Image
 ) -> HybridStem:
-    return hybrid_stem(_loaded, _image, view=view)
+    return hybrid_stem(_loaded, _cached_view(model_key, digest, view, _loaded.facts, _image))
 
 
 @st.cache_data(show_spinner="Reading the output tokens…", max_entries=16)
 def _cached_tokens(
     model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _image: Image.Image
 ) -> OutputTokens:
-    return output_tokens(_loaded, _image, view)
+    return output_tokens(_loaded, _cached_view(model_key, digest, view, _loaded.facts, _image))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -470,7 +466,7 @@ def _cached_query_keys(
     _loaded: LoadedModel,
     _image: Image.Image,
 ) -> QueryKeys:
-    return query_keys(_loaded, _image, layer, head, view)
+    return query_keys(_loaded, _cached_view(model_key, digest, view, _loaded.facts, _image), layer, head)
 
 
 @st.cache_data(show_spinner="Projecting queries and keys…", max_entries=32)
@@ -777,7 +773,8 @@ def _distances(side: ModelSide, image_keys: list[str], loaders: list) -> Attenti
     def report(done: int, total: int) -> None:
         bar.progress(done / total, text=f"{text}: layer pass {done} of {total}")
 
-    result = attention_distances_over_images(side.loaded, images, progress=report, view=side.view)
+    views = [image_view(image, side.loaded.facts, side.view) for image in images]
+    result = attention_distances_over_images(side.loaded, views, progress=report)
     bar.empty()
     store[key] = result
     while len(store) > MAX_KEPT_DISTANCES:
@@ -823,7 +820,7 @@ def render_attention_distance(sides: list[ModelSide], picked: ui.ImageChoice) ->
     st.caption(
         "Per head and layer: Σⱼ Aᵢⱼ·‖gᵢ − gⱼ‖ in pixels of the model's input, averaged over query patches "
         f"and images; prefix tokens left out as queries and keys, no renormalisation (the paper's "
-        f"appendix D.7). Each image is seen in the page's view: {ui.VIEW_LABELS[sides[0].view]}, "
+        f"appendix D.7). Each image is seen in the page's view: {VIEW_LABELS[sides[0].view]}, "
         f"{height}×{width} px."
     )
 
@@ -1285,14 +1282,18 @@ def _cached_ablation(
     _loaded: LoadedModel,
     _image: Image.Image,
 ) -> AblationResult:
-    return ablate_heads(_loaded, _image, list(heads), mode, topk=5, view=view)
+    return ablate_heads(
+        _loaded, _cached_view(model_key, digest, view, _loaded.facts, _image), list(heads), mode, topk=5
+    )
 
 
 @st.cache_data(show_spinner="Estimating every head's effect…", max_entries=16)
 def _cached_importance_estimate(
     model_key: tuple, digest: str, mode: str, view: str, _loaded: LoadedModel, _image: Image.Image
 ) -> np.ndarray:
-    return head_importance_estimate(_loaded, _image, mode, view=view)
+    return head_importance_estimate(
+        _loaded, _cached_view(model_key, digest, view, _loaded.facts, _image), mode
+    )
 
 
 def _ablated_heads(facts: ModelFacts) -> list[tuple[int, int]]:
@@ -1405,7 +1406,8 @@ def _rank_here(
         bar.progress(done / all_heads, text=f"{done} of {all_heads} heads switched off in turn")
 
     try:
-        store[key] = head_importance(side.loaded, picked.image, mode, progress=report, view=view)
+        seen = _cached_view(side.key, picked.digest, view, side.loaded.facts, picked.image)
+        store[key] = head_importance(side.loaded, seen, mode, progress=report)
     except (ModelError, ValueError, RuntimeError) as error:
         st.error(f"Could not rank the heads: {error}")
     bar.empty()
@@ -1609,7 +1611,7 @@ LENS_LAYER = "anatomy_lens_layer"  # the layer whose per-patch classes are drawn
 def _cached_lens(
     model_key: tuple, digest: str, view: str, _loaded: LoadedModel, _image: Image.Image
 ) -> LogitLens:
-    return logit_lens(_loaded, _image, topk=5, view=view)
+    return logit_lens(_loaded, _cached_view(model_key, digest, view, _loaded.facts, _image), topk=5)
 
 
 def _class_name(loaded: LoadedModel, index: int) -> str:
@@ -1745,9 +1747,8 @@ def render_sanity(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
             bar.progress(done / total, text=f"{done} of {total} maps")
 
         try:
-            store[cache_key] = cascading_randomisation(
-                loaded, picked.image, method, progress=report, view=view
-            )
+            seen = _cached_view(side.key, picked.digest, view, loaded.facts, picked.image)
+            store[cache_key] = cascading_randomisation(loaded, seen, method, progress=report)
         except (ModelError, ValueError, RuntimeError) as error:
             st.error(f"Could not run the sanity check: {error}")
             return

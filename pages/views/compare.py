@@ -13,6 +13,7 @@ from PIL import Image
 
 from pages.views import ui
 from vitviz.availability import best_pair, check_weights, paper_models
+from vitviz.figures.common import photo_view_figure
 from vitviz.figures.compare import (
     SCALE_PERCENTILE,
     OverlayPanel,
@@ -21,7 +22,6 @@ from vitviz.figures.compare import (
     probe_curves_figure,
     road_curves_figure,
     shared_overlays_figure,
-    view_boxes_figure,
 )
 from vitviz.figures.scales import colour_scale
 from vitviz.finetune.data import DataError
@@ -53,7 +53,7 @@ from vitviz.models import (
     describe_weights,
 )
 from vitviz.predict import Prediction
-from vitviz.preprocess import ImageView, explanation_tensor, image_view
+from vitviz.preprocess import VIEW_LABELS, ImageView, ViewMode
 from vitviz.runs import RunError, run_folder_by_name, runs_root
 from vitviz.serving import ServingError, is_visitor_run, visitor_model
 from vitviz.weights import WeightsError
@@ -79,8 +79,8 @@ THIRD_FALLBACK = ("deit_small_distilled_patch16_224", "random")
 SlotMethods = dict[int, str]
 SlotClasses = dict[int, int | None]
 ScoreMetric = Literal["deletion and insertion", "ROAD"]
-VIEWS = {"crop": "centre crop", "whole": "whole image"}  # short labels for titles
 VIEW_KEY = "compare_view"
+LINK_VIEWS: tuple[ViewMode, ...] = ("crop", "whole")  # the views the page offers, as a link names them
 RAW_ROLLOUT = "compare_raw_rollout"
 RAW_SINKS_CHOICE = "compare_link_sinks"  # a link's sinks=exclude|raw, until it sets the toggle
 # Methods that take about a minute per map on a laptop CPU: marked in the menu, never a default.
@@ -287,7 +287,12 @@ def views_section(slots: Sequence[ModelSlot], picked: ui.ImageChoice, view: str)
     Returns:
         Each slot's view, by slot number.
     """
-    views = {slot.number: image_view(picked.image, slot.loaded.facts, view) for slot in slots}
+    views = {
+        slot.number: ui.cached_view(
+            slot.choice.name, slot.choice.weights, slot.choice.device, picked.digest, picked.image, view
+        )
+        for slot in slots
+    }
     boxes: dict[tuple[float, ...], list[str]] = {}
     for slot in slots:
         boxes.setdefault(tuple(round(edge, 1) for edge in views[slot.number].box), []).append(
@@ -297,12 +302,13 @@ def views_section(slots: Sequence[ModelSlot], picked: ui.ImageChoice, view: str)
     columns = st.columns([1, 2])
     with columns[0]:
         boxes_figure = cached_figure(
-            repr(("boxes", picked.digest, labelled)), lambda: view_boxes_figure(picked.image, labelled)
+            repr(("boxes", picked.digest, labelled)),
+            lambda: photo_view_figure(picked.image, labelled, longest=320),
         )
         ui.plotly_chart(boxes_figure, key="compare_view_boxes", theme=None)
     with columns[1]:
         st.markdown(
-            f"**View: {VIEWS[view]}.** Every prediction, map, probe and score below is computed on it."
+            f"**View: {VIEW_LABELS[view]}.** Every prediction, map, probe and score below is computed on it."
         )
         for slot in slots:
             note = views[slot.number].note
@@ -450,7 +456,7 @@ def explanations_section(
         )
         figure.update_layout(
             title={
-                "text": f"{picked.name} · {VIEWS[options.view]} · {names}",
+                "text": f"{picked.name} · {VIEW_LABELS[options.view]} · {names}",
                 "font": {"size": 12},
                 "y": 0.99,
             },
@@ -467,7 +473,7 @@ def explanations_section(
         "-vs-".join(slot.choice.name for slot in slots),
         "-".join(describe_weights(slot.choice.weights, slot.choice.run).split(" ")[0] for slot in slots),
         picked.name,
-        f"{VIEWS[options.view]} maps",
+        f"{VIEW_LABELS[options.view]} maps",
         "compare_maps",
     )
     with st.expander("Each model's map as an array"):
@@ -486,7 +492,7 @@ def explanations_section(
                 slot.choice.name,
                 slot.choice.weights,
                 picked.name,
-                f"{VIEWS[options.view]} {methods[slot.number]}",
+                f"{VIEW_LABELS[options.view]} {methods[slot.number]}",
                 f"compare_map_{slot.number}",
             )
     return methods, classes
@@ -538,7 +544,7 @@ def cached_explanation(
 ) -> ExplanationResult:
     """One map of the page's view of the image."""
     loaded = ui.cached_model(name, weights, device)
-    pixels = explanation_tensor(_image, loaded.facts, view)
+    pixels = ui.cached_view(name, weights, device, digest, _image, view).tensor
     classes = None if class_index is None else [class_index]
     return explain_pixels(loaded, pixels, method, classes, **dict(options))[0]
 
@@ -561,14 +567,15 @@ def cached_probe(
     """The probe's curves: for "drop" the three orders (most, least salient first, random), else one."""
     fractions = [step / (steps - 1) for step in range(steps)]
     loaded = ui.cached_model(name, weights, device)
+    seen = ui.cached_view(name, weights, device, digest, _image, view)
     if kind == DROP and not remove_tokens:
-        return run_drop_orders(loaded, _image, fractions, method, class_index, view=view)
+        return run_drop_orders(loaded, seen, fractions, method, class_index)
     if kind == DROP:
         return [
-            run_probe(loaded, _image, order, fractions, method, class_index, True, view=view)
+            run_probe(loaded, seen, order, fractions, method, class_index, True)
             for order in ("drop-salient", "drop-least-salient", "drop-random")
         ]
-    return [run_probe(loaded, _image, kind, fractions, None, class_index, centre=centre, view=view)]
+    return [run_probe(loaded, seen, kind, fractions, None, class_index, centre=centre)]
 
 
 @st.cache_data(show_spinner="Scoring faithfulness…", max_entries=64)
@@ -585,9 +592,10 @@ def cached_scores(
 ) -> list[FaithfulnessResult] | list[RoadResult]:
     """Deletion and insertion curves over 11 fractions, or ROAD's, of each method on one model."""
     loaded = ui.cached_model(name, weights, device)
+    seen = ui.cached_view(name, weights, device, digest, _image, view)
     if metric == "ROAD":
-        return road(loaded, _image, methods, class_index, view=view)
-    return faithfulness(loaded, _image, methods, class_index, [step / 10 for step in range(11)], view=view)
+        return road(loaded, seen, methods, class_index)
+    return faithfulness(loaded, seen, methods, class_index, [step / 10 for step in range(11)])
 
 
 def method_label(method: str) -> str:
@@ -783,7 +791,7 @@ def probes_section(checked: CheckedModels) -> None:
             )
         except (ValueError, RuntimeError) as error:
             st.error(f"{slot.number}. {choice.name}: {error}")
-    figure = probe_curves_figure(curves, f"{PROBES[kind]} · {picked.name} · {VIEWS[view]}")
+    figure = probe_curves_figure(curves, f"{PROBES[kind]} · {picked.name} · {VIEW_LABELS[view]}")
     ui.plotly_chart(figure, key="compare_probe_chart")
     st.dataframe(
         [
@@ -932,7 +940,7 @@ def faithfulness_section(checked: CheckedModels) -> None:
         "-vs-".join(slot.choice.name for slot in classifiers),
         "faithfulness",
         picked.name,
-        VIEWS[view],
+        VIEW_LABELS[view],
         "compare_faithfulness",
     )
     if road_results:
@@ -953,7 +961,7 @@ def faithfulness_section(checked: CheckedModels) -> None:
             "-vs-".join(slot.choice.name for slot in classifiers),
             "road",
             picked.name,
-            VIEWS[view],
+            VIEW_LABELS[view],
             "compare_road",
         )
 
@@ -969,7 +977,7 @@ def read_link() -> None:
     limits = ui.view_limits()
     notes = []
     ui.take_link_choice(params, "image", limits.images, "compare_photo", notes, " (not a built-in photo)")
-    ui.take_link_choice(params, "view", VIEWS, VIEW_KEY, notes, " (use crop or whole)")
+    ui.take_link_choice(params, "view", LINK_VIEWS, VIEW_KEY, notes, " (use crop or whole)")
     for number in (1, 2, 3):
         model, weights = params.get(f"model{number}"), params.get(f"weights{number}")
         if model is not None:

@@ -30,14 +30,14 @@ from vitviz.figures.slides import embedding_figure, similarity_figure, style_for
 from vitviz.figures.story import SLIDE_KEYS, ComparedPair, Slide, SlideKey, opening_layer, story_slides
 from vitviz.finetune.data import DataError
 from vitviz.finetune.pair import HeldOutImage, held_out_images, read_pair
+from vitviz.forward.tokens import token_stages
 from vitviz.images import BUILTIN_PHOTOS, image_digest
 from vitviz.maths.attention import AttentionRecord, class_attention_map
 from vitviz.maths.sinks import SinkReport, detect_sinks, plan_rollout, rollout_statement, sink_sentence
-from vitviz.maths.tokens import token_stages
 from vitviz.methods import ExplanationResult, explanation_map, method_title
 from vitviz.models import SUGGESTED_MODELS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
 from vitviz.predict import Prediction
-from vitviz.preprocess import ViewMode, image_view
+from vitviz.preprocess import VIEW_LABELS, ViewMode
 from vitviz.runs import RunError, run_folder_by_name, runs_root
 from vitviz.share import parse_view_state
 from vitviz.weights import WeightsError
@@ -67,7 +67,7 @@ VIEW = "present_view"  # the view picker (ui.view_picker), drawn on the slides t
 VIEW_CHOICE = "present_view_choice"  # the view, kept while its picker is off screen
 # The views the story offers, as its first slide names the box. Not "aspect": the story's slides are
 # drawn for a square grid.
-VIEW_BOXES: dict[str, str] = {"crop": "the centre crop", "whole": "the whole image"}
+STORY_VIEWS: tuple[ViewMode, ...] = ("crop", "whole")  # the views the story offers
 PAIR_IMAGE = "present_pair_image"  # which held-out image of a trained pair's data the last slide shows
 APP_RERUN = "present_app_rerun"  # set by a toggle whose change the whole app must see, not only the slide
 CNN_NAME = "tf_efficientnet_lite0"  # the bundled CNN of the last slide, when no pair of classifiers loads
@@ -191,7 +191,7 @@ def _seed_from_link() -> list[str]:
         notes.append(f"model={state.model!r} (the story offers {', '.join(STORY_MODELS)})")
     if state.image is not None:
         st.session_state[PHOTO] = state.image
-    if params.get("view") in VIEW_BOXES:
+    if params.get("view") in STORY_VIEWS:
         st.session_state[VIEW_CHOICE] = params["view"]
     slide = params.get("slide", "1")
     # ASCII digits only, and few of them: "²" passes str.isdigit() and int() refuses it, and int()
@@ -391,7 +391,7 @@ def _story_view() -> ViewMode:
     if VIEW in st.session_state:  # the picker's value, which the visitor may just have changed
         st.session_state[VIEW_CHOICE] = st.session_state[VIEW]
     view = st.session_state.get(VIEW_CHOICE, "crop")
-    view = view if view in VIEW_BOXES else "crop"
+    view = view if view in STORY_VIEWS else "crop"
     st.session_state[VIEW] = view  # the picker, drawn after the story is made, opens on it
     return view
 
@@ -429,7 +429,7 @@ def story() -> Story:
     return Story(
         picked=picked,
         view=view,
-        pixels=ui.cached_explanation_image(model_name, weights, device, picked.digest, picked.image, view),
+        pixels=ui.cached_view(model_name, weights, device, picked.digest, picked.image, view).pixels,
         loaded=loaded,
         model_name=model_name,
         weights=weights,
@@ -616,33 +616,28 @@ def _model_controls() -> None:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _photo_with_view(
-    name: str, weights: str, device: str, digest: str, view: ViewMode, _image: Image.Image
-) -> tuple[np.ndarray, tuple[float, float, float, float], str]:
-    """The photo at most DISPLAY_PX on its longest side, the view's box scaled with it, and the view's note."""
-    seen = image_view(_image, ui.cached_model(name, weights, device).facts, view)
-    shown = _image.convert("RGB")
-    shown.thumbnail((DISPLAY_PX, DISPLAY_PX))  # a phone photo would be megabytes of PNG per run
-    factor = shown.width / _image.width
-    box = tuple(edge * factor for edge in seen.box)
-    return np.asarray(shown), box, seen.note
+    name: str, weights: str, device: str, digest: str, view: ViewMode, title: str, _image: Image.Image
+) -> tuple[go.Figure, str]:
+    """The photo, at most DISPLAY_PX on its longest side, with the view's box; and the view's note."""
+    seen = ui.cached_view(name, weights, device, digest, _image, view)
+    # At most DISPLAY_PX: a phone photo would be megabytes of PNG per run.
+    return photo_view_figure(seen.photo, [("", seen.box)], title, longest=DISPLAY_PX), seen.note
 
 
 def render_image(story: Story) -> None:
     figure_column, controls_column = st.columns([3, 2], gap="large")
     with figure_column:
         image = story.picked.image
-        photo, box, note = _photo_with_view(
-            story.model_name, story.weights, story.device, story.picked.digest, story.view, image
-        )
         title = (
             f"{story.picked.name} ({image.width}×{image.height} px)"
-            f"<br><sup>box: what the model sees, {VIEW_BOXES[story.view]}</sup>"
+            f"<br><sup>box: what the model sees, {VIEW_LABELS[story.view]}</sup>"
+        )
+        figure, note = _photo_with_view(
+            story.model_name, story.weights, story.device, story.picked.digest, story.view, title, image
         )
         # As tall as a wide photo needs, so it does not float in a square of empty space.
-        height = min(FIGURE_HEIGHT, 140 + round(520 * photo.shape[0] / photo.shape[1]))
-        story.show(
-            photo_view_figure(photo, box, title), "present_photo_chart", f"photo-{story.view}", height=height
-        )
+        height = min(FIGURE_HEIGHT, 140 + round(520 * image.height / image.width))
+        story.show(figure, "present_photo_chart", f"photo-{story.view}", height=height)
         if note:
             st.caption(note)
     with controls_column:
@@ -846,7 +841,8 @@ def _cached_class_map(
     _image: Image.Image,
 ) -> ExplanationResult:
     """One model's map of one class on the view of the image."""
-    return explanation_map(ui.cached_model(name, weights, device), _image, method, class_index, view)
+    seen = ui.cached_view(name, weights, device, digest, _image, view)
+    return explanation_map(ui.cached_model(name, weights, device), seen, method, class_index)
 
 
 def _probability(predictions: list[Prediction], index: int) -> float:
@@ -894,9 +890,9 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
                 name, weights, story.device, story.picked.digest, story.view, method, explained.index,
                 story.picked.image,
             )  # fmt: skip
-            pixels = ui.cached_explanation_image(
+            pixels = ui.cached_view(
                 name, weights, story.device, story.picked.digest, story.picked.image, story.view
-            )
+            ).pixels
             figure = attention_overlay_figure(
                 pixels,
                 result.values,

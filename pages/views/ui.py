@@ -23,6 +23,8 @@ from vitviz.availability import ModelSuggestion, model_suggestions
 from vitviz.device import available_devices
 from vitviz.export import array_csv, array_npy, export_filename, figure_html, figure_png
 from vitviz.finetune.pair import HeldOutImage
+from vitviz.forward.attention import record_attention
+from vitviz.forward.tokens import output_embedding, position_similarity
 from vitviz.images import (
     BUILTIN_PHOTOS,
     IMAGE_MIME_TYPES,
@@ -33,9 +35,8 @@ from vitviz.images import (
     decode_upload,
     image_digest,
 )
-from vitviz.maths.attention import AttentionRecord, record_attention, rollout_relevance
+from vitviz.maths.attention import AttentionRecord, rollout_relevance
 from vitviz.maths.sinks import SinkReport, detect_sinks
-from vitviz.maths.tokens import output_embedding, position_similarity
 from vitviz.memory import (
     VISITOR_MODEL_ENV,
     MemorySettingError,
@@ -55,7 +56,7 @@ from vitviz.models import (
     untrained_twin,
 )
 from vitviz.predict import Prediction, predict
-from vitviz.preprocess import ViewMode, aspect_view_problem, explanation_image
+from vitviz.preprocess import VIEW_LABELS, ImageView, ViewMode, aspect_view_problem, image_view
 from vitviz.runs import MODEL_FILE, RunError, list_runs, run_folder_by_name
 from vitviz.serving import ServingError, is_visitor_run, server_paths_allowed, visitor_model
 from vitviz.share import TimmModelNames, ViewLimits
@@ -64,14 +65,12 @@ from vitviz.weights import WeightsError
 __all__ = [
     "IMAGE_UPLOAD_TYPES",
     "OTHER_MODEL",
-    "VIEW_LABELS",
     "WEIGHTS_FILE",
     "ZIP_UPLOAD_TYPES",
     "ImageChoice",
     "ModelChoice",
     "aspect_problem_of",
     "cached_attention",
-    "cached_explanation_image",
     "cached_model",
     "cached_output_embedding",
     "cached_png",
@@ -81,6 +80,7 @@ __all__ = [
     "cached_sinks",
     "cached_suggestions",
     "cached_twin",
+    "cached_view",
     "figure_downloads",
     "image_picker",
     "load_or_stop",
@@ -270,7 +270,7 @@ def cached_attention(
     With `twin`, the record is the untrained twin's (`cached_twin`) instead of the model's own.
     """
     loaded = cached_twin(name, weights, device) if twin else cached_model(name, weights, device)
-    return record_attention(loaded, _image, view)
+    return record_attention(loaded, cached_view(name, weights, device, digest, _image, view))
 
 
 @st.cache_data(max_entries=64)
@@ -303,19 +303,23 @@ def cached_rollout(
     return rollout_relevance(_record, fusion, discard, start, sinks=sinks, sink_report=_sink_report)
 
 
-@st.cache_data(max_entries=64)
-def cached_explanation_image(
+@st.cache_resource(max_entries=64)
+def cached_view(
     name: str, weights: str, device: str, digest: str, _image: Image.Image, view: ViewMode = "crop"
-) -> np.ndarray:
-    """The view's pixels at the model's input size, as the maps are drawn over them."""
-    return explanation_image(_image, cached_model(name, weights, device).facts, view)
+) -> ImageView:
+    """The one view of a photo that a model sees, made once and handed to every computation on it.
+
+    A resource cache hands out the same view (never changed) without copying its photo and tensor.
+    """
+    return image_view(_image, cached_model(name, weights, device).facts, view)
 
 
 @st.cache_data(show_spinner="Predicting…", max_entries=64)
 def cached_predictions(
     name: str, weights: str, device: str, digest: str, _image: Image.Image, topk: int, view: ViewMode = "crop"
 ) -> list[Prediction]:
-    return predict(cached_model(name, weights, device), [_image], topk=topk, view=view)[0]
+    seen = cached_view(name, weights, device, digest, _image, view)
+    return predict(cached_model(name, weights, device), [seen], topk=topk)[0]
 
 
 def load_problem(error: ModelError | WeightsError) -> str:
@@ -809,14 +813,11 @@ def cached_position_similarity(name: str, weights: str, device: str, position: t
 def cached_output_embedding(
     name: str, weights: str, device: str, digest: str, _image: Image.Image, view: ViewMode = "crop"
 ) -> np.ndarray:
-    return output_embedding(cached_model(name, weights, device), _image, view)
+    return output_embedding(
+        cached_model(name, weights, device), cached_view(name, weights, device, digest, _image, view)
+    )
 
 
-VIEW_LABELS: dict[str, str] = {
-    "crop": "centre crop (the model's eval transform)",
-    "whole": "whole image",
-    "aspect": "whole image, aspect kept",
-}
 _VIEW_HELP = (
     "centre crop: what the model is evaluated on (its eval transform: resize, centre crop). whole "
     "image: the whole photo resized to the model's input, so its aspect ratio may change. whole "
