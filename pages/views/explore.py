@@ -35,7 +35,6 @@ __all__ = [
     "OPACITY",
     "RAW_COLOURS",
     "VIEW",
-    "VIEW_LABELS",
     "render_attention",
     "render_cnn",
     "seed_from_link",
