@@ -42,7 +42,6 @@ def top_predictions(
     ]
 
 
-@torch.inference_mode()
 def followed_class(
     loaded: LoadedModel, view: ImageView, class_index: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -58,8 +57,9 @@ def followed_class(
         ValueError: `class_index` outside the model's classes.
     """
     check_view(loaded, view)
-    pixels = view.tensor.to(loaded.device)
-    probabilities = loaded.model(pixels).float().softmax(dim=-1)[0]
+    pixels = view.tensor.to(loaded.device)  # made outside inference mode: callers may take gradients of it
+    with torch.inference_mode():
+        probabilities = loaded.model(pixels).float().softmax(dim=-1)[0]
     facts = loaded.facts
     if class_index is None:
         class_index = int(probabilities.argmax())
@@ -90,9 +90,8 @@ def predict(loaded: LoadedModel, views: Sequence[ImageView], topk: int = 5) -> l
     for view in views:
         check_view(loaded, view)
     tensors = [view.tensor.to(loaded.device) for view in views]
-    if any(
-        view.mode == "aspect" for view in views
-    ):  # each photo has a grid of its own shape: one forward each
+    # An aspect-kept photo has a grid of its own shape: one forward each.
+    if any(view.mode == "aspect" for view in views):
         logits = torch.cat([_forward(loaded, pixels) for pixels in tensors])
     else:
         logits = loaded.model(torch.cat(tensors))

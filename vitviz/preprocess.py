@@ -72,7 +72,15 @@ class ImageView:
     note: str  # one line on what the view does to the photo ("" when nothing needs saying)
     grid_size: tuple[int, int] | None  # (rows, cols) of the token grid it gives; None for a CNN
     facts: ModelFacts  # the model whose eval transform made it: its size, mean and std
-    tensor: torch.Tensor  # (1, 3, H, W) normalised model input, on the CPU; move it, never change it
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """(1, 3, H, W) normalised model input on the CPU, made anew on each call from the view's pixels.
+
+        A view is shared (pages cache one per photo and model); its tensor is the caller's own to
+        move, change or take gradients of.
+        """
+        return _normalise(self.pixels, self.facts).unsqueeze(0)
 
     @property
     def photo_size(self) -> tuple[int, int]:
@@ -104,8 +112,8 @@ def _view(
     grid_size: tuple[int, int] | None,
     facts: ModelFacts,
 ) -> ImageView:
-    tensor = _normalise(pixels, facts).unsqueeze(0)  # (1, 3, H, W)
-    return ImageView(photo, mode, pixels, box, note, grid_size, facts, tensor)
+    pixels.setflags(write=False)  # a view is shared: nobody draws on its pixels
+    return ImageView(photo, mode, pixels, box, note, grid_size, facts)
 
 
 def _interpolation(facts: ModelFacts) -> Image.Resampling:

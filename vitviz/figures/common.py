@@ -374,10 +374,10 @@ def photo_view_figure(
         return _photo_figure(pixels, title, height, shapes=shapes, annotations=annotations, clickmode="none")
     rows, cols = pixels.shape[:2]
     # Plotly refuses a side under 10 px; a panorama 320 px wide can be 1 px tall.
-    size = {"width": max(cols, _MIN_FIGURE_PX), "height": max(rows, _MIN_FIGURE_PX)}
+    height, width = max(rows, _MIN_FIGURE_PX), max(cols, _MIN_FIGURE_PX)
     return _photo_figure(
-        pixels, "", size["height"], shapes=shapes, annotations=annotations, clickmode="none",
-        margin={"l": 0, "r": 0, "t": 0, "b": 0}, **size,
+        pixels, "", height, shapes=shapes, annotations=annotations, clickmode="none",
+        margin={"l": 0, "r": 0, "t": 0, "b": 0}, width=width,
     )  # fmt: skip
 
 
