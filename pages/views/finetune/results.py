@@ -23,6 +23,7 @@ from vitviz.models import RUN_WEIGHTS, ModelError, no_token_attention_reason
 from vitviz.runs import (
     RunError,
 )
+from vitviz.text import clipped
 from vitviz.weights import WeightsError
 
 
@@ -102,7 +103,7 @@ def render_attention_change(folder: Path, config: dict, images: ImageSet, result
     try:
         picture = images.item(key).load()
     except KeyError:
-        shown = key if len(key) <= 80 else key[:79] + "…"
+        shown = clipped(key, 80)
         st.warning(
             f"The validation image {shown!r} is not among the run's images any more: no attention to compare."
         )
