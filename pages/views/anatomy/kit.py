@@ -193,10 +193,11 @@ def _cnn_note(facts: ModelFacts, why: str) -> bool:
     return False
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=16)
 def _cached_view(
     model_key: tuple, digest: str, view: ViewMode, _facts: ModelFacts, _image: Image.Image
 ) -> ImageView:
+    """The view, shared and never changed: a resource cache hands it out without copying its photo."""
     return image_view(_image, _facts, view)
 
 
