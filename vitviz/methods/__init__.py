@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from vitviz.methods.attention_methods import AttentionRollout, RawAttention
+from vitviz.methods.attnlrp import AttnLRP
 from vitviz.methods.base import (
     ExplanationMethod,
     ExplanationResult,
@@ -20,6 +21,7 @@ from vitviz.methods.captum_methods import GradientShap, IntegratedGradients, Occ
 from vitviz.methods.chefer import Chefer
 from vitviz.methods.grad_rollout import GradRollout
 from vitviz.methods.gradcam import GradCAM, GradCAMPlusPlus
+from vitviz.methods.legrad import LeGrad
 from vitviz.models import LoadedModel, ModelFacts
 from vitviz.preprocess import ImageView, check_view
 
@@ -48,6 +50,8 @@ METHODS: dict[str, type[ExplanationMethod]] = {
         GradCAMPlusPlus,
         GradRollout,
         Chefer,
+        AttnLRP,
+        LeGrad,
         *LIBRARY_CAMS,
         IntegratedGradients,
         Occlusion,
