@@ -28,7 +28,9 @@ from vitviz.images import builtin_photo  # noqa: E402
 from vitviz.methods import explain_pixels, explanation_map, method_title  # noqa: E402
 from vitviz.models import LoadedModel, load_model  # noqa: E402
 from vitviz.predict import predict  # noqa: E402
-from vitviz.preprocess import explanation_tensor  # noqa: E402
+from vitviz.preprocess import (  # noqa: E402
+    image_view,
+)
 
 # The Compare page's three small models: its two defaults and a third, untrained DeiT-S distilled.
 PAGE_MODELS = (
@@ -59,7 +61,7 @@ def plain_forward(loaded: LoadedModel, pixels: torch.Tensor) -> Callable[[], obj
 
 def method_cost(loaded: LoadedModel, method: str, repeats: int) -> tuple[float, float]:
     """Medians of a plain forward and of one explanation, interleaved so load drifts hit both alike."""
-    pixels = explanation_tensor(builtin_photo("coffee"), loaded.facts)
+    pixels = image_view(builtin_photo("coffee"), loaded.facts).tensor
     forward = plain_forward(loaded, pixels)
     explain = lambda: explain_pixels(loaded, pixels, method)  # noqa: E731
     forward(), explain(), forward(), explain()  # warm up both
@@ -79,8 +81,8 @@ def page_library_calls(models: list[LoadedModel], repeats: int) -> float:
     def run() -> None:
         for loaded, (_, _, method) in zip(models, PAGE_MODELS, strict=True):
             if loaded.facts.has_classifier:
-                predict(loaded, [image], topk=5)
-            explanation_map(loaded, image, method)
+                predict(loaded, [image_view(image, loaded.facts)], topk=5)
+            explanation_map(loaded, image_view(image, loaded.facts), method)
 
     return median_seconds(run, repeats, warmup=1)
 

@@ -18,9 +18,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from vitviz.preprocess import ViewMode
 
 __all__ = ["RankingJob", "RankingState", "read_ranking", "run_ranking", "start_ranking"]
 
@@ -36,7 +40,7 @@ class RankingJob:
     device: str
     twin: bool  # rank the model's seeded untrained twin instead (`vitviz.models.untrained_twin`)
     mode: str  # "zero" or "mean"
-    view: str  # "crop" or "whole"
+    view: ViewMode  # the mode of the page's view: the worker makes the same view of the same pixels
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,9 @@ def read_ranking(folder: Path) -> RankingState:
 def run_ranking(folder: Path) -> None:
     """The worker: yields the cores to the app, loads the model, ranks its heads, writes the drops."""
     from vitviz.finetune.worker import yield_to_the_app
-    from vitviz.maths.ablation import head_importance
+    from vitviz.forward.ablation import head_importance
     from vitviz.models import load_model, untrained_twin
+    from vitviz.preprocess import image_view
     from vitviz.runs import write_json_atomic
 
     yield_to_the_app()
@@ -107,7 +112,8 @@ def run_ranking(folder: Path) -> None:
         def progress(done: int, total: int) -> None:
             write_json_atomic(folder / _STATUS, {"done": done, "total": total})
 
-        drops = head_importance(loaded, image, job.mode, progress=progress, view=job.view)
+        view = image_view(image, loaded.facts, job.view)
+        drops = head_importance(loaded, view, job.mode, progress=progress)
     except Exception as error:  # the page shows it; a worker has no one else to tell
         write_json_atomic(
             folder / _STATUS, {"done": 0, "total": 0, "error": f"{type(error).__name__}: {error}"}

@@ -14,7 +14,7 @@ from torchvision.models.vision_transformer import VisionTransformer
 from tests.support.methods_helpers import frozen_loaded
 from vitviz.images import BUILTIN_PHOTOS, builtin_photo
 from vitviz.models import LoadedModel
-from vitviz.preprocess import explanation_tensor
+from vitviz.preprocess import image_view
 
 __all__ = ["TWIN_CONFIG", "pearson", "timm_and_torchvision_twins", "twins_on_five_photos"]
 
@@ -87,7 +87,7 @@ def twins_on_five_photos(seed: int = 0) -> tuple[LoadedModel, VisionTransformer,
     """The twins and five built-in photos as the timm model's eval view, (5, 3, H, W)."""
     loaded, torchvision_vit = timm_and_torchvision_twins(seed)
     photos = list(BUILTIN_PHOTOS)[:5]
-    pixels = torch.cat([explanation_tensor(builtin_photo(name), loaded.facts) for name in photos])
+    pixels = torch.cat([image_view(builtin_photo(name), loaded.facts).tensor for name in photos])
     return loaded, torchvision_vit, pixels
 
 

@@ -23,10 +23,9 @@ from vitviz.cli.common import (
 from vitviz.methods import METHOD_NAMES
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from vitviz.methods import ExplanationResult
     from vitviz.models import LoadedModel
+    from vitviz.preprocess import ImageView
 
 __all__ = ["add_commands"]
 
@@ -95,10 +94,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _run_predict(args: argparse.Namespace) -> None:
     from vitviz.images import load_image_file
     from vitviz.predict import predict
+    from vitviz.preprocess import image_view
 
     images = [load_image_file(path) for path in args.images]
     loaded = load_from_args(args)
-    results = predict(loaded, images, topk=args.topk, view=args.view)
+    results = predict(
+        loaded, [image_view(image, loaded.facts, args.view) for image in images], topk=args.topk
+    )
     if args.json:
         payload = [
             {"image": path, "predictions": [asdict(p) for p in predictions]}
@@ -116,20 +118,23 @@ def _run_predict(args: argparse.Namespace) -> None:
 
 def _run_explain(args: argparse.Namespace) -> None:
     """save an explanation map over the token / feature grid as .npy"""
+    from vitviz.forward.attention import record_attention
     from vitviz.images import load_image_file
-    from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
+    from vitviz.maths.attention import class_attention_map, rollout_relevance
     from vitviz.methods.base import map_is_constant
+    from vitviz.preprocess import image_view
 
     out = _map_file(args.out)  # before anything slow: a folder given as --out is refused at once
     image = load_image_file(args.image)
     loaded = load_from_args(args)
+    view = image_view(image, loaded.facts, args.view)
     target = ""
     # The captured record and its sink handling serve global attention (and say why a CNN has none);
     # CaiT's class-attention rollout and Swin's windows go through the method registry.
     if args.method in ("rollout", "attention") and (
         loaded.facts.global_attention or loaded.facts.family == "cnn"
     ):
-        record = record_attention(loaded, image, args.view)
+        record = record_attention(loaded, view)
         if args.method == "rollout":
             values = rollout_relevance(
                 record, args.head_fusion, args.discard_ratio, args.start_layer, sinks=args.sinks
@@ -137,7 +142,7 @@ def _run_explain(args: argparse.Namespace) -> None:
         else:
             values = class_attention_map(record, _layer_index(args.layer, record.num_layers), args.head)
     else:
-        result = _class_specific_map(loaded, image, args)
+        result = _class_specific_map(loaded, view, args)
         values = result.values
         if result.target_index is not None:  # class-agnostic maps (EigenCAM, …) explain no class
             target = f" for class {result.target_index} ({result.target_label})"
@@ -176,9 +181,7 @@ def _layer_index(layer: int, num_layers: int) -> int:
     return layer % num_layers
 
 
-def _class_specific_map(
-    loaded: LoadedModel, image: Image.Image, args: argparse.Namespace
-) -> ExplanationResult:
+def _class_specific_map(loaded: LoadedModel, view: ImageView, args: argparse.Namespace) -> ExplanationResult:
     """The gradient, CAM and perturbation methods of `explain`, on the view of the image."""
     from vitviz.methods import METHODS, explanation_map
 
@@ -197,7 +200,7 @@ def _class_specific_map(
         if args.steps < 1:
             raise CommandError(f"--steps must be at least 1, got {args.steps}")
         options["steps"] = args.steps
-    return explanation_map(loaded, image, args.method, args.class_index, args.view, **options)
+    return explanation_map(loaded, view, args.method, args.class_index, **options)
 
 
 def _run_prepare_weights(args: argparse.Namespace) -> None:

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
@@ -25,7 +24,7 @@ from vitviz.methods.probes import (
     target_probabilities,
 )
 from vitviz.models import LoadedModel
-from vitviz.preprocess import ViewMode
+from vitviz.preprocess import ImageView
 
 __all__ = [
     "ROAD_PERCENTILES",
@@ -89,24 +88,22 @@ class FaithfulnessResult:
 
 def faithfulness(
     loaded: LoadedModel,
-    image: Image.Image,
+    view: ImageView,
     methods: Sequence[str],
     class_index: int | None = None,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     method_options: dict[str, dict[str, Any]] | None = None,
-    view: ViewMode = "crop",
     seed: int = 0,
 ) -> list[FaithfulnessResult]:
     """Deletion and insertion curves of each method's map on the view's input, with random baselines.
 
     Args:
         loaded: a model with a classifier head; never modified.
-        image: any RGB image.
+        view: the image's view scored (`vitviz.preprocess.image_view`).
         methods: registry names; each must fit the model.
         class_index: class to follow (default: the top class on the clean input).
         fractions: increasing fractions from 0 to 1.
         method_options: per-method options, by method name.
-        view: the view scored, "crop" (the model's eval transform) or "whole".
         seed: seed of the random order of the baseline curves.
 
     Returns:
@@ -115,7 +112,7 @@ def faithfulness(
     steps = np.asarray(list(fractions), dtype=np.float64)
     if steps.size < 2 or steps[0] != 0.0 or np.any(np.diff(steps) <= 0) or steps[-1] > 1.0:
         raise ValueError("fractions must rise strictly from 0 to at most 1")
-    target = probe_target(loaded, image, class_index, view)
+    target = probe_target(loaded, view, class_index)
     grid = probe_grid(loaded)
     pixels = target.pixels[0].cpu()  # (3, H, W)
     input_size = (pixels.shape[1], pixels.shape[2])
@@ -201,26 +198,24 @@ class RoadResult:
 
 def road(
     loaded: LoadedModel,
-    image: Image.Image,
+    view: ImageView,
     methods: Sequence[str],
     class_index: int | None = None,
     percentiles: Sequence[int] = ROAD_PERCENTILES,
     seed: int = 0,
     method_options: dict[str, dict[str, Any]] | None = None,
-    view: ViewMode = "crop",
 ) -> list[RoadResult]:
     """ROAD curves of each method's map on the prediction input, with pytorch-grad-cam's ROAD metric.
 
     Args:
         loaded: a model with a classifier head; never modified.
-        image: any RGB image.
+        view: the image's view scored (`vitviz.preprocess.image_view`).
         methods: registry names; each must fit the model.
         class_index: class to follow (default: the top class on the clean input).
         percentiles: thresholds of the map, each in (0, 100).
         seed: seed of the imputation noise and of the random-order map (the global random state
             is left as it was).
         method_options: per-method options, by method name.
-        view: the view scored, "crop" (the model's eval transform) or "whole".
 
     Returns:
         One result per method, in the order given.
@@ -230,7 +225,7 @@ def road(
     steps = sorted({int(value) for value in percentiles}, reverse=True)
     if not steps or steps[-1] <= 0 or steps[0] >= 100:
         raise ValueError("ROAD percentiles must lie strictly between 0 and 100")
-    target = probe_target(loaded, image, class_index, view)
+    target = probe_target(loaded, view, class_index)
     pixels = target.pixels  # (1, 3, H, W)
     input_size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
     targets = [ClassifierOutputSoftmaxTarget(target.index)]

@@ -46,9 +46,8 @@ def render_sanity(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
             bar.progress(done / total, text=f"{done} of {total} maps")
 
         try:
-            store[cache_key] = cascading_randomisation(
-                loaded, picked.image, method, progress=report, view=view
-            )
+            seen = side.view_of(picked)
+            store[cache_key] = cascading_randomisation(loaded, seen, method, progress=report)
         except (ModelError, ValueError, RuntimeError) as error:
             st.error(f"Could not run the sanity check: {error}")
             return

@@ -12,7 +12,6 @@ from pages.views import ui
 from pages.views.compare.explanations import method_label
 from pages.views.compare.slots import (
     SLOW_METHODS,
-    VIEWS,
     ModelSlot,
     SlotClasses,
     SlotMethods,
@@ -30,6 +29,7 @@ from vitviz.methods.faithfulness import (
 )
 from vitviz.methods.probes import ProbeCurve, run_drop_orders, run_probe
 from vitviz.methods.verdicts import Verdict, deletion_verdicts, drop_verdicts, road_verdicts
+from vitviz.preprocess import VIEW_LABELS
 
 __all__ = [
     "DROP",
@@ -104,14 +104,15 @@ def cached_probe(
     """The probe's curves: for "drop" the three orders (most, least salient first, random), else one."""
     fractions = [step / (steps - 1) for step in range(steps)]
     loaded = ui.cached_model(name, weights, device)
+    seen = ui.cached_view(name, weights, device, digest, _image, view)
     if kind == DROP and not remove_tokens:
-        return run_drop_orders(loaded, _image, fractions, method, class_index, view=view)
+        return run_drop_orders(loaded, seen, fractions, method, class_index)
     if kind == DROP:
         return [
-            run_probe(loaded, _image, order, fractions, method, class_index, True, view=view)
+            run_probe(loaded, seen, order, fractions, method, class_index, True)
             for order in ("drop-salient", "drop-least-salient", "drop-random")
         ]
-    return [run_probe(loaded, _image, kind, fractions, None, class_index, centre=centre, view=view)]
+    return [run_probe(loaded, seen, kind, fractions, None, class_index, centre=centre)]
 
 
 @st.cache_data(show_spinner="Scoring faithfulness…", max_entries=64)
@@ -128,9 +129,10 @@ def cached_scores(
 ) -> list[FaithfulnessResult] | list[RoadResult]:
     """Deletion and insertion curves over 11 fractions, or ROAD's, of each method on one model."""
     loaded = ui.cached_model(name, weights, device)
+    seen = ui.cached_view(name, weights, device, digest, _image, view)
     if metric == "ROAD":
-        return road(loaded, _image, methods, class_index, view=view)
-    return faithfulness(loaded, _image, methods, class_index, [step / 10 for step in range(11)], view=view)
+        return road(loaded, seen, methods, class_index)
+    return faithfulness(loaded, seen, methods, class_index, [step / 10 for step in range(11)])
 
 
 def probes_section(checked: CheckedModels) -> None:
@@ -188,7 +190,7 @@ def probes_section(checked: CheckedModels) -> None:
             )
         except (ValueError, RuntimeError) as error:
             st.error(f"{slot.number}. {choice.shown}: {error}")
-    figure = probe_curves_figure(curves, f"{PROBES[kind]} · {picked.name} · {VIEWS[view]}")
+    figure = probe_curves_figure(curves, f"{PROBES[kind]} · {picked.name} · {VIEW_LABELS[view]}")
     ui.plotly_chart(figure, key="compare_probe_chart")
     st.dataframe(
         [
@@ -291,7 +293,7 @@ def faithfulness_section(checked: CheckedModels) -> None:
         "-vs-".join(slot.choice.name for slot in classifiers),
         "faithfulness",
         picked.name,
-        VIEWS[view],
+        VIEW_LABELS[view],
         "compare_faithfulness",
     )
     if road_results:
@@ -311,6 +313,6 @@ def faithfulness_section(checked: CheckedModels) -> None:
             "-vs-".join(slot.choice.name for slot in classifiers),
             "road",
             picked.name,
-            VIEWS[view],
+            VIEW_LABELS[view],
             "compare_road",
         )

@@ -11,26 +11,25 @@ from PIL import Image
 from pages.views import ui
 from pages.views.compare.slots import (
     SLOW_METHODS,
-    VIEWS,
     DisplayOptions,
     ModelSlot,
     SlotClasses,
     SlotMethods,
     with_classifier,
 )
+from vitviz.figures.common import photo_view_figure
 from vitviz.figures.compare import (
     SCALE_PERCENTILE,
     OverlayPanel,
     predictions_comparison_figure,
     shared_overlays_figure,
-    view_boxes_figure,
 )
 from vitviz.figures.scales import colour_scale
 from vitviz.maths.sinks import SinkReport, sink_sentence
 from vitviz.methods import ExplanationResult, available_methods, default_method, explain_pixels, method_title
 from vitviz.models import describe_weights
 from vitviz.predict import Prediction
-from vitviz.preprocess import ImageView, explanation_tensor, image_view
+from vitviz.preprocess import VIEW_LABELS, ImageView
 
 __all__ = [
     "OTHER_CLASS",
@@ -60,7 +59,12 @@ def views_section(slots: Sequence[ModelSlot], picked: ui.ImageChoice, view: str)
     Returns:
         Each slot's view, by slot number.
     """
-    views = {slot.number: image_view(picked.image, slot.loaded.facts, view) for slot in slots}
+    views = {
+        slot.number: ui.cached_view(
+            slot.choice.name, slot.choice.weights, slot.choice.device, picked.digest, picked.image, view
+        )
+        for slot in slots
+    }
     boxes: dict[tuple[float, ...], list[str]] = {}
     for slot in slots:
         boxes.setdefault(tuple(round(edge, 1) for edge in views[slot.number].box), []).append(
@@ -70,12 +74,13 @@ def views_section(slots: Sequence[ModelSlot], picked: ui.ImageChoice, view: str)
     columns = st.columns([1, 2])
     with columns[0]:
         boxes_figure = cached_figure(
-            repr(("boxes", picked.digest, labelled)), lambda: view_boxes_figure(picked.image, labelled)
+            repr(("boxes", picked.digest, labelled)),
+            lambda: photo_view_figure(picked.image, labelled, longest=320),
         )
         ui.plotly_chart(boxes_figure, key="compare_view_boxes", theme=None)
     with columns[1]:
         st.markdown(
-            f"**View: {VIEWS[view]}.** Every prediction, map, probe and score below is computed on it."
+            f"**View: {VIEW_LABELS[view]}.** Every prediction, map, probe and score below is computed on it."
         )
         for slot in slots:
             note = views[slot.number].note
@@ -218,7 +223,7 @@ def explanations_section(
         )
         figure.update_layout(
             title={
-                "text": f"{picked.name} · {VIEWS[options.view]} · {names}",
+                "text": f"{picked.name} · {VIEW_LABELS[options.view]} · {names}",
                 "font": {"size": 12},
                 "y": 0.99,
             },
@@ -235,7 +240,7 @@ def explanations_section(
         "-vs-".join(slot.choice.name for slot in slots),
         "-".join(describe_weights(slot.choice.weights, slot.choice.run).split(" ")[0] for slot in slots),
         picked.name,
-        f"{VIEWS[options.view]} maps",
+        f"{VIEW_LABELS[options.view]} maps",
         "compare_maps",
     )
     with st.expander("Each model's map as an array"):
@@ -254,7 +259,7 @@ def explanations_section(
                 slot.choice.name,
                 slot.choice.weights,
                 picked.name,
-                f"{VIEWS[options.view]} {methods[slot.number]}",
+                f"{VIEW_LABELS[options.view]} {methods[slot.number]}",
                 f"compare_map_{slot.number}",
             )
     return methods, classes
@@ -274,7 +279,7 @@ def cached_explanation(
 ) -> ExplanationResult:
     """One map of the page's view of the image."""
     loaded = ui.cached_model(name, weights, device)
-    pixels = explanation_tensor(_image, loaded.facts, view)
+    pixels = ui.cached_view(name, weights, device, digest, _image, view).tensor
     classes = None if class_index is None else [class_index]
     return explain_pixels(loaded, pixels, method, classes, **dict(options))[0]
 

@@ -26,7 +26,7 @@ from vitviz.images import (
     image_digest,
 )
 from vitviz.models import RUN_WEIGHTS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
-from vitviz.preprocess import ViewMode, aspect_view_problem
+from vitviz.preprocess import VIEW_LABELS, ViewMode, aspect_view_problem
 from vitviz.runs import list_runs, run_folder_by_name, run_summary
 from vitviz.serving import is_visitor_run, server_paths_allowed
 from vitviz.share import TimmModelNames
@@ -36,7 +36,6 @@ __all__ = [
     "IMAGE_UPLOAD_TYPES",
     "OTHER_MODEL",
     "UPLOAD_LIMIT_MB",
-    "VIEW_LABELS",
     "WEIGHTS_FILE",
     "ZIP_UPLOAD_TYPES",
     "aspect_problem_of",
@@ -249,11 +248,6 @@ def untrained_warning(loaded: LoadedModel) -> None:
         st.warning("Random, untrained weights: every map and prediction below shows an untrained model.")
 
 
-VIEW_LABELS: dict[str, str] = {
-    "crop": "centre crop (the model's eval transform)",
-    "whole": "whole image",
-    "aspect": "whole image, aspect kept",
-}
 _VIEW_HELP = (
     "centre crop: what the model is evaluated on (its eval transform: resize, centre crop). whole "
     "image: the whole photo resized to the model's input, so its aspect ratio may change. whole "
