@@ -135,6 +135,29 @@ class ImageScores:
     random_road: tuple[float, ...]  # ROAD scores of random maps
     sanity_run: bool
 
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types; `from_json` gives the same scores back (float32 maps survive exactly)."""
+        payload = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "methods"}
+        payload["methods"] = [
+            {
+                **{name: getattr(item, name) for name in ("method", *MEASURES, "sanity")},
+                "map": item.map.tolist(),
+            }
+            for item in self.methods
+        ]
+        return payload
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> ImageScores:
+        methods = tuple(
+            MethodScores(**{**item, "map": np.asarray(item["map"], dtype=np.float32)})
+            for item in payload["methods"]
+        )
+        fields = {name: payload[name] for name in cls.__dataclass_fields__ if name != "methods"}
+        for name in ("random_deletion", "random_insertion", "random_road"):
+            fields[name] = tuple(fields[name])
+        return cls(**fields, methods=methods)
+
     def random_scores(self, measure: str) -> np.ndarray:
         return np.asarray(getattr(self, f"random_{measure}"), dtype=np.float64)
 

@@ -7,6 +7,7 @@ import io
 import textwrap
 
 import numpy as np
+import plotly.colors as pc
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -15,7 +16,7 @@ from vitviz.export import slug
 from vitviz.figures.common import MAP_COLORSCALE
 from vitviz.methods.base import map_is_constant
 
-__all__ = ["arena_csv", "arena_figure", "arena_maps_npz", "thumbnail_values"]
+__all__ = ["arena_csv", "arena_figure", "arena_maps_npz", "thumbnail_rgb", "thumbnail_values"]
 
 _THUMBNAIL_PX = 150  # each map's side in the exported figure
 _TABLE_ROW_PX = 30  # one line of a cell; a median with its quartiles takes three
@@ -30,6 +31,15 @@ def thumbnail_values(values: np.ndarray) -> np.ndarray:
         return np.zeros(positive.shape)
     peak = float(np.percentile(positive, 99)) or float(positive.max())
     return np.clip(positive / peak, 0.0, 1.0)
+
+
+def thumbnail_rgb(values: np.ndarray, side_px: int = 72) -> np.ndarray:
+    """The map in the app's colour scale as (H, W, 3) uint8 pixels, each cell a block, the longer side `side_px`."""
+    scaled = thumbnail_values(values)
+    colours = pc.sample_colorscale(MAP_COLORSCALE, scaled.ravel().tolist())  # "rgb(r, g, b)" strings
+    rgb = np.array([pc.unlabel_rgb(colour) for colour in colours], dtype=np.float64).reshape(*scaled.shape, 3)
+    block = max(1, side_px // max(scaled.shape))
+    return np.round(rgb).astype(np.uint8).repeat(block, axis=0).repeat(block, axis=1)
 
 
 def arena_figure(table: ArenaTable, image_index: int = 0) -> go.Figure:
