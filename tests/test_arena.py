@@ -1,10 +1,12 @@
 """The arena: deletion/insertion against a hand-written oracle, the verdict from numbers, ranks and exports."""
 
 import io
+import json
 import zipfile
 
 import numpy as np
 import pytest
+import timm
 import torch
 
 from tests.support.archives import png_bytes, zip_of
@@ -21,6 +23,7 @@ from vitviz.arena import (
     score_image,
     zip_images,
 )
+from vitviz.arena_jobs import ArenaJob, read_arena, run_arena_job, start_arena
 from vitviz.figures.arena import arena_csv, arena_figure, arena_maps_npz
 from vitviz.finetune.safezip import UnsafeArchiveError
 from vitviz.finetune.trainer import one_cpu_thread
@@ -266,3 +269,46 @@ def test_folder_images_take_images_at_any_depth_and_leave_other_files_out(tmp_pa
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no image"):
         folder_images(tmp_path / "empty")
+
+
+def test_scores_survive_the_json_a_job_writes_exactly(tiny_models, cat):
+    loaded = tiny_loaded(tiny_models, "vit")
+    settings = ArenaSettings(fractions=(0.0, 0.5, 1.0), road_percentiles=(50,), random_orders=2, sanity=False)
+    scores = score_image(loaded, cat, "cat", ["rollout"], settings)
+    again = ImageScores.from_json(json.loads(json.dumps(scores.to_json())))
+    assert again.methods[0].deletion == scores.methods[0].deletion
+    assert np.array_equal(again.methods[0].map, scores.methods[0].map)
+    assert again.random_road == scores.random_road and again.image == "cat"
+
+
+def test_a_background_job_writes_progress_and_the_same_scores_as_a_direct_call(tmp_path, monkeypatch, cat):
+    torch.manual_seed(0)
+    weights = tmp_path / "test_vit.pth"
+    torch.save(timm.create_model("test_vit").state_dict(), weights)
+    started = []
+
+    class Started:
+        pid = 2**22 + 1  # no such process: the slot it holds is free again at once
+
+    def spawn(command, log_path):
+        started.append(command)
+        return Started()
+
+    monkeypatch.setattr("vitviz.finetune.worker.spawn_background", spawn)
+    settings = ArenaSettings(fractions=(0.0, 0.5, 1.0), road_percentiles=(50,), random_orders=2, sanity=False)
+    job = ArenaJob("test_vit", str(weights), "cpu", ("gradcam",), settings, ("the cat",))
+    folder = tmp_path / "job"
+    folder.mkdir()
+    start_arena(job, [cat], folder)
+    assert started and started[0][-2:] == ["vitviz.arena_jobs", str(folder)]
+    assert read_arena(folder).done == 0 and not read_arena(folder).ended
+    run_arena_job(folder)  # what the worker process runs
+    state = read_arena(folder)
+    assert state.finished and state.done == state.total == 1 + 3 and state.error is None
+    direct = score_image(load_model("test_vit", str(weights), "cpu"), cat, "the cat", ["gradcam"], settings)
+    assert state.scores[0].methods[0].deletion == pytest.approx(direct.methods[0].deletion, abs=1e-6)
+    assert state.scores[0].image == "the cat"
+    with pytest.raises(ValueError, match="random"):
+        start_arena(
+            ArenaJob("test_vit", "random", "cpu", ("gradcam",), settings, ("x",)), [cat], tmp_path / "x"
+        )

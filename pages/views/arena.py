@@ -166,7 +166,7 @@ def run_section(
     if not request.methods:
         st.info("Pick at least one method.")
         return None
-    label = f"Run the arena: {len(request.methods)} methods on {len(images)} image{'s' if len(images) != 1 else ''}"
+    label = f"Run the arena: {len(request.methods)} method{'s' if len(request.methods) != 1 else ''} on {len(images)} image{'s' if len(images) != 1 else ''}"
     if st.button(
         label,
         key="arena_start",
