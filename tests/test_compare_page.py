@@ -196,7 +196,7 @@ def test_the_headless_note_says_self_supervised_only_of_dino_weights_and_lists_w
 
 
 def test_paper_models_are_the_default_when_they_load_and_each_failure_stays_in_its_slot(monkeypatch):
-    from pages.views import compare
+    from pages.views.compare import slots as compare_slots
     from vitviz import availability
 
     real = availability.check_weights
@@ -207,12 +207,12 @@ def test_paper_models_are_the_default_when_they_load_and_each_failure_stays_in_i
         return real(model, weights)
 
     monkeypatch.setattr(availability, "check_weights", hub_loads)
-    monkeypatch.setattr(compare, "check_weights", hub_loads)
-    compare._opening_models.clear()
+    monkeypatch.setattr(compare_slots, "check_weights", hub_loads)
+    compare_slots._opening_models.clear()
     try:
         at = _compare_page()
     finally:
-        compare._opening_models.clear()
+        compare_slots._opening_models.clear()
     assert not at.exception
     picked = [at.selectbox(key=f"compare_{n}_model").value for n in (1, 2, 3)]
     assert picked == [
@@ -274,3 +274,14 @@ def test_a_run_whose_config_asks_for_4096_pixels_is_refused_in_its_slot_at_once(
     errors = [error.value for error in at.error]
     assert len(errors) == 1 and "test_vit at 4096×4096 px needs about 320.1 GiB" in errors[0], errors
     assert "tf_efficientnet_lite0" in json.dumps(_figure(at, "compare_maps_chart"))
+
+
+def test_an_untrained_vits_nearly_uniform_rollout_is_drawn_with_a_line_saying_how_flat_it_is():
+    at = _compare_page(model1="vit_tiny_patch16_224", weights1="random")
+    assert not at.exception
+    assert at.selectbox(key="compare_1_method").value == "rollout"
+    notes = [note["text"] for note in _figure(at, "compare_maps_chart")["layout"]["annotations"]]
+    flat = [note for note in notes if "nearly uniform" in note]
+    assert len(flat) == 1 and "rollout: nearly uniform" in flat[0]
+    percent = float(flat[0].split("at most ")[1].split("%")[0])
+    assert 0.0 < percent < 10.0  # the note's number is the map's own spread, under the flat threshold
