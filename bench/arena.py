@@ -45,17 +45,20 @@ def main() -> None:
     )
     print(f"{loaded.facts.name} · {len(methods)} methods: {' '.join(methods)}", flush=True)
     scores = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for image in builtin_photo_images()[: args.max_images]:
-        begun = time.perf_counter()
+        begun, cpu_begun = time.perf_counter(), time.process_time()
         scores.append(score_image(loaded, image.load(), image.name, methods, settings))
-        print(f"{image.name}: {time.perf_counter() - begun:.1f} s", flush=True)
-    total = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - begun, time.process_time() - cpu_begun
+        print(f"{image.name}: {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
+    total, cpu_total = time.perf_counter() - started, time.process_time() - cpu_started
     table = arena_table(loaded.facts.name, loaded.trained, scores)
-    print(f"{len(scores)} images in {total:.1f} s · load after {os.getloadavg()[0]:.2f}")
+    print(
+        f"{len(scores)} images in {total:.1f} s wall, {cpu_total:.1f} s CPU · load after {os.getloadavg()[0]:.2f}"
+    )
     print(table.text())
     if args.json_out is not None:
-        args.json_out.write_text(json.dumps({**table.to_json(), "seconds": total}))
+        args.json_out.write_text(json.dumps({**table.to_json(), "seconds": total, "cpu_seconds": cpu_total}))
 
 
 if __name__ == "__main__":

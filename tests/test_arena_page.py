@@ -39,3 +39,20 @@ def test_a_small_arena_shows_the_ranked_table_and_the_verdict_computed_from_it()
     assert list(table["rank"]) == [1, 2] and set(table["method"]) == {"Grad-CAM", "EigenCAM"}
     assert all(str(uri).startswith("data:image/png;base64,") for uri in table["map"])
     assert any("untrained" in element.value for element in at.warning)
+
+
+def test_every_image_source_without_images_says_what_to_do_instead_of_failing(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("VITVIZ_DATA_ROOT", str(tmp_path))
+    at = _arena_page()
+    expected = {
+        "Upload images or a zip": "Upload images or a zip of images.",
+        "A run's held-out images": "No finished fine-tuned run yet",
+        "Server folder": "Name a folder of images",
+    }
+    for source, words in expected.items():
+        at.radio(key="arena_source").set_value(source).run()
+        assert not at.exception, [element.value for element in at.exception]
+        assert any(words in element.value for element in at.info), source
+    at.text_input(key="arena_folder").set_value("../../etc").run()
+    assert not at.exception and at.error and "/etc" not in at.error[0].value

@@ -498,7 +498,13 @@ def run_arena(
                 progress(base + done, len(mine) * steps)
 
         image = images[index]
-        local.append((index, score_image(loaded, image.load(), image.name, chosen, settings, step)))
+        try:
+            picture = image.load()
+        except ValueError as error:  # ImageDecodeError, DataError: say which of many images it was
+            if image.name in str(error):
+                raise
+            raise type(error)(f"{image.name}: {error}") from error
+        local.append((index, score_image(loaded, picture, image.name, chosen, settings, step)))
     merged = sorted(
         (pair for share in context.gather_objects(local) for pair in share), key=lambda pair: pair[0]
     )

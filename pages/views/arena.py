@@ -12,6 +12,7 @@ import streamlit as st
 from PIL import Image
 
 from pages.views import ui
+from pages.views.finetune.data import MAX_ZIP_MB
 from vitviz.arena import (
     ARENA_ROAD_PERCENTILES,
     ArenaImage,
@@ -72,23 +73,18 @@ def image_source() -> tuple[list[ArenaImage], str]:
         images = [image for image in builtin_photo_images() if image.name in names]
         return _some(images, "Pick at least one photo."), "photos:" + "|".join(names)
     if source == _SOURCES[1]:
-        uploads = st.file_uploader(
-            "Images, or one .zip of images",
-            type=["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "zip"],
-            accept_multiple_files=True,
-            key="arena_uploads",
+        uploads = ui.image_uploader(st, "Images", key="arena_uploads", several=True) or []
+        archive = st.file_uploader(
+            "…or a .zip of images", type=ui.ZIP_UPLOAD_TYPES, max_upload_size=MAX_ZIP_MB, key="arena_zip"
         )
-        images: list[ArenaImage] = []
-        for upload in uploads or []:
-            data = upload.getvalue()
-            if upload.name.lower().endswith(".zip"):
-                try:
-                    images += zip_images(data, MAX_ARENA_IMAGES)
-                except (ValueError, OSError) as error:
-                    st.error(f"{upload.name}: {error}")
-                    st.stop()
-            else:
-                images.append(ArenaImage(upload.name, lambda data=data: decode_upload(data)))
+        images: list[ArenaImage] = [_uploaded(upload.name, upload.getvalue()) for upload in uploads]
+        if archive is not None:
+            try:
+                images += zip_images(archive.getvalue(), MAX_ARENA_IMAGES)
+            except (ValueError, OSError) as error:
+                st.error(f"{archive.name}: {error}")
+                st.stop()
+        uploads = [*uploads, *([archive] if archive is not None else [])]
         digest = "|".join(f"{upload.file_id}" for upload in uploads or [])
         return _some(images, "Upload images or a zip of images."), "upload:" + digest
     if source == _SOURCES[2]:
@@ -117,6 +113,10 @@ def image_source() -> tuple[list[ArenaImage], str]:
         st.error(str(error))
         st.stop()
     return images, f"folder:{folder.shown}"
+
+
+def _uploaded(name: str, data: bytes) -> ArenaImage:
+    return ArenaImage(name, lambda: decode_upload(data))
 
 
 def _some(images: list[ArenaImage], message: str) -> list[ArenaImage]:
