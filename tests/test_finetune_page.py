@@ -5,6 +5,7 @@ import json
 import os
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from tests.support.archives import class_folder_zip
-from tests.support.run_folders import hand_made_run
+from tests.support.polling import wait_for
+from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
 from vitviz.runs import RunStatus, read_config, read_status, write_config, write_status
 
 PAGE = "pages/finetune.py"
@@ -61,6 +63,11 @@ def open_server_folder(folder: str) -> AppTest:
     return at
 
 
+def _worker_log(folder: Path) -> Callable[[], str]:
+    """What a wait on a run's worker says when it times out: the worker's log."""
+    return lambda: f"the worker; its log:\n{(folder / 'worker.log').read_text()}"
+
+
 def zip_bytes(entries: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -89,10 +96,7 @@ def test_a_probe_run_trains_in_the_worker_and_its_results_render(runs_dir):
     name = at.session_state["finetune_open_run"]
     assert at.query_params["run"] == [name] or at.query_params["run"] == name
     folder = runs_dir / name
-    deadline = time.monotonic() + 300
-    while read_status(folder).active:
-        assert time.monotonic() < deadline, (folder / "worker.log").read_text()
-        time.sleep(0.5)
+    wait_for(lambda: not read_status(folder).active, 300, _worker_log(folder), interval_s=0.5)
     assert read_status(folder).state == "finished", (folder / "worker.log").read_text()
 
     at.run()
@@ -186,17 +190,14 @@ def test_the_stop_button_stops_a_running_worker(runs_dir):
     at.button(key="finetune_start").click().run()
     folder = runs_dir / at.session_state["finetune_open_run"]
     assert read_config(folder)["hyperparameters"]["epochs"] == 5000
-    deadline = time.monotonic() + 240
-    while not (folder / "metrics.jsonl").exists():
-        assert time.monotonic() < deadline, (folder / "worker.log").read_text()
-        time.sleep(0.3)
+    started = time.monotonic()  # one deadline of 240 s for the first epoch and the stop together
+    wait_for(lambda: (folder / "metrics.jsonl").exists(), 240, _worker_log(folder), interval_s=0.3)
     at.run()
     assert read_status(folder).state == "running"
     at.button(key="finetune_stop").click().run()
     assert not at.exception, at.exception
-    while read_status(folder).active:
-        assert time.monotonic() < deadline, (folder / "worker.log").read_text()
-        time.sleep(0.3)
+    left_s = 240 - (time.monotonic() - started)
+    wait_for(lambda: not read_status(folder).active, left_s, _worker_log(folder), interval_s=0.3)
     at.run()
     assert read_status(folder).state == "stopped"
     assert any("started from random, untrained weights" in warning.value for warning in at.warning)
@@ -366,10 +367,9 @@ def test_a_vit_cnn_pair_trains_on_digits_in_the_background_and_opens_in_compare(
     # While it trains, the visitor may not start another.
     at.run()
     assert at.button(key="finetune_start").disabled
-    deadline = time.monotonic() + 600
-    while pair_job.alive:
-        assert time.monotonic() < deadline, pair_job.log()
-        time.sleep(1.0)
+    wait_for(
+        lambda: not pair_job.alive, 600, lambda: f"the pair job; its log:\n{pair_job.log()}", interval_s=1.0
+    )
     pair = pair_job.pair()
     assert pair is not None, pair_job.log()
     assert {read_config(folder)["timm_name"] for folder in pair.runs.values()} == {
@@ -496,3 +496,39 @@ def test_only_the_session_that_started_a_run_gets_its_stop_and_delete_buttons(ru
             if "Only the visitor" in text
         ]
         assert bool(refusals) is not owns, refusals
+
+
+@pytest.mark.parametrize(
+    ("typed", "says"),
+    [
+        ("x" * 5000, "A run name has at most 60 characters; this one has 5,000."),
+        ("/etc/passwd", "not a path"),
+    ],
+)
+def test_a_run_name_too_long_or_a_path_gets_a_clear_message_and_start_waits(runs_dir, typed, says):
+    at = open_page()
+    at.text_input(key="finetune_run_title").set_value(typed).run()
+    assert not at.exception, at.exception
+    assert [error.value for error in at.error if says in error.value], [error.value for error in at.error]
+    assert at.button(key="finetune_start").disabled
+    at.text_input(key="finetune_run_title").set_value("shapes, first try").run()
+    assert not at.error and not at.button(key="finetune_start").disabled
+
+
+def test_a_named_run_is_listed_picked_and_headed_by_its_name_with_its_folder_in_the_details(runs_dir):
+    long_title = "a rather long name for a probe of the shapes, third try"
+    folder = hand_made_run(runs_dir, config={**TINY_RUN_CONFIG, "title": long_title})
+    at = open_page()
+    assert list(at.dataframe[0].value["run"]) == [long_title]
+    short = long_title[:31] + "…"
+    assert at.selectbox(key="finetune_run_pick").options == [short]
+    assert f"run: {short} (test_vit, probe)" in at.selectbox(key="finetune_model").options
+    at.selectbox(key="finetune_model").select(folder.name).run()
+    assert not at.exception, at.exception
+    weights = next(caption for caption in at.sidebar.caption if caption.value.startswith("Weights:"))
+    assert f"fine-tuned run {short} (probe from random weights)" in weights.value
+    assert "test_vit · probe · builtin:shapes · " in weights.value and folder.name in weights.value
+    assert weights.help == long_title
+    at.button(key="finetune_open").click().run()
+    assert not at.exception, at.exception
+    assert f"Run {short}" in [header.value for header in at.subheader]

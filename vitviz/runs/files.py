@@ -20,6 +20,7 @@ from torch import nn
 from vitviz.runs.limits import check_disk_room
 from vitviz.runs.safe_io import (
     MissingFileError,
+    clip,
     file_problem,
     is_regular_file,
     read_bytes,
@@ -34,6 +35,7 @@ from vitviz.runs.schema import (
     LOG_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    SHORT_TITLE_CHARS,
     STATUS_FILE,
     STOP_FILE,
     UPLOAD_FILE,
@@ -63,6 +65,7 @@ __all__ = [
     "request_stop",
     "save_model",
     "save_state_dict",
+    "short_run_title",
     "stop_requested",
     "write_config",
     "write_status",
@@ -333,11 +336,26 @@ def read_run_model(folder: str | Path) -> RunModel:
 
 
 def describe_run(folder: str | Path) -> str:
-    """A short label for a run as a weights source; says when it started from random weights."""
+    """A short label for a run as a weights source, by its title (cut to SHORT_TITLE_CHARS) or else its
+    folder's name (whole: it tells runs apart); says when it started from random weights."""
     folder = Path(folder)
     try:
         config = read_config(folder)
     except RunError:
         return f"run {folder.name} (unreadable)"
     origin = " from random weights" if config.get("weights") == "random" else ""
-    return f"fine-tuned run {folder.name} ({config.get('mode', '?')}{origin})"
+    return f"fine-tuned run {_short_title(config, folder)} ({config.get('mode', '?')}{origin})"
+
+
+def _short_title(config: dict[str, Any], folder: Path) -> str:
+    return clip(config["title"], SHORT_TITLE_CHARS) if config.get("title") else folder.name
+
+
+def short_run_title(folder: str | Path) -> str:
+    """How text names the run in one line: the name the user gave it, cut to SHORT_TITLE_CHARS, else
+    its folder's name (whole: it tells runs apart); the folder's name when config.json is unreadable."""
+    folder = Path(folder)
+    try:
+        return _short_title(read_config(folder), folder)
+    except RunError:
+        return folder.name

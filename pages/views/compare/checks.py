@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
-import numpy as np
 import streamlit as st
 from PIL import Image
 
@@ -30,22 +29,20 @@ from vitviz.methods.faithfulness import (
     road_rows,
 )
 from vitviz.methods.probes import ProbeCurve, run_drop_orders, run_probe
+from vitviz.methods.verdicts import Verdict, deletion_verdicts, drop_verdicts, road_verdicts
 
 __all__ = [
     "DROP",
     "PROBES",
-    "PROBE_WORDS",
-    "ROAD_WORDS",
     "CheckedModels",
     "ScoreMetric",
     "cached_probe",
     "cached_scores",
     "checks_section",
-    "drop_verdicts",
     "faithfulness_section",
     "probes_section",
-    "road_verdicts",
     "score_each_model",
+    "show_verdicts",
 ]
 
 ScoreMetric = Literal["deletion and insertion", "ROAD"]
@@ -190,7 +187,7 @@ def probes_section(checked: CheckedModels) -> None:
                 picked.image,
             )
         except (ValueError, RuntimeError) as error:
-            st.error(f"{slot.number}. {choice.name}: {error}")
+            st.error(f"{slot.number}. {choice.shown}: {error}")
     figure = probe_curves_figure(curves, f"{PROBES[kind]} · {picked.name} · {VIEWS[view]}")
     ui.plotly_chart(figure, key="compare_probe_chart")
     st.dataframe(
@@ -208,8 +205,7 @@ def probes_section(checked: CheckedModels) -> None:
         key="compare_probe_table",
     )
     if kind == DROP:
-        for line in drop_verdicts(curves):
-            st.markdown(line)
+        show_verdicts(drop_verdicts(curves))
     ui.figure_downloads(
         figure,
         None,
@@ -226,39 +222,10 @@ def probes_section(checked: CheckedModels) -> None:
     )
 
 
-# How a salient-first order compares with the random order, and the least-salient-first order with it:
-# (better, not better) words for each.
-PROBE_WORDS = (("falls faster than", "does not fall faster than"), ("stays above", "does not stay above"))
-ROAD_WORDS = (("is below", "is not below"), ("is above", "is not above"))
-
-
-class _Orders(NamedTuple):
-    """One number per removal order: most salient first, least salient first, random (lower: falls faster)."""
-
-    most: float
-    least: float
-    random: float
-
-    def verdict(self, subject: str, salient: str, measure: str, words: tuple[tuple[str, str], ...]) -> str:
-        """One sentence read from the three numbers: is each ordered curve on the faithful side of random?"""
-        falls = words[0][0] if self.most < self.random else words[0][1]
-        keeps = words[1][0] if self.least > self.random else words[1][1]
-        return (
-            f"{subject}: most {salient} first ({measure} {self.most:.3f}) {falls} the random order "
-            f"({self.random:.3f}); least {salient} first ({self.least:.3f}) {keeps} it."
-        )
-
-
-def drop_verdicts(curves: Sequence[ProbeCurve]) -> list[str]:
-    """One line per model, read from its three drop curves: does its map beat the random order?"""
-    lines = []
-    for model in dict.fromkeys(curve.model for curve in curves):
-        areas = {curve.kind: curve.area for curve in curves if curve.model == model}
-        if len(areas) < 3:
-            continue
-        orders = _Orders(areas["drop-salient"], areas["drop-least-salient"], areas["drop-random"])
-        lines.append(orders.verdict(f"**{model}**", "salient", "area", PROBE_WORDS))
-    return lines
+def show_verdicts(verdicts: Sequence[Verdict]) -> None:
+    """Each verdict as a line of its own, the model (and method) it is about in bold."""
+    for verdict in verdicts:
+        st.markdown(f"**{verdict.subject}**: {verdict.finding}")
 
 
 def score_each_model(
@@ -281,25 +248,8 @@ def score_each_model(
                 checked.picked.image,
             )
         except (ValueError, RuntimeError) as error:
-            st.error(f"{slot.number}. {slot.choice.name}, {metric}: {error}")
+            st.error(f"{slot.number}. {slot.choice.shown}, {metric}: {error}")
     return results
-
-
-def road_verdicts(results: Sequence[RoadResult]) -> list[str]:
-    """One line per model and method, read from its ROAD means against the random order."""
-    lines = []
-    for result in results:
-        orders = _Orders(
-            float(np.mean(result.most_relevant_first)),
-            float(np.mean(result.least_relevant_first)),
-            float(np.mean(result.random_order)),
-        )
-        lines.append(
-            orders.verdict(
-                f"**{result.model} · {method_title(result.method)}**", "relevant", "mean", ROAD_WORDS
-            )
-        )
-    return lines
 
 
 def faithfulness_section(checked: CheckedModels) -> None:
@@ -327,6 +277,7 @@ def faithfulness_section(checked: CheckedModels) -> None:
     road_results = score_each_model(checked, chosen, fits, "ROAD")
     st.markdown("**Deletion and insertion** (patches greyed or restored)")
     st.dataframe(faithfulness_rows(results), hide_index=True, key="compare_faithfulness_table")
+    show_verdicts(deletion_verdicts(results))
     st.caption(
         "Deletion greys the most salient patches first: a faithful map makes the probability fall faster "
         "than the random order (lower area) and faster than least-salient-first. Insertion restores them "
@@ -346,8 +297,7 @@ def faithfulness_section(checked: CheckedModels) -> None:
     if road_results:
         st.markdown("**ROAD** (pixels imputed from their neighbours, so no grey shape gives them away)")
         st.dataframe(road_rows(road_results), hide_index=True, key="compare_road_table")
-        for line in road_verdicts(road_results):
-            st.markdown(line)
+        show_verdicts(road_verdicts(road_results))
         road_figure = road_curves_figure(road_results)
         ui.plotly_chart(road_figure, key="compare_road_chart")
         st.caption(

@@ -79,7 +79,7 @@ def views_section(slots: Sequence[ModelSlot], picked: ui.ImageChoice, view: str)
         )
         for slot in slots:
             note = views[slot.number].note
-            st.caption(f"{slot.number}. {slot.choice.name}: {note or 'the model sees the whole photo'}")
+            st.caption(f"{slot.number}. {slot.choice.shown}: {note or 'the model sees the whole photo'}")
     return views
 
 
@@ -130,7 +130,7 @@ def headless_note(slot: ModelSlot) -> str:
     kind = " (a self-supervised DINO backbone)" if "dino" in f"{slot.choice.name} {tag}".lower() else ""
     agnostic = ", ".join(method_title(name) for name in available_methods(slot.loaded.facts))
     return (
-        f"{slot.number}. {slot.choice.name} has no classifier head{kind}: it makes no predictions, so it "
+        f"{slot.number}. {slot.choice.shown} has no classifier head{kind}: it makes no predictions, so it "
         f"has no class-specific maps, probes or faithfulness scores. Offered for it: {agnostic}."
     )
 
@@ -207,7 +207,7 @@ def explanations_section(
     if not options.robust:
         title = f"{label} (raw: ÷ its maximum, not clipped)"
     names = " vs ".join(
-        f"{slot.choice.name} ({describe_weights(slot.choice.weights, slot.choice.run)})" for slot in slots
+        f"{slot.choice.shown} ({describe_weights(slot.choice.weights, slot.choice.run)})" for slot in slots
     )
     # Everything the maps are drawn from, so a rerun that changes none of it reuses the figures.
     drawn = (picked.digest, picked.name, options, tuple(slot.model_key for slot in slots), methods, classes)
@@ -242,7 +242,7 @@ def explanations_section(
         for slot, values in zip(slots, arrays, strict=True):
             if values is None:
                 continue
-            st.caption(f"{slot.number}. {slot.choice.name}: {values.shape[0]}×{values.shape[1]} map")
+            st.caption(f"{slot.number}. {slot.choice.shown}: {values.shape[0]}×{values.shape[1]} map")
             panel = panels[slots.index(slot)]
             single = cached_figure(
                 repr(("map", slot.number, drawn)),
@@ -360,7 +360,7 @@ def sink_lines(
             parts.append(f"✕ marks its attention sinks. {sentence}")
         elif slot.number not in statements:  # a rollout statement already says so
             parts.append(f"No patch is an attention sink (none {report.rule}).")
-        st.markdown(f"{slot.number}. {slot.choice.name}: " + " ".join(parts))
+        st.markdown(f"{slot.number}. {slot.choice.shown}: " + " ".join(parts))
 
 
 def explanation_panel(
@@ -380,7 +380,7 @@ def explanation_panel(
     assert slot.loaded is not None
     choice = slot.choice
     # Three lines, so that three panels' titles never run into each other: model, weights, method.
-    title = f"{slot.number}. {choice.name}<br>{describe_weights(choice.weights, choice.run)}<br>{method_title(method)}"
+    title = f"{slot.number}. {choice.shown}<br>{describe_weights(choice.weights, choice.run)}<br>{method_title(method)}"
     try:
         result = cached_explanation(
             choice.name,

@@ -27,7 +27,7 @@ from vitviz.images import (
 )
 from vitviz.models import RUN_WEIGHTS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
 from vitviz.preprocess import ViewMode, aspect_view_problem
-from vitviz.runs import list_runs
+from vitviz.runs import list_runs, run_folder_by_name, run_summary
 from vitviz.serving import is_visitor_run, server_paths_allowed
 from vitviz.share import TimmModelNames
 from vitviz.weights import WeightsError
@@ -106,7 +106,9 @@ def model_picker(key: str, default_name: str = DEFAULT_MODEL) -> ModelChoice:
         ).strip()
     typed_run = picked == OTHER_MODEL and name not in TimmModelNames() and is_visitor_run(name)
     if picked in runs or typed_run:
-        st.caption(f"Weights: {describe_weights(RUN_WEIGHTS, name)}")
+        shown = run_summary(run_folder_by_name(name))  # a run picked or typed is in the runs folder
+        # The title may be cut in the menu; the caption's tooltip holds the whole of it.
+        st.caption(f"Weights: {describe_weights(RUN_WEIGHTS, name)}  \n{shown.details}", help=shown.title)
         return ModelChoice(name, RUN_WEIGHTS, _device_picker(key))
     suggestion = suggestions.get(name)
     if suggestion is not None and not suggestion.loads:
