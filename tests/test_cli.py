@@ -180,3 +180,20 @@ def test_explain_rollout_can_keep_the_sinks(tmp_path):
     raw, default = np.load(kept), np.load(left_out)
     # Measured: the raw map's peak is the layer-0 sink patch, many times its median cell.
     assert raw.max() / np.median(raw) > 3 * (default.max() / np.median(default))
+
+
+def test_explain_attnlrp_takes_its_gammas_and_legrad_its_layers(tmp_path):
+    out = tmp_path / "lrp.npy"
+    random_deit = ("--model", "deit_tiny_patch16_224", "--weights", "random")
+    result = run_cli("explain", CAT, *random_deit, "--method", "attnlrp", "--class", "3", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "attnlrp map 14×14 for class 3" in result.stdout and "untrained" in result.stdout
+    assert np.load(out).shape == (14, 14)
+    refused = run_cli(
+        "explain", CAT, *random_deit, "--method", "attnlrp", "--linear-gamma", "-1", "--out", str(out)
+    )
+    assert refused.returncode == 1 and "linear_gamma must be a finite number ≥ 0" in refused.stderr
+    refused = run_cli(
+        "explain", CAT, *random_deit, "--method", "legrad", "--start-layer", "12", "--out", str(out)
+    )
+    assert refused.returncode == 1 and "start layer 12 outside 0..11" in refused.stderr

@@ -59,7 +59,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("--head", type=int, default=None, help="head from 0 (default: mean over heads)")
     explain.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean", help="rollout only")
     explain.add_argument("--discard-ratio", type=float, default=0.0, help="rollout only, in [0, 1)")
-    explain.add_argument("--start-layer", type=int, default=0, help="rollout, grad-rollout and chefer")
+    explain.add_argument(
+        "--start-layer", type=int, default=0, help="rollout, grad-rollout, chefer and legrad"
+    )
+    explain.add_argument(
+        "--conv-gamma",
+        type=float,
+        default=0.25,
+        help="attnlrp only: γ of the patch convolution (default 0.25)",
+    )
+    explain.add_argument(
+        "--linear-gamma", type=float, default=0.05, help="attnlrp only: γ of the linear layers (default 0.05)"
+    )
     explain.add_argument(
         "--sinks",
         choices=("exclude", "raw"),
@@ -174,8 +185,10 @@ def _class_specific_map(
     options: dict[str, object] = {}
     if METHODS[args.method].takes_layer and args.target_layer:
         options["layer"] = args.target_layer
-    if args.method in ("grad-rollout", "chefer"):
+    if args.method in ("grad-rollout", "chefer", "legrad"):
         options["start_layer"] = args.start_layer
+    if args.method == "attnlrp":
+        options.update(conv_gamma=args.conv_gamma, linear_gamma=args.linear_gamma)
     if args.method in ("grad-rollout", "rollout"):
         options["discard_ratio"] = args.discard_ratio
     if args.method == "rollout":

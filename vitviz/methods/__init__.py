@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from vitviz.methods.attention_methods import AttentionRollout, RawAttention
+from vitviz.methods.attnlrp import AttnLRP
 from vitviz.methods.base import (
     ExplanationMethod,
     ExplanationResult,
@@ -21,6 +22,7 @@ from vitviz.methods.captum_methods import GradientShap, IntegratedGradients, Occ
 from vitviz.methods.chefer import Chefer
 from vitviz.methods.grad_rollout import GradRollout
 from vitviz.methods.gradcam import GradCAM, GradCAMPlusPlus
+from vitviz.methods.legrad import LeGrad
 from vitviz.models import LoadedModel, ModelFacts
 from vitviz.preprocess import ViewMode, explanation_tensor
 
@@ -49,6 +51,8 @@ METHODS: dict[str, type[ExplanationMethod]] = {
         GradCAMPlusPlus,
         GradRollout,
         Chefer,
+        AttnLRP,
+        LeGrad,
         *LIBRARY_CAMS,
         IntegratedGradients,
         Occlusion,
