@@ -18,8 +18,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from common import interleaved_medians, machine  # noqa: E402
 
+from vitviz.forward.attention import record_attention  # noqa: E402
 from vitviz.images import builtin_photo  # noqa: E402
-from vitviz.maths.attention import record_attention  # noqa: E402
 from vitviz.models import load_model  # noqa: E402
 from vitviz.predict import predict  # noqa: E402
 from vitviz.preprocess import image_view  # noqa: E402

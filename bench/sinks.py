@@ -59,7 +59,7 @@ from vitviz.maths.sinks import (  # noqa: E402
     rollout_statement,
     sink_sentence,
 )
-from vitviz.maths.token_features import output_tokens  # noqa: E402
+from vitviz.forward.token_features import output_tokens  # noqa: E402
 from vitviz.models import LoadedModel, load_model  # noqa: E402
 from vitviz.preprocess import ViewMode, image_view  # noqa: E402
 
