@@ -31,7 +31,7 @@ seen = ui.cached_view(
 )
 explore.seed_layers_from_link(loaded.facts, seen)
 ui.untrained_warning(loaded)
-st.caption(ui.model_caption(loaded, choice.weights))
+st.caption(ui.model_caption(loaded, choice.weights, seen=seen))
 has_attention = loaded.facts.global_attention
 if has_attention:
     explore.render_attention(loaded, choice, picked_image, view, opacity, raw_colours)

@@ -23,7 +23,7 @@ def _caption_text(page) -> str:
 
 
 def _open_explore(page, app_url: str) -> None:
-    open_and_wait(page, app_url, page.get_by_text("cat (chelsea): 16×16 patches"), TIMEOUT_MS)
+    open_and_wait(page, app_url, page.get_by_text("cat (chelsea): 16 × 16 grid (rows × columns)"), TIMEOUT_MS)
 
 
 def _choose_upload(page) -> None:
@@ -34,13 +34,13 @@ def _choose_upload(page) -> None:
 
 def test_upload_change_layer_and_click_a_patch(app_url, page):
     _open_explore(page, app_url)
-    assert "16×16 grid" in _caption_text(page)
+    assert "16 × 16 grid (rows × columns)" in _caption_text(page)
 
     _choose_upload(page)
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
         str(BUILTIN_PHOTOS["astronaut"])
     )
-    shows_once(page, "astronaut.png: 16×16 patches", TIMEOUT_MS)
+    shows_once(page, "astronaut.png: 16 × 16 grid (rows × columns)", TIMEOUT_MS)
     wait_until_idle(page)
 
     layer = page.locator('input[type="range"][aria-label="Layer"]')
@@ -51,7 +51,9 @@ def test_upload_change_layer_and_click_a_patch(app_url, page):
     wait_until_idle(page)
 
     # Click the centre of patch (5, 9) of the 14-px grid, placed by Plotly's own axis mapping.
-    grid = page.locator('[data-testid="stPlotlyChart"]', has_text="patches of").locator(".js-plotly-plot")
+    grid = page.locator('[data-testid="stPlotlyChart"]', has_text="grid (rows × columns) of").locator(
+        ".js-plotly-plot"
+    )
     click_data_point(page, grid, 9.5 * 14 - 0.5, 5.5 * 14 - 0.5)
     shows_once(page, "attention from patch (5, 9)", TIMEOUT_MS)
     wait_until_idle(page)
@@ -102,11 +104,15 @@ def test_a_wide_upload_in_the_aspect_kept_view_gets_its_own_grid(app_url, page, 
     _open_explore(page, app_url)
     _choose_upload(page)
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
-    shows_once(page, "panorama.png: 16×16 patches", TIMEOUT_MS)  # the centre crop: a quarter of it
+    shows_once(
+        page, "panorama.png: 16 × 16 grid (rows × columns)", TIMEOUT_MS
+    )  # the centre crop: a quarter of it
     wait_until_idle(page)
     page.get_by_text("whole image, aspect kept", exact=True).click()
-    shows_once(page, "panorama.png: 8×32 patches of 14 px", TIMEOUT_MS)
-    shows_once(page, "a grid of 8×32 patches: its aspect ratio is kept", TIMEOUT_MS)
+    shows_once(
+        page, "panorama.png: 8 × 32 grid (rows × columns) of 14 × 14 px (width × height) patches", TIMEOUT_MS
+    )
+    shows_once(page, "its patches on the 8 × 32 grid (rows × columns): its aspect ratio is kept", TIMEOUT_MS)
     wait_until_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, "explore_wide_upload_aspect_view")
@@ -137,7 +143,7 @@ def test_a_flat_shape_names_at_most_one_sink_in_lines_no_taller_than_the_map(app
     _open_explore(page, app_url)
     _choose_upload(page)
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
-    shows_once(page, "blue-triangle.png: 16×16 patches", TIMEOUT_MS)
+    shows_once(page, "blue-triangle.png: 16 × 16 grid (rows × columns)", TIMEOUT_MS)
     wait_until_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     rollout_map = page.locator('[data-testid="stPlotlyChart"]').last

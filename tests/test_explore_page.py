@@ -13,6 +13,7 @@ from vitviz.images import builtin_photo
 from vitviz.maths.attention import class_attention_map, rollout_relevance
 from vitviz.models import load_model
 from vitviz.preprocess import image_view
+from vitviz.text import grid_size_text, picture_size_text
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def cat_record():
 def test_opens_with_bundled_dinov2_and_its_facts(explore):
     caption = explore.caption[0].value
     assert "vit_small_patch14_dinov2" in caption and "bundled" in caption
-    assert "16×16 grid" in caption and "256 patches + 1 prefix = 257 tokens" in caption
+    assert "16 × 16 grid (rows × columns)" in caption and "256 patches + 1 prefix = 257 tokens" in caption
     assert "12 layers × 6 heads" in caption
     assert any("no classifier head" in info.value for info in explore.info)
 
@@ -126,7 +127,10 @@ def test_a_hybrid_with_random_weights_shows_its_grid(explore):
     explore.selectbox(key="explore_weights").set_value("random").run()
     assert not explore.exception
     caption = explore.caption[0].value
-    assert "hybrid" in caption and "7×7 grid, one token per 32×32 px" in caption
+    assert (
+        "hybrid" in caption
+        and "7 × 7 grid (rows × columns), one token per 32 × 32 px (width × height)" in caption
+    )
 
 
 def test_clicked_patch_map_is_that_tokens_attention(explore, cat_record):
@@ -221,7 +225,7 @@ def test_exported_titles_name_model_and_weights_and_no_instruction(explore):
     for spec in _titles(explore):
         title = json.loads(spec)["layout"]["title"]["text"]
         assert "click" not in title.lower()
-        if "Layer" in title or "Rollout" in title or "patches of" in title:
+        if "Layer" in title or "Rollout" in title or "patches" in title:
             assert "vit_small_patch14_dinov2" in title and "bundled" in title
 
 
@@ -266,13 +270,42 @@ def test_the_aspect_kept_view_shows_the_photos_own_grid_and_its_rollout(explore)
     loaded = load_model("vit_small_patch14_dinov2", "bundled")
     record = record_attention(loaded, image_view(image, loaded.facts, "aspect"))
     assert record.grid_size == (13, 20)
-    grid = _figure(explore, "13×20 patches of 14 px")
+    grid = _figure(explore, "13 × 20 grid (rows × columns) of 14 × 14 px (width × height) patches")
     assert grid["layout"]["title"]["text"].count(ASPECT_LABEL) == 1
     shown = _heatmap_values(explore, "Rollout of layer")
     assert shown.shape == (13, 20)
     np.testing.assert_allclose(shown, rollout_relevance(record), rtol=1e-5)
-    assert any("a grid of 13×20 patches" in caption.value for caption in explore.caption)
+    assert any(
+        "its patches on the 13 × 20 grid (rows × columns)" in caption.value for caption in explore.caption
+    )
     assert "aspect" in str(explore.query_params["view"])
+
+
+def test_captions_and_titles_state_the_sizes_of_the_view_shown_not_the_models_own(explore):
+    """The cat is 451 px wide and 300 tall; DINOv2's own grid is 16 × 16. In the whole-image view
+    the photo's title and note give width × height; in the aspect-kept view the model line gives
+    the view's 13 rows × 20 columns and its input, and no longer the model's 16 × 16."""
+    explore.radio(key="explore_view").set_value("whole").run()
+    assert not explore.exception
+    photo_size = picture_size_text(width=451, height=300)
+    assert photo_size == "451 × 300 px (width × height)"
+    assert _figure(explore, f"cat (chelsea), {photo_size}")
+    assert any(
+        f"the whole photo, {photo_size}, is resized to 224 × 224 px" in c.value for c in explore.caption
+    )
+    assert grid_size_text(rows=16, columns=16) in explore.caption[0].value
+
+    explore.radio(key="explore_view").set_value("aspect").run()
+    assert not explore.exception
+    loaded = load_model("vit_small_patch14_dinov2", "bundled")
+    seen = image_view(builtin_photo("cat (chelsea)"), loaded.facts, "aspect")
+    (rows, cols), (height, width) = seen.grid_size, seen.pixels.shape[:2]
+    assert (rows, cols, height, width) == (13, 20, 13 * 14, 20 * 14)  # wider than tall: fewer rows
+    model_line = explore.caption[0].value
+    assert "13 × 20 grid (rows × columns)" in model_line and "16 × 16" not in model_line
+    assert f"{picture_size_text(width=width, height=height)} input (whole image, aspect kept)" in model_line
+    assert "260 patches + 1 prefix = 261 tokens" in model_line
+    assert _figure(explore, f"cat (chelsea): {grid_size_text(rows=13, columns=20)} of")
 
 
 def test_a_model_that_cannot_keep_the_aspect_falls_back_to_the_crop_with_a_note(explore):

@@ -77,7 +77,7 @@ def test_streamlit_run_app_py_on_a_host_and_explore_draws_a_map(host, page):
     python, checkout, environment = host
     command = [str(python), "-m", "streamlit", "run", "app.py"]
     with served_on_loopback(command, cwd=checkout, env=environment, timeout_s=120) as url:
-        open_and_wait(page, url, page.get_by_text("cat (chelsea): 37×37 patches"), TIMEOUT_MS)
+        open_and_wait(page, url, page.get_by_text("cat (chelsea): 37 × 37 grid (rows × columns)"), TIMEOUT_MS)
         page.get_by_text("Layer 11, mean of heads: attention from class token").first.wait_for(
             timeout=TIMEOUT_MS
         )

@@ -69,7 +69,10 @@ def test_the_whole_view_says_when_the_aspect_ratio_changes(tiny_models):
     facts = _loaded(tiny_models["vit"], "vit").facts
     panorama = image_view(_photo(800, 200), facts, "whole")
     assert panorama.covers_whole_photo
-    assert panorama.note == "the whole photo (800×200) is resized to 64×64: its aspect ratio changed"
+    assert panorama.note == (
+        "the whole photo, 800 × 200 px (width × height), is resized to 64 × 64 px (width × height): "
+        "its aspect ratio changed"
+    )
     assert image_view(_photo(128, 128), facts, "whole").note == ""
     with pytest.raises(ValueError, match="unknown view"):
         image_view(_photo(10, 10), facts, "squash")

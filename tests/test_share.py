@@ -202,8 +202,8 @@ def test_explore_opens_the_view_a_link_names():
         {"image": "coffee", "layer": "3", "head": "2", "query": "patch", "patch": "4,5", "start": "2"}
     )
     titles = _chart_titles(app)  # the photo with the view's box first, then the three maps
-    assert titles[0] == "coffee (600×400)"
-    assert titles[1] == "coffee: 16×16 patches of 14 px"
+    assert titles[0] == "coffee, 600 × 400 px (width × height)"
+    assert titles[1] == "coffee: 16 × 16 grid (rows × columns) of 14 × 14 px (width × height) patches"
     assert titles[2] == "Layer 3, head 2: attention from patch (4, 5)"
     assert (
         titles[3] == "Rollout of layers 2–11; no attention sinks in these layers; mean of heads, discard 0%"

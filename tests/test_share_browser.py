@@ -53,7 +53,7 @@ def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
             "Rollout of layers 1–11 (layer 0 skipped: sink at patch (4, 12)); max of heads, discard 0%"
         ),
     )
-    shows_once(page, "coffee: 16×16 patches of 14 px")
+    shows_once(page, "coffee: 16 × 16 grid (rows × columns) of 14 × 14 px (width × height) patches")
     shows_once(page, "Layer 3, head 2: attention from class token")
     shows_once(
         page, "Rollout of layers 1–11 (layer 0 skipped: sink at patch (4, 12)); max of heads, discard 0%"
@@ -88,7 +88,7 @@ def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
         copy = other.new_page()
         open_and_wait(copy, page.url, copy.get_by_text("Layer 2, head 2: attention from class token"))
         shows_once(copy, "Layer 2, head 2: attention from class token")
-        shows_once(copy, "coffee: 16×16 patches of 14 px")
+        shows_once(copy, "coffee: 16 × 16 grid (rows × columns) of 14 × 14 px (width × height) patches")
     finally:
         other.close()
 
@@ -135,7 +135,13 @@ def test_png_html_and_csv_downloads(app_url, page):
 
 
 def test_navigation_switches_pages_and_back(app_url, page):
-    open_and_wait(page, app_url, page.get_by_text("cat (chelsea): 16×16 patches of 14 px"))
+    open_and_wait(
+        page,
+        app_url,
+        page.get_by_text(
+            "cat (chelsea): 16 × 16 grid (rows × columns) of 14 × 14 px (width × height) patches"
+        ),
+    )
     nav = page.locator('[data-testid="stSidebarNav"]')
     nav.get_by_text("Present", exact=True).click()
     page.locator("h1.vv-title").wait_for(timeout=120_000)
@@ -147,7 +153,7 @@ def test_navigation_switches_pages_and_back(app_url, page):
     page.get_by_role("heading", name="Explore").wait_for(timeout=120_000)
     wait_until_idle(page)
     assert page.get_by_role("heading", name="Explore").count() == 1
-    shows_once(page, "cat (chelsea): 16×16 patches of 14 px")
+    shows_once(page, "cat (chelsea): 16 × 16 grid (rows × columns) of 14 × 14 px (width × height) patches")
 
 
 def test_two_sessions_never_see_each_others_state(app_url, chromium):
@@ -156,7 +162,11 @@ def test_two_sessions_never_see_each_others_state(app_url, chromium):
     try:
         upload_page, cnn_page = first.new_page(), second.new_page()
         for session_page in (upload_page, cnn_page):
-            open_and_wait(session_page, app_url, session_page.get_by_text("cat (chelsea): 16×16 patches"))
+            open_and_wait(
+                session_page,
+                app_url,
+                session_page.get_by_text("cat (chelsea): 16 × 16 grid (rows × columns)"),
+            )
 
         # First: an upload with DINOv2 at layer 4. Second: the EfficientNet CNN on a built-in photo.
         upload_page.get_by_text("Upload", exact=True).click()
@@ -167,7 +177,9 @@ def test_two_sessions_never_see_each_others_state(app_url, chromium):
             str(BUILTIN_PHOTOS["astronaut"])
         )
         _choose(cnn_page, "Built-in photo", "coffee")
-        upload_page.get_by_text("astronaut.png: 16×16 patches of 14 px").wait_for(timeout=120_000)
+        upload_page.get_by_text(
+            "astronaut.png: 16 × 16 grid (rows × columns) of 14 × 14 px (width × height) patches"
+        ).wait_for(timeout=120_000)
         wait_until_idle(upload_page)
         slider = upload_page.locator('input[type="range"][aria-label="Layer"]')
         slider.focus()
@@ -175,17 +187,21 @@ def test_two_sessions_never_see_each_others_state(app_url, chromium):
             slider.press("ArrowLeft")
         wait_until_idle(upload_page)
         # A fresh run of the second session after the first acted.
-        reload_and_wait(cnn_page, cnn_page.get_by_text("coffee (600×400)"))
+        reload_and_wait(cnn_page, cnn_page.get_by_text("coffee, 600 × 400 px (width × height)"))
 
         upload_caption = upload_page.locator('[data-testid="stCaptionContainer"]').first.inner_text()
-        assert "vit_small_patch14_dinov2" in upload_caption and "16×16 grid" in upload_caption
-        shows_once(upload_page, "astronaut.png: 16×16 patches of 14 px")
+        assert (
+            "vit_small_patch14_dinov2" in upload_caption and "16 × 16 grid (rows × columns)" in upload_caption
+        )
+        shows_once(
+            upload_page, "astronaut.png: 16 × 16 grid (rows × columns) of 14 × 14 px (width × height) patches"
+        )
         shows_once(upload_page, "Layer 4, mean of heads: attention from class token")
         assert upload_page.get_by_text("tf_efficientnet_lite0").count() == 0
 
         cnn_caption = cnn_page.locator('[data-testid="stCaptionContainer"]').first.inner_text()
         assert "tf_efficientnet_lite0" in cnn_caption and "CNN" in cnn_caption
-        shows_once(cnn_page, "coffee (600×400)")
+        shows_once(cnn_page, "coffee, 600 × 400 px (width × height)")
         assert cnn_page.get_by_text("astronaut").count() == 0 and cnn_page.get_by_text("Layer 4").count() == 0
         assert _query(cnn_page)["model"] == "tf_efficientnet_lite0" and _query(cnn_page)["image"] == "coffee"
         assert _query(upload_page)["model"] == "vit_small_patch14_dinov2" and "image" not in _query(

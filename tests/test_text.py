@@ -1,9 +1,11 @@
-"""Text quoted back on one line: cut to its limit with an ellipsis, never split inside a character."""
+"""Text quoted back on one line (cut to its limit with an ellipsis, never split inside a character),
+and sizes written one labelled way."""
 
 import pytest
+from PIL import Image
 
 from vitviz.models import describe_weights
-from vitviz.text import ELLIPSIS, clipped, printable_clipped
+from vitviz.text import ELLIPSIS, clipped, grid_size_text, picture_size_text, printable_clipped
 
 
 def test_a_long_text_keeps_its_first_characters_and_ends_in_an_ellipsis_at_the_limit():
@@ -47,3 +49,21 @@ def test_a_weights_file_with_a_long_odd_name_is_described_on_one_line_of_80_char
     name = described.removeprefix("file ")
     assert len(name) == 80 and name.endswith(ELLIPSIS) and "\n" not in name
     assert name.startswith("a?ba?b")
+
+
+def test_a_grid_size_is_written_rows_first_and_says_so():
+    assert grid_size_text(rows=18, columns=15) == "18 × 15 grid (rows × columns)"
+    assert grid_size_text(columns=15, rows=18) == grid_size_text(rows=18, columns=15)
+
+
+def test_a_picture_size_is_written_width_first_and_says_so():
+    photo = Image.new("RGB", (451, 300))  # PIL's size is (width, height)
+    width, height = photo.size
+    assert picture_size_text(width=width, height=height) == "451 × 300 px (width × height)"
+
+
+def test_sizes_cannot_be_passed_by_position_in_an_unstated_order():
+    with pytest.raises(TypeError):
+        grid_size_text(18, 15)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        picture_size_text(451, 300)  # type: ignore[misc]

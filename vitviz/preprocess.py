@@ -29,6 +29,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from vitviz.models import LoadedModel, ModelError, ModelFacts
+from vitviz.text import grid_size_text, picture_size_text
 
 __all__ = [
     "VIEW_LABELS",
@@ -175,8 +176,8 @@ def _whole_view(photo: Image.Image, facts: ModelFacts) -> ImageView:
     note = ""
     if abs(photo_aspect / input_aspect - 1.0) > _ASPECT_TOLERANCE:
         note = (
-            f"the whole photo ({photo.width}×{photo.height}) is resized to {width}×{height}: "
-            "its aspect ratio changed"
+            f"the whole photo, {picture_size_text(width=photo.width, height=photo.height)}, is resized to "
+            f"{picture_size_text(width=width, height=height)}: its aspect ratio changed"
         )
     return _view(photo, "whole", pixels, _whole_box(photo), note, facts.grid_size, facts)
 
@@ -224,8 +225,9 @@ def _aspect_view(photo: Image.Image, facts: ModelFacts) -> ImageView:
         patches = facts.grid_size[0] * facts.grid_size[1]
         kept = f"changed by {change:.0%}: a grid of about {patches} whole patches cannot keep it"
     note = (
-        f"the whole photo ({photo.width}×{photo.height}) is resized to {width}×{height}, a grid of "
-        f"{rows}×{cols} patches: its aspect ratio is {kept}"
+        f"the whole photo, {picture_size_text(width=photo.width, height=photo.height)}, is resized to "
+        f"{picture_size_text(width=width, height=height)}, its patches on the "
+        f"{grid_size_text(rows=rows, columns=cols)}: its aspect ratio is {kept}"
     )
     return _view(photo, "aspect", pixels, _whole_box(photo), note, (rows, cols), facts)
 
@@ -268,7 +270,8 @@ def check_view(loaded: LoadedModel, view: ImageView) -> None:
     made, wanted = view.facts, loaded.facts
     if (made.input_size, made.mean, made.std) != (wanted.input_size, wanted.mean, wanted.std):
         raise ValueError(
-            f"this view was made for {made.name} at {made.input_size[0]}×{made.input_size[1]} px; "
+            f"this view was made for {made.name} at "
+            f"{picture_size_text(width=made.input_size[1], height=made.input_size[0])}; "
             f"make one for {wanted.name} with image_view(photo, loaded.facts, mode)"
         )
 

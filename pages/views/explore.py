@@ -30,6 +30,7 @@ from vitviz.predict import Prediction, top_predictions
 from vitviz.preprocess import VIEW_LABELS, ImageView
 from vitviz.serving import is_visitor_run
 from vitviz.share import ViewState, parse_view_state, view_state_params
+from vitviz.text import grid_size_text, picture_size_text
 
 __all__ = [
     "OPACITY",
@@ -195,7 +196,7 @@ def _photo_with_box(digest: str, view: str, title: str, _seen: ImageView) -> go.
 def _show_view(picked: ui.ImageChoice, seen: ImageView, view: str) -> None:
     """The whole photo with the view's box: what of the photo the model sees; its note when it has one."""
     width, height = seen.photo_size
-    title = f"{picked.name} ({width}×{height})<br><sup>box: {VIEW_LABELS[view]}</sup>"
+    title = f"{picked.name}, {picture_size_text(width=width, height=height)}<br><sup>box: {VIEW_LABELS[view]}</sup>"
     figure = _photo_with_box(picked.digest, view, title, seen)
     ui.plotly_chart(figure, key="explore_photo_chart", theme=None)
     if seen.note:
@@ -351,7 +352,11 @@ def _grid_and_attention(maps: _Maps) -> None:
     with grid_column:
         facts = maps.facts
         rows, cols = grid_size
-        title = maps.title(f"{maps.picked.name}: {rows}×{cols} patches of {facts.stride_px[0]} px")
+        stride_rows, stride_cols = facts.stride_px
+        title = maps.title(
+            f"{maps.picked.name}: {grid_size_text(rows=rows, columns=cols)} of "
+            f"{picture_size_text(width=stride_cols, height=stride_rows)} patches"
+        )
         # Kept between the fragment's reruns: a layer or head step leaves the grid as it was.
         inputs = (maps.choice.name, maps.choice.weights, maps.picked.digest, maps.view, title, query_patch)
         kept = st.session_state.get(GRID_FIGURE)

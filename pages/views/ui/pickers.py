@@ -26,10 +26,11 @@ from vitviz.images import (
     image_digest,
 )
 from vitviz.models import RUN_WEIGHTS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
-from vitviz.preprocess import VIEW_LABELS, ViewMode, aspect_view_problem
+from vitviz.preprocess import VIEW_LABELS, ImageView, ViewMode, aspect_view_problem
 from vitviz.runs import list_runs, run_folder_by_name, run_summary
 from vitviz.serving import is_visitor_run, server_paths_allowed
 from vitviz.share import TimmModelNames
+from vitviz.text import grid_size_text, picture_size_text
 from vitviz.weights import WeightsError
 
 __all__ = [
@@ -210,13 +211,17 @@ def upload_choice(upload: UploadedFile) -> ImageChoice | None:
     return ImageChoice(image, upload.name, image_digest(image))
 
 
-def model_caption(loaded: LoadedModel, weights: str, number: int | None = None) -> str:
+def model_caption(
+    loaded: LoadedModel, weights: str, number: int | None = None, seen: ImageView | None = None
+) -> str:
     """One line of the model's facts: family, weights, input, token grid and depth, head, device.
 
     Args:
         loaded: the model a page shows.
         weights: the weights source as picked (`describe_weights` names runs and files).
         number: the model's place on a page that shows several, written before its name.
+        seen: the view the page shows; where its input or grid is not the model's own (the
+            aspect-kept view), the line states the view's, so it never contradicts the maps below.
 
     Returns:
         Markdown, the model's name in bold.
@@ -227,13 +232,21 @@ def model_caption(loaded: LoadedModel, weights: str, number: int | None = None) 
         f"**{name}**",
         facts.family_words,
         describe_weights(weights, loaded.run),
-        f"{facts.input_size[0]}×{facts.input_size[1]} px input",
     ]
-    if facts.grid_size is not None:
-        rows, cols = facts.grid_size
+    height, width = facts.input_size if seen is None else seen.pixels.shape[:2]
+    grid_size = facts.grid_size if seen is None else seen.grid_size
+    own = seen is None or (grid_size == facts.grid_size and (height, width) == facts.input_size)
+    parts.append(
+        f"{picture_size_text(width=width, height=height)} input" + ("" if own else f" ({seen.label})")
+    )
+    if grid_size is not None:
+        rows, cols = grid_size
+        stride_rows, stride_cols = facts.stride_px
+        patches = rows * cols
         parts += [
-            f"{rows}×{cols} grid, one token per {facts.stride_px[0]}×{facts.stride_px[1]} px",
-            f"{facts.num_patches} patches + {facts.num_prefix_tokens} prefix = {facts.num_tokens} tokens",
+            f"{grid_size_text(rows=rows, columns=cols)}, one token per "
+            f"{picture_size_text(width=stride_cols, height=stride_rows)}",
+            f"{patches} patches + {facts.num_prefix_tokens} prefix = {patches + facts.num_prefix_tokens} tokens",
             f"{facts.num_layers} layers × {facts.num_heads} heads",
         ]
     if not facts.has_classifier:
