@@ -42,7 +42,7 @@ def test_cli_posembed_saves_the_grid_similarity(tmp_path, dinov2):
     assert similarity.shape == (256, 256) and similarity.dtype == np.float32
     expected = position_similarity(grid_position_embedding(dinov2.model, dinov2.facts))
     np.testing.assert_allclose(similarity, expected, atol=1e-6)
-    assert "16×16 grid" in result.stdout
+    assert "positions of the 16 × 16 grid (rows × columns)" in result.stdout
 
 
 @pytest.mark.slow
@@ -77,7 +77,7 @@ def test_cli_filters_writes_the_tile_picture(tmp_path):
     with Image.open(out) as picture:
         assert picture.format == "PNG" and picture.mode == "RGB"
         assert picture.size == (7 * 58 + 2, 4 * 58 + 2)  # 4 rows of 7 tiles, 14 px × 4, 2-px gaps
-    assert "28 principal components of 384 14×14 filters" in result.stdout
+    assert "28 principal components of 384 filters of 14 × 14 px (width × height)" in result.stdout
 
 
 @pytest.mark.slow

@@ -121,9 +121,9 @@ def test_bundled_dinov2_every_tab_beside_its_untrained_twin():
 @pytest.mark.parametrize(
     ("model", "grid", "prefix"),
     [
-        ("vit_tiny_patch16_224", "14×14", "class"),
-        ("deit_tiny_distilled_patch16_224", "14×14", "class, distillation"),
-        ("vit_tiny_r_s16_p8_224", "7×7", "class"),
+        ("vit_tiny_patch16_224", "14 × 14", "class"),
+        ("deit_tiny_distilled_patch16_224", "14 × 14", "class, distillation"),
+        ("vit_tiny_r_s16_p8_224", "7 × 7", "class"),
     ],
 )
 def test_tiny_models_every_tab_with_the_twin(checkpoints, model, grid, prefix):
@@ -131,7 +131,7 @@ def test_tiny_models_every_tab_with_the_twin(checkpoints, model, grid, prefix):
     at.toggle(key="anatomy_compare_random").set_value(True).run()
     assert not at.exception
     text = page_texts(at)
-    assert f"{grid} grid" in text
+    assert f"{grid} grid (rows × columns)" in text
     assert f"in front: {prefix}." in text
     hybrid = model.startswith("vit_tiny_r")
     if hybrid:
@@ -196,15 +196,21 @@ def test_bundled_dinov2_shows_all_five_further_tabs():
     _open(at, "Resolution")
     at.select_slider(key="anatomy_resolution_size").set_value("336×336").run()
     texts = page_texts(at)
-    assert "16×16 = 256 patches + 1 prefix = **257 tokens**" in texts
-    assert "24×24 = 576 patches + 1 prefix = **577 tokens**" in texts
-    assert _has_title(at, "Position embedding interpolated (24×24, 3 PCs)")
+    assert (
+        "224 × 224 px (width × height): 16 × 16 grid (rows × columns) = 256 patches + 1 prefix = **257 tokens**"
+        in texts
+    )
+    assert (
+        "336 × 336 px (width × height): 24 × 24 grid (rows × columns) = 576 patches + 1 prefix = **577 tokens**"
+        in texts
+    )
+    assert _has_title(at, "Position embedding interpolated (24 × 24 grid (rows × columns), 3 PCs)")
     # The rollout's title is the library's statement of it at that size: which layers, which sinks.
     dinov2 = load_model("vit_small_patch14_dinov2", "bundled")
     photo = builtin_photo(at.selectbox(key="anatomy_photo").value)
     after = compare_resolutions(dinov2, image_view(photo, dinov2.facts), (336, 336))[1]
     assert after.rollout_statement.startswith("Rollout of layers")
-    assert _has_title(at, f"336×336 px: rollout<br><sup>{after.rollout_statement}</sup>")
+    assert _has_title(at, f"336 × 336 px (width × height): rollout<br><sup>{after.rollout_statement}</sup>")
     assert "no classifier head" in texts
 
     _open(at, "Hybrid stem")
@@ -258,7 +264,7 @@ def test_dinov2_with_its_untrained_twin_labels_the_random_side_in_every_tab():
 def test_tiny_random_vit_shows_every_tab_and_t_sne():
     at = _anatomy("vit_tiny_patch16_224", "random")
     _open(at, "Resolution")
-    assert "14×14 = 196 patches + 1 prefix = **197 tokens**" in page_texts(at)
+    assert "14 × 14 grid (rows × columns) = 196 patches + 1 prefix = **197 tokens**" in page_texts(at)
     for tab in FURTHER_TABS[1:]:
         _open(at, tab)
     at.radio(key="anatomy_qk_method").set_value("t-SNE (slower)").run()
@@ -275,8 +281,8 @@ def test_hybrid_stem_with_its_untrained_twin(checkpoints):
     # 224 px → stem ÷4 → 56×56 cells → 8×8-cell patches → 7×7 tokens, 32 px apart.
     assert "**64×56×56** feature map" in texts
     assert "`Conv2d(64 → 192, kernel 8×8, stride 8×8)`" in texts
-    assert "**7×7 = 49 tokens** of width 192" in texts
-    assert "**32×32 input px**" in texts
+    assert "**7 × 7 grid (rows × columns) = 49 tokens** of width 192" in texts
+    assert "**32 × 32 px (width × height) of input**" in texts
     assert _has_title(
         at, "Stem output: mean and the 6 most varying channels<br><sup>random (untrained twin)</sup>"
     )

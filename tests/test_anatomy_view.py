@@ -55,8 +55,9 @@ def test_every_per_image_tab_computes_on_the_picked_view():
     at.radio(key="anatomy_view").set_value("whole").run()
     assert not at.exception, at.exception
     assert "computed on one view of the photo: whole image — the whole photo" in page_texts(at)
-    assert "The picture as the model sees it (whole image): 224×224 px, normalised." in page_texts(
-        at
+    assert (
+        "The picture as the model sees it (whole image): 224 × 224 px (width × height), normalised."
+        in page_texts(at)
     )  # Patches as words
     assert at.query_params["view"] in ("whole", ["whole"])
 

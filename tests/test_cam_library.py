@@ -195,7 +195,7 @@ def test_fullgrad_reads_fused_norm_activation_biases_before_the_activation():
         cells = torch.from_numpy(per_pixel).reshape(1, 1, 32, 1, 32).mean(dim=(2, 4))[0]  # one 32-px cell
         np.testing.assert_allclose(result.values, cells.numpy(), rtol=1e-4, atol=1e-6)
     assert hook_counts(fused) == (0, 0, 0, 0) and parameters_untouched(fused)
-    assert results[0].source == "input and 2 bias layers, mean per 32×32 px cell"
+    assert results[0].source == "input and 2 bias layers, mean per cell of 32 × 32 px (width × height)"
 
 
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam"])

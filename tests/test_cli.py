@@ -191,7 +191,10 @@ def test_explain_attnlrp_takes_its_gammas_and_legrad_its_layers(tmp_path):
     random_deit = ("--model", "deit_tiny_patch16_224", "--weights", "random")
     result = run_cli("explain", CAT, *random_deit, "--method", "attnlrp", "--class", "3", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "attnlrp map 14×14 for class 3" in result.stdout and "untrained" in result.stdout
+    assert (
+        "attnlrp map on the 14 × 14 grid (rows × columns) for class 3" in result.stdout
+        and "untrained" in result.stdout
+    )
     assert np.load(out).shape == (14, 14)
     refused = run_cli(
         "explain", CAT, *random_deit, "--method", "attnlrp", "--linear-gamma", "-1", "--out", str(out)

@@ -295,7 +295,9 @@ def test_a_run_whose_config_asks_for_4096_pixels_is_refused_in_its_slot_at_once(
     at.run()
     assert not at.exception
     errors = [error.value for error in at.error]
-    assert len(errors) == 1 and "test_vit at 4096×4096 px needs about 320.1 GiB" in errors[0], errors
+    assert (
+        len(errors) == 1 and "test_vit at 4096 × 4096 px (width × height) needs about 320.1 GiB" in errors[0]
+    ), errors
     assert "tf_efficientnet_lite0" in json.dumps(_figure(at, "compare_maps_chart"))
 
 

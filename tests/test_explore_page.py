@@ -270,7 +270,7 @@ def test_the_aspect_kept_view_shows_the_photos_own_grid_and_its_rollout(explore)
     loaded = load_model("vit_small_patch14_dinov2", "bundled")
     record = record_attention(loaded, image_view(image, loaded.facts, "aspect"))
     assert record.grid_size == (13, 20)
-    grid = _figure(explore, "13 × 20 grid (rows × columns) of 14 × 14 px (width × height) patches")
+    grid = _figure(explore, "13 × 20 grid (rows × columns) of 14-px patches")
     assert grid["layout"]["title"]["text"].count(ASPECT_LABEL) == 1
     shown = _heatmap_values(explore, "Rollout of layer")
     assert shown.shape == (13, 20)

@@ -468,7 +468,9 @@ def test_a_run_whose_config_asks_for_4096_pixels_gets_a_message_instead_of_a_hug
     assert not at.exception, at.exception
     errors = [error.value for error in at.error]
     assert any(
-        error.startswith("Cannot load the models to compare: test_vit at 4096×4096 px needs about ")
+        error.startswith(
+            "Cannot load the models to compare: test_vit at 4096 × 4096 px (width × height) needs about "
+        )
         and "(VITVIZ_VISITOR_MODEL_BYTES)" in error
         for error in errors
     ), errors

@@ -40,7 +40,7 @@ def thin_uploads() -> dict[str, tuple[bytes, str]]:
         name = f"thin-{width}x{height}.png"
         uploads[name] = (
             png_of_size(width, height),
-            f"{name}: The image is {width}×{height} pixels: too thin for a model to see; each side "
+            f"{name}: The image is {width} × {height} px (width × height): too thin for a model to see; each side "
             "needs at least 32 pixels (one patch of the coarsest models here).",
         )
     return uploads

@@ -42,7 +42,9 @@ def test_a_run_asking_for_a_4096_pixel_input_is_refused_before_anything_is_built
     with pytest.raises(ModelError) as refused:
         load_model(str(folder))
     message = str(refused.value)
-    assert "4096×4096 px" in message and "GiB" in message and MEMORY_BUDGET_ENV in message, message
+    assert (
+        "4096 × 4096 px (width × height)" in message and "GiB" in message and MEMORY_BUDGET_ENV in message
+    ), message
     assert "\n" not in message and str(tmp_path) not in message
     # Every layer's and head's (N, N) map of float32 for N = 256² patches + 1 class token: 192 GiB,
     # refused from shapes alone.
@@ -55,7 +57,10 @@ def test_a_run_asking_for_a_4096_pixel_input_is_refused_before_anything_is_built
 def test_hub_and_random_models_are_refused_when_they_pass_the_operators_budget(monkeypatch):
     monkeypatch.setenv(MEMORY_BUDGET_ENV, "300M")
     for weights in ("random", "hub"):  # the hub is never asked: the refusal comes first
-        with pytest.raises(ModelError, match=r"vit_base_patch16_224 at 224×224 px needs about .* 300\.0 MiB"):
+        with pytest.raises(
+            ModelError,
+            match=r"vit_base_patch16_224 at 224 × 224 px \(width × height\) needs about .* 300\.0 MiB",
+        ):
             load_model("vit_base_patch16_224", weights)
     assert load_model("vit_small_patch14_dinov2", "bundled").facts.name == "vit_small_patch14_dinov2"
 

@@ -60,7 +60,10 @@ def test_steps_through_every_slide_forward_and_back(dark):
 
 def test_captions_are_the_models_facts():
     app = _present({"slide": "2"})
-    assert "224×224 image → 256 patches of 14×14 px (a 16×16 grid)." in _caption(app)
+    assert (
+        "224 × 224 px (width × height) image → 256 patches of 14 × 14 px (width × height), laid out on the 16 × 16 grid (rows × columns)."
+        in _caption(app)
+    )
 
 
 def test_attention_slide_animates_every_layer():
@@ -87,7 +90,9 @@ def test_a_link_opens_its_slide_theme_photo_and_presentation_mode():
     app = _present({"slide": "2", "theme": "dark", "image": "astronaut", "present": "1"})
     assert _title(app) == "Cut into patches"
     assert app.toggle(key="present_dark").value and app.toggle(key="present_fullscreen").value
-    assert _figures(app)[0]["layout"]["title"]["text"].startswith("astronaut: 16×16 patches")
+    assert _figures(app)[0]["layout"]["title"]["text"].startswith(
+        "astronaut: 16 × 16 grid (rows × columns) of 14-px patches"
+    )
     assert not app.get("download_button")  # presentation mode hides the download controls
 
 

@@ -96,16 +96,20 @@ def test_upload_on_the_first_slide_carries_through_the_story(app_url, page):
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
         str(BUILTIN_PHOTOS["astronaut"])
     )
-    page.locator(".vv-caption", has_text="astronaut.png: a 512×512 photo").wait_for(timeout=60_000)
+    page.locator(".vv-caption", has_text="astronaut.png: a photo of 512 × 512 px (width × height)").wait_for(
+        timeout=60_000
+    )
     wait_until_idle(page)
     save_screenshot(page, "present_upload")
     page.locator("h1.vv-title").click()
     page.keyboard.press("ArrowRight")
     _wait_for_title(page, SLIDE_TITLES[1])
-    shows_once(page, "astronaut.png: 16×16 patches of 14 px")
+    shows_once(page, "astronaut.png: 16 × 16 grid (rows × columns) of 14-px patches")
     page.keyboard.press("ArrowLeft")
     _wait_for_title(page, SLIDE_TITLES[0])
-    assert "astronaut.png: a 512×512 photo" in _caption(page)  # kept while the picker was off screen
+    assert "astronaut.png: a photo of 512 × 512 px (width × height)" in _caption(
+        page
+    )  # kept while the picker was off screen
 
 
 def test_dark_and_light_themes(app_url, page):

@@ -78,7 +78,7 @@ def test_register_model_keeps_prefix_tokens_out_of_the_position_grid(tiny_models
 
 def test_sizes_that_do_not_fit_are_refused_with_a_reason(tiny_models):
     facts = tiny_loaded(tiny_models, "vit").facts
-    with pytest.raises(ModelError, match="not a multiple of the 16×16 px token stride"):
+    with pytest.raises(ModelError, match=r"not a multiple of the 16 × 16 px \(width × height\) token stride"):
         check_input_size(facts, (100, 100))
     with pytest.raises(ModelError, match="stops at 1024"):
         check_input_size(facts, (16 * 40, 16 * 40))

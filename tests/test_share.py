@@ -103,7 +103,7 @@ def test_out_of_range_layer_head_and_patch_fall_back_once_the_model_is_known():
     assert notes == [
         "layer='12' (this model has layers 0–11)",
         "head='6' (this model has heads 0–5)",
-        "patch='16,0' (outside the 16×16 grid)",
+        "patch='16,0' (outside the 16 × 16 grid (rows × columns))",
         "start='99' (this model has layers 0–11)",
     ]
 
@@ -203,7 +203,7 @@ def test_explore_opens_the_view_a_link_names():
     )
     titles = _chart_titles(app)  # the photo with the view's box first, then the three maps
     assert titles[0] == "coffee, 600 × 400 px (width × height)"
-    assert titles[1] == "coffee: 16 × 16 grid (rows × columns) of 14 × 14 px (width × height) patches"
+    assert titles[1] == "coffee: 16 × 16 grid (rows × columns) of 14-px patches"
     assert titles[2] == "Layer 3, head 2: attention from patch (4, 5)"
     assert (
         titles[3] == "Rollout of layers 2–11; no attention sinks in these layers; mean of heads, discard 0%"

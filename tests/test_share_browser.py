@@ -53,7 +53,7 @@ def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
             "Rollout of layers 1–11 (layer 0 skipped: sink at patch (4, 12)); max of heads, discard 0%"
         ),
     )
-    shows_once(page, "coffee: 16 × 16 grid (rows × columns) of 14 × 14 px (width × height) patches")
+    shows_once(page, "coffee: 16 × 16 grid (rows × columns) of 14-px patches")
     shows_once(page, "Layer 3, head 2: attention from class token")
     shows_once(
         page, "Rollout of layers 1–11 (layer 0 skipped: sink at patch (4, 12)); max of heads, discard 0%"
@@ -88,7 +88,7 @@ def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
         copy = other.new_page()
         open_and_wait(copy, page.url, copy.get_by_text("Layer 2, head 2: attention from class token"))
         shows_once(copy, "Layer 2, head 2: attention from class token")
-        shows_once(copy, "coffee: 16 × 16 grid (rows × columns) of 14 × 14 px (width × height) patches")
+        shows_once(copy, "coffee: 16 × 16 grid (rows × columns) of 14-px patches")
     finally:
         other.close()
 
@@ -138,9 +138,7 @@ def test_navigation_switches_pages_and_back(app_url, page):
     open_and_wait(
         page,
         app_url,
-        page.get_by_text(
-            "cat (chelsea): 16 × 16 grid (rows × columns) of 14 × 14 px (width × height) patches"
-        ),
+        page.get_by_text("cat (chelsea): 16 × 16 grid (rows × columns) of 14-px patches"),
     )
     nav = page.locator('[data-testid="stSidebarNav"]')
     nav.get_by_text("Present", exact=True).click()
@@ -153,7 +151,7 @@ def test_navigation_switches_pages_and_back(app_url, page):
     page.get_by_role("heading", name="Explore").wait_for(timeout=120_000)
     wait_until_idle(page)
     assert page.get_by_role("heading", name="Explore").count() == 1
-    shows_once(page, "cat (chelsea): 16 × 16 grid (rows × columns) of 14 × 14 px (width × height) patches")
+    shows_once(page, "cat (chelsea): 16 × 16 grid (rows × columns) of 14-px patches")
 
 
 def test_two_sessions_never_see_each_others_state(app_url, chromium):
@@ -177,9 +175,9 @@ def test_two_sessions_never_see_each_others_state(app_url, chromium):
             str(BUILTIN_PHOTOS["astronaut"])
         )
         _choose(cnn_page, "Built-in photo", "coffee")
-        upload_page.get_by_text(
-            "astronaut.png: 16 × 16 grid (rows × columns) of 14 × 14 px (width × height) patches"
-        ).wait_for(timeout=120_000)
+        upload_page.get_by_text("astronaut.png: 16 × 16 grid (rows × columns) of 14-px patches").wait_for(
+            timeout=120_000
+        )
         wait_until_idle(upload_page)
         slider = upload_page.locator('input[type="range"][aria-label="Layer"]')
         slider.focus()
@@ -193,9 +191,7 @@ def test_two_sessions_never_see_each_others_state(app_url, chromium):
         assert (
             "vit_small_patch14_dinov2" in upload_caption and "16 × 16 grid (rows × columns)" in upload_caption
         )
-        shows_once(
-            upload_page, "astronaut.png: 16 × 16 grid (rows × columns) of 14 × 14 px (width × height) patches"
-        )
+        shows_once(upload_page, "astronaut.png: 16 × 16 grid (rows × columns) of 14-px patches")
         shows_once(upload_page, "Layer 4, mean of heads: attention from class token")
         assert upload_page.get_by_text("tf_efficientnet_lite0").count() == 0
 

@@ -39,7 +39,7 @@ def test_a_link_to_a_model_past_the_visitor_limit_gets_a_message_and_loads_nothi
     app.run()
     assert not app.exception, app.exception
     errors = " ".join(error.value for error in app.error)
-    assert "vit_large_patch16_224 at 224×224 px needs about 1.2 GiB" in errors, errors
+    assert "vit_large_patch16_224 at 224 × 224 px (width × height) needs about 1.2 GiB" in errors, errors
     assert f"more than the 500.0 MiB a visitor's model may take ({VISITOR_MODEL_ENV})" in errors, errors
     assert counted_loads == [] and ui.shared_models().keys() == []
 

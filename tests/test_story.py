@@ -49,8 +49,11 @@ def test_slides_follow_the_paper_in_order(dino_facts, cnn_facts):
 
 def test_captions_are_computed_from_the_dinov2_facts(dino_facts, cnn_facts):
     slides = {slide.key: slide for slide in story_slides(dino_facts, "cat (chelsea)", (451, 300), cnn_facts)}
-    assert slides["image"].caption.startswith("cat (chelsea): a 451×300 photo.")
-    assert "224×224 image → 256 patches of 14×14 px (a 16×16 grid)." in slides["patches"].caption
+    assert slides["image"].caption.startswith("cat (chelsea): a photo of 451 × 300 px (width × height).")
+    assert (
+        "224 × 224 px (width × height) image → 256 patches of 14 × 14 px (width × height), laid out on the 16 × 16 grid (rows × columns)."
+        in slides["patches"].caption
+    )
     assert "257 tokens × 384" in slides["tokens"].caption
     assert (
         "12 layers × 6 heads" in slides["attention"].caption and "layers 0–11" in slides["attention"].caption
@@ -64,7 +67,10 @@ def test_captions_are_computed_from_the_dinov2_facts(dino_facts, cnn_facts):
 def test_a_hybrid_is_told_its_patches_are_cnn_feature_cells(tiny_models):
     facts = _facts(tiny_models, "hybrid")
     patches = story_slides(facts, "x", (96, 96))[1]
-    assert "96×96 image → a CNN stem → 9 feature cells, one per 32×32 px (a 3×3 grid)" in patches.caption
+    assert (
+        "96 × 96 px (width × height) image → a CNN stem → 9 feature cells, one per 32 × 32 px (width × height), laid out on the 3 × 3 grid (rows × columns)"
+        in patches.caption
+    )
 
 
 def test_a_classifier_vit_shows_its_predictions_and_random_weights_are_said_untrained(tiny_models):

@@ -5,7 +5,14 @@ import pytest
 from PIL import Image
 
 from vitviz.models import describe_weights
-from vitviz.text import ELLIPSIS, clipped, grid_size_text, picture_size_text, printable_clipped
+from vitviz.text import (
+    ELLIPSIS,
+    clipped,
+    grid_size_text,
+    patch_size_text,
+    picture_size_text,
+    printable_clipped,
+)
 
 
 def test_a_long_text_keeps_its_first_characters_and_ends_in_an_ellipsis_at_the_limit():
@@ -67,3 +74,8 @@ def test_sizes_cannot_be_passed_by_position_in_an_unstated_order():
         grid_size_text(18, 15)  # type: ignore[misc]
     with pytest.raises(TypeError):
         picture_size_text(451, 300)  # type: ignore[misc]
+
+
+def test_a_square_patch_is_written_short_and_an_oblong_one_labelled_width_first():
+    assert patch_size_text(width=14, height=14) == "14-px"
+    assert patch_size_text(width=16, height=8) == "16 × 8 px (width × height)"

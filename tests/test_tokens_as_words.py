@@ -55,7 +55,10 @@ def test_trace_of_bundled_dinov2_names_the_paper_numbers(dinov2, photos):
     shapes = {step.name: step.shape for step in trace.steps}
     assert shapes["patches"] == (256, 588) and shapes["patch tokens"] == (256, 384)
     assert shapes["+ prefix tokens"] == (257, 384)
-    assert "16×16 = 256 patches of 14×14 px" in trace.steps[1].explanation
+    assert (
+        "256 patches on the 16 × 16 grid (rows × columns), each 14 × 14 px (width × height)"
+        in trace.steps[1].explanation
+    )
     # The class token's row of the encoder input is the class token plus its position embedding.
     expected = (dinov2.model.cls_token + dinov2.model.pos_embed[:, 0]).reshape(-1).numpy()
     np.testing.assert_allclose(trace.encoder_input[0], expected, rtol=1e-5, atol=1e-6)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from vitviz.text import printable_clipped
+from vitviz.text import picture_size_text, printable_clipped
 
 __all__ = [
     "BUILTIN_PHOTOS",
@@ -121,7 +121,8 @@ def decode_upload(data: bytes) -> Image.Image:
     width, height = image.size
     if min(width, height) < MIN_IMAGE_SIDE:
         raise ImageDecodeError(
-            f"The image is {width}×{height} pixels: too thin for a model to see; each side needs at "
+            f"The image is {picture_size_text(width=width, height=height)}: too thin for a model to see; "
+            "each side needs at "
             f"least {MIN_IMAGE_SIDE} pixels (one patch of the coarsest models here)."
         )
     return image
@@ -255,7 +256,7 @@ def _check_pixel_count(size: tuple[int, int], max_pixels: int) -> None:
         raise ImageDecodeError("The image is truncated or corrupt.")
     if width * height > max_pixels:
         raise ImageDecodeError(
-            f"The image is {width}×{height} pixels; the limit is {_megapixels(max_pixels)}."
+            f"The image is {picture_size_text(width=width, height=height)}; the limit is {_megapixels(max_pixels)}."
         )
 
 

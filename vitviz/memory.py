@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from vitviz.capture import attention_modules
+from vitviz.text import picture_size_text
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -129,7 +130,7 @@ class MemoryEstimate:
             parts.append(f"{size_text(self.attention_bytes)} of attention maps for one image")
         parts.append(f"{size_text(self.working_bytes)} to run it")
         height, width = self.input_size
-        return f"{self.name} at {height}×{width} px needs about {size_text(self.total)} ({', '.join(parts)})"
+        return f"{self.name} at {picture_size_text(width=width, height=height)} needs about {size_text(self.total)} ({', '.join(parts)})"
 
     def problem(self, limit: int, setting: str, allowance: str = "this server allows") -> str | None:
         """Why the model is refused under `limit` (named by its environment variable); None if it fits.

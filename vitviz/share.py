@@ -11,6 +11,7 @@ import timm
 
 from vitviz.export import slug
 from vitviz.models import WEIGHTS_SOURCES
+from vitviz.text import grid_size_text
 
 __all__ = [
     "DEFAULT_OPACITY",
@@ -198,7 +199,7 @@ def parse_view_state(params: Mapping[str, str], limits: ViewLimits) -> tuple[Vie
             parts[0] < limits.grid_size[0] and parts[1] < limits.grid_size[1]  # type: ignore[operator]
         ):
             rows, cols = limits.grid_size
-            ignore("patch", params["patch"], f"outside the {rows}×{cols} grid")
+            ignore("patch", params["patch"], f"outside the {grid_size_text(rows=rows, columns=cols)}")
         else:
             state = replace(state, patch=(parts[0], parts[1]))  # type: ignore[arg-type]
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["ELLIPSIS", "clipped", "grid_size_text", "picture_size_text", "printable_clipped"]
+__all__ = [
+    "ELLIPSIS",
+    "clipped",
+    "grid_size_text",
+    "patch_size_text",
+    "picture_size_text",
+    "printable_clipped",
+]
 
 ELLIPSIS = "…"
 
@@ -41,3 +48,9 @@ def grid_size_text(*, rows: int, columns: int) -> str:
 def picture_size_text(*, width: int, height: int) -> str:
     """A picture's size in pixels, labelled: "451 × 300 px (width × height)"."""
     return f"{width} × {height} px (width × height)"
+
+
+def patch_size_text(*, width: int, height: int) -> str:
+    """A patch's size where a title has little room: "14-px" for a square patch (no order to state),
+    else the labelled picture size, "16 × 8 px (width × height)"."""
+    return f"{width}-px" if width == height else picture_size_text(width=width, height=height)

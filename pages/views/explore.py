@@ -30,7 +30,7 @@ from vitviz.predict import Prediction, top_predictions
 from vitviz.preprocess import VIEW_LABELS, ImageView
 from vitviz.serving import is_visitor_run
 from vitviz.share import ViewState, parse_view_state, view_state_params
-from vitviz.text import grid_size_text, picture_size_text
+from vitviz.text import grid_size_text, patch_size_text, picture_size_text
 
 __all__ = [
     "OPACITY",
@@ -355,7 +355,7 @@ def _grid_and_attention(maps: _Maps) -> None:
         stride_rows, stride_cols = facts.stride_px
         title = maps.title(
             f"{maps.picked.name}: {grid_size_text(rows=rows, columns=cols)} of "
-            f"{picture_size_text(width=stride_cols, height=stride_rows)} patches"
+            f"{patch_size_text(width=stride_cols, height=stride_rows)} patches"
         )
         # Kept between the fragment's reruns: a layer or head step leaves the grid as it was.
         inputs = (maps.choice.name, maps.choice.weights, maps.picked.digest, maps.view, title, query_patch)

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from vitviz.cli.common import add_model_arguments, load_from_args
+from vitviz.text import grid_size_text, picture_size_text
 
 __all__ = ["add_commands"]
 
@@ -61,7 +62,8 @@ def _run_posembed(args: argparse.Namespace) -> None:
     rows, cols = loaded.facts.grid_size
     near = local_fraction(similarity, (rows, cols))
     print(
-        f"saved position similarity {similarity.shape[0]}×{similarity.shape[1]} ({rows}×{cols} grid) to "
+        f"saved position similarity {similarity.shape[0]}×{similarity.shape[1]} (positions of the "
+        f"{grid_size_text(rows=rows, columns=cols)}) to "
         f"{args.out}{_untrained_note(loaded.trained)}; most similar other position is a neighbour for "
         f"{near:.0%} of positions"
     )
@@ -94,7 +96,8 @@ def _run_attention_distance(args: argparse.Namespace) -> None:
     print(
         f"saved mean attention distance of {mean.shape[0]} layers × {mean.shape[1]} heads over "
         f"{result.num_images} image(s) to {args.out}{_untrained_note(loaded.trained)}; pixels of the "
-        f"{height}×{width} input, uniform attention would give {result.uniform_reference:.1f} px"
+        f"{picture_size_text(width=width, height=height)} input, uniform attention would give "
+        f"{result.uniform_reference:.1f} px"
     )
 
 
@@ -112,6 +115,7 @@ def _run_filters(args: argparse.Namespace) -> None:
     shares = ", ".join(f"{ratio:.1%}" for ratio in components.explained_variance_ratio[:5])
     print(
         f"saved {components.num_components} principal components of {components.num_filters} "
-        f"{filters.shape[2]}×{filters.shape[3]} filters to {args.out}{_untrained_note(loaded.trained)}; "
+        f"filters of {picture_size_text(width=filters.shape[3], height=filters.shape[2])} to "
+        f"{args.out}{_untrained_note(loaded.trained)}; "
         f"explained variance {components.explained_variance_ratio.sum():.1%} in all (first: {shares})"
     )

@@ -21,6 +21,7 @@ from vitviz.cli.common import (
     load_from_args,
 )
 from vitviz.methods import METHOD_NAMES
+from vitviz.text import grid_size_text
 
 if TYPE_CHECKING:
     from vitviz.methods import ExplanationResult
@@ -152,7 +153,9 @@ def _run_explain(args: argparse.Namespace) -> None:
     np.save(out, values.astype(np.float32))
     rows, cols = values.shape
     trained = "" if loaded.trained else " (random, untrained weights)"
-    print(f"saved {args.method} map {rows}×{cols}{target} to {out}{trained}")
+    print(
+        f"saved {args.method} map on the {grid_size_text(rows=rows, columns=cols)}{target} to {out}{trained}"
+    )
 
 
 def _map_file(out: Path) -> Path:

@@ -25,6 +25,7 @@ from vitviz.figures.scales import CLIP_PERCENTILE, ColourScale, ordinal
 from vitviz.forward.hybrid import HybridStem
 from vitviz.maths.qk import QueryKeyProjection, QueryKeys
 from vitviz.maths.token_features import TokenNorms
+from vitviz.text import picture_size_text
 
 __all__ = [
     "HEAD_CENTRES_NAME",
@@ -521,7 +522,7 @@ def stem_grid_figure(pixels: np.ndarray, stem: HybridStem, title: str) -> go.Fig
         (stem.stride_px, {"color": "rgb(0, 229, 255)", "width": 2}, "token"),
     ):
         xs, ys = lines(step)
-        name = f"{what}: {step[0]}×{step[1]} px"
+        name = f"{what}: {picture_size_text(width=step[1], height=step[0])}"
         figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=line, hoverinfo="skip", name=name))
     figure.update_layout(
         title=left_title(title),

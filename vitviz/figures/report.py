@@ -24,6 +24,7 @@ from vitviz.maths.sinks import detect_sinks, plan_rollout, rollout_statement
 from vitviz.models import LoadedModel, describe_weights
 from vitviz.predict import Prediction, predict
 from vitviz.preprocess import ImageView, ViewMode, image_view
+from vitviz.text import picture_size_text
 
 __all__ = ["ImageReport", "Report", "build_report", "render_report"]
 
@@ -195,7 +196,7 @@ def _image_section(entry: ImageReport, trained: bool) -> str:
     if entry.thumbnail is not None and entry.size is not None:
         parts.append(
             f'<figure><img src="{_jpeg_data_uri(entry.thumbnail)}" alt="{html.escape(entry.name)}">'
-            f"<figcaption>{entry.size[0]}×{entry.size[1]} px</figcaption></figure>"
+            f"<figcaption>{picture_size_text(width=entry.size[0], height=entry.size[1])}</figcaption></figure>"
         )
     if entry.map_figure is not None:
         parts.append(f'<div class="map">{_figure_div(entry.map_figure)}</div>')

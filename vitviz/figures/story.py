@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 
 from vitviz.models import ModelFacts
+from vitviz.text import grid_size_text, picture_size_text
 
 __all__ = [
     "SLIDE_KEYS",
@@ -54,7 +55,9 @@ class ComparedPair:
 
 
 def _size(size: tuple[int, int]) -> str:
-    return f"{size[0]}×{size[1]}"
+    """An input size or token stride, stored (height, width) as timm gives it, written width × height."""
+    height, width = size
+    return picture_size_text(width=width, height=height)
 
 
 def _untrained(trained: bool) -> str:
@@ -99,25 +102,25 @@ def story_slides(
     if vit.family == "cnn" or vit.grid_size is None or vit.stride_px is None:
         raise ValueError(f"{vit.name} is a CNN: the story needs a transformer (ViT or hybrid).")
     rows, cols = vit.grid_size
-    height, width = vit.input_size
-    input_px = f"{height}×{width}"
+    input_px = _size(vit.input_size)
+    grid = grid_size_text(rows=rows, columns=cols)
     stride = _size(vit.stride_px)
     layers, heads = vit.num_layers, vit.num_heads
     note = _untrained(trained)
     if vit.family == "vit":
-        patches = f"{input_px} image → {vit.num_patches} patches of {stride} px (a {rows}×{cols} grid)."
+        patches = f"{input_px} image → {vit.num_patches} patches of {stride}, laid out on the {grid}."
     else:
         patches = (
-            f"{input_px} image → a CNN stem → {vit.num_patches} feature cells, one per {stride} px "
-            f"(a {rows}×{cols} grid). This hybrid's patches are cells of a CNN feature map."
+            f"{input_px} image → a CNN stem → {vit.num_patches} feature cells, one per {stride}, "
+            f"laid out on the {grid}. This hybrid's patches are cells of a CNN feature map."
         )
     query = "the class token" if vit.num_prefix_tokens else "the mean patch"
     slides = [
         Slide(
             "image",
             "An image goes in",
-            f"{image_name}: a {image_size[0]}×{image_size[1]} photo. {vit.name} reads every image at "
-            f"{input_px} px, so it is resized to that first.",
+            f"{image_name}: a photo of {picture_size_text(width=image_size[0], height=image_size[1])}. "
+            f"{vit.name} reads every image at {input_px}, so it is resized to that first.",
         ),
         Slide("patches", "Cut into patches", patches + note),
         Slide(

@@ -18,6 +18,7 @@ from vitviz.maths.token_features import principal_components_rgb
 from vitviz.models import LoadedModel, ModelError, ModelFacts, model_facts, no_token_grid_reason
 from vitviz.predict import Prediction, predict
 from vitviz.preprocess import ImageView, image_view
+from vitviz.text import picture_size_text
 
 __all__ = [
     "MAX_PATCHES",
@@ -48,11 +49,15 @@ def check_input_size(facts: ModelFacts, input_size: tuple[int, int]) -> None:
     stride_h, stride_w = facts.stride_px
     if height <= 0 or width <= 0 or height % stride_h or width % stride_w:
         raise ModelError(
-            f"{height}×{width} px is not a multiple of the {stride_h}×{stride_w} px token stride of {facts.name}."
+            f"{picture_size_text(width=width, height=height)} is not a multiple of the "
+            f"{picture_size_text(width=stride_w, height=stride_h)} token stride of {facts.name}."
         )
     patches = (height // stride_h) * (width // stride_w)
     if patches > MAX_PATCHES:
-        raise ModelError(f"{height}×{width} px makes {patches} patches; this view stops at {MAX_PATCHES}.")
+        raise ModelError(
+            f"{picture_size_text(width=width, height=height)} makes {patches} patches; "
+            f"this view stops at {MAX_PATCHES}."
+        )
 
 
 def resolution_choices(facts: ModelFacts) -> list[tuple[int, int]]:

@@ -11,6 +11,7 @@ from vitviz.maths.posembed import NoPositionEmbeddingError, grid_position_embedd
 from vitviz.maths.posembed import position_similarity as all_position_similarity
 from vitviz.models import LoadedModel, ModelError, ModelFacts, no_token_grid_reason
 from vitviz.preprocess import ImageView, check_view
+from vitviz.text import grid_size_text, picture_size_text
 
 __all__ = ["TokenStage", "output_embedding", "position_similarity", "token_stages"]
 
@@ -42,13 +43,18 @@ def token_stages(facts: ModelFacts) -> list[TokenStage]:
     rows, cols = facts.grid_size
     step_y, step_x = facts.stride_px
     patches, dim, prefix = facts.num_patches, facts.embed_dim, facts.num_prefix_tokens
-    stages = [TokenStage("image", (3, height, width), f"{height}×{width} px, 3 colour channels")]
+    stages = [
+        TokenStage(
+            "image", (3, height, width), f"{picture_size_text(width=width, height=height)}, 3 colour channels"
+        )
+    ]
     if facts.family == "vit":
         stages.append(
             TokenStage(
                 "patches, flattened",
                 (patches, 3 * step_y * step_x),
-                f"{rows}×{cols} patches of {step_y}×{step_x} px, each 3·{step_y}·{step_x} numbers",
+                f"{grid_size_text(rows=rows, columns=cols)} of patches of "
+                f"{picture_size_text(width=step_x, height=step_y)}, each 3·{step_y}·{step_x} numbers",
             )
         )
         stages.append(TokenStage("patch embeddings", (patches, dim), f"one linear map to {dim} numbers"))
@@ -57,7 +63,7 @@ def token_stages(facts: ModelFacts) -> list[TokenStage]:
             TokenStage(
                 "patch embeddings",
                 (patches, dim),
-                f"a CNN stem, then one {dim}-number token per {step_y}×{step_x} px cell",
+                f"a CNN stem, then one {dim}-number token per cell of {picture_size_text(width=step_x, height=step_y)}",
             )
         )
     if prefix:

@@ -9,6 +9,7 @@ from torch import nn
 from vitviz.maths.tokens_as_words import EmbeddingStep, TokenTrace, flatten_patches
 from vitviz.models import LoadedModel, ModelError, ModelFacts, no_token_grid_reason, prefix_token_names
 from vitviz.preprocess import ImageView, check_view
+from vitviz.text import grid_size_text, picture_size_text
 
 __all__ = ["linear_patch_embedding", "trace_tokens"]
 
@@ -109,7 +110,8 @@ def trace_tokens(loaded: LoadedModel, view: ImageView) -> TokenTrace:
         EmbeddingStep(
             "image",
             (3, height, width),
-            f"The picture as the model sees it ({view.label}): {height}×{width} px, normalised.",
+            f"The picture as the model sees it ({view.label}): "
+            f"{picture_size_text(width=width, height=height)}, normalised.",
         )
     ]
     if facts.family == "hybrid":
@@ -120,8 +122,9 @@ def trace_tokens(loaded: LoadedModel, view: ImageView) -> TokenTrace:
             EmbeddingStep(
                 "CNN feature map",
                 (channels, feature_h, feature_w),
-                f"The CNN stem turns the image into {channels} channels on a {feature_h}×{feature_w} map, "
-                f"one cell per {cell_px[0]}×{cell_px[1]} px.",
+                f"The CNN stem turns the image into a map of {channels} channels, its cells on the "
+                f"{grid_size_text(rows=feature_h, columns=feature_w)}, one cell per "
+                f"{picture_size_text(width=cell_px[1], height=cell_px[0])}.",
             )
         )
         values = channels * patch_h * patch_w
@@ -129,7 +132,8 @@ def trace_tokens(loaded: LoadedModel, view: ImageView) -> TokenTrace:
             EmbeddingStep(
                 "patches of the feature map",
                 (num_patches, values),
-                f"The map is cut into {rows}×{cols} = {num_patches} patches of {patch_h}×{patch_w} cells "
+                f"The map is cut into {num_patches} patches on the {grid_size_text(rows=rows, columns=cols)}, "
+                f"each {patch_h}×{patch_w} cells "
                 f"× {channels} channels = {values} values (patch size {patch_h} on the feature map, "
                 f"one token per {facts.stride_px[0]} px of the image).",
             )
@@ -140,7 +144,8 @@ def trace_tokens(loaded: LoadedModel, view: ImageView) -> TokenTrace:
             EmbeddingStep(
                 "patches",
                 (num_patches, values),
-                f"The image is cut into {rows}×{cols} = {num_patches} patches of {patch_h}×{patch_w} px, "
+                f"The image is cut into {num_patches} patches on the {grid_size_text(rows=rows, columns=cols)}, "
+                f"each {picture_size_text(width=patch_w, height=patch_h)}, "
                 f"each flattened to {patch_h}×{patch_w}×3 = {values} values: the words.",
             )
         )

@@ -10,6 +10,7 @@ import torch
 
 from vitviz.maths.rollout import HeadFusion, attention_rollout, rollout_map
 from vitviz.maths.sinks import SinkMode, SinkReport, detect_sinks, plan_rollout
+from vitviz.text import grid_size_text
 
 if TYPE_CHECKING:  # a record only names the view it was made on; making views is vitviz.preprocess's
     from vitviz.preprocess import ImageView
@@ -60,7 +61,7 @@ def patch_token(record: AttentionRecord, row: int, col: int) -> int:
     """The sequence index of the patch token at (row, col) of the grid."""
     rows, cols = record.grid_size
     if not (0 <= row < rows and 0 <= col < cols):
-        raise ValueError(f"patch ({row}, {col}) outside the {rows}×{cols} grid")
+        raise ValueError(f"patch ({row}, {col}) outside the {grid_size_text(rows=rows, columns=cols)}")
     return record.num_prefix_tokens + row * cols + col
 
 

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vitviz.text import grid_size_text
+
 if TYPE_CHECKING:  # facts are only read here; loading models is vitviz.models'
     from vitviz.models import ModelFacts
 
@@ -58,7 +60,7 @@ def grid_position_embedding(model: nn.Module, facts: ModelFacts) -> np.ndarray:
     if table.shape[0] < num_patches:
         raise NoPositionEmbeddingError(
             f"{facts.name}'s position embedding has {table.shape[0]} rows for a "
-            f"{facts.grid_size[0]}×{facts.grid_size[1]} grid of {num_patches} patches; "
+            f"{grid_size_text(rows=facts.grid_size[0], columns=facts.grid_size[1])} of {num_patches} patches; "
             "it is resized at run time, so it cannot be read per grid position."
         )
     return table[table.shape[0] - num_patches :]  # prefix rows come first when present

@@ -48,6 +48,7 @@ from vitviz.capture import LayerTap, model_lock
 from vitviz.methods.base import ExplanationMethod, MethodUnavailableError, feature_grid, pool_to_grid
 from vitviz.methods.gradcam import FEATURES, as_feature_map, default_layer, feature_map_reason, layer_module
 from vitviz.models import ModelFacts
+from vitviz.text import picture_size_text
 
 __all__ = [
     "LIBRARY_CAMS",
@@ -509,7 +510,11 @@ class FullGradCam(LibraryCAM):
         grid_size, cell = feature_grid(self.loaded, (int(pixels.shape[-2]), int(pixels.shape[-1])))
         maps = pool_to_grid(torch.from_numpy(per_pixel), grid_size, cell, reduce="mean")
         classes = self.chosen_classes(outputs, class_indices)
-        return maps, classes, f"input and {len(layers)} bias layers, mean per {cell[0]}×{cell[1]} px cell"
+        return (
+            maps,
+            classes,
+            f"input and {len(layers)} bias layers, mean per cell of {picture_size_text(width=cell[1], height=cell[0])}",
+        )
 
 
 # The library's methods offered in menus, in the order they are listed.

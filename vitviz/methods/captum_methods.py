@@ -15,6 +15,7 @@ from captum.attr import Occlusion as CaptumOcclusion
 from captum.attr import Saliency as CaptumSaliency
 
 from vitviz.methods.base import ExplanationMethod, feature_grid, pool_to_grid
+from vitviz.text import picture_size_text
 
 __all__ = ["GradientShap", "IntegratedGradients", "Occlusion", "Saliency", "SmoothGrad"]
 
@@ -33,7 +34,10 @@ class _CaptumMethod(ExplanationMethod):
             return feature_grid(self.loaded, (height, width))
         cell_h, cell_w = (int(cell), int(cell)) if isinstance(cell, int | float) else map(int, cell)
         if not (0 < cell_h <= height and 0 < cell_w <= width):
-            raise ValueError(f"cell size {cell_h}×{cell_w} does not fit a {height}×{width} input")
+            raise ValueError(
+                f"cell size {picture_size_text(width=cell_w, height=cell_h)} does not fit a "
+                f"{picture_size_text(width=width, height=height)} input"
+            )
         return (height // cell_h, width // cell_w), (cell_h, cell_w)
 
     def classes(self, pixels: torch.Tensor, class_indices: torch.Tensor | None) -> torch.Tensor:
@@ -47,7 +51,9 @@ class _CaptumMethod(ExplanationMethod):
     def on_grid(self, per_pixel: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor, str]:
         """(B, H, W) attributions summed over each grid cell, and the cell size in words."""
         grid_size, cell = self.grid(pixels)
-        return pool_to_grid(per_pixel.detach(), grid_size, cell, reduce="sum"), f"{cell[0]}×{cell[1]} px cell"
+        return pool_to_grid(
+            per_pixel.detach(), grid_size, cell, reduce="sum"
+        ), f"cell of {picture_size_text(width=cell[1], height=cell[0])}"
 
     @contextmanager
     def seeded(self, device: torch.device) -> Iterator[None]:
@@ -100,7 +106,11 @@ class IntegratedGradients(_CaptumMethod):
             )  # (B, 3, H, W)
         grid_size, cell = self.grid(pixels)
         maps = pool_to_grid(attributions.detach().sum(dim=1), grid_size, cell, reduce="sum")
-        return maps, classes, f"{steps} steps from the mean colour, summed per {cell[0]}×{cell[1]} px cell"
+        return (
+            maps,
+            classes,
+            f"{steps} steps from the mean colour, summed per cell of {picture_size_text(width=cell[1], height=cell[0])}",
+        )
 
 
 class Occlusion(_CaptumMethod):
@@ -134,7 +144,11 @@ class Occlusion(_CaptumMethod):
                 perturbations_per_eval=int(self.options.get("perturbations_per_eval", 16)),
             )  # (B, 3, H, W), every pixel of a window holds that window's drop
         maps = pool_to_grid(attributions[:, 0], grid_size, cell, reduce="mean")
-        return maps, classes, f"{cell[0]}×{cell[1]} px windows set to the mean colour"
+        return (
+            maps,
+            classes,
+            f"windows of {picture_size_text(width=cell[1], height=cell[0])} set to the mean colour",
+        )
 
 
 class Saliency(_CaptumMethod):

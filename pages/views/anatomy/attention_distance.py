@@ -15,6 +15,7 @@ from vitviz.images import BUILTIN_PHOTOS, ImageDecodeError, builtin_photo, decod
 from vitviz.images import image_digest as digest_of
 from vitviz.maths.distance import AttentionDistances
 from vitviz.preprocess import VIEW_LABELS, image_view
+from vitviz.text import picture_size_text
 
 __all__ = ["render_attention_distance"]
 
@@ -101,12 +102,13 @@ def render_attention_distance(sides: list[ModelSide], picked: ui.ImageChoice) ->
             st.caption(
                 f"{side.label}: layer 0 heads look {first.min():.0f}–{first.max():.0f} px away, the last "
                 f"layer's {last.min():.0f}–{last.max():.0f} px (uniform attention: "
-                f"{result.uniform_reference:.0f} px; input {result.input_size[0]}×{result.input_size[1]} px)."
+                f"{result.uniform_reference:.0f} px; input "
+                f"{picture_size_text(width=result.input_size[1], height=result.input_size[0])})."
             )
     height, width = facts.input_size
     st.caption(
         "Per head and layer: Σⱼ Aᵢⱼ·‖gᵢ − gⱼ‖ in pixels of the model's input, averaged over query patches "
         f"and images; prefix tokens left out as queries and keys, no renormalisation (the paper's "
         f"appendix D.7). Each image is seen in the page's view: {VIEW_LABELS[sides[0].view]}, "
-        f"{height}×{width} px."
+        f"{picture_size_text(width=width, height=height)}."
     )

@@ -17,6 +17,7 @@ from vitviz.maths.filters import (
     spectrum_sentence,
 )
 from vitviz.models import LoadedModel
+from vitviz.text import picture_size_text
 
 __all__ = ["render_filters"]
 
@@ -63,7 +64,8 @@ def render_filters(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     facts = sides[0].loaded.facts
     height, width = facts.patch_size or (0, 0)
     st.caption(
-        f"Each of the {facts.embed_dim} filters of the patch embedding is a {height}×{width} RGB picture; "
+        f"Each of the {facts.embed_dim} filters of the patch embedding is an RGB picture of "
+        f"{picture_size_text(width=width, height=height)}; "
         "PCA (scikit-learn) finds the directions they vary along. Tiles are titled with the component's "
         "number and its share of the variance; each is stretched to full contrast on its own, and a "
         "component's sign is arbitrary. The ViT paper found smooth, low-frequency basis functions "

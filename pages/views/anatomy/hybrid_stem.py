@@ -13,6 +13,7 @@ from vitviz.maths.attention import class_attention_map, rollout_relevance
 from vitviz.maths.sinks import detect_sinks, plan_rollout, rollout_statement
 from vitviz.models import LoadedModel
 from vitviz.preprocess import ImageView, ViewMode
+from vitviz.text import grid_size_text, picture_size_text
 
 __all__ = ["render_hybrid"]
 
@@ -52,12 +53,14 @@ def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         channels, height, width = stem.feature_shape
         rows, cols = stem.grid_size
         st.markdown(
-            f"**{stem.input_size[0]}×{stem.input_size[1]}×3 px** → `{stem.backbone}` stem "
+            f"**{picture_size_text(width=stem.input_size[1], height=stem.input_size[0])}, 3 colours** → "
+            f"`{stem.backbone}` stem "
             f"(÷{stem.feature_ratio[0]}) → **{channels}×{height}×{width}** feature map → "
             f"`{stem.projection}` (patch {stem.patch_size[0]}×{stem.patch_size[1]} cells) → "
-            f"**{rows}×{cols} = {rows * cols} tokens** of width {stem.embed_dim} "
-            f"+ {facts.num_prefix_tokens} prefix. One token per **{stem.stride_px[0]}×{stem.stride_px[1]} "
-            "input px** (its receptive field through the stem is larger)."
+            f"**{grid_size_text(rows=rows, columns=cols)} = {rows * cols} tokens** of width {stem.embed_dim} "
+            f"+ {facts.num_prefix_tokens} prefix. One token per "
+            f"**{picture_size_text(width=stem.stride_px[1], height=stem.stride_px[0])} of input** "
+            "(its receptive field through the stem is larger)."
         )
         pixels = side.pixels(picked)
         grid_column, maps_column = st.columns([2, 3])
@@ -81,7 +84,9 @@ def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         attention = class_attention_map(record, record.num_layers - 1, None)
         rollout = rollout_relevance(record, sink_report=sinks)
         statement = rollout_statement(plan_rollout(sinks))
-        attention_title = _title(f"Last-layer {_class_query(facts)} attention, {rows}×{cols} tokens", side)
+        attention_title = _title(
+            f"Last-layer {_class_query(facts)} attention, {grid_size_text(rows=rows, columns=cols)}", side
+        )
         attention_column, rollout_column = st.columns(2)
         with attention_column:
             _overlay_chart(
@@ -96,7 +101,9 @@ def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                     pixels,
                     rollout,
                     facts.stride_px,
-                    _title(f"Rollout, {rows}×{cols} tokens<br><sup>{statement}</sup>", side),
+                    _title(
+                        f"Rollout, {grid_size_text(rows=rows, columns=cols)}<br><sup>{statement}</sup>", side
+                    ),
                     sinks=marks,
                 ),
                 rollout,

@@ -12,6 +12,7 @@ from vitviz.forward.tokens_as_words import trace_tokens
 from vitviz.maths.tokens_as_words import TokenTrace, cut_into_patches
 from vitviz.models import LoadedModel
 from vitviz.preprocess import ImageView, ViewMode
+from vitviz.text import grid_size_text, patch_size_text
 
 __all__ = ["render_patches"]
 
@@ -50,7 +51,8 @@ def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
                 pixels,
                 facts.grid_size,
                 facts.stride_px,
-                f"{picked.name}: {rows}×{cols} tokens, one per {facts.stride_px[0]} px",
+                f"{picked.name}: {grid_size_text(rows=rows, columns=cols)}<br><sup>one token per "
+                f"{patch_size_text(width=facts.stride_px[1], height=facts.stride_px[0])} patch</sup>",
             ).update_layout(height=420),
             key="anatomy_patch_grid",
             theme=None,

@@ -20,6 +20,7 @@ from vitviz.maths.posembed import (
     similarity_mosaic,
 )
 from vitviz.models import LoadedModel
+from vitviz.text import grid_size_text
 
 __all__ = ["render_position_embeddings"]
 
@@ -110,7 +111,7 @@ def render_position_embeddings(sides: list[ModelSide], picked: ui.ImageChoice) -
         else "Rows of the prefix tokens are left out."
     )
     thinned = (
-        f" The {rows}×{cols} grid is large: a small map is drawn for one position in {step} along "
+        f" The {grid_size_text(rows=rows, columns=cols)} is large: a small map is drawn for one position in {step} along "
         "each row and column; the large map works for every position."
         if step > 1
         else ""

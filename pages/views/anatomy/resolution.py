@@ -12,6 +12,7 @@ from vitviz.figures.common import attention_overlay_figure, predictions_figure
 from vitviz.forward.resolution import ResolutionSide, compare_resolutions, resolution_choices
 from vitviz.models import LoadedModel, ModelFacts
 from vitviz.preprocess import ImageView, ViewMode
+from vitviz.text import grid_size_text, picture_size_text
 
 __all__ = ["render_resolution"]
 
@@ -34,13 +35,18 @@ RESOLUTION_SIZE = "anatomy_resolution_size"  # "H×W" of the resized copy
 def _size_label(facts: ModelFacts, size: tuple[int, int]) -> str:
     rows, cols = size[0] // facts.stride_px[0], size[1] // facts.stride_px[1]
     own = " (its own)" if size == facts.input_size else ""
-    return f"{size[0]}×{size[1]} px · {rows}×{cols} grid{own}"
+    return f"{_pixels(size)} · {grid_size_text(rows=rows, columns=cols)}{own}"
+
+
+def _pixels(size: tuple[int, int]) -> str:
+    """An input size, stored (height, width), written width × height."""
+    return picture_size_text(width=size[1], height=size[0])
 
 
 def _token_count(facts: ModelFacts) -> str:
     rows, cols = facts.grid_size
     return (
-        f"{facts.input_size[0]}×{facts.input_size[1]} px: {rows}×{cols} = {facts.num_patches} patches "
+        f"{_pixels(facts.input_size)}: {grid_size_text(rows=rows, columns=cols)} = {facts.num_patches} patches "
         f"+ {facts.num_prefix_tokens} prefix = **{facts.num_tokens} tokens**"
     )
 
@@ -73,7 +79,7 @@ def render_resolution(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     size = choices[picked_size]
     for side, (before, after) in _each_side(
         sides,
-        f"run {facts.name} at {size[0]}×{size[1]} px",
+        f"run {facts.name} at {_pixels(size)}",
         lambda side: _cached_resolution(
             side.key, picked.digest, side.view, size, side.loaded, side.view_of(picked)
         ),
@@ -97,14 +103,14 @@ def render_resolution(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
 def _render_resolution_side(resized: ResolutionSide, name: str, side: ModelSide) -> None:
     facts = resized.facts
     rows, cols = facts.grid_size
-    size = f"{facts.input_size[0]}×{facts.input_size[1]} px"
+    size = _pixels(facts.input_size)
     chart_key = f"anatomy_resolution_{name}_{side.suffix}"
     if resized.position_rgb is not None:
         what = "as loaded" if name == "before" else "interpolated"
         _chart(
             rgb_grid_figure(
                 resized.position_rgb,
-                _title(f"Position embedding {what} ({rows}×{cols}, 3 PCs)", side),
+                _title(f"Position embedding {what} ({grid_size_text(rows=rows, columns=cols)}, 3 PCs)", side),
                 height=360,
                 hover_name="PCs",
             ),

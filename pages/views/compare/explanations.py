@@ -30,6 +30,7 @@ from vitviz.methods import ExplanationResult, available_methods, default_method,
 from vitviz.models import describe_weights
 from vitviz.predict import Prediction
 from vitviz.preprocess import VIEW_LABELS, ImageView
+from vitviz.text import grid_size_text
 
 __all__ = [
     "OTHER_CLASS",
@@ -247,7 +248,10 @@ def explanations_section(
         for slot, values in zip(slots, arrays, strict=True):
             if values is None:
                 continue
-            st.caption(f"{slot.number}. {slot.choice.shown}: {values.shape[0]}×{values.shape[1]} map")
+            rows, cols = values.shape
+            st.caption(
+                f"{slot.number}. {slot.choice.shown}: map on the {grid_size_text(rows=rows, columns=cols)}"
+            )
             panel = panels[slots.index(slot)]
             single = cached_figure(
                 repr(("map", slot.number, drawn)),

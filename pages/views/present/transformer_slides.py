@@ -35,6 +35,7 @@ from vitviz.maths.attention import class_attention_map
 from vitviz.maths.sinks import sink_sentence
 from vitviz.models import WEIGHTS_SOURCES, describe_weights
 from vitviz.preprocess import VIEW_LABELS, ViewMode
+from vitviz.text import grid_size_text, patch_size_text, picture_size_text
 
 __all__ = [
     "render_attention",
@@ -128,7 +129,7 @@ def render_image(story: Story) -> None:
     with figure_column:
         image = story.picked.image
         title = (
-            f"{story.picked.name} ({image.width}×{image.height} px)"
+            f"{story.picked.name}, {picture_size_text(width=image.width, height=image.height)}"
             f"<br><sup>box: what the model sees, {VIEW_LABELS[story.view]}</sup>"
         )
         figure, note = _photo_with_view(
@@ -149,12 +150,13 @@ def render_image(story: Story) -> None:
 
 def render_patches(story: Story) -> None:
     facts = story.loaded.facts
-    rows, cols = facts.grid_size
+    (rows, cols), (stride_rows, stride_cols) = facts.grid_size, facts.stride_px
     figure = patch_grid_figure(
         story.pixels,
         facts.grid_size,
         facts.stride_px,
-        f"{story.picked.name}: {rows}×{cols} patches of {facts.stride_px[0]} px",
+        f"{story.picked.name}: {grid_size_text(rows=rows, columns=cols)} of "
+        f"{patch_size_text(width=stride_cols, height=stride_rows)} patches",
     )
     story.show(figure, "present_patches_chart", "patch-grid")
 
