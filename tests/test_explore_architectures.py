@@ -1,5 +1,6 @@
 """Explore on models without one grid of global attention: the registry's attention maps they allow, and why not the others."""
 
+import functools
 import json
 
 import numpy as np
@@ -9,8 +10,8 @@ from streamlit.testing.v1 import AppTest
 from tests.support.browser import REPO
 from tests.support.plotly_arrays import plotly_array
 from vitviz.images import builtin_photo
-from vitviz.methods import METHODS, explanation_map
-from vitviz.models import load_model
+from vitviz.methods import METHODS, ExplanationResult, explanation_map
+from vitviz.models import LoadedModel, load_model
 from vitviz.preprocess import image_view
 
 SWIN, CAIT = "swin_tiny_patch4_window7_224", "cait_xxs24_224"
@@ -38,8 +39,14 @@ def _map_shown(app: AppTest, title_start: str) -> tuple[str, np.ndarray]:
     return figure["layout"]["title"]["text"], plotly_array(heatmap["z"])
 
 
-def _library_map(model: str, method: str):
-    loaded = load_model(model, "random")
+@functools.cache
+def _random_model(model: str) -> LoadedModel:
+    """The seeded random model the page loads from the same link, loaded once per test run."""
+    return load_model(model, "random")
+
+
+def _library_map(model: str, method: str) -> ExplanationResult:
+    loaded = _random_model(model)
     return explanation_map(loaded, image_view(builtin_photo("cat (chelsea)"), loaded.facts), method)
 
 
@@ -62,7 +69,7 @@ def test_swin_shows_its_window_attention_and_says_why_not_rollout(swin_page):
     # Each window's cells sum to 1 (mean over its 49 queries of rows that sum to 1).
     windows = shown.reshape(8, 7, 8, 7).sum(axis=(1, 3))
     np.testing.assert_allclose(windows, 1.0, atol=1e-4)
-    refusal = METHODS["rollout"].unavailable_reason(load_model(SWIN, "random").facts)
+    refusal = METHODS["rollout"].unavailable_reason(_random_model(SWIN).facts)
     assert refusal is not None and "window by window" in refusal
     assert any(info.value == f"Not shown: {refusal}" for info in swin_page.info)
     # The map's own note (nearly flat at random weights) is printed with it.
