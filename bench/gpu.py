@@ -24,9 +24,9 @@ sys.path.insert(0, str(REPO))
 
 from vitviz.capture import capture_attention  # noqa: E402
 from vitviz.device import available_devices, default_device  # noqa: E402
+from vitviz.forward.ablation import head_importance  # noqa: E402
 from vitviz.forward.attention import record_attention  # noqa: E402
 from vitviz.images import builtin_photo  # noqa: E402
-from vitviz.forward.ablation import head_importance  # noqa: E402
 from vitviz.methods import available_methods, explanation_map  # noqa: E402
 from vitviz.models import load_model  # noqa: E402
 from vitviz.predict import predict  # noqa: E402

@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from common import interleaved_medians, machine  # noqa: E402
 
-from vitviz.images import builtin_photo  # noqa: E402
 from vitviz.forward.ablation import head_importance  # noqa: E402
+from vitviz.images import builtin_photo  # noqa: E402
 from vitviz.methods import METHODS, MethodUnavailableError, available_methods, explain_pixels  # noqa: E402
 from vitviz.methods.cam_library import LIBRARY_CAMS, LibraryGradCAM, LibraryGradCAMPlusPlus  # noqa: E402
 from vitviz.models import LoadedModel, load_model  # noqa: E402

@@ -48,6 +48,7 @@ from tests.support.validation_pictures import (  # noqa: E402
 from vitviz.figures.scales import colour_scale  # noqa: E402
 from vitviz.finetune.shapes import SHAPE_CLASSES, make_shapes  # noqa: E402
 from vitviz.forward.attention import record_attention  # noqa: E402
+from vitviz.forward.token_features import output_tokens  # noqa: E402
 from vitviz.images import BUILTIN_PHOTOS, builtin_photo  # noqa: E402
 from vitviz.maths.attention import AttentionRecord, rollout_relevance  # noqa: E402
 from vitviz.maths.rollout import attention_rollout, rollout_map  # noqa: E402
@@ -59,7 +60,6 @@ from vitviz.maths.sinks import (  # noqa: E402
     rollout_statement,
     sink_sentence,
 )
-from vitviz.forward.token_features import output_tokens  # noqa: E402
 from vitviz.models import LoadedModel, load_model  # noqa: E402
 from vitviz.preprocess import ViewMode, image_view  # noqa: E402
 

@@ -68,3 +68,22 @@ def test_a_cnn_has_no_tokens(tiny_models, photos):
     with pytest.raises(ModelError, match="CNN"):
         cnn = tiny_loaded(tiny_models, "cnn")
         trace_tokens(cnn, image_view(photos[0], cnn.facts))
+
+
+def test_a_vit_built_with_dynamic_image_size_is_traced_to_the_same_encoder_input(photos):
+    """timm's `dynamic_img_size` ViTs (as test_vit runs are built) take their patches as a grid."""
+    import timm
+
+    from tests.support.methods_helpers import frozen_loaded
+
+    torch.manual_seed(0)
+    fixed = timm.create_model("test_vit", num_classes=2, img_size=32)
+    dynamic = timm.create_model("test_vit", num_classes=2, img_size=32, dynamic_img_size=True)
+    dynamic.load_state_dict(fixed.state_dict())
+    traces = [
+        trace_tokens(loaded, image_view(photos[1], loaded.facts))
+        for loaded in (frozen_loaded(fixed, "test_vit"), frozen_loaded(dynamic, "test_vit"))
+    ]
+    assert [step.shape for step in traces[0].steps] == [step.shape for step in traces[1].steps]
+    # One model's weights on one input through two layouts of the same sum: float32 rounding apart.
+    torch.testing.assert_close(traces[1].encoder_input, traces[0].encoder_input, rtol=1e-5, atol=1e-6)

@@ -59,11 +59,19 @@ def _feature_map(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     return features[-1] if isinstance(features, list | tuple) else features
 
 
-def _encoder_input(model: nn.Module, patch_tokens: torch.Tensor) -> torch.Tensor | None:
-    """Prefix tokens and position embedding added by the model's own code, when it has that step."""
+def _encoder_input(
+    model: nn.Module, patch_tokens: torch.Tensor, grid: tuple[int, int]
+) -> torch.Tensor | None:
+    """Prefix tokens and position embedding added by the model's own code, when it has that step.
+
+    `patch_tokens` is (1, rows * cols, D); a model built with timm's `dynamic_img_size` takes its
+    patches as a (1, rows, cols, D) grid there (it resamples its position embedding to that grid).
+    """
     add_positions = getattr(model, "_pos_embed", None)
     if add_positions is None:
         return None
+    if getattr(model, "dynamic_img_size", False):
+        patch_tokens = patch_tokens.reshape(1, grid[0], grid[1], -1)
     sequence = add_positions(patch_tokens)
     return sequence[0] if isinstance(sequence, tuple) else sequence
 
@@ -103,7 +111,7 @@ def trace_tokens(loaded: LoadedModel, view: ImageView) -> TokenTrace:
     num_patches = patch_tokens.shape[0]
     assert num_patches == rows * cols, f"patch embedding made {num_patches} tokens for a {rows}×{cols} grid"
     prefix_names = prefix_token_names(model)
-    encoder_input = _encoder_input(model, patch_tokens[None])
+    encoder_input = _encoder_input(model, patch_tokens[None], (rows, cols))
     num_tokens = num_patches + len(prefix_names)
 
     steps = [
