@@ -26,6 +26,7 @@ from vitviz.methods.probes import (
 )
 from vitviz.models import LoadedModel
 from vitviz.preprocess import ViewMode
+from vitviz.progress import ProgressCallback, within_unit
 
 __all__ = [
     "ROAD_PERCENTILES",
@@ -96,6 +97,7 @@ def faithfulness(
     method_options: dict[str, dict[str, Any]] | None = None,
     view: ViewMode = "crop",
     seed: int = 0,
+    progress: ProgressCallback | None = None,
 ) -> list[FaithfulnessResult]:
     """Deletion and insertion curves of each method's map on the view's input, with random baselines.
 
@@ -108,6 +110,8 @@ def faithfulness(
         method_options: per-method options, by method name.
         view: the view scored, "crop" (the model's eval transform) or "whole".
         seed: seed of the random order of the baseline curves.
+        progress: called with (steps done, steps in all): the baseline curves, then per method its
+            map and its two sets of curves; an exception it raises (a cancel) stops the scoring.
 
     Returns:
         One result per method, in the order given.
@@ -128,13 +132,20 @@ def faithfulness(
         probabilities = target_probabilities(loaded, torch.stack(deleted + inserted), target.index)
         return probabilities[: len(steps)], probabilities[len(steps) :]
 
-    random_deletion, random_insertion = curves(salience_order(None, "drop-random", seed, grid.num_patches))
+    total = 1 + 3 * len(methods)
+    with within_unit(progress, 0, total):
+        random_deletion, random_insertion = curves(
+            salience_order(None, "drop-random", seed, grid.num_patches)
+        )
     results = []
-    for method in methods:
+    for number, method in enumerate(methods):
         options = (method_options or {}).get(method, {})
-        salience = salience_on_grid(loaded, target, grid, method, **options)
-        deletion, insertion = curves(salience_order(salience, "drop-salient"))
-        least_first, _ = curves(salience_order(salience, "drop-least-salient"))
+        with within_unit(progress, 1 + 3 * number, total):  # Score-CAM's masks move this step
+            salience = salience_on_grid(loaded, target, grid, method, **options)
+        with within_unit(progress, 2 + 3 * number, total):
+            deletion, insertion = curves(salience_order(salience, "drop-salient"))
+        with within_unit(progress, 3 + 3 * number, total):
+            least_first, _ = curves(salience_order(salience, "drop-least-salient"))
         results.append(
             FaithfulnessResult(
                 model=loaded.facts.name,
@@ -208,6 +219,7 @@ def road(
     seed: int = 0,
     method_options: dict[str, dict[str, Any]] | None = None,
     view: ViewMode = "crop",
+    progress: ProgressCallback | None = None,
 ) -> list[RoadResult]:
     """ROAD curves of each method's map on the prediction input, with pytorch-grad-cam's ROAD metric.
 
@@ -221,6 +233,8 @@ def road(
             is left as it was).
         method_options: per-method options, by method name.
         view: the view scored, "crop" (the model's eval transform) or "whole".
+        progress: called with (steps done, steps in all), a step being one imputed input or one
+            method's map; an exception it raises (a cancel) stops the scoring.
 
     Returns:
         One result per method, in the order given.
@@ -236,8 +250,12 @@ def road(
     targets = [ClassifierOutputSoftmaxTarget(target.index)]
     devices = [pixels.device] if pixels.device.type == "cuda" else []
 
+    total = len(steps) + len(methods) * (1 + 2 * len(steps))
+    done = 0
+
     def imputed(values: np.ndarray, orders: Sequence[type]) -> list[np.ndarray]:
         """The target probability at each threshold of this map, for each ROAD order."""
+        nonlocal done
         per_pixel = F.interpolate(
             torch.from_numpy(values)[None, None], size=input_size, mode="bilinear", align_corners=False
         )[0].numpy()  # (1, H, W): ROAD thresholds pixels
@@ -247,7 +265,11 @@ def road(
             torch.manual_seed(seed)
             for percentile in steps:
                 for curve, metric in zip(curves, orders, strict=True):
-                    after = metric(percentile)(pixels, per_pixel, targets, loaded.model, return_diff=False)
+                    with within_unit(progress, done, total):
+                        after = metric(percentile)(
+                            pixels, per_pixel, targets, loaded.model, return_diff=False
+                        )
+                    done += 1
                     curve.append(float(after[0]))
         return [np.asarray(curve) for curve in curves]
 
@@ -256,7 +278,9 @@ def road(
     results = []
     for method in methods:
         options = (method_options or {}).get(method, {})
-        values = explain_pixels(loaded, pixels, method, [target.index], **options)[0].values
+        with within_unit(progress, done, total):  # Score-CAM's masks move this step
+            values = explain_pixels(loaded, pixels, method, [target.index], **options)[0].values
+        done += 1
         most_first, least_first = imputed(values, [ROADMostRelevantFirst, ROADLeastRelevantFirst])
         results.append(
             RoadResult(

@@ -15,6 +15,7 @@ from vitviz.methods import default_method, explain_pixels
 from vitviz.models import Family, LoadedModel, no_token_grid_reason
 from vitviz.predict import NoClassifierError
 from vitviz.preprocess import ViewMode, prediction_tensor
+from vitviz.progress import ProgressCallback, report, within_unit
 
 __all__ = [
     "CNN_PATCH_PX",
@@ -301,6 +302,7 @@ def target_probabilities(loaded: LoadedModel, batch: torch.Tensor, target: int) 
     for chunk in batch.split(_BATCH):
         logits = loaded.model(chunk.to(loaded.device))
         values.append(logits.float().softmax(dim=-1)[:, target].double().cpu())
+        report(sum(len(part) for part in values), len(batch))  # a cancelled job stops here
     return torch.cat(values).numpy()
 
 
@@ -324,6 +326,7 @@ def _probabilities_without_tokens(
         x = model.norm(model.blocks(x))
         logits = model.forward_head(x)
         values.append(float(logits.float().softmax(dim=-1)[0, target]))
+        report(len(values), len(dropped))
     return np.asarray(values, dtype=np.float64)
 
 
@@ -349,6 +352,7 @@ def run_probe(
     seed: int = 0,
     centre: tuple[float, float] = (0.5, 0.5),
     view: ViewMode = "crop",
+    progress: ProgressCallback | None = None,
     **method_options: Any,
 ) -> ProbeCurve:
     """Perturbs a growing fraction of the image and follows the target-class probability.
@@ -369,6 +373,8 @@ def run_probe(
         seed: seed of drop-random and shuffle.
         centre: (row, col) fractions of the occluded region's centre.
         view: the view probed, "crop" or "whole" (as `predict` takes it).
+        progress: called with (steps done, 2): the salience map, then the perturbed inputs; an
+            exception it raises (a cancel) stops the probe.
         method_options: options of the salience method.
 
     Returns:
@@ -390,23 +396,25 @@ def run_probe(
     method = (method or default_method(facts)) if salient else None
     order = np.arange(grid.num_patches)
     if kind.startswith("drop-"):
-        salience = salience_on_grid(loaded, target, grid, method, **method_options) if method else None
+        with within_unit(progress, 0, 2):
+            salience = salience_on_grid(loaded, target, grid, method, **method_options) if method else None
         order = salience_order(salience, kind, seed, size=grid.num_patches)
     elif kind == "shuffle":
         order = np.random.default_rng(seed).permutation(grid.num_patches)
     counts = [round(fraction * grid.num_patches) for fraction in steps]
 
-    if remove_tokens:
-        dropped = [order[: min(count, grid.num_patches - 1)] for count in counts]
-        probabilities = _probabilities_without_tokens(loaded, target.pixels, dropped, target.index)
-    else:
-        if kind == "occlude":
-            perturbed = [occlude_region(pixels, float(fraction), centre) for fraction in steps]
-        elif kind == "shuffle":
-            perturbed = [shuffle_patches(pixels, order[:count], grid) for count in counts]
+    with within_unit(progress, 1, 2):
+        if remove_tokens:
+            dropped = [order[: min(count, grid.num_patches - 1)] for count in counts]
+            probabilities = _probabilities_without_tokens(loaded, target.pixels, dropped, target.index)
         else:
-            perturbed = [pixels * ~drop_mask(order[:count], grid, input_size) for count in counts]
-        probabilities = target_probabilities(loaded, torch.stack(perturbed), target.index)
+            if kind == "occlude":
+                perturbed = [occlude_region(pixels, float(fraction), centre) for fraction in steps]
+            elif kind == "shuffle":
+                perturbed = [shuffle_patches(pixels, order[:count], grid) for count in counts]
+            else:
+                perturbed = [pixels * ~drop_mask(order[:count], grid, input_size) for count in counts]
+            probabilities = target_probabilities(loaded, torch.stack(perturbed), target.index)
     return ProbeCurve(
         model=facts.name,
         family=facts.family,
@@ -430,6 +438,7 @@ def run_drop_orders(
     class_index: int | None = None,
     seed: int = 0,
     view: ViewMode = "crop",
+    progress: ProgressCallback | None = None,
     **method_options: Any,
 ) -> list[ProbeCurve]:
     """The drop probe in all three orders: most salient first, least salient first, and random.
@@ -437,6 +446,7 @@ def run_drop_orders(
     The random order is the baseline that makes the salient curves readable: a map that knows
     where the evidence lies falls below it when its most salient patches go first, and stays
     above it when its least salient ones go first. One salience map serves both salient orders.
+    `progress` is called with (steps done, 4): the map, then each order's curve.
 
     Returns:
         Three curves, in DROP_ORDERS' order.
@@ -450,12 +460,16 @@ def run_drop_orders(
     pixels = target.pixels[0].cpu()  # (3, H, W)
     input_size = (pixels.shape[1], pixels.shape[2])
     method = method or default_method(facts)
-    salience = salience_on_grid(loaded, target, grid, method, **method_options)
+    total = 1 + len(DROP_ORDERS)
+    with within_unit(progress, 0, total):
+        salience = salience_on_grid(loaded, target, grid, method, **method_options)
     counts = [round(fraction * grid.num_patches) for fraction in steps]
     curves = []
-    for kind in DROP_ORDERS:
+    for number, kind in enumerate(DROP_ORDERS, start=1):
         order = salience_order(salience, kind, seed, size=grid.num_patches)
         perturbed = [pixels * ~drop_mask(order[:count], grid, input_size) for count in counts]
+        with within_unit(progress, number, total):
+            probabilities = target_probabilities(loaded, torch.stack(perturbed), target.index)
         curves.append(
             ProbeCurve(
                 model=facts.name,
@@ -466,7 +480,7 @@ def run_drop_orders(
                 target_index=target.index,
                 target_label=target.label,
                 fractions=steps,
-                target_probability=target_probabilities(loaded, torch.stack(perturbed), target.index),
+                target_probability=probabilities,
                 removed_tokens=False,
                 grid_size=grid.grid_size,
             )
