@@ -1,4 +1,4 @@
-"""Anatomy in a real browser: click a position or a head to see it large, and every view with its twin."""
+"""Anatomy in a real browser: click a position or a head to see it large, and every tab with its twin."""
 
 import os
 import re
@@ -58,7 +58,7 @@ def test_clicking_a_position_on_the_similarity_grid_enlarges_it(app_url, page):
     save_screenshot(page, "anatomy_position_similarity_click")
 
 
-def test_each_view_renders_with_the_untrained_twin_beside_it(app_url, page):
+def test_each_tab_renders_with_the_untrained_twin_beside_it(app_url, page):
     _open_anatomy(page, app_url)
     page.get_by_text("Compare with random weights").click()
     page.get_by_text("Encoder input (257, 384) · random (untrained twin)").wait_for(timeout=TIMEOUT_MS)
@@ -116,7 +116,7 @@ def test_clicking_a_small_map_opens_that_head_large(app_url, page):
         ("Queries & keys", "Layer 11, head 0: 257 queries and 257 keys (PCA)"),
     ],
 )
-def test_each_view_renders_without_errors(app_url, page, tab, expected):
+def test_each_tab_renders_without_errors(app_url, page, tab, expected):
     _open_anatomy(page, app_url)
     open_tab(page, tab, expected, TIMEOUT_MS)
     assert page.locator('[data-testid="stException"]').count() == 0

@@ -1,4 +1,4 @@
-"""AppTest of the Anatomy page: every view on every model family, with and without the untrained twin,
+"""AppTest of the Anatomy page: every tab on every model family, with and without the untrained twin,
 and the interventions (head ablation, logit lens, sanity check) on a real fine-tuned probe."""
 
 import os
@@ -68,7 +68,7 @@ def checkpoints(tmp_path_factory) -> Iterator[dict[str, str]]:
         os.environ["VITVIZ_DATA_ROOT"] = previous
 
 
-def test_bundled_dinov2_every_view_alone():
+def test_bundled_dinov2_every_tab_alone():
     at = _anatomy()
     assert [tab.label for tab in at.tabs] == [*PAPER_TABS, *FURTHER_TABS, *INTERVENTION_TABS]
     text = page_texts(at)
@@ -91,7 +91,7 @@ def test_bundled_dinov2_every_view_alone():
     assert "uniform attention: 117 px" in page_texts(at)
 
 
-def test_bundled_dinov2_every_view_beside_its_untrained_twin():
+def test_bundled_dinov2_every_tab_beside_its_untrained_twin():
     at = _anatomy()
     at.toggle(key="anatomy_compare_random").set_value(True).run()
     assert not at.exception
@@ -124,7 +124,7 @@ def test_bundled_dinov2_every_view_beside_its_untrained_twin():
         ("vit_tiny_r_s16_p8_224", "7×7", "class"),
     ],
 )
-def test_tiny_models_every_view_with_the_twin(checkpoints, model, grid, prefix):
+def test_tiny_models_every_tab_with_the_twin(checkpoints, model, grid, prefix):
     at = _anatomy(model, path=checkpoints[model])
     at.toggle(key="anatomy_compare_random").set_value(True).run()
     assert not at.exception
@@ -163,7 +163,7 @@ def test_register_model_without_class_embedding_rows():
     assert figure_titles(at) == ["Mean attention distance, 1 image · random (untrained)"]
 
 
-def test_cnn_gets_a_message_in_every_view_not_an_exception():
+def test_cnn_gets_a_message_in_every_tab_not_an_exception():
     at = _anatomy("tf_efficientnet_lite0")  # the bundled CNN, through the "other model" box
     at.toggle(key="anatomy_compare_random").set_value(True).run()
     assert not at.exception
@@ -187,7 +187,7 @@ def test_no_photos_gives_a_message():
     assert "Pick at least one built-in photo" in page_texts(at)
 
 
-def test_bundled_dinov2_shows_all_five_views():
+def test_bundled_dinov2_shows_all_five_further_tabs():
     at = _anatomy()
     assert [tab.label for tab in at.tabs][-7:] == [*FURTHER_TABS, *INTERVENTION_TABS]
 
@@ -237,7 +237,7 @@ def test_all_heads_follow_the_chosen_head_and_clicked_patch():
     assert _has_title(at, "Layer 2, head 4: attention from patch (5, 9)")
 
 
-def test_dinov2_with_its_untrained_twin_labels_every_random_view():
+def test_dinov2_with_its_untrained_twin_labels_the_random_side_in_every_tab():
     at = _anatomy()
     at.toggle(key="anatomy_compare_random").set_value(True)
     at.session_state["anatomy_resolution_size"] = "168×168"  # small, so the twin runs quickly too
@@ -255,7 +255,7 @@ def test_dinov2_with_its_untrained_twin_labels_every_random_view():
     assert not any("random (untrained" in title for title in figure_titles(at))
 
 
-def test_tiny_random_vit_shows_every_view_and_t_sne():
+def test_tiny_random_vit_shows_every_tab_and_t_sne():
     at = _anatomy("vit_tiny_patch16_224", "random")
     _open(at, "Resolution")
     assert "14×14 = 196 patches + 1 prefix = **197 tokens**" in page_texts(at)
@@ -284,7 +284,7 @@ def test_hybrid_stem_with_its_untrained_twin(checkpoints):
         _open(at, tab)
 
 
-def test_a_cnn_gets_a_note_in_every_view():
+def test_a_cnn_gets_a_note_in_every_tab():
     at = _anatomy("tf_efficientnet_lite0", "bundled")
     for tab in FURTHER_TABS:
         _open(at, tab)

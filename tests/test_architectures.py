@@ -175,3 +175,23 @@ def test_a_constant_map_is_reported_and_never_drawn_as_maximum_relevance():
         np.eye(2, dtype=np.float32), "gradcam", 1, "x", (16.0, 16.0), (32, 32), "", False
     )
     assert not varied.constant and varied.constant_note is None and varied.normalised().max() == 1.0
+
+
+def test_a_nearly_flat_map_is_drawn_with_a_note_saying_how_small_its_differences_are():
+    base = dict(
+        method="rollout",
+        target_index=None,
+        target_label=None,
+        stride_px=(16.0, 16.0),
+        input_size=(32, 32),
+        source="blocks",
+        trained=False,
+    )
+    flat = ExplanationResult(values=np.array([[1.0, 1.02], [1.03, 1.0]], dtype=np.float32), **base)
+    assert not flat.constant and flat.nearly_flat
+    assert flat.note == flat.flat_note and "at most 2.9% of the largest value" in flat.flat_note
+    contrasted = ExplanationResult(values=np.array([[0.2, 1.0], [0.5, 0.1]], dtype=np.float32), **base)
+    assert not contrasted.nearly_flat and contrasted.note is None
+    zero = ExplanationResult(values=np.zeros((2, 2), dtype=np.float32), **base)
+    assert not zero.nearly_flat and zero.note == zero.constant_note
+    assert zero.note.startswith("rollout: constant — no information")

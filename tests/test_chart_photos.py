@@ -70,9 +70,9 @@ def test_a_kept_figure_drawn_again_sends_the_same_chart_and_keeps_its_photo_file
 
 
 def test_a_photo_url_follows_the_base_path_the_app_is_served_under(monkeypatch):
-    from pages.views import ui
+    from pages.views.ui import charts
 
-    monkeypatch.setattr(ui.st, "get_option", lambda name: {"server.baseUrlPath": "/vitviz/"}[name])
-    assert ui._under_base_path("/media/abc.jpg") == "/vitviz/media/abc.jpg"
-    monkeypatch.setattr(ui.st, "get_option", lambda name: {"server.baseUrlPath": ""}[name])
-    assert ui._under_base_path("/media/abc.jpg") == "/media/abc.jpg"
+    monkeypatch.setattr(charts.st, "get_option", lambda name: {"server.baseUrlPath": "/vitviz/"}[name])
+    assert charts._under_base_path("/media/abc.jpg") == "/vitviz/media/abc.jpg"
+    monkeypatch.setattr(charts.st, "get_option", lambda name: {"server.baseUrlPath": ""}[name])
+    assert charts._under_base_path("/media/abc.jpg") == "/media/abc.jpg"

@@ -19,16 +19,16 @@ def pair_in_runs_folder(tmp_path, monkeypatch):
 
 
 def test_offline_compare_opens_on_the_trained_pair_with_predictions_on_both_sides(pair_in_runs_folder):
-    from pages.views import compare
+    from pages.views.compare import slots as compare_slots
 
     pair = pair_in_runs_folder
-    compare._opening_models.clear()  # what the page opens on is cached for a minute, across tests too
+    compare_slots._opening_models.clear()  # what the page opens on is cached for a minute, across tests too
     try:
         at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
         at.switch_page("pages/compare.py")
         at.run()
     finally:
-        compare._opening_models.clear()
+        compare_slots._opening_models.clear()
     assert not at.exception and not at.error
     slots = [at.selectbox(key=f"compare_{number}_model").value for number in (1, 2)]
     assert slots == [pair.vit.name, pair.cnn.name]  # runs by their names, never their paths

@@ -196,7 +196,7 @@ def test_the_headless_note_says_self_supervised_only_of_dino_weights_and_lists_w
 
 
 def test_paper_models_are_the_default_when_they_load_and_each_failure_stays_in_its_slot(monkeypatch):
-    from pages.views import compare
+    from pages.views.compare import slots as compare_slots
     from vitviz import availability
 
     real = availability.check_weights
@@ -207,12 +207,12 @@ def test_paper_models_are_the_default_when_they_load_and_each_failure_stays_in_i
         return real(model, weights)
 
     monkeypatch.setattr(availability, "check_weights", hub_loads)
-    monkeypatch.setattr(compare, "check_weights", hub_loads)
-    compare._opening_models.clear()
+    monkeypatch.setattr(compare_slots, "check_weights", hub_loads)
+    compare_slots._opening_models.clear()
     try:
         at = _compare_page()
     finally:
-        compare._opening_models.clear()
+        compare_slots._opening_models.clear()
     assert not at.exception
     picked = [at.selectbox(key=f"compare_{n}_model").value for n in (1, 2, 3)]
     assert picked == [

@@ -10,14 +10,15 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.web.server.starlette import starlette_app
 
 from pages.views import serve, ui
+from pages.views.ui import caches
 from vitviz.device import available_devices
 
 
 def test_the_warm_up_leaves_the_default_model_in_the_shared_cache(monkeypatch):
     ui.shared_models().clear()
     loads = []
-    real_load = ui.load_model
-    monkeypatch.setattr(ui, "load_model", lambda *args: loads.append(args) or real_load(*args))
+    real_load = caches.load_model
+    monkeypatch.setattr(caches, "load_model", lambda *args: loads.append(args) or real_load(*args))
     serve._warm_up()
     assert loads == [(ui.DEFAULT_MODEL, "bundled", available_devices()[0])]
     # A first visitor's page asks for the same model: the cache answers, nothing loads again.

@@ -17,8 +17,8 @@ from vitviz.runs import RunError, list_runs
 from vitviz.serving import DATA_ROOT_ENV
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-OTHER_MODEL = "other timm model…"  # pages.views.ui.OTHER_MODEL
-WEIGHTS_FILE = "file on the server…"  # pages.views.ui.WEIGHTS_FILE
+OTHER_MODEL = "other timm model…"  # pages.views.ui.pickers.OTHER_MODEL
+WEIGHTS_FILE = "file on the server…"  # pages.views.ui.pickers.WEIGHTS_FILE
 
 
 @pytest.fixture
@@ -211,16 +211,16 @@ def test_explores_model_box_does_not_tell_a_run_from_a_missing_name(server):
 @pytest.fixture
 def download_names(monkeypatch) -> list[str]:
     """The file name of every download button the pages draw."""
-    from pages.views import ui
+    from pages.views.ui import charts
 
     names = []
-    real = ui.export_filename
+    real = charts.export_filename
 
     def record(*arguments):
         names.append(real(*arguments))
         return names[-1]
 
-    monkeypatch.setattr(ui, "export_filename", record)
+    monkeypatch.setattr(charts, "export_filename", record)
     return names
 
 

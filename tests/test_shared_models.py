@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pages.views import ui
+from pages.views.ui import caches
 from tests.support.browser import REPO
 from vitviz.memory import MEMORY_BUDGET_ENV, VISITOR_MODEL_ENV
 from vitviz.models import ModelError, estimate_model
@@ -23,8 +24,8 @@ def counted_loads(monkeypatch):
     """Every load_model call the cache makes, with an empty cache to start from."""
     ui.shared_models().clear()
     loads = []
-    real_load = ui.load_model
-    monkeypatch.setattr(ui, "load_model", lambda *args: loads.append(args) or real_load(*args))
+    real_load = caches.load_model
+    monkeypatch.setattr(caches, "load_model", lambda *args: loads.append(args) or real_load(*args))
     yield loads
     ui.shared_models().clear()
 

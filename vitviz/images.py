@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from vitviz.text import printable_clipped
+
 __all__ = [
     "BUILTIN_PHOTOS",
     "IMAGE_MIME_TYPES",
@@ -137,7 +139,7 @@ def load_image_file(path: str | Path, shown_as: str | None = None) -> Image.Imag
         ImageDecodeError: if the file is missing or unreadable (the message names the path), or
             if its contents are refused by :func:`decode_image`.
     """
-    shown = _one_line(str(path)) if shown_as is None else shown_as
+    shown = printable_clipped(str(path), 160) if shown_as is None else shown_as
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -166,12 +168,6 @@ def looks_like_image(head: bytes) -> bool:
     text named .png fail it. Passing it says nothing about the rest of the file.
     """
     return (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head.startswith(_SIGNATURES)
-
-
-def _one_line(text: str, limit: int = 160) -> str:
-    """`text` with characters that are not printable shown as "?", cut to `limit` characters."""
-    shown = "".join(character if character.isprintable() else "?" for character in text)
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def _check_byte_count(byte_count: int, max_bytes: int) -> None:

@@ -13,6 +13,7 @@ from torch import nn
 from vitviz.capture import attention_modules
 from vitviz.memory import MEMORY_BUDGET_ENV, MemoryEstimate, MemorySettingError, estimate_build, memory_budget
 from vitviz.runs import RunError, describe_run, is_run_folder, read_run_model, run_folder_by_name
+from vitviz.text import printable_clipped
 from vitviz.weights import (
     BUNDLED_MODEL_NAMES,
     WeightsError,
@@ -401,7 +402,7 @@ def describe_weights(weights: str, run: str | None = None) -> str:
         try:
             return describe_run(run_folder_by_name(run or ""))
         except RunError:
-            return f"fine-tuned run {_printable(run or '?')}"
+            return f"fine-tuned run {printable_clipped(run or '?', 80)}"
     if weights == "random":
         return "random (untrained)"
     if weights == "bundled":
@@ -410,13 +411,16 @@ def describe_weights(weights: str, run: str | None = None) -> str:
         return "hub (pretrained)"
     if is_run_folder(weights):
         return describe_run(weights)
-    return f"file {_printable(Path(weights).name)}"
+    return f"file {printable_clipped(Path(weights).name, 80)}"
 
 
-def _printable(text: str) -> str:
-    """A name on one line of at most 80 characters."""
-    name = "".join(character if character.isprintable() else "?" for character in text)
-    return name if len(name) <= 80 else name[:79] + "…"
+def _is_run_path(name: str) -> bool:
+    """Whether `name` is the command line's way of naming a run: a run folder's path, anywhere.
+
+    A timm name is never looked up on disk, so a page's model name (checked by
+    vitviz.serving.visitor_model) cannot be taken for a folder that happens to bear it.
+    """
+    return not timm.is_model(name) and is_run_folder(name)
 
 
 def _check_name(name: str) -> None:
@@ -488,7 +492,7 @@ def load_model(name: str, weights: str = "bundled", device: str | torch.device =
     """
     if weights == RUN_WEIGHTS:
         return load_run(name, device)
-    if is_run_folder(name):  # the command line's way: a run folder's path
+    if _is_run_path(name):
         return _load_run(Path(name), device)
     _check_name(name)
     if weights == "hub":
@@ -521,7 +525,7 @@ def estimate_model(name: str, weights: str = "bundled") -> MemoryEstimate:
         ModelError: an unknown name, or a run folder that cannot be loaded (one line).
     """
     try:
-        if weights == RUN_WEIGHTS or is_run_folder(name):
+        if weights == RUN_WEIGHTS or _is_run_path(name):
             run = read_run_model(run_folder_by_name(name) if weights == RUN_WEIGHTS else name)
             return estimate_build(run.timm_name, {"num_classes": len(run.labels), **run.build_args})
         _check_name(name)

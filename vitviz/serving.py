@@ -8,7 +8,7 @@ and then a visitor's path resolves inside it (no "..", no absolute path elsewher
 and every message names paths relative to it. A missing path and one outside read exactly alike,
 and a refusal never quotes a path back, so messages reveal nothing about the disk; nothing outside
 the runs folder is read as a run, so nothing there is ever rewritten or deleted. This module is the
-one place that decides what lies inside the data root (the fine-tune worker asks it too).
+place that decides what a visitor may name; what lies inside the data root is `vitviz.roots`'s to say.
 
 The command line, which runs as its user on their own machine, reads any path: pages call these
 functions; `vitviz.images.load_image_file` and `vitviz.models.load_model` stay as they are.
@@ -16,17 +16,17 @@ functions; `vitviz.images.load_image_file` and `vitviz.models.load_model` stay a
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import timm
 
 from vitviz.finetune.data import ImageSet, scan_image_folder
 from vitviz.models import RUN_WEIGHTS, WEIGHTS_SOURCES
+from vitviz.roots import DATA_ROOT_ENV, ServerPath, confined, data_root
 from vitviz.runs import MODEL_FILE, RunError, read_status, run_folder_by_name
+from vitviz.text import clipped
 
 __all__ = [
     "DATA_ROOT_ENV",
@@ -38,13 +38,11 @@ __all__ = [
     "is_visitor_run",
     "server_folder",
     "server_image_set",
-    "server_path",
     "server_paths_allowed",
     "server_weights_file",
     "visitor_model",
 ]
 
-DATA_ROOT_ENV = "VITVIZ_DATA_ROOT"
 MAX_PATH_CHARS = 1024  # what a visitor may type as a path, in characters
 WEIGHTS_SUFFIXES: tuple[str, ...] = (".safetensors", ".pth", ".pt", ".bin")  # as load_state_dict_file reads
 _MAX_MODEL_NAME_CHARS = 200
@@ -57,27 +55,6 @@ class ServingError(ValueError):
     """A visitor's path or name was refused; ``str(error)`` is one line that reveals no server path."""
 
 
-@dataclass(frozen=True)
-class ServerPath:
-    """A path a visitor named, checked to lie inside the data root."""
-
-    path: Path  # the real path (links resolved), inside the data root
-    shown: str  # the path relative to the data root, "/"-separated, as messages and pages show it
-    root: Path  # the data root it lies in, links resolved
-
-
-def data_root() -> Path | None:
-    """The operator's data root (``$VITVIZ_DATA_ROOT``) with links resolved; None when unset or not a folder."""
-    configured = os.environ.get(DATA_ROOT_ENV, "").strip()
-    if not configured:
-        return None
-    try:
-        root = Path(configured).expanduser().resolve()
-        return root if root.is_dir() else None
-    except (OSError, ValueError):
-        return None
-
-
 def server_paths_allowed() -> bool:
     """Whether pages may offer folders and weights files on the server at all."""
     return data_root() is not None
@@ -85,8 +62,7 @@ def server_paths_allowed() -> bool:
 
 def _quoted(text: str) -> str:
     """A visitor's text quoted back on one line, cut to 80 characters (for names, never paths)."""
-    shown = text if len(text) <= 80 else text[:79] + "…"
-    return repr(shown)
+    return repr(clipped(text, 80))
 
 
 def _no_such(what: str) -> ServingError:
@@ -94,8 +70,8 @@ def _no_such(what: str) -> ServingError:
     return ServingError(f"There is no such {what} in this app's data folder.")
 
 
-def _confined(text: str, what: str) -> tuple[Path, Path]:
-    """(root, the resolved path) for a visitor's text, refusing anything that leaves the root.
+def _confined(text: str, what: str) -> ServerPath:
+    """A visitor's text as a path inside the data root (vitviz.roots.confined decides).
 
     Raises:
         ServingError: server paths are off, the text is no possible path, or it resolves outside
@@ -110,14 +86,10 @@ def _confined(text: str, what: str) -> tuple[Path, Path]:
     text = text.strip()
     if not text or len(text) > MAX_PATH_CHARS or not text.isprintable():
         raise ServingError(f"A path here is 1 to {MAX_PATH_CHARS:,} printable characters.")
-    try:
-        # Relative paths are read from the root; an absolute one must already point into it.
-        resolved = (root / text).resolve()
-    except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: a loop of links
-        raise _no_such(what) from error
-    if not resolved.is_relative_to(root):
+    inside = confined(text, root)
+    if inside is None:
         raise _no_such(what)
-    return root, resolved
+    return inside
 
 
 def _exists_as(path: Path, kind: Callable[[Path], bool]) -> bool:
@@ -128,33 +100,16 @@ def _exists_as(path: Path, kind: Callable[[Path], bool]) -> bool:
         return False
 
 
-def _relative(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix() or "."
-
-
-def server_path(text: str) -> ServerPath:
-    """A path inside the data root, whether or not anything is there yet.
-
-    For code that records a checked path and opens it again later (the fine-tune worker): pages
-    use server_folder and server_weights_file, which also check what is there.
-
-    Raises:
-        ServingError: off, no possible path, or outside the root.
-    """
-    root, resolved = _confined(text, "path")
-    return ServerPath(resolved, _relative(resolved, root), root)
-
-
 def server_folder(text: str) -> ServerPath:
     """A folder a visitor named, inside the data root.
 
     Raises:
         ServingError: off, outside the root, missing, or not a folder (the last three alike).
     """
-    root, resolved = _confined(text, "folder")
-    if not _exists_as(resolved, Path.is_dir):
+    folder = _confined(text, "folder")
+    if not _exists_as(folder.path, Path.is_dir):
         raise _no_such("folder")
-    return ServerPath(resolved, _relative(resolved, root), root)
+    return folder
 
 
 def server_image_set(text: str) -> ImageSet:
@@ -180,10 +135,10 @@ def server_weights_file(text: str) -> ServerPath:
     # The type first: it is read from the text alone, so its answer says nothing about the disk.
     if server_paths_allowed() and Path(text.strip()).suffix.lower() not in WEIGHTS_SUFFIXES:
         raise ServingError(f"A weights file here is one of {', '.join(WEIGHTS_SUFFIXES)}.")
-    root, resolved = _confined(text, "weights file")
-    if not _exists_as(resolved, Path.is_file):
+    weights_file = _confined(text, "weights file")
+    if not _exists_as(weights_file.path, Path.is_file):
         raise _no_such("weights file")
-    return ServerPath(resolved, _relative(resolved, root), root)
+    return weights_file
 
 
 # The one answer for a model box's text that is neither a timm name nor a finished run: a path,

@@ -23,6 +23,8 @@ import torch
 from onnx import numpy_helper
 from timm.layers import resample_abs_pos_embed
 
+from vitviz.text import printable_clipped
+
 __all__ = [
     "BUNDLED_MODEL_NAMES",
     "WeightsError",
@@ -113,8 +115,7 @@ def load_state_dict_file(path: str | Path) -> StateDict:
 
 def _shown_path(path: str | Path, limit: int = 120) -> str:
     """A path as typed, on one line: characters that are not printable become "?", long ones are cut."""
-    text = "".join(character if character.isprintable() else "?" for character in str(path))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return printable_clipped(str(path), limit)
 
 
 def _read_safetensors(path: Path) -> StateDict:

@@ -168,10 +168,12 @@ def _model_panel(
     target = f" · {result.target_label.split(',')[0]} ({result.target_index})" if result.target_label else ""
     untrained = "" if loaded.trained else " (untrained)"
     title = f"{facts.name}{untrained} · {describe_weights(weights)}<br>{method_title(chosen)}{target}"
-    if result.constant_note:  # said, never drawn as relevance everywhere
-        print(f"note: {facts.name}: {result.constant_note}", file=sys.stderr)
+    if result.note:  # a constant map is said, never drawn as relevance everywhere; a flat one is said too
+        print(f"note: {facts.name}: {result.note}", file=sys.stderr)
+    if result.constant_note:
         return OverlayPanel(title, None, note=result.constant_note, pixels=seen.pixels), predictions, chosen
-    return OverlayPanel(title, result.normalised(SCALE_PERCENTILE), pixels=seen.pixels), predictions, chosen
+    shown = result.normalised(SCALE_PERCENTILE)
+    return OverlayPanel(title, shown, note=result.flat_note or "", pixels=seen.pixels), predictions, chosen
 
 
 def export_figure(figure: go.Figure, path: Path, title: str | None = None) -> None:

@@ -13,9 +13,10 @@ from plotly.subplots import make_subplots
 from vitviz.figures.common import MAP_COLORSCALE, png_data_uri, sink_marks
 from vitviz.maths.agreement import PredictionAgreement, prediction_agreement
 from vitviz.methods import method_title
-from vitviz.methods.faithfulness import FaithfulnessResult, RoadResult, faithfulness_rows
+from vitviz.methods.faithfulness import FaithfulnessResult, RoadResult
 from vitviz.methods.probes import ProbeCurve
 from vitviz.predict import Prediction
+from vitviz.text import clipped
 
 __all__ = [
     "AGREE_COLOUR",
@@ -26,7 +27,6 @@ __all__ = [
     "compare_figure",
     "display_image",
     "faithfulness_curves_figure",
-    "faithfulness_table_figure",
     "predictions_comparison_figure",
     "probe_curves_figure",
     "road_curves_figure",
@@ -147,7 +147,7 @@ def shared_overlays_figure(
                 xref="paper",
                 yref="paper",
                 x=sum(x_domain) / 2,
-                y=0.5,
+                y=0.5 if panel.values is None else 0.04,  # over a drawn map, at its foot
                 showarrow=False,
                 font={"color": "white", "size": 13},
                 bgcolor="rgba(0,0,0,0.65)",
@@ -241,8 +241,7 @@ def _agreement_bars(
 
 
 def _short(label: str, limit: int = 28) -> str:
-    first = label.split(",")[0]
-    return first if len(first) <= limit else first[: limit - 1] + "…"
+    return clipped(label.split(",")[0], limit)
 
 
 def _model_words(model: str, family: str, trained: bool) -> str:
@@ -406,20 +405,6 @@ def road_curves_figure(results: Sequence[RoadResult]) -> go.Figure:
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         height=380 + 44 * len(results),
     )
-    return figure
-
-
-def faithfulness_table_figure(results: Sequence[FaithfulnessResult]) -> go.Figure:
-    """The deletion / insertion areas as a small table figure (for exported files)."""
-    rows = faithfulness_rows(results)
-    headers = list(rows[0]) if rows else ["model", "method", "deletion AUC ↓", "insertion AUC ↑"]
-    figure = go.Figure(
-        go.Table(
-            header={"values": headers, "fill_color": "#dfe6ee", "align": "left"},
-            cells={"values": [[row[key] for row in rows] for key in headers], "align": "left"},
-        )
-    )
-    figure.update_layout(margin={"l": 0, "r": 0, "t": 10, "b": 0}, height=60 + 28 * max(1, len(rows)))
     return figure
 
 

@@ -15,6 +15,8 @@ from vitviz.finetune.digits import BUILTIN_DIGITS, digits_folder
 from vitviz.finetune.safezip import ZipSource, inspect_image_zip, is_image_name
 from vitviz.finetune.shapes import SHAPE_CLASSES, SHAPES_PER_CLASS, draw_shape, shape_rng
 from vitviz.images import ImageDecodeError, decode_image, load_image_file
+from vitviz.roots import confined
+from vitviz.text import printable_clipped
 
 __all__ = [
     "BUILTIN_SHAPES",
@@ -198,7 +200,7 @@ def scan_image_folder(
         DataError: the folder is missing, holds more than MAX_SCANNED_FILES files, or has fewer
             than two class folders with images.
     """
-    shown = _one_line(str(folder)) if shown_as is None else shown_as
+    shown = printable_clipped(str(folder), 160) if shown_as is None else shown_as
     try:
         folder = Path(folder).expanduser()
         found = folder.is_dir()
@@ -253,12 +255,7 @@ def _walk_files(folder: Path, shown: str, inside: Path | None) -> tuple[list[str
 
 
 def _links_outside(path: Path, boundary: Path) -> bool:
-    return path.is_symlink() and not path.resolve().is_relative_to(boundary)
-
-
-def _one_line(text: str, limit: int = 160) -> str:
-    shown = "".join(character if character.isprintable() else "?" for character in text)
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+    return path.is_symlink() and confined(path.absolute(), boundary) is None
 
 
 def open_image_set(spec: str) -> ImageSet:

@@ -32,6 +32,7 @@ from vitviz.finetune.distributed import SINGLE_PROCESS, DistributedContext
 from vitviz.finetune.safezip import DEFAULT_LIMITS, ZipLimits, extract_image_zip
 from vitviz.finetune.trainer import FinetuneConfig, FinetuneResult, Progress, finetune
 from vitviz.models import RUN_WEIGHTS, ModelError, load_model
+from vitviz.roots import ServerPath, confined, in_data_root
 from vitviz.runs import (
     CONFIG_FILE,
     DATA_FOLDER,
@@ -68,7 +69,7 @@ from vitviz.runs import (
     write_status,
     write_val_predictions,
 )
-from vitviz.serving import ServerPath, ServingError, server_path, server_paths_allowed
+from vitviz.text import clipped
 
 __all__ = [
     "BACKGROUND_ENV",
@@ -272,8 +273,7 @@ def _data_label(data: str) -> str:
 
 def _clipped(text: str, limit: int = 300) -> str:
     """Text as config.json records a label: one line, at most `limit` characters."""
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return clipped(" ".join(text.split()), limit)
 
 
 def stop_run(folder: str | Path, owner: str | None = None) -> None:
@@ -344,16 +344,11 @@ def _open_data(data: str, out: Path, context: DistributedContext, stack: ExitSta
 
 
 def _data_root_folder(data: str) -> ServerPath | None:
-    """`data` as a path inside the served app's data root (vitviz.serving decides), or None.
+    """`data` as a path inside the served app's data root (vitviz.roots decides), or None.
 
     A relative `data` is read from the working directory, as the command line reads it.
     """
-    if data.startswith("builtin:") or not server_paths_allowed():
-        return None
-    try:
-        return server_path(str(Path(data).resolve()))
-    except (OSError, ValueError, RuntimeError, ServingError):
-        return None
+    return None if data.startswith("builtin:") else in_data_root(data)
 
 
 def _extract_zip(
@@ -419,14 +414,13 @@ def run_image_set(folder: str | Path) -> ImageSet:
         return open_image_set(spec)
     recorded = Path(data.get("root", ""))
     if not recorded.is_absolute():
-        inside = folder.resolve()
-        path = (inside / recorded).resolve()
-        if path.is_relative_to(inside):
-            return scan_image_folder(path, shown_as=recorded.as_posix(), inside=inside)
+        own = confined(recorded, folder)
+        if own is not None:
+            return scan_image_folder(own.path, shown_as=recorded.as_posix(), inside=own.root)
     else:
-        confined = _data_root_folder(str(recorded))
-        if confined is not None:
-            return scan_image_folder(confined.path, shown_as=confined.shown, inside=confined.root)
+        shared = _data_root_folder(str(recorded))
+        if shared is not None:
+            return scan_image_folder(shared.path, shown_as=shared.shown, inside=shared.root)
     raise DataError(
         f"Run {folder.name} trained on images outside this app's data folder; they are not shown."
     )

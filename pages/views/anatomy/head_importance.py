@@ -1,0 +1,125 @@
+"""Every head ranked by its effect on the top class: an instant estimate, then the exact ranking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from pages.views import ui
+from pages.views.anatomy.kit import ModelSide, _chart, _clip_percentile, _export_title
+from pages.views.anatomy.ranking_job import IMPORTANCE, RANKING_JOBS, _ranking_progress, _start_ranking
+from vitviz.figures.anatomy import head_importance_figure
+from vitviz.figures.scales import colour_scale
+from vitviz.maths.ablation import head_importance, head_importance_estimate, ranking_agreement
+from vitviz.maths.attention import AttentionRecord
+from vitviz.models import LoadedModel, ModelError
+
+__all__ = ["ABLATION_WORDS"]
+
+ABLATION_WORDS = {"zero": "zeroed", "mean": "token mean"}  # the mode in a button's few words
+
+
+@st.cache_data(show_spinner="Estimating every head's effect…", max_entries=16)
+def _cached_importance_estimate(
+    model_key: tuple, digest: str, mode: str, view: str, _loaded: LoadedModel, _image: Image.Image
+) -> np.ndarray:
+    return head_importance_estimate(_loaded, _image, mode, view=view)
+
+
+def _done_to_heads(mode: str, count: int = 1) -> str:
+    """What an ablation does to a head: "zeroed", or "replaced by its (their) token mean"."""
+    return "zeroed" if mode == "zero" else f"replaced by {'its' if count == 1 else 'their'} token mean"
+
+
+def _rank_here(
+    side: ModelSide, picked: ui.ImageChoice, mode: str, view: str, store: dict, key: tuple
+) -> None:
+    """Ranks in this run, with a progress bar: for models no worker can load again."""
+    bar = st.progress(0.0, text="Switching each head off in turn…")
+
+    def report(done: int, all_heads: int) -> None:
+        bar.progress(done / all_heads, text=f"{done} of {all_heads} heads switched off in turn")
+
+    try:
+        store[key] = head_importance(side.loaded, picked.image, mode, progress=report, view=view)
+    except (ModelError, ValueError, RuntimeError) as error:
+        st.error(f"Could not rank the heads: {error}")
+    bar.empty()
+
+
+def _render_importance(side: ModelSide, picked: ui.ImageChoice, mode: str, view: str) -> None:
+    """Ranks every head by how much the top class's probability drops when it alone is off."""
+    facts = side.loaded.facts
+    store = st.session_state.setdefault(IMPORTANCE, {})
+    cache_key = (side.key, picked.digest, view, mode)
+    total = facts.num_layers * facts.num_heads
+    jobs: dict[tuple, Path] = st.session_state.setdefault(RANKING_JOBS, {})
+    if st.button(
+        f"Rank all {total} heads by their effect ({ABLATION_WORDS[mode]})",
+        key="anatomy_ablation_rank",
+        disabled=cache_key in store or bool(jobs),  # one ranking at a time per visitor
+        help="Runs in a background worker, on CPU time the app leaves idle; the page follows its progress.",
+    ):
+        if side.loaded.weights == "random" and not side.twin:  # unseeded: no worker could load them again
+            _rank_here(side, picked, mode, view, store, cache_key)
+        elif _start_ranking(side, picked, mode, view, jobs, cache_key):
+            st.rerun()  # drawn again with the button off while the worker runs
+    if cache_key in jobs:
+        _ranking_progress(cache_key)
+    elif jobs:
+        st.caption("A ranking for another image, model or ablation is running; this one can start after it.")
+    try:
+        estimate = _cached_importance_estimate(side.key, picked.digest, mode, view, side.loaded, picked.image)
+    except (ModelError, ValueError, RuntimeError) as error:
+        st.error(f"Could not estimate the heads' effects: {error}")
+        estimate = None
+    drops = store.get(cache_key)
+    if drops is None and estimate is None:
+        return
+    exact = drops is not None
+    shown = drops if exact else estimate
+    scale = colour_scale(shown, "probability drop", _clip_percentile(), symmetric=True)
+    top = side.attention(picked)
+    top_label = _prediction_label(side, top)
+    title = f"Drop of {top_label} with one head {_done_to_heads(mode)}"
+    if not exact:
+        title = f"Estimated drop of {top_label} with one head {_done_to_heads(mode)} (first order)"
+    figure = head_importance_figure(shown, scale, _export_title(title, side))
+    _chart(figure, key="anatomy_ablation_importance_chart")
+    order = np.argsort(shown, axis=None)[::-1][:5]
+    ranked = [np.unravel_index(index, shown.shape) for index in order]
+    st.markdown(
+        ("Heads that matter most here: " if exact else "Heads that matter most here, by the estimate: ")
+        + ", ".join(f"{layer}:{head} ({shown[layer, head]:+.1%})" for layer, head in ranked)
+        + f". Largest rise when removed: {shown.min():+.1%}."
+    )
+    if not exact:
+        st.caption(
+            "An estimate, shown at once: one forward and one backward pass give every head's first-order "
+            "effect on the class's probability (attribution patching). The exact ranking switches each "
+            "head off in turn; where a head's effect is not linear, the two differ."
+        )
+    elif estimate is not None:
+        st.caption(
+            f"The instant estimate ranked these heads with Spearman ρ = {ranking_agreement(estimate, drops):.2f} "
+            "against this exact ranking (1: the same order)."
+        )
+    ui.figure_downloads(
+        figure,
+        shown,
+        side.loaded.run or facts.name,
+        side.loaded.weights,
+        picked.name,
+        f"head-importance-{mode}" if exact else f"head-importance-estimate-{mode}",
+        "anatomy_importance",
+    )
+
+
+def _prediction_label(side: ModelSide, record: AttentionRecord) -> str:
+    """The name of the model's top class on the record's forward."""
+    index = int(np.argmax(record.logits))
+    labels = side.loaded.labels
+    return labels[index] if labels is not None and index < len(labels) else f"class {index}"

@@ -1,0 +1,106 @@
+"""Tab 1, Patches as words: the image cut into patches, flattened, projected and position-embedded."""
+
+from __future__ import annotations
+
+import streamlit as st
+from PIL import Image
+
+from pages.views import ui
+from pages.views.anatomy.kit import ModelSide, _chart, _columns
+from vitviz.figures.anatomy import encoder_input_figure, token_sequence_figure
+from vitviz.figures.common import patch_grid_figure
+from vitviz.maths.tokens_as_words import TokenTrace, cut_into_patches, trace_tokens
+from vitviz.models import LoadedModel
+from vitviz.preprocess import ViewMode
+
+__all__ = ["render_patches"]
+
+
+@st.cache_data(show_spinner="Cutting the image into tokens…", max_entries=16)
+def _cached_trace(
+    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _image: Image.Image
+) -> TokenTrace:
+    return trace_tokens(_loaded, _image, view)
+
+
+STRIP_PATCHES = 16  # patches shown in the token-sequence strip before the ellipsis
+MAX_HEATMAP_TOKENS = 600  # rows of the encoder-input heatmap; longer sequences are cut, and say so
+
+
+def _strip_indices(num_patches: int) -> list[int]:
+    shown = list(range(min(STRIP_PATCHES, num_patches)))
+    if num_patches > STRIP_PATCHES:
+        shown.append(num_patches - 1)
+    return shown
+
+
+def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
+    """Tab 1: the image cut into patches, flattened, projected, prefixed and position-embedded."""
+    facts = sides[0].loaded.facts
+    traces = [_cached_trace(side.key, picked.digest, side.view, side.loaded, picked.image) for side in sides]
+    trace = traces[0]
+    rows, cols = facts.grid_size
+    pixels = sides[0].pixels(picked)
+    grid_column, steps_column = st.columns([2, 3])
+    with grid_column:
+        _chart(
+            patch_grid_figure(
+                pixels,
+                facts.grid_size,
+                facts.stride_px,
+                f"{picked.name}: {rows}×{cols} tokens, one per {facts.stride_px[0]} px",
+            ).update_layout(height=420),
+            key="anatomy_patch_grid",
+            theme=None,
+        )
+    with steps_column:
+        st.markdown("**From image to encoder, with this model's shapes**")
+        lines = [
+            f"{index}. **{step.name}** `{tuple(step.shape)}` — {step.explanation}"
+            for index, step in enumerate(trace.steps, start=1)
+        ]
+        st.markdown("\n".join(lines))
+        if facts.family == "hybrid":
+            st.caption(
+                f'A hybrid\'s "patches" are cells of the CNN feature map: patch size '
+                f"{facts.patch_size[0]} on that map, so one token per {facts.stride_px[0]} px of the image."
+            )
+    cells = cut_into_patches(pixels, facts.grid_size, facts.stride_px).reshape(
+        rows * cols, facts.stride_px[0], facts.stride_px[1], 3
+    )
+    shown = _strip_indices(rows * cols)
+    what = (
+        "feature-map cells (each drawn as the image region under it)"
+        if facts.family == "hybrid"
+        else "patches"
+    )
+    prefix = f"{len(trace.prefix_names)} prefix + " if trace.prefix_names else "no prefix tokens, "
+    _chart(
+        token_sequence_figure(
+            cells[shown],
+            shown,
+            facts.grid_size,
+            trace.prefix_names,
+            f"The sequence the encoder reads: {prefix}{rows * cols} {what} in reading order (first "
+            f"{min(STRIP_PATCHES, rows * cols)} and the last shown)",
+        ),
+        key="anatomy_token_strip",
+        theme=None,
+    )
+    if len(sides) > 1:
+        st.caption("The shapes are the same with random weights; only the numbers in the tokens differ.")
+    for column, side, side_trace in zip(_columns(len(sides)), sides, traces, strict=True):
+        with column:
+            if side_trace.encoder_input is None:
+                st.info(f"{facts.name} adds its prefix tokens and positions in a way vitviz cannot read.")
+                continue
+            count, dim = side_trace.encoder_input.shape
+            cut = "" if count <= MAX_HEATMAP_TOKENS else f", first {MAX_HEATMAP_TOKENS} rows"
+            _chart(
+                encoder_input_figure(
+                    side_trace.encoder_input[:MAX_HEATMAP_TOKENS],
+                    side_trace.prefix_names,
+                    f"Encoder input ({count}, {dim}){cut} · {side.label}",
+                ),
+                key=f"anatomy_encoder_input_{side.suffix}",
+            )

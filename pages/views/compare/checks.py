@@ -1,0 +1,366 @@
+"""Compare's checks of the maps: robustness probes and faithfulness scores, for the models with a head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from pages.views import ui
+from pages.views.compare.explanations import method_label
+from pages.views.compare.slots import (
+    SLOW_METHODS,
+    VIEWS,
+    ModelSlot,
+    SlotClasses,
+    SlotMethods,
+    with_classifier,
+)
+from vitviz.figures.compare import faithfulness_curves_figure, probe_curves_figure, road_curves_figure
+from vitviz.methods import METHODS, available_methods, default_method, method_title
+from vitviz.methods.faithfulness import (
+    FaithfulnessResult,
+    RoadResult,
+    faithfulness,
+    faithfulness_rows,
+    road,
+    road_rows,
+)
+from vitviz.methods.probes import ProbeCurve, run_drop_orders, run_probe
+
+__all__ = [
+    "DROP",
+    "PROBES",
+    "PROBE_WORDS",
+    "ROAD_WORDS",
+    "CheckedModels",
+    "ScoreMetric",
+    "cached_probe",
+    "cached_scores",
+    "checks_section",
+    "drop_verdicts",
+    "faithfulness_section",
+    "probes_section",
+    "road_verdicts",
+    "score_each_model",
+]
+
+ScoreMetric = Literal["deletion and insertion", "ROAD"]
+DROP = "drop"  # the drop probe, run in its three orders so that the random baseline sits beside it
+PROBES = {
+    DROP: "drop patches: most salient first, least salient first, random order",
+    "shuffle": "shuffle a growing share of patches",
+    "occlude": "grey a growing central region",
+}
+
+
+class CheckedModels(NamedTuple):
+    """What the probes and faithfulness tabs check: the models with a head, on the page's photo and view."""
+
+    classifiers: Sequence[ModelSlot]
+    methods: SlotMethods  # each slot's map method above, the default salience
+    picked: ui.ImageChoice
+    classes: SlotClasses
+    view: str
+
+
+def checks_section(
+    slots: Sequence[ModelSlot],
+    methods: SlotMethods,
+    picked: ui.ImageChoice,
+    classes: SlotClasses,
+    view: str,
+) -> None:
+    """Robustness probes and faithfulness scores, each in its tab, for the models with a head."""
+    classifiers = with_classifier(slots)
+    if not classifiers:
+        st.info(
+            "Probes and faithfulness follow a class probability: none of these models has a classifier head."
+        )
+        return
+    probes_tab, faithfulness_tab = st.tabs(["Robustness probes", "Faithfulness"])
+    checked = CheckedModels(classifiers, methods, picked, classes, view)
+    with probes_tab:
+        probes_section(checked)
+    with faithfulness_tab:
+        faithfulness_section(checked)
+
+
+@st.cache_data(show_spinner="Probing…", max_entries=64)
+def cached_probe(
+    name: str,
+    weights: str,
+    device: str,
+    digest: str,
+    view: str,
+    kind: str,
+    method: str,
+    class_index: int | None,
+    remove_tokens: bool,
+    steps: int,
+    centre: tuple[float, float],
+    _image: Image.Image,
+) -> list[ProbeCurve]:
+    """The probe's curves: for "drop" the three orders (most, least salient first, random), else one."""
+    fractions = [step / (steps - 1) for step in range(steps)]
+    loaded = ui.cached_model(name, weights, device)
+    if kind == DROP and not remove_tokens:
+        return run_drop_orders(loaded, _image, fractions, method, class_index, view=view)
+    if kind == DROP:
+        return [
+            run_probe(loaded, _image, order, fractions, method, class_index, True, view=view)
+            for order in ("drop-salient", "drop-least-salient", "drop-random")
+        ]
+    return [run_probe(loaded, _image, kind, fractions, None, class_index, centre=centre, view=view)]
+
+
+@st.cache_data(show_spinner="Scoring faithfulness…", max_entries=64)
+def cached_scores(
+    metric: ScoreMetric,
+    name: str,
+    weights: str,
+    device: str,
+    digest: str,
+    view: str,
+    methods: tuple[str, ...],
+    class_index: int | None,
+    _image: Image.Image,
+) -> list[FaithfulnessResult] | list[RoadResult]:
+    """Deletion and insertion curves over 11 fractions, or ROAD's, of each method on one model."""
+    loaded = ui.cached_model(name, weights, device)
+    if metric == "ROAD":
+        return road(loaded, _image, methods, class_index, view=view)
+    return faithfulness(loaded, _image, methods, class_index, [step / 10 for step in range(11)], view=view)
+
+
+def probes_section(checked: CheckedModels) -> None:
+    """The probe controls and, once switched on, every model's curves on one plot with their areas."""
+    classifiers, methods, picked, classes, view = checked
+    run = st.toggle("Run probes", key="compare_run_probes")
+    row = st.columns([2, 1, 1])
+    kind = row[0].selectbox(
+        "Probe",
+        list(PROBES),
+        format_func=PROBES.get,
+        key="compare_probe_kind",
+        help="drop: grey (mean colour) a growing share of patches, ordered by each model's map above, "
+        "and in a random order as the baseline; shuffle: move a growing share of patches; occlude: "
+        "grey a growing region.",
+    )
+    steps = row[1].slider("Points", 5, 21, 11, 2, key="compare_probe_steps")
+    remove_tokens = row[2].checkbox(
+        "ViTs: remove dropped tokens",
+        key="compare_remove_tokens",
+        disabled=kind != DROP,
+        help="Take dropped patch tokens out of a ViT's sequence instead of greying them (CNNs grey).",
+    )
+    centre = (0.5, 0.5)
+    if kind == "occlude":
+        centre_row = st.columns(2)
+        centre = (
+            centre_row[0].slider("Region centre, from top", 0.0, 1.0, 0.5, 0.05, key="compare_centre_y"),
+            centre_row[1].slider("Region centre, from left", 0.0, 1.0, 0.5, 0.05, key="compare_centre_x"),
+        )
+    if not run:
+        st.caption("Switch on **Run probes** to draw the curves (each costs a few forward passes).")
+        return
+    curves: list[ProbeCurve] = []
+    for slot in classifiers:
+        choice = slot.choice
+        method = methods[slot.number]
+        if method in SLOW_METHODS or method not in available_methods(slot.loaded.facts):
+            method = default_method(slot.loaded.facts)
+        removing = remove_tokens and kind == DROP and slot.loaded.facts.family in ("vit", "hybrid")
+        try:
+            curves += cached_probe(
+                choice.name,
+                choice.weights,
+                choice.device,
+                picked.digest,
+                view,
+                kind,
+                method,
+                classes[slot.number],
+                removing,
+                steps,
+                centre,
+                picked.image,
+            )
+        except (ValueError, RuntimeError) as error:
+            st.error(f"{slot.number}. {choice.name}: {error}")
+    figure = probe_curves_figure(curves, f"{PROBES[kind]} · {picked.name} · {VIEWS[view]}")
+    ui.plotly_chart(figure, key="compare_probe_chart")
+    st.dataframe(
+        [
+            {
+                "model": curve.model,
+                "order" if kind == DROP else "probe": curve.kind,
+                "salience": method_title(curve.method) if curve.method else "—",
+                "class": f"{curve.target_label} ({curve.target_index})",
+                "area": round(curve.area, 4),
+            }
+            for curve in curves
+        ],
+        hide_index=True,
+        key="compare_probe_table",
+    )
+    if kind == DROP:
+        for line in drop_verdicts(curves):
+            st.markdown(line)
+    ui.figure_downloads(
+        figure,
+        None,
+        "-vs-".join(slot.choice.name for slot in classifiers),
+        "probe",
+        picked.name,
+        kind,
+        "compare_probe",
+    )
+    st.caption(
+        "Patches are the token grid for ViTs and hybrids, 16-px patches for CNNs; greyed pixels are the "
+        "dataset mean colour. The first point is the clean prediction. A map that finds the evidence "
+        "puts its most-salient-first curve below the random order and its least-salient-first above."
+    )
+
+
+# How a salient-first order compares with the random order, and the least-salient-first order with it:
+# (better, not better) words for each.
+PROBE_WORDS = (("falls faster than", "does not fall faster than"), ("stays above", "does not stay above"))
+ROAD_WORDS = (("is below", "is not below"), ("is above", "is not above"))
+
+
+class _Orders(NamedTuple):
+    """One number per removal order: most salient first, least salient first, random (lower: falls faster)."""
+
+    most: float
+    least: float
+    random: float
+
+    def verdict(self, subject: str, salient: str, measure: str, words: tuple[tuple[str, str], ...]) -> str:
+        """One sentence read from the three numbers: is each ordered curve on the faithful side of random?"""
+        falls = words[0][0] if self.most < self.random else words[0][1]
+        keeps = words[1][0] if self.least > self.random else words[1][1]
+        return (
+            f"{subject}: most {salient} first ({measure} {self.most:.3f}) {falls} the random order "
+            f"({self.random:.3f}); least {salient} first ({self.least:.3f}) {keeps} it."
+        )
+
+
+def drop_verdicts(curves: Sequence[ProbeCurve]) -> list[str]:
+    """One line per model, read from its three drop curves: does its map beat the random order?"""
+    lines = []
+    for model in dict.fromkeys(curve.model for curve in curves):
+        areas = {curve.kind: curve.area for curve in curves if curve.model == model}
+        if len(areas) < 3:
+            continue
+        orders = _Orders(areas["drop-salient"], areas["drop-least-salient"], areas["drop-random"])
+        lines.append(orders.verdict(f"**{model}**", "salient", "area", PROBE_WORDS))
+    return lines
+
+
+def score_each_model(
+    checked: CheckedModels, chosen: Sequence[str], fits: dict[int, list[str]], metric: ScoreMetric
+) -> list:
+    """One metric's results for each model, with the chosen methods that fit it; a failure stays in its slot."""
+    results = []
+    for slot in checked.classifiers:
+        fitting = tuple(name for name in chosen if name in fits[slot.number])
+        if not fitting:
+            continue
+        try:
+            results += cached_scores(
+                metric,
+                *slot.model_key,
+                checked.picked.digest,
+                checked.view,
+                fitting,
+                checked.classes[slot.number],
+                checked.picked.image,
+            )
+        except (ValueError, RuntimeError) as error:
+            st.error(f"{slot.number}. {slot.choice.name}, {metric}: {error}")
+    return results
+
+
+def road_verdicts(results: Sequence[RoadResult]) -> list[str]:
+    """One line per model and method, read from its ROAD means against the random order."""
+    lines = []
+    for result in results:
+        orders = _Orders(
+            float(np.mean(result.most_relevant_first)),
+            float(np.mean(result.least_relevant_first)),
+            float(np.mean(result.random_order)),
+        )
+        lines.append(
+            orders.verdict(
+                f"**{result.model} · {method_title(result.method)}**", "relevant", "mean", ROAD_WORDS
+            )
+        )
+    return lines
+
+
+def faithfulness_section(checked: CheckedModels) -> None:
+    """Methods to score, and once switched on the deletion / insertion table and curves with baselines."""
+    classifiers, shown_per_slot, picked, _, view = checked
+    shown = [shown_per_slot[slot.number] for slot in classifiers]
+    fits = {slot.number: available_methods(slot.loaded.facts) for slot in classifiers}
+    offered = [name for name in METHODS if any(name in methods for methods in fits.values())]
+    chosen = st.multiselect(
+        "Methods to score",
+        offered,
+        default=[name for name in offered if name in shown and name not in SLOW_METHODS],
+        format_func=method_label,
+        key="compare_faithfulness_methods",
+        help="Each method is scored on every model it fits. Integrated Gradients and Occlusion take "
+        "seconds per model; Score-CAM and Ablation-CAM about a minute.",
+    )
+    if not st.toggle("Score faithfulness", key="compare_run_faithfulness"):
+        st.caption("Switch on **Score faithfulness** to compute deletion, insertion and ROAD curves.")
+        return
+    results = score_each_model(checked, chosen, fits, "deletion and insertion")
+    if not results:
+        st.info("Pick at least one method to score.")
+        return
+    road_results = score_each_model(checked, chosen, fits, "ROAD")
+    st.markdown("**Deletion and insertion** (patches greyed or restored)")
+    st.dataframe(faithfulness_rows(results), hide_index=True, key="compare_faithfulness_table")
+    st.caption(
+        "Deletion greys the most salient patches first: a faithful map makes the probability fall faster "
+        "than the random order (lower area) and faster than least-salient-first. Insertion restores them "
+        "first onto a grey image: a faithful map makes it rise faster than the random order (higher area)."
+    )
+    figure = faithfulness_curves_figure(results)
+    ui.plotly_chart(figure, key="compare_faithfulness_chart")
+    ui.figure_downloads(
+        figure,
+        None,
+        "-vs-".join(slot.choice.name for slot in classifiers),
+        "faithfulness",
+        picked.name,
+        VIEWS[view],
+        "compare_faithfulness",
+    )
+    if road_results:
+        st.markdown("**ROAD** (pixels imputed from their neighbours, so no grey shape gives them away)")
+        st.dataframe(road_rows(road_results), hide_index=True, key="compare_road_table")
+        for line in road_verdicts(road_results):
+            st.markdown(line)
+        road_figure = road_curves_figure(road_results)
+        ui.plotly_chart(road_figure, key="compare_road_chart")
+        st.caption(
+            "At each step ROAD imputes the map's most (or least) relevant pixels from their neighbours "
+            "with pytorch-grad-cam's noisy linear imputation. The random order ranks pixels by a seeded "
+            "random map on the same patch grid."
+        )
+        ui.figure_downloads(
+            road_figure,
+            None,
+            "-vs-".join(slot.choice.name for slot in classifiers),
+            "road",
+            picked.name,
+            VIEWS[view],
+            "compare_road",
+        )
