@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.support.anatomy_apptest import figure_titles, open_anatomy, open_tab, page_texts
 from tests.support.interventions import dinov2_probe_run
+from tests.support.polling import wait_for
 from vitviz.images import builtin_photo
 from vitviz.maths.ablation import head_importance, head_importance_estimate, ranking_agreement
 from vitviz.maths.resolution import compare_resolutions
@@ -419,6 +420,9 @@ def test_sanity_check_reports_the_rank_correlation_at_the_checkpoint(probe_run):
     at = _probe_page(probe_run, "Sanity check")
     assert not figure_titles(at)  # slow: nothing runs before the button
     at.button(key="anatomy_sanity_run").click().run()
+    assert not at.exception, at.exception
+    # The check runs in a background worker; the page follows it until its maps arrive.
+    wait_for(lambda: _has_title(at.run(), "Sanity check of Attention rollout"), 300, "the sanity check's maps")
     assert not at.exception, at.exception
     verdicts = [element.value for element in [*at.success, *at.warning, *at.info]]
     assert any(re.search(r"ρ = -?[\d.]+ at stage “blocks\.\d+”", text) for text in verdicts), verdicts

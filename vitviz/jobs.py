@@ -36,6 +36,7 @@ __all__ = [
     "JobState",
     "cancel_job",
     "cancel_requested",
+    "compute_job",
     "decode_result",
     "encode_result",
     "job_unit",
@@ -48,7 +49,7 @@ _JOB, _IMAGE, _STATUS, _LOG, _CANCEL = "job.json", "image.png", "status.json", "
 _MAX_STATUS_BYTES = 64 * 1024**2  # a sanity check of a large grid holds every stage's map
 _WRITE_EVERY_S = 0.25  # the status file is rewritten at most this often while the job runs
 
-# What a worker can compute, each over (loaded model, image, options, progress); see `_compute`.
+# What a worker can compute, each over (loaded model, image, options, progress); see `compute_job`.
 JOB_KINDS = ("explanation", "faithfulness", "sanity", "probe")
 
 
@@ -194,8 +195,8 @@ def decode_result(value: Any, _classes: dict[str, type] | None = None) -> Any:
     raise ValueError("a job's result holds an object of an unknown shape")
 
 
-def _compute(spec: JobSpec, loaded: Any, image: Image.Image, progress: ProgressCallback) -> Any:
-    """The work itself: the same library calls a page or the command line makes in-process."""
+def compute_job(spec: JobSpec, loaded: Any, image: Image.Image, progress: ProgressCallback) -> Any:
+    """The work itself, in this process: what a worker runs, and what a page runs for a model no worker can load."""
     options = dict(spec.options)
     view = options.pop("view", "crop")
     if spec.kind == "explanation":
@@ -273,7 +274,7 @@ def run_job(folder: Path, load: Callable[[JobSpec], Any] | None = None) -> None:
         with Image.open(folder / _IMAGE) as opened:
             image = opened.convert("RGB")
         progress.restart()  # the pace is the work's, not the model load's
-        result = _compute(spec, loaded, image, progress)
+        result = compute_job(spec, loaded, image, progress)
     except JobCancelled:
         snapshot = None if progress is None else progress.snapshot().to_json()
         write_json_atomic(folder / _STATUS, {"progress": snapshot, "cancelled": True})

@@ -16,6 +16,7 @@ from vitviz.figures.scales import colour_scale
 from vitviz.maths.ablation import head_importance, head_importance_estimate, ranking_agreement
 from vitviz.maths.attention import AttentionRecord
 from vitviz.models import LoadedModel, ModelError
+from vitviz.progress import JobProgress, ProgressSnapshot
 
 __all__ = ["ABLATION_WORDS"]
 
@@ -40,11 +41,13 @@ def _rank_here(
     """Ranks in this run, with a progress bar: for models no worker can load again."""
     bar = st.progress(0.0, text="Switching each head off in turn…")
 
-    def report(done: int, all_heads: int) -> None:
-        bar.progress(done / all_heads, text=f"{done} of {all_heads} heads switched off in turn")
+    def draw(snapshot: ProgressSnapshot) -> None:
+        bar.progress(snapshot.fraction, text=f"Switching each head off in turn: {snapshot.text()}")
 
     try:
-        store[key] = head_importance(side.loaded, picked.image, mode, progress=report, view=view)
+        store[key] = head_importance(
+            side.loaded, picked.image, mode, progress=JobProgress("heads", on_update=draw), view=view
+        )
     except (ModelError, ValueError, RuntimeError) as error:
         st.error(f"Could not rank the heads: {error}")
     bar.empty()

@@ -48,7 +48,8 @@ VIEWS = {"crop": "centre crop", "whole": "whole image"}  # short labels for titl
 VIEW_KEY = "compare_view"
 RAW_ROLLOUT = "compare_raw_rollout"
 RAW_SINKS_CHOICE = "compare_link_sinks"  # a link's sinks=exclude|raw, until it sets the toggle
-# Methods that take about a minute per map on a laptop CPU: marked in the menu, never a default.
+# Methods of one forward per channel (minutes on a small CPU): marked in the menu, never a default, run
+# in a background worker that shows their progress and time left.
 SLOW_METHODS = frozenset({"scorecam", "ablationcam"})
 GRADCAM_LAYERS = {
     "": "per family (features · stem · tokens)",
