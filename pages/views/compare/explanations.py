@@ -239,7 +239,14 @@ def explanations_section(
     figure = cached_figure(repr(("maps", drawn)), maps_figure)
     ui.plotly_chart(figure, key="compare_maps_chart", theme=None)
     slow = [
-        slow_map_job(slot, methods[slot.number], classes[slot.number], options, picked, views[slot.number])[0]
+        slow_map_job(
+            slot,
+            methods[slot.number],
+            classes[slot.number],
+            options.method_options(methods[slot.number]),
+            picked.digest,
+            views[slot.number].mode,
+        )[0]
         for slot in slots
         if methods[slot.number] in SLOW_METHODS
     ]
@@ -393,8 +400,8 @@ def explanation_panel(
     """One model's map over its view, as a panel of the shared-scale row; a failure becomes the panel's note.
 
     Attention sinks are marked on a map drawn on the model's token grid. A slow method's map is
-    computed in a background worker: until it arrives the panel says so (`follow_slow_maps` shows
-    its progress).
+    computed in a background worker: until it arrives the panel says so (`background.job_controls`
+    under the maps shows its progress).
     """
     assert slot.loaded is not None
     choice = slot.choice
@@ -402,7 +409,9 @@ def explanation_panel(
     title = f"{slot.number}. {choice.name}<br>{describe_weights(choice.weights, choice.run)}<br>{method_title(method)}"
     if method in SLOW_METHODS:
         outcome = background.job_outcome(
-            *slow_map_job(slot, method, class_index, options, picked, view),
+            *slow_map_job(
+                slot, method, class_index, options.method_options(method), picked.digest, view.mode
+            ),
             picked.image,
             slot.loaded,
             f"{slot.number}. {method_title(method)} of {choice.name}",
@@ -430,31 +439,17 @@ def explanation_panel(
 
 
 def slow_map_job(
-    slot: ModelSlot,
-    method: str,
-    class_index: int | None,
-    options: DisplayOptions,
-    picked: ui.ImageChoice,
-    view: ImageView,
+    slot: ModelSlot, method: str, class_index: int | None, options: dict, digest: str, view: str
 ) -> tuple[tuple, JobSpec]:
-    """The key and the worker's job of a slow method's map (everything the map depends on is in both)."""
+    """The key and the worker's job of a slow method's map: everything the map depends on is in both.
+
+    Args:
+        options: the method's own options (`DisplayOptions.method_options`).
+        digest, view: the picked image's digest and the view mode.
+    """
     choice = slot.choice
-    method_options = options.method_options(method)
-    key = (
-        "map",
-        *slot.model_key,
-        picked.digest,
-        view.mode,
-        method,
-        class_index,
-        tuple(sorted(method_options.items())),
-    )
-    job_options = {
-        "method": method,
-        "class_index": class_index,
-        "view": view.mode,
-        "method_options": method_options,
-    }
+    key = ("map", *slot.model_key, digest, view, method, class_index, tuple(sorted(options.items())))
+    job_options = {"method": method, "class_index": class_index, "view": view, "method_options": options}
     return key, JobSpec("explanation", choice.name, choice.weights, choice.device, job_options)
 
 
