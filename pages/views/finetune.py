@@ -43,6 +43,7 @@ from vitviz.images import ImageDecodeError, image_digest
 from vitviz.maths.attention import class_attention_map, rollout_relevance
 from vitviz.models import RUN_WEIGHTS, ModelError, describe_weights, no_token_attention_reason
 from vitviz.preprocess import explanation_image
+from vitviz.progress import duration_text
 from vitviz.runs import (
     RunError,
     RunStatus,
@@ -618,9 +619,7 @@ def _counts_page(counts: dict[str, int]) -> tuple[dict[str, int], str]:
 def _eta_text(seconds: float | None) -> str:
     if seconds is None:
         return "estimating time left…"
-    if seconds < 60:
-        return f"about {seconds:.0f} s left"
-    return f"about {seconds / 60:.0f} min left"
+    return f"about {duration_text(seconds)} left"
 
 
 def _state_text(run: RunSummary | RunStatus) -> str:
