@@ -112,4 +112,4 @@ def test_every_uploader_states_the_limit_it_enforces():
             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "file_uploader":
                 sized = any(keyword.arg == "max_upload_size" for keyword in node.keywords)
                 direct.append((f"{path.relative_to(pages)}", sized))
-    assert sorted(direct) == [("views/finetune.py", True), ("views/ui/pickers.py", True)]
+    assert sorted(direct) == [("views/finetune/data.py", True), ("views/ui/pickers.py", True)]

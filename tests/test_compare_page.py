@@ -278,3 +278,14 @@ def test_a_run_whose_config_asks_for_4096_pixels_is_refused_in_its_slot_at_once(
     errors = [error.value for error in at.error]
     assert len(errors) == 1 and "test_vit at 4096×4096 px needs about 320.1 GiB" in errors[0], errors
     assert "tf_efficientnet_lite0" in json.dumps(_figure(at, "compare_maps_chart"))
+
+
+def test_an_untrained_vits_nearly_uniform_rollout_is_drawn_with_a_line_saying_how_flat_it_is():
+    at = _compare_page(model1="vit_tiny_patch16_224", weights1="random")
+    assert not at.exception
+    assert at.selectbox(key="compare_1_method").value == "rollout"
+    notes = [note["text"] for note in _figure(at, "compare_maps_chart")["layout"]["annotations"]]
+    flat = [note for note in notes if "nearly uniform" in note]
+    assert len(flat) == 1 and "rollout: nearly uniform" in flat[0]
+    percent = float(flat[0].split("at most ")[1].split("%")[0])
+    assert 0.0 < percent < 10.0  # the note's number is the map's own spread, under the flat threshold

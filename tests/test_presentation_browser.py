@@ -112,6 +112,12 @@ def test_dark_and_light_themes(app_url, page):
     assert _background(page) == "rgb(14, 17, 23)"
     chart_background = _first_chart(page).evaluate("gd => gd._fullLayout.paper_bgcolor")
     assert chart_background == "#0e1117"
+    help_icons = page.locator('button[aria-label^="Help for"] svg')
+    assert help_icons.count() >= 1
+    strokes = help_icons.evaluate_all("icons => icons.map(icon => getComputedStyle(icon).stroke)")
+    for stroke in strokes:  # light on the dark background (Streamlit's own is a 60% dark grey)
+        red, green, blue = (int(part) for part in re.findall(r"\d+", stroke)[:3])
+        assert 0.299 * red + 0.587 * green + 0.114 * blue > 150, strokes
     save_screenshot(page, "present_dark")
     page.locator(".st-key-present_dark").get_by_text("Dark").click()
     page.wait_for_url(re.compile(r"theme=light"), timeout=60_000)  # written at the end of the run

@@ -80,7 +80,7 @@ def type_weights(at: AppTest, key: str, text: str) -> None:
 @pytest.fixture
 def started(monkeypatch) -> list:
     """Every config the Fine-tune page hands to start_run; no worker is started."""
-    from pages.views import finetune
+    from pages.views.finetune import jobs as finetune
 
     calls = []
 

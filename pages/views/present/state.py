@@ -9,6 +9,7 @@ from vitviz.figures.story import SLIDE_KEYS, SlideKey
 from vitviz.images import BUILTIN_PHOTOS
 from vitviz.models import SUGGESTED_MODELS
 from vitviz.share import parse_view_state
+from vitviz.text import clipped
 
 __all__ = [
     "APP_RERUN",
@@ -111,7 +112,7 @@ def _seed_from_link() -> list[str]:
     if slide.isascii() and slide.isdigit() and len(slide) <= 3 and 1 <= int(slide) <= len(SLIDE_KEYS):
         st.session_state[SLIDE] = int(slide) - 1
     else:
-        shown = slide if len(slide) <= 20 else slide[:19] + "…"
+        shown = clipped(slide, 20)
         notes.append(f"slide={shown!r} (slides are 1–{len(SLIDE_KEYS)})")
     st.session_state[DARK] = params.get("theme") == "dark"
     st.session_state[FULLSCREEN] = params.get("present") == "1"

@@ -56,6 +56,9 @@ DARK_CSS = """
 }
 [data-testid="stSidebar"] { background-color: #161a24; }
 [data-testid="stSidebar"] span, [data-testid="stSidebar"] p { color: var(--vv-text); }
+.stApp button[aria-label^="Help for"], .stApp button[aria-label^="Help for"] svg {
+    color: var(--vv-muted) !important; stroke: var(--vv-muted) !important;  /* Streamlit sets a dark grey */
+}
 """
 FULLSCREEN_CSS = """
 [data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"],
