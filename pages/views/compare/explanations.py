@@ -469,16 +469,9 @@ def _panel(
     if sinks is not None and result.grid_size == slot.loaded.facts.grid_size:
         marks = tuple(sink.position for sink in sinks.patch_sinks if sink.position is not None)
     if result.constant_note:  # a constant map is said to be one, never drawn as relevance everywhere
-<<<<<<< HEAD
         return OverlayPanel(title, None, note=_wrap(result.constant_note), pixels=view.pixels)
-    return OverlayPanel(title, result.normalised(percentile), pixels=view.pixels, sinks=marks)
-=======
-        return OverlayPanel(title, None, note=_wrap(result.constant_note), pixels=view.pixels), result
     shown = result.normalised(percentile)  # a nearly flat map is drawn, with a line saying how flat
-    return OverlayPanel(
-        title, shown, note=_wrap(result.flat_note or ""), pixels=view.pixels, sinks=marks
-    ), result
->>>>>>> main
+    return OverlayPanel(title, shown, note=_wrap(result.flat_note or ""), pixels=view.pixels, sinks=marks)
 
 
 def _wrap(text: str, width: int = 40) -> str:
