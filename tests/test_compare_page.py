@@ -127,8 +127,8 @@ def test_every_fitting_method_is_in_the_menu_and_slow_ones_say_so(default_page):
     box = at.selectbox(key="compare_2_method")
     facts = load_model("tf_efficientnet_lite0", "bundled").facts
     assert len(box.options) == len(available_methods(facts))
-    assert "Score-CAM (slow: about a minute)" in box.options
-    assert "Ablation-CAM (slow: about a minute)" in box.options
+    assert "Score-CAM (slow: runs in the background)" in box.options
+    assert "Ablation-CAM (slow: runs in the background)" in box.options
     assert box.value == "gradcam"  # the default is never a slow one
 
 
