@@ -137,7 +137,8 @@ def run_ranking(folder: Path) -> None:
         raise
     # float32 → float → JSON → float32 is exact: the page gets the very numbers the worker made.
     total = int(drops.size)
-    write_json_atomic(folder / _STATUS, {"done": total, "total": total, "drops": drops.tolist()})
+    final = {"done": total, "total": total, "progress": clock.snapshot().to_json(), "drops": drops.tolist()}
+    write_json_atomic(folder / _STATUS, final)
 
 
 if __name__ == "__main__":

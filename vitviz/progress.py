@@ -153,8 +153,7 @@ class JobProgress:
         self._samples.append((self.started, 0.0))
 
     def __call__(self, done: float, total: float) -> None:
-        """Records `done` of `total` units; raises JobCancelled if the job was asked to stop."""
-        self.check_cancelled()
+        """Records `done` of `total` units; then raises JobCancelled if the job was asked to stop."""
         now = self.clock()
         self.total = float(max(total, 0))
         if done < self.done:  # a job that starts over (another stage) measures its pace afresh
@@ -164,6 +163,7 @@ class JobProgress:
         self._samples.append((now, self.done))
         if self.on_update is not None:
             self.on_update(self.snapshot(now))
+        self.check_cancelled()  # the unit just done counts; the next one is never started
 
     def check_cancelled(self) -> None:
         """Raises JobCancelled if the job was asked to stop (a computation may call it inside a unit)."""
