@@ -16,7 +16,7 @@ with st.sidebar:
     compare = st.toggle(
         "Compare with random weights",
         key=anatomy.COMPARE_RANDOM,
-        help="Shows every view a second time for an untrained twin: the same architecture and input size "
+        help="Shows every tab a second time for an untrained twin: the same architecture and input size "
         "with random weights, so you can see what training changed.",
     )
 

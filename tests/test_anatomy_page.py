@@ -4,7 +4,6 @@ and the interventions (head ablation, logit lens, sanity check) on a real fine-t
 import os
 import re
 import shutil
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -363,13 +362,16 @@ def test_ranking_heads_shows_the_drop_of_each_head_alone(probe_run):
     # The ranking runs in a background worker; the page shows its progress until it has ended.
     (folder,) = at.session_state["anatomy_ranking_jobs"].values()
     assert at.button(key="anatomy_ablation_rank").disabled  # one ranking at a time
-    deadline = time.monotonic() + 240
-    while not _has_title(at, "with one head zeroed<br><sup>vit_small_patch14_dinov2"):
-        assert time.monotonic() < deadline, page_texts(at)
-        assert not at.error, [error.value for error in at.error]
-        time.sleep(1.0)
+
+    def ranked_after_a_run() -> bool:
         at.run()
         assert not at.exception, at.exception
+        assert not at.error, [error.value for error in at.error]
+        return _has_title(at, "with one head zeroed<br><sup>vit_small_patch14_dinov2")
+
+    wait_for(
+        ranked_after_a_run, 240, lambda: f"the ranking; the page says:\n{page_texts(at)}", interval_s=1.0
+    )
     assert not folder.exists() and not at.session_state["anatomy_ranking_jobs"]  # the job's folder is gone
     store = at.session_state["anatomy_ablation_importance"]
     (drops,) = store.values()

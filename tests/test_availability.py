@@ -10,15 +10,17 @@ import pytest
 from huggingface_hub import constants as hub_constants
 
 from tests.support.pairs import hand_made_pair
-from tests.support.run_folders import hand_made_run
+from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
 from vitviz import availability
 from vitviz.availability import (
     BUNDLED_PAIR,
     PAPER_PAIR,
+    UNTRAINED_EXTRA,
     best_pair,
     check_weights,
     hub_reachable,
     model_suggestions,
+    next_model,
     suggested_availability,
 )
 from vitviz.models import RUN_WEIGHTS, SUGGESTED_MODELS
@@ -177,6 +179,47 @@ def test_offline_without_a_pair_the_bundled_models_come_with_a_way_to_get_one(of
     pair = best_pair(tmp_path)
     assert pair.kind == "bundled" and (pair.vit, pair.cnn) == BUNDLED_PAIR
     assert "Train a ViT/CNN pair on the Fine-tune page" in pair.note
+
+
+def _run_of(root, name: str, timm_name: str, created: float, **kwargs) -> tuple[str, str]:
+    """A finished run (unless `status` says otherwise) fine-tuned from `timm_name`, as (name, weights)."""
+    hand_made_run(
+        root, name, config={**TINY_RUN_CONFIG, "timm_name": timm_name, "created": created}, **kwargs
+    )
+    return name, RUN_WEIGHTS
+
+
+def test_the_next_model_is_the_bundled_family_not_yet_shown(offline, tmp_path, monkeypatch):
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path))
+    dinov2, efficientnet = BUNDLED_PAIR
+    _run_of(tmp_path, "newest-run", "test_vit", created=5.0)
+    assert next_model([dinov2, UNTRAINED_EXTRA]) == efficientnet  # two ViTs shown: the CNN is next
+    assert next_model([efficientnet]) == dinov2
+    assert next_model([]) == dinov2
+    # A run counts as the model it was fine-tuned from: a fine-tuned EfficientNet shows the CNN family.
+    cnn_run = _run_of(tmp_path, "efficientnet-run", "tf_efficientnet_lite0", created=1.0)
+    assert next_model([cnn_run, UNTRAINED_EXTRA]) == dinov2
+    assert next_model([dinov2, cnn_run]) == ("newest-run", RUN_WEIGHTS)
+
+
+def test_the_next_model_after_the_bundled_pair_is_the_newest_finished_run(offline, tmp_path, monkeypatch):
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path))
+    assert next_model(BUNDLED_PAIR) == UNTRAINED_EXTRA  # nothing trained left: the untrained DeiT
+    _run_of(tmp_path, "older", "test_vit", created=1.0)
+    _run_of(tmp_path, "newer", "test_vit", created=2.0)
+    _run_of(tmp_path, "training", "test_vit", created=3.0, status=TRAINING, with_model=False)
+    _run_of(tmp_path, "no-model", "test_vit", created=4.0, with_model=False)
+    assert next_model(BUNDLED_PAIR) == ("newer", RUN_WEIGHTS)
+    assert next_model([*BUNDLED_PAIR, ("newer", RUN_WEIGHTS)]) == ("older", RUN_WEIGHTS)
+
+
+def test_beside_a_trained_pair_another_run_comes_before_the_bundled_models(offline, tmp_path, monkeypatch):
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path))
+    vit = _run_of(tmp_path, "pair-vit", "vit_small_patch14_dinov2", created=2.0)
+    cnn = _run_of(tmp_path, "pair-cnn", "tf_efficientnet_lite0", created=2.0)
+    assert next_model([vit, cnn]) == BUNDLED_PAIR[0]  # both families shown, no other run: trained first
+    _run_of(tmp_path, "another", "test_vit", created=1.0)
+    assert next_model([vit, cnn]) == ("another", RUN_WEIGHTS)
 
 
 def test_runs_by_name_and_checkpoint_files(offline, tmp_path, monkeypatch):

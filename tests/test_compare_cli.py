@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 
 from vitviz.cli.main import main
 from vitviz.images import BUILTIN_PHOTOS
+from vitviz.methods import method_title
 
 COFFEE = str(BUILTIN_PHOTOS["coffee"])
 
@@ -92,6 +94,24 @@ def test_compare_writes_a_self_contained_html_and_a_png(tmp_path):
     scores = [line for line in result.stdout.splitlines() if "deletion AUC" in line]
     assert len(scores) == 2 and all("random order" in line for line in scores)
     assert scores[0].startswith("tf_efficientnet_lite0 · gradcam · class 967")
+    # Then each one's verdict, as the Compare page words it, read from the same numbers.
+    verdicts = [line for line in result.stdout.splitlines() if "most salient first (area " in line]
+    named = [line.split(" · ")[:2] for line in scores]  # model, registry name of the scored map
+    assert [line.split(":")[0] for line in verdicts] == [
+        f"{model} · {method_title(method)}" for model, method in named
+    ]
+    for score, verdict in zip(scores, verdicts, strict=True):
+        numbers = re.search(
+            r"deletion AUC ([\d.]+) \(random order ([\d.]+), least salient first ([\d.]+)\)", score
+        )
+        deletion, random, least = (float(number) for number in numbers.groups())
+        assert f"(area {deletion:.3f})" in verdict and f"random order ({random:.3f})" in verdict
+        if abs(deletion - random) > 1e-3:  # printed to 4 places: a closer pair may round either way
+            assert ("does not fall faster" not in verdict) == (deletion < random), (score, verdict)
+        if abs(least - random) > 1e-3:
+            assert ("does not stay above" not in verdict) == (least > random), (score, verdict)
+    # On the espresso, Grad-CAM's most salient patches make the bundled EfficientNet's class fall faster.
+    assert ") falls faster than the random order" in verdicts[0]
 
     result = run_cli("compare", COFFEE, "--models", *models[:2], "--out", str(png))
     assert result.returncode == 0, result.stderr

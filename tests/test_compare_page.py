@@ -84,6 +84,8 @@ def test_every_classifier_slot_explains_by_default_the_top_class_its_own_bars_sh
     at = AppTest.from_file(APP, default_timeout=300)
     at.switch_page("pages/compare.py")
     at.session_state["compare_third_model"] = True
+    at.session_state["compare_3_model"] = "deit_small_distilled_patch16_224"
+    at.session_state["compare_3_weights"] = "random"
     at.session_state["compare_3_method"] = "gradcam"
     at.run()
     assert not at.exception and not at.error
@@ -172,13 +174,21 @@ def test_drop_probe_faithfulness_and_road_show_the_random_order_beside_the_salie
     assert f"(area {areas['drop-salient']:.3f}) falls faster than the random order" in verdict
     scores = at.dataframe[1].value
     assert scores["deletion AUC ↓"][0] < scores["random-order deletion AUC"][0]
+    deletion = next(
+        m.value for m in at.markdown if "most salient first" in m.value and "· Grad-CAM**" in m.value
+    )
+    assert f"(area {scores['deletion AUC ↓'][0]:.3f}) falls faster than the random order" in deletion
     assert scores["insertion AUC ↑"][0] > scores["random-order insertion AUC"][0]
     # ROAD beside them: imputing Grad-CAM's most relevant pixels first lowers espresso below the random
     # order (measured 0.126 against 0.387), its least relevant first keeps it above (0.781).
     road = at.dataframe[2].value
     assert road["method"][0] == "Grad-CAM" and road["class"][0] == "espresso (967)"
     assert road["ROAD MoRF ↓"][0] < road["random-order ROAD"][0] < road["ROAD LeRF ↑"][0]
-    line = next(m.value for m in at.markdown if m.value.startswith("**tf_efficientnet_lite0 · Grad-CAM**"))
+    line = next(
+        m.value
+        for m in at.markdown
+        if m.value.startswith("**tf_efficientnet_lite0 · Grad-CAM**: most relevant")
+    )
     assert f"(mean {road['ROAD MoRF ↓'][0]:.3f}) is below the random order" in line
     traces = [trace["name"] for trace in _figure(at, "compare_road_chart")["data"]]
     assert len(traces) == 3 and sum("random order" in name for name in traces) == 1
@@ -262,6 +272,19 @@ def test_the_raw_rollout_toggle_travels_in_the_link():
     bad = _compare_page(sinks="sometimes")
     assert bad.toggle(key="compare_raw_rollout").value is False
     assert any("sinks 'sometimes' (use exclude or raw)" in info.value for info in bad.info)
+
+
+def test_a_third_model_opens_on_a_trained_run_before_the_untrained_deit(tmp_path, monkeypatch):
+    """Offline, beside the bundled DINOv2 and EfficientNet, "Add a third model" offers a finished run."""
+    from tests.support.run_folders import hand_made_run
+
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path))
+    run = hand_made_run(tmp_path, "20250101-000000-test_vit-probe-third0")
+    at = _compare_page(third="1")
+    assert not at.exception and not at.error
+    picked = [at.selectbox(key=f"compare_{number}_model").value for number in (1, 2, 3)]
+    assert picked == ["vit_small_patch14_dinov2", "tf_efficientnet_lite0", run.name]
+    assert not [warning for warning in at.warning if "untrained" in warning.value]
 
 
 def test_a_run_whose_config_asks_for_4096_pixels_is_refused_in_its_slot_at_once(tmp_path, monkeypatch):

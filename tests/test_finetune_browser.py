@@ -8,11 +8,13 @@ import pytest
 
 from tests.support.browser import (
     open_and_wait,
+    page_pause,
     reload_and_wait,
     save_screenshot,
     streamlit_app,
     wait_until_idle,
 )
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -78,10 +80,13 @@ def test_start_watch_reload_and_see_results(finetune_url, page, runs_dir):
     reload_and_wait(page, heading, timeout_ms=60_000, quiet_s=0.3)
     assert heading.count() == 1
 
-    deadline = time.monotonic() + 300
-    while not page.get_by_text("Validation results", exact=False).count():
-        assert time.monotonic() < deadline, "the run did not finish in time"
-        page.wait_for_timeout(500)
+    wait_for(
+        lambda: page.get_by_text("Validation results", exact=False).count(),
+        300,
+        "the run to finish",
+        interval_s=0.5,
+        pause=page_pause(page),
+    )
     # Named elements of the finished results, each waited for with a deadline.
     page.get_by_text("Attention before and after fine-tuning").wait_for(timeout=180_000)
     page.get_by_text("as they must be: a probe freezes the backbone", exact=False).first.wait_for(

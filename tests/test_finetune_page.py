@@ -5,6 +5,7 @@ import json
 import os
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from tests.support.archives import class_folder_zip
+from tests.support.polling import wait_for
 from tests.support.run_folders import hand_made_run
 from vitviz.runs import RunStatus, read_config, read_status, write_config, write_status
 
@@ -61,6 +63,11 @@ def open_server_folder(folder: str) -> AppTest:
     return at
 
 
+def _worker_log(folder: Path) -> Callable[[], str]:
+    """What a wait on a run's worker says when it times out: the worker's log."""
+    return lambda: f"the worker; its log:\n{(folder / 'worker.log').read_text()}"
+
+
 def zip_bytes(entries: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -89,10 +96,7 @@ def test_a_probe_run_trains_in_the_worker_and_its_results_render(runs_dir):
     name = at.session_state["finetune_open_run"]
     assert at.query_params["run"] == [name] or at.query_params["run"] == name
     folder = runs_dir / name
-    deadline = time.monotonic() + 300
-    while read_status(folder).active:
-        assert time.monotonic() < deadline, (folder / "worker.log").read_text()
-        time.sleep(0.5)
+    wait_for(lambda: not read_status(folder).active, 300, _worker_log(folder), interval_s=0.5)
     assert read_status(folder).state == "finished", (folder / "worker.log").read_text()
 
     at.run()
@@ -186,17 +190,14 @@ def test_the_stop_button_stops_a_running_worker(runs_dir):
     at.button(key="finetune_start").click().run()
     folder = runs_dir / at.session_state["finetune_open_run"]
     assert read_config(folder)["hyperparameters"]["epochs"] == 5000
-    deadline = time.monotonic() + 240
-    while not (folder / "metrics.jsonl").exists():
-        assert time.monotonic() < deadline, (folder / "worker.log").read_text()
-        time.sleep(0.3)
+    started = time.monotonic()  # one deadline of 240 s for the first epoch and the stop together
+    wait_for(lambda: (folder / "metrics.jsonl").exists(), 240, _worker_log(folder), interval_s=0.3)
     at.run()
     assert read_status(folder).state == "running"
     at.button(key="finetune_stop").click().run()
     assert not at.exception, at.exception
-    while read_status(folder).active:
-        assert time.monotonic() < deadline, (folder / "worker.log").read_text()
-        time.sleep(0.3)
+    left_s = 240 - (time.monotonic() - started)
+    wait_for(lambda: not read_status(folder).active, left_s, _worker_log(folder), interval_s=0.3)
     at.run()
     assert read_status(folder).state == "stopped"
     assert any("started from random, untrained weights" in warning.value for warning in at.warning)
@@ -366,10 +367,9 @@ def test_a_vit_cnn_pair_trains_on_digits_in_the_background_and_opens_in_compare(
     # While it trains, the visitor may not start another.
     at.run()
     assert at.button(key="finetune_start").disabled
-    deadline = time.monotonic() + 600
-    while pair_job.alive:
-        assert time.monotonic() < deadline, pair_job.log()
-        time.sleep(1.0)
+    wait_for(
+        lambda: not pair_job.alive, 600, lambda: f"the pair job; its log:\n{pair_job.log()}", interval_s=1.0
+    )
     pair = pair_job.pair()
     assert pair is not None, pair_job.log()
     assert {read_config(folder)["timm_name"] for folder in pair.runs.values()} == {

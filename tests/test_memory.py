@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.polling import wait_for
 from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
 from vitviz.memory import (
     MEMORY_BUDGET_ENV,
@@ -165,10 +166,8 @@ def test_sessions_asking_for_one_model_at_once_share_one_load_and_a_failure_is_n
 
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(cache.get, "m", slow_load, lambda blob: blob.size) for _ in range(8)]
-        deadline = time.monotonic() + 10
-        while not loads:  # the first load is held open by the gate while the others arrive
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        # The first load is held open by the gate while the others arrive.
+        wait_for(lambda: loads, timeout_s=10, what="the first load to start", interval_s=0.01)
         gate.set()
         values = {id(future.result(timeout=10)) for future in futures}
     assert len(loads) == 1 and len(values) == 1

@@ -8,7 +8,15 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from PIL import Image
 
-from tests.support.browser import open_and_wait, reload_and_wait, save_screenshot, shows_once, wait_until_idle
+from tests.support.browser import (
+    open_and_wait,
+    page_pause,
+    reload_and_wait,
+    save_screenshot,
+    shows_once,
+    wait_until_idle,
+)
+from tests.support.polling import wait_for
 from vitviz.images import BUILTIN_PHOTOS
 
 pytestmark = pytest.mark.browser
@@ -20,12 +28,12 @@ def _query(page) -> dict[str, str]:
 
 def _wait_for_query(page, name: str, value: str, timeout_s: float = 10.0) -> None:
     """The app writes the URL after its run; poll until it says `name=value`."""
-    deadline_ms = timeout_s * 1000
-    waited = 0
-    while _query(page).get(name) != value:
-        assert waited < deadline_ms, f"URL never had {name}={value}: {page.url}"
-        page.wait_for_timeout(100)
-        waited += 100
+    wait_for(
+        lambda: _query(page).get(name) == value,
+        timeout_s,
+        lambda: f"the URL to have {name}={value}: {page.url}",
+        pause=page_pause(page),
+    )
 
 
 def _choose(page, label: str, option: str) -> None:

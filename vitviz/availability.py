@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +22,15 @@ from huggingface_hub import try_to_load_from_cache
 
 from vitviz.finetune.pair import newest_pair
 from vitviz.models import RUN_WEIGHTS, SUGGESTED_MODELS, WEIGHTS_SOURCES
-from vitviz.runs import MODEL_FILE, RunError, describe_run, read_config, read_status, run_folder_by_name
+from vitviz.runs import (
+    MODEL_FILE,
+    RunError,
+    describe_run,
+    list_runs,
+    read_config,
+    read_status,
+    run_folder_by_name,
+)
 from vitviz.weights import BUNDLED_MODEL_NAMES, missing_bundled_package
 
 __all__ = [
@@ -28,6 +38,7 @@ __all__ = [
     "HUB_TIMEOUT_S",
     "PAPER_HYBRID",
     "PAPER_PAIR",
+    "UNTRAINED_EXTRA",
     "Availability",
     "AvailabilityStatus",
     "ModelPair",
@@ -38,6 +49,7 @@ __all__ = [
     "hub_offline",
     "hub_reachable",
     "model_suggestions",
+    "next_model",
     "paper_models",
     "suggested_availability",
 ]
@@ -52,6 +64,9 @@ PAPER_PAIR = (
 # The paper's third family, the R50+ViT-B/16 hybrid: Compare shows it between the pair when it loads.
 PAPER_HYBRID = ("vit_base_r50_s16_384.orig_in21k_ft_in1k", "hub")
 BUNDLED_PAIR = (("vit_small_patch14_dinov2", "bundled"), ("tf_efficientnet_lite0", "bundled"))
+# The model added beside others when no trained one is left to add: a distilled DeiT (two prefix
+# tokens), untrained, and labelled so wherever it is shown.
+UNTRAINED_EXTRA = ("deit_small_distilled_patch16_224", "random")
 _TRUE_VALUES = {"1", "TRUE", "YES", "ON"}  # how huggingface_hub reads its boolean variables
 
 
@@ -335,3 +350,31 @@ def best_pair(runs_root: str | Path | None = None) -> ModelPair:
         "bundled",
         "The bundled DINOv2 makes no predictions. Train a ViT/CNN pair on the Fine-tune page.",
     )
+
+
+def next_model(shown: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """The natural model to add beside `shown` (Compare's "Add a third model"), as (model, weights).
+
+    Trained models before untrained ones, and a family not yet shown before one already shown:
+    1. a bundled model of an architecture family none of `shown` has (the bundled pair is one ViT
+       and one CNN; a run counts as the model it was fine-tuned from);
+    2. else a finished run of the runs folder (vitviz.runs.runs_root()) not shown, newest first;
+    3. else a bundled model not shown;
+    4. else UNTRAINED_EXTRA, the one choice that always loads.
+
+    Args:
+        shown: (model, weights) of the models already on screen; a run is (its name, RUN_WEIGHTS).
+    """
+    runs = [run for run in list_runs() if run.has_model and not run.status.active]
+    fine_tuned_from = {run.name: run.model for run in runs}
+    shown_names = {name for name, _ in shown}
+    # The timm name behind each shown model, without its pretrained tag: a run's is its base model's.
+    shown_models = {fine_tuned_from.get(name, name).split(".")[0] for name in shown_names}
+    bundled = [model for model in BUNDLED_PAIR if model not in shown and check_weights(*model).loads]
+    new_family = [model for model in bundled if model[0] not in shown_models]
+    unshown_runs = (
+        (run.name, RUN_WEIGHTS)
+        for run in runs
+        if run.name not in shown_names and check_weights(run.name, RUN_WEIGHTS).loads
+    )
+    return next(chain(new_family, unshown_runs, bundled), UNTRAINED_EXTRA)  # runs checked lazily

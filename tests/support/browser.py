@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.support.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "screenshots"
@@ -59,19 +61,21 @@ def served_on_loopback(
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        if process.poll() is not None:  # it ended: its output says why (a live one's pipe would block)
+            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            raise RuntimeError(f"streamlit did not become healthy:\n{output[-2000:]}")
+        return False
+
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode(errors="replace") if process.stdout else ""
-                raise RuntimeError(f"streamlit did not become healthy:\n{output[-2000:]}")
-            time.sleep(0.2)
+        wait_for(healthy, timeout_s, "streamlit to become healthy", interval_s=0.2)
         yield url
     finally:
         process.terminate()
@@ -79,6 +83,11 @@ def served_on_loopback(
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def page_pause(page) -> Callable[[float], None]:
+    """A pause for `wait_for` that lets the page's events run meanwhile (`time.sleep` would block them)."""
+    return lambda seconds: page.wait_for_timeout(seconds * 1000)
 
 
 def wait_until_idle(page, timeout_s: float = 120.0, quiet_s: float = 0.8) -> None:

@@ -204,6 +204,7 @@ def _run_compare(args: argparse.Namespace) -> None:
     from vitviz.figures.compare import compare_figure
     from vitviz.images import load_image_file
     from vitviz.methods.faithfulness import faithfulness
+    from vitviz.methods.verdicts import deletion_verdicts
     from vitviz.models import load_model
 
     if not 2 <= len(args.models) <= 3:
@@ -239,3 +240,5 @@ def _run_compare(args: argparse.Namespace) -> None:
             f"{score.least_first_deletion_auc:.4f}); insertion AUC {score.insertion_auc:.4f} "
             f"(random order {score.random_insertion_auc:.4f})"
         )
+    for verdict in deletion_verdicts(scores):  # the sentences the Compare page's Faithfulness tab shows
+        print(verdict)

@@ -184,7 +184,7 @@ def _cnn_note(facts: ModelFacts, why: str) -> bool:
         st.info(f"Does not apply: {facts.name} is a {facts.family_words}. {why}")
         return True
     if not facts.global_attention:
-        st.info(f"Does not apply: {no_token_attention_reason(facts, 'views of its attention')}")
+        st.info(f"Does not apply: {no_token_attention_reason(facts, 'these tabs about its attention')}")
         return True
     return False
 

@@ -33,7 +33,7 @@ class Tab:
 
 
 def _lacks(what: str) -> str:
-    return f"It has no {what}. Pick a ViT or a hybrid to see this view."
+    return f"It has no {what}. Pick a ViT or a hybrid to see this tab."
 
 
 # The tabs in menu order.

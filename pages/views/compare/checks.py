@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numpy as np
 import streamlit as st
 from PIL import Image
 
@@ -24,20 +23,18 @@ from vitviz.jobs import JobSpec
 from vitviz.methods import METHODS, available_methods, default_method, method_title
 from vitviz.methods.faithfulness import FaithfulnessResult, RoadResult, faithfulness_rows, road_rows
 from vitviz.methods.probes import ProbeCurve, run_drop_orders, run_probe
+from vitviz.methods.verdicts import Verdict, deletion_verdicts, drop_verdicts, road_verdicts
 
 __all__ = [
     "DROP",
     "PROBES",
-    "PROBE_WORDS",
-    "ROAD_WORDS",
     "CheckedModels",
     "cached_probe",
     "checks_section",
-    "drop_verdicts",
     "faithfulness_section",
     "probes_section",
-    "road_verdicts",
     "score_each_model",
+    "show_verdicts",
 ]
 
 DROP = "drop"  # the drop probe, run in its three orders so that the random baseline sits beside it
@@ -180,8 +177,7 @@ def probes_section(checked: CheckedModels) -> None:
         key="compare_probe_table",
     )
     if kind == DROP:
-        for line in drop_verdicts(curves):
-            st.markdown(line)
+        show_verdicts(drop_verdicts(curves))
     ui.figure_downloads(
         figure,
         None,
@@ -198,39 +194,10 @@ def probes_section(checked: CheckedModels) -> None:
     )
 
 
-# How a salient-first order compares with the random order, and the least-salient-first order with it:
-# (better, not better) words for each.
-PROBE_WORDS = (("falls faster than", "does not fall faster than"), ("stays above", "does not stay above"))
-ROAD_WORDS = (("is below", "is not below"), ("is above", "is not above"))
-
-
-class _Orders(NamedTuple):
-    """One number per removal order: most salient first, least salient first, random (lower: falls faster)."""
-
-    most: float
-    least: float
-    random: float
-
-    def verdict(self, subject: str, salient: str, measure: str, words: tuple[tuple[str, str], ...]) -> str:
-        """One sentence read from the three numbers: is each ordered curve on the faithful side of random?"""
-        falls = words[0][0] if self.most < self.random else words[0][1]
-        keeps = words[1][0] if self.least > self.random else words[1][1]
-        return (
-            f"{subject}: most {salient} first ({measure} {self.most:.3f}) {falls} the random order "
-            f"({self.random:.3f}); least {salient} first ({self.least:.3f}) {keeps} it."
-        )
-
-
-def drop_verdicts(curves: Sequence[ProbeCurve]) -> list[str]:
-    """One line per model, read from its three drop curves: does its map beat the random order?"""
-    lines = []
-    for model in dict.fromkeys(curve.model for curve in curves):
-        areas = {curve.kind: curve.area for curve in curves if curve.model == model}
-        if len(areas) < 3:
-            continue
-        orders = _Orders(areas["drop-salient"], areas["drop-least-salient"], areas["drop-random"])
-        lines.append(orders.verdict(f"**{model}**", "salient", "area", PROBE_WORDS))
-    return lines
+def show_verdicts(verdicts: Sequence[Verdict]) -> None:
+    """Each verdict as a line of its own, the model (and method) it is about in bold."""
+    for verdict in verdicts:
+        st.markdown(f"**{verdict.subject}**: {verdict.finding}")
 
 
 def score_each_model(
@@ -265,23 +232,6 @@ def score_each_model(
     return results, road_results, bool(keys)
 
 
-def road_verdicts(results: Sequence[RoadResult]) -> list[str]:
-    """One line per model and method, read from its ROAD means against the random order."""
-    lines = []
-    for result in results:
-        orders = _Orders(
-            float(np.mean(result.most_relevant_first)),
-            float(np.mean(result.least_relevant_first)),
-            float(np.mean(result.random_order)),
-        )
-        lines.append(
-            orders.verdict(
-                f"**{result.model} · {method_title(result.method)}**", "relevant", "mean", ROAD_WORDS
-            )
-        )
-    return lines
-
-
 def faithfulness_section(checked: CheckedModels) -> None:
     """Methods to score, and once switched on the deletion / insertion table and curves with baselines."""
     classifiers, shown_per_slot, picked, _, view = checked
@@ -308,6 +258,7 @@ def faithfulness_section(checked: CheckedModels) -> None:
         return
     st.markdown("**Deletion and insertion** (patches greyed or restored)")
     st.dataframe(faithfulness_rows(results), hide_index=True, key="compare_faithfulness_table")
+    show_verdicts(deletion_verdicts(results))
     st.caption(
         "Deletion greys the most salient patches first: a faithful map makes the probability fall faster "
         "than the random order (lower area) and faster than least-salient-first. Insertion restores them "
@@ -327,8 +278,7 @@ def faithfulness_section(checked: CheckedModels) -> None:
     if road_results:
         st.markdown("**ROAD** (pixels imputed from their neighbours, so no grey shape gives them away)")
         st.dataframe(road_rows(road_results), hide_index=True, key="compare_road_table")
-        for line in road_verdicts(road_results):
-            st.markdown(line)
+        show_verdicts(road_verdicts(road_results))
         road_figure = road_curves_figure(road_results)
         ui.plotly_chart(road_figure, key="compare_road_chart")
         st.caption(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from pages.views import ui
-from vitviz.availability import best_pair, check_weights, paper_models
+from vitviz.availability import best_pair, check_weights, next_model, paper_models
 from vitviz.finetune.data import DataError
 from vitviz.finetune.pair import HeldOutImage, held_out_images, read_pair
 from vitviz.models import RUN_WEIGHTS, LoadedModel, ModelError
@@ -21,7 +21,6 @@ __all__ = [
     "RAW_ROLLOUT",
     "RAW_SINKS_CHOICE",
     "SLOW_METHODS",
-    "THIRD_FALLBACK",
     "THIRD_MODEL",
     "VIEWS",
     "VIEW_KEY",
@@ -39,8 +38,6 @@ __all__ = [
 ]
 
 THIRD_MODEL = "compare_third_model"
-# The optional third slot when the paper's models do not load: a distilled DeiT (two prefix tokens).
-THIRD_FALLBACK = ("deit_small_distilled_patch16_224", "random")
 # Per slot number: the method its map uses, and the class it explains (None: the model's top class).
 SlotMethods = dict[int, str]
 SlotClasses = dict[int, int | None]
@@ -158,7 +155,7 @@ def _opening_models(runs_folder: str) -> tuple[tuple[tuple[str, str], ...], str]
         if pair.kind == "trained"
         else "Train a ViT/CNN pair on the Fine-tune page to compare two classifiers."
     )
-    return (pair.vit, pair.cnn, THIRD_FALLBACK), note
+    return (pair.vit, pair.cnn), note
 
 
 def opening_held_out() -> list[HeldOutImage]:
@@ -179,21 +176,30 @@ def _opening_held_out(runs_folder: str) -> list[HeldOutImage]:
 
 
 def model_pickers() -> list[ui.ModelChoice]:
-    """Sidebar: two model pickers, and a third behind a toggle; each with its own weights source."""
+    """Sidebar: two model pickers, and a third behind a toggle; each with its own weights source.
+
+    The third opens on the paper's third model when Compare opens on the paper's, else on the
+    natural next model beside the first two (vitviz.availability.next_model): a trained one first.
+    """
     defaults, note = opening_models()
     if THIRD_MODEL not in st.session_state:
-        st.session_state[THIRD_MODEL] = len(defaults) == 3 and defaults[2] != THIRD_FALLBACK
+        st.session_state[THIRD_MODEL] = len(defaults) == 3
     if note:
         st.caption(note)
-    choices = []
-    for number, (name, weights) in enumerate(defaults, start=1):
+    choices: list[ui.ModelChoice] = []
+    for number in (1, 2, 3):
         key = f"compare_{number}"
         if number == 3 and not st.toggle("Add a third model", key=THIRD_MODEL):
             break
-        if f"{key}_model" not in st.session_state:
-            st.session_state[f"{key}_model"] = name
-        if f"{key}_weights" not in st.session_state and weights != RUN_WEIGHTS:  # a run has no weights menu
-            st.session_state[f"{key}_weights"] = weights
+        if number > len(defaults) and f"{key}_model" not in st.session_state:  # asked once, not each rerun
+            defaults = (*defaults, next_model([(choice.name, choice.weights) for choice in choices]))
+        if number <= len(defaults):
+            name, weights = defaults[number - 1]
+            if f"{key}_model" not in st.session_state:
+                st.session_state[f"{key}_model"] = name
+            # A run has no weights menu.
+            if f"{key}_weights" not in st.session_state and weights != RUN_WEIGHTS:
+                st.session_state[f"{key}_weights"] = weights
         with st.expander(f"Model {number}", expanded=True):
             choices.append(ui.model_picker(key, default_name=""))
     return choices

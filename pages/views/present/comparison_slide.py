@@ -20,10 +20,15 @@ from vitviz.runs import RunError
 from vitviz.weights import WeightsError
 
 __all__ = [
+    "PAIR_FIGURE_HEIGHT",
     "render_compare",
 ]
 
 # 7. ViT vs CNN ----------------------------------------------------------------------------------
+
+
+# Each side of a trained pair: its top 5 and its map side by side, one row for both sides.
+PAIR_FIGURE_HEIGHT = 370
 
 
 def render_compare(story: Story) -> None:
@@ -81,9 +86,9 @@ def _probability(predictions: list[Prediction], index: int) -> float:
 def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
     """Both classifiers' top 5 on the view, then each one's map of the same class: the ViT's top class.
 
-    A model that fails to load fails in its own column; the other still shows.
+    A model that fails to load fails in its own column; the other still shows. Each side lays its
+    top 5 beside its map, so that the slide fits a 1440×1000 screen unscrolled.
     """
-    _held_out_picker(pair)
     sides = {"ViT": pair.vit, "CNN": pair.cnn}
     loaded: dict[str, LoadedModel] = {}
     problems: dict[str, str] = {}
@@ -97,6 +102,11 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
         side: story.predictions(sides[side], model.facts.num_classes) for side, model in loaded.items()
     }
     explained = next(iter(predictions.values()))[0] if predictions else None
+    picker_column, sentence_column = st.columns([1, 2], gap="large", vertical_alignment="bottom")
+    with picker_column:
+        _held_out_picker(pair)
+    if explained is not None and len(predictions) == 2:
+        sentence_column.caption(_explained_sentence(predictions["ViT"], predictions["CNN"], explained))
     for side, column in zip(sides, st.columns(2, gap="large"), strict=True):
         with column:
             if side in problems:
@@ -105,13 +115,16 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
             name, weights = sides[side]
             shown = (name, weights)
             key = f"present_compare_{side.lower()}"
-            story.show(
-                predictions_figure(predictions[side][:5], f"{side}: top 5"),
-                f"{key}_predictions_chart",
-                f"top5-predictions-{story.view}",
-                height=300,
-                model=shown,
-            )
+            bars_column, map_column = st.columns([2, 3], gap="small")
+            with bars_column:
+                story.show(
+                    predictions_figure(predictions[side][:5], f"{side}: top 5"),
+                    f"{key}_predictions_chart",
+                    f"top5-predictions-{story.view}",
+                    height=PAIR_FIGURE_HEIGHT,
+                    model=shown,
+                    line_chars=32,
+                )
             facts = loaded[side].facts
             # Chefer needs global attention over one grid; any other model gets its Grad-CAM.
             method = CLASS_MAP_METHODS[facts.family] if facts.global_attention else CLASS_MAP_METHODS["cnn"]
@@ -126,14 +139,19 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
                 pixels,
                 result.values,
                 result.stride_px,
-                f"{side}: {method_title(method)} for “{explained.label}”",
+                f"{side}: {method_title(method)}<br>for “{explained.label}”",
                 scale=colour_scale(result.values, "relevance"),
             )
-            story.show(
-                figure, f"{key}_chart", f"{method}-{explained.label}-{story.view}", result.values, 380, shown
-            )
-    if explained is not None and len(predictions) == 2:
-        st.caption(_explained_sentence(predictions["ViT"], predictions["CNN"], explained))
+            with map_column:
+                story.show(
+                    figure,
+                    f"{key}_chart",
+                    f"{method}-{explained.label}-{story.view}",
+                    result.values,
+                    PAIR_FIGURE_HEIGHT,
+                    shown,
+                    line_chars=46,
+                )
 
 
 def _explained_sentence(vit: list[Prediction], cnn: list[Prediction], explained: Prediction) -> str:

@@ -75,20 +75,26 @@ class Story:
         array: np.ndarray | None = None,
         height: int = FIGURE_HEIGHT,
         model: tuple[str, str] | None = None,
+        line_chars: int = 48,
     ) -> None:
         """Draws a figure large and themed; outside presentation mode, its downloads follow.
 
         The title gains a line naming the model and weights that made the figure (the story's
-        transformer unless `model` names another), so an exported figure still says them.
+        transformer unless `model` names another), so an exported figure still says them; it wraps
+        at `line_chars` characters, which a half-width figure holds.
         """
         name, weights = model or (self.model_name, self.weights)
         title = figure.layout.title.text or ""
         source = describe_weights(weights, name)  # a fine-tune's description names its run already
         made_by = source if name in source else f"{name} · {source}"
         # Wrapped: a fine-tune's long run name would run past a half-width slide's figure.
-        figure.update_layout(title_text=f"{title}<br><sup>{'<br>'.join(textwrap.wrap(made_by, 48))}</sup>")
+        figure.update_layout(
+            title_text=f"{title}<br><sup>{'<br>'.join(textwrap.wrap(made_by, line_chars))}</sup>"
+        )
         style_for_slides(figure, self.dark, height)
-        figure.update_layout(margin={"t": 30 + 30 * (figure.layout.title.text.count("<br>") + 1)})
+        # Room for every line of the title, which Plotly centres in the top margin: at 30 px a line, a
+        # title of four lines (the pair slide's) ran into its plot.
+        figure.update_layout(margin={"t": 30 + 36 * (figure.layout.title.text.count("<br>") + 1)})
         ui.plotly_chart(figure, key=key, theme=None, config={"displayModeBar": not self.fullscreen})
         if not self.fullscreen:
             ui.figure_downloads(figure, array, name, weights, self.picked.name, view, key=key)
