@@ -208,18 +208,28 @@ def compute_job(spec: JobSpec, loaded: Any, image: Image.Image, progress: Progre
                 loaded, image, method, class_index, view, **options.get("method_options", {})
             )
     if spec.kind == "faithfulness":
-        from vitviz.methods.faithfulness import faithfulness, road
+        from vitviz.methods.faithfulness import ROAD_PERCENTILES, faithfulness, road
         from vitviz.progress import portion
 
         methods, class_index = list(options["methods"]), options.get("class_index")
-        # Both tables in one job; ROAD's imputations cost about as much as deletion's curves per method.
+        # Both tables in one job, each its share of the steps: ROAD's imputations (9 for the random
+        # order, then a map and 18 per method) against deletion's 1 + 3 per method; one bench run
+        # split the time 50/50 and its estimate was 74% short at 10% (BENCHMARKS.md).
+        with_road = options.get("road", True)
+        first = 1 + 3 * len(methods)
+        total = first + (len(ROAD_PERCENTILES) * (1 + 2 * len(methods)) + len(methods) if with_road else 0)
         scored = faithfulness(
-            loaded, image, methods, class_index, view=view, progress=portion(progress, 0, 1, 2)
+            loaded, image, methods, class_index, view=view, progress=portion(progress, 0, first, total)
         )
-        if not options.get("road", True):
+        if not with_road:
             return scored, []
         return scored, road(
-            loaded, image, methods, class_index, view=view, progress=portion(progress, 1, 1, 2)
+            loaded,
+            image,
+            methods,
+            class_index,
+            view=view,
+            progress=portion(progress, first, total - first, total),
         )
     if spec.kind == "sanity":
         from vitviz.methods.sanity import cascading_randomisation
