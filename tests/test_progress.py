@@ -155,9 +155,9 @@ def test_the_sanity_check_and_the_drop_probe_report_their_steps(tiny_models):
     progress, updates = _recorded("maps")
     result = cascading_randomisation(loaded, builtin_photo("coffee"), "gradcam", progress=progress)
     assert updates[-1] == (len(result.stages), len(result.stages))
-    progress, updates = _recorded("steps")
+    progress, updates = _recorded("images")
     run_drop_orders(loaded, builtin_photo("coffee"), [0.0, 0.5, 1.0], progress=progress)
-    assert updates[-1] == (4, 4)
+    assert updates[-1] == (2 + 3 * 3, 2 + 3 * 3)  # the map as two images, then 3 orders of 3 inputs
 
 
 def test_no_callback_leaves_every_computation_as_it_was(tiny_models):

@@ -87,10 +87,10 @@ class JobState:
 
 
 def job_unit(spec: JobSpec) -> str:
-    """What the job counts: "masks" for Score-CAM, "channels" for Ablation-CAM, "maps", "steps"."""
+    """What the job counts: "masks" for Score-CAM, "channels" for Ablation-CAM, "maps", "images", "steps"."""
     if spec.kind == "explanation":
         return {"scorecam": "masks", "ablationcam": "channels"}.get(str(spec.options.get("method")), "steps")
-    return "maps" if spec.kind == "sanity" else "steps"
+    return {"sanity": "maps", "probe": "images"}.get(spec.kind, "steps")
 
 
 def start_job(spec: JobSpec, image: Image.Image, folder: Path) -> None:

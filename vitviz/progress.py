@@ -253,13 +253,15 @@ def portion(
 
 
 @contextmanager
-def within_unit(callback: ProgressCallback | None, done: float, total: float) -> Iterator[None]:
-    """While the enclosing job works on unit `done + 1` of `total`, nested reports move it within that unit.
+def within_unit(
+    callback: ProgressCallback | None, done: float, total: float, span: float = 1.0
+) -> Iterator[None]:
+    """While the enclosing job works on its units `done` to `done + span` of `total`, nested reports move it there.
 
     A faithfulness table whose map is Score-CAM counts the map as one step; the map's masks then
     advance that step smoothly instead of leaving the table's progress still for a minute.
     """
-    with reporting(portion(callback, done, 1.0, total)):
+    with reporting(portion(callback, done, span, total)):
         yield
     if callback is not None:
-        callback(done + 1, total)
+        callback(done + span, total)

@@ -45,6 +45,7 @@ PROBE_KINDS: tuple[str, ...] = ("drop-salient", "drop-least-salient", "drop-rand
 # The three orders a drop probe can take: a salience map is worth reading only against the random
 # order (its baseline) and the least-salient-first order (its opposite).
 DROP_ORDERS: tuple[str, ...] = ("drop-salient", "drop-least-salient", "drop-random")
+_MAP_IMAGES = 2  # what a salience map costs in a probe's progress: about a forward and a backward
 DEFAULT_FRACTIONS: tuple[float, ...] = tuple(round(step / 10, 1) for step in range(11))  # 0.0 … 1.0
 # CNNs have no tokens: they are probed on 16-px patches, the ViT-B/16 grid the probes were made for.
 CNN_PATCH_PX = 16
@@ -373,8 +374,8 @@ def run_probe(
         seed: seed of drop-random and shuffle.
         centre: (row, col) fractions of the occluded region's centre.
         view: the view probed, "crop" or "whole" (as `predict` takes it).
-        progress: called with (steps done, 2): the salience map, then the perturbed inputs; an
-            exception it raises (a cancel) stops the probe.
+        progress: called with (images done, images in all): the salience map as two, then the
+            perturbed inputs; an exception it raises (a cancel) stops the probe.
         method_options: options of the salience method.
 
     Returns:
@@ -395,15 +396,16 @@ def run_probe(
     salient = kind in ("drop-salient", "drop-least-salient")
     method = (method or default_method(facts)) if salient else None
     order = np.arange(grid.num_patches)
+    total = _MAP_IMAGES + steps.size
     if kind.startswith("drop-"):
-        with within_unit(progress, 0, 2):
+        with within_unit(progress, 0, total, _MAP_IMAGES):
             salience = salience_on_grid(loaded, target, grid, method, **method_options) if method else None
         order = salience_order(salience, kind, seed, size=grid.num_patches)
     elif kind == "shuffle":
         order = np.random.default_rng(seed).permutation(grid.num_patches)
     counts = [round(fraction * grid.num_patches) for fraction in steps]
 
-    with within_unit(progress, 1, 2):
+    with within_unit(progress, _MAP_IMAGES, total, steps.size):
         if remove_tokens:
             dropped = [order[: min(count, grid.num_patches - 1)] for count in counts]
             probabilities = _probabilities_without_tokens(loaded, target.pixels, dropped, target.index)
@@ -446,7 +448,8 @@ def run_drop_orders(
     The random order is the baseline that makes the salient curves readable: a map that knows
     where the evidence lies falls below it when its most salient patches go first, and stays
     above it when its least salient ones go first. One salience map serves both salient orders.
-    `progress` is called with (steps done, 4): the map, then each order's curve.
+    `progress` is called with (images done, images in all): the map counts as two, then each
+    order's perturbed inputs.
 
     Returns:
         Three curves, in DROP_ORDERS' order.
@@ -460,15 +463,16 @@ def run_drop_orders(
     pixels = target.pixels[0].cpu()  # (3, H, W)
     input_size = (pixels.shape[1], pixels.shape[2])
     method = method or default_method(facts)
-    total = 1 + len(DROP_ORDERS)
-    with within_unit(progress, 0, total):
+    # Counted in images through the model: the map as two (a forward and a backward), then each order's.
+    total = _MAP_IMAGES + len(DROP_ORDERS) * steps.size
+    with within_unit(progress, 0, total, _MAP_IMAGES):
         salience = salience_on_grid(loaded, target, grid, method, **method_options)
     counts = [round(fraction * grid.num_patches) for fraction in steps]
     curves = []
-    for number, kind in enumerate(DROP_ORDERS, start=1):
+    for number, kind in enumerate(DROP_ORDERS):
         order = salience_order(salience, kind, seed, size=grid.num_patches)
         perturbed = [pixels * ~drop_mask(order[:count], grid, input_size) for count in counts]
-        with within_unit(progress, number, total):
+        with within_unit(progress, _MAP_IMAGES + number * steps.size, total, steps.size):
             probabilities = target_probabilities(loaded, torch.stack(perturbed), target.index)
         curves.append(
             ProbeCurve(
