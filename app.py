@@ -12,6 +12,7 @@ PAGES = [
     st.Page("pages/explore.py", title="Explore", icon=":material/visibility:", default=True),
     st.Page("pages/anatomy.py", title="Anatomy", icon=":material/biotech:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/arena.py", title="Arena", icon=":material/leaderboard:"),
     st.Page("pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
     st.Page("pages/present.py", title="Present", icon=":material/slideshow:"),
 ]

@@ -21,11 +21,12 @@ import skimage
 import torch
 from common import cpu_model, interleaved_medians
 
+from vitviz.forward.attention import record_attention
+from vitviz.forward.distance import attention_distances_over_images
 from vitviz.images import BUILTIN_PHOTOS, builtin_photo, load_image_file
-from vitviz.maths.attention import record_attention
-from vitviz.maths.distance import attention_distances_over_images, mean_attention_distance
+from vitviz.maths.distance import mean_attention_distance
 from vitviz.models import load_model
-from vitviz.preprocess import explanation_tensor
+from vitviz.preprocess import image_view
 
 RUNS = 3
 TARGET_S = 5.0
@@ -45,13 +46,15 @@ def main() -> None:
     assert len(images) == 10
 
     def library() -> np.ndarray:
-        return attention_distances_over_images(loaded, images).mean
+        return attention_distances_over_images(
+            loaded, [image_view(image, loaded.facts) for image in images]
+        ).mean
 
     def naive() -> np.ndarray:
         facts = loaded.facts
         per_image = [
             mean_attention_distance(
-                record_attention(loaded, image).attentions,
+                record_attention(loaded, image_view(image, loaded.facts)).attentions,
                 facts.grid_size,
                 facts.stride_px,
                 facts.num_prefix_tokens,
@@ -62,7 +65,7 @@ def main() -> None:
 
     @torch.inference_mode()
     def forward_only() -> None:
-        pixels = torch.cat([explanation_tensor(image, loaded.facts) for image in images])
+        pixels = torch.cat([image_view(image, loaded.facts).tensor for image in images])
         loaded.model(pixels)
 
     np.testing.assert_allclose(library(), naive(), rtol=1e-4, atol=1e-3)  # same numbers, both ways

@@ -1,6 +1,6 @@
 """Benchmark of the Compare work: Grad-CAM and grad-rollout against a plain forward, and a page run.
 
-Run: .venv/bin/python bench/compare.py [--repeats N] [--no-apptest]
+Run: .venv/bin/python bench/compare.py [--repeats N] [--no-apptest] [--methods-only] [--threads N]
 
 Prints medians measured in this one run, their ratios, and the machine. Targets: Grad-CAM and
 gradient-weighted rollout each cost at most 2.5× a plain forward; the Compare page with three
@@ -25,10 +25,12 @@ import torch  # noqa: E402
 from common import machine  # noqa: E402
 
 from vitviz.images import builtin_photo  # noqa: E402
-from vitviz.methods import explain_pixels, explanation_map  # noqa: E402
+from vitviz.methods import explain_pixels, explanation_map, method_title  # noqa: E402
 from vitviz.models import LoadedModel, load_model  # noqa: E402
 from vitviz.predict import predict  # noqa: E402
-from vitviz.preprocess import explanation_tensor  # noqa: E402
+from vitviz.preprocess import (  # noqa: E402
+    image_view,
+)
 
 # The Compare page's three small models: its two defaults and a third, untrained DeiT-S distilled.
 PAGE_MODELS = (
@@ -59,7 +61,7 @@ def plain_forward(loaded: LoadedModel, pixels: torch.Tensor) -> Callable[[], obj
 
 def method_cost(loaded: LoadedModel, method: str, repeats: int) -> tuple[float, float]:
     """Medians of a plain forward and of one explanation, interleaved so load drifts hit both alike."""
-    pixels = explanation_tensor(builtin_photo("coffee"), loaded.facts)
+    pixels = image_view(builtin_photo("coffee"), loaded.facts).tensor
     forward = plain_forward(loaded, pixels)
     explain = lambda: explain_pixels(loaded, pixels, method)  # noqa: E731
     forward(), explain(), forward(), explain()  # warm up both
@@ -79,8 +81,8 @@ def page_library_calls(models: list[LoadedModel], repeats: int) -> float:
     def run() -> None:
         for loaded, (_, _, method) in zip(models, PAGE_MODELS, strict=True):
             if loaded.facts.has_classifier:
-                predict(loaded, [image], topk=5)
-            explanation_map(loaded, image, method)
+                predict(loaded, [image_view(image, loaded.facts)], topk=5)
+            explanation_map(loaded, image_view(image, loaded.facts), method)
 
     return median_seconds(run, repeats, warmup=1)
 
@@ -110,6 +112,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--no-apptest", action="store_true", help="skip the AppTest page timing")
     parser.add_argument(
+        "--methods-only", action="store_true", help="time the methods against a forward, not the page"
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -130,7 +135,6 @@ def main() -> None:
     torch.manual_seed(0)
     vit = load_model("vit_small_patch16_224", "random")
     forward, grad_rollout = method_cost(vit, "grad-rollout", args.repeats)
-    chefer_forward, chefer = method_cost(vit, "chefer", args.repeats)
     print(
         f"ViT-S/16 (random weights, fused attention in the plain forward), 1×3×224×224, median of {args.repeats}:"
     )
@@ -138,11 +142,15 @@ def main() -> None:
     print(
         f"  grad-rollout       {grad_rollout * 1000:8.1f} ms   ratio {grad_rollout / forward:.2f}× (target ≤ 2.5×)"
     )
-    print(
-        f"  Chefer             {chefer * 1000:8.1f} ms   ratio {chefer / chefer_forward:.2f}× "
-        f"(against its own interleaved forward, {chefer_forward * 1000:.1f} ms)"
-    )
+    for method in ("chefer", "attnlrp", "legrad"):
+        own_forward, seconds = method_cost(vit, method, args.repeats)
+        print(
+            f"  {method_title(method):24} {seconds * 1000:8.1f} ms   ratio {seconds / own_forward:.2f}× "
+            f"(against its own interleaved forward, {own_forward * 1000:.1f} ms)"
+        )
     print()
+    if args.methods_only:
+        return
 
     models = [load_model(name, weights) for name, weights, _ in PAGE_MODELS]
     calls = page_library_calls(models, max(3, args.repeats // 3))

@@ -22,13 +22,13 @@ from common import machine
 from vitviz.finetune.data import builtin_shapes, limit_images, split_train_val
 from vitviz.finetune.trainer import FinetuneConfig, finetune, prepare_model
 from vitviz.models import load_model
-from vitviz.preprocess import prediction_tensor
+from vitviz.preprocess import image_view
 
 MODEL = "vit_small_patch14_dinov2"
 
 
 def images_tensor(image_set, indices, facts) -> tuple[torch.Tensor, torch.Tensor]:
-    pictures = torch.cat([prediction_tensor(image_set.items[i].load(), facts) for i in indices])
+    pictures = torch.cat([image_view(image_set.items[i].load(), facts).tensor for i in indices])
     labels = torch.tensor([image_set.items[i].label for i in indices])
     return pictures, labels  # (n, 3, H, W), (n,)
 

@@ -26,11 +26,14 @@ from common import machine  # noqa: E402
 
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_app, wait_until_idle  # noqa: E402
 from vitviz.capture import capture_attention  # noqa: E402
+from vitviz.forward.attention import record_attention  # noqa: E402
 from vitviz.images import builtin_photo  # noqa: E402
-from vitviz.maths.attention import record_attention, rollout_relevance  # noqa: E402
+from vitviz.maths.attention import rollout_relevance  # noqa: E402
 from vitviz.maths.rollout import attention_rollout  # noqa: E402
 from vitviz.models import load_model  # noqa: E402
-from vitviz.preprocess import explanation_tensor  # noqa: E402
+from vitviz.preprocess import (  # noqa: E402
+    image_view,
+)
 
 
 def median_ms(function: Callable[[], object], repeats: int, warmup: int = 2) -> float:
@@ -46,7 +49,7 @@ def median_ms(function: Callable[[], object], repeats: int, warmup: int = 2) -> 
 
 def capture_overhead(name: str, weights: str, repeats: int = 15) -> None:
     loaded = load_model(name, weights, "cpu")
-    pixels = explanation_tensor(builtin_photo("cat (chelsea)"), loaded.facts)
+    pixels = image_view(builtin_photo("cat (chelsea)"), loaded.facts).tensor
 
     def plain() -> None:
         with torch.inference_mode():
@@ -76,7 +79,8 @@ def rollout_time() -> None:
     generator = torch.Generator().manual_seed(0)
     layers = [torch.randn(1, 12, 197, 197, generator=generator).softmax(-1) for _ in range(12)]
     ms = median_ms(lambda: attention_rollout(layers), repeats=30)
-    record = record_attention(load_model("vit_base_patch16_224", "random"), builtin_photo("cat (chelsea)"))
+    untrained = load_model("vit_base_patch16_224", "random")
+    record = record_attention(untrained, image_view(builtin_photo("cat (chelsea)"), untrained.facts))
     record_ms = median_ms(lambda: rollout_relevance(record), repeats=30)
     print(
         f"rollout ViT-B/16 (12 layers, 197 tokens): {ms:.2f} ms; from a page's record: {record_ms:.2f} ms (target < 10)"
@@ -127,7 +131,7 @@ import os, resource
 os.environ["HF_HUB_OFFLINE"] = "1"
 import torch
 from vitviz.models import load_model
-from vitviz.maths.attention import record_attention
+from vitviz.forward.attention import record_attention  # noqa: E402
 from vitviz.images import builtin_photo
 loaded = load_model("vit_base_patch16_224", "random", "cpu")
 record_attention(loaded, builtin_photo("cat (chelsea)"))

@@ -24,13 +24,15 @@ sys.path.insert(0, str(REPO))
 
 from vitviz.capture import capture_attention  # noqa: E402
 from vitviz.device import available_devices, default_device  # noqa: E402
+from vitviz.forward.ablation import head_importance  # noqa: E402
+from vitviz.forward.attention import record_attention  # noqa: E402
 from vitviz.images import builtin_photo  # noqa: E402
-from vitviz.maths.ablation import head_importance  # noqa: E402
-from vitviz.maths.attention import record_attention  # noqa: E402
 from vitviz.methods import available_methods, explanation_map  # noqa: E402
 from vitviz.models import load_model  # noqa: E402
 from vitviz.predict import predict  # noqa: E402
-from vitviz.preprocess import explanation_tensor  # noqa: E402
+from vitviz.preprocess import (  # noqa: E402
+    image_view,
+)
 
 RUNS = 20
 # Methods that run hundreds of forwards by design: timed once.
@@ -92,11 +94,16 @@ def agreement(device: str) -> None:
     gpu.model.load_state_dict(cpu.model.state_dict())
     gpu.model.to(device)
     gpu = type(gpu)(gpu.model, gpu.facts, gpu.weights, torch.device(device), gpu.labels)
-    on_cpu, on_gpu = record_attention(cpu, image), record_attention(gpu, image)
+    on_cpu, on_gpu = (
+        record_attention(cpu, image_view(image, cpu.facts)),
+        record_attention(gpu, image_view(image, gpu.facts)),
+    )
     gap = float(np.abs(on_cpu.attentions - on_gpu.attentions).max())
     print(f"\nAttention of one random ViT-S/14 on the cat, CPU vs {device}: largest difference {gap:.2e}")
     cnn = seeded_random("tf_efficientnet_lite0", device)
-    print(f"predict on {device}: top class {predict(cnn, [image], topk=1)[0][0].index} (random weights)")
+    print(
+        f"predict on {device}: top class {predict(cnn, [image_view(image, cnn.facts)], topk=1)[0][0].index} (random weights)"
+    )
 
 
 def ablation_table(device: str) -> None:
@@ -106,7 +113,9 @@ def ablation_table(device: str) -> None:
     for name in ("vit_small_patch16_224", "vit_base_patch16_224"):
         loaded = seeded_random(name, device)
         heads = loaded.facts.num_layers * loaded.facts.num_heads
-        seconds = cuda_median(lambda loaded=loaded: head_importance(loaded, image), runs=3)
+        seconds = cuda_median(
+            lambda loaded=loaded: head_importance(loaded, image_view(image, loaded.facts)), runs=3
+        )
         print(f"| {name} | {heads} | {seconds:.2f} s | {seconds / heads * 1e3:.1f} ms |")
 
 
@@ -119,7 +128,7 @@ def methods_table(device: str) -> None:
     }
     forwards = {}
     for name, loaded in models.items():
-        pixels = explanation_tensor(image, loaded.facts).to(device)
+        pixels = image_view(image, loaded.facts).tensor.to(device)
 
         @torch.inference_mode()
         def forward(model=loaded.model, pixels=pixels) -> None:
@@ -136,7 +145,10 @@ def methods_table(device: str) -> None:
             runs = 1 if method in _MANY_FORWARDS else 5
             try:
                 seconds = cuda_median(
-                    lambda loaded=loaded, method=method: explanation_map(loaded, image, method), runs=runs
+                    lambda loaded=loaded, method=method: explanation_map(
+                        loaded, image_view(image, loaded.facts), method
+                    ),
+                    runs=runs,
                 )
             except (ValueError, RuntimeError) as error:
                 cells.append(f"fails: {str(error).splitlines()[0][:60]}")

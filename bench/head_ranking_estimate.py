@@ -21,9 +21,11 @@ import torch
 
 from bench.common import machine
 from tests.support.interventions import dinov2_probe_run, shape_picture
+from vitviz.forward.ablation import head_importance, head_importance_estimate
 from vitviz.images import builtin_photo
-from vitviz.maths.ablation import head_importance, head_importance_estimate, ranking_agreement
+from vitviz.maths.ablation import ranking_agreement
 from vitviz.models import LoadedModel, load_model, model_facts
+from vitviz.preprocess import image_view
 
 
 def measure(label: str, loaded: LoadedModel, images: list) -> None:
@@ -31,10 +33,10 @@ def measure(label: str, loaded: LoadedModel, images: list) -> None:
         agreements, estimate_s, exact_s = [], [], []
         for image in images:
             started = time.perf_counter()
-            estimate = head_importance_estimate(loaded, image, mode)
+            estimate = head_importance_estimate(loaded, image_view(image, loaded.facts), mode)
             estimate_s.append(time.perf_counter() - started)
             started = time.perf_counter()
-            exact = head_importance(loaded, image, mode)
+            exact = head_importance(loaded, image_view(image, loaded.facts), mode)
             exact_s.append(time.perf_counter() - started)
             agreements.append(ranking_agreement(estimate, exact))
         print(

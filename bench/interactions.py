@@ -402,8 +402,8 @@ loaded_at = time.perf_counter()
 loaded = load_model("vit_small_patch14_dinov2", "bundled", "cpu")
 load_s = time.perf_counter() - loaded_at
 from vitviz.images import builtin_photo
-from vitviz.preprocess import image_view, view_tensor
-pixels = view_tensor(image_view(builtin_photo("cat (chelsea)"), loaded.facts), loaded.facts)
+from vitviz.preprocess import image_view
+pixels = image_view(builtin_photo("cat (chelsea)"), loaded.facts).tensor
 forwards = []
 with torch.inference_mode():
     for _ in range(12):

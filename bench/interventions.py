@@ -24,12 +24,14 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from common import interleaved_medians, machine  # noqa: E402
 
+from vitviz.forward.ablation import head_importance  # noqa: E402
 from vitviz.images import builtin_photo  # noqa: E402
-from vitviz.maths.ablation import head_importance  # noqa: E402
 from vitviz.methods import METHODS, MethodUnavailableError, available_methods, explain_pixels  # noqa: E402
 from vitviz.methods.cam_library import LIBRARY_CAMS, LibraryGradCAM, LibraryGradCAMPlusPlus  # noqa: E402
 from vitviz.models import LoadedModel, load_model  # noqa: E402
-from vitviz.preprocess import explanation_tensor  # noqa: E402
+from vitviz.preprocess import (  # noqa: E402
+    image_view,
+)
 
 SLOW_METHODS = ("scorecam", "ablationcam")  # one forward per channel
 CAM_METHODS = ("gradcam", "gradcam++", *(method.name for method in LIBRARY_CAMS))
@@ -66,7 +68,10 @@ def ablation_table(device: str, runs: int, batch_size: int) -> list[str]:
         loaded = load_model(name, "random", device)
         heads = loaded.facts.num_layers * loaded.facts.num_heads
         work = timed(
-            lambda loaded=loaded: head_importance(loaded, image, batch_size=batch_size), loaded.device
+            lambda loaded=loaded: head_importance(
+                loaded, image_view(image, loaded.facts), batch_size=batch_size
+            ),
+            loaded.device,
         )
         work()  # warm-up
         seconds = interleaved_medians({"rank": work}, runs)["rank"]
@@ -78,7 +83,7 @@ def ablation_table(device: str, runs: int, batch_size: int) -> list[str]:
 
 
 def cam_table(loaded: LoadedModel, label: str, runs: int, slow_runs: int) -> list[str]:
-    pixels = explanation_tensor(builtin_photo("coffee"), loaded.facts).to(loaded.device)
+    pixels = image_view(builtin_photo("coffee"), loaded.facts).tensor.to(loaded.device)
     offered = set(available_methods(loaded.facts))
 
     def forward() -> object:

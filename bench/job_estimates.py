@@ -21,10 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.common import machine
+from vitviz.forward.ablation import head_importance
 from vitviz.images import builtin_photo
 from vitviz.jobs import JobSpec, compute_job, job_unit
-from vitviz.maths.ablation import head_importance
 from vitviz.models import load_model
+from vitviz.preprocess import image_view
 from vitviz.progress import JobProgress, ProgressSnapshot
 
 CHECKPOINTS = (0.10, 0.25, 0.50)
@@ -77,7 +78,7 @@ def jobs() -> dict[str, tuple[str, Callable[[JobProgress], object]]]:
         ),
         "head ranking, ViT-S/16 (72 heads, 16 per forward)": (
             "heads",
-            lambda progress: head_importance(vit, photo, "zero", progress=progress),
+            lambda progress: head_importance(vit, image_view(photo, vit.facts), "zero", progress=progress),
         ),
     }
 

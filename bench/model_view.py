@@ -29,10 +29,11 @@ from plotly.subplots import make_subplots
 
 from vitviz.figures.anatomy import model_view_figure
 from vitviz.figures.common import MAP_COLORSCALE
+from vitviz.forward.attention import record_attention
 from vitviz.images import builtin_photo
-from vitviz.maths.attention import record_attention
 from vitviz.maths.model_view import model_view_maps
 from vitviz.models import load_model
+from vitviz.preprocess import image_view
 
 RUNS = 5
 
@@ -61,7 +62,7 @@ def main() -> None:
     loaded = load_model("vit_small_patch14_dinov2", "bundled", "cpu")
     image = builtin_photo("cat (chelsea)")
     start = time.perf_counter()
-    record = record_attention(loaded, image)
+    record = record_attention(loaded, image_view(image, loaded.facts))
     capture_s = time.perf_counter() - start
     wide = np.random.default_rng(0).random((12, 12, 14, 14))
 

@@ -28,10 +28,11 @@ from playwright.sync_api import Browser, sync_playwright
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_app
 from vitviz.export import figure_png
 from vitviz.figures.common import attention_overlay_figure
+from vitviz.forward.attention import record_attention
 from vitviz.images import builtin_photo
-from vitviz.maths.attention import class_attention_map, record_attention
+from vitviz.maths.attention import class_attention_map
 from vitviz.models import load_model
-from vitviz.preprocess import explanation_image
+from vitviz.preprocess import image_view
 
 LOADS = 3
 LATER_EXPORTS = 5
@@ -68,9 +69,9 @@ def first_figure_times(browser: Browser) -> tuple[list[float], list[float], list
 def png_export_times() -> tuple[float, list[float], int]:
     loaded = load_model("vit_small_patch14_dinov2", "bundled", "cpu")
     image = builtin_photo("cat (chelsea)")
-    record = record_attention(loaded, image)
+    record = record_attention(loaded, image_view(image, loaded.facts))
     figure = attention_overlay_figure(
-        explanation_image(image, loaded.facts),
+        image_view(image, loaded.facts).pixels,
         class_attention_map(record, 11, None),
         loaded.facts.stride_px,
         "Layer 11, mean of heads: attention from class token",

@@ -29,7 +29,7 @@ from bench.common import interleaved_medians, machine
 from vitviz.capture import AttentionCapture, attention_modules, capture_attention, model_lock
 from vitviz.images import BUILTIN_PHOTOS, builtin_photo
 from vitviz.models import load_model
-from vitviz.preprocess import image_view, view_tensor
+from vitviz.preprocess import image_view
 
 
 class _CopiedAsMade(AttentionCapture):
@@ -49,7 +49,7 @@ def main() -> None:
     loaded = load_model("vit_small_patch14_dinov2", arguments.weights, arguments.device)
     facts = loaded.facts
     image = builtin_photo(next(iter(BUILTIN_PHOTOS)))
-    pixels = view_tensor(image_view(image, facts, "crop"), facts).to(loaded.device)
+    pixels = image_view(image, facts, "crop").tensor.to(loaded.device)
     tokens = facts.num_tokens
 
     @torch.inference_mode()

@@ -31,7 +31,7 @@ from streamlit.testing.v1 import AppTest
 from bench.common import machine
 from vitviz.images import builtin_photo
 from vitviz.models import load_model
-from vitviz.preprocess import image_view, view_tensor
+from vitviz.preprocess import image_view
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 MODEL = "vit_small_patch14_dinov2"
@@ -45,7 +45,7 @@ def _synchronise(device: str) -> None:
 def plain_forward_s(weights: str, device: str, rounds: int) -> float:
     """Median seconds of the model's own forward on the default photo's view."""
     loaded = load_model(MODEL, weights, device)
-    pixels = view_tensor(image_view(builtin_photo("cat (chelsea)"), loaded.facts), loaded.facts).to(device)
+    pixels = image_view(builtin_photo("cat (chelsea)"), loaded.facts).tensor.to(device)
     times = []
     with torch.inference_mode():
         for _ in range(rounds + 2):

@@ -27,7 +27,9 @@ from common import interleaved_medians, machine  # noqa: E402
 from vitviz.capture import AttentionCapture  # noqa: E402
 from vitviz.images import builtin_photo  # noqa: E402
 from vitviz.models import load_model  # noqa: E402
-from vitviz.preprocess import explanation_tensor  # noqa: E402
+from vitviz.preprocess import (  # noqa: E402
+    image_view,
+)
 
 ROUNDS = 15
 CAPTURES_PER_THREAD = 8
@@ -77,7 +79,7 @@ def captures_per_second(model: torch.nn.Module, pixels: torch.Tensor, threads: i
 
 def main() -> None:
     loaded = load_model("vit_small_patch14_dinov2", "bundled", "cpu")
-    pixels = explanation_tensor(builtin_photo("cat (chelsea)"), loaded.facts)
+    pixels = image_view(builtin_photo("cat (chelsea)"), loaded.facts).tensor
     model = loaded.model
     capture(model, pixels, AttentionCapture)  # warm-up
     print(machine())

@@ -18,10 +18,11 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from common import interleaved_medians, machine  # noqa: E402
 
+from vitviz.forward.attention import record_attention  # noqa: E402
 from vitviz.images import builtin_photo  # noqa: E402
-from vitviz.maths.attention import record_attention  # noqa: E402
 from vitviz.models import load_model  # noqa: E402
 from vitviz.predict import predict  # noqa: E402
+from vitviz.preprocess import image_view  # noqa: E402
 
 RUNS = 15
 
@@ -38,12 +39,12 @@ def main() -> None:
         head = loaded.facts.has_classifier
 
         def one_view(loaded=loaded) -> None:
-            record_attention(loaded, image, "crop")
+            record_attention(loaded, image_view(image, loaded.facts, "crop"))
 
         def two_passes(loaded=loaded, head=head) -> None:
-            record_attention(loaded, image, "whole")
+            record_attention(loaded, image_view(image, loaded.facts, "whole"))
             if head:
-                predict(loaded, [image], view="crop")
+                predict(loaded, [image_view(image, loaded.facts, "crop")])
 
         one_view()
         two_passes()

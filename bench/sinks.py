@@ -47,8 +47,10 @@ from tests.support.validation_pictures import (  # noqa: E402
 )
 from vitviz.figures.scales import colour_scale  # noqa: E402
 from vitviz.finetune.shapes import SHAPE_CLASSES, make_shapes  # noqa: E402
+from vitviz.forward.attention import record_attention  # noqa: E402
+from vitviz.forward.token_features import output_tokens  # noqa: E402
 from vitviz.images import BUILTIN_PHOTOS, builtin_photo  # noqa: E402
-from vitviz.maths.attention import AttentionRecord, record_attention, rollout_relevance  # noqa: E402
+from vitviz.maths.attention import AttentionRecord, rollout_relevance  # noqa: E402
 from vitviz.maths.rollout import attention_rollout, rollout_map  # noqa: E402
 from vitviz.maths.sinks import (  # noqa: E402
     SinkReport,
@@ -58,9 +60,8 @@ from vitviz.maths.sinks import (  # noqa: E402
     rollout_statement,
     sink_sentence,
 )
-from vitviz.maths.token_features import output_tokens  # noqa: E402
 from vitviz.models import LoadedModel, load_model  # noqa: E402
-from vitviz.preprocess import ViewMode, explanation_tensor  # noqa: E402
+from vitviz.preprocess import ViewMode, image_view  # noqa: E402
 
 # Inferno's stops, for the PNGs (no plotting library needed).
 _INFERNO = np.array(
@@ -132,10 +133,10 @@ def photo_rows(loaded: LoadedModel, view: ViewMode, png_dir: Path | None) -> Non
     print(f"{'photo':20} {'map':8} {'peak/med':>8} {'conc.':>6} {'out.max':>6} {'peak in':>4}")
     for name in BUILTIN_PHOTOS:
         photo = builtin_photo(name)
-        record = record_attention(loaded, photo, view)
+        record = record_attention(loaded, image_view(photo, loaded.facts, view))
         assert record.view is not None
         # output_tokens always reads the default view (the crop): norms only where the views agree
-        tokens = output_tokens(loaded, photo) if view == "crop" else None
+        tokens = output_tokens(loaded, image_view(photo, loaded.facts)) if view == "crop" else None
         report = detect_sinks(record, tokens=tokens)
         box = box_in_view(SUBJECT_BOXES[name], record.view) if name in SUBJECT_BOXES else None
         coverage = box_coverage(box, record.grid_size, loaded.facts.input_size) if box else None
@@ -164,7 +165,7 @@ def candidate_rows(loaded: LoadedModel, view: ViewMode) -> None:
     print("\n## Candidates for the default, on the boxed photos (conc. / largest outside cell / peak in box)")
     print(f"{'photo':16} {'raw':>20}   {'sinks left out, from 0':>20}   {'after sink layers':>20}")
     for name in SUBJECT_BOXES:
-        record = record_attention(loaded, builtin_photo(name), view)
+        record = record_attention(loaded, image_view(builtin_photo(name), loaded.facts, view))
         assert record.view is not None
         report = detect_sinks(record)
         box = box_in_view(SUBJECT_BOXES[name], record.view)
@@ -184,7 +185,9 @@ def scale_rows(loaded: LoadedModel, view: ViewMode) -> None:
     print("\n## Colour scale on raw rollout: the top colour's value over the median cell")
     print(f"{'photo':20} {'max':>6} {'p99.5':>6} {'p99':>6} {'p98':>6} {'p95':>6}")
     for name in BUILTIN_PHOTOS:
-        raw = rollout_relevance(record_attention(loaded, builtin_photo(name), view), sinks="raw")
+        raw = rollout_relevance(
+            record_attention(loaded, image_view(builtin_photo(name), loaded.facts, view)), sinks="raw"
+        )
         median = np.median(raw)
         tops = [raw.max(), *(np.percentile(raw, p) for p in (99.5, 99, 98, 95))]
         print(f"{name:20} " + " ".join(f"{top / median:6.1f}" for top in tops))
@@ -192,9 +195,9 @@ def scale_rows(loaded: LoadedModel, view: ViewMode) -> None:
 
 def cost_rows(loaded: LoadedModel, runs: int) -> None:
     photo = builtin_photo("cat (chelsea)")
-    pixels = explanation_tensor(photo, loaded.facts)
-    record = record_attention(loaded, photo)
-    tokens = output_tokens(loaded, photo)
+    pixels = image_view(photo, loaded.facts).tensor
+    record = record_attention(loaded, image_view(photo, loaded.facts))
+    tokens = output_tokens(loaded, image_view(photo, loaded.facts))
     report = detect_sinks(record)
 
     def forward() -> None:
@@ -204,7 +207,9 @@ def cost_rows(loaded: LoadedModel, runs: int) -> None:
     medians = interleaved_medians(
         {
             "one forward (fused attention)": forward,
-            "record_attention (forward + capture)": lambda: record_attention(loaded, photo),
+            "record_attention (forward + capture)": lambda: record_attention(
+                loaded, image_view(photo, loaded.facts)
+            ),
             "detect_sinks(record)": lambda: detect_sinks(record),
             "detect_sinks(record, tokens)": lambda: detect_sinks(record, tokens=tokens),
             "rollout, raw": lambda: rollout_relevance(record, sinks="raw"),
@@ -255,7 +260,7 @@ def validation_rows(loaded: LoadedModel, view: ViewMode) -> None:
     rows += [(kind, picture.name, picture.image, picture) for kind, pictures in known for picture in pictures]
     rows += [("shapes data", name, image, None) for name, image, _ in probe_shapes]
     for kind, name, image, picture in rows:
-        record = record_attention(loaded, image, view)
+        record = record_attention(loaded, image_view(image, loaded.facts, view))
         assert record.view is not None
         report = detect_sinks(record)
         if picture is not None:

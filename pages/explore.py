@@ -26,7 +26,10 @@ with st.sidebar:
 
 explore.upload_link_note()
 loaded = ui.load_or_stop(choice)
-explore.seed_layers_from_link(loaded.facts, picked_image, view)
+seen = ui.cached_view(
+    choice.name, choice.weights, choice.device, picked_image.digest, picked_image.image, view
+)
+explore.seed_layers_from_link(loaded.facts, seen)
 ui.untrained_warning(loaded)
 st.caption(ui.model_caption(loaded, choice.weights))
 has_attention = loaded.facts.global_attention

@@ -20,19 +20,12 @@ from tests.support.interventions import (
 )
 from tests.support.methods_helpers import frozen_loaded, fused_flags, hook_counts
 from vitviz.capture import HeadAblation, attention_modules, capture_attention, model_lock
+from vitviz.forward.ablation import ablate_heads, ablated_logits, head_importance, head_importance_estimate
 from vitviz.images import builtin_photo
-from vitviz.maths.ablation import (
-    ablate_heads,
-    ablated_logits,
-    head_importance,
-    head_importance_estimate,
-    head_mask,
-    parse_heads,
-    ranking_agreement,
-)
+from vitviz.maths.ablation import head_mask, parse_heads, ranking_agreement
 from vitviz.models import ModelError, load_model
 from vitviz.predict import predict
-from vitviz.preprocess import prediction_tensor
+from vitviz.preprocess import image_view
 
 
 def pixels_of(loaded, batch: int = 1, seed: int = 0) -> torch.Tensor:
@@ -187,11 +180,11 @@ def test_another_threads_forward_during_an_ablation_is_not_ablated(tiny_models):
 def test_ablate_heads_gives_predictions_before_and_after_and_the_ablated_attention(tiny_models):
     loaded = classifier(tiny_models, "vit_rectangular")
     image = noise_picture()
-    result = ablate_heads(loaded, image, [(1, 0), (1, 2)], "zero", topk=3)
-    assert result.before == predict(loaded, [image], topk=3)[0]
+    result = ablate_heads(loaded, image_view(image, loaded.facts), [(1, 0), (1, 2)], "zero", topk=3)
+    assert result.before == predict(loaded, [image_view(image, loaded.facts)], topk=3)[0]
     assert len(result.after) == 3 and result.after != result.before
     assert result.heads == ((1, 0), (1, 2)) and result.mode == "zero"
-    _, clean = capture_attention(loaded.model, prediction_tensor(image, loaded.facts))
+    _, clean = capture_attention(loaded.model, image_view(image, loaded.facts).tensor)
     facts = loaded.facts
     assert result.record.attentions.shape == (3, 3, facts.num_tokens, facts.num_tokens)
     # Heads act after their own layer's attention: layers 0 and 1 see nothing different, layer 2 does.
@@ -204,10 +197,12 @@ def test_ablate_heads_gives_predictions_before_and_after_and_the_ablated_attenti
 
 def test_cnns_and_headless_models_are_refused_with_a_reason(tiny_models):
     image = noise_picture()
+    cnn = frozen_loaded(tiny_models["cnn"], "resnet")
     with pytest.raises(ModelError, match="CNN: it has no attention heads"):
-        ablate_heads(frozen_loaded(tiny_models["cnn"], "resnet"), image, [])
+        ablate_heads(cnn, image_view(image, cnn.facts), [])
+    backbone = frozen_loaded(tiny_models["registers"], "dinov2")
     with pytest.raises(ModelError, match="no classifier head"):
-        head_importance(frozen_loaded(tiny_models["registers"], "dinov2"), image)
+        head_importance(backbone, image_view(image, backbone.facts))
 
 
 @pytest.mark.parametrize("key", ["registers", "vit_rectangular"])
@@ -217,12 +212,16 @@ def test_head_ranking_equals_ablating_each_head_alone(tiny_models, key):
     image = noise_picture()
     calls: list[tuple[int, int]] = []
     drops = head_importance(
-        loaded, image, "mean", batch_size=4, progress=lambda done, total: calls.append((done, total))
+        loaded,
+        image_view(image, loaded.facts),
+        "mean",
+        batch_size=4,
+        progress=lambda done, total: calls.append((done, total)),
     )
     assert drops.shape == (facts.num_layers, facts.num_heads)
     total = facts.num_layers * facts.num_heads
     assert calls[-1] == (total, total) and [done for done, _ in calls] == sorted({done for done, _ in calls})
-    pixels = prediction_tensor(image, facts)
+    pixels = image_view(image, facts).tensor
     with torch.no_grad():
         clean = loaded.model(pixels).softmax(dim=-1)[0]
     top = int(clean.argmax())
@@ -241,7 +240,12 @@ def test_a_progress_callback_that_raises_stops_the_ranking(tiny_models):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        head_importance(loaded, noise_picture(), batch_size=3, progress=stop_after_the_first_batch)
+        head_importance(
+            loaded,
+            image_view(noise_picture(), loaded.facts),
+            batch_size=3,
+            progress=stop_after_the_first_batch,
+        )
     assert calls == [3]
     assert hook_counts(loaded.model) == (0, 0, 0, 0)
 
@@ -257,16 +261,18 @@ def probe():
 @pytest.mark.slow
 def test_dinov2_probe_loses_its_prediction_when_every_head_is_off_and_ranks_its_heads(probe):
     image = shape_picture("star")  # measured: the probe says star, 0.99
-    before = predict(probe, [image], topk=1)[0][0]
+    before = predict(probe, [image_view(image, probe.facts)], topk=1)[0][0]
     assert before.label == "star"
-    everything = ablate_heads(probe, image, parse_heads("all", 12, 6), "zero", topk=5)
+    everything = ablate_heads(
+        probe, image_view(image, probe.facts), parse_heads("all", 12, 6), "zero", topk=5
+    )
     assert everything.before[0] == before
     after = {p.index: p.probability for p in everything.after}
     assert after[before.index] < before.probability - 0.1
-    drops = head_importance(probe, image, "zero", batch_size=24)
+    drops = head_importance(probe, image_view(image, probe.facts), "zero", batch_size=24)
     assert drops.shape == (12, 6) and np.isfinite(drops).all()
     layer, head = np.unravel_index(int(drops.argmax()), drops.shape)
-    alone = ablate_heads(probe, image, [(int(layer), int(head))], "zero", topk=5)
+    alone = ablate_heads(probe, image_view(image, probe.facts), [(int(layer), int(head))], "zero", topk=5)
     assert alone.before[0].index == before.index
     after = {p.index: p.probability for p in alone.after}  # all five classes
     assert before.probability - after.get(before.index, 0.0) == pytest.approx(
@@ -305,8 +311,8 @@ def test_ablation_follows_the_images_view_and_fills_the_records_view_and_logits(
     loaded = classifier(tiny_models, "vit")
     image = noise_picture(size=120).crop((0, 0, 120, 80))  # not square: the views differ
     for view in ("crop", "whole"):
-        result = ablate_heads(loaded, image, [], topk=2, view=view)
-        assert result.before == predict(loaded, [image], topk=2, view=view)[0]
+        result = ablate_heads(loaded, image_view(image, loaded.facts, view), [], topk=2)
+        assert result.before == predict(loaded, [image_view(image, loaded.facts, view)], topk=2)[0]
         # The ablated forward runs unfused attention (to record it): equal up to rounding.
         assert [p.index for p in result.after] == [p.index for p in result.before]
         assert [p.probability for p in result.after] == pytest.approx([p.probability for p in result.before])
@@ -321,8 +327,8 @@ def test_the_one_backward_estimate_ranks_heads_as_switching_each_off_does(tiny_m
     loaded = classifier(tiny_models, key)
     image = builtin_photo("coffee")
     before = {name: tensor.clone() for name, tensor in loaded.model.state_dict().items()}
-    estimate = head_importance_estimate(loaded, image, mode)
-    exact = head_importance(loaded, image, mode)
+    estimate = head_importance_estimate(loaded, image_view(image, loaded.facts), mode)
+    exact = head_importance(loaded, image_view(image, loaded.facts), mode)
     assert estimate.shape == exact.shape == (loaded.facts.num_layers, loaded.facts.num_heads)
     assert ranking_agreement(estimate, exact) > 0.9
     assert np.abs(estimate).max() > 0  # heads do move the probability
@@ -334,8 +340,9 @@ def test_the_one_backward_estimate_ranks_heads_as_switching_each_off_does(tiny_m
 def test_the_estimate_needs_a_classifier_and_token_attention(tiny_models):
     from vitviz.predict import NoClassifierError
 
+    headless, loaded = frozen_loaded(tiny_models["vit"], num_classes=0), classifier(tiny_models, "vit")
     with pytest.raises(NoClassifierError):
-        head_importance_estimate(frozen_loaded(tiny_models["vit"], num_classes=0), builtin_photo("coffee"))
+        head_importance_estimate(headless, image_view(builtin_photo("coffee"), headless.facts))
     with pytest.raises(ValueError, match="unknown ablation mode"):
-        head_importance_estimate(classifier(tiny_models, "vit"), builtin_photo("coffee"), "half")
+        head_importance_estimate(loaded, image_view(builtin_photo("coffee"), loaded.facts), "half")
     assert ranking_agreement(np.arange(6.0).reshape(2, 3), np.arange(6.0).reshape(2, 3) ** 2) == 1.0

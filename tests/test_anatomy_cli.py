@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vitviz.forward.distance import attention_distances_over_images
 from vitviz.images import BUILTIN_PHOTOS, builtin_photo
-from vitviz.maths.distance import (
-    attention_distances_over_images,
-)
 from vitviz.maths.posembed import (
     grid_position_embedding,
     position_similarity,
 )
+from vitviz.preprocess import image_view
 
 CAT, COFFEE = str(BUILTIN_PHOTOS["cat (chelsea)"]), str(BUILTIN_PHOTOS["coffee"])
 
@@ -59,7 +58,11 @@ def test_cli_attention_distance_writes_one_row_per_layer_and_head(tmp_path, dino
     ]
     values = np.array([float(row["mean_distance_px"]) for row in rows]).reshape(12, 6)
     expected = attention_distances_over_images(
-        dinov2, [builtin_photo("cat (chelsea)"), builtin_photo("coffee")]
+        dinov2,
+        [
+            image_view(builtin_photo("cat (chelsea)"), dinov2.facts),
+            image_view(builtin_photo("coffee"), dinov2.facts),
+        ],
     )
     np.testing.assert_allclose(values, expected.mean, atol=1e-3)
     progress = [line for line in result.stderr.splitlines() if line.startswith("attention distance:")]

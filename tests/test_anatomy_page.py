@@ -16,10 +16,12 @@ from streamlit.testing.v1 import AppTest
 from tests.support.anatomy_apptest import figure_titles, open_anatomy, open_tab, page_texts
 from tests.support.interventions import dinov2_probe_run
 from tests.support.polling import wait_for
+from vitviz.forward.ablation import head_importance, head_importance_estimate
+from vitviz.forward.resolution import compare_resolutions
 from vitviz.images import builtin_photo
-from vitviz.maths.ablation import head_importance, head_importance_estimate, ranking_agreement
-from vitviz.maths.resolution import compare_resolutions
+from vitviz.maths.ablation import ranking_agreement
 from vitviz.models import load_model
+from vitviz.preprocess import image_view
 
 PAPER_TABS = ("Patches as words", "Filters", "Position embeddings", "Attention distance")
 FURTHER_TABS = ("Resolution", "Hybrid stem", "Token norms", "All heads", "Queries & keys")
@@ -198,11 +200,9 @@ def test_bundled_dinov2_shows_all_five_further_tabs():
     assert "24×24 = 576 patches + 1 prefix = **577 tokens**" in texts
     assert _has_title(at, "Position embedding interpolated (24×24, 3 PCs)")
     # The rollout's title is the library's statement of it at that size: which layers, which sinks.
-    after = compare_resolutions(
-        load_model("vit_small_patch14_dinov2", "bundled"),
-        builtin_photo(at.selectbox(key="anatomy_photo").value),
-        (336, 336),
-    )[1]
+    dinov2 = load_model("vit_small_patch14_dinov2", "bundled")
+    photo = builtin_photo(at.selectbox(key="anatomy_photo").value)
+    after = compare_resolutions(dinov2, image_view(photo, dinov2.facts), (336, 336))[1]
     assert after.rollout_statement.startswith("Rollout of layers")
     assert _has_title(at, f"336×336 px: rollout<br><sup>{after.rollout_statement}</sup>")
     assert "no classifier head" in texts
@@ -323,8 +323,8 @@ def _sentence_numbers(text: str) -> tuple[float, float]:
 
 def test_switching_layers_off_changes_the_probe_prediction_as_the_library_says(probe_run):
     from vitviz import load_model
+    from vitviz.forward.ablation import ablate_heads
     from vitviz.images import builtin_photo
-    from vitviz.maths.ablation import ablate_heads
     from vitviz.predict import predict
 
     at = _probe_page(probe_run, "All heads")
@@ -339,9 +339,9 @@ def test_switching_layers_off_changes_the_probe_prediction_as_the_library_says(p
     loaded = load_model(str(probe_run))
     photo = builtin_photo(at.selectbox(key="anatomy_photo").value)
     heads = [(layer, head) for layer in (10, 11) for head in range(loaded.facts.num_heads)]
-    result = ablate_heads(loaded, photo, heads, "zero")
+    result = ablate_heads(loaded, image_view(photo, loaded.facts), heads, "zero")
     before, after = _sentence_numbers(texts)
-    top = predict(loaded, [photo], topk=1)[0][0]
+    top = predict(loaded, [image_view(photo, loaded.facts)], topk=1)[0][0]
     assert before == pytest.approx(top.probability, abs=0.0006)
     probabilities = np.exp(result.record.logits - result.record.logits.max())
     probabilities /= probabilities.sum()
@@ -378,10 +378,12 @@ def test_ranking_heads_shows_the_drop_of_each_head_alone(probe_run):
     assert drops.shape == (12, 6)
     # The worker's numbers are the page's own function's, on the same model, picture and view.
     photo = builtin_photo(at.selectbox(key="anatomy_photo").value)
-    np.testing.assert_allclose(drops, head_importance(load_model(str(probe_run)), photo, "zero"), atol=1e-5)
+    probe = load_model(str(probe_run))
+    seen = image_view(photo, probe.facts)
+    np.testing.assert_allclose(drops, head_importance(probe, seen, "zero"), atol=1e-5)
     layer, head = np.unravel_index(int(np.argmax(drops)), drops.shape)
     assert f"Heads that matter most here: {layer}:{head} ({drops[layer, head]:+.1%})" in page_texts(at)
-    estimate = head_importance_estimate(load_model(str(probe_run)), photo, "zero")
+    estimate = head_importance_estimate(probe, seen, "zero")
     rho = ranking_agreement(estimate, drops)
     assert rho > 0.5  # 0.80-0.91 measured on held-out shapes
     assert f"Spearman ρ = {rho:.2f} against this exact ranking" in page_texts(at)
@@ -420,11 +422,14 @@ def test_logit_lens_last_layer_agrees_with_the_prediction(probe_run):
 
 def test_sanity_check_reports_the_rank_correlation_at_the_checkpoint(probe_run):
     at = _probe_page(probe_run, "Sanity check")
-    assert not figure_titles(at)  # slow: nothing runs before the button
+    # Slow: no sanity map is made before the button (the page's view thumbnail is a figure too).
+    assert not any(title.startswith("Sanity check") for title in figure_titles(at)), figure_titles(at)
     at.button(key="anatomy_sanity_run").click().run()
     assert not at.exception, at.exception
     # The check runs in a background worker; the page follows it until its maps arrive.
-    wait_for(lambda: _has_title(at.run(), "Sanity check of Attention rollout"), 300, "the sanity check's maps")
+    wait_for(
+        lambda: _has_title(at.run(), "Sanity check of Attention rollout"), 300, "the sanity check's maps"
+    )
     assert not at.exception, at.exception
     verdicts = [element.value for element in [*at.success, *at.warning, *at.info]]
     assert any(re.search(r"ρ = -?[\d.]+ at stage “blocks\.\d+”", text) for text in verdicts), verdicts

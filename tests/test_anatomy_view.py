@@ -13,12 +13,14 @@ from streamlit.testing.v1 import AppTest
 from tests.support.anatomy_apptest import open_anatomy, open_tab, page_texts
 from tests.support.browser import REPO
 from vitviz.figures.common import SINK_MARKS_NAME
+from vitviz.forward.attention import record_attention
+from vitviz.forward.token_features import output_tokens
 from vitviz.images import builtin_photo
-from vitviz.maths.attention import record_attention
 from vitviz.maths.model_view import model_view_maps
 from vitviz.maths.sinks import detect_sinks, sink_sentence
-from vitviz.maths.token_features import output_tokens, token_norms
+from vitviz.maths.token_features import token_norms
 from vitviz.models import load_model
+from vitviz.preprocess import image_view
 
 TIMEOUT_S = 240
 
@@ -53,7 +55,9 @@ def test_every_per_image_tab_computes_on_the_picked_view():
     at.radio(key="anatomy_view").set_value("whole").run()
     assert not at.exception, at.exception
     assert "computed on one view of the photo: whole image — the whole photo" in page_texts(at)
-    assert "The whole picture resized to 224×224 px, normalised." in page_texts(at)  # Patches as words
+    assert "The picture as the model sees it (whole image): 224×224 px, normalised." in page_texts(
+        at
+    )  # Patches as words
     assert at.query_params["view"] in ("whole", ["whole"])
 
     loaded = load_model("vit_small_patch14_dinov2", "bundled")
@@ -61,7 +65,9 @@ def test_every_per_image_tab_computes_on_the_picked_view():
     open_tab(at, "Token norms")
     shown = _norm_line(page_texts(at))
     for view, should_match in (("whole", True), ("crop", False)):
-        norms = token_norms(output_tokens(loaded, photo, view), "before_norm").patch_norms
+        norms = token_norms(
+            output_tokens(loaded, image_view(photo, loaded.facts, view)), "before_norm"
+        ).patch_norms
         expected = (round(float(np.median(norms)), 1), round(float(norms.max()), 1))
         assert (shown == pytest.approx(expected, abs=0.051)) is should_match, (view, shown, expected)
 
@@ -69,7 +75,9 @@ def test_every_per_image_tab_computes_on_the_picked_view():
     large = _figures(at)["Layer 11, head 0: attention from class token"]
     shown_map = _array(next(trace for trace in large.data if trace.type == "heatmap").z)
     for view, should_match in (("whole", True), ("crop", False)):
-        expected_map = model_view_maps(record_attention(loaded, photo, view), None)[11, 0]
+        expected_map = model_view_maps(record_attention(loaded, image_view(photo, loaded.facts, view)), None)[
+            11, 0
+        ]
         assert np.allclose(shown_map, expected_map, atol=1e-6) is should_match, view
 
 
@@ -161,7 +169,7 @@ def test_the_large_attention_map_marks_the_sink_and_names_it():
     marks = [trace for trace in large.data if trace.name == SINK_MARKS_NAME]
     loaded = load_model("vit_small_patch14_dinov2", "bundled")
     photo = builtin_photo(at.selectbox(key="anatomy_photo").value)
-    report = detect_sinks(record_attention(loaded, photo, "crop"))
+    report = detect_sinks(record_attention(loaded, image_view(photo, loaded.facts, "crop")))
     expected = [sink.position for sink in report.patch_sinks if sink.position is not None]
     assert expected, "the bundled DINOv2 has a layer-0 sink on the default photo"
     assert len(marks) == 1 and len(_array(marks[0].x)) == len(expected)

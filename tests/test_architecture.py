@@ -104,7 +104,7 @@ def test_pages_draw_plotly_figures_through_the_one_chart_helper():
 
 
 def test_every_uploader_states_the_limit_it_enforces():
-    """Images go through `ui.image_uploader` (the 25 MB decode_image takes); Fine-tune's zip sets its own."""
+    """Images go through `ui.image_uploader` (the 25 MB decode_image takes); Fine-tune's and Arena's zips set their own."""
     pages = Path(__file__).resolve().parent.parent / "pages"
     direct = []
     for path in sorted(pages.rglob("*.py")):
@@ -112,4 +112,8 @@ def test_every_uploader_states_the_limit_it_enforces():
             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "file_uploader":
                 sized = any(keyword.arg == "max_upload_size" for keyword in node.keywords)
                 direct.append((f"{path.relative_to(pages)}", sized))
-    assert sorted(direct) == [("views/finetune/data.py", True), ("views/ui/pickers.py", True)]
+    assert sorted(direct) == [
+        ("views/arena.py", True),
+        ("views/finetune/data.py", True),
+        ("views/ui/pickers.py", True),
+    ]

@@ -15,18 +15,13 @@ from tests.support.panoramas import panorama
 from tests.support.tiny_models import state_copy, tiny_loaded
 from vitviz.capture import ResampledGrid, capture_attention, model_lock
 from vitviz.figures.common import attention_overlay_figure
+from vitviz.forward.attention import record_attention
 from vitviz.images import builtin_photo
-from vitviz.maths.attention import (
-    class_attention_map,
-    patch_token,
-    query_attention_map,
-    record_attention,
-    rollout_relevance,
-)
+from vitviz.maths.attention import class_attention_map, patch_token, query_attention_map, rollout_relevance
 from vitviz.maths.sinks import detect_sinks
 from vitviz.models import ModelError
 from vitviz.predict import predict
-from vitviz.preprocess import aspect_grid, aspect_view_problem, image_view, supports_aspect_view, view_tensor
+from vitviz.preprocess import aspect_grid, aspect_view_problem, image_view, supports_aspect_view
 
 PLAIN_VITS = ("vit", "registers", "vit_rectangular")
 
@@ -77,7 +72,7 @@ def test_the_aspect_grid_keeps_the_shape_and_about_the_models_number_of_patches(
 def test_a_resampled_grid_gives_timms_dynamic_image_size_output(tiny_models, key):
     loaded = tiny_loaded(tiny_models, key)
     seen = image_view(panorama(3), loaded.facts, "aspect")
-    pixels = view_tensor(seen, loaded.facts)
+    pixels = seen.tensor
     rows, cols = seen.grid_size
     assert cols > rows
     output, attentions = capture_attention(loaded.model, pixels)
@@ -91,18 +86,21 @@ def test_a_resampled_grid_gives_timms_dynamic_image_size_output(tiny_models, key
 def test_on_a_square_photo_the_aspect_view_is_the_whole_view_to_1e5(tiny_models, dinov2):
     loaded = tiny_loaded(tiny_models, "vit")
     square = builtin_photo("cat (chelsea)").crop((0, 0, 300, 300))
-    aspect = record_attention(loaded, square, "aspect")
-    whole = record_attention(loaded, square, "whole")
+    aspect = record_attention(loaded, image_view(square, loaded.facts, "aspect"))
+    whole = record_attention(loaded, image_view(square, loaded.facts, "whole"))
     assert aspect.grid_size == whole.grid_size == loaded.facts.grid_size
     np.testing.assert_allclose(aspect.logits, whole.logits, atol=1e-5)
     # DINOv2's eval transform crops nothing (crop_pct 1): on a square photo all three views agree
-    records = [record_attention(dinov2, square, view) for view in ("crop", "whole", "aspect")]
+    records = [
+        record_attention(dinov2, image_view(square, dinov2.facts, view))
+        for view in ("crop", "whole", "aspect")
+    ]
     for record in records[1:]:
         np.testing.assert_allclose(record.attentions, records[0].attentions, atol=1e-5)
 
 
 def test_record_maps_rollout_and_sinks_follow_the_views_grid(dinov2):
-    record = record_attention(dinov2, panorama(4), "aspect")
+    record = record_attention(dinov2, image_view(panorama(4), dinov2.facts, "aspect"))
     assert record.grid_size == (8, 32)
     assert record.attentions.shape == (12, 6, 1 + 256, 1 + 256)
     assert class_attention_map(record, 11, None).shape == (8, 32)
@@ -118,18 +116,22 @@ def test_record_maps_rollout_and_sinks_follow_the_views_grid(dinov2):
 
 def test_a_cnn_or_hybrid_refuses_the_aspect_view_with_the_reason(tiny_models):
     with pytest.raises(ModelError, match="CNN stem"):
-        record_attention(tiny_loaded(tiny_models, "hybrid"), panorama(2), "aspect")
+        hybrid = tiny_loaded(tiny_models, "hybrid")
+        record_attention(hybrid, image_view(panorama(2), hybrid.facts, "aspect"))
     cnn = tiny_loaded(tiny_models, "cnn")
-    with pytest.raises(ModelError, match="ResNet is not a plain ViT"):
-        predict(cnn, [panorama(2)], view="aspect")
+    with pytest.raises(ValueError, match="no token grid"):  # a CNN's facts make no aspect-kept view
+        image_view(panorama(2), cnn.facts, "aspect")
+    vit = tiny_loaded(tiny_models, "vit")
+    with pytest.raises(ModelError, match="ResNet is not a plain ViT"):  # nor does one made for a ViT go in
+        predict(cnn, [image_view(panorama(2), vit.facts, "aspect")])
 
 
 def test_predictions_of_photos_of_different_shapes_each_use_their_own_grid(tiny_models):
     loaded = tiny_loaded(tiny_models, "vit")
     photos = [panorama(4), panorama(2)]
-    results = predict(loaded, photos, topk=3, view="aspect")
+    results = predict(loaded, [image_view(image, loaded.facts, "aspect") for image in photos], topk=3)
     for photo, predictions in zip(photos, results, strict=True):
-        logits = torch.from_numpy(record_attention(loaded, photo, "aspect").logits)
+        logits = torch.from_numpy(record_attention(loaded, image_view(photo, loaded.facts, "aspect")).logits)
         expected = logits.softmax(dim=-1).topk(3)
         assert [p.index for p in predictions] == expected.indices.tolist()
         assert [p.probability for p in predictions] == pytest.approx(expected.values.tolist(), abs=1e-6)
@@ -140,7 +142,7 @@ def test_a_plain_forward_beside_a_resampled_grid_is_unchanged_and_the_model_rest
     loaded = tiny_loaded(tiny_models, "vit")
     before = state_copy(model)
     native = torch.randn(2, 3, *loaded.facts.input_size)
-    wide = view_tensor(image_view(panorama(4), loaded.facts, "aspect"), loaded.facts)
+    wide = image_view(panorama(4), loaded.facts, "aspect").tensor
     with torch.inference_mode():
         expected_native = model(native)
         expected_wide = dynamic_twin(tiny_models, "vit")(wide)
@@ -175,7 +177,10 @@ def test_a_plain_forward_beside_a_resampled_grid_is_unchanged_and_the_model_rest
 def test_concurrent_aspect_captures_and_plain_predictions_each_get_their_own_answer(tiny_models):
     loaded = tiny_loaded(tiny_models, "vit")
     photos = {"wide": panorama(4), "tall": panorama(3).rotate(90, expand=True)}
-    expected = {name: record_attention(loaded, photo, "aspect") for name, photo in photos.items()}
+    expected = {
+        name: record_attention(loaded, image_view(photo, loaded.facts, "aspect"))
+        for name, photo in photos.items()
+    }
     native = torch.randn(1, 3, *loaded.facts.input_size)
     with torch.inference_mode():
         expected_native = loaded.model(native)
@@ -183,7 +188,7 @@ def test_concurrent_aspect_captures_and_plain_predictions_each_get_their_own_ans
 
     def capture(name: str) -> None:
         for _ in range(5):
-            record = record_attention(loaded, photos[name], "aspect")
+            record = record_attention(loaded, image_view(photos[name], loaded.facts, "aspect"))
             if record.grid_size != expected[name].grid_size or not np.allclose(
                 record.logits, expected[name].logits, atol=1e-5
             ):

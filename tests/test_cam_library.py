@@ -32,7 +32,7 @@ from vitviz.methods import (
 from vitviz.methods.cam_library import LIBRARY_CAMS, LibraryGradCAM, LibraryGradCAMPlusPlus
 from vitviz.methods.faithfulness import road, road_rows
 from vitviz.models import load_model
-from vitviz.preprocess import explanation_tensor
+from vitviz.preprocess import image_view
 
 FAMILIES = ["vit", "deit_distilled", "registers", "hybrid", "vit_rectangular", "cnn"]
 LIBRARY_NAMES = [method.name for method in LIBRARY_CAMS]
@@ -224,7 +224,9 @@ def test_road_gives_probabilities_per_removed_fraction_beside_one_random_order_a
     loaded = classifier(tiny_models, "vit")
     image = noise_picture()
     state = torch.get_rng_state()
-    first, second = road(loaded, image, ["gradcam", "eigencam"], percentiles=(80, 20, 50))
+    first, second = road(
+        loaded, image_view(image, loaded.facts), ["gradcam", "eigencam"], percentiles=(80, 20, 50)
+    )
     assert torch.equal(state, torch.get_rng_state())
     np.testing.assert_allclose(first.removed, [0.2, 0.5, 0.8])
     for result in (first, second):
@@ -233,7 +235,7 @@ def test_road_gives_probabilities_per_removed_fraction_beside_one_random_order_a
         assert result.score == pytest.approx(
             np.mean(result.least_relevant_first - result.most_relevant_first) / 2
         )
-    again = road(loaded, image, ["gradcam"], percentiles=(80, 20, 50))[0]
+    again = road(loaded, image_view(image, loaded.facts), ["gradcam"], percentiles=(80, 20, 50))[0]
     # Exact: the same function on the same data in one process runs the same kernels.
     np.testing.assert_array_equal(again.most_relevant_first, first.most_relevant_first)
     # One random order per model and image: every method is read beside the same baseline.
@@ -243,7 +245,7 @@ def test_road_gives_probabilities_per_removed_fraction_beside_one_random_order_a
     assert [row["method"] for row in rows] == ["Grad-CAM", "EigenCAM"]
     assert rows[0]["random-order ROAD"] == round(float(first.random_order.mean()), 4)
     with pytest.raises(ValueError, match="strictly between 0 and 100"):
-        road(loaded, image, ["gradcam"], percentiles=(0, 50))
+        road(loaded, image_view(image, loaded.facts), ["gradcam"], percentiles=(0, 50))
 
 
 # --- Real weights: the bundled EfficientNet-Lite0 and a probe on the bundled DINOv2 ------------
@@ -263,7 +265,7 @@ def test_efficientnet_cams_on_the_cat_lie_on_the_cat(efficientnet, method):
     of the 7×7 map hold the cat's face and column 6 is background."""
     from vitviz.images import builtin_photo
 
-    whole = explanation_tensor(builtin_photo("cat (chelsea)"), efficientnet.facts, "whole")
+    whole = image_view(builtin_photo("cat (chelsea)"), efficientnet.facts, "whole").tensor
     result = explain_pixels(efficientnet, whole, method)[0]
     values = result.normalised()
     cat, background = values[:, 1:5].mean(), values[:, 6].mean()
@@ -282,7 +284,7 @@ def test_hand_written_cams_agree_with_the_librarys_on_real_weights(efficientnet,
 
     probe = load_model(str(dinov2_probe_run()))
     for loaded, image in ((efficientnet, builtin_photo("cat (chelsea)")), (probe, shape_picture("star"))):
-        pixels = explanation_tensor(image, loaded.facts)
+        pixels = image_view(image, loaded.facts).tensor
         own = explain_pixels(loaded, pixels, mine)[0]
         theirs = library(loaded).explain(pixels)[0]
         assert own.target_index == theirs.target_index and own.values.shape == theirs.values.shape
@@ -309,8 +311,8 @@ def test_every_cam_on_a_trained_dinov2_probe_explains_its_prediction_on_the_toke
 
     probe = load_model(str(dinov2_probe_run()))
     star = shape_picture("star")
-    assert predict(probe, [star], topk=1)[0][0].label == "star"
-    pixels = explanation_tensor(star, probe.facts)
+    assert predict(probe, [image_view(star, probe.facts)], topk=1)[0][0].label == "star"
+    pixels = image_view(star, probe.facts).tensor
     occlusion = explain_pixels(probe, pixels, "occlusion")[0].values.ravel()
     assert set(available_methods(probe.facts)) >= set(LIBRARY_NAMES) - {"fullgrad"}
     for name in LIBRARY_NAMES:
@@ -332,7 +334,12 @@ def test_efficientnet_gradcam_is_faithful_by_road_on_the_coffee(efficientnet):
     imputing the lowest-ranked ones."""
     from vitviz.images import builtin_photo
 
-    (result,) = road(efficientnet, builtin_photo("coffee"), ["gradcam"], percentiles=(25, 50, 75))
+    (result,) = road(
+        efficientnet,
+        image_view(builtin_photo("coffee"), efficientnet.facts),
+        ["gradcam"],
+        percentiles=(25, 50, 75),
+    )
     assert result.target_index == 967  # espresso
     assert result.least_relevant_first.mean() > result.most_relevant_first.mean(), result
     assert result.score > 0

@@ -13,8 +13,8 @@ import torch
 from tests.support.floats import assert_same_up_to_float32_rounding
 from tests.support.tiny_models import TRANSFORMER_KEYS, tiny_loaded
 from vitviz.capture import AttentionCapture, attention_modules, capture_attention
-from vitviz.maths.attention import record_attention
-from vitviz.preprocess import image_view, view_tensor
+from vitviz.forward.attention import record_attention
+from vitviz.preprocess import image_view
 
 
 def _buffer(attentions: list[torch.Tensor]) -> torch.Tensor:
@@ -105,10 +105,8 @@ def test_writing_into_the_record_puts_timm_forward_back(tiny_models, fits):
 @pytest.mark.parametrize("key", ["registers", "vit_rectangular"])
 def test_record_holds_every_layer_of_the_forward_on_its_view(tiny_models, cat, key):
     loaded = tiny_loaded(tiny_models, key)
-    record = record_attention(loaded, cat)
-    _, kept = capture_attention(
-        loaded.model, view_tensor(image_view(cat, loaded.facts, "crop"), loaded.facts)
-    )
+    record = record_attention(loaded, image_view(cat, loaded.facts))
+    _, kept = capture_attention(loaded.model, image_view(cat, loaded.facts, "crop").tensor)
     expected = torch.stack([attention[0] for attention in kept]).numpy()
     assert_same_up_to_float32_rounding(record.attentions, expected)
     assert not record.attentions.flags.writeable
@@ -124,7 +122,7 @@ def test_copying_needs_one_slice_per_layer_and_detached_attention(tiny_models):
 
 
 def test_bundled_dinov2_record_written_in_place_equals_attention_kept(dinov2, cat):
-    pixels = view_tensor(image_view(cat, dinov2.facts, "crop"), dinov2.facts)
+    pixels = image_view(cat, dinov2.facts, "crop").tensor
     written_output = _assert_written_equals_kept(dinov2.model, pixels)
     with torch.inference_mode():
         fused_output = dinov2.model(pixels)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from vitviz.images import BUILTIN_PHOTOS
+from vitviz.preprocess import image_view
 
 CAT = str(BUILTIN_PHOTOS["cat (chelsea)"])
 COFFEE = str(BUILTIN_PHOTOS["coffee"])
@@ -54,8 +55,9 @@ def test_explain_rollout_saves_a_map_over_the_token_grid(tmp_path):
 
 
 def test_explain_attention_of_one_layer_and_head_matches_the_library(tmp_path):
+    from vitviz.forward.attention import record_attention
     from vitviz.images import load_image_file
-    from vitviz.maths.attention import class_attention_map, record_attention
+    from vitviz.maths.attention import class_attention_map
     from vitviz.models import load_model
 
     out = tmp_path / "attention.npy"
@@ -63,7 +65,8 @@ def test_explain_attention_of_one_layer_and_head_matches_the_library(tmp_path):
         "explain", CAT, "--method", "attention", "--layer", "3", "--head", "2", "--out", str(out)
     )
     assert result.returncode == 0, result.stderr
-    record = record_attention(load_model("vit_small_patch14_dinov2", "bundled"), load_image_file(CAT))
+    loaded = load_model("vit_small_patch14_dinov2", "bundled")
+    record = record_attention(loaded, image_view(load_image_file(CAT), loaded.facts))
     np.testing.assert_allclose(np.load(out), class_attention_map(record, 3, 2), rtol=1e-4, atol=1e-6)
 
 
@@ -139,15 +142,16 @@ def test_every_command_has_help(command):
 @pytest.mark.slow
 @pytest.mark.parametrize("view", ["crop", "whole"])
 def test_predict_and_explain_use_the_view_asked_for(tmp_path, view):
+    from vitviz.forward.attention import record_attention
     from vitviz.images import builtin_photo
-    from vitviz.maths.attention import record_attention, rollout_relevance
+    from vitviz.maths.attention import rollout_relevance
     from vitviz.models import load_model
     from vitviz.predict import predict
 
     predicted = run_cli("predict", CAT, "--model", "tf_efficientnet_lite0", "--view", view, "--json")
     assert predicted.returncode == 0, predicted.stderr
     cnn = load_model("tf_efficientnet_lite0", "bundled")
-    expected = predict(cnn, [builtin_photo("cat (chelsea)")], view=view)[0]
+    expected = predict(cnn, [image_view(builtin_photo("cat (chelsea)"), cnn.facts, view)])[0]
     got = json.loads(predicted.stdout)[0]["predictions"]
     assert [p["index"] for p in got] == [p.index for p in expected]
     assert got[0]["probability"] == pytest.approx(expected[0].probability, rel=1e-4)
@@ -156,7 +160,7 @@ def test_predict_and_explain_use_the_view_asked_for(tmp_path, view):
     explained = run_cli("explain", CAT, "--method", "rollout", "--view", view, "--out", str(out))
     assert explained.returncode == 0, explained.stderr
     dino = load_model("vit_small_patch14_dinov2", "bundled")
-    record = record_attention(dino, builtin_photo("cat (chelsea)"), view)
+    record = record_attention(dino, image_view(builtin_photo("cat (chelsea)"), dino.facts, view))
     np.testing.assert_allclose(np.load(out), rollout_relevance(record), rtol=1e-4, atol=1e-7)
 
 
@@ -180,3 +184,20 @@ def test_explain_rollout_can_keep_the_sinks(tmp_path):
     raw, default = np.load(kept), np.load(left_out)
     # Measured: the raw map's peak is the layer-0 sink patch, many times its median cell.
     assert raw.max() / np.median(raw) > 3 * (default.max() / np.median(default))
+
+
+def test_explain_attnlrp_takes_its_gammas_and_legrad_its_layers(tmp_path):
+    out = tmp_path / "lrp.npy"
+    random_deit = ("--model", "deit_tiny_patch16_224", "--weights", "random")
+    result = run_cli("explain", CAT, *random_deit, "--method", "attnlrp", "--class", "3", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "attnlrp map 14×14 for class 3" in result.stdout and "untrained" in result.stdout
+    assert np.load(out).shape == (14, 14)
+    refused = run_cli(
+        "explain", CAT, *random_deit, "--method", "attnlrp", "--linear-gamma", "-1", "--out", str(out)
+    )
+    assert refused.returncode == 1 and "linear_gamma must be a finite number ≥ 0" in refused.stderr
+    refused = run_cli(
+        "explain", CAT, *random_deit, "--method", "legrad", "--start-layer", "12", "--out", str(out)
+    )
+    assert refused.returncode == 1 and "start layer 12 outside 0..11" in refused.stderr

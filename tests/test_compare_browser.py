@@ -13,7 +13,7 @@ def test_compare_on_the_default_photo_explains_the_class_its_bars_show(app_url, 
     open_and_wait(page, f"{app_url}/compare", page.get_by_text(headless), TIMEOUT_MS)
     wait_until_idle(page, timeout_s=240)
     assert page.get_by_text("Train a ViT/CNN pair on the Fine-tune page").count() == 1
-    shows_once(page, "View: centre crop.", TIMEOUT_MS)
+    shows_once(page, "View: centre crop (the model's eval transform).", TIMEOUT_MS)
     # The page's own charts (the sidebar may briefly hold a blank one that fetches Plotly early);
     # Plotly draws a chart's text after the chart arrives, so each is waited for before it is counted.
     charts = page.locator('[data-testid="stMain"] [data-testid="stPlotlyChart"]')

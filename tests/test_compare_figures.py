@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vitviz.figures.common import photo_view_figure
 from vitviz.figures.compare import (
     AGREE_COLOUR,
     OWN_COLOUR,
@@ -12,7 +13,6 @@ from vitviz.figures.compare import (
     display_image,
     predictions_comparison_figure,
     shared_overlays_figure,
-    view_boxes_figure,
 )
 from vitviz.maths.agreement import prediction_agreement
 from vitviz.predict import Prediction
@@ -77,8 +77,8 @@ def test_compare_library_modules_never_import_streamlit():
 
 def test_view_boxes_are_drawn_on_the_photo_at_its_display_scale():
     photo = Image.new("RGB", (640, 480))
-    figure = view_boxes_figure(
-        photo, [("model 1", (80.0, 0.0, 560.0, 480.0)), ("model 2", (0.0, 0.0, 640.0, 480.0))]
+    figure = photo_view_figure(
+        photo, [("model 1", (80.0, 0.0, 560.0, 480.0)), ("model 2", (0.0, 0.0, 640.0, 480.0))], longest=320
     )
     first, second = figure.layout.shapes
     assert first.x0 == 80 * 0.5 - 0.5 and first.x1 == 560 * 0.5 - 0.5  # 640 px shown at 320
@@ -90,7 +90,7 @@ def test_view_boxes_are_drawn_on_the_photo_at_its_display_scale():
 def test_view_boxes_of_a_panorama_make_a_figure_plotly_accepts(size):
     """Shown 320 px wide, a 6000×32 photo is 2 px tall; the figure is at least 10 px each way."""
     photo = Image.new("RGB", size)
-    figure = view_boxes_figure(photo, [("model 1", (0.0, 0.0, *map(float, size)))])
+    figure = photo_view_figure(photo, [("model 1", (0.0, 0.0, *map(float, size)))], longest=320)
     assert figure.layout.width >= 10 and figure.layout.height >= 10
     shown_height, shown_width = display_image(photo, 320).shape[:2]
     assert min(shown_height, shown_width) <= 2  # what Plotly would have refused as the figure's size

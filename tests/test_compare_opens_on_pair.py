@@ -10,6 +10,7 @@ from tests.support.pairs import trained_pair
 from vitviz.finetune.pair import held_out_images
 from vitviz.models import load_model
 from vitviz.predict import predict
+from vitviz.preprocess import image_view
 
 
 @pytest.fixture
@@ -42,7 +43,8 @@ def test_offline_compare_opens_on_the_trained_pair_with_predictions_on_both_side
     photo = held_out[0].image
     assert at.selectbox(key="compare_held_out").value == 0 and len(held_out) > 1
     for shown, run in zip(bars, (pair.vit, pair.cnn), strict=True):
-        expected = predict(load_model(str(run)), [photo], topk=len(shown["x"]), view="crop")[0]
+        model = load_model(str(run))
+        expected = predict(model, [image_view(photo, model.facts, "crop")], topk=len(shown["x"]))[0]
         assert shown["x"][::-1] == pytest.approx([p.probability for p in expected], abs=1e-5)
         labels = [label.removeprefix("✓ ") for label in shown["y"]]  # ✓: the other model lists it too
         assert labels[-1] == f"{expected[0].label} ({expected[0].index})"

@@ -312,3 +312,16 @@ def test_an_untrained_vits_nearly_uniform_rollout_is_drawn_with_a_line_saying_ho
     assert len(flat) == 1 and "rollout: nearly uniform" in flat[0]
     percent = float(flat[0].split("at most ")[1].split("%")[0])
     assert 0.0 < percent < 10.0  # the note's number is the map's own spread, under the flat threshold
+
+
+def test_attnlrp_and_legrad_draw_the_third_models_map_and_say_it_is_untrained():
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.switch_page("pages/compare.py")
+    at.session_state["compare_third_model"] = True
+    for method, title in (("attnlrp", "AttnLRP"), ("legrad", "LeGrad")):
+        at.session_state["compare_3_method"] = method
+        at.run()
+        assert not at.exception and not at.error
+        maps = _figure(at, "compare_maps_chart")["layout"]["annotations"]
+        third = next(a["text"] for a in maps if a["text"].startswith("3. deit_small_distilled_patch16_224"))
+        assert "untrained" in third and f"{title} · " in third, third

@@ -8,9 +8,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.support.browser import REPO
+from vitviz.forward.attention import record_attention
 from vitviz.images import builtin_photo
-from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
+from vitviz.maths.attention import class_attention_map, rollout_relevance
 from vitviz.models import load_model
+from vitviz.preprocess import image_view
 
 
 @pytest.fixture
@@ -46,7 +48,8 @@ def _heatmap_values(app: AppTest, title_part: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def cat_record():
-    return record_attention(load_model("vit_small_patch14_dinov2", "bundled"), builtin_photo("cat (chelsea)"))
+    loaded = load_model("vit_small_patch14_dinov2", "bundled")
+    return record_attention(loaded, image_view(builtin_photo("cat (chelsea)"), loaded.facts))
 
 
 def test_opens_with_bundled_dinov2_and_its_facts(explore):
@@ -160,9 +163,8 @@ def test_photo_shows_the_views_box_and_the_view_picker_changes_record_and_link(e
     assert shape["x0"] == pytest.approx(-0.5) and shape["y0"] == pytest.approx(-0.5)
     assert "whole" in str(explore.query_params["view"])
     image = builtin_photo("cat (chelsea)")
-    expected = rollout_relevance(
-        record_attention(load_model("vit_small_patch14_dinov2", "bundled"), image, "whole")
-    )
+    loaded = load_model("vit_small_patch14_dinov2", "bundled")
+    expected = rollout_relevance(record_attention(loaded, image_view(image, loaded.facts, "whole")))
     np.testing.assert_allclose(_heatmap_values(explore, "Rollout of layer"), expected, rtol=1e-5)
 
 
@@ -261,7 +263,8 @@ def test_the_aspect_kept_view_shows_the_photos_own_grid_and_its_rollout(explore)
     explore.radio(key="explore_view").set_value("aspect").run()
     assert not explore.exception
     image = builtin_photo("cat (chelsea)")  # 451×300: a 13×20 grid of DINOv2's 14-px patches
-    record = record_attention(load_model("vit_small_patch14_dinov2", "bundled"), image, "aspect")
+    loaded = load_model("vit_small_patch14_dinov2", "bundled")
+    record = record_attention(loaded, image_view(image, loaded.facts, "aspect"))
     assert record.grid_size == (13, 20)
     grid = _figure(explore, "13×20 patches of 14 px")
     assert grid["layout"]["title"]["text"].count(ASPECT_LABEL) == 1

@@ -35,6 +35,7 @@ from vitviz.finetune.trainer import FinetuneConfig, finetune, trainable_module_n
 from vitviz.finetune.worker import execute_run, run_image_set, start_run, stop_run
 from vitviz.models import RUN_WEIGHTS, LoadedModel, describe_weights, load_model, load_run, model_facts
 from vitviz.predict import predict
+from vitviz.preprocess import image_view
 from vitviz.runs import (
     RunLimitError,
     RunStatus,
@@ -269,12 +270,12 @@ def test_run_folder_reloads_as_a_model_and_predicts_as_after_training(dinov2_run
     reloaded = load_model(str(folder), "bundled", "cpu")  # a run folder works as a model name
     assert reloaded.trained and reloaded.labels == SHAPE_CLASSES
     assert reloaded.facts.num_classes == 5 and reloaded.facts.input_size == (224, 224)
-    assert describe_weights(str(folder)) == f"fine-tuned run {folder.name} (probe)"
+    assert describe_weights(str(folder)) == "fine-tuned run DINOv2 ViT-S · probe · shapes (probe)"
     val_items = [result.image_set.items[i] for i in result.split.val[:6]]
     images = [item.load() for item in val_items]
     fresh = LoadedModel(result.model, reloaded.facts, "run", torch.device("cpu"), SHAPE_CLASSES)
-    expected = predict(fresh, images, topk=1)
-    got = predict(reloaded, images, topk=1)
+    expected = predict(fresh, [image_view(image, fresh.facts) for image in images], topk=1)
+    got = predict(reloaded, [image_view(image, reloaded.facts) for image in images], topk=1)
     assert [p[0].label for p in got] == [p[0].label for p in expected]
     np.testing.assert_allclose(
         [p[0].probability for p in got], [p[0].probability for p in expected], atol=1e-6

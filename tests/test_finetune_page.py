@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.support.archives import class_folder_zip
 from tests.support.polling import wait_for
-from tests.support.run_folders import hand_made_run
+from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
 from vitviz.runs import RunStatus, read_config, read_status, write_config, write_status
 
 PAGE = "pages/finetune.py"
@@ -120,14 +120,14 @@ def test_a_probe_run_trains_in_the_worker_and_its_results_render(runs_dir):
     assert len(at.get("plotly_chart")) >= 7
     # The finished run is now a model in every page's picker.
     options = at.selectbox(key="finetune_model").options
-    assert any(option.startswith(f"run: {name} (vit_small_patch14_dinov2, probe)") for option in options)
+    assert any(option.startswith("run: DINOv2 ViT-S · probe · shapes") for option in options)
 
     # Another page takes the run as its model: the fine-tuned head predicts the shape classes.
     at.switch_page("pages/explore.py")
     at.run()
     at.selectbox(key="explore_model").select(folder.name).run()  # a run is picked by its name
     assert not at.exception, at.exception
-    assert f"fine-tuned run {name} (probe)" in captions(at)
+    assert "fine-tuned run DINOv2 ViT-S · probe · shapes (probe)" in captions(at)
     assert not any("untrained" in warning.value for warning in at.warning)
 
 
@@ -143,7 +143,7 @@ def test_a_refreshed_page_reopens_the_run_named_in_the_url(runs_dir):
     at.query_params["run"] = folder.name
     at.run()
     assert not at.exception, at.exception
-    assert [sub.value for sub in at.subheader if sub.value.startswith("Run ")] == [f"Run {folder.name}"]
+    assert [sub.value for sub in at.subheader if sub.value.startswith("Run ")] == ["Run DINOv2 ViT-S · probe"]
     assert any(error.value == "The run failed: out of memory" for error in at.error)
     assert any("started from random, untrained weights" in warning.value for warning in at.warning)
 
@@ -496,3 +496,39 @@ def test_only_the_session_that_started_a_run_gets_its_stop_and_delete_buttons(ru
             if "Only the visitor" in text
         ]
         assert bool(refusals) is not owns, refusals
+
+
+@pytest.mark.parametrize(
+    ("typed", "says"),
+    [
+        ("x" * 5000, "A run name has at most 60 characters; this one has 5,000."),
+        ("/etc/passwd", "not a path"),
+    ],
+)
+def test_a_run_name_too_long_or_a_path_gets_a_clear_message_and_start_waits(runs_dir, typed, says):
+    at = open_page()
+    at.text_input(key="finetune_run_title").set_value(typed).run()
+    assert not at.exception, at.exception
+    assert [error.value for error in at.error if says in error.value], [error.value for error in at.error]
+    assert at.button(key="finetune_start").disabled
+    at.text_input(key="finetune_run_title").set_value("shapes, first try").run()
+    assert not at.error and not at.button(key="finetune_start").disabled
+
+
+def test_a_named_run_is_listed_picked_and_headed_by_its_name_with_its_folder_in_the_details(runs_dir):
+    long_title = "a rather long name for a probe of the shapes, third try"
+    folder = hand_made_run(runs_dir, config={**TINY_RUN_CONFIG, "title": long_title})
+    at = open_page()
+    assert list(at.dataframe[0].value["run"]) == [long_title]
+    short = long_title[:31] + "…"
+    assert at.selectbox(key="finetune_run_pick").options == [short]
+    assert f"run: {short} (test_vit, probe)" in at.selectbox(key="finetune_model").options
+    at.selectbox(key="finetune_model").select(folder.name).run()
+    assert not at.exception, at.exception
+    weights = next(caption for caption in at.sidebar.caption if caption.value.startswith("Weights:"))
+    assert f"fine-tuned run {short} (probe from random weights)" in weights.value
+    assert "test_vit · probe · builtin:shapes · " in weights.value and folder.name in weights.value
+    assert weights.help == long_title
+    at.button(key="finetune_open").click().run()
+    assert not at.exception, at.exception
+    assert f"Run {short}" in [header.value for header in at.subheader]

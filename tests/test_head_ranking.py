@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from tests.support.polling import wait_for
+from vitviz.forward.ablation import head_importance
 from vitviz.head_ranking import RankingJob, read_ranking, run_ranking, start_ranking
 from vitviz.images import builtin_photo
-from vitviz.maths.ablation import head_importance
 from vitviz.models import load_model, untrained_twin
+from vitviz.preprocess import image_view
 from vitviz.runs import JobLimitError, background_job_count, background_job_slot
 
 TINY = "vit_tiny_patch16_224"
@@ -29,7 +30,7 @@ def test_the_worker_ranks_the_seeded_twin_the_page_shows(tmp_path):
     run_ranking(tmp_path)  # in this process: what the worker runs
     state = read_ranking(tmp_path)
     twin = untrained_twin(load_model(TINY, "random", "cpu"))
-    expected = head_importance(twin, builtin_photo("coffee"), "mean", view="whole")
+    expected = head_importance(twin, image_view(builtin_photo("coffee"), twin.facts, "whole"), "mean")
     assert state.ended and state.error is None and (state.done, state.total) == (36, 36)
     # Exact: run_ranking calls head_importance in this process, on the same seeded twin and picture,
     # and the drops travel through JSON, where float32 round-trips exactly.

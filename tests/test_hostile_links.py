@@ -8,7 +8,14 @@ from streamlit.testing.v1 import AppTest
 
 from tests.support.browser import REPO
 
-PAGES = ["pages/explore.py", "pages/anatomy.py", "pages/compare.py", "pages/finetune.py", "pages/present.py"]
+PAGES = [
+    "pages/explore.py",
+    "pages/anatomy.py",
+    "pages/compare.py",
+    "pages/arena.py",
+    "pages/finetune.py",
+    "pages/present.py",
+]
 
 LONG = "x" * 300
 HOSTILE_LINKS: dict[str, dict[str, str]] = {

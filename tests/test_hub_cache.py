@@ -15,7 +15,7 @@ from tests.support.hub_cache import lay_down_hub_model
 from vitviz.availability import check_weights
 from vitviz.images import BUILTIN_PHOTOS, builtin_photo
 from vitviz.models import load_model
-from vitviz.preprocess import prediction_tensor
+from vitviz.preprocess import image_view
 from vitviz.weights import WeightsError, bundled_weights_file
 
 CAT = str(BUILTIN_PHOTOS["cat (chelsea)"])
@@ -42,7 +42,7 @@ def test_hub_weights_load_from_the_local_cache_offline(hf_home):
     from_hub = load_model(EFFICIENTNET_HUB, "hub")
     bundled = load_model("tf_efficientnet_lite0", "bundled")
     assert from_hub.weights == "hub" and from_hub.facts.num_classes == 1000
-    image = prediction_tensor(builtin_photo("cat (chelsea)"), bundled.facts)
+    image = image_view(builtin_photo("cat (chelsea)"), bundled.facts).tensor
     bundled_state = bundled.model.state_dict()
     assert all(
         torch.equal(tensor, bundled_state[name]) for name, tensor in from_hub.model.state_dict().items()

@@ -12,6 +12,7 @@ from vitviz.images import builtin_photo
 from vitviz.jobs import JobSpec, cancel_job, decode_result, encode_result, read_job, run_job, start_job
 from vitviz.methods import explanation_map
 from vitviz.methods.faithfulness import faithfulness
+from vitviz.preprocess import image_view
 from vitviz.runs import background_job_count
 
 TINY = "vit_tiny_patch16_224"
@@ -32,7 +33,8 @@ def test_a_score_cam_job_hands_back_the_map_the_page_would_compute_and_counts_ma
     _write(tmp_path, JobSpec("explanation", TINY, "bundled", "cpu", options))
     run_job(tmp_path, load=lambda spec: loaded)  # in this process: what the worker runs
     state = read_job(tmp_path)
-    expected = explanation_map(loaded, builtin_photo("coffee"), "scorecam", view="whole", batch_size=64)
+    whole = image_view(builtin_photo("coffee"), loaded.facts, "whole")  # the view the job records
+    expected = explanation_map(loaded, whole, "scorecam", batch_size=64)
     assert state.ended and state.error is None and not state.cancelled
     assert (state.progress.unit, state.progress.done, state.progress.total) == ("masks", 192, 192)
     assert state.result.method == "scorecam" and state.result.input_size == expected.input_size
@@ -45,7 +47,7 @@ def test_a_faithfulness_job_holds_both_tables(tmp_path, tiny_models):
     _write(tmp_path, JobSpec("faithfulness", TINY, "bundled", "cpu", options))
     run_job(tmp_path, load=lambda spec: loaded)
     scored, road_results = read_job(tmp_path).result
-    (expected,) = faithfulness(loaded, builtin_photo("coffee"), ["gradcam"], 3)
+    (expected,) = faithfulness(loaded, image_view(builtin_photo("coffee"), loaded.facts), ["gradcam"], 3)
     assert road_results == [] and scored[0].target_index == 3
     np.testing.assert_allclose(scored[0].deletion, expected.deletion, rtol=1e-4, atol=1e-6)
 

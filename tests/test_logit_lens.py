@@ -9,10 +9,10 @@ import torch
 
 from tests.support import interventions as support
 from tests.support.methods_helpers import frozen_loaded, fused_flags, hook_counts
-from vitviz.maths.logit_lens import logit_lens, logit_lens_pixels
+from vitviz.forward.logit_lens import logit_lens, logit_lens_pixels
 from vitviz.models import ModelError, load_model
 from vitviz.predict import predict
-from vitviz.preprocess import prediction_tensor
+from vitviz.preprocess import image_view
 
 
 def average_pooled_vit():
@@ -29,7 +29,7 @@ def lens_models(tiny_models):
 def test_the_last_layer_of_the_lens_is_the_models_own_output(tiny_models):
     image = support.noise_picture()
     for loaded in lens_models(tiny_models):
-        pixels = prediction_tensor(image, loaded.facts)
+        pixels = image_view(image, loaded.facts).tensor
         lens = logit_lens_pixels(loaded, pixels)
         with torch.no_grad():
             output = loaded.model(pixels)[0]
@@ -37,14 +37,14 @@ def test_the_last_layer_of_the_lens_is_the_models_own_output(tiny_models):
         np.testing.assert_allclose(
             lens.logits[-1], output.numpy(), rtol=0, atol=1e-5, err_msg=loaded.facts.name
         )
-        assert lens.predictions[-1] == predict(loaded, [image])[0]
+        assert lens.predictions[-1] == predict(loaded, [image_view(image, loaded.facts)])[0]
 
 
 def test_each_layer_equals_the_model_cut_after_that_block(tiny_models):
     """A different route: a copy of the model with its later blocks removed, run as a whole."""
     image = support.noise_picture()
     for loaded in [support.classifier(tiny_models, "vit_rectangular"), average_pooled_vit()]:
-        pixels = prediction_tensor(image, loaded.facts)
+        pixels = image_view(image, loaded.facts).tensor
         lens = logit_lens_pixels(loaded, pixels)
         for layer in range(loaded.facts.num_layers):
             cut = copy.deepcopy(loaded.model)
@@ -57,7 +57,7 @@ def test_each_layer_equals_the_model_cut_after_that_block(tiny_models):
 def test_each_patch_token_is_read_through_the_norm_and_head_alone(tiny_models):
     loaded = support.classifier(tiny_models, "registers")  # 5 prefix tokens before the patches
     model, facts = loaded.model, loaded.facts
-    pixels = prediction_tensor(support.noise_picture(), facts)
+    pixels = image_view(support.noise_picture(), facts).tensor
     lens = logit_lens_pixels(loaded, pixels)
     cut = copy.deepcopy(model)
     cut.blocks = cut.blocks[:1]
@@ -79,23 +79,25 @@ def test_each_patch_token_is_read_through_the_norm_and_head_alone(tiny_models):
 
 def test_the_lens_leaves_no_hooks_and_restores_nothing_it_did_not_touch(tiny_models):
     loaded = support.classifier(tiny_models, "hybrid")
-    logit_lens(loaded, support.noise_picture())
+    logit_lens(loaded, image_view(support.noise_picture(), loaded.facts))
     assert hook_counts(loaded.model) == (0, 0, 0, 0) and all(fused_flags(loaded.model))
 
 
 def test_cnns_and_headless_models_have_no_lens(tiny_models):
     with pytest.raises(ModelError, match="CNN"):
-        logit_lens(frozen_loaded(tiny_models["cnn"], "resnet"), support.noise_picture())
+        cnn = frozen_loaded(tiny_models["cnn"], "resnet")
+        logit_lens(cnn, image_view(support.noise_picture(), cnn.facts))
     with pytest.raises(ModelError, match="no classifier head"):
-        logit_lens(frozen_loaded(tiny_models["registers"], "dinov2"), support.noise_picture())
+        backbone = frozen_loaded(tiny_models["registers"], "dinov2")
+        logit_lens(backbone, image_view(support.noise_picture(), backbone.facts))
 
 
 @pytest.mark.slow
 def test_dinov2_probe_lens_ends_on_its_prediction_and_its_patches_find_the_shape():
     probe = load_model(str(support.dinov2_probe_run()))
     image = support.shape_picture("star")
-    lens = logit_lens(probe, image, topk=5)
-    assert lens.predictions[-1] == predict(probe, [image], topk=5)[0]
+    lens = logit_lens(probe, image_view(image, probe.facts), topk=5)
+    assert lens.predictions[-1] == predict(probe, [image_view(image, probe.facts)], topk=5)[0]
     assert lens.predictions[-1][0].label == "star"
     assert lens.patch_classes.shape == (12, 16, 16)
     assert lens.patch_probabilities.min() > 0.0 and lens.patch_probabilities.max() <= 1.0

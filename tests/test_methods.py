@@ -23,6 +23,7 @@ from vitviz.methods import (
     explanation_map,
 )
 from vitviz.models import LoadedModel
+from vitviz.preprocess import image_view
 
 ATTENTION_FAMILIES = ["vit", "deit_distilled", "registers", "hybrid", "vit_rectangular"]
 
@@ -424,10 +425,9 @@ def test_efficientnet_gradcam_on_the_cat_lies_on_the_cat(efficientnet):
     (x ≈ 387–451) is the blurred background on the right. The face cells average about six times
     the background column (0.66 vs 0.12 of the map's maximum)."""
     from vitviz.images import builtin_photo
-    from vitviz.preprocess import explanation_tensor
 
     # The whole photo (not the default centre crop, which holds only the cat) has background to miss.
-    whole = explanation_tensor(builtin_photo("cat (chelsea)"), efficientnet.facts, "whole")
+    whole = image_view(builtin_photo("cat (chelsea)"), efficientnet.facts, "whole").tensor
     result = explain_pixels(efficientnet, whole, "gradcam")[0]
     assert result.target_label.startswith(("Egyptian cat", "tabby", "tiger cat"))
     values = result.normalised()
@@ -446,11 +446,11 @@ def test_efficientnet_occlusion_map_is_faithful_on_the_coffee(efficientnet):
     from vitviz.methods.faithfulness import faithfulness
 
     image = builtin_photo("coffee")
-    result = explanation_map(efficientnet, image, "occlusion", cell_px=56)
+    result = explanation_map(efficientnet, image_view(image, efficientnet.facts), "occlusion", cell_px=56)
     assert result.values.shape == (4, 4) and result.target_index == 967  # espresso
     (scores,) = faithfulness(
         efficientnet,
-        image,
+        image_view(image, efficientnet.facts),
         ["occlusion"],
         fractions=(0.0, 0.25, 0.5, 0.75, 1.0),
         method_options={"occlusion": {"cell_px": 56}},

@@ -9,13 +9,16 @@ from vitviz.figures.anatomy import (
     model_view_figure,
     selected_head,
 )
-from vitviz.maths.attention import class_attention_map, patch_token, query_attention_map, record_attention
+from vitviz.forward.attention import record_attention
+from vitviz.maths.attention import class_attention_map, patch_token, query_attention_map
 from vitviz.maths.model_view import model_view_maps
+from vitviz.preprocess import image_view
 
 
 @pytest.mark.parametrize("key", TRANSFORMER_KEYS)
 def test_model_view_equals_the_class_attention_map_of_every_layer_and_head(tiny_models, cat, key):
-    record = record_attention(tiny_loaded(tiny_models, key), cat)
+    loaded = tiny_loaded(tiny_models, key)
+    record = record_attention(loaded, image_view(cat, loaded.facts))
     maps = model_view_maps(record)
     assert maps.shape == (record.num_layers, record.num_heads, *record.grid_size)
     for layer in range(record.num_layers):
@@ -25,7 +28,8 @@ def test_model_view_equals_the_class_attention_map_of_every_layer_and_head(tiny_
 
 
 def test_model_view_of_a_patch_equals_its_query_attention(tiny_models, cat):
-    record = record_attention(tiny_loaded(tiny_models, "vit_rectangular"), cat)
+    loaded = tiny_loaded(tiny_models, "vit_rectangular")
+    record = record_attention(loaded, image_view(cat, loaded.facts))
     maps = model_view_maps(record, (2, 1))
     query = patch_token(record, 2, 1)
     for layer in range(record.num_layers):

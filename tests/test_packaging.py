@@ -22,6 +22,7 @@ from tests.support.packaging import build_wheel, install_wheel, requirement_line
 from vitviz.cli.app import launch_command, served_settings
 from vitviz.images import BUILTIN_PHOTOS
 from vitviz.predict import predict
+from vitviz.preprocess import image_view
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 TIMEOUT_MS = 180_000
@@ -100,7 +101,8 @@ def test_the_installed_command_line_runs_from_an_unrelated_folder(installed, els
     from vitviz.images import load_image_file
     from vitviz.models import load_model
 
-    here = predict(load_model("tf_efficientnet_lite0", "bundled", "cpu"), [load_image_file(photo)], topk=3)[0]
+    cnn = load_model("tf_efficientnet_lite0", "bundled", "cpu")
+    here = predict(cnn, [image_view(load_image_file(photo), cnn.facts)], topk=3)[0]
     assert [p["index"] for p in result["predictions"]] == [p.index for p in here]
     for shown, expected in zip(result["predictions"], here, strict=True):
         assert shown["probability"] == pytest.approx(expected.probability, abs=1e-4)  # another process

@@ -15,6 +15,7 @@ from vitviz.finetune.trainer import FinetuneConfig
 from vitviz.finetune.worker import run_image_set
 from vitviz.models import load_model
 from vitviz.predict import predict
+from vitviz.preprocess import image_view
 from vitviz.runs import list_runs, read_config, read_val_predictions
 
 DIGITS = tuple(str(digit) for digit in range(10))
@@ -67,7 +68,7 @@ def test_both_runs_are_ordinary_runs_that_load_as_classifiers_with_the_same_labe
     assert vit.labels == cnn.labels == DIGITS
     assert vit.facts.num_classes == cnn.facts.num_classes == 10
     for loaded in (vit, cnn):
-        (top,) = predict(loaded, [digit_image(0)], topk=1)[0]
+        (top,) = predict(loaded, [image_view(digit_image(0), loaded.facts)], topk=1)[0]
         assert top.label in DIGITS and 0.0 < top.probability <= 1.0
 
 

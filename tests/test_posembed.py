@@ -5,9 +5,7 @@ import pytest
 import timm
 
 from vitviz.maths import posembed
-from vitviz.maths.distance import (
-    patch_distances,
-)
+from vitviz.maths.distance import patch_distances
 from vitviz.models import model_facts
 
 

@@ -6,10 +6,10 @@ import timm
 import torch
 from PIL import Image
 
-from vitviz.maths.attention import record_attention
+from vitviz.forward.attention import record_attention
 from vitviz.models import LoadedModel, model_facts
 from vitviz.predict import predict
-from vitviz.preprocess import explanation_image, image_view, prediction_tensor, view_tensor
+from vitviz.preprocess import image_view
 
 
 def _loaded(model: torch.nn.Module, name: str) -> LoadedModel:
@@ -40,7 +40,7 @@ def test_the_crop_view_is_exactly_timms_eval_transform(tiny_models, key, size):
     loaded = _loaded(tiny_models[key], key)
     image = _photo(*size)
     torch.testing.assert_close(
-        prediction_tensor(image, loaded.facts), _timm_eval_tensor(image, loaded), rtol=0, atol=0
+        image_view(image, loaded.facts).tensor, _timm_eval_tensor(image, loaded), rtol=0, atol=0
     )
 
 
@@ -75,24 +75,24 @@ def test_the_whole_view_says_when_the_aspect_ratio_changes(tiny_models):
         image_view(_photo(10, 10), facts, "squash")
 
 
-def test_view_tensor_normalises_the_views_pixels(tiny_models):
+def test_a_views_tensor_is_its_pixels_normalised_with_the_models_mean_and_std(tiny_models):
     loaded = _loaded(tiny_models["vit"], "vit")
     view = image_view(_photo(300, 200), loaded.facts)
     expected = (
         torch.tensor(view.pixels).permute(2, 0, 1).float() / 255
         - torch.tensor(loaded.facts.mean)[:, None, None]
     ) / torch.tensor(loaded.facts.std)[:, None, None]
-    torch.testing.assert_close(view_tensor(view, loaded.facts)[0], expected)
-    np.testing.assert_array_equal(explanation_image(_photo(300, 200), loaded.facts), view.pixels)
+    torch.testing.assert_close(view.tensor[0], expected)
+    np.testing.assert_array_equal(image_view(_photo(300, 200), loaded.facts).pixels, view.pixels)
 
 
 @pytest.mark.parametrize("view", ["crop", "whole"])
 def test_one_forward_gives_the_maps_and_the_predictions_of_the_same_view(tiny_models, view):
     loaded = _loaded(tiny_models["vit"], "vit")
     image = _photo(451, 300, seed=3)
-    record = record_attention(loaded, image, view)
+    record = record_attention(loaded, image_view(image, loaded.facts, view))
     assert record.view is not None and record.view.mode == view
-    predictions = predict(loaded, [image], topk=3, view=view)[0]
+    predictions = predict(loaded, [image_view(image, loaded.facts, view)], topk=3)[0]
     probabilities = torch.tensor(record.logits).softmax(-1)
     assert [p.index for p in predictions] == probabilities.topk(3).indices.tolist()
     assert predictions[0].probability == pytest.approx(float(probabilities.max()), rel=1e-4)
@@ -102,5 +102,6 @@ def test_a_model_without_a_head_records_no_logits(tiny_models):
     model = timm.create_model(
         "vit_tiny_patch16_224", pretrained=False, img_size=64, depth=1, num_classes=0
     ).eval()
-    record = record_attention(_loaded(model, "vit_tiny_patch16_224"), _photo(100, 80))
+    loaded = _loaded(model, "vit_tiny_patch16_224")
+    record = record_attention(loaded, image_view(_photo(100, 80), loaded.facts))
     assert record.logits is None

@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 from tests.support.browser import REPO
 from tests.support.slides import SLIDE_TITLES
 from vitviz.figures.story import SLIDE_KEYS
+from vitviz.preprocess import image_view
 
 
 def _present(query: dict[str, str] | None = None) -> AppTest:
@@ -128,14 +129,13 @@ def test_unavailable_weights_fall_back_to_the_bundled_model_with_a_message():
 
 
 def _record_and_sinks():
+    from vitviz.forward.attention import record_attention
     from vitviz.images import builtin_photo
-    from vitviz.maths.attention import record_attention
     from vitviz.maths.sinks import detect_sinks
     from vitviz.models import load_model
 
-    record = record_attention(
-        load_model("vit_small_patch14_dinov2", "bundled"), builtin_photo("cat (chelsea)")
-    )
+    loaded = load_model("vit_small_patch14_dinov2", "bundled")
+    record = record_attention(loaded, image_view(builtin_photo("cat (chelsea)"), loaded.facts))
     return record, detect_sinks(record)
 
 

@@ -10,6 +10,7 @@ from tests.support.pairs import trained_pair
 from vitviz.finetune.pair import held_out_images
 from vitviz.models import load_model
 from vitviz.predict import predict
+from vitviz.preprocess import image_view
 from vitviz.runs import read_val_predictions
 
 DIGITS = [str(digit) for digit in range(10)]
@@ -65,7 +66,8 @@ def test_the_slide_shows_both_runs_predictions_and_their_maps_of_one_class(pair_
     assert held_out[0].name in source and "coffee" not in source
     explained = None
     for side, run in (("ViT", pair.vit), ("CNN", pair.cnn)):
-        expected = predict(load_model(str(run)), [photo], topk=5, view="crop")[0]
+        model = load_model(str(run))
+        expected = predict(model, [image_view(photo, model.facts, "crop")], topk=5)[0]
         predictions = _figure(app, f"present_compare_{side.lower()}_predictions_chart")
         title = predictions["layout"]["title"]["text"]
         assert title.startswith(f"{side}: top 5") and run.name in title.replace("<br>", ""), title
@@ -88,7 +90,8 @@ def test_the_whole_image_view_changes_both_sides_predictions(pair_runs, monkeypa
     assert app.radio(key="present_view").value == "whole"
     photo = held_out_images(pair)[0].image
     for side, run in (("vit", pair.vit), ("cnn", pair.cnn)):
-        expected = predict(load_model(str(run)), [photo], topk=5, view="whole")[0]
+        model = load_model(str(run))
+        expected = predict(model, [image_view(photo, model.facts, "whole")], topk=5)[0]
         assert_same_top5(_bars(_figure(app, f"present_compare_{side}_predictions_chart")), expected)
     assert app.query_params["view"] == "whole"
 
@@ -110,6 +113,7 @@ def test_another_held_out_image_is_one_pick_away(pair_runs, monkeypatch):
     assert len(picker.options) == len(held_out) == len(classes) > 3  # one per class held out
     picker.set_value(3).run()
     assert not app.exception
-    expected = predict(load_model(str(pair.cnn)), [held_out[3].image], topk=5, view="crop")[0]
+    cnn = load_model(str(pair.cnn))
+    expected = predict(cnn, [image_view(held_out[3].image, cnn.facts, "crop")], topk=5)[0]
     assert_same_top5(_bars(_figure(app, "present_compare_cnn_predictions_chart")), expected)
     assert any(held_out[3].name in c.value for c in app.caption)

@@ -21,6 +21,7 @@ from vitviz.methods.probes import (
     shuffle_patches,
 )
 from vitviz.predict import NoClassifierError, predict
+from vitviz.preprocess import image_view
 
 FAMILIES = ["vit", "deit_distilled", "registers", "hybrid", "vit_rectangular", "cnn"]
 FEW = (0.0, 0.5, 1.0)
@@ -106,15 +107,15 @@ def test_resample_keeps_a_map_on_the_probe_grid_and_averages_any_other():
 @pytest.mark.parametrize("key", FAMILIES)
 def test_probe_starts_at_the_clean_prediction_and_greys_everything_at_the_end(tiny_models, key, photo):
     loaded = classifier(tiny_models, key)
-    top = predict(loaded, [photo], topk=1)[0][0]
-    curve = run_probe(loaded, photo, "drop-salient", FEW)
+    top = predict(loaded, [image_view(photo, loaded.facts)], topk=1)[0][0]
+    curve = run_probe(loaded, image_view(photo, loaded.facts), "drop-salient", FEW)
     assert curve.target_index == top.index
     assert curve.target_probability[0] == pytest.approx(top.probability, abs=1e-5)
     assert curve.method == ("gradcam" if key == "cnn" else "rollout")
     expected_grid = (14, 14) if key == "cnn" else loaded.facts.grid_size  # CNNs: 16-px patches
     assert curve.grid_size == expected_grid
     # Every patch greyed: the input is the mean colour, whatever the order.
-    least = run_probe(loaded, photo, "drop-least-salient", FEW)
+    least = run_probe(loaded, image_view(photo, loaded.facts), "drop-least-salient", FEW)
     assert curve.target_probability[-1] == pytest.approx(least.target_probability[-1], abs=1e-6)
     assert hook_counts(loaded.model) == (0, 0, 0, 0) and parameters_untouched(loaded.model)
 
@@ -122,8 +123,8 @@ def test_probe_starts_at_the_clean_prediction_and_greys_everything_at_the_end(ti
 @pytest.mark.parametrize("key", ["vit", "deit_distilled", "registers", "hybrid", "vit_rectangular"])
 def test_removing_tokens_runs_the_models_own_steps(tiny_models, key, photo):
     loaded = classifier(tiny_models, key)
-    removed = run_probe(loaded, photo, "drop-random", FEW, remove_tokens=True)
-    greyed = run_probe(loaded, photo, "drop-random", FEW)
+    removed = run_probe(loaded, image_view(photo, loaded.facts), "drop-random", FEW, remove_tokens=True)
+    greyed = run_probe(loaded, image_view(photo, loaded.facts), "drop-random", FEW)
     # Nothing removed: the hand-run forward equals the model's own forward.
     assert removed.target_probability[0] == pytest.approx(greyed.target_probability[0], abs=1e-5)
     assert removed.removed_tokens and np.isfinite(removed.target_probability).all()
@@ -133,7 +134,7 @@ def test_removing_tokens_runs_the_models_own_steps(tiny_models, key, photo):
 @pytest.mark.parametrize("kind", ["shuffle", "occlude", "drop-random"])
 def test_every_probe_kind_gives_one_probability_per_fraction(tiny_models, kind, photo):
     loaded = classifier(tiny_models, "vit_rectangular")
-    curve = run_probe(loaded, photo, kind, (0.0, 0.1, 0.4, 1.0), class_index=3)
+    curve = run_probe(loaded, image_view(photo, loaded.facts), kind, (0.0, 0.1, 0.4, 1.0), class_index=3)
     assert curve.target_index == 3 and curve.fractions.tolist() == [0.0, 0.1, 0.4, 1.0]
     assert curve.target_probability.shape == (4,) and (curve.target_probability >= 0).all()
     assert set(curve.to_json()) == {"target_index", "fractions", "target_probability"}
@@ -142,13 +143,14 @@ def test_every_probe_kind_gives_one_probability_per_fraction(tiny_models, kind, 
 def test_probe_errors_are_clear(tiny_models, photo):
     cnn = classifier(tiny_models, "cnn")
     with pytest.raises(ValueError, match="unknown probe 'melt'"):
-        run_probe(cnn, photo, "melt")
+        run_probe(cnn, image_view(photo, cnn.facts), "melt")
     with pytest.raises(ValueError, match="no tokens to remove"):
-        run_probe(cnn, photo, "drop-random", remove_tokens=True)
+        run_probe(cnn, image_view(photo, cnn.facts), "drop-random", remove_tokens=True)
     with pytest.raises(ValueError, match="rise from 0"):
-        run_probe(cnn, photo, "drop-random", (0.5, 1.0))
+        run_probe(cnn, image_view(photo, cnn.facts), "drop-random", (0.5, 1.0))
     with pytest.raises(NoClassifierError, match="no classifier head"):
-        run_probe(frozen_loaded(tiny_models["registers"]), photo, "shuffle")
+        backbone = frozen_loaded(tiny_models["registers"])
+        run_probe(backbone, image_view(photo, backbone.facts), "shuffle")
 
 
 def test_probe_grid_of_each_family(tiny_models):
@@ -159,7 +161,9 @@ def test_probe_grid_of_each_family(tiny_models):
 
 def test_faithfulness_curves_meet_at_the_clean_and_the_grey_image(tiny_models, photo):
     loaded = classifier(tiny_models, "deit_distilled")
-    results = faithfulness(loaded, photo, ["chefer", "rollout"], fractions=(0.0, 0.25, 0.5, 1.0))
+    results = faithfulness(
+        loaded, image_view(photo, loaded.facts), ["chefer", "rollout"], fractions=(0.0, 0.25, 0.5, 1.0)
+    )
     for result in results:
         assert result.deletion[0] == pytest.approx(result.insertion[-1], abs=1e-5)  # clean image
         assert result.deletion[-1] == pytest.approx(result.insertion[0], abs=1e-5)  # all grey
@@ -179,16 +183,16 @@ def test_efficientnet_most_salient_first_falls_faster_than_least_salient_first(p
 
     loaded = load_model("tf_efficientnet_lite0", "bundled")
     fractions = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    salient = run_probe(loaded, photo, "drop-salient", fractions)
-    least = run_probe(loaded, photo, "drop-least-salient", fractions)
-    top = predict(loaded, [photo], topk=1)[0][0]
+    salient = run_probe(loaded, image_view(photo, loaded.facts), "drop-salient", fractions)
+    least = run_probe(loaded, image_view(photo, loaded.facts), "drop-least-salient", fractions)
+    top = predict(loaded, [image_view(photo, loaded.facts)], topk=1)[0][0]
     assert salient.target_index == top.index == 967
     assert salient.target_probability[0] == pytest.approx(top.probability, abs=1e-5)
     assert salient.method == "gradcam"
     assert salient.area < least.area - 0.3, (salient.area, least.area)
     assert salient.target_probability[2] < 0.5 * least.target_probability[2]
 
-    (scores,) = faithfulness(loaded, photo, ["gradcam"], fractions=fractions)
+    (scores,) = faithfulness(loaded, image_view(photo, loaded.facts), ["gradcam"], fractions=fractions)
     # Deletion is the most-salient-first curve; insertion mirrors the least-salient-first one.
     np.testing.assert_allclose(scores.deletion, salient.target_probability, atol=1e-6)
     assert scores.deletion_auc < scores.insertion_auc
@@ -198,9 +202,11 @@ def test_efficientnet_most_salient_first_falls_faster_than_least_salient_first(p
 
 def test_drop_orders_share_one_map_and_the_random_order_is_run_probes_own(tiny_models, photo):
     loaded = classifier(tiny_models, "deit_distilled")
-    curves = run_drop_orders(loaded, photo, FEW, "rollout")
+    curves = run_drop_orders(loaded, image_view(photo, loaded.facts), FEW, "rollout")
     assert [curve.kind for curve in curves] == list(DROP_ORDERS)
-    alone = {kind: run_probe(loaded, photo, kind, FEW, "rollout") for kind in DROP_ORDERS}
+    alone = {
+        kind: run_probe(loaded, image_view(photo, loaded.facts), kind, FEW, "rollout") for kind in DROP_ORDERS
+    }
     for curve in curves:
         np.testing.assert_allclose(curve.target_probability, alone[curve.kind].target_probability, atol=1e-6)
     assert curves[2].method is None and curves[0].method == "rollout"
@@ -209,9 +215,11 @@ def test_drop_orders_share_one_map_and_the_random_order_is_run_probes_own(tiny_m
 def test_faithfulness_carries_its_baselines_and_they_meet_at_the_ends(tiny_models, photo):
     loaded = classifier(tiny_models, "deit_distilled")
     fractions = (0.0, 0.25, 0.5, 1.0)
-    chefer, rollout = faithfulness(loaded, photo, ["chefer", "rollout"], fractions=fractions)
+    chefer, rollout = faithfulness(
+        loaded, image_view(photo, loaded.facts), ["chefer", "rollout"], fractions=fractions
+    )
     np.testing.assert_allclose(chefer.random_deletion, rollout.random_deletion)  # one random order per model
-    random = run_probe(loaded, photo, "drop-random", fractions)
+    random = run_probe(loaded, image_view(photo, loaded.facts), "drop-random", fractions)
     np.testing.assert_allclose(chefer.random_deletion, random.target_probability, atol=1e-6)
     for result in (chefer, rollout):
         assert result.least_first_deletion[0] == pytest.approx(result.deletion[0])
@@ -224,7 +232,7 @@ def test_probes_follow_the_view_they_are_given(tiny_models):
     loaded = classifier(tiny_models, "deit_distilled")
     wide = builtin_photo("astronaut").crop((0, 0, 512, 300))  # far from square: the two views differ
     for view in ("crop", "whole"):
-        curve = run_probe(loaded, wide, "occlude", FEW, view=view)
-        top = predict(loaded, [wide], topk=1, view=view)[0][0]
+        curve = run_probe(loaded, image_view(wide, loaded.facts, view), "occlude", FEW)
+        top = predict(loaded, [image_view(wide, loaded.facts, view)], topk=1)[0][0]
         assert curve.target_index == top.index
         assert curve.target_probability[0] == pytest.approx(top.probability, abs=1e-5)

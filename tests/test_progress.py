@@ -14,7 +14,13 @@ from vitviz.methods import explanation_map
 from vitviz.methods.faithfulness import faithfulness, road
 from vitviz.methods.probes import run_drop_orders
 from vitviz.methods.sanity import cascading_randomisation
+from vitviz.preprocess import ImageView, image_view
 from vitviz.progress import JobCancelled, JobProgress, duration_text, reporting
+
+
+def _coffee(loaded) -> ImageView:
+    return image_view(builtin_photo("coffee"), loaded.facts)
+
 
 TOLERANCE = 0.30  # the bound on the estimate's error once 10% is done
 CHECKPOINTS = (0.10, 0.25, 0.50, 0.75, 0.90)
@@ -120,7 +126,7 @@ def test_score_cam_and_ablation_cam_report_their_channels(tiny_models, method):
     loaded = tiny_loaded(tiny_models, "vit")
     progress, updates = _recorded("masks")
     with reporting(progress):
-        explanation_map(loaded, builtin_photo("coffee"), method, batch_size=64)
+        explanation_map(loaded, _coffee(loaded), method, batch_size=64)
     channels = 192  # ViT-Tiny's width: one mask (or one ablated channel) each
     assert updates[-1] == (channels, channels)
     assert [done for done, _ in updates] == sorted(done for done, _ in updates)
@@ -131,40 +137,40 @@ def test_a_cancel_stops_score_cam_and_leaves_the_model_usable(tiny_models):
     loaded = tiny_loaded(tiny_models, "vit")
     progress = JobProgress("masks", cancelled=lambda: progress.done >= 64)
     with reporting(progress), pytest.raises(JobCancelled):
-        explanation_map(loaded, builtin_photo("coffee"), "scorecam", batch_size=32)
+        explanation_map(loaded, _coffee(loaded), "scorecam", batch_size=32)
     assert progress.done == 64
     assert not any(module._forward_hooks for module in loaded.model.modules())  # the library's hooks are gone
-    assert explanation_map(loaded, builtin_photo("coffee"), "gradcam").values.shape == (4, 4)
+    assert explanation_map(loaded, _coffee(loaded), "gradcam").values.shape == (4, 4)
 
 
 def test_faithfulness_and_road_count_their_steps_and_score_cam_moves_inside_one(tiny_models):
     loaded = tiny_loaded(tiny_models, "vit")
     progress, updates = _recorded("steps")
-    faithfulness(loaded, builtin_photo("coffee"), ["gradcam", "scorecam"], progress=progress)
+    faithfulness(loaded, _coffee(loaded), ["gradcam", "scorecam"], progress=progress)
     assert updates[-1] == (7, 7)  # the baseline curves, then per method its map and two sets of curves
     fractional = [done for done, _ in updates if 4 < done < 5]  # Score-CAM's map is step 5
     assert fractional, "Score-CAM's masks should move the step its map takes"
     assert [done for done, _ in updates] == sorted(done for done, _ in updates)
     progress, updates = _recorded("steps")
-    road(loaded, builtin_photo("coffee"), ["gradcam"], percentiles=(20, 50, 80), progress=progress)
+    road(loaded, _coffee(loaded), ["gradcam"], percentiles=(20, 50, 80), progress=progress)
     assert updates[-1] == (3 + 1 + 6, 10)  # the random order's 3 imputations, then the map and 2 × 3
 
 
 def test_the_sanity_check_and_the_drop_probe_report_their_steps(tiny_models):
     loaded = tiny_loaded(tiny_models, "vit")
     progress, updates = _recorded("maps")
-    result = cascading_randomisation(loaded, builtin_photo("coffee"), "gradcam", progress=progress)
+    result = cascading_randomisation(loaded, _coffee(loaded), "gradcam", progress=progress)
     assert updates[-1] == (len(result.stages), len(result.stages))
     progress, updates = _recorded("images")
-    run_drop_orders(loaded, builtin_photo("coffee"), [0.0, 0.5, 1.0], progress=progress)
+    run_drop_orders(loaded, _coffee(loaded), [0.0, 0.5, 1.0], progress=progress)
     assert updates[-1] == (2 + 3 * 3, 2 + 3 * 3)  # the map as two images, then 3 orders of 3 inputs
 
 
 def test_no_callback_leaves_every_computation_as_it_was(tiny_models):
     loaded = tiny_loaded(tiny_models, "vit")
     with torch.random.fork_rng():
-        plain = explanation_map(loaded, builtin_photo("coffee"), "scorecam", batch_size=64).values
+        plain = explanation_map(loaded, _coffee(loaded), "scorecam", batch_size=64).values
         progress, _ = _recorded("masks")
         with reporting(progress):
-            followed = explanation_map(loaded, builtin_photo("coffee"), "scorecam", batch_size=64).values
+            followed = explanation_map(loaded, _coffee(loaded), "scorecam", batch_size=64).values
     torch.testing.assert_close(torch.from_numpy(followed), torch.from_numpy(plain), rtol=1e-5, atol=1e-6)

@@ -1,4 +1,4 @@
-"""Queries and keys of one head (vitviz.maths.qk): captured, reproducing the attention, projected to 2-D."""
+"""Queries and keys of one head (vitviz.maths.qk, vitviz.forward.qk): captured, reproducing the attention, projected to 2-D."""
 
 import numpy as np
 import pytest
@@ -10,21 +10,23 @@ from vitviz.figures.anatomy import (
     position_colours,
     query_key_figure,
 )
+from vitviz.forward.attention import record_attention
+from vitviz.forward.qk import query_keys
 from vitviz.maths import qk
-from vitviz.maths.attention import record_attention
+from vitviz.preprocess import image_view
 
 
 @pytest.mark.parametrize("key", TRANSFORMER_KEYS)
 def test_captured_queries_and_keys_reproduce_the_captured_attention(tiny_models, cat, key):
     loaded = tiny_loaded(tiny_models, key)
     layer, head = loaded.facts.num_layers - 1, loaded.facts.num_heads - 1
-    source = qk.query_keys(loaded, cat, layer, head)
+    source = query_keys(loaded, image_view(cat, loaded.facts), layer, head)
     recomputed = qk.attention_from_queries_keys(source.queries, source.keys, source.scale)
     np.testing.assert_allclose(recomputed, source.attention, atol=1e-5)
     assert source.reproduction_error() < 1e-5
     assert source.queries.shape == (loaded.facts.num_tokens, loaded.facts.embed_dim // loaded.facts.num_heads)
     # The attention is the model's own, as vitviz.capture records it.
-    record = record_attention(loaded, cat)
+    record = record_attention(loaded, image_view(cat, loaded.facts))
     np.testing.assert_allclose(source.attention, record.attentions[layer, head], atol=1e-6)
 
 
@@ -44,14 +46,15 @@ def test_query_keys_leave_the_model_as_it_was(tiny_models, cat):
     loaded = tiny_loaded(tiny_models, "registers")
     fused = [module.fused_attn for module in attention_modules(loaded.model)]
     before = state_copy(loaded.model)
-    qk.query_keys(loaded, cat, 0, 0)
+    query_keys(loaded, image_view(cat, loaded.facts), 0, 0)
     assert [module.fused_attn for module in attention_modules(loaded.model)] == fused
     assert all(torch.equal(before[name], tensor) for name, tensor in loaded.model.state_dict().items())
     assert not any(module._forward_hooks for module in loaded.model.modules())
 
 
 def test_aligning_queries_and_keys_leaves_the_attention_unchanged(tiny_models, cat):
-    source = qk.query_keys(tiny_loaded(tiny_models, "vit"), cat, 1, 2)
+    loaded = tiny_loaded(tiny_models, "vit")
+    source = query_keys(loaded, image_view(cat, loaded.facts), 1, 2)
     queries, keys = qk.align_queries_keys(source.queries, source.keys)
     np.testing.assert_allclose(
         qk.attention_from_queries_keys(queries, keys, source.scale), source.attention, atol=1e-5
@@ -63,7 +66,8 @@ def test_aligning_queries_and_keys_leaves_the_attention_unchanged(tiny_models, c
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
 def test_projection_places_every_query_and_key(tiny_models, cat, method):
-    source = qk.query_keys(tiny_loaded(tiny_models, "registers"), cat, 1, 0)
+    loaded = tiny_loaded(tiny_models, "registers")
+    source = query_keys(loaded, image_view(cat, loaded.facts), 1, 0)
     projection = qk.project_queries_keys(source, method=method)
     tokens = len(source.queries)
     assert projection.queries.shape == projection.keys.shape == (tokens, 2)
@@ -88,6 +92,6 @@ def test_position_colours_differ_for_every_patch():
 
 @pytest.mark.slow
 def test_dinov2_queries_and_keys_reproduce_its_attention(dinov2, cat):
-    source = qk.query_keys(dinov2, cat, 11, 3)
+    source = query_keys(dinov2, image_view(cat, dinov2.facts), 11, 3)
     assert source.queries.shape == (257, 64)
     assert source.reproduction_error() < 1e-5

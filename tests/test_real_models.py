@@ -4,15 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from vitviz.forward.attention import record_attention
 from vitviz.images import builtin_photo
-from vitviz.maths.attention import (
-    class_attention_map,
-    record_attention,
-    rollout_relevance,
-)
+from vitviz.maths.attention import class_attention_map, rollout_relevance
 from vitviz.maths.distance import mean_attention_distance
 from vitviz.models import ModelError, load_model
 from vitviz.predict import NoClassifierError, predict
+from vitviz.preprocess import image_view
 from vitviz.weights import WeightsError
 
 # ImageNet-1k indices of the domestic cats: tabby, tiger cat, Persian, Siamese, Egyptian cat.
@@ -49,7 +47,7 @@ def test_bundled_efficientnet_is_a_cnn_with_an_imagenet_head(efficientnet):
 
 
 def test_efficientnet_calls_the_cat_photo_a_cat(efficientnet):
-    (top,) = predict(efficientnet, [builtin_photo("cat (chelsea)")], topk=5)
+    (top,) = predict(efficientnet, [image_view(builtin_photo("cat (chelsea)"), efficientnet.facts)], topk=5)
     assert top[0].index in CAT_CLASSES, top
     assert top[0].probability > 0.3
     probabilities = [p.probability for p in top]
@@ -58,18 +56,20 @@ def test_efficientnet_calls_the_cat_photo_a_cat(efficientnet):
 
 def test_efficientnet_predicts_a_batch_in_order(efficientnet):
     cat, coffee = builtin_photo("cat (chelsea)"), builtin_photo("coffee")
-    cat_top, coffee_top = predict(efficientnet, [cat, coffee], topk=3)
+    cat_top, coffee_top = predict(
+        efficientnet, [image_view(cat, efficientnet.facts), image_view(coffee, efficientnet.facts)], topk=3
+    )
     assert cat_top[0].index in CAT_CLASSES
     assert coffee_top[0].index in COFFEE_MUG_CLASSES, coffee_top
 
 
 def test_a_model_without_a_head_says_so(dinov2):
     with pytest.raises(NoClassifierError, match="no classifier head"):
-        predict(dinov2, [builtin_photo("cat (chelsea)")])
+        predict(dinov2, [image_view(builtin_photo("cat (chelsea)"), dinov2.facts)])
 
 
 def test_dinov2_attention_record_has_every_layer_and_head(dinov2):
-    record = record_attention(dinov2, builtin_photo("cat (chelsea)"))
+    record = record_attention(dinov2, image_view(builtin_photo("cat (chelsea)"), dinov2.facts))
     assert record.attentions.shape == (12, 6, 257, 257)
     np.testing.assert_allclose(record.attentions.sum(-1), 1.0, atol=1e-4)
     class_map = class_attention_map(record, layer=11, head=None)
@@ -83,7 +83,7 @@ def test_dinov2_attention_record_has_every_layer_and_head(dinov2):
 def test_dinov2_early_layers_hold_both_local_and_global_heads(dinov2):
     # ViT paper, Fig. 7 right: in early layers some heads attend within a patch or two,
     # others across most of the image (uniform attention here would average 117 px).
-    record = record_attention(dinov2, builtin_photo("cat (chelsea)"))
+    record = record_attention(dinov2, image_view(builtin_photo("cat (chelsea)"), dinov2.facts))
     distances = mean_attention_distance(record.attentions, (16, 16), (14, 14), num_prefix_tokens=1)
     assert distances.shape == (12, 6)
     early = distances[1:5]
@@ -134,3 +134,12 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     save_file({"weight": torch.zeros(3)}, tmp_path / "other.safetensors")
     with pytest.raises(WeightsError, match="do not fit"):
         load_model("vit_tiny_patch16_224", str(tmp_path / "other.safetensors"))
+
+
+def test_random_weights_are_the_same_on_every_load_so_a_link_shows_every_visitor_one_model():
+    state = torch.get_rng_state()
+    first, second = load_model("test_vit", "random"), load_model("test_vit", "random")
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is left alone
+    pairs = zip(first.model.state_dict().items(), second.model.state_dict().items(), strict=True)
+    for (name, one), (_, other) in pairs:
+        assert torch.equal(one, other), name

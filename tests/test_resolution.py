@@ -1,4 +1,4 @@
-"""Running a ViT at another input size (vitviz.maths.resolution): a resized copy, the shared model untouched."""
+"""Running a ViT at another input size (vitviz.forward.resolution): a resized copy, the shared model untouched."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch
 from scipy.stats import spearmanr
 
 from tests.support.tiny_models import TRANSFORMER_KEYS, state_copy, tiny_loaded
-from vitviz.maths.resolution import (
+from vitviz.forward.resolution import (
     check_input_size,
     compare_resolutions,
     interpolate_position_embedding,
@@ -16,6 +16,7 @@ from vitviz.maths.resolution import (
     resolution_choices,
 )
 from vitviz.models import ModelError, model_facts
+from vitviz.preprocess import image_view
 from vitviz.weights import fit_position_embedding
 
 
@@ -95,7 +96,7 @@ def test_resolution_choices_keep_the_aspect_ratio_and_include_the_own_size(tiny_
 
 def test_compare_resolutions_gives_maps_of_both_grids(tiny_models, cat):
     loaded = tiny_loaded(tiny_models, "deit_distilled")
-    before, after = compare_resolutions(loaded, cat, (96, 96))
+    before, after = compare_resolutions(loaded, image_view(cat, loaded.facts), (96, 96))
     assert before.class_attention.shape == before.rollout.shape == (4, 4)
     assert after.class_attention.shape == after.rollout.shape == (6, 6)
     assert before.position_rgb.shape == (4, 4, 3) and after.position_rgb.shape == (6, 6, 3)
@@ -106,7 +107,7 @@ def test_compare_resolutions_gives_maps_of_both_grids(tiny_models, cat):
 @pytest.mark.slow
 def test_dinov2_at_448_px_sees_the_cat_where_it_did_at_224(dinov2, cat):
     state = state_copy(dinov2.model)
-    before, after = compare_resolutions(dinov2, cat, (448, 448))
+    before, after = compare_resolutions(dinov2, image_view(cat, dinov2.facts), (448, 448))
     assert before.facts.grid_size == (16, 16) and after.facts.grid_size == (32, 32)
     assert after.facts.num_tokens == 1025
     upsampled_rollout = np.kron(before.rollout, np.ones((2, 2)))

@@ -108,7 +108,7 @@ def test_a_killed_run_with_a_checkpoint_is_offered_in_the_pickers_marked_as_stop
         for epoch in (1, 2):
             row = {"epoch": epoch, "train_loss": 0.5, "val_loss": 0.4, "val_acc": 0.9, "seconds": 1.0}
             metrics.write(json.dumps(row) + "\n")
-    label = f"run: {folder.name} (test_vit, probe) — stopped early after 2 of 3 epochs"
+    label = "run: test_vit · probe · shapes — stopped early after 2 of 3 epochs"
     assert [run.label for run in list_runs()] == [label]  # the dead worker's run is settled as it is listed
     assert read_status(folder).state == "failed"
     app = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)

@@ -24,6 +24,7 @@ from vitviz.methods.sanity import (
     rank_correlation,
 )
 from vitviz.models import load_model
+from vitviz.preprocess import image_view
 
 # --- Rank correlation -------------------------------------------------------------------------
 
@@ -107,7 +108,10 @@ def test_the_shared_model_is_never_changed_and_the_copy_is_randomised_stage_by_s
     before = {name: tensor.clone() for name, tensor in loaded.model.state_dict().items()}
     calls = []
     result = cascading_randomisation(
-        loaded, noise_picture(), "gradcam", progress=lambda done, total: calls.append((done, total))
+        loaded,
+        image_view(noise_picture(), loaded.facts),
+        "gradcam",
+        progress=lambda done, total: calls.append((done, total)),
     )
     assert all(torch.equal(before[name], tensor) for name, tensor in loaded.model.state_dict().items())
     assert hook_counts(loaded.model) == (0, 0, 0, 0)
@@ -123,7 +127,7 @@ def test_the_shared_model_is_never_changed_and_the_copy_is_randomised_stage_by_s
 
 def test_a_map_that_ignores_the_weights_is_flagged_as_not_faithful(tiny_models, extra_methods):
     loaded = frozen_loaded(tiny_models["vit_rectangular"], "vit")
-    result = cascading_randomisation(loaded, noise_picture(), "input-brightness")
+    result = cascading_randomisation(loaded, image_view(noise_picture(), loaded.facts), "input-brightness")
     assert result.rank_correlation == (1.0,) * len(result.stages)
     assert result.flagged and UNFAITHFUL_RANK_CORRELATION < 1.0
 
@@ -131,7 +135,7 @@ def test_a_map_that_ignores_the_weights_is_flagged_as_not_faithful(tiny_models, 
 def test_a_map_that_becomes_constant_is_reported_as_none_not_zero_or_nan(tiny_models, extra_methods):
     loaded = frozen_loaded(tiny_models["vit"], "vit")
     ConstantOnceTheHeadIsRandom.trained_head = loaded.model.head.weight.clone()
-    result = cascading_randomisation(loaded, noise_picture(), "head-ramp")
+    result = cascading_randomisation(loaded, image_view(noise_picture(), loaded.facts), "head-ramp")
     assert result.rank_correlation == (1.0, None, None, None, None)
     assert not result.flagged  # a map destroyed by the randomisation did change
 
@@ -139,9 +143,9 @@ def test_a_map_that_becomes_constant_is_reported_as_none_not_zero_or_nan(tiny_mo
 def test_randomisation_is_seeded(tiny_models):
     loaded = frozen_loaded(tiny_models["hybrid"], "hybrid")
     image = noise_picture()
-    first = cascading_randomisation(loaded, image, "rollout", seed=3)
-    again = cascading_randomisation(loaded, image, "rollout", seed=3)
-    other = cascading_randomisation(loaded, image, "rollout", seed=4)
+    first = cascading_randomisation(loaded, image_view(image, loaded.facts), "rollout", seed=3)
+    again = cascading_randomisation(loaded, image_view(image, loaded.facts), "rollout", seed=3)
+    other = cascading_randomisation(loaded, image_view(image, loaded.facts), "rollout", seed=4)
     # Exact: the same seed through the same code in one process runs the same kernels on the same data.
     np.testing.assert_array_equal(first.maps, again.maps)
     assert not np.array_equal(first.maps[-1], other.maps[-1])
@@ -149,7 +153,8 @@ def test_randomisation_is_seeded(tiny_models):
 
 def test_unknown_methods_are_refused(tiny_models):
     with pytest.raises(ValueError, match="unknown method 'magic'"):
-        cascading_randomisation(frozen_loaded(tiny_models["vit"]), noise_picture(), "magic")
+        loaded = frozen_loaded(tiny_models["vit"])
+        cascading_randomisation(loaded, image_view(noise_picture(), loaded.facts), "magic")
 
 
 @pytest.mark.slow
@@ -158,10 +163,12 @@ def test_efficientnet_gradcam_passes_and_a_weight_blind_map_fails(extra_methods)
 
     efficientnet = load_model("tf_efficientnet_lite0", "bundled")
     cat = builtin_photo("cat (chelsea)")
-    gradcam = cascading_randomisation(efficientnet, cat, "gradcam")
+    gradcam = cascading_randomisation(efficientnet, image_view(cat, efficientnet.facts), "gradcam")
     assert len(gradcam.stages) == 1 + 1 + 16 + 1  # original, head, 16 blocks, stem
     assert not gradcam.flagged, gradcam.rank_correlation
-    assert cascading_randomisation(efficientnet, cat, "input-brightness").flagged
+    assert cascading_randomisation(
+        efficientnet, image_view(cat, efficientnet.facts), "input-brightness"
+    ).flagged
 
 
 def test_cli_sanity_prints_every_stage_with_its_rank_correlation(tmp_path):

@@ -27,12 +27,14 @@ def served_runs(tmp_path, monkeypatch):
 
 def test_a_run_link_reopens_the_run_and_a_typed_path_gets_one_answer(served_runs, page):
     url, run, outside = served_runs
-    weights = page.get_by_text(f"Weights: fine-tuned run {run.name} (probe")  # the picker's caption
+    weights = page.get_by_text(
+        "Weights: fine-tuned run test_vit · probe · shapes (probe"
+    )  # the picker's caption
     open_and_wait(page, f"{url}/?model={run.name}", weights, TIMEOUT_MS)
     # Chart titles name the run by its name.
-    page.get_by_text(f"fine-tuned run {run.name} (probe from random weights) · cat (chelsea)").first.wait_for(
-        timeout=TIMEOUT_MS
-    )
+    page.get_by_text(
+        "fine-tuned run test_vit · probe · shapes (probe from random weights) · cat (chelsea)"
+    ).first.wait_for(timeout=TIMEOUT_MS)
     assert parse_qs(urlparse(page.url).query)["model"] == [run.name]
     body = page.inner_text("body")
     assert str(run.parent) not in body and "defaults used instead" not in body

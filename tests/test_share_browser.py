@@ -18,6 +18,7 @@ from tests.support.browser import (
 )
 from tests.support.polling import wait_for
 from vitviz.images import BUILTIN_PHOTOS
+from vitviz.preprocess import image_view
 
 pytestmark = pytest.mark.browser
 
@@ -202,8 +203,9 @@ def test_two_sessions_on_one_model_at_once_each_download_their_own_maps(app_url,
     every array each one downloads is the library's map of that visitor's own photo."""
     import numpy as np
 
+    from vitviz.forward.attention import record_attention
     from vitviz.images import builtin_photo
-    from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
+    from vitviz.maths.attention import class_attention_map, rollout_relevance
     from vitviz.models import load_model
 
     photos = ("rocket", "china")  # photos no other test opens, so both captures really run now
@@ -218,7 +220,7 @@ def test_two_sessions_on_one_model_at_once_each_download_their_own_maps(app_url,
                 timeout=240_000
             )
             wait_until_idle(page)
-            record = record_attention(dino, builtin_photo(photo), "crop")
+            record = record_attention(dino, image_view(builtin_photo(photo), dino.facts, "crop"))
             expected = {
                 "attention": class_attention_map(record, 5, None),
                 "rollout": rollout_relevance(record),

@@ -22,8 +22,10 @@ from tests.support.validation_pictures import (
     peak_on_object,
     textured_composites,
 )
+from vitviz.forward.attention import record_attention
+from vitviz.forward.token_features import output_tokens
 from vitviz.images import BUILTIN_PHOTOS, builtin_photo
-from vitviz.maths.attention import AttentionRecord, record_attention, rollout_relevance
+from vitviz.maths.attention import AttentionRecord, rollout_relevance
 from vitviz.maths.rollout import attention_rollout, rollout_map
 from vitviz.maths.sinks import (
     MAX_NAMED_SINKS,
@@ -34,8 +36,9 @@ from vitviz.maths.sinks import (
     rollout_statement,
     sink_sentence,
 )
-from vitviz.maths.token_features import OutputTokens, output_tokens
+from vitviz.maths.token_features import OutputTokens
 from vitviz.models import LoadedModel, load_model, model_facts, prefix_token_names
+from vitviz.preprocess import image_view
 
 
 def uniform_record(
@@ -253,7 +256,7 @@ def register_model(tiny_models) -> LoadedModel:
 
 
 def test_register_tokens_are_reported_by_name_never_as_patches(register_model):
-    real = record_attention(register_model, builtin_photo("coffee"))
+    real = record_attention(register_model, image_view(builtin_photo("coffee"), register_model.facts))
     assert real.num_prefix_tokens == 5 and real.grid_size == (4, 4)
     names = prefix_token_names(register_model.model)
     assert names == ("class", "register 1", "register 2", "register 3", "register 4")
@@ -411,8 +414,10 @@ def dinov2() -> LoadedModel:
 
 def test_dinov2_cat_sink_is_the_patch_its_class_token_stares_at_in_layer_zero(dinov2):
     photo = builtin_photo("cat (chelsea)")
-    record = record_attention(dinov2, photo)  # the default view, as output_tokens reads it
-    report = detect_sinks(record, tokens=output_tokens(dinov2, photo))
+    record = record_attention(
+        dinov2, image_view(photo, dinov2.facts)
+    )  # the default view, as output_tokens reads it
+    report = detect_sinks(record, tokens=output_tokens(dinov2, image_view(photo, dinov2.facts)))
     (sink,) = report.patch_sinks
     assert sink.position == (2, 8) and sink.layers == (0,)
     # Measured: 17% of layer 0's attention; head 5 gives it 100% from every query (0.998, 1.0).
@@ -431,7 +436,7 @@ def subject_maps(
     dinov2: LoadedModel, photo_name: str, view: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
     """Default map, raw map, the box's coverage of each cell and the sink's position, in one view."""
-    record = record_attention(dinov2, builtin_photo(photo_name), view)
+    record = record_attention(dinov2, image_view(builtin_photo(photo_name), dinov2.facts, view))
     coverage = box_coverage(
         box_in_view(SUBJECT_BOXES[photo_name], record.view), record.grid_size, dinov2.facts.input_size
     )
@@ -484,7 +489,9 @@ def test_every_builtin_photo_keeps_its_one_layer_zero_sink(dinov2):
     of its attention from the average query, and that patch is the top key of 62–100% of the queries;
     no other token of any layer meets the rule."""
     for name in BUILTIN_PHOTOS:
-        (sink,) = detect_sinks(record_attention(dinov2, builtin_photo(name))).patch_sinks
+        (sink,) = detect_sinks(
+            record_attention(dinov2, image_view(builtin_photo(name), dinov2.facts))
+        ).patch_sinks
         assert (sink.layers, sink.heads) == ((0,), (5,)), name
         assert sink.head_draws[0] >= 0.5 and sink.query_fractions[0] >= 0.6, name
 
@@ -494,7 +501,7 @@ def test_on_textured_composites_default_rollout_peaks_on_the_object_and_raw_roll
     layer 0 on the cat on grass), and default rollout's brightest cell touches the subject on all six,
     raw rollout's on none (measured: raw peaks on the sink)."""
     for picture in textured_composites():
-        record = record_attention(dinov2, picture.image)
+        record = record_attention(dinov2, image_view(picture.image, dinov2.facts))
         report = detect_sinks(record)
         assert 1 <= len(report.patch_sinks) <= 2 and report.sink_layers == (0,), picture.name
         coverage = object_coverage(picture, dinov2.facts)
@@ -509,7 +516,7 @@ def test_flat_shapes_and_line_drawings_have_at_most_one_sink_and_rollout_lies_on
     these six line drawings, all along the outline. Measured with the rule now: 0 or 1 each, always the
     layer-0 patch of head 5, and default rollout's brightest cell touches the object on all sixteen."""
     for picture in flat_shapes() + line_drawings():
-        record = record_attention(dinov2, picture.image)
+        record = record_attention(dinov2, image_view(picture.image, dinov2.facts))
         report = detect_sinks(record)
         assert len(report.patch_sinks) <= 1, (picture.name, [sink.name for sink in report.patch_sinks])
         assert all(sink.heads == (5,) for sink in report.patch_sinks), picture.name

@@ -16,8 +16,9 @@ from vitviz.figures.animation import (
     normalise_per_layer,
 )
 from vitviz.figures.story import SLIDE_KEYS, story_slides
-from vitviz.maths.tokens import output_embedding, position_similarity, token_stages
+from vitviz.forward.tokens import output_embedding, position_similarity, token_stages
 from vitviz.models import LoadedModel, ModelError, model_facts
+from vitviz.preprocess import image_view
 
 
 @pytest.fixture(scope="module")
@@ -117,13 +118,12 @@ def test_position_similarity_of_a_cnn_is_a_clear_error(tiny_models):
 def test_output_embedding_is_the_class_token_after_the_final_norm(tiny_models):
     loaded = _loaded(tiny_models, "vit")
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
-    vector = output_embedding(loaded, image)
+    vector = output_embedding(loaded, image_view(image, loaded.facts))
     assert vector.shape == (192,)
-    from vitviz.preprocess import explanation_tensor
 
     with torch.inference_mode():
         expected = tiny_models["vit"].forward_head(
-            tiny_models["vit"].forward_features(explanation_tensor(image, loaded.facts)), pre_logits=True
+            tiny_models["vit"].forward_features(image_view(image, loaded.facts).tensor), pre_logits=True
         )[0]
     np.testing.assert_allclose(vector, expected.numpy(), rtol=1e-5, atol=1e-6)
 

@@ -1,4 +1,4 @@
-"""Output-token norms and principal colours of patch features (vitviz.maths.token_features)."""
+"""Output-token norms and principal colours of patch features (vitviz.maths.token_features, vitviz.forward.token_features)."""
 
 import numpy as np
 import pytest
@@ -6,23 +6,23 @@ import torch
 from scipy.stats import spearmanr
 
 from tests.support.tiny_models import TRANSFORMER_KEYS, tiny_loaded
+from vitviz.forward.token_features import output_tokens
 from vitviz.maths.token_features import (
     TokenNorms,
     high_norm_patches,
-    output_tokens,
     patch_feature_colours,
     principal_components_rgb,
     token_norms,
 )
-from vitviz.preprocess import explanation_tensor
+from vitviz.preprocess import image_view
 
 
 @pytest.mark.parametrize("key", TRANSFORMER_KEYS)
 def test_token_norms_cover_the_grid_and_name_every_prefix_token(tiny_models, cat, key):
     loaded = tiny_loaded(tiny_models, key)
-    tokens = output_tokens(loaded, cat)
+    tokens = output_tokens(loaded, image_view(cat, loaded.facts))
     with torch.inference_mode():
-        features = loaded.model.forward_features(explanation_tensor(cat, loaded.facts))[0].numpy()
+        features = loaded.model.forward_features(image_view(cat, loaded.facts).tensor)[0].numpy()
     np.testing.assert_allclose(tokens.after_norm, features, rtol=0, atol=0)
     with torch.inference_mode():
         renormed = loaded.model.norm(torch.from_numpy(tokens.before_norm)).numpy()
@@ -35,18 +35,20 @@ def test_token_norms_cover_the_grid_and_name_every_prefix_token(tiny_models, cat
 
 
 def test_prefix_tokens_are_named_in_sequence_order(tiny_models, cat):
-    assert output_tokens(tiny_loaded(tiny_models, "deit_distilled"), cat).prefix_names == (
+    distilled = tiny_loaded(tiny_models, "deit_distilled")
+    assert output_tokens(distilled, image_view(cat, distilled.facts)).prefix_names == (
         "class",
         "distillation",
     )
-    names = output_tokens(tiny_loaded(tiny_models, "registers"), cat).prefix_names
+    registers = tiny_loaded(tiny_models, "registers")
+    names = output_tokens(registers, image_view(cat, registers.facts)).prefix_names
     assert names == ("class", "register 1", "register 2", "register 3", "register 4")
 
 
 @pytest.mark.parametrize("key", TRANSFORMER_KEYS)
 def test_patch_feature_colours_are_an_rgb_image_in_the_unit_range(tiny_models, cat, key):
     loaded = tiny_loaded(tiny_models, key)
-    colours = patch_feature_colours(output_tokens(loaded, cat))
+    colours = patch_feature_colours(output_tokens(loaded, image_view(cat, loaded.facts)))
     assert colours.rgb.shape == (*loaded.facts.grid_size, 3)
     assert colours.rgb.min() >= 0.0 and colours.rgb.max() <= 1.0
     ratios = colours.explained_variance_ratio
@@ -84,7 +86,7 @@ def test_high_norm_patches_are_those_above_the_factor_times_the_median():
 def test_dinov2_small_has_no_high_norm_artefact_tokens(dinov2, cat):
     # Darcet et al. find high-norm tokens in large ViTs (ViT-L and up); in the bundled ViT-S every
     # patch norm stayed within 0.77–1.38× the median on the built-in photos (before the final norm).
-    norms = token_norms(output_tokens(dinov2, cat), "before_norm")
+    norms = token_norms(output_tokens(dinov2, image_view(cat, dinov2.facts)), "before_norm")
     median = float(np.median(norms.patch_norms))
     assert norms.patch_norms.max() < 1.5 * median
     assert norms.patch_norms.min() > 0.6 * median

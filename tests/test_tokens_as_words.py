@@ -1,19 +1,20 @@
-"""Patches as words (vitviz.maths.tokens_as_words): every step from pixels to the encoder's input."""
+"""Patches as words (vitviz.maths.tokens_as_words, vitviz.forward.tokens_as_words): every step from pixels to the encoder's input."""
 
 import numpy as np
 import pytest
 import torch
 
 from tests.support.tiny_models import tiny_loaded
-from vitviz.maths.tokens_as_words import cut_into_patches, linear_patch_embedding, trace_tokens
+from vitviz.forward.tokens_as_words import linear_patch_embedding, trace_tokens
+from vitviz.maths.tokens_as_words import cut_into_patches
 from vitviz.models import ModelError
-from vitviz.preprocess import explanation_tensor
+from vitviz.preprocess import image_view
 
 
 @pytest.mark.parametrize("family", ["vit", "registers", "vit_rectangular"])
 def test_flattened_patches_times_one_matrix_are_the_patch_tokens(tiny_models, photos, family):
     loaded = tiny_loaded(tiny_models, family)
-    pixels = explanation_tensor(photos[0], loaded.facts)
+    pixels = image_view(photos[0], loaded.facts).tensor
     with torch.inference_mode():
         expected = loaded.model.patch_embed(pixels)[0]  # (rows·cols, D) from the strided convolution
     torch.testing.assert_close(linear_patch_embedding(loaded, pixels[0]), expected, rtol=1e-4, atol=1e-4)
@@ -37,7 +38,7 @@ def test_cells_are_cut_in_reading_order():
 )
 def test_trace_records_the_real_shape_of_every_step(tiny_models, photos, family, steps):
     loaded = tiny_loaded(tiny_models, family)
-    trace = trace_tokens(loaded, photos[1])
+    trace = trace_tokens(loaded, image_view(photos[1], loaded.facts))
     assert [step.shape for step in trace.steps] == steps
     assert trace.encoder_input.shape == steps[-1]
     names = {
@@ -50,7 +51,7 @@ def test_trace_records_the_real_shape_of_every_step(tiny_models, photos, family,
 
 
 def test_trace_of_bundled_dinov2_names_the_paper_numbers(dinov2, photos):
-    trace = trace_tokens(dinov2, photos[0])
+    trace = trace_tokens(dinov2, image_view(photos[0], dinov2.facts))
     shapes = {step.name: step.shape for step in trace.steps}
     assert shapes["patches"] == (256, 588) and shapes["patch tokens"] == (256, 384)
     assert shapes["+ prefix tokens"] == (257, 384)
@@ -62,4 +63,24 @@ def test_trace_of_bundled_dinov2_names_the_paper_numbers(dinov2, photos):
 
 def test_a_cnn_has_no_tokens(tiny_models, photos):
     with pytest.raises(ModelError, match="CNN"):
-        trace_tokens(tiny_loaded(tiny_models, "cnn"), photos[0])
+        cnn = tiny_loaded(tiny_models, "cnn")
+        trace_tokens(cnn, image_view(photos[0], cnn.facts))
+
+
+def test_a_vit_built_with_dynamic_image_size_is_traced_to_the_same_encoder_input(photos):
+    """timm's `dynamic_img_size` ViTs (as test_vit runs are built) take their patches as a grid."""
+    import timm
+
+    from tests.support.methods_helpers import frozen_loaded
+
+    torch.manual_seed(0)
+    fixed = timm.create_model("test_vit", num_classes=2, img_size=32)
+    dynamic = timm.create_model("test_vit", num_classes=2, img_size=32, dynamic_img_size=True)
+    dynamic.load_state_dict(fixed.state_dict())
+    traces = [
+        trace_tokens(loaded, image_view(photos[1], loaded.facts))
+        for loaded in (frozen_loaded(fixed, "test_vit"), frozen_loaded(dynamic, "test_vit"))
+    ]
+    assert [step.shape for step in traces[0].steps] == [step.shape for step in traces[1].steps]
+    # One model's weights on one input through two layouts of the same sum: float32 rounding apart.
+    torch.testing.assert_close(traces[1].encoder_input, traces[0].encoder_input, rtol=1e-5, atol=1e-6)

@@ -6,9 +6,10 @@ The public API a notebook needs:
 
     loaded = vitviz.load_model("vit_small_patch14_dinov2", "bundled", "cpu")
     image = vitviz.builtin_photo("cat (chelsea)")
-    record = vitviz.record_attention(loaded, image)    # every layer's attention, one forward
-    relevance = vitviz.rollout_relevance(record)       # (rows, cols) over the token grid
-    result = vitviz.explain(loaded, image, "gradcam")  # any method of vitviz.METHOD_NAMES
+    view = vitviz.image_view(image, loaded.facts)     # what the model sees: made once, passed down
+    record = vitviz.record_attention(loaded, view)    # every layer's attention, one forward
+    relevance = vitviz.rollout_relevance(record)      # (rows, cols) over the token grid
+    result = vitviz.explain(loaded, view, "gradcam")  # any method of vitviz.METHOD_NAMES
 
 Each name loads its module on first use: importing one light module (say `vitviz.images`, which the
 CLI and the pages import first) must not pull in torch's explanation libraries, scikit-learn and
@@ -34,9 +35,11 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "builtin_photo": ("vitviz.images", "builtin_photo"),
     "decode_image": ("vitviz.images", "decode_image"),
     "load_image_file": ("vitviz.images", "load_image_file"),
+    "ImageView": ("vitviz.preprocess", "ImageView"),
+    "image_view": ("vitviz.preprocess", "image_view"),
     "AttentionRecord": ("vitviz.maths.attention", "AttentionRecord"),
     "class_attention_map": ("vitviz.maths.attention", "class_attention_map"),
-    "record_attention": ("vitviz.maths.attention", "record_attention"),
+    "record_attention": ("vitviz.forward.attention", "record_attention"),
     "rollout_relevance": ("vitviz.maths.attention", "rollout_relevance"),
     "METHOD_NAMES": ("vitviz.methods", "METHOD_NAMES"),
     "ExplanationResult": ("vitviz.methods", "ExplanationResult"),

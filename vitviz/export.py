@@ -63,8 +63,8 @@ def _weights_slug(weights: str) -> str:
     return "file-" + slug(Path(weights).stem)
 
 
-def export_filename(model: str, weights: str, image: str, view: str, ext: str) -> str:
-    """A file name that says which model, weights, image and view a download shows.
+def export_filename(model: str, weights: str, image: str, shown: str, ext: str) -> str:
+    """A file name that says which model, weights and image a download shows, and what it shows.
 
     Example: ``export_filename("vit_small_patch14_dinov2", "bundled", "cat (chelsea)",
     "layer11 mean attention", "png")`` gives
@@ -74,11 +74,11 @@ def export_filename(model: str, weights: str, image: str, view: str, ext: str) -
         model: timm model name, or a fine-tuned run's name.
         weights: "bundled", "hub", "random", "run" or a checkpoint path.
         image: image name; a file extension ("astronaut.png") is dropped.
-        view: what the figure shows.
+        shown: what the figure shows (its view, layer, method…).
         ext: file extension, with or without the dot.
     """
     image_stem = Path(image).stem if Path(image).suffix.lower() in _IMAGE_SUFFIXES else image
-    parts = [slug(model), _weights_slug(weights), slug(image_stem), slug(view)]
+    parts = [slug(model), _weights_slug(weights), slug(image_stem), slug(shown)]
     return "__".join(parts) + "." + slug(ext.lstrip("."))
 
 

@@ -19,11 +19,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from vitviz.progress import JobCancelled, JobProgress, ProgressSnapshot
+
+if TYPE_CHECKING:
+    from vitviz.preprocess import ViewMode
 
 __all__ = ["RankingJob", "RankingState", "read_ranking", "run_ranking", "start_ranking"]
 
@@ -39,7 +43,7 @@ class RankingJob:
     device: str
     twin: bool  # rank the model's seeded untrained twin instead (`vitviz.models.untrained_twin`)
     mode: str  # "zero" or "mean"
-    view: str  # "crop" or "whole"
+    view: ViewMode  # the mode of the page's view: the worker makes the same view of the same pixels
 
 
 @dataclass(frozen=True)
@@ -105,9 +109,10 @@ def read_ranking(folder: Path) -> RankingState:
 def run_ranking(folder: Path) -> None:
     """The worker: yields the cores to the app, loads the model, ranks its heads, writes the drops."""
     from vitviz.finetune.worker import yield_to_the_app
+    from vitviz.forward.ablation import head_importance
     from vitviz.jobs import cancel_requested
-    from vitviz.maths.ablation import head_importance
     from vitviz.models import load_model, untrained_twin
+    from vitviz.preprocess import image_view
     from vitviz.runs import write_json_atomic
 
     yield_to_the_app()
@@ -124,8 +129,9 @@ def run_ranking(folder: Path) -> None:
             loaded = untrained_twin(loaded)
         with Image.open(folder / _IMAGE) as opened:
             image = opened.copy()
+        view = image_view(image, loaded.facts, job.view)
         clock.restart()  # the pace is the ranking's, not the model load's
-        drops = head_importance(loaded, image, job.mode, progress=clock, view=job.view)
+        drops = head_importance(loaded, view, job.mode, progress=clock)
     except JobCancelled:  # asked by the page (`vitviz.jobs.cancel_job`): the slot frees as the worker exits
         status = {"done": int(clock.done), "total": int(clock.total), "cancelled": True}
         write_json_atomic(folder / _STATUS, status)

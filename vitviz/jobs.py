@@ -196,17 +196,20 @@ def decode_result(value: Any, _classes: dict[str, type] | None = None) -> Any:
 
 
 def compute_job(spec: JobSpec, loaded: Any, image: Image.Image, progress: ProgressCallback) -> Any:
-    """The work itself, in this process: what a worker runs, and what a page runs for a model no worker can load."""
+    """The work itself, in this process: what a worker runs, and what a page runs for a model no worker can load.
+
+    The image's view is made here, once, from the mode the job records (`options["view"]`).
+    """
+    from vitviz.preprocess import image_view
+
     options = dict(spec.options)
-    view = options.pop("view", "crop")
+    view = image_view(image, loaded.facts, options.pop("view", "crop"))
     if spec.kind == "explanation":
         from vitviz.methods import explanation_map
 
         method, class_index = options["method"], options.get("class_index")
         with reporting(progress):  # Score-CAM's and Ablation-CAM's channel loops report here
-            return explanation_map(
-                loaded, image, method, class_index, view, **options.get("method_options", {})
-            )
+            return explanation_map(loaded, view, method, class_index, **options.get("method_options", {}))
     if spec.kind == "faithfulness":
         from vitviz.methods.faithfulness import ROAD_PERCENTILES, faithfulness, road
         from vitviz.progress import portion
@@ -218,31 +221,24 @@ def compute_job(spec: JobSpec, loaded: Any, image: Image.Image, progress: Progre
         with_road = options.get("road", True)
         first = 1 + 3 * len(methods)
         total = first + (len(ROAD_PERCENTILES) * (1 + 2 * len(methods)) + len(methods) if with_road else 0)
-        scored = faithfulness(
-            loaded, image, methods, class_index, view=view, progress=portion(progress, 0, first, total)
-        )
+        scored = faithfulness(loaded, view, methods, class_index, progress=portion(progress, 0, first, total))
         if not with_road:
             return scored, []
         return scored, road(
-            loaded,
-            image,
-            methods,
-            class_index,
-            view=view,
-            progress=portion(progress, first, total - first, total),
+            loaded, view, methods, class_index, progress=portion(progress, first, total - first, total)
         )
     if spec.kind == "sanity":
         from vitviz.methods.sanity import cascading_randomisation
 
         return cascading_randomisation(
-            loaded, image, options["method"], options.get("class_index"), progress=progress, view=view
+            loaded, view, options["method"], options.get("class_index"), progress=progress
         )
     if spec.kind == "probe":
         from vitviz.methods.probes import run_drop_orders
 
         return run_drop_orders(
-            loaded, image, options["fractions"], options.get("method"), options.get("class_index"),
-            view=view, progress=progress,
+            loaded, view, options["fractions"], options.get("method"), options.get("class_index"),
+            progress=progress,
         )  # fmt: skip
     raise ValueError(f"unknown job kind {spec.kind!r}")
 

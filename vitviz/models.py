@@ -497,8 +497,10 @@ def load_model(name: str, weights: str = "bundled", device: str | torch.device =
     _check_name(name)
     if weights == "hub":
         model = _build(name, pretrained=True)
-    elif weights == "random":
-        model = _build(name, pretrained=False, loads_state=False)
+    elif weights == "random":  # seeded: a link to random weights shows every visitor the same maps
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(UNTRAINED_SEED)
+            model = _build(name, pretrained=False, loads_state=False)
     elif weights == "bundled":
         if name not in BUNDLED_MODEL_NAMES:
             raise WeightsError(

@@ -15,7 +15,7 @@ it, so that a map always lies over the pixels the prediction was made on:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -31,45 +31,89 @@ from torchvision.transforms import functional as TF
 from vitviz.models import LoadedModel, ModelError, ModelFacts
 
 __all__ = [
+    "VIEW_LABELS",
     "VIEW_MODES",
     "ImageView",
     "ViewMode",
     "aspect_view_problem",
     "check_view",
-    "explanation_image",
-    "explanation_tensor",
     "image_view",
-    "prediction_tensor",
     "supports_aspect_view",
-    "view_tensor",
 ]
 
 ViewMode = Literal["crop", "whole", "aspect"]
 VIEW_MODES: tuple[ViewMode, ...] = ("crop", "whole", "aspect")
+# What each view is called wherever it is named: menus, titles, captions, sentences, the CLI.
+VIEW_LABELS: dict[ViewMode, str] = {
+    "crop": "centre crop (the model's eval transform)",
+    "whole": "whole image",
+    "aspect": "whole image, aspect kept",
+}
 # An aspect ratio this far from the input's counts as changed when the whole image is resized.
 _ASPECT_TOLERANCE = 0.02
 # The "aspect" view's grid holds at most this many times the model's own number of patches.
 _ASPECT_MAX_PATCHES = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImageView:
-    """What the model sees of one image, and where that lies on the photo."""
+    """What the model sees of one photo, made once (by `image_view`) and passed down to every forward.
 
+    Functions that run a model take a view (or its tensor), never a photo and a mode to rebuild it:
+    predictions, maps, probes and exports made from one view all lie over the same pixels.
+    """
+
+    photo: Image.Image  # the RGB photo the view was made from
     mode: ViewMode
     # (H, W, 3) uint8, the model's input before mean/std: the model's input size, except in the
     # "aspect" view, whose sides are the token grid times the patch size
     pixels: np.ndarray
     box: tuple[float, float, float, float]  # (left, top, right, bottom) of the view on the photo, in pixels
-    photo_size: tuple[int, int]  # (width, height) of the photo
     note: str  # one line on what the view does to the photo ("" when nothing needs saying)
-    grid_size: tuple[int, int] | None = None  # (rows, cols) of the token grid it gives; None for a CNN
+    grid_size: tuple[int, int] | None  # (rows, cols) of the token grid it gives; None for a CNN
+    facts: ModelFacts  # the model whose eval transform made it: its size, mean and std
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """(1, 3, H, W) normalised model input on the CPU, made anew on each call from the view's pixels.
+
+        A view is shared (pages cache one per photo and model); its tensor is the caller's own to
+        move, change or take gradients of.
+        """
+        return _normalise(self.pixels, self.facts).unsqueeze(0)
+
+    @property
+    def photo_size(self) -> tuple[int, int]:
+        """(width, height) of the photo."""
+        return self.photo.size
+
+    @property
+    def label(self) -> str:
+        """What the view is called (`VIEW_LABELS`)."""
+        return VIEW_LABELS[self.mode]
 
     @property
     def covers_whole_photo(self) -> bool:
-        left, top, right, bottom = self.box
-        width, height = self.photo_size
-        return left <= 0.5 and top <= 0.5 and right >= width - 0.5 and bottom >= height - 0.5
+        return _covers(self.box, self.photo_size)
+
+
+def _covers(box: tuple[float, float, float, float], photo_size: tuple[int, int]) -> bool:
+    left, top, right, bottom = box
+    width, height = photo_size
+    return left <= 0.5 and top <= 0.5 and right >= width - 0.5 and bottom >= height - 0.5
+
+
+def _view(
+    photo: Image.Image,
+    mode: ViewMode,
+    pixels: np.ndarray,
+    box: tuple[float, float, float, float],
+    note: str,
+    grid_size: tuple[int, int] | None,
+    facts: ModelFacts,
+) -> ImageView:
+    pixels.setflags(write=False)  # a view is shared: nobody draws on its pixels
+    return ImageView(photo, mode, pixels, box, note, grid_size, facts)
 
 
 def _interpolation(facts: ModelFacts) -> Image.Resampling:
@@ -117,12 +161,11 @@ def _crop_view(photo: Image.Image, facts: ModelFacts) -> ImageView:
     assert pixels.shape[:2] == facts.input_size, (
         f"eval transform gave {pixels.shape}, expected {facts.input_size}"
     )
-    view = ImageView("crop", pixels, box, photo.size, "", facts.grid_size)
-    if not view.covers_whole_photo:
+    note = ""
+    if not _covers(box, photo.size):
         shown = (box[2] - box[0]) * (box[3] - box[1]) / (photo.width * photo.height)
         note = f"centre crop: the model sees {shown:.0%} of the photo"
-        view = replace(view, note=note)
-    return view
+    return _view(photo, "crop", pixels, box, note, facts.grid_size, facts)
 
 
 def _whole_view(photo: Image.Image, facts: ModelFacts) -> ImageView:
@@ -135,7 +178,7 @@ def _whole_view(photo: Image.Image, facts: ModelFacts) -> ImageView:
             f"the whole photo ({photo.width}×{photo.height}) is resized to {width}×{height}: "
             "its aspect ratio changed"
         )
-    return ImageView("whole", pixels, _whole_box(photo), photo.size, note, facts.grid_size)
+    return _view(photo, "whole", pixels, _whole_box(photo), note, facts.grid_size, facts)
 
 
 def _whole_box(photo: Image.Image) -> tuple[float, float, float, float]:
@@ -184,7 +227,7 @@ def _aspect_view(photo: Image.Image, facts: ModelFacts) -> ImageView:
         f"the whole photo ({photo.width}×{photo.height}) is resized to {width}×{height}, a grid of "
         f"{rows}×{cols} patches: its aspect ratio is {kept}"
     )
-    return ImageView("aspect", pixels, _whole_box(photo), photo.size, note, (rows, cols))
+    return _view(photo, "aspect", pixels, _whole_box(photo), note, (rows, cols), facts)
 
 
 def aspect_view_problem(model: nn.Module) -> str:
@@ -211,16 +254,27 @@ def supports_aspect_view(model: nn.Module) -> bool:
     return not aspect_view_problem(model)
 
 
-def check_view(loaded: LoadedModel, mode: str) -> None:
-    """Raises ModelError, with the reason, when the model cannot take view `mode`."""
-    if mode == "aspect":
+def check_view(loaded: LoadedModel, view: ImageView) -> None:
+    """Raises when `view` cannot go into this model.
+
+    Raises:
+        ModelError: the model cannot take the view's mode ("aspect" needs a plain ViT), with the reason.
+        ValueError: the view was made for another model's input (size, mean or std).
+    """
+    if view.mode == "aspect":
         problem = aspect_view_problem(loaded.model)
         if problem:
             raise ModelError(f"no 'whole image, aspect kept' view for {loaded.facts.name}: {problem}")
+    made, wanted = view.facts, loaded.facts
+    if (made.input_size, made.mean, made.std) != (wanted.input_size, wanted.mean, wanted.std):
+        raise ValueError(
+            f"this view was made for {made.name} at {made.input_size[0]}×{made.input_size[1]} px; "
+            f"make one for {wanted.name} with image_view(photo, loaded.facts, mode)"
+        )
 
 
 def image_view(image: Image.Image, facts: ModelFacts, mode: ViewMode = "crop") -> ImageView:
-    """The one view of `image` that the model with `facts` sees.
+    """The one view of `image` that the model with `facts` sees: make it once, pass it down.
 
     Args:
         image: any PIL image (converted to RGB).
@@ -230,7 +284,8 @@ def image_view(image: Image.Image, facts: ModelFacts, mode: ViewMode = "crop") -
             check `supports_aspect_view(model)` first).
 
     Returns:
-        The view: pixels (H, W, 3) uint8, the box on the photo, a note, the token grid.
+        The view: the photo, pixels (H, W, 3) uint8, the box on the photo, a note, the token grid and
+        the (1, 3, H, W) normalised tensor every forward reads.
     """
     if mode not in VIEW_MODES:
         raise ValueError(f"unknown view {mode!r}: use one of {', '.join(VIEW_MODES)}")
@@ -244,27 +299,3 @@ def _normalise(pixels: np.ndarray, facts: ModelFacts) -> torch.Tensor:
         torch.from_numpy(np.ascontiguousarray(pixels).copy()).permute(2, 0, 1).float().div_(255.0)
     )  # (3, H, W)
     return TF.normalize(tensor, list(facts.mean), list(facts.std))
-
-
-def view_tensor(view: ImageView, facts: ModelFacts) -> torch.Tensor:
-    """(1, 3, H, W) normalised model input of a view made by `image_view`."""
-    return _normalise(view.pixels, facts).unsqueeze(0)
-
-
-def explanation_image(image: Image.Image, facts: ModelFacts, view: ViewMode = "crop") -> np.ndarray:
-    """The pixels the model sees in `view`, for drawing maps over.
-
-    Returns:
-        (H, W, 3) uint8 array at the model's input size.
-    """
-    return image_view(image, facts, view).pixels
-
-
-def explanation_tensor(image: Image.Image, facts: ModelFacts, view: ViewMode = "crop") -> torch.Tensor:
-    """(1, 3, H, W) normalised input of the view: what every map and probe is computed on."""
-    return view_tensor(image_view(image, facts, view), facts)
-
-
-def prediction_tensor(image: Image.Image, facts: ModelFacts, view: ViewMode = "crop") -> torch.Tensor:
-    """(1, 3, H, W) normalised input for predictions: the same view as the maps, so the two agree."""
-    return explanation_tensor(image, facts, view)

@@ -12,7 +12,6 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 import torch
-from PIL import Image
 
 from pages.views import ui
 from vitviz.figures.common import (
@@ -24,16 +23,11 @@ from vitviz.figures.common import (
 )
 from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale
 from vitviz.images import BUILTIN_PHOTOS
-from vitviz.maths.attention import (
-    AttentionRecord,
-    class_attention_map,
-    patch_token,
-    query_attention_map,
-)
+from vitviz.maths.attention import AttentionRecord, class_attention_map, patch_token, query_attention_map
 from vitviz.maths.sinks import SinkReport, plan_rollout, rollout_statement, sink_sentence
 from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts, no_token_attention_reason
 from vitviz.predict import Prediction, top_predictions
-from vitviz.preprocess import ImageView, image_view
+from vitviz.preprocess import VIEW_LABELS, ImageView
 from vitviz.serving import is_visitor_run
 from vitviz.share import ViewState, parse_view_state, view_state_params
 
@@ -41,7 +35,6 @@ __all__ = [
     "OPACITY",
     "RAW_COLOURS",
     "VIEW",
-    "VIEW_LABELS",
     "render_attention",
     "render_cnn",
     "seed_from_link",
@@ -64,7 +57,6 @@ HEAD = "explore_head"
 CLICKED_PATCH = "clicked patch"
 LINK_PARAMS = "explore_link_params"  # a link's parameters, kept until the model's sizes can check them
 FROM_UPLOAD = "explore_link_from_upload"  # the link was made from an uploaded picture
-VIEW_LABELS = ui.VIEW_LABELS
 UPLOAD_SOURCE = "upload"  # the link parameter `source` when the picture was an upload
 
 
@@ -115,7 +107,7 @@ def upload_link_note() -> None:
         )
 
 
-def seed_layers_from_link(facts: ModelFacts, picked: ui.ImageChoice, view: str) -> None:
+def seed_layers_from_link(facts: ModelFacts, seen: ImageView) -> None:
     """Layer, head, query and rollout start from the first run's link, once the model's sizes checked them.
 
     The link's patch is checked against the view's grid (in the aspect-kept view, not the model's
@@ -125,7 +117,7 @@ def seed_layers_from_link(facts: ModelFacts, picked: ui.ImageChoice, view: str) 
         return
     limits = ui.view_limits()
     if facts.global_attention:
-        grid_size = image_view(picked.image, facts, view).grid_size
+        grid_size = seen.grid_size
         limits = replace(limits, num_layers=facts.num_layers, num_heads=facts.num_heads, grid_size=grid_size)
     link = st.session_state.pop(LINK_PARAMS)
     from_upload = link.get("source") == UPLOAD_SOURCE
@@ -195,24 +187,17 @@ def keep_head_choice() -> None:
 
 
 @st.cache_data(max_entries=16)
-def _photo_with_box(
-    digest: str, view: str, _image: Image.Image, _seen: ImageView
-) -> tuple[np.ndarray, tuple]:
-    """The photo, at most 480 px wide, and the view's box scaled with it."""
-    photo = _image.convert("RGB")
-    factor = min(1.0, 480 / photo.width)
-    if factor < 1.0:
-        photo = photo.resize((round(photo.width * factor), round(photo.height * factor)))
-    box = tuple(edge * factor for edge in _seen.box)
-    return np.asarray(photo), box
+def _photo_with_box(digest: str, view: str, title: str, _seen: ImageView) -> go.Figure:
+    """The photo with the view's box, drawn once per photo and view (a large photo is resized)."""
+    return photo_view_figure(_seen.photo, [("", _seen.box)], title)
 
 
 def _show_view(picked: ui.ImageChoice, seen: ImageView, view: str) -> None:
     """The whole photo with the view's box: what of the photo the model sees; its note when it has one."""
-    photo, box = _photo_with_box(picked.digest, view, picked.image, seen)
     width, height = seen.photo_size
     title = f"{picked.name} ({width}×{height})<br><sup>box: {VIEW_LABELS[view]}</sup>"
-    ui.plotly_chart(photo_view_figure(photo, box, title), key="explore_photo_chart", theme=None)
+    figure = _photo_with_box(picked.digest, view, title, seen)
+    ui.plotly_chart(figure, key="explore_photo_chart", theme=None)
     if seen.note:
         st.caption(seen.note)
 
@@ -240,7 +225,7 @@ def render_cnn(loaded: LoadedModel, choice: ui.ModelChoice, picked: ui.ImageChoi
     else:
         reason = no_token_attention_reason(facts, "this page's attention maps")
         st.info(f"{reason} Its predictions:")
-    seen = image_view(picked.image, loaded.facts, view)
+    seen = ui.cached_view(choice.name, choice.weights, choice.device, picked.digest, picked.image, view)
     photo_column, bars_column = st.columns([2, 3])
     with photo_column:
         _show_view(picked, seen, view)

@@ -12,10 +12,11 @@ import threading
 
 import torch
 
+from vitviz.forward.attention import record_attention
 from vitviz.images import builtin_photo
-from vitviz.maths.attention import record_attention
 from vitviz.models import load_model
 from vitviz.predict import predict
+from vitviz.preprocess import image_view
 
 __all__ = ["peak_increase"]
 
@@ -41,9 +42,9 @@ def peak_increase(name: str, weights: str) -> int:
     watcher.start()
     loaded = load_model(name, weights)
     if loaded.facts.family == "cnn":
-        predict(loaded, [image])
+        predict(loaded, [image_view(image, loaded.facts)])
     else:
-        record_attention(loaded, image)
+        record_attention(loaded, image_view(image, loaded.facts))
     done.set()
     watcher.join()
     return max(peak, _resident_bytes()) - start

@@ -74,12 +74,14 @@ def _print_progress(done: int, total: int) -> None:
 
 
 def _run_attention_distance(args: argparse.Namespace) -> None:
+    from vitviz.forward.distance import attention_distances_over_images
     from vitviz.images import load_image_file
-    from vitviz.maths.distance import attention_distances_over_images
+    from vitviz.preprocess import image_view
 
     images = [load_image_file(path) for path in args.images]
     loaded = load_from_args(args)
-    result = attention_distances_over_images(loaded, images, args.batch_size, progress=_print_progress)
+    views = [image_view(image, loaded.facts) for image in images]
+    result = attention_distances_over_images(loaded, views, args.batch_size, progress=_print_progress)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     mean = result.mean  # (layers, heads)
     with args.out.open("w", newline="") as file:

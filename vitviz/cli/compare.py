@@ -19,11 +19,11 @@ from vitviz.methods import METHOD_NAMES
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
-    from PIL import Image
 
     from vitviz.figures.compare import OverlayPanel
     from vitviz.models import LoadedModel
     from vitviz.predict import Prediction
+    from vitviz.preprocess import ImageView
 
 __all__ = ["add_commands", "export_figure"]
 
@@ -79,34 +79,34 @@ def _run_probe(args: argparse.Namespace) -> None:
     from vitviz.cli.common import load_from_args
     from vitviz.images import load_image_file
     from vitviz.methods.probes import run_probe
+    from vitviz.preprocess import image_view
 
     if args.steps < 2:
         raise CommandError(f"--steps must be at least 2, got {args.steps}")
     image = load_image_file(args.image)
     loaded = load_from_args(args)
     fractions = [step / (args.steps - 1) for step in range(args.steps)]
+    view = image_view(image, loaded.facts, args.view)
     curve = run_probe(
         loaded,
-        image,
+        view,
         args.kind,
         fractions,
         method=args.method,
         class_index=args.class_index,
         remove_tokens=args.remove_tokens,
         seed=args.seed,
-        view=args.view,
     )
     baseline = None
     if args.kind in ("drop-salient", "drop-least-salient"):  # the random order makes the area readable
         baseline = run_probe(
             loaded,
-            image,
+            view,
             "drop-random",
             fractions,
             class_index=curve.target_index,
             remove_tokens=args.remove_tokens,
             seed=args.seed,
-            view=args.view,
         )
     if not loaded.trained:
         print("note: random (untrained) weights: this curve shows an untrained model", file=sys.stderr)
@@ -144,11 +144,10 @@ def _weights_per_model(models: list[str], weights: list[str]) -> list[str]:
 
 def _model_panel(
     loaded: LoadedModel,
-    image: Image.Image,
+    view: ImageView,
     method: str | None,
     class_index: int | None,
     topk: int,
-    view: str,
     weights: str,
 ) -> tuple[OverlayPanel, list[Prediction] | None, str]:
     """One model's map on the view (its own default method when the asked one does not fit), its top-k
@@ -157,29 +156,25 @@ def _model_panel(
     from vitviz.methods import available_methods, default_method, explain_pixels, method_title
     from vitviz.models import describe_weights
     from vitviz.predict import predict
-    from vitviz.preprocess import image_view, view_tensor
 
     facts = loaded.facts
     chosen = method if method in available_methods(facts) else default_method(facts)
     if method is not None and chosen != method:
         print(f"note: {method} does not fit {facts.name}; using {chosen}", file=sys.stderr)
-    seen = image_view(image, facts, view)
-    predictions = predict(loaded, [image], topk, view=view)[0] if facts.has_classifier else None
+    predictions = predict(loaded, [view], topk)[0] if facts.has_classifier else None
     explained = None
     if predictions:
         explained = class_index if class_index is not None else predictions[0].index
-    result = explain_pixels(
-        loaded, view_tensor(seen, facts), chosen, None if explained is None else [explained]
-    )[0]
+    result = explain_pixels(loaded, view.tensor, chosen, None if explained is None else [explained])[0]
     target = f" · {result.target_label.split(',')[0]} ({result.target_index})" if result.target_label else ""
     untrained = "" if loaded.trained else " (untrained)"
     title = f"{facts.name}{untrained} · {describe_weights(weights)}<br>{method_title(chosen)}{target}"
     if result.note:  # a constant map is said, never drawn as relevance everywhere; a flat one is said too
         print(f"note: {facts.name}: {result.note}", file=sys.stderr)
     if result.constant_note:
-        return OverlayPanel(title, None, note=result.constant_note, pixels=seen.pixels), predictions, chosen
+        return OverlayPanel(title, None, note=result.constant_note, pixels=view.pixels), predictions, chosen
     shown = result.normalised(SCALE_PERCENTILE)
-    return OverlayPanel(title, shown, note=result.flat_note or "", pixels=seen.pixels), predictions, chosen
+    return OverlayPanel(title, shown, note=result.flat_note or "", pixels=view.pixels), predictions, chosen
 
 
 def export_figure(figure: go.Figure, path: Path, title: str | None = None) -> None:
@@ -206,6 +201,7 @@ def _run_compare(args: argparse.Namespace) -> None:
     from vitviz.methods.faithfulness import faithfulness
     from vitviz.methods.verdicts import deletion_verdicts
     from vitviz.models import load_model
+    from vitviz.preprocess import image_view
 
     if not 2 <= len(args.models) <= 3:
         raise CommandError(f"--models takes two or three names, got {len(args.models)}")
@@ -219,15 +215,14 @@ def _run_compare(args: argparse.Namespace) -> None:
     panels, predictions, scores = [], [], []
     for name, source in zip(args.models, weights, strict=True):
         loaded = load_model(name, source, device)
-        panel, top, method = _model_panel(
-            loaded, image, args.method, args.class_index, args.topk, args.view, source
-        )
+        view = image_view(image, loaded.facts, args.view)
+        panel, top, method = _model_panel(loaded, view, args.method, args.class_index, args.topk, source)
         panels.append(panel)
         predictions.append(top)
         if top:
             explained = args.class_index if args.class_index is not None else top[0].index
             progress = terminal_progress(f"faithfulness of {name}", "steps")
-            scores += faithfulness(loaded, image, [method], explained, view=args.view, progress=progress)
+            scores += faithfulness(loaded, view, [method], explained, progress=progress)
         if not loaded.trained:
             print(f"note: {name} has random (untrained) weights", file=sys.stderr)
     figure = compare_figure(image, panels, predictions, f"{Path(args.image).name} · {args.view} view")

@@ -24,10 +24,9 @@ from vitviz.cli.common import (
 from vitviz.methods import METHOD_NAMES
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from vitviz.methods import ExplanationResult
     from vitviz.models import LoadedModel
+    from vitviz.preprocess import ImageView
 
 __all__ = ["add_commands"]
 
@@ -60,7 +59,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("--head", type=int, default=None, help="head from 0 (default: mean over heads)")
     explain.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean", help="rollout only")
     explain.add_argument("--discard-ratio", type=float, default=0.0, help="rollout only, in [0, 1)")
-    explain.add_argument("--start-layer", type=int, default=0, help="rollout, grad-rollout and chefer")
+    explain.add_argument(
+        "--start-layer", type=int, default=0, help="rollout, grad-rollout, chefer and legrad"
+    )
+    explain.add_argument(
+        "--conv-gamma",
+        type=float,
+        default=0.25,
+        help="attnlrp only: γ of the patch convolution (default 0.25)",
+    )
+    explain.add_argument(
+        "--linear-gamma", type=float, default=0.05, help="attnlrp only: γ of the linear layers (default 0.05)"
+    )
     explain.add_argument(
         "--sinks",
         choices=("exclude", "raw"),
@@ -85,10 +95,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _run_predict(args: argparse.Namespace) -> None:
     from vitviz.images import load_image_file
     from vitviz.predict import predict
+    from vitviz.preprocess import image_view
 
     images = [load_image_file(path) for path in args.images]
     loaded = load_from_args(args)
-    results = predict(loaded, images, topk=args.topk, view=args.view)
+    results = predict(
+        loaded, [image_view(image, loaded.facts, args.view) for image in images], topk=args.topk
+    )
     if args.json:
         payload = [
             {"image": path, "predictions": [asdict(p) for p in predictions]}
@@ -106,20 +119,23 @@ def _run_predict(args: argparse.Namespace) -> None:
 
 def _run_explain(args: argparse.Namespace) -> None:
     """save an explanation map over the token / feature grid as .npy"""
+    from vitviz.forward.attention import record_attention
     from vitviz.images import load_image_file
-    from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
+    from vitviz.maths.attention import class_attention_map, rollout_relevance
     from vitviz.methods.base import map_is_constant
+    from vitviz.preprocess import image_view
 
     out = _map_file(args.out)  # before anything slow: a folder given as --out is refused at once
     image = load_image_file(args.image)
     loaded = load_from_args(args)
+    view = image_view(image, loaded.facts, args.view)
     target = ""
     # The captured record and its sink handling serve global attention (and say why a CNN has none);
     # CaiT's class-attention rollout and Swin's windows go through the method registry.
     if args.method in ("rollout", "attention") and (
         loaded.facts.global_attention or loaded.facts.family == "cnn"
     ):
-        record = record_attention(loaded, image, args.view)
+        record = record_attention(loaded, view)
         if args.method == "rollout":
             values = rollout_relevance(
                 record, args.head_fusion, args.discard_ratio, args.start_layer, sinks=args.sinks
@@ -127,7 +143,7 @@ def _run_explain(args: argparse.Namespace) -> None:
         else:
             values = class_attention_map(record, _layer_index(args.layer, record.num_layers), args.head)
     else:
-        result = _class_specific_map(loaded, image, args)
+        result = _class_specific_map(loaded, view, args)
         values = result.values
         if result.target_index is not None:  # class-agnostic maps (EigenCAM, …) explain no class
             target = f" for class {result.target_index} ({result.target_label})"
@@ -166,17 +182,17 @@ def _layer_index(layer: int, num_layers: int) -> int:
     return layer % num_layers
 
 
-def _class_specific_map(
-    loaded: LoadedModel, image: Image.Image, args: argparse.Namespace
-) -> ExplanationResult:
+def _class_specific_map(loaded: LoadedModel, view: ImageView, args: argparse.Namespace) -> ExplanationResult:
     """The gradient, CAM and perturbation methods of `explain`, on the view of the image."""
     from vitviz.methods import METHODS, explanation_map
 
     options: dict[str, object] = {}
     if METHODS[args.method].takes_layer and args.target_layer:
         options["layer"] = args.target_layer
-    if args.method in ("grad-rollout", "chefer"):
+    if args.method in ("grad-rollout", "chefer", "legrad"):
         options["start_layer"] = args.start_layer
+    if args.method == "attnlrp":
+        options.update(conv_gamma=args.conv_gamma, linear_gamma=args.linear_gamma)
     if args.method in ("grad-rollout", "rollout"):
         options["discard_ratio"] = args.discard_ratio
     if args.method == "rollout":
@@ -190,7 +206,7 @@ def _class_specific_map(
     # Score-CAM and Ablation-CAM report their channels (the other methods take a pass or a few).
     unit = {"scorecam": "masks", "ablationcam": "channels"}.get(args.method, "steps")
     with reporting(terminal_progress(METHODS[args.method].title, unit)):
-        return explanation_map(loaded, image, args.method, args.class_index, args.view, **options)
+        return explanation_map(loaded, view, args.method, args.class_index, **options)
 
 
 def _run_prepare_weights(args: argparse.Namespace) -> None:

@@ -33,6 +33,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_training_arguments(parser)
     parser.add_argument("--data-label", default=None, help=argparse.SUPPRESS)  # the page's name for an upload
     parser.add_argument(
+        "--name",
+        default="",
+        help="a name for the run, shown wherever the app lists it (at most 60 letters, digits, spaces "
+        "and - _ . , ( ) + ' %% ·; not another run's); the folder keeps its own name",
+    )
+    parser.add_argument(
         "--shots",
         default="1,5,10,25",
         help="few-shot: images per class to fit on, comma-separated (default 1,5,10,25)",
@@ -141,6 +147,12 @@ def _run_finetune(args: argparse.Namespace) -> None:
     from vitviz.finetune.distributed import init_from_environment, shutdown
     from vitviz.finetune.trainer import FinetuneConfig
     from vitviz.finetune.worker import execute_run, yield_to_the_app
+    from vitviz.runs import RunError, check_new_run_title
+
+    try:  # the runs beside the new one (for a bare --out, the runs folder's) must not share its name
+        title = check_new_run_title(args.name, args.out.parent) if args.name.strip() else ""
+    except RunError as error:
+        raise CommandError(f"--name: {error}") from error
 
     yield_to_the_app()
     try:
@@ -156,7 +168,7 @@ def _run_finetune(args: argparse.Namespace) -> None:
 
     try:
         result = execute_run(
-            config, args.data, args.out, context=context, data_label=args.data_label, log=log
+            config, args.data, args.out, context=context, data_label=args.data_label, log=log, title=title
         )
     except (KeyboardInterrupt, CommandError, ValueError, OSError):
         raise

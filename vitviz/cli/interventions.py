@@ -67,9 +67,11 @@ def _run_ablate(args: argparse.Namespace) -> None:
     Switches heads off in every forward of one image: each head's slice of its layer's output-projection
     input is zeroed (--mode zero) or replaced by its mean over the image's tokens (--mode mean).
     """
+    from vitviz.forward.ablation import ablate_heads
     from vitviz.images import load_image_file
-    from vitviz.maths.ablation import ablate_heads, parse_heads
+    from vitviz.maths.ablation import parse_heads
     from vitviz.models import no_token_attention_reason
+    from vitviz.preprocess import image_view
 
     _check_topk(args.topk)
     image = load_image_file(args.image)
@@ -78,7 +80,7 @@ def _run_ablate(args: argparse.Namespace) -> None:
     if not facts.global_attention or facts.num_heads == 0:
         raise CommandError(no_token_attention_reason(facts, "attention heads to switch off"))
     heads = parse_heads(args.heads, facts.num_layers, facts.num_heads)
-    result = ablate_heads(loaded, image, heads, args.mode, args.topk)
+    result = ablate_heads(loaded, image_view(image, loaded.facts), heads, args.mode, args.topk)
     if args.json:
         payload = {
             "heads": [[layer, head] for layer, head in result.heads],
@@ -102,13 +104,14 @@ def _run_lens(args: argparse.Namespace) -> None:
     Reads the residual stream after every block through the model's own final norm and head (pooled as
     the model pools) and lists each layer's top classes; layers from 0.
     """
+    from vitviz.forward.logit_lens import logit_lens
     from vitviz.images import load_image_file
-    from vitviz.maths.logit_lens import logit_lens
+    from vitviz.preprocess import image_view
 
     _check_topk(args.topk)
     image = load_image_file(args.image)
     loaded = load_from_args(args)
-    lens = logit_lens(loaded, image, args.topk)
+    lens = logit_lens(loaded, image_view(image, loaded.facts), args.topk)
     if args.json:
         payload = {
             "layers": [
@@ -131,12 +134,14 @@ def _run_sanity(args: argparse.Namespace) -> None:
     """
     from vitviz.images import load_image_file
     from vitviz.methods.sanity import UNFAITHFUL_RANK_CORRELATION, cascading_randomisation
+    from vitviz.preprocess import image_view
 
     image = load_image_file(args.image)
     loaded = load_from_args(args)
+    view = image_view(image, loaded.facts)
     progress = terminal_progress(f"sanity check of {args.method}", "maps")
     result = cascading_randomisation(
-        loaded, image, args.method, args.class_index, seed=args.seed, progress=progress
+        loaded, view, args.method, args.class_index, seed=args.seed, progress=progress
     )
     if args.json:
         payload = {"stages": list(result.stages), "rank_correlation": list(result.rank_correlation)}

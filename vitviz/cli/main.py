@@ -6,13 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vitviz.cli import anatomy, app, compare, core, finetune, interventions, report, runs
+from vitviz.cli import anatomy, app, arena, compare, core, finetune, interventions, report, runs
 from vitviz.cli.common import CommandError
 
 __all__ = ["build_parser", "main"]
 
 # Each module adds its subcommands with `add_commands(subparsers)` and sets `run=` on its parsers.
-COMMAND_GROUPS = (core, anatomy, report, compare, finetune, runs, interventions, app)
+COMMAND_GROUPS = (core, anatomy, report, compare, arena, finetune, runs, interventions, app)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,7 +38,7 @@ def _run_report(args: argparse.Namespace) -> None:
         loaded,
         topk=args.topk,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
-        view=args.view,
+        mode=args.view,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render_report(report), encoding="utf-8")

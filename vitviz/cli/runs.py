@@ -21,7 +21,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser(
-        "list", help="every run: name, state, model, mode, and whose session started it"
+        "list",
+        help="every run: name, state, model, mode, whose session started it, and the name it was given",
     )
     listing.set_defaults(run=_list)
     stop = actions.add_parser(
@@ -43,7 +44,8 @@ def _list(args: argparse.Namespace) -> None:
         except ValueError:
             owner = "unknown (broken config.json)"
         state = "broken" if run.problem and not run.status.active else run.status.state
-        print(f"{run.name}\t{state}\t{run.model}\t{run.mode}\tstarted by {owner}")
+        title = f"\t{run.given_title}" if run.given_title else ""  # the name the user gave it, if any
+        print(f"{run.name}\t{state}\t{run.model}\t{run.mode}\tstarted by {owner}{title}")
 
 
 def _stop(args: argparse.Namespace) -> None:

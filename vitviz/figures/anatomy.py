@@ -22,7 +22,7 @@ from vitviz.figures.common import (
     similarity_heatmap,
 )
 from vitviz.figures.scales import CLIP_PERCENTILE, ColourScale, ordinal
-from vitviz.maths.hybrid import HybridStem
+from vitviz.forward.hybrid import HybridStem
 from vitviz.maths.qk import QueryKeyProjection, QueryKeys
 from vitviz.maths.token_features import TokenNorms
 

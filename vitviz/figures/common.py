@@ -19,6 +19,7 @@ __all__ = [
     "MAP_COLORSCALE",
     "PATCH_CENTRES_NAME",
     "SINK_MARKS_NAME",
+    "VIEW_BOX_COLOURS",
     "attention_overlay_figure",
     "custom_values",
     "grid_layout",
@@ -32,7 +33,13 @@ __all__ = [
     "selected_patch",
     "similarity_heatmap",
     "sink_marks",
+    "view_box_shape",
 ]
+
+# The view's box, wherever a photo is drawn with it: cyan, then a colour of its own for each further
+# view on the same photo (Compare's models). Cyan also outlines a chosen patch.
+VIEW_BOX_COLOURS = ("#00e5ff", "#ffd400", "#ff4fd8")
+_MIN_FIGURE_PX = 10  # the smallest width or height Plotly accepts
 
 
 def rgb_colour_scale(hex_colours: list[str]) -> list[list[float | str]]:
@@ -186,10 +193,10 @@ def _patch_centres(
     )
 
 
-def _outline(left: float, top: float, right: float, bottom: float) -> dict:
-    """A cyan box around pixels left..right, top..bottom (edges, in the image's own pixels)."""
+def _outline(left: float, top: float, right: float, bottom: float, colour: str = VIEW_BOX_COLOURS[0]) -> dict:
+    """A box around pixels left..right, top..bottom (edges, in the image's own pixels); cyan by default."""
     box = {"x0": left - 0.5, "x1": right - 0.5, "y0": top - 0.5, "y1": bottom - 0.5}
-    return {"type": "rect", **box, "line": {"color": "#00e5ff", "width": 3}}
+    return {"type": "rect", **box, "line": {"color": colour, "width": 3}}
 
 
 def _patch_outline(patch: tuple[int, int], stride_px: tuple[int, int]) -> dict:
@@ -308,17 +315,70 @@ def sink_marks(sinks: Sequence[tuple[int, int]], stride_px: tuple[int, int]) -> 
     )
 
 
-def photo_view_figure(photo: np.ndarray, box: tuple[float, float, float, float], title: str) -> go.Figure:
-    """The whole photo with the view's box on it: the part of the photo the model sees.
+def view_box_shape(box: tuple[float, float, float, float], scale: float = 1.0, index: int = 0) -> dict:
+    """The rectangle of a view's box (`ImageView.box`) on its photo drawn at `scale`.
 
     Args:
-        photo: (H, W, 3) uint8 photo, possibly downscaled.
         box: (left, top, right, bottom) of the view, in the photo's own pixels.
-        title: figure title.
+        scale: shown pixels per photo pixel.
+        index: which of several boxes on one photo: each further one has its own colour and sits
+            2 px further in, so boxes that coincide stay visible side by side.
     """
-    left, top, right, bottom = box
-    outline = _outline(left, top, right, bottom)
-    return _photo_figure(photo, title, _figure_height(photo, 300, 140), shapes=[outline], clickmode="none")
+    inset = 2 * index
+    left, top, right, bottom = (edge * scale for edge in box)
+    colour = VIEW_BOX_COLOURS[index % len(VIEW_BOX_COLOURS)]
+    return _outline(left + inset, top + inset, right - inset, bottom - inset, colour)
+
+
+def photo_view_figure(
+    photo: Image.Image,
+    boxes: Sequence[tuple[str, tuple[float, float, float, float]]],
+    title: str = "",
+    longest: int = 480,
+) -> go.Figure:
+    """The whole photo with the box of each view on it: the part of the photo the model sees.
+
+    Every page draws a photo with its view this way (one box; on Compare one per distinct view).
+
+    Args:
+        photo: the photo the views were made from.
+        boxes: (label, (left, top, right, bottom) in the photo's own pixels) per view; a label is
+            written in the box's corner unless it is "".
+        title: figure title; without one the figure is exactly the photo's size, with no margins.
+        longest: the photo is shown at most this many pixels on its longest side (never enlarged).
+    """
+    rgb = photo.convert("RGB")
+    scale = min(1.0, longest / max(rgb.size))
+    if scale < 1.0:
+        shown = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        rgb = rgb.resize(shown, Image.Resampling.BILINEAR)
+        scale = rgb.width / photo.width
+    pixels = np.asarray(rgb)
+    shapes = [view_box_shape(box, scale, index) for index, (_, box) in enumerate(boxes)]
+    annotations = [
+        {
+            "text": label,
+            "x": box[0] * scale + 4 + 2 * index,
+            "y": box[1] * scale + 4 + 18 * index,
+            "xanchor": "left",
+            "yanchor": "top",
+            "showarrow": False,
+            "font": {"color": "black", "size": 11},
+            "bgcolor": shape["line"]["color"],
+        }
+        for index, ((label, box), shape) in enumerate(zip(boxes, shapes, strict=True))
+        if label
+    ]
+    if title:
+        height = _figure_height(pixels, 300, 140)
+        return _photo_figure(pixels, title, height, shapes=shapes, annotations=annotations, clickmode="none")
+    rows, cols = pixels.shape[:2]
+    # Plotly refuses a side under 10 px; a panorama 320 px wide can be 1 px tall.
+    height, width = max(rows, _MIN_FIGURE_PX), max(cols, _MIN_FIGURE_PX)
+    return _photo_figure(
+        pixels, "", height, shapes=shapes, annotations=annotations, clickmode="none",
+        margin={"l": 0, "r": 0, "t": 0, "b": 0}, width=width,
+    )  # fmt: skip
 
 
 def predictions_figure(predictions: Sequence[Prediction], title: str) -> go.Figure:

@@ -31,7 +31,6 @@ __all__ = [
     "probe_curves_figure",
     "road_curves_figure",
     "shared_overlays_figure",
-    "view_boxes_figure",
 ]
 
 DISPLAY_SIDE = 384  # longest side of the picture shown under every map
@@ -45,8 +44,6 @@ _MODEL_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b
 _FAMILY_DASH = {"vit": "solid", "hybrid": "dot", "cnn": "dash"}
 # Dash of the three drop orders, so that each model's random baseline sits beside its salient curves.
 _ORDER_DASH = {"drop-salient": "solid", "drop-least-salient": "dot", "drop-random": "dash"}
-_BOX_COLOURS = ("#ffd400", "#00e5ff", "#ff4fd8")
-_MIN_FIGURE_PX = 10  # the smallest width or height Plotly accepts
 _FAMILY_WORDS = {"vit": "ViT", "hybrid": "hybrid", "cnn": "CNN"}
 
 
@@ -482,51 +479,5 @@ def compare_figure(
         width=430 * count + 120,
         height=height,
         margin={"l": 10, "r": 10, "t": 120, "b": 20},
-    )
-    return figure
-
-
-def view_boxes_figure(
-    image: Image.Image, boxes: Sequence[tuple[str, tuple[float, float, float, float]]]
-) -> go.Figure:
-    """The whole photo with the box each model sees drawn on it, once for the page.
-
-    Args:
-        image: the photo.
-        boxes: (label, (left, top, right, bottom) in photo pixels) per distinct view.
-    """
-    pixels = display_image(image, 320)
-    scale = pixels.shape[1] / image.width
-    figure = go.Figure(go.Image(source=png_data_uri(pixels), hoverinfo="skip"))
-    for index, (label, (left, top, right, bottom)) in enumerate(boxes):
-        colour = _BOX_COLOURS[index % len(_BOX_COLOURS)]
-        inset = 2 * index  # boxes that coincide stay visible side by side
-        figure.add_shape(
-            type="rect",
-            x0=left * scale - 0.5 + inset,
-            y0=top * scale - 0.5 + inset,
-            x1=right * scale - 0.5 - inset,
-            y1=bottom * scale - 0.5 - inset,
-            line={"color": colour, "width": 3},
-        )
-        figure.add_annotation(
-            text=label,
-            x=left * scale + 4 + inset,
-            y=top * scale + 4 + 18 * index,
-            xanchor="left",
-            yanchor="top",
-            showarrow=False,
-            font={"color": "black", "size": 11},
-            bgcolor=colour,
-        )
-    height, width = pixels.shape[:2]
-    figure.update_xaxes(visible=False, range=[-0.5, width - 0.5])
-    figure.update_yaxes(visible=False, range=[height - 0.5, -0.5])
-    # Plotly refuses a side under 10 px; a panorama 320 px wide can be 1 px tall.
-    figure.update_layout(
-        width=max(width, _MIN_FIGURE_PX),
-        height=max(height, _MIN_FIGURE_PX),
-        margin={"l": 0, "r": 0, "t": 0, "b": 0},
-        dragmode=False,
     )
     return figure

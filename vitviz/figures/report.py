@@ -17,12 +17,13 @@ from PIL import Image
 from plotly.offline import get_plotlyjs
 
 from vitviz.figures.common import attention_overlay_figure
+from vitviz.forward.attention import record_attention
 from vitviz.images import ImageDecodeError, load_image_file
-from vitviz.maths.attention import record_attention, rollout_relevance
+from vitviz.maths.attention import rollout_relevance
 from vitviz.maths.sinks import detect_sinks, plan_rollout, rollout_statement
 from vitviz.models import LoadedModel, describe_weights
 from vitviz.predict import Prediction, predict
-from vitviz.preprocess import ViewMode, explanation_image
+from vitviz.preprocess import ImageView, ViewMode, image_view
 
 __all__ = ["ImageReport", "Report", "build_report", "render_report"]
 
@@ -63,9 +64,7 @@ def _folder_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
 
 
-def _grad_cam(
-    loaded: LoadedModel, image: Image.Image, view: ViewMode
-) -> tuple[np.ndarray, tuple[float, float], str] | str:
+def _grad_cam(loaded: LoadedModel, view: ImageView) -> tuple[np.ndarray, tuple[float, float], str] | str:
     """A Grad-CAM map of the top class from vitviz.methods when this build has it, else why not.
 
     Returns:
@@ -76,28 +75,26 @@ def _grad_cam(
     except ImportError:
         return "Grad-CAM is not available in this build: predictions only."
     try:
-        result = explanation_map(loaded, image, "gradcam", view=view)
+        result = explanation_map(loaded, view, "gradcam")
     except (ValueError, RuntimeError) as error:
         return f"No Grad-CAM map: {error}"
     label = result.target_label or f"class {result.target_index}"
     return result.values, (float(result.stride_px[0]), float(result.stride_px[1])), label
 
 
-def _explain_map(
-    loaded: LoadedModel, image: Image.Image, view: ViewMode
-) -> tuple[go.Figure | None, str | None]:
+def _explain_map(loaded: LoadedModel, view: ImageView) -> tuple[go.Figure | None, str | None]:
     """Rollout for transformers, Grad-CAM for CNNs when available; the figure, or a note why not."""
     facts = loaded.facts
-    pixels = explanation_image(image, facts, view)
+    pixels = view.pixels
     untrained = " (untrained)" if not loaded.trained else ""
     if not facts.global_attention:  # rollout needs global attention: CNNs and staged models get Grad-CAM
-        grad_cam = _grad_cam(loaded, image, view)
+        grad_cam = _grad_cam(loaded, view)
         if isinstance(grad_cam, str):
             return None, grad_cam
         values, stride, label = grad_cam
         title = f"Grad-CAM for {label}{untrained}"
         return attention_overlay_figure(pixels, values, stride, title, colorbar_title="Grad-CAM"), None
-    record = record_attention(loaded, image, view)
+    record = record_attention(loaded, view)
     sinks = detect_sinks(record)
     relevance = rollout_relevance(record, sink_report=sinks)
     title = f"{rollout_statement(plan_rollout(sinks))}{untrained}"
@@ -106,7 +103,7 @@ def _explain_map(
     ), None
 
 
-def _report_image(path: Path, loaded: LoadedModel, topk: int, view: ViewMode) -> ImageReport:
+def _report_image(path: Path, loaded: LoadedModel, topk: int, mode: ViewMode) -> ImageReport:
     try:
         image = load_image_file(path)
     except ImageDecodeError as error:
@@ -115,11 +112,12 @@ def _report_image(path: Path, loaded: LoadedModel, topk: int, view: ViewMode) ->
     thumbnail = image.copy()
     thumbnail.thumbnail((_THUMBNAIL_PX, _THUMBNAIL_PX))
     entry.thumbnail = thumbnail
+    view = image_view(image, loaded.facts, mode)
     if loaded.facts.has_classifier:
-        entry.predictions = predict(loaded, [image], topk=topk, view=view)[0]
+        entry.predictions = predict(loaded, [view], topk=topk)[0]
     else:
         entry.notes.append(f"{loaded.facts.name} has no classifier head, so it makes no predictions.")
-    entry.map_figure, note = _explain_map(loaded, image, view)
+    entry.map_figure, note = _explain_map(loaded, view)
     if note:
         entry.notes.append(note)
     return entry
@@ -130,7 +128,7 @@ def build_report(
     loaded: LoadedModel,
     topk: int = 5,
     progress: Callable[[str], None] | None = None,
-    view: ViewMode = "crop",
+    mode: ViewMode = "crop",
 ) -> Report:
     """Runs the model on every file of `folder`; files that are not images are listed as skipped.
 
@@ -139,7 +137,8 @@ def build_report(
         loaded: the model; never modified.
         topk: how many classes to list per image.
         progress: called with one line per file, e.g. "[2/3] coffee.png: ok".
-        view: what the model sees of each image: "crop" (its eval transform) or "whole".
+        mode: what the model sees of each image: "crop" (its eval transform) or "whole"; each
+            image's view is made once and every prediction and map of it is computed on it.
 
     Raises:
         FileNotFoundError / NotADirectoryError: `folder` is not a folder.
@@ -152,7 +151,7 @@ def build_report(
     paths = _folder_files(folder)
     entries = []
     for number, path in enumerate(paths, start=1):
-        entry = _report_image(path, loaded, topk, view)
+        entry = _report_image(path, loaded, topk, mode)
         if progress is not None:
             outcome = "ok" if entry.skipped is None else f"skipped ({entry.skipped})"
             progress(f"[{number}/{len(paths)}] {path.name}: {outcome}")

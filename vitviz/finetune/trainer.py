@@ -21,7 +21,7 @@ from vitviz.finetune.data import ImageSet, Split, limit_images, split_train_val
 from vitviz.finetune.distributed import SINGLE_PROCESS, DistributedContext
 from vitviz.finetune.logistic import choose_l2_strength, fit_head
 from vitviz.models import LoadedModel, ModelError, ModelFacts, load_model
-from vitviz.preprocess import prediction_tensor
+from vitviz.preprocess import image_view
 from vitviz.progress import JobProgress
 
 __all__ = [
@@ -293,7 +293,7 @@ class _ImageTensors(Dataset):
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
         item = self.items[position]
-        return prediction_tensor(item.load(), self.facts)[0], item.label  # (3, H, W)
+        return image_view(item.load(), self.facts).tensor[0], item.label  # (3, H, W)
 
 
 class _Clock:

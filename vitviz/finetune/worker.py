@@ -47,6 +47,7 @@ from vitviz.runs import (
     RunError,
     RunStatus,
     append_metrics,
+    check_new_run_title,
     check_owner,
     folder_bytes,
     free_run_data,
@@ -124,6 +125,7 @@ def start_run(
     upload: bytes | None = None,
     upload_name: str | None = None,
     owner: str | None = None,
+    title: str = "",
 ) -> Path:
     """Starts a fine-tune in a new process, detached from the caller, and returns its run folder.
 
@@ -142,10 +144,13 @@ def start_run(
         upload_name: the upload's file name, to show.
         owner: the session token of the visitor who starts it: only that session may stop or
             delete the run (vitviz.runs.check_owner); None, from the command line, for the operator.
+        title: the name the user gave the run, shown wherever the run appears ("" for none);
+            checked by vitviz.runs.check_new_run_title while the slot is claimed.
 
     Raises:
         RunLimitError: the server already trains as many runs as it allows; nothing was created.
-        RunError: the upload alone is larger than a run may hold on disk.
+        RunError: the upload alone is larger than a run may hold on disk, or `title` is no name a
+            run may have (too long, a path, markup) or another run's.
         ModelError: config.model is no timm model, or with RUN_WEIGHTS no run of the runs folder
             with a model.
     """
@@ -155,8 +160,9 @@ def start_run(
         raise RunError(f"The upload is larger than the disk a run may use ({RUN_DISK_ENV}).")
     label = _clipped(upload_name or "uploaded .zip") if upload is not None else _data_label(data)
     with training_slot(root):
+        title = check_new_run_title(title, root)
         folder = new_run_folder(config.model, config.mode, root)
-        write_config(folder, _preliminary_config(config, timm_name, label, owner))
+        write_config(folder, _preliminary_config(config, timm_name, label, owner, title))
         write_status(folder, RunStatus("starting", message="starting the worker"))
     try:
         if upload is not None:
@@ -292,7 +298,7 @@ def stop_run(folder: str | Path, owner: str | None = None) -> None:
 
 
 def _preliminary_config(
-    config: FinetuneConfig, timm_name: str, data_label: str, owner: str | None
+    config: FinetuneConfig, timm_name: str, data_label: str, owner: str | None, title: str
 ) -> dict[str, Any]:
     return {
         "timm_name": timm_name,
@@ -304,12 +310,14 @@ def _preliminary_config(
         "data": {"label": data_label},
         "created": time.time(),
         **({"owner": owner_key(owner)} if owner is not None else {}),
+        **({"title": title} if title else {}),
     }
 
 
-def _claim(out: Path) -> dict[str, Any]:
+def _claim(out: Path, title: str = "") -> dict[str, Any]:
     """Checks that `out` is new, empty, or prepared by start_run; returns what the final config.json
-    keeps of it: its creation time, and the owner start_run recorded or a pair job handed down."""
+    keeps of it: its creation time, the owner start_run recorded or a pair job handed down, and the
+    title start_run recorded or the command line's `title`."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder.")
     if out.is_dir():
@@ -319,14 +327,20 @@ def _claim(out: Path) -> dict[str, Any]:
             raise ValueError(f"--out {out} already holds a run or other files; pick a new folder.")
         if (out / CONFIG_FILE).is_file():
             prepared_config = read_config(out)
-            kept = {key: prepared_config[key] for key in ("created", "owner") if key in prepared_config}
-            return {"created": time.time(), **kept}
+            kept = {
+                key: prepared_config[key] for key in ("created", "owner", "title") if key in prepared_config
+            }
+            return {"created": time.time(), **({"title": title} if title else {}), **kept}
     out.mkdir(parents=True, exist_ok=True)
     owner = os.environ.get(OWNER_ENV, "")
     recorded = len(owner) == 64 and all(
         character in "0123456789abcdef" for character in owner
     )  # an owner_key
-    return {"created": time.time(), **({"owner": owner} if recorded else {})}
+    return {
+        "created": time.time(),
+        **({"owner": owner} if recorded else {}),
+        **({"title": title} if title else {}),
+    }
 
 
 def _open_data(data: str, out: Path, context: DistributedContext, stack: ExitStack) -> tuple[ImageSet, str]:
@@ -494,11 +508,14 @@ def execute_run(
     context: DistributedContext = SINGLE_PROCESS,
     data_label: str | None = None,
     log: Callable[[str], None] = print,
+    title: str = "",
 ) -> FinetuneResult:
     """Trains `config` on `data` and writes the run folder `out` (rank 0 only writes).
 
     A `stop` file in the folder or SIGTERM stops training after the current step; the model
     trained so far is still saved. Any failure is recorded in status.json before it is raised.
+    `title` is the name the user gave the run, already checked (vitviz.runs.check_new_run_title);
+    a folder start_run prepared keeps the title recorded there.
     """
     out = Path(out)
     config = config.resolved()
@@ -507,7 +524,7 @@ def execute_run(
     claimed = False
     with ExitStack() as stack:
         try:
-            kept = _claim(out) if context.is_main else {}
+            kept = _claim(out, title) if context.is_main else {}
             claimed = context.is_main
             if context.is_main:
                 write_status(

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from vitviz.predict import Prediction
+if TYPE_CHECKING:
+    from vitviz.predict import Prediction
 
 __all__ = ["PredictionAgreement", "prediction_agreement"]
 

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image
 
-from vitviz.capture import capture_attention
 from vitviz.maths.rollout import HeadFusion, attention_rollout, rollout_map
 from vitviz.maths.sinks import SinkMode, SinkReport, detect_sinks, plan_rollout
-from vitviz.models import LoadedModel, ModelError, no_token_attention_reason
-from vitviz.preprocess import ImageView, ViewMode, check_view, image_view, view_tensor
+
+if TYPE_CHECKING:  # a record only names the view it was made on; making views is vitviz.preprocess's
+    from vitviz.preprocess import ImageView
 
 __all__ = [
     "AttentionRecord",
     "class_attention_map",
     "patch_token",
     "query_attention_map",
-    "record_attention",
     "rollout_relevance",
 ]
 
@@ -48,47 +47,6 @@ class AttentionRecord:
     def pooling(self) -> str:
         """Which rows stand for the model's output: the class token's, or the patches' mean."""
         return "token" if self.num_prefix_tokens > 0 and self.global_pool == "token" else "avg"
-
-
-def record_attention(loaded: LoadedModel, image: Image.Image, view: ViewMode = "crop") -> AttentionRecord:
-    """Runs the model once on the image's view and keeps every attention map and the output.
-
-    One forward gives both: predictions read from `record.logits` agree with every map.
-
-    Args:
-        loaded: the model; shared models are only read (see vitviz.capture).
-        image: the photo.
-        view: "crop" (the model's eval transform, default), "whole" or "aspect" (see vitviz.preprocess).
-
-    Raises:
-        ModelError: the model has no self-attention (a CNN), or cannot take the "aspect" view.
-    """
-    facts = loaded.facts
-    if not facts.global_attention:
-        raise ModelError(no_token_attention_reason(facts, "attention maps"))
-    check_view(loaded, view)
-    seen = image_view(image, facts, view)
-    pixels = view_tensor(seen, facts).to(loaded.device)
-    assert seen.grid_size is not None, "a ViT's view has a token grid"
-    tokens = facts.num_prefix_tokens + seen.grid_size[0] * seen.grid_size[1]
-    # Each layer's attention is copied here as it is made, instead of kept and stacked afterwards;
-    # a capture of another token count fails in the copy.
-    stacked = torch.empty((facts.num_layers, 1, facts.num_heads, tokens, tokens), device=loaded.device)
-    output, attentions = capture_attention(loaded.model, pixels, into=stacked)
-    assert len(attentions) == facts.num_layers, (
-        f"captured {len(attentions)} layers, expected {facts.num_layers}"
-    )
-    attentions = stacked[:, 0].cpu().numpy()  # (layers, heads, N, N); no copy on the CPU
-    attentions.setflags(write=False)  # records are shared between sessions by the app's cache
-    logits = output[0].float().cpu().numpy() if facts.has_classifier else None
-    return AttentionRecord(
-        attentions=attentions,
-        grid_size=seen.grid_size,
-        num_prefix_tokens=facts.num_prefix_tokens,
-        global_pool=facts.global_pool,
-        logits=logits,
-        view=seen,
-    )
 
 
 def _check_layer_head(record: AttentionRecord, layer: int, head: int | None) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.decomposition import PCA
 from torch import nn
 
-from vitviz.models import ModelFacts
+if TYPE_CHECKING:  # facts are only read here; loading models is vitviz.models'
+    from vitviz.models import ModelFacts
 
 __all__ = [
     "LOW_FREQUENCY_CUTOFF",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
 
-from vitviz.models import ModelFacts
+if TYPE_CHECKING:  # facts are only read here; loading models is vitviz.models'
+    from vitviz.models import ModelFacts
 
 __all__ = [
     "MAX_SMALL_MAPS",

@@ -6,14 +6,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
-from PIL import Image
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
-
-from vitviz.capture import AttentionCapture, QueryKeyCapture
-from vitviz.models import LoadedModel, ModelError, no_token_attention_reason, prefix_token_names
-from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = [
     "ProjectionMethod",
@@ -22,7 +16,6 @@ __all__ = [
     "align_queries_keys",
     "attention_from_queries_keys",
     "project_queries_keys",
-    "query_keys",
 ]
 
 ProjectionMethod = Literal["pca", "tsne"]
@@ -66,37 +59,6 @@ class QueryKeys:
         """Largest gap between softmax(q · kᵀ · scale) and the captured attention."""
         recomputed = attention_from_queries_keys(self.queries, self.keys, self.scale)
         return float(np.abs(recomputed - self.attention).max())
-
-
-@torch.inference_mode()
-def query_keys(
-    loaded: LoadedModel, image: Image.Image, layer: int, head: int, view: ViewMode = "crop"
-) -> QueryKeys:
-    """Runs the model once and keeps one head's queries, keys and attention.
-
-    Raises:
-        ModelError: the model has no attention (a CNN).
-        ValueError: layer or head out of range.
-    """
-    facts = loaded.facts
-    if not facts.global_attention:
-        raise ModelError(no_token_attention_reason(facts, "queries and keys over one token grid"))
-    if not 0 <= head < facts.num_heads:
-        raise ValueError(f"head {head} outside 0..{facts.num_heads - 1}")
-    pixels = explanation_tensor(image, facts, view).to(loaded.device)
-    with QueryKeyCapture(loaded.model, layer) as capture, AttentionCapture(loaded.model) as attention:
-        loaded.model(pixels)
-    assert capture.queries is not None and capture.keys is not None, "the hooked layer did not run"
-    return QueryKeys(
-        queries=capture.queries[0, head].float().cpu().numpy(),
-        keys=capture.keys[0, head].float().cpu().numpy(),
-        attention=attention.attentions[layer][0, head].float().cpu().numpy(),
-        scale=capture.scale,
-        layer=layer,
-        head=head,
-        grid_size=facts.grid_size,
-        prefix_names=prefix_token_names(loaded.model),
-    )
 
 
 def align_queries_keys(queries: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

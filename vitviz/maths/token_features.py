@@ -6,13 +6,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
-from PIL import Image
-from torch import nn
-
-from vitviz.capture import InputCapture
-from vitviz.models import LoadedModel, ModelError, no_token_grid_reason, prefix_token_names
-from vitviz.preprocess import ViewMode, explanation_tensor
 
 __all__ = [
     "OutputTokens",
@@ -20,7 +13,6 @@ __all__ = [
     "TokenNorms",
     "TokenPlace",
     "high_norm_patches",
-    "output_tokens",
     "patch_feature_colours",
     "principal_components_rgb",
     "token_norms",
@@ -52,35 +44,6 @@ class OutputTokens:
         if place == "after_norm":
             return self.after_norm
         raise ValueError(f"unknown token place {place!r}: use before_norm or after_norm")
-
-
-@torch.inference_mode()
-def output_tokens(loaded: LoadedModel, image: Image.Image, view: ViewMode = "crop") -> OutputTokens:
-    """Runs `forward_features` once and keeps its output and the input of the final norm.
-
-    Raises:
-        ModelError: the model has no tokens (a CNN).
-    """
-    facts = loaded.facts
-    if facts.family == "cnn" or facts.grid_size is None:
-        raise ModelError(no_token_grid_reason(facts, "token features"))
-    model = loaded.model
-    final_norm = getattr(model, "norm", None)
-    pixels = explanation_tensor(image, facts, view).to(loaded.device)
-    if isinstance(final_norm, nn.Module):
-        with InputCapture(model, final_norm) as capture:
-            after = model.forward_features(pixels)  # (1, N, D)
-        before = capture.input if capture.input is not None else after
-    else:
-        after = before = model.forward_features(pixels)
-    assert after.shape[1] == facts.num_tokens, f"{after.shape[1]} tokens, expected {facts.num_tokens}"
-    return OutputTokens(
-        before_norm=before[0].float().cpu().numpy(),
-        after_norm=after[0].float().cpu().numpy(),
-        grid_size=facts.grid_size,
-        prefix_names=prefix_token_names(model),
-        final_norm=type(final_norm).__name__ if isinstance(final_norm, nn.Module) else "none",
-    )
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from PIL import Image
 
 from vitviz.methods.attention_methods import AttentionRollout, RawAttention
+from vitviz.methods.attnlrp import AttnLRP
 from vitviz.methods.base import (
     ExplanationMethod,
     ExplanationResult,
@@ -21,8 +21,9 @@ from vitviz.methods.captum_methods import GradientShap, IntegratedGradients, Occ
 from vitviz.methods.chefer import Chefer
 from vitviz.methods.grad_rollout import GradRollout
 from vitviz.methods.gradcam import GradCAM, GradCAMPlusPlus
+from vitviz.methods.legrad import LeGrad
 from vitviz.models import LoadedModel, ModelFacts
-from vitviz.preprocess import ViewMode, explanation_tensor
+from vitviz.preprocess import ImageView, check_view
 
 __all__ = [
     "METHODS",
@@ -49,6 +50,8 @@ METHODS: dict[str, type[ExplanationMethod]] = {
         GradCAMPlusPlus,
         GradRollout,
         Chefer,
+        AttnLRP,
+        LeGrad,
         *LIBRARY_CAMS,
         IntegratedGradients,
         Occlusion,
@@ -110,17 +113,16 @@ def explain_pixels(
 
 def explanation_map(
     loaded: LoadedModel,
-    image: Image.Image,
+    view: ImageView,
     method: str,
     class_index: int | None = None,
-    view: ViewMode = "crop",
     **options: Any,
 ) -> ExplanationResult:
-    """Explains one image's view (see vitviz.preprocess: the eval crop by default, or the whole photo).
+    """Explains one image's view (`vitviz.preprocess.image_view`: the eval crop, the whole photo, …).
 
     Args:
         loaded: the model; never modified.
-        image: any RGB image.
+        view: the image's view.
         method: a name from `METHOD_NAMES`.
         class_index: the class to explain, or None for the model's most probable class on this input.
         options: the method's own options.
@@ -128,6 +130,7 @@ def explanation_map(
     Returns:
         The map over the token / feature grid, the class explained and where the map comes from.
     """
-    pixels = explanation_tensor(image, loaded.facts, view)
+    check_view(loaded, view)
+    pixels = view.tensor
     classes = None if class_index is None else [class_index]
     return explain_pixels(loaded, pixels, method, classes, **options)[0]

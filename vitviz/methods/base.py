@@ -208,6 +208,9 @@ class ExplanationMethod:
     families: ClassVar[tuple[Family, ...]] = ("vit", "hybrid", "hierarchical", "conv-attention", "cnn")
     class_specific: ClassVar[bool] = True  # explains one class, so needs a classifier head
     takes_layer: ClassVar[bool] = False  # reads a target layer from the "layer" option (CAMs)
+    # One map costs tens of forward passes or more at the default options (one per channel, window,
+    # step or sample): the arena leaves such methods out unless asked (see vitviz.arena).
+    slow: ClassVar[bool] = False
 
     def __init__(self, loaded: LoadedModel, **options: Any) -> None:
         reason = self.unavailable_reason(loaded.facts)

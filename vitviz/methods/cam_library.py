@@ -380,6 +380,7 @@ class ScoreCam(LibraryCAM):
 
     name: ClassVar[str] = "scorecam"
     title: ClassVar[str] = "Score-CAM"
+    slow: ClassVar[bool] = True
     cam_class = ScoreCAM
     uses_gradients: ClassVar[bool] = False
 
@@ -393,6 +394,7 @@ class AblationCam(LibraryCAM):
 
     name: ClassVar[str] = "ablationcam"
     title: ClassVar[str] = "Ablation-CAM"
+    slow: ClassVar[bool] = True
     cam_class = AblationCAM
     uses_gradients: ClassVar[bool] = False
 

@@ -83,6 +83,7 @@ class IntegratedGradients(_CaptumMethod):
 
     name: ClassVar[str] = "integrated-gradients"
     title: ClassVar[str] = "Integrated Gradients"
+    slow: ClassVar[bool] = True
 
     def attribute(
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None
@@ -115,6 +116,7 @@ class Occlusion(_CaptumMethod):
 
     name: ClassVar[str] = "occlusion"
     title: ClassVar[str] = "Occlusion"
+    slow: ClassVar[bool] = True
 
     def attribute(
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None
@@ -170,6 +172,7 @@ class SmoothGrad(_CaptumMethod):
 
     name: ClassVar[str] = "smoothgrad"
     title: ClassVar[str] = "SmoothGrad"
+    slow: ClassVar[bool] = True
 
     def attribute(
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None
@@ -211,6 +214,7 @@ class GradientShap(_CaptumMethod):
 
     name: ClassVar[str] = "gradient-shap"
     title: ClassVar[str] = "GradientSHAP"
+    slow: ClassVar[bool] = True
 
     def attribute(
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None

@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
 from vitviz.methods import explain_pixels, method_title
 from vitviz.methods.probes import (
     DEFAULT_FRACTIONS,
+    ProbeGrid,
+    ProbeTarget,
     area_under_curve,
     drop_mask,
     probe_grid,
@@ -25,7 +26,7 @@ from vitviz.methods.probes import (
     target_probabilities,
 )
 from vitviz.models import LoadedModel
-from vitviz.preprocess import ViewMode
+from vitviz.preprocess import ImageView
 from vitviz.progress import ProgressCallback, within_unit
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "RoadResult",
     "faithfulness",
     "faithfulness_rows",
+    "random_order_aucs",
+    "random_road_scores",
     "road",
     "road_rows",
 ]
@@ -90,12 +93,11 @@ class FaithfulnessResult:
 
 def faithfulness(
     loaded: LoadedModel,
-    image: Image.Image,
+    view: ImageView,
     methods: Sequence[str],
     class_index: int | None = None,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     method_options: dict[str, dict[str, Any]] | None = None,
-    view: ViewMode = "crop",
     seed: int = 0,
     progress: ProgressCallback | None = None,
 ) -> list[FaithfulnessResult]:
@@ -103,34 +105,25 @@ def faithfulness(
 
     Args:
         loaded: a model with a classifier head; never modified.
-        image: any RGB image.
+        view: the image's view scored (`vitviz.preprocess.image_view`).
         methods: registry names; each must fit the model.
         class_index: class to follow (default: the top class on the clean input).
         fractions: increasing fractions from 0 to 1.
         method_options: per-method options, by method name.
-        view: the view scored, "crop" (the model's eval transform) or "whole".
         seed: seed of the random order of the baseline curves.
         progress: called with (steps done, steps in all): the baseline curves, then per method its
-            map and its two sets of curves; an exception it raises (a cancel) stops the scoring.
+            map and its two sets of curves (a slow map moves within its step); an exception it
+            raises (a cancel) stops the scoring.
 
     Returns:
         One result per method, in the order given.
     """
-    steps = np.asarray(list(fractions), dtype=np.float64)
-    if steps.size < 2 or steps[0] != 0.0 or np.any(np.diff(steps) <= 0) or steps[-1] > 1.0:
-        raise ValueError("fractions must rise strictly from 0 to at most 1")
-    target = probe_target(loaded, image, class_index, view)
+    steps = _checked_fractions(fractions)
+    target = probe_target(loaded, view, class_index)
     grid = probe_grid(loaded)
-    pixels = target.pixels[0].cpu()  # (3, H, W)
-    input_size = (pixels.shape[1], pixels.shape[2])
-    counts = [round(fraction * grid.num_patches) for fraction in steps]
 
     def curves(order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(deletion, insertion) probabilities when patches go in this order."""
-        deleted = [pixels * ~drop_mask(order[:count], grid, input_size) for count in counts]
-        inserted = [pixels * drop_mask(order[:count], grid, input_size) for count in counts]
-        probabilities = target_probabilities(loaded, torch.stack(deleted + inserted), target.index)
-        return probabilities[: len(steps)], probabilities[len(steps) :]
+        return _order_curves(loaded, target, grid, steps, order)
 
     total = 1 + 3 * len(methods)
     with within_unit(progress, 0, total):
@@ -162,6 +155,54 @@ def faithfulness(
             )
         )
     return results
+
+
+def _checked_fractions(fractions: Sequence[float]) -> np.ndarray:
+    steps = np.asarray(list(fractions), dtype=np.float64)
+    if steps.size < 2 or steps[0] != 0.0 or np.any(np.diff(steps) <= 0) or steps[-1] > 1.0:
+        raise ValueError("fractions must rise strictly from 0 to at most 1")
+    return steps
+
+
+def _order_curves(
+    loaded: LoadedModel, target: ProbeTarget, grid: ProbeGrid, steps: np.ndarray, order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(deletion, insertion) target probabilities, each (F,), when patches go in this order."""
+    pixels = target.pixels[0].cpu()  # (3, H, W)
+    input_size = (pixels.shape[1], pixels.shape[2])
+    counts = [round(fraction * grid.num_patches) for fraction in steps]
+    deleted = [pixels * ~drop_mask(order[:count], grid, input_size) for count in counts]
+    inserted = [pixels * drop_mask(order[:count], grid, input_size) for count in counts]
+    probabilities = target_probabilities(loaded, torch.stack(deleted + inserted), target.index)
+    return probabilities[: len(steps)], probabilities[len(steps) :]
+
+
+def random_order_aucs(
+    loaded: LoadedModel,
+    view: ImageView,
+    seeds: Sequence[int],
+    class_index: int | None = None,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deletion and insertion areas of several random patch orders: the spread a map must leave.
+
+    Seed s gives the very order `faithfulness(..., seed=s)` uses for its random baseline.
+
+    Returns:
+        (deletion areas, insertion areas), each (len(seeds),).
+    """
+    steps = _checked_fractions(fractions)
+    target = probe_target(loaded, view, class_index)
+    grid = probe_grid(loaded)
+    areas = [
+        _order_curves(
+            loaded, target, grid, steps, salience_order(None, "drop-random", seed, grid.num_patches)
+        )
+        for seed in seeds
+    ]
+    deletion = np.asarray([area_under_curve(steps, curve) for curve, _ in areas])
+    insertion = np.asarray([area_under_curve(steps, curve) for _, curve in areas])
+    return deletion, insertion
 
 
 def faithfulness_rows(results: Sequence[FaithfulnessResult]) -> list[dict[str, Any]]:
@@ -212,68 +253,45 @@ class RoadResult:
 
 def road(
     loaded: LoadedModel,
-    image: Image.Image,
+    view: ImageView,
     methods: Sequence[str],
     class_index: int | None = None,
     percentiles: Sequence[int] = ROAD_PERCENTILES,
     seed: int = 0,
     method_options: dict[str, dict[str, Any]] | None = None,
-    view: ViewMode = "crop",
     progress: ProgressCallback | None = None,
 ) -> list[RoadResult]:
     """ROAD curves of each method's map on the prediction input, with pytorch-grad-cam's ROAD metric.
 
     Args:
         loaded: a model with a classifier head; never modified.
-        image: any RGB image.
+        view: the image's view scored (`vitviz.preprocess.image_view`).
         methods: registry names; each must fit the model.
         class_index: class to follow (default: the top class on the clean input).
         percentiles: thresholds of the map, each in (0, 100).
         seed: seed of the imputation noise and of the random-order map (the global random state
             is left as it was).
         method_options: per-method options, by method name.
-        view: the view scored, "crop" (the model's eval transform) or "whole".
         progress: called with (steps done, steps in all), a step being one imputed input or one
             method's map; an exception it raises (a cancel) stops the scoring.
 
     Returns:
         One result per method, in the order given.
     """
-    # At percentile p both orders impute (100 − p) % of the pixels: the most relevant ones (MoRF)
-    # or the least relevant ones (LeRF). Highest p first, so the fraction removed rises.
-    steps = sorted({int(value) for value in percentiles}, reverse=True)
-    if not steps or steps[-1] <= 0 or steps[0] >= 100:
-        raise ValueError("ROAD percentiles must lie strictly between 0 and 100")
-    target = probe_target(loaded, image, class_index, view)
+    steps = _road_steps(percentiles)
+    target = probe_target(loaded, view, class_index)
     pixels = target.pixels  # (1, 3, H, W)
-    input_size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
-    targets = [ClassifierOutputSoftmaxTarget(target.index)]
-    devices = [pixels.device] if pixels.device.type == "cuda" else []
 
     total = len(steps) + len(methods) * (1 + 2 * len(steps))
     done = 0
 
     def imputed(values: np.ndarray, orders: Sequence[type]) -> list[np.ndarray]:
-        """The target probability at each threshold of this map, for each ROAD order."""
         nonlocal done
-        per_pixel = F.interpolate(
-            torch.from_numpy(values)[None, None], size=input_size, mode="bilinear", align_corners=False
-        )[0].numpy()  # (1, H, W): ROAD thresholds pixels
-        curves: list[list[float]] = [[] for _ in orders]
-        # Plain forwards only (the library hooks nothing here), so no model lock is needed.
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            for percentile in steps:
-                for curve, metric in zip(curves, orders, strict=True):
-                    with within_unit(progress, done, total):
-                        after = metric(percentile)(
-                            pixels, per_pixel, targets, loaded.model, return_diff=False
-                        )
-                    done += 1
-                    curve.append(float(after[0]))
-        return [np.asarray(curve) for curve in curves]
+        curves = _imputed_curves(loaded, target, values, orders, steps, seed, progress, done, total)
+        done += len(steps) * len(orders)
+        return curves
 
-    random_map = np.random.default_rng(seed).random(probe_grid(loaded).grid_size).astype(np.float32)
+    random_map = _random_road_map(loaded, seed)
     (random_order,) = imputed(random_map, [ROADMostRelevantFirst])
     results = []
     for method in methods:
@@ -297,6 +315,86 @@ def road(
             )
         )
     return results
+
+
+def _road_steps(percentiles: Sequence[int]) -> list[int]:
+    """The thresholds, highest first. At percentile p both orders impute (100 − p) % of the pixels:
+    the most relevant ones (MoRF) or the least relevant ones (LeRF); so the fraction removed rises."""
+    steps = sorted({int(value) for value in percentiles}, reverse=True)
+    if not steps or steps[-1] <= 0 or steps[0] >= 100:
+        raise ValueError("ROAD percentiles must lie strictly between 0 and 100")
+    return steps
+
+
+def _random_road_map(loaded: LoadedModel, seed: int) -> np.ndarray:
+    """A seeded random map on the model's patch grid: ROAD's random order."""
+    return np.random.default_rng(seed).random(probe_grid(loaded).grid_size).astype(np.float32)
+
+
+def _imputed_curves(
+    loaded: LoadedModel,
+    target: ProbeTarget,
+    values: np.ndarray,
+    orders: Sequence[type],
+    steps: Sequence[int],
+    seed: int,
+    progress: ProgressCallback | None = None,
+    done: int = 0,
+    total: int = 0,
+) -> list[np.ndarray]:
+    """The target probability at each threshold of this map, (P,) for each ROAD order.
+
+    Each imputed input is one step of `progress`, counted on from `done` of `total`.
+    """
+    pixels = target.pixels  # (1, 3, H, W)
+    input_size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+    targets = [ClassifierOutputSoftmaxTarget(target.index)]
+    devices = [pixels.device] if pixels.device.type == "cuda" else []
+    per_pixel = F.interpolate(
+        torch.from_numpy(values)[None, None], size=input_size, mode="bilinear", align_corners=False
+    )[0].numpy()  # (1, H, W): ROAD thresholds pixels
+    curves: list[list[float]] = [[] for _ in orders]
+    # Plain forwards only (the library hooks nothing here), so no model lock is needed.
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for percentile in steps:
+            for curve, metric in zip(curves, orders, strict=True):
+                with within_unit(progress, done, total):
+                    after = metric(percentile)(pixels, per_pixel, targets, loaded.model, return_diff=False)
+                done += 1
+                curve.append(float(after[0]))
+    return [np.asarray(curve) for curve in curves]
+
+
+def random_road_scores(
+    loaded: LoadedModel,
+    view: ImageView,
+    seeds: Sequence[int],
+    class_index: int | None = None,
+    percentiles: Sequence[int] = ROAD_PERCENTILES,
+) -> np.ndarray:
+    """The combined ROAD score, (LeRF − MoRF)/2 as `RoadResult.score`, of several random maps.
+
+    Seed s draws the very map (and imputation noise) `road(..., seed=s)` uses for its random order.
+    A random map favours no pixel, so these scores spread around 0: the spread a map must leave.
+
+    Returns:
+        (len(seeds),) scores.
+    """
+    steps = _road_steps(percentiles)
+    target = probe_target(loaded, view, class_index)
+    scores = []
+    for seed in seeds:
+        most_first, least_first = _imputed_curves(
+            loaded,
+            target,
+            _random_road_map(loaded, seed),
+            [ROADMostRelevantFirst, ROADLeastRelevantFirst],
+            steps,
+            seed,
+        )
+        scores.append(float(np.mean(least_first - most_first) / 2.0))
+    return np.asarray(scores)
 
 
 def road_rows(results: Sequence[RoadResult]) -> list[dict[str, Any]]:

@@ -9,12 +9,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from vitviz.methods import default_method, explain_pixels
 from vitviz.models import Family, LoadedModel, no_token_grid_reason
-from vitviz.predict import NoClassifierError
-from vitviz.preprocess import ViewMode, prediction_tensor
+from vitviz.predict import NoClassifierError, followed_class
+from vitviz.preprocess import ImageView
 from vitviz.progress import ProgressCallback, report, within_unit
 
 __all__ = [
@@ -121,13 +120,11 @@ def probe_grid(loaded: LoadedModel) -> ProbeGrid:
     return ProbeGrid((max(1, height // cell), max(1, width // cell)), (cell, cell))
 
 
-def probe_target(
-    loaded: LoadedModel, image: Image.Image, class_index: int | None = None, view: ViewMode = "crop"
-) -> ProbeTarget:
+def probe_target(loaded: LoadedModel, view: ImageView, class_index: int | None = None) -> ProbeTarget:
     """The prediction input of the view and the class to follow: the top class by default.
 
     Args:
-        view: "crop" (the model's eval transform, as `predict` uses it) or "whole" (photo resized).
+        view: the image's view (`vitviz.preprocess.image_view`), as `predict` takes it.
 
     Raises:
         NoClassifierError: the model has no classifier head, so there is no probability to follow.
@@ -137,13 +134,7 @@ def probe_target(
         raise NoClassifierError(
             f"{facts.name} has no classifier head, so it has no class probability to probe."
         )
-    pixels = prediction_tensor(image, facts, view).to(loaded.device)
-    with torch.inference_mode():
-        probabilities = loaded.model(pixels).float().softmax(dim=-1)[0]
-    if class_index is None:
-        class_index = int(probabilities.argmax())
-    elif not 0 <= class_index < facts.num_classes:
-        raise ValueError(f"class {class_index} outside 0..{facts.num_classes - 1} of {facts.name}")
+    pixels, probabilities, class_index = followed_class(loaded, view, class_index)
     label = loaded.labels[class_index] if loaded.labels else f"class {class_index}"
     return ProbeTarget(pixels, class_index, label, float(probabilities[class_index]))
 
@@ -344,7 +335,7 @@ def _check_token_removal(loaded: LoadedModel, kind: str) -> None:
 
 def run_probe(
     loaded: LoadedModel,
-    image: Image.Image,
+    view: ImageView,
     kind: str,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     method: str | None = None,
@@ -352,7 +343,6 @@ def run_probe(
     remove_tokens: bool = False,
     seed: int = 0,
     centre: tuple[float, float] = (0.5, 0.5),
-    view: ViewMode = "crop",
     progress: ProgressCallback | None = None,
     **method_options: Any,
 ) -> ProbeCurve:
@@ -364,7 +354,7 @@ def run_probe(
 
     Args:
         loaded: a model with a classifier head; never modified.
-        image: any RGB image.
+        view: the image's view probed (`vitviz.preprocess.image_view`), as `predict` takes it.
         kind: one of PROBE_KINDS. For "shuffle" a fraction is the share of patches moved; for
             "occlude" the share of the area greyed around `centre`.
         fractions: increasing fractions in [0, 1]; the first must be 0.
@@ -373,7 +363,6 @@ def run_probe(
         remove_tokens: remove dropped tokens from a ViT's sequence instead of greying them.
         seed: seed of drop-random and shuffle.
         centre: (row, col) fractions of the occluded region's centre.
-        view: the view probed, "crop" or "whole" (as `predict` takes it).
         progress: called with (images done, images in all): the salience map as two, then the
             perturbed inputs; an exception it raises (a cancel) stops the probe.
         method_options: options of the salience method.
@@ -389,7 +378,7 @@ def run_probe(
     if remove_tokens:
         _check_token_removal(loaded, kind)
     facts = loaded.facts
-    target = probe_target(loaded, image, class_index, view)
+    target = probe_target(loaded, view, class_index)
     grid = probe_grid(loaded)
     pixels = target.pixels[0].cpu()  # (3, H, W)
     input_size = (pixels.shape[1], pixels.shape[2])
@@ -434,12 +423,11 @@ def run_probe(
 
 def run_drop_orders(
     loaded: LoadedModel,
-    image: Image.Image,
+    view: ImageView,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     method: str | None = None,
     class_index: int | None = None,
     seed: int = 0,
-    view: ViewMode = "crop",
     progress: ProgressCallback | None = None,
     **method_options: Any,
 ) -> list[ProbeCurve]:
@@ -458,7 +446,7 @@ def run_drop_orders(
     if steps.size == 0 or steps[0] != 0.0 or np.any(np.diff(steps) < 0) or steps[-1] > 1.0:
         raise ValueError("fractions must rise from 0 to at most 1")
     facts = loaded.facts
-    target = probe_target(loaded, image, class_index, view)
+    target = probe_target(loaded, view, class_index)
     grid = probe_grid(loaded)
     pixels = target.pixels[0].cpu()  # (3, H, W)
     input_size = (pixels.shape[1], pixels.shape[2])

@@ -17,14 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy.stats import spearmanr
 from torch import nn
 
 from vitviz.capture import model_lock
 from vitviz.methods import METHODS, explain_pixels
 from vitviz.models import LoadedModel
-from vitviz.preprocess import ViewMode, explanation_tensor
+from vitviz.preprocess import ImageView, check_view
 from vitviz.progress import within_unit
 
 __all__ = [
@@ -139,24 +138,22 @@ def _redraw(parameters: list[torch.Tensor], generator: torch.Generator) -> None:
 
 def cascading_randomisation(
     loaded: LoadedModel,
-    image: Image.Image,
+    view: ImageView,
     method: str,
     class_index: int | None = None,
     seed: int = 0,
     progress: Progress | None = None,
-    view: ViewMode = "crop",
     **options: Any,
 ) -> SanityResult:
     """The method's map as the model's weights are randomised from the head down, stage by stage.
 
     Args:
         loaded: the model; shared and never modified (a deep copy is randomised).
-        image: any RGB image.
+        view: the image's view (`vitviz.preprocess.image_view`).
         method: a name from the registry.
         class_index: the class explained at every stage; default the model's top class.
         seed: seed of the random weights.
         progress: called after each map with (maps done, maps in all); an exception it raises stops.
-        view: "crop" (the model's eval transform) or "whole" (see `vitviz.preprocess`).
         options: the method's own options.
 
     Returns:
@@ -167,7 +164,8 @@ def cascading_randomisation(
     with model_lock(loaded.model):  # no capture may be half-way (hooks, fused flags) while copying
         model = copy.deepcopy(loaded.model)
     copied = replace(loaded, model=model)
-    pixels = explanation_tensor(image, loaded.facts, view).to(loaded.device)
+    check_view(loaded, view)
+    pixels = view.tensor.to(loaded.device)
     stages = randomisation_stages(model)
     total = len(stages) + 1
     classes = None

@@ -20,6 +20,7 @@ from torch import nn
 from vitviz.runs.limits import check_disk_room
 from vitviz.runs.safe_io import (
     MissingFileError,
+    clip,
     file_problem,
     is_regular_file,
     read_bytes,
@@ -34,6 +35,7 @@ from vitviz.runs.schema import (
     LOG_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    SHORT_TITLE_CHARS,
     STATUS_FILE,
     STOP_FILE,
     UPLOAD_FILE,
@@ -48,8 +50,10 @@ from vitviz.runs.schema import (
 )
 
 __all__ = [
+    "MODEL_WORDS",
     "RunModel",
     "append_metrics",
+    "automatic_run_title",
     "describe_run",
     "free_run_data",
     "process_alive",
@@ -63,6 +67,7 @@ __all__ = [
     "request_stop",
     "save_model",
     "save_state_dict",
+    "short_run_title",
     "stop_requested",
     "write_config",
     "write_status",
@@ -333,11 +338,46 @@ def read_run_model(folder: str | Path) -> RunModel:
 
 
 def describe_run(folder: str | Path) -> str:
-    """A short label for a run as a weights source; says when it started from random weights."""
+    """A short label for a run as a weights source, by its title (cut to SHORT_TITLE_CHARS) or else its
+    folder's name (whole: it tells runs apart); says when it started from random weights."""
     folder = Path(folder)
     try:
         config = read_config(folder)
     except RunError:
         return f"run {folder.name} (unreadable)"
     origin = " from random weights" if config.get("weights") == "random" else ""
-    return f"fine-tuned run {folder.name} ({config.get('mode', '?')}{origin})"
+    return f"fine-tuned run {_short_title(config, folder)} ({config.get('mode', '?')}{origin})"
+
+
+# Bundled models by the names their papers use; any other timm name is shown as it is.
+MODEL_WORDS = {"vit_small_patch14_dinov2": "DINOv2 ViT-S", "tf_efficientnet_lite0": "EfficientNet-Lite0"}
+
+
+def automatic_run_title(model: str, mode: str, data: str) -> str:
+    """What a run the user did not name is called: what it is, in one line.
+
+    "DINOv2 ViT-S · probe · shapes": the model (by its paper name when bundled), the mode and the data
+    (a built-in set without its "builtin:" prefix). No accuracy: a name must not change while the run
+    trains (pickers key their choices by it); the accuracy is in the runs table and the details line.
+    Two runs alike differ in their details line (start time, folder).
+    """
+    parts = [MODEL_WORDS.get(model, model), mode, data.removeprefix("builtin:")]
+    return " · ".join(part for part in parts if part and part != "?")  # what is unknown is left out
+
+
+def _short_title(config: dict[str, Any], folder: Path) -> str:
+    if config.get("title"):
+        return clip(config["title"], SHORT_TITLE_CHARS)
+    data = config.get("data", {})
+    label = str(data.get("label", "?")) if isinstance(data, dict) else "?"
+    return automatic_run_title(str(config.get("timm_name", "?")), str(config.get("mode", "?")), label)
+
+
+def short_run_title(folder: str | Path) -> str:
+    """How text names the run in one line: the name the user gave it, cut to SHORT_TITLE_CHARS, else
+    its folder's name (whole: it tells runs apart); the folder's name when config.json is unreadable."""
+    folder = Path(folder)
+    try:
+        return _short_title(read_config(folder), folder)
+    except RunError:
+        return folder.name

@@ -14,14 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from vitviz.roots import runs_root
-from vitviz.runs.files import read_config, read_status
+from vitviz.runs.files import automatic_run_title, read_config, read_metrics, read_status
 from vitviz.runs.safe_io import clip, is_regular_file
-from vitviz.runs.schema import CONFIG_FILE, MAX_RUN_NAME_CHARS, MODEL_FILE, STATUS_FILE, RunError, RunStatus
+from vitviz.runs.schema import (
+    CONFIG_FILE,
+    MAX_RUN_NAME_CHARS,
+    MODEL_FILE,
+    SHORT_TITLE_CHARS,
+    STATUS_FILE,
+    RunError,
+    RunStatus,
+    check_run_title,
+)
 
 __all__ = [
     "OWNER_ENV",
     "RunSummary",
     "active_runs",
+    "check_new_run_title",
     "check_owner",
     "delete_run",
     "is_run_folder",
@@ -30,6 +40,7 @@ __all__ = [
     "owned_by",
     "owner_key",
     "run_folder_by_name",
+    "run_summary",
 ]
 
 
@@ -47,11 +58,38 @@ class RunSummary:
     created: float  # time.time() when the folder was made
     problem: str | None = None  # why the run is broken (an unreadable config.json); None when fine
     base_model: str = "?"  # what it was fine-tuned from: a timm name, or a run's name (weights "run")
+    given_title: str = ""  # the name the user gave the run when starting it; "" when none
 
     @property
     def name(self) -> str:
-        """The folder's name; bytes that are not UTF-8 shown as "\ufffd" (such a run is broken)."""
+        """The folder's name; bytes that are not UTF-8 shown as "\ufffd" (such a run is broken).
+
+        The run's identity: links, the model box and the command line name a run by it."""
         return _shown_name(self.folder.name)
+
+    @property
+    def title(self) -> str:
+        """What pickers, titles and captions call the run: the name the user gave it, else what it is
+        (`automatic_run_title`: model, mode, data); a broken run by its folder's name."""
+        if self.given_title:
+            return self.given_title
+        if self.problem is not None:
+            return self.name
+        return automatic_run_title(self.model, self.mode, self.data)
+
+    @property
+    def short_title(self) -> str:
+        """The given name cut to SHORT_TITLE_CHARS (with "…"), for places that show the whole on hover;
+        an automatic title whole (it is short)."""
+        return clip(self.given_title, SHORT_TITLE_CHARS) if self.given_title else self.title
+
+    @property
+    def details(self) -> str:
+        """One line for under a run's title: model, mode, data, when it started, and its folder."""
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.created)) if self.created else "?"
+        metrics = read_metrics(self.folder) if self.problem is None else []
+        accuracy = f" · {metrics[-1]['val_acc']:.1%} validation accuracy" if metrics else ""
+        return f"{self.model} · {self.mode} · {self.data}{accuracy} · {started} · {self.name}"
 
     @property
     def has_model(self) -> bool:
@@ -59,9 +97,9 @@ class RunSummary:
 
     @property
     def label(self) -> str:
-        """How pickers show the run: "run: <name> (<timm name>, <mode>)", and how early it ended
+        """How pickers show the run: "run: <short title> (<timm name>, <mode>)", and how early it ended
         when it was stopped or killed (its model is then its best finished epoch's checkpoint)."""
-        label = f"run: {self.name} ({self.model}, {self.mode})"
+        label = f"run: {self.short_title}" + (f" ({self.model}, {self.mode})" if self.given_title else "")
         if self.status.state in ("stopped", "failed"):
             planned = f" of {self.status.epochs}" if self.status.epochs else ""
             label += f" — stopped early after {self.status.epoch}{planned} epochs"
@@ -163,7 +201,7 @@ def _created(config: dict[str, Any] | None, folder: Path) -> float:
         return 0.0
 
 
-def _summary(folder: Path) -> RunSummary:
+def run_summary(folder: Path) -> RunSummary:
     """The run as listed; a broken config.json gives a run marked broken, never an exception.
 
     A folder whose name no page could open it by is marked broken without reading anything in it.
@@ -200,6 +238,7 @@ def _summary(folder: Path) -> RunSummary:
         status=status,
         created=_created(config, folder),
         base_model=config.get("base_model", "?"),
+        given_title=config.get("title", ""),
     )
 
 
@@ -218,7 +257,30 @@ def list_runs(root: Path | None = None) -> list[RunSummary]:
         ]
     except OSError:
         return []
-    return sorted((_summary(folder) for folder in folders), key=lambda s: s.created, reverse=True)
+    return sorted((run_summary(folder) for folder in folders), key=lambda s: s.created, reverse=True)
+
+
+def check_new_run_title(title: str, root: Path | None = None) -> str:
+    """A name typed for a new run, checked (check_run_title) and unused by the runs in `root`.
+
+    No two runs of a runs folder share a title, and no title is another run's folder name, so a
+    name in a picker or a caption stands for one run. Letter case does not make a name new.
+
+    Returns:
+        The tidied title; "" for no title.
+
+    Raises:
+        RunError: the name is too long, holds a character a name may not, or is taken.
+    """
+    try:
+        tidy = check_run_title(title)
+    except ValueError as error:
+        raise RunError(str(error)) from error
+    if tidy and any(
+        tidy.casefold() in (run.title.casefold(), run.name.casefold()) for run in list_runs(root)
+    ):
+        raise RunError(f"There is already a run named {clip(tidy, 40)!r}; pick another name.")
+    return tidy
 
 
 def active_runs(root: Path | None = None) -> list[RunSummary]:

@@ -20,16 +20,20 @@ __all__ = [
     "MAX_LABELS",
     "MAX_LABEL_CHARS",
     "MAX_RUN_NAME_CHARS",
+    "MAX_RUN_TITLE_CHARS",
     "METRICS_FILE",
     "MODEL_FILE",
+    "SHORT_TITLE_CHARS",
     "STATUS_FILE",
     "STOP_FILE",
+    "TITLE_PUNCTUATION",
     "UPLOAD_FILE",
     "VAL_PREDICTIONS_FILE",
     "WORKER_PID_FILE",
     "RunError",
     "RunState",
     "RunStatus",
+    "check_run_title",
     "checked_prediction",
     "checked_status",
     "metrics_row",
@@ -50,6 +54,8 @@ UPLOAD_FILE = "upload.zip"  # an uploaded archive, until the worker has extracte
 DATA_FOLDER = "data"  # where an uploaded zip is extracted, inside its run folder
 
 MAX_RUN_NAME_CHARS = 128  # new_run_folder's names are under 80 characters
+MAX_RUN_TITLE_CHARS = 60  # a name the user gives a run (config.json "title"), in characters
+SHORT_TITLE_CHARS = 32  # a title shown in full up to this length; longer ones are cut, whole on hover
 MAX_LABELS = 10_000
 MAX_LABEL_CHARS = 200
 _MAX_PATH_CHARS = 4096  # a path as config.json records it (data root, weights file)
@@ -231,7 +237,55 @@ _CONFIG_FIELDS: dict[str, Any] = {
     "world_size": lambda value: _integer(value, "world_size", 1, 65_536),
     "created": lambda value: _number(value, "created", 0.0),
     "owner": lambda value: _text(value, "owner", 64),  # owner_key of the session that started the run
+    "title": lambda value: _field_title(value),  # the name the user gave the run (check_run_title)
 }
+
+
+# Besides letters and digits (of any script) and spaces, a title may hold these: nothing that
+# Markdown, HTML or a shell reads specially, and no path separator.
+TITLE_PUNCTUATION = "-_.,()+'%·"
+
+
+def check_run_title(text: str) -> str:
+    """A name a user typed for a run, tidied (runs of spaces made one), or why it cannot be one.
+
+    The name is what pickers, titles and captions show; the run's folder keeps its own safe name.
+
+    Returns:
+        The tidied name; "" when only spaces were typed (the run then has no name of its own).
+
+    Raises:
+        ValueError: a sentence for the user: too long, or a character a name may not hold (a
+            path, markup or a control character), quoted back at most 40 characters long.
+    """
+    tidy = " ".join(str(text).split())
+    if len(tidy) > MAX_RUN_TITLE_CHARS:
+        raise ValueError(
+            f"A run name has at most {MAX_RUN_TITLE_CHARS} characters; this one has {len(tidy):,}."
+        )
+    if "/" in tidy or "\\" in tidy:
+        raise ValueError("A run name is a name, not a path: it cannot hold / or \\.")
+    odd = [
+        character for character in tidy if not (character.isalnum() or character in f" {TITLE_PUNCTUATION}")
+    ]
+    if odd:
+        shown = repr(odd[0]) if odd[0].isprintable() else "a control character"
+        raise ValueError(
+            f"A run name holds letters, digits, spaces and {' '.join(TITLE_PUNCTUATION)} only, not {shown}."
+        )
+    if tidy.startswith("."):
+        raise ValueError("A run name cannot start with a dot.")
+    return tidy
+
+
+def _field_title(value: Any) -> str:
+    text = _text(value, "title", MAX_RUN_TITLE_CHARS)
+    try:
+        if check_run_title(text) != text or not text:
+            raise ValueError("is not tidy")
+    except ValueError as error:
+        raise ValueError(f"field 'title' must be a run name as check_run_title keeps it ({error})") from error
+    return text
 
 
 def validate_run_config(payload: Any) -> dict[str, Any]:

@@ -12,13 +12,13 @@ computations take the model unhashed (`_loaded`); the side's `key` names it.
 from __future__ import annotations
 
 import streamlit as st
-from PIL import ImageDraw
 from streamlit.delta_generator import DeltaGenerator
 
 from pages.views import ui
 from pages.views.anatomy.kit import RAW_COLOURS, ModelSide, _cached_view, _cnn_note, model_sides
 from pages.views.anatomy.link import VIEW, _read_link, _write_link, seed_from_link
 from pages.views.anatomy.tabs import TAB, TABS
+from vitviz.figures.common import photo_view_figure
 from vitviz.figures.scales import CLIP_PERCENTILE
 
 __all__ = ["COMPARE_RANDOM", "TABS", "VIEW", "ModelSide", "model_sides", "render_tabs", "seed_from_link"]
@@ -64,17 +64,15 @@ def _view_note(side: ModelSide, picked: ui.ImageChoice) -> None:
     view = _cached_view(side.key, picked.digest, side.view, side.loaded.facts, picked.image)
     photo_column, note_column = st.columns([1, 4])
     with photo_column:
-        framed = picked.image.convert("RGB").copy()
-        width = max(2, framed.width // 100)
-        ImageDraw.Draw(framed).rectangle(view.box, outline=(255, 200, 0), width=width)
-        framed.thumbnail((240, 240))
-        st.image(framed, caption="What the model sees (yellow box)")
+        figure = photo_view_figure(view.photo, [("", view.box)], longest=240)
+        ui.plotly_chart(figure, key="anatomy_view_photo", theme=None)
+        st.caption("What the model sees (cyan box)")
     with note_column:
-        label = ui.VIEW_LABELS.get(view.mode, view.mode)
+        label = view.label
         note = f" — {view.note}" if view.note else ""
         st.caption(
             f"Every map, prediction and probe on this page is computed on one view of the photo: {label}"
-            f"{note}. The yellow box marks it on the photo; change it under View in the sidebar."
+            f"{note}. The cyan box marks it on the photo; change it under View in the sidebar."
         )
 
 

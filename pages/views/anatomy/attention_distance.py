@@ -10,9 +10,11 @@ from PIL import Image
 from pages.views import ui
 from pages.views.anatomy.kit import ModelSide, _chart, _columns
 from vitviz.figures.anatomy import attention_distance_figure
+from vitviz.forward.distance import attention_distances_over_images
 from vitviz.images import BUILTIN_PHOTOS, ImageDecodeError, builtin_photo, decode_upload
 from vitviz.images import image_digest as digest_of
-from vitviz.maths.distance import AttentionDistances, attention_distances_over_images
+from vitviz.maths.distance import AttentionDistances
+from vitviz.preprocess import VIEW_LABELS, image_view
 
 __all__ = ["render_attention_distance"]
 
@@ -58,7 +60,8 @@ def _distances(side: ModelSide, image_keys: list[str], loaders: list) -> Attenti
     def report(done: int, total: int) -> None:
         bar.progress(done / total, text=f"{text}: layer pass {done} of {total}")
 
-    result = attention_distances_over_images(side.loaded, images, progress=report, view=side.view)
+    views = [image_view(image, side.loaded.facts, side.view) for image in images]
+    result = attention_distances_over_images(side.loaded, views, progress=report)
     bar.empty()
     store[key] = result
     while len(store) > MAX_KEPT_DISTANCES:
@@ -104,6 +107,6 @@ def render_attention_distance(sides: list[ModelSide], picked: ui.ImageChoice) ->
     st.caption(
         "Per head and layer: Σⱼ Aᵢⱼ·‖gᵢ − gⱼ‖ in pixels of the model's input, averaged over query patches "
         f"and images; prefix tokens left out as queries and keys, no renormalisation (the paper's "
-        f"appendix D.7). Each image is seen in the page's view: {ui.VIEW_LABELS[sides[0].view]}, "
+        f"appendix D.7). Each image is seen in the page's view: {VIEW_LABELS[sides[0].view]}, "
         f"{height}×{width} px."
     )

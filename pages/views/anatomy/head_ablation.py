@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import streamlit as st
-from PIL import Image
 
 from pages.views import ui
 from pages.views.anatomy.head_importance import _done_to_heads, _render_importance
 from pages.views.anatomy.kit import _GET_A_HEAD, ModelSide, _chart, _export_title, _softmax
 from vitviz.figures.common import predictions_figure
-from vitviz.maths.ablation import AblationResult, ablate_heads
+from vitviz.forward.ablation import AblationResult, ablate_heads
 from vitviz.models import LoadedModel, ModelFacts
+from vitviz.preprocess import ImageView
 
 __all__ = ["ABLATED", "ABLATED_LAYERS", "ABLATION_MODE", "ABLATION_MODES"]
 
@@ -47,9 +47,9 @@ def _cached_ablation(
     mode: str,
     view: str,
     _loaded: LoadedModel,
-    _image: Image.Image,
+    _view: ImageView,
 ) -> AblationResult:
-    return ablate_heads(_loaded, _image, list(heads), mode, topk=5, view=view)
+    return ablate_heads(_loaded, _view, list(heads), mode, topk=5)
 
 
 def _ablated_heads(facts: ModelFacts) -> list[tuple[int, int]]:
@@ -94,7 +94,9 @@ def _render_ablation(side: ModelSide, picked: ui.ImageChoice) -> AblationResult 
     mode = ABLATION_MODES[mode_label]
     heads = _ablated_heads(facts)
     view = side.view
-    result = _cached_ablation(side.key, picked.digest, tuple(heads), mode, view, side.loaded, picked.image)
+    result = _cached_ablation(
+        side.key, picked.digest, tuple(heads), mode, view, side.loaded, side.view_of(picked)
+    )
     before, after = result.before, result.after
     top = before[0]
     after_probability = float(_softmax(result.record.logits)[top.index])

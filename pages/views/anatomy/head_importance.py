@@ -6,16 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
 from pages.views import ui
 from pages.views.anatomy.kit import ModelSide, _chart, _clip_percentile, _export_title
 from pages.views.anatomy.ranking_job import IMPORTANCE, RANKING_JOBS, _ranking_progress, _start_ranking
 from vitviz.figures.anatomy import head_importance_figure
 from vitviz.figures.scales import colour_scale
-from vitviz.maths.ablation import head_importance, head_importance_estimate, ranking_agreement
+from vitviz.forward.ablation import head_importance, head_importance_estimate
+from vitviz.maths.ablation import ranking_agreement
 from vitviz.maths.attention import AttentionRecord
 from vitviz.models import LoadedModel, ModelError
+from vitviz.preprocess import ImageView
 from vitviz.progress import JobProgress, ProgressSnapshot
 
 __all__ = ["ABLATION_WORDS"]
@@ -25,9 +26,9 @@ ABLATION_WORDS = {"zero": "zeroed", "mean": "token mean"}  # the mode in a butto
 
 @st.cache_data(show_spinner="Estimating every head's effect…", max_entries=16)
 def _cached_importance_estimate(
-    model_key: tuple, digest: str, mode: str, view: str, _loaded: LoadedModel, _image: Image.Image
+    model_key: tuple, digest: str, mode: str, view: str, _loaded: LoadedModel, _view: ImageView
 ) -> np.ndarray:
-    return head_importance_estimate(_loaded, _image, mode, view=view)
+    return head_importance_estimate(_loaded, _view, mode)
 
 
 def _done_to_heads(mode: str, count: int = 1) -> str:
@@ -45,9 +46,8 @@ def _rank_here(
         bar.progress(snapshot.fraction, text=f"Switching each head off in turn: {snapshot.text()}")
 
     try:
-        store[key] = head_importance(
-            side.loaded, picked.image, mode, progress=JobProgress("heads", on_update=draw), view=view
-        )
+        seen = side.view_of(picked)
+        store[key] = head_importance(side.loaded, seen, mode, progress=JobProgress("heads", on_update=draw))
     except (ModelError, ValueError, RuntimeError) as error:
         st.error(f"Could not rank the heads: {error}")
     bar.empty()
@@ -75,7 +75,9 @@ def _render_importance(side: ModelSide, picked: ui.ImageChoice, mode: str, view:
     elif jobs:
         st.caption("A ranking for another image, model or ablation is running; this one can start after it.")
     try:
-        estimate = _cached_importance_estimate(side.key, picked.digest, mode, view, side.loaded, picked.image)
+        estimate = _cached_importance_estimate(
+            side.key, picked.digest, mode, view, side.loaded, side.view_of(picked)
+        )
     except (ModelError, ValueError, RuntimeError) as error:
         st.error(f"Could not estimate the heads' effects: {error}")
         estimate = None

@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import streamlit as st
-from PIL import Image
 
 from pages.views import ui
 from pages.views.anatomy.kit import ModelSide, _chart, _class_query, _each_side, _overlay_chart, _title
 from vitviz.figures.anatomy import feature_maps_figure, stem_grid_figure
 from vitviz.figures.common import attention_overlay_figure
+from vitviz.forward.hybrid import HybridStem, hybrid_stem
 from vitviz.maths.attention import class_attention_map, rollout_relevance
-from vitviz.maths.hybrid import HybridStem, hybrid_stem
 from vitviz.maths.sinks import detect_sinks, plan_rollout, rollout_statement
 from vitviz.models import LoadedModel
-from vitviz.preprocess import ViewMode
+from vitviz.preprocess import ImageView, ViewMode
 
 __all__ = ["render_hybrid"]
 
 
 @st.cache_data(show_spinner="Running the CNN stem…", max_entries=16)
 def _cached_stem(
-    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _image: Image.Image
+    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _view: ImageView
 ) -> HybridStem:
-    return hybrid_stem(_loaded, _image, view=view)
+    return hybrid_stem(_loaded, _view)
 
 
 def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
@@ -46,7 +45,7 @@ def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         sides,
         f"run the stem of {facts.name}",
         lambda side: (
-            _cached_stem(side.key, picked.digest, side.view, side.loaded, picked.image),
+            _cached_stem(side.key, picked.digest, side.view, side.loaded, side.view_of(picked)),
             side.attention(picked),
         ),
     ):

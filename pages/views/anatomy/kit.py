@@ -74,9 +74,13 @@ class ModelSide:
             view=self.view,
         )
 
+    def view_of(self, picked: ui.ImageChoice) -> ImageView:
+        """The picked image's view as this model sees it: what every computation of a tab takes."""
+        return _cached_view(self.key, picked.digest, self.view, self.loaded.facts, picked.image)
+
     def pixels(self, picked: ui.ImageChoice) -> np.ndarray:
         """The picked image's view as this model sees it, for drawing maps over."""
-        return _cached_view(self.key, picked.digest, self.view, self.loaded.facts, picked.image).pixels
+        return self.view_of(picked).pixels
 
 
 def model_sides(
@@ -189,10 +193,11 @@ def _cnn_note(facts: ModelFacts, why: str) -> bool:
     return False
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=16)
 def _cached_view(
     model_key: tuple, digest: str, view: ViewMode, _facts: ModelFacts, _image: Image.Image
 ) -> ImageView:
+    """The view, shared and never changed: a resource cache hands it out without copying its photo."""
     return image_view(_image, _facts, view)
 
 

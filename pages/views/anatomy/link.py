@@ -17,6 +17,7 @@ from pages.views.anatomy.tabs import TAB, TABS
 from vitviz.images import BUILTIN_PHOTOS
 from vitviz.maths.ablation import parse_heads
 from vitviz.models import ModelFacts
+from vitviz.preprocess import VIEW_LABELS
 
 __all__ = ["LINK_PARAMS", "UPLOAD_SOURCE", "VIEW", "seed_from_link"]
 
@@ -35,7 +36,7 @@ def seed_from_link() -> None:
     if not params:
         return
     st.session_state[LINK_PARAMS] = params
-    if params.get("source") != UPLOAD_SOURCE and params.get("view") in ui.VIEW_LABELS:
+    if params.get("source") != UPLOAD_SOURCE and params.get("view") in VIEW_LABELS:
         st.session_state[VIEW] = params["view"]
 
 
@@ -47,7 +48,7 @@ def _read_link(facts: ModelFacts) -> None:
     notes = []
     if params.get("source") == UPLOAD_SOURCE:
         notes.append("the uploaded picture it was made from (a link cannot carry it) and its view")
-    elif "view" in params and params["view"] not in ui.VIEW_LABELS:
+    elif "view" in params and params["view"] not in VIEW_LABELS:
         notes.append(f"view {params['view'][:20]!r}")
     ui.take_link_choice(params, "tab", TABS, TAB, notes)
     if params.get("raw") == "1":

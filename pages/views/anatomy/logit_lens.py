@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
 from pages.views import ui
 from pages.views.anatomy.kit import _GET_A_HEAD, ModelSide, _chart, _clip_percentile, _export_title, _softmax
 from vitviz.figures.anatomy import logit_lens_figure, patch_class_figure
 from vitviz.figures.scales import colour_scale
-from vitviz.maths.logit_lens import LogitLens, logit_lens
+from vitviz.forward.logit_lens import LogitLens, logit_lens
 from vitviz.models import LoadedModel, ModelError
+from vitviz.preprocess import ImageView
 
 __all__ = ["render_logit_lens"]
 
@@ -26,9 +26,9 @@ LENS_LAYER = "anatomy_lens_layer"  # the layer whose per-patch classes are drawn
 
 @st.cache_data(show_spinner="Reading every layer through the head…", max_entries=16)
 def _cached_lens(
-    model_key: tuple, digest: str, view: str, _loaded: LoadedModel, _image: Image.Image
+    model_key: tuple, digest: str, view: str, _loaded: LoadedModel, _view: ImageView
 ) -> LogitLens:
-    return logit_lens(_loaded, _image, topk=5, view=view)
+    return logit_lens(_loaded, _view, topk=5)
 
 
 def _class_name(loaded: LoadedModel, index: int) -> str:
@@ -45,7 +45,7 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         return
     record = side.attention(picked)
     try:
-        lens = _cached_lens(side.key, picked.digest, side.view, loaded, picked.image)
+        lens = _cached_lens(side.key, picked.digest, side.view, loaded, side.view_of(picked))
     except (ModelError, ValueError, RuntimeError) as error:
         st.error(f"Could not read the layers through the head: {error}")
         return

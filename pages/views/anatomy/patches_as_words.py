@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import streamlit as st
-from PIL import Image
 
 from pages.views import ui
 from pages.views.anatomy.kit import ModelSide, _chart, _columns
 from vitviz.figures.anatomy import encoder_input_figure, token_sequence_figure
 from vitviz.figures.common import patch_grid_figure
-from vitviz.maths.tokens_as_words import TokenTrace, cut_into_patches, trace_tokens
+from vitviz.forward.tokens_as_words import trace_tokens
+from vitviz.maths.tokens_as_words import TokenTrace, cut_into_patches
 from vitviz.models import LoadedModel
-from vitviz.preprocess import ViewMode
+from vitviz.preprocess import ImageView, ViewMode
 
 __all__ = ["render_patches"]
 
 
 @st.cache_data(show_spinner="Cutting the image into tokens…", max_entries=16)
 def _cached_trace(
-    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _image: Image.Image
+    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _view: ImageView
 ) -> TokenTrace:
-    return trace_tokens(_loaded, _image, view)
+    return trace_tokens(_loaded, _view)
 
 
 STRIP_PATCHES = 16  # patches shown in the token-sequence strip before the ellipsis
@@ -37,7 +37,9 @@ def _strip_indices(num_patches: int) -> list[int]:
 def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """Tab 1: the image cut into patches, flattened, projected, prefixed and position-embedded."""
     facts = sides[0].loaded.facts
-    traces = [_cached_trace(side.key, picked.digest, side.view, side.loaded, picked.image) for side in sides]
+    traces = [
+        _cached_trace(side.key, picked.digest, side.view, side.loaded, side.view_of(picked)) for side in sides
+    ]
     trace = traces[0]
     rows, cols = facts.grid_size
     pixels = sides[0].pixels(picked)

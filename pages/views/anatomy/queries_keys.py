@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import streamlit as st
-from PIL import Image
 
 from pages.views import ui
 from pages.views.anatomy.kit import ModelSide, _chart, _each_side, _title
 from vitviz.figures.anatomy import position_key_figure, query_key_figure
-from vitviz.maths.qk import ProjectionMethod, QueryKeyProjection, QueryKeys, project_queries_keys, query_keys
+from vitviz.forward.qk import query_keys
+from vitviz.maths.qk import ProjectionMethod, QueryKeyProjection, QueryKeys, project_queries_keys
 from vitviz.models import LoadedModel
-from vitviz.preprocess import ViewMode
+from vitviz.preprocess import ImageView, ViewMode
 
 __all__ = ["render_queries_keys"]
 
@@ -23,9 +23,9 @@ def _cached_query_keys(
     layer: int,
     head: int,
     _loaded: LoadedModel,
-    _image: Image.Image,
+    _view: ImageView,
 ) -> QueryKeys:
-    return query_keys(_loaded, _image, layer, head, view)
+    return query_keys(_loaded, _view, layer, head)
 
 
 @st.cache_data(show_spinner="Projecting queries and keys…", max_entries=32)
@@ -82,7 +82,7 @@ def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
 
     def project(side: ModelSide) -> tuple[QueryKeys, QueryKeyProjection]:
         key = (side.key, picked.digest, side.view, layer, head)
-        source = _cached_query_keys(*key, side.loaded, picked.image)
+        source = _cached_query_keys(*key, side.loaded, side.view_of(picked))
         return source, _cached_projection(*key, method, align, source)
 
     for side, (source, projection) in _each_side(

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
 from pages.views import ui
 from pages.views.anatomy.kit import ModelSide, _chart, _class_query, _each_side, _overlay_chart, _title
 from vitviz.figures.anatomy import rgb_grid_figure
 from vitviz.figures.common import attention_overlay_figure, predictions_figure
-from vitviz.maths.resolution import ResolutionSide, compare_resolutions, resolution_choices
+from vitviz.forward.resolution import ResolutionSide, compare_resolutions, resolution_choices
 from vitviz.models import LoadedModel, ModelFacts
-from vitviz.preprocess import ViewMode
+from vitviz.preprocess import ImageView, ViewMode
 
 __all__ = ["render_resolution"]
 
@@ -24,9 +23,9 @@ def _cached_resolution(
     view: ViewMode,
     size: tuple[int, int],
     _loaded: LoadedModel,
-    _image: Image.Image,
+    _view: ImageView,
 ) -> tuple[ResolutionSide, ResolutionSide]:
-    return compare_resolutions(_loaded, _image, size, view=view)
+    return compare_resolutions(_loaded, _view, size)
 
 
 RESOLUTION_SIZE = "anatomy_resolution_size"  # "H×W" of the resized copy
@@ -75,7 +74,9 @@ def render_resolution(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     for side, (before, after) in _each_side(
         sides,
         f"run {facts.name} at {size[0]}×{size[1]} px",
-        lambda side: _cached_resolution(side.key, picked.digest, side.view, size, side.loaded, picked.image),
+        lambda side: _cached_resolution(
+            side.key, picked.digest, side.view, size, side.loaded, side.view_of(picked)
+        ),
     ):
         st.markdown(f"{_token_count(before.facts)} → {_token_count(after.facts)}")
         for column, resized, name in zip(st.columns(2), (before, after), ("before", "after"), strict=True):

@@ -4,33 +4,32 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
 from pages.views import ui
 from pages.views.anatomy.kit import ModelSide, _chart, _each_side, _overlay_chart, _title
 from vitviz.figures.anatomy import norm_histogram_figure, rgb_grid_figure
 from vitviz.figures.common import attention_overlay_figure
+from vitviz.forward.token_features import output_tokens
 from vitviz.maths.token_features import (
     OutputTokens,
     PrincipalColours,
     TokenNorms,
     TokenPlace,
     high_norm_patches,
-    output_tokens,
     patch_feature_colours,
     token_norms,
 )
 from vitviz.models import LoadedModel
-from vitviz.preprocess import ViewMode
+from vitviz.preprocess import ImageView, ViewMode
 
 __all__ = ["render_token_norms"]
 
 
 @st.cache_data(show_spinner="Reading the output tokens…", max_entries=16)
 def _cached_tokens(
-    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _image: Image.Image
+    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _view: ImageView
 ) -> OutputTokens:
-    return output_tokens(_loaded, _image, view)
+    return output_tokens(_loaded, _view)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -65,7 +64,7 @@ def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     for side, tokens in _each_side(
         sides,
         f"read the output tokens of {facts.name}",
-        lambda side: _cached_tokens(side.key, picked.digest, side.view, side.loaded, picked.image),
+        lambda side: _cached_tokens(side.key, picked.digest, side.view, side.loaded, side.view_of(picked)),
     ):
         norms = token_norms(tokens, place)
         colours = _cached_colours(side.key, picked.digest, side.view, place, tokens)

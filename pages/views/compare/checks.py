@@ -12,7 +12,6 @@ from pages.views import background, ui
 from pages.views.compare.explanations import method_label
 from pages.views.compare.slots import (
     SLOW_METHODS,
-    VIEWS,
     ModelSlot,
     SlotClasses,
     SlotMethods,
@@ -24,6 +23,7 @@ from vitviz.methods import METHODS, available_methods, default_method, method_ti
 from vitviz.methods.faithfulness import FaithfulnessResult, RoadResult, faithfulness_rows, road_rows
 from vitviz.methods.probes import ProbeCurve, run_drop_orders, run_probe
 from vitviz.methods.verdicts import Verdict, deletion_verdicts, drop_verdicts, road_verdicts
+from vitviz.preprocess import VIEW_LABELS
 
 __all__ = [
     "DROP",
@@ -95,14 +95,15 @@ def cached_probe(
     """The probe's curves: for "drop" the three orders (most, least salient first, random), else one."""
     fractions = [step / (steps - 1) for step in range(steps)]
     loaded = ui.cached_model(name, weights, device)
+    seen = ui.cached_view(name, weights, device, digest, _image, view)
     if kind == DROP and not remove_tokens:
-        return run_drop_orders(loaded, _image, fractions, method, class_index, view=view)
+        return run_drop_orders(loaded, seen, fractions, method, class_index)
     if kind == DROP:
         return [
-            run_probe(loaded, _image, order, fractions, method, class_index, True, view=view)
+            run_probe(loaded, seen, order, fractions, method, class_index, True)
             for order in ("drop-salient", "drop-least-salient", "drop-random")
         ]
-    return [run_probe(loaded, _image, kind, fractions, None, class_index, centre=centre, view=view)]
+    return [run_probe(loaded, seen, kind, fractions, None, class_index, centre=centre)]
 
 
 def probes_section(checked: CheckedModels) -> None:
@@ -159,8 +160,8 @@ def probes_section(checked: CheckedModels) -> None:
                 picked.image,
             )
         except (ValueError, RuntimeError) as error:
-            st.error(f"{slot.number}. {choice.name}: {error}")
-    figure = probe_curves_figure(curves, f"{PROBES[kind]} · {picked.name} · {VIEWS[view]}")
+            st.error(f"{slot.number}. {choice.shown}: {error}")
+    figure = probe_curves_figure(curves, f"{PROBES[kind]} · {picked.name} · {VIEW_LABELS[view]}")
     ui.plotly_chart(figure, key="compare_probe_chart")
     st.dataframe(
         [
@@ -222,7 +223,7 @@ def score_each_model(
         key = ("faithfulness", *slot.model_key, checked.picked.digest, view, fitting, class_index)
         options = {"methods": list(fitting), "class_index": class_index, "view": view}
         spec = JobSpec("faithfulness", slot.choice.name, slot.choice.weights, slot.choice.device, options)
-        what = f"{slot.number}. faithfulness and ROAD of {slot.choice.name}"
+        what = f"{slot.number}. faithfulness and ROAD of {slot.choice.shown}"
         outcome = background.job_outcome(key, spec, checked.picked.image, slot.loaded, what)
         keys.append(key)
         if outcome.result is not None:
@@ -272,7 +273,7 @@ def faithfulness_section(checked: CheckedModels) -> None:
         "-vs-".join(slot.choice.name for slot in classifiers),
         "faithfulness",
         picked.name,
-        VIEWS[view],
+        VIEW_LABELS[view],
         "compare_faithfulness",
     )
     if road_results:
@@ -292,6 +293,6 @@ def faithfulness_section(checked: CheckedModels) -> None:
             "-vs-".join(slot.choice.name for slot in classifiers),
             "road",
             picked.name,
-            VIEWS[view],
+            VIEW_LABELS[view],
             "compare_road",
         )

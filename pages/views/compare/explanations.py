@@ -11,19 +11,18 @@ from PIL import Image
 from pages.views import background, ui
 from pages.views.compare.slots import (
     SLOW_METHODS,
-    VIEWS,
     DisplayOptions,
     ModelSlot,
     SlotClasses,
     SlotMethods,
     with_classifier,
 )
+from vitviz.figures.common import photo_view_figure
 from vitviz.figures.compare import (
     SCALE_PERCENTILE,
     OverlayPanel,
     predictions_comparison_figure,
     shared_overlays_figure,
-    view_boxes_figure,
 )
 from vitviz.figures.scales import colour_scale
 from vitviz.jobs import JobSpec
@@ -31,7 +30,7 @@ from vitviz.maths.sinks import SinkReport, sink_sentence
 from vitviz.methods import ExplanationResult, available_methods, default_method, explain_pixels, method_title
 from vitviz.models import describe_weights
 from vitviz.predict import Prediction
-from vitviz.preprocess import ImageView, explanation_tensor, image_view
+from vitviz.preprocess import VIEW_LABELS, ImageView
 
 __all__ = [
     "OTHER_CLASS",
@@ -62,7 +61,12 @@ def views_section(slots: Sequence[ModelSlot], picked: ui.ImageChoice, view: str)
     Returns:
         Each slot's view, by slot number.
     """
-    views = {slot.number: image_view(picked.image, slot.loaded.facts, view) for slot in slots}
+    views = {
+        slot.number: ui.cached_view(
+            slot.choice.name, slot.choice.weights, slot.choice.device, picked.digest, picked.image, view
+        )
+        for slot in slots
+    }
     boxes: dict[tuple[float, ...], list[str]] = {}
     for slot in slots:
         boxes.setdefault(tuple(round(edge, 1) for edge in views[slot.number].box), []).append(
@@ -72,16 +76,17 @@ def views_section(slots: Sequence[ModelSlot], picked: ui.ImageChoice, view: str)
     columns = st.columns([1, 2])
     with columns[0]:
         boxes_figure = cached_figure(
-            repr(("boxes", picked.digest, labelled)), lambda: view_boxes_figure(picked.image, labelled)
+            repr(("boxes", picked.digest, labelled)),
+            lambda: photo_view_figure(picked.image, labelled, longest=320),
         )
         ui.plotly_chart(boxes_figure, key="compare_view_boxes", theme=None)
     with columns[1]:
         st.markdown(
-            f"**View: {VIEWS[view]}.** Every prediction, map, probe and score below is computed on it."
+            f"**View: {VIEW_LABELS[view]}.** Every prediction, map, probe and score below is computed on it."
         )
         for slot in slots:
             note = views[slot.number].note
-            st.caption(f"{slot.number}. {slot.choice.name}: {note or 'the model sees the whole photo'}")
+            st.caption(f"{slot.number}. {slot.choice.shown}: {note or 'the model sees the whole photo'}")
     return views
 
 
@@ -132,7 +137,7 @@ def headless_note(slot: ModelSlot) -> str:
     kind = " (a self-supervised DINO backbone)" if "dino" in f"{slot.choice.name} {tag}".lower() else ""
     agnostic = ", ".join(method_title(name) for name in available_methods(slot.loaded.facts))
     return (
-        f"{slot.number}. {slot.choice.name} has no classifier head{kind}: it makes no predictions, so it "
+        f"{slot.number}. {slot.choice.shown} has no classifier head{kind}: it makes no predictions, so it "
         f"has no class-specific maps, probes or faithfulness scores. Offered for it: {agnostic}."
     )
 
@@ -209,7 +214,7 @@ def explanations_section(
     if not options.robust:
         title = f"{label} (raw: ÷ its maximum, not clipped)"
     names = " vs ".join(
-        f"{slot.choice.name} ({describe_weights(slot.choice.weights, slot.choice.run)})" for slot in slots
+        f"{slot.choice.shown} ({describe_weights(slot.choice.weights, slot.choice.run)})" for slot in slots
     )
     # Everything the maps are drawn from, so a rerun that changes none of it reuses the figures.
     drawn = (
@@ -228,7 +233,7 @@ def explanations_section(
         )
         figure.update_layout(
             title={
-                "text": f"{picked.name} · {VIEWS[options.view]} · {names}",
+                "text": f"{picked.name} · {VIEW_LABELS[options.view]} · {names}",
                 "font": {"size": 12},
                 "y": 0.99,
             },
@@ -259,14 +264,14 @@ def explanations_section(
         "-vs-".join(slot.choice.name for slot in slots),
         "-".join(describe_weights(slot.choice.weights, slot.choice.run).split(" ")[0] for slot in slots),
         picked.name,
-        f"{VIEWS[options.view]} maps",
+        f"{VIEW_LABELS[options.view]} maps",
         "compare_maps",
     )
     with st.expander("Each model's map as an array"):
         for slot, values in zip(slots, arrays, strict=True):
             if values is None:
                 continue
-            st.caption(f"{slot.number}. {slot.choice.name}: {values.shape[0]}×{values.shape[1]} map")
+            st.caption(f"{slot.number}. {slot.choice.shown}: {values.shape[0]}×{values.shape[1]} map")
             panel = panels[slots.index(slot)]
             single = cached_figure(
                 repr(("map", slot.number, drawn)),
@@ -278,7 +283,7 @@ def explanations_section(
                 slot.choice.name,
                 slot.choice.weights,
                 picked.name,
-                f"{VIEWS[options.view]} {methods[slot.number]}",
+                f"{VIEW_LABELS[options.view]} {methods[slot.number]}",
                 f"compare_map_{slot.number}",
             )
     return methods, classes
@@ -298,7 +303,7 @@ def cached_explanation(
 ) -> ExplanationResult:
     """One map of the page's view of the image."""
     loaded = ui.cached_model(name, weights, device)
-    pixels = explanation_tensor(_image, loaded.facts, view)
+    pixels = ui.cached_view(name, weights, device, digest, _image, view).tensor
     classes = None if class_index is None else [class_index]
     return explain_pixels(loaded, pixels, method, classes, **dict(options))[0]
 
@@ -384,7 +389,7 @@ def sink_lines(
             parts.append(f"✕ marks its attention sinks. {sentence}")
         elif slot.number not in statements:  # a rollout statement already says so
             parts.append(f"No patch is an attention sink (none {report.rule}).")
-        st.markdown(f"{slot.number}. {slot.choice.name}: " + " ".join(parts))
+        st.markdown(f"{slot.number}. {slot.choice.shown}: " + " ".join(parts))
 
 
 def explanation_panel(
@@ -406,7 +411,7 @@ def explanation_panel(
     assert slot.loaded is not None
     choice = slot.choice
     # Three lines, so that three panels' titles never run into each other: model, weights, method.
-    title = f"{slot.number}. {choice.name}<br>{describe_weights(choice.weights, choice.run)}<br>{method_title(method)}"
+    title = f"{slot.number}. {choice.shown}<br>{describe_weights(choice.weights, choice.run)}<br>{method_title(method)}"
     if method in SLOW_METHODS:
         outcome = background.job_outcome(
             *slow_map_job(
@@ -414,7 +419,7 @@ def explanation_panel(
             ),
             picked.image,
             slot.loaded,
-            f"{slot.number}. {method_title(method)} of {choice.name}",
+            f"{slot.number}. {method_title(method)} of {choice.shown}",
         )
         if outcome.result is None:
             return OverlayPanel(

@@ -8,11 +8,11 @@ import streamlit as st
 
 from pages.views import ui
 from pages.views.compare.slots import (
+    LINK_VIEWS,
     RAW_ROLLOUT,
     RAW_SINKS_CHOICE,
     THIRD_MODEL,
     VIEW_KEY,
-    VIEWS,
     DisplayOptions,
     ModelSlot,
 )
@@ -33,7 +33,7 @@ def read_link() -> None:
     limits = ui.view_limits()
     notes = []
     ui.take_link_choice(params, "image", limits.images, "compare_photo", notes, " (not a built-in photo)")
-    ui.take_link_choice(params, "view", VIEWS, VIEW_KEY, notes, " (use crop or whole)")
+    ui.take_link_choice(params, "view", LINK_VIEWS, VIEW_KEY, notes, " (use crop or whole)")
     for number in (1, 2, 3):
         model, weights = params.get(f"model{number}"), params.get(f"weights{number}")
         if model is not None:

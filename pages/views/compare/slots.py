@@ -12,17 +12,18 @@ from vitviz.availability import best_pair, check_weights, next_model, paper_mode
 from vitviz.finetune.data import DataError
 from vitviz.finetune.pair import HeldOutImage, held_out_images, read_pair
 from vitviz.models import RUN_WEIGHTS, LoadedModel, ModelError
+from vitviz.preprocess import ViewMode
 from vitviz.runs import RunError, run_folder_by_name, runs_root
 from vitviz.serving import ServingError, visitor_model
 from vitviz.weights import WeightsError
 
 __all__ = [
     "GRADCAM_LAYERS",
+    "LINK_VIEWS",
     "RAW_ROLLOUT",
     "RAW_SINKS_CHOICE",
     "SLOW_METHODS",
     "THIRD_MODEL",
-    "VIEWS",
     "VIEW_KEY",
     "DisplayOptions",
     "ModelSlot",
@@ -41,7 +42,7 @@ THIRD_MODEL = "compare_third_model"
 # Per slot number: the method its map uses, and the class it explains (None: the model's top class).
 SlotMethods = dict[int, str]
 SlotClasses = dict[int, int | None]
-VIEWS = {"crop": "centre crop", "whole": "whole image"}  # short labels for titles
+LINK_VIEWS: tuple[ViewMode, ...] = ("crop", "whole")  # the views the page offers, as a link names them
 VIEW_KEY = "compare_view"
 RAW_ROLLOUT = "compare_raw_rollout"
 RAW_SINKS_CHOICE = "compare_link_sinks"  # a link's sinks=exclude|raw, until it sets the toggle
@@ -77,7 +78,7 @@ class ModelSlot:
     @property
     def title(self) -> str:
         untrained = "" if self.loaded is None or self.loaded.trained else " (untrained)"
-        return f"{self.choice.name}{untrained}"
+        return f"{self.choice.shown}{untrained}"
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,7 @@ def ready_slots(choices: Sequence[ui.ModelChoice]) -> list[ModelSlot]:
     slots = [load_slot(number, choice) for number, choice in enumerate(choices, start=1)]
     for slot in slots:
         if slot.error:
-            st.error(f"Model {slot.number} ({slot.choice.name}): {slot.error}")
+            st.error(f"Model {slot.number} ({slot.choice.shown}): {slot.error}")
     ready = [slot for slot in slots if slot.loaded is not None]
     if not ready:
         st.info("Pick at least one model that loads to compare.")
@@ -241,7 +242,7 @@ def ready_slots(choices: Sequence[ui.ModelChoice]) -> list[ModelSlot]:
         st.caption(ui.model_caption(slot.loaded, slot.choice.weights, slot.number))
         if not slot.loaded.trained:
             st.warning(
-                f"{slot.number}. {slot.choice.name}: random, untrained weights: its maps, predictions "
+                f"{slot.number}. {slot.choice.shown}: random, untrained weights: its maps, predictions "
                 "and curves show an untrained model."
             )
     return ready

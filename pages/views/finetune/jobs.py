@@ -36,7 +36,10 @@ from vitviz.finetune.pair import PAIR_MODELS, PAIR_SIDES, PairJob, pair_job_by_n
 from vitviz.finetune.worker import start_run
 from vitviz.models import ModelError
 from vitviz.runs import (
+    MAX_RUN_TITLE_CHARS,
+    TITLE_PUNCTUATION,
     RunError,
+    check_new_run_title,
     read_status,
 )
 from vitviz.serving import ServingError
@@ -64,13 +67,24 @@ def start_section(
     refusal = start_refusal()
     if refusal is not None:
         st.info(refusal)
+    typed_title = st.text_input(
+        "Run name (optional)",
+        key="finetune_run_title",
+        help=f"Shown wherever the run appears, instead of its folder's name: at most {MAX_RUN_TITLE_CHARS} "
+        f"letters, digits, spaces and {' '.join(TITLE_PUNCTUATION)}, and not another run's name.",
+    )
+    try:
+        title = check_new_run_title(typed_title)
+    except RunError as error:
+        st.error(str(error))
+        title = None
     start = st.button(
         "Start fine-tuning",
         type="primary",
-        disabled=summary is None or refusal is not None,
+        disabled=summary is None or refusal is not None or title is None,
         key="finetune_start",
     )
-    if not start or summary is None or refusal is not None:
+    if not start or summary is None or refusal is not None or title is None:
         return
     try:
         # What the visitor typed is checked here, before any worker sees it: a timm name, a run of
@@ -80,10 +94,15 @@ def start_section(
         )
         if data.source == UPLOAD and data.upload is not None:
             run_folder = start_run(
-                config, "", upload=data.upload.getvalue(), upload_name=data.upload.name, owner=session_owner()
+                config,
+                "",
+                upload=data.upload.getvalue(),
+                upload_name=data.upload.name,
+                owner=session_owner(),
+                title=title,
             )
         else:
-            run_folder = start_run(config, _data_argument(data), owner=session_owner())
+            run_folder = start_run(config, _data_argument(data), owner=session_owner(), title=title)
     except (RunError, ServingError, DataError, ModelError) as error:  # RunLimitError is a RunError
         st.error(str(error))
         return

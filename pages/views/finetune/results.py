@@ -20,7 +20,6 @@ from vitviz.finetune.worker import run_image_set
 from vitviz.images import image_digest
 from vitviz.maths.attention import class_attention_map, rollout_relevance
 from vitviz.models import RUN_WEIGHTS, ModelError, no_token_attention_reason
-from vitviz.preprocess import explanation_image
 from vitviz.runs import (
     RunError,
 )
@@ -118,7 +117,7 @@ def render_attention_change(folder: Path, config: dict, images: ImageSet, result
     )
     record_after = ui.cached_attention(folder.name, RUN_WEIGHTS, device, digest, picture)
     layer = record_after.num_layers - 1
-    pixels = explanation_image(picture, after.facts)
+    pixels = ui.cached_view(folder.name, RUN_WEIGHTS, device, digest, picture).pixels
     stride = after.facts.stride_px
     maps = {
         "class-token attention, last layer": (

@@ -35,6 +35,7 @@ from vitviz.runs import (
     read_metrics,
     read_status,
     run_folder_by_name,
+    run_summary,
 )
 
 
@@ -108,7 +109,7 @@ def render_runs(runs: list[RunSummary]) -> None:
         metrics = read_metrics(run.folder) if run.problem is None else []
         rows.append(
             {
-                "run": run.name,
+                "run": run.title,
                 "state": _state_text(run),
                 "model": run.model,
                 "weights": describe_weights(run.weights, run.base_model),
@@ -127,10 +128,16 @@ def render_runs(runs: list[RunSummary]) -> None:
             "delete it): " + "; ".join(str(run.problem) for run in broken[:5])
         )
     names = [run.name for run in runs]
+    by_name = {run.name: run for run in runs}
     current = st.session_state.get(OPEN_RUN)
     columns = st.columns([4, 1, 1], vertical_alignment="bottom")
     picked = columns[0].selectbox(
-        "Run", names, index=names.index(current) if current in names else 0, key=RUN_PICK
+        "Run",
+        names,
+        index=names.index(current) if current in names else 0,
+        format_func=lambda name: by_name[name].short_title,
+        help="Each run by its name; the open run's model, mode, data, date and folder are shown under it.",
+        key=RUN_PICK,
     )
     if columns[1].button("Open", key="finetune_open", width="stretch"):
         folder = _open_picked(picked)
@@ -138,10 +145,10 @@ def render_runs(runs: list[RunSummary]) -> None:
             set_open_run(folder)
             st.rerun()
     with columns[2].popover("Delete", width="stretch"):
-        if not owned_by(runs[names.index(picked)].folder, session_owner()):
-            st.write(NOT_YOURS.format(name=picked, action="delete"))
+        if not owned_by(by_name[picked].folder, session_owner()):
+            st.write(NOT_YOURS.format(name=by_name[picked].short_title, action="delete"))
             return
-        st.write(f"Delete **{picked}** and everything in its folder?")
+        st.write(f"Delete **{by_name[picked].short_title}** and everything in its folder?")
         if st.button("Delete for good", key="finetune_delete", type="primary"):
             folder = _open_picked(picked)
             try:
@@ -198,7 +205,9 @@ def live_run(folder: Path) -> None:
 def render_run(folder: Path, device: str) -> None:
     """The open run: live progress while it trains, then curves and results."""
     status = read_status(folder)
-    st.subheader(f"Run {folder.name}")
+    shown = run_summary(folder)
+    # A long name is cut; the whole of it is the heading's tooltip.
+    st.subheader(f"Run {shown.short_title}", help=shown.title if shown.short_title != shown.title else None)
     try:
         config = read_config(folder)
     except RunError as error:

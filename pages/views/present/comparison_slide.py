@@ -76,7 +76,8 @@ def _cached_class_map(
     _image: Image.Image,
 ) -> ExplanationResult:
     """One model's map of one class on the view of the image."""
-    return explanation_map(ui.cached_model(name, weights, device), _image, method, class_index, view)
+    seen = ui.cached_view(name, weights, device, digest, _image, view)
+    return explanation_map(ui.cached_model(name, weights, device), seen, method, class_index)
 
 
 def _probability(predictions: list[Prediction], index: int) -> float:
@@ -132,9 +133,9 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
                 name, weights, story.device, story.picked.digest, story.view, method, explained.index,
                 story.picked.image,
             )  # fmt: skip
-            pixels = ui.cached_explanation_image(
+            pixels = ui.cached_view(
                 name, weights, story.device, story.picked.digest, story.picked.image, story.view
-            )
+            ).pixels
             figure = attention_overlay_figure(
                 pixels,
                 result.values,

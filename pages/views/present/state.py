@@ -8,6 +8,7 @@ from pages.views import ui
 from vitviz.figures.story import SLIDE_KEYS, SlideKey
 from vitviz.images import BUILTIN_PHOTOS
 from vitviz.models import SUGGESTED_MODELS
+from vitviz.preprocess import ViewMode
 from vitviz.share import parse_view_state
 from vitviz.text import clipped
 
@@ -29,10 +30,10 @@ __all__ = [
     "SLIDE",
     "SOURCE",
     "STORY_MODELS",
+    "STORY_VIEWS",
     "UPLOAD",
     "UPLOAD_ID",
     "VIEW",
-    "VIEW_BOXES",
     "VIEW_CHOICE",
     "VIEW_SLIDES",
     "seed_session",
@@ -51,7 +52,7 @@ VIEW = "present_view"  # the view picker (ui.view_picker), drawn on the slides t
 VIEW_CHOICE = "present_view_choice"  # the view, kept while its picker is off screen
 # The views the story offers, as its first slide names the box. Not "aspect": the story's slides are
 # drawn for a square grid.
-VIEW_BOXES: dict[str, str] = {"crop": "the centre crop", "whole": "the whole image"}
+STORY_VIEWS: tuple[ViewMode, ...] = ("crop", "whole")  # the views the story offers
 PAIR_IMAGE = "present_pair_image"  # which held-out image of a trained pair's data the last slide shows
 APP_RERUN = "present_app_rerun"  # set by a toggle whose change the whole app must see, not only the slide
 CNN_NAME = "tf_efficientnet_lite0"  # the bundled CNN of the last slide, when no pair of classifiers loads
@@ -104,7 +105,7 @@ def _seed_from_link() -> list[str]:
         notes.append(f"model={state.model!r} (the story offers {', '.join(STORY_MODELS)})")
     if state.image is not None:
         st.session_state[PHOTO] = state.image
-    if params.get("view") in VIEW_BOXES:
+    if params.get("view") in STORY_VIEWS:
         st.session_state[VIEW_CHOICE] = params["view"]
     slide = params.get("slide", "1")
     # ASCII digits only, and few of them: "²" passes str.isdigit() and int() refuses it, and int()

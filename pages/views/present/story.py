@@ -20,8 +20,8 @@ from pages.views.present.state import (
     MODEL,
     PAIR_IMAGE,
     SLIDE,
+    STORY_VIEWS,
     VIEW,
-    VIEW_BOXES,
     VIEW_CHOICE,
 )
 from vitviz.availability import ModelPair, best_pair
@@ -190,7 +190,7 @@ def _story_view() -> ViewMode:
     if VIEW in st.session_state:  # the picker's value, which the visitor may just have changed
         st.session_state[VIEW_CHOICE] = st.session_state[VIEW]
     view = st.session_state.get(VIEW_CHOICE, "crop")
-    view = view if view in VIEW_BOXES else "crop"
+    view = view if view in STORY_VIEWS else "crop"
     st.session_state[VIEW] = view  # the picker, drawn after the story is made, opens on it
     return view
 
@@ -228,7 +228,7 @@ def story() -> Story:
     return Story(
         picked=picked,
         view=view,
-        pixels=ui.cached_explanation_image(model_name, weights, device, picked.digest, picked.image, view),
+        pixels=ui.cached_view(model_name, weights, device, picked.digest, picked.image, view).pixels,
         loaded=loaded,
         model_name=model_name,
         weights=weights,

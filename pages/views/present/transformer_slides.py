@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
@@ -21,7 +22,6 @@ from pages.views.present.state import (
     STORY_MODELS,
     UPLOAD,
     UPLOAD_ID,
-    VIEW_BOXES,
 )
 from pages.views.present.story import Story
 from vitviz.export import export_filename
@@ -29,12 +29,12 @@ from vitviz.figures.animation import attention_animation_figure, attention_anima
 from vitviz.figures.common import patch_grid_figure, photo_view_figure, predictions_figure, selected_patch
 from vitviz.figures.slides import embedding_figure, similarity_figure, style_for_slides
 from vitviz.figures.story import opening_layer
+from vitviz.forward.tokens import token_stages
 from vitviz.images import BUILTIN_PHOTOS
 from vitviz.maths.attention import class_attention_map
 from vitviz.maths.sinks import sink_sentence
-from vitviz.maths.tokens import token_stages
 from vitviz.models import WEIGHTS_SOURCES, describe_weights
-from vitviz.preprocess import ViewMode, image_view
+from vitviz.preprocess import VIEW_LABELS, ViewMode
 
 __all__ = [
     "render_attention",
@@ -115,33 +115,28 @@ def _model_controls() -> None:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _photo_with_view(
-    name: str, weights: str, device: str, digest: str, view: ViewMode, _image: Image.Image
-) -> tuple[np.ndarray, tuple[float, float, float, float], str]:
-    """The photo at most DISPLAY_PX on its longest side, the view's box scaled with it, and the view's note."""
-    seen = image_view(_image, ui.cached_model(name, weights, device).facts, view)
-    shown = _image.convert("RGB")
-    shown.thumbnail((DISPLAY_PX, DISPLAY_PX))  # a phone photo would be megabytes of PNG per run
-    factor = shown.width / _image.width
-    box = tuple(edge * factor for edge in seen.box)
-    return np.asarray(shown), box, seen.note
+    name: str, weights: str, device: str, digest: str, view: ViewMode, title: str, _image: Image.Image
+) -> tuple[go.Figure, str]:
+    """The photo, at most DISPLAY_PX on its longest side, with the view's box; and the view's note."""
+    seen = ui.cached_view(name, weights, device, digest, _image, view)
+    # At most DISPLAY_PX: a phone photo would be megabytes of PNG per run.
+    return photo_view_figure(seen.photo, [("", seen.box)], title, longest=DISPLAY_PX), seen.note
 
 
 def render_image(story: Story) -> None:
     figure_column, controls_column = st.columns([3, 2], gap="large")
     with figure_column:
         image = story.picked.image
-        photo, box, note = _photo_with_view(
-            story.model_name, story.weights, story.device, story.picked.digest, story.view, image
-        )
         title = (
             f"{story.picked.name} ({image.width}×{image.height} px)"
-            f"<br><sup>box: what the model sees, {VIEW_BOXES[story.view]}</sup>"
+            f"<br><sup>box: what the model sees, {VIEW_LABELS[story.view]}</sup>"
+        )
+        figure, note = _photo_with_view(
+            story.model_name, story.weights, story.device, story.picked.digest, story.view, title, image
         )
         # As tall as a wide photo needs, so it does not float in a square of empty space.
-        height = min(FIGURE_HEIGHT, 140 + round(520 * photo.shape[0] / photo.shape[1]))
-        story.show(
-            photo_view_figure(photo, box, title), "present_photo_chart", f"photo-{story.view}", height=height
-        )
+        height = min(FIGURE_HEIGHT, 140 + round(520 * image.height / image.width))
+        story.show(figure, "present_photo_chart", f"photo-{story.view}", height=height)
         if note:
             st.caption(note)
     with controls_column:

@@ -12,9 +12,10 @@ from PIL import Image
 
 from pages.views.ui.choices import ModelChoice
 from vitviz.availability import ModelSuggestion, model_suggestions
-from vitviz.maths.attention import AttentionRecord, record_attention, rollout_relevance
+from vitviz.forward.attention import record_attention
+from vitviz.forward.tokens import output_embedding, position_similarity
+from vitviz.maths.attention import AttentionRecord, rollout_relevance
 from vitviz.maths.sinks import SinkReport, detect_sinks
-from vitviz.maths.tokens import output_embedding, position_similarity
 from vitviz.memory import (
     VISITOR_MODEL_ENV,
     MemorySettingError,
@@ -33,14 +34,13 @@ from vitviz.models import (
     untrained_twin,
 )
 from vitviz.predict import Prediction, predict
-from vitviz.preprocess import ViewMode, explanation_image
+from vitviz.preprocess import ImageView, ViewMode, image_view
 from vitviz.runs import MODEL_FILE, RunError, run_folder_by_name
 from vitviz.serving import ServingError, visitor_model
 from vitviz.weights import WeightsError
 
 __all__ = [
     "cached_attention",
-    "cached_explanation_image",
     "cached_model",
     "cached_output_embedding",
     "cached_position_similarity",
@@ -49,6 +49,7 @@ __all__ = [
     "cached_sinks",
     "cached_suggestions",
     "cached_twin",
+    "cached_view",
     "load_or_stop",
     "load_problem",
     "shared_models",
@@ -162,7 +163,7 @@ def cached_attention(
     With `twin`, the record is the untrained twin's (`cached_twin`) instead of the model's own.
     """
     loaded = cached_twin(name, weights, device) if twin else cached_model(name, weights, device)
-    return record_attention(loaded, _image, view)
+    return record_attention(loaded, cached_view(name, weights, device, digest, _image, view))
 
 
 @st.cache_data(max_entries=64)
@@ -195,19 +196,23 @@ def cached_rollout(
     return rollout_relevance(_record, fusion, discard, start, sinks=sinks, sink_report=_sink_report)
 
 
-@st.cache_data(max_entries=64)
-def cached_explanation_image(
+@st.cache_resource(max_entries=64)
+def cached_view(
     name: str, weights: str, device: str, digest: str, _image: Image.Image, view: ViewMode = "crop"
-) -> np.ndarray:
-    """The view's pixels at the model's input size, as the maps are drawn over them."""
-    return explanation_image(_image, cached_model(name, weights, device).facts, view)
+) -> ImageView:
+    """The one view of a photo that a model sees, made once and handed to every computation on it.
+
+    A resource cache hands out the same view (never changed) without copying its photo and tensor.
+    """
+    return image_view(_image, cached_model(name, weights, device).facts, view)
 
 
 @st.cache_data(show_spinner="Predicting…", max_entries=64)
 def cached_predictions(
     name: str, weights: str, device: str, digest: str, _image: Image.Image, topk: int, view: ViewMode = "crop"
 ) -> list[Prediction]:
-    return predict(cached_model(name, weights, device), [_image], topk=topk, view=view)[0]
+    seen = cached_view(name, weights, device, digest, _image, view)
+    return predict(cached_model(name, weights, device), [seen], topk=topk)[0]
 
 
 def load_problem(error: ModelError | WeightsError) -> str:
@@ -244,4 +249,5 @@ def cached_position_similarity(name: str, weights: str, device: str, position: t
 def cached_output_embedding(
     name: str, weights: str, device: str, digest: str, _image: Image.Image, view: ViewMode = "crop"
 ) -> np.ndarray:
-    return output_embedding(cached_model(name, weights, device), _image, view)
+    seen = cached_view(name, weights, device, digest, _image, view)
+    return output_embedding(cached_model(name, weights, device), seen)

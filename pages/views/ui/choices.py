@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from vitviz.models import RUN_WEIGHTS, describe_weights
+from vitviz.runs import RunError, run_folder_by_name, short_run_title
 
 __all__ = ["DEFAULT_MODEL", "ImageChoice", "ModelChoice"]
 
@@ -26,6 +27,16 @@ class ModelChoice:
     def run(self) -> str | None:
         """The fine-tuned run's name, when the choice is a run."""
         return self.name if self.weights == RUN_WEIGHTS else None
+
+    @property
+    def shown(self) -> str:
+        """How text names the choice: the timm name, or the run's given name (cut) or folder name."""
+        if self.run is None:
+            return self.name
+        try:
+            return short_run_title(run_folder_by_name(self.run))
+        except RunError:
+            return self.run
 
     @property
     def label(self) -> str:

@@ -26,8 +26,8 @@ from vitviz.images import (
     image_digest,
 )
 from vitviz.models import RUN_WEIGHTS, WEIGHTS_SOURCES, LoadedModel, ModelError, describe_weights
-from vitviz.preprocess import ViewMode, aspect_view_problem
-from vitviz.runs import list_runs
+from vitviz.preprocess import VIEW_LABELS, ViewMode, aspect_view_problem
+from vitviz.runs import list_runs, run_folder_by_name, run_summary
 from vitviz.serving import is_visitor_run, server_paths_allowed
 from vitviz.share import TimmModelNames
 from vitviz.weights import WeightsError
@@ -36,7 +36,6 @@ __all__ = [
     "IMAGE_UPLOAD_TYPES",
     "OTHER_MODEL",
     "UPLOAD_LIMIT_MB",
-    "VIEW_LABELS",
     "WEIGHTS_FILE",
     "ZIP_UPLOAD_TYPES",
     "aspect_problem_of",
@@ -106,7 +105,9 @@ def model_picker(key: str, default_name: str = DEFAULT_MODEL) -> ModelChoice:
         ).strip()
     typed_run = picked == OTHER_MODEL and name not in TimmModelNames() and is_visitor_run(name)
     if picked in runs or typed_run:
-        st.caption(f"Weights: {describe_weights(RUN_WEIGHTS, name)}")
+        shown = run_summary(run_folder_by_name(name))  # a run picked or typed is in the runs folder
+        # The title may be cut in the menu; the caption's tooltip holds the whole of it.
+        st.caption(f"Weights: {describe_weights(RUN_WEIGHTS, name)}  \n{shown.details}", help=shown.title)
         return ModelChoice(name, RUN_WEIGHTS, _device_picker(key))
     suggestion = suggestions.get(name)
     if suggestion is not None and not suggestion.loads:
@@ -247,11 +248,6 @@ def untrained_warning(loaded: LoadedModel) -> None:
         st.warning("Random, untrained weights: every map and prediction below shows an untrained model.")
 
 
-VIEW_LABELS: dict[str, str] = {
-    "crop": "centre crop (the model's eval transform)",
-    "whole": "whole image",
-    "aspect": "whole image, aspect kept",
-}
 _VIEW_HELP = (
     "centre crop: what the model is evaluated on (its eval transform: resize, centre crop). whole "
     "image: the whole photo resized to the model's input, so its aspect ratio may change. whole "

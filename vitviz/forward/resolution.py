@@ -7,17 +7,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from vitviz.capture import model_lock
-from vitviz.maths.attention import class_attention_map, record_attention, rollout_relevance
+from vitviz.forward.attention import record_attention
+from vitviz.maths.attention import class_attention_map, rollout_relevance
 from vitviz.maths.sinks import detect_sinks, plan_rollout, rollout_statement
 from vitviz.maths.token_features import principal_components_rgb
 from vitviz.models import LoadedModel, ModelError, ModelFacts, model_facts, no_token_grid_reason
 from vitviz.predict import Prediction, predict
-from vitviz.preprocess import ViewMode, explanation_image
+from vitviz.preprocess import ImageView, image_view
 
 __all__ = [
     "MAX_PATCHES",
@@ -169,13 +169,13 @@ class ResolutionSide:
 
 def compare_resolutions(
     loaded: LoadedModel,
-    image: Image.Image,
+    view: ImageView,
     input_size: tuple[int, int],
     topk: int = 5,
-    view: ViewMode = "crop",
 ) -> tuple[ResolutionSide, ResolutionSide]:
     """The model at its own size and at `input_size`: attention, rollout, position embedding, predictions.
 
+    Each side sees the view's photo in the view's mode, made for that side's input size.
     Position embeddings of both sides are coloured by the same 3-component PCA (fitted on the
     original grid), so a colour means the same direction of the embedding on both sides.
 
@@ -199,13 +199,14 @@ def compare_resolutions(
         ]
     sides = []
     for model, position_rgb in zip((loaded, resized), colours, strict=True):
-        record = record_attention(model, image, view)
+        seen = view if model is loaded else image_view(view.photo, model.facts, view.mode)
+        record = record_attention(model, seen)
         sinks = detect_sinks(record)
-        predictions = predict(model, [image], topk=topk, view=view)[0] if model.facts.has_classifier else None
+        predictions = predict(model, [seen], topk=topk)[0] if model.facts.has_classifier else None
         sides.append(
             ResolutionSide(
                 facts=model.facts,
-                pixels=explanation_image(image, model.facts, view),
+                pixels=seen.pixels,
                 class_attention=class_attention_map(record, record.num_layers - 1, None),
                 rollout=rollout_relevance(record, sink_report=sinks),
                 rollout_statement=rollout_statement(plan_rollout(sinks)),

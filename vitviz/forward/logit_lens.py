@@ -6,13 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from vitviz.capture import ModuleOutputs
 from vitviz.models import LoadedModel, ModelError, no_token_grid_reason
 from vitviz.predict import NoClassifierError, Prediction, top_predictions
-from vitviz.preprocess import ViewMode, prediction_tensor
+from vitviz.preprocess import ImageView, check_view
 
 __all__ = ["LogitLens", "logit_lens", "logit_lens_pixels"]
 
@@ -115,10 +114,11 @@ def logit_lens_pixels(loaded: LoadedModel, pixels: torch.Tensor, topk: int = 5) 
     )
 
 
-def logit_lens(loaded: LoadedModel, image: Image.Image, topk: int = 5, view: ViewMode = "crop") -> LogitLens:
-    """The logit lens of one image's view ("crop": the model's eval transform, or "whole").
+def logit_lens(loaded: LoadedModel, view: ImageView, topk: int = 5) -> LogitLens:
+    """The logit lens of one image's view (`vitviz.preprocess.image_view`).
 
     Raises:
         ModelError: a CNN, or a model with no classifier head.
     """
-    return logit_lens_pixels(loaded, prediction_tensor(image, loaded.facts, view), topk)
+    check_view(loaded, view)
+    return logit_lens_pixels(loaded, view.tensor, topk)

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from vitviz.models import LoadedModel, ModelError
-from vitviz.preprocess import ViewMode, explanation_tensor
+from vitviz.preprocess import ImageView, check_view
 
 __all__ = ["HybridStem", "hybrid_stem"]
 
@@ -34,14 +33,12 @@ class HybridStem:
 
 
 @torch.inference_mode()
-def hybrid_stem(
-    loaded: LoadedModel, image: Image.Image, num_channels: int = 6, view: ViewMode = "crop"
-) -> HybridStem:
+def hybrid_stem(loaded: LoadedModel, view: ImageView, num_channels: int = 6) -> HybridStem:
     """Runs only `model.patch_embed.backbone` and reads the stem's numbers from the model.
 
     Args:
         loaded: a hybrid (CNN stem + ViT).
-        image: the picture; it is resized whole to the model's input, as for attention maps.
+        view: the picture's view (`vitviz.preprocess.image_view`), as for attention maps.
         num_channels: how many single channels to keep; those whose response varies most over
             the image are kept, as they carry the most spatial structure.
 
@@ -56,8 +53,9 @@ def hybrid_stem(
             else f"a {facts.family_words}"
         )
         raise ModelError(f"{facts.name} is {kind}: it has no CNN stem.")
+    check_view(loaded, view)
     patch_embed = loaded.model.patch_embed
-    features = patch_embed.backbone(explanation_tensor(image, facts, view).to(loaded.device))
+    features = patch_embed.backbone(view.tensor.to(loaded.device))
     if isinstance(features, list | tuple):  # timm takes the last map of a multi-output stem
         features = features[-1]
     feature_map = features[0].float().cpu().numpy()  # (C, h, w)

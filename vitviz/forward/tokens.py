@@ -6,12 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 from vitviz.maths.posembed import NoPositionEmbeddingError, grid_position_embedding
 from vitviz.maths.posembed import position_similarity as all_position_similarity
 from vitviz.models import LoadedModel, ModelError, ModelFacts, no_token_grid_reason
-from vitviz.preprocess import ViewMode, explanation_tensor
+from vitviz.preprocess import ImageView, check_view
 
 __all__ = ["TokenStage", "output_embedding", "position_similarity", "token_stages"]
 
@@ -103,7 +102,7 @@ def position_similarity(loaded: LoadedModel, position: tuple[int, int]) -> np.nd
 
 
 @torch.inference_mode()
-def output_embedding(loaded: LoadedModel, image: Image.Image, view: ViewMode = "crop") -> np.ndarray:
+def output_embedding(loaded: LoadedModel, view: ImageView) -> np.ndarray:
     """What the transformer hands its head, on one view of the image: the class token's final vector, or the patch mean.
 
     Returns:
@@ -115,7 +114,8 @@ def output_embedding(loaded: LoadedModel, image: Image.Image, view: ViewMode = "
     facts = loaded.facts
     if facts.grid_size is None:
         raise ModelError(no_token_grid_reason(facts, "output token"))
-    pixels = explanation_tensor(image, facts, view).to(loaded.device)
+    check_view(loaded, view)
+    pixels = view.tensor.to(loaded.device)
     with torch.inference_mode():
         tokens = loaded.model.forward_features(pixels)[0].float().cpu()  # (N, D)
     prefix = facts.num_prefix_tokens

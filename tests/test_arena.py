@@ -1,0 +1,327 @@
+"""The arena: deletion/insertion against a hand-written oracle, the verdict from numbers, ranks and exports."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from tests.support.archives import png_bytes, zip_of
+from tests.support.tiny_models import tiny_loaded
+from vitviz.arena import (
+    BAND_SDS,
+    MIN_BAND,
+    ArenaSettings,
+    ImageScores,
+    MethodScores,
+    arena_methods,
+    arena_table,
+    folder_images,
+    score_image,
+    zip_images,
+)
+from vitviz.arena_jobs import ArenaJob, read_arena, run_arena_job, start_arena
+from vitviz.figures.arena import arena_csv, arena_figure, arena_maps_npz
+from vitviz.finetune.safezip import UnsafeArchiveError
+from vitviz.finetune.trainer import one_cpu_thread
+from vitviz.methods import METHODS
+from vitviz.models import load_model
+from vitviz.preprocess import image_view
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The arena's work is many small forwards: with two threads on this busy 2-core CPU they ran ~10× slower."""
+    with one_cpu_thread():
+        yield
+
+
+COARSE = ArenaSettings(fractions=(0.0, 0.25, 0.5, 0.75, 1.0), road_percentiles=(50,), random_orders=3)
+
+
+def oracle_curves(model, pixels, salience, grid, cell, target, fractions):
+    """Deletion and insertion areas computed here, patch by patch, independently of vitviz.methods.probes."""
+    rows, cols = grid
+    order = sorted(range(rows * cols), key=lambda patch: (-float(salience.flat[patch]), patch))
+    deletion, insertion = [], []
+    for fraction in fractions:
+        count = round(fraction * rows * cols)
+        deleted = pixels.clone()
+        inserted = torch.zeros_like(pixels)  # zero in normalised space: the mean colour
+        for patch in order[:count]:
+            row, col = divmod(patch, cols)
+            window = (
+                slice(None),
+                slice(None),
+                slice(row * cell, (row + 1) * cell),
+                slice(col * cell, (col + 1) * cell),
+            )
+            deleted[window] = 0.0
+            inserted[window] = pixels[window]
+        with torch.no_grad():
+            deletion.append(float(model(deleted).softmax(-1)[0, target]))
+            insertion.append(float(model(inserted).softmax(-1)[0, target]))
+
+    def area(values):
+        return sum(
+            (fractions[i + 1] - fractions[i]) * (values[i] + values[i + 1]) / 2
+            for i in range(len(values) - 1)
+        )
+
+    return area(deletion), area(insertion)
+
+
+def test_deletion_and_insertion_areas_match_a_hand_written_oracle(tiny_models, cat):
+    loaded = tiny_loaded(tiny_models, "vit")  # 64 px, a 4 × 4 grid of 16-px patches
+    settings = ArenaSettings(
+        fractions=COARSE.fractions, road_percentiles=(50,), random_orders=2, sanity=False
+    )
+    scores = score_image(loaded, cat, "cat", ["rollout", "gradcam"], settings)
+    pixels = image_view(cat, loaded.facts, "crop").tensor
+    with torch.no_grad():
+        target = int(loaded.model(pixels).argmax(-1)[0])
+    assert scores.target_index == target
+    for method in scores.methods:
+        assert method.map.shape == (4, 4)
+        deletion, insertion = oracle_curves(
+            loaded.model, pixels, method.map, (4, 4), 16, target, settings.fractions
+        )
+        # The same model on differently batched inputs: float32 matmuls may differ in the last bits.
+        assert method.deletion == pytest.approx(deletion, abs=1e-6), method.method
+        assert method.insertion == pytest.approx(insertion, abs=1e-6), method.method
+    # The random baseline is a seeded permutation of the patches: the oracle on that order agrees too.
+    permutation = np.random.default_rng(0).permutation(16)
+    salience = np.empty(16)
+    salience[permutation] = np.arange(16, 0, -1)  # most "salient" first = the permutation's order
+    deletion, insertion = oracle_curves(
+        loaded.model, pixels, salience, (4, 4), 16, target, settings.fractions
+    )
+    assert scores.random_deletion[0] == pytest.approx(deletion, abs=1e-6)
+    assert scores.random_insertion[0] == pytest.approx(insertion, abs=1e-6)
+    assert len(set(scores.random_deletion)) == 2  # two different random orders
+
+
+def _method(name, deletion, insertion, road, sanity):
+    return MethodScores(name, deletion, insertion, road, sanity, np.eye(3, dtype=np.float32))
+
+
+def _image(name, methods, sanity_run=True):
+    return ImageScores(
+        image=name,
+        target_index=1,
+        target_label="one",
+        methods=tuple(methods),
+        random_deletion=(0.50, 0.52, 0.48, 0.50),
+        random_insertion=(0.30, 0.32, 0.28, 0.30),
+        random_road=(0.0, 0.01, -0.01, 0.0),
+        sanity_run=sanity_run,
+    )
+
+
+def test_verdict_names_each_clause_only_where_the_numbers_bear_it_out():
+    methods = [
+        _method("saliency", 0.20, 0.80, 0.30, 0.95),  # the best numbers, but fails the sanity check
+        _method("rollout", 0.50, 0.30, 0.0, 0.40),  # random's own means: like random everywhere
+        _method("gradcam", 0.30, 0.60, 0.20, 0.20),
+        _method("attention", 0.90, 0.05, -0.30, 0.10),  # worse than random everywhere
+        _method("chefer", 0.25, 0.70, 0.25, -0.10),
+        _method("fem", 0.30, 0.31, 0.20, 0.0),  # better on two, like random on insertion
+    ]
+    table = arena_table("m", True, [_image("cat", methods)])
+    assert [row.method for row in table.rows] == [
+        "chefer",
+        "gradcam",
+        "fem",
+        "rollout",
+        "attention",
+        "saliency",
+    ]
+    assert [row.rank for row in table.rows] == [1, 2, 3, 4, 5, 6]
+    assert table.verdict() == (
+        "On this image, Chefer et al. relevance and Grad-CAM hold up best; Attention rollout scores like "
+        "random order; Raw attention scores worse than random order; Saliency fails the sanity check."
+    )
+    # The band is 2 sample standard deviations of the four random orders.
+    band = BAND_SDS * float(np.std([0.50, 0.52, 0.48, 0.50], ddof=1))
+    assert table.rows[0].bands["deletion"] == pytest.approx(band)
+    fem = next(row for row in table.rows if row.method == "fem")
+    assert [fem.standing(measure) for measure in ("deletion", "insertion", "road")] == [
+        "better",
+        "like random",
+        "better",
+    ]
+    payload = table.to_json()
+    assert payload["methods"][-1] == {
+        **payload["methods"][-1],
+        "method": "saliency",
+        "rank": 6,
+        "sanity": 0.95,
+    }
+    assert payload["methods"][-1]["sanity_passed"] is False
+
+
+def test_verdict_over_images_uses_medians_and_says_when_no_method_holds_up_or_sanity_was_not_run():
+    first = [_method("gradcam", 0.30, 0.60, 0.20, None), _method("rollout", 0.50, 0.30, 0.0, None)]
+    second = [_method("gradcam", 0.50, 0.30, 0.0, None), _method("rollout", 0.50, 0.30, 0.0, None)]
+    third = [_method("gradcam", 0.51, 0.30, 0.0, None), _method("rollout", 0.50, 0.30, 0.0, None)]
+    table = arena_table("m", True, [_image(name, methods, False) for name, methods in
+                                     (("a", first), ("b", second), ("c", third))])  # fmt: skip
+    gradcam = next(row for row in table.rows if row.method == "gradcam")
+    assert gradcam.scores["deletion"].median == pytest.approx(0.50)
+    assert (gradcam.scores["deletion"].low, gradcam.scores["deletion"].high) == pytest.approx((0.40, 0.505))
+    assert table.verdict() == (
+        "Over these 3 images, no method beats random order on all three scores; Grad-CAM and Attention "
+        "rollout score like random order; the sanity check was not run."
+    )
+    assert table.to_json()["methods"][0]["sanity"] is None
+
+
+def test_band_never_falls_below_its_floor():
+    image = ImageScores("x", 0, "zero", (), (0.1, 0.1), (0.1, 0.1), (0.0, 0.0), True)
+    assert image.band("deletion") == MIN_BAND
+
+
+@pytest.fixture(scope="module")
+def efficientnet():
+    return load_model("tf_efficientnet_lite0", "bundled", "cpu")
+
+
+def test_verdict_of_the_bundled_cnn_on_the_cat_matches_its_own_numbers(efficientnet, cat):
+    scores = score_image(efficientnet, cat, "cat", ["gradcam", "eigencam", "layercam"], COARSE)
+    assert scores.target_label.startswith("tiger cat") or scores.target_index in (281, 282, 285)
+    table = arena_table(efficientnet.facts.name, True, [scores])
+    expected = {"holds": [], "like": [], "worse": [], "fails": []}
+    for row in table.rows:
+        item = next(method for method in scores.methods if method.method == row.method)
+        standings = []
+        for measure, sign in (("deletion", -1), ("insertion", 1), ("road", 1)):
+            random = np.asarray(getattr(scores, f"random_{measure}"))
+            gain = sign * (getattr(item, measure) - random.mean())
+            band = max(2 * random.std(ddof=1), 1e-3)
+            standings.append("better" if gain > band else "worse" if gain < -band else "like")
+        fails = item.sanity is not None and abs(item.sanity) > 0.9
+        if fails:
+            expected["fails"].append(row.title)
+        if standings == ["better"] * 3 and not fails:
+            expected["holds"].append(row.title)
+        for word in ("like", "worse"):
+            if standings == [word] * 3:
+                expected[word].append(row.title)
+    sentence = table.verdict()
+    assert sentence.startswith("On this image, ")
+    if expected["holds"]:
+        assert " and ".join(expected["holds"][:2]) in sentence and "up best" in sentence
+    else:
+        assert "no method beats random order on all three scores" in sentence
+    for key, words in (
+        ("like", "like random order"),
+        ("worse", "worse than random order"),
+        ("fails", "sanity"),
+    ):
+        assert (words in sentence) == bool(expected[key]), (key, sentence)
+        for title in expected[key]:
+            assert title in sentence
+    # Every method explained the same class and left a varying map.
+    assert all(np.ptp(method.map) > 0 for method in scores.methods)
+    # The exports carry the same table.
+    csv_text = arena_csv(table)
+    assert csv_text.splitlines()[1].startswith(f"1,{table.rows[0].title}")
+    with np.load(io.BytesIO(arena_maps_npz(table))) as maps:
+        assert sorted(maps.files) == sorted(f"{row.rank:02d}-{row.method}" for row in table.rows)
+        assert np.array_equal(maps[f"01-{table.rows[0].method}"][0], table.rows[0].maps[0])
+    figure = arena_figure(table)
+    assert sentence[:60] in figure.layout.title.text.replace("<br>", " ")
+    assert len(figure.data) == 1 + len(table.rows)
+
+
+def test_fast_methods_by_default_and_the_slow_ones_on_request(efficientnet):
+    fast = arena_methods(efficientnet)
+    every = arena_methods(efficientnet, slow=True)
+    assert "gradcam" in fast and "scorecam" not in fast and "integrated-gradients" not in fast
+    assert set(every) - set(fast) == {name for name in every if METHODS[name].slow} != set()
+    assert "rollout" not in every  # a CNN has no attention
+
+
+def test_zip_images_are_read_in_memory_and_unsafe_archives_refused():
+    archive = zip_of({"b/one.png": png_bytes((9, 9, 9)), "a.png": png_bytes(), "notes.txt": b"hello"})
+    images = zip_images(archive)
+    assert [image.name for image in images] == ["a.png", "b/one.png"]
+    assert images[1].load().getpixel((0, 0)) == (9, 9, 9)
+    with pytest.raises(UnsafeArchiveError):
+        zip_images(zip_of({"../escape.png": png_bytes()}))
+    with pytest.raises(UnsafeArchiveError):
+        zip_images(b"not a zip")
+    assert zipfile.is_zipfile(io.BytesIO(archive))
+
+
+def test_folder_images_take_images_at_any_depth_and_leave_other_files_out(tmp_path):
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "deep" / "er" / "ünï cödé.png").write_bytes(png_bytes())
+    (tmp_path / "a.PNG").write_bytes(png_bytes((1, 2, 3)))
+    (tmp_path / "readme.md").write_text("not an image")
+    (tmp_path / ".hidden.png").write_bytes(png_bytes())
+    images = folder_images(tmp_path)
+    assert [image.name for image in images] == ["a.PNG", "deep/er/ünï cödé.png"]
+    assert images[0].load().getpixel((0, 0)) == (1, 2, 3)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image"):
+        folder_images(tmp_path / "empty")
+
+
+def test_scores_survive_the_json_a_job_writes_exactly(tiny_models, cat):
+    loaded = tiny_loaded(tiny_models, "vit")
+    settings = ArenaSettings(fractions=(0.0, 0.5, 1.0), road_percentiles=(50,), random_orders=2, sanity=False)
+    scores = score_image(loaded, cat, "cat", ["rollout"], settings)
+    again = ImageScores.from_json(json.loads(json.dumps(scores.to_json())))
+    assert again.methods[0].deletion == scores.methods[0].deletion
+    assert np.array_equal(again.methods[0].map, scores.methods[0].map)
+    assert again.random_road == scores.random_road and again.image == "cat"
+
+
+def test_an_image_reports_each_arena_step_once_though_the_scores_report_finer_steps(tiny_models, cat):
+    """faithfulness and ROAD report their own (done, all) steps; the arena turns them into its whole steps."""
+    loaded = tiny_loaded(tiny_models, "vit")
+    settings = ArenaSettings(
+        fractions=(0.0, 0.5, 1.0), road_percentiles=(50, 80), random_orders=2, sanity=False
+    )
+    calls = []
+    score_image(
+        loaded, cat, "cat", ["gradcam", "rollout"], settings, lambda done, of: calls.append((done, of))
+    )
+    assert calls == [(step, 1 + 3 * 2) for step in range(1, 1 + 3 * 2 + 1)]
+
+
+def test_a_background_job_writes_progress_and_the_same_scores_as_a_direct_call(tmp_path, monkeypatch, cat):
+    torch.manual_seed(0)
+    weights = tmp_path / "test_vit.pth"
+    torch.save(timm.create_model("test_vit").state_dict(), weights)
+    started = []
+
+    class Started:
+        pid = 2**22 + 1  # no such process: the slot it holds is free again at once
+
+    def spawn(command, log_path):
+        started.append(command)
+        return Started()
+
+    monkeypatch.setattr("vitviz.finetune.worker.spawn_background", spawn)
+    settings = ArenaSettings(fractions=(0.0, 0.5, 1.0), road_percentiles=(50,), random_orders=2, sanity=False)
+    job = ArenaJob("test_vit", str(weights), "cpu", ("gradcam",), settings, ("the cat",))
+    folder = tmp_path / "job"
+    folder.mkdir()
+    start_arena(job, [cat], folder)
+    assert started and started[0][-2:] == ["vitviz.arena_jobs", str(folder)]
+    assert read_arena(folder).done == 0 and not read_arena(folder).ended
+    run_arena_job(folder)  # what the worker process runs
+    state = read_arena(folder)
+    assert state.finished and state.done == state.total == 1 + 3 and state.error is None
+    direct = score_image(load_model("test_vit", str(weights), "cpu"), cat, "the cat", ["gradcam"], settings)
+    assert state.scores[0].methods[0].deletion == pytest.approx(direct.methods[0].deletion, abs=1e-6)
+    assert state.scores[0].image == "the cat"
+    with pytest.raises(ValueError, match="random"):
+        start_arena(
+            ArenaJob("test_vit", "random", "cpu", ("gradcam",), settings, ("x",)), [cat], tmp_path / "x"
+        )
