@@ -35,6 +35,8 @@ st.caption(ui.model_caption(loaded, choice.weights))
 has_attention = loaded.facts.global_attention
 if has_attention:
     explore.render_attention(loaded, choice, picked_image, view, opacity, raw_colours)
+elif explore.attention_maps_offered(loaded.facts):
+    explore.render_attention_maps(loaded, choice, picked_image, view, opacity, raw_colours)
 else:
     explore.render_cnn(loaded, choice, picked_image, view)
 explore.sync_link(choice, picked_image, opacity, attention=has_attention)

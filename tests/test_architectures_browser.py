@@ -1,10 +1,10 @@
-"""In a real browser: Compare set to a Swin and a GAP-pooled ViT offers each exactly the methods that work on it."""
+"""In a real browser: Compare and Explore offer a Swin (and Compare a GAP-pooled ViT) exactly the methods that work on it."""
 
 import pytest
 
 from pages.views.compare import method_label
-from tests.support.browser import open_and_wait, save_screenshot, wait_until_idle
-from vitviz.methods import available_methods
+from tests.support.browser import open_and_wait, save_screenshot, shows_once, wait_until_idle
+from vitviz.methods import METHODS, available_methods
 from vitviz.models import load_model
 
 pytestmark = pytest.mark.browser
@@ -14,23 +14,29 @@ SWIN, GAP = "swin_tiny_patch4_window7_224", "vit_base_patch16_gap_224"
 
 def _type_model(page, slot: int, name: str) -> None:
     """In the sidebar's "Model N" box: another timm model by name, with random weights."""
-    expander = page.locator('[data-testid="stExpander"]').filter(has_text=f"Model {slot}")
-    expander.locator('[data-testid="stSelectbox"]').filter(has=page.get_by_text("Model", exact=True)).click()
+    _type_random_model(
+        page, page.locator('[data-testid="stExpander"]').filter(has_text=f"Model {slot}"), name
+    )
+    # The slot's caption in the main column names the model once it has loaded.
+    page.get_by_text(f"{slot}. {name}", exact=True).first.wait_for(timeout=TIMEOUT_MS)
+    wait_until_idle(page, timeout_s=TIMEOUT_MS / 1000)
+
+
+def _type_random_model(page, picker, name: str) -> None:
+    """In the model picker inside `picker`: "other timm model…", `name` typed, random weights chosen."""
+    picker.locator('[data-testid="stSelectbox"]').filter(has=page.get_by_text("Model", exact=True)).click()
     page.get_by_role("option", name="other timm model…").click()
     wait_until_idle(page)
-    box = expander.get_by_label("timm model or run name")
+    box = picker.get_by_label("timm model or run name")
     box.fill(name)
     box.press("Enter")
-    wait_until_idle(page)
-    weights = expander.locator('[data-testid="stSelectbox"]').filter(
+    wait_until_idle(page, timeout_s=TIMEOUT_MS / 1000)
+    weights = picker.locator('[data-testid="stSelectbox"]').filter(
         has=page.get_by_text("Weights", exact=True)
     )
     weights.wait_for(timeout=TIMEOUT_MS)
     weights.click()
     page.get_by_role("option", name="random (untrained)").click()
-    # The slot's caption in the main column names the model once it has loaded.
-    page.get_by_text(f"{slot}. {name}", exact=True).first.wait_for(timeout=TIMEOUT_MS)
-    wait_until_idle(page, timeout_s=TIMEOUT_MS / 1000)
 
 
 def _offered_methods(page, name: str) -> list[str]:
@@ -62,3 +68,21 @@ def test_compare_offers_a_swin_and_a_gap_vit_exactly_the_methods_that_work(app_u
     assert "Chefer et al. relevance" in _offered_methods(page, GAP)  # through the pooled patches
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, "compare_swin_and_gap_vit")
+
+
+def test_explore_picked_swin_shows_its_window_attention_and_why_not_rollout(app_url, page):
+    page.set_viewport_size({"width": 1440, "height": 2000})
+    open_and_wait(page, app_url, page.get_by_text("cat (chelsea): 16×16 patches"), TIMEOUT_MS)
+    _type_random_model(page, page.locator('[data-testid="stSidebar"]'), SWIN)
+    facts = load_model(SWIN, "random").facts
+    refusal = METHODS["rollout"].unavailable_reason(facts)
+    assert refusal is not None
+    shows_once(page, f"Not shown: {refusal}", TIMEOUT_MS)
+    # The map's title says what it was read from, as its caption does.
+    source = "window block 0: attention received inside 7×7 windows on its 56×56 grid"
+    page.locator('[data-testid="stPlotlyChart"]', has_text=source).wait_for(timeout=TIMEOUT_MS)
+    shows_once(page, f"Read from {source}, mean of queries and heads.", TIMEOUT_MS)
+    wait_until_idle(page, timeout_s=TIMEOUT_MS / 1000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert "model=swin_tiny_patch4_window7_224" in page.url and "weights=random" in page.url
+    save_screenshot(page, "explore_swin_window_attention")

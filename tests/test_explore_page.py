@@ -1,6 +1,5 @@
 """The Explore page driven by Streamlit's AppTest: every widget by key, no exception anywhere."""
 
-import base64
 import json
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.support.browser import REPO
+from tests.support.plotly_arrays import plotly_array
 from vitviz.forward.attention import record_attention
 from vitviz.images import builtin_photo
 from vitviz.maths.attention import class_attention_map, rollout_relevance
@@ -27,22 +27,13 @@ def _titles(app: AppTest) -> list[str]:
     return [chart.proto.spec for chart in app.get("plotly_chart")]
 
 
-def _decode_array(value) -> np.ndarray:
-    """Plotly writes numpy arrays as {"dtype", "bdata" (base64), "shape"}; lists stay lists."""
-    if isinstance(value, dict):
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = tuple(int(n) for n in str(value["shape"]).split(","))
-        return flat.reshape(shape).astype(np.float64)
-    return np.asarray(value, dtype=np.float64)
-
-
 def _heatmap_values(app: AppTest, title_part: str) -> np.ndarray:
     """The z of the heatmap in the figure whose title contains `title_part`."""
     for spec in _titles(app):
         figure = json.loads(spec)
         if title_part in figure["layout"]["title"]["text"]:
             heatmap = next(trace for trace in figure["data"] if trace["type"] == "heatmap")
-            return _decode_array(heatmap["z"])
+            return plotly_array(heatmap["z"])
     raise AssertionError(f"no figure titled {title_part!r}")
 
 

@@ -143,3 +143,25 @@ def test_random_weights_are_the_same_on_every_load_so_a_link_shows_every_visitor
     pairs = zip(first.model.state_dict().items(), second.model.state_dict().items(), strict=True)
     for (name, one), (_, other) in pairs:
         assert torch.equal(one, other), name
+
+
+def test_random_weights_stay_the_same_while_another_thread_builds_models():
+    """The server's warm-up and other visitors build models meanwhile; each build holds one lock."""
+    import threading
+
+    expected = load_model("test_vit", "random").model.state_dict()
+    stop = threading.Event()
+
+    def build_others() -> None:
+        while not stop.is_set():
+            load_model("test_vit", "random")
+
+    other = threading.Thread(target=build_others)
+    other.start()
+    try:
+        built = [load_model("test_vit", "random").model.state_dict() for _ in range(5)]
+    finally:
+        stop.set()
+        other.join()
+    for state in built:
+        assert all(torch.equal(state[name], value) for name, value in expected.items())

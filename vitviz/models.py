@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -443,11 +444,25 @@ def _check_memory(name: str, build_args: dict[str, Any], loads_state: bool) -> N
         raise ModelError(problem)
 
 
-def _build(name: str, pretrained: bool, *, loads_state: bool = True, **kwargs: Any) -> nn.Module:
-    """timm's model, once its memory estimate fits the budget; `loads_state`: a state dict follows."""
+# Every model this module builds is built under one lock: timm initialises weights from torch's
+# global random generator, so a seeded build ("random" weights, an untrained twin) drawn while
+# another thread builds (the server's warm-up, a second visitor) would get other numbers. (Code
+# outside this module that draws from the global generator during a build, such as a method's
+# noise, is not held off by it.)
+_BUILD_LOCK = threading.RLock()
+
+
+def _build(
+    name: str, pretrained: bool, *, loads_state: bool = True, seed: int | None = None, **kwargs: Any
+) -> nn.Module:
+    """timm's model, once its memory estimate fits the budget; `loads_state`: a state dict follows;
+    `seed`: its initial weights drawn from that seed (the global random state is left as it was)."""
     _check_memory(name, kwargs, loads_state or pretrained)
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError, ValueError) as error:
         if not pretrained:
             raise ModelError(f"Could not build {name}: {error}") from error
@@ -498,9 +513,7 @@ def load_model(name: str, weights: str = "bundled", device: str | torch.device =
     if weights == "hub":
         model = _build(name, pretrained=True)
     elif weights == "random":  # seeded: a link to random weights shows every visitor the same maps
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(UNTRAINED_SEED)
-            model = _build(name, pretrained=False, loads_state=False)
+        model = _build(name, pretrained=False, loads_state=False, seed=UNTRAINED_SEED)
     elif weights == "bundled":
         if name not in BUNDLED_MODEL_NAMES:
             raise WeightsError(
@@ -617,7 +630,7 @@ def untrained_twin(loaded: LoadedModel, seed: int = UNTRAINED_SEED) -> LoadedMod
     build_args: dict[str, object] = {"num_classes": facts.num_classes}
     if facts.family in ("vit", "hybrid"):
         build_args["img_size"] = facts.input_size  # CNN constructors take no img_size
-    with torch.random.fork_rng(devices=[]):
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
             model = timm.create_model(facts.name, pretrained=False, **build_args)

@@ -1,5 +1,8 @@
 """Streamlit glue of the Explore page: shared links, the view, clicked patches, raw attention, rollout.
 
+Models without one grid of global attention (Swin, CaiT, XCiT) get the registry's attention maps
+that fit them, and a line for each it refuses.
+
 Each map and its own controls live in an `st.fragment`: moving a layer slider or clicking a patch
 reruns that fragment alone, and the photo, the predictions and the other map are not sent again.
 """
@@ -14,6 +17,7 @@ import streamlit as st
 import torch
 
 from pages.views import ui
+from pages.views.compare.explanations import cached_explanation
 from vitviz.figures.common import (
     attention_overlay_figure,
     patch_grid_figure,
@@ -25,6 +29,7 @@ from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale
 from vitviz.images import BUILTIN_PHOTOS
 from vitviz.maths.attention import AttentionRecord, class_attention_map, patch_token, query_attention_map
 from vitviz.maths.sinks import SinkReport, plan_rollout, rollout_statement, sink_sentence
+from vitviz.methods import METHODS, available_methods
 from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts, no_token_attention_reason
 from vitviz.predict import Prediction, top_predictions
 from vitviz.preprocess import VIEW_LABELS, ImageView
@@ -35,7 +40,9 @@ __all__ = [
     "OPACITY",
     "RAW_COLOURS",
     "VIEW",
+    "attention_maps_offered",
     "render_attention",
+    "render_attention_maps",
     "render_cnn",
     "seed_from_link",
     "seed_layers_from_link",
@@ -225,6 +232,13 @@ def render_cnn(loaded: LoadedModel, choice: ui.ModelChoice, picked: ui.ImageChoi
     else:
         reason = no_token_attention_reason(facts, "this page's attention maps")
         st.info(f"{reason} Its predictions:")
+    _view_and_predictions(loaded, choice, picked, view)
+
+
+def _view_and_predictions(
+    loaded: LoadedModel, choice: ui.ModelChoice, picked: ui.ImageChoice, view: str
+) -> None:
+    """The photo with its view's box beside the model's top-5 predictions on that view."""
     seen = ui.cached_view(choice.name, choice.weights, choice.device, picked.digest, picked.image, view)
     photo_column, bars_column = st.columns([2, 3])
     with photo_column:
@@ -233,7 +247,89 @@ def render_cnn(loaded: LoadedModel, choice: ui.ModelChoice, picked: ui.ImageChoi
         predictions = ui.cached_predictions(
             choice.name, choice.weights, choice.device, picked.digest, picked.image, 5, view
         )
-        _bars(choice, picked, view, predictions, "Top-5 predictions", "explore_cnn_bars")
+        untrained = "" if loaded.trained else " (untrained)"
+        _bars(choice, picked, view, predictions, f"Top-5 predictions{untrained}", "explore_cnn_bars")
+
+
+# Maps read from attention, in the order the page shows them: one layer's attention, then rollout.
+ATTENTION_MAP_METHODS: tuple[str, ...] = ("attention", "rollout")
+
+
+def attention_maps_offered(facts: ModelFacts) -> list[str]:
+    """The registry's attention maps that explain this model (Swin's windows, CaiT's class attention, …)."""
+    offered = available_methods(facts)
+    return [method for method in ATTENTION_MAP_METHODS if method in offered]
+
+
+def render_attention_maps(
+    loaded: LoadedModel,
+    choice: ui.ModelChoice,
+    picked: ui.ImageChoice,
+    view: str,
+    opacity: float,
+    raw_colours: bool,
+) -> None:
+    """A model without one grid of global attention whose attention the registry can still map.
+
+    The view and the predictions, then each attention map the registry offers for this model over
+    the view, titled with what it was read from; a map it refuses says the registry's reason.
+    """
+    facts = loaded.facts
+    reason = no_token_attention_reason(facts, "the patch grid, layer and head sliders")
+    st.info(f"{reason} The attention maps that do explain it are below.")
+    _view_and_predictions(loaded, choice, picked, view)
+    seen = ui.cached_view(choice.name, choice.weights, choice.device, picked.digest, picked.image, view)
+    offered = attention_maps_offered(facts)
+    # A map needs the room of its title and colour bar; a refusal is one paragraph.
+    columns = st.columns([3 if method in offered else 2 for method in ATTENTION_MAP_METHODS])
+    for column, method in zip(columns, ATTENTION_MAP_METHODS, strict=True):
+        with column:
+            windowed = method == "attention" and facts.attention == "windowed"
+            st.subheader(METHODS[method].title + (", window by window" if windowed else ""))
+            if method not in offered:
+                st.info(f"Not shown: {METHODS[method].unavailable_reason(facts)}")
+                continue
+            _attention_method_map(choice, picked, view, seen, method, opacity, raw_colours)
+
+
+def _attention_method_map(
+    choice: ui.ModelChoice,
+    picked: ui.ImageChoice,
+    view: str,
+    seen: ImageView,
+    method: str,
+    opacity: float,
+    raw_colours: bool,
+) -> None:
+    """One registry map over the view, at the method's default options, with its note when it has one."""
+    try:
+        result = cached_explanation(
+            choice.name, choice.weights, choice.device, picked.digest, view, method, None, (), picked.image
+        )
+    except (ValueError, RuntimeError) as error:  # MethodUnavailableError is a ValueError too
+        st.error(f"Could not compute {METHODS[method].title} of {choice.name}: {error}")
+        return
+    title = METHODS[method].title
+    st.caption(f"Read from {result.source}.")
+    if result.note:
+        st.caption(result.note)
+    if result.constant:  # nothing to draw: the note says why
+        return
+    label = "attention" if method == "attention" else "relevance"
+    figure = attention_overlay_figure(
+        seen.pixels,
+        result.values,
+        result.stride_px,
+        _export_title(choice, picked, view, f"{title}<br><sup>{result.source}</sup>"),
+        opacity=opacity,
+        scale=colour_scale(result.values, label, None if raw_colours else CLIP_PERCENTILE),
+    )
+    figure.update_layout(margin={"t": 64})  # room for the title's third line: what the map was read from
+    key = f"explore_{method}_map"
+    ui.plotly_chart(figure, key=key, theme=None)
+    ui.figure_downloads(
+        figure, result.values, choice.name, choice.weights, picked.name, f"{method} {view}", key
+    )
 
 
 @dataclass(frozen=True)
