@@ -422,8 +422,14 @@ def test_logit_lens_last_layer_agrees_with_the_prediction(probe_run):
 
 def test_sanity_check_reports_the_rank_correlation_at_the_checkpoint(probe_run):
     at = _probe_page(probe_run, "Sanity check")
-    assert not figure_titles(at)  # slow: nothing runs before the button
+    # Slow: no sanity map is made before the button (the page's view thumbnail is a figure too).
+    assert not any(title.startswith("Sanity check") for title in figure_titles(at)), figure_titles(at)
     at.button(key="anatomy_sanity_run").click().run()
+    assert not at.exception, at.exception
+    # The check runs in a background worker; the page follows it until its maps arrive.
+    wait_for(
+        lambda: _has_title(at.run(), "Sanity check of Attention rollout"), 300, "the sanity check's maps"
+    )
     assert not at.exception, at.exception
     verdicts = [element.value for element in [*at.success, *at.warning, *at.info]]
     assert any(re.search(r"ρ = -?[\d.]+ at stage “blocks\.\d+”", text) for text in verdicts), verdicts
