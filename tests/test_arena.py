@@ -281,6 +281,19 @@ def test_scores_survive_the_json_a_job_writes_exactly(tiny_models, cat):
     assert again.random_road == scores.random_road and again.image == "cat"
 
 
+def test_an_image_reports_each_arena_step_once_though_the_scores_report_finer_steps(tiny_models, cat):
+    """faithfulness and ROAD report their own (done, all) steps; the arena turns them into its whole steps."""
+    loaded = tiny_loaded(tiny_models, "vit")
+    settings = ArenaSettings(
+        fractions=(0.0, 0.5, 1.0), road_percentiles=(50, 80), random_orders=2, sanity=False
+    )
+    calls = []
+    score_image(
+        loaded, cat, "cat", ["gradcam", "rollout"], settings, lambda done, of: calls.append((done, of))
+    )
+    assert calls == [(step, 1 + 3 * 2) for step in range(1, 1 + 3 * 2 + 1)]
+
+
 def test_a_background_job_writes_progress_and_the_same_scores_as_a_direct_call(tmp_path, monkeypatch, cat):
     torch.manual_seed(0)
     weights = tmp_path / "test_vit.pth"

@@ -77,3 +77,22 @@ def test_background_jobs_share_one_server_wide_cap(tmp_path, monkeypatch):
     )
     assert state.error is None and state.drops.shape == (12, 3)
     wait_for(lambda: background_job_count() == 0, what="the worker to exit")
+
+
+def test_a_cancelled_ranking_stops_at_its_next_batch_and_says_so(tmp_path):
+    from vitviz.jobs import cancel_job
+
+    _write_job(tmp_path, RankingJob(TINY, "random", "cpu", twin=True, mode="zero", view="crop"))
+    cancel_job(tmp_path)  # asked before the first batch ends: the worker stops at it
+    run_ranking(tmp_path)
+    state = read_ranking(tmp_path)
+    assert state.ended and state.cancelled and state.drops is None and state.error is None
+    assert state.done == 16 and state.total == 36  # one batch of 16 heads (of 12 layers × 3) was done
+
+
+def test_a_running_ranking_reports_heads_and_the_time_left(tmp_path):
+    _write_job(tmp_path, RankingJob(TINY, "random", "cpu", twin=True, mode="zero", view="crop"))
+    run_ranking(tmp_path)
+    state = read_ranking(tmp_path)
+    assert state.progress is not None and state.progress.unit == "heads"
+    assert (state.progress.done, state.progress.total) == (36, 36) and state.progress.eta_s == 0.0

@@ -31,6 +31,7 @@ process scores it, so the table is that of a single process.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -348,11 +349,20 @@ def score_image(
     total = 1 + 3 * len(methods)  # the random orders, then each method's curves, ROAD and sanity check
     steps_done = 0
 
-    def advance(_done: int = 0, _of: int = 0) -> None:
+    def advance_to(reached: int) -> None:
         nonlocal steps_done
-        steps_done += 1
-        if progress is not None:
-            progress(steps_done, total)
+        if reached > steps_done:
+            steps_done = reached
+            if progress is not None:
+                progress(steps_done, total)
+
+    def stage(first: int) -> Callable[[float, float], None]:
+        """The library's (done, all) of one pass over the methods as whole arena steps from `first`."""
+
+        def moved(done: float, of: float) -> None:
+            advance_to(first + (math.floor(len(methods) * done / of + 1e-9) if of > 0 else 0))
+
+        return moved
 
     seen = image_view(image, loaded.facts, settings.view)
     target = probe_target(loaded, seen)
@@ -362,9 +372,9 @@ def score_image(
         loaded, seen, seeds, fractions=settings.fractions, **common
     )
     random_road = random_road_scores(loaded, seen, seeds, percentiles=settings.road_percentiles, **common)
-    advance()
+    advance_to(1)
     curves = faithfulness(
-        loaded, seen, methods, fractions=settings.fractions, seed=settings.seed, progress=advance, **common
+        loaded, seen, methods, fractions=settings.fractions, seed=settings.seed, progress=stage(1), **common
     )
     roads = road(
         loaded,
@@ -372,11 +382,11 @@ def score_image(
         methods,
         percentiles=settings.road_percentiles,
         seed=settings.seed,
-        progress=advance,
+        progress=stage(1 + len(methods)),
         **common,
     )
     scored = []
-    for method, curve, imputed in zip(methods, curves, roads, strict=True):
+    for number, (method, curve, imputed) in enumerate(zip(methods, curves, roads, strict=True)):
         sanity: float | None = None
         if settings.sanity:
             check = cascading_randomisation(loaded, seen, method, seed=settings.seed, **common)
@@ -394,7 +404,7 @@ def score_image(
                 map=np.asarray(values, dtype=np.float32),
             )
         )
-        advance()
+        advance_to(2 + 2 * len(methods) + number)
     return ImageScores(
         image=name,
         target_index=target.index,

@@ -5,7 +5,8 @@ it competes with every other visitor's interactions for the cores; run here, it 
 by `spawn_background`, which runs only on CPU time the app leaves idle, like a fine-tune.
 
 A job is a folder: `job.json` (what to rank), `image.png` (the picture, lossless), then the worker's
-`status.json`, rewritten whole after every batch: heads done of all, then the drops or the error.
+`status.json`, rewritten whole after every batch: heads done of all with the time left at the measured
+pace, then the drops or the error. A `cancel` file (`vitviz.jobs.cancel_job`) stops it at the next batch.
 
     python -m vitviz.head_ranking FOLDER
 """
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+from vitviz.progress import JobCancelled, JobProgress, ProgressSnapshot
 
 if TYPE_CHECKING:
     from vitviz.preprocess import ViewMode
@@ -52,10 +55,12 @@ class RankingState:
     drops: np.ndarray | None = None  # (layers, heads), as `head_importance` returns it
     error: str | None = None
     quiet_s: float = 0.0  # since the worker last wrote its status: a dead worker stays quiet
+    progress: ProgressSnapshot | None = None  # heads done, the measured pace's time left
+    cancelled: bool = False
 
     @property
     def ended(self) -> bool:
-        return self.drops is not None or self.error is not None
+        return self.drops is not None or self.error is not None or self.cancelled
 
 
 def start_ranking(job: RankingJob, image: Image.Image, folder: Path) -> None:
@@ -89,18 +94,34 @@ def read_ranking(folder: Path) -> RankingState:
     status = json.loads(path.read_text())
     drops = np.array(status["drops"], dtype=np.float32) if "drops" in status else None
     quiet_s = time.time() - path.stat().st_mtime
-    return RankingState(int(status["done"]), int(status["total"]), drops, status.get("error"), quiet_s)
+    progress = ProgressSnapshot.from_json(status["progress"]) if status.get("progress") else None
+    return RankingState(
+        int(status["done"]),
+        int(status["total"]),
+        drops,
+        status.get("error"),
+        quiet_s,
+        progress,
+        bool(status.get("cancelled")),
+    )
 
 
 def run_ranking(folder: Path) -> None:
     """The worker: yields the cores to the app, loads the model, ranks its heads, writes the drops."""
     from vitviz.finetune.worker import yield_to_the_app
     from vitviz.forward.ablation import head_importance
+    from vitviz.jobs import cancel_requested
     from vitviz.models import load_model, untrained_twin
     from vitviz.preprocess import image_view
     from vitviz.runs import write_json_atomic
 
     yield_to_the_app()
+
+    def write(snapshot: ProgressSnapshot) -> None:
+        status = {"done": int(snapshot.done), "total": int(snapshot.total), "progress": snapshot.to_json()}
+        write_json_atomic(folder / _STATUS, status)
+
+    clock = JobProgress("heads", cancelled=lambda: cancel_requested(folder), on_update=write)
     try:
         job = RankingJob(**json.loads((folder / _JOB).read_text()))
         loaded = load_model(job.model, job.weights, job.device)
@@ -108,12 +129,13 @@ def run_ranking(folder: Path) -> None:
             loaded = untrained_twin(loaded)
         with Image.open(folder / _IMAGE) as opened:
             image = opened.copy()
-
-        def progress(done: int, total: int) -> None:
-            write_json_atomic(folder / _STATUS, {"done": done, "total": total})
-
         view = image_view(image, loaded.facts, job.view)
-        drops = head_importance(loaded, view, job.mode, progress=progress)
+        clock.restart()  # the pace is the ranking's, not the model load's
+        drops = head_importance(loaded, view, job.mode, progress=clock)
+    except JobCancelled:  # asked by the page (`vitviz.jobs.cancel_job`): the slot frees as the worker exits
+        status = {"done": int(clock.done), "total": int(clock.total), "cancelled": True}
+        write_json_atomic(folder / _STATUS, status)
+        return
     except Exception as error:  # the page shows it; a worker has no one else to tell
         write_json_atomic(
             folder / _STATUS, {"done": 0, "total": 0, "error": f"{type(error).__name__}: {error}"}
@@ -121,7 +143,8 @@ def run_ranking(folder: Path) -> None:
         raise
     # float32 → float → JSON → float32 is exact: the page gets the very numbers the worker made.
     total = int(drops.size)
-    write_json_atomic(folder / _STATUS, {"done": total, "total": total, "drops": drops.tolist()})
+    final = {"done": total, "total": total, "progress": clock.snapshot().to_json(), "drops": drops.tolist()}
+    write_json_atomic(folder / _STATUS, final)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
+
+from vitviz.progress import JobProgress, ProgressSnapshot
 
 if TYPE_CHECKING:
     from vitviz.models import LoadedModel
@@ -18,6 +22,7 @@ __all__ = [
     "add_model_arguments",
     "add_view_argument",
     "load_from_args",
+    "terminal_progress",
 ]
 
 _WEIGHTS_HELP = (
@@ -114,3 +119,30 @@ def load_from_args(args: argparse.Namespace) -> LoadedModel:
     if problem:
         raise CommandError(f"--view aspect: {problem}")
     return loaded
+
+
+def terminal_progress(
+    what: str, unit: str, stream: TextIO | None = None, every_s: float = 5.0
+) -> JobProgress:
+    """A progress callback that tells the terminal the units done and the time left, on stderr.
+
+    On a terminal one line is redrawn in place; into a file or a pipe, a line every `every_s`
+    seconds and the last one, so a log stays short. Ctrl-C stops the work, as anywhere.
+    """
+    out = sys.stderr if stream is None else stream
+    live = out.isatty()
+    printed = [-float("inf")]
+
+    def show(snapshot: ProgressSnapshot) -> None:
+        finished = snapshot.done >= snapshot.total
+        now = time.monotonic()
+        if live:
+            out.write(f"\r{what}: {snapshot.text():<60}" + ("\n" if finished else ""))
+        elif finished or now - printed[0] >= every_s:
+            out.write(f"{what}: {snapshot.text()}\n")
+        else:
+            return
+        printed[0] = now
+        out.flush()
+
+    return JobProgress(unit, on_update=show)

@@ -8,7 +8,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vitviz.cli.common import CommandError, add_class_argument, add_image_command, add_view_argument
+from vitviz.cli.common import (
+    CommandError,
+    add_class_argument,
+    add_image_command,
+    add_view_argument,
+    terminal_progress,
+)
 from vitviz.methods import METHOD_NAMES
 
 if TYPE_CHECKING:
@@ -215,7 +221,8 @@ def _run_compare(args: argparse.Namespace) -> None:
         predictions.append(top)
         if top:
             explained = args.class_index if args.class_index is not None else top[0].index
-            scores += faithfulness(loaded, view, [method], explained)
+            progress = terminal_progress(f"faithfulness of {name}", "steps")
+            scores += faithfulness(loaded, view, [method], explained, progress=progress)
         if not loaded.trained:
             print(f"note: {name} has random (untrained) weights", file=sys.stderr)
     figure = compare_figure(image, panels, predictions, f"{Path(args.image).name} · {args.view} view")

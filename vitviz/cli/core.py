@@ -19,6 +19,7 @@ from vitviz.cli.common import (
     add_model_arguments,
     add_view_argument,
     load_from_args,
+    terminal_progress,
 )
 from vitviz.methods import METHOD_NAMES
 from vitviz.text import grid_size_text
@@ -203,7 +204,12 @@ def _class_specific_map(loaded: LoadedModel, view: ImageView, args: argparse.Nam
         if args.steps < 1:
             raise CommandError(f"--steps must be at least 1, got {args.steps}")
         options["steps"] = args.steps
-    return explanation_map(loaded, view, args.method, args.class_index, **options)
+    from vitviz.progress import reporting
+
+    # Score-CAM and Ablation-CAM report their channels (the other methods take a pass or a few).
+    unit = {"scorecam": "masks", "ablationcam": "channels"}.get(args.method, "steps")
+    with reporting(terminal_progress(METHODS[args.method].title, unit)):
+        return explanation_map(loaded, view, args.method, args.class_index, **options)
 
 
 def _run_prepare_weights(args: argparse.Namespace) -> None:

@@ -14,6 +14,7 @@ from vitviz.cli.common import (
     add_image_command,
     add_listing_arguments,
     load_from_args,
+    terminal_progress,
 )
 from vitviz.methods import METHOD_NAMES
 
@@ -138,7 +139,10 @@ def _run_sanity(args: argparse.Namespace) -> None:
     image = load_image_file(args.image)
     loaded = load_from_args(args)
     view = image_view(image, loaded.facts)
-    result = cascading_randomisation(loaded, view, args.method, args.class_index, seed=args.seed)
+    progress = terminal_progress(f"sanity check of {args.method}", "maps")
+    result = cascading_randomisation(
+        loaded, view, args.method, args.class_index, seed=args.seed, progress=progress
+    )
     if args.json:
         payload = {"stages": list(result.stages), "rank_correlation": list(result.rank_correlation)}
         print(json.dumps(payload, indent=2))

@@ -22,6 +22,7 @@ from vitviz.finetune.distributed import SINGLE_PROCESS, DistributedContext
 from vitviz.finetune.logistic import choose_l2_strength, fit_head
 from vitviz.models import LoadedModel, ModelError, ModelFacts, load_model
 from vitviz.preprocess import image_view
+from vitviz.progress import JobProgress
 
 __all__ = [
     "DEFAULT_EPOCHS",
@@ -296,15 +297,20 @@ class _ImageTensors(Dataset):
 
 
 class _Clock:
-    """Progress in work units (images through the backbone), and the time left at this pace."""
+    """Progress in work units (images through the backbone), and the time left at the recent pace.
+
+    The pace is `vitviz.progress.JobProgress`'s: measured over the recent part of the run, so a
+    first epoch slowed by warm-up, or a machine that got busier, does not skew the estimate for long.
+    """
 
     def __init__(self, total_units: float) -> None:
         self.total = max(total_units, 1e-9)
         self.done = 0.0
-        self.started = time.monotonic()
+        self._progress = JobProgress("images")
 
     def advance(self, units: float) -> None:
         self.done = min(self.total, self.done + units)
+        self._progress(self.done, self.total)
 
     @property
     def fraction(self) -> float:
@@ -312,9 +318,7 @@ class _Clock:
 
     @property
     def eta_s(self) -> float | None:
-        if self.done <= 0:
-            return None
-        return (time.monotonic() - self.started) / self.done * (self.total - self.done)
+        return self._progress.eta_s()
 
 
 # --------------------------------------------------------------------------------------------

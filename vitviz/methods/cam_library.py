@@ -48,6 +48,7 @@ from vitviz.capture import LayerTap, model_lock
 from vitviz.methods.base import ExplanationMethod, MethodUnavailableError, feature_grid, pool_to_grid
 from vitviz.methods.gradcam import FEATURES, as_feature_map, default_layer, feature_map_reason, layer_module
 from vitviz.models import ModelFacts
+from vitviz.progress import report
 from vitviz.text import picture_size_text
 
 __all__ = [
@@ -79,12 +80,25 @@ class _NoProgressBars:
 
     Both wrap their loop over channel batches in `tqdm.tqdm(...)`, which drew a progress bar on the
     server's stderr (or the command line's) for every map. tqdm reads its `TQDM_DISABLE` setting once,
-    when it is imported, so the bars are switched off here, for those two modules only.
+    when it is imported, so the bars are switched off here, for those two modules only. Instead,
+    each batch reports the channels done of all to `vitviz.progress.report` (a page's or a job's
+    progress; a cancelled job stops there).
     """
 
     @staticmethod
     def tqdm(iterable: Iterable[T], *_args: object, **_kwargs: object) -> Iterable[T]:
-        return iterable
+        if not isinstance(iterable, range) or iterable.step <= 0:
+            return iterable
+        return _reported_batches(iterable)
+
+
+def _reported_batches(starts: range) -> Iterator[int]:
+    """The batch starts of a channel loop, reporting (channels done, channels) after each batch."""
+    total = max(0, starts.stop)
+    report(0, total)
+    for start in starts:
+        yield start
+        report(min(start + starts.step, total), total)
 
 
 for _module in (pytorch_grad_cam.ablation_cam, pytorch_grad_cam.score_cam):

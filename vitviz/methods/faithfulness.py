@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from vitviz.methods.probes import (
 )
 from vitviz.models import LoadedModel
 from vitviz.preprocess import ImageView
+from vitviz.progress import ProgressCallback, within_unit
 
 __all__ = [
     "ROAD_PERCENTILES",
@@ -98,7 +99,7 @@ def faithfulness(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     method_options: dict[str, dict[str, Any]] | None = None,
     seed: int = 0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> list[FaithfulnessResult]:
     """Deletion and insertion curves of each method's map on the view's input, with random baselines.
 
@@ -110,7 +111,9 @@ def faithfulness(
         fractions: increasing fractions from 0 to 1.
         method_options: per-method options, by method name.
         seed: seed of the random order of the baseline curves.
-        progress: called with (methods done, methods in all) after each method.
+        progress: called with (steps done, steps in all): the baseline curves, then per method its
+            map and its two sets of curves (a slow map moves within its step); an exception it
+            raises (a cancel) stops the scoring.
 
     Returns:
         One result per method, in the order given.
@@ -122,13 +125,20 @@ def faithfulness(
     def curves(order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return _order_curves(loaded, target, grid, steps, order)
 
-    random_deletion, random_insertion = curves(salience_order(None, "drop-random", seed, grid.num_patches))
+    total = 1 + 3 * len(methods)
+    with within_unit(progress, 0, total):
+        random_deletion, random_insertion = curves(
+            salience_order(None, "drop-random", seed, grid.num_patches)
+        )
     results = []
-    for method in methods:
+    for number, method in enumerate(methods):
         options = (method_options or {}).get(method, {})
-        salience = salience_on_grid(loaded, target, grid, method, **options)
-        deletion, insertion = curves(salience_order(salience, "drop-salient"))
-        least_first, _ = curves(salience_order(salience, "drop-least-salient"))
+        with within_unit(progress, 1 + 3 * number, total):  # Score-CAM's masks move this step
+            salience = salience_on_grid(loaded, target, grid, method, **options)
+        with within_unit(progress, 2 + 3 * number, total):
+            deletion, insertion = curves(salience_order(salience, "drop-salient"))
+        with within_unit(progress, 3 + 3 * number, total):
+            least_first, _ = curves(salience_order(salience, "drop-least-salient"))
         results.append(
             FaithfulnessResult(
                 model=loaded.facts.name,
@@ -144,8 +154,6 @@ def faithfulness(
                 random_insertion=random_insertion,
             )
         )
-        if progress is not None:
-            progress(len(results), len(methods))
     return results
 
 
@@ -251,7 +259,7 @@ def road(
     percentiles: Sequence[int] = ROAD_PERCENTILES,
     seed: int = 0,
     method_options: dict[str, dict[str, Any]] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> list[RoadResult]:
     """ROAD curves of each method's map on the prediction input, with pytorch-grad-cam's ROAD metric.
 
@@ -264,7 +272,8 @@ def road(
         seed: seed of the imputation noise and of the random-order map (the global random state
             is left as it was).
         method_options: per-method options, by method name.
-        progress: called with (methods done, methods in all) after each method.
+        progress: called with (steps done, steps in all), a step being one imputed input or one
+            method's map; an exception it raises (a cancel) stops the scoring.
 
     Returns:
         One result per method, in the order given.
@@ -273,15 +282,23 @@ def road(
     target = probe_target(loaded, view, class_index)
     pixels = target.pixels  # (1, 3, H, W)
 
+    total = len(steps) + len(methods) * (1 + 2 * len(steps))
+    done = 0
+
     def imputed(values: np.ndarray, orders: Sequence[type]) -> list[np.ndarray]:
-        return _imputed_curves(loaded, target, values, orders, steps, seed)
+        nonlocal done
+        curves = _imputed_curves(loaded, target, values, orders, steps, seed, progress, done, total)
+        done += len(steps) * len(orders)
+        return curves
 
     random_map = _random_road_map(loaded, seed)
     (random_order,) = imputed(random_map, [ROADMostRelevantFirst])
     results = []
     for method in methods:
         options = (method_options or {}).get(method, {})
-        values = explain_pixels(loaded, pixels, method, [target.index], **options)[0].values
+        with within_unit(progress, done, total):  # Score-CAM's masks move this step
+            values = explain_pixels(loaded, pixels, method, [target.index], **options)[0].values
+        done += 1
         most_first, least_first = imputed(values, [ROADMostRelevantFirst, ROADLeastRelevantFirst])
         results.append(
             RoadResult(
@@ -297,8 +314,6 @@ def road(
                 random_order=random_order,
             )
         )
-        if progress is not None:
-            progress(len(results), len(methods))
     return results
 
 
@@ -323,8 +338,14 @@ def _imputed_curves(
     orders: Sequence[type],
     steps: Sequence[int],
     seed: int,
+    progress: ProgressCallback | None = None,
+    done: int = 0,
+    total: int = 0,
 ) -> list[np.ndarray]:
-    """The target probability at each threshold of this map, (P,) for each ROAD order."""
+    """The target probability at each threshold of this map, (P,) for each ROAD order.
+
+    Each imputed input is one step of `progress`, counted on from `done` of `total`.
+    """
     pixels = target.pixels  # (1, 3, H, W)
     input_size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
     targets = [ClassifierOutputSoftmaxTarget(target.index)]
@@ -338,7 +359,9 @@ def _imputed_curves(
         torch.manual_seed(seed)
         for percentile in steps:
             for curve, metric in zip(curves, orders, strict=True):
-                after = metric(percentile)(pixels, per_pixel, targets, loaded.model, return_diff=False)
+                with within_unit(progress, done, total):
+                    after = metric(percentile)(pixels, per_pixel, targets, loaded.model, return_diff=False)
+                done += 1
                 curve.append(float(after[0]))
     return [np.asarray(curve) for curve in curves]
 

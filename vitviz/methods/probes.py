@@ -14,6 +14,7 @@ from vitviz.methods import default_method, explain_pixels
 from vitviz.models import Family, LoadedModel, no_token_grid_reason
 from vitviz.predict import NoClassifierError, followed_class
 from vitviz.preprocess import ImageView
+from vitviz.progress import ProgressCallback, report, within_unit
 
 __all__ = [
     "CNN_PATCH_PX",
@@ -43,6 +44,7 @@ PROBE_KINDS: tuple[str, ...] = ("drop-salient", "drop-least-salient", "drop-rand
 # The three orders a drop probe can take: a salience map is worth reading only against the random
 # order (its baseline) and the least-salient-first order (its opposite).
 DROP_ORDERS: tuple[str, ...] = ("drop-salient", "drop-least-salient", "drop-random")
+_MAP_IMAGES = 2  # what a salience map costs in a probe's progress: about a forward and a backward
 DEFAULT_FRACTIONS: tuple[float, ...] = tuple(round(step / 10, 1) for step in range(11))  # 0.0 … 1.0
 # CNNs have no tokens: they are probed on 16-px patches, the ViT-B/16 grid the probes were made for.
 CNN_PATCH_PX = 16
@@ -292,6 +294,7 @@ def target_probabilities(loaded: LoadedModel, batch: torch.Tensor, target: int) 
     for chunk in batch.split(_BATCH):
         logits = loaded.model(chunk.to(loaded.device))
         values.append(logits.float().softmax(dim=-1)[:, target].double().cpu())
+        report(sum(len(part) for part in values), len(batch))  # a cancelled job stops here
     return torch.cat(values).numpy()
 
 
@@ -315,6 +318,7 @@ def _probabilities_without_tokens(
         x = model.norm(model.blocks(x))
         logits = model.forward_head(x)
         values.append(float(logits.float().softmax(dim=-1)[0, target]))
+        report(len(values), len(dropped))
     return np.asarray(values, dtype=np.float64)
 
 
@@ -339,6 +343,7 @@ def run_probe(
     remove_tokens: bool = False,
     seed: int = 0,
     centre: tuple[float, float] = (0.5, 0.5),
+    progress: ProgressCallback | None = None,
     **method_options: Any,
 ) -> ProbeCurve:
     """Perturbs a growing fraction of the image and follows the target-class probability.
@@ -358,6 +363,8 @@ def run_probe(
         remove_tokens: remove dropped tokens from a ViT's sequence instead of greying them.
         seed: seed of drop-random and shuffle.
         centre: (row, col) fractions of the occluded region's centre.
+        progress: called with (images done, images in all): the salience map as two, then the
+            perturbed inputs; an exception it raises (a cancel) stops the probe.
         method_options: options of the salience method.
 
     Returns:
@@ -378,24 +385,27 @@ def run_probe(
     salient = kind in ("drop-salient", "drop-least-salient")
     method = (method or default_method(facts)) if salient else None
     order = np.arange(grid.num_patches)
+    total = _MAP_IMAGES + steps.size
     if kind.startswith("drop-"):
-        salience = salience_on_grid(loaded, target, grid, method, **method_options) if method else None
+        with within_unit(progress, 0, total, _MAP_IMAGES):
+            salience = salience_on_grid(loaded, target, grid, method, **method_options) if method else None
         order = salience_order(salience, kind, seed, size=grid.num_patches)
     elif kind == "shuffle":
         order = np.random.default_rng(seed).permutation(grid.num_patches)
     counts = [round(fraction * grid.num_patches) for fraction in steps]
 
-    if remove_tokens:
-        dropped = [order[: min(count, grid.num_patches - 1)] for count in counts]
-        probabilities = _probabilities_without_tokens(loaded, target.pixels, dropped, target.index)
-    else:
-        if kind == "occlude":
-            perturbed = [occlude_region(pixels, float(fraction), centre) for fraction in steps]
-        elif kind == "shuffle":
-            perturbed = [shuffle_patches(pixels, order[:count], grid) for count in counts]
+    with within_unit(progress, _MAP_IMAGES, total, steps.size):
+        if remove_tokens:
+            dropped = [order[: min(count, grid.num_patches - 1)] for count in counts]
+            probabilities = _probabilities_without_tokens(loaded, target.pixels, dropped, target.index)
         else:
-            perturbed = [pixels * ~drop_mask(order[:count], grid, input_size) for count in counts]
-        probabilities = target_probabilities(loaded, torch.stack(perturbed), target.index)
+            if kind == "occlude":
+                perturbed = [occlude_region(pixels, float(fraction), centre) for fraction in steps]
+            elif kind == "shuffle":
+                perturbed = [shuffle_patches(pixels, order[:count], grid) for count in counts]
+            else:
+                perturbed = [pixels * ~drop_mask(order[:count], grid, input_size) for count in counts]
+            probabilities = target_probabilities(loaded, torch.stack(perturbed), target.index)
     return ProbeCurve(
         model=facts.name,
         family=facts.family,
@@ -418,6 +428,7 @@ def run_drop_orders(
     method: str | None = None,
     class_index: int | None = None,
     seed: int = 0,
+    progress: ProgressCallback | None = None,
     **method_options: Any,
 ) -> list[ProbeCurve]:
     """The drop probe in all three orders: most salient first, least salient first, and random.
@@ -425,6 +436,8 @@ def run_drop_orders(
     The random order is the baseline that makes the salient curves readable: a map that knows
     where the evidence lies falls below it when its most salient patches go first, and stays
     above it when its least salient ones go first. One salience map serves both salient orders.
+    `progress` is called with (images done, images in all): the map counts as two, then each
+    order's perturbed inputs.
 
     Returns:
         Three curves, in DROP_ORDERS' order.
@@ -438,12 +451,17 @@ def run_drop_orders(
     pixels = target.pixels[0].cpu()  # (3, H, W)
     input_size = (pixels.shape[1], pixels.shape[2])
     method = method or default_method(facts)
-    salience = salience_on_grid(loaded, target, grid, method, **method_options)
+    # Counted in images through the model: the map as two (a forward and a backward), then each order's.
+    total = _MAP_IMAGES + len(DROP_ORDERS) * steps.size
+    with within_unit(progress, 0, total, _MAP_IMAGES):
+        salience = salience_on_grid(loaded, target, grid, method, **method_options)
     counts = [round(fraction * grid.num_patches) for fraction in steps]
     curves = []
-    for kind in DROP_ORDERS:
+    for number, kind in enumerate(DROP_ORDERS):
         order = salience_order(salience, kind, seed, size=grid.num_patches)
         perturbed = [pixels * ~drop_mask(order[:count], grid, input_size) for count in counts]
+        with within_unit(progress, _MAP_IMAGES + number * steps.size, total, steps.size):
+            probabilities = target_probabilities(loaded, torch.stack(perturbed), target.index)
         curves.append(
             ProbeCurve(
                 model=facts.name,
@@ -454,7 +472,7 @@ def run_drop_orders(
                 target_index=target.index,
                 target_label=target.label,
                 fractions=steps,
-                target_probability=target_probabilities(loaded, torch.stack(perturbed), target.index),
+                target_probability=probabilities,
                 removed_tokens=False,
                 grid_size=grid.grid_size,
             )

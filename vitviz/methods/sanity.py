@@ -24,6 +24,7 @@ from vitviz.capture import model_lock
 from vitviz.methods import METHODS, explain_pixels
 from vitviz.models import LoadedModel
 from vitviz.preprocess import ImageView, check_view
+from vitviz.progress import within_unit
 
 __all__ = [
     "ORIGINAL_STAGE",
@@ -175,14 +176,12 @@ def cascading_randomisation(
             classes = [int(model(pixels).argmax(dim=-1)[0])]
     parameters = dict(model.named_parameters())
     generator = torch.Generator().manual_seed(seed)
-    maps = [explain_pixels(copied, pixels, method, classes, **options)[0].values]
-    if progress is not None:
-        progress(1, total)
-    for done, (_, names) in enumerate(stages, start=2):
+    with within_unit(progress, 0, total):  # a slow method's masks move the map's step
+        maps = [explain_pixels(copied, pixels, method, classes, **options)[0].values]
+    for done, (_, names) in enumerate(stages, start=1):
         _redraw([parameters[name] for name in names], generator)
-        maps.append(explain_pixels(copied, pixels, method, classes, **options)[0].values)
-        if progress is not None:
-            progress(done, total)
+        with within_unit(progress, done, total):
+            maps.append(explain_pixels(copied, pixels, method, classes, **options)[0].values)
     blocks = sum(1 for name, _ in stages if name not in ("head", "embedding", "stem"))
     has_head = stages[0][0] == "head"
     checkpoint = min(len(stages), int(has_head) + math.ceil(blocks / 2))

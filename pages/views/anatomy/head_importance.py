@@ -17,6 +17,7 @@ from vitviz.maths.ablation import ranking_agreement
 from vitviz.maths.attention import AttentionRecord
 from vitviz.models import LoadedModel, ModelError
 from vitviz.preprocess import ImageView
+from vitviz.progress import JobProgress, ProgressSnapshot
 
 __all__ = ["ABLATION_WORDS"]
 
@@ -41,12 +42,12 @@ def _rank_here(
     """Ranks in this run, with a progress bar: for models no worker can load again."""
     bar = st.progress(0.0, text="Switching each head off in turn…")
 
-    def report(done: int, all_heads: int) -> None:
-        bar.progress(done / all_heads, text=f"{done} of {all_heads} heads switched off in turn")
+    def draw(snapshot: ProgressSnapshot) -> None:
+        bar.progress(snapshot.fraction, text=f"Switching each head off in turn: {snapshot.text()}")
 
     try:
         seen = side.view_of(picked)
-        store[key] = head_importance(side.loaded, seen, mode, progress=report)
+        store[key] = head_importance(side.loaded, seen, mode, progress=JobProgress("heads", on_update=draw))
     except (ModelError, ValueError, RuntimeError) as error:
         st.error(f"Could not rank the heads: {error}")
     bar.empty()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
@@ -11,6 +12,7 @@ import streamlit as st
 from pages.views import ui
 from pages.views.anatomy.kit import ModelSide
 from vitviz.head_ranking import RankingJob, RankingState, read_ranking, start_ranking
+from vitviz.jobs import cancel_job
 
 __all__ = ["IMPORTANCE", "RANKING_JOBS"]
 
@@ -50,15 +52,22 @@ def _ranking_progress(key: tuple) -> None:
         state = RankingState(0, 0, error=f"its folder could not be read ({error})")
     if not state.ended and state.quiet_s < RANKING_SILENT_S:
         fraction = state.done / state.total if state.total else 0.0
-        words = (
-            f"{state.done} of {state.total} heads switched off in turn"
-            if state.total
-            else "Loading the model…"
-        )
-        st.progress(fraction, text=f"{words} (in the background)")
+        words = "Loading the model…"
+        if (
+            state.progress is not None and state.total
+        ):  # heads done of all, the time left at the measured pace
+            left = None if state.progress.eta_s is None else max(0.0, state.progress.eta_s - state.quiet_s)
+            words = f"Switching each head off in turn: {replace(state.progress, eta_s=left).text()}"
+        row = st.columns([5, 1], vertical_alignment="center")
+        row[0].progress(fraction, text=f"{words} (in the background)")
+        if row[1].button("Cancel", key="anatomy_ranking_cancel", help="Stops the worker at its next batch."):
+            cancel_job(folder)
         return
     del jobs[key]
     shutil.rmtree(folder, ignore_errors=True)
+    if state.cancelled:
+        st.caption("Ranking cancelled: the estimate stays; rank again when you like.")
+        return
     if state.drops is None:
         error = state.error or f"the worker stopped without a word for {RANKING_SILENT_S} s"
         st.error(f"Could not rank the heads: {error}")

@@ -5,18 +5,20 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages.views import ui
+from pages.views import background, ui
 from pages.views.anatomy.kit import ModelSide, _chart, _clip_percentile, _export_title, _raw_colours
 from vitviz.figures.anatomy import sanity_maps_figure
 from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale
+from vitviz.jobs import JobSpec
 from vitviz.methods import METHODS, available_methods, default_method
-from vitviz.methods.sanity import UNFAITHFUL_RANK_CORRELATION, SanityResult, cascading_randomisation
-from vitviz.models import ModelError
+from vitviz.methods.sanity import UNFAITHFUL_RANK_CORRELATION, SanityResult
 
 __all__ = ["render_sanity"]
 
 SANITY_METHOD = "anatomy_sanity_method"
-SANITY_RESULTS = "anatomy_sanity_results"  # {(model key, digest, view, method): SanityResult}
+SANITY_RESULTS = (
+    "anatomy_sanity_requests"  # {(model key, digest, view, method)} asked for; results: background
+)
 
 
 def render_sanity(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
@@ -37,22 +39,20 @@ def render_sanity(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         "model should change with them. ρ is the rank correlation with the original map."
     )
     view = side.view
-    store = st.session_state.setdefault(SANITY_RESULTS, {})
+    requested = st.session_state.setdefault(SANITY_RESULTS, set())  # the keys whose check was asked for
     cache_key = (side.key, picked.digest, view, method)
-    if st.button("Run the sanity check (slow)", key="anatomy_sanity_run", disabled=cache_key in store):
-        bar = st.progress(0.0, text="Randomising the weights stage by stage…")
-
-        def report(done: int, total: int) -> None:
-            bar.progress(done / total, text=f"{done} of {total} maps")
-
-        try:
-            seen = side.view_of(picked)
-            store[cache_key] = cascading_randomisation(loaded, seen, method, progress=report)
-        except (ModelError, ValueError, RuntimeError) as error:
-            st.error(f"Could not run the sanity check: {error}")
-            return
-        bar.empty()
-    result: SanityResult | None = store.get(cache_key)
+    if st.button("Run the sanity check", key="anatomy_sanity_run", disabled=cache_key in requested):
+        requested.add(cache_key)
+    if cache_key not in requested:
+        st.caption("It redraws the weights stage by stage and maps each stage: it runs in the background.")
+        return
+    choice = side.choice
+    options = {"method": method, "view": view}
+    spec = JobSpec("sanity", choice.name, choice.weights, choice.device, options, twin=side.twin)
+    what = f"Sanity check of {METHODS[method].title}"
+    outcome = background.job_outcome(cache_key, spec, picked.image, loaded, what)
+    background.job_controls([cache_key], "anatomy_sanity_job")
+    result: SanityResult | None = outcome.result
     if result is None:
         return
     _render_sanity_result(side, picked, result)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import streamlit as st
 from PIL import Image
 
-from pages.views import ui
+from pages.views import background, ui
 from pages.views.compare.explanations import method_label
 from pages.views.compare.slots import (
     SLOW_METHODS,
@@ -18,15 +18,9 @@ from pages.views.compare.slots import (
     with_classifier,
 )
 from vitviz.figures.compare import faithfulness_curves_figure, probe_curves_figure, road_curves_figure
+from vitviz.jobs import JobSpec
 from vitviz.methods import METHODS, available_methods, default_method, method_title
-from vitviz.methods.faithfulness import (
-    FaithfulnessResult,
-    RoadResult,
-    faithfulness,
-    faithfulness_rows,
-    road,
-    road_rows,
-)
+from vitviz.methods.faithfulness import FaithfulnessResult, RoadResult, faithfulness_rows, road_rows
 from vitviz.methods.probes import ProbeCurve, run_drop_orders, run_probe
 from vitviz.methods.verdicts import Verdict, deletion_verdicts, drop_verdicts, road_verdicts
 from vitviz.preprocess import VIEW_LABELS
@@ -35,9 +29,7 @@ __all__ = [
     "DROP",
     "PROBES",
     "CheckedModels",
-    "ScoreMetric",
     "cached_probe",
-    "cached_scores",
     "checks_section",
     "faithfulness_section",
     "probes_section",
@@ -45,7 +37,6 @@ __all__ = [
     "show_verdicts",
 ]
 
-ScoreMetric = Literal["deletion and insertion", "ROAD"]
 DROP = "drop"  # the drop probe, run in its three orders so that the random baseline sits beside it
 PROBES = {
     DROP: "drop patches: most salient first, least salient first, random order",
@@ -113,26 +104,6 @@ def cached_probe(
             for order in ("drop-salient", "drop-least-salient", "drop-random")
         ]
     return [run_probe(loaded, seen, kind, fractions, None, class_index, centre=centre)]
-
-
-@st.cache_data(show_spinner="Scoring faithfulness…", max_entries=64)
-def cached_scores(
-    metric: ScoreMetric,
-    name: str,
-    weights: str,
-    device: str,
-    digest: str,
-    view: str,
-    methods: tuple[str, ...],
-    class_index: int | None,
-    _image: Image.Image,
-) -> list[FaithfulnessResult] | list[RoadResult]:
-    """Deletion and insertion curves over 11 fractions, or ROAD's, of each method on one model."""
-    loaded = ui.cached_model(name, weights, device)
-    seen = ui.cached_view(name, weights, device, digest, _image, view)
-    if metric == "ROAD":
-        return road(loaded, seen, methods, class_index)
-    return faithfulness(loaded, seen, methods, class_index, [step / 10 for step in range(11)])
 
 
 def probes_section(checked: CheckedModels) -> None:
@@ -231,27 +202,35 @@ def show_verdicts(verdicts: Sequence[Verdict]) -> None:
 
 
 def score_each_model(
-    checked: CheckedModels, chosen: Sequence[str], fits: dict[int, list[str]], metric: ScoreMetric
-) -> list:
-    """One metric's results for each model, with the chosen methods that fit it; a failure stays in its slot."""
-    results = []
+    checked: CheckedModels, chosen: Sequence[str], fits: dict[int, list[str]]
+) -> tuple[list[FaithfulnessResult], list[RoadResult], bool]:
+    """Deletion / insertion and ROAD results of each model, with the chosen methods that fit it.
+
+    Each model's scoring is a background job (its progress, time left and Cancel drawn here); a
+    failure stays in its slot.
+
+    Returns:
+        The results that have arrived, and whether any model has methods to score.
+    """
+    results: list[FaithfulnessResult] = []
+    road_results: list[RoadResult] = []
+    keys = []
     for slot in checked.classifiers:
         fitting = tuple(name for name in chosen if name in fits[slot.number])
         if not fitting:
             continue
-        try:
-            results += cached_scores(
-                metric,
-                *slot.model_key,
-                checked.picked.digest,
-                checked.view,
-                fitting,
-                checked.classes[slot.number],
-                checked.picked.image,
-            )
-        except (ValueError, RuntimeError) as error:
-            st.error(f"{slot.number}. {slot.choice.shown}, {metric}: {error}")
-    return results
+        class_index, view = checked.classes[slot.number], checked.view
+        key = ("faithfulness", *slot.model_key, checked.picked.digest, view, fitting, class_index)
+        options = {"methods": list(fitting), "class_index": class_index, "view": view}
+        spec = JobSpec("faithfulness", slot.choice.name, slot.choice.weights, slot.choice.device, options)
+        what = f"{slot.number}. faithfulness and ROAD of {slot.choice.shown}"
+        outcome = background.job_outcome(key, spec, checked.picked.image, slot.loaded, what)
+        keys.append(key)
+        if outcome.result is not None:
+            results += outcome.result[0]
+            road_results += outcome.result[1]
+    background.job_controls(keys, "compare_faithfulness_job")
+    return results, road_results, bool(keys)
 
 
 def faithfulness_section(checked: CheckedModels) -> None:
@@ -266,17 +245,18 @@ def faithfulness_section(checked: CheckedModels) -> None:
         default=[name for name in offered if name in shown and name not in SLOW_METHODS],
         format_func=method_label,
         key="compare_faithfulness_methods",
-        help="Each method is scored on every model it fits. Integrated Gradients and Occlusion take "
-        "seconds per model; Score-CAM and Ablation-CAM about a minute.",
+        help="Each method is scored on every model it fits, in a background worker that shows its "
+        "progress and the time left; Score-CAM and Ablation-CAM take one forward per channel.",
     )
     if not st.toggle("Score faithfulness", key="compare_run_faithfulness"):
         st.caption("Switch on **Score faithfulness** to compute deletion, insertion and ROAD curves.")
         return
-    results = score_each_model(checked, chosen, fits, "deletion and insertion")
-    if not results:
+    results, road_results, any_method = score_each_model(checked, chosen, fits)
+    if not any_method:
         st.info("Pick at least one method to score.")
         return
-    road_results = score_each_model(checked, chosen, fits, "ROAD")
+    if not results:
+        return
     st.markdown("**Deletion and insertion** (patches greyed or restored)")
     st.dataframe(faithfulness_rows(results), hide_index=True, key="compare_faithfulness_table")
     show_verdicts(deletion_verdicts(results))

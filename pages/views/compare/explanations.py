@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from pages.views import ui
+from pages.views import background, ui
 from pages.views.compare.slots import (
     SLOW_METHODS,
     DisplayOptions,
@@ -25,6 +25,7 @@ from vitviz.figures.compare import (
     shared_overlays_figure,
 )
 from vitviz.figures.scales import colour_scale
+from vitviz.jobs import JobSpec
 from vitviz.maths.sinks import SinkReport, sink_sentence
 from vitviz.methods import ExplanationResult, available_methods, default_method, explain_pixels, method_title
 from vitviz.models import describe_weights
@@ -47,6 +48,7 @@ __all__ = [
     "predictions_section",
     "sink_lines",
     "slot_sinks",
+    "slow_map_job",
     "views_section",
 ]
 
@@ -216,7 +218,15 @@ def explanations_section(
         f"{slot.choice.shown} ({describe_weights(slot.choice.weights, slot.choice.run)})" for slot in slots
     )
     # Everything the maps are drawn from, so a rerun that changes none of it reuses the figures.
-    drawn = (picked.digest, picked.name, options, tuple(slot.model_key for slot in slots), methods, classes)
+    drawn = (
+        picked.digest,
+        picked.name,
+        options,
+        tuple(slot.model_key for slot in slots),
+        methods,
+        classes,
+        tuple(panel.note for panel in panels),  # a slow map still running, then arrived
+    )
 
     def maps_figure() -> go.Figure:
         figure = shared_overlays_figure(
@@ -234,6 +244,20 @@ def explanations_section(
 
     figure = cached_figure(repr(("maps", drawn)), maps_figure)
     ui.plotly_chart(figure, key="compare_maps_chart", theme=None)
+    slow = [
+        slow_map_job(
+            slot,
+            methods[slot.number],
+            classes[slot.number],
+            options.method_options(methods[slot.number]),
+            picked.digest,
+            views[slot.number].mode,
+        )[0]
+        for slot in slots
+        if methods[slot.number] in SLOW_METHODS
+    ]
+    if slow:
+        background.job_controls(slow, "compare_slow_map")
     sink_lines(slots, reports, statements)
     ui.figure_downloads(
         figure,
@@ -290,7 +314,7 @@ def cached_explanation(
 
 def method_label(method: str) -> str:
     """A method's menu label; a slow one says so."""
-    return method_title(method) + (" (slow: about a minute)" if method in SLOW_METHODS else "")
+    return method_title(method) + (" (slow: runs in the background)" if method in SLOW_METHODS else "")
 
 
 def method_picker(slot: ModelSlot) -> str:
@@ -384,12 +408,28 @@ def explanation_panel(
 ) -> tuple[OverlayPanel, ExplanationResult | None]:
     """One model's map over its view, as a panel of the shared-scale row; a failure becomes the panel's note.
 
-    Attention sinks are marked on a map drawn on the model's token grid.
+    Attention sinks are marked on a map drawn on the model's token grid. A slow method's map is
+    computed in a background worker: until it arrives the panel says so (`background.job_controls`
+    under the maps shows its progress).
     """
     assert slot.loaded is not None
     choice = slot.choice
     # Three lines, so that three panels' titles never run into each other: model, weights, method.
     title = f"{slot.number}. {choice.shown}<br>{describe_weights(choice.weights, choice.run)}<br>{method_title(method)}"
+    if method in SLOW_METHODS:
+        outcome = background.job_outcome(
+            *slow_map_job(
+                slot, method, class_index, options.method_options(method), picked.digest, view.mode
+            ),
+            picked.image,
+            slot.loaded,
+            f"{slot.number}. {method_title(method)} of {choice.shown}",
+        )
+        if outcome.result is None:
+            return OverlayPanel(
+                title, None, note=_wrap(background.ending_note(outcome)), pixels=view.pixels
+            ), None
+        return _panel(slot, title, outcome.result, percentile, view, sinks), outcome.result
     try:
         result = cached_explanation(
             choice.name,
@@ -404,17 +444,43 @@ def explanation_panel(
         )
     except (ValueError, RuntimeError) as error:
         return OverlayPanel(title, None, note=_wrap(str(error)), pixels=view.pixels), None
+    return _panel(slot, title, result, percentile, view, sinks), result
+
+
+def slow_map_job(
+    slot: ModelSlot, method: str, class_index: int | None, options: dict, digest: str, view: str
+) -> tuple[tuple, JobSpec]:
+    """The key and the worker's job of a slow method's map: everything the map depends on is in both.
+
+    Args:
+        options: the method's own options (`DisplayOptions.method_options`).
+        digest, view: the picked image's digest and the view mode.
+    """
+    choice = slot.choice
+    key = ("map", *slot.model_key, digest, view, method, class_index, tuple(sorted(options.items())))
+    job_options = {"method": method, "class_index": class_index, "view": view, "method_options": options}
+    return key, JobSpec("explanation", choice.name, choice.weights, choice.device, job_options)
+
+
+def _panel(
+    slot: ModelSlot,
+    title: str,
+    result: ExplanationResult,
+    percentile: float,
+    view: ImageView,
+    sinks: SinkReport | None,
+) -> OverlayPanel:
+    """The panel of a map that was computed: its class in the title, sinks marked, or the note of a constant map."""
+    assert slot.loaded is not None
     if result.target_label:
         title += f" · {result.target_label.split(',')[0]} ({result.target_index})"
     marks: tuple[tuple[int, int], ...] = ()
     if sinks is not None and result.grid_size == slot.loaded.facts.grid_size:
         marks = tuple(sink.position for sink in sinks.patch_sinks if sink.position is not None)
     if result.constant_note:  # a constant map is said to be one, never drawn as relevance everywhere
-        return OverlayPanel(title, None, note=_wrap(result.constant_note), pixels=view.pixels), result
+        return OverlayPanel(title, None, note=_wrap(result.constant_note), pixels=view.pixels)
     shown = result.normalised(percentile)  # a nearly flat map is drawn, with a line saying how flat
-    return OverlayPanel(
-        title, shown, note=_wrap(result.flat_note or ""), pixels=view.pixels, sinks=marks
-    ), result
+    return OverlayPanel(title, shown, note=_wrap(result.flat_note or ""), pixels=view.pixels, sinks=marks)
 
 
 def _wrap(text: str, width: int = 40) -> str:

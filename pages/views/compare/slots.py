@@ -46,7 +46,8 @@ LINK_VIEWS: tuple[ViewMode, ...] = ("crop", "whole")  # the views the page offer
 VIEW_KEY = "compare_view"
 RAW_ROLLOUT = "compare_raw_rollout"
 RAW_SINKS_CHOICE = "compare_link_sinks"  # a link's sinks=exclude|raw, until it sets the toggle
-# Methods that take about a minute per map on a laptop CPU: marked in the menu, never a default.
+# Methods of one forward per channel (minutes on a small CPU): marked in the menu, never a default, run
+# in a background worker that shows their progress and time left.
 SLOW_METHODS = frozenset({"scorecam", "ablationcam"})
 GRADCAM_LAYERS = {
     "": "per family (features · stem · tokens)",

@@ -9,6 +9,7 @@ import streamlit as st
 
 from vitviz.finetune.pair import pair_job_by_name
 from vitviz.finetune.worker import stop_run
+from vitviz.progress import duration_text
 from vitviz.runs import (
     RunError,
     active_runs,
@@ -89,9 +90,7 @@ def start_refusal() -> str | None:
 def eta_text(seconds: float | None) -> str:
     if seconds is None:
         return "estimating time left…"
-    if seconds < 60:
-        return f"about {seconds:.0f} s left"
-    return f"about {seconds / 60:.0f} min left"
+    return f"about {duration_text(seconds)} left"
 
 
 def stop_button(folder: Path, label: str, key: str) -> bool:

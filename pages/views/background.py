@@ -1,0 +1,166 @@
+"""Streamlit glue for long work: run it in a background worker, follow its progress and time left, cancel it.
+
+A page asks `job_outcome` for a result by key: the first time it starts the job (`vitviz.jobs`) and
+says it is running; `follow_jobs` then draws each running job's progress bar, with the time left
+from the worker's measured pace and a Cancel button, and reruns the page once the result arrives.
+The rest of the page stays usable while the worker runs. A model no worker can load again (unseeded
+random weights) is computed in the script run instead, with the same progress bar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import streamlit as st
+from PIL import Image
+
+from vitviz.jobs import JobSpec, JobState, cancel_job, compute_job, job_unit, read_job, start_job
+from vitviz.models import LoadedModel, ModelError
+from vitviz.progress import JobCancelled, JobProgress, ProgressSnapshot
+
+__all__ = ["JobOutcome", "ending_note", "follow_jobs", "job_controls", "job_outcome"]
+
+JOBS = "background_jobs"  # {key: (job folder, what it computes)}
+RESULTS = "background_results"  # {key: result}
+ENDINGS = "background_endings"  # {key: why it has no result: its error, or that it was cancelled}
+REFRESH_S = 1.0  # how often a running job's progress is read
+SILENT_S = 300  # a worker this long without a status update has died
+
+
+class JobOutcome(NamedTuple):
+    """Where a page's job stands: its result, why there is none, or that it is still running."""
+
+    result: Any = None
+    ending: str | None = None  # the error, or "cancelled"
+    running: bool = False
+
+
+def job_outcome(
+    key: Hashable, spec: JobSpec, image: Image.Image, loaded: LoadedModel, what: str
+) -> JobOutcome:
+    """The job's result once it has one; else starts it in a worker (once per key and visitor).
+
+    Args:
+        key: everything the result depends on (model, image digest, view, options).
+        spec: what to compute; its model must be `loaded`.
+        loaded: the page's model, used only where no worker can load it again (random weights).
+        what: a few words for the progress bar ("Score-CAM of vit_small…").
+    """
+    results, endings = st.session_state.setdefault(RESULTS, {}), st.session_state.setdefault(ENDINGS, {})
+    jobs: dict[Hashable, tuple[Path, str]] = st.session_state.setdefault(JOBS, {})
+    if key in results:
+        return JobOutcome(results[key])
+    if key in endings:
+        return JobOutcome(ending=endings[key])
+    if key in jobs:
+        return JobOutcome(running=True)
+    if spec.weights == "random" and not spec.twin:  # unseeded: computed here, with the same bar
+        return _compute_here(key, spec, image, loaded, what)
+    folder = Path(tempfile.mkdtemp(prefix="vitviz-job-"))
+    try:
+        start_job(spec, image, folder)
+    except (OSError, ValueError) as error:  # the server's job cap included: the page says so
+        shutil.rmtree(folder, ignore_errors=True)
+        return JobOutcome(ending=f"could not start ({error})")
+    jobs[key] = (folder, what)
+    return JobOutcome(running=True)
+
+
+def forget(key: Hashable) -> None:
+    """Drops the key's result or ending, so that the next `job_outcome` starts it again."""
+    st.session_state.get(RESULTS, {}).pop(key, None)
+    st.session_state.get(ENDINGS, {}).pop(key, None)
+
+
+def _compute_here(
+    key: Hashable, spec: JobSpec, image: Image.Image, loaded: LoadedModel, what: str
+) -> JobOutcome:
+    bar = st.progress(0.0, text=f"{what}: starting…")
+
+    def draw(snapshot: ProgressSnapshot) -> None:
+        bar.progress(snapshot.fraction, text=f"{what}: {snapshot.text()}")
+
+    try:
+        result = compute_job(spec, loaded, image, JobProgress(job_unit(spec), on_update=draw))
+    except (ModelError, ValueError, RuntimeError, JobCancelled) as error:
+        st.session_state[ENDINGS][key] = str(error)
+        return JobOutcome(ending=str(error))
+    finally:
+        bar.empty()
+    st.session_state[RESULTS][key] = result
+    return JobOutcome(result)
+
+
+def job_controls(keys: Sequence[Hashable], widget_key: str) -> None:
+    """The running jobs of `keys` followed (`follow_jobs`); for each that ended without a result, why, and a Run again button."""
+    endings = st.session_state.get(ENDINGS, {})
+    for number, key in enumerate(keys):
+        if key in endings:
+            row = st.columns([5, 1], vertical_alignment="center")
+            row[0].caption(_ending_text(endings[key]))
+            if row[1].button("Run again", key=f"{widget_key}_again_{number}"):
+                forget(key)
+                st.rerun()
+    if any(key in st.session_state.get(JOBS, {}) for key in keys):
+        follow_jobs(keys, widget_key)
+
+
+def ending_note(outcome: JobOutcome) -> str:
+    """A panel's note for a job without a result: running, cancelled, or its error."""
+    if outcome.running:
+        return "Computing in the background (progress below)…"
+    return _ending_text(outcome.ending or "")
+
+
+def _ending_text(ending: str) -> str:
+    return "Cancelled." if ending == "cancelled" else f"Could not compute it: {ending}"
+
+
+@st.fragment(run_every=REFRESH_S)
+def follow_jobs(keys: Sequence[Hashable], widget_key: str) -> None:
+    """Each running job of `keys`: a progress bar with the time left and a Cancel button.
+
+    Once one ends, its result (or its error) joins the visitor's session and the page reruns.
+    """
+    jobs: dict[Hashable, tuple[Path, str]] = st.session_state.get(JOBS, {})
+    ended = False
+    for number, key in enumerate(keys):
+        if key not in jobs:
+            continue
+        folder, what = jobs[key]
+        try:
+            state = read_job(folder)
+        except (OSError, ValueError) as error:  # the folder was removed or damaged under the page
+            state = JobState(None, error=f"its folder could not be read ({error})")
+        if not state.ended and state.quiet_s < SILENT_S:
+            _running_bar(state, what, folder, f"{widget_key}_{number}")
+            continue
+        ended = True
+        del jobs[key]
+        shutil.rmtree(folder, ignore_errors=True)
+        if state.result is not None:
+            st.session_state.setdefault(RESULTS, {})[key] = state.result
+        else:
+            ending = (
+                "cancelled" if state.cancelled else state.error or f"the worker was silent for {SILENT_S} s"
+            )
+            st.session_state.setdefault(ENDINGS, {})[key] = ending
+    if ended:
+        st.rerun()  # the whole page: the result takes its place
+
+
+def _running_bar(state: JobState, what: str, folder: Path, widget_key: str) -> None:
+    row = st.columns([5, 1], vertical_alignment="center")
+    if state.progress is None or state.progress.total <= 0:
+        row[0].progress(0.0, text=f"{what}: loading the model in the background…")
+    else:
+        shown = dataclasses.replace(state.progress, eta_s=state.eta_now())
+        row[0].progress(shown.fraction, text=f"{what}: {shown.text()} (in the background)")
+    if row[1].button("Cancel", key=widget_key, help="Stops the worker at its next unit."):
+        cancel_job(folder)
+        row[0].caption("Cancelling…")

@@ -1,0 +1,105 @@
+"""Long work in a background worker: the result it hands back, its progress, and a cancel that frees its slot."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tests.support.polling import wait_for
+from tests.support.tiny_models import tiny_loaded
+from vitviz.images import builtin_photo
+from vitviz.jobs import JobSpec, cancel_job, decode_result, encode_result, read_job, run_job, start_job
+from vitviz.methods import explanation_map
+from vitviz.methods.faithfulness import faithfulness
+from vitviz.preprocess import image_view
+from vitviz.runs import background_job_count
+
+TINY = "vit_tiny_patch16_224"
+
+
+def _write(folder, spec: JobSpec) -> None:
+    import dataclasses
+    import json
+
+    (folder / "job.json").write_text(json.dumps(dataclasses.asdict(spec)))
+    builtin_photo("coffee").save(folder / "image.png")
+    (folder / "status.json").write_text("{}")
+
+
+def test_a_score_cam_job_hands_back_the_map_the_page_would_compute_and_counts_masks(tmp_path, tiny_models):
+    loaded = tiny_loaded(tiny_models, "vit")
+    options = {"method": "scorecam", "view": "whole", "method_options": {"batch_size": 64}}
+    _write(tmp_path, JobSpec("explanation", TINY, "bundled", "cpu", options))
+    run_job(tmp_path, load=lambda spec: loaded)  # in this process: what the worker runs
+    state = read_job(tmp_path)
+    whole = image_view(builtin_photo("coffee"), loaded.facts, "whole")  # the view the job records
+    expected = explanation_map(loaded, whole, "scorecam", batch_size=64)
+    assert state.ended and state.error is None and not state.cancelled
+    assert (state.progress.unit, state.progress.done, state.progress.total) == ("masks", 192, 192)
+    assert state.result.method == "scorecam" and state.result.input_size == expected.input_size
+    np.testing.assert_allclose(state.result.values, expected.values, rtol=1e-4, atol=1e-6)
+
+
+def test_a_faithfulness_job_holds_both_tables(tmp_path, tiny_models):
+    loaded = tiny_loaded(tiny_models, "vit")
+    options = {"methods": ["gradcam"], "class_index": 3, "road": False}
+    _write(tmp_path, JobSpec("faithfulness", TINY, "bundled", "cpu", options))
+    run_job(tmp_path, load=lambda spec: loaded)
+    scored, road_results = read_job(tmp_path).result
+    (expected,) = faithfulness(loaded, image_view(builtin_photo("coffee"), loaded.facts), ["gradcam"], 3)
+    assert road_results == [] and scored[0].target_index == 3
+    np.testing.assert_allclose(scored[0].deletion, expected.deletion, rtol=1e-4, atol=1e-6)
+
+
+def test_a_job_cancelled_mid_way_stops_at_its_next_unit(tmp_path, tiny_models):
+    loaded = tiny_loaded(tiny_models, "vit")
+    # One mask per forward: 192 units, so the cancel lands while masks remain.
+    options = {"method": "scorecam", "method_options": {"batch_size": 1}}
+    _write(tmp_path, JobSpec("explanation", TINY, "bundled", "cpu", options))
+    worker = threading.Thread(target=run_job, args=(tmp_path,), kwargs={"load": lambda spec: loaded})
+    worker.start()
+    wait_for(lambda: read_job(tmp_path).progress, 60, "the first masks")
+    cancel_job(tmp_path)
+    asked = time.monotonic()
+    worker.join(30)
+    assert not worker.is_alive()
+    stopped_after = time.monotonic() - asked
+    state = read_job(tmp_path)
+    assert state.cancelled and state.result is None and state.progress.done < 192
+    assert stopped_after < 5.0, f"the cancel took {stopped_after:.1f} s"
+
+
+def test_a_cancelled_worker_exits_and_frees_its_slot(tmp_path, monkeypatch):
+    """A real worker process: a sanity check of Score-CAM (minutes of masks) cancelled once it has started."""
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path / "runs"))
+    (tmp_path / "runs").mkdir()
+    folder = tmp_path / "job"
+    folder.mkdir()
+    options = {"method": "scorecam"}
+    start_job(JobSpec("sanity", TINY, "random", "cpu", options, twin=True), builtin_photo("coffee"), folder)
+    assert background_job_count() == 1
+    wait_for(lambda: read_job(folder).progress, 240, "the worker's first progress")
+    cancel_job(folder)
+    asked = time.monotonic()
+    wait_for(lambda: background_job_count() == 0, 60, "the worker to exit")
+    freed_after = time.monotonic() - asked
+    state = read_job(folder)
+    assert state.cancelled and state.result is None
+    assert freed_after < 15.0, f"the slot freed {freed_after:.1f} s after the cancel"
+
+
+def test_random_weights_are_not_sent_to_a_worker_and_unknown_kinds_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="cannot be loaded again"):
+        start_job(JobSpec("explanation", TINY, "random", "cpu"), builtin_photo("coffee"), tmp_path)
+    with pytest.raises(ValueError, match="unknown job kind"):
+        start_job(JobSpec("mine bitcoin", TINY, "bundled", "cpu"), builtin_photo("coffee"), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_result_names_only_the_result_types_it_may_hold():
+    encoded = encode_result([(np.arange(3, dtype=np.float32), None)])
+    decoded = decode_result(encoded)
+    assert decoded[0][0].dtype == np.float32 and decoded[0][1] is None
+    with pytest.raises(ValueError, match="unknown type"):
+        decode_result({"dataclass": "Popen", "fields": {"args": ["rm"]}})

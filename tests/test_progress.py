@@ -1,0 +1,176 @@
+"""Progress of long work: the time left from the measured pace (also when the machine slows), the
+cancel between units, and the units Score-CAM, Ablation-CAM, faithfulness, ROAD, probes and the
+sanity check report."""
+
+import random
+import time
+
+import pytest
+import torch
+
+from tests.support.tiny_models import tiny_loaded
+from vitviz.images import builtin_photo
+from vitviz.methods import explanation_map
+from vitviz.methods.faithfulness import faithfulness, road
+from vitviz.methods.probes import run_drop_orders
+from vitviz.methods.sanity import cascading_randomisation
+from vitviz.preprocess import ImageView, image_view
+from vitviz.progress import JobCancelled, JobProgress, duration_text, reporting
+
+
+def _coffee(loaded) -> ImageView:
+    return image_view(builtin_photo("coffee"), loaded.facts)
+
+
+TOLERANCE = 0.30  # the issue's bound on the estimate's error once 10% is done
+CHECKPOINTS = (0.10, 0.25, 0.50, 0.75, 0.90)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _estimate_errors(unit_seconds: list[float]) -> dict[float, float]:
+    """Runs a synthetic job of these unit times on a fake clock; the estimate's relative error at each checkpoint."""
+    clock = FakeClock()
+    progress = JobProgress("units", clock=clock)
+    total = len(unit_seconds)
+    errors: dict[float, float] = {}
+    for done, seconds in enumerate(unit_seconds, start=1):
+        clock.now += seconds
+        progress(done, total)
+        for checkpoint in CHECKPOINTS:
+            if checkpoint not in errors and done >= checkpoint * total:
+                truth = sum(unit_seconds[done:])
+                errors[checkpoint] = abs(progress.eta_s() - truth) / truth
+    return errors
+
+
+def test_the_estimate_follows_a_machine_that_became_three_times_slower_before_10_percent():
+    """Units of 0.1 s that jitter ±25%, three times slower from 5% on (other work started on the machine):
+    an average over the whole run would say a third too little at 10%; the recent pace is within 30%."""
+    rng = random.Random(0)
+    units = [0.1 * (1 if index < 20 else 3) * rng.uniform(0.75, 1.25) for index in range(400)]
+    errors = _estimate_errors(units)
+    assert set(errors) == set(CHECKPOINTS)
+    assert max(errors.values()) <= TOLERANCE, errors
+
+
+def test_the_estimate_recovers_from_a_slow_first_unit():
+    """The first unit pays for warm-up (ten units' time): from 10% on the estimate is within 30%."""
+    rng = random.Random(1)
+    units = [2.0] + [0.2 * rng.uniform(0.8, 1.2) for _ in range(199)]
+    errors = _estimate_errors(units)
+    assert max(errors.values()) <= TOLERANCE, errors
+
+
+def test_the_estimate_of_a_real_job_slowed_by_an_injected_sleep_is_within_30_percent():
+    """A real job on the real clock: 40 units of 5 ms, then 15 ms each from the 4th on (a sleep in each unit)."""
+    progress = JobProgress("units")
+    total, estimates = 40, {}
+    started = time.monotonic()
+    for done in range(1, total + 1):
+        time.sleep(0.005 if done < 4 else 0.015)
+        progress(done, total)
+        if done in (10, 20, 30):
+            estimates[done] = (time.monotonic(), progress.eta_s())
+    finished = time.monotonic()
+    for done, (moment, estimate) in estimates.items():
+        truth = finished - moment
+        assert abs(estimate - truth) <= TOLERANCE * truth, (done, estimate, truth, finished - started)
+
+
+def test_a_stalled_unit_makes_the_time_left_grow_instead_of_reaching_zero():
+    clock = FakeClock()
+    progress = JobProgress("units", clock=clock)
+    for done in range(1, 11):
+        clock.now += 1.0
+        progress(done, 100)
+    assert progress.eta_s() == pytest.approx(90.0)
+    clock.now += 50.0  # the 11th unit takes 51 s
+    assert progress.eta_s() > 20.0
+
+
+def test_the_text_names_the_units_and_the_time_left():
+    clock = FakeClock()
+    progress = JobProgress("masks", clock=clock)
+    assert progress.text() == "masks 0/0 · measuring the pace"
+    clock.now = 10.0
+    progress(128, 384)
+    assert progress.text() == "masks 128/384 · about 20 s left"
+    assert duration_text(130) == "2 min 10 s" and duration_text(3900) == "1 h 5 min"
+
+
+def test_a_cancelled_job_stops_at_its_next_unit():
+    asked = []
+    progress = JobProgress("units", cancelled=lambda: bool(asked))
+    progress(1, 10)
+    asked.append(True)
+    with pytest.raises(JobCancelled):
+        progress(2, 10)
+    assert progress.done == 2  # the unit it reported was done; no later one starts
+
+
+def _recorded(unit: str) -> tuple[JobProgress, list[tuple[float, float]]]:
+    updates: list[tuple[float, float]] = []
+    progress = JobProgress(unit, on_update=lambda snapshot: updates.append((snapshot.done, snapshot.total)))
+    return progress, updates
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_score_cam_and_ablation_cam_report_their_channels(tiny_models, method):
+    loaded = tiny_loaded(tiny_models, "vit")
+    progress, updates = _recorded("masks")
+    with reporting(progress):
+        explanation_map(loaded, _coffee(loaded), method, batch_size=64)
+    channels = 192  # ViT-Tiny's width: one mask (or one ablated channel) each
+    assert updates[-1] == (channels, channels)
+    assert [done for done, _ in updates] == sorted(done for done, _ in updates)
+    assert len(updates) == 1 + -(-channels // 64)  # the start, then one per batch
+
+
+def test_a_cancel_stops_score_cam_and_leaves_the_model_usable(tiny_models):
+    loaded = tiny_loaded(tiny_models, "vit")
+    progress = JobProgress("masks", cancelled=lambda: progress.done >= 64)
+    with reporting(progress), pytest.raises(JobCancelled):
+        explanation_map(loaded, _coffee(loaded), "scorecam", batch_size=32)
+    assert progress.done == 64
+    assert not any(module._forward_hooks for module in loaded.model.modules())  # the library's hooks are gone
+    assert explanation_map(loaded, _coffee(loaded), "gradcam").values.shape == (4, 4)
+
+
+def test_faithfulness_and_road_count_their_steps_and_score_cam_moves_inside_one(tiny_models):
+    loaded = tiny_loaded(tiny_models, "vit")
+    progress, updates = _recorded("steps")
+    faithfulness(loaded, _coffee(loaded), ["gradcam", "scorecam"], progress=progress)
+    assert updates[-1] == (7, 7)  # the baseline curves, then per method its map and two sets of curves
+    fractional = [done for done, _ in updates if 4 < done < 5]  # Score-CAM's map is step 5
+    assert fractional, "Score-CAM's masks should move the step its map takes"
+    assert [done for done, _ in updates] == sorted(done for done, _ in updates)
+    progress, updates = _recorded("steps")
+    road(loaded, _coffee(loaded), ["gradcam"], percentiles=(20, 50, 80), progress=progress)
+    assert updates[-1] == (3 + 1 + 6, 10)  # the random order's 3 imputations, then the map and 2 × 3
+
+
+def test_the_sanity_check_and_the_drop_probe_report_their_steps(tiny_models):
+    loaded = tiny_loaded(tiny_models, "vit")
+    progress, updates = _recorded("maps")
+    result = cascading_randomisation(loaded, _coffee(loaded), "gradcam", progress=progress)
+    assert updates[-1] == (len(result.stages), len(result.stages))
+    progress, updates = _recorded("images")
+    run_drop_orders(loaded, _coffee(loaded), [0.0, 0.5, 1.0], progress=progress)
+    assert updates[-1] == (2 + 3 * 3, 2 + 3 * 3)  # the map as two images, then 3 orders of 3 inputs
+
+
+def test_no_callback_leaves_every_computation_as_it_was(tiny_models):
+    loaded = tiny_loaded(tiny_models, "vit")
+    with torch.random.fork_rng():
+        plain = explanation_map(loaded, _coffee(loaded), "scorecam", batch_size=64).values
+        progress, _ = _recorded("masks")
+        with reporting(progress):
+            followed = explanation_map(loaded, _coffee(loaded), "scorecam", batch_size=64).values
+    torch.testing.assert_close(torch.from_numpy(followed), torch.from_numpy(plain), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,303 @@
+"""Long work in a background worker: a job folder, its progress with the time left, a cancel, its result.
+
+A Score-CAM map, a faithfulness table with ROAD or a sanity check takes from seconds to minutes on a
+small shared CPU. Run inside a visitor's page, it would hold the page and compete with every other
+visitor for the cores; here it runs in a worker started by `spawn_background` (on CPU time the app
+leaves idle, like a fine-tune or a head ranking), holding one of the server's background-job slots,
+while the page follows its progress and the visitor keeps exploring.
+
+A job is a folder: `job.json` (what to compute, with which model and options), `image.png` (the
+picture, lossless), then the worker's `status.json` (units done of all, the time left at the
+measured pace, then the result or the error). A `cancel` file asks the worker to stop: it stops
+between two units, so its slot frees at once.
+
+    python -m vitviz.jobs FOLDER
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from vitviz.progress import JobCancelled, JobProgress, ProgressCallback, ProgressSnapshot, reporting
+
+__all__ = [
+    "JOB_KINDS",
+    "JobSpec",
+    "JobState",
+    "cancel_job",
+    "cancel_requested",
+    "compute_job",
+    "decode_result",
+    "encode_result",
+    "job_unit",
+    "read_job",
+    "run_job",
+    "start_job",
+]
+
+_JOB, _IMAGE, _STATUS, _LOG, _CANCEL = "job.json", "image.png", "status.json", "log.txt", "cancel"
+_MAX_STATUS_BYTES = 64 * 1024**2  # a sanity check of a large grid holds every stage's map
+_WRITE_EVERY_S = 0.25  # the status file is rewritten at most this often while the job runs
+
+# What a worker can compute, each over (loaded model, image, options, progress); see `compute_job`.
+JOB_KINDS = ("explanation", "faithfulness", "sanity", "probe")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a worker computes: a model it can load again exactly, the kind of work and its options."""
+
+    kind: str  # one of JOB_KINDS
+    model: str  # a timm name or a run folder
+    weights: str  # "bundled", "hub", a run or a checkpoint: not "random", which no worker can rebuild
+    device: str
+    options: dict[str, Any] = field(default_factory=dict)  # JSON: the kind's keyword arguments
+    twin: bool = False  # the model's seeded untrained twin instead (`vitviz.models.untrained_twin`)
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What a job's folder says: its progress, then its result, its error, or that it was cancelled."""
+
+    progress: ProgressSnapshot | None  # None until the worker has written any
+    result: Any = None
+    error: str | None = None
+    cancelled: bool = False
+    quiet_s: float = 0.0  # since the worker last wrote its status: a dead worker stays quiet
+
+    @property
+    def ended(self) -> bool:
+        return self.result is not None or self.error is not None or self.cancelled
+
+    def eta_now(self) -> float | None:
+        """The time left as the worker last estimated it, less the time since it said so."""
+        if self.progress is None or self.progress.eta_s is None:
+            return None
+        return max(0.0, self.progress.eta_s - self.quiet_s)
+
+
+def job_unit(spec: JobSpec) -> str:
+    """What the job counts: "masks" for Score-CAM, "channels" for Ablation-CAM, "maps", "images", "steps"."""
+    if spec.kind == "explanation":
+        return {"scorecam": "masks", "ablationcam": "channels"}.get(str(spec.options.get("method")), "steps")
+    return {"sanity": "maps", "probe": "images"}.get(spec.kind, "steps")
+
+
+def start_job(spec: JobSpec, image: Image.Image, folder: Path) -> None:
+    """Writes the job into `folder` (which must be new and empty) and starts its worker.
+
+    Raises:
+        ValueError: unknown kind, or random weights, which a worker would draw afresh.
+        JobLimitError (a ValueError): the server already runs as many background jobs as it allows.
+        OSError: the folder cannot be written or the worker cannot start.
+    """
+    from vitviz.finetune.worker import spawn_background
+    from vitviz.runs import background_job_slot, write_json_atomic
+
+    if spec.kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {spec.kind!r}: use one of {', '.join(JOB_KINDS)}")
+    if spec.weights == "random" and not spec.twin:
+        raise ValueError("a model with unseeded random weights cannot be loaded again in a worker")
+    (folder / _JOB).write_text(json.dumps(dataclasses.asdict(spec)))
+    image.save(folder / _IMAGE)  # PNG: the worker computes on the very pixels the page shows
+    write_json_atomic(folder / _STATUS, {})
+    with background_job_slot() as hold_slot:  # one server-wide cap for every background job
+        process = spawn_background([sys.executable, "-m", "vitviz.jobs", str(folder)], folder / _LOG)
+        hold_slot(process.pid)
+
+
+def cancel_job(folder: Path) -> None:
+    """Asks the job's worker to stop; it does at its next unit, and its slot frees when it exits."""
+    (folder / _CANCEL).touch()
+
+
+def cancel_requested(folder: Path) -> bool:
+    """Whether `cancel_job` was called on this folder (a worker asks between its units)."""
+    return (folder / _CANCEL).exists()
+
+
+def read_job(folder: Path) -> JobState:
+    """The job's state as its worker last wrote it; a worker that died unseen reads as not ended.
+
+    Raises:
+        OSError, ValueError: the folder is gone or its status unreadable.
+    """
+    path = folder / _STATUS
+    if path.stat().st_size > _MAX_STATUS_BYTES:
+        raise ValueError("status.json is larger than a job writes")
+    status = json.loads(path.read_text())
+    if not isinstance(status, dict):
+        raise ValueError("status.json does not hold an object")
+    progress = ProgressSnapshot.from_json(status["progress"]) if status.get("progress") else None
+    result = decode_result(status["result"]) if "result" in status else None
+    error = status.get("error")
+    quiet_s = max(0.0, time.time() - path.stat().st_mtime)
+    return JobState(
+        progress, result, None if error is None else str(error)[:2000], bool(status.get("cancelled")), quiet_s
+    )
+
+
+# Results travel as JSON: arrays as nested lists with their dtype, dataclasses by an allowed name.
+def _result_classes() -> dict[str, type]:
+    from vitviz.methods.base import ExplanationResult
+    from vitviz.methods.faithfulness import FaithfulnessResult, RoadResult
+    from vitviz.methods.probes import ProbeCurve
+    from vitviz.methods.sanity import SanityResult
+
+    return {
+        cls.__name__: cls
+        for cls in (ExplanationResult, FaithfulnessResult, RoadResult, ProbeCurve, SanityResult)
+    }
+
+
+def encode_result(value: Any) -> Any:
+    """A result (dataclasses of arrays, lists, tuples, numbers, text) as JSON-ready values; exact for float32/64."""
+    if isinstance(value, np.ndarray):
+        return {"array": value.tolist(), "dtype": str(value.dtype)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {item.name: encode_result(getattr(value, item.name)) for item in dataclasses.fields(value)}
+        return {"dataclass": type(value).__name__, "fields": fields}
+    if isinstance(value, tuple):
+        return {"tuple": [encode_result(item) for item in value]}
+    if isinstance(value, list):
+        return [encode_result(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def decode_result(value: Any, _classes: dict[str, type] | None = None) -> Any:
+    """The inverse of `encode_result`; a dataclass of a name not allowed raises ValueError."""
+    classes = _result_classes() if _classes is None else _classes
+    if isinstance(value, list):
+        return [decode_result(item, classes) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if "array" in value:
+        return np.asarray(value["array"], dtype=np.dtype(str(value["dtype"])))
+    if "tuple" in value:
+        return tuple(decode_result(item, classes) for item in value["tuple"])
+    if "dataclass" in value:
+        cls = classes.get(str(value["dataclass"]))
+        if cls is None:
+            raise ValueError(f"a job's result names an unknown type {str(value['dataclass'])[:40]!r}")
+        return cls(**{name: decode_result(item, classes) for name, item in dict(value["fields"]).items()})
+    raise ValueError("a job's result holds an object of an unknown shape")
+
+
+def compute_job(spec: JobSpec, loaded: Any, image: Image.Image, progress: ProgressCallback) -> Any:
+    """The work itself, in this process: what a worker runs, and what a page runs for a model no worker can load.
+
+    The image's view is made here, once, from the mode the job records (`options["view"]`).
+    """
+    from vitviz.preprocess import image_view
+
+    options = dict(spec.options)
+    view = image_view(image, loaded.facts, options.pop("view", "crop"))
+    if spec.kind == "explanation":
+        from vitviz.methods import explanation_map
+
+        method, class_index = options["method"], options.get("class_index")
+        with reporting(progress):  # Score-CAM's and Ablation-CAM's channel loops report here
+            return explanation_map(loaded, view, method, class_index, **options.get("method_options", {}))
+    if spec.kind == "faithfulness":
+        from vitviz.methods.faithfulness import ROAD_PERCENTILES, faithfulness, road
+        from vitviz.progress import portion
+
+        methods, class_index = list(options["methods"]), options.get("class_index")
+        # Both tables in one job, each its share of the steps: ROAD's imputations (9 for the random
+        # order, then a map and 18 per method) against deletion's 1 + 3 per method; one bench run
+        # split the time 50/50 and its estimate was 74% short at 10% (BENCHMARKS.md).
+        with_road = options.get("road", True)
+        first = 1 + 3 * len(methods)
+        total = first + (len(ROAD_PERCENTILES) * (1 + 2 * len(methods)) + len(methods) if with_road else 0)
+        scored = faithfulness(loaded, view, methods, class_index, progress=portion(progress, 0, first, total))
+        if not with_road:
+            return scored, []
+        return scored, road(
+            loaded, view, methods, class_index, progress=portion(progress, first, total - first, total)
+        )
+    if spec.kind == "sanity":
+        from vitviz.methods.sanity import cascading_randomisation
+
+        return cascading_randomisation(
+            loaded, view, options["method"], options.get("class_index"), progress=progress
+        )
+    if spec.kind == "probe":
+        from vitviz.methods.probes import run_drop_orders
+
+        return run_drop_orders(
+            loaded, view, options["fractions"], options.get("method"), options.get("class_index"),
+            progress=progress,
+        )  # fmt: skip
+    raise ValueError(f"unknown job kind {spec.kind!r}")
+
+
+def _status_writer(folder: Path) -> Callable[[ProgressSnapshot], None]:
+    """Writes each snapshot into status.json, at most every `_WRITE_EVERY_S` (and always the last unit)."""
+    from vitviz.runs import write_json_atomic
+
+    written = [0.0]
+
+    def write(snapshot: ProgressSnapshot) -> None:
+        now = time.monotonic()
+        if now - written[0] >= _WRITE_EVERY_S or snapshot.done >= snapshot.total:
+            written[0] = now
+            write_json_atomic(folder / _STATUS, {"progress": snapshot.to_json()})
+
+    return write
+
+
+def run_job(folder: Path, load: Callable[[JobSpec], Any] | None = None) -> None:
+    """The worker: yields the cores to the app, loads the model, computes, writes the result.
+
+    Args:
+        folder: the job's folder, as `start_job` wrote it.
+        load: turns the spec into a loaded model (a test passes its own); default `load_model`.
+    """
+    from vitviz.finetune.worker import yield_to_the_app
+    from vitviz.runs import write_json_atomic
+
+    yield_to_the_app()
+    progress: JobProgress | None = None
+    try:
+        spec = JobSpec(**json.loads((folder / _JOB).read_text()))
+        progress = JobProgress(
+            job_unit(spec), cancelled=lambda: cancel_requested(folder), on_update=_status_writer(folder)
+        )
+        progress.check_cancelled()
+        loaded = (load or _load)(spec)
+        with Image.open(folder / _IMAGE) as opened:
+            image = opened.convert("RGB")
+        progress.restart()  # the pace is the work's, not the model load's
+        result = compute_job(spec, loaded, image, progress)
+    except JobCancelled:
+        snapshot = None if progress is None else progress.snapshot().to_json()
+        write_json_atomic(folder / _STATUS, {"progress": snapshot, "cancelled": True})
+        return
+    except Exception as error:  # the page shows it; a worker has no one else to tell
+        write_json_atomic(folder / _STATUS, {"error": f"{type(error).__name__}: {error}"})
+        raise
+    final = None if progress is None else progress.snapshot().to_json()
+    write_json_atomic(folder / _STATUS, {"progress": final, "result": encode_result(result)})
+
+
+def _load(spec: JobSpec) -> Any:
+    from vitviz.models import load_model, untrained_twin
+
+    loaded = load_model(spec.model, spec.weights, spec.device)
+    return untrained_twin(loaded) if spec.twin else loaded
+
+
+if __name__ == "__main__":
+    run_job(Path(sys.argv[1]))
