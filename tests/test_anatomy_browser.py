@@ -35,6 +35,8 @@ def _open_anatomy(page, app_url: str) -> None:
 def _click_small_map(page, chart_key: str, row: int, col: int) -> None:
     """Clicks the middle of small map (row, col) of a mosaic of 16×16 maps with 1-cell gaps."""
     chart = page.locator(f".st-key-{chart_key} .js-plotly-plot")
+    # Drawn once the tab's slower work above it (the head-effect estimate) has finished.
+    chart.locator(".main-svg").first.wait_for(state="visible", timeout=TIMEOUT_MS)
     centre = (GRID - 1) / 2
     click_data_point(page, chart, col * (GRID + GAP) + centre, row * (GRID + GAP) + centre)
 
@@ -49,7 +51,7 @@ def _replaces(page, new: str, old: str) -> None:
 
 def test_clicking_a_position_on_the_similarity_grid_enlarges_it(app_url, page):
     _open_anatomy(page, app_url)
-    assert page.get_by_text("16×16 grid", exact=False).count() >= 1
+    assert page.get_by_text("16 × 16 grid (rows × columns)", exact=False).count() >= 1
     open_tab(page, "Position embeddings", "Position (8, 8) · bundled (offline)", TIMEOUT_MS)
 
     row, col = 3, 12
@@ -154,11 +156,11 @@ def probe_app_url():
 
 
 def test_clicking_a_head_off_changes_the_prediction(probe_app_url, page):
-    page.set_viewport_size({"width": 1400, "height": 2600})  # the whole 12-layer mosaic on screen to click
+    page.set_viewport_size({"width": 1400, "height": 3400})  # the whole 12-layer mosaic on screen to click
     _open_anatomy(page, probe_app_url)
     sidebar = page.locator('[data-testid="stSidebar"]')
     sidebar.locator(".st-key-anatomy_model").click()
-    page.get_by_role("option", name=re.compile(r"run: dinov2-shapes-probe")).click()
+    page.get_by_role("option", name="run: DINOv2 ViT-S · probe · shapes").click()  # the only run
     wait_until_idle(page)
     open_tab(page, "All heads", "Every head is on", TIMEOUT_MS)
     page.get_by_text("switches the head off").click()
