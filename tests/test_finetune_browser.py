@@ -15,6 +15,7 @@ from tests.support.browser import (
     wait_until_idle,
 )
 from tests.support.polling import wait_for
+from vitviz.runs import run_folder_by_name, run_summary
 
 pytestmark = pytest.mark.browser
 
@@ -76,7 +77,8 @@ def test_start_watch_reload_and_see_results(finetune_url, page, runs_dir):
     # A refresh (or a second tab) finds the run again from the URL; the worker never noticed.
     # Right after a reload the page can be quiet before its first run has drawn anything: wait for
     # the run's heading with a deadline, then check it is there once.
-    heading = page.get_by_role("heading", name=f"Run {run_name}")  # the caption names the run too
+    title = run_summary(run_folder_by_name(run_name)).title  # what it is: model · mode · data
+    heading = page.get_by_role("heading", name=f"Run {title}")
     reload_and_wait(page, heading, timeout_ms=60_000, quiet_s=0.3)
     assert heading.count() == 1
 
@@ -104,7 +106,7 @@ def test_start_watch_reload_and_see_results(finetune_url, page, runs_dir):
     second = page.context.new_page()
     # The runs table draws its cells on a canvas (their text sits in hidden cells): wait for the table.
     open_and_wait(second, finetune_url, second.locator('[data-testid="stDataFrame"]'))
-    assert second.get_by_text(run_name).count() >= 1  # listed among the runs in another tab
+    assert second.get_by_text(title).count() >= 1  # listed among the runs in another tab
     assert second.get_by_text("finished", exact=False).count() >= 1
     second.close()
 

@@ -48,7 +48,8 @@ def test_the_finetune_page_lists_odd_run_folders_as_broken_with_why(odd_runs):
     assert broken.startswith("2 broken runs")
     assert "its folder name is not UTF-8 text" in broken
     assert "its folder name is 200 characters long" in broken
-    assert good.name in app.selectbox(key="finetune_run_pick").options
+    # Two unnamed runs alike are told apart by their folders' names.
+    assert f"test_vit · probe · shapes · {good.name}" in app.selectbox(key="finetune_run_pick").options
     table = app.dataframe[0].value
-    fifo_row = table[table["run"] == "20250101-000000-test_vit-probe-fifo000"].iloc[0]
+    fifo_row = table[table["folder"] == "20250101-000000-test_vit-probe-fifo000"].iloc[0]
     assert fifo_row["state"].startswith("failed")

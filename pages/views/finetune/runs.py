@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import streamlit as st
@@ -118,6 +119,7 @@ def render_runs(runs: list[RunSummary]) -> None:
                 "epochs": len(metrics),
                 "val acc": f"{metrics[-1]['val_acc']:.1%}" if metrics else "",
                 "problem": run.problem or "",
+                "folder": run.name,  # tells runs alike apart; links and the command line use it
             }
         )
     st.dataframe(rows, hide_index=True, key="finetune_runs_table")
@@ -129,13 +131,19 @@ def render_runs(runs: list[RunSummary]) -> None:
         )
     names = [run.name for run in runs]
     by_name = {run.name: run for run in runs}
+    titles = Counter(run.short_title for run in runs)
+
+    def shown(name: str) -> str:  # runs alike ("DINOv2 ViT-S · probe · shapes") told apart by folder
+        title = by_name[name].short_title
+        return title if titles[title] == 1 else f"{title} · {name}"
+
     current = st.session_state.get(OPEN_RUN)
     columns = st.columns([4, 1, 1], vertical_alignment="bottom")
     picked = columns[0].selectbox(
         "Run",
         names,
         index=names.index(current) if current in names else 0,
-        format_func=lambda name: by_name[name].short_title,
+        format_func=shown,
         help="Each run by its name; the open run's model, mode, data, date and folder are shown under it.",
         key=RUN_PICK,
     )
