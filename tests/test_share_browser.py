@@ -129,7 +129,10 @@ def test_png_html_and_csv_downloads(app_url, page):
     with page.expect_download(timeout=60_000) as download_info:
         page.locator(".st-key-explore_grid_html").get_by_role("button").click()
     html = Path(download_info.value.path()).read_text(encoding="utf-8")
-    assert "cat (chelsea): 16\\u00d716 patches" in html and not re.search(r"<script[^>]+src=", html)
+    assert (
+        "cat (chelsea): 16 \\u00d7 16 grid (rows \\u00d7 columns) of 14-px patches" in html
+        and not re.search(r"<script[^>]+src=", html)
+    )
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, "share_downloads")
 
