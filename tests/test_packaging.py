@@ -137,7 +137,7 @@ def test_other_commands_still_refuse_options_they_do_not_know(capsys):
 def test_the_installed_app_starts_from_an_unrelated_folder_and_explore_draws(installed, elsewhere, page):
     command = [str(installed / "bin" / "vitviz"), "app"]
     with served_on_loopback(command, cwd=elsewhere, env=_environment(installed), timeout_s=120) as url:
-        open_and_wait(page, url, page.get_by_text("cat (chelsea): 16×16 patches"), TIMEOUT_MS)
+        open_and_wait(page, url, page.get_by_text("cat (chelsea): 16 × 16 grid (rows × columns)"), TIMEOUT_MS)
         assert page.locator('[data-testid="stException"]').count() == 0
         assert page.locator(".js-plotly-plot").count() >= 2
 
