@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import timm
 import torch
+from timm.layers.attention import Attention
 from torch import nn
 
 from vitviz.capture import attention_modules
@@ -38,12 +39,14 @@ __all__ = [
     "ModelFacts",
     "describe_weights",
     "estimate_model",
+    "linear_heads",
     "load_model",
     "load_run",
     "model_facts",
     "model_family",
     "no_token_attention_reason",
     "no_token_grid_reason",
+    "plain_blocks_problem",
     "prefix_token_names",
     "untrained_twin",
 ]
@@ -134,6 +137,7 @@ class ModelFacts:
     head_pool: HeadPool = "token"  # what the head reads: class token, average, attention pooling
     stage_grids: tuple[tuple[int, int], ...] = ()  # (rows, cols) of each stage's feature / token grid
     prefix_tokens: tuple[str, ...] = ()  # names of the prefix tokens, in sequence order
+    block_problem: str | None = None  # why its blocks are not plain timm ViT blocks (None: they are)
 
     @property
     def global_attention(self) -> bool:
@@ -321,6 +325,38 @@ def _built_input_size(model: nn.Module, config_size: tuple[int, int]) -> tuple[i
     return config_size
 
 
+def linear_heads(model: nn.Module) -> list[nn.Module]:
+    """The linear classifier layers: the head, and DeiT's distillation head beside it."""
+    heads = [getattr(model, "head", None), getattr(model, "head_dist", None)]
+    return [head for head in heads if isinstance(head, nn.Linear)]
+
+
+def plain_blocks_problem(model: nn.Module) -> str | None:
+    """Why the model is not a sequence of plain timm ViT blocks (timm Attention without a gate, timm Mlp)
+    under a linear head without attention pooling, or None when it is (rule-based methods need that)."""
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.Sequential | nn.ModuleList) or len(blocks) == 0:
+        return "it has no sequence of transformer blocks"
+    for index, block in enumerate(blocks):
+        attention, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
+        if not isinstance(attention, Attention) or attention.gate is not None:
+            return f"block {index}'s attention is {_qualified(attention)}, not timm.layers.Attention"
+        parts = [getattr(mlp, part, None) for part in ("fc1", "act", "fc2")]
+        if type(mlp).__name__ != "Mlp" or not all(isinstance(part, nn.Module) for part in parts):
+            return f"block {index}'s MLP is {_qualified(mlp)}, not timm.layers.Mlp (fc1 → activation → fc2)"
+    if getattr(model, "attn_pool", None) is not None:
+        return "its head pools with attention (MAP), which has no rule here"
+    if not linear_heads(model):
+        return "its classifier is not a linear layer"
+    return None
+
+
+def _qualified(module: object) -> str:
+    """A class name with its module's last part, e.g. "eva.EvaAttention" (several timm classes share a name)."""
+    kind = type(module)
+    return f"{kind.__module__.rsplit('.', 1)[-1]}.{kind.__name__}"
+
+
 def model_facts(name: str, model: nn.Module) -> ModelFacts:
     """Reads grid, patch size, prefix tokens, input size and normalisation from a built model."""
     family = model_family(model)
@@ -373,6 +409,7 @@ def model_facts(name: str, model: nn.Module) -> ModelFacts:
         head_pool=_head_pool(model, global_pool, num_prefix_tokens),
         stage_grids=_stage_grids(model, input_size) if family not in ("vit", "hybrid") else (grid_size,),
         prefix_tokens=prefix_token_names(model) if family in ("vit", "hybrid") else (),
+        block_problem=plain_blocks_problem(model) if family in ("vit", "hybrid") else "it is not a ViT",
     )
 
 

@@ -25,11 +25,11 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from timm.layers.attention import Attention
 from torch import nn
 
 from vitviz.capture import ModelHooks, model_lock
 from vitviz.methods.base import AttentionKindMethod, ExplanationMethod, MethodUnavailableError, pool_to_grid
+from vitviz.models import ModelFacts, linear_heads, plain_blocks_problem
 
 __all__ = ["AttnLRP", "RelevanceRules", "stabilised"]
 
@@ -176,7 +176,7 @@ class RelevanceRules(ModelHooks):
             self._hook(block.mlp.act, _identity_rule)
             self._gamma(block.mlp.fc1, self.linear_gamma)
             self._gamma(block.mlp.fc2, self.linear_gamma)
-        for head in _heads(model):
+        for head in linear_heads(model):
             self._gamma(head, self.linear_gamma)
         self.tokens = []
         if self.embedding:
@@ -223,37 +223,6 @@ def _layer_norm_rule(module: nn.Module, inputs: tuple[Any, ...], output: torch.T
     return output.detach() + (normalised - normalised.detach())
 
 
-def _heads(model: nn.Module) -> list[nn.Module]:
-    """The linear classifier layers: the head, and DeiT's distillation head beside it."""
-    heads = [getattr(model, "head", None), getattr(model, "head_dist", None)]
-    return [head for head in heads if isinstance(head, nn.Linear)]
-
-
-def lrp_structure_problem(model: nn.Module) -> str | None:
-    """Why the rules cannot be put into this model's layers, or None when they can."""
-    blocks = getattr(model, "blocks", None)
-    if not isinstance(blocks, nn.Sequential | nn.ModuleList) or len(blocks) == 0:
-        return "it has no sequence of transformer blocks"
-    for index, block in enumerate(blocks):
-        attention, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
-        if not isinstance(attention, Attention) or attention.gate is not None:
-            return f"block {index}'s attention is {_qualified(attention)}, not timm.layers.Attention"
-        parts = [getattr(mlp, part, None) for part in ("fc1", "act", "fc2")]
-        if type(mlp).__name__ != "Mlp" or not all(isinstance(part, nn.Module) for part in parts):
-            return f"block {index}'s MLP is {_qualified(mlp)}, not timm.layers.Mlp (fc1 → activation → fc2)"
-    if getattr(model, "attn_pool", None) is not None:
-        return "its head pools with attention (MAP), which has no rule here"
-    if not _heads(model):
-        return "its classifier is not a linear layer"
-    return None
-
-
-def _qualified(module: object) -> str:
-    """A class name with its module's last part, e.g. "eva.EvaAttention" (several timm classes share a name)."""
-    kind = type(module)
-    return f"{kind.__module__.rsplit('.', 1)[-1]}.{kind.__name__}"
-
-
 class AttnLRP(AttentionKindMethod):
     """AttnLRP relevance of each patch for any chosen class, in one forward and one backward, batched.
 
@@ -268,12 +237,19 @@ class AttnLRP(AttentionKindMethod):
     name: ClassVar[str] = "attnlrp"
     title: ClassVar[str] = "AttnLRP"
 
+    @classmethod
+    def unavailable_reason(cls, facts: ModelFacts) -> str | None:
+        reason = super().unavailable_reason(facts)
+        if reason is None and facts.block_problem is not None:
+            return f"{cls.title} has no rules for {facts.name}: {facts.block_problem}."
+        return reason
+
     def attribute(
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
         facts = self.facts
         assert facts.grid_size is not None, f"{facts.name} has no token grid"
-        problem = lrp_structure_problem(self.model)
+        problem = plain_blocks_problem(self.model)
         if problem is not None:
             raise MethodUnavailableError(f"{self.title} has no rules for {facts.name}: {problem}.")
         conv_gamma = self._gamma("conv_gamma", 0.25)
@@ -317,7 +293,7 @@ def input_relevance(
     """Each input element's AttnLRP relevance for each image's class.
 
     Args:
-        model: a timm ViT that `lrp_structure_problem` accepts.
+        model: a timm ViT that `vitviz.models.plain_blocks_problem` accepts.
         pixels: (B, 3, H, W) on the model's device.
         class_indices: (B,) classes, or None for each image's most probable class.
         on_pixels: relevance per pixel (summed over colour channels); else per token of the patch
