@@ -57,7 +57,7 @@ def test_a_figure_layout_gets_its_title_and_subplot_titles_fitted_and_room_above
     )
     assert fitted["annotations"][1]["text"] == "2. short"
     grown = fitted["margin"]["t"] - 60
-    assert grown > 0 and fitted["height"] == 300 + grown  # the plot keeps its height
+    assert grown > 0 and fitted["height"] == 300  # the figure keeps its height: the plot makes room
 
 
 def test_a_layout_whose_titles_fit_needs_no_copy():

@@ -310,7 +310,7 @@ def render_table(table: ArenaTable, choice: ui.ModelChoice) -> None:
     st.caption(f"Random order scored {randoms}. Class explained — {targets}.")
     figure = arena_figure(table, image_index)
     with st.expander("Figure"):
-        ui.plotly_chart(figure, key="arena_figure")
+        ui.plotly_chart(figure, key="arena_figure", share=1.0)
     model = choice.run or table.model
     name = table.images[0] if len(table.images) == 1 else f"{len(table.images)}-images"
     ui.figure_downloads(figure, None, model, choice.weights, name, "arena", "arena_figure")

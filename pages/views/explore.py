@@ -205,7 +205,7 @@ def _show_view(picked: ui.ImageChoice, seen: ImageView, view: str) -> None:
     width, height = seen.photo_size
     title = f"{picked.name}, {picture_size_text(width=width, height=height)}<br><sup>box: {VIEW_LABELS[view]}</sup>"
     figure = _photo_with_box(picked.digest, view, title, seen)
-    ui.plotly_chart(figure, key="explore_photo_chart", theme=None)
+    ui.plotly_chart(figure, key="explore_photo_chart", share=0.4, theme=None)
     if seen.note:
         st.caption(seen.note)
 
@@ -221,7 +221,7 @@ def _export_title(choice: ui.ModelChoice, picked: ui.ImageChoice, view: str, wha
 def _bars(choice, picked, view: str, predictions: list[Prediction], what: str, key: str) -> None:
     bars = predictions_figure(predictions, _export_title(choice, picked, view, what))
     bars.update_layout(margin={"t": 60})
-    ui.plotly_chart(bars, key=key)
+    ui.plotly_chart(bars, key=key, share=0.6)
     ui.figure_downloads(bars, None, choice.name, choice.weights, picked.name, f"top5-predictions {view}", key)
 
 

@@ -24,7 +24,7 @@ __all__ = [
 # Widths in em of a sans-serif font (Open Sans, Plotly's default, and its fallbacks), rounded up.
 _NARROW = frozenset("iljtfrI.,;:'!|()[]{} ")
 _WIDE = frozenset("WMmw@%—")
-_EM_NARROW, _EM_CAPITAL, _EM_WIDE, _EM_OTHER = 0.32, 0.70, 0.95, 0.60
+_EM_NARROW, _EM_CAPITAL, _EM_WIDE, _EM_OTHER = 0.32, 0.78, 0.98, 0.60
 _SUP_SCALE = 0.7  # Plotly draws <sup> text at 70% of the title's size
 _TAG = re.compile(r"<[^>]*>")
 TITLE_LINE_PX = 1.3  # a title line's height, in font sizes
@@ -110,14 +110,17 @@ TITLE_FONT_PX = 17.0  # a title's size: 1.4 × the 12-px base font
 SUBPLOT_TITLE_FONT_PX = 16.0  # make_subplots' titles
 _DEFAULT_MARGIN = {"l": 80, "r": 80, "t": 100, "b": 80}
 _SIDE_PAD_PX = 4  # kept between a title and the figure's edge
+_COLOUR_BAR_PX = 110  # a colour bar with its tick labels and title, beside the plots
 
 
 def fitted_layout(layout: dict, width_px: float) -> dict | None:
     """A figure's layout (as `Figure.to_dict()` gives it) with its title and its subplots' titles
-    fitted to a figure `width_px` wide, its top margin (and a set height) grown by the lines added;
-    None when everything fits as it is. `layout` is not changed.
+    fitted to a figure `width_px` wide, its top margin grown by the lines added (a figure of a set
+    height keeps it: its plot gives the lines their room); None when everything fits as it is.
+    `layout` is not changed.
 
-    A subplot title (an annotation on the paper, anchored at its bottom) gets its subplot's width.
+    A subplot title (an annotation on the paper, anchored at its bottom) gets its subplot's width,
+    less a shared colour bar's share.
     """
     title = dict(layout.get("title") or {})
     text = title.get("text") or ""
@@ -128,7 +131,7 @@ def fitted_layout(layout: dict, width_px: float) -> dict | None:
         **_DEFAULT_MARGIN,
         **{key: value for key, value in (layout.get("margin") or {}).items() if value is not None},
     }
-    plot_px = width_px - margin["l"] - margin["r"]
+    plot_px = width_px - margin["l"] - margin["r"] - (_COLOUR_BAR_PX if _has_colour_bar(layout) else 0)
     annotations = []
     subplots_added_px = 0.0
     for annotation in layout.get("annotations") or []:
@@ -151,9 +154,13 @@ def fitted_layout(layout: dict, width_px: float) -> dict | None:
     }
     if annotations:
         fitted_layout["annotations"] = annotations
-    if layout.get("height") is not None:  # the plot keeps its height; the figure grows by the lines
-        fitted_layout["height"] = layout["height"] + grown
     return fitted_layout
+
+
+def _has_colour_bar(layout: dict) -> bool:
+    """Whether the figure draws a colour bar of its layout's shared colour axis (beside its plots)."""
+    axis = layout.get("coloraxis")
+    return isinstance(axis, dict) and axis.get("showscale", True) is not False
 
 
 def _x_domain(layout: dict, annotation: dict) -> tuple[float, float] | None:

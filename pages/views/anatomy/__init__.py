@@ -65,7 +65,7 @@ def _view_note(side: ModelSide, picked: ui.ImageChoice) -> None:
     photo_column, note_column = st.columns([1, 4])
     with photo_column:
         figure = photo_view_figure(view.photo, [("", view.box)], longest=240)
-        ui.plotly_chart(figure, key="anatomy_view_photo", theme=None)
+        ui.plotly_chart(figure, key="anatomy_view_photo", share=0.2, theme=None)
         st.caption("What the model sees (cyan box)")
     with note_column:
         label = view.label

@@ -162,7 +162,7 @@ def probes_section(checked: CheckedModels) -> None:
         except (ValueError, RuntimeError) as error:
             st.error(f"{slot.number}. {choice.shown}: {error}")
     figure = probe_curves_figure(curves, f"{PROBES[kind]} · {picked.name} · {VIEW_LABELS[view]}")
-    ui.plotly_chart(figure, key="compare_probe_chart")
+    ui.plotly_chart(figure, key="compare_probe_chart", share=1.0)
     st.dataframe(
         [
             {
@@ -266,7 +266,7 @@ def faithfulness_section(checked: CheckedModels) -> None:
         "first onto a grey image: a faithful map makes it rise faster than the random order (higher area)."
     )
     figure = faithfulness_curves_figure(results)
-    ui.plotly_chart(figure, key="compare_faithfulness_chart")
+    ui.plotly_chart(figure, key="compare_faithfulness_chart", share=1.0)
     ui.figure_downloads(
         figure,
         None,
@@ -281,7 +281,7 @@ def faithfulness_section(checked: CheckedModels) -> None:
         st.dataframe(road_rows(road_results), hide_index=True, key="compare_road_table")
         show_verdicts(road_verdicts(road_results))
         road_figure = road_curves_figure(road_results)
-        ui.plotly_chart(road_figure, key="compare_road_chart")
+        ui.plotly_chart(road_figure, key="compare_road_chart", share=1.0)
         st.caption(
             "At each step ROAD imputes the map's most (or least) relevant pixels from their neighbours "
             "with pytorch-grad-cam's noisy linear imputation. The random order ranks pixels by a seeded "

@@ -80,7 +80,7 @@ def views_section(slots: Sequence[ModelSlot], picked: ui.ImageChoice, view: str)
             repr(("boxes", picked.digest, labelled)),
             lambda: photo_view_figure(picked.image, labelled, longest=320),
         )
-        ui.plotly_chart(boxes_figure, key="compare_view_boxes", theme=None)
+        ui.plotly_chart(boxes_figure, key="compare_view_boxes", share=0.33, theme=None)
     with columns[1]:
         st.markdown(
             f"**View: {VIEW_LABELS[view]}.** Every prediction, map, probe and score below is computed on it."
@@ -116,7 +116,7 @@ def predictions_section(
     if predictions:
         columns = [(f"{slot.number}. {slot.title}", predictions[slot.number]) for slot in classifiers]
         figure = cached_figure(repr(("predictions", columns)), lambda: predictions_comparison_figure(columns))
-        ui.plotly_chart(figure, key="compare_predictions_chart")
+        ui.plotly_chart(figure, key="compare_predictions_chart", share=0.67)
     for slot in slots:
         if not slot.loaded.facts.has_classifier:
             st.info(headless_note(slot))
@@ -243,7 +243,7 @@ def explanations_section(
         return figure
 
     figure = cached_figure(repr(("maps", drawn)), maps_figure)
-    ui.plotly_chart(figure, key="compare_maps_chart", theme=None)
+    ui.plotly_chart(figure, key="compare_maps_chart", share=1.0, theme=None)
     slow = [
         slow_map_job(
             slot,

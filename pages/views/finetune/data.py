@@ -213,7 +213,9 @@ def render_data(summary: DataSummary, val_fraction: float, seed: int, max_images
     )
     counts_column, samples_column = st.columns([2, 3])
     with counts_column:
-        ui.plotly_chart(class_counts_figure(*_counts_page(summary.counts)), key="finetune_counts_chart")
+        ui.plotly_chart(
+            class_counts_figure(*_counts_page(summary.counts)), key="finetune_counts_chart", share=0.4
+        )
     with samples_column:
         by_class: dict[str, list] = {}
         for name, image in summary.samples:

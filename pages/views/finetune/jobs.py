@@ -293,7 +293,7 @@ def few_shot_outcome(job: FewShotJob) -> None:
             row[name] = f"{cell['mean']:.1%} ({cell['low']:.1%}–{cell['high']:.1%})"
         rows.append(row)
     st.dataframe(rows, hide_index=True, key="finetune_few_shot_table")
-    ui.plotly_chart(few_shot_figure(table), key="finetune_few_shot_chart")
+    ui.plotly_chart(few_shot_figure(table), key="finetune_few_shot_chart", share=1.0)
     seconds = ", ".join(f"{name} {value:.1f} s" for name, value in table["feature_seconds"].items())
     st.caption(
         f"{table['data']}: {len(table['classes'])} classes, {table['test_images']} held-out images, "

@@ -46,7 +46,7 @@ def render_results(folder: Path, config: dict, device: str, downloads: dict[str,
     matrix_column, mistakes_column = st.columns([2, 3])
     with matrix_column:
         confusion = confusion_figure(results.matrix, results.labels)
-        ui.plotly_chart(confusion, key="finetune_confusion")
+        ui.plotly_chart(confusion, key="finetune_confusion", share=0.4)
         ui.figure_downloads(
             confusion, results.matrix, view="confusion matrix", key="finetune_confusion", **downloads
         )

@@ -188,7 +188,7 @@ def _progress_view(folder: Path, status: RunStatus, downloads: dict[str, str] | 
     st.progress(min(1.0, max(0.0, status.progress)), text=text)
     if metrics:
         figure = training_curves_figure(metrics, epochs)
-        ui.plotly_chart(figure, key=f"finetune_curves_{status.state}")
+        ui.plotly_chart(figure, key=f"finetune_curves_{status.state}", share=1.0)
         if downloads is not None:
             ui.figure_downloads(
                 figure, curves_array(metrics), view="training curves", key="finetune_curves", **downloads

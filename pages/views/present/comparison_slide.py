@@ -42,7 +42,9 @@ def _story_model_beside_a_cnn(story: Story) -> None:
     """No two classifiers of the same classes load here: the story's transformer beside the bundled CNN."""
     vit_column, cnn_column = st.columns(2, gap="large")
     with vit_column:
-        story.show_rollout(f"ViT · {story.model_name}: rollout", "present_compare_vit_chart", height=560)
+        story.show_rollout(
+            f"ViT · {story.model_name}: rollout", "present_compare_vit_chart", height=560, share=0.5
+        )
     with cnn_column:
         story.show(
             predictions_figure(
@@ -52,6 +54,7 @@ def _story_model_beside_a_cnn(story: Story) -> None:
             f"cnn-top5-predictions-{story.view}",
             height=420,
             model=(CNN_NAME, "bundled"),
+            share=0.5,
         )
         if not story.loaded.facts.has_classifier:
             st.info(
@@ -127,7 +130,7 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
                     f"top5-predictions-{story.view}",
                     height=PAIR_FIGURE_HEIGHT,
                     model=shown,
-                    share=0.2,  # two fifths of half the slide
+                    share=0.18,  # two fifths of half the slide, less the columns' gaps
                 )
             facts = loaded[side].facts
             # Chefer needs global attention over one grid; any other model gets its Grad-CAM.
@@ -154,7 +157,7 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
                     result.values,
                     PAIR_FIGURE_HEIGHT,
                     shown,
-                    share=0.3,
+                    share=0.28,
                 )
 
 

@@ -66,6 +66,9 @@ STORY_MODELS = [name for name, text in SUGGESTED_MODELS if "CNN" not in text]
 # Tall enough to read across a room, short enough that every slide fits a 1440×1000 screen unscrolled
 # (the browser test measures it).
 FIGURE_HEIGHT = 450
+# The main area beside the sidebar on the 1440-px screen the slides are laid out for: what a slide
+# figure's title is fitted to (a share of it).
+SLIDE_MAIN_PX = 960
 DISPLAY_PX = 1024  # longest side of the photo drawn on the first slide
 
 

@@ -20,6 +20,7 @@ from pages.views.present.state import (
     MODEL,
     PAIR_IMAGE,
     SLIDE,
+    SLIDE_MAIN_PX,
     STORY_VIEWS,
     VIEW,
     VIEW_CHOICE,
@@ -75,7 +76,7 @@ class Story:
         array: np.ndarray | None = None,
         height: int = FIGURE_HEIGHT,
         model: tuple[str, str] | None = None,
-        share: float = 0.5,
+        share: float = 1.0,
     ) -> None:
         """Draws a figure large and themed; outside presentation mode, its downloads follow.
 
@@ -93,7 +94,12 @@ class Story:
         # title of four lines (the pair slide's) ran into its plot.
         figure.update_layout(margin={"t": 30 + 36 * (figure.layout.title.text.count("<br>") + 1)})
         ui.plotly_chart(
-            figure, key=key, share=share, theme=None, config={"displayModeBar": not self.fullscreen}
+            figure,
+            key=key,
+            share=share,
+            main_px=SLIDE_MAIN_PX,
+            theme=None,
+            config={"displayModeBar": not self.fullscreen},
         )
         if not self.fullscreen:
             ui.figure_downloads(figure, array, name, weights, self.picked.name, view, key=key)
@@ -118,7 +124,7 @@ class Story:
         """The attention sinks of the image's record."""
         return detect_sinks(self.attention())
 
-    def show_rollout(self, title: str, key: str, height: int = FIGURE_HEIGHT) -> str:
+    def show_rollout(self, title: str, key: str, height: int = FIGURE_HEIGHT, share: float = 1.0) -> str:
         """Sink-aware mean-of-heads rollout over the image, as the story shows it.
 
         Returns:
@@ -146,7 +152,7 @@ class Story:
             scale=colour_scale(relevance, "relevance"),
             sinks=[sink.position for sink in report.patch_sinks if sink.position is not None],
         )
-        self.show(figure, key, f"rollout-mean-{self.view}", relevance, height=height)
+        self.show(figure, key, f"rollout-mean-{self.view}", relevance, height=height, share=share)
         return statement
 
     def predictions(self, model: tuple[str, str], topk: int) -> list[Prediction]:

@@ -137,7 +137,7 @@ def render_image(story: Story) -> None:
         )
         # As tall as a wide photo needs, so it does not float in a square of empty space.
         height = min(FIGURE_HEIGHT, 140 + round(520 * image.height / image.width))
-        story.show(figure, "present_photo_chart", f"photo-{story.view}", height=height)
+        story.show(figure, "present_photo_chart", f"photo-{story.view}", height=height, share=0.6)
         if note:
             st.caption(note)
     with controls_column:

@@ -31,12 +31,15 @@ T = TypeVar("T")
 MAIN_AREA_PX = 800
 
 
-def plotly_chart(figure: go.Figure, key: str, *, share: float = 0.5, **options: object) -> object:
+def plotly_chart(
+    figure: go.Figure, key: str, *, share: float = 0.5, main_px: float = MAIN_AREA_PX, **options: object
+) -> object:
     """`st.plotly_chart`, with each embedded photo sent as a media file the browser fetches once,
     and its title fitted to the chart's width.
 
     `share` is the part of the page's main area the chart is drawn in (0.5: one of two columns, the
-    default, so a title fits wherever a chart stands unless a wider one says so); a figure with a
+    default, so a title fits wherever a chart stands unless a wider one says so) of a main area
+    `main_px` wide (a page laid out for a wider screen says so); a figure with a
     width of its own is fitted to that. A title line that would run past the chart's edge (Plotly
     never wraps one, and the figure cuts it off) is broken into lines that fit, in what is sent
     only: downloads keep the figure's own title.
@@ -53,7 +56,7 @@ def plotly_chart(figure: go.Figure, key: str, *, share: float = 0.5, **options: 
     Returns what `st.plotly_chart` returns.
     """
     spec = _served_spec(figure, key)
-    width = figure.layout.width or MAIN_AREA_PX * share
+    width = figure.layout.width or main_px * share
     fitted = _fitted_title(figure, spec, width)
     if fitted is not None:
         spec = fitted
