@@ -24,13 +24,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from vitviz.preprocess import VIEW_MODES, ViewMode
 from vitviz.progress import JobCancelled, JobProgress, ProgressCallback, ProgressSnapshot, reporting
+
+if TYPE_CHECKING:
+    from vitviz.preprocess import ViewMode
 
 __all__ = [
     "JOB_KINDS",
@@ -70,6 +72,10 @@ class JobSpec:
     view: ViewMode = "crop"  # the mode of the page's view: the worker makes the same view of the same pixels
 
     def __post_init__(self) -> None:
+        # Deferred: imported at the top, `pages.views.background` pulled timm in while the server's
+        # warm-up thread (`pages.views.serve`) was importing it, and saw `timm.data` half made.
+        from vitviz.preprocess import VIEW_MODES
+
         if self.view not in VIEW_MODES:
             raise ValueError(f"unknown view {str(self.view)[:40]!r}: use one of {', '.join(VIEW_MODES)}")
 
