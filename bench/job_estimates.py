@@ -57,7 +57,7 @@ def jobs() -> dict[str, tuple[str, Callable[[JobProgress], object]]]:
     photo = builtin_photo("coffee")
 
     def job(spec: JobSpec, loaded) -> tuple[str, Callable[[JobProgress], object]]:
-        return job_unit(spec), lambda progress: compute_job(spec, loaded, photo, progress)
+        return job_unit(spec), lambda progress: compute_job(spec, loaded, [photo], progress)
 
     return {
         "Score-CAM map, EfficientNet-Lite0 (1,280 masks in batches of 32)": job(

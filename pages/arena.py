@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import streamlit as st
 
 from pages.views import arena, ui
@@ -27,15 +25,6 @@ if not loaded.facts.has_classifier:
     )
     st.stop()
 ui.untrained_warning(loaded)
-request = arena.ArenaRequest(
-    choice.name,
-    choice.weights,
-    choice.device,
-    methods,
-    settings,
-    tuple(image.name for image in images),
-    hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest(),
-)
-table = arena.run_section(choice, loaded, images, request)
+table = arena.run_section(choice, loaded, images, methods, settings, source)
 if table is not None:
     arena.render_table(table, choice)

@@ -155,14 +155,19 @@ def probe_app_url():
             os.environ["VITVIZ_RUNS_DIR"] = previous
 
 
-def test_clicking_a_head_off_changes_the_prediction(probe_app_url, page):
-    page.set_viewport_size({"width": 1400, "height": 3400})  # the whole 12-layer mosaic on screen to click
-    _open_anatomy(page, probe_app_url)
+def _open_probe_all_heads(page, app_url: str) -> None:
+    """Anatomy's All heads tab for the shapes probe, the only run of the probe app."""
+    _open_anatomy(page, app_url)
     sidebar = page.locator('[data-testid="stSidebar"]')
     sidebar.locator(".st-key-anatomy_model").click()
-    page.get_by_role("option", name="run: DINOv2 ViT-S · probe · shapes").click()  # the only run
+    page.get_by_role("option", name="run: DINOv2 ViT-S · probe · shapes").click()
     wait_until_idle(page)
     open_tab(page, "All heads", "Every head is on", TIMEOUT_MS)
+
+
+def test_clicking_a_head_off_changes_the_prediction(probe_app_url, page):
+    page.set_viewport_size({"width": 1400, "height": 3400})  # the whole 12-layer mosaic on screen to click
+    _open_probe_all_heads(page, probe_app_url)
     page.get_by_text("switches the head off").click()
     wait_until_idle(page)
 
@@ -181,3 +186,24 @@ def test_clicking_a_head_off_changes_the_prediction(probe_app_url, page):
     )
     page.locator(".st-key-anatomy_ablation_after").scroll_into_view_if_needed()
     save_screenshot(page, "anatomy_head_switched_off")
+
+
+def test_ranking_every_head_follows_the_worker_with_a_cancel_then_shows_its_agreement(probe_app_url, page):
+    _open_probe_all_heads(page, probe_app_url)
+    # The instant estimate first, then the exact ranking in a background worker.
+    page.get_by_text("Heads that matter most here, by the estimate:").wait_for(timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="Rank all 72 heads by their effect (zeroed)").click()
+    # The worker loads the model and ranks 72 heads in batches of 16: seconds, while the bar is drawn.
+    bar = page.get_by_text("Switching each head off in turn: ")
+    bar.first.wait_for(timeout=TIMEOUT_MS)
+    assert (
+        page.locator(".st-key-anatomy_ablation_rank_job_0").get_by_role("button", name="Cancel").count() == 1
+    )
+    save_screenshot(page, "anatomy_ranking_running")
+    agreement = page.get_by_text("The instant estimate ranked these heads with Spearman ρ = ")
+    agreement.first.wait_for(timeout=TIMEOUT_MS)
+    wait_until_idle(page)
+    assert page.get_by_text("Heads that matter most here: ").count() >= 1
+    assert page.get_by_text("Switching each head off in turn: ").count() == 0  # the follower is gone
+    assert page.locator('[data-testid="stException"]').count() == 0
+    save_screenshot(page, "anatomy_ranking_done")

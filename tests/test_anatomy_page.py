@@ -4,6 +4,7 @@ and the interventions (head ablation, logit lens, sanity check) on a real fine-t
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -365,9 +366,11 @@ def test_ranking_heads_shows_the_drop_of_each_head_alone(probe_run):
     assert "Heads that matter most here, by the estimate:" in page_texts(at)
     at.button(key="anatomy_ablation_rank").click().run()
     assert not at.exception, at.exception
-    # The ranking runs in a background worker; the page shows its progress until it has ended.
-    (folder,) = at.session_state["anatomy_ranking_jobs"].values()
+    # The ranking runs in a background worker; the page shows its progress, with a Cancel, until it has ended.
+    ((key, (folder, _)),) = at.session_state["background_jobs"].items()
+    assert key[0] == "ranking" and key[-1] == "zero"
     assert at.button(key="anatomy_ablation_rank").disabled  # one ranking at a time
+    assert at.button(key="anatomy_ablation_rank_job_0").label == "Cancel"
 
     def ranked_after_a_run() -> bool:
         at.run()
@@ -378,9 +381,8 @@ def test_ranking_heads_shows_the_drop_of_each_head_alone(probe_run):
     wait_for(
         ranked_after_a_run, 240, lambda: f"the ranking; the page says:\n{page_texts(at)}", interval_s=1.0
     )
-    assert not folder.exists() and not at.session_state["anatomy_ranking_jobs"]  # the job's folder is gone
-    store = at.session_state["anatomy_ablation_importance"]
-    (drops,) = store.values()
+    assert not folder.exists() and not at.session_state["background_jobs"]  # the job's folder is gone
+    drops = at.session_state["background_results"][key]
     assert drops.shape == (12, 6)
     # The worker's numbers are the page's own function's, on the same model, picture and view.
     photo = builtin_photo(at.selectbox(key="anatomy_photo").value)
@@ -400,17 +402,34 @@ def test_ranking_heads_shows_the_drop_of_each_head_alone(probe_run):
     assert at.button(key="anatomy_ablation_rank").disabled
 
 
-def test_a_ranking_whose_folder_vanished_says_so_and_can_start_again(probe_run):
+def test_a_ranking_whose_folder_vanished_or_whose_worker_died_says_so_and_can_start_again(
+    probe_run, tmp_path
+):
+    from vitviz.jobs import cancel_job
+
     at = _probe_page(probe_run, "All heads")
     at.button(key="anatomy_ablation_rank").click().run()
-    (folder,) = at.session_state["anatomy_ranking_jobs"].values()
+    ((key, (folder, what)),) = at.session_state["background_jobs"].items()
+    cancel_job(folder)  # the worker stops at its next batch, whatever happens to the page's record
     shutil.rmtree(folder)  # a temp folder cleaned under the page
     at.run()
     assert not at.exception, at.exception
-    errors = [error.value for error in at.error]
-    assert any(error.startswith("Could not rank the heads: its folder could not be read") for error in errors)
-    at.run()
+    assert "Could not compute it: its folder could not be read" in page_texts(at)
+    assert at.button(key="anatomy_ablation_rank").disabled  # the ending shows until the visitor runs it again
+    at.button(key="anatomy_ablation_rank_job_again_0").click().run()
+    assert not at.exception, at.exception
     assert not at.button(key="anatomy_ablation_rank").disabled
+    # A worker that died without a word: its status has not changed for ten minutes.
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    (dead / "status.json").write_text("{}")
+    ten_minutes_ago = time.time() - 600
+    os.utime(dead / "status.json", (ten_minutes_ago, ten_minutes_ago))
+    at.session_state["background_jobs"] = {key: (dead, what)}
+    at.run()
+    assert not at.exception, at.exception
+    assert "Could not compute it: the worker was silent for 600 s" in page_texts(at)
+    assert not at.session_state["background_jobs"] and not dead.exists()
 
 
 def test_logit_lens_last_layer_agrees_with_the_prediction(probe_run):

@@ -3,30 +3,36 @@
 import io
 import json
 import zipfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import timm
 import torch
+from PIL import Image
 
 from tests.support.archives import png_bytes, zip_of
 from tests.support.tiny_models import tiny_loaded
 from vitviz.arena import (
     BAND_SDS,
+    MAX_ARENA_IMAGES,
     MIN_BAND,
+    ArenaImage,
     ArenaSettings,
+    ArenaTable,
     ImageScores,
     MethodScores,
     arena_methods,
     arena_table,
     folder_images,
+    run_arena,
     score_image,
     zip_images,
 )
-from vitviz.arena_jobs import ArenaJob, read_arena, run_arena_job, start_arena
 from vitviz.figures.arena import arena_csv, arena_figure, arena_maps_npz
 from vitviz.finetune.safezip import UnsafeArchiveError
 from vitviz.finetune.trainer import one_cpu_thread
+from vitviz.jobs import JobSpec, decode_result, encode_result, read_job, run_job, start_job
 from vitviz.methods import METHODS
 from vitviz.models import load_model
 from vitviz.preprocess import image_view
@@ -271,14 +277,19 @@ def test_folder_images_take_images_at_any_depth_and_leave_other_files_out(tmp_pa
         folder_images(tmp_path / "empty")
 
 
-def test_scores_survive_the_json_a_job_writes_exactly(tiny_models, cat):
+def test_a_table_survives_the_json_a_job_writes_exactly(tiny_models, cat):
     loaded = tiny_loaded(tiny_models, "vit")
     settings = ArenaSettings(fractions=(0.0, 0.5, 1.0), road_percentiles=(50,), random_orders=2, sanity=False)
-    scores = score_image(loaded, cat, "cat", ["rollout"], settings)
-    again = ImageScores.from_json(json.loads(json.dumps(scores.to_json())))
-    assert again.methods[0].deletion == scores.methods[0].deletion
-    assert np.array_equal(again.methods[0].map, scores.methods[0].map)
-    assert again.random_road == scores.random_road and again.image == "cat"
+    table = run_arena(loaded, [ArenaImage("cat", lambda: cat)], ["rollout", "gradcam"], settings)
+    again = decode_result(json.loads(json.dumps(encode_result(table))))
+    assert isinstance(again, ArenaTable) and again.to_json() == table.to_json()
+    assert again.text() == table.text() and again.random == table.random
+    for row, before in zip(again.rows, table.rows, strict=True):
+        assert row.maps[0].dtype == np.float32 and np.array_equal(row.maps[0], before.maps[0])
+    whole = replace(settings, view="whole")
+    assert (
+        ArenaSettings.from_json(json.loads(json.dumps(whole.to_json()))) == settings
+    )  # the job's view apart
 
 
 def test_an_image_reports_each_arena_step_once_though_the_scores_report_finer_steps(tiny_models, cat):
@@ -309,19 +320,51 @@ def test_a_background_job_writes_progress_and_the_same_scores_as_a_direct_call(t
 
     monkeypatch.setattr("vitviz.finetune.worker.spawn_background", spawn)
     settings = ArenaSettings(fractions=(0.0, 0.5, 1.0), road_percentiles=(50,), random_orders=2, sanity=False)
-    job = ArenaJob("test_vit", str(weights), "cpu", ("gradcam",), settings, ("the cat",))
+    mirrored = cat.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    names = ["the cat", "the cat, mirrored"]
+    options = {"methods": ["gradcam"], "names": names, "settings": settings.to_json()}
+    spec = JobSpec("arena", "test_vit", str(weights), "cpu", options, view="whole")  # the job's view
     folder = tmp_path / "job"
     folder.mkdir()
-    start_arena(job, [cat], folder)
-    assert started and started[0][-2:] == ["vitviz.arena_jobs", str(folder)]
-    assert read_arena(folder).done == 0 and not read_arena(folder).ended
-    run_arena_job(folder)  # what the worker process runs
-    state = read_arena(folder)
-    assert state.finished and state.done == state.total == 1 + 3 and state.error is None
-    direct = score_image(load_model("test_vit", str(weights), "cpu"), cat, "the cat", ["gradcam"], settings)
-    assert state.scores[0].methods[0].deletion == pytest.approx(direct.methods[0].deletion, abs=1e-6)
-    assert state.scores[0].image == "the cat"
+    start_job(spec, [cat, mirrored], folder)
+    assert started and started[0][-2:] == ["vitviz.jobs", str(folder)]
+    assert sorted(path.name for path in (folder / "images").iterdir()) == ["0000.png", "0001.png"]
+    assert read_job(folder).progress is None and not read_job(folder).ended
+    run_job(folder)  # what the worker process runs
+    state = read_job(folder)
+    assert state.ended and state.error is None and not state.cancelled
+    # Steps done of all with the time left, as the general follower draws it: 1 + 3 per method, per image.
+    assert (state.progress.unit, state.progress.done, state.progress.total) == ("steps", 8, 8)
+    table = state.result
+    assert isinstance(table, ArenaTable) and table.images == tuple(names)
+    model = load_model("test_vit", str(weights), "cpu")
+    settings = replace(settings, view="whole")
+    for index, picture in enumerate([cat, mirrored]):
+        direct = score_image(model, picture, names[index], ["gradcam"], settings)
+        assert table.rows[0].maps[index] == pytest.approx(direct.methods[0].map, abs=1e-6)
+    pictures = [
+        ArenaImage(name, lambda picture=picture: picture)
+        for name, picture in zip(names, [cat, mirrored], strict=True)
+    ]
+    direct_table = run_arena(model, pictures, ["gradcam"], settings)
+    assert table.rows[0].scores["deletion"].median == pytest.approx(
+        direct_table.rows[0].scores["deletion"].median, abs=1e-6
+    )
+    assert table.verdict() == direct_table.verdict()
+
+
+def test_an_arena_job_takes_one_picture_per_name_and_at_most_the_apps_cap(tmp_path, cat):
+    settings = ArenaSettings(random_orders=2)
+
+    def spec(names, weights="bundled"):
+        options = {"methods": ["gradcam"], "names": names, "settings": settings.to_json()}
+        return JobSpec("arena", "test_vit", weights, "cpu", options)
+
     with pytest.raises(ValueError, match="random"):
-        start_arena(
-            ArenaJob("test_vit", "random", "cpu", ("gradcam",), settings, ("x",)), [cat], tmp_path / "x"
-        )
+        start_job(spec(["x"], "random"), [cat], tmp_path)
+    with pytest.raises(ValueError, match="2 image names for 1 pictures"):
+        start_job(spec(["x", "y"]), [cat], tmp_path)
+    many = [f"{index}" for index in range(MAX_ARENA_IMAGES + 1)]
+    with pytest.raises(ValueError, match=f"at most {MAX_ARENA_IMAGES} images"):
+        start_job(spec(many), [cat] * len(many), tmp_path)
+    assert list(tmp_path.iterdir()) == []

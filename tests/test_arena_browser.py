@@ -1,5 +1,5 @@
-"""The Arena in a real browser: a small arena on the cat with the bundled CNN, run as a background job,
-ends in the ranked table with map thumbnails and the verdict sentence."""
+"""The Arena in a real browser: a small arena on the cat with the bundled CNN, run as a background job
+(its progress bar and Cancel drawn meanwhile), ends in the ranked table with map thumbnails and the verdict."""
 
 import pytest
 
@@ -25,6 +25,10 @@ def test_a_small_arena_on_the_cat_shows_the_table_and_the_verdict(app_url, page)
     wait_until_idle(page)
     assert start.first.inner_text().startswith("Run the arena: 1 method on 1 image")
     start.first.click()
+    # The worker loads the model, then scores: seconds, while the bar with its Cancel is drawn.
+    page.get_by_text("Arena of 1 method on 1 image: ").first.wait_for(timeout=TIMEOUT_MS)
+    assert page.locator(".st-key-arena_start_job_0").get_by_role("button", name="Cancel").count() == 1
+    save_screenshot(page, "arena_cat_cnn_running")
     verdict = page.get_by_text("On this image,")
     verdict.first.wait_for(timeout=TIMEOUT_MS)
     wait_until_idle(page, timeout_s=TIMEOUT_MS / 1000)

@@ -1,6 +1,8 @@
 """The Arena page through Streamlit's AppTest: it opens on a photo and the bundled CNN, scores a small arena
 in the page for random weights (no worker could load them again), and shows the table and the verdict."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -56,3 +58,46 @@ def test_every_image_source_without_images_says_what_to_do_instead_of_failing(tm
         assert any(words in element.value for element in at.info), source
     at.text_input(key="arena_folder").set_value("../../etc").run()
     assert not at.exception and at.error and "/etc" not in at.error[0].value
+
+
+def test_an_arena_refused_at_the_servers_cap_says_so_then_runs_in_the_background_and_cancels(
+    tmp_path, monkeypatch
+):
+    from tests.support.polling import wait_for
+    from vitviz.runs import background_job_count, background_job_slot
+
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("VITVIZ_MAX_JOBS", "1")
+    (tmp_path / "runs").mkdir()
+    at = _arena_page()
+    at.multiselect(key="arena_methods_False").set_value(["gradcam"]).run()
+    busy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # another job's worker
+    try:
+        with background_job_slot() as hold_slot:
+            hold_slot(busy.pid)
+        at.button(key="arena_start").click().run()
+        assert not at.exception, [element.value for element in at.exception]
+        assert "already running 1 background job" in at.error[0].value  # the server's cap, said on the page
+        assert not at.session_state["background_jobs"] and not at.button(key="arena_start").disabled
+    finally:
+        busy.kill()
+        busy.wait()
+    at.button(key="arena_start").click().run()
+    assert not at.exception, [element.value for element in at.exception]
+    ((key, (folder, what)),) = at.session_state["background_jobs"].items()
+    assert key[0] == "arena" and what == "Arena of 1 method on 1 image"
+    assert background_job_count() == 1
+    assert at.button(key="arena_start").disabled  # one arena at a time
+    (bar,) = at.get("progress")
+    assert bar.proto.text.startswith("Arena of 1 method on 1 image: ")
+    at.button(key="arena_start_job_0").click().run()  # Cancel
+    assert not at.exception, [element.value for element in at.exception]
+
+    def cancelled() -> bool:
+        return "Cancelled." in [element.value for element in at.run().caption]
+
+    wait_for(cancelled, 240, "the arena to stop")
+    assert not folder.exists() and not at.session_state["background_jobs"]
+    wait_for(lambda: background_job_count() == 0, 60, "the worker to exit")
+    at.button(key="arena_start_job_again_0").click().run()  # Run again: the start button is free once more
+    assert not at.button(key="arena_start").disabled

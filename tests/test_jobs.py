@@ -1,5 +1,12 @@
-"""Long work in a background worker: the result it hands back, its progress, and a cancel that frees its slot."""
+"""Long work in a background worker: the result it hands back, its progress, and a cancel that frees its slot.
 
+Every kind runs through the one job folder: Score-CAM maps, faithfulness, sanity checks, probes,
+head rankings (here) and arenas (tests/test_arena.py)."""
+
+import dataclasses
+import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -8,29 +15,30 @@ import pytest
 
 from tests.support.polling import wait_for
 from tests.support.tiny_models import tiny_loaded
+from vitviz.forward.ablation import head_importance
 from vitviz.images import builtin_photo
 from vitviz.jobs import JobSpec, cancel_job, decode_result, encode_result, read_job, run_job, start_job
 from vitviz.methods import explanation_map
 from vitviz.methods.faithfulness import faithfulness
+from vitviz.models import load_model, untrained_twin
 from vitviz.preprocess import image_view
-from vitviz.runs import background_job_count
+from vitviz.runs import JobLimitError, background_job_count, background_job_slot
 
 TINY = "vit_tiny_patch16_224"
 
 
 def _write(folder, spec: JobSpec) -> None:
-    import dataclasses
-    import json
-
+    """The folder `start_job` writes, without starting a worker: a test runs `run_job` itself."""
     (folder / "job.json").write_text(json.dumps(dataclasses.asdict(spec)))
-    builtin_photo("coffee").save(folder / "image.png")
+    (folder / "images").mkdir()
+    builtin_photo("coffee").save(folder / "images" / "0000.png")
     (folder / "status.json").write_text("{}")
 
 
 def test_a_score_cam_job_hands_back_the_map_the_page_would_compute_and_counts_masks(tmp_path, tiny_models):
     loaded = tiny_loaded(tiny_models, "vit")
-    options = {"method": "scorecam", "view": "whole", "method_options": {"batch_size": 64}}
-    _write(tmp_path, JobSpec("explanation", TINY, "bundled", "cpu", options))
+    options = {"method": "scorecam", "method_options": {"batch_size": 64}}
+    _write(tmp_path, JobSpec("explanation", TINY, "bundled", "cpu", options, view="whole"))
     run_job(tmp_path, load=lambda spec: loaded)  # in this process: what the worker runs
     state = read_job(tmp_path)
     whole = image_view(builtin_photo("coffee"), loaded.facts, "whole")  # the view the job records
@@ -77,7 +85,7 @@ def test_a_cancelled_worker_exits_and_frees_its_slot(tmp_path, monkeypatch):
     folder = tmp_path / "job"
     folder.mkdir()
     options = {"method": "scorecam"}
-    start_job(JobSpec("sanity", TINY, "random", "cpu", options, twin=True), builtin_photo("coffee"), folder)
+    start_job(JobSpec("sanity", TINY, "random", "cpu", options, twin=True), [builtin_photo("coffee")], folder)
     assert background_job_count() == 1
     wait_for(lambda: read_job(folder).progress, 240, "the worker's first progress")
     cancel_job(folder)
@@ -89,17 +97,107 @@ def test_a_cancelled_worker_exits_and_frees_its_slot(tmp_path, monkeypatch):
     assert freed_after < 15.0, f"the slot freed {freed_after:.1f} s after the cancel"
 
 
-def test_random_weights_are_not_sent_to_a_worker_and_unknown_kinds_are_refused(tmp_path):
+def test_random_weights_unknown_kinds_views_and_picture_counts_are_refused(tmp_path):
+    coffee = builtin_photo("coffee")
     with pytest.raises(ValueError, match="cannot be loaded again"):
-        start_job(JobSpec("explanation", TINY, "random", "cpu"), builtin_photo("coffee"), tmp_path)
+        start_job(JobSpec("explanation", TINY, "random", "cpu"), [coffee], tmp_path)
+    with pytest.raises(ValueError, match="cannot be loaded again"):
+        start_job(JobSpec("ranking", TINY, "random", "cpu", {"mode": "zero"}), [coffee], tmp_path)
     with pytest.raises(ValueError, match="unknown job kind"):
-        start_job(JobSpec("mine bitcoin", TINY, "bundled", "cpu"), builtin_photo("coffee"), tmp_path)
-    assert list(tmp_path.iterdir()) == []
+        start_job(JobSpec("mine bitcoin", TINY, "bundled", "cpu"), [coffee], tmp_path)
+    with pytest.raises(ValueError, match="takes one picture, got 2"):
+        start_job(JobSpec("ranking", TINY, "bundled", "cpu", {"mode": "zero"}), [coffee, coffee], tmp_path)
+    with pytest.raises(ValueError, match="unknown view 'sideways'"):
+        JobSpec("ranking", TINY, "bundled", "cpu", {"mode": "zero"}, view="sideways")
+    assert list(tmp_path.iterdir()) == []  # nothing written, nothing started
 
 
 def test_a_result_names_only_the_result_types_it_may_hold():
-    encoded = encode_result([(np.arange(3, dtype=np.float32), None)])
-    decoded = decode_result(encoded)
-    assert decoded[0][0].dtype == np.float32 and decoded[0][1] is None
+    encoded = encode_result([(np.arange(3, dtype=np.float32), None, {"deletion": 0.25})])
+    decoded = decode_result(json.loads(json.dumps(encoded)))
+    assert decoded[0][0].dtype == np.float32 and decoded[0][1] is None and decoded[0][2] == {"deletion": 0.25}
     with pytest.raises(ValueError, match="unknown type"):
         decode_result({"dataclass": "Popen", "fields": {"args": ["rm"]}})
+    with pytest.raises(ValueError, match="keys that are not text"):
+        encode_result({1: "one"})
+
+
+def _ranking(twin: bool = True, mode: str = "zero", view: str = "crop") -> JobSpec:
+    return JobSpec("ranking", TINY, "random", "cpu", {"mode": mode}, twin=twin, view=view)
+
+
+def test_a_ranking_job_hands_back_the_drops_of_the_seeded_twin_the_page_shows(tmp_path):
+    _write(tmp_path, _ranking(mode="mean", view="whole"))
+    run_job(tmp_path)  # in this process, loading the model as the worker does
+    state = read_job(tmp_path)
+    twin = untrained_twin(load_model(TINY, "random", "cpu"))
+    expected = head_importance(twin, image_view(builtin_photo("coffee"), twin.facts, "whole"), "mean")
+    assert state.ended and state.error is None and not state.cancelled
+    # Heads done of all with the time left: the general follower draws it, with its Cancel button.
+    assert (state.progress.unit, state.progress.done, state.progress.total) == ("heads", 36, 36)
+    assert state.progress.eta_s == 0.0
+    # Exact: run_job calls head_importance in this process, on the same seeded twin and picture,
+    # and the drops travel through JSON, where float32 round-trips exactly.
+    assert state.result.dtype == np.float32
+    np.testing.assert_array_equal(state.result, expected)
+
+
+def test_a_ranking_cancelled_once_the_model_is_loaded_stops_at_its_next_batch(tmp_path):
+    twin = untrained_twin(load_model(TINY, "random", "cpu"))
+    _write(tmp_path, _ranking())
+
+    def load_then_cancel(spec: JobSpec):
+        cancel_job(tmp_path)  # asked while the first batch runs: the worker stops after it
+        return twin
+
+    run_job(tmp_path, load=load_then_cancel)
+    state = read_job(tmp_path)
+    assert state.ended and state.cancelled and state.result is None and state.error is None
+    assert (state.progress.done, state.progress.total) == (16, 36)  # one batch of 16 heads of 12 × 3
+
+
+def test_a_job_that_fails_says_why_in_its_folder(tmp_path):
+    _write(tmp_path, JobSpec("ranking", "no_such_model_224", "hub", "cpu", {"mode": "zero"}))
+    with pytest.raises(Exception, match="no_such_model_224"):
+        run_job(tmp_path)
+    state = read_job(tmp_path)
+    assert state.ended and state.result is None and "no_such_model_224" in state.error
+
+
+def test_background_jobs_share_one_server_wide_cap(tmp_path, monkeypatch):
+    """Four rankings at once took about 4 GB: with VITVIZ_MAX_JOBS=1, a second waits for the first."""
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("VITVIZ_MAX_JOBS", "1")
+    busy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # another job's worker
+    try:
+        with background_job_slot() as hold_slot:
+            hold_slot(busy.pid)
+        (tmp_path / "refused").mkdir()
+        with pytest.raises(JobLimitError, match=r"already running 1 background job .*VITVIZ_MAX_JOBS"):
+            start_job(_ranking(), [builtin_photo("coffee")], tmp_path / "refused")
+        assert background_job_count() == 1
+    finally:
+        busy.kill()
+        busy.wait()
+    assert background_job_count() == 0  # the ended job's slot is free again
+    (tmp_path / "started").mkdir()
+    start_job(_ranking(), [builtin_photo("coffee")], tmp_path / "started")
+    assert background_job_count() == 1
+    state = wait_for(lambda: (state := read_job(tmp_path / "started")).ended and state, what="the ranking")
+    assert state.error is None and state.result.shape == (12, 3)
+    wait_for(lambda: background_job_count() == 0, what="the worker to exit")
+
+
+def test_a_worker_that_died_unseen_reads_as_quiet_not_as_ended(tmp_path):
+    """No status for ten minutes: the job has not ended, and how long it has been quiet tells the page."""
+    import os
+
+    _write(tmp_path, _ranking())
+    (tmp_path / "status.json").write_text(
+        json.dumps({"progress": {"unit": "heads", "done": 16, "total": 36, "elapsed_s": 4.0, "eta_s": 5.0}})
+    )
+    ten_minutes_ago = time.time() - 600
+    os.utime(tmp_path / "status.json", (ten_minutes_ago, ten_minutes_ago))
+    state = read_job(tmp_path)
+    assert not state.ended and 600 <= state.quiet_s < 660
+    assert state.eta_now() == 0.0  # the time left it last said has run out

@@ -52,6 +52,7 @@ from vitviz.preprocess import ViewMode, image_view
 __all__ = [
     "ARENA_ROAD_PERCENTILES",
     "BAND_SDS",
+    "MAX_ARENA_IMAGES",
     "MEASURES",
     "MIN_BAND",
     "ArenaImage",
@@ -76,6 +77,7 @@ MEASURES: tuple[str, ...] = ("deletion", "insertion", "road")
 # ROAD imputes by solving a sparse system per threshold (about a second at 224 px on one CPU core):
 # three thresholds instead of the library's nine keep an arena of fifteen methods in minutes.
 ARENA_ROAD_PERCENTILES: tuple[int, ...] = (20, 50, 80)
+MAX_ARENA_IMAGES = 24  # images one visitor's arena may score: a set, not a data set (the CLI has no cap)
 BAND_SDS = 2.0  # a score within this many standard deviations of random order's mean is "like random"
 MIN_BAND = 1e-3  # the band's floor: random orders that happen to agree do not make every difference count
 _STANDINGS = ("better", "like random", "worse")
@@ -97,6 +99,18 @@ class ArenaSettings:
             raise ValueError(
                 f"the arena needs at least 2 random orders for a spread, got {self.random_orders}"
             )
+
+    def to_json(self) -> dict[str, Any]:
+        """Every setting but the view, as plain JSON types: a job records its view on its own (`JobSpec.view`)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "view"}
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> ArenaSettings:
+        """The settings `to_json` wrote, on the default view: a job replaces it with the view it records."""
+        settings = {name: payload[name] for name in cls.__dataclass_fields__ if name != "view"}
+        for name in ("fractions", "road_percentiles"):
+            settings[name] = tuple(settings[name])
+        return cls(**settings)
 
 
 @dataclass(frozen=True)
@@ -135,29 +149,6 @@ class ImageScores:
     random_insertion: tuple[float, ...]
     random_road: tuple[float, ...]  # ROAD scores of random maps
     sanity_run: bool
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON types; `from_json` gives the same scores back (float32 maps survive exactly)."""
-        payload = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "methods"}
-        payload["methods"] = [
-            {
-                **{name: getattr(item, name) for name in ("method", *MEASURES, "sanity")},
-                "map": item.map.tolist(),
-            }
-            for item in self.methods
-        ]
-        return payload
-
-    @classmethod
-    def from_json(cls, payload: dict[str, Any]) -> ImageScores:
-        methods = tuple(
-            MethodScores(**{**item, "map": np.asarray(item["map"], dtype=np.float32)})
-            for item in payload["methods"]
-        )
-        fields = {name: payload[name] for name in cls.__dataclass_fields__ if name != "methods"}
-        for name in ("random_deletion", "random_insertion", "random_road"):
-            fields[name] = tuple(fields[name])
-        return cls(**fields, methods=methods)
 
     def random_scores(self, measure: str) -> np.ndarray:
         return np.asarray(getattr(self, f"random_{measure}"), dtype=np.float64)
@@ -501,6 +492,8 @@ def run_arena(
     chosen = list(methods) if methods is not None else arena_methods(loaded)
     mine = context.shard(list(range(len(images))))
     steps = 1 + 3 * len(chosen)  # as score_image counts them
+    if progress is not None:  # the steps are known before the first (the random orders) ends
+        progress(0, len(mine) * steps)
     local: list[tuple[int, ImageScores]] = []
     for done_images, index in enumerate(mine):
 

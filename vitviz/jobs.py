@@ -1,15 +1,16 @@
 """Long work in a background worker: a job folder, its progress with the time left, a cancel, its result.
 
-A Score-CAM map, a faithfulness table with ROAD or a sanity check takes from seconds to minutes on a
-small shared CPU. Run inside a visitor's page, it would hold the page and compete with every other
-visitor for the cores; here it runs in a worker started by `spawn_background` (on CPU time the app
-leaves idle, like a fine-tune or a head ranking), holding one of the server's background-job slots,
-while the page follows its progress and the visitor keeps exploring.
+A Score-CAM map, a faithfulness table with ROAD, a sanity check, a ranking of every head or an
+arena of every method takes from seconds to minutes on a small shared CPU. Run inside a visitor's
+page, it would hold the page and compete with every other visitor for the cores; here it runs in a
+worker started by `spawn_background` (on CPU time the app leaves idle, like a fine-tune), holding
+one of the server's background-job slots, while the page follows its progress and the visitor
+keeps exploring.
 
-A job is a folder: `job.json` (what to compute, with which model and options), `image.png` (the
-picture, lossless), then the worker's `status.json` (units done of all, the time left at the
-measured pace, then the result or the error). A `cancel` file asks the worker to stop: it stops
-between two units, so its slot frees at once.
+A job is a folder: `job.json` (what to compute, with which model, view and options),
+`images/NNNN.png` (the pictures, lossless: one, or an arena's set), then the worker's `status.json`
+(units done of all, the time left at the measured pace, then the result or the error). A `cancel`
+file asks the worker to stop: it stops between two units, so its slot frees at once.
 
     python -m vitviz.jobs FOLDER
 """
@@ -20,15 +21,18 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from vitviz.progress import JobCancelled, JobProgress, ProgressCallback, ProgressSnapshot, reporting
+
+if TYPE_CHECKING:
+    from vitviz.preprocess import ViewMode
 
 __all__ = [
     "JOB_KINDS",
@@ -36,6 +40,7 @@ __all__ = [
     "JobState",
     "cancel_job",
     "cancel_requested",
+    "check_pictures",
     "compute_job",
     "decode_result",
     "encode_result",
@@ -45,12 +50,13 @@ __all__ = [
     "start_job",
 ]
 
-_JOB, _IMAGE, _STATUS, _LOG, _CANCEL = "job.json", "image.png", "status.json", "log.txt", "cancel"
+_JOB, _IMAGES, _STATUS, _LOG, _CANCEL = "job.json", "images", "status.json", "log.txt", "cancel"
 _MAX_STATUS_BYTES = 64 * 1024**2  # a sanity check of a large grid holds every stage's map
 _WRITE_EVERY_S = 0.25  # the status file is rewritten at most this often while the job runs
 
-# What a worker can compute, each over (loaded model, image, options, progress); see `compute_job`.
-JOB_KINDS = ("explanation", "faithfulness", "sanity", "probe")
+# What a worker can compute, each over (loaded model, pictures, options, progress); see `compute_job`.
+# An arena scores a set of pictures (at most `vitviz.arena.MAX_ARENA_IMAGES`); every other kind one.
+JOB_KINDS = ("explanation", "faithfulness", "sanity", "probe", "ranking", "arena")
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,15 @@ class JobSpec:
     device: str
     options: dict[str, Any] = field(default_factory=dict)  # JSON: the kind's keyword arguments
     twin: bool = False  # the model's seeded untrained twin instead (`vitviz.models.untrained_twin`)
+    view: ViewMode = "crop"  # the mode of the page's view: the worker makes the same view of the same pixels
+
+    def __post_init__(self) -> None:
+        # Deferred: imported at the top, `pages.views.background` pulled timm in while the server's
+        # warm-up thread (`pages.views.serve`) was importing it, and saw `timm.data` half made.
+        from vitviz.preprocess import VIEW_MODES
+
+        if self.view not in VIEW_MODES:
+            raise ValueError(f"unknown view {str(self.view)[:40]!r}: use one of {', '.join(VIEW_MODES)}")
 
 
 @dataclass(frozen=True)
@@ -87,17 +102,33 @@ class JobState:
 
 
 def job_unit(spec: JobSpec) -> str:
-    """What the job counts: "masks" for Score-CAM, "channels" for Ablation-CAM, "maps", "images", "steps"."""
+    """What the job counts: "masks" for Score-CAM, "channels" for Ablation-CAM, "maps", "images", "heads", "steps"."""
     if spec.kind == "explanation":
         return {"scorecam": "masks", "ablationcam": "channels"}.get(str(spec.options.get("method")), "steps")
-    return {"sanity": "maps", "probe": "images"}.get(spec.kind, "steps")
+    return {"sanity": "maps", "probe": "images", "ranking": "heads"}.get(spec.kind, "steps")
 
 
-def start_job(spec: JobSpec, image: Image.Image, folder: Path) -> None:
-    """Writes the job into `folder` (which must be new and empty) and starts its worker.
+def check_pictures(spec: JobSpec, count: int) -> None:
+    """Raises ValueError unless the job has as many pictures as its kind takes: an arena's set, else one."""
+    if spec.kind != "arena":
+        if count != 1:
+            raise ValueError(f"a {spec.kind} job takes one picture, got {count}")
+        return
+    from vitviz.arena import MAX_ARENA_IMAGES
+
+    names = spec.options.get("names", [])
+    if count != len(names) or not count:
+        raise ValueError(f"{len(names)} image names for {count} pictures")
+    if count > MAX_ARENA_IMAGES:
+        raise ValueError(f"an arena in the app scores at most {MAX_ARENA_IMAGES} images; the CLI takes more")
+
+
+def start_job(spec: JobSpec, images: Sequence[Image.Image], folder: Path) -> None:
+    """Writes the job and its pictures into `folder` (which must be new and empty) and starts its worker.
 
     Raises:
-        ValueError: unknown kind, or random weights, which a worker would draw afresh.
+        ValueError: unknown kind, random weights (a worker would draw them afresh), or not as many
+            pictures as the kind takes (`check_pictures`).
         JobLimitError (a ValueError): the server already runs as many background jobs as it allows.
         OSError: the folder cannot be written or the worker cannot start.
     """
@@ -108,8 +139,11 @@ def start_job(spec: JobSpec, image: Image.Image, folder: Path) -> None:
         raise ValueError(f"unknown job kind {spec.kind!r}: use one of {', '.join(JOB_KINDS)}")
     if spec.weights == "random" and not spec.twin:
         raise ValueError("a model with unseeded random weights cannot be loaded again in a worker")
+    check_pictures(spec, len(images))
     (folder / _JOB).write_text(json.dumps(dataclasses.asdict(spec)))
-    image.save(folder / _IMAGE)  # PNG: the worker computes on the very pixels the page shows
+    (folder / _IMAGES).mkdir()
+    for index, image in enumerate(images):  # PNG: the worker computes on the very pixels the page shows
+        image.save(folder / _IMAGES / f"{index:04d}.png")
     write_json_atomic(folder / _STATUS, {})
     with background_job_slot() as hold_slot:  # one server-wide cap for every background job
         process = spawn_background([sys.executable, "-m", "vitviz.jobs", str(folder)], folder / _LOG)
@@ -149,15 +183,14 @@ def read_job(folder: Path) -> JobState:
 
 # Results travel as JSON: arrays as nested lists with their dtype, dataclasses by an allowed name.
 def _result_classes() -> dict[str, type]:
+    from vitviz.arena import ArenaRow, ArenaTable, Spread
     from vitviz.methods.base import ExplanationResult
     from vitviz.methods.faithfulness import FaithfulnessResult, RoadResult
     from vitviz.methods.probes import ProbeCurve
     from vitviz.methods.sanity import SanityResult
 
-    return {
-        cls.__name__: cls
-        for cls in (ExplanationResult, FaithfulnessResult, RoadResult, ProbeCurve, SanityResult)
-    }
+    allowed = (ExplanationResult, FaithfulnessResult, RoadResult, ProbeCurve, SanityResult)
+    return {cls.__name__: cls for cls in (*allowed, ArenaTable, ArenaRow, Spread)}
 
 
 def encode_result(value: Any) -> Any:
@@ -171,6 +204,10 @@ def encode_result(value: Any) -> Any:
         return {"tuple": [encode_result(item) for item in value]}
     if isinstance(value, list):
         return [encode_result(item) for item in value]
+    if isinstance(value, dict):  # by text keys only: JSON would turn any other key into text
+        if not all(isinstance(key, str) for key in value):
+            raise ValueError("a job's result holds a mapping with keys that are not text")
+        return {"dict": {key: encode_result(item) for key, item in value.items()}}
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -187,6 +224,8 @@ def decode_result(value: Any, _classes: dict[str, type] | None = None) -> Any:
         return np.asarray(value["array"], dtype=np.dtype(str(value["dtype"])))
     if "tuple" in value:
         return tuple(decode_result(item, classes) for item in value["tuple"])
+    if "dict" in value:
+        return {str(key): decode_result(item, classes) for key, item in dict(value["dict"]).items()}
     if "dataclass" in value:
         cls = classes.get(str(value["dataclass"]))
         if cls is None:
@@ -195,15 +234,32 @@ def decode_result(value: Any, _classes: dict[str, type] | None = None) -> Any:
     raise ValueError("a job's result holds an object of an unknown shape")
 
 
-def compute_job(spec: JobSpec, loaded: Any, image: Image.Image, progress: ProgressCallback) -> Any:
+def compute_job(spec: JobSpec, loaded: Any, images: Sequence[Image.Image], progress: ProgressCallback) -> Any:
     """The work itself, in this process: what a worker runs, and what a page runs for a model no worker can load.
 
-    The image's view is made here, once, from the mode the job records (`options["view"]`).
+    Each picture's view is made here, once, from the mode the job records (`spec.view`).
+
+    Raises:
+        ValueError: not as many pictures as the kind takes, or an unknown kind.
     """
     from vitviz.preprocess import image_view
 
+    check_pictures(spec, len(images))
     options = dict(spec.options)
-    view = image_view(image, loaded.facts, options.pop("view", "crop"))
+    if spec.kind == "arena":
+        from vitviz.arena import ArenaImage, ArenaSettings, run_arena
+
+        settings = dataclasses.replace(ArenaSettings.from_json(options["settings"]), view=spec.view)
+        named = [
+            ArenaImage(str(name), lambda image=image: image)
+            for name, image in zip(options["names"], images, strict=True)
+        ]
+        return run_arena(loaded, named, list(options["methods"]), settings, progress=progress)
+    view = image_view(images[0], loaded.facts, spec.view)
+    if spec.kind == "ranking":
+        from vitviz.forward.ablation import head_importance
+
+        return head_importance(loaded, view, options["mode"], progress=progress)
     if spec.kind == "explanation":
         from vitviz.methods import explanation_map
 
@@ -277,10 +333,12 @@ def run_job(folder: Path, load: Callable[[JobSpec], Any] | None = None) -> None:
         )
         progress.check_cancelled()
         loaded = (load or _load)(spec)
-        with Image.open(folder / _IMAGE) as opened:
-            image = opened.convert("RGB")
+        images = []
+        for path in sorted((folder / _IMAGES).glob("*.png")):
+            with Image.open(path) as opened:
+                images.append(opened.convert("RGB"))
         progress.restart()  # the pace is the work's, not the model load's
-        result = compute_job(spec, loaded, image, progress)
+        result = compute_job(spec, loaded, images, progress)
     except JobCancelled:
         snapshot = None if progress is None else progress.snapshot().to_json()
         write_json_atomic(folder / _STATUS, {"progress": snapshot, "cancelled": True})

@@ -3,61 +3,39 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 
 import streamlit as st
 from PIL import Image
 
-from pages.views import ui
+from pages.views import background, ui
 from pages.views.finetune.data import MAX_ZIP_MB
 from vitviz.arena import (
     ARENA_ROAD_PERCENTILES,
+    MAX_ARENA_IMAGES,
     ArenaImage,
     ArenaSettings,
     ArenaTable,
-    ImageScores,
     arena_methods,
-    arena_table,
     builtin_photo_images,
     folder_images,
     run_held_out_images,
-    score_image,
     zip_images,
 )
-from vitviz.arena_jobs import MAX_ARENA_IMAGES, ArenaJob, ArenaState, read_arena, start_arena
 from vitviz.export import export_filename
 from vitviz.figures.arena import arena_csv, arena_figure, arena_maps_npz, thumbnail_rgb
 from vitviz.figures.common import png_data_uri
 from vitviz.finetune.data import DataError
 from vitviz.images import BUILTIN_PHOTOS, ImageDecodeError, decode_upload
+from vitviz.jobs import JobSpec
 from vitviz.methods import method_title
-from vitviz.models import LoadedModel, ModelError
+from vitviz.models import LoadedModel
 from vitviz.runs import RunError, list_runs
 from vitviz.serving import ServingError, server_folder, server_paths_allowed
 
-__all__ = ["ArenaRequest", "image_source", "render_table", "run_section", "settings_picker"]
+__all__ = ["image_source", "render_table", "run_section", "settings_picker"]
 
-ARENA_JOBS = "arena_jobs"  # session state: request key → job folder
-ARENA_RESULTS = "arena_results"  # session state: request key → list of ImageScores as JSON
-REFRESH_S = 1.0  # how often a running arena's progress is read
-SILENT_S = 600  # a worker this long without a status update has died (one ROAD step can take a minute)
+ARENA = "arena"  # the first part of an arena's job key: (ARENA, model, weights, device, methods, settings, images, source)
 _SOURCES = ("Built-in photos", "Upload images or a zip", "A run's held-out images", "Server folder")
-
-
-@dataclass(frozen=True)
-class ArenaRequest:
-    """Everything that determines an arena's table: the key under which its job and result are kept."""
-
-    model: str
-    weights: str
-    device: str
-    methods: tuple[str, ...]
-    settings: ArenaSettings
-    images: tuple[str, ...]
-    digest: str  # of the images' names and sources, so another upload of the same name is another arena
 
 
 def image_source() -> tuple[list[ArenaImage], str]:
@@ -152,42 +130,56 @@ def settings_picker(loaded: LoadedModel) -> tuple[tuple[str, ...], ArenaSettings
 
 
 def run_section(
-    choice: ui.ModelChoice, loaded: LoadedModel, images: list[ArenaImage], request: ArenaRequest
+    choice: ui.ModelChoice,
+    loaded: LoadedModel,
+    images: list[ArenaImage],
+    methods: tuple[str, ...],
+    settings: ArenaSettings,
+    source: str,
 ) -> ArenaTable | None:
-    """The start button, the running job's progress, and the table once it is there (None before)."""
-    results: dict[ArenaRequest, list[dict]] = st.session_state.setdefault(ARENA_RESULTS, {})
-    jobs: dict[ArenaRequest, Path] = st.session_state.setdefault(ARENA_JOBS, {})
+    """The start button, the running job's progress, and the table once it is there (None before).
+
+    The arena is a background job (`background.job_button`: in a worker, or in this run for
+    unseeded random weights); a visitor runs one arena at a time.
+
+    Args:
+        source: what `image_source` says was picked: with the images' names, it tells two arenas apart.
+    """
     count = len(images)
     if count > MAX_ARENA_IMAGES:
         st.warning(
             f"The app scores the first {MAX_ARENA_IMAGES} of these {count} images; `vitviz arena` takes any number."
         )
         images = images[:MAX_ARENA_IMAGES]
-    if not request.methods:
+    if not methods:
         st.info("Pick at least one method.")
         return None
-    label = f"Run the arena: {len(request.methods)} method{'s' if len(request.methods) != 1 else ''} on {len(images)} image{'s' if len(images) != 1 else ''}"
-    if st.button(
-        label,
-        key="arena_start",
-        type="primary",
-        disabled=request in results or bool(jobs),  # one arena at a time per visitor
-        help="Runs in a background worker, on CPU time the app leaves idle; the page follows its progress.",
-    ):
-        pictures = _decoded(images)
-        if pictures is not None:
-            if loaded.weights == "random":  # unseeded: no worker could load them again
-                _score_here(loaded, images, pictures, request, results)
-            elif _start(choice, images, pictures, request, jobs):
-                st.rerun()
-    if request in jobs:
-        _progress(request)
-    elif jobs:
-        st.caption("An arena for other images, model or settings is running; this one can start after it.")
-    if request not in results:
-        return None
-    scores = [ImageScores.from_json(item) for item in results[request]]
-    return arena_table(loaded.facts.name, loaded.trained, scores)
+    names = tuple(image.name for image in images)
+    what = f"{_counted(len(methods), 'method')} on {_counted(len(images), 'image')}"
+
+    def make_job() -> tuple[JobSpec, list[Image.Image]] | None:
+        pictures = _decoded(images)  # only on the click: a set of uploads is decoded once
+        if pictures is None:
+            return None
+        options = {"methods": list(methods), "names": list(names), "settings": settings.to_json()}
+        return JobSpec(
+            "arena", choice.name, choice.weights, choice.device, options, view=settings.view
+        ), pictures
+
+    return background.job_button(
+        (ARENA, choice.name, choice.weights, choice.device, methods, settings, names, source),
+        f"Run the arena: {what}",
+        "arena_start",
+        make_job,
+        loaded,
+        f"Arena of {what}",
+        "An arena for other images, model or settings is running; this one can start after it.",
+        primary=True,
+    )
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _decoded(images: list[ArenaImage]) -> list[Image.Image] | None:
@@ -199,87 +191,6 @@ def _decoded(images: list[ArenaImage]) -> list[Image.Image] | None:
             st.error(f"{image.name}: {error}")
             return None
     return pictures
-
-
-def _score_here(
-    loaded: LoadedModel,
-    images: list[ArenaImage],
-    pictures: list[Image.Image],
-    request: ArenaRequest,
-    results: dict,
-) -> None:
-    """Scores in this run, with a progress bar: for random weights, which no worker can load again."""
-    bar = st.progress(0.0, text="Scoring…")
-    scored = []
-    try:
-        for index, (image, picture) in enumerate(zip(images, pictures, strict=True)):
-
-            def report(done: int, total: int, index: int = index, name: str = image.name) -> None:
-                bar.progress((index + done / total) / len(images), text=f"{name}: step {done} of {total}")
-
-            scored.append(
-                score_image(loaded, picture, image.name, request.methods, request.settings, report).to_json()
-            )
-    except (ModelError, ValueError, RuntimeError) as error:
-        st.error(f"Could not run the arena: {error}")
-        return
-    finally:
-        bar.empty()
-    results[request] = scored
-
-
-def _start(
-    choice: ui.ModelChoice,
-    images: list[ArenaImage],
-    pictures: list[Image.Image],
-    request: ArenaRequest,
-    jobs: dict,
-) -> bool:
-    job = ArenaJob(
-        choice.name, choice.weights, choice.device, request.methods, request.settings, request.images
-    )
-    folder = Path(tempfile.mkdtemp(prefix="vitviz-arena-"))
-    try:
-        start_arena(job, pictures, folder)
-    except (OSError, ValueError) as error:
-        shutil.rmtree(folder, ignore_errors=True)
-        st.error(f"Could not start the arena: {error}")
-        return False
-    jobs[request] = folder
-    return True
-
-
-@st.fragment(run_every=REFRESH_S)
-def _progress(request: ArenaRequest) -> None:
-    """The background arena's progress; once it has ended its scores join the page (or its error shows)."""
-    jobs: dict[ArenaRequest, Path] = st.session_state.get(ARENA_JOBS, {})
-    folder = jobs.get(request)
-    if folder is None:
-        return
-    try:
-        state = read_arena(folder)
-    except (OSError, ValueError, KeyError) as error:  # removed or damaged under the page
-        state = ArenaState(0, 0, (), error=f"its folder could not be read ({error})")
-    if not state.ended and state.quiet_s < SILENT_S:
-        fraction = state.done / state.total if state.total else 0.0
-        words = (
-            f"step {state.done} of {state.total} · {len(state.scores)} of {len(request.images)} images scored"
-            if state.total
-            else "Loading the model…"
-        )
-        st.progress(
-            min(fraction, 1.0),
-            text=f"{words} (in the background)",
-        )
-        return
-    del jobs[request]
-    shutil.rmtree(folder, ignore_errors=True)
-    if not state.finished:
-        error = state.error or f"the worker stopped without a word for {SILENT_S} s"
-        st.error(f"The arena stopped: {error}")
-        return
-    st.session_state.setdefault(ARENA_RESULTS, {})[request] = [item.to_json() for item in state.scores]
-    st.rerun()  # the whole page: the table and the verdict follow the button
 
 
 def render_table(table: ArenaTable, choice: ui.ModelChoice) -> None:

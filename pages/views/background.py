@@ -4,7 +4,8 @@ A page asks `job_outcome` for a result by key: the first time it starts the job 
 says it is running; `follow_jobs` then draws each running job's progress bar, with the time left
 from the worker's measured pace and a Cancel button, and reruns the page once the result arrives.
 The rest of the page stays usable while the worker runs. A model no worker can load again (unseeded
-random weights) is computed in the script run instead, with the same progress bar.
+random weights) is computed in the script run instead, with the same progress bar. A page that
+starts its job only on a button (a head ranking, an arena) reads `recorded_outcome` until then.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,13 +24,23 @@ from vitviz.jobs import JobSpec, JobState, cancel_job, compute_job, job_unit, re
 from vitviz.models import LoadedModel, ModelError
 from vitviz.progress import JobCancelled, JobProgress, ProgressSnapshot
 
-__all__ = ["JobOutcome", "ending_note", "follow_jobs", "job_controls", "job_outcome"]
+__all__ = [
+    "JobOutcome",
+    "ending_note",
+    "follow_jobs",
+    "forget",
+    "job_button",
+    "job_controls",
+    "job_outcome",
+    "recorded_outcome",
+    "running_keys",
+]
 
 JOBS = "background_jobs"  # {key: (job folder, what it computes)}
 RESULTS = "background_results"  # {key: result}
 ENDINGS = "background_endings"  # {key: why it has no result: its error, or that it was cancelled}
 REFRESH_S = 1.0  # how often a running job's progress is read
-SILENT_S = 300  # a worker this long without a status update has died
+SILENT_S = 600  # a worker this long without a status update has died (one arena's ROAD step can take minutes)
 
 
 class JobOutcome(NamedTuple):
@@ -40,30 +51,47 @@ class JobOutcome(NamedTuple):
     running: bool = False
 
 
-def job_outcome(
-    key: Hashable, spec: JobSpec, image: Image.Image, loaded: LoadedModel, what: str
-) -> JobOutcome:
-    """The job's result once it has one; else starts it in a worker (once per key and visitor).
-
-    Args:
-        key: everything the result depends on (model, image digest, view, options).
-        spec: what to compute; its model must be `loaded`.
-        loaded: the page's model, used only where no worker can load it again (random weights).
-        what: a few words for the progress bar ("Score-CAM of vit_small…").
-    """
+def recorded_outcome(key: Hashable) -> JobOutcome | None:
+    """The key's result, why it has none, or that it is running; None where no job was started for it."""
     results, endings = st.session_state.setdefault(RESULTS, {}), st.session_state.setdefault(ENDINGS, {})
-    jobs: dict[Hashable, tuple[Path, str]] = st.session_state.setdefault(JOBS, {})
     if key in results:
         return JobOutcome(results[key])
     if key in endings:
         return JobOutcome(ending=endings[key])
-    if key in jobs:
+    if key in st.session_state.setdefault(JOBS, {}):
         return JobOutcome(running=True)
+    return None
+
+
+def running_keys(kind: str) -> list[tuple]:
+    """The keys, tuples that start with `kind`, of the visitor's jobs running in a worker now.
+
+    A page that allows a visitor one job of a kind at a time (a head ranking, an arena) asks this.
+    """
+    return [key for key in st.session_state.get(JOBS, {}) if isinstance(key, tuple) and key[:1] == (kind,)]
+
+
+def job_outcome(
+    key: Hashable, spec: JobSpec, images: Sequence[Image.Image], loaded: LoadedModel, what: str
+) -> JobOutcome:
+    """The job's result once it has one; else starts it in a worker (once per key and visitor).
+
+    Args:
+        key: everything the result depends on (model, image digests, view, options).
+        spec: what to compute; its model must be `loaded`.
+        images: the pictures it computes on (one, or an arena's set).
+        loaded: the page's model, used only where no worker can load it again (random weights).
+        what: a few words for the progress bar ("Score-CAM of vit_small…").
+    """
+    known = recorded_outcome(key)
+    if known is not None:
+        return known
     if spec.weights == "random" and not spec.twin:  # unseeded: computed here, with the same bar
-        return _compute_here(key, spec, image, loaded, what)
+        return _compute_here(key, spec, images, loaded, what)
+    jobs: dict[Hashable, tuple[Path, str]] = st.session_state[JOBS]
     folder = Path(tempfile.mkdtemp(prefix="vitviz-job-"))
     try:
-        start_job(spec, image, folder)
+        start_job(spec, images, folder)
     except (OSError, ValueError) as error:  # the server's job cap included: the page says so
         shutil.rmtree(folder, ignore_errors=True)
         return JobOutcome(ending=f"could not start ({error})")
@@ -78,7 +106,7 @@ def forget(key: Hashable) -> None:
 
 
 def _compute_here(
-    key: Hashable, spec: JobSpec, image: Image.Image, loaded: LoadedModel, what: str
+    key: Hashable, spec: JobSpec, images: Sequence[Image.Image], loaded: LoadedModel, what: str
 ) -> JobOutcome:
     bar = st.progress(0.0, text=f"{what}: starting…")
 
@@ -86,7 +114,7 @@ def _compute_here(
         bar.progress(snapshot.fraction, text=f"{what}: {snapshot.text()}")
 
     try:
-        result = compute_job(spec, loaded, image, JobProgress(job_unit(spec), on_update=draw))
+        result = compute_job(spec, loaded, images, JobProgress(job_unit(spec), on_update=draw))
     except (ModelError, ValueError, RuntimeError, JobCancelled) as error:
         st.session_state[ENDINGS][key] = str(error)
         return JobOutcome(ending=str(error))
@@ -94,6 +122,51 @@ def _compute_here(
         bar.empty()
     st.session_state[RESULTS][key] = result
     return JobOutcome(result)
+
+
+def job_button(
+    key: tuple,
+    label: str,
+    widget_key: str,
+    make_job: Callable[[], tuple[JobSpec, Sequence[Image.Image]] | None],
+    loaded: LoadedModel,
+    what: str,
+    busy: str,
+    primary: bool = False,
+) -> Any:
+    """A job the visitor starts with a button, one of its kind (`key[0]`) at a time; its result once there.
+
+    Draws the button (off while the key has an outcome or another job of its kind runs), `busy`
+    under it while another one runs, and `job_controls` for this job and that one.
+
+    Args:
+        key: the kind, then everything the result depends on.
+        make_job: on the click, the job and its pictures; None where they cannot be made (it says why).
+        loaded, what: as for `job_outcome`.
+    """
+    outcome = recorded_outcome(key)
+    others = [other for other in running_keys(key[0]) if other != key]
+    if st.button(
+        label,
+        key=widget_key,
+        type="primary" if primary else "secondary",
+        disabled=outcome is not None or bool(others),
+        help="Runs in a background worker, on CPU time the app leaves idle; the page follows its progress.",
+    ):
+        job = make_job()
+        if job is not None:
+            outcome = job_outcome(key, job[0], job[1], loaded, what)
+            if outcome.running:
+                st.rerun()  # drawn again with the button off while the worker runs
+            if outcome.ending is not None and key not in st.session_state[ENDINGS]:
+                st.error(
+                    _ending_text(outcome.ending)
+                )  # it never started (the server's cap): click again later
+                outcome = None
+    if others:
+        st.caption(busy)
+    job_controls([key, *others], f"{widget_key}_job")
+    return None if outcome is None else outcome.result
 
 
 def job_controls(keys: Sequence[Hashable], widget_key: str) -> None:

@@ -136,7 +136,7 @@ def training_slot(root: Path | None = None) -> Iterator[None]:
 # Background jobs: one server-wide cap for the work pages hand to worker processes
 # --------------------------------------------------------------------------------------------
 
-# Head rankings (vitviz.head_ranking) and any other job a page starts in a worker take a slot here;
+# Every job a page starts in a worker (`vitviz.jobs`: head rankings, arenas, maps…) takes a slot here;
 # fine-tunes have their own cap (max_concurrent_runs). A job is a file named by its process id in
 # this folder of the runs folder, so every process of the server (and a restart) counts the same.
 JOBS_FOLDER = ".jobs"

@@ -4,9 +4,10 @@ Tabs 1–4 follow the ViT paper (patches as words, Fig. 7's filters, position em
 attention distance); tabs 5–9 go further (resolution, hybrid stem, token norms, all heads, queries
 and keys); tabs 10–11 intervene (logit lens, sanity check). Every tab draws the same list of
 `ModelSide`s: the chosen model, and its twin. One module per tab, over the shared `kit`; `tabs`
-lists them in menu order, `link` reads and writes shared links, `ranking_job` follows the head
-ranking's background worker. Names with a leading underscore are private to this package. Cached
-computations take the model unhashed (`_loaded`); the side's `key` names it.
+lists them in menu order, `link` reads and writes shared links; long work (the head ranking, the
+sanity check) runs as background jobs followed by `pages.views.background`. Names with a leading
+underscore are private to this package. Cached computations take the model unhashed (`_loaded`);
+the side's `key` names it.
 """
 
 from __future__ import annotations

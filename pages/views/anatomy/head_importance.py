@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import streamlit as st
 
-from pages.views import ui
+from pages.views import background, ui
 from pages.views.anatomy.kit import ModelSide, _chart, _clip_percentile, _export_title
-from pages.views.anatomy.ranking_job import IMPORTANCE, RANKING_JOBS, _ranking_progress, _start_ranking
 from vitviz.figures.anatomy import head_importance_figure
 from vitviz.figures.scales import colour_scale
-from vitviz.forward.ablation import head_importance, head_importance_estimate
+from vitviz.forward.ablation import head_importance_estimate
+from vitviz.jobs import JobSpec
 from vitviz.maths.ablation import ranking_agreement
 from vitviz.maths.attention import AttentionRecord
 from vitviz.models import LoadedModel, ModelError
-from vitviz.preprocess import ImageView
-from vitviz.progress import JobProgress, ProgressSnapshot
+from vitviz.preprocess import ImageView, ViewMode
 
 __all__ = ["ABLATION_WORDS"]
 
 ABLATION_WORDS = {"zero": "zeroed", "mean": "token mean"}  # the mode in a button's few words
+RANKING = "ranking"  # the first part of a ranking's job key: (RANKING, model key, digest, view, mode)
 
 
 @st.cache_data(show_spinner="Estimating every head's effect…", max_entries=16)
@@ -36,44 +34,30 @@ def _done_to_heads(mode: str, count: int = 1) -> str:
     return "zeroed" if mode == "zero" else f"replaced by {'its' if count == 1 else 'their'} token mean"
 
 
-def _rank_here(
-    side: ModelSide, picked: ui.ImageChoice, mode: str, view: str, store: dict, key: tuple
-) -> None:
-    """Ranks in this run, with a progress bar: for models no worker can load again."""
-    bar = st.progress(0.0, text="Switching each head off in turn…")
+def _ranking(side: ModelSide, picked: ui.ImageChoice, mode: str, view: ViewMode) -> np.ndarray | None:
+    """The rank button and the exact ranking's progress; its drops once they are there.
 
-    def draw(snapshot: ProgressSnapshot) -> None:
-        bar.progress(snapshot.fraction, text=f"Switching each head off in turn: {snapshot.text()}")
+    The ranking is a background job (in a worker, or in this run for a model with unseeded random
+    weights); a visitor runs one ranking at a time.
+    """
+    total = side.loaded.facts.num_layers * side.loaded.facts.num_heads
+    choice = side.choice
+    spec = JobSpec("ranking", choice.name, choice.weights, choice.device, {"mode": mode}, side.twin, view)
+    return background.job_button(
+        (RANKING, side.key, picked.digest, view, mode),
+        f"Rank all {total} heads by their effect ({ABLATION_WORDS[mode]})",
+        "anatomy_ablation_rank",
+        lambda: (spec, [picked.image]),
+        side.loaded,
+        "Switching each head off in turn",
+        "A ranking for another image, model or ablation is running; this one can start after it.",
+    )
 
-    try:
-        seen = side.view_of(picked)
-        store[key] = head_importance(side.loaded, seen, mode, progress=JobProgress("heads", on_update=draw))
-    except (ModelError, ValueError, RuntimeError) as error:
-        st.error(f"Could not rank the heads: {error}")
-    bar.empty()
 
-
-def _render_importance(side: ModelSide, picked: ui.ImageChoice, mode: str, view: str) -> None:
+def _render_importance(side: ModelSide, picked: ui.ImageChoice, mode: str, view: ViewMode) -> None:
     """Ranks every head by how much the top class's probability drops when it alone is off."""
     facts = side.loaded.facts
-    store = st.session_state.setdefault(IMPORTANCE, {})
-    cache_key = (side.key, picked.digest, view, mode)
-    total = facts.num_layers * facts.num_heads
-    jobs: dict[tuple, Path] = st.session_state.setdefault(RANKING_JOBS, {})
-    if st.button(
-        f"Rank all {total} heads by their effect ({ABLATION_WORDS[mode]})",
-        key="anatomy_ablation_rank",
-        disabled=cache_key in store or bool(jobs),  # one ranking at a time per visitor
-        help="Runs in a background worker, on CPU time the app leaves idle; the page follows its progress.",
-    ):
-        if side.loaded.weights == "random" and not side.twin:  # unseeded: no worker could load them again
-            _rank_here(side, picked, mode, view, store, cache_key)
-        elif _start_ranking(side, picked, mode, view, jobs, cache_key):
-            st.rerun()  # drawn again with the button off while the worker runs
-    if cache_key in jobs:
-        _ranking_progress(cache_key)
-    elif jobs:
-        st.caption("A ranking for another image, model or ablation is running; this one can start after it.")
+    drops = _ranking(side, picked, mode, view)
     try:
         estimate = _cached_importance_estimate(
             side.key, picked.digest, mode, view, side.loaded, side.view_of(picked)
@@ -81,7 +65,6 @@ def _render_importance(side: ModelSide, picked: ui.ImageChoice, mode: str, view:
     except (ModelError, ValueError, RuntimeError) as error:
         st.error(f"Could not estimate the heads' effects: {error}")
         estimate = None
-    drops = store.get(cache_key)
     if drops is None and estimate is None:
         return
     exact = drops is not None

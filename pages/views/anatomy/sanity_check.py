@@ -47,10 +47,10 @@ def render_sanity(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         st.caption("It redraws the weights stage by stage and maps each stage: it runs in the background.")
         return
     choice = side.choice
-    options = {"method": method, "view": view}
-    spec = JobSpec("sanity", choice.name, choice.weights, choice.device, options, twin=side.twin)
+    options = {"method": method}
+    spec = JobSpec("sanity", choice.name, choice.weights, choice.device, options, side.twin, view)
     what = f"Sanity check of {METHODS[method].title}"
-    outcome = background.job_outcome(cache_key, spec, picked.image, loaded, what)
+    outcome = background.job_outcome(cache_key, spec, [picked.image], loaded, what)
     background.job_controls([cache_key], "anatomy_sanity_job")
     result: SanityResult | None = outcome.result
     if result is None:

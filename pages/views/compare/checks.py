@@ -221,10 +221,11 @@ def score_each_model(
             continue
         class_index, view = checked.classes[slot.number], checked.view
         key = ("faithfulness", *slot.model_key, checked.picked.digest, view, fitting, class_index)
-        options = {"methods": list(fitting), "class_index": class_index, "view": view}
-        spec = JobSpec("faithfulness", slot.choice.name, slot.choice.weights, slot.choice.device, options)
+        options = {"methods": list(fitting), "class_index": class_index}
+        choice = slot.choice
+        spec = JobSpec("faithfulness", choice.name, choice.weights, choice.device, options, view=view)
         what = f"{slot.number}. faithfulness and ROAD of {slot.choice.shown}"
-        outcome = background.job_outcome(key, spec, checked.picked.image, slot.loaded, what)
+        outcome = background.job_outcome(key, spec, [checked.picked.image], slot.loaded, what)
         keys.append(key)
         if outcome.result is not None:
             results += outcome.result[0]

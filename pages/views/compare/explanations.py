@@ -30,7 +30,7 @@ from vitviz.maths.sinks import SinkReport, sink_sentence
 from vitviz.methods import ExplanationResult, available_methods, default_method, explain_pixels, method_title
 from vitviz.models import describe_weights
 from vitviz.predict import Prediction
-from vitviz.preprocess import VIEW_LABELS, ImageView
+from vitviz.preprocess import VIEW_LABELS, ImageView, ViewMode
 from vitviz.text import grid_size_text
 
 __all__ = [
@@ -421,7 +421,7 @@ def explanation_panel(
             *slow_map_job(
                 slot, method, class_index, options.method_options(method), picked.digest, view.mode
             ),
-            picked.image,
+            [picked.image],
             slot.loaded,
             f"{slot.number}. {method_title(method)} of {choice.shown}",
         )
@@ -448,7 +448,7 @@ def explanation_panel(
 
 
 def slow_map_job(
-    slot: ModelSlot, method: str, class_index: int | None, options: dict, digest: str, view: str
+    slot: ModelSlot, method: str, class_index: int | None, options: dict, digest: str, view: ViewMode
 ) -> tuple[tuple, JobSpec]:
     """The key and the worker's job of a slow method's map: everything the map depends on is in both.
 
@@ -458,8 +458,8 @@ def slow_map_job(
     """
     choice = slot.choice
     key = ("map", *slot.model_key, digest, view, method, class_index, tuple(sorted(options.items())))
-    job_options = {"method": method, "class_index": class_index, "view": view, "method_options": options}
-    return key, JobSpec("explanation", choice.name, choice.weights, choice.device, job_options)
+    job_options = {"method": method, "class_index": class_index, "method_options": options}
+    return key, JobSpec("explanation", choice.name, choice.weights, choice.device, job_options, view=view)
 
 
 def _panel(
