@@ -10,6 +10,7 @@ reruns that fragment alone, and the photo, the predictions and the other map are
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -65,6 +66,7 @@ QUERY_PATCH = "explore_query_patch"
 SEEN_SELECTIONS = "explore_seen_selections"
 QUERY_KIND = "explore_query_kind"
 PARTITIONED_LAYER = "explore_partitioned_layer"
+SOURCE_LINE_CHARS = 75  # characters per title line of a registry map, in a column beside a refusal
 HEAD = "explore_head"
 CLICKED_PATCH = "clicked patch"
 LINK_PARAMS = "explore_link_params"  # a link's parameters, kept until the model's sizes can check them
@@ -354,15 +356,23 @@ def _attention_method_map(
     if result.constant:  # nothing to draw: the note says why
         return
     label = "attention" if method == "attention" else "relevance"
+    # What the map was read from, in lines that fit a column (MaxViT's and MobileViT's are long).
+    source_lines = textwrap.wrap(result.source, SOURCE_LINE_CHARS)
     figure = attention_overlay_figure(
         seen.pixels,
         result.values,
         result.stride_px,
-        _export_title(choice, picked, view, f"{title}<br><sup>{result.source}</sup>"),
+        _export_title(choice, picked, view, f"{title}<br><sup>{'<br>'.join(source_lines)}</sup>"),
         opacity=opacity,
         scale=colour_scale(result.values, label, None if raw_colours else CLIP_PERCENTILE),
     )
-    figure.update_layout(margin={"t": 64})  # room for the title's third line: what the map was read from
+    # The title hangs from the top (Plotly centres its first line in the margin and lets the rest fall
+    # onto the map), with room for its name, the source lines and the export line, about 20 px each.
+    lines = len(source_lines) + 2
+    figure.update_layout(
+        title={"y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": 18}},
+        margin={"t": 28 + 20 * lines},
+    )
     key = f"explore_{method}_map"
     ui.plotly_chart(figure, key=key, theme=None)
     ui.figure_downloads(
