@@ -262,3 +262,16 @@ def test_raw_attention_is_offered_for_maxvit_and_mobilevit_and_reads_the_finest_
             METHODS["attention"](loaded, layer=loaded.facts.partitioned_layers).explain(
                 textured_input(*loaded.facts.input_size)
             )
+
+
+def test_one_heads_map_is_its_share_of_the_mean_of_heads_and_a_head_beyond_them_is_refused():
+    loaded = _loaded("maxvit")
+    pixels = _two_images(loaded)
+    heads = partitioned_attention_layers(loaded.model)[1].attention.num_heads
+    mean, source = partitioned_attention_map(loaded, pixels, 1)
+    per_head = [partitioned_attention_map(loaded, pixels, 1, head)[0] for head in range(heads)]
+    torch.testing.assert_close(torch.stack(per_head).mean(dim=0), mean, atol=1e-6, rtol=1e-5)
+    assert source.endswith("mean of queries and heads")
+    assert partitioned_attention_map(loaded, pixels, 1, 0)[1].endswith("mean of queries, head 0")
+    with pytest.raises(ValueError, match=f"head {heads} outside 0..{heads - 1}"):
+        partitioned_attention_map(loaded, pixels, 1, heads)

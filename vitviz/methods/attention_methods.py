@@ -107,7 +107,7 @@ def class_attention_rollout(
 
 
 def partitioned_attention_map(
-    loaded: LoadedModel, pixels: torch.Tensor, layer_index: int
+    loaded: LoadedModel, pixels: torch.Tensor, layer_index: int, head: int | None = None
 ) -> tuple[torch.Tensor, str]:
     """Raw attention of one layer that attends inside partitions of its feature map, put back on that map.
 
@@ -122,6 +122,7 @@ def partitioned_attention_map(
         loaded: a model with such layers (`ModelFacts.partitioned_layers`).
         pixels: (B, 3, H, W) normalised input on the model's device.
         layer_index: from 0 in forward order; negative counts from the end.
+        head: one head from 0 instead of the mean of the heads (None).
 
     Returns:
         (B, rows, cols) on the layer's own feature map, and what it was read from.
@@ -139,8 +140,17 @@ def partitioned_attention_map(
         InputCapture(loaded.model, layer.owner) as entering,
     ):
         loaded.model(pixels)
-    (attention,) = capture.attentions
+    (attention,) = (
+        capture.attentions
+    )  # (groups, heads, queries, keys); v2's linear: (B, 1, positions, patches)
     assert entering.input is not None, f"{layer.name} did not run"
+    linear = type(layer.attention).__name__ == "LinearSelfAttention"  # MobileViT-v2: one score, no heads
+    heads = 1 if linear else attention.shape[1]
+    if head is not None and not 0 <= head < heads:
+        raise ValueError(f"head {head} outside 0..{heads - 1} of {layer.name}")
+    if head is not None and not linear:
+        attention = attention[:, head : head + 1]
+    summary = f"mean of queries, head {head}" if head is not None else "mean of queries and heads"
     shape = entering.input.shape  # the feature map the layer partitions
     height, width = (int(side) for side in (shape[1:3] if layer.channels_last else shape[2:4]))
     batch = pixels.shape[0]
@@ -153,25 +163,19 @@ def partitioned_attention_map(
     )
     if layer.kind == "window":
         maps = fold_windows(received_attention(attention), batch, (height, width), layer.size)
-        where = f"inside {rows}×{cols} windows on its {height}×{width} grid, mean of queries and heads"
+        where = f"inside {rows}×{cols} windows on its {height}×{width} grid, {summary}"
     elif layer.kind == "grid":
         maps = fold_dilated_grids(received_attention(attention), batch, (height, width), layer.size)
         step_h, step_w = height // rows, width // cols
         apart = f"{step_h} apart" if step_h == step_w else f"{step_h} rows and {step_w} columns apart"
-        where = (
-            f"inside dilated {rows}×{cols} grids (tokens {apart}) on its {height}×{width} grid, "
-            "mean of queries and heads"
-        )
+        where = f"inside dilated {rows}×{cols} grids (tokens {apart}) on its {height}×{width} grid, {summary}"
     else:
         patches = (-(-height // rows), -(-width // cols))
         area, count = rows * cols, patches[0] * patches[1]
-        if attention.shape[1:] == (1, area, count):  # v2's linear attention: (B, 1, positions, patches)
+        if linear:  # (B, 1, positions, patches)
             received, summary = attention.float()[:, 0], "one context score per patch"
         else:  # softmax attention between the patches, (B · positions, heads, patches, patches)
-            received, summary = (
-                received_attention(attention).reshape(batch, area, count),
-                "mean of queries and heads",
-            )
+            received = received_attention(attention).reshape(batch, area, count)
         maps = fold_unfolded_patches(received, layer.size, patches)
         folded = (patches[0] * rows, patches[1] * cols)
         resized = "" if folded == (height, width) else f" (its {height}×{width} map resized to whole patches)"
@@ -236,8 +240,7 @@ class RawAttention(_AttentionMap):
     Options:
         layer: layer from 0; negative counts from the end (default -1, the last; on Swin, MaxViT and
             MobileViT 0, the first such layer, on the finest map).
-        head: head from 0, or None for the mean over heads (default; the partitioned maps average
-            their heads).
+        head: head from 0, or None for the mean over heads (default).
     """
 
     name: ClassVar[str] = "attention"
@@ -256,7 +259,11 @@ class RawAttention(_AttentionMap):
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
         if reads_partitions(self.facts):  # each window, grid or patch position put back on its map
-            maps, source = partitioned_attention_map(self.loaded, pixels, int(self.options.get("layer", 0)))
+            head = self.options.get("head")
+            layer = int(self.options.get("layer", 0))
+            maps, source = partitioned_attention_map(
+                self.loaded, pixels, layer, None if head is None else int(head)
+            )
             return maps, None, source
         layer = int(self.options.get("layer", -1))
         head = self.options.get("head")
