@@ -242,3 +242,14 @@ def test_a_nearly_flat_map_is_drawn_with_a_note_saying_how_small_its_differences
     zero = ExplanationResult(values=np.zeros((2, 2), dtype=np.float32), **base)
     assert not zero.nearly_flat and zero.note == zero.constant_note
     assert zero.note.startswith("rollout: constant — no information")
+
+
+def test_a_class_attention_layer_out_of_range_is_named_as_asked():
+    loaded = architecture("cait")  # one class-attention layer
+    pixels = textured_input(*loaded.facts.input_size)
+    with pytest.raises(ValueError, match=r"^class-attention layer -2 outside -1\.\.0$"):
+        METHODS["attention"](loaded, layer=-2).explain(pixels)
+    assert (
+        METHODS["attention"](loaded, layer=-1).explain(pixels)[0].source
+        == "class-attention layer 0, mean of heads"
+    )

@@ -87,7 +87,7 @@ def test_explain_attention_reads_the_layer_and_head_asked_for_on_a_mobilevit(tmp
     np.testing.assert_allclose(np.load(out), expected.values, rtol=1e-4, atol=1e-7)
     beyond = run_cli(*args, "--layer", "9", "--out", str(tmp_path / "m.npy"))
     assert beyond.returncode == 1
-    assert beyond.stderr.strip() == "error: attention layer 9 outside 0..8"
+    assert beyond.stderr.strip() == "error: attention layer 9 outside -9..8"
 
 
 @pytest.mark.parametrize("bad", ["not_an_image.txt", "empty.png", "truncated.png", "bomb_30000x30000.png"])

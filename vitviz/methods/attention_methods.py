@@ -131,7 +131,7 @@ def partitioned_attention_map(
     if not layers:
         raise ValueError(f"{loaded.facts.name} has no attention over windows, grids or unfolded patches")
     if not -len(layers) <= layer_index < len(layers):
-        raise ValueError(f"attention layer {layer_index} outside 0..{len(layers) - 1}")
+        raise ValueError(f"attention layer {layer_index} outside {-len(layers)}..{len(layers) - 1}")
     index = layer_index % len(layers)
     layer = layers[index]
     with (
@@ -272,6 +272,8 @@ class RawAttention(_AttentionMap):
             modules, kind = class_attention_layers(self.model)[1], "class-attention layer"
         records = attention_records(self.loaded, pixels, modules)
         layers = records[0].num_layers
+        if not -layers <= layer < layers:  # said as asked, before a negative layer counts from the end
+            raise ValueError(f"{kind} {layer} outside {-layers}..{layers - 1}")
         layer = layer + layers if layer < 0 else layer
         maps = [class_attention_map(record, layer, head) for record in records]
         heads = "mean of heads" if head is None else f"head {head}"
