@@ -275,3 +275,14 @@ def test_one_heads_map_is_its_share_of_the_mean_of_heads_and_a_head_beyond_them_
     assert partitioned_attention_map(loaded, pixels, 1, 0)[1].endswith("mean of queries, head 0")
     with pytest.raises(ValueError, match=f"head {heads} outside 0..{heads - 1}"):
         partitioned_attention_map(loaded, pixels, 1, heads)
+
+
+def test_a_maxxvit_v2_without_window_attention_is_told_as_grid_attention_only():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = timm.create_model("maxxvitv2_nano_rw_256", img_size=64).eval()
+    facts = model_facts("maxxvitv2_nano_rw_256", model)
+    assert facts.attention == "dilated-grid"
+    assert "across a dilated grid, without local windows" in METHODS["rollout"].unavailable_reason(facts)
+    assert {layer.kind for layer in partitioned_attention_layers(model)} == {"grid"}
+    assert METHODS["attention"].unavailable_reason(facts) is None

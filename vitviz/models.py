@@ -64,7 +64,15 @@ FAMILY_WORDS: dict[str, str] = {
 }
 # Where a model's attention lives.
 AttentionKind = Literal[
-    "global", "class-attention", "cross-covariance", "windowed", "block-grid", "unfolded", "staged", "none"
+    "global",
+    "class-attention",
+    "cross-covariance",
+    "windowed",
+    "block-grid",
+    "dilated-grid",
+    "unfolded",
+    "staged",
+    "none",
 ]
 ATTENTION_WORDS: dict[str, str] = {
     "global": "global attention between every pair of tokens of one grid",
@@ -75,6 +83,7 @@ ATTENTION_WORDS: dict[str, str] = {
     "windowed": "attention inside local windows",
     "block-grid": "attention inside local windows alternating with attention across a dilated grid "
     "(MaxViT blocks)",
+    "dilated-grid": "attention across a dilated grid, without local windows (MaxxViT-v2 blocks)",
     "unfolded": "attention across patches at each pixel position inside a patch (MobileViT blocks)",
     "staged": "attention inside stages whose token grid shrinks from stage to stage",
     "none": "no attention",
@@ -254,8 +263,11 @@ def _attention_kind(model: nn.Module, family: Family) -> AttentionKind:
     if family in ("vit", "hybrid"):
         return "global"
     names = {type(module).__name__ for module in model.modules()}
-    if any("Partition" in name for name in names):  # MaxViT: block (window) and grid partitions
-        return "block-grid"
+    partitions = [module for module in model.modules() if "Partition" in type(module).__name__]
+    if partitions:  # MaxViT: block (window) and grid partitions; MaxxViT-v2 may drop the windows
+        # A parallel pair (ParallelPartitionAttention) has both and no `partition_block`.
+        windows = any(getattr(module, "partition_block", True) for module in partitions)
+        return "block-grid" if windows else "dilated-grid"
     if any("Window" in name for name in names):
         return "windowed"
     if "MobileVitBlock" in names or "MobileVitV2Block" in names:

@@ -264,6 +264,7 @@ ATTENTION_MAP_METHODS: tuple[str, ...] = ("attention", "rollout")
 _PARTITIONED_HEADINGS: dict[str, str] = {
     "windowed": ", window by window",
     "block-grid": ", window by window and grid by grid",
+    "dilated-grid": ", grid by grid",
     "unfolded": ", folded back onto each block's map",
 }
 

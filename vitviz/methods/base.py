@@ -378,6 +378,7 @@ def reads_partitions(facts: ModelFacts) -> bool:
 _PARTITION_WORDS: dict[str, str] = {
     "windowed": "its attention window by window",
     "block-grid": "its window and grid attention on each layer's own feature map",
+    "dilated-grid": "its grid attention on each layer's own feature map",
     "unfolded": "its attention folded back onto each MobileViT block's feature map",
 }
 
