@@ -286,3 +286,17 @@ def test_a_maxxvit_v2_without_window_attention_is_told_as_grid_attention_only():
     assert "across a dilated grid, without local windows" in METHODS["rollout"].unavailable_reason(facts)
     assert {layer.kind for layer in partitioned_attention_layers(model)} == {"grid"}
     assert METHODS["attention"].unavailable_reason(facts) is None
+
+
+def test_reading_a_layer_leaves_the_shared_model_as_it_was():
+    loaded = _loaded("mobilevit")
+    layer = partitioned_attention_layers(loaded.model)[0]
+    fused = layer.attention.fused_attn
+    pixels = textured_input(*loaded.facts.input_size)
+    with torch.inference_mode():
+        before = loaded.model(pixels)
+    partitioned_attention_map(loaded, pixels, 0)
+    assert layer.attention.fused_attn == fused
+    assert not layer.attention.attn_drop._forward_hooks and not layer.owner._forward_hooks
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.model(pixels), before, atol=1e-5, rtol=1e-5)
