@@ -32,13 +32,12 @@ def _figures(app: AppTest) -> list[dict]:
 
 
 def _map_shown(app: AppTest, title_start: str) -> tuple[str, np.ndarray]:
-    """The title (its line breaks as spaces) and heatmap values of the one figure whose title starts with `title_start`."""
+    """The title and heatmap values of the one figure whose title starts with `title_start`."""
     (figure,) = [
         figure for figure in _figures(app) if figure["layout"]["title"]["text"].startswith(title_start)
     ]
     heatmap = next(trace for trace in figure["data"] if trace["type"] == "heatmap")
-    # A long source is wrapped onto several lines of the title: read back as one line.
-    return figure["layout"]["title"]["text"].replace("<br>", " "), plotly_array(heatmap["z"])
+    return figure["layout"]["title"]["text"], plotly_array(heatmap["z"])
 
 
 @functools.cache

@@ -10,7 +10,6 @@ reruns that fragment alone, and the photo, the predictions and the other map are
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -66,7 +65,6 @@ QUERY_PATCH = "explore_query_patch"
 SEEN_SELECTIONS = "explore_seen_selections"
 QUERY_KIND = "explore_query_kind"
 PARTITIONED_LAYER = "explore_partitioned_layer"
-SOURCE_LINE_CHARS = 75  # characters per title line of a registry map, in a column beside a refusal
 HEAD = "explore_head"
 CLICKED_PATCH = "clicked patch"
 LINK_PARAMS = "explore_link_params"  # a link's parameters, kept until the model's sizes can check them
@@ -295,8 +293,9 @@ def render_attention_maps(
     seen = ui.cached_view(choice.name, choice.weights, choice.device, picked.digest, picked.image, view)
     offered = attention_maps_offered(facts)
     # A map needs the room of its title and colour bar; a refusal is one paragraph.
-    columns = st.columns([3 if method in offered else 2 for method in ATTENTION_MAP_METHODS])
-    for column, method in zip(columns, ATTENTION_MAP_METHODS, strict=True):
+    widths = [3 if method in offered else 2 for method in ATTENTION_MAP_METHODS]
+    columns = st.columns(widths)
+    for column, width, method in zip(columns, widths, ATTENTION_MAP_METHODS, strict=True):
         with column:
             partitioned = method == "attention" and reads_partitions(facts)
             st.subheader(
@@ -306,7 +305,8 @@ def render_attention_maps(
                 st.info(f"Not shown: {METHODS[method].unavailable_reason(facts)}")
                 continue
             options = (("layer", _partitioned_layer_picker(loaded)),) if partitioned else ()
-            _attention_method_map(choice, picked, view, seen, method, opacity, raw_colours, options)
+            share = width / sum(widths)  # of the page's main area, which the map's title is fitted to
+            _attention_method_map(choice, picked, view, seen, method, opacity, raw_colours, options, share)
 
 
 def _partitioned_layer_picker(loaded: LoadedModel) -> int:
@@ -333,6 +333,7 @@ def _attention_method_map(
     opacity: float,
     raw_colours: bool,
     options: tuple[tuple[str, object], ...] = (),
+    share: float = 0.5,
 ) -> None:
     """One registry map over the view, at the method's default options or those given, with its note when it has one."""
     try:
@@ -357,25 +358,22 @@ def _attention_method_map(
     if result.constant:  # nothing to draw: the note says why
         return
     label = "attention" if method == "attention" else "relevance"
-    # What the map was read from, in lines that fit a column (MaxViT's and MobileViT's are long).
-    source_lines = textwrap.wrap(result.source, SOURCE_LINE_CHARS)
     figure = attention_overlay_figure(
         seen.pixels,
         result.values,
         result.stride_px,
-        _export_title(choice, picked, view, f"{title}<br><sup>{'<br>'.join(source_lines)}</sup>"),
+        _export_title(choice, picked, view, f"{title}<br><sup>{result.source}</sup>"),
         opacity=opacity,
         scale=colour_scale(result.values, label, None if raw_colours else CLIP_PERCENTILE),
     )
-    # The title hangs from the top (Plotly centres its first line in the margin and lets the rest fall
-    # onto the map), with room for its name, the source lines and the export line, about 20 px each.
-    lines = len(source_lines) + 2
+    # The title hangs from the top: Plotly centres its first line in the top margin and lets the
+    # others fall below it, onto the map once `ui.plotly_chart` breaks a long source (MaxViT's,
+    # MobileViT's) into more lines. Room for the name, the source and the export line, ~20 px each.
     figure.update_layout(
-        title={"y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": 18}},
-        margin={"t": 28 + 20 * lines},
+        title={"y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": 18}}, margin={"t": 88}
     )
     key = f"explore_{method}_map"
-    ui.plotly_chart(figure, key=key, theme=None)
+    ui.plotly_chart(figure, key=key, share=share, theme=None)
     ui.figure_downloads(
         figure, result.values, choice.name, choice.weights, picked.name, f"{method} {view}", key
     )
