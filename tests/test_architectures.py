@@ -38,12 +38,24 @@ EXPECTED_FACTS: dict[str, tuple[str, str, str]] = {
     "pit": ("hierarchical", "staged", "token"),
     "mobilevit": ("conv-attention", "unfolded", "avg"),
     "fastvit": ("conv-attention", "staged", "avg"),
-    "maxvit": ("conv-attention", "windowed", "avg"),
+    "maxvit": ("conv-attention", "block-grid", "avg"),
     "hybrid_s16": ("hybrid", "global", "token"),
     "hybrid_r26": ("hybrid", "global", "token"),
     "resnet": ("cnn", "none", "avg"),
     "efficientnet": ("cnn", "none", "avg"),
     "convnext": ("cnn", "none", "avg"),
+}
+# The maps read from attention each family is offered: rollout needs one grid of global attention
+# (or CaiT's class-attention rows over one); raw attention also reads Swin's, MaxViT's and MobileViT's
+# layers on their own feature maps. Staged attention (LeViT, PiT, FastViT) and CNNs get neither.
+ATTENTION_MAPS: dict[str, set[str]] = {
+    **{key: {"rollout", "attention"} for key in EXPECTED_FACTS if EXPECTED_FACTS[key][1] == "global"},
+    "cait": {"rollout", "attention"},
+    "xcit": {"attention"},
+    "swin": {"attention"},
+    "maxvit": {"attention"},
+    "mobilevit": {"attention"},
+    **{key: set() for key in ("levit", "pit", "fastvit", "resnet", "efficientnet", "convnext")},
 }
 # Options that keep the sampling and per-channel methods quick on these tiny builds.
 QUICK_OPTIONS = {"steps": 4, "samples": 4, "batch_size": 128, "perturbations_per_eval": 64}
@@ -117,6 +129,29 @@ def test_a_listed_method_gives_a_finite_varying_map_and_any_other_is_refused_wit
 
 
 @pytest.mark.parametrize("key", list(ARCHITECTURES))
+def test_each_family_is_offered_exactly_the_attention_maps_that_read_its_attention(key):
+    offered = set(available_methods(architecture(key).facts)) & {"rollout", "attention"}
+    assert offered == ATTENTION_MAPS[key]
+
+
+def test_cait_and_xcit_count_their_token_layers_and_class_attention_layers_apart():
+    # The builds: CaiT with depth 2 and 1 class-attention layer, XCiT with depth 2 and its 2.
+    assert (
+        architecture("cait").facts.depth_words
+        == "2 self-attention layers + 1 class-attention layer × 4 heads"
+    )
+    assert (
+        architecture("xcit").facts.depth_words
+        == "2 cross-covariance layers + 2 class-attention layers × 4 heads"
+    )
+    assert architecture("vit").facts.depth_words == "2 layers × 3 heads"
+    assert (
+        architecture("cait").facts.num_layers == 3
+        and architecture("cait").facts.num_class_attention_layers == 1
+    )
+
+
+@pytest.mark.parametrize("key", list(ARCHITECTURES))
 def test_the_default_method_is_one_the_model_offers(key):
     facts = architecture(key).facts
     assert default_method(facts) in available_methods(facts)
@@ -154,6 +189,18 @@ def test_refusals_name_what_the_model_is_and_what_the_method_needs():
     reason = METHODS["rollout"].unavailable_reason(swin)
     assert "global attention between every pair of tokens" in reason and "inside local windows" in reason
     assert "Raw attention shows its attention window by window instead" in reason
+    maxvit = architecture("maxvit").facts
+    reason = METHODS["rollout"].unavailable_reason(maxvit)
+    assert "across a dilated grid" in reason and "window and grid attention on each layer's own" in reason
+    mobilevit = architecture("mobilevit").facts
+    reason = METHODS["rollout"].unavailable_reason(mobilevit)
+    assert (
+        "each pixel position inside a patch" in reason and "folded back onto each MobileViT block" in reason
+    )
+    # FastViT's attention is staged: nothing reads it on its own grid, and raw attention says so.
+    fastvit = architecture("fastvit").facts
+    assert fastvit.partitioned_layers == 0
+    assert "global attention between every pair of tokens" in METHODS["attention"].unavailable_reason(fastvit)
     pit = architecture("pit").facts
     assert "class token alone" in METHODS["gradcam"].unavailable_reason(pit)
     levit = architecture("levit").facts
@@ -195,3 +242,14 @@ def test_a_nearly_flat_map_is_drawn_with_a_note_saying_how_small_its_differences
     zero = ExplanationResult(values=np.zeros((2, 2), dtype=np.float32), **base)
     assert not zero.nearly_flat and zero.note == zero.constant_note
     assert zero.note.startswith("rollout: constant — no information")
+
+
+def test_a_class_attention_layer_out_of_range_is_named_as_asked():
+    loaded = architecture("cait")  # one class-attention layer
+    pixels = textured_input(*loaded.facts.input_size)
+    with pytest.raises(ValueError, match=r"^class-attention layer -2 outside -1\.\.0$"):
+        METHODS["attention"](loaded, layer=-2).explain(pixels)
+    assert (
+        METHODS["attention"](loaded, layer=-1).explain(pixels)[0].source
+        == "class-attention layer 0, mean of heads"
+    )

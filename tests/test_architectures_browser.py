@@ -1,11 +1,13 @@
-"""In a real browser: Compare and Explore offer a Swin (and Compare a GAP-pooled ViT) exactly the methods that work on it."""
+"""In a real browser: Compare and Explore offer a Swin (and Compare a GAP-pooled ViT) exactly the methods that work on it; Explore shows MaxViT's and MobileViT's attention layer by layer."""
 
 import pytest
 
 from pages.views.compare import method_label
 from tests.support.browser import open_and_wait, save_screenshot, shows_once, wait_until_idle
-from vitviz.methods import METHODS, available_methods
+from vitviz.images import builtin_photo
+from vitviz.methods import METHODS, available_methods, explanation_map
 from vitviz.models import load_model
+from vitviz.preprocess import image_view
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 240_000
@@ -86,3 +88,44 @@ def test_explore_picked_swin_shows_its_window_attention_and_why_not_rollout(app_
     assert page.locator('[data-testid="stException"]').count() == 0
     assert "model=swin_tiny_patch4_window7_224" in page.url and "weights=random" in page.url
     save_screenshot(page, "explore_swin_window_attention")
+
+
+@pytest.mark.parametrize(
+    ("model", "heading"),
+    [
+        ("maxvit_rmlp_pico_rw_256", "Raw attention, window by window and grid by grid"),
+        ("mobilevit_xxs", "Raw attention, folded back onto each block's map"),
+    ],
+)
+def test_explore_by_link_shows_maxvit_and_mobilevit_attention_on_each_layers_own_map(
+    app_url, page, model, heading
+):
+    page.set_viewport_size({"width": 1440, "height": 2000})
+    open_and_wait(
+        page, f"{app_url}/?model={model}&weights=random", page.get_by_text(heading, exact=True), TIMEOUT_MS
+    )
+    facts = load_model(model, "random").facts
+    shows_once(page, f"Not shown: {METHODS['rollout'].unavailable_reason(facts)}", TIMEOUT_MS)
+    first = explain_layer(model, 0)
+    # The map's title names the layer (its source wrapped on lines below), the caption the whole source.
+    page.locator('[data-testid="stPlotlyChart"]', has_text=first.split(":")[0]).wait_for(timeout=TIMEOUT_MS)
+    shows_once(page, f"Read from {first}.", TIMEOUT_MS)
+    # The next layer: MaxViT's grid attention of the same block, MobileViT's next transformer layer.
+    picker = page.locator('[data-testid="stSelectbox"]').filter(
+        has=page.get_by_text("Attention layer", exact=True)
+    )
+    picker.click()
+    page.get_by_role("option").nth(1).click()
+    second = explain_layer(model, 1)
+    page.locator('[data-testid="stPlotlyChart"]', has_text=second.split(":")[0]).wait_for(timeout=TIMEOUT_MS)
+    shows_once(page, f"Read from {second}.", TIMEOUT_MS)
+    wait_until_idle(page, timeout_s=TIMEOUT_MS / 1000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    save_screenshot(page, f"explore_{model}_own_grid_attention")
+
+
+def explain_layer(model: str, layer: int) -> str:
+    """What the page's raw attention map of that layer is read from, as the library says it."""
+    loaded = load_model(model, "random")
+    view = image_view(builtin_photo("cat (chelsea)"), loaded.facts)
+    return explanation_map(loaded, view, "attention", layer=layer).source

@@ -70,6 +70,26 @@ def test_explain_attention_of_one_layer_and_head_matches_the_library(tmp_path):
     np.testing.assert_allclose(np.load(out), class_attention_map(record, 3, 2), rtol=1e-4, atol=1e-6)
 
 
+def test_explain_attention_reads_the_layer_and_head_asked_for_on_a_mobilevit(tmp_path):
+    from vitviz.images import load_image_file
+    from vitviz.methods import explanation_map
+    from vitviz.models import load_model
+
+    out = tmp_path / "attention.npy"
+    args = ("explain", CAT, "--model", "mobilevit_xxs", "--weights", "random", "--method", "attention")
+    result = run_cli(*args, "--layer", "-1", "--head", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    loaded = load_model("mobilevit_xxs", "random")
+    expected = explanation_map(
+        loaded, image_view(load_image_file(CAT), loaded.facts), "attention", layer=-1, head=1
+    )
+    assert expected.grid_size == loaded.facts.stage_grids[-1] and "head 1" in expected.source
+    np.testing.assert_allclose(np.load(out), expected.values, rtol=1e-4, atol=1e-7)
+    beyond = run_cli(*args, "--layer", "9", "--out", str(tmp_path / "m.npy"))
+    assert beyond.returncode == 1
+    assert beyond.stderr.strip() == "error: attention layer 9 outside -9..8"
+
+
 @pytest.mark.parametrize("bad", ["not_an_image.txt", "empty.png", "truncated.png", "bomb_30000x30000.png"])
 def test_bad_image_exits_non_zero_with_one_line(bad):
     result = run_cli("predict", str(BAD_IMAGES / bad), "--model", "tf_efficientnet_lite0")

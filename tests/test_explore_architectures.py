@@ -15,6 +15,7 @@ from vitviz.models import LoadedModel, load_model
 from vitviz.preprocess import image_view
 
 SWIN, CAIT = "swin_tiny_patch4_window7_224", "cait_xxs24_224"
+MAXVIT, MOBILEVIT = "maxvit_rmlp_pico_rw_256", "mobilevit_xxs"
 
 
 def _explore_by_link(model: str) -> AppTest:
@@ -45,9 +46,11 @@ def _random_model(model: str) -> LoadedModel:
     return load_model(model, "random")
 
 
-def _library_map(model: str, method: str) -> ExplanationResult:
+def _library_map(model: str, method: str, **options: object) -> ExplanationResult:
     loaded = _random_model(model)
-    return explanation_map(loaded, image_view(builtin_photo("cat (chelsea)"), loaded.facts), method)
+    return explanation_map(
+        loaded, image_view(builtin_photo("cat (chelsea)"), loaded.facts), method, **options
+    )
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +91,42 @@ def test_cait_shows_class_attention_and_rollout_through_both_kinds_of_layer(cait
         assert expected.source in title
         np.testing.assert_allclose(shown, expected.values, rtol=1e-4, atol=1e-6)
     assert "class-attention layer 1" in _map_shown(cait_page, "Raw attention")[0]
+    # The model's line counts both kinds of layer, as cait_xxs24_224 is built: 24 + 2, 4 heads each.
+    assert "24 self-attention layers + 2 class-attention layers × 4 heads" in cait_page.caption[0].value
     assert (
         "24 self-attention layers, then 2 class-attention rows"
         in _map_shown(cait_page, "Attention rollout")[0]
     )
     assert not [info for info in cait_page.info if info.value.startswith("Not shown")]
+
+
+@pytest.mark.parametrize(
+    ("model", "heading", "layers"),
+    [
+        (MAXVIT, "Raw attention, window by window and grid by grid", (0, 1)),
+        (MOBILEVIT, "Raw attention, folded back onto each block's map", (0, 2)),
+    ],
+)
+def test_maxvit_and_mobilevit_show_each_attention_layer_on_its_own_map(model, heading, layers):
+    app = _explore_by_link(model)
+    assert any(subheader.value == heading for subheader in app.subheader)
+    refusal = METHODS["rollout"].unavailable_reason(_random_model(model).facts)
+    assert any(info.value == f"Not shown: {refusal}" for info in app.info)
+    for layer in layers:
+        if layer:
+            app.selectbox(key="explore_partitioned_layer").set_value(layer).run()
+            assert not app.exception
+        expected = _library_map(model, "attention", layer=layer)
+        title, shown = _map_shown(app, "Raw attention")
+        assert expected.source in title and f"attention layer {layer} (" in title
+        assert shown.shape == expected.grid_size
+        np.testing.assert_allclose(shown, expected.values, rtol=1e-4, atol=1e-6)
+        assert any(caption.value == f"Read from {expected.source}." for caption in app.caption)
+    first, last = (_library_map(model, "attention", layer=layer) for layer in layers)
+    if model == MAXVIT:  # the first block's window attention, then its grid attention, on one map
+        assert first.grid_size == last.grid_size and "dilated" in last.source
+    else:  # the first MobileViT block's map, then the second block's, half as fine
+        assert last.grid_size == (first.grid_size[0] // 2, first.grid_size[1] // 2)
 
 
 def test_maps_follow_the_opacity_and_the_link_keeps_the_model(swin_page):

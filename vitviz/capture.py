@@ -19,8 +19,9 @@ import math
 import threading
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import torch
 from timm.layers import resample_abs_pos_embed
@@ -38,6 +39,7 @@ __all__ = [
     "LayerTap",
     "ModelHooks",
     "ModuleOutputs",
+    "PartitionedAttention",
     "QueryKeyCapture",
     "ResampledGrid",
     "attention_modules",
@@ -45,6 +47,7 @@ __all__ = [
     "class_attention_layers",
     "grid_for",
     "model_lock",
+    "partitioned_attention_layers",
     "token_grid",
 ]
 
@@ -97,6 +100,76 @@ def class_attention_layers(model: nn.Module) -> tuple[list[nn.Module], list[nn.M
         elif name != "XCA" and (hasattr(module, "fused_attn") or hasattr(module, "proj_w")):
             self_attention.append(module)
     return self_attention, class_attention
+
+
+@dataclass(frozen=True)
+class PartitionedAttention:
+    """One attention layer that attends inside partitions of its own feature map, and how they tile it.
+
+    - "window": non-overlapping windows of `size` (rows, cols) tokens, row-major over the map
+      (padded up to whole windows), tokens row-major inside each (Swin, MaxViT's block attention);
+    - "grid": a `size` (rows, cols) grid of tokens spaced H / rows and W / cols apart, one such grid
+      per offset, offsets row-major, tokens row-major inside each (MaxViT's grid attention);
+    - "unfolded": patches of `size` (rows, cols) pixels; one attention between all patches per pixel
+      position inside a patch, positions row-major, patches row-major (MobileViT's blocks, whose
+      feature map is first resized to whole patches).
+    """
+
+    name: str  # the owner's path in the model, e.g. "stages.0.blocks.0.attn_grid"
+    attention: nn.Module  # the module whose `attn_drop` sees the probabilities
+    owner: nn.Module  # the module whose input is the feature map that is partitioned
+    kind: Literal["window", "grid", "unfolded"]
+    size: tuple[int, int]  # window, grid or patch (rows, cols)
+    channels_last: bool  # the owner's input is (B, H, W, C), not (B, C, H, W)
+
+
+def partitioned_attention_layers(model: nn.Module) -> list[PartitionedAttention]:
+    """The attention layers whose maps lie on partitions of their own feature map, in forward order.
+
+    Swin's blocks whose windows are not shifted (a shifted window's attention would need the shift
+    undone as well); MaxViT's block and grid attention (timm's `PartitionAttentionCl`,
+    `PartitionAttention2d` and MaxxViT-v2's parallel pair); each attention layer inside MobileViT's
+    blocks (v1's softmax attention, v2's linear attention). Any other model gives [].
+    """
+    layers: list[PartitionedAttention] = []
+    for name, module in model.named_modules():
+        kind = type(module).__name__
+        attention = module._modules.get("attn")
+        swin_block = hasattr(module, "shift_size") and hasattr(module, "input_resolution")
+        if swin_block and isinstance(attention, nn.Module) and not any(module.shift_size):
+            layers.append(
+                PartitionedAttention(name, attention, module, "window", _pair_of(module.window_size), True)
+            )
+        elif kind in ("PartitionAttentionCl", "PartitionAttention2d") and isinstance(attention, nn.Module):
+            partition = "window" if module.partition_block else "grid"
+            size = _pair_of(module.partition_size)
+            channels_last = kind.endswith("Cl")
+            layers.append(PartitionedAttention(name, attention, module, partition, size, channels_last))
+        elif kind == "ParallelPartitionAttention":  # both attend over halves of the channels, side by side
+            size = _pair_of(module.partition_size)
+            for part, partition in (("attn_block", "window"), ("attn_grid", "grid")):
+                layers.append(
+                    PartitionedAttention(
+                        f"{name}.{part}", module._modules[part], module, partition, size, True
+                    )
+                )
+        elif kind in ("MobileVitBlock", "MobileVitV2Block"):
+            size = _pair_of(module.patch_size)
+            for index, layer in enumerate(module.transformer):
+                attention = layer._modules.get("attn")
+                if isinstance(attention, nn.Module) and isinstance(
+                    attention._modules.get("attn_drop"), nn.Module
+                ):
+                    layers.append(
+                        PartitionedAttention(
+                            f"{name}.transformer.{index}", attention, module, "unfolded", size, False
+                        )
+                    )
+    return layers
+
+
+def _pair_of(value: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
+    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 class ModelHooks:

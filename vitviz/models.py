@@ -12,7 +12,7 @@ import torch
 from timm.layers.attention import Attention
 from torch import nn
 
-from vitviz.capture import attention_modules
+from vitviz.capture import attention_modules, class_attention_layers, partitioned_attention_layers
 from vitviz.memory import MEMORY_BUDGET_ENV, MemoryEstimate, MemorySettingError, estimate_build, memory_budget
 from vitviz.runs import RunError, describe_run, is_run_folder, read_run_model, run_folder_by_name
 from vitviz.text import printable_clipped
@@ -64,7 +64,15 @@ FAMILY_WORDS: dict[str, str] = {
 }
 # Where a model's attention lives.
 AttentionKind = Literal[
-    "global", "class-attention", "cross-covariance", "windowed", "unfolded", "staged", "none"
+    "global",
+    "class-attention",
+    "cross-covariance",
+    "windowed",
+    "block-grid",
+    "dilated-grid",
+    "unfolded",
+    "staged",
+    "none",
 ]
 ATTENTION_WORDS: dict[str, str] = {
     "global": "global attention between every pair of tokens of one grid",
@@ -73,6 +81,9 @@ ATTENTION_WORDS: dict[str, str] = {
     "cross-covariance": "cross-covariance attention between channels, not tokens, followed by "
     "class-attention layers",
     "windowed": "attention inside local windows",
+    "block-grid": "attention inside local windows alternating with attention across a dilated grid "
+    "(MaxViT blocks)",
+    "dilated-grid": "attention across a dilated grid, without local windows (MaxxViT-v2 blocks)",
     "unfolded": "attention across patches at each pixel position inside a patch (MobileViT blocks)",
     "staged": "attention inside stages whose token grid shrinks from stage to stage",
     "none": "no attention",
@@ -138,6 +149,11 @@ class ModelFacts:
     stage_grids: tuple[tuple[int, int], ...] = ()  # (rows, cols) of each stage's feature / token grid
     prefix_tokens: tuple[str, ...] = ()  # names of the prefix tokens, in sequence order
     block_problem: str | None = None  # why its blocks are not plain timm ViT blocks (None: they are)
+    # Of `num_layers`, the class-attention layers where only the class token attends (CaiT, XCiT).
+    num_class_attention_layers: int = 0
+    # Attention layers over windows, dilated grids or unfolded patches of their own feature map,
+    # which raw attention maps on that map (vitviz.capture.partitioned_attention_layers).
+    partitioned_layers: int = 0
 
     @property
     def global_attention(self) -> bool:
@@ -147,6 +163,16 @@ class ModelFacts:
     @property
     def family_words(self) -> str:
         return FAMILY_WORDS[self.family]
+
+    @property
+    def depth_words(self) -> str:
+        """Its attention layers and heads, e.g. "12 layers × 6 heads"; CaiT's and XCiT's two kinds apart."""
+        heads = _counted(self.num_heads, "head")
+        if not self.num_class_attention_layers:
+            return f"{_counted(self.num_layers, 'layer')} × {heads}"
+        token_layers = "cross-covariance" if self.attention == "cross-covariance" else "self-attention"
+        own = _counted(self.num_layers - self.num_class_attention_layers, f"{token_layers} layer")
+        return f"{own} + {_counted(self.num_class_attention_layers, 'class-attention layer')} × {heads}"
 
     @property
     def has_classifier(self) -> bool:
@@ -159,6 +185,10 @@ class ModelFacts:
     @property
     def num_tokens(self) -> int:
         return self.num_patches + self.num_prefix_tokens
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 @dataclass(frozen=True)
@@ -233,9 +263,14 @@ def _attention_kind(model: nn.Module, family: Family) -> AttentionKind:
     if family in ("vit", "hybrid"):
         return "global"
     names = {type(module).__name__ for module in model.modules()}
-    if any("Window" in name or "Partition" in name for name in names):
+    partitions = [module for module in model.modules() if "Partition" in type(module).__name__]
+    if partitions:  # MaxViT: block (window) and grid partitions; MaxxViT-v2 may drop the windows
+        # A parallel pair (ParallelPartitionAttention) has both and no `partition_block`.
+        windows = any(getattr(module, "partition_block", True) for module in partitions)
+        return "block-grid" if windows else "dilated-grid"
+    if any("Window" in name for name in names):
         return "windowed"
-    if "MobileVitBlock" in names:
+    if "MobileVitBlock" in names or "MobileVitV2Block" in names:
         return "unfolded"
     return "staged"
 
@@ -382,9 +417,12 @@ def model_facts(name: str, model: nn.Module) -> ModelFacts:
     elif family != "cnn":
         input_size = _built_input_size(model, input_size)
     attentions = attention_modules(model)
+    class_layers = class_attention_layers(model)[1]
     if family != "cnn":
-        heads = [int(getattr(module, "num_heads", 0)) for module in model.modules() if _is_attention(module)]
-        num_layers = len(attentions) if family in ("vit", "hybrid") else len(heads)
+        # An attention without a head count (MobileViT-v2's linear attention) has one score per token.
+        heads = [int(getattr(module, "num_heads", 1)) for module in model.modules() if _is_attention(module)]
+        # CaiT's talking heads and XCiT's cross-covariance layers are not captured: counted here.
+        num_layers = len(attentions) if family in ("vit", "hybrid") and not class_layers else len(heads)
         num_heads = int(attentions[0].num_heads) if attentions and family in ("vit", "hybrid") else max(heads)
     global_pool = _global_pool(model)
     return ModelFacts(
@@ -410,6 +448,8 @@ def model_facts(name: str, model: nn.Module) -> ModelFacts:
         stage_grids=_stage_grids(model, input_size) if family not in ("vit", "hybrid") else (grid_size,),
         prefix_tokens=prefix_token_names(model) if family in ("vit", "hybrid") else (),
         block_problem=plain_blocks_problem(model) if family in ("vit", "hybrid") else "it is not a ViT",
+        num_class_attention_layers=len(class_layers),
+        partitioned_layers=len(partitioned_attention_layers(model)),
     )
 
 

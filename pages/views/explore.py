@@ -1,7 +1,8 @@
 """Streamlit glue of the Explore page: shared links, the view, clicked patches, raw attention, rollout.
 
-Models without one grid of global attention (Swin, CaiT, XCiT) get the registry's attention maps
-that fit them, and a line for each it refuses.
+Models without one grid of global attention (Swin, MaxViT, MobileViT, CaiT, XCiT) get the registry's
+attention maps that fit them, and a line for each it refuses; where raw attention reads layer by layer
+on each layer's own feature map, a picker chooses the layer.
 
 Each map and its own controls live in an `st.fragment`: moving a layer slider or clicking a patch
 reruns that fragment alone, and the photo, the predictions and the other map are not sent again.
@@ -18,6 +19,7 @@ import torch
 
 from pages.views import ui
 from pages.views.compare.explanations import cached_explanation
+from vitviz.capture import partitioned_attention_layers
 from vitviz.figures.common import (
     attention_overlay_figure,
     patch_grid_figure,
@@ -30,6 +32,7 @@ from vitviz.images import BUILTIN_PHOTOS
 from vitviz.maths.attention import AttentionRecord, class_attention_map, patch_token, query_attention_map
 from vitviz.maths.sinks import SinkReport, plan_rollout, rollout_statement, sink_sentence
 from vitviz.methods import METHODS, available_methods
+from vitviz.methods.base import reads_partitions
 from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts, no_token_attention_reason
 from vitviz.predict import Prediction, top_predictions
 from vitviz.preprocess import VIEW_LABELS, ImageView
@@ -61,6 +64,7 @@ ATTENTION_CHART = "explore_attention_chart"
 QUERY_PATCH = "explore_query_patch"
 SEEN_SELECTIONS = "explore_seen_selections"
 QUERY_KIND = "explore_query_kind"
+PARTITIONED_LAYER = "explore_partitioned_layer"
 HEAD = "explore_head"
 CLICKED_PATCH = "clicked patch"
 LINK_PARAMS = "explore_link_params"  # a link's parameters, kept until the model's sizes can check them
@@ -254,6 +258,13 @@ def _view_and_predictions(
 
 # Maps read from attention, in the order the page shows them: one layer's attention, then rollout.
 ATTENTION_MAP_METHODS: tuple[str, ...] = ("attention", "rollout")
+# How raw attention's heading says where it reads a model whose attention lives in partitions.
+_PARTITIONED_HEADINGS: dict[str, str] = {
+    "windowed": ", window by window",
+    "block-grid": ", window by window and grid by grid",
+    "dilated-grid": ", grid by grid",
+    "unfolded": ", folded back onto each block's map",
+}
 
 
 def attention_maps_offered(facts: ModelFacts) -> list[str]:
@@ -276,21 +287,41 @@ def render_attention_maps(
     the view, titled with what it was read from; a map it refuses says the registry's reason.
     """
     facts = loaded.facts
-    reason = no_token_attention_reason(facts, "the patch grid, layer and head sliders")
+    reason = no_token_attention_reason(facts, "the clickable patch grid and the per-head maps")
     st.info(f"{reason} The attention maps that do explain it are below.")
     _view_and_predictions(loaded, choice, picked, view)
     seen = ui.cached_view(choice.name, choice.weights, choice.device, picked.digest, picked.image, view)
     offered = attention_maps_offered(facts)
     # A map needs the room of its title and colour bar; a refusal is one paragraph.
-    columns = st.columns([3 if method in offered else 2 for method in ATTENTION_MAP_METHODS])
-    for column, method in zip(columns, ATTENTION_MAP_METHODS, strict=True):
+    widths = [3 if method in offered else 2 for method in ATTENTION_MAP_METHODS]
+    columns = st.columns(widths)
+    for column, width, method in zip(columns, widths, ATTENTION_MAP_METHODS, strict=True):
         with column:
-            windowed = method == "attention" and facts.attention == "windowed"
-            st.subheader(METHODS[method].title + (", window by window" if windowed else ""))
+            partitioned = method == "attention" and reads_partitions(facts)
+            st.subheader(
+                METHODS[method].title + (_PARTITIONED_HEADINGS[facts.attention] if partitioned else "")
+            )
             if method not in offered:
                 st.info(f"Not shown: {METHODS[method].unavailable_reason(facts)}")
                 continue
-            _attention_method_map(choice, picked, view, seen, method, opacity, raw_colours)
+            options = (("layer", _partitioned_layer_picker(loaded)),) if partitioned else ()
+            share = width / sum(widths)  # of the page's main area, which the map's title is fitted to
+            _attention_method_map(choice, picked, view, seen, method, opacity, raw_colours, options, share)
+
+
+def _partitioned_layer_picker(loaded: LoadedModel) -> int:
+    """Which attention layer raw attention reads, each named by where it lies in the model; 0 (the finest map) first."""
+    layers = partitioned_attention_layers(loaded.model)
+    if st.session_state.get(PARTITIONED_LAYER) not in range(len(layers)):  # another model's layer
+        st.session_state[PARTITIONED_LAYER] = 0
+    kinds = {"window": "window attention", "grid": "grid attention", "unfolded": "unfolded attention"}
+    return st.selectbox(
+        "Attention layer",
+        range(len(layers)),
+        format_func=lambda index: f"{index}: {layers[index].name} ({kinds[layers[index].kind]})",
+        key=PARTITIONED_LAYER,
+        help="Each layer's map lies on the feature map it attends over: later stages are coarser.",
+    )
 
 
 def _attention_method_map(
@@ -301,11 +332,21 @@ def _attention_method_map(
     method: str,
     opacity: float,
     raw_colours: bool,
+    options: tuple[tuple[str, object], ...] = (),
+    share: float = 0.5,
 ) -> None:
-    """One registry map over the view, at the method's default options, with its note when it has one."""
+    """One registry map over the view, at the method's default options or those given, with its note when it has one."""
     try:
         result = cached_explanation(
-            choice.name, choice.weights, choice.device, picked.digest, view, method, None, (), picked.image
+            choice.name,
+            choice.weights,
+            choice.device,
+            picked.digest,
+            view,
+            method,
+            None,
+            options,
+            picked.image,
         )
     except (ValueError, RuntimeError) as error:  # MethodUnavailableError is a ValueError too
         st.error(f"Could not compute {METHODS[method].title} of {choice.name}: {error}")
@@ -325,9 +366,14 @@ def _attention_method_map(
         opacity=opacity,
         scale=colour_scale(result.values, label, None if raw_colours else CLIP_PERCENTILE),
     )
-    figure.update_layout(margin={"t": 64})  # room for the title's third line: what the map was read from
+    # The title hangs from the top: Plotly centres its first line in the top margin and lets the
+    # others fall below it, onto the map once `ui.plotly_chart` breaks a long source (MaxViT's,
+    # MobileViT's) into more lines. Room for the name, the source and the export line, ~20 px each.
+    figure.update_layout(
+        title={"y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": 18}}, margin={"t": 88}
+    )
     key = f"explore_{method}_map"
-    ui.plotly_chart(figure, key=key, theme=None)
+    ui.plotly_chart(figure, key=key, share=share, theme=None)
     ui.figure_downloads(
         figure, result.values, choice.name, choice.weights, picked.name, f"{method} {view}", key
     )

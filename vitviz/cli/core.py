@@ -54,8 +54,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     explain.add_argument(
         "--layer",
         type=int,
-        default=-1,
-        help="layer from 0 for --method attention; negative counts from the end (default -1, the last)",
+        default=None,
+        help="layer from 0 for --method attention; negative counts from the end (default -1, the last; "
+        "on Swin, MaxViT and MobileViT 0, the first layer, on the finest map)",
     )
     explain.add_argument("--head", type=int, default=None, help="head from 0 (default: mean over heads)")
     explain.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean", help="rollout only")
@@ -142,7 +143,8 @@ def _run_explain(args: argparse.Namespace) -> None:
                 record, args.head_fusion, args.discard_ratio, args.start_layer, sinks=args.sinks
             )
         else:
-            values = class_attention_map(record, _layer_index(args.layer, record.num_layers), args.head)
+            layer = -1 if args.layer is None else args.layer
+            values = class_attention_map(record, _layer_index(layer, record.num_layers), args.head)
     else:
         result = _class_specific_map(loaded, view, args)
         values = result.values
@@ -200,6 +202,10 @@ def _class_specific_map(loaded: LoadedModel, view: ImageView, args: argparse.Nam
         options["discard_ratio"] = args.discard_ratio
     if args.method == "rollout":
         options.update(head_fusion=args.head_fusion, start_layer=args.start_layer)
+    if args.method == "attention":  # CaiT's class-attention layers, Swin's, MaxViT's and MobileViT's layers
+        options.update(
+            {name: value for name, value in (("layer", args.layer), ("head", args.head)) if value is not None}
+        )
     if args.method == "integrated-gradients":
         if args.steps < 1:
             raise CommandError(f"--steps must be at least 1, got {args.steps}")

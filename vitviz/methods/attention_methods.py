@@ -8,11 +8,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitviz.capture import AttentionCapture, class_attention_layers, grid_for
+from vitviz.capture import (
+    AttentionCapture,
+    InputCapture,
+    class_attention_layers,
+    grid_for,
+    partitioned_attention_layers,
+)
 from vitviz.maths.attention import AttentionRecord, class_attention_map, rollout_relevance
+from vitviz.maths.partitions import (
+    fold_dilated_grids,
+    fold_unfolded_patches,
+    fold_windows,
+    received_attention,
+)
 from vitviz.maths.rollout import attention_rollout, embed_class_attention, rollout_map
 from vitviz.maths.sinks import detect_sinks, plan_rollout, rollout_statement
-from vitviz.methods.base import AttentionKindMethod
+from vitviz.methods.base import AttentionKindMethod, reads_partitions
 from vitviz.models import LoadedModel, ModelFacts
 
 __all__ = [
@@ -20,8 +32,7 @@ __all__ = [
     "RawAttention",
     "attention_records",
     "class_attention_rollout",
-    "window_attention_map",
-    "window_blocks",
+    "partitioned_attention_map",
 ]
 
 
@@ -95,54 +106,84 @@ def class_attention_rollout(
     return maps.cpu(), source
 
 
-def window_blocks(model: nn.Module) -> list[nn.Module]:
-    """A Swin model's blocks whose windows are not shifted, in forward order (their windows tile the grid as is)."""
-    return [
-        module
-        for module in model.modules()
-        if hasattr(module, "shift_size")
-        and hasattr(module, "input_resolution")
-        and isinstance(module._modules.get("attn"), nn.Module)
-        and not any(module.shift_size)
-    ]
-
-
-def window_attention_map(
-    loaded: LoadedModel, pixels: torch.Tensor, block_index: int
+def partitioned_attention_map(
+    loaded: LoadedModel, pixels: torch.Tensor, layer_index: int, head: int | None = None
 ) -> tuple[torch.Tensor, str]:
-    """Raw attention per window of one unshifted Swin block, assembled onto that stage's grid.
+    """Raw attention of one layer that attends inside partitions of its feature map, put back on that map.
 
-    Inside each window every token's row sums to 1; a cell's value is the attention its token
-    receives, averaged over the window's queries and the heads, so each window's cells sum to 1.
+    Swin's windows and MaxViT's block attention are windows; MaxViT's grid attention, dilated
+    grids; MobileViT's blocks, the attention between patches at each pixel position inside a patch
+    (see `vitviz.capture.PartitionedAttention`). Inside each partition every query's row sums to 1;
+    a cell's value is the attention its token receives, averaged over the partition's queries and
+    the heads, so each partition's cells sum to 1 (MobileViT-v2's linear attention has one context
+    score per patch, which is that already).
+
+    Args:
+        loaded: a model with such layers (`ModelFacts.partitioned_layers`).
+        pixels: (B, 3, H, W) normalised input on the model's device.
+        layer_index: from 0 in forward order; negative counts from the end.
+        head: one head from 0 instead of the mean of the heads (None).
 
     Returns:
-        (B, rows, cols) on the block's own grid, and what it was read from.
+        (B, rows, cols) on the layer's own feature map, and what it was read from.
     """
-    blocks = window_blocks(loaded.model)
-    if not blocks:
-        raise ValueError(f"{loaded.facts.name} has no unshifted window-attention block")
-    if not -len(blocks) <= block_index < len(blocks):
-        raise ValueError(f"window block {block_index} outside 0..{len(blocks) - 1}")
-    index = block_index % len(blocks)
-    block = blocks[index]
-    with torch.inference_mode(), AttentionCapture(loaded.model, modules=[block.attn]) as capture:
+    layers = partitioned_attention_layers(loaded.model)
+    if not layers:
+        raise ValueError(f"{loaded.facts.name} has no attention over windows, grids or unfolded patches")
+    if not -len(layers) <= layer_index < len(layers):
+        raise ValueError(f"attention layer {layer_index} outside {-len(layers)}..{len(layers) - 1}")
+    index = layer_index % len(layers)
+    layer = layers[index]
+    with (
+        torch.inference_mode(),
+        AttentionCapture(loaded.model, modules=[layer.attention]) as capture,
+        InputCapture(loaded.model, layer.owner) as entering,
+    ):
         loaded.model(pixels)
-    (attention,) = capture.attentions  # (B · windows, heads, area, area)
-    height, width = (int(side) for side in block.input_resolution)
-    window_h, window_w = (int(side) for side in block.window_size)
-    across, down = (
-        -(-width // window_w),
-        -(-height // window_h),
-    )  # windows per row and column, padding included
+    (attention,) = (
+        capture.attentions
+    )  # (groups, heads, queries, keys); v2's linear: (B, 1, positions, patches)
+    assert entering.input is not None, f"{layer.name} did not run"
+    linear = type(layer.attention).__name__ == "LinearSelfAttention"  # MobileViT-v2: one score, no heads
+    heads = 1 if linear else attention.shape[1]
+    if head is not None and not 0 <= head < heads:
+        raise ValueError(f"head {head} outside 0..{heads - 1} of {layer.name}")
+    if head is not None and not linear:
+        attention = attention[:, head : head + 1]
+    summary = f"mean of queries, head {head}" if head is not None else "mean of queries and heads"
+    shape = entering.input.shape  # the feature map the layer partitions
+    height, width = (int(side) for side in (shape[1:3] if layer.channels_last else shape[2:4]))
     batch = pixels.shape[0]
-    received = attention.float().mean(dim=1).mean(dim=-2)  # (B · windows, area)
-    tiles = received.reshape(batch, down, across, window_h, window_w).permute(0, 1, 3, 2, 4)
-    maps = tiles.reshape(batch, down * window_h, across * window_w)[:, :height, :width]
-    source = (
-        f"window block {index}: attention received inside {window_h}×{window_w} windows on its "
-        f"{height}×{width} grid, mean of queries and heads"
+    rows, cols = layer.size
+    # Swin's blocks keep the name the page has always given them.
+    label = (
+        f"window block {index}"
+        if hasattr(layer.owner, "shift_size")
+        else f"attention layer {index} ({layer.name})"
     )
-    return maps.cpu(), source
+    if layer.kind == "window":
+        maps = fold_windows(received_attention(attention), batch, (height, width), layer.size)
+        where = f"inside {rows}×{cols} windows on its {height}×{width} grid, {summary}"
+    elif layer.kind == "grid":
+        maps = fold_dilated_grids(received_attention(attention), batch, (height, width), layer.size)
+        step_h, step_w = height // rows, width // cols
+        apart = f"{step_h} apart" if step_h == step_w else f"{step_h} rows and {step_w} columns apart"
+        where = f"inside dilated {rows}×{cols} grids (tokens {apart}) on its {height}×{width} grid, {summary}"
+    else:
+        patches = (-(-height // rows), -(-width // cols))
+        area, count = rows * cols, patches[0] * patches[1]
+        if linear:  # (B, 1, positions, patches)
+            received, summary = attention.float()[:, 0], "one context score per patch"
+        else:  # softmax attention between the patches, (B · positions, heads, patches, patches)
+            received = received_attention(attention).reshape(batch, area, count)
+        maps = fold_unfolded_patches(received, layer.size, patches)
+        folded = (patches[0] * rows, patches[1] * cols)
+        resized = "" if folded == (height, width) else f" (its {height}×{width} map resized to whole patches)"
+        where = (
+            f"between its {patches[0]}×{patches[1]} patches of {rows}×{cols} at each position inside a "
+            f"patch, folded onto its {folded[0]}×{folded[1]} grid{resized}, {summary}"
+        )
+    return maps.cpu(), f"{label}: attention received {where}"
 
 
 class _AttentionMap(AttentionKindMethod):
@@ -192,12 +233,13 @@ class AttentionRollout(_AttentionMap):
 class RawAttention(_AttentionMap):
     """One layer's attention from the class token (the mean patch query when there is none).
 
-    On CaiT and XCiT the layers are the class-attention layers; on Swin, the unshifted window
-    blocks, each window's attention assembled onto its stage's grid (`window_attention_map`).
+    On CaiT and XCiT the layers are the class-attention layers; on Swin, MaxViT and MobileViT, the
+    layers that attend inside windows, dilated grids or unfolded patches of their feature map, each
+    put back on that map (`partitioned_attention_map`).
 
     Options:
-        layer: layer from 0; negative counts from the end (default -1, the last; on Swin 0, the
-            first stage's first block, the finest grid).
+        layer: layer from 0; negative counts from the end (default -1, the last; on Swin, MaxViT and
+            MobileViT 0, the first such layer, on the finest map).
         head: head from 0, or None for the mean over heads (default).
     """
 
@@ -208,16 +250,20 @@ class RawAttention(_AttentionMap):
 
     @classmethod
     def unavailable_reason(cls, facts: ModelFacts) -> str | None:
-        """Swin's windows are shown one window at a time, assembled onto the stage's grid."""
-        if facts.family == "hierarchical" and facts.attention == "windowed":
+        """Swin's, MaxViT's and MobileViT's attention is shown on each layer's own feature map."""
+        if reads_partitions(facts):
             return None
         return super().unavailable_reason(facts)
 
     def attribute(
         self, pixels: torch.Tensor, class_indices: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-        if self.facts.attention == "windowed":  # Swin: each window's attention, assembled onto its stage
-            maps, source = window_attention_map(self.loaded, pixels, int(self.options.get("layer", 0)))
+        if reads_partitions(self.facts):  # each window, grid or patch position put back on its map
+            head = self.options.get("head")
+            layer = int(self.options.get("layer", 0))
+            maps, source = partitioned_attention_map(
+                self.loaded, pixels, layer, None if head is None else int(head)
+            )
             return maps, None, source
         layer = int(self.options.get("layer", -1))
         head = self.options.get("head")
@@ -226,6 +272,8 @@ class RawAttention(_AttentionMap):
             modules, kind = class_attention_layers(self.model)[1], "class-attention layer"
         records = attention_records(self.loaded, pixels, modules)
         layers = records[0].num_layers
+        if not -layers <= layer < layers:  # said as asked, before a negative layer counts from the end
+            raise ValueError(f"{kind} {layer} outside {-layers}..{layers - 1}")
         layer = layer + layers if layer < 0 else layer
         maps = [class_attention_map(record, layer, head) for record in records]
         heads = "mean of heads" if head is None else f"head {head}"

@@ -22,6 +22,7 @@ __all__ = [
     "map_is_constant",
     "map_relative_spread",
     "pool_to_grid",
+    "reads_partitions",
 ]
 
 
@@ -352,14 +353,34 @@ class AttentionKindMethod(ExplanationMethod):
             and facts.attention != "none"
             and (facts.family not in cls.families or facts.attention not in cls.attention_kinds)
         ):
-            instead = ""
-            if facts.family == "hierarchical" and facts.attention == "windowed":
-                instead = " Raw attention shows its attention window by window instead."
+            instead = (
+                f" Raw attention shows {_PARTITION_WORDS[facts.attention]} instead."
+                if reads_partitions(facts)
+                else ""
+            )
             return (
                 f"{cls.title} needs global attention between every pair of tokens of one grid; "
                 f"{facts.name} is a {facts.family_words} with {ATTENTION_WORDS[facts.attention]}.{instead}"
             )
         return super().unavailable_reason(facts)
+
+
+def reads_partitions(facts: ModelFacts) -> bool:
+    """Whether raw attention reads this model layer by layer on each layer's own feature map.
+
+    Its attention lives inside windows, dilated grids or unfolded patches (Swin, MaxViT, MobileViT)
+    and it has layers of a kind `vitviz.capture.partitioned_attention_layers` knows.
+    """
+    return facts.attention in _PARTITION_WORDS and facts.partitioned_layers > 0
+
+
+# How raw attention shows each kind of partitioned attention, as a refusal points to it.
+_PARTITION_WORDS: dict[str, str] = {
+    "windowed": "its attention window by window",
+    "block-grid": "its window and grid attention on each layer's own feature map",
+    "dilated-grid": "its grid attention on each layer's own feature map",
+    "unfolded": "its attention folded back onto each MobileViT block's feature map",
+}
 
 
 _FAMILY_PLURALS: dict[str, str] = {

@@ -247,7 +247,7 @@ def model_caption(
             f"{grid_size_text(rows=rows, columns=cols)}, one token per "
             f"{picture_size_text(width=stride_cols, height=stride_rows)}",
             f"{patches} patches + {facts.num_prefix_tokens} prefix = {patches + facts.num_prefix_tokens} tokens",
-            f"{facts.num_layers} layers × {facts.num_heads} heads",
+            facts.depth_words,
         ]
     if not facts.has_classifier:
         parts.append("no classifier head")
