@@ -168,6 +168,18 @@ def test_a_kind_not_yet_run_is_priced_by_its_guess_scaled_by_what_has_run():
     assert progress.text() == "steps 2/4 · about 2 s left"
 
 
+def test_a_kinds_first_step_pays_its_warm_up_and_stops_counting_once_a_second_has_run():
+    """A map (1 s), then imputations: the first takes 5 s (its solver's first call), the second 1 s.
+    The two left are then priced at the second's 1 s each, not at the average of 3 s."""
+    clock = FakeClock()
+    progress = JobProgress("steps", clock=clock)
+    progress.plan([PlanStep("map")] + [PlanStep("imputation")] * 4)
+    for done, seconds in enumerate((1.0, 5.0, 1.0), start=1):
+        clock.now += seconds
+        progress(done, 5)
+    assert progress.eta_s() == pytest.approx(2.0)
+
+
 def test_planned_steps_move_the_progress_and_refuse_a_step_of_another_kind():
     progress, updates = _recorded("steps")
     steps = PlannedSteps(progress, [PlanStep("map", 2.0), PlanStep("curves")])

@@ -157,6 +157,7 @@ class _Segment(NamedTuple):
     end: float
     kind: str
     cost: float  # the plan's guess per unit
+    first: bool  # the first step of its kind, which pays that kind's warm-up
 
 
 _UNPLANNED = ""  # the kind of units past the plan's end (or of every unit when there is no plan)
@@ -168,8 +169,8 @@ class JobProgress:
     Without a plan every unit is taken to cost alike, at the pace of the recent part of the run (so
     a machine that got busier shows within a few units). With one (`plan`), each kind of step is
     timed apart and the time left sums the remaining steps at their kind's average cost so far; the
-    plan's first step, which also pays the process's warm-up (first forward, first backward),
-    prices its kind only until another step of that kind has run.
+    first step of each kind, which also pays that kind's warm-up (the job's first, the process's),
+    prices its kind only until another step of it has run.
 
     Args:
         unit: what one unit is, plural ("masks", "heads", "epochs").
@@ -194,14 +195,13 @@ class JobProgress:
         self.done = 0.0
         self.total = 0.0
         self._segments: list[_Segment] = []  # the plan, in unit order; empty: no plan
-        self._first_end = 0.0  # where the plan's first step ends
         self._samples: deque[tuple[float, float]] = deque([(self.started, 0.0)], maxlen=_MAX_SAMPLES)
         self._clear_measures()
 
     def _clear_measures(self) -> None:
-        # kind -> [seconds, guessed cost of the units they went to]; the plan's first step apart
+        # kind -> [seconds, guessed cost of the units they went to]; each kind's first step apart
         self._spent: dict[str, list[float]] = {}
-        self._first_spent = [0.0, 0.0]
+        self._first_spent: dict[str, list[float]] = {}
         self._last = (self.started, self.done)
 
     def restart(self) -> None:
@@ -214,17 +214,18 @@ class JobProgress:
 
     def plan(self, steps: Sequence[PlanStep]) -> None:
         """Declares the job's steps in order from its first unit: each kind's pace is then measured apart."""
-        self._segments, at = [], 0.0
+        self._segments, at, seen = [], 0.0, set()
         for step in steps:
             if step.units <= 0 or not math.isfinite(step.units):
                 raise ValueError(f"a plan's step counts a positive number of units, not {step.units}")
             last = self._segments[-1] if self._segments else None
-            if last is not None and (last.kind, last.cost) == (step.kind, step.cost):
+            if last is not None and not last.first and (last.kind, last.cost) == (step.kind, step.cost):
                 self._segments[-1] = last._replace(end=at + step.units)
             else:
-                self._segments.append(_Segment(at, at + step.units, step.kind, max(step.cost, 1e-9)))
+                cost = max(step.cost, 1e-9)
+                self._segments.append(_Segment(at, at + step.units, step.kind, cost, step.kind not in seen))
+            seen.add(step.kind)
             at += step.units
-        self._first_end = steps[0].units if steps else 0.0
         self._clear_measures()
 
     def __call__(self, done: float, total: float) -> None:
@@ -234,7 +235,7 @@ class JobProgress:
         if done < self.done:  # a job that starts over (another stage) measures its pace afresh
             self._samples.clear()
             self._samples.append((now, float(done)))
-            self._segments, self._first_end = [], 0.0  # a plan's steps never go back: it no longer holds
+            self._segments = []  # a plan's steps never go back: it no longer holds
         self.done = float(min(max(done, 0), self.total))
         self._attribute(now)
         self._samples.append((now, self.done))
@@ -247,17 +248,13 @@ class JobProgress:
         if self.cancelled is not None and self.cancelled():
             raise JobCancelled(f"cancelled after {self.done:.0f} of {self.total:.0f} {self.unit}")
 
-    def _pieces(self, start: float, end: float) -> Iterator[tuple[float, float, _Segment, bool]]:
-        """The parts of units [start, end) in each segment: (from, to, segment, inside the first step)."""
-        tail = _Segment(self._segments[-1].end if self._segments else 0.0, math.inf, _UNPLANNED, 1.0)
+    def _pieces(self, start: float, end: float) -> Iterator[tuple[float, float, _Segment]]:
+        """The parts of units [start, end) in each segment of the plan (or past its end): (from, to, segment)."""
+        tail = _Segment(self._segments[-1].end if self._segments else 0.0, math.inf, _UNPLANNED, 1.0, False)
         for segment in [*self._segments, tail]:
             low, high = max(start, segment.start), min(end, segment.end)
-            if high <= low:
-                continue
-            if low < self._first_end < high:  # the first step's part apart from the rest
-                yield low, self._first_end, segment, True
-                low = self._first_end
-            yield low, high, segment, high <= self._first_end
+            if high > low:
+                yield low, high, segment
 
     def _attribute(self, now: float) -> None:
         """Adds the time since the last update to the kinds of the units it covered (or is working on)."""
@@ -268,52 +265,58 @@ class JobProgress:
         seconds = now - then
         covered = list(self._pieces(before, self.done))
         if not covered:  # no unit finished: the time belongs to the one under way
-            covered = [
-                (low, low, segment, first) for low, _, segment, first in self._pieces(before, before + 1e-9)
-            ]
+            covered = [(low, low, segment) for low, _, segment in self._pieces(before, before + 1e-9)]
         span = self.done - before
-        for low, high, segment, first in covered:
+        for low, high, segment in covered:
             share = (high - low) / span if span > 0 else 1.0 / len(covered)
-            bucket = self._first_spent if first else self._spent.setdefault(segment.kind, [0.0, 0.0])
+            buckets = self._first_spent if segment.first else self._spent
+            bucket = buckets.setdefault(segment.kind, [0.0, 0.0])
             bucket[0] += seconds * share
             bucket[1] += (high - low) * segment.cost
 
     def _rates(self) -> dict[str, float] | None:
-        """Seconds per guessed cost of each kind of the plan: measured, or the average of those measured.
+        """Seconds per guessed cost of each kind of the plan, or None before anything has run.
 
         Within a kind, steps cost as their guesses say (an imputation of more pixels, more); the
-        kind's measured seconds per guess sets the level. The first step's time (warm-up included)
-        sets the level only while it is all that has run; until another step of its kind has run it
-        bounds that kind's rate from above. None before anything has run.
+        kind's measured seconds per guess sets the level. A kind's first step pays its warm-up (the
+        job's first also the process's: first forward, first backward), so it sets its kind's rate
+        only until another step of the kind has run, and only up to the average rate of what else
+        has run; a kind not yet run goes at that average. The average is over the steps after each
+        kind's first, or over the first steps while there are no others.
         """
         measured = {
             kind: seconds / guessed for kind, (seconds, guessed) in self._spent.items() if guessed > 0
         }
-        first_seconds, first_guessed = self._first_spent
-        first_rate = first_seconds / first_guessed if first_guessed > 0 else None
-        if measured:
-            average = sum(self._spent[kind][0] for kind in measured) / sum(
-                self._spent[kind][1] for kind in measured
+        firsts = {
+            kind: seconds / guessed for kind, (seconds, guessed) in self._first_spent.items() if guessed > 0
+        }
+        job_first = self._segments[0].kind
+        pool = self._spent if measured else {k: v for k, v in self._first_spent.items() if k != job_first}
+        pool = {kind: spent for kind, spent in pool.items() if spent[1] > 0}
+        if pool:
+            average = sum(seconds for seconds, _ in pool.values()) / sum(
+                guessed for _, guessed in pool.values()
             )
-        elif first_rate is not None:
-            average = first_rate
+        elif job_first in firsts:
+            average = firsts[job_first]
         else:
             return None
-        rates = {segment.kind: measured.get(segment.kind, average) for segment in self._segments}
-        rates[_UNPLANNED] = measured.get(_UNPLANNED, average)
-        first_kind = self._segments[0].kind
-        if first_kind not in measured and first_rate is not None:  # the warm-up bounds it from above
-            rates[first_kind] = min(rates[first_kind], first_rate)
-        return rates
+        kinds = {segment.kind for segment in self._segments} | {_UNPLANNED}
+        return {
+            kind: measured[kind] if kind in measured else min(firsts.get(kind, average), average)
+            for kind in kinds
+        }
 
     def _work(self, start: float, end: float, rates: dict[str, float] | None) -> float:
         """The expected seconds of units [start, end) at each kind's rate (without a plan: the units)."""
         if rates is None:
             return max(0.0, end - start)
-        first_seconds, first_guessed = self._first_spent
         total = 0.0
-        for low, high, segment, first in self._pieces(start, end):
-            rate = first_seconds / first_guessed if first and first_guessed > 0 else rates[segment.kind]
+        for low, high, segment in self._pieces(start, end):
+            rate = rates[segment.kind]
+            if segment.first and self._first_spent.get(segment.kind, [0.0, 0.0])[1] > 0:
+                seconds, guessed = self._first_spent[segment.kind]  # what it took, warm-up and all
+                rate = seconds / guessed
             total += (high - low) * segment.cost * rate
         return total
 
