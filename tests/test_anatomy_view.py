@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.support.anatomy_apptest import open_anatomy, open_tab, page_texts
 from tests.support.browser import REPO
+from tests.support.sent_charts import sent_text
 from vitviz.figures.common import SINK_MARKS_NAME
 from vitviz.forward.attention import record_attention
 from vitviz.forward.token_features import output_tokens
@@ -29,7 +30,7 @@ def _figures(at: AppTest) -> dict[str, go.Figure]:
     """Every Plotly figure of the page by its first title line."""
     figures = {}
     for chart in at.get("plotly_chart"):
-        figure = pio.from_json(chart.proto.spec, skip_invalid=True)
+        figure = pio.from_json(sent_text(chart), skip_invalid=True)
         figures[(figure.layout.title.text or "").split("<br>")[0]] = figure
     return figures
 

@@ -1,12 +1,11 @@
 """Compare, offline, opens on the newest trained ViT/CNN pair: both slots are its runs, both predict."""
 
-import json
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.support.browser import REPO
 from tests.support.pairs import trained_pair
+from tests.support.sent_charts import sent_spec
 from vitviz.finetune.pair import held_out_images
 from vitviz.models import load_model
 from vitviz.predict import predict
@@ -35,7 +34,7 @@ def test_offline_compare_opens_on_the_trained_pair_with_predictions_on_both_side
     assert slots == [pair.vit.name, pair.cnn.name]  # runs by their names, never their paths
     assert not [caption for caption in at.sidebar.caption if "Fine-tune page" in caption.value]
     (chart,) = [chart for chart in at.get("plotly_chart") if "compare_predictions_chart" in chart.proto.id]
-    bars = json.loads(chart.proto.spec)["data"]
+    bars = sent_spec(chart)["data"]
     assert len(bars) == 2  # one column of bars per slot: both models predict
     # A digits pair opens on a digit held out of both trainings, not on a photo outside its classes.
     assert at.radio(key="compare_image_source").value == "Held out"

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.support.polling import wait_for
+from tests.support.sent_charts import sent_spec
 from vitviz.availability import Availability
 from vitviz.methods import available_methods
 from vitviz.models import load_model
@@ -29,7 +30,7 @@ def _figure(at: AppTest, key: str) -> dict:
     """The figure JSON of the chart with this key."""
     for chart in at.get("plotly_chart"):
         if chart.proto.id and key in chart.proto.id:
-            return json.loads(chart.proto.spec)
+            return sent_spec(chart)
     raise AssertionError(f"no chart {key}")
 
 

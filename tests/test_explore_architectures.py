@@ -1,7 +1,6 @@
 """Explore on models without one grid of global attention: the registry's attention maps they allow, and why not the others."""
 
 import functools
-import json
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.support.browser import REPO
 from tests.support.plotly_arrays import plotly_array
+from tests.support.sent_charts import sent_spec
 from vitviz.images import builtin_photo
 from vitviz.methods import METHODS, ExplanationResult, explanation_map
 from vitviz.models import LoadedModel, load_model
@@ -27,7 +27,7 @@ def _explore_by_link(model: str) -> AppTest:
 
 
 def _figures(app: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    return [sent_spec(chart) for chart in app.get("plotly_chart")]
 
 
 def _map_shown(app: AppTest, title_start: str) -> tuple[str, np.ndarray]:

@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.support.browser import REPO
 from tests.support.plotly_arrays import plotly_array
+from tests.support.sent_charts import sent_text
 from vitviz.forward.attention import record_attention
 from vitviz.images import builtin_photo
 from vitviz.maths.attention import class_attention_map, rollout_relevance
@@ -25,7 +26,7 @@ def explore() -> AppTest:
 
 
 def _titles(app: AppTest) -> list[str]:
-    return [chart.proto.spec for chart in app.get("plotly_chart")]
+    return [sent_text(chart) for chart in app.get("plotly_chart")]
 
 
 def _heatmap_values(app: AppTest, title_part: str) -> np.ndarray:

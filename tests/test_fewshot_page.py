@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.support.polling import wait_for
+from tests.support.sent_charts import sent_spec
 from vitviz.finetune.fewshot_jobs import FEW_SHOT_FILE, FEW_SHOT_JOBS_FOLDER, few_shot_job_by_name
 
 PAGE = "pages/finetune.py"
@@ -61,7 +62,7 @@ def test_a_finished_few_shot_job_shows_its_table_and_chart(runs_dir):
     caption = "\n".join(c.value for c in at.caption)
     assert "60 held-out images, 3 draws per count" in caption
     assert "vit_small_patch14_dinov2 12.5 s, tf_efficientnet_lite0 3.2 s" in caption
-    chart = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    chart = sent_spec(at.get("plotly_chart")[-1])
     assert [trace["name"] for trace in chart["data"]] == ["vit_small_patch14_dinov2", "tf_efficientnet_lite0"]
     assert chart["data"][0]["y"] == [0.5, 0.9]
 

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from tests.support.archives import class_folder_zip
 from tests.support.polling import wait_for
 from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
+from tests.support.sent_charts import sent_spec
 from vitviz.runs import RunStatus, read_config, read_status, write_config, write_status
 
 PAGE = "pages/finetune.py"
@@ -29,9 +30,16 @@ def runs_dir(tmp_path, monkeypatch):
     return root
 
 
-def open_page() -> AppTest:
+def open_page(run: str | None = None, *, pair: str | None = None, session: dict | None = None) -> AppTest:
+    """The page, opened on a link naming `run` or `pair` when given, with `session` state set first;
+    no exception raised in it."""
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
     at.switch_page(PAGE)
+    for key, value in (session or {}).items():
+        at.session_state[key] = value
+    for name, value in (("run", run), ("pair", pair)):
+        if value is not None:
+            at.query_params[name] = value
     at.run()
     assert not at.exception, at.exception
     return at
@@ -138,11 +146,7 @@ def test_a_refreshed_page_reopens_the_run_named_in_the_url(runs_dir):
         folder, {"timm_name": "vit_small_patch14_dinov2", "weights": "random", "mode": "probe", "labels": []}
     )
     write_status(folder, RunStatus("failed", error="out of memory"))
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
-    at.switch_page(PAGE)
-    at.query_params["run"] = folder.name
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page(folder.name)
     assert [sub.value for sub in at.subheader if sub.value.startswith("Run ")] == ["Run DINOv2 ViT-S · probe"]
     assert any(error.value == "The run failed: out of memory" for error in at.error)
     assert any("started from random, untrained weights" in warning.value for warning in at.warning)
@@ -227,11 +231,7 @@ def every_text(at: AppTest) -> str:
     "name", list(HOSTILE_RUN_NAMES), ids=["dotdot", "dot", "300-chars", "non-ascii", "huge", "abs"]
 )
 def test_a_hostile_run_link_gets_one_line_and_never_a_server_path(runs_dir, name):
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
-    at.switch_page(PAGE)
-    at.query_params["run"] = name
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page(name)
     assert [error.value for error in at.error] == [HOSTILE_RUN_NAMES[name]]
     assert not [sub for sub in at.subheader if sub.value.startswith("Run ")]
     assert str(runs_dir) not in every_text(at)
@@ -257,11 +257,7 @@ def fake_run(runs_dir: Path, name: str, state: str = "finished", config: dict | 
 
 def test_an_open_run_names_its_folder_not_its_server_path(runs_dir):
     folder = fake_run(runs_dir, "20250101-000000-vit-probe-aaaaaa")
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
-    at.switch_page(PAGE)
-    at.query_params["run"] = folder.name
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page(folder.name)
     assert f"run `{folder.name}`" in captions(at)
     assert str(runs_dir) not in every_text(at)
 
@@ -343,11 +339,7 @@ def test_the_server_cap_refuses_a_start_with_a_clear_message(runs_dir, monkeypat
 
 
 def test_a_pair_link_that_names_no_pair_gets_one_line(runs_dir):
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
-    at.switch_page(PAGE)
-    at.query_params["pair"] = "../" + "x" * 300
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page(pair="../" + "x" * 300)
     assert [error.value for error in at.error] == ["There is no such pair job. Start a pair below."]
 
 
@@ -404,11 +396,7 @@ def test_a_validation_prediction_naming_a_missing_image_gets_a_line_not_a_key_er
     folder = hand_made_run(runs_dir)
     missing = {"key": "circle/999.png", "label": 0, "predicted": 1, "probability": 0.9}
     (folder / "val_predictions.json").write_text(json.dumps([missing]))
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
-    at.switch_page(PAGE)
-    at.query_params["run"] = folder.name
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page(folder.name)
     assert "circle/999.png: no longer readable" in captions(at)
     assert [warning.value for warning in at.warning][-1] == (
         "The validation image 'circle/999.png' is not among the run's images any more: no attention "
@@ -446,11 +434,11 @@ def test_a_10000_class_zip_is_summarised_at_once_and_its_counts_paged(runs_dir):
     )
     # The split alone took 10.6 s here (a pass over every image per class); the check takes ~1.5 s.
     assert seconds < 8, seconds
-    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    chart = sent_spec(at.get("plotly_chart")[0])
     assert len(chart["data"][0]["x"]) == 50
     assert chart["layout"]["title"]["text"].endswith("classes 1–50 of 10,000")
     at.number_input(key="finetune_counts_page").set_value(200).run()
-    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    chart = sent_spec(at.get("plotly_chart")[0])
     assert chart["data"][0]["x"][-1] == "class09999"
 
 
@@ -461,11 +449,7 @@ def test_a_run_whose_config_asks_for_4096_pixels_gets_a_message_instead_of_a_hug
     folder = hand_made_run(runs_dir, config=config)
     mistake = {"key": "circle/000.png", "label": 0, "predicted": 1, "probability": 0.6}
     (folder / "val_predictions.json").write_text(json.dumps([mistake]))
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
-    at.switch_page(PAGE)
-    at.query_params["run"] = folder.name
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page(folder.name)
     errors = [error.value for error in at.error]
     assert any(
         error.startswith(
@@ -484,12 +468,7 @@ def test_only_the_session_that_started_a_run_gets_its_stop_and_delete_buttons(ru
         runs_dir, "20250101-000000-vit-probe-theirs", "running", {**config, "owner": owner_key("a")}
     )
     for token, owns in (("b", False), ("a", True)):
-        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
-        at.switch_page(PAGE)
-        at.session_state["finetune_owner_token"] = token
-        at.query_params["run"] = folder.name
-        at.run()
-        assert not at.exception, at.exception
+        at = open_page(folder.name, session={"finetune_owner_token": token})
         keys = {button.key for button in at.button}
         assert ("finetune_stop" in keys) is owns and ("finetune_delete" in keys) is owns
         refusals = [

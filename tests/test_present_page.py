@@ -1,11 +1,10 @@
 """The Present page driven by AppTest: every slide forward and back, light and dark, links and uploads."""
 
-import json
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.support.browser import REPO
+from tests.support.sent_charts import sent_spec
 from tests.support.slides import SLIDE_TITLES
 from vitviz.figures.story import SLIDE_KEYS
 from vitviz.preprocess import image_view
@@ -31,7 +30,7 @@ def _caption(app: AppTest) -> str:
 
 
 def _figures(app: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    return [sent_spec(chart) for chart in app.get("plotly_chart")]
 
 
 @pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])

@@ -1,17 +1,16 @@
 """Present's "ViT vs CNN" slide on a trained ViT/CNN pair: two classifiers of the same classes, side by side."""
 
-import json
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.support.browser import REPO
 from tests.support.pairs import trained_pair
+from tests.support.sent_charts import sent_spec
 from vitviz.finetune.pair import held_out_images
 from vitviz.models import load_model
 from vitviz.predict import predict
 from vitviz.preprocess import image_view
-from vitviz.runs import read_val_predictions
+from vitviz.runs import read_val_predictions, short_run_title
 
 DIGITS = [str(digit) for digit in range(10)]
 
@@ -34,7 +33,7 @@ def _compare_slide(root, monkeypatch, **query: str) -> AppTest:
 
 
 def _figures(app: AppTest) -> dict[str, dict]:
-    return {chart.proto.id: json.loads(chart.proto.spec) for chart in app.get("plotly_chart")}
+    return {chart.proto.id: sent_spec(chart) for chart in app.get("plotly_chart")}
 
 
 def _figure(app: AppTest, key: str) -> dict:
@@ -70,16 +69,22 @@ def test_the_slide_shows_both_runs_predictions_and_their_maps_of_one_class(pair_
         expected = predict(model, [image_view(photo, model.facts, "crop")], topk=5)[0]
         predictions = _figure(app, f"present_compare_{side.lower()}_predictions_chart")
         title = predictions["layout"]["title"]["text"]
-        assert title.startswith(f"{side}: top 5") and run.name in title.replace("<br>", ""), title
-        assert str(root) not in title  # a run is named, never its server path
+        # A run is named by the name its user gave it (here the automatic one), never by its folder or path.
+        assert title.startswith(f"{side}: top 5") and short_run_title(run) in title, title
+        assert str(root) not in title and run.name not in title
         assert_same_top5(_bars(predictions), expected)
         assert all(label.split(" ")[0] in DIGITS for label, _ in _bars(predictions))
         if explained is None:
             explained = expected[0].label  # the ViT's top class: both maps explain it
         map_title = _figure(app, f"present_compare_{side.lower()}_chart")["layout"]["title"]["text"]
-        assert f"for “{explained}”" in map_title and run.name in map_title.replace("<br>", "")
+        assert f"for “{explained}”" in map_title and short_run_title(run) in map_title
     caption = next(md.value for md in app.markdown if 'class="vv-caption"' in md.value)
-    assert "builtin:digits (10 classes)" in caption and pair.vit.name in caption and pair.cnn.name in caption
+    assert "builtin:digits (10 classes)" in caption
+    assert (
+        f"Left: {short_run_title(pair.vit)}, a ViT" in caption
+        and f"right: {short_run_title(pair.cnn)}, a CNN" in caption
+    )
+    assert pair.vit.name not in caption and pair.cnn.name not in caption
     assert any(f"Both maps explain “{explained}”, the ViT's top class" in c.value for c in app.caption)
     assert not [info for info in app.info if "Train a ViT/CNN pair" in info.value]
 

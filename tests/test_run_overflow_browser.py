@@ -1,13 +1,16 @@
-"""In a real browser at 1280 and 1440 px wide: no page showing a run with a long name scrolls sideways."""
+"""In a real browser at 1280 and 1440 px wide: no page showing a run with a long name scrolls sideways,
+and no figure's text (titles, subtitles, colour-bar titles) runs out of its figure."""
 
 import pytest
 
 from tests.support.browser import open_and_wait, save_screenshot, streamlit_app, wait_until_idle
+from tests.support.pairs import hand_made_pair
 from tests.support.run_folders import TINY_RUN_CONFIG, hand_made_run
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 120_000
 WIDTHS = (1280, 1440)
+SLIDE_WIDTH = 1440  # Present's slides are laid out for a 1440 × 1000 screen
 # The longest name a run may have, as one word: the worst case for wrapping.
 LONG_TITLE = "W" * 60
 
@@ -21,6 +24,23 @@ OVERFLOW = """() => {
     return Object.fromEntries(Object.entries(parts).map(([name, part]) => [name, part.scrollWidth - part.clientWidth]));
 }"""
 
+# Each piece of a Plotly figure's text that reaches past its figure's left or right edge (where the
+# figure's SVG cuts it off): its first 60 characters.
+CLIPPED_FIGURE_TEXT = """() => {
+    const clipped = [];
+    for (const plot of document.querySelectorAll(".js-plotly-plot")) {
+        const figure = plot.getBoundingClientRect();
+        if (figure.width === 0) continue;
+        for (const text of plot.querySelectorAll("svg text")) {
+            const box = text.getBoundingClientRect();
+            if (box.width > 0 && (box.right > figure.right + 1 || box.left < figure.left - 1)) {
+                clipped.push(text.textContent.slice(0, 60));
+            }
+        }
+    }
+    return clipped;
+}"""
+
 
 @pytest.fixture(scope="module")
 def served_long_run(tmp_path_factory):
@@ -32,6 +52,32 @@ def served_long_run(tmp_path_factory):
         patch.delenv("VITVIZ_DATA_ROOT", raising=False)
         with streamlit_app() as url:
             yield url, run
+
+
+@pytest.fixture(scope="module")
+def served_long_pair(tmp_path_factory):
+    """A server whose runs folder holds a trained pair whose two runs have the longest names a run may have."""
+    runs = tmp_path_factory.mktemp("pair-runs")
+    hand_made_pair(runs, "20250101-000000-pair", 1_700_000_000.0, titles=("V" * 60, "C" * 60))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VITVIZ_RUNS_DIR", str(runs))
+        patch.delenv("VITVIZ_DATA_ROOT", raising=False)
+        with streamlit_app() as url:
+            yield url
+
+
+def assert_fits_at_every_width(page, drawn, name: str, widths: tuple[int, ...] = WIDTHS) -> None:
+    """At each width: the page scrolls sideways nowhere and no figure's text runs out of its figure."""
+    for width in widths:
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.wait_for_function(f"() => window.innerWidth === {width}", timeout=10_000)
+        wait_until_idle(page)
+        drawn.first.wait_for(timeout=TIMEOUT_MS)  # measured on the drawn page, not a blank one
+        save_screenshot(page, f"run_overflow_{name}_{width}")
+        overflow = page.evaluate(OVERFLOW)
+        assert all(extra <= 1 for extra in overflow.values()), f"{name} at {width} px: {overflow}"
+        clipped = page.evaluate(CLIPPED_FIGURE_TEXT)
+        assert not clipped, f"{name} at {width} px: figure text cut off: {clipped}"
 
 
 # Each page with the run picked: by a link that names it by its folder name, or else (None) in the
@@ -77,13 +123,20 @@ def test_no_page_with_a_long_named_run_overflows_sideways(served_long_run, chrom
         assert "W" * 33 not in page.inner_text("body")  # the name is cut wherever it is written out
         if name != "finetune":  # the run's own page names its folder in the details; the others need not
             assert run.name not in page.locator('[data-testid="stMain"]').inner_text()
-        for width in WIDTHS:
-            page.set_viewport_size({"width": width, "height": 1000})
-            page.wait_for_function(f"() => window.innerWidth === {width}", timeout=10_000)
-            wait_until_idle(page)
-            drawn.first.wait_for(timeout=TIMEOUT_MS)  # measured on the drawn page, not a blank one
-            overflow = page.evaluate(OVERFLOW)
-            assert all(extra <= 1 for extra in overflow.values()), f"{name} at {width} px: {overflow}"
-        save_screenshot(page, f"run_overflow_{name}_{WIDTHS[-1]}")
+        assert_fits_at_every_width(page, drawn, name)
+    finally:
+        context.close()
+
+
+def test_present_s_pair_slide_with_long_named_runs_overflows_nowhere(served_long_pair, chromium):
+    context = chromium.new_context(viewport={"width": SLIDE_WIDTH, "height": 1000})
+    page = context.new_page()
+    try:
+        open_and_wait(page, served_long_pair + "/present?slide=7", page.get_by_text("CNN: top 5"), TIMEOUT_MS)
+        drawn = page.locator(".js-plotly-plot")
+        errors = page.locator('[data-testid="stException"]')
+        assert errors.count() == 0, errors.first.inner_text()[:2000]
+        assert "V" * 33 not in page.inner_text("body") and "C" * 33 not in page.inner_text("body")
+        assert_fits_at_every_width(page, drawn, "present_pair", (SLIDE_WIDTH,))
     finally:
         context.close()

@@ -2,7 +2,6 @@
 relative to the data root, nothing else; a run is named, never given as a path, in links, titles,
 captions, downloads and logs."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from tests.support.run_folders import dead_looking_run, folder_snapshot, hand_made_run
+from tests.support.sent_charts import sent_spec
 from vitviz.export import slug
 from vitviz.models import RUN_WEIGHTS
 from vitviz.runs import RunError, list_runs
@@ -227,7 +227,7 @@ def download_names(monkeypatch) -> list[str]:
 def figure_titles(at: AppTest) -> list[str]:
     titles = []
     for chart in at.get("plotly_chart"):
-        layout = json.loads(chart.proto.spec).get("layout", {})
+        layout = sent_spec(chart).get("layout", {})
         titles.append(str(layout.get("title", {}).get("text", "")))
         titles += [str(note.get("text", "")) for note in layout.get("annotations", [])]
     return titles

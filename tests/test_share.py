@@ -1,12 +1,12 @@
 """Shareable links: URL query parameters to a view state and back, with notes for what is ignored."""
 
-import json
 from dataclasses import replace
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.support.browser import REPO
+from tests.support.sent_charts import sent_spec, sent_text
 from vitviz.share import TimmModelNames, ViewLimits, ViewState, parse_view_state, view_state_params
 
 PHOTOS = ("cat (chelsea)", "coffee", "astronaut")
@@ -191,10 +191,7 @@ def _explore(query: dict[str, str]) -> AppTest:
 
 def _chart_titles(app) -> list[str]:
     """Each chart's title, first line only (a second line names model, weights, photo and view)."""
-    return [
-        json.loads(chart.proto.spec)["layout"]["title"]["text"].split("<br>")[0]
-        for chart in app.get("plotly_chart")
-    ]
+    return [sent_spec(chart)["layout"]["title"]["text"].split("<br>")[0] for chart in app.get("plotly_chart")]
 
 
 def test_explore_opens_the_view_a_link_names():
@@ -247,7 +244,7 @@ def test_explore_quotes_a_5000_character_link_in_a_short_note():
 
 def test_explore_link_carries_the_raw_colour_values_toggle():
     def clipped_bars(app) -> int:
-        return sum("clipped at the 99th percentile" in chart.proto.spec for chart in app.get("plotly_chart"))
+        return sum("clipped at the 99th percentile" in sent_text(chart) for chart in app.get("plotly_chart"))
 
     app = _explore({"colours": "raw"})
     assert app.toggle(key="explore_raw_colours").value is True

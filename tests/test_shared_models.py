@@ -1,7 +1,6 @@
 """The app's model cache: shared by every session, bounded by bytes, and refusing a visitor's oversized model."""
 
 import base64
-import json
 import threading
 
 import numpy as np
@@ -11,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 from pages.views import ui
 from pages.views.ui import caches
 from tests.support.browser import REPO
+from tests.support.sent_charts import sent_spec
 from vitviz.memory import MEMORY_BUDGET_ENV, VISITOR_MODEL_ENV
 from vitviz.models import ModelError, estimate_model
 
@@ -73,7 +73,7 @@ def test_a_model_past_the_servers_budget_is_refused_in_the_page_cache_too(monkey
 def _layer_map(app: AppTest) -> np.ndarray:
     """The z of the page's attention heatmap (Plotly writes it as base64 bytes with a dtype and shape)."""
     for chart in app.get("plotly_chart"):
-        figure = json.loads(chart.proto.spec)
+        figure = sent_spec(chart)
         if "Layer" in figure["layout"]["title"]["text"]:
             z = next(trace for trace in figure["data"] if trace["type"] == "heatmap")["z"]
             flat = np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"]))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from streamlit.testing.v1 import AppTest
 
 from pages.views.ui import OTHER_MODEL, WEIGHTS_FILE
 from tests.support.browser import REPO
+from tests.support.sent_charts import sent_spec
 
 
 def open_anatomy(
@@ -52,6 +51,6 @@ def figure_titles(at: AppTest) -> list[str]:
     for chart in at.get("plotly_chart"):
         if chart.proto.id and "anatomy_view_photo" in chart.proto.id:
             continue
-        title = json.loads(chart.proto.spec).get("layout", {}).get("title", {})
+        title = sent_spec(chart).get("layout", {}).get("title", {})
         titles.append(title.get("text", "") if isinstance(title, dict) else str(title))
     return titles

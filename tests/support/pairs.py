@@ -15,16 +15,28 @@ __all__ = ["PAIR_LABELS", "hand_made_pair", "trained_pair"]
 PAIR_LABELS: tuple[str, ...] = tuple(TINY_RUN_CONFIG["labels"])
 
 
-def hand_made_pair(root: Path, tag: str, created: float, *, cnn_has_model: bool = True) -> dict[str, Path]:
+def hand_made_pair(
+    root: Path,
+    tag: str,
+    created: float,
+    *,
+    cnn_has_model: bool = True,
+    titles: tuple[str, str] | None = None,
+) -> dict[str, Path]:
     """Two finished tiny runs in `root`, "<tag>-vit" and "<tag>-cnn", each holding the pair's pair.json.
 
-    `cnn_has_model=False` leaves the CNN's run without its model file (deleted, or a broken disk).
+    `cnn_has_model=False` leaves the CNN's run without its model file (deleted, or a broken disk);
+    `titles` names the ViT's and the CNN's run.
     """
-    config = copy.deepcopy(TINY_RUN_CONFIG)
-    config["created"] = created
+    configs = {}
+    for side, title in zip(("vit", "cnn"), titles or (None, None), strict=True):
+        configs[side] = copy.deepcopy(TINY_RUN_CONFIG)
+        configs[side]["created"] = created
+        if title is not None:
+            configs[side]["title"] = title
     runs = {
-        "vit": hand_made_run(root, f"{tag}-vit", config=config),
-        "cnn": hand_made_run(root, f"{tag}-cnn", config=config, with_model=cnn_has_model),
+        "vit": hand_made_run(root, f"{tag}-vit", config=configs["vit"]),
+        "cnn": hand_made_run(root, f"{tag}-cnn", config=configs["cnn"], with_model=cnn_has_model),
     }
     manifest = {
         "format": "vitviz pair",

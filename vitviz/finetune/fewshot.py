@@ -229,45 +229,14 @@ def few_shot_table(
         raise ValueError(f"draws must be at least 1, got {draws}")
     from vitviz.finetune.trainer import one_cpu_thread  # deferred: the trainer imports torch's training stack
 
-    with one_cpu_thread():
-        return _few_shot_table(data, classes, features, labels, split, shots, draws, seed, feature_seconds)
-
-
-def _few_shot_table(
-    data: str,
-    classes: Sequence[str],
-    features: dict[str, torch.Tensor],
-    labels: torch.Tensor,
-    split: Split,
-    shots: Sequence[int],
-    draws: int,
-    seed: int,
-    feature_seconds: dict[str, float] | None,
-) -> FewShotTable:
     # Small dense algebra: on a busy CPU a second thread mostly waits for the first (measured: 25 s
     # for the 40 fits of a 600-digit table with two threads at load ~20).
-    train = torch.tensor(split.train, dtype=torch.long)
-    val = torch.tensor(split.val, dtype=torch.long)
-    train_labels = labels[train].tolist()
-    num_classes = len(classes)
     started = time.perf_counter()
-    draws_by_count = {
-        k: [draw_shots(train_labels, k, seed * 1_000_003 + 7919 * k + d) for d in range(draws)] for k in shots
-    }
-    cells: dict[str, tuple[FewShotCell, ...]] = {}
-    for name, rows in features.items():
-        row_cells = []
-        for k in shots:
-            fits = [
-                ridge_few_shot(
-                    rows[train[chosen]], labels[train[chosen]], rows[val], labels[val], num_classes
-                )
-                for chosen in draws_by_count[k]
-            ]
-            row_cells.append(
-                FewShotCell(k, tuple(fit.accuracy for fit in fits), tuple(fit.strength for fit in fits))
-            )
-        cells[name] = tuple(row_cells)
+    with one_cpu_thread():
+        cells = {
+            name: _few_shot_row(rows, labels, split, shots, draws, seed, len(classes))
+            for name, rows in features.items()
+        }
     return FewShotTable(
         data=data,
         classes=tuple(classes),
@@ -277,6 +246,30 @@ def _few_shot_table(
         feature_seconds=dict(feature_seconds or {}),
         fit_seconds=time.perf_counter() - started,
     )
+
+
+def _few_shot_row(
+    rows: torch.Tensor,
+    labels: torch.Tensor,
+    split: Split,
+    shots: Sequence[int],
+    draws: int,
+    seed: int,
+    num_classes: int,
+) -> tuple[FewShotCell, ...]:
+    """One model's cells: for each shot count, `draws` ridge fits on the same draws every model gets."""
+    train = torch.tensor(split.train, dtype=torch.long)
+    val = torch.tensor(split.val, dtype=torch.long)
+    train_labels = labels[train].tolist()
+    cells = []
+    for k in shots:
+        chosen_draws = [draw_shots(train_labels, k, seed * 1_000_003 + 7919 * k + d) for d in range(draws)]
+        fits = [
+            ridge_few_shot(rows[train[chosen]], labels[train[chosen]], rows[val], labels[val], num_classes)
+            for chosen in chosen_draws
+        ]
+        cells.append(FewShotCell(k, tuple(fit.accuracy for fit in fits), tuple(fit.strength for fit in fits)))
+    return tuple(cells)
 
 
 def planned_few_shot(

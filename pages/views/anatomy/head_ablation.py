@@ -112,14 +112,8 @@ def _render_ablation(side: ModelSide, picked: ui.ImageChoice) -> AblationResult 
         after_title = f"Top-5 with {off}" if count else "Top-5, no head off yet"
         after_figure = predictions_figure(after, _export_title(after_title, side))
         _chart(after_figure, key="anatomy_ablation_after")
-        ui.figure_downloads(
-            after_figure,
-            None,
-            side.loaded.run or facts.name,
-            side.loaded.weights,
-            picked.name,
-            f"ablation-{mode}-{count}-heads",
-            "anatomy_ablation_after_files",
+        side.downloads(
+            after_figure, None, picked, f"ablation-{mode}-{count}-heads", "anatomy_ablation_after_files"
         )
     if count:
         changed = "the top class changes" if after[0].index != top.index else "the top class stays"

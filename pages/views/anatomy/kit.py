@@ -82,6 +82,15 @@ class ModelSide:
         """The picked image's view as this model sees it, for drawing maps over."""
         return self.view_of(picked).pixels
 
+    def downloads(
+        self, figure: go.Figure, array: np.ndarray | None, picked: ui.ImageChoice, what: str, key: str
+    ) -> None:
+        """The figure's download buttons, their files named after this side's model, weights and image."""
+        loaded = self.loaded
+        ui.figure_downloads(
+            figure, array, loaded.run or loaded.facts.name, loaded.weights, picked.name, what, key
+        )
+
 
 def model_sides(
     choice: ui.ModelChoice, loaded: LoadedModel, compare: bool, view: ViewMode = "crop"

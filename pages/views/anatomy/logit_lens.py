@@ -64,15 +64,7 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         table, labels, scale, _export_title("Logit lens: each layer's top classes", side)
     )
     _chart(figure, key="anatomy_lens_chart", theme=None)
-    ui.figure_downloads(
-        figure,
-        table,
-        loaded.run or facts.name,
-        loaded.weights,
-        picked.name,
-        "logit-lens",
-        "anatomy_lens_chart_files",
-    )
+    side.downloads(figure, table, picked, "logit-lens", "anatomy_lens_chart_files")
     final, model_top = lens.predictions[-1][0], int(np.argmax(record.logits))
     model_probability = float(_softmax(record.logits)[model_top])
     first = lens.num_layers - 1  # the first layer from which the final class stays on top
@@ -115,14 +107,8 @@ def _lens_patch_map(side: ModelSide, picked: ui.ImageChoice, lens: LogitLens) ->
         _export_title(f"Layer {layer}: the class each patch token alone reads as", side),
     )
     _chart(patch_figure, key="anatomy_lens_patches", theme=None)
-    ui.figure_downloads(
-        patch_figure,
-        classes,
-        loaded.run or facts.name,
-        loaded.weights,
-        picked.name,
-        f"logit-lens-patches-layer{layer}",
-        "anatomy_lens_patch_files",
+    side.downloads(
+        patch_figure, classes, picked, f"logit-lens-patches-layer{layer}", "anatomy_lens_patch_files"
     )
     top_share = counts[order[0]] / classes.size
     st.caption(

@@ -82,6 +82,7 @@ def render_position_embeddings(sides: list[ModelSide], picked: ui.ImageChoice) -
                     "cosine similarity",
                 ),
                 key=chart_key,
+                share=0.6 if single else 0.5,
                 on_select="rerun",
                 selection_mode="points",
                 theme=None,
@@ -96,6 +97,7 @@ def render_position_embeddings(sides: list[ModelSide], picked: ui.ImageChoice) -
                     "cosine similarity",
                 ),
                 key=f"anatomy_posembed_map_{side.suffix}",
+                share=0.4 if single else 0.5,
                 theme=None,
             )
             near, close = local_fraction(similarity, grid_size, 1), local_fraction(similarity, grid_size, 2)

@@ -59,7 +59,6 @@ def render_sanity(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
 
 
 def _render_sanity_result(side: ModelSide, picked: ui.ImageChoice, result: SanityResult) -> None:
-    facts = side.loaded.facts
     tops = []
     constant = []
     for stage, values in zip(result.stages, result.maps, strict=True):
@@ -79,15 +78,7 @@ def _render_sanity_result(side: ModelSide, picked: ui.ImageChoice, result: Sanit
         _export_title(f"Sanity check of {METHODS[result.method].title}", side),
     )
     _chart(figure, key="anatomy_sanity_chart", theme=None)
-    ui.figure_downloads(
-        figure,
-        result.maps,
-        side.loaded.run or facts.name,
-        side.loaded.weights,
-        picked.name,
-        f"sanity-{result.method}",
-        "anatomy_sanity_files",
-    )
+    side.downloads(figure, result.maps, picked, f"sanity-{result.method}", "anatomy_sanity_files")
     checkpoint = result.checkpoint
     value = result.rank_correlation[checkpoint]
     stage = result.stages[checkpoint]

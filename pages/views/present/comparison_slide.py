@@ -118,13 +118,16 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
             key = f"present_compare_{side.lower()}"
             bars_column, map_column = st.columns([2, 3], gap="small")
             with bars_column:
+                bars = predictions_figure(predictions[side][:5], f"{side}: top 5")
+                # Room right of the longest bar for its percentage, which a narrow column would cut off.
+                bars.update_xaxes(range=[0, 1.45], tickvals=[0, 0.5, 1])
                 story.show(
-                    predictions_figure(predictions[side][:5], f"{side}: top 5"),
+                    bars,
                     f"{key}_predictions_chart",
                     f"top5-predictions-{story.view}",
                     height=PAIR_FIGURE_HEIGHT,
                     model=shown,
-                    line_chars=32,
+                    share=0.2,  # two fifths of half the slide
                 )
             facts = loaded[side].facts
             # Chefer needs global attention over one grid; any other model gets its Grad-CAM.
@@ -151,7 +154,7 @@ def _pair_side_by_side(story: Story, pair: ModelPair) -> None:
                     result.values,
                     PAIR_FIGURE_HEIGHT,
                     shown,
-                    line_chars=46,
+                    share=0.3,
                 )
 
 

@@ -23,6 +23,7 @@ from pages.views.present.transformer_slides import (
 )
 from vitviz.figures.story import SLIDE_KEYS, SlideKey
 from vitviz.images import BUILTIN_PHOTOS
+from vitviz.models import RUN_WEIGHTS, describe_weights
 
 __all__ = [
     "SLIDE_RENDERERS",
@@ -82,7 +83,10 @@ def render_slide(story: Story, progress: DeltaGenerator) -> None:
         if story.pair is None:
             st.caption(f"{ui.model_caption(story.loaded, story.weights)} · {story.picked.name}")
         else:
-            names = " and ".join(model for model, _ in (story.pair.vit, story.pair.cnn))
+            names = " and ".join(
+                describe_weights(weights, model) if weights == RUN_WEIGHTS else model
+                for model, weights in (story.pair.vit, story.pair.cnn)
+            )
             st.caption(f"{names} · {story.picked.name}")
     if story.slide.key in VIEW_SLIDES:
         ui.view_picker(VIEW, horizontal=True)

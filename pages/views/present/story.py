@@ -35,10 +35,10 @@ from vitviz.finetune.pair import HeldOutImage, held_out_images, read_pair
 from vitviz.images import image_digest
 from vitviz.maths.attention import AttentionRecord
 from vitviz.maths.sinks import SinkReport, detect_sinks, plan_rollout, rollout_statement
-from vitviz.models import LoadedModel, ModelError, describe_weights
+from vitviz.models import RUN_WEIGHTS, LoadedModel, ModelError, describe_weights
 from vitviz.predict import Prediction
 from vitviz.preprocess import ViewMode
-from vitviz.runs import RunError, run_folder_by_name, runs_root
+from vitviz.runs import RunError, run_folder_by_name, runs_root, short_run_title
 from vitviz.weights import WeightsError
 
 __all__ = [
@@ -75,27 +75,26 @@ class Story:
         array: np.ndarray | None = None,
         height: int = FIGURE_HEIGHT,
         model: tuple[str, str] | None = None,
-        line_chars: int = 48,
+        share: float = 0.5,
     ) -> None:
         """Draws a figure large and themed; outside presentation mode, its downloads follow.
 
         The title gains a line naming the model and weights that made the figure (the story's
-        transformer unless `model` names another), so an exported figure still says them; it wraps
-        at `line_chars` characters, which a half-width figure holds.
+        transformer unless `model` names another), so an exported figure still says them; on the
+        page each title line is fitted to the chart's `share` of the main area (`ui.plotly_chart`).
         """
         name, weights = model or (self.model_name, self.weights)
         title = figure.layout.title.text or ""
         source = describe_weights(weights, name)  # a fine-tune's description names its run already
-        made_by = source if name in source else f"{name} · {source}"
-        # Wrapped: a fine-tune's long run name would run past a half-width slide's figure.
-        figure.update_layout(
-            title_text=f"{title}<br><sup>{'<br>'.join(textwrap.wrap(made_by, line_chars))}</sup>"
-        )
+        made_by = source if weights == RUN_WEIGHTS or name in source else f"{name} · {source}"
+        figure.update_layout(title_text=f"{title}<br><sup>{made_by}</sup>")
         style_for_slides(figure, self.dark, height)
         # Room for every line of the title, which Plotly centres in the top margin: at 30 px a line, a
         # title of four lines (the pair slide's) ran into its plot.
         figure.update_layout(margin={"t": 30 + 36 * (figure.layout.title.text.count("<br>") + 1)})
-        ui.plotly_chart(figure, key=key, theme=None, config={"displayModeBar": not self.fullscreen})
+        ui.plotly_chart(
+            figure, key=key, share=share, theme=None, config={"displayModeBar": not self.fullscreen}
+        )
         if not self.fullscreen:
             ui.figure_downloads(figure, array, name, weights, self.picked.name, view, key=key)
 
@@ -208,8 +207,7 @@ def story() -> Story:
         pair = _compared_pair(str(runs_root()))
         try:
             if pair.kind != "bundled":
-                # A fine-tune is named by its run's name, as pages and links name it.
-                compared = ComparedPair(pair.vit[0], pair.cnn[0], _trained_clause(pair))
+                compared = ComparedPair(_pair_name(pair, 0), _pair_name(pair, 1), _trained_clause(pair))
         except RunError:  # the pair was deleted since it was looked up
             pass
         if compared is None:  # no two classifiers of the same classes load here
@@ -262,6 +260,13 @@ def _held_out_choice(pair: ModelPair) -> ui.ImageChoice | None:
         return None
     chosen = images[st.session_state.get(PAIR_IMAGE, 0) % len(images)]
     return ui.ImageChoice(chosen.image, chosen.name, image_digest(chosen.image))
+
+
+def _pair_name(pair: ModelPair, side: int) -> str:
+    """How the slide's text names side 0 (the ViT) or 1 (the CNN) of `pair`: a fine-tune by the name
+    its user gave it (its folder's name when it has none), an ImageNet model by its timm name."""
+    name = (pair.vit, pair.cnn)[side][0]
+    return short_run_title(run_folder_by_name(name)) if pair.kind == "trained" else name
 
 
 def _trained_clause(pair: ModelPair) -> str:

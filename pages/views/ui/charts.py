@@ -16,6 +16,7 @@ import streamlit as st
 from PIL import Image
 
 from vitviz.export import array_csv, array_npy, export_filename, figure_html, figure_png
+from vitviz.figures.titles import fitted_layout
 
 __all__ = ["cached_png", "figure_downloads", "new_click", "plotly_chart"]
 
@@ -25,8 +26,20 @@ T = TypeVar("T")
 # Charts: a figure's photo is served once as a media file instead of riding in every update.
 
 
-def plotly_chart(figure: go.Figure, key: str, **options: object) -> object:
-    """`st.plotly_chart`, with each embedded photo sent as a media file the browser fetches once.
+# The page's main area at the narrowest window the app is laid out for (1280 px, sidebar open): a
+# chart's share of it is what its title must fit in.
+MAIN_AREA_PX = 800
+
+
+def plotly_chart(figure: go.Figure, key: str, *, share: float = 0.5, **options: object) -> object:
+    """`st.plotly_chart`, with each embedded photo sent as a media file the browser fetches once,
+    and its title fitted to the chart's width.
+
+    `share` is the part of the page's main area the chart is drawn in (0.5: one of two columns, the
+    default, so a title fits wherever a chart stands unless a wider one says so); a figure with a
+    width of its own is fitted to that. A title line that would run past the chart's edge (Plotly
+    never wraps one, and the figure cuts it off) is broken into lines that fit, in what is sent
+    only: downloads keep the figure's own title.
 
     A map's figure carries its photo as a JPEG data URI, so that an exported figure is whole; sent
     like that, every layer step would resend the photo inside the map's message. Here the chart is
@@ -40,7 +53,20 @@ def plotly_chart(figure: go.Figure, key: str, **options: object) -> object:
     Returns what `st.plotly_chart` returns.
     """
     spec = _served_spec(figure, key)
+    width = figure.layout.width or MAIN_AREA_PX * share
+    fitted = _fitted_title(figure, spec, width)
+    if fitted is not None:
+        spec = fitted
     return st.plotly_chart(figure if spec is None else _SentFigure(spec), key=key, **options)
+
+
+def _fitted_title(figure: go.Figure, spec: dict | None, width_px: float) -> dict | None:
+    """The chart's dict with its titles fitted to `width_px` (`fitted_layout`); None when they fit
+    as they are. `spec` (a served dict, kept for later runs) is copied, never changed."""
+    layout = fitted_layout(figure.layout.to_plotly_json() if spec is None else spec["layout"], width_px)
+    if layout is None:
+        return None
+    return {**(figure.to_dict() if spec is None else spec), "layout": layout}
 
 
 class _SentFigure(go.Figure):

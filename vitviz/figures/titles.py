@@ -1,0 +1,171 @@
+"""Figure titles that fit their figure: each line wrapped to the width it is drawn in.
+
+Plotly draws a title as SVG text, which never wraps: a line wider than its figure is cut off at the
+figure's edge (a fine-tune's long run name in a half-width figure's subtitle lost its end). Text
+width is estimated here from the characters' usual widths in a sans-serif font, on the generous side,
+so a line judged to fit does fit; a line that does not is broken at spaces (a single word too long
+for a line is cut, ending in "…").
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "SOFT_BREAK",
+    "SUBPLOT_TITLE_FONT_PX",
+    "TITLE_FONT_PX",
+    "TITLE_LINE_PX",
+    "fit_title",
+    "fitted_layout",
+    "text_width_px",
+]
+
+# Widths in em of a sans-serif font (Open Sans, Plotly's default, and its fallbacks), rounded up.
+_NARROW = frozenset("iljtfrI.,;:'!|()[]{} ")
+_WIDE = frozenset("WMmw@%—")
+_EM_NARROW, _EM_CAPITAL, _EM_WIDE, _EM_OTHER = 0.32, 0.70, 0.95, 0.60
+_SUP_SCALE = 0.7  # Plotly draws <sup> text at 70% of the title's size
+_TAG = re.compile(r"<[^>]*>")
+TITLE_LINE_PX = 1.3  # a title line's height, in font sizes
+_MAX_LINES = 4  # lines one source line may wrap into before the rest is cut
+# A line break this module adds: Plotly breaks the line at it as at "<br>", and it tells itself apart.
+SOFT_BREAK = "<br >"
+
+
+def text_width_px(text: str, font_px: float) -> float:
+    """The width `text` (markup removed) takes at `font_px`, estimated on the generous side."""
+    ems = 0.0
+    for character in _TAG.sub("", text):
+        if character in _NARROW:
+            ems += _EM_NARROW
+        elif character in _WIDE:
+            ems += _EM_WIDE
+        elif character.isupper():
+            ems += _EM_CAPITAL
+        else:
+            ems += _EM_OTHER
+    return ems * font_px
+
+
+def _cut(word: str, width_px: float, font_px: float) -> str:
+    """`word` shortened to fit `width_px`, ending in "…"."""
+    while len(word) > 1 and text_width_px(word + "…", font_px) > width_px:
+        word = word[:-1]
+    return word + "…"
+
+
+def _wrapped(line: str, width_px: float, font_px: float) -> list[str]:
+    """One line of plain text broken at spaces into lines that fit; a word too long is cut."""
+    lines: list[str] = []
+    current = ""
+    for word in line.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if text_width_px(candidate, font_px) <= width_px:
+            current = candidate
+            continue
+        if current:
+            lines.append(current)
+        current = word if text_width_px(word, font_px) <= width_px else _cut(word, width_px, font_px)
+    lines.append(current)
+    if len(lines) > _MAX_LINES:
+        lines = [*lines[: _MAX_LINES - 1], _cut(" ".join(lines[_MAX_LINES - 1 :]), width_px, font_px)]
+    return lines
+
+
+def fit_title(title: str, width_px: float, font_px: float) -> tuple[str, float]:
+    """`title` with every line that would run past `width_px` broken into lines that fit.
+
+    A title's lines are separated by "<br>"; lines inside <sup>…</sup> (which may span lines) are
+    drawn at 70% and measured so. Lines that fit are kept as they are; a line that does not is broken
+    at spaces with SOFT_BREAK, so that replacing each SOFT_BREAK with a space gives the line back
+    (but for a word too long for any line, which is cut, and markup inside the line, which is dropped).
+
+    Returns:
+        The fitted title, and the height in px its added lines take (for the figure's top margin).
+    """
+    fitted: list[str] = []
+    added_px = 0.0
+    small = False  # inside a <sup> opened on an earlier line
+    for line in title.split("<br>"):
+        size = font_px * (_SUP_SCALE if small or line.startswith("<sup>") else 1.0)
+        opened, closed = line.rfind("<sup>"), line.rfind("</sup>")
+        if opened != closed:  # the line opens or closes a <sup> (both are -1 when it does neither)
+            small = opened > closed
+        if text_width_px(line, size) <= width_px:
+            fitted.append(line)
+            continue
+        lead = "<sup>" if line.startswith("<sup>") else ""
+        trail = "</sup>" if line.endswith("</sup>") else ""
+        pieces = _wrapped(_TAG.sub("", line[len(lead) : len(line) - len(trail)]), width_px, size)
+        fitted.append(lead + SOFT_BREAK.join(pieces) + trail)
+        added_px += (
+            (len(pieces) - 1) * font_px * TITLE_LINE_PX
+        )  # a line's height is the title's, <sup> or not
+    return "<br>".join(fitted), added_px
+
+
+# Plotly's defaults where a figure's layout sets none.
+TITLE_FONT_PX = 17.0  # a title's size: 1.4 × the 12-px base font
+SUBPLOT_TITLE_FONT_PX = 16.0  # make_subplots' titles
+_DEFAULT_MARGIN = {"l": 80, "r": 80, "t": 100, "b": 80}
+_SIDE_PAD_PX = 4  # kept between a title and the figure's edge
+
+
+def fitted_layout(layout: dict, width_px: float) -> dict | None:
+    """A figure's layout (as `Figure.to_dict()` gives it) with its title and its subplots' titles
+    fitted to a figure `width_px` wide, its top margin (and a set height) grown by the lines added;
+    None when everything fits as it is. `layout` is not changed.
+
+    A subplot title (an annotation on the paper, anchored at its bottom) gets its subplot's width.
+    """
+    title = dict(layout.get("title") or {})
+    text = title.get("text") or ""
+    size = float((title.get("font") or {}).get("size") or TITLE_FONT_PX)
+    title["text"], added_px = fit_title(text, width_px - 2 * _SIDE_PAD_PX, size)
+    changed = title["text"] != text
+    margin = {
+        **_DEFAULT_MARGIN,
+        **{key: value for key, value in (layout.get("margin") or {}).items() if value is not None},
+    }
+    plot_px = width_px - margin["l"] - margin["r"]
+    annotations = []
+    subplots_added_px = 0.0
+    for annotation in layout.get("annotations") or []:
+        annotation = dict(annotation)
+        domain = _x_domain(layout, annotation)
+        if domain is not None and annotation.get("text"):
+            size = float((annotation.get("font") or {}).get("size") or SUBPLOT_TITLE_FONT_PX)
+            fitted, added = fit_title(annotation["text"], (domain[1] - domain[0]) * plot_px, size)
+            changed |= fitted != annotation["text"]
+            annotation["text"] = fitted
+            subplots_added_px = max(subplots_added_px, added)
+        annotations.append(annotation)
+    if not changed:
+        return None
+    grown = round(added_px + subplots_added_px)
+    fitted_layout = {
+        **layout,
+        "title": title,
+        "margin": {**(layout.get("margin") or {}), "t": margin["t"] + grown},
+    }
+    if annotations:
+        fitted_layout["annotations"] = annotations
+    if layout.get("height") is not None:  # the plot keeps its height; the figure grows by the lines
+        fitted_layout["height"] = layout["height"] + grown
+    return fitted_layout
+
+
+def _x_domain(layout: dict, annotation: dict) -> tuple[float, float] | None:
+    """The x domain of the subplot an annotation titles (on the paper, anchored at its bottom)."""
+    if annotation.get("xref") != "paper" or annotation.get("yanchor") != "bottom":
+        return None
+    x = annotation.get("x")
+    if not isinstance(x, int | float):
+        return None
+    for key, axis in layout.items():
+        if key.startswith("xaxis") and isinstance(axis, dict) and axis.get("domain"):
+            start, end = axis["domain"]
+            if start <= x <= end:
+                return float(start), float(end)
+    return None
