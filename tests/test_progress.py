@@ -1,6 +1,6 @@
-"""Progress of long work: the time left from the measured pace (also when the machine slows), the
-cancel between units, and the units Score-CAM, Ablation-CAM, faithfulness, ROAD, probes and the
-sanity check report."""
+"""Progress of long work: the time left from the measured pace (also when the machine slows), each kind
+of a planned job's steps priced apart, the cancel between units, and the units Score-CAM,
+Ablation-CAM, faithfulness, ROAD, probes and the sanity check report."""
 
 import random
 import time
