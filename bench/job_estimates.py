@@ -5,7 +5,7 @@ Runs every job the app runs in the background (the same `vitviz.jobs.compute_job
 estimate at every update; once the job has ended, the real time left at each checkpoint is known.
 Prints one Markdown row per job and the machine's load before and after.
 
-    python bench/job_estimates.py [--only NAME]
+    python bench/job_estimates.py [--only NAME]...
 """
 
 from __future__ import annotations
@@ -35,14 +35,25 @@ VIT, CNN = "vit_small_patch16_224", "tf_efficientnet_lite0"
 
 
 def measure(
-    work: Callable[[JobProgress], object], unit: str
+    work: Callable[[JobProgress], object], unit: str, trace: bool = False
 ) -> tuple[float, dict[float, tuple[float, float]]]:
-    """(seconds in all, {checkpoint: (estimated seconds left, real seconds left)})."""
+    """(seconds in all, {checkpoint: (estimated seconds left, real seconds left)}).
+
+    With `trace`, every update's time, units done and estimate go to stderr beside the real time left.
+    """
     log: list[tuple[float, ProgressSnapshot]] = []
     progress = JobProgress(unit, on_update=lambda snapshot: log.append((time.monotonic(), snapshot)))
     started = time.monotonic()
     work(progress)
     ended = time.monotonic()
+    if trace:
+        for moment, snapshot in log:
+            estimate = "-" if snapshot.eta_s is None else f"{snapshot.eta_s:.1f}"
+            print(
+                f"{moment - started:7.2f} s  {snapshot.done:6.2f}/{snapshot.total:.0f}  estimate {estimate}"
+                f"  real {ended - moment:.1f}",
+                file=sys.stderr,
+            )
     found = {}
     for checkpoint in CHECKPOINTS:
         for moment, snapshot in log:
@@ -66,7 +77,7 @@ def jobs() -> dict[str, tuple[str, Callable[[JobProgress], object]]]:
         "Ablation-CAM map, EfficientNet-Lite0 (1,280 channels)": job(
             JobSpec("explanation", CNN, "bundled", "cpu", {"method": "ablationcam"}), cnn
         ),
-        "faithfulness + ROAD, EfficientNet-Lite0, Grad-CAM and Integrated Gradients (2 × 7 + 2 × 19 + 9 steps)": job(
+        "faithfulness + ROAD, EfficientNet-Lite0, Grad-CAM and Integrated Gradients (ROAD's 2 maps and 45 imputations, then 7 deletion steps)": job(
             JobSpec("faithfulness", CNN, "bundled", "cpu", {"methods": ["gradcam", "integrated-gradients"]}),
             cnn,
         ),
@@ -85,7 +96,10 @@ def jobs() -> dict[str, tuple[str, Callable[[JobProgress], object]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=None, help="run only the jobs whose name contains this")
+    parser.add_argument(
+        "--only", action="append", default=[], help="run only the jobs whose name contains this (repeatable)"
+    )
+    parser.add_argument("--trace", action="store_true", help="every update's estimate on stderr")
     args = parser.parse_args()
     print(machine())
     print(f"load before: {' '.join(f'{value:.1f}' for value in os.getloadavg())}")
@@ -96,9 +110,9 @@ def main() -> None:
     )
     print("|---|---|" + "---|" * (len(CHECKPOINTS) + 1))
     for name, (unit, work) in jobs().items():
-        if args.only and args.only not in name:
+        if args.only and not any(part in name for part in args.only):
             continue
-        total, found = measure(work, unit)
+        total, found = measure(work, unit, args.trace)
         cells = []
         for checkpoint in CHECKPOINTS:
             if checkpoint not in found:

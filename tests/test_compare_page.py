@@ -161,7 +161,10 @@ def test_drop_probe_faithfulness_and_road_show_the_random_order_beside_the_salie
     at.slider(key="compare_probe_steps").set_value(5)
     at.toggle(key="compare_run_faithfulness").set_value(True).run()
     assert not at.exception and not at.error
-    # The scores come from a background worker: the page shows its progress until they arrive.
+    # The probe and the scores come from background workers: the page shows their progress (a bar
+    # with the time left and a Cancel) until they arrive.
+    bars = [bar.proto.text for bar in at.get("progress")]
+    assert any(text.startswith("2. drop probe of tf_efficientnet_lite0") for text in bars), bars
     wait_for(lambda: len(at.run().dataframe) >= 3, 300, "the faithfulness job's tables")
     assert not at.exception and not at.error
     probe = _figure(at, "compare_probe_chart")

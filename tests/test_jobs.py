@@ -60,6 +60,56 @@ def test_a_faithfulness_job_holds_both_tables(tmp_path, tiny_models):
     np.testing.assert_allclose(scored[0].deletion, expected.deletion, rtol=1e-4, atol=1e-6)
 
 
+def test_a_faithfulness_job_with_road_counts_roads_steps_first_and_both_tables_in_its_plan(
+    tmp_path, tiny_models
+):
+    loaded = tiny_loaded(tiny_models, "vit")
+    _write(
+        tmp_path, JobSpec("faithfulness", TINY, "bundled", "cpu", {"methods": ["gradcam"], "class_index": 3})
+    )
+    run_job(tmp_path, load=lambda spec: loaded)
+    state = read_job(tmp_path)
+    scored, road_results = state.result
+    # ROAD's map and 9 × 3 imputations, then deletion's random curves, map and two sets of curves.
+    assert (state.progress.unit, state.progress.done, state.progress.total) == ("steps", 32, 32)
+    assert road_results[0].method == scored[0].method == "gradcam" and road_results[0].target_index == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "orders"),
+    [
+        ({"kind": "drop", "method": "gradcam"}, ["drop-salient", "drop-least-salient", "drop-random"]),
+        (
+            {"kind": "drop", "method": "gradcam", "remove_tokens": True},
+            ["drop-salient", "drop-least-salient", "drop-random"],
+        ),
+        ({"kind": "occlude", "centre": [0.25, 0.75]}, ["occlude"]),
+    ],
+)
+def test_a_probe_job_hands_back_compares_curves_counted_in_images(tmp_path, tiny_models, options, orders):
+    from vitviz.methods.probes import run_probe
+
+    loaded = tiny_loaded(tiny_models, "vit")
+    fractions = [0.0, 0.5, 1.0]
+    _write(
+        tmp_path,
+        JobSpec("probe", TINY, "bundled", "cpu", {**options, "fractions": fractions, "class_index": 3}),
+    )
+    run_job(tmp_path, load=lambda spec: loaded)
+    state = read_job(tmp_path)
+    assert state.error is None and [curve.kind for curve in state.result] == orders
+    maps = len(orders) if options.get("remove_tokens") or options["kind"] != "drop" else 1
+    assert (state.progress.unit, state.progress.total) == ("images", 2 * maps + 3 * len(orders))
+    assert state.progress.done == state.progress.total
+    expected = run_probe(
+        loaded, image_view(builtin_photo("coffee"), loaded.facts), orders[-1], fractions, options.get("method"),
+        3, bool(options.get("remove_tokens")), centre=tuple(options.get("centre", (0.5, 0.5))),
+    )  # fmt: skip
+    np.testing.assert_allclose(
+        state.result[-1].target_probability, expected.target_probability, rtol=1e-4, atol=1e-6
+    )
+
+
 def test_a_job_cancelled_mid_way_stops_at_its_next_unit(tmp_path, tiny_models):
     loaded = tiny_loaded(tiny_models, "vit")
     # One mask per forward: 192 units, so the cancel lands while masks remain.

@@ -267,22 +267,25 @@ def compute_job(spec: JobSpec, loaded: Any, images: Sequence[Image.Image], progr
         with reporting(progress):  # Score-CAM's and Ablation-CAM's channel loops report here
             return explanation_map(loaded, view, method, class_index, **options.get("method_options", {}))
     if spec.kind == "faithfulness":
-        from vitviz.methods.faithfulness import ROAD_PERCENTILES, faithfulness, road
-        from vitviz.progress import portion
+        from vitviz.methods.faithfulness import faithfulness, faithfulness_plan, road, road_plan
+        from vitviz.progress import declare_plan, plan_units, portion
 
         methods, class_index = list(options["methods"]), options.get("class_index")
-        # Both tables in one job, each its share of the steps: ROAD's imputations (9 for the random
-        # order, then a map and 18 per method) against deletion's 1 + 3 per method; one bench run
-        # split the time 50/50 and its estimate was 74% short at 10% (BENCHMARKS.md).
-        with_road = options.get("road", True)
-        first = 1 + 3 * len(methods)
-        total = first + (len(ROAD_PERCENTILES) * (1 + 2 * len(methods)) + len(methods) if with_road else 0)
-        scored = faithfulness(loaded, view, methods, class_index, progress=portion(progress, 0, first, total))
-        if not with_road:
-            return scored, []
-        return scored, road(
+        # ROAD first: its imputations are most of the time and differ most in cost, so timing them
+        # from the job's third step on prices the rest; each kind of step is priced apart (its plan).
+        road_steps = road_plan(methods) if options.get("road", True) else []
+        plan = [*road_steps, *faithfulness_plan(methods)]
+        declare_plan(progress, plan)
+        first, total = plan_units(road_steps), plan_units(plan)
+        roads = (
+            road(loaded, view, methods, class_index, progress=portion(progress, 0, first, total))
+            if road_steps
+            else []
+        )
+        scored = faithfulness(
             loaded, view, methods, class_index, progress=portion(progress, first, total - first, total)
         )
+        return scored, roads
     if spec.kind == "sanity":
         from vitviz.methods.sanity import cascading_randomisation
 
@@ -290,12 +293,9 @@ def compute_job(spec: JobSpec, loaded: Any, images: Sequence[Image.Image], progr
             loaded, view, options["method"], options.get("class_index"), progress=progress
         )
     if spec.kind == "probe":
-        from vitviz.methods.probes import run_drop_orders
+        from vitviz.methods.probes import probe_curves
 
-        return run_drop_orders(
-            loaded, view, options["fractions"], options.get("method"), options.get("class_index"),
-            progress=progress,
-        )  # fmt: skip
+        return probe_curves(loaded, view, progress=progress, **options)
     raise ValueError(f"unknown job kind {spec.kind!r}")
 
 

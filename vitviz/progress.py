@@ -6,6 +6,13 @@ units done, measures the pace over the recent part of the run (so a machine that
 first unit slowed by warm-up, does not skew it for long), says the time left, and raises
 `JobCancelled` at the next unit once its cancel flag is up, so the computation stops there.
 
+A job whose steps differ in cost (a faithfulness table's maps, curves and ROAD imputations; a sanity
+check whose first map pays the process's warm-up) declares its plan up front: a sequence of
+`PlanStep`s, each of a kind. `JobProgress` then times each kind as it runs and says the time left as
+the remaining steps of each kind at that kind's measured cost; a kind not yet run is priced from the
+step's structural guess (forward passes), scaled by what the kinds already run cost per guess.
+`PlannedSteps` walks a plan and checks each step is the kind the plan says.
+
 Code that cannot take a callback (pytorch-grad-cam's channel loop) reports through `report`, which
 reaches the callback made current by `reporting`; `within_unit` turns a nested computation's
 progress into a fraction of the enclosing job's current unit.
@@ -21,16 +28,21 @@ import contextvars
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "JobCancelled",
     "JobProgress",
+    "PlanStep",
+    "PlannedSteps",
     "ProgressCallback",
     "ProgressSnapshot",
+    "declare_plan",
     "duration_text",
+    "plan_units",
     "portion",
     "report",
     "reporting",
@@ -48,6 +60,26 @@ _MAX_SAMPLES = 4096  # updates kept for the pace; older ones fall out of the win
 _CURRENT: contextvars.ContextVar[ProgressCallback | None] = contextvars.ContextVar(
     "vitviz_progress", default=None
 )
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One step of a job's plan: what kind of work it is, the job's units it counts as, a guess of its cost.
+
+    Steps of one kind cost as their guesses say (every Grad-CAM map of one model alike; a ROAD
+    imputation as the pixels it fills), so the first ones timed price the rest of the kind. `cost`
+    is a structural guess per unit in a currency shared by the plan (forward passes): across kinds
+    it counts only until a kind's first step has run.
+    """
+
+    kind: str  # "map: gradcam", "curves", "imputation", "images"…
+    units: float = 1.0  # the job's units this step advances (a probe's map counts as two images)
+    cost: float = 1.0  # guessed cost of one unit, e.g. forward passes (a backward counts as two)
+
+
+def plan_units(steps: Sequence[PlanStep]) -> float:
+    """How many of the job's units a plan counts: what its progress reports as the total."""
+    return float(sum(step.units for step in steps))
 
 
 class JobCancelled(Exception):  # noqa: N818 - a request, not an error
@@ -118,8 +150,27 @@ def duration_text(seconds: float) -> str:
     return f"{hours} h {rest} min" if rest else f"{hours} h"
 
 
+class _Segment(NamedTuple):
+    """Units [start, end) of a job's plan, all of one kind."""
+
+    start: float
+    end: float
+    kind: str
+    cost: float  # the plan's guess per unit
+    first: bool  # the first step of its kind, which pays that kind's warm-up
+
+
+_UNPLANNED = ""  # the kind of units past the plan's end (or of every unit when there is no plan)
+
+
 class JobProgress:
     """A progress callback that measures its own pace: units done of all, time left, and a cancel.
+
+    Without a plan every unit is taken to cost alike, at the pace of the recent part of the run (so
+    a machine that got busier shows within a few units). With one (`plan`), each kind of step is
+    timed apart and the time left sums the remaining steps at their kind's average cost so far; the
+    first step of each kind, which also pays that kind's warm-up (the job's first, the process's),
+    prices its kind only until another step of it has run.
 
     Args:
         unit: what one unit is, plural ("masks", "heads", "epochs").
@@ -143,7 +194,15 @@ class JobProgress:
         self.started = clock()
         self.done = 0.0
         self.total = 0.0
+        self._segments: list[_Segment] = []  # the plan, in unit order; empty: no plan
         self._samples: deque[tuple[float, float]] = deque([(self.started, 0.0)], maxlen=_MAX_SAMPLES)
+        self._clear_measures()
+
+    def _clear_measures(self) -> None:
+        # kind -> [seconds, guessed cost of the units they went to]; each kind's first step apart
+        self._spent: dict[str, list[float]] = {}
+        self._first_spent: dict[str, list[float]] = {}
+        self._last = (self.started, self.done)
 
     def restart(self) -> None:
         """Starts the clock again at nothing done: the pace is the work's, not a model load's before it."""
@@ -151,6 +210,23 @@ class JobProgress:
         self.done = 0.0
         self._samples.clear()
         self._samples.append((self.started, 0.0))
+        self._clear_measures()
+
+    def plan(self, steps: Sequence[PlanStep]) -> None:
+        """Declares the job's steps in order from its first unit: each kind's pace is then measured apart."""
+        self._segments, at, seen = [], 0.0, set()
+        for step in steps:
+            if step.units <= 0 or not math.isfinite(step.units):
+                raise ValueError(f"a plan's step counts a positive number of units, not {step.units}")
+            last = self._segments[-1] if self._segments else None
+            if last is not None and not last.first and (last.kind, last.cost) == (step.kind, step.cost):
+                self._segments[-1] = last._replace(end=at + step.units)
+            else:
+                cost = max(step.cost, 1e-9)
+                self._segments.append(_Segment(at, at + step.units, step.kind, cost, step.kind not in seen))
+            seen.add(step.kind)
+            at += step.units
+        self._clear_measures()
 
     def __call__(self, done: float, total: float) -> None:
         """Records `done` of `total` units; then raises JobCancelled if the job was asked to stop."""
@@ -159,7 +235,9 @@ class JobProgress:
         if done < self.done:  # a job that starts over (another stage) measures its pace afresh
             self._samples.clear()
             self._samples.append((now, float(done)))
+            self._segments = []  # a plan's steps never go back: it no longer holds
         self.done = float(min(max(done, 0), self.total))
+        self._attribute(now)
         self._samples.append((now, self.done))
         if self.on_update is not None:
             self.on_update(self.snapshot(now))
@@ -169,6 +247,78 @@ class JobProgress:
         """Raises JobCancelled if the job was asked to stop (a computation may call it inside a unit)."""
         if self.cancelled is not None and self.cancelled():
             raise JobCancelled(f"cancelled after {self.done:.0f} of {self.total:.0f} {self.unit}")
+
+    def _pieces(self, start: float, end: float) -> Iterator[tuple[float, float, _Segment]]:
+        """The parts of units [start, end) in each segment of the plan (or past its end): (from, to, segment)."""
+        tail = _Segment(self._segments[-1].end if self._segments else 0.0, math.inf, _UNPLANNED, 1.0, False)
+        for segment in [*self._segments, tail]:
+            low, high = max(start, segment.start), min(end, segment.end)
+            if high > low:
+                yield low, high, segment
+
+    def _attribute(self, now: float) -> None:
+        """Adds the time since the last update to the kinds of the units it covered (or is working on)."""
+        then, before = self._last
+        self._last = (now, self.done)
+        if not self._segments or now <= then:
+            return
+        seconds = now - then
+        covered = list(self._pieces(before, self.done))
+        if not covered:  # no unit finished: the time belongs to the one under way
+            covered = [(low, low, segment) for low, _, segment in self._pieces(before, before + 1e-9)]
+        span = self.done - before
+        for low, high, segment in covered:
+            share = (high - low) / span if span > 0 else 1.0 / len(covered)
+            buckets = self._first_spent if segment.first else self._spent
+            bucket = buckets.setdefault(segment.kind, [0.0, 0.0])
+            bucket[0] += seconds * share
+            bucket[1] += (high - low) * segment.cost
+
+    def _rates(self) -> dict[str, float] | None:
+        """Seconds per guessed cost of each kind of the plan, or None before anything has run.
+
+        Within a kind, steps cost as their guesses say (an imputation of more pixels, more); the
+        kind's measured seconds per guess sets the level. A kind's first step pays its warm-up (the
+        job's first also the process's: first forward, first backward), so it sets its kind's rate
+        only until another step of the kind has run, and only up to the average rate of what else
+        has run; a kind not yet run goes at that average. The average is over the steps after each
+        kind's first, or over the first steps while there are no others.
+        """
+        measured = {
+            kind: seconds / guessed for kind, (seconds, guessed) in self._spent.items() if guessed > 0
+        }
+        firsts = {
+            kind: seconds / guessed for kind, (seconds, guessed) in self._first_spent.items() if guessed > 0
+        }
+        job_first = self._segments[0].kind
+        pool = self._spent if measured else {k: v for k, v in self._first_spent.items() if k != job_first}
+        pool = {kind: spent for kind, spent in pool.items() if spent[1] > 0}
+        if pool:
+            average = sum(seconds for seconds, _ in pool.values()) / sum(
+                guessed for _, guessed in pool.values()
+            )
+        elif job_first in firsts:
+            average = firsts[job_first]
+        else:
+            return None
+        kinds = {segment.kind for segment in self._segments} | {_UNPLANNED}
+        return {
+            kind: measured[kind] if kind in measured else min(firsts.get(kind, average), average)
+            for kind in kinds
+        }
+
+    def _work(self, start: float, end: float, rates: dict[str, float] | None) -> float:
+        """The expected seconds of units [start, end) at each kind's rate (without a plan: the units)."""
+        if rates is None:
+            return max(0.0, end - start)
+        total = 0.0
+        for low, high, segment in self._pieces(start, end):
+            rate = rates[segment.kind]
+            if segment.first and self._first_spent.get(segment.kind, [0.0, 0.0])[1] > 0:
+                seconds, guessed = self._first_spent[segment.kind]  # what it took, warm-up and all
+                rate = seconds / guessed
+            total += (high - low) * segment.cost * rate
+        return total
 
     def _window(self, now: float) -> tuple[float, float, float, float] | None:
         """(start time, start units, last time, last units) of the recent window, or None before a unit."""
@@ -199,18 +349,30 @@ class JobProgress:
     def eta_s(self, now: float | None = None) -> float | None:
         """Seconds left at the recent pace, or None before it is known.
 
-        Between updates the time since the last one is taken off; a unit that runs longer than
-        the pace says slows the pace instead (counted up to now), so a stalled job's time left
-        does not fall to zero and stay there.
+        Without a plan the units left go at the pace of the recent window. With one, the units left
+        cost their kind's average so far: a recent window on top of that followed the bursts of a
+        shared machine rather than its trend (replayed bench traces, BENCHMARKS.md). Between updates
+        the time since the last one is taken off; a unit that runs longer than the pace says slows
+        the pace instead (counted up to now), so a stalled job's time left does not fall to zero and
+        stay there.
         """
         now = self.clock() if now is None else now
         window = self._window(now)
-        if window is None:
+        if window is not None and self._segments:  # each kind's rate is already its own average
+            window = (*self._samples[0], *window[2:])
+        rates = self._rates() if self._segments else None
+        if window is None or (self._segments and rates is None):
             return None
         start_time, start_done, last_time, last_done = window
-        remaining = max(0.0, self.total - last_done)
-        at_pace = remaining / ((last_done - start_done) / (last_time - start_time)) - (now - last_time)
-        after_this_unit = (remaining - min(remaining, 1.0)) / ((last_done - start_done) / (now - start_time))
+        recent = self._work(start_done, last_done, rates)
+        if recent <= 0:
+            return None
+        remaining = self._work(last_done, self.total, rates)
+        this_unit = self._work(last_done, min(self.total, math.floor(last_done + 1e-9) + 1.0), rates)
+        if rates is None:
+            this_unit = 1.0
+        at_pace = remaining / (recent / (last_time - start_time)) - (now - last_time)
+        after_this_unit = (remaining - min(remaining, this_unit)) / (recent / (now - start_time))
         return max(at_pace, after_this_unit, 0.0)
 
     def snapshot(self, now: float | None = None) -> ProgressSnapshot:
@@ -219,6 +381,45 @@ class JobProgress:
 
     def text(self) -> str:
         return self.snapshot().text()
+
+
+def declare_plan(callback: ProgressCallback | None, steps: Sequence[PlanStep]) -> None:
+    """Tells a job's `JobProgress` its plan; any other callback (a part of a job, a plain function) ignores it."""
+    if isinstance(callback, JobProgress):
+        callback.plan(steps)
+
+
+class PlannedSteps:
+    """Walks a job's plan: declares it to the job's progress, then moves the progress through each step.
+
+    A plan reaches a `JobProgress` directly; through a part of a job (`portion`, `within_unit`) it is
+    ignored, since the job that holds the progress declared the whole plan.
+
+        steps = PlannedSteps(progress, [PlanStep("map", cost=3), PlanStep("curves", cost=22)])
+        with steps.step("map"):
+            ...  # nested reports (Score-CAM's masks) move the job within this step
+    """
+
+    def __init__(self, callback: ProgressCallback | None, plan: Sequence[PlanStep]) -> None:
+        self.callback = callback
+        self.plan = tuple(plan)
+        self.total = plan_units(self.plan)
+        self._next = 0
+        self._done = 0.0
+        declare_plan(callback, self.plan)
+
+    @contextmanager
+    def step(self, kind: str) -> Iterator[None]:
+        """The plan's next step, which must be of this kind; it counts as done when the block ends."""
+        assert self._next < len(self.plan), (
+            f"the plan has {len(self.plan)} steps; a step of {kind!r} is one more"
+        )
+        planned = self.plan[self._next]
+        assert planned.kind == kind, f"the plan's step {self._next + 1} is {planned.kind!r}, not {kind!r}"
+        with within_unit(self.callback, self._done, self.total, planned.units):
+            yield
+        self._next += 1
+        self._done += planned.units
 
 
 @contextmanager

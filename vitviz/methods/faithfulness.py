@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-from vitviz.methods import explain_pixels, method_title
+from vitviz.methods import METHODS, explain_pixels, method_title
 from vitviz.methods.probes import (
     DEFAULT_FRACTIONS,
     ProbeGrid,
@@ -27,23 +28,39 @@ from vitviz.methods.probes import (
 )
 from vitviz.models import LoadedModel
 from vitviz.preprocess import ImageView
-from vitviz.progress import ProgressCallback, within_unit
+from vitviz.progress import PlannedSteps, PlanStep, ProgressCallback
 
 __all__ = [
     "ROAD_PERCENTILES",
     "FaithfulnessResult",
     "RoadResult",
     "faithfulness",
+    "faithfulness_plan",
     "faithfulness_rows",
     "random_order_aucs",
     "random_road_scores",
     "road",
+    "road_plan",
     "road_rows",
 ]
 
 # The map percentiles ROAD thresholds at (the library's defaults); at p, (100 − p) % of the pixels
 # are imputed.
 ROAD_PERCENTILES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+
+# Guessed costs of the steps, in forward passes of one image (`vitviz.progress.PlanStep`): across
+# kinds they count only until a kind has been timed. A map is a forward and a backward (a backward
+# costs about two forwards); a slow method's tens of them (Integrated Gradients' 16 steps). An
+# imputation is a forward and a sparse solve over the pixels it fills, so its guess grows with them:
+# on EfficientNet-Lite0 at 224 px one filling half the image took about as long as 20 forwards,
+# and one filling 90% about nine times one filling 10% (BENCHMARKS.md).
+_MAP_FORWARDS, _SLOW_MAP_FORWARDS, _HALF_IMPUTATION_FORWARDS = 3.0, 48.0, 20.0
+
+
+def _map_step(method: str) -> PlanStep:
+    """One method's map as a step: maps of one method cost alike, of two methods not."""
+    slow = method in METHODS and METHODS[method].slow
+    return PlanStep(f"map: {method}", cost=_SLOW_MAP_FORWARDS if slow else _MAP_FORWARDS)
 
 
 @dataclass(frozen=True)
@@ -111,9 +128,9 @@ def faithfulness(
         fractions: increasing fractions from 0 to 1.
         method_options: per-method options, by method name.
         seed: seed of the random order of the baseline curves.
-        progress: called with (steps done, steps in all): the baseline curves, then per method its
-            map and its two sets of curves (a slow map moves within its step); an exception it
-            raises (a cancel) stops the scoring.
+        progress: called with (steps done, steps in all): the steps of `faithfulness_plan`, the
+            baseline curves, then per method its map and its two sets of curves (a slow map moves
+            within its step); an exception it raises (a cancel) stops the scoring.
 
     Returns:
         One result per method, in the order given.
@@ -125,19 +142,19 @@ def faithfulness(
     def curves(order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return _order_curves(loaded, target, grid, steps, order)
 
-    total = 1 + 3 * len(methods)
-    with within_unit(progress, 0, total):
+    walk = PlannedSteps(progress, faithfulness_plan(methods, steps))
+    with walk.step("curves"):
         random_deletion, random_insertion = curves(
             salience_order(None, "drop-random", seed, grid.num_patches)
         )
     results = []
-    for number, method in enumerate(methods):
+    for method in methods:
         options = (method_options or {}).get(method, {})
-        with within_unit(progress, 1 + 3 * number, total):  # Score-CAM's masks move this step
+        with walk.step(_map_step(method).kind):  # Score-CAM's masks move this step
             salience = salience_on_grid(loaded, target, grid, method, **options)
-        with within_unit(progress, 2 + 3 * number, total):
+        with walk.step("curves"):
             deletion, insertion = curves(salience_order(salience, "drop-salient"))
-        with within_unit(progress, 3 + 3 * number, total):
+        with walk.step("curves"):
             least_first, _ = curves(salience_order(salience, "drop-least-salient"))
         results.append(
             FaithfulnessResult(
@@ -155,6 +172,15 @@ def faithfulness(
             )
         )
     return results
+
+
+def faithfulness_plan(
+    methods: Sequence[str], fractions: Sequence[float] = DEFAULT_FRACTIONS
+) -> list[PlanStep]:
+    """The steps `faithfulness` reports, in order: the random order's curves, then per method its map
+    and its two sets of curves (each set a deletion and an insertion curve, a forward per point)."""
+    curves = PlanStep("curves", cost=2.0 * len(fractions))
+    return [curves] + [step for method in methods for step in (_map_step(method), curves, curves)]
 
 
 def _checked_fractions(fractions: Sequence[float]) -> np.ndarray:
@@ -272,8 +298,10 @@ def road(
         seed: seed of the imputation noise and of the random-order map (the global random state
             is left as it was).
         method_options: per-method options, by method name.
-        progress: called with (steps done, steps in all), a step being one imputed input or one
-            method's map; an exception it raises (a cancel) stops the scoring.
+        progress: called with (steps done, steps in all), the steps of `road_plan`: each method's
+            map, then the imputed inputs, a threshold at a time across every map (so the first
+            imputations timed are a fair sample of them all); an exception it raises (a cancel)
+            stops the scoring.
 
     Returns:
         One result per method, in the order given.
@@ -281,40 +309,44 @@ def road(
     steps = _road_steps(percentiles)
     target = probe_target(loaded, view, class_index)
     pixels = target.pixels  # (1, 3, H, W)
-
-    total = len(steps) + len(methods) * (1 + 2 * len(steps))
-    done = 0
-
-    def imputed(values: np.ndarray, orders: Sequence[type]) -> list[np.ndarray]:
-        nonlocal done
-        curves = _imputed_curves(loaded, target, values, orders, steps, seed, progress, done, total)
-        done += len(steps) * len(orders)
-        return curves
-
-    random_map = _random_road_map(loaded, seed)
-    (random_order,) = imputed(random_map, [ROADMostRelevantFirst])
-    results = []
+    walk = PlannedSteps(progress, road_plan(methods, steps))
+    maps = []
     for method in methods:
         options = (method_options or {}).get(method, {})
-        with within_unit(progress, done, total):  # Score-CAM's masks move this step
-            values = explain_pixels(loaded, pixels, method, [target.index], **options)[0].values
-        done += 1
-        most_first, least_first = imputed(values, [ROADMostRelevantFirst, ROADLeastRelevantFirst])
-        results.append(
-            RoadResult(
-                model=loaded.facts.name,
-                trained=loaded.trained,
-                method=method,
-                target_index=target.index,
-                target_label=target.label,
-                clean_probability=target.clean_probability,
-                removed=np.asarray([1.0 - step / 100 for step in steps]),
-                most_relevant_first=most_first,
-                least_relevant_first=least_first,
-                random_order=random_order,
-            )
+        with walk.step(_map_step(method).kind):  # Score-CAM's masks move this step
+            maps.append(explain_pixels(loaded, pixels, method, [target.index], **options)[0].values)
+    both = [ROADMostRelevantFirst, ROADLeastRelevantFirst]
+    imputed = [(_random_road_map(loaded, seed), [ROADMostRelevantFirst])] + [
+        (values, both) for values in maps
+    ]
+    (random_order,), *per_method = _imputed_curves(loaded, target, imputed, steps, seed, walk)
+    return [
+        RoadResult(
+            model=loaded.facts.name,
+            trained=loaded.trained,
+            method=method,
+            target_index=target.index,
+            target_label=target.label,
+            clean_probability=target.clean_probability,
+            removed=np.asarray([1.0 - step / 100 for step in steps]),
+            most_relevant_first=most_first,
+            least_relevant_first=least_first,
+            random_order=random_order,
         )
-    return results
+        for method, (most_first, least_first) in zip(methods, per_method, strict=True)
+    ]
+
+
+def road_plan(methods: Sequence[str], percentiles: Sequence[int] = ROAD_PERCENTILES) -> list[PlanStep]:
+    """The steps `road` reports, in order: each method's map, then the imputed inputs a threshold at a
+    time (the random order's one, each method's two), from the fewest pixels filled to the most."""
+    maps = [_map_step(method) for method in methods]
+    per_threshold = 1 + 2 * len(methods)  # the random order's, then each method's two
+    return maps + [
+        PlanStep("imputation", cost=_HALF_IMPUTATION_FORWARDS * 2 * (100 - percentile) / 100)
+        for percentile in _road_steps(percentiles)
+        for _ in range(per_threshold)
+    ]
 
 
 def _road_steps(percentiles: Sequence[int]) -> list[int]:
@@ -334,36 +366,43 @@ def _random_road_map(loaded: LoadedModel, seed: int) -> np.ndarray:
 def _imputed_curves(
     loaded: LoadedModel,
     target: ProbeTarget,
-    values: np.ndarray,
-    orders: Sequence[type],
+    maps: Sequence[tuple[np.ndarray, Sequence[type]]],
     steps: Sequence[int],
     seed: int,
-    progress: ProgressCallback | None = None,
-    done: int = 0,
-    total: int = 0,
-) -> list[np.ndarray]:
-    """The target probability at each threshold of this map, (P,) for each ROAD order.
+    walk: PlannedSteps | None = None,
+) -> list[list[np.ndarray]]:
+    """The target probability at each threshold of each map: per map, (P,) for each of its ROAD orders.
 
-    Each imputed input is one step of `progress`, counted on from `done` of `total`.
+    The thresholds are taken in turn, each across every map; each map draws its imputation noise
+    from its own stream seeded with `seed`, so its curves are those it would give alone. Each
+    imputed input is an "imputation" step of `walk`.
     """
     pixels = target.pixels  # (1, 3, H, W)
     input_size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
     targets = [ClassifierOutputSoftmaxTarget(target.index)]
     devices = [pixels.device] if pixels.device.type == "cuda" else []
-    per_pixel = F.interpolate(
-        torch.from_numpy(values)[None, None], size=input_size, mode="bilinear", align_corners=False
-    )[0].numpy()  # (1, H, W): ROAD thresholds pixels
-    curves: list[list[float]] = [[] for _ in orders]
+    per_pixel = [
+        F.interpolate(
+            torch.from_numpy(values)[None, None], size=input_size, mode="bilinear", align_corners=False
+        )[0].numpy()  # (1, H, W): ROAD thresholds pixels
+        for values, _ in maps
+    ]
+    curves: list[list[list[float]]] = [[[] for _ in orders] for _, orders in maps]
     # Plain forwards only (the library hooks nothing here), so no model lock is needed.
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
+        streams = [torch.get_rng_state() for _ in maps]  # the noise only the CPU draws
         for percentile in steps:
-            for curve, metric in zip(curves, orders, strict=True):
-                with within_unit(progress, done, total):
-                    after = metric(percentile)(pixels, per_pixel, targets, loaded.model, return_diff=False)
-                done += 1
-                curve.append(float(after[0]))
-    return [np.asarray(curve) for curve in curves]
+            for index, (_, orders) in enumerate(maps):
+                torch.set_rng_state(streams[index])
+                for curve, metric in zip(curves[index], orders, strict=True):
+                    with nullcontext() if walk is None else walk.step("imputation"):
+                        after = metric(percentile)(
+                            pixels, per_pixel[index], targets, loaded.model, return_diff=False
+                        )
+                    curve.append(float(after[0]))
+                streams[index] = torch.get_rng_state()
+    return [[np.asarray(curve) for curve in map_curves] for map_curves in curves]
 
 
 def random_road_scores(
@@ -385,11 +424,10 @@ def random_road_scores(
     target = probe_target(loaded, view, class_index)
     scores = []
     for seed in seeds:
-        most_first, least_first = _imputed_curves(
+        ((most_first, least_first),) = _imputed_curves(
             loaded,
             target,
-            _random_road_map(loaded, seed),
-            [ROADMostRelevantFirst, ROADLeastRelevantFirst],
+            [(_random_road_map(loaded, seed), [ROADMostRelevantFirst, ROADLeastRelevantFirst])],
             steps,
             seed,
         )

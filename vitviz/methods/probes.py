@@ -14,11 +14,20 @@ from vitviz.methods import default_method, explain_pixels
 from vitviz.models import Family, LoadedModel, no_token_grid_reason
 from vitviz.predict import NoClassifierError, followed_class
 from vitviz.preprocess import ImageView
-from vitviz.progress import ProgressCallback, report, within_unit
+from vitviz.progress import (
+    PlannedSteps,
+    PlanStep,
+    ProgressCallback,
+    declare_plan,
+    plan_units,
+    portion,
+    report,
+)
 
 __all__ = [
     "CNN_PATCH_PX",
     "DEFAULT_FRACTIONS",
+    "DROP_ALL_ORDERS",
     "DROP_ORDERS",
     "PROBE_KINDS",
     "ProbeCurve",
@@ -28,6 +37,7 @@ __all__ = [
     "area_under_curve",
     "drop_mask",
     "occlude_region",
+    "probe_curves",
     "probe_grid",
     "probe_target",
     "resample_to_grid",
@@ -44,7 +54,11 @@ PROBE_KINDS: tuple[str, ...] = ("drop-salient", "drop-least-salient", "drop-rand
 # The three orders a drop probe can take: a salience map is worth reading only against the random
 # order (its baseline) and the least-salient-first order (its opposite).
 DROP_ORDERS: tuple[str, ...] = ("drop-salient", "drop-least-salient", "drop-random")
-_MAP_IMAGES = 2  # what a salience map costs in a probe's progress: about a forward and a backward
+DROP_ALL_ORDERS = "drop"  # `probe_curves`' name for the drop probe in all of DROP_ORDERS
+_MAP_IMAGES = 2  # what a salience map counts as in a probe's progress: about a forward and a backward
+# A map's two units guessed at 1.5 forwards each (a backward costs about two forwards): the guess
+# prices images only until the first batch of them has been timed.
+_MAP_STEP = PlanStep("map", _MAP_IMAGES, 1.5)
 DEFAULT_FRACTIONS: tuple[float, ...] = tuple(round(step / 10, 1) for step in range(11))  # 0.0 … 1.0
 # CNNs have no tokens: they are probed on 16-px patches, the ViT-B/16 grid the probes were made for.
 CNN_PATCH_PX = 16
@@ -385,16 +399,16 @@ def run_probe(
     salient = kind in ("drop-salient", "drop-least-salient")
     method = (method or default_method(facts)) if salient else None
     order = np.arange(grid.num_patches)
-    total = _MAP_IMAGES + steps.size
-    if kind.startswith("drop-"):
-        with within_unit(progress, 0, total, _MAP_IMAGES):
+    walk = PlannedSteps(progress, _probe_plan(steps.size))
+    with walk.step("map"):
+        if kind.startswith("drop-"):
             salience = salience_on_grid(loaded, target, grid, method, **method_options) if method else None
-        order = salience_order(salience, kind, seed, size=grid.num_patches)
-    elif kind == "shuffle":
-        order = np.random.default_rng(seed).permutation(grid.num_patches)
+            order = salience_order(salience, kind, seed, size=grid.num_patches)
+        elif kind == "shuffle":
+            order = np.random.default_rng(seed).permutation(grid.num_patches)
     counts = [round(fraction * grid.num_patches) for fraction in steps]
 
-    with within_unit(progress, _MAP_IMAGES, total, steps.size):
+    with walk.step("images"):
         if remove_tokens:
             dropped = [order[: min(count, grid.num_patches - 1)] for count in counts]
             probabilities = _probabilities_without_tokens(loaded, target.pixels, dropped, target.index)
@@ -419,6 +433,11 @@ def run_probe(
         removed_tokens=remove_tokens,
         grid_size=grid.grid_size,
     )
+
+
+def _probe_plan(points: int, orders: int = 1) -> list[PlanStep]:
+    """A probe's steps: the map (two units), then each order's perturbed inputs (a unit, a forward, each)."""
+    return [_MAP_STEP] + [PlanStep("images", points)] * orders
 
 
 def run_drop_orders(
@@ -452,15 +471,15 @@ def run_drop_orders(
     input_size = (pixels.shape[1], pixels.shape[2])
     method = method or default_method(facts)
     # Counted in images through the model: the map as two (a forward and a backward), then each order's.
-    total = _MAP_IMAGES + len(DROP_ORDERS) * steps.size
-    with within_unit(progress, 0, total, _MAP_IMAGES):
+    walk = PlannedSteps(progress, _probe_plan(steps.size, len(DROP_ORDERS)))
+    with walk.step("map"):
         salience = salience_on_grid(loaded, target, grid, method, **method_options)
     counts = [round(fraction * grid.num_patches) for fraction in steps]
     curves = []
-    for number, kind in enumerate(DROP_ORDERS):
+    for kind in DROP_ORDERS:
         order = salience_order(salience, kind, seed, size=grid.num_patches)
         perturbed = [pixels * ~drop_mask(order[:count], grid, input_size) for count in counts]
-        with within_unit(progress, _MAP_IMAGES + number * steps.size, total, steps.size):
+        with walk.step("images"):
             probabilities = target_probabilities(loaded, torch.stack(perturbed), target.index)
         curves.append(
             ProbeCurve(
@@ -478,3 +497,52 @@ def run_drop_orders(
             )
         )
     return curves
+
+
+def probe_curves(
+    loaded: LoadedModel,
+    view: ImageView,
+    kind: str = DROP_ALL_ORDERS,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    method: str | None = None,
+    class_index: int | None = None,
+    remove_tokens: bool = False,
+    centre: Sequence[float] = (0.5, 0.5),
+    progress: ProgressCallback | None = None,
+) -> list[ProbeCurve]:
+    """A probe's curves as a comparison reads them: the drop probe in all three orders, else one curve.
+
+    Args:
+        kind: DROP_ALL_ORDERS (most salient first, least salient first, random: one map serves
+            both salient orders unless a ViT's tokens are removed, where each order runs apart),
+            or "shuffle" / "occlude" (one curve, no map).
+        remove_tokens: for the drop probe, remove a ViT's dropped tokens (`run_probe`).
+        centre: (row, col) fractions of the occluded region's centre.
+        progress: called with (images done, images in all), each map counting as two.
+        Other arguments as `run_probe`.
+    """
+    if kind != DROP_ALL_ORDERS:
+        return [
+            run_probe(
+                loaded,
+                view,
+                kind,
+                fractions,
+                None,
+                class_index,
+                centre=(centre[0], centre[1]),
+                progress=progress,
+            )
+        ]
+    if not remove_tokens:
+        return run_drop_orders(loaded, view, fractions, method, class_index, progress=progress)
+    one = _probe_plan(len(fractions))
+    declare_plan(progress, one * len(DROP_ORDERS))
+    each, total = plan_units(one), plan_units(one) * len(DROP_ORDERS)
+    return [
+        run_probe(
+            loaded, view, order, fractions, method, class_index, True,
+            progress=portion(progress, number * each, each, total),
+        )
+        for number, order in enumerate(DROP_ORDERS)
+    ]  # fmt: skip

@@ -24,7 +24,7 @@ from vitviz.capture import model_lock
 from vitviz.methods import METHODS, explain_pixels
 from vitviz.models import LoadedModel
 from vitviz.preprocess import ImageView, check_view
-from vitviz.progress import within_unit
+from vitviz.progress import PlannedSteps, PlanStep
 
 __all__ = [
     "ORIGINAL_STAGE",
@@ -154,6 +154,8 @@ def cascading_randomisation(
         class_index: the class explained at every stage; default the model's top class.
         seed: seed of the random weights.
         progress: called after each map with (maps done, maps in all); an exception it raises stops.
+            Every map is a step of one kind: the first, which also pays the process's warm-up,
+            prices the others only until the second has been timed.
         options: the method's own options.
 
     Returns:
@@ -167,7 +169,7 @@ def cascading_randomisation(
     check_view(loaded, view)
     pixels = view.tensor.to(loaded.device)
     stages = randomisation_stages(model)
-    total = len(stages) + 1
+    walk = PlannedSteps(progress, [PlanStep("map")] * (len(stages) + 1))
     classes = None
     if class_index is not None:
         classes = [class_index]
@@ -176,11 +178,11 @@ def cascading_randomisation(
             classes = [int(model(pixels).argmax(dim=-1)[0])]
     parameters = dict(model.named_parameters())
     generator = torch.Generator().manual_seed(seed)
-    with within_unit(progress, 0, total):  # a slow method's masks move the map's step
+    with walk.step("map"):  # a slow method's masks move the map's step
         maps = [explain_pixels(copied, pixels, method, classes, **options)[0].values]
-    for done, (_, names) in enumerate(stages, start=1):
+    for _, names in stages:
         _redraw([parameters[name] for name in names], generator)
-        with within_unit(progress, done, total):
+        with walk.step("map"):
             maps.append(explain_pixels(copied, pixels, method, classes, **options)[0].values)
     blocks = sum(1 for name, _ in stages if name not in ("head", "embedding", "stem"))
     has_head = stages[0][0] == "head"

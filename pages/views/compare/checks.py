@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import streamlit as st
-from PIL import Image
 
 from pages.views import background, ui
 from pages.views.compare.explanations import method_label
@@ -21,7 +20,7 @@ from vitviz.figures.compare import faithfulness_curves_figure, probe_curves_figu
 from vitviz.jobs import JobSpec
 from vitviz.methods import METHODS, available_methods, default_method, method_title
 from vitviz.methods.faithfulness import FaithfulnessResult, RoadResult, faithfulness_rows, road_rows
-from vitviz.methods.probes import ProbeCurve, run_drop_orders, run_probe
+from vitviz.methods.probes import DROP_ALL_ORDERS, ProbeCurve
 from vitviz.methods.verdicts import Verdict, deletion_verdicts, drop_verdicts, road_verdicts
 from vitviz.preprocess import VIEW_LABELS
 
@@ -29,15 +28,16 @@ __all__ = [
     "DROP",
     "PROBES",
     "CheckedModels",
-    "cached_probe",
+    "ProbeSettings",
     "checks_section",
     "faithfulness_section",
+    "probe_each_model",
     "probes_section",
     "score_each_model",
     "show_verdicts",
 ]
 
-DROP = "drop"  # the drop probe, run in its three orders so that the random baseline sits beside it
+DROP = DROP_ALL_ORDERS  # the drop probe, run in its three orders so that the random baseline sits beside it
 PROBES = {
     DROP: "drop patches: most salient first, least salient first, random order",
     "shuffle": "shuffle a growing share of patches",
@@ -77,38 +77,53 @@ def checks_section(
         faithfulness_section(checked)
 
 
-@st.cache_data(show_spinner="Probing…", max_entries=64)
-def cached_probe(
-    name: str,
-    weights: str,
-    device: str,
-    digest: str,
-    view: str,
-    kind: str,
-    method: str,
-    class_index: int | None,
-    remove_tokens: bool,
-    steps: int,
-    centre: tuple[float, float],
-    _image: Image.Image,
-) -> list[ProbeCurve]:
-    """The probe's curves: for "drop" the three orders (most, least salient first, random), else one."""
-    fractions = [step / (steps - 1) for step in range(steps)]
-    loaded = ui.cached_model(name, weights, device)
-    seen = ui.cached_view(name, weights, device, digest, _image, view)
-    if kind == DROP and not remove_tokens:
-        return run_drop_orders(loaded, seen, fractions, method, class_index)
-    if kind == DROP:
-        return [
-            run_probe(loaded, seen, order, fractions, method, class_index, True)
-            for order in ("drop-salient", "drop-least-salient", "drop-random")
-        ]
-    return [run_probe(loaded, seen, kind, fractions, None, class_index, centre=centre)]
+class ProbeSettings(NamedTuple):
+    """The probe the controls ask for, the same on every model."""
+
+    kind: str  # a key of PROBES
+    steps: int  # points on each curve
+    remove_tokens: bool  # ViTs: remove dropped tokens instead of greying them
+    centre: tuple[float, float]  # (row, col) fractions of the occluded region's centre
+
+
+def probe_each_model(checked: CheckedModels, probe: ProbeSettings) -> list[ProbeCurve]:
+    """The curves that have arrived of each model's probe: each a background job (its progress in
+    images, time left and Cancel drawn here); a failure stays in its slot."""
+    curves: list[ProbeCurve] = []
+    keys = []
+    fractions = [step / (probe.steps - 1) for step in range(probe.steps)]
+    for slot in checked.classifiers:
+        choice = slot.choice
+        method = checked.methods[slot.number]
+        if method in SLOW_METHODS or method not in available_methods(slot.loaded.facts):
+            method = default_method(slot.loaded.facts)
+        removing = (
+            probe.remove_tokens and probe.kind == DROP and slot.loaded.facts.family in ("vit", "hybrid")
+        )
+        class_index, view = checked.classes[slot.number], checked.view
+        key = ("probe", *slot.model_key, checked.picked.digest, view, class_index, method, removing, *probe)
+        options = {
+            "kind": probe.kind,
+            "fractions": fractions,
+            "method": method,
+            "class_index": class_index,
+            "remove_tokens": removing,
+            "centre": list(probe.centre),
+            "view": view,
+        }
+        spec = JobSpec("probe", choice.name, choice.weights, choice.device, options)
+        what = f"{slot.number}. {probe.kind} probe of {choice.shown}"
+        outcome = background.job_outcome(key, spec, checked.picked.image, slot.loaded, what)
+        keys.append(key)
+        if outcome.result is not None:
+            curves += outcome.result
+    background.job_controls(keys, "compare_probe_job")
+    return curves
 
 
 def probes_section(checked: CheckedModels) -> None:
     """The probe controls and, once switched on, every model's curves on one plot with their areas."""
-    classifiers, methods, picked, classes, view = checked
+    classifiers, _, picked, _, view = checked
     run = st.toggle("Run probes", key="compare_run_probes")
     row = st.columns([2, 1, 1])
     kind = row[0].selectbox(
@@ -137,30 +152,9 @@ def probes_section(checked: CheckedModels) -> None:
     if not run:
         st.caption("Switch on **Run probes** to draw the curves (each costs a few forward passes).")
         return
-    curves: list[ProbeCurve] = []
-    for slot in classifiers:
-        choice = slot.choice
-        method = methods[slot.number]
-        if method in SLOW_METHODS or method not in available_methods(slot.loaded.facts):
-            method = default_method(slot.loaded.facts)
-        removing = remove_tokens and kind == DROP and slot.loaded.facts.family in ("vit", "hybrid")
-        try:
-            curves += cached_probe(
-                choice.name,
-                choice.weights,
-                choice.device,
-                picked.digest,
-                view,
-                kind,
-                method,
-                classes[slot.number],
-                removing,
-                steps,
-                centre,
-                picked.image,
-            )
-        except (ValueError, RuntimeError) as error:
-            st.error(f"{slot.number}. {choice.shown}: {error}")
+    curves = probe_each_model(checked, ProbeSettings(kind, steps, remove_tokens, centre))
+    if not curves:
+        return
     figure = probe_curves_figure(curves, f"{PROBES[kind]} · {picked.name} · {VIEW_LABELS[view]}")
     ui.plotly_chart(figure, key="compare_probe_chart", share=1.0)
     st.dataframe(
