@@ -109,11 +109,10 @@ def probe_each_model(checked: CheckedModels, probe: ProbeSettings) -> list[Probe
             "class_index": class_index,
             "remove_tokens": removing,
             "centre": list(probe.centre),
-            "view": view,
         }
-        spec = JobSpec("probe", choice.name, choice.weights, choice.device, options)
+        spec = JobSpec("probe", choice.name, choice.weights, choice.device, options, view=view)
         what = f"{slot.number}. {probe.kind} probe of {choice.shown}"
-        outcome = background.job_outcome(key, spec, checked.picked.image, slot.loaded, what)
+        outcome = background.job_outcome(key, spec, [checked.picked.image], slot.loaded, what)
         keys.append(key)
         if outcome.result is not None:
             curves += outcome.result
