@@ -32,11 +32,12 @@ seen = ui.cached_view(
 explore.seed_layers_from_link(loaded.facts, seen)
 ui.untrained_warning(loaded)
 st.caption(ui.model_caption(loaded, choice.weights, seen=seen))
+page = explore.ExplorePage(loaded, choice, picked_image, view, opacity, raw_colours)
 has_attention = loaded.facts.global_attention
 if has_attention:
-    explore.render_attention(loaded, choice, picked_image, view, opacity, raw_colours)
+    explore.render_attention(page)
 elif explore.attention_maps_offered(loaded.facts):
-    explore.render_attention_maps(loaded, choice, picked_image, view, opacity, raw_colours)
+    explore.render_attention_maps(page)
 else:
-    explore.render_cnn(loaded, choice, picked_image, view)
+    explore.render_cnn(page)
 explore.sync_link(choice, picked_image, opacity, attention=has_attention)

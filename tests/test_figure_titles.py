@@ -3,7 +3,14 @@
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from vitviz.figures.titles import SOFT_BREAK, TITLE_LINE_PX, fit_title, fitted_layout, text_width_px
+from vitviz.figures.titles import (
+    SOFT_BREAK,
+    TITLE_LINE_PX,
+    WORD_BREAK,
+    fit_title,
+    fitted_layout,
+    text_width_px,
+)
 
 LONG_RUN = "fine-tuned run " + "W" * 40 + " (probe from random weights)"
 
@@ -62,3 +69,11 @@ def test_a_figure_layout_gets_its_title_and_subplot_titles_fitted_and_room_above
 
 def test_a_layout_whose_titles_fit_needs_no_copy():
     assert fitted_layout(go.Figure(layout={"title": {"text": "Loss"}}).to_dict()["layout"], 400) is None
+
+
+def test_a_long_name_breaks_after_an_underscore_and_reads_back_whole():
+    title = "3. deit_small_distilled_patch16_224<br>random (untrained)"
+    fitted, added_px = fit_title(title, 200, 13)
+    first = fitted.split("<br>")[0]
+    assert first == f"3. deit_small_distilled_{WORD_BREAK}patch16_224" and added_px == 13 * TITLE_LINE_PX
+    assert fitted.replace(WORD_BREAK, "").replace(SOFT_BREAK, " ") == title

@@ -18,7 +18,7 @@ import streamlit as st
 import torch
 
 from pages.views import ui
-from pages.views.compare.explanations import cached_explanation
+from pages.views.compare.explanations import explanation_of
 from vitviz.capture import partitioned_attention_layers
 from vitviz.figures.common import (
     attention_overlay_figure,
@@ -35,7 +35,7 @@ from vitviz.methods import METHODS, available_methods
 from vitviz.methods.base import reads_partitions
 from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts, no_token_attention_reason
 from vitviz.predict import Prediction, top_predictions
-from vitviz.preprocess import VIEW_LABELS, ImageView
+from vitviz.preprocess import VIEW_LABELS, ImageView, ViewMode
 from vitviz.serving import is_visitor_run
 from vitviz.share import ViewState, parse_view_state, view_state_params
 from vitviz.text import grid_size_text, patch_size_text, picture_size_text
@@ -44,6 +44,7 @@ __all__ = [
     "OPACITY",
     "RAW_COLOURS",
     "VIEW",
+    "ExplorePage",
     "attention_maps_offered",
     "render_attention",
     "render_attention_maps",
@@ -229,8 +230,9 @@ def _bars(choice, picked, view: str, predictions: list[Prediction], what: str, k
     ui.figure_downloads(bars, None, choice.name, choice.weights, picked.name, f"top5-predictions {view}", key)
 
 
-def render_cnn(loaded: LoadedModel, choice: ui.ModelChoice, picked: ui.ImageChoice, view: str) -> None:
+def render_cnn(page: ExplorePage) -> None:
     """A model without global attention over one grid: the view and what it predicts, with a line saying why."""
+    loaded, choice, picked, view = page.loaded, page.choice, page.picked, page.view
     facts = loaded.facts
     if facts.family == "cnn":
         st.info(f"{facts.name} is a CNN: it has no patches and no attention to show. Its predictions:")
@@ -267,25 +269,34 @@ _PARTITIONED_HEADINGS: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class ExplorePage:
+    """What the page draws, picked once in the sidebar: the model, the picture, its view, the map settings."""
+
+    loaded: LoadedModel
+    choice: ui.ModelChoice
+    picked: ui.ImageChoice
+    view: ViewMode
+    opacity: float
+    raw_colours: bool
+
+    def parts(self) -> tuple[LoadedModel, ui.ModelChoice, ui.ImageChoice, ViewMode, float, bool]:
+        return self.loaded, self.choice, self.picked, self.view, self.opacity, self.raw_colours
+
+
 def attention_maps_offered(facts: ModelFacts) -> list[str]:
     """The registry's attention maps that explain this model (Swin's windows, CaiT's class attention, …)."""
     offered = available_methods(facts)
     return [method for method in ATTENTION_MAP_METHODS if method in offered]
 
 
-def render_attention_maps(
-    loaded: LoadedModel,
-    choice: ui.ModelChoice,
-    picked: ui.ImageChoice,
-    view: str,
-    opacity: float,
-    raw_colours: bool,
-) -> None:
+def render_attention_maps(page: ExplorePage) -> None:
     """A model without one grid of global attention whose attention the registry can still map.
 
     The view and the predictions, then each attention map the registry offers for this model over
     the view, titled with what it was read from; a map it refuses says the registry's reason.
     """
+    loaded, choice, picked, view, opacity, raw_colours = page.parts()
     facts = loaded.facts
     reason = no_token_attention_reason(facts, "the clickable patch grid and the per-head maps")
     st.info(f"{reason} The attention maps that do explain it are below.")
@@ -337,17 +348,7 @@ def _attention_method_map(
 ) -> None:
     """One registry map over the view, at the method's default options or those given, with its note when it has one."""
     try:
-        result = cached_explanation(
-            choice.name,
-            choice.weights,
-            choice.device,
-            picked.digest,
-            view,
-            method,
-            None,
-            options,
-            picked.image,
-        )
+        result = explanation_of(choice, picked, view, method, None, options)
     except (ValueError, RuntimeError) as error:  # MethodUnavailableError is a ValueError too
         st.error(f"Could not compute {METHODS[method].title} of {choice.name}: {error}")
         return
@@ -443,18 +444,12 @@ class _Maps:
         sync_link(self.choice, self.picked, self.opacity, attention=True)
 
 
-def render_attention(
-    loaded: LoadedModel,
-    choice: ui.ModelChoice,
-    picked: ui.ImageChoice,
-    view: str,
-    opacity: float,
-    raw_colours: bool,
-) -> None:
+def render_attention(page: ExplorePage) -> None:
     """The photo with its view and the predictions, then the patch grid with raw attention, then rollout.
 
     Everything comes from one forward on one view; each map reruns alone when its controls move.
     """
+    loaded, choice, picked, view, opacity, raw_colours = page.parts()
     facts = loaded.facts
     try:
         record = ui.cached_attention(

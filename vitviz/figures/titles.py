@@ -16,6 +16,7 @@ __all__ = [
     "SUBPLOT_TITLE_FONT_PX",
     "TITLE_FONT_PX",
     "TITLE_LINE_PX",
+    "WORD_BREAK",
     "fit_title",
     "fitted_layout",
     "text_width_px",
@@ -29,8 +30,11 @@ _SUP_SCALE = 0.7  # Plotly draws <sup> text at 70% of the title's size
 _TAG = re.compile(r"<[^>]*>")
 TITLE_LINE_PX = 1.3  # a title line's height, in font sizes
 _MAX_LINES = 4  # lines one source line may wrap into before the rest is cut
-# A line break this module adds: Plotly breaks the line at it as at "<br>", and it tells itself apart.
+# Line breaks this module adds: Plotly breaks the line at each as at "<br>" (its tag may hold
+# spaces), and they tell themselves apart from a title's own: one at a space, one inside a word.
 SOFT_BREAK = "<br >"
+WORD_BREAK = "<br  >"
+_WORD_PARTS = re.compile(r"[^_\-/.:]+[_\-/.:]*|[_\-/.:]+")  # a word's parts, each ending at its joints
 
 
 def text_width_px(text: str, font_px: float) -> float:
@@ -55,21 +59,43 @@ def _cut(word: str, width_px: float, font_px: float) -> str:
     return word + "…"
 
 
-def _wrapped(line: str, width_px: float, font_px: float) -> list[str]:
-    """One line of plain text broken at spaces into lines that fit; a word too long is cut."""
-    lines: list[str] = []
-    current = ""
+def _wrapped(line: str, width_px: float, font_px: float) -> list[tuple[str, str]]:
+    """One line of plain text as lines that fit, each with the break that comes before it.
+
+    Lines break at spaces (SOFT_BREAK); a word too long for a line breaks inside it, after a `_`,
+    `-`, `/`, `.` or `:` (WORD_BREAK: "deit_small_distilled_", then "patch16_224"); a part still too
+    long is cut, ending in "…".
+    """
+
+    def fits(text: str) -> bool:
+        return text_width_px(text, font_px) <= width_px
+
+    lines: list[tuple[str, str]] = []  # (the break before the line, the line)
+    current, joint = "", ""
     for word in line.split(" "):
         candidate = f"{current} {word}" if current else word
-        if text_width_px(candidate, font_px) <= width_px:
+        if fits(candidate):
             current = candidate
             continue
-        if current:
-            lines.append(current)
-        current = word if text_width_px(word, font_px) <= width_px else _cut(word, width_px, font_px)
-    lines.append(current)
+        if fits(word):  # the word starts the next line
+            lines.append((joint, current))
+            current, joint = word, SOFT_BREAK
+            continue
+        # Too long for any line: its parts fill this line on from a space, then the next ones.
+        current = f"{current} " if current else ""
+        started = False  # whether a part of the word stands on the current line
+        for part in _WORD_PARTS.findall(word):
+            if fits(current + part):
+                current, started = current + part, True
+                continue
+            if current.strip():
+                lines.append((joint, current.rstrip()))
+                joint = WORD_BREAK if started else SOFT_BREAK
+            current, started = (part if fits(part) else _cut(part, width_px, font_px)), True
+    lines.append((joint, current))
     if len(lines) > _MAX_LINES:
-        lines = [*lines[: _MAX_LINES - 1], _cut(" ".join(lines[_MAX_LINES - 1 :]), width_px, font_px)]
+        rest = "".join(("" if joint == WORD_BREAK else " ") + text for joint, text in lines[_MAX_LINES - 1 :])
+        lines = [*lines[: _MAX_LINES - 1], (lines[_MAX_LINES - 1][0], _cut(rest.strip(), width_px, font_px))]
     return lines
 
 
@@ -78,8 +104,9 @@ def fit_title(title: str, width_px: float, font_px: float) -> tuple[str, float]:
 
     A title's lines are separated by "<br>"; lines inside <sup>…</sup> (which may span lines) are
     drawn at 70% and measured so. Lines that fit are kept as they are; a line that does not is broken
-    at spaces with SOFT_BREAK, so that replacing each SOFT_BREAK with a space gives the line back
-    (but for a word too long for any line, which is cut, and markup inside the line, which is dropped).
+    at spaces with SOFT_BREAK (a word too long for a line inside it, with WORD_BREAK), so that
+    removing each WORD_BREAK and replacing each SOFT_BREAK with a space gives the line back (but for
+    a part too long for any line, which is cut, and markup inside the line, which is dropped).
 
     Returns:
         The fitted title, and the height in px its added lines take (for the figure's top margin).
@@ -98,7 +125,7 @@ def fit_title(title: str, width_px: float, font_px: float) -> tuple[str, float]:
         lead = "<sup>" if line.startswith("<sup>") else ""
         trail = "</sup>" if line.endswith("</sup>") else ""
         pieces = _wrapped(_TAG.sub("", line[len(lead) : len(line) - len(trail)]), width_px, size)
-        fitted.append(lead + SOFT_BREAK.join(pieces) + trail)
+        fitted.append(lead + "".join(joint + text for joint, text in pieces) + trail)
         added_px += (
             (len(pieces) - 1) * font_px * TITLE_LINE_PX
         )  # a line's height is the title's, <sup> or not

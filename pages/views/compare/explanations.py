@@ -40,6 +40,7 @@ __all__ = [
     "cached_figure",
     "class_picker",
     "explained_classes",
+    "explanation_of",
     "explanation_panel",
     "explanations_section",
     "headless_note",
@@ -312,6 +313,28 @@ def cached_explanation(
     return explain_pixels(loaded, pixels, method, classes, **dict(options))[0]
 
 
+def explanation_of(
+    choice: ui.ModelChoice,
+    picked: ui.ImageChoice,
+    view: ViewMode,
+    method: str,
+    class_index: int | None,
+    options: tuple[tuple[str, object], ...] = (),
+) -> ExplanationResult:
+    """`cached_explanation` of the chosen model on the picked image's view."""
+    return cached_explanation(
+        choice.name,
+        choice.weights,
+        choice.device,
+        picked.digest,
+        view,
+        method,
+        class_index,
+        options,
+        picked.image,
+    )
+
+
 def method_label(method: str) -> str:
     """A method's menu label; a slow one says so."""
     return method_title(method) + (" (slow: runs in the background)" if method in SLOW_METHODS else "")
@@ -431,16 +454,13 @@ def explanation_panel(
             ), None
         return _panel(slot, title, outcome.result, percentile, view, sinks), outcome.result
     try:
-        result = cached_explanation(
-            choice.name,
-            choice.weights,
-            choice.device,
-            picked.digest,
+        result = explanation_of(
+            choice,
+            picked,
             view.mode,
             method,
             class_index,
             tuple(sorted(options.method_options(method).items())),
-            picked.image,
         )
     except (ValueError, RuntimeError) as error:
         return OverlayPanel(title, None, note=_wrap(str(error)), pixels=view.pixels), None
