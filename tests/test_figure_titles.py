@@ -77,3 +77,27 @@ def test_a_long_name_breaks_after_an_underscore_and_reads_back_whole():
     first = fitted.split("<br>")[0]
     assert first == f"3. deit_small_distilled_{WORD_BREAK}patch16_224" and added_px == 13 * TITLE_LINE_PX
     assert fitted.replace(WORD_BREAK, "").replace(SOFT_BREAK, " ") == title
+
+
+def test_an_upright_colour_bar_title_longer_than_its_bar_stands_in_lines_that_fit():
+    from vitviz.figures.titles import fitted_colour_bars
+
+    title = "cosine similarity (clipped at the 99th percentile)"
+    figure = go.Figure(
+        [
+            go.Heatmap(z=[[0, 1], [1, 0]], colorbar={"title": {"text": title, "side": "right"}}),
+            go.Bar(x=[1], y=[1]),
+        ],
+        layout={"height": 300, "margin": {"t": 60, "b": 40}},
+    )
+    spec = figure.to_dict()
+    data = fitted_colour_bars(spec["data"], spec["layout"])
+    assert data is not None and spec["data"][0]["colorbar"]["title"]["text"] == title  # a copy
+    lines = data[0]["colorbar"]["title"]["text"].split(SOFT_BREAK)
+    assert len(lines) == 2 and all(text_width_px(line, 12) <= 300 - 60 - 40 for line in lines)
+    assert data[1] == spec["data"][1]  # a trace without a colour bar is left as it is
+    # On a tall figure the same title fits along its bar; a title above the bar is not turned.
+    tall = go.Figure(layout={"height": 900}).to_dict()["layout"]
+    assert fitted_colour_bars(spec["data"], tall) is None
+    above = [{**spec["data"][0], "colorbar": {"title": {"text": title, "side": "top"}}}]
+    assert fitted_colour_bars(above, spec["layout"]) is None

@@ -24,8 +24,8 @@ OVERFLOW = """() => {
     return Object.fromEntries(Object.entries(parts).map(([name, part]) => [name, part.scrollWidth - part.clientWidth]));
 }"""
 
-# Each piece of a Plotly figure's text that reaches past its figure's left or right edge (where the
-# figure's SVG cuts it off): its first 60 characters.
+# Each piece of a Plotly figure's text that reaches past any edge of its figure (where the figure's
+# SVG cuts it off; a colour bar's upright title runs past the top and bottom): its first 60 characters.
 CLIPPED_FIGURE_TEXT = """() => {
     const clipped = [];
     for (const plot of document.querySelectorAll(".js-plotly-plot")) {
@@ -33,7 +33,11 @@ CLIPPED_FIGURE_TEXT = """() => {
         if (figure.width === 0) continue;
         for (const text of plot.querySelectorAll("svg text")) {
             const box = text.getBoundingClientRect();
-            if (box.width > 0 && (box.right > figure.right + 1 || box.left < figure.left - 1)) {
+            // Upward, a text's box reaches above its glyphs by its font's line gap (3 px measured
+            // on a 12-px title hung from the top): 4 px of it are not a cut.
+            const outside = box.right > figure.right + 1 || box.left < figure.left - 1
+                || box.bottom > figure.bottom + 1 || box.top < figure.top - 4;
+            if (box.width > 0 && outside) {
                 clipped.push(text.textContent.slice(0, 60));
             }
         }

@@ -18,6 +18,7 @@ __all__ = [
     "TITLE_LINE_PX",
     "WORD_BREAK",
     "fit_title",
+    "fitted_colour_bars",
     "fitted_layout",
     "text_width_px",
 ]
@@ -137,14 +138,17 @@ TITLE_FONT_PX = 17.0  # a title's size: 1.4 × the 12-px base font
 SUBPLOT_TITLE_FONT_PX = 16.0  # make_subplots' titles
 _DEFAULT_MARGIN = {"l": 80, "r": 80, "t": 100, "b": 80}
 _SIDE_PAD_PX = 4  # kept between a title and the figure's edge
+_TOP_PAD_PX = 8  # above a fitted title
 _COLOUR_BAR_PX = 110  # a colour bar with its tick labels and title, beside the plots
+_DEFAULT_HEIGHT_PX = 450  # a figure's height where its layout sets none
+_BASE_FONT_PX = 12.0  # the font of text a figure sizes nowhere
 
 
 def fitted_layout(layout: dict, width_px: float) -> dict | None:
     """A figure's layout (as `Figure.to_dict()` gives it) with its title and its subplots' titles
-    fitted to a figure `width_px` wide, its top margin grown by the lines added (a figure of a set
-    height keeps it: its plot gives the lines their room); None when everything fits as it is.
-    `layout` is not changed.
+    fitted to a figure `width_px` wide, its top margin grown to hold every line (a figure of a set
+    height keeps it: its plot gives the lines their room), and its shared colour bar's title fitted
+    to the bar; None when everything fits as it is. `layout` is not changed.
 
     A subplot title (an annotation on the paper, anchored at its bottom) gets its subplot's width,
     less a shared colour bar's share.
@@ -154,10 +158,7 @@ def fitted_layout(layout: dict, width_px: float) -> dict | None:
     size = float((title.get("font") or {}).get("size") or TITLE_FONT_PX)
     title["text"], added_px = fit_title(text, width_px - 2 * _SIDE_PAD_PX, size)
     changed = title["text"] != text
-    margin = {
-        **_DEFAULT_MARGIN,
-        **{key: value for key, value in (layout.get("margin") or {}).items() if value is not None},
-    }
+    margin = _margin(layout)
     plot_px = width_px - margin["l"] - margin["r"] - (_COLOUR_BAR_PX if _has_colour_bar(layout) else 0)
     annotations = []
     subplots_added_px = 0.0
@@ -165,23 +166,69 @@ def fitted_layout(layout: dict, width_px: float) -> dict | None:
         annotation = dict(annotation)
         domain = _x_domain(layout, annotation)
         if domain is not None and annotation.get("text"):
-            size = float((annotation.get("font") or {}).get("size") or SUBPLOT_TITLE_FONT_PX)
-            fitted, added = fit_title(annotation["text"], (domain[1] - domain[0]) * plot_px, size)
+            size_px = float((annotation.get("font") or {}).get("size") or SUBPLOT_TITLE_FONT_PX)
+            fitted, added = fit_title(annotation["text"], (domain[1] - domain[0]) * plot_px, size_px)
             changed |= fitted != annotation["text"]
             annotation["text"] = fitted
             subplots_added_px = max(subplots_added_px, added)
         annotations.append(annotation)
-    if not changed:
+    fitted_layout = dict(layout)
+    if changed:
+        # Hung from the figure's top (Plotly otherwise centres a title in the top margin, and one of
+        # many lines ran into the plot), with the margin below it tall enough for all its lines.
+        # Plotly hangs a title of several lines about one font size higher than its pad says
+        # (measured: 11 px for 12-px, 20 px for 22-px titles), so the pad holds that too.
+        pad_px = round(_TOP_PAD_PX + size)
+        if title.get("y") in (None, "auto"):
+            title.update(y=1.0, yref="container", yanchor="top", pad={"t": pad_px})
+        lines = title["text"].count("<br") + 1
+        needed = round(pad_px + lines * size * TITLE_LINE_PX + 2 * _SIDE_PAD_PX)
+        top = max(margin["t"] + round(added_px + subplots_added_px), needed)
+        fitted_layout.update(title=title, margin={**(layout.get("margin") or {}), "t": top})
+        if annotations:
+            fitted_layout["annotations"] = annotations
+    axis = layout.get("coloraxis")  # a shared colour bar, as long as the plot the title left
+    bar = _fitted_bar(axis.get("colorbar"), fitted_layout) if isinstance(axis, dict) else None
+    if bar is not None:
+        fitted_layout["coloraxis"] = {**axis, "colorbar": bar}
+    return fitted_layout if changed or bar is not None else None
+
+
+def fitted_colour_bars(data: list[dict], layout: dict) -> list[dict] | None:
+    """The traces (as `Figure.to_dict()["data"]` gives them) with each upright colour bar's title
+    broken into lines that fit the bar's length; None when every title fits as it is.
+
+    A colour bar titled on its right side reads its title bottom to top along the bar, which on a
+    short figure ran past both ends (a map's "cosine similarity (clipped at the 99th percentile)");
+    its lines stand side by side. `data` is not changed.
+    """
+    fitted, changed = [], False
+    for trace in data:
+        bar = _fitted_bar(trace.get("colorbar"), layout)
+        changed |= bar is not None
+        fitted.append(trace if bar is None else {**trace, "colorbar": bar})
+    return fitted if changed else None
+
+
+def _margin(layout: dict) -> dict:
+    """The figure's margins, Plotly's default where its layout sets none."""
+    set_here = {key: value for key, value in (layout.get("margin") or {}).items() if value is not None}
+    return {**_DEFAULT_MARGIN, **set_here}
+
+
+def _fitted_bar(bar: dict | None, layout: dict) -> dict | None:
+    """An upright colour bar with its side title broken into lines that fit its length; None when
+    it fits (or the bar is not upright, or its title stands above it)."""
+    title = (bar or {}).get("title") or {}
+    if not title.get("text") or title.get("side") != "right" or bar.get("orientation") == "h":
         return None
-    grown = round(added_px + subplots_added_px)
-    fitted_layout = {
-        **layout,
-        "title": title,
-        "margin": {**(layout.get("margin") or {}), "t": margin["t"] + grown},
-    }
-    if annotations:
-        fitted_layout["annotations"] = annotations
-    return fitted_layout
+    margin = _margin(layout)
+    plot_px = (layout.get("height") or _DEFAULT_HEIGHT_PX) - margin["t"] - margin["b"]
+    length = bar.get("len", 1.0) * (plot_px if bar.get("lenmode", "fraction") == "fraction" else 1.0)
+    base_px = float((layout.get("font") or {}).get("size") or _BASE_FONT_PX)
+    size = float((title.get("font") or {}).get("size") or base_px)
+    text, _ = fit_title(title["text"], length, size)
+    return None if text == title["text"] else {**bar, "title": {**title, "text": text}}
 
 
 def _has_colour_bar(layout: dict) -> bool:

@@ -237,7 +237,9 @@ def explanations_section(
             title={
                 "text": f"{picked.name} · {VIEW_LABELS[options.view]} · {names}",
                 "font": {"size": 12},
-                "y": 0.99,
+                "y": 1.0,
+                "yanchor": "top",  # its first line hangs from the figure's top edge, 8 px down
+                "pad": {"t": 8},
             },
             margin={"t": 90},
         )

@@ -16,7 +16,7 @@ import streamlit as st
 from PIL import Image
 
 from vitviz.export import array_csv, array_npy, export_filename, figure_html, figure_png
-from vitviz.figures.titles import fitted_layout
+from vitviz.figures.titles import fitted_colour_bars, fitted_layout
 
 __all__ = ["cached_png", "figure_downloads", "new_click", "plotly_chart"]
 
@@ -64,12 +64,19 @@ def plotly_chart(
 
 
 def _fitted_title(figure: go.Figure, spec: dict | None, width_px: float) -> dict | None:
-    """The chart's dict with its titles fitted to `width_px` (`fitted_layout`); None when they fit
-    as they are. `spec` (a served dict, kept for later runs) is copied, never changed."""
-    layout = fitted_layout(figure.layout.to_plotly_json() if spec is None else spec["layout"], width_px)
-    if layout is None:
+    """The chart's dict with its titles fitted to `width_px` (`fitted_layout`) and its colour bars'
+    titles to their bars (`fitted_colour_bars`); None when they fit as they are. `spec` (a served
+    dict, kept for later runs) is copied, never changed."""
+    layout_json = figure.layout.to_plotly_json() if spec is None else spec["layout"]
+    layout = fitted_layout(layout_json, width_px)
+    titled_bars = any("colorbar" in trace and trace.colorbar.title.text for trace in figure.data)
+    if layout is None and not titled_bars:
         return None
-    return {**(figure.to_dict() if spec is None else spec), "layout": layout}
+    spec = figure.to_dict() if spec is None else spec
+    data = fitted_colour_bars(spec["data"], layout or layout_json)
+    if layout is None and data is None:
+        return None
+    return {**spec, "layout": layout or spec["layout"], "data": data or spec["data"]}
 
 
 class _SentFigure(go.Figure):
