@@ -11,6 +11,7 @@ from tests.support.browser import (
     open_tab,
     save_screenshot,
     streamlit_app,
+    text_as_written,
     wait_until_idle,
 )
 from tests.support.interventions import dinov2_probe_run
@@ -51,7 +52,7 @@ def _replaces(page, new: str, old: str) -> None:
 
 def test_clicking_a_position_on_the_similarity_grid_enlarges_it(app_url, page):
     _open_anatomy(page, app_url)
-    assert page.get_by_text("16 × 16 grid (rows × columns)", exact=False).count() >= 1
+    assert text_as_written(page, "16 × 16 grid (rows × columns)").count() >= 1
     open_tab(page, "Position embeddings", "Position (8, 8) · bundled (offline)", TIMEOUT_MS)
 
     row, col = 3, 12
@@ -63,7 +64,7 @@ def test_clicking_a_position_on_the_similarity_grid_enlarges_it(app_url, page):
 def test_each_tab_renders_with_the_untrained_twin_beside_it(app_url, page):
     _open_anatomy(page, app_url)
     page.get_by_text("Compare with random weights").click()
-    page.get_by_text("Encoder input (257, 384) · random (untrained twin)").wait_for(timeout=TIMEOUT_MS)
+    text_as_written(page, "Encoder input (257, 384) · random (untrained twin)").wait_for(timeout=TIMEOUT_MS)
     wait_until_idle(page)
     save_screenshot(page, "anatomy_patches_as_words_compare")
     for label, expected, name in [
@@ -101,11 +102,11 @@ def test_clicking_a_small_map_opens_that_head_large(app_url, page):
     large = page.locator(".st-key-anatomy_heads_large_model .js-plotly-plot")
     row, col = 6, 9
     click_data_point(page, large, (col + 0.5) * 14 - 0.5, (row + 0.5) * 14 - 0.5)
-    page.get_by_text(f"Layer {layer}, head {head}: attention from patch ({row}, {col})").wait_for(
+    text_as_written(page, f"Layer {layer}, head {head}: attention from patch ({row}, {col})").wait_for(
         timeout=TIMEOUT_MS
     )
     wait_until_idle(page)
-    assert page.get_by_text(f"All heads: attention from patch ({row}, {col})").count() == 1
+    assert text_as_written(page, f"All heads: attention from patch ({row}, {col})").count() == 1
     save_screenshot(page, "anatomy_all_heads_patch")
 
 
@@ -181,7 +182,9 @@ def test_clicking_a_head_off_changes_the_prediction(probe_app_url, page):
     assert found, sentence
     assert found.group(1) != found.group(2), sentence  # the prediction changed
     assert (
-        page.get_by_text(f"Layer {layer}, head {head}: attention from class token with 1 head off").count()
+        text_as_written(
+            page, f"Layer {layer}, head {head}: attention from class token with 1 head off"
+        ).count()
         >= 1
     )
     page.locator(".st-key-anatomy_ablation_after").scroll_into_view_if_needed()

@@ -3,7 +3,7 @@
 import pytest
 
 from pages.views.compare import method_label
-from tests.support.browser import open_and_wait, save_screenshot, shows_once, wait_until_idle
+from tests.support.browser import open_and_wait, save_screenshot, shows_once, text_as_written, wait_until_idle
 from vitviz.images import builtin_photo
 from vitviz.methods import METHODS, available_methods, explanation_map
 from vitviz.models import load_model
@@ -74,7 +74,9 @@ def test_compare_offers_a_swin_and_a_gap_vit_exactly_the_methods_that_work(app_u
 
 def test_explore_picked_swin_shows_its_window_attention_and_why_not_rollout(app_url, page):
     page.set_viewport_size({"width": 1440, "height": 2000})
-    open_and_wait(page, app_url, page.get_by_text("cat (chelsea): 16 × 16 grid (rows × columns)"), TIMEOUT_MS)
+    open_and_wait(
+        page, app_url, text_as_written(page, "cat (chelsea): 16 × 16 grid (rows × columns)"), TIMEOUT_MS
+    )
     _type_random_model(page, page.locator('[data-testid="stSidebar"]'), SWIN)
     facts = load_model(SWIN, "random").facts
     refusal = METHODS["rollout"].unavailable_reason(facts)

@@ -7,6 +7,7 @@ from tests.support.browser import (
     open_and_wait,
     save_screenshot,
     shows_once,
+    text_as_written,
     wait_until_idle,
 )
 from tests.support.panoramas import panorama
@@ -23,7 +24,9 @@ def _caption_text(page) -> str:
 
 
 def _open_explore(page, app_url: str) -> None:
-    open_and_wait(page, app_url, page.get_by_text("cat (chelsea): 16 × 16 grid (rows × columns)"), TIMEOUT_MS)
+    open_and_wait(
+        page, app_url, text_as_written(page, "cat (chelsea): 16 × 16 grid (rows × columns)"), TIMEOUT_MS
+    )
 
 
 def _choose_upload(page) -> None:

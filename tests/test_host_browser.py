@@ -16,7 +16,7 @@ import subprocess
 import pytest
 import timm
 
-from tests.support.browser import open_and_wait, save_screenshot, served_on_loopback
+from tests.support.browser import open_and_wait, save_screenshot, served_on_loopback, text_as_written
 from tests.support.hub_cache import lay_down_hub_model
 from tests.support.packaging import HOST_FILES, copy_host_files, host_environment
 from vitviz.images import BUILTIN_PHOTOS
@@ -77,8 +77,10 @@ def test_streamlit_run_app_py_on_a_host_and_explore_draws_a_map(host, page):
     python, checkout, environment = host
     command = [str(python), "-m", "streamlit", "run", "app.py"]
     with served_on_loopback(command, cwd=checkout, env=environment, timeout_s=120) as url:
-        open_and_wait(page, url, page.get_by_text("cat (chelsea): 37 × 37 grid (rows × columns)"), TIMEOUT_MS)
-        page.get_by_text("Layer 11, mean of heads: attention from class token").first.wait_for(
+        open_and_wait(
+            page, url, text_as_written(page, "cat (chelsea): 37 × 37 grid (rows × columns)"), TIMEOUT_MS
+        )
+        text_as_written(page, "Layer 11, mean of heads: attention from class token").first.wait_for(
             timeout=TIMEOUT_MS
         )
         save_screenshot(page, "host_explore")

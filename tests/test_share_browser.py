@@ -14,6 +14,7 @@ from tests.support.browser import (
     reload_and_wait,
     save_screenshot,
     shows_once,
+    text_as_written,
     wait_until_idle,
 )
 from tests.support.polling import wait_for
@@ -49,8 +50,8 @@ def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
     open_and_wait(
         page,
         url,
-        page.get_by_text(
-            "Rollout of layers 1–11 (layer 0 skipped: sink at patch (4, 12)); max of heads, discard 0%"
+        text_as_written(
+            page, "Rollout of layers 1–11 (layer 0 skipped: sink at patch (4, 12)); max of heads, discard 0%"
         ),
     )
     shows_once(page, "coffee: 16 × 16 grid (rows × columns) of 14-px patches")
@@ -86,7 +87,7 @@ def test_a_shared_link_reopens_photo_layer_and_head(app_url, page):
     other = page.context.browser.new_context(viewport={"width": 1400, "height": 1700})
     try:
         copy = other.new_page()
-        open_and_wait(copy, page.url, copy.get_by_text("Layer 2, head 2: attention from class token"))
+        open_and_wait(copy, page.url, text_as_written(copy, "Layer 2, head 2: attention from class token"))
         shows_once(copy, "Layer 2, head 2: attention from class token")
         shows_once(copy, "coffee: 16 × 16 grid (rows × columns) of 14-px patches")
     finally:
@@ -106,7 +107,9 @@ def test_a_bad_link_falls_back_with_one_note(app_url, page):
 
 def test_png_html_and_csv_downloads(app_url, page):
     open_and_wait(
-        page, f"{app_url}/?layer=5", page.get_by_text("Layer 5, mean of heads: attention from class token")
+        page,
+        f"{app_url}/?layer=5",
+        text_as_written(page, "Layer 5, mean of heads: attention from class token"),
     )
     with page.expect_download(timeout=60_000) as download_info:
         page.locator(".st-key-explore_attention_png").get_by_role("button").click()
@@ -141,7 +144,7 @@ def test_navigation_switches_pages_and_back(app_url, page):
     open_and_wait(
         page,
         app_url,
-        page.get_by_text("cat (chelsea): 16 × 16 grid (rows × columns) of 14-px patches"),
+        text_as_written(page, "cat (chelsea): 16 × 16 grid (rows × columns) of 14-px patches"),
     )
     nav = page.locator('[data-testid="stSidebarNav"]')
     nav.get_by_text("Present", exact=True).click()
@@ -166,7 +169,7 @@ def test_two_sessions_never_see_each_others_state(app_url, chromium):
             open_and_wait(
                 session_page,
                 app_url,
-                session_page.get_by_text("cat (chelsea): 16 × 16 grid (rows × columns)"),
+                text_as_written(session_page, "cat (chelsea): 16 × 16 grid (rows × columns)"),
             )
 
         # First: an upload with DINOv2 at layer 4. Second: the EfficientNet CNN on a built-in photo.
@@ -178,9 +181,9 @@ def test_two_sessions_never_see_each_others_state(app_url, chromium):
             str(BUILTIN_PHOTOS["astronaut"])
         )
         _choose(cnn_page, "Built-in photo", "coffee")
-        upload_page.get_by_text("astronaut.png: 16 × 16 grid (rows × columns) of 14-px patches").wait_for(
-            timeout=120_000
-        )
+        text_as_written(
+            upload_page, "astronaut.png: 16 × 16 grid (rows × columns) of 14-px patches"
+        ).wait_for(timeout=120_000)
         wait_until_idle(upload_page)
         slider = upload_page.locator('input[type="range"][aria-label="Layer"]')
         slider.focus()
@@ -231,7 +234,7 @@ def test_two_sessions_on_one_model_at_once_each_download_their_own_maps(app_url,
             page.goto(f"{app_url}/?image={photo}&layer=5", wait_until="commit")
         dino = load_model("vit_small_patch14_dinov2", "bundled")
         for page, photo in zip(pages, photos, strict=True):
-            page.get_by_text("Layer 5, mean of heads: attention from class token").first.wait_for(
+            text_as_written(page, "Layer 5, mean of heads: attention from class token").first.wait_for(
                 timeout=240_000
             )
             wait_until_idle(page)
