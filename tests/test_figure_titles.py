@@ -91,13 +91,13 @@ def test_an_upright_colour_bar_title_longer_than_its_bar_stands_in_lines_that_fi
         layout={"height": 300, "margin": {"t": 60, "b": 40}},
     )
     spec = figure.to_dict()
-    data = fitted_colour_bars(spec["data"], spec["layout"])
-    assert data is not None and spec["data"][0]["colorbar"]["title"]["text"] == title  # a copy
-    lines = data[0]["colorbar"]["title"]["text"].split(SOFT_BREAK)
+    bars = [trace.get("colorbar") for trace in spec["data"]]
+    fitted = fitted_colour_bars(bars, spec["layout"])
+    assert fitted is not None and bars[0]["title"]["text"] == title  # a copy
+    lines = fitted[0]["title"]["text"].split(SOFT_BREAK)
     assert len(lines) == 2 and all(text_width_px(line, 12) <= 300 - 60 - 40 for line in lines)
-    assert data[1] == spec["data"][1]  # a trace without a colour bar is left as it is
+    assert fitted[1] is None  # a trace without a colour bar is left as it is
     # On a tall figure the same title fits along its bar; a title above the bar is not turned.
     tall = go.Figure(layout={"height": 900}).to_dict()["layout"]
-    assert fitted_colour_bars(spec["data"], tall) is None
-    above = [{**spec["data"][0], "colorbar": {"title": {"text": title, "side": "top"}}}]
-    assert fitted_colour_bars(above, spec["layout"]) is None
+    assert fitted_colour_bars(bars, tall) is None
+    assert fitted_colour_bars([{"title": {"text": title, "side": "top"}}], spec["layout"]) is None

@@ -10,6 +10,7 @@ for a line is cut, ending in "…").
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 __all__ = [
     "SOFT_BREAK",
@@ -127,9 +128,8 @@ def fit_title(title: str, width_px: float, font_px: float) -> tuple[str, float]:
         trail = "</sup>" if line.endswith("</sup>") else ""
         pieces = _wrapped(_TAG.sub("", line[len(lead) : len(line) - len(trail)]), width_px, size)
         fitted.append(lead + "".join(joint + text for joint, text in pieces) + trail)
-        added_px += (
-            (len(pieces) - 1) * font_px * TITLE_LINE_PX
-        )  # a line's height is the title's, <sup> or not
+        # Each added line is as tall as the title's own lines, <sup> or not.
+        added_px += (len(pieces) - 1) * font_px * TITLE_LINE_PX
     return "<br>".join(fitted), added_px
 
 
@@ -194,20 +194,17 @@ def fitted_layout(layout: dict, width_px: float) -> dict | None:
     return fitted_layout if changed or bar is not None else None
 
 
-def fitted_colour_bars(data: list[dict], layout: dict) -> list[dict] | None:
-    """The traces (as `Figure.to_dict()["data"]` gives them) with each upright colour bar's title
-    broken into lines that fit the bar's length; None when every title fits as it is.
+def fitted_colour_bars(bars: Sequence[dict | None], layout: dict) -> list[dict | None] | None:
+    """Each trace's colour bar (as `to_plotly_json()` gives it; None for a trace without one) with
+    an upright bar's title broken into lines that fit the bar's length: the fitted bar, or None where
+    it fits as it is; None when every title fits. The bars are not changed.
 
     A colour bar titled on its right side reads its title bottom to top along the bar, which on a
     short figure ran past both ends (a map's "cosine similarity (clipped at the 99th percentile)");
-    its lines stand side by side. `data` is not changed.
+    its lines stand side by side.
     """
-    fitted, changed = [], False
-    for trace in data:
-        bar = _fitted_bar(trace.get("colorbar"), layout)
-        changed |= bar is not None
-        fitted.append(trace if bar is None else {**trace, "colorbar": bar})
-    return fitted if changed else None
+    fitted = [_fitted_bar(bar, layout) for bar in bars]
+    return fitted if any(bar is not None for bar in fitted) else None
 
 
 def _margin(layout: dict) -> dict:

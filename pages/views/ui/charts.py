@@ -69,14 +69,18 @@ def _fitted_title(figure: go.Figure, spec: dict | None, width_px: float) -> dict
     dict, kept for later runs) is copied, never changed."""
     layout_json = figure.layout.to_plotly_json() if spec is None else spec["layout"]
     layout = fitted_layout(layout_json, width_px)
-    titled_bars = any("colorbar" in trace and trace.colorbar.title.text for trace in figure.data)
-    if layout is None and not titled_bars:
-        return None
+    bars = [trace.colorbar.to_plotly_json() if "colorbar" in trace else None for trace in figure.data]
+    fitted_bars = fitted_colour_bars(bars, layout or layout_json)
+    if layout is None and fitted_bars is None:
+        return None  # the figure goes as it is: no copy of its data is made
     spec = figure.to_dict() if spec is None else spec
-    data = fitted_colour_bars(spec["data"], layout or layout_json)
-    if layout is None and data is None:
-        return None
-    return {**spec, "layout": layout or spec["layout"], "data": data or spec["data"]}
+    data = spec["data"]
+    if fitted_bars is not None:
+        data = [
+            trace if bar is None else {**trace, "colorbar": bar}
+            for trace, bar in zip(data, fitted_bars, strict=True)
+        ]
+    return {**spec, "layout": layout or spec["layout"], "data": data}
 
 
 class _SentFigure(go.Figure):
