@@ -1,97 +1,185 @@
 """Each long job's time-left estimate against the real time left, at 10%, 25% and 50% done.
 
-Runs every job the app runs in the background (the same `vitviz.jobs.compute_job` calls, or
-`head_importance` for the ranking) once, in this process, with a `JobProgress` that logs its
-estimate at every update; once the job has ended, the real time left at each checkpoint is known.
-Prints one Markdown row per job and the machine's load before and after.
+Runs every job the app runs in the background as its worker does: in a fresh process started by
+`spawn_background` (so it yields the cores to everything else, and its OpenMP threads sleep while
+they wait), the job's modules imported and its model loaded before the clock starts
+(`vitviz.jobs.prepare_job`, then `JobProgress.restart`), then the same `compute_job` call (or
+`head_importance` for the ranking, whose random-weights model no worker rebuilds). A `JobProgress`
+logs the estimate at every update; once the job has ended, the real time left at each checkpoint is
+known. Prints one Markdown row per run and the machine's load before and after.
 
-    python bench/job_estimates.py [--only NAME]...
+`--busy N` keeps N visitors computing beside the jobs, as a shared server's would: each in its own
+process, bursts of two-thread 512 × 512 matrix products of 0.2–1 s with pauses of 0.2–1 s between
+them (seeded), so the machine is busy at a level that is steady on average but never still.
+
+    python bench/job_estimates.py [--only NAME]... [--runs R] [--busy N] [--trace]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.common import machine
-from vitviz.forward.ablation import head_importance
-from vitviz.images import builtin_photo
-from vitviz.jobs import JobSpec, compute_job, job_unit
-from vitviz.models import load_model
-from vitviz.preprocess import image_view
-from vitviz.progress import JobProgress, ProgressSnapshot
+from vitviz.finetune.worker import spawn_background
 
 CHECKPOINTS = (0.10, 0.25, 0.50)
 # The bundled DINOv2 has no classifier head: class-specific jobs run on the bundled CNN, the ranking
 # on a ViT-S/16 with random weights (its time per head is what matters here, not what it ranks).
 VIT, CNN = "vit_small_patch16_224", "tf_efficientnet_lite0"
+JOBS: dict[str, tuple[str, dict]] = {
+    "Score-CAM map, EfficientNet-Lite0 (1,280 masks in batches of 32)": (
+        "explanation",
+        {"method": "scorecam"},
+    ),
+    "Ablation-CAM map, EfficientNet-Lite0 (1,280 channels)": ("explanation", {"method": "ablationcam"}),
+    "faithfulness + ROAD, EfficientNet-Lite0, Grad-CAM and Integrated Gradients (54 steps)": (
+        "faithfulness",
+        {"methods": ["gradcam", "integrated-gradients"]},
+    ),
+    "sanity check, EfficientNet-Lite0, Grad-CAM (19 maps)": ("sanity", {"method": "gradcam"}),
+    "drop probe in 3 orders, EfficientNet-Lite0, Grad-CAM, 21 points (65 images)": (
+        "probe",
+        {"fractions": [step / 20 for step in range(21)]},
+    ),
+    "head ranking, ViT-S/16 (72 heads, 16 per forward)": ("ranking", {"mode": "zero"}),
+}
+_VISITOR = """
+import random, sys, time
+import torch
+rng, a = random.Random(int(sys.argv[1])), torch.randn(512, 512)
+while True:
+    until = time.monotonic() + rng.uniform(0.2, 1.0)
+    while time.monotonic() < until:
+        a @ a
+    time.sleep(rng.uniform(0.2, 1.0))
+"""
 
 
-def measure(
-    work: Callable[[JobProgress], object], unit: str, trace: bool = False
-) -> tuple[float, dict[float, tuple[float, float]]]:
-    """(seconds in all, {checkpoint: (estimated seconds left, real seconds left)}).
+def run_one(name: str) -> dict:
+    """One job as a worker runs it, in this (fresh) process: its seconds from the clock's start, and
+    each update's (real seconds left, done, total, estimate)."""
+    from vitviz.finetune.worker import yield_to_the_app
+    from vitviz.images import builtin_photo
+    from vitviz.jobs import JobSpec, compute_job, job_unit, prepare_job
+    from vitviz.models import load_model
+    from vitviz.preprocess import image_view
+    from vitviz.progress import JobProgress
 
-    With `trace`, every update's time, units done and estimate go to stderr beside the real time left.
-    """
-    log: list[tuple[float, ProgressSnapshot]] = []
-    progress = JobProgress(unit, on_update=lambda snapshot: log.append((time.monotonic(), snapshot)))
-    started = time.monotonic()
-    work(progress)
-    ended = time.monotonic()
-    if trace:
-        for moment, snapshot in log:
-            estimate = "-" if snapshot.eta_s is None else f"{snapshot.eta_s:.1f}"
-            print(
-                f"{moment - started:7.2f} s  {snapshot.done:6.2f}/{snapshot.total:.0f}  estimate {estimate}"
-                f"  real {ended - moment:.1f}",
-                file=sys.stderr,
-            )
-    found = {}
-    for checkpoint in CHECKPOINTS:
-        for moment, snapshot in log:
-            if snapshot.fraction >= checkpoint and snapshot.eta_s is not None:
-                found[checkpoint] = (snapshot.eta_s, ended - moment)
-                break
-    return ended - started, found
-
-
-def jobs() -> dict[str, tuple[str, Callable[[JobProgress], object]]]:
-    vit, cnn = load_model(VIT, "random", "cpu"), load_model(CNN, "bundled", "cpu")
+    yield_to_the_app()
+    kind, options = JOBS[name]
+    spec = JobSpec(kind, CNN, "bundled", "cpu", options)
+    log: list[tuple[float, float, float, float, float | None]] = []
+    cpu: list[float] = []  # the process's CPU time when the clock starts
+    progress = JobProgress(
+        job_unit(spec),
+        work_clock=time.process_time,  # as `vitviz.jobs.run_job` does
+        on_update=lambda shot: log.append(
+            (time.monotonic(), time.process_time(), shot.done, shot.total, shot.eta_s)
+        ),
+    )
+    prepare_job(spec)
     photo = builtin_photo("coffee")
+    if kind == "ranking":
+        from vitviz.forward.ablation import head_importance
 
-    def job(spec: JobSpec, loaded) -> tuple[str, Callable[[JobProgress], object]]:
-        return job_unit(spec), lambda progress: compute_job(spec, loaded, [photo], progress)
-
+        vit = load_model(VIT, "random", "cpu")
+        progress.restart()
+        cpu.append(time.process_time())
+        head_importance(vit, image_view(photo, vit.facts), "zero", progress=progress)
+    else:
+        loaded = load_model(CNN, "bundled", "cpu")
+        progress.restart()
+        cpu.append(time.process_time())
+        compute_job(spec, loaded, [photo], progress)
+    ended, cpu_started = time.monotonic(), cpu[0]
     return {
-        "Score-CAM map, EfficientNet-Lite0 (1,280 masks in batches of 32)": job(
-            JobSpec("explanation", CNN, "bundled", "cpu", {"method": "scorecam"}), cnn
-        ),
-        "Ablation-CAM map, EfficientNet-Lite0 (1,280 channels)": job(
-            JobSpec("explanation", CNN, "bundled", "cpu", {"method": "ablationcam"}), cnn
-        ),
-        "faithfulness + ROAD, EfficientNet-Lite0, Grad-CAM and Integrated Gradients (ROAD's 2 maps and 45 imputations, then 7 deletion steps)": job(
-            JobSpec("faithfulness", CNN, "bundled", "cpu", {"methods": ["gradcam", "integrated-gradients"]}),
-            cnn,
-        ),
-        "sanity check, EfficientNet-Lite0, Grad-CAM (one map per stage)": job(
-            JobSpec("sanity", CNN, "bundled", "cpu", {"method": "gradcam"}), cnn
-        ),
-        "drop probe in 3 orders, EfficientNet-Lite0, Grad-CAM, 21 points": job(
-            JobSpec("probe", CNN, "bundled", "cpu", {"fractions": [step / 20 for step in range(21)]}), cnn
-        ),
-        "head ranking, ViT-S/16 (72 heads, 16 per forward)": (
-            "heads",
-            lambda progress: head_importance(vit, image_view(photo, vit.facts), "zero", progress=progress),
-        ),
+        "seconds": ended - progress.started,
+        "log": [(ended - moment, done, total, eta) for moment, _, done, total, eta in log],
+        # for replaying other estimators: (wall s, process CPU s) since the clock's start, done, total
+        "plan": [(step.kind, step.units, step.cost) for step in progress.steps],
+        "trace": [
+            (moment - progress.started, used - cpu_started, done, total)
+            for moment, used, done, total, _ in log
+        ],
     }
+
+
+def checkpoint_cells(log: list[tuple[float, float, float, float | None]]) -> str:
+    """ "estimate / real left (error)" at the first update at or past each checkpoint, as table cells."""
+    cells = []
+    for checkpoint in CHECKPOINTS:
+        found = next(
+            (
+                (eta, real_left)
+                for real_left, done, total, eta in log
+                if total > 0 and done / total >= checkpoint and eta is not None
+            ),
+            None,
+        )
+        if found is None:
+            cells.append("no update there")
+            continue
+        estimate, real = found
+        error = (estimate - real) / real if real > 0 else 0.0
+        cells.append(f"{estimate:.1f} / {real:.1f} s ({error:+.0%})")
+    return " | ".join(cells)
+
+
+def as_worker(name: str) -> dict:
+    """`run_one(name)` in a process started as the app starts its workers; raises if it fails."""
+    with tempfile.TemporaryDirectory() as folder:
+        output, log = Path(folder) / "measured.json", Path(folder) / "log.txt"
+        worker = spawn_background([sys.executable, __file__, "--child", name, str(output)], log)
+        if worker.wait() != 0:
+            raise RuntimeError(f"the job {name!r} failed:\n{log.read_text()[-4000:]}")
+        return json.loads(output.read_text())
+
+
+def replayed(record: dict, work: bool) -> dict[float, float]:
+    """{checkpoint: signed error} of a `JobProgress` fed a saved run's updates on fake clocks, its
+    kinds priced in wall seconds or (`work`) in the worker's CPU seconds."""
+    from vitviz.progress import JobProgress, PlanStep
+
+    now = {"wall": 0.0, "work": 0.0}
+    progress = JobProgress(
+        "units", clock=lambda: now["wall"], work_clock=(lambda: now["work"]) if work else None
+    )
+    if record["plan"]:
+        progress.plan([PlanStep(kind, units, cost) for kind, units, cost in record["plan"]])
+    ended, found = record["trace"][-1][0], {}
+    for wall, used, done, total in record["trace"]:
+        now.update(wall=wall, work=used)
+        progress(done, total)
+        estimate = progress.eta_s()
+        for checkpoint in CHECKPOINTS:
+            if checkpoint not in found and estimate is not None and done >= checkpoint * total:
+                found[checkpoint] = (estimate - (ended - wall)) / max(ended - wall, 1e-9)
+    return found
+
+
+def replay(path: Path) -> None:
+    """Prints, for each saved run, the errors of the estimate priced in wall seconds and in work."""
+    print("| job | visitors | time | wall-priced: 10% / 25% / 50% | work-priced: 10% / 25% / 50% |")
+    print("|---|---|---|---|---|")
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        cells = [
+            " / ".join(f"{found[point]:+.0%}" if point in found else "–" for point in CHECKPOINTS)
+            for found in (replayed(record, work=False), replayed(record, work=True))
+        ]
+        print(
+            f"| {record['job']} | {record['busy']} | {record['trace'][-1][0]:.1f} s | {cells[0]} | {cells[1]} |"
+        )
 
 
 def main() -> None:
@@ -99,32 +187,62 @@ def main() -> None:
     parser.add_argument(
         "--only", action="append", default=[], help="run only the jobs whose name contains this (repeatable)"
     )
+    parser.add_argument("--runs", type=int, default=1, help="runs of each job, each in a fresh process")
+    parser.add_argument("--busy", type=int, default=0, help="other processes computing beside the jobs")
     parser.add_argument("--trace", action="store_true", help="every update's estimate on stderr")
-    args = parser.parse_args()
-    print(machine())
-    print(f"load before: {' '.join(f'{value:.1f}' for value in os.getloadavg())}")
-    print(
-        "| job | time | "
-        + " | ".join(f"at {checkpoint:.0%}: estimate / real left (error)" for checkpoint in CHECKPOINTS)
-        + " | load after |"
+    parser.add_argument(
+        "--save", type=Path, help="append each run's trace (wall, CPU, done, total) to this JSON-lines file"
     )
-    print("|---|---|" + "---|" * (len(CHECKPOINTS) + 1))
-    for name, (unit, work) in jobs().items():
-        if args.only and not any(part in name for part in args.only):
-            continue
-        total, found = measure(work, unit, args.trace)
-        cells = []
-        for checkpoint in CHECKPOINTS:
-            if checkpoint not in found:
-                cells.append("no update there")
-                continue
-            estimate, real = found[checkpoint]
-            cells.append(f"{estimate:.1f} / {real:.1f} s ({(estimate - real) / real:+.0%})")
+    parser.add_argument("--replay", type=Path, help="replay the runs saved in this file (see --save)")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)  # job, output: as a worker would
+    args = parser.parse_args()
+    if args.replay:
+        replay(args.replay)
+        return
+    if args.child:
+        name, output = args.child
+        Path(output).write_text(json.dumps(run_one(name)))
+        return
+    visitors = [subprocess.Popen([sys.executable, "-c", _VISITOR, str(seed)]) for seed in range(args.busy)]
+    try:
+        time.sleep(5 if visitors else 0)  # the load settles before the first job
+        print(machine() + (f" · {args.busy} visitors computing in bursts" if visitors else ""))
+        print(f"load before: {' '.join(f'{value:.1f}' for value in os.getloadavg())}")
         print(
-            f"| {name} | {total:.1f} s | " + " | ".join(cells) + f" | load {os.getloadavg()[0]:.1f}",
-            flush=True,
+            "| job | time | "
+            + " | ".join(f"at {checkpoint:.0%}: estimate / real left (error)" for checkpoint in CHECKPOINTS)
+            + " | load after |"
         )
-    print(f"load after: {' '.join(f'{value:.1f}' for value in os.getloadavg())}")
+        print("|---|---|" + "---|" * (len(CHECKPOINTS) + 1))
+        for name in JOBS:
+            if args.only and not any(part in name for part in args.only):
+                continue
+            for _ in range(args.runs):
+                measured = as_worker(name)
+                log, seconds = measured["log"], measured["seconds"]
+                if args.save:
+                    with args.save.open("a") as saved:
+                        record = {"job": name, "busy": args.busy, "load": os.getloadavg()[0]}
+                        saved.write(
+                            json.dumps({**record, "plan": measured["plan"], "trace": measured["trace"]})
+                            + "\n"
+                        )
+                if args.trace:
+                    for real_left, done, total, eta in log:
+                        estimate = "-" if eta is None else f"{eta:.1f}"
+                        print(
+                            f"{seconds - real_left:7.2f} s  {done:6.2f}/{total:.0f}  estimate {estimate}"
+                            f"  real {real_left:.1f}",
+                            file=sys.stderr,
+                        )
+                print(
+                    f"| {name} | {seconds:.1f} s | {checkpoint_cells(log)} | {os.getloadavg()[0]:.1f} |",
+                    flush=True,
+                )
+        print(f"load after: {' '.join(f'{value:.1f}' for value in os.getloadavg())}")
+    finally:
+        for visitor in visitors:
+            visitor.kill()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,16 @@ from tests.support.polling import wait_for
 from tests.support.tiny_models import tiny_loaded
 from vitviz.forward.ablation import head_importance
 from vitviz.images import builtin_photo
-from vitviz.jobs import JobSpec, cancel_job, decode_result, encode_result, read_job, run_job, start_job
+from vitviz.jobs import (
+    JobSpec,
+    cancel_job,
+    decode_result,
+    encode_result,
+    prepare_job,
+    read_job,
+    run_job,
+    start_job,
+)
 from vitviz.methods import explanation_map
 from vitviz.methods.faithfulness import faithfulness
 from vitviz.models import load_model, untrained_twin
@@ -251,3 +260,20 @@ def test_a_worker_that_died_unseen_reads_as_quiet_not_as_ended(tmp_path):
     state = read_job(tmp_path)
     assert not state.ended and 600 <= state.quiet_s < 660
     assert state.eta_now() == 0.0  # the time left it last said has run out
+
+
+def test_a_worker_imports_what_its_job_runs_before_the_clock_starts():
+    """`prepare_job` imports a sanity check's methods (pytorch-grad-cam: seconds on a busy machine) so
+    the worker does it while its model loads, not inside the first map it times; an unknown kind is
+    refused there."""
+    script = (
+        "import sys\n"
+        "from vitviz.jobs import JobSpec, prepare_job\n"
+        "before = 'pytorch_grad_cam' in sys.modules\n"
+        "prepare_job(JobSpec('sanity', 'any', 'bundled', 'cpu'))\n"
+        "print(before, 'pytorch_grad_cam' in sys.modules)\n"
+    )
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert shown.stdout.split() == ["False", "True"]
+    with pytest.raises(ValueError, match="unknown job kind"):
+        prepare_job(JobSpec("portrait", TINY, "bundled", "cpu"))

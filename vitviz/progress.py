@@ -13,6 +13,12 @@ the remaining steps of each kind at that kind's measured cost; a kind not yet ru
 step's structural guess (forward passes), scaled by what the kinds already run cost per guess.
 `PlannedSteps` walks a plan and checks each step is the kind the plan says.
 
+A worker alone in its process also passes a work clock (its CPU time): each kind is then priced in
+seconds of work, which a busy machine does not stretch, and the time left is the work left at the
+share of the machine the job has had. A worker yields the cores to everyone else, so a burst of
+other work stops it for a second or two; timed in wall seconds, the cheap steps that waited then
+priced their whole kind as if every one of them would wait as long.
+
 Code that cannot take a callback (pytorch-grad-cam's channel loop) reports through `report`, which
 reaches the callback made current by `reporting`; `within_unit` turns a nested computation's
 progress into a fraction of the enclosing job's current unit.
@@ -177,6 +183,10 @@ class JobProgress:
         cancelled: asked before each update; once it says True the update raises `JobCancelled`.
         on_update: called with each new snapshot (a status file, a progress bar).
         clock: seconds, monotonic (a test passes a fake one).
+        work_clock: seconds of work the job has had, e.g. `time.process_time` in a process that runs
+            only the job (never in the app, whose other visitors' work would count). With a plan,
+            kinds are then priced in work and the time left divides the work left by the share of
+            the machine (work per second) the run has had.
     """
 
     def __init__(
@@ -186,34 +196,43 @@ class JobProgress:
         cancelled: Callable[[], bool] | None = None,
         on_update: Callable[[ProgressSnapshot], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        work_clock: Callable[[], float] | None = None,
     ) -> None:
         self.unit = unit
         self.cancelled = cancelled
         self.on_update = on_update
         self.clock = clock
+        self.work_clock = work_clock
         self.started = clock()
         self.done = 0.0
         self.total = 0.0
+        self.steps: tuple[PlanStep, ...] = ()  # the plan declared, if any
         self._segments: list[_Segment] = []  # the plan, in unit order; empty: no plan
-        self._samples: deque[tuple[float, float]] = deque([(self.started, 0.0)], maxlen=_MAX_SAMPLES)
+        # (time, units done, work): work is the work clock's reading, or the time without one
+        self._samples: deque[tuple[float, float, float]] = deque(maxlen=_MAX_SAMPLES)
+        self._samples.append(self._sample(self.started, 0.0))
         self._clear_measures()
+
+    def _sample(self, now: float, done: float) -> tuple[float, float, float]:
+        return now, done, now if self.work_clock is None else self.work_clock()
 
     def _clear_measures(self) -> None:
         # kind -> [seconds, guessed cost of the units they went to]; each kind's first step apart
         self._spent: dict[str, list[float]] = {}
         self._first_spent: dict[str, list[float]] = {}
-        self._last = (self.started, self.done)
+        self._last = self._samples[-1]
 
     def restart(self) -> None:
         """Starts the clock again at nothing done: the pace is the work's, not a model load's before it."""
         self.started = self.clock()
         self.done = 0.0
         self._samples.clear()
-        self._samples.append((self.started, 0.0))
+        self._samples.append(self._sample(self.started, 0.0))
         self._clear_measures()
 
     def plan(self, steps: Sequence[PlanStep]) -> None:
         """Declares the job's steps in order from its first unit: each kind's pace is then measured apart."""
+        self.steps = tuple(steps)
         self._segments, at, seen = [], 0.0, set()
         for step in steps:
             if step.units <= 0 or not math.isfinite(step.units):
@@ -234,11 +253,12 @@ class JobProgress:
         self.total = float(max(total, 0))
         if done < self.done:  # a job that starts over (another stage) measures its pace afresh
             self._samples.clear()
-            self._samples.append((now, float(done)))
+            self._samples.append(self._sample(now, float(done)))
             self._segments = []  # a plan's steps never go back: it no longer holds
         self.done = float(min(max(done, 0), self.total))
-        self._attribute(now)
-        self._samples.append((now, self.done))
+        sample = self._sample(now, self.done)
+        self._attribute(sample)
+        self._samples.append(sample)
         if self.on_update is not None:
             self.on_update(self.snapshot(now))
         self.check_cancelled()  # the unit just done counts; the next one is never started
@@ -256,13 +276,14 @@ class JobProgress:
             if high > low:
                 yield low, high, segment
 
-    def _attribute(self, now: float) -> None:
-        """Adds the time since the last update to the kinds of the units it covered (or is working on)."""
-        then, before = self._last
-        self._last = (now, self.done)
-        if not self._segments or now <= then:
+    def _attribute(self, sample: tuple[float, float, float]) -> None:
+        """Adds the work since the last update (its time, without a work clock) to the kinds of the
+        units it covered (or is working on)."""
+        _, before, worked = self._last
+        self._last = sample
+        seconds = sample[2] - worked
+        if not self._segments or seconds <= 0:
             return
-        seconds = now - then
         covered = list(self._pieces(before, self.done))
         if not covered:  # no unit finished: the time belongs to the one under way
             covered = [(low, low, segment) for low, _, segment in self._pieces(before, before + 1e-9)]
@@ -320,59 +341,65 @@ class JobProgress:
             total += (high - low) * segment.cost * rate
         return total
 
-    def _window(self, now: float) -> tuple[float, float, float, float] | None:
-        """(start time, start units, last time, last units) of the recent window, or None before a unit."""
-        last_time, last_done = self._samples[-1]
-        reach = now - RECENT_SHARE * (now - self.started)
-        samples = list(self._samples)
-        inside = next((i for i, (moment, _) in enumerate(samples) if moment >= reach), len(samples) - 1)
-        first = max(0, min(inside - 1, len(samples) - 1 - MIN_RECENT_UPDATES))
-        start_time, start_done = samples[first]
-        if last_done - start_done <= 0:
-            start_time, start_done = samples[0]
-        if last_done - start_done <= 0 or last_time <= start_time:
-            return None
-        return start_time, start_done, last_time, last_done
+    def _window(
+        self, now: float, share: float = RECENT_SHARE
+    ) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
+        """The first and last samples (time, units, work) of the recent window, or None before a unit.
 
-    def units_per_second(self, now: float | None = None) -> float | None:
-        """The pace over the recent part of the run, or None before any unit is done.
-
-        The window reaches back `RECENT_SHARE` of the time run so far, and over at least the last
+        The window reaches back `share` of the time run so far, and over at least the last
         `MIN_RECENT_UPDATES` updates.
         """
+        last = self._samples[-1]
+        reach = now - share * (now - self.started)
+        samples = list(self._samples)
+        inside = next((i for i, sample in enumerate(samples) if sample[0] >= reach), len(samples) - 1)
+        first = samples[max(0, min(inside - 1, len(samples) - 1 - MIN_RECENT_UPDATES))]
+        if last[1] - first[1] <= 0:
+            first = samples[0]
+        if last[1] - first[1] <= 0 or last[0] <= first[0]:
+            return None
+        return first, last
+
+    def units_per_second(self, now: float | None = None) -> float | None:
+        """The pace over the recent part of the run (`_window`), or None before any unit is done."""
         window = self._window(self.clock() if now is None else now)
         if window is None:
             return None
-        start_time, start_done, last_time, last_done = window
+        (start_time, start_done, _), (last_time, last_done, _) = window
         return (last_done - start_done) / (last_time - start_time)
 
     def eta_s(self, now: float | None = None) -> float | None:
         """Seconds left at the recent pace, or None before it is known.
 
         Without a plan the units left go at the pace of the recent window. With one, the units left
-        cost their kind's average so far: a recent window on top of that followed the bursts of a
-        shared machine rather than its trend (replayed bench traces, BENCHMARKS.md). Between updates
-        the time since the last one is taken off; a unit that runs longer than the pace says slows
-        the pace instead (counted up to now), so a stalled job's time left does not fall to zero and
-        stay there.
+        cost their kind's average so far, and go at the pace of the whole run: a recent window on top
+        of that followed the bursts of a shared machine rather than its trend (replayed bench traces,
+        BENCHMARKS.md). With a work clock as well, the work left goes at the work per second of the
+        whole run, the share of the machine the job has had: a recent window followed a yielding
+        worker's stops of a second or two (replayed traces beside bursting visitors, BENCHMARKS.md). Between updates the time since the
+        last one is taken off; a unit that runs longer than the pace says slows the pace instead
+        (counted up to now), so a stalled job's time left does not fall to zero and stay there.
         """
         now = self.clock() if now is None else now
         window = self._window(now)
-        if window is not None and self._segments:  # each kind's rate is already its own average
-            window = (*self._samples[0], *window[2:])
         rates = self._rates() if self._segments else None
         if window is None or (self._segments and rates is None):
             return None
-        start_time, start_done, last_time, last_done = window
-        recent = self._work(start_done, last_done, rates)
-        if recent <= 0:
+        (start_time, start_done, start_work), (last_time, last_done, last_work) = window
+        if rates is not None:  # each kind's rate is already its own average; so is the machine's share
+            start_time, start_done, start_work = self._samples[0]
+        if rates is not None and self.work_clock is not None:
+            worked = last_work - start_work  # the work the run got: the machine's share times its span
+        else:
+            worked = self._work(start_done, last_done, rates)  # without a plan: the units done
+        if worked <= 0:
             return None
         remaining = self._work(last_done, self.total, rates)
         this_unit = self._work(last_done, min(self.total, math.floor(last_done + 1e-9) + 1.0), rates)
         if rates is None:
             this_unit = 1.0
-        at_pace = remaining / (recent / (last_time - start_time)) - (now - last_time)
-        after_this_unit = (remaining - min(remaining, this_unit)) / (recent / (now - start_time))
+        at_pace = remaining * (last_time - start_time) / worked - (now - last_time)
+        after_this_unit = (remaining - min(remaining, this_unit)) * (now - start_time) / worked
         return max(at_pace, after_this_unit, 0.0)
 
     def snapshot(self, now: float | None = None) -> ProgressSnapshot:

@@ -51,10 +51,21 @@ ROAD_PERCENTILES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 # Guessed costs of the steps, in forward passes of one image (`vitviz.progress.PlanStep`): across
 # kinds they count only until a kind has been timed. A map is a forward and a backward (a backward
 # costs about two forwards); a slow method's tens of them (Integrated Gradients' 16 steps). An
-# imputation is a forward and a sparse solve over the pixels it fills, so its guess grows with them:
-# on EfficientNet-Lite0 at 224 px one filling half the image took about as long as 20 forwards,
-# and one filling 90% about nine times one filling 10% (BENCHMARKS.md).
-_MAP_FORWARDS, _SLOW_MAP_FORWARDS, _HALF_IMPUTATION_FORWARDS = 3.0, 48.0, 20.0
+# imputation is a forward and a sparse solve over the pixels it fills, which grows faster than the
+# pixels: in five runs of the faithfulness job on EfficientNet-Lite0 (AMD EPYC, quiet and beside a
+# test suite) one threshold's imputations took 11–19 times as long at 90% filled as at 10%.
+# 1.5 + 50 × fill^1.5 forwards prices the thresholds left after the first one, two or five of every
+# run within 25%, where a cost in proportion to the fill said 10–47% too little.
+_MAP_FORWARDS, _SLOW_MAP_FORWARDS = 3.0, 48.0
+_IMPUTATION_FORWARDS, _IMPUTATION_SOLVE_FORWARDS, _IMPUTATION_SOLVE_POWER = 1.5, 50.0, 1.5
+
+
+def _imputation_step(percentile: int) -> PlanStep:
+    """Imputing the pixels above a map's percentile (or below it): its cost grows with the fill."""
+    fill = (100 - percentile) / 100
+    return PlanStep(
+        "imputation", cost=_IMPUTATION_FORWARDS + _IMPUTATION_SOLVE_FORWARDS * fill**_IMPUTATION_SOLVE_POWER
+    )
 
 
 def _map_step(method: str) -> PlanStep:
@@ -343,9 +354,7 @@ def road_plan(methods: Sequence[str], percentiles: Sequence[int] = ROAD_PERCENTI
     maps = [_map_step(method) for method in methods]
     per_threshold = 1 + 2 * len(methods)  # the random order's, then each method's two
     return maps + [
-        PlanStep("imputation", cost=_HALF_IMPUTATION_FORWARDS * 2 * (100 - percentile) / 100)
-        for percentile in _road_steps(percentiles)
-        for _ in range(per_threshold)
+        _imputation_step(percentile) for percentile in _road_steps(percentiles) for _ in range(per_threshold)
     ]
 
 
