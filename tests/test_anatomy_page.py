@@ -14,6 +14,7 @@ import timm
 import torch
 from streamlit.testing.v1 import AppTest
 
+from pages.views.anatomy.tabs import INTRODUCTIONS
 from tests.support.anatomy_apptest import figure_titles, open_anatomy, open_tab, page_texts
 from tests.support.interventions import dinov2_probe_run
 from tests.support.polling import wait_for
@@ -266,8 +267,11 @@ def test_tiny_random_vit_shows_every_tab_and_t_sne():
     at = _anatomy("vit_tiny_patch16_224", "random")
     _open(at, "Resolution")
     assert "14 × 14 grid (rows × columns) = 196 patches + 1 prefix = **197 tokens**" in page_texts(at)
+    assert page_texts(at).count(INTRODUCTIONS["Resolution"]) == 1
     for tab in FURTHER_TABS[1:]:
         _open(at, tab)
+        if tab in INTRODUCTIONS:  # drawn once, above the tab
+            assert page_texts(at).count(INTRODUCTIONS[tab]) == 1, tab
     at.radio(key="anatomy_qk_method").set_value("t-SNE (slower)").run()
     assert not at.exception
     assert _has_title(at, "197 queries and 197 keys (t-SNE (slower))")
@@ -296,6 +300,8 @@ def test_a_cnn_gets_a_note_in_every_tab():
     for tab in FURTHER_TABS:
         _open(at, tab)
         assert "Does not apply: tf_efficientnet_lite0 is a CNN" in page_texts(at), tab
+        if tab in INTRODUCTIONS:  # a tab that does not apply is not introduced
+            assert INTRODUCTIONS[tab] not in page_texts(at), tab
 
 
 # Interventions on a real probe: a run folder in the runs folder loads as a model. ---------------

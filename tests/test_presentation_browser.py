@@ -1,12 +1,11 @@
 """Presentation mode in a real browser: ?present=1, Next/Previous and arrow keys, upload, themes, animation."""
 
 import re
-import time
 
 import pytest
 from PIL import Image
 
-from tests.support.browser import page_pause, save_screenshot, shows_once, wait_until_idle
+from tests.support.browser import page_pause, save_screenshot, shows_once, wait_until_idle, wait_until_quiet
 from tests.support.polling import wait_for
 from tests.support.slides import SLIDE_TITLES
 from vitviz.images import BUILTIN_PHOTOS
@@ -163,18 +162,15 @@ def test_leaving_presentation_mode_brings_back_the_sidebar(app_url, page):
 def _wait_for_the_slide_to_finish(page, timeout_s: float = 240.0, quiet_s: float = 1.5) -> None:
     """Presentation mode hides the status widget: a slide is done when no spinner shows and its drawn
     charts stop changing in number for `quiet_s`."""
-    deadline, quiet_since, charts = time.monotonic() + timeout_s, None, -1
-    while time.monotonic() < deadline:
+    charts = [-1]  # the count seen at the last poll
+
+    def changing() -> bool:
         spinning = page.locator('[data-testid="stSpinner"]').count() > 0
         drawn = page.locator('[data-testid="stMain"] .js-plotly-plot .main-svg').count()
-        if spinning or drawn != charts:
-            quiet_since, charts = None, drawn
-        elif quiet_since is None:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= quiet_s:
-            return
-        page.wait_for_timeout(100)
-    raise TimeoutError("the slide kept changing for longer than the deadline")
+        changed, charts[0] = spinning or drawn != charts[0], drawn
+        return changed
+
+    wait_until_quiet(page, changing, timeout_s, quiet_s, "the slide kept changing")
 
 
 def test_every_slide_fits_a_1440_by_1000_screen(tmp_path, monkeypatch, chromium):

@@ -148,45 +148,38 @@ def logistic_regression_accuracy(run: ProbeFeatures) -> float:
     return float(oracle.score(run.val_features, run.val_labels))
 
 
-@pytest.fixture(scope="module")
-def efficientnet_digits() -> ProbeFeatures:
-    return probe_with_features("tf_efficientnet_lite0", "builtin:digits", max_images=400)
+# The real-feature runs: (model, data, images read), each small enough that its head takes seconds.
+PROBE_RUNS: dict[str, tuple[str, str, int]] = {
+    "efficientnet_digits": ("tf_efficientnet_lite0", "builtin:digits", 400),
+    "efficientnet_shapes": ("tf_efficientnet_lite0", "builtin:shapes", 300),
+    "dinov2_digits": ("vit_small_patch14_dinov2", "builtin:digits", 250),
+    "dinov2_shapes": ("vit_small_patch14_dinov2", "builtin:shapes", 150),
+}
 
 
-@pytest.fixture(scope="module")
-def efficientnet_shapes() -> ProbeFeatures:
-    return probe_with_features("tf_efficientnet_lite0", "builtin:shapes", max_images=300)
-
-
-@pytest.fixture(scope="module")
-def dinov2_digits() -> ProbeFeatures:
-    return probe_with_features("vit_small_patch14_dinov2", "builtin:digits", max_images=250)
-
-
-@pytest.fixture(scope="module")
-def dinov2_shapes() -> ProbeFeatures:
-    return probe_with_features("vit_small_patch14_dinov2", "builtin:shapes", max_images=150)
+@pytest.fixture(scope="module", params=list(PROBE_RUNS))
+def probe_run(request: pytest.FixtureRequest) -> ProbeFeatures:
+    """One of PROBE_RUNS, made once per module (a test may pick one with indirect parametrisation)."""
+    model, data, max_images = PROBE_RUNS[request.param]
+    return probe_with_features(model, data, max_images=max_images)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "run_name", ["efficientnet_digits", "efficientnet_shapes", "dinov2_digits", "dinov2_shapes"]
-)
-def test_the_probe_scores_at_least_logistic_regression_less_a_point(run_name, request):
-    run: ProbeFeatures = request.getfixturevalue(run_name)
-    oracle = logistic_regression_accuracy(run)
-    final = run.result.metrics[-1].val_acc
-    assert final >= oracle - 0.01, (run_name, final, oracle)
-    assert math.isfinite(run.result.metrics[-1].val_loss)
+def test_the_probe_scores_at_least_logistic_regression_less_a_point(probe_run: ProbeFeatures):
+    oracle = logistic_regression_accuracy(probe_run)
+    final = probe_run.result.metrics[-1].val_acc
+    assert final >= oracle - 0.01, (final, oracle)  # the test id names the run
+    assert math.isfinite(probe_run.result.metrics[-1].val_loss)
     # The head phase (choosing λ and the solve) took seconds, not the features' minutes.
-    assert run.head_seconds < 30, run.head_seconds
+    assert probe_run.head_seconds < 30, probe_run.head_seconds
 
 
 @pytest.mark.slow
-def test_the_saved_probe_takes_raw_features_as_the_model_head_does(efficientnet_digits):
+@pytest.mark.parametrize("probe_run", ["efficientnet_digits"], indirect=True)
+def test_the_saved_probe_takes_raw_features_as_the_model_head_does(probe_run: ProbeFeatures):
     """The standardisation is folded into the real head: the returned model's logits on raw features
     give the validation predictions the run recorded."""
-    run = efficientnet_digits
+    run = probe_run
     head = run.result.model.get_classifier()
     with torch.no_grad():
         predicted = head(torch.from_numpy(run.val_features)).argmax(dim=1).tolist()

@@ -40,10 +40,18 @@ def _drop(model: str, salient: np.ndarray, least: np.ndarray, random: np.ndarray
     ]
 
 
-def _deletion(deletion: np.ndarray, least: np.ndarray, random: np.ndarray) -> FaithfulnessResult:
+# The (model, method) each kind of result below is of, and the subject its verdict names.
+DELETION_RUN, DELETION = ("tf_efficientnet_lite0", "gradcam"), "tf_efficientnet_lite0 · Grad-CAM"
+ROAD_RUN, ROAD = ("vit_small_patch14_dinov2", "chefer"), "vit_small_patch14_dinov2 · Chefer et al. relevance"
+
+
+def _deletion(
+    run: tuple[str, str], deletion: np.ndarray, least: np.ndarray, random: np.ndarray
+) -> FaithfulnessResult:
+    model, method = run
     return FaithfulnessResult(
-        model="tf_efficientnet_lite0",
-        method="gradcam",
+        model=model,
+        method=method,
         **TARGET,
         fractions=FRACTIONS,
         deletion=deletion,
@@ -54,10 +62,11 @@ def _deletion(deletion: np.ndarray, least: np.ndarray, random: np.ndarray) -> Fa
     )
 
 
-def _road(most: np.ndarray, least: np.ndarray, random: np.ndarray) -> RoadResult:
+def _road(run: tuple[str, str], most: np.ndarray, least: np.ndarray, random: np.ndarray) -> RoadResult:
+    model, method = run
     return RoadResult(
-        model="vit_small_patch14_dinov2",
-        method="chefer",
+        model=model,
+        method=method,
         **TARGET,
         clean_probability=0.9,
         removed=np.linspace(0.1, 0.9, 5),
@@ -99,19 +108,15 @@ def test_one_drop_verdict_per_model_and_none_without_all_three_orders():
     assert [verdict.subject for verdict in drop_verdicts(curves)] == ["resnet18"]
 
 
-DELETION = "tf_efficientnet_lite0 · Grad-CAM"
-ROAD = "vit_small_patch14_dinov2 · Chefer et al. relevance"
-
-
 # (verdicts, result, subject, what the sentence says: its two halves, joined by "|")
 CASES = {
-    "deletion-faithful": (deletion_verdicts, _deletion(FAST, SLOW, STRAIGHT), DELETION,
+    "deletion-faithful": (deletion_verdicts, _deletion(DELETION_RUN, FAST, SLOW, STRAIGHT), DELETION,
         "(area 0.225) falls faster than the random order (0.450)|(0.675) stays above it"),
-    "deletion-unfaithful": (deletion_verdicts, _deletion(SLOW, FAST, STRAIGHT), DELETION,
+    "deletion-unfaithful": (deletion_verdicts, _deletion(DELETION_RUN, SLOW, FAST, STRAIGHT), DELETION,
         "(area 0.675) does not fall faster than|(0.225) does not stay above it"),
-    "road-faithful": (road_verdicts, _road(FAST, SLOW, STRAIGHT), ROAD,
+    "road-faithful": (road_verdicts, _road(ROAD_RUN, FAST, SLOW, STRAIGHT), ROAD,
         "(mean 0.270) is below the random order (0.450)|(0.630) is above it"),
-    "road-unfaithful": (road_verdicts, _road(SLOW, FAST, STRAIGHT), ROAD,
+    "road-unfaithful": (road_verdicts, _road(ROAD_RUN, SLOW, FAST, STRAIGHT), ROAD,
         "(mean 0.630) is not below the random order|(0.270) is not above it"),
 }  # fmt: skip
 

@@ -43,7 +43,7 @@ from scipy.stats import rankdata
 
 from vitviz.finetune.distributed import SINGLE_PROCESS, DistributedContext
 from vitviz.methods import METHODS, available_methods, explanation_map, method_title
-from vitviz.methods.faithfulness import faithfulness, random_order_aucs, random_road_scores, road
+from vitviz.methods.faithfulness import faithfulness, random_order_scores, road
 from vitviz.methods.probes import DEFAULT_FRACTIONS, probe_target
 from vitviz.methods.sanity import UNFAITHFUL_RANK_CORRELATION, cascading_randomisation
 from vitviz.models import LoadedModel
@@ -359,10 +359,7 @@ def score_image(
     target = probe_target(loaded, seen)
     seeds = [settings.seed + offset for offset in range(settings.random_orders)]
     common = {"class_index": target.index}
-    random_deletion, random_insertion = random_order_aucs(
-        loaded, seen, seeds, fractions=settings.fractions, **common
-    )
-    random_road = random_road_scores(loaded, seen, seeds, percentiles=settings.road_percentiles, **common)
+    baseline = random_order_scores(loaded, target, seeds, settings.fractions, settings.road_percentiles)
     advance_to(1)
     curves = faithfulness(
         loaded, seen, methods, fractions=settings.fractions, seed=settings.seed, progress=stage(1), **common
@@ -401,9 +398,9 @@ def score_image(
         target_index=target.index,
         target_label=target.label,
         methods=tuple(scored),
-        random_deletion=tuple(float(value) for value in random_deletion),
-        random_insertion=tuple(float(value) for value in random_insertion),
-        random_road=tuple(float(value) for value in random_road),
+        random_deletion=tuple(float(value) for value in baseline.deletion),
+        random_insertion=tuple(float(value) for value in baseline.insertion),
+        random_road=tuple(float(value) for value in baseline.road),
         sanity_run=settings.sanity,
     )
 

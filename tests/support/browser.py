@@ -91,21 +91,35 @@ def page_pause(page) -> Callable[[float], None]:
     return lambda seconds: page.wait_for_timeout(seconds * 1000)
 
 
-def wait_until_idle(page, timeout_s: float = 120.0, quiet_s: float = 0.8) -> None:
-    """Waits until the app has stopped running its script (the status widget stays hidden)."""
+def wait_until_quiet(page, busy: Callable[[], bool], timeout_s: float, quiet_s: float, failure: str) -> None:
+    """Polls `busy` every 0.1 s until it has said False for `quiet_s` seconds in a row.
+
+    Raises:
+        TimeoutError: "`failure` for longer than the deadline", when `timeout_s` passes first.
+    """
     deadline = time.monotonic() + timeout_s
     quiet_since = None
     while time.monotonic() < deadline:
-        running = page.locator('[data-testid="stStatusWidget"]').count() > 0
-        skeleton = page.locator('[data-testid="stSkeleton"]').count() > 0
-        if running or skeleton:
+        if busy():
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since >= quiet_s:
             return
         page.wait_for_timeout(100)
-    raise TimeoutError("the app kept running for longer than the deadline")
+    raise TimeoutError(f"{failure} for longer than the deadline")
+
+
+def wait_until_idle(page, timeout_s: float = 120.0, quiet_s: float = 0.8) -> None:
+    """Waits until the app has stopped running its script (the status widget stays hidden)."""
+
+    def running() -> bool:
+        return any(
+            page.locator(f'[data-testid="{test_id}"]').count() > 0
+            for test_id in ("stStatusWidget", "stSkeleton")
+        )
+
+    wait_until_quiet(page, running, timeout_s, quiet_s, "the app kept running")
 
 
 def open_and_wait(page, url: str, ready, timeout_ms: int = 120_000, quiet_s: float = 0.8) -> None:

@@ -53,10 +53,10 @@ def _untrained_note(trained: bool) -> str:
 
 
 def _run_posembed(args: argparse.Namespace) -> None:
-    from vitviz.maths.posembed import grid_position_embedding, local_fraction, position_similarity
+    from vitviz.maths.posembed import local_fraction, position_embedding_similarity
 
     loaded = load_from_args(args)
-    similarity = position_similarity(grid_position_embedding(loaded.model, loaded.facts))
+    similarity = position_embedding_similarity(loaded.model, loaded.facts)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.out, similarity.astype(np.float32))
     rows, cols = loaded.facts.grid_size
@@ -102,20 +102,20 @@ def _run_attention_distance(args: argparse.Namespace) -> None:
 
 
 def _run_filters(args: argparse.Namespace) -> None:
-    from vitviz.maths.filters import component_tiles, filter_components, patch_embedding_filters, tile_mosaic
+    from vitviz.maths.filters import component_tiles, embedding_filter_components, tile_mosaic
 
     if args.components < 1 or args.scale < 1:
         raise ValueError("--components and --scale must be at least 1")
     loaded = load_from_args(args)
-    filters = patch_embedding_filters(loaded.model, loaded.facts)
-    components = filter_components(filters, args.components)
+    components = embedding_filter_components(loaded.model, loaded.facts, args.components)
+    height, width = components.components.shape[2:]  # each component is shaped like a filter
     picture = tile_mosaic(component_tiles(components.components), scale=args.scale)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(picture).save(args.out, format="PNG")
     shares = ", ".join(f"{ratio:.1%}" for ratio in components.explained_variance_ratio[:5])
     print(
         f"saved {components.num_components} principal components of {components.num_filters} "
-        f"filters of {picture_size_text(width=filters.shape[3], height=filters.shape[2])} to "
+        f"filters of {picture_size_text(width=width, height=height)} to "
         f"{args.out}{_untrained_note(loaded.trained)}; "
         f"explained variance {components.explained_variance_ratio.sum():.1%} in all (first: {shares})"
     )

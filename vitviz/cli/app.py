@@ -16,7 +16,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from vitviz.cli.common import CommandError
+from vitviz.cli.common import CommandError, add_command
 
 __all__ = ["add_commands", "app_folder", "launch_command", "served_settings"]
 
@@ -29,15 +29,9 @@ _BOOT = (
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Adds the `app` command."""
-    parser = commands.add_parser(
-        "app",
-        help="start the browser app (the same launcher as `make run`)",
-        description="Starts the Streamlit app on http://localhost:8501 with the settings it is served "
-        "with everywhere (.streamlit/config.toml beside app.py). Any further options go to `streamlit "
-        "run`, e.g. `vitviz app --server.port=8600 --server.headless=true`.",
-    )
+    parser = add_command(commands, _run_app)
     # Every option this parser does not know is passed on to `streamlit run` (see main.main).
-    parser.set_defaults(run=_run_app, passes_options_on=True)
+    parser.set_defaults(passes_options_on=True)
 
 
 def app_folder() -> Path:
@@ -77,6 +71,12 @@ def launch_command(options: list[str]) -> list[str]:
 
 
 def _run_app(args: argparse.Namespace) -> None:
+    """start the browser app (the same launcher as `make run`)
+
+    Starts the Streamlit app on http://localhost:8501 with the settings it is served with everywhere
+    (.streamlit/config.toml beside app.py). Any further options go to `streamlit run`, e.g.
+    `vitviz app --server.port=8600 --server.headless=true`.
+    """
     command = launch_command(list(args.passed_on))
     sys.stdout.flush()
     if os.name != "posix":

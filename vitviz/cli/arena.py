@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vitviz.cli.common import CommandError, add_model_arguments, add_view_argument
+from vitviz.cli.common import CommandError, add_command, add_model_arguments, add_view_argument
 from vitviz.methods import METHOD_NAMES
 
 if TYPE_CHECKING:
@@ -21,16 +21,7 @@ RUN_PREFIX = "run:"  # "run:NAME": a fine-tuned run's held-out (validation) imag
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Adds `arena`."""
-    arena = commands.add_parser(
-        "arena",
-        help="score every explanation method on images (deletion, insertion, ROAD, sanity) and rank them",
-        description=(
-            "Scores each method's map of the model's top class by deletion and insertion areas and ROAD, "
-            "each against random order, and by the cascading-randomisation sanity check; ranks the methods "
-            "and says in one sentence which hold up. Over several images the table gives medians and "
-            "quartiles. Under torchrun each process scores its share of the images."
-        ),
-    )
+    arena = add_command(commands, _run_arena)
     arena.add_argument(
         "images",
         nargs="+",
@@ -39,27 +30,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "(a fine-tuned run's held-out images)",
     )
     add_model_arguments(arena, "tf_efficientnet_lite0")
-    arena.add_argument(
-        "--methods",
-        nargs="+",
-        choices=METHOD_NAMES,
-        default=None,
-        metavar="METHOD",
-        help="methods to score (default: every fast method that fits the model)",
-    )
+    methods_help = "methods to score (default: every fast method that fits the model)"
+    _add_list_option(arena, "--methods", "METHOD", methods_help, choices=METHOD_NAMES)
     arena.add_argument(
         "--slow", action="store_true", help="also the slow methods (Score-CAM, IG, Occlusion …)"
     )
     arena.add_argument(
         "--steps", type=int, default=11, help="deletion/insertion fractions from 0 to 1 (default 11)"
     )
-    arena.add_argument(
-        "--road-percentiles",
-        nargs="+",
-        type=int,
-        default=None,
-        metavar="P",
-        help="ROAD thresholds in (0, 100) (default 20 50 80)",
+    _add_list_option(
+        arena, "--road-percentiles", "P", "ROAD thresholds in (0, 100) (default 20 50 80)", type=int
     )
     arena.add_argument(
         "--random-orders", type=int, default=4, help="random orders per image (default 4, at least 2)"
@@ -72,7 +52,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     arena.add_argument(
         "--out", type=Path, default=None, metavar="FIG.png|.html", help="also write the figure"
     )
-    arena.set_defaults(run=_run_arena)
+
+
+def _add_list_option(
+    parser: argparse.ArgumentParser, flag: str, metavar: str, help_text: str, **kind: object
+) -> None:
+    """`flag` followed by one value or more (`kind`: their type or choices); left out, it is None
+    and the arena's own default applies."""
+    parser.add_argument(flag, nargs="+", default=None, metavar=metavar, help=help_text, **kind)
 
 
 def arena_images(specs: list[str], max_images: int | None = None) -> list[ArenaImage]:
@@ -115,6 +102,13 @@ def arena_images(specs: list[str], max_images: int | None = None) -> list[ArenaI
 
 
 def _run_arena(args: argparse.Namespace) -> None:
+    """score every explanation method on images (deletion, insertion, ROAD, sanity) and rank them
+
+    Scores each method's map of the model's top class by deletion and insertion areas and ROAD, each
+    against random order, and by the cascading-randomisation sanity check; ranks the methods and says
+    in one sentence which hold up. Over several images the table gives medians and quartiles. Under
+    torchrun each process scores its share of the images.
+    """
     from vitviz.arena import ARENA_ROAD_PERCENTILES, ArenaSettings, arena_methods, run_arena
     from vitviz.cli.compare import export_figure
     from vitviz.device import default_device

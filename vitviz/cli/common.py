@@ -17,6 +17,7 @@ __all__ = [
     "ASPECT_METHODS",
     "CommandError",
     "add_class_argument",
+    "add_command",
     "add_image_command",
     "add_listing_arguments",
     "add_model_arguments",
@@ -69,20 +70,29 @@ def add_view_argument(parser: argparse.ArgumentParser, *, aspect: bool = False) 
     )
 
 
-def add_image_command(
-    commands: argparse._SubParsersAction, run: Callable[[argparse.Namespace], None], default_model: str
+def add_command(
+    commands: argparse._SubParsersAction, run: Callable[[argparse.Namespace], None]
 ) -> argparse.ArgumentParser:
-    """A command that reads one IMAGE with one model (--model, --weights, --device) and calls `run`.
+    """A command that calls `run`, described by `run` itself.
 
-    The command is named after `run` (`_run_NAME`); its help is the first line of `run`'s docstring and
-    its description the paragraphs after it.
+    The command is named after `run` (`_run_NAME`, underscores as hyphens); its help is the first
+    paragraph of `run`'s docstring and its description the paragraphs after it (or the help again).
     """
     name = run.__name__.removeprefix("_run_").replace("_", "-")
     summary, _, details = (run.__doc__ or "").strip().partition("\n\n")
+    summary = " ".join(summary.split())
     parser = commands.add_parser(name, help=summary, description=" ".join(details.split()) or summary)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def add_image_command(
+    commands: argparse._SubParsersAction, run: Callable[[argparse.Namespace], None], default_model: str
+) -> argparse.ArgumentParser:
+    """A command (`add_command`) that reads one IMAGE with one model (--model, --weights, --device)."""
+    parser = add_command(commands, run)
     parser.add_argument("image", metavar="IMAGE")
     add_model_arguments(parser, default_model)
-    parser.set_defaults(run=run)
     return parser
 
 

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from vitviz.cli.common import CommandError, add_model_arguments
+from vitviz.cli.common import CommandError, add_command, add_model_arguments
 
 __all__ = ["FEW_SHOT", "MODE_CHOICES", "add_commands", "output_folder"]
 
@@ -21,13 +21,7 @@ _DATA_HELP = "builtin:digits, builtin:shapes, a .zip of class folders, or a fold
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Adds the `finetune` and `finetune-pair` commands."""
-    parser = subparsers.add_parser(
-        "finetune",
-        help="fine-tune a model on labelled images into a run folder (works under torchrun)",
-        description="Fine-tunes a copy of a model on an ImageFolder layout (one folder per class) and "
-        "writes RUN_FOLDER: model.safetensors, config.json, labels.json, metrics.jsonl, status.json. "
-        "The folder then works as --model in every other command.",
-    )
+    parser = add_command(subparsers, _run_finetune)
     parser.add_argument("--data", required=True, help=_DATA_HELP)
     add_model_arguments(parser, "vit_small_patch14_dinov2")
     _add_training_arguments(parser)
@@ -54,18 +48,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "(with a '/', or '.' or '~') is taken as the run folder itself. Required but for few-shot, "
         "where it is an optional folder for fewshot.json and fewshot.html",
     )
-    parser.set_defaults(run=_run_finetune)
 
     # A command of its own rather than `finetune --pair`: --model and --weights would mean nothing
     # for a pair, --out names the folder two runs are made in rather than one run's folder, and
     # `finetune` is also one rank of a torchrun job, which a pair (two runs in turn) is not.
-    pair = subparsers.add_parser(
-        "finetune-pair",
-        help="fine-tune the bundled DINOv2 ViT and EfficientNet CNN alike, for a like-for-like Compare",
-        description="Fine-tunes the bundled DINOv2 ViT-S/14 and then the bundled EfficientNet-Lite0 on the "
-        "same images, split and settings, each into a new run folder in RUNS_FOLDER with a pair.json that "
-        "names both. Each run folder then works as --model in every other command.",
-    )
+    pair = add_command(subparsers, _run_finetune_pair)
     pair.add_argument("--data", default="builtin:digits", help=f"{_DATA_HELP} (default builtin:digits)")
     pair.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     _add_training_arguments(pair)
@@ -76,7 +63,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         metavar="RUNS_FOLDER",
         help="where to make the two run folders (default: the runs folder, where the app finds them)",
     )
-    pair.set_defaults(run=_run_finetune_pair)
 
 
 def output_folder(text: str) -> Path:
@@ -133,6 +119,12 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_finetune(args: argparse.Namespace) -> None:
+    """fine-tune a model on labelled images into a run folder (works under torchrun)
+
+    Fine-tunes a copy of a model on an ImageFolder layout (one folder per class) and writes
+    RUN_FOLDER: model.safetensors, config.json, labels.json, metrics.jsonl, status.json. The folder
+    then works as --model in every other command.
+    """
     if args.mode == FEW_SHOT:
         args.out = None if args.out is None else Path(args.out).expanduser()  # results, not a run
         _run_few_shot(args)
@@ -184,6 +176,12 @@ def _run_finetune(args: argparse.Namespace) -> None:
 
 
 def _run_finetune_pair(args: argparse.Namespace) -> None:
+    """fine-tune the bundled DINOv2 ViT and EfficientNet CNN alike, for a like-for-like Compare
+
+    Fine-tunes the bundled DINOv2 ViT-S/14 and then the bundled EfficientNet-Lite0 on the same images,
+    split and settings, each into a new run folder in RUNS_FOLDER with a pair.json that names both.
+    Each run folder then works as --model in every other command.
+    """
     from vitviz.device import default_device
     from vitviz.finetune.pair import train_pair
     from vitviz.finetune.trainer import FinetuneConfig

@@ -19,6 +19,7 @@ __all__ = [
     "FilterSpectrum",
     "FiltersNotApplicableError",
     "component_tiles",
+    "embedding_filter_components",
     "filter_components",
     "filter_spectrum",
     "patch_embedding_filters",
@@ -103,6 +104,17 @@ def filter_components(filters: np.ndarray, num_components: int = PAPER_COMPONENT
         explained_variance_ratio=pca.explained_variance_ratio_,
         num_filters=num_filters,
     )
+
+
+def embedding_filter_components(
+    model: nn.Module, facts: ModelFacts, num_components: int = PAPER_COMPONENTS
+) -> FilterComponents:
+    """Principal components of the model's patch-embedding filters (`patch_embedding_filters`).
+
+    Raises:
+        FiltersNotApplicableError: as `patch_embedding_filters`.
+    """
+    return filter_components(patch_embedding_filters(model, facts), num_components)
 
 
 def component_tiles(components: np.ndarray) -> np.ndarray:

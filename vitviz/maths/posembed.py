@@ -19,6 +19,7 @@ __all__ = [
     "grid_position_embedding",
     "local_fraction",
     "mosaic_step",
+    "position_embedding_similarity",
     "position_similarity",
     "similarity_mosaic",
 ]
@@ -78,6 +79,18 @@ def position_similarity(embeddings: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)  # (P, 1)
     unit = embeddings / np.maximum(norms, np.finfo(np.float64).tiny)
     return np.clip(unit @ unit.T, -1.0, 1.0)
+
+
+def position_embedding_similarity(model: nn.Module, facts: ModelFacts) -> np.ndarray:
+    """Cosine similarity of every grid position's learned embedding with every other's.
+
+    Returns:
+        (P, P) similarities, grid positions in row-major order.
+
+    Raises:
+        NoPositionEmbeddingError: as `grid_position_embedding`.
+    """
+    return position_similarity(grid_position_embedding(model, facts))
 
 
 def mosaic_step(grid_size: tuple[int, int], max_maps: int = MAX_SMALL_MAPS) -> int:

@@ -33,12 +33,12 @@ from vitviz.progress import PlannedSteps, PlanStep, ProgressCallback
 __all__ = [
     "ROAD_PERCENTILES",
     "FaithfulnessResult",
+    "RandomOrderScores",
     "RoadResult",
     "faithfulness",
     "faithfulness_plan",
     "faithfulness_rows",
-    "random_order_aucs",
-    "random_road_scores",
+    "random_order_scores",
     "road",
     "road_plan",
     "road_rows",
@@ -169,11 +169,7 @@ def faithfulness(
             least_first, _ = curves(salience_order(salience, "drop-least-salient"))
         results.append(
             FaithfulnessResult(
-                model=loaded.facts.name,
-                trained=loaded.trained,
-                method=method,
-                target_index=target.index,
-                target_label=target.label,
+                **_scored_map(loaded, method, target),
                 fractions=steps,
                 deletion=deletion,
                 insertion=insertion,
@@ -183,6 +179,17 @@ def faithfulness(
             )
         )
     return results
+
+
+def _scored_map(loaded: LoadedModel, method: str, target: ProbeTarget) -> dict[str, Any]:
+    """The fields FaithfulnessResult and RoadResult begin with: whose map, and the class it follows."""
+    return {
+        "model": loaded.facts.name,
+        "trained": loaded.trained,
+        "method": method,
+        "target_index": target.index,
+        "target_label": target.label,
+    }
 
 
 def faithfulness_plan(
@@ -212,34 +219,6 @@ def _order_curves(
     inserted = [pixels * drop_mask(order[:count], grid, input_size) for count in counts]
     probabilities = target_probabilities(loaded, torch.stack(deleted + inserted), target.index)
     return probabilities[: len(steps)], probabilities[len(steps) :]
-
-
-def random_order_aucs(
-    loaded: LoadedModel,
-    view: ImageView,
-    seeds: Sequence[int],
-    class_index: int | None = None,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Deletion and insertion areas of several random patch orders: the spread a map must leave.
-
-    Seed s gives the very order `faithfulness(..., seed=s)` uses for its random baseline.
-
-    Returns:
-        (deletion areas, insertion areas), each (len(seeds),).
-    """
-    steps = _checked_fractions(fractions)
-    target = probe_target(loaded, view, class_index)
-    grid = probe_grid(loaded)
-    areas = [
-        _order_curves(
-            loaded, target, grid, steps, salience_order(None, "drop-random", seed, grid.num_patches)
-        )
-        for seed in seeds
-    ]
-    deletion = np.asarray([area_under_curve(steps, curve) for curve, _ in areas])
-    insertion = np.asarray([area_under_curve(steps, curve) for _, curve in areas])
-    return deletion, insertion
 
 
 def faithfulness_rows(results: Sequence[FaithfulnessResult]) -> list[dict[str, Any]]:
@@ -285,7 +264,11 @@ class RoadResult:
     @property
     def score(self) -> float:
         """Mean over the thresholds of (LeRF − MoRF) / 2, the library's combined ROAD: higher is more faithful."""
-        return float(np.mean(self.least_relevant_first - self.most_relevant_first) / 2.0)
+        return _road_score(self.most_relevant_first, self.least_relevant_first)
+
+
+def _road_score(most_relevant_first: np.ndarray, least_relevant_first: np.ndarray) -> float:
+    return float(np.mean(least_relevant_first - most_relevant_first) / 2.0)
 
 
 def road(
@@ -333,11 +316,7 @@ def road(
     (random_order,), *per_method = _imputed_curves(loaded, target, imputed, steps, seed, walk)
     return [
         RoadResult(
-            model=loaded.facts.name,
-            trained=loaded.trained,
-            method=method,
-            target_index=target.index,
-            target_label=target.label,
+            **_scored_map(loaded, method, target),
             clean_probability=target.clean_probability,
             removed=np.asarray([1.0 - step / 100 for step in steps]),
             most_relevant_first=most_first,
@@ -414,34 +393,58 @@ def _imputed_curves(
     return [[np.asarray(curve) for curve in map_curves] for map_curves in curves]
 
 
-def random_road_scores(
-    loaded: LoadedModel,
-    view: ImageView,
-    seeds: Sequence[int],
-    class_index: int | None = None,
-    percentiles: Sequence[int] = ROAD_PERCENTILES,
-) -> np.ndarray:
-    """The combined ROAD score, (LeRF − MoRF)/2 as `RoadResult.score`, of several random maps.
+@dataclass(frozen=True)
+class RandomOrderScores:
+    """What random orders score on one image: the spread a method's map must leave behind it.
 
-    Seed s draws the very map (and imputation noise) `road(..., seed=s)` uses for its random order.
-    A random map favours no pixel, so these scores spread around 0: the spread a map must leave.
-
-    Returns:
-        (len(seeds),) scores.
+    Seed s gives the very patch order `faithfulness(..., seed=s)` uses for its random baseline, and
+    the very map (and imputation noise) `road(..., seed=s)` uses for its random order.
     """
-    steps = _road_steps(percentiles)
-    target = probe_target(loaded, view, class_index)
-    scores = []
+
+    deletion: np.ndarray  # (S,) deletion area of each seed's random patch order
+    insertion: np.ndarray  # (S,) insertion area of the same orders
+    road: np.ndarray  # (S,) combined ROAD score, as `RoadResult.score`, of each seed's random map
+
+
+def random_order_scores(
+    loaded: LoadedModel,
+    target: ProbeTarget,
+    seeds: Sequence[int],
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    percentiles: Sequence[int] = ROAD_PERCENTILES,
+) -> RandomOrderScores:
+    """Deletion and insertion areas and ROAD scores of random orders, one per seed.
+
+    A random order favours no patch or pixel, so these spread around what chance gives.
+
+    Args:
+        loaded: a model with a classifier head; never modified.
+        target: the view's input and the class followed (`vitviz.methods.probes.probe_target`).
+        seeds: one random order per seed.
+        fractions: as `faithfulness`.
+        percentiles: as `road`.
+    """
+    steps = _checked_fractions(fractions)
+    thresholds = _road_steps(percentiles)
+    grid = probe_grid(loaded)
+    curves = [
+        _order_curves(
+            loaded, target, grid, steps, salience_order(None, "drop-random", seed, grid.num_patches)
+        )
+        for seed in seeds
+    ]
+    both = [ROADMostRelevantFirst, ROADLeastRelevantFirst]
+    road = []
     for seed in seeds:
         ((most_first, least_first),) = _imputed_curves(
-            loaded,
-            target,
-            [(_random_road_map(loaded, seed), [ROADMostRelevantFirst, ROADLeastRelevantFirst])],
-            steps,
-            seed,
+            loaded, target, [(_random_road_map(loaded, seed), both)], thresholds, seed
         )
-        scores.append(float(np.mean(least_first - most_first) / 2.0))
-    return np.asarray(scores)
+        road.append(_road_score(most_first, least_first))
+    return RandomOrderScores(
+        deletion=np.asarray([area_under_curve(steps, deletion) for deletion, _ in curves]),
+        insertion=np.asarray([area_under_curve(steps, insertion) for _, insertion in curves]),
+        road=np.asarray(road),
+    )
 
 
 def road_rows(results: Sequence[RoadResult]) -> list[dict[str, Any]]:

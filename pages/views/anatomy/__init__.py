@@ -18,7 +18,7 @@ from streamlit.delta_generator import DeltaGenerator
 from pages.views import ui
 from pages.views.anatomy.kit import RAW_COLOURS, ModelSide, _cached_view, _cnn_note, model_sides
 from pages.views.anatomy.link import VIEW, _read_link, _write_link, seed_from_link
-from pages.views.anatomy.tabs import TAB, TABS
+from pages.views.anatomy.tabs import INTRODUCTIONS, TAB, TABS
 from vitviz.figures.common import photo_view_figure
 from vitviz.figures.scales import CLIP_PERCENTILE
 
@@ -56,6 +56,8 @@ def _render_tab(name: str, sides: list[ModelSide], picked: ui.ImageChoice) -> No
     """One tab as a fragment: its sliders and clicks rerun this tab alone, not the photo or the sidebar."""
     tab = TABS[name]
     if tab.cnn_reason is None or not _cnn_note(sides[0].loaded.facts, tab.cnn_reason):
+        if name in INTRODUCTIONS:
+            st.markdown(INTRODUCTIONS[name])
         tab.render(sides, picked)
     _write_link(picked)  # a fragment's rerun skips the page's own call
 

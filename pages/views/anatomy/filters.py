@@ -5,26 +5,22 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.views import ui
-from pages.views.anatomy.kit import ModelSide, _chart, _columns
+from pages.views.anatomy.kit import ModelSide, WeightsComputation, _chart, _columns
 from vitviz.figures.anatomy import explained_variance_figure, filter_components_figure
 from vitviz.maths.filters import (
     FilterComponents,
     FiltersNotApplicableError,
     component_tiles,
-    filter_components,
+    embedding_filter_components,
     filter_spectrum,
-    patch_embedding_filters,
     spectrum_sentence,
 )
-from vitviz.models import LoadedModel
 from vitviz.text import picture_size_text
 
 __all__ = ["render_filters"]
 
 
-@st.cache_data(show_spinner="PCA of the patch-embedding filters…", max_entries=16)
-def _cached_components(model_key: tuple, _loaded: LoadedModel) -> FilterComponents:
-    return filter_components(patch_embedding_filters(_loaded.model, _loaded.facts))
+_components = WeightsComputation(embedding_filter_components, "PCA of the patch-embedding filters…")
 
 
 FILTER_TILE_PX = 88  # the side of a filter tile on screen, one model shown
@@ -34,7 +30,7 @@ FILTER_TILE_PX_BESIDE = 50  # the same beside the untrained twin
 def render_filters(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """Tab 2: principal components of the linear patch-embedding filters (paper Fig. 7 left)."""
     try:  # the twin has the same architecture: one message covers both
-        results = [_cached_components(side.key, side.loaded) for side in sides]
+        results = [_components(side) for side in sides]
     except FiltersNotApplicableError as error:
         st.info(f"Does not apply: {error}")
         return
@@ -87,5 +83,5 @@ def _spectrum_sentence(sides: list[ModelSide], components: FilterComponents) -> 
     else:
         choice = model.choice
         twin = ModelSide(ui.cached_twin(choice.name, choice.weights, choice.device), choice, twin=True)
-    untrained = filter_spectrum(_cached_components(twin.key, twin.loaded).components)
+    untrained = filter_spectrum(_components(twin).components)
     return spectrum_sentence(measured, untrained, f"the {model.label} {model.loaded.facts.name}")

@@ -5,24 +5,17 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.views import ui
-from pages.views.anatomy.kit import ModelSide, _chart, _class_query, _each_side, _overlay_chart, _title
+from pages.views.anatomy.kit import ModelSide, ViewComputation, _chart, _each_side, _overlay_chart, _title
 from vitviz.figures.anatomy import feature_maps_figure, stem_grid_figure
-from vitviz.figures.common import attention_overlay_figure
-from vitviz.forward.hybrid import HybridStem, hybrid_stem
+from vitviz.forward.hybrid import hybrid_stem
 from vitviz.maths.attention import class_attention_map, rollout_relevance
 from vitviz.maths.sinks import detect_sinks, plan_rollout, rollout_statement
-from vitviz.models import LoadedModel
-from vitviz.preprocess import ImageView, ViewMode
 from vitviz.text import grid_size_text, picture_size_text
 
 __all__ = ["render_hybrid"]
 
 
-@st.cache_data(show_spinner="Running the CNN stem…", max_entries=16)
-def _cached_stem(
-    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _view: ImageView
-) -> HybridStem:
-    return hybrid_stem(_loaded, _view)
+_stem = ViewComputation(hybrid_stem, "Running the CNN stem…")
 
 
 def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
@@ -46,7 +39,7 @@ def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         sides,
         f"run the stem of {facts.name}",
         lambda side: (
-            _cached_stem(side.key, picked.digest, side.view, side.loaded, side.view_of(picked)),
+            _stem(side, picked),
             side.attention(picked),
         ),
     ):
@@ -85,28 +78,26 @@ def render_hybrid(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         rollout = rollout_relevance(record, sink_report=sinks)
         statement = rollout_statement(plan_rollout(sinks))
         attention_title = _title(
-            f"Last-layer {_class_query(facts)} attention, {grid_size_text(rows=rows, columns=cols)}", side
+            f"Last-layer {side.class_query} attention, {grid_size_text(rows=rows, columns=cols)}", side
         )
         attention_column, rollout_column = st.columns(2)
         with attention_column:
             _overlay_chart(
-                attention_overlay_figure(pixels, attention, facts.stride_px, attention_title, sinks=marks),
+                pixels,
                 attention,
+                facts.stride_px,
+                attention_title,
                 "attention",
                 f"anatomy_stem_attention_{side.suffix}",
+                sinks=marks,
             )
         with rollout_column:
             _overlay_chart(
-                attention_overlay_figure(
-                    pixels,
-                    rollout,
-                    facts.stride_px,
-                    _title(
-                        f"Rollout, {grid_size_text(rows=rows, columns=cols)}<br><sup>{statement}</sup>", side
-                    ),
-                    sinks=marks,
-                ),
+                pixels,
                 rollout,
+                facts.stride_px,
+                _title(f"Rollout, {grid_size_text(rows=rows, columns=cols)}<br><sup>{statement}</sup>", side),
                 "relevance",
                 f"anatomy_stem_rollout_{side.suffix}",
+                sinks=marks,
             )

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 from streamlit.delta_generator import DeltaGenerator
+from torch import nn
 
 from pages.views import ui
+from vitviz.figures.common import attention_overlay_figure
 from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale
 from vitviz.maths.attention import AttentionRecord
 from vitviz.models import LoadedModel, ModelError, ModelFacts, describe_weights, no_token_attention_reason
 from vitviz.preprocess import ImageView, ViewMode, image_view
 
-__all__ = ["RAW_COLOURS", "TWIN_LABEL", "ModelSide", "model_sides"]
+__all__ = ["RAW_COLOURS", "TWIN_LABEL", "ModelSide", "ViewComputation", "WeightsComputation", "model_sides"]
 
 TWIN_LABEL = "random (untrained twin)"
 
@@ -55,6 +57,11 @@ class ModelSide:
                 facts.input_size,
             )
         return (facts.name, self.loaded.run or self.loaded.weights, str(self.loaded.device))
+
+    @property
+    def class_query(self) -> str:
+        """What a "class" map attends from: the class token, or the mean patch of a model without one."""
+        return "class token" if self.loaded.facts.num_prefix_tokens else "mean patch"
 
     @property
     def suffix(self) -> str:
@@ -106,6 +113,59 @@ def model_sides(
         twin = ui.cached_twin(choice.name, choice.weights, choice.device)
         sides.append(ModelSide(twin, choice, twin=True, view=view))
     return sides
+
+
+def _own_cache(
+    computed: Callable[..., T], compute: Callable, spinner: str, max_entries: int
+) -> Callable[..., T]:
+    """`st.cache_data` over `computed`, a wrapper of `compute`, in a cache of its own.
+
+    Streamlit names a function's cache after its qualified name and source, which every wrapper made
+    here shares: named after `compute`, each computation keeps its own entries and `max_entries`.
+    """
+    computed.__qualname__ = f"{compute.__module__}.{compute.__qualname__}"
+    return st.cache_data(show_spinner=spinner, max_entries=max_entries)(computed)
+
+
+class ViewComputation(Generic[T]):
+    """`compute(loaded, view, *options)` on a side's view of the picked image, cached.
+
+    Keyed by the side's model key, the image's digest, the view mode and the options; the model and
+    the view go in unhashed (the key names them). `spinner` shows while it runs.
+    """
+
+    def __init__(self, compute: Callable[..., T], spinner: str, max_entries: int = 16) -> None:
+        def computed(
+            model_key: tuple,
+            digest: str,
+            view: ViewMode,
+            *options: Hashable,
+            _loaded: LoadedModel,
+            _view: ImageView,
+        ) -> T:
+            return compute(_loaded, _view, *options)
+
+        self._cached = _own_cache(computed, compute, spinner, max_entries)
+
+    def __call__(self, side: ModelSide, picked: ui.ImageChoice, *options: Hashable) -> T:
+        return self._cached(
+            side.key, picked.digest, side.view, *options, _loaded=side.loaded, _view=side.view_of(picked)
+        )
+
+
+class WeightsComputation(Generic[T]):
+    """`compute(model, facts)` on a side's weights alone (no image), cached per model key."""
+
+    def __init__(
+        self, compute: Callable[[nn.Module, ModelFacts], T], spinner: str, max_entries: int = 16
+    ) -> None:
+        def computed(model_key: tuple, _loaded: LoadedModel) -> T:
+            return compute(_loaded.model, _loaded.facts)
+
+        self._cached = _own_cache(computed, compute, spinner, max_entries)
+
+    def __call__(self, side: ModelSide) -> T:
+        return self._cached(side.key, _loaded=side.loaded)
 
 
 _GET_A_HEAD = (
@@ -181,14 +241,19 @@ def _scaled(figure: go.Figure, values: np.ndarray, label: str) -> go.Figure:
     return figure
 
 
-def _overlay_chart(figure: go.Figure, values: np.ndarray, label: str, key: str) -> None:
-    """A map's figure on the page's colour rule (clipped unless raw), its colour bar titled `label`."""
+def _overlay_chart(
+    pixels: np.ndarray,
+    values: np.ndarray,
+    stride_px: tuple[int, int],
+    title: str,
+    label: str,
+    key: str,
+    sinks: Sequence[tuple[int, int]] = (),
+) -> None:
+    """A map over the view's pixels on the page's colour rule (clipped unless raw), its colour bar
+    titled `label`; `sinks` are the token grid cells marked as attention sinks."""
+    figure = attention_overlay_figure(pixels, values, stride_px, title, sinks=sinks)
     _chart(_scaled(figure, values, label), key=key, theme=None)
-
-
-def _class_query(facts: ModelFacts) -> str:
-    """What a "class" map attends from: the class token, or the mean patch of a model without one."""
-    return "class token" if facts.num_prefix_tokens else "mean patch"
 
 
 def _cnn_note(facts: ModelFacts, why: str) -> bool:

@@ -6,12 +6,19 @@ import numpy as np
 import streamlit as st
 
 from pages.views import ui
-from pages.views.anatomy.kit import _GET_A_HEAD, ModelSide, _chart, _clip_percentile, _export_title, _softmax
+from pages.views.anatomy.kit import (
+    _GET_A_HEAD,
+    ModelSide,
+    ViewComputation,
+    _chart,
+    _clip_percentile,
+    _export_title,
+    _softmax,
+)
 from vitviz.figures.anatomy import logit_lens_figure, patch_class_figure
 from vitviz.figures.scales import colour_scale
 from vitviz.forward.logit_lens import LogitLens, logit_lens
 from vitviz.models import LoadedModel, ModelError
-from vitviz.preprocess import ImageView
 
 __all__ = ["render_logit_lens"]
 
@@ -24,11 +31,8 @@ NO_CLASSIFIER_FOR_LENS = (
 LENS_LAYER = "anatomy_lens_layer"  # the layer whose per-patch classes are drawn
 
 
-@st.cache_data(show_spinner="Reading every layer through the head…", max_entries=16)
-def _cached_lens(
-    model_key: tuple, digest: str, view: str, _loaded: LoadedModel, _view: ImageView
-) -> LogitLens:
-    return logit_lens(_loaded, _view, topk=5)
+_logit_lens = ViewComputation(logit_lens, "Reading every layer through the head…")
+LENS_TOPK = 5  # classes listed per layer
 
 
 def _class_name(loaded: LoadedModel, index: int) -> str:
@@ -45,7 +49,7 @@ def render_logit_lens(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         return
     record = side.attention(picked)
     try:
-        lens = _cached_lens(side.key, picked.digest, side.view, loaded, side.view_of(picked))
+        lens = _logit_lens(side, picked, LENS_TOPK)
     except (ModelError, ValueError, RuntimeError) as error:
         st.error(f"Could not read the layers through the head: {error}")
         return

@@ -5,23 +5,17 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.views import ui
-from pages.views.anatomy.kit import ModelSide, _chart, _columns
+from pages.views.anatomy.kit import ModelSide, ViewComputation, _chart, _columns
 from vitviz.figures.anatomy import encoder_input_figure, token_sequence_figure
 from vitviz.figures.common import patch_grid_figure
 from vitviz.forward.tokens_as_words import trace_tokens
-from vitviz.maths.tokens_as_words import TokenTrace, cut_into_patches
-from vitviz.models import LoadedModel
-from vitviz.preprocess import ImageView, ViewMode
+from vitviz.maths.tokens_as_words import cut_into_patches
 from vitviz.text import grid_size_text, patch_size_text
 
 __all__ = ["render_patches"]
 
 
-@st.cache_data(show_spinner="Cutting the image into tokens…", max_entries=16)
-def _cached_trace(
-    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _view: ImageView
-) -> TokenTrace:
-    return trace_tokens(_loaded, _view)
+_token_trace = ViewComputation(trace_tokens, "Cutting the image into tokens…")
 
 
 STRIP_PATCHES = 16  # patches shown in the token-sequence strip before the ellipsis
@@ -38,9 +32,7 @@ def _strip_indices(num_patches: int) -> list[int]:
 def render_patches(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """Tab 1: the image cut into patches, flattened, projected, prefixed and position-embedded."""
     facts = sides[0].loaded.facts
-    traces = [
-        _cached_trace(side.key, picked.digest, side.view, side.loaded, side.view_of(picked)) for side in sides
-    ]
+    traces = [_token_trace(side, picked) for side in sides]
     trace = traces[0]
     rows, cols = facts.grid_size
     pixels = sides[0].pixels(picked)

@@ -4,30 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import streamlit as st
 
 from pages.views import ui
-from pages.views.anatomy.kit import ModelSide, _chart, _scaled
+from pages.views.anatomy.kit import ModelSide, WeightsComputation, _chart, _scaled
 from vitviz.figures.anatomy import similarity_grid_figure, similarity_map_figure
 from vitviz.figures.common import selected_patch
 from vitviz.maths.posembed import (
     NoPositionEmbeddingError,
-    grid_position_embedding,
     local_fraction,
     mosaic_step,
-    position_similarity,
+    position_embedding_similarity,
     similarity_mosaic,
 )
-from vitviz.models import LoadedModel
 from vitviz.text import grid_size_text
 
 __all__ = ["render_position_embeddings"]
 
 
-@st.cache_data(show_spinner="Comparing position embeddings…", max_entries=16)
-def _cached_similarity(model_key: tuple, _loaded: LoadedModel) -> np.ndarray:
-    return position_similarity(grid_position_embedding(_loaded.model, _loaded.facts))
+_similarity = WeightsComputation(position_embedding_similarity, "Comparing position embeddings…")
 
 
 POSITION = "anatomy_posembed_position"  # (row, col) of the position shown large
@@ -53,7 +48,7 @@ def render_position_embeddings(sides: list[ModelSide], picked: ui.ImageChoice) -
     similarities = []
     for side in sides:
         try:
-            similarities.append(_cached_similarity(side.key, side.loaded))
+            similarities.append(_similarity(side))
         except NoPositionEmbeddingError as error:
             st.info(f"Does not apply: {error}")
             return

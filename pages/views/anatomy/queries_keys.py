@@ -5,27 +5,15 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.views import ui
-from pages.views.anatomy.kit import ModelSide, _chart, _each_side, _title
+from pages.views.anatomy.kit import ModelSide, ViewComputation, _chart, _each_side, _title
 from vitviz.figures.anatomy import position_key_figure, query_key_figure
 from vitviz.forward.qk import query_keys
 from vitviz.maths.qk import ProjectionMethod, QueryKeyProjection, QueryKeys, project_queries_keys
-from vitviz.models import LoadedModel
-from vitviz.preprocess import ImageView, ViewMode
+from vitviz.preprocess import ViewMode
 
 __all__ = ["render_queries_keys"]
 
-
-@st.cache_data(show_spinner="Capturing queries and keys…", max_entries=32)
-def _cached_query_keys(
-    model_key: tuple,
-    digest: str,
-    view: ViewMode,
-    layer: int,
-    head: int,
-    _loaded: LoadedModel,
-    _view: ImageView,
-) -> QueryKeys:
-    return query_keys(_loaded, _view, layer, head)
+_query_keys = ViewComputation(query_keys, "Capturing queries and keys…", max_entries=32)
 
 
 @st.cache_data(show_spinner="Projecting queries and keys…", max_entries=32)
@@ -50,12 +38,6 @@ QK_HEAD = "anatomy_qk_head"
 def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """Tab 9: one head's queries and keys placed together in 2-D, as in AttentionViz."""
     facts = sides[0].loaded.facts
-    st.markdown(
-        "One head's **queries** (●) and **keys** (✕) for every token, placed together in 2-D, coloured "
-        "by grid position (hue: column, lightness: row), as in *AttentionViz*. A query attends most to "
-        "the keys it points along, so where queries and keys of some patches mingle, the head groups those "
-        "patches together. Prefix tokens are drawn large and named."
-    )
     # Widgets keep their values across models: bring a layer or head of a deeper model back in range.
     if not 0 <= st.session_state.get(QK_LAYER, -1) < facts.num_layers:
         st.session_state[QK_LAYER] = facts.num_layers - 1
@@ -81,9 +63,10 @@ def render_queries_keys(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     method = PROJECTIONS[method_label]
 
     def project(side: ModelSide) -> tuple[QueryKeys, QueryKeyProjection]:
-        key = (side.key, picked.digest, side.view, layer, head)
-        source = _cached_query_keys(*key, side.loaded, side.view_of(picked))
-        return source, _cached_projection(*key, method, align, source)
+        source = _query_keys(side, picked, layer, head)
+        return source, _cached_projection(
+            side.key, picked.digest, side.view, layer, head, method, align, source
+        )
 
     for side, (source, projection) in _each_side(
         sides, f"capture the queries and keys of {facts.name}", project

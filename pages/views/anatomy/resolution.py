@@ -6,27 +6,17 @@ import numpy as np
 import streamlit as st
 
 from pages.views import ui
-from pages.views.anatomy.kit import ModelSide, _chart, _class_query, _each_side, _overlay_chart, _title
+from pages.views.anatomy.kit import ModelSide, ViewComputation, _chart, _each_side, _overlay_chart, _title
 from vitviz.figures.anatomy import rgb_grid_figure
-from vitviz.figures.common import attention_overlay_figure, predictions_figure
+from vitviz.figures.common import predictions_figure
 from vitviz.forward.resolution import ResolutionSide, compare_resolutions, resolution_choices
-from vitviz.models import LoadedModel, ModelFacts
-from vitviz.preprocess import ImageView, ViewMode
+from vitviz.models import ModelFacts
 from vitviz.text import grid_size_text, picture_size_text
 
 __all__ = ["render_resolution"]
 
 
-@st.cache_data(show_spinner="Running the model at both sizes…", max_entries=8)
-def _cached_resolution(
-    model_key: tuple,
-    digest: str,
-    view: ViewMode,
-    size: tuple[int, int],
-    _loaded: LoadedModel,
-    _view: ImageView,
-) -> tuple[ResolutionSide, ResolutionSide]:
-    return compare_resolutions(_loaded, _view, size)
+_resolutions = ViewComputation(compare_resolutions, "Running the model at both sizes…", max_entries=8)
 
 
 RESOLUTION_SIZE = "anatomy_resolution_size"  # "H×W" of the resized copy
@@ -54,12 +44,6 @@ def _token_count(facts: ModelFacts) -> str:
 def render_resolution(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """Tab 5: the model run at a larger input, its position embedding interpolated to the larger grid."""
     facts = sides[0].loaded.facts
-    st.markdown(
-        "The ViT paper fine-tunes at a higher resolution than it pre-trains: the patch size stays, so a "
-        "larger image gives **more tokens**, and the learned position embedding is **interpolated** "
-        "(bicubic, in 2-D) to the larger grid. The model's weights are otherwise unchanged. A copy of "
-        "the model is resized here; the loaded model is left as it is."
-    )
     # Options are "H×W" strings: a select slider reads a tuple value as a range.
     choices = {f"{height}×{width}": (height, width) for height, width in resolution_choices(facts)}
     rows = facts.grid_size[0]
@@ -80,9 +64,7 @@ def render_resolution(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     for side, (before, after) in _each_side(
         sides,
         f"run {facts.name} at {_pixels(size)}",
-        lambda side: _cached_resolution(
-            side.key, picked.digest, side.view, size, side.loaded, side.view_of(picked)
-        ),
+        lambda side: _resolutions(side, picked, size),
     ):
         st.markdown(f"{_token_count(before.facts)} → {_token_count(after.facts)}")
         for column, resized, name in zip(st.columns(2), (before, after), ("before", "after"), strict=True):
@@ -119,24 +101,13 @@ def _render_resolution_side(resized: ResolutionSide, name: str, side: ModelSide)
         )
     else:
         st.info(f"{facts.name} has no learned absolute position embedding to interpolate.")
-    query = _class_query(facts)
-    pixels, stride = resized.pixels, facts.stride_px
-    attention_title = _title(f"{size}: last-layer {query} attention", side)
+    pixels, stride, sinks = resized.pixels, facts.stride_px, resized.sink_patches
+    attention_title = _title(f"{size}: last-layer {side.class_query} attention", side)
     _overlay_chart(
-        attention_overlay_figure(
-            pixels, resized.class_attention, stride, attention_title, sinks=resized.sink_patches
-        ),
-        resized.class_attention,
-        "attention",
-        f"{chart_key}_attention",
+        pixels, resized.class_attention, stride, attention_title, "attention", f"{chart_key}_attention", sinks
     )
     rollout_title = _title(f"{size}: rollout<br><sup>{resized.rollout_statement}</sup>", side)
-    _overlay_chart(
-        attention_overlay_figure(pixels, resized.rollout, stride, rollout_title, sinks=resized.sink_patches),
-        resized.rollout,
-        "relevance",
-        f"{chart_key}_rollout",
-    )
+    _overlay_chart(pixels, resized.rollout, stride, rollout_title, "relevance", f"{chart_key}_rollout", sinks)
     if resized.predictions is not None:
         untrained = "" if side.loaded.trained else " (untrained)"
         _chart(

@@ -1,4 +1,5 @@
-"""Anatomy's tabs in menu order, each with the function that draws it and why a CNN has none."""
+"""Anatomy's tabs in menu order, each with the function that draws it and why a CNN has none; the
+paragraphs that introduce some of them."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pages.views.anatomy.resolution import render_resolution
 from pages.views.anatomy.sanity_check import render_sanity
 from pages.views.anatomy.token_norms import render_token_norms
 
-__all__ = ["TAB", "TABS", "Tab"]
+__all__ = ["INTRODUCTIONS", "TAB", "TABS", "Tab"]
 
 TAB = "anatomy_tab"  # the open tab
 
@@ -57,4 +58,27 @@ TABS: dict[str, Tab] = {
     "Queries & keys": Tab(render_queries_keys, _lacks("queries and keys")),
     "Logit lens": Tab(render_logit_lens, _lacks("tokens to read through the head layer by layer")),
     "Sanity check": Tab(render_sanity),
+}
+
+# The paragraph the page draws above a tab that applies, by tab; a tab not here introduces itself.
+INTRODUCTIONS: dict[str, str] = {
+    "Resolution": (
+        "The ViT paper fine-tunes at a higher resolution than it pre-trains: the patch size stays, so a "
+        "larger image gives **more tokens**, and the learned position embedding is **interpolated** "
+        "(bicubic, in 2-D) to the larger grid. The model's weights are otherwise unchanged. A copy of "
+        "the model is resized here; the loaded model is left as it is."
+    ),
+    "Token norms": (
+        "The length (L2 norm) of every output token. *Vision Transformers Need Registers* (Darcet et al.) "
+        "found that large ViTs trained without register tokens produce a few **high-norm tokens** on "
+        "background patches, which they use as scratch space; register tokens take that role instead. "
+        "The right-hand map colours each patch by the first three principal components of the patch "
+        "features: patches the model sees alike get alike colours."
+    ),
+    "Queries & keys": (
+        "One head's **queries** (●) and **keys** (✕) for every token, placed together in 2-D, coloured "
+        "by grid position (hue: column, lightness: row), as in *AttentionViz*. A query attends most to "
+        "the keys it points along, so where queries and keys of some patches mingle, the head groups those "
+        "patches together. Prefix tokens are drawn large and named."
+    ),
 }

@@ -6,9 +6,8 @@ import numpy as np
 import streamlit as st
 
 from pages.views import ui
-from pages.views.anatomy.kit import ModelSide, _chart, _each_side, _overlay_chart, _title
+from pages.views.anatomy.kit import ModelSide, ViewComputation, _chart, _each_side, _overlay_chart, _title
 from vitviz.figures.anatomy import norm_histogram_figure, rgb_grid_figure
-from vitviz.figures.common import attention_overlay_figure
 from vitviz.forward.token_features import output_tokens
 from vitviz.maths.token_features import (
     OutputTokens,
@@ -19,17 +18,12 @@ from vitviz.maths.token_features import (
     patch_feature_colours,
     token_norms,
 )
-from vitviz.models import LoadedModel
-from vitviz.preprocess import ImageView, ViewMode
+from vitviz.preprocess import ViewMode
 
 __all__ = ["render_token_norms"]
 
 
-@st.cache_data(show_spinner="Reading the output tokens…", max_entries=16)
-def _cached_tokens(
-    model_key: tuple, digest: str, view: ViewMode, _loaded: LoadedModel, _view: ImageView
-) -> OutputTokens:
-    return output_tokens(_loaded, _view)
+_output_tokens = ViewComputation(output_tokens, "Reading the output tokens…")
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -49,13 +43,6 @@ PLACES: dict[str, TokenPlace] = {
 def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     """Tab 7: the length of every output token, high-norm tokens named, and patch features as colours."""
     facts = sides[0].loaded.facts
-    st.markdown(
-        "The length (L2 norm) of every output token. *Vision Transformers Need Registers* (Darcet et al.) "
-        "found that large ViTs trained without register tokens produce a few **high-norm tokens** on "
-        "background patches, which they use as scratch space; register tokens take that role instead. "
-        "The right-hand map colours each patch by the first three principal components of the patch "
-        "features: patches the model sees alike get alike colours."
-    )
     place_label = st.radio(
         "Read the tokens", list(PLACES), horizontal=True, key="anatomy_norms_place", index=0
     )
@@ -64,7 +51,7 @@ def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
     for side, tokens in _each_side(
         sides,
         f"read the output tokens of {facts.name}",
-        lambda side: _cached_tokens(side.key, picked.digest, side.view, side.loaded, side.view_of(picked)),
+        lambda side: _output_tokens(side, picked),
     ):
         norms = token_norms(tokens, place)
         colours = _cached_colours(side.key, picked.digest, side.view, place, tokens)
@@ -73,13 +60,10 @@ def render_token_norms(sides: list[ModelSide], picked: ui.ImageChoice) -> None:
         norm_column, pca_column = st.columns(2)
         with norm_column:
             _overlay_chart(
-                attention_overlay_figure(
-                    side.pixels(picked),
-                    norms.patch_norms,
-                    facts.stride_px,
-                    _title(f"Patch-token norm, {where}", side),
-                ),
+                side.pixels(picked),
                 norms.patch_norms,
+                facts.stride_px,
+                _title(f"Patch-token norm, {where}", side),
                 "L2 norm",
                 f"anatomy_norms_map_{side.suffix}",
             )

@@ -147,18 +147,32 @@ def _follow(job: Job | None, live: Callable[[Job], None], outcome: Callable[[Job
         (live if job.alive else outcome)(job)
 
 
+VIT_NAME, CNN_NAME = PAIR_MODELS["vit"][0], PAIR_MODELS["cnn"][0]  # the bundled pair's two models
+PAIR_CAPTION = (
+    f"The bundled ViT ({VIT_NAME}) and then the bundled CNN ({CNN_NAME}), fine-tuned with the same "
+    "images, split and training settings from the sidebar (the model picker does not apply), so "
+    "Compare can set a ViT and a CNN that learned the same task side by side."
+)
+FEW_SHOT_CAPTION = (
+    f"As in the ViT paper (§4.1): frozen features of k images per class of the bundled ViT ({VIT_NAME}) "
+    f"and CNN ({CNN_NAME}), a least-squares map to ±1 class targets solved in closed form, scored on "
+    "the held-out images of the sidebar's split (max images, validation share and seed apply). Each "
+    "count is drawn several times; the chart shows the mean and the range."
+)
+
+
+def _bundled_pair_heading(heading: str, caption: str) -> None:
+    """The start of a section on the bundled ViT and CNN: a rule, its heading, what it does with them."""
+    st.divider()
+    st.markdown(f"##### {heading}")
+    st.caption(caption)
+
+
 def pair_section(
     data: DataChoice, summary: DataSummary | None, settings: TrainingSettings, device: str
 ) -> None:
     """Train the bundled ViT and CNN alike on the chosen data, watch both, then compare them."""
-    st.divider()
-    st.markdown("##### Train a ViT/CNN pair")
-    (vit_name, _), (cnn_name, _) = PAIR_MODELS["vit"], PAIR_MODELS["cnn"]
-    st.caption(
-        f"The bundled ViT ({vit_name}) and then the bundled CNN ({cnn_name}), fine-tuned with the same "
-        "images, split and training settings from the sidebar (the model picker does not apply), so "
-        "Compare can set a ViT and a CNN that learned the same task side by side."
-    )
+    _bundled_pair_heading("Train a ViT/CNN pair", PAIR_CAPTION)
     job = _open_job(OPEN_PAIR, PAIR_PARAM, pair_job_by_name, "Start a pair below.")
     refusal = start_refusal()
     upload = data.source == UPLOAD
@@ -171,7 +185,7 @@ def pair_section(
         icon=":material/compare:",
     )
     if start and summary is not None and not upload and refusal is None:
-        config = settings.config(ui.ModelChoice(vit_name, "bundled", device))
+        config = settings.config(ui.ModelChoice(VIT_NAME, "bundled", device))
         _launch(
             lambda: start_pair(config, _data_argument(data), owner=session_owner()), OPEN_PAIR, PAIR_PARAM
         )
@@ -223,15 +237,7 @@ def few_shot_section(
     data: DataChoice, summary: DataSummary | None, settings: TrainingSettings, device: str
 ) -> None:
     """The ViT paper's few-shot linear evaluation (§4.1) of the bundled ViT and CNN: accuracy against shots."""
-    st.divider()
-    st.markdown("##### Few-shot: accuracy against images per class")
-    (vit_name, _), (cnn_name, _) = PAIR_MODELS["vit"], PAIR_MODELS["cnn"]
-    st.caption(
-        f"As in the ViT paper (§4.1): frozen features of k images per class of the bundled ViT ({vit_name}) "
-        f"and CNN ({cnn_name}), a least-squares map to ±1 class targets solved in closed form, scored on "
-        "the held-out images of the sidebar's split (max images, validation share and seed apply). Each "
-        "count is drawn several times; the chart shows the mean and the range."
-    )
+    _bundled_pair_heading("Few-shot: accuracy against images per class", FEW_SHOT_CAPTION)
     job = _open_job(OPEN_FEW_SHOT, FEW_SHOT_PARAM, few_shot_job_by_name, "Start one below.")
     left, right = st.columns(2)
     shots_text = left.text_input(
