@@ -1,4 +1,4 @@
-"""Streamlit glue of the Explore page: shared links, the view, clicked patches, raw attention, rollout.
+"""The Explore page's sections: the view, predictions, clicked patches, raw attention, rollout.
 
 Models without one grid of global attention (Swin, MaxViT, MobileViT, CaiT, XCiT) get the registry's
 attention maps that fit them, and a line for each it refuses; where raw attention reads layer by layer
@@ -10,7 +10,7 @@ reruns that fragment alone, and the photo, the predictions and the other map are
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
@@ -19,6 +19,21 @@ import torch
 
 from pages.views import ui
 from pages.views.compare.explanations import explanation_of
+from pages.views.explore.keys import (
+    ATTENTION_CHART,
+    CLICKED_PATCH,
+    GRID_CHART,
+    GRID_FIGURE,
+    HEAD,
+    PARTITIONED_LAYER,
+    QUERY_KIND,
+    QUERY_PATCH,
+    RAW_ROLLOUT,
+    SEEN_SELECTIONS,
+    VIEW,
+    class_query,
+)
+from pages.views.explore.links import sync_link
 from vitviz.capture import partitioned_attention_layers
 from vitviz.figures.common import (
     attention_overlay_figure,
@@ -28,155 +43,24 @@ from vitviz.figures.common import (
     selected_patch,
 )
 from vitviz.figures.scales import CLIP_PERCENTILE, colour_scale
-from vitviz.images import BUILTIN_PHOTOS
 from vitviz.maths.attention import AttentionRecord, class_attention_map, patch_token, query_attention_map
 from vitviz.maths.sinks import SinkReport, plan_rollout, rollout_statement, sink_sentence
 from vitviz.methods import METHODS, available_methods
 from vitviz.methods.base import reads_partitions
-from vitviz.models import SUGGESTED_MODELS, LoadedModel, ModelFacts, no_token_attention_reason
+from vitviz.models import LoadedModel, ModelFacts, no_token_attention_reason
 from vitviz.predict import Prediction, top_predictions
 from vitviz.preprocess import VIEW_LABELS, ImageView, ViewMode
-from vitviz.serving import is_visitor_run
-from vitviz.share import ViewState, parse_view_state, view_state_params
 from vitviz.text import grid_size_text, patch_size_text, picture_size_text
 
 __all__ = [
-    "OPACITY",
-    "RAW_COLOURS",
-    "VIEW",
     "ExplorePage",
     "attention_maps_offered",
+    "keep_head_choice",
     "render_attention",
     "render_attention_maps",
     "render_cnn",
-    "seed_from_link",
-    "seed_layers_from_link",
-    "sync_link",
     "view_picker",
 ]
-
-OPACITY = "explore_opacity"
-VIEW = "explore_view"
-RAW_COLOURS = "explore_raw_colours"
-RAW_ROLLOUT = "explore_raw_rollout"
-GRID_CHART = "explore_grid_chart"
-GRID_FIGURE = "explore_grid_figure"  # (what it was drawn from, the figure): the grid of the last run
-ATTENTION_CHART = "explore_attention_chart"
-QUERY_PATCH = "explore_query_patch"
-SEEN_SELECTIONS = "explore_seen_selections"
-QUERY_KIND = "explore_query_kind"
-PARTITIONED_LAYER = "explore_partitioned_layer"
-HEAD = "explore_head"
-CLICKED_PATCH = "clicked patch"
-LINK_PARAMS = "explore_link_params"  # a link's parameters, kept until the model's sizes can check them
-FROM_UPLOAD = "explore_link_from_upload"  # the link was made from an uploaded picture
-UPLOAD_SOURCE = "upload"  # the link parameter `source` when the picture was an upload
-
-
-# Shared links ---------------------------------------------------------------------------------
-
-
-def seed_from_link() -> None:
-    """At a session's first run: model, weights, photo, view and options from the URL, before their widgets exist.
-
-    A link made from an uploaded picture cannot carry the picture: the page says so, and the link's
-    view and patch (which belonged to that picture) are not applied to another one.
-    """
-    link = ui.url_params_once("explore")
-    if link is None:
-        return
-    state = parse_view_state(link, ui.view_limits())[0]
-    # What the link does not name is left to the pickers, which default to what loads on this server.
-    if "model" not in link:
-        pass
-    elif state.model in [name for name, _ in SUGGESTED_MODELS] or is_visitor_run(state.model):
-        st.session_state["explore_model"] = state.model  # a run is picked by its name
-    else:
-        st.session_state["explore_model"] = ui.OTHER_MODEL
-        st.session_state["explore_model_name"] = state.model
-    if "weights" in link:
-        st.session_state["explore_weights"] = state.weights
-    if state.image is not None:
-        st.session_state["explore_image_source"] = "Built-in photo"
-        st.session_state["explore_photo"] = state.image
-    st.session_state[OPACITY] = state.opacity
-    st.session_state["explore_fusion"] = state.fusion
-    st.session_state["explore_discard"] = state.discard
-    st.session_state[RAW_ROLLOUT] = state.sinks == "raw"
-    st.session_state[RAW_COLOURS] = state.colours == "raw"
-    from_upload = link.get("source") == UPLOAD_SOURCE
-    st.session_state[FROM_UPLOAD] = from_upload
-    if not from_upload and link.get("view") in VIEW_LABELS:
-        st.session_state[VIEW] = link["view"]
-    st.session_state[LINK_PARAMS] = link
-
-
-def upload_link_note() -> None:
-    """Says, once, that the opened link was made from an uploaded picture this session does not have."""
-    if st.session_state.pop(FROM_UPLOAD, False):
-        st.info(
-            "This link was made from an uploaded picture, which a link cannot carry: showing the "
-            "default photo instead, without the link's view or clicked patch."
-        )
-
-
-def seed_layers_from_link(facts: ModelFacts, seen: ImageView) -> None:
-    """Layer, head, query and rollout start from the first run's link, once the model's sizes checked them.
-
-    The link's patch is checked against the view's grid (in the aspect-kept view, not the model's
-    own). One note names whatever the link asked for that this app or model cannot show.
-    """
-    if LINK_PARAMS not in st.session_state:
-        return
-    limits = ui.view_limits()
-    if facts.global_attention:
-        grid_size = seen.grid_size
-        limits = replace(limits, num_layers=facts.num_layers, num_heads=facts.num_heads, grid_size=grid_size)
-    link = st.session_state.pop(LINK_PARAMS)
-    from_upload = link.get("source") == UPLOAD_SOURCE
-    state, notes = parse_view_state(link, limits)
-    ui.url_notes(notes)
-    if not facts.global_attention:
-        return
-    if state.layer is not None:
-        st.session_state["explore_layer"] = state.layer
-    if state.head is not None:  # None is the "mean of heads" option, the widget's default
-        st.session_state[HEAD] = state.head
-    st.session_state["explore_start_layer"] = state.start_layer
-    if from_upload:  # that patch was on another picture
-        st.session_state[QUERY_PATCH] = None
-        return
-    st.session_state[QUERY_PATCH] = state.patch
-    st.session_state[QUERY_KIND] = CLICKED_PATCH if state.query == "patch" else _class_query(facts)
-
-
-def sync_link(choice: ui.ModelChoice, picked: ui.ImageChoice, opacity: float, attention: bool) -> None:
-    """Writes what the page shows into the URL, so that copying the link shares this view."""
-    session = st.session_state
-    state = ViewState(
-        model=choice.name,
-        weights=choice.weights,
-        image=picked.name if picked.name in BUILTIN_PHOTOS else None,
-        layer=session.get("explore_layer"),
-        head=session.get(HEAD),
-        query="patch" if session.get(QUERY_KIND) == CLICKED_PATCH else "class",
-        patch=session.get(QUERY_PATCH),
-        fusion=session.get("explore_fusion", "mean"),
-        discard=session.get("explore_discard", 0.0),
-        start_layer=session.get("explore_start_layer", 0),
-        opacity=opacity,
-        sinks="raw" if session.get(RAW_ROLLOUT, False) else "exclude",
-        colours="raw" if session.get(RAW_COLOURS, False) else "clipped",
-    )
-    params = view_state_params(state, attention=attention)
-    params["view"] = session.get(VIEW, "crop")
-    if picked.name not in BUILTIN_PHOTOS:
-        params["source"] = UPLOAD_SOURCE
-    ui.sync_url(params)
-
-
-def _class_query(facts: ModelFacts) -> str:
-    return "class token" if facts.num_prefix_tokens else "mean of patches"
 
 
 def view_picker(choice: ui.ModelChoice) -> str:
@@ -535,7 +419,7 @@ def _raw_attention(maps: _Maps, query_patch: tuple[int, int] | None) -> None:
         format_func=lambda h: "mean of heads" if h is None else f"head {h}",
         key=HEAD,
     )
-    query_options = [_class_query(facts), CLICKED_PATCH]
+    query_options = [class_query(facts), CLICKED_PATCH]
     if st.session_state.get(QUERY_KIND) not in query_options:
         st.session_state[QUERY_KIND] = query_options[0]
     query_kind = st.radio(
