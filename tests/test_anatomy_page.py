@@ -420,7 +420,10 @@ def test_a_ranking_whose_folder_vanished_or_whose_worker_died_says_so_and_can_st
     shutil.rmtree(folder)  # a temp folder cleaned under the page
     at.run()
     assert not at.exception, at.exception
-    assert "Could not compute it: its folder could not be read" in page_texts(at)
+    assert (
+        "Switching each head off in turn — could not compute it: its folder could not be read"
+        in page_texts(at)
+    )
     assert at.button(key="anatomy_ablation_rank").disabled  # the ending shows until the visitor runs it again
     at.button(key="anatomy_ablation_rank_job_again_0").click().run()
     assert not at.exception, at.exception
@@ -434,7 +437,10 @@ def test_a_ranking_whose_folder_vanished_or_whose_worker_died_says_so_and_can_st
     at.session_state["background_jobs"] = {key: (dead, what)}
     at.run()
     assert not at.exception, at.exception
-    assert "Could not compute it: the worker was silent for 600 s" in page_texts(at)
+    assert (
+        "Switching each head off in turn — could not compute it: the worker was silent for 600 s"
+        in page_texts(at)
+    )
     assert not at.session_state["background_jobs"] and not dead.exists()
 
 

@@ -94,7 +94,7 @@ def test_an_arena_refused_at_the_servers_cap_says_so_then_runs_in_the_background
     assert not at.exception, [element.value for element in at.exception]
 
     def cancelled() -> bool:
-        return "Cancelled." in [element.value for element in at.run().caption]
+        return "Arena of 1 method on 1 image — cancelled." in [element.value for element in at.run().caption]
 
     wait_for(cancelled, 240, "the arena to stop")
     assert not folder.exists() and not at.session_state["background_jobs"]

@@ -3,6 +3,8 @@ every result, the class a map explains, the method menu, the colour scale, basel
 
 import base64
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +153,37 @@ def test_maps_lie_over_the_view_and_the_view_changes_every_result():
     at.toggle(key="compare_robust_scale").set_value(False).run()
     title = _figure(at, "compare_maps_chart")["layout"]["coloraxis"]["colorbar"]["title"]["text"]
     assert "raw" in title and "clipped at" not in title
+
+
+def test_a_probe_whose_worker_died_names_its_model_and_can_run_again(tmp_path):
+    """Each model's probe runs in its own worker: when one ends without a result, the line that says
+    so names the model it belonged to, beside a Run again button."""
+    from vitviz.jobs import cancel_job
+
+    at = _compare_page()
+    at.toggle(key="compare_run_probes").set_value(True)
+    at.slider(key="compare_probe_steps").set_value(3).run()
+    assert not at.exception and not at.error
+    ((key, (folder, what)),) = at.session_state["background_jobs"].items()
+    cancel_job(folder)  # the real worker stops at its next image
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    (dead / "status.json").write_text("{}")
+    ten_minutes_ago = time.time() - 600
+    os.utime(dead / "status.json", (ten_minutes_ago, ten_minutes_ago))
+    at.session_state["background_jobs"] = {key: (dead, what)}
+    at.run()
+    assert not at.exception and not at.error
+    assert (
+        "2. drop probe of tf_efficientnet_lite0 — could not compute it: the worker was silent for 600 s"
+        in [caption.value for caption in at.caption]
+    )
+    at.button(key="compare_probe_job_again_0").click().run()
+    assert not at.exception
+    (bar,) = at.get("progress")
+    assert bar.proto.text.startswith("2. drop probe of tf_efficientnet_lite0")
+    for folder, _ in at.session_state["background_jobs"].values():
+        cancel_job(folder)
 
 
 def test_drop_probe_faithfulness_and_road_show_the_random_order_beside_the_salient_ones(default_page):

@@ -164,7 +164,7 @@ def test_a_traced_faithfulness_job_is_priced_within_30_percent_at_10_25_and_50_p
 
 def test_a_burst_of_other_work_in_a_cheap_step_does_not_price_a_workers_whole_kind():
     """Beside two bursting visitors, the worker waited while some of ROAD's cheapest imputations ran:
-    timed in wall seconds, those waits price every imputation left (+100% at 10%); priced in CPU
+    timed in wall seconds, those waits price every imputation left (+121% at 10%); priced in CPU
     seconds at the share of the machine the run got, the estimate is within 30% (the trace above)."""
     methods = ["gradcam", "integrated-gradients"]
     plan = [*road_plan(methods), *faithfulness_plan(methods)]

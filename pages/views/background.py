@@ -38,7 +38,7 @@ __all__ = [
 
 JOBS = "background_jobs"  # {key: (job folder, what it computes)}
 RESULTS = "background_results"  # {key: result}
-ENDINGS = "background_endings"  # {key: why it has no result: its error, or that it was cancelled}
+ENDINGS = "background_endings"  # {key: the sentence saying why it has no result (`_ending_sentence`)}
 REFRESH_S = 1.0  # how often a running job's progress is read
 SILENT_S = 600  # a worker this long without a status update has died (one arena's ROAD step can take minutes)
 
@@ -47,7 +47,7 @@ class JobOutcome(NamedTuple):
     """Where a page's job stands: its result, why there is none, or that it is still running."""
 
     result: Any = None
-    ending: str | None = None  # the error, or "cancelled"
+    ending: str | None = None  # a sentence naming the job and why it has no result: its error, or a cancel
     running: bool = False
 
 
@@ -94,7 +94,7 @@ def job_outcome(
         start_job(spec, images, folder)
     except (OSError, ValueError) as error:  # the server's job cap included: the page says so
         shutil.rmtree(folder, ignore_errors=True)
-        return JobOutcome(ending=f"could not start ({error})")
+        return JobOutcome(ending=_ending_sentence(what, f"could not start ({error})"))
     jobs[key] = (folder, what)
     return JobOutcome(running=True)
 
@@ -115,9 +115,12 @@ def _compute_here(
 
     try:
         result = compute_job(spec, loaded, images, JobProgress(job_unit(spec), on_update=draw))
-    except (ModelError, ValueError, RuntimeError, JobCancelled) as error:
-        st.session_state[ENDINGS][key] = str(error)
-        return JobOutcome(ending=str(error))
+    except JobCancelled:
+        st.session_state[ENDINGS][key] = _ending_sentence(what, "cancelled")
+        return JobOutcome(ending=st.session_state[ENDINGS][key])
+    except (ModelError, ValueError, RuntimeError) as error:
+        st.session_state[ENDINGS][key] = _ending_sentence(what, str(error))
+        return JobOutcome(ending=st.session_state[ENDINGS][key])
     finally:
         bar.empty()
     st.session_state[RESULTS][key] = result
@@ -159,9 +162,7 @@ def job_button(
             if outcome.running:
                 st.rerun()  # drawn again with the button off while the worker runs
             if outcome.ending is not None and key not in st.session_state[ENDINGS]:
-                st.error(
-                    _ending_text(outcome.ending)
-                )  # it never started (the server's cap): click again later
+                st.error(outcome.ending)  # it never started (the server's cap): click again later
                 outcome = None
     if others:
         st.caption(busy)
@@ -175,7 +176,7 @@ def job_controls(keys: Sequence[Hashable], widget_key: str) -> None:
     for number, key in enumerate(keys):
         if key in endings:
             row = st.columns([5, 1], vertical_alignment="center")
-            row[0].caption(_ending_text(endings[key]))
+            row[0].caption(endings[key])
             if row[1].button("Run again", key=f"{widget_key}_again_{number}"):
                 forget(key)
                 st.rerun()
@@ -187,11 +188,15 @@ def ending_note(outcome: JobOutcome) -> str:
     """A panel's note for a job without a result: running, cancelled, or its error."""
     if outcome.running:
         return "Computing in the background (progress below)…"
-    return _ending_text(outcome.ending or "")
+    return outcome.ending or ""
 
 
-def _ending_text(ending: str) -> str:
-    return "Cancelled." if ending == "cancelled" else f"Could not compute it: {ending}"
+def _ending_sentence(what: str, why: str) -> str:
+    """ "1. drop probe of ViT-S/16 — cancelled." or "… — could not compute it: <error>": which job ended, and why.
+
+    A page may follow several jobs (one per model); the sentence names the one it speaks of.
+    """
+    return f"{what} — cancelled." if why == "cancelled" else f"{what} — could not compute it: {why}"
 
 
 @st.fragment(run_every=REFRESH_S)
@@ -219,10 +224,8 @@ def follow_jobs(keys: Sequence[Hashable], widget_key: str) -> None:
         if state.result is not None:
             st.session_state.setdefault(RESULTS, {})[key] = state.result
         else:
-            ending = (
-                "cancelled" if state.cancelled else state.error or f"the worker was silent for {SILENT_S} s"
-            )
-            st.session_state.setdefault(ENDINGS, {})[key] = ending
+            why = "cancelled" if state.cancelled else state.error or f"the worker was silent for {SILENT_S} s"
+            st.session_state.setdefault(ENDINGS, {})[key] = _ending_sentence(what, why)
     if ended:
         st.rerun()  # the whole page: the result takes its place
 

@@ -50,14 +50,15 @@ ROAD_PERCENTILES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
 # Guessed costs of the steps, in forward passes of one image (`vitviz.progress.PlanStep`): across
 # kinds they count only until a kind has been timed. A map is a forward and a backward (a backward
-# costs about two forwards); a slow method's tens of them (Integrated Gradients' 16 steps). An
-# imputation is a forward and a sparse solve over the pixels it fills, which grows faster than the
-# pixels: in five runs of the faithfulness job on EfficientNet-Lite0 (AMD EPYC, quiet and beside a
-# test suite) one threshold's imputations took 11–19 times as long at 90% filled as at 10%.
-# 1.5 + 50 × fill^1.5 forwards prices the thresholds left after the first one, two or five of every
-# run within 25%, where a cost in proportion to the fill said 10–47% too little.
-_MAP_FORWARDS, _SLOW_MAP_FORWARDS = 3.0, 48.0
-_IMPUTATION_FORWARDS, _IMPUTATION_SOLVE_FORWARDS, _IMPUTATION_SOLVE_POWER = 1.5, 50.0, 1.5
+# costs about two forwards); a slow method's tens of them (Integrated Gradients' 16 steps). A set of
+# curves is its images in one batch, about half a lone forward each. An imputation is a forward and
+# a sparse solve over the pixels it fills, which grows faster than the pixels: one threshold's
+# imputations took 11–19 times as long at 90% filled as at 10%. These numbers are fitted to 18
+# traced runs of the faithfulness job on EfficientNet-Lite0 (AMD EPYC, quiet and beside bursting
+# visitors, BENCHMARKS.md): replayed, 81% of their estimates at 10%, 25% and 50% are within 30%, where
+# a cost in proportion to the fill and two forwards a curve image gave 59%.
+_MAP_FORWARDS, _SLOW_MAP_FORWARDS, _CURVE_IMAGE_FORWARDS = 3.0, 48.0, 0.5
+_IMPUTATION_FORWARDS, _IMPUTATION_SOLVE_FORWARDS, _IMPUTATION_SOLVE_POWER = 1.5, 80.0, 1.5
 
 
 def _imputation_step(percentile: int) -> PlanStep:
@@ -197,7 +198,7 @@ def faithfulness_plan(
 ) -> list[PlanStep]:
     """The steps `faithfulness` reports, in order: the random order's curves, then per method its map
     and its two sets of curves (each set a deletion and an insertion curve, a forward per point)."""
-    curves = PlanStep("curves", cost=2.0 * len(fractions))
+    curves = PlanStep("curves", cost=_CURVE_IMAGE_FORWARDS * 2 * len(fractions))
     return [curves] + [step for method in methods for step in (_map_step(method), curves, curves)]
 
 
