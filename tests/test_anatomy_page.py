@@ -4,7 +4,6 @@ and the interventions (head ablation, logit lens, sanity check) on a real fine-t
 import os
 import re
 import shutil
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -17,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from pages.views.anatomy.tabs import INTRODUCTIONS
 from tests.support.anatomy_apptest import figure_titles, open_anatomy, open_tab, page_texts
 from tests.support.interventions import dinov2_probe_run
+from tests.support.jobs import make_worker_silent
 from tests.support.polling import wait_for
 from vitviz.forward.ablation import head_importance, head_importance_estimate
 from vitviz.forward.resolution import compare_resolutions
@@ -415,7 +415,7 @@ def test_a_ranking_whose_folder_vanished_or_whose_worker_died_says_so_and_can_st
 
     at = _probe_page(probe_run, "All heads")
     at.button(key="anatomy_ablation_rank").click().run()
-    ((key, (folder, what)),) = at.session_state["background_jobs"].items()
+    ((_, (folder, _)),) = at.session_state["background_jobs"].items()
     cancel_job(folder)  # the worker stops at its next batch, whatever happens to the page's record
     shutil.rmtree(folder)  # a temp folder cleaned under the page
     at.run()
@@ -429,12 +429,9 @@ def test_a_ranking_whose_folder_vanished_or_whose_worker_died_says_so_and_can_st
     assert not at.exception, at.exception
     assert not at.button(key="anatomy_ablation_rank").disabled
     # A worker that died without a word: its status has not changed for ten minutes.
+    at.button(key="anatomy_ablation_rank").click().run()
     dead = tmp_path / "dead"
-    dead.mkdir()
-    (dead / "status.json").write_text("{}")
-    ten_minutes_ago = time.time() - 600
-    os.utime(dead / "status.json", (ten_minutes_ago, ten_minutes_ago))
-    at.session_state["background_jobs"] = {key: (dead, what)}
+    make_worker_silent(at, dead)
     at.run()
     assert not at.exception, at.exception
     assert (

@@ -3,14 +3,13 @@ every result, the class a map explains, the method menu, the colour scale, basel
 
 import base64
 import json
-import os
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.support.jobs import make_worker_silent
 from tests.support.polling import wait_for
 from tests.support.sent_charts import sent_spec
 from vitviz.availability import Availability
@@ -164,14 +163,7 @@ def test_a_probe_whose_worker_died_names_its_model_and_can_run_again(tmp_path):
     at.toggle(key="compare_run_probes").set_value(True)
     at.slider(key="compare_probe_steps").set_value(3).run()
     assert not at.exception and not at.error
-    ((key, (folder, what)),) = at.session_state["background_jobs"].items()
-    cancel_job(folder)  # the real worker stops at its next image
-    dead = tmp_path / "dead"
-    dead.mkdir()
-    (dead / "status.json").write_text("{}")
-    ten_minutes_ago = time.time() - 600
-    os.utime(dead / "status.json", (ten_minutes_ago, ten_minutes_ago))
-    at.session_state["background_jobs"] = {key: (dead, what)}
+    make_worker_silent(at, tmp_path / "dead")
     at.run()
     assert not at.exception and not at.error
     assert (
