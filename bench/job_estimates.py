@@ -33,9 +33,9 @@ from bench.common import machine
 from vitviz.finetune.worker import spawn_background
 
 CHECKPOINTS = (0.10, 0.25, 0.50)
-# The bundled DINOv2 has no classifier head: class-specific jobs run on the bundled CNN, the ranking
-# on a ViT-S/16 with random weights (its time per head is what matters here, not what it ranks).
-VIT, CNN = "vit_small_patch16_224", "tf_efficientnet_lite0"
+# The bundled DINOv2 has no classifier head: class-specific jobs run on the bundled CNN, the rankings
+# on ViTs with random weights (`RANKED`).
+CNN = "tf_efficientnet_lite0"
 JOBS: dict[str, tuple[str, dict]] = {
     "Score-CAM map, EfficientNet-Lite0 (1,280 masks in batches of 32)": (
         "explanation",
@@ -52,6 +52,12 @@ JOBS: dict[str, tuple[str, dict]] = {
         {"fractions": [step / 20 for step in range(21)]},
     ),
     "head ranking, ViT-S/16 (72 heads, 16 per forward)": ("ranking", {"mode": "zero"}),
+    "head ranking, ViT-B/16 (144 heads, 16 per forward)": ("ranking", {"mode": "zero"}),
+}
+# The ranked models, random weights: a ranking's time per head is what matters here.
+RANKED = {
+    "head ranking, ViT-S/16 (72 heads, 16 per forward)": "vit_small_patch16_224",
+    "head ranking, ViT-B/16 (144 heads, 16 per forward)": "vit_base_patch16_224",
 }
 _VISITOR = """
 import random, sys, time
@@ -92,7 +98,7 @@ def run_one(name: str) -> dict:
     if kind == "ranking":
         from vitviz.forward.ablation import head_importance
 
-        vit = load_model(VIT, "random", "cpu")
+        vit = load_model(RANKED[name], "random", "cpu")
         progress.restart()
         cpu.append(time.process_time())
         head_importance(vit, image_view(photo, vit.facts), "zero", progress=progress)
