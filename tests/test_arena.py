@@ -277,6 +277,14 @@ def test_folder_images_take_images_at_any_depth_and_leave_other_files_out(tmp_pa
         folder_images(tmp_path / "empty")
 
 
+@pytest.mark.parametrize("typed", ["x" * 5000, "a\x00b", "/no/such/folder"])
+def test_a_typed_folder_that_cannot_be_one_is_refused_with_a_sentence(typed):
+    """A 5,000-character name (too long for the file system: an OSError) or one with a NUL byte gets
+    the same one-line refusal as a missing folder, the kind of error the Arena page shows."""
+    with pytest.raises(ValueError, match="is not a folder on this machine"):
+        folder_images(typed, shown_as="the typed folder")
+
+
 def test_a_table_survives_the_json_a_job_writes_exactly(tiny_models, cat):
     loaded = tiny_loaded(tiny_models, "vit")
     settings = ArenaSettings(fractions=(0.0, 0.5, 1.0), road_percentiles=(50,), random_orders=2, sanity=False)

@@ -560,15 +560,12 @@ def folder_images(
     Raises:
         DataError: not a folder, or no image in it.
     """
-    from vitviz.finetune.data import DataError, _walk_files
+    from vitviz.finetune.data import DataError, walk_folder
     from vitviz.finetune.safezip import is_image_name
     from vitviz.images import load_image_file
 
     shown = str(folder) if shown_as is None else shown_as
-    path = Path(folder).expanduser()
-    if not path.is_dir():
-        raise DataError(f"{shown} is not a folder on this machine.")
-    relative, _ = _walk_files(path, shown, inside)
+    path, relative, _ = walk_folder(folder, shown, inside)
     names = sorted(name for name in relative if is_image_name(name))[:max_images]
     if not names:
         raise DataError(f"{shown} holds no image files (PNG, JPEG, WebP, GIF, BMP or TIFF).")

@@ -37,6 +37,7 @@ __all__ = [
     "split_train_val",
     "summarize",
     "summarize_zip",
+    "walk_folder",
 ]
 
 BUILTIN_SHAPES = "builtin:shapes"
@@ -201,14 +202,7 @@ def scan_image_folder(
             than two class folders with images.
     """
     shown = printable_clipped(str(folder), 160) if shown_as is None else shown_as
-    try:
-        folder = Path(folder).expanduser()
-        found = folder.is_dir()
-    except (OSError, ValueError):  # a name too long for the file system, or a NUL byte in it
-        found = False
-    if not found:
-        raise DataError(f"{shown} is not a folder on this machine.")
-    relative, left_out = _walk_files(folder, shown, inside)
+    folder, relative, left_out = walk_folder(folder, shown, inside)
     prefix, classes, skipped = folder_layout(relative)
     _check_classes(classes, shown)
     root = folder / prefix if prefix else folder
@@ -221,16 +215,26 @@ def scan_image_folder(
     return ImageSet(shown, root, names, items, tuple(sorted([*skipped, *left_out])))
 
 
-def _walk_files(folder: Path, shown: str, inside: Path | None) -> tuple[list[str], list[str]]:
-    """("/"-separated paths of the files under `folder`, the files left out of them).
+def walk_folder(
+    folder: str | Path, shown: str, inside: Path | None = None
+) -> tuple[Path, list[str], list[str]]:
+    """(the folder, "/"-separated paths of the files under it, the files left out of them).
 
     Left out: files that lead outside `inside`, and files whose path is not UTF-8 text (a class
     name must be one a page can show and config.json can hold); these are shown with "\ufffd"
-    for the bytes that are not.
+    for the bytes that are not. `shown` is how messages name the folder.
 
     Raises:
-        DataError: more than MAX_SCANNED_FILES files and folders: a disk, not a data set.
+        DataError: not a folder here (also a name too long or with a NUL byte in it), or more than
+            MAX_SCANNED_FILES files and folders: a disk, not a data set.
     """
+    try:
+        folder = Path(folder).expanduser()
+        found = folder.is_dir()
+    except (OSError, ValueError):  # a name too long for the file system, or a NUL byte in it
+        found = False
+    if not found:
+        raise DataError(f"{shown} is not a folder on this machine.")
     boundary = inside.resolve() if inside is not None else None
     relative: list[str] = []
     left_out: list[str] = []
@@ -251,7 +255,7 @@ def _walk_files(folder: Path, shown: str, inside: Path | None) -> tuple[list[str
             # os.walk does not descend into linked folders; linked files are checked here.
             leads_out = boundary is not None and _links_outside(folder / path, boundary)
             (left_out if leads_out else relative).append(path)
-    return relative, left_out
+    return folder, relative, left_out
 
 
 def _links_outside(path: Path, boundary: Path) -> bool:
