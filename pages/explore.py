@@ -40,4 +40,4 @@ elif explore.attention_maps_offered(loaded.facts):
     explore.render_attention_maps(page)
 else:
     explore.render_cnn(page)
-explore.sync_link(choice, picked_image, opacity, attention=has_attention)
+explore.sync_link(choice, picked_image, opacity, loaded.facts)

@@ -18,10 +18,10 @@ SWIN, CAIT = "swin_tiny_patch4_window7_224", "cait_xxs24_224"
 MAXVIT, MOBILEVIT = "maxvit_rmlp_pico_rw_256", "mobilevit_xxs"
 
 
-def _explore_by_link(model: str) -> AppTest:
-    """Explore opened by a link naming a timm model with (seeded) random weights."""
+def _explore_by_link(model: str, **params: str) -> AppTest:
+    """Explore opened by a link naming a timm model with (seeded) random weights, and `params`."""
     app = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
-    app.query_params.update({"model": model, "weights": "random"})
+    app.query_params.update({"model": model, "weights": "random", **params})
     app.run()
     assert not app.exception
     return app
@@ -127,6 +127,26 @@ def test_maxvit_and_mobilevit_show_each_attention_layer_on_its_own_map(model, he
         assert first.grid_size == last.grid_size and "dilated" in last.source
     else:  # the first MobileViT block's map, then the second block's, half as fine
         assert last.grid_size == (first.grid_size[0] // 2, first.grid_size[1] // 2)
+
+
+def test_a_link_keeps_the_attention_layer_of_a_model_read_layer_by_layer():
+    """MobileViT's layer picker writes its layer into the link, and a link with a layer opens on it
+    (the map of that layer, drawn); a layer the model does not have is refused with a note."""
+    app = _explore_by_link(MOBILEVIT)
+    app.selectbox(key="explore_partitioned_layer").set_value(2).run()
+    assert not app.exception
+    assert app.query_params["layer"] in ("2", ["2"])
+    opened = _explore_by_link(MOBILEVIT, layer="2")
+    assert opened.selectbox(key="explore_partitioned_layer").value == 2
+    title, shown = _map_shown(opened, "Raw attention")
+    assert "attention layer 2 (" in title
+    assert shown.shape == _library_map(MOBILEVIT, "attention", layer=2).grid_size
+    layers = _random_model(MOBILEVIT).facts.partitioned_layers
+    too_far = _explore_by_link(MOBILEVIT, layer=str(layers))
+    assert too_far.selectbox(key="explore_partitioned_layer").value == 0
+    assert any(
+        f"layer='{layers}' (this model has layers 0–{layers - 1})" in info.value for info in too_far.info
+    ), [info.value for info in too_far.info]
 
 
 def test_maps_follow_the_opacity_and_the_link_keeps_the_model(swin_page):

@@ -11,6 +11,7 @@ from pages.views.explore.keys import (
     CLICKED_PATCH,
     HEAD,
     OPACITY,
+    PARTITIONED_LAYER,
     QUERY_KIND,
     QUERY_PATCH,
     RAW_COLOURS,
@@ -19,6 +20,7 @@ from pages.views.explore.keys import (
     class_query,
 )
 from vitviz.images import BUILTIN_PHOTOS
+from vitviz.methods.base import reads_partitions
 from vitviz.models import SUGGESTED_MODELS, ModelFacts
 from vitviz.preprocess import VIEW_LABELS, ImageView
 from vitviz.serving import is_visitor_run
@@ -79,18 +81,25 @@ def seed_layers_from_link(facts: ModelFacts, seen: ImageView) -> None:
     """Layer, head, query and rollout start from the first run's link, once the model's sizes checked them.
 
     The link's patch is checked against the view's grid (in the aspect-kept view, not the model's
-    own). One note names whatever the link asked for that this app or model cannot show.
+    own). For a model whose raw attention is read layer by layer on each layer's own map (MaxViT,
+    MobileViT), the link's layer is the one its layer picker shows. One note names whatever the link
+    asked for that this app or model cannot show.
     """
     if LINK_PARAMS not in st.session_state:
         return
     limits = ui.view_limits()
+    partitioned = not facts.global_attention and reads_partitions(facts)
     if facts.global_attention:
         grid_size = seen.grid_size
         limits = replace(limits, num_layers=facts.num_layers, num_heads=facts.num_heads, grid_size=grid_size)
+    elif partitioned:
+        limits = replace(limits, num_layers=facts.partitioned_layers)
     link = st.session_state.pop(LINK_PARAMS)
     from_upload = link.get("source") == UPLOAD_SOURCE
     state, notes = parse_view_state(link, limits)
     ui.url_notes(notes)
+    if partitioned and state.layer is not None:
+        st.session_state[PARTITIONED_LAYER] = state.layer
     if not facts.global_attention:
         return
     if state.layer is not None:
@@ -105,8 +114,12 @@ def seed_layers_from_link(facts: ModelFacts, seen: ImageView) -> None:
     st.session_state[QUERY_KIND] = CLICKED_PATCH if state.query == "patch" else class_query(facts)
 
 
-def sync_link(choice: ui.ModelChoice, picked: ui.ImageChoice, opacity: float, attention: bool) -> None:
-    """Writes what the page shows into the URL, so that copying the link shares this view."""
+def sync_link(choice: ui.ModelChoice, picked: ui.ImageChoice, opacity: float, facts: ModelFacts) -> None:
+    """Writes what the page shows into the URL, so that copying the link shares this view.
+
+    A model with one grid of global attention shares its layer, head, query and rollout; one read
+    layer by layer on each layer's own map shares the layer its picker shows; a CNN neither.
+    """
     session = st.session_state
     state = ViewState(
         model=choice.name,
@@ -123,7 +136,9 @@ def sync_link(choice: ui.ModelChoice, picked: ui.ImageChoice, opacity: float, at
         sinks="raw" if session.get(RAW_ROLLOUT, False) else "exclude",
         colours="raw" if session.get(RAW_COLOURS, False) else "clipped",
     )
-    params = view_state_params(state, attention=attention)
+    params = view_state_params(state, attention=facts.global_attention)
+    if reads_partitions(facts) and not facts.global_attention and PARTITIONED_LAYER in session:
+        params["layer"] = str(session[PARTITIONED_LAYER])
     params["view"] = session.get(VIEW, "crop")
     if picked.name not in BUILTIN_PHOTOS:
         params["source"] = UPLOAD_SOURCE

@@ -325,7 +325,7 @@ class _Maps:
         )
 
     def sync(self) -> None:
-        sync_link(self.choice, self.picked, self.opacity, attention=True)
+        sync_link(self.choice, self.picked, self.opacity, self.facts)
 
 
 def render_attention(page: ExplorePage) -> None:
