@@ -158,6 +158,7 @@ def test_a_probe_whose_worker_died_names_its_model_and_can_run_again(tmp_path):
     """Each model's probe runs in its own worker: when one ends without a result, the line that says
     so names the model it belonged to, beside a Run again button."""
     from vitviz.jobs import cancel_job
+    from vitviz.runs import background_job_count
 
     at = _compare_page()
     at.toggle(key="compare_run_probes").set_value(True)
@@ -176,6 +177,8 @@ def test_a_probe_whose_worker_died_names_its_model_and_can_run_again(tmp_path):
     assert bar.proto.text.startswith("2. drop probe of tf_efficientnet_lite0")
     for folder, _ in at.session_state["background_jobs"].values():
         cancel_job(folder)
+    # Cancelled workers hold the server's job slots until they exit: the other tests need them.
+    wait_for(lambda: background_job_count() == 0, 120, "the cancelled workers to exit")
 
 
 def test_drop_probe_faithfulness_and_road_show_the_random_order_beside_the_salient_ones(default_page):
