@@ -23,7 +23,6 @@ from vitviz.progress import (
     PlannedSteps,
     PlanStep,
     duration_text,
-    plan_units,
     reporting,
 )
 
@@ -97,22 +96,12 @@ def test_the_estimate_of_a_real_job_slowed_by_an_injected_sleep_is_within_30_per
 
 def _planned_errors(updates: list[tuple[float, float]], plan: list[PlanStep] | None) -> dict[float, float]:
     """A job of these updates (units advanced, seconds taken) on a fake clock, with or without its plan:
-    the estimate's signed relative error at the first update at or past each checkpoint."""
-    clock = FakeClock()
-    progress = JobProgress("steps", clock=clock)
-    if plan is not None:
-        progress.plan(plan)
-    total = sum(units for units, _ in updates)
-    done, errors = 0.0, {}
-    for index, (units, seconds) in enumerate(updates):
-        clock.now += seconds
-        done += units
-        progress(done, total)
-        for checkpoint in CHECKPOINTS[:3]:
-            if checkpoint not in errors and done >= checkpoint * total - 1e-9:
-                truth = sum(later for _, later in updates[index + 1 :])
-                errors[checkpoint] = (progress.eta_s() - truth) / truth
-    return errors
+    the estimate's signed relative error at the first update at or past 10%, 25% and 50%."""
+    trace, seconds, done = [], 0.0, 0.0
+    for units, taken in updates:
+        seconds, done = seconds + taken, done + units
+        trace.append([seconds, seconds, done])
+    return _traced_errors(trace, plan, work=False)
 
 
 def test_a_planned_sanity_check_prices_its_maps_without_the_first_ones_warm_up():
@@ -126,19 +115,20 @@ def test_a_planned_sanity_check_prices_its_maps_without_the_first_ones_warm_up()
     assert max(abs(error) for error in planned.values()) <= TOLERANCE, planned
 
 
-def _traced_errors(trace: list[list[float]], plan: list[PlanStep], work: bool) -> dict[float, float]:
+def _traced_errors(trace: list[list[float]], plan: list[PlanStep] | None, work: bool) -> dict[float, float]:
     """A job's traced updates (seconds, CPU seconds, steps done) replayed into a `JobProgress` on fake
-    clocks, its kinds priced in wall seconds or (`work`) in CPU seconds: the estimate's signed
-    relative error at the first update at or past 10%, 25% and 50%."""
+    clocks, with or without its plan, its kinds priced in wall seconds or (`work`) in CPU seconds:
+    the estimate's signed relative error at the first update at or past 10%, 25% and 50%."""
     wall, used = FakeClock(), FakeClock()
     progress = JobProgress("steps", clock=wall, work_clock=used if work else None)
-    progress.plan(plan)
-    total, ended, errors = plan_units(plan), trace[-1][0], {}
+    if plan is not None:
+        progress.plan(plan)
+    total, ended, errors = trace[-1][2], trace[-1][0], {}
     for seconds, cpu, done in trace:
         wall.now, used.now = seconds, cpu
         progress(done, total)
         for checkpoint in CHECKPOINTS[:3]:
-            if checkpoint not in errors and done >= checkpoint * total:
+            if checkpoint not in errors and done >= checkpoint * total - 1e-9:
                 errors[checkpoint] = (progress.eta_s() - (ended - seconds)) / (ended - seconds)
     return errors
 

@@ -341,16 +341,14 @@ class JobProgress:
             total += (high - low) * segment.cost * rate
         return total
 
-    def _window(
-        self, now: float, share: float = RECENT_SHARE
-    ) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
+    def _window(self, now: float) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
         """The first and last samples (time, units, work) of the recent window, or None before a unit.
 
-        The window reaches back `share` of the time run so far, and over at least the last
+        The window reaches back `RECENT_SHARE` of the time run so far, and over at least the last
         `MIN_RECENT_UPDATES` updates.
         """
         last = self._samples[-1]
-        reach = now - share * (now - self.started)
+        reach = now - RECENT_SHARE * (now - self.started)
         samples = list(self._samples)
         inside = next((i for i, sample in enumerate(samples) if sample[0] >= reach), len(samples) - 1)
         first = samples[max(0, min(inside - 1, len(samples) - 1 - MIN_RECENT_UPDATES))]
@@ -376,9 +374,10 @@ class JobProgress:
         of that followed the bursts of a shared machine rather than its trend (replayed bench traces,
         BENCHMARKS.md). With a work clock as well, the work left goes at the work per second of the
         whole run, the share of the machine the job has had: a recent window followed a yielding
-        worker's stops of a second or two (replayed traces beside bursting visitors, BENCHMARKS.md). Between updates the time since the
-        last one is taken off; a unit that runs longer than the pace says slows the pace instead
-        (counted up to now), so a stalled job's time left does not fall to zero and stay there.
+        worker's stops of a second or two (replayed traces beside bursting visitors, BENCHMARKS.md).
+        Between updates the time since the last one is taken off; a unit that runs longer than the
+        pace says slows the pace instead (counted up to now), so a stalled job's time left does not
+        fall to zero and stay there.
         """
         now = self.clock() if now is None else now
         window = self._window(now)

@@ -115,11 +115,9 @@ def _compute_here(
 
     try:
         result = compute_job(spec, loaded, images, JobProgress(job_unit(spec), on_update=draw))
-    except JobCancelled:
-        st.session_state[ENDINGS][key] = _ending_sentence(what, "cancelled")
-        return JobOutcome(ending=st.session_state[ENDINGS][key])
-    except (ModelError, ValueError, RuntimeError) as error:
-        st.session_state[ENDINGS][key] = _ending_sentence(what, str(error))
+    except (ModelError, ValueError, RuntimeError, JobCancelled) as error:
+        why = "cancelled" if isinstance(error, JobCancelled) else str(error)
+        st.session_state[ENDINGS][key] = _ending_sentence(what, why)
         return JobOutcome(ending=st.session_state[ENDINGS][key])
     finally:
         bar.empty()

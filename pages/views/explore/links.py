@@ -88,17 +88,16 @@ def seed_layers_from_link(facts: ModelFacts, seen: ImageView) -> None:
     if LINK_PARAMS not in st.session_state:
         return
     limits = ui.view_limits()
-    partitioned = not facts.global_attention and reads_partitions(facts)
     if facts.global_attention:
         grid_size = seen.grid_size
         limits = replace(limits, num_layers=facts.num_layers, num_heads=facts.num_heads, grid_size=grid_size)
-    elif partitioned:
+    elif reads_partitions(facts):
         limits = replace(limits, num_layers=facts.partitioned_layers)
     link = st.session_state.pop(LINK_PARAMS)
     from_upload = link.get("source") == UPLOAD_SOURCE
     state, notes = parse_view_state(link, limits)
     ui.url_notes(notes)
-    if partitioned and state.layer is not None:
+    if reads_partitions(facts) and state.layer is not None:
         st.session_state[PARTITIONED_LAYER] = state.layer
     if not facts.global_attention:
         return
@@ -137,7 +136,7 @@ def sync_link(choice: ui.ModelChoice, picked: ui.ImageChoice, opacity: float, fa
         colours="raw" if session.get(RAW_COLOURS, False) else "clipped",
     )
     params = view_state_params(state, attention=facts.global_attention)
-    if reads_partitions(facts) and not facts.global_attention and PARTITIONED_LAYER in session:
+    if reads_partitions(facts) and PARTITIONED_LAYER in session:
         params["layer"] = str(session[PARTITIONED_LAYER])
     params["view"] = session.get(VIEW, "crop")
     if picked.name not in BUILTIN_PHOTOS:
