@@ -73,25 +73,30 @@ while True:
 
 def run_one(name: str) -> dict:
     """One job as a worker runs it, in this (fresh) process: its seconds from the clock's start, and
-    each update's (real seconds left, done, total, estimate)."""
+    each update's (real seconds left, done, total, estimate), and what the run and its preparation
+    took (see `main`'s --save)."""
     from vitviz.finetune.worker import yield_to_the_app
     from vitviz.images import builtin_photo
     from vitviz.jobs import JobSpec, compute_job, job_unit, prepare_job
     from vitviz.models import load_model
     from vitviz.preprocess import image_view
-    from vitviz.progress import JobProgress
+    from vitviz.progress import JobProgress, thread_schedule
 
     yield_to_the_app()
     kind, options = JOBS[name]
     spec = JobSpec(kind, CNN, "bundled", "cpu", options)
-    log: list[tuple[float, float, float, float, float | None]] = []
-    cpu: list[float] = []  # the process's CPU time when the clock starts
-    progress = JobProgress(
+
+    def reading() -> tuple[float, float, float, float]:  # wall, CPU, on a core, waiting for one
+        ran, waited = thread_schedule() or (0.0, 0.0)
+        return time.monotonic(), time.process_time(), ran, waited
+
+    log: list[tuple[tuple[float, float, float, float], float, float, float | None]] = []
+    made = reading()
+    progress = JobProgress(  # as `vitviz.jobs.run_job` makes it
         job_unit(spec),
-        work_clock=time.process_time,  # as `vitviz.jobs.run_job` does
-        on_update=lambda shot: log.append(
-            (time.monotonic(), time.process_time(), shot.done, shot.total, shot.eta_s)
-        ),
+        work_clock=time.process_time,
+        schedule_clock=thread_schedule,
+        on_update=lambda shot: log.append((reading(), shot.done, shot.total, shot.eta_s)),
     )
     prepare_job(spec)
     photo = builtin_photo("coffee")
@@ -100,23 +105,32 @@ def run_one(name: str) -> dict:
 
         vit = load_model(RANKED[name], "random", "cpu")
         progress.restart()
-        cpu.append(time.process_time())
+        started = reading()
         head_importance(vit, image_view(photo, vit.facts), "zero", progress=progress)
     else:
         loaded = load_model(CNN, "bundled", "cpu")
         progress.restart()
-        cpu.append(time.process_time())
+        started = reading()
         compute_job(spec, loaded, [photo], progress)
-    ended, cpu_started = time.monotonic(), cpu[0]
+    ended = time.monotonic()
     return {
         "seconds": ended - progress.started,
-        "log": [(ended - moment, done, total, eta) for moment, _, done, total, eta in log],
-        # for replaying other estimators: (wall s, process CPU s) since the clock's start, done, total
+        "log": [(ended - read[0], done, total, eta) for read, done, total, eta in log],
+        # for replaying other estimators: since the clock's start, (wall s, process CPU s, done, total,
+        # the thread's seconds on a core and waiting); before it, what the preparation took
         "plan": [(step.kind, step.units, step.cost) for step in progress.steps],
         "trace": [
-            (moment - progress.started, used - cpu_started, done, total)
-            for moment, used, done, total, _ in log
+            (
+                read[0] - started[0],
+                read[1] - started[1],
+                done,
+                total,
+                read[2] - started[2],
+                read[3] - started[3],
+            )
+            for read, done, total, _ in log
         ],
+        "prepared": [after - before for before, after in zip(made, started, strict=True)],
     }
 
 
@@ -151,20 +165,29 @@ def as_worker(name: str) -> dict:
         return json.loads(output.read_text())
 
 
-def replayed(record: dict, work: bool) -> dict[float, float]:
+def replayed(record: dict, work: bool, schedule: bool = False) -> dict[float, float]:
     """{checkpoint: signed error} of a `JobProgress` fed a saved run's updates on fake clocks, its
-    kinds priced in wall seconds or (`work`) in the worker's CPU seconds."""
+    kinds priced in wall seconds or (`work`) in the worker's CPU seconds, and with `schedule` (where
+    the run saved it) its share scaled by the thread's availability since the worker started."""
     from vitviz.progress import JobProgress, PlanStep
 
-    now = {"wall": 0.0, "work": 0.0}
+    prepared = record.get("prepared") if schedule else None
+    now: dict = {"wall": 0.0, "work": 0.0, "schedule": (0.0, 0.0)}
+    if prepared:  # the progress is made before the preparation, as the worker makes it
+        now.update(wall=-prepared[0], work=-prepared[1], schedule=(-prepared[2], -prepared[3]))
     progress = JobProgress(
-        "units", clock=lambda: now["wall"], work_clock=(lambda: now["work"]) if work else None
+        "units",
+        clock=lambda: now["wall"],
+        work_clock=(lambda: now["work"]) if work else None,
+        schedule_clock=(lambda: now["schedule"]) if prepared else None,
     )
+    now.update(wall=0.0, work=0.0, schedule=(0.0, 0.0))
+    progress.restart()
     if record["plan"]:
         progress.plan([PlanStep(kind, units, cost) for kind, units, cost in record["plan"]])
     ended, found = record["trace"][-1][0], {}
-    for wall, used, done, total in record["trace"]:
-        now.update(wall=wall, work=used)
+    for wall, used, done, total, *ran_waited in record["trace"]:
+        now.update(wall=wall, work=used, schedule=tuple(ran_waited) or (0.0, 0.0))
         progress(done, total)
         estimate = progress.eta_s()
         for checkpoint in CHECKPOINTS:
@@ -173,18 +196,42 @@ def replayed(record: dict, work: bool) -> dict[float, float]:
     return found
 
 
+def bounds(record: dict) -> tuple[dict[float, float], dict[float, float]]:
+    """{checkpoint: signed error} of two estimates no worker can make, as bounds: the work left known
+    exactly (the CPU seconds the run still used) at the share of the machine the run has had so far,
+    and at the share it had over its whole run (known only once it has ended)."""
+    ended, used_in_all = record["trace"][-1][0], record["trace"][-1][1]
+    so_far, whole = {}, {}
+    for wall, used, done, total, *_ in record["trace"]:
+        for checkpoint in CHECKPOINTS:
+            if checkpoint not in so_far and wall > 0 and used > 0 and done >= checkpoint * total:
+                left, real = used_in_all - used, max(ended - wall, 1e-9)
+                so_far[checkpoint] = (left * wall / used - real) / real
+                whole[checkpoint] = (left * ended / used_in_all - real) / real
+    return so_far, whole
+
+
 def replay(path: Path) -> None:
-    """Prints, for each saved run, the errors of the estimate priced in wall seconds and in work."""
-    print("| job | visitors | time | wall-priced: 10% / 25% / 50% | work-priced: 10% / 25% / 50% |")
-    print("|---|---|---|---|---|")
+    """Prints, for each saved run, the errors of the estimate priced in wall seconds, in work, and in
+    work with the thread's schedule read (runs saved before it was recorded: "–")."""
+    print(
+        "| job | visitors | time | wall-priced: 10% / 25% / 50% | work-priced: 10% / 25% / 50% "
+        "| work-priced, schedule read: 10% / 25% / 50% | exact work, share so far | exact work, whole run's share |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for line in path.read_text().splitlines():
         record = json.loads(line)
         cells = [
             " / ".join(f"{found[point]:+.0%}" if point in found else "–" for point in CHECKPOINTS)
-            for found in (replayed(record, work=False), replayed(record, work=True))
+            for found in (
+                replayed(record, work=False),
+                replayed(record, work=True),
+                replayed(record, work=True, schedule=True) if "prepared" in record else {},
+                *bounds(record),
+            )
         ]
         print(
-            f"| {record['job']} | {record['busy']} | {record['trace'][-1][0]:.1f} s | {cells[0]} | {cells[1]} |"
+            f"| {record['job']} | {record['busy']} | {record['trace'][-1][0]:.1f} s | {' | '.join(cells)} |"
         )
 
 
@@ -197,7 +244,9 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=0, help="other processes computing beside the jobs")
     parser.add_argument("--trace", action="store_true", help="every update's estimate on stderr")
     parser.add_argument(
-        "--save", type=Path, help="append each run's trace (wall, CPU, done, total) to this JSON-lines file"
+        "--save",
+        type=Path,
+        help="append each run's trace (wall, CPU, done, total, on a core, waiting) to this JSON-lines file",
     )
     parser.add_argument("--replay", type=Path, help="replay the runs saved in this file (see --save)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)  # job, output: as a worker would
@@ -230,7 +279,9 @@ def main() -> None:
                     with args.save.open("a") as saved:
                         record = {"job": name, "busy": args.busy, "load": os.getloadavg()[0]}
                         saved.write(
-                            json.dumps({**record, "plan": measured["plan"], "trace": measured["trace"]})
+                            json.dumps(
+                                {**record, **{key: measured[key] for key in ("plan", "trace", "prepared")}}
+                            )
                             + "\n"
                         )
                 if args.trace:

@@ -24,6 +24,7 @@ from vitviz.progress import (
     PlanStep,
     duration_text,
     reporting,
+    thread_schedule,
 )
 
 
@@ -115,17 +116,33 @@ def test_a_planned_sanity_check_prices_its_maps_without_the_first_ones_warm_up()
     assert max(abs(error) for error in planned.values()) <= TOLERANCE, planned
 
 
-def _traced_errors(trace: list[list[float]], plan: list[PlanStep] | None, work: bool) -> dict[float, float]:
-    """A job's traced updates (seconds, CPU seconds, steps done) replayed into a `JobProgress` on fake
-    clocks, with or without its plan, its kinds priced in wall seconds or (`work`) in CPU seconds:
-    the estimate's signed relative error at the first update at or past 10%, 25% and 50%."""
-    wall, used = FakeClock(), FakeClock()
-    progress = JobProgress("steps", clock=wall, work_clock=used if work else None)
+def _traced_errors(
+    trace: list[list[float]], plan: list[PlanStep] | None, work: bool, prepared: list[float] | None = None
+) -> dict[float, float]:
+    """A job's traced updates (seconds, CPU seconds, steps done, and with `prepared` the thread's
+    seconds on a core and waiting) replayed into a `JobProgress` on fake clocks, with or without its
+    plan, its kinds priced in wall seconds or (`work`) in CPU seconds: the estimate's signed relative
+    error at the first update at or past 10%, 25% and 50%. `prepared` (seconds, CPU seconds, on a
+    core, waiting) is what the worker's preparation took before the clock started; with it the
+    progress also reads the thread's schedule."""
+    wall, used, schedule = FakeClock(), FakeClock(), FakeClock()
+    schedule.now = (0.0, 0.0)  # seconds on a core, seconds waiting
+    if prepared is not None:  # the progress is made when the worker starts, before its preparation
+        wall.now, used.now, schedule.now = -prepared[0], -prepared[1], (-prepared[2], -prepared[3])
+    progress = JobProgress(
+        "steps",
+        clock=wall,
+        work_clock=used if work else None,
+        schedule_clock=schedule if prepared is not None else None,
+    )
+    wall.now, used.now, schedule.now = 0.0, 0.0, (0.0, 0.0)
+    progress.restart()
     if plan is not None:
         progress.plan(plan)
     total, ended, errors = trace[-1][2], trace[-1][0], {}
-    for seconds, cpu, done in trace:
+    for seconds, cpu, done, *ran_waited in trace:
         wall.now, used.now = seconds, cpu
+        schedule.now = tuple(ran_waited) or (0.0, 0.0)
         progress(done, total)
         for checkpoint in CHECKPOINTS[:3]:
             if checkpoint not in errors and done >= checkpoint * total - 1e-9:
@@ -162,6 +179,56 @@ def test_a_burst_of_other_work_in_a_cheap_step_does_not_price_a_workers_whole_ki
     by_wall, by_work = _traced_errors(trace, plan, work=False), _traced_errors(trace, plan, work=True)
     assert by_wall[0.10] > 0.6 and by_wall[0.25] > 0.3, by_wall
     assert abs(by_work[0.10]) <= TOLERANCE and abs(by_work[0.25]) <= TOLERANCE, by_work
+
+
+def test_a_workers_share_is_scaled_by_how_often_its_thread_got_a_core_since_it_started():
+    """A worker prepared for 3 s without waiting, then waited 1 s in its first 2-s step (1 s of work):
+    the run's share (0.5) is scaled by the thread's availability since it started (4 of 5 s on a
+    core) over its availability during the run (1 of 2 s), so the 9 steps left, 1 s of work each, go
+    at 0.8 (11.25 s) instead of 0.5 (18 s)."""
+    estimates = {}
+    for reads_schedule in (False, True):
+        wall, used, schedule = FakeClock(), FakeClock(), FakeClock()
+        schedule.now = (0.0, 0.0)  # seconds on a core, seconds waiting
+        progress = JobProgress(
+            "steps", clock=wall, work_clock=used, schedule_clock=schedule if reads_schedule else None
+        )
+        wall.now, used.now, schedule.now = 3.0, 3.0, (3.0, 0.0)
+        progress.restart()
+        progress.plan([PlanStep("step")] * 10)
+        wall.now, used.now, schedule.now = 5.0, 4.0, (4.0, 1.0)
+        progress(1, 10)
+        estimates[reads_schedule] = progress.eta_s()
+    assert estimates[False] == pytest.approx(18.0)
+    assert estimates[True] == pytest.approx(11.25)
+
+
+def test_a_burst_met_early_in_a_traced_run_is_weighed_against_the_workers_longer_look():
+    """A real faithfulness run beside two bursting visitors (tests/data/job_traces.json), each update
+    with the worker's thread's seconds on a core and waiting: priced from the run's share alone the
+    estimate is 35% high at 25%; scaled by the thread's availability since the worker started
+    (preparation included) it is within 30% at 10%, 25% and 50%."""
+    methods = ["gradcam", "integrated-gradients"]
+    plan = [*road_plan(methods), *faithfulness_plan(methods)]
+    traced = json.loads((DATA / "job_traces.json").read_text())["faithfulness_with_waits"]
+    alone = _traced_errors([row[:3] for row in traced["trace"]], plan, work=True)
+    weighed = _traced_errors(traced["trace"], plan, work=True, prepared=traced["prepared"])
+    assert alone[0.25] > TOLERANCE, alone
+    assert max(abs(error) for error in weighed.values()) <= TOLERANCE, weighed
+
+
+def test_the_thread_schedule_counts_the_seconds_a_thread_ran():
+    """Linux says how long the calling thread ran and waited for a core: over 0.2 s of the thread's
+    arithmetic its run grows as the thread's CPU clock does (within 0.05 s and 10%; the two are kept
+    apart by the kernel), and its waits never fall."""
+    before, cpu_before = thread_schedule(), time.thread_time()
+    if before is None:
+        pytest.skip("this system does not report a thread's schedule")
+    while time.thread_time() - cpu_before < 0.2:
+        sum(range(1000))
+    after, cpu = thread_schedule(), time.thread_time() - cpu_before
+    assert after[0] - before[0] == pytest.approx(cpu, rel=0.1, abs=0.05)
+    assert after[1] >= before[1]
 
 
 def test_a_planned_probe_prices_its_images_apart_from_its_map():

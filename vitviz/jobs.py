@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from vitviz.progress import JobCancelled, JobProgress, ProgressCallback, ProgressSnapshot, reporting
+from vitviz.progress import (
+    JobCancelled,
+    JobProgress,
+    ProgressCallback,
+    ProgressSnapshot,
+    reporting,
+    thread_schedule,
+)
 
 if TYPE_CHECKING:
     from vitviz.preprocess import ViewMode
@@ -358,6 +365,7 @@ def run_job(folder: Path, load: Callable[[JobSpec], Any] | None = None) -> None:
             cancelled=lambda: cancel_requested(folder),
             on_update=_status_writer(folder),
             work_clock=time.process_time,  # this process runs only the job: its CPU time is its work
+            schedule_clock=thread_schedule,  # how often it got a core, model load included
         )
         progress.check_cancelled()
         prepare_job(spec)

@@ -19,6 +19,13 @@ share of the machine the job has had. A worker yields the cores to everyone else
 other work stops it for a second or two; timed in wall seconds, the cheap steps that waited then
 priced their whole kind as if every one of them would wait as long.
 
+The share a run has had so far is a short sample of a machine whose other work comes in bursts: a
+worker that waited through its first second, or met no one, would price the rest by that luck. A
+worker on Linux also passes its thread's run-queue clock (`thread_schedule`: seconds on a core,
+seconds waiting for one), read since the worker started, model load and imports included: the
+job's share is then scaled by how often the thread got a core over that longer span against how
+often it got one during the run.
+
 Code that cannot take a callback (pytorch-grad-cam's channel loop) reports through `report`, which
 reaches the callback made current by `reporting`; `within_unit` turns a nested computation's
 progress into a fraction of the enclosing job's current unit.
@@ -37,6 +44,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 __all__ = [
@@ -52,10 +60,12 @@ __all__ = [
     "portion",
     "report",
     "reporting",
+    "thread_schedule",
     "within_unit",
 ]
 
 ProgressCallback = Callable[[float, float], None]  # (units done, units in all); may raise to stop
+ScheduleClock = Callable[[], "tuple[float, float] | None"]  # (seconds on a core, seconds waiting for one)
 
 # The pace is measured over this share of the time run so far (at least the last few updates), so
 # it follows a machine that slows down or speeds up, yet averages over enough units to be steady.
@@ -86,6 +96,16 @@ class PlanStep:
 def plan_units(steps: Sequence[PlanStep]) -> float:
     """How many of the job's units a plan counts: what its progress reports as the total."""
     return float(sum(step.units for step in steps))
+
+
+def thread_schedule() -> tuple[float, float] | None:
+    """The calling thread's seconds on a core and seconds it was ready but waited for one, or None
+    where the system does not say (Linux's /proc/thread-self/schedstat)."""
+    try:
+        ran, waited, _ = Path("/proc/thread-self/schedstat").read_text().split()
+        return int(ran) / 1e9, int(waited) / 1e9
+    except (OSError, ValueError):
+        return None
 
 
 class JobCancelled(Exception):  # noqa: N818 - a request, not an error
@@ -187,6 +207,9 @@ class JobProgress:
             only the job (never in the app, whose other visitors' work would count). With a plan,
             kinds are then priced in work and the time left divides the work left by the share of
             the machine (work per second) the run has had.
+        schedule_clock: with a work clock, the seconds the reporting thread has run and waited for a
+            core (`thread_schedule`). The run's share is then scaled by how often the thread got a
+            core since this progress was made (the worker's start) against how often during the run.
     """
 
     def __init__(
@@ -197,13 +220,17 @@ class JobProgress:
         on_update: Callable[[ProgressSnapshot], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         work_clock: Callable[[], float] | None = None,
+        schedule_clock: ScheduleClock | None = None,
     ) -> None:
         self.unit = unit
         self.cancelled = cancelled
         self.on_update = on_update
         self.clock = clock
         self.work_clock = work_clock
+        self.schedule_clock = schedule_clock if work_clock is not None else None
         self.started = clock()
+        # the thread's (ran, waited) since it was made, at the run's start, at the last update
+        self._schedule = [self._read_schedule()] * 3
         self.done = 0.0
         self.total = 0.0
         self.steps: tuple[PlanStep, ...] = ()  # the plan declared, if any
@@ -229,6 +256,22 @@ class JobProgress:
         self._samples.clear()
         self._samples.append(self._sample(self.started, 0.0))
         self._clear_measures()
+        self._schedule[1] = self._schedule[2] = self._read_schedule()
+
+    def _read_schedule(self) -> tuple[float, float] | None:
+        return None if self.schedule_clock is None else self.schedule_clock()
+
+    def _availability_ratio(self) -> float:
+        """How often the thread got a core since this progress was made, over how often during the run
+        (1 without a schedule clock, or before the thread has waited or run)."""
+        made, started, last = self._schedule
+        if made is None or started is None or last is None:
+            return 1.0
+        ran, waited = last[0] - started[0], last[1] - started[1]
+        all_ran, all_waited = last[0] - made[0], last[1] - made[1]
+        if ran <= 0 or all_ran <= 0:
+            return 1.0
+        return (all_ran / (all_ran + all_waited)) / (ran / (ran + waited))
 
     def plan(self, steps: Sequence[PlanStep]) -> None:
         """Declares the job's steps in order from its first unit: each kind's pace is then measured apart."""
@@ -251,10 +294,12 @@ class JobProgress:
         """Records `done` of `total` units; then raises JobCancelled if the job was asked to stop."""
         now = self.clock()
         self.total = float(max(total, 0))
+        self._schedule[2] = self._read_schedule()
         if done < self.done:  # a job that starts over (another stage) measures its pace afresh
             self._samples.clear()
             self._samples.append(self._sample(now, float(done)))
             self._segments = []  # a plan's steps never go back: it no longer holds
+            self._schedule[1] = self._schedule[2]
         self.done = float(min(max(done, 0), self.total))
         sample = self._sample(now, self.done)
         self._attribute(sample)
@@ -374,10 +419,11 @@ class JobProgress:
         of that followed the bursts of a shared machine rather than its trend (replayed bench traces,
         BENCHMARKS.md). With a work clock as well, the work left goes at the work per second of the
         whole run, the share of the machine the job has had: a recent window followed a yielding
-        worker's stops of a second or two (replayed traces beside bursting visitors, BENCHMARKS.md).
-        Between updates the time since the last one is taken off; a unit that runs longer than the
-        pace says slows the pace instead (counted up to now), so a stalled job's time left does not
-        fall to zero and stay there.
+        worker's stops of a second or two (replayed traces beside bursting visitors, BENCHMARKS.md);
+        with a schedule clock, that share is scaled by `_availability_ratio`. Between updates the
+        time since the last one is taken off; a unit that runs longer than the pace says slows the
+        pace instead (counted up to now), so a stalled job's time left does not fall to zero and stay
+        there.
         """
         now = self.clock() if now is None else now
         window = self._window(now)
@@ -389,6 +435,7 @@ class JobProgress:
             start_time, start_done, start_work = self._samples[0]
         if rates is not None and self.work_clock is not None:
             worked = last_work - start_work  # the work the run got: the machine's share times its span
+            worked *= self._availability_ratio()  # what a longer look at the machine says of that share
         else:
             worked = self._work(start_done, last_done, rates)  # without a plan: the units done
         if worked <= 0:
