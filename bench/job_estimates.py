@@ -51,6 +51,10 @@ JOBS: dict[str, tuple[str, dict]] = {
         "probe",
         {"fractions": [step / 20 for step in range(21)]},
     ),
+    "arena, EfficientNet-Lite0, Grad-CAM, one image, default settings (61 steps)": (
+        "arena",
+        {"methods": ["gradcam"], "names": ["coffee"]},
+    ),
     "head ranking, ViT-S/16 (72 heads, 16 per forward)": ("ranking", {"mode": "zero"}),
     "head ranking, ViT-B/16 (144 heads, 16 per forward)": ("ranking", {"mode": "zero"}),
 }
@@ -84,6 +88,10 @@ def run_one(name: str) -> dict:
 
     yield_to_the_app()
     kind, options = JOBS[name]
+    if kind == "arena":  # the app's default settings, as the page sends them
+        from vitviz.arena import ArenaSettings
+
+        options = {**options, "settings": ArenaSettings().to_json()}
     spec = JobSpec(kind, CNN, "bundled", "cpu", options)
 
     def reading() -> tuple[float, float, float, float]:  # wall, CPU, on a core, waiting for one

@@ -23,6 +23,7 @@ from vitviz.arena import (
     ImageScores,
     MethodScores,
     arena_methods,
+    arena_plan,
     arena_table,
     folder_images,
     run_arena,
@@ -36,6 +37,7 @@ from vitviz.jobs import JobSpec, decode_result, encode_result, read_job, run_job
 from vitviz.methods import METHODS
 from vitviz.models import load_model
 from vitviz.preprocess import image_view
+from vitviz.progress import JobProgress
 
 
 @pytest.fixture(autouse=True)
@@ -300,17 +302,28 @@ def test_a_table_survives_the_json_a_job_writes_exactly(tiny_models, cat):
     )  # the job's view apart
 
 
-def test_an_image_reports_each_arena_step_once_though_the_scores_report_finer_steps(tiny_models, cat):
-    """faithfulness and ROAD report their own (done, all) steps; the arena turns them into its whole steps."""
+def test_an_image_reports_every_step_of_its_plan_in_order_and_tells_a_job_progress_the_plan(tiny_models, cat):
+    """The random orders (2 seeds: curves, then 2 thresholds × 2 orders of ROAD inputs each), each
+    method's faithfulness steps, its ROAD, then its one map: every step of `arena_plan` is reported
+    once, in order, never going back; a `JobProgress` is told the plan, whose kinds are the library's."""
     loaded = tiny_loaded(tiny_models, "vit")
     settings = ArenaSettings(
         fractions=(0.0, 0.5, 1.0), road_percentiles=(50, 80), random_orders=2, sanity=False
     )
+    methods = ["gradcam", "rollout"]
+    plan = arena_plan(loaded, methods, settings)
+    # 2 curves + 8 ROAD inputs; 1 + 3 × 2 faithfulness steps; 2 maps + 2 × 5 ROAD inputs; 2 maps
+    assert len(plan) == 10 + 7 + 12 + 2
+    assert [step.kind for step in plan[:3]] == ["curves", "curves", "imputation"]
+    assert [step.kind for step in plan[-2:]] == ["map: gradcam", "map: rollout"]
     calls = []
-    score_image(
-        loaded, cat, "cat", ["gradcam", "rollout"], settings, lambda done, of: calls.append((done, of))
-    )
-    assert calls == [(step, 1 + 3 * 2) for step in range(1, 1 + 3 * 2 + 1)]
+    score_image(loaded, cat, "cat", methods, settings, lambda done, of: calls.append((done, of)))
+    assert {of for _, of in calls} == {len(plan)} and calls[-1][0] == len(plan)
+    done = [value for value, _ in calls]
+    assert done == sorted(done) and set(range(1, len(plan) + 1)) <= set(done)
+    progress = JobProgress("steps")
+    score_image(loaded, cat, "cat", methods, settings, progress)
+    assert progress.steps == tuple(plan) and progress.done == len(plan)
 
 
 def test_a_background_job_writes_progress_and_the_same_scores_as_a_direct_call(tmp_path, monkeypatch, cat):
@@ -341,8 +354,9 @@ def test_a_background_job_writes_progress_and_the_same_scores_as_a_direct_call(t
     run_job(folder)  # what the worker process runs
     state = read_job(folder)
     assert state.ended and state.error is None and not state.cancelled
-    # Steps done of all with the time left, as the general follower draws it: 1 + 3 per method, per image.
-    assert (state.progress.unit, state.progress.done, state.progress.total) == ("steps", 8, 8)
+    # Steps done of all with the time left, as the general follower draws it: the arena's plan, per image.
+    steps = 2 * len(arena_plan(load_model("test_vit", str(weights), "cpu"), ["gradcam"], settings))
+    assert (state.progress.unit, state.progress.done, state.progress.total) == ("steps", steps, steps)
     table = state.result
     assert isinstance(table, ArenaTable) and table.images == tuple(names)
     model = load_model("test_vit", str(weights), "cpu")

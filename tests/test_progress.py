@@ -22,6 +22,7 @@ from vitviz.progress import (
     JobProgress,
     PlannedSteps,
     PlanStep,
+    ProgressSnapshot,
     duration_text,
     reporting,
     thread_schedule,
@@ -215,6 +216,38 @@ def test_a_burst_met_early_in_a_traced_run_is_weighed_against_the_workers_longer
     weighed = _traced_errors(traced["trace"], plan, work=True, prepared=traced["prepared"])
     assert alone[0.25] > TOLERANCE, alone
     assert max(abs(error) for error in weighed.values()) <= TOLERANCE, weighed
+
+
+def test_a_job_that_waited_for_a_core_a_fifth_of_the_time_or_more_says_so_beside_its_time_left():
+    """The worker's thread wanted a core for 2 s of its first step and waited 1 s of it: the snapshot
+    counts half the time waited and its text says the estimate may change; after 8 more seconds on a
+    core with 0.1 s more waiting (1.1 of 10.1 s, 11%), the text says the time left alone."""
+    wall, used, schedule = FakeClock(), FakeClock(), FakeClock()
+    schedule.now = (0.0, 0.0)
+    progress = JobProgress("steps", clock=wall, work_clock=used, schedule_clock=schedule)
+    progress.plan([PlanStep("step")] * 10)
+    wall.now, used.now, schedule.now = 2.0, 1.0, (1.0, 1.0)
+    progress(1, 10)
+    busy = progress.snapshot()
+    assert busy.waited_share == pytest.approx(0.5)
+    assert "waited for a core 50% of the time), so this may change" in busy.text()
+    wall.now, used.now, schedule.now = 10.1, 9.0, (9.0, 1.1)
+    progress(9, 10)
+    calm = progress.snapshot()
+    assert calm.waited_share == pytest.approx(1.1 / 10.1)
+    assert calm.text().startswith("steps 9/10 · about ") and "waited" not in calm.text()
+
+
+def test_a_status_record_keeps_the_share_of_time_waited_and_refuses_more_than_all_of_it():
+    """A snapshot read back from its JSON is the same; a record written before the share was kept
+    reads as not known; a share over 1 or below 0 is not a progress record."""
+    snapshot = ProgressSnapshot("steps", 3.0, 10.0, 4.0, 9.5, 0.25)
+    assert ProgressSnapshot.from_json(json.loads(json.dumps(snapshot.to_json()))) == snapshot
+    older = {"unit": "steps", "done": 3, "total": 10, "elapsed_s": 4.0, "eta_s": 9.5}
+    assert ProgressSnapshot.from_json(older).waited_share is None
+    for share in (1.5, -0.1):
+        with pytest.raises(ValueError):
+            ProgressSnapshot.from_json({**older, "waited_share": share})
 
 
 def test_the_thread_schedule_counts_the_seconds_a_thread_ran():

@@ -31,7 +31,6 @@ process scores it, so the table is that of a single process.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,11 +42,20 @@ from scipy.stats import rankdata
 
 from vitviz.finetune.distributed import SINGLE_PROCESS, DistributedContext
 from vitviz.methods import METHODS, available_methods, explanation_map, method_title
-from vitviz.methods.faithfulness import faithfulness, random_order_scores, road
+from vitviz.methods.faithfulness import (
+    faithfulness,
+    faithfulness_plan,
+    map_step,
+    random_order_plan,
+    random_order_scores,
+    road,
+    road_plan,
+)
 from vitviz.methods.probes import DEFAULT_FRACTIONS, probe_target
-from vitviz.methods.sanity import UNFAITHFUL_RANK_CORRELATION, cascading_randomisation
+from vitviz.methods.sanity import UNFAITHFUL_RANK_CORRELATION, cascading_randomisation, randomisation_stages
 from vitviz.models import LoadedModel
 from vitviz.preprocess import ViewMode, image_view
+from vitviz.progress import PlanStep, ProgressCallback, declare_plan, portion, reporting
 
 __all__ = [
     "ARENA_ROAD_PERCENTILES",
@@ -309,7 +317,17 @@ def arena_methods(loaded: LoadedModel, slow: bool = False) -> list[str]:
     return [name for name in available_methods(loaded.facts) if slow or not METHODS[name].slow]
 
 
-Progress = Callable[[int, int], None]
+def arena_plan(loaded: LoadedModel, methods: Sequence[str], settings: ArenaSettings) -> list[PlanStep]:
+    """The steps `score_image` reports for one image, in order: the random orders' curves and ROAD
+    inputs, each method's faithfulness curves, each method's ROAD, then each method's maps for the
+    sanity check (its original map and one per randomised stage), or its one map without the check."""
+    maps = len(randomisation_stages(loaded.model)) + 1 if settings.sanity else 1
+    return [
+        *random_order_plan(settings.random_orders, settings.fractions, settings.road_percentiles),
+        *faithfulness_plan(methods, settings.fractions),
+        *road_plan(methods, settings.road_percentiles),
+        *(map_step(method) for method in methods for _ in range(maps)),
+    ]
 
 
 def score_image(
@@ -318,7 +336,7 @@ def score_image(
     name: str,
     methods: Sequence[str],
     settings: ArenaSettings = ArenaSettings(),
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> ImageScores:
     """Every method's scores on one image, each map explaining the model's top class.
 
@@ -328,8 +346,8 @@ def score_image(
         name: how tables name the image.
         methods: registry names; each must fit the model.
         settings: steps, random orders, sanity check, seed and view.
-        progress: called with (steps done, steps in all): the random orders, then each method's
-            curves, its ROAD and its sanity check.
+        progress: called with (steps done, steps in all), the steps of `arena_plan` (a slow map's
+            masks move its step); a `JobProgress` is told the plan, so each kind is priced apart.
 
     Raises:
         NoClassifierError: the model has no classifier head (nothing to follow).
@@ -337,32 +355,36 @@ def score_image(
     """
     if not methods:
         raise ValueError("the arena needs at least one method")
-    total = 1 + 3 * len(methods)  # the random orders, then each method's curves, ROAD and sanity check
-    steps_done = 0
+    plan = arena_plan(loaded, methods, settings)
+    declare_plan(progress, plan)
+    total, reached = float(len(plan)), 0.0
 
-    def advance_to(reached: int) -> None:
-        nonlocal steps_done
-        if reached > steps_done:
-            steps_done = reached
-            if progress is not None:
-                progress(steps_done, total)
-
-    def stage(first: int) -> Callable[[float, float], None]:
-        """The library's (done, all) of one pass over the methods as whole arena steps from `first`."""
-
-        def moved(done: float, of: float) -> None:
-            advance_to(first + (math.floor(len(methods) * done / of + 1e-9) if of > 0 else 0))
-
-        return moved
+    def part(steps: Sequence[PlanStep]) -> ProgressCallback | None:
+        """The progress of the next `steps` of the plan, as the call that runs them reports it."""
+        nonlocal reached
+        start, reached = reached, reached + len(steps)
+        return portion(progress, start, len(steps), total)
 
     seen = image_view(image, loaded.facts, settings.view)
     target = probe_target(loaded, seen)
     seeds = [settings.seed + offset for offset in range(settings.random_orders)]
     common = {"class_index": target.index}
-    baseline = random_order_scores(loaded, target, seeds, settings.fractions, settings.road_percentiles)
-    advance_to(1)
+    baseline = random_order_scores(
+        loaded,
+        target,
+        seeds,
+        settings.fractions,
+        settings.road_percentiles,
+        progress=part(random_order_plan(len(seeds), settings.fractions, settings.road_percentiles)),
+    )
     curves = faithfulness(
-        loaded, seen, methods, fractions=settings.fractions, seed=settings.seed, progress=stage(1), **common
+        loaded,
+        seen,
+        methods,
+        fractions=settings.fractions,
+        seed=settings.seed,
+        progress=part(faithfulness_plan(methods, settings.fractions)),
+        **common,
     )
     roads = road(
         loaded,
@@ -370,18 +392,25 @@ def score_image(
         methods,
         percentiles=settings.road_percentiles,
         seed=settings.seed,
-        progress=stage(1 + len(methods)),
+        progress=part(road_plan(methods, settings.road_percentiles)),
         **common,
     )
+    maps_each = (len(plan) - int(reached)) // len(methods)  # each method's sanity-check maps, or its map
     scored = []
-    for number, (method, curve, imputed) in enumerate(zip(methods, curves, roads, strict=True)):
+    for method, curve, imputed in zip(methods, curves, roads, strict=True):
         sanity: float | None = None
+        moved = part(plan[int(reached) : int(reached) + maps_each])
         if settings.sanity:
-            check = cascading_randomisation(loaded, seen, method, seed=settings.seed, **common)
+            check = cascading_randomisation(
+                loaded, seen, method, seed=settings.seed, progress=moved, **common
+            )
             sanity = check.rank_correlation[check.checkpoint]
             values = check.maps[0]
         else:
-            values = explanation_map(loaded, seen, method, target.index).values
+            with reporting(moved):  # a slow map's masks move its step
+                values = explanation_map(loaded, seen, method, target.index).values
+            if moved is not None:
+                moved(1, 1)
         scored.append(
             MethodScores(
                 method=method,
@@ -392,7 +421,6 @@ def score_image(
                 map=np.asarray(values, dtype=np.float32),
             )
         )
-        advance_to(2 + 2 * len(methods) + number)
     return ImageScores(
         image=name,
         target_index=target.index,
@@ -469,7 +497,7 @@ def run_arena(
     methods: Sequence[str] | None = None,
     settings: ArenaSettings = ArenaSettings(),
     context: DistributedContext = SINGLE_PROCESS,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> ArenaTable:
     """The arena over a set of images; under torchrun each process scores its share and all merge.
 
@@ -479,7 +507,8 @@ def run_arena(
         methods: registry names (default: `arena_methods(loaded)`, the fast ones).
         settings: see `ArenaSettings`.
         context: this process's place among torchrun's (default: alone).
-        progress: called with (steps done, steps in all) of this process's share.
+        progress: called with (steps done, steps in all) of this process's share: each image's
+            `arena_plan`; a `JobProgress` is told the whole plan.
 
     Returns:
         The table, the same on every process.
@@ -488,16 +517,14 @@ def run_arena(
         raise ValueError("the arena needs at least one image")
     chosen = list(methods) if methods is not None else arena_methods(loaded)
     mine = context.shard(list(range(len(images))))
-    steps = 1 + 3 * len(chosen)  # as score_image counts them
-    if progress is not None:  # the steps are known before the first (the random orders) ends
-        progress(0, len(mine) * steps)
+    plan = arena_plan(loaded, chosen, settings)
+    declare_plan(progress, plan * len(mine))
+    total = float(len(plan) * len(mine))
+    if progress is not None:  # the steps are known before the first ends
+        progress(0, total)
     local: list[tuple[int, ImageScores]] = []
     for done_images, index in enumerate(mine):
-
-        def step(done: int, _total: int, base: int = done_images * steps) -> None:
-            if progress is not None:
-                progress(base + done, len(mine) * steps)
-
+        step = portion(progress, done_images * len(plan), len(plan), total)
         image = images[index]
         try:
             picture = image.load()

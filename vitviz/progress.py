@@ -71,6 +71,8 @@ ScheduleClock = Callable[[], "tuple[float, float] | None"]  # (seconds on a core
 # it follows a machine that slows down or speeds up, yet averages over enough units to be steady.
 RECENT_SHARE = 0.3
 MIN_RECENT_UPDATES = 3
+# A job that waited for a core this share of the time it wanted one says so beside its time left.
+BUSY_WAITED_SHARE = 0.2
 _MAX_SAMPLES = 4096  # updates kept for the pace; older ones fall out of the window anyway
 
 _CURRENT: contextvars.ContextVar[ProgressCallback | None] = contextvars.ContextVar(
@@ -121,17 +123,26 @@ class ProgressSnapshot:
     total: float
     elapsed_s: float
     eta_s: float | None  # None until the pace is known
+    # of the time the job's thread wanted a core during the run, the share it waited for one (None
+    # where the job does not read its thread's schedule)
+    waited_share: float | None = None
 
     @property
     def fraction(self) -> float:
         return min(1.0, self.done / self.total) if self.total > 0 else 0.0
 
     def text(self) -> str:
-        """ "masks 128/384 · about 20 s left" (or "… · measuring the pace" before the first unit)."""
+        """ "masks 128/384 · about 20 s left" (or "… · measuring the pace" before the first unit), and
+        how often the job waited for a core where that was a fifth of the time or more: other work on
+        the machine then sets the time left more than the job does."""
         counts = f"{self.unit} {math.floor(self.done + 1e-9):.0f}/{self.total:.0f}"
         if self.eta_s is None:
             return f"{counts} · measuring the pace"
-        return f"{counts} · about {duration_text(self.eta_s)} left"
+        said = f"{counts} · about {duration_text(self.eta_s)} left"
+        if self.waited_share is not None and self.waited_share >= BUSY_WAITED_SHARE:
+            waited = f"{self.waited_share:.0%}"
+            said += f" · the machine is busy (waited for a core {waited} of the time), so this may change"
+        return said
 
     def to_json(self) -> dict[str, float | str | None]:
         return {
@@ -140,27 +151,31 @@ class ProgressSnapshot:
             "total": self.total,
             "elapsed_s": self.elapsed_s,
             "eta_s": self.eta_s,
+            "waited_share": self.waited_share,
         }
 
     @classmethod
     def from_json(cls, payload: dict) -> ProgressSnapshot:
         """The snapshot a status file holds; raises ValueError on anything of another shape."""
         try:
-            eta = payload.get("eta_s")
+            eta, waited = payload.get("eta_s"), payload.get("waited_share")
             snapshot = cls(
                 str(payload["unit"])[:40],
                 float(payload["done"]),
                 float(payload["total"]),
                 float(payload["elapsed_s"]),
                 None if eta is None else float(eta),
+                None if waited is None else float(waited),
             )
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not a progress record: {error}") from error
-        numbers = [snapshot.done, snapshot.total, snapshot.elapsed_s] + (
-            [] if eta is None else [snapshot.eta_s]
-        )
+        numbers = [snapshot.done, snapshot.total, snapshot.elapsed_s] + [
+            value for value in (snapshot.eta_s, snapshot.waited_share) if value is not None
+        ]
         if not all(math.isfinite(value) and value >= 0 for value in numbers):
             raise ValueError("a progress record holds a negative or non-finite number")
+        if snapshot.waited_share is not None and snapshot.waited_share > 1:
+            raise ValueError("a progress record's share of time waited is over 1")
         return snapshot
 
 
@@ -260,6 +275,15 @@ class JobProgress:
 
     def _read_schedule(self) -> tuple[float, float] | None:
         return None if self.schedule_clock is None else self.schedule_clock()
+
+    def waited_share(self) -> float | None:
+        """Of the time the thread wanted a core since the run started, the share it waited for one;
+        None without a schedule clock or before it has run."""
+        _, started, last = self._schedule
+        if started is None or last is None:
+            return None
+        ran, waited = last[0] - started[0], last[1] - started[1]
+        return waited / (ran + waited) if ran > 0 and waited >= 0 else None
 
     def _availability_ratio(self) -> float:
         """How often the thread got a core since this progress was made, over how often during the run
@@ -450,7 +474,9 @@ class JobProgress:
 
     def snapshot(self, now: float | None = None) -> ProgressSnapshot:
         now = self.clock() if now is None else now
-        return ProgressSnapshot(self.unit, self.done, self.total, now - self.started, self.eta_s(now))
+        return ProgressSnapshot(
+            self.unit, self.done, self.total, now - self.started, self.eta_s(now), self.waited_share()
+        )
 
     def text(self) -> str:
         return self.snapshot().text()

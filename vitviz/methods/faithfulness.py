@@ -38,6 +38,8 @@ __all__ = [
     "faithfulness",
     "faithfulness_plan",
     "faithfulness_rows",
+    "map_step",
+    "random_order_plan",
     "random_order_scores",
     "road",
     "road_plan",
@@ -69,8 +71,8 @@ def _imputation_step(percentile: int) -> PlanStep:
     )
 
 
-def _map_step(method: str) -> PlanStep:
-    """One method's map as a step: maps of one method cost alike, of two methods not."""
+def map_step(method: str) -> PlanStep:
+    """One method's map as a step of a plan: maps of one method cost alike, of two methods not."""
     slow = method in METHODS and METHODS[method].slow
     return PlanStep(f"map: {method}", cost=_SLOW_MAP_FORWARDS if slow else _MAP_FORWARDS)
 
@@ -162,7 +164,7 @@ def faithfulness(
     results = []
     for method in methods:
         options = (method_options or {}).get(method, {})
-        with walk.step(_map_step(method).kind):  # Score-CAM's masks move this step
+        with walk.step(map_step(method).kind):  # Score-CAM's masks move this step
             salience = salience_on_grid(loaded, target, grid, method, **options)
         with walk.step("curves"):
             deletion, insertion = curves(salience_order(salience, "drop-salient"))
@@ -199,7 +201,7 @@ def faithfulness_plan(
     """The steps `faithfulness` reports, in order: the random order's curves, then per method its map
     and its two sets of curves (each set a deletion and an insertion curve, a forward per point)."""
     curves = PlanStep("curves", cost=_CURVE_IMAGE_FORWARDS * 2 * len(fractions))
-    return [curves] + [step for method in methods for step in (_map_step(method), curves, curves)]
+    return [curves] + [step for method in methods for step in (map_step(method), curves, curves)]
 
 
 def _checked_fractions(fractions: Sequence[float]) -> np.ndarray:
@@ -308,7 +310,7 @@ def road(
     maps = []
     for method in methods:
         options = (method_options or {}).get(method, {})
-        with walk.step(_map_step(method).kind):  # Score-CAM's masks move this step
+        with walk.step(map_step(method).kind):  # Score-CAM's masks move this step
             maps.append(explain_pixels(loaded, pixels, method, [target.index], **options)[0].values)
     both = [ROADMostRelevantFirst, ROADLeastRelevantFirst]
     imputed = [(_random_road_map(loaded, seed), [ROADMostRelevantFirst])] + [
@@ -331,7 +333,7 @@ def road(
 def road_plan(methods: Sequence[str], percentiles: Sequence[int] = ROAD_PERCENTILES) -> list[PlanStep]:
     """The steps `road` reports, in order: each method's map, then the imputed inputs a threshold at a
     time (the random order's one, each method's two), from the fewest pixels filled to the most."""
-    maps = [_map_step(method) for method in methods]
+    maps = [map_step(method) for method in methods]
     per_threshold = 1 + 2 * len(methods)  # the random order's, then each method's two
     return maps + [
         _imputation_step(percentile) for percentile in _road_steps(percentiles) for _ in range(per_threshold)
@@ -407,12 +409,23 @@ class RandomOrderScores:
     road: np.ndarray  # (S,) combined ROAD score, as `RoadResult.score`, of each seed's random map
 
 
+def random_order_plan(
+    seeds: int, fractions: Sequence[float] = DEFAULT_FRACTIONS, percentiles: Sequence[int] = ROAD_PERCENTILES
+) -> list[PlanStep]:
+    """The steps `random_order_scores` reports, in order: each seed's curves, then each seed's ROAD
+    inputs, both orders imputed a threshold at a time."""
+    curves = PlanStep("curves", cost=_CURVE_IMAGE_FORWARDS * 2 * len(fractions))
+    imputations = [_imputation_step(percentile) for percentile in _road_steps(percentiles) for _ in range(2)]
+    return [curves] * seeds + imputations * seeds
+
+
 def random_order_scores(
     loaded: LoadedModel,
     target: ProbeTarget,
     seeds: Sequence[int],
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     percentiles: Sequence[int] = ROAD_PERCENTILES,
+    progress: ProgressCallback | None = None,
 ) -> RandomOrderScores:
     """Deletion and insertion areas and ROAD scores of random orders, one per seed.
 
@@ -424,21 +437,22 @@ def random_order_scores(
         seeds: one random order per seed.
         fractions: as `faithfulness`.
         percentiles: as `road`.
+        progress: called with (steps done, steps in all), the steps of `random_order_plan`.
     """
     steps = _checked_fractions(fractions)
     thresholds = _road_steps(percentiles)
     grid = probe_grid(loaded)
-    curves = [
-        _order_curves(
-            loaded, target, grid, steps, salience_order(None, "drop-random", seed, grid.num_patches)
-        )
-        for seed in seeds
-    ]
+    walk = PlannedSteps(progress, random_order_plan(len(seeds), fractions, percentiles))
+    curves = []
+    for seed in seeds:
+        with walk.step("curves"):
+            order = salience_order(None, "drop-random", seed, grid.num_patches)
+            curves.append(_order_curves(loaded, target, grid, steps, order))
     both = [ROADMostRelevantFirst, ROADLeastRelevantFirst]
     road = []
     for seed in seeds:
         ((most_first, least_first),) = _imputed_curves(
-            loaded, target, [(_random_road_map(loaded, seed), both)], thresholds, seed
+            loaded, target, [(_random_road_map(loaded, seed), both)], thresholds, seed, walk
         )
         road.append(_road_score(most_first, least_first))
     return RandomOrderScores(
