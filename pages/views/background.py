@@ -234,7 +234,7 @@ def _running_bar(state: JobState, what: str, folder: Path, widget_key: str) -> N
         row[0].progress(0.0, text=f"{what}: loading the model in the background…")
     else:
         shown = dataclasses.replace(state.progress, eta_s=state.eta_now())
-        row[0].progress(shown.fraction, text=f"{what}: {shown.text()} (in the background)")
+        row[0].progress(shown.fraction, text=f"{what}: in the background · {shown.text()}")
     if row[1].button("Cancel", key=widget_key, help="Stops the worker at its next unit."):
         cancel_job(folder)
         row[0].caption("Cancelling…")
