@@ -71,6 +71,7 @@ __all__ = [
     "MethodScores",
     "Spread",
     "arena_methods",
+    "arena_plan",
     "arena_table",
     "builtin_photo_images",
     "folder_images",
