@@ -31,6 +31,7 @@ process scores it, so the table is that of a single process.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -318,17 +319,22 @@ def arena_methods(loaded: LoadedModel, slow: bool = False) -> list[str]:
     return [name for name in available_methods(loaded.facts) if slow or not METHODS[name].slow]
 
 
-def arena_plan(loaded: LoadedModel, methods: Sequence[str], settings: ArenaSettings) -> list[PlanStep]:
-    """The steps `score_image` reports for one image, in order: the random orders' curves and ROAD
-    inputs, each method's faithfulness curves, each method's ROAD, then each method's maps for the
-    sanity check (its original map and one per randomised stage), or its one map without the check."""
+def _plan_parts(loaded: LoadedModel, methods: Sequence[str], settings: ArenaSettings) -> list[list[PlanStep]]:
+    """One image's plan in the parts `score_image` runs one call each: the random orders' curves and
+    ROAD inputs, each method's faithfulness curves, each method's ROAD, then per method its maps for
+    the sanity check (its original map and one per randomised stage), or its one map without it."""
     maps = len(randomisation_stages(loaded.model)) + 1 if settings.sanity else 1
     return [
-        *random_order_plan(settings.random_orders, settings.fractions, settings.road_percentiles),
-        *faithfulness_plan(methods, settings.fractions),
-        *road_plan(methods, settings.road_percentiles),
-        *(map_step(method) for method in methods for _ in range(maps)),
+        random_order_plan(settings.random_orders, settings.fractions, settings.road_percentiles),
+        faithfulness_plan(methods, settings.fractions),
+        road_plan(methods, settings.road_percentiles),
+        *([map_step(method)] * maps for method in methods),
     ]
+
+
+def arena_plan(loaded: LoadedModel, methods: Sequence[str], settings: ArenaSettings) -> list[PlanStep]:
+    """The steps `score_image` reports for one image, in order (see `_plan_parts`)."""
+    return [step for part in _plan_parts(loaded, methods, settings) for step in part]
 
 
 def score_image(
@@ -356,15 +362,15 @@ def score_image(
     """
     if not methods:
         raise ValueError("the arena needs at least one method")
-    plan = arena_plan(loaded, methods, settings)
+    parts = _plan_parts(loaded, methods, settings)
+    plan = [step for part in parts for step in part]
     declare_plan(progress, plan)
-    total, reached = float(len(plan)), 0.0
-
-    def part(steps: Sequence[PlanStep]) -> ProgressCallback | None:
-        """The progress of the next `steps` of the plan, as the call that runs them reports it."""
-        nonlocal reached
-        start, reached = reached, reached + len(steps)
-        return portion(progress, start, len(steps), total)
+    starts = itertools.accumulate(len(part) for part in parts[:-1])
+    # each part's progress, as the call that runs its steps reports it
+    orders_moved, curves_moved, road_moved, *maps_moved = [
+        portion(progress, start, len(part), len(plan))
+        for start, part in zip([0, *starts], parts, strict=True)
+    ]
 
     seen = image_view(image, loaded.facts, settings.view)
     target = probe_target(loaded, seen)
@@ -376,7 +382,7 @@ def score_image(
         seeds,
         settings.fractions,
         settings.road_percentiles,
-        progress=part(random_order_plan(len(seeds), settings.fractions, settings.road_percentiles)),
+        progress=orders_moved,
     )
     curves = faithfulness(
         loaded,
@@ -384,7 +390,7 @@ def score_image(
         methods,
         fractions=settings.fractions,
         seed=settings.seed,
-        progress=part(faithfulness_plan(methods, settings.fractions)),
+        progress=curves_moved,
         **common,
     )
     roads = road(
@@ -393,14 +399,12 @@ def score_image(
         methods,
         percentiles=settings.road_percentiles,
         seed=settings.seed,
-        progress=part(road_plan(methods, settings.road_percentiles)),
+        progress=road_moved,
         **common,
     )
-    maps_each = (len(plan) - int(reached)) // len(methods)  # each method's sanity-check maps, or its map
     scored = []
-    for method, curve, imputed in zip(methods, curves, roads, strict=True):
+    for method, curve, imputed, moved in zip(methods, curves, roads, maps_moved, strict=True):
         sanity: float | None = None
-        moved = part(plan[int(reached) : int(reached) + maps_each])
         if settings.sanity:
             check = cascading_randomisation(
                 loaded, seen, method, seed=settings.seed, progress=moved, **common

@@ -276,26 +276,26 @@ class JobProgress:
     def _read_schedule(self) -> tuple[float, float] | None:
         return None if self.schedule_clock is None else self.schedule_clock()
 
+    def _got_a_core(self, since: tuple[float, float] | None) -> float | None:
+        """Of the time the thread wanted a core from `since` to the last update, the share it had one;
+        None without a schedule clock or before it has run."""
+        last = self._schedule[2]
+        if since is None or last is None:
+            return None
+        ran, waited = last[0] - since[0], last[1] - since[1]
+        return ran / (ran + waited) if ran > 0 and waited >= 0 else None
+
     def waited_share(self) -> float | None:
         """Of the time the thread wanted a core since the run started, the share it waited for one;
         None without a schedule clock or before it has run."""
-        _, started, last = self._schedule
-        if started is None or last is None:
-            return None
-        ran, waited = last[0] - started[0], last[1] - started[1]
-        return waited / (ran + waited) if ran > 0 and waited >= 0 else None
+        during_run = self._got_a_core(self._schedule[1])
+        return None if during_run is None else 1.0 - during_run
 
     def _availability_ratio(self) -> float:
         """How often the thread got a core since this progress was made, over how often during the run
-        (1 without a schedule clock, or before the thread has waited or run)."""
-        made, started, last = self._schedule
-        if made is None or started is None or last is None:
-            return 1.0
-        ran, waited = last[0] - started[0], last[1] - started[1]
-        all_ran, all_waited = last[0] - made[0], last[1] - made[1]
-        if ran <= 0 or all_ran <= 0:
-            return 1.0
-        return (all_ran / (all_ran + all_waited)) / (ran / (ran + waited))
+        (1 without a schedule clock, or before the thread has run)."""
+        since_made, during_run = self._got_a_core(self._schedule[0]), self._got_a_core(self._schedule[1])
+        return 1.0 if since_made is None or during_run is None else since_made / during_run
 
     def plan(self, steps: Sequence[PlanStep]) -> None:
         """Declares the job's steps in order from its first unit: each kind's pace is then measured apart."""
