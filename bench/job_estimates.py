@@ -31,6 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.common import machine
 from vitviz.finetune.worker import spawn_background
+from vitviz.progress import PlanStep
 
 CHECKPOINTS = (0.10, 0.25, 0.50)
 # The bundled DINOv2 has no classifier head: class-specific jobs run on the bundled CNN, the rankings
@@ -126,7 +127,7 @@ def run_one(name: str) -> dict:
         "log": [(ended - read[0], done, total, eta) for read, done, total, eta in log],
         # for replaying other estimators: since the clock's start, (wall s, process CPU s, done, total,
         # the thread's seconds on a core and waiting); before it, what the preparation took
-        "plan": [(step.kind, step.units, step.cost) for step in progress.steps],
+        "plan": [(step.kind, step.units, step.cost, step.cores) for step in progress.steps],
         "trace": [
             (
                 read[0] - started[0],
@@ -173,11 +174,17 @@ def as_worker(name: str) -> dict:
         return json.loads(output.read_text())
 
 
+def _saved_step(kind: str, units: float, cost: float, cores: int | None = None) -> PlanStep:
+    """A saved plan's step. Runs saved before steps declared their cores had one kind limited to one
+    core, ROAD's imputation (`vitviz.methods.faithfulness`)."""
+    return PlanStep(kind, units, cost, cores if cores is not None or kind != "imputation" else 1)
+
+
 def replayed(record: dict, work: bool, schedule: bool = False) -> dict[float, float]:
     """{checkpoint: signed error} of a `JobProgress` fed a saved run's updates on fake clocks, its
     kinds priced in wall seconds or (`work`) in the worker's CPU seconds, and with `schedule` (where
     the run saved it) its share scaled by the thread's availability since the worker started."""
-    from vitviz.progress import JobProgress, PlanStep
+    from vitviz.progress import JobProgress
 
     prepared = record.get("prepared") if schedule else None
     now: dict = {"wall": 0.0, "work": 0.0, "schedule": (0.0, 0.0)}
@@ -192,7 +199,7 @@ def replayed(record: dict, work: bool, schedule: bool = False) -> dict[float, fl
     now.update(wall=0.0, work=0.0, schedule=(0.0, 0.0))
     progress.restart()
     if record["plan"]:
-        progress.plan([PlanStep(kind, units, cost) for kind, units, cost in record["plan"]])
+        progress.plan([_saved_step(*step) for step in record["plan"]])
     ended, found = record["trace"][-1][0], {}
     for wall, used, done, total, *ran_waited in record["trace"]:
         now.update(wall=wall, work=used, schedule=tuple(ran_waited) or (0.0, 0.0))

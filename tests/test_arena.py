@@ -335,7 +335,7 @@ def test_a_background_job_writes_progress_and_the_same_scores_as_a_direct_call(t
     class Started:
         pid = 2**22 + 1  # no such process: the slot it holds is free again at once
 
-    def spawn(command, log_path):
+    def spawn(command, log_path, env=None):
         started.append(command)
         return Started()
 

@@ -156,6 +156,36 @@ def test_a_cancelled_worker_exits_and_frees_its_slot(tmp_path, monkeypatch):
     assert freed_after < 15.0, f"the slot freed {freed_after:.1f} s after the cancel"
 
 
+def test_a_worker_whose_server_ended_stops_at_its_next_unit_and_frees_its_slot(tmp_path, monkeypatch):
+    """A server process starts a Score-CAM sanity check (minutes of masks) and quits once the worker
+    has begun: nobody can read the result, so the worker stops as if cancelled, within seconds."""
+    monkeypatch.setenv("VITVIZ_RUNS_DIR", str(tmp_path / "runs"))
+    (tmp_path / "runs").mkdir()
+    folder = tmp_path / "job"
+    folder.mkdir()
+    server = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from vitviz.images import builtin_photo\n"
+        "from vitviz.jobs import JobSpec, read_job, start_job\n"
+        "folder = Path(sys.argv[1])\n"
+        f"spec = JobSpec('sanity', {TINY!r}, 'random', 'cpu', {{'method': 'scorecam'}}, twin=True)\n"
+        "start_job(spec, [builtin_photo('coffee')], folder)\n"
+        "deadline = time.monotonic() + 240\n"
+        "while not read_job(folder).progress and time.monotonic() < deadline:\n"
+        "    time.sleep(0.1)\n"
+    )
+    subprocess.run([sys.executable, "-c", server, str(folder)], check=True, timeout=300)
+    ended = time.monotonic()
+    assert read_job(folder).progress is not None, "the worker never reported"
+    wait_for(lambda: background_job_count() == 0, 60, "the orphaned worker to exit")
+    stopped_after = time.monotonic() - ended
+    state = read_job(folder)
+    assert state.cancelled and state.result is None
+    assert state.progress.done < state.progress.total
+    assert stopped_after < 15.0, f"the worker stopped {stopped_after:.1f} s after its server"
+
+
 def test_random_weights_unknown_kinds_views_and_picture_counts_are_refused(tmp_path):
     coffee = builtin_photo("coffee")
     with pytest.raises(ValueError, match="cannot be loaded again"):

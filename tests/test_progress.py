@@ -207,15 +207,20 @@ def test_a_workers_share_is_scaled_by_how_often_its_thread_got_a_core_since_it_s
 def test_a_burst_met_early_in_a_traced_run_is_weighed_against_the_workers_longer_look():
     """A real faithfulness run beside two bursting visitors (tests/data/job_traces.json), each update
     with the worker's thread's seconds on a core and waiting: priced from the run's share alone the
-    estimate is 35% high at 25%; scaled by the thread's availability since the worker started
-    (preparation included) it is within 30% at 10%, 25% and 50%."""
+    estimate is 18%, 9% and 20% short at 10%, 25% and 50%; scaled by the thread's availability since
+    the worker started (preparation included) it is within 30% at each, and half as far off on
+    average."""
     methods = ["gradcam", "integrated-gradients"]
     plan = [*road_plan(methods), *faithfulness_plan(methods)]
     traced = json.loads((DATA / "job_traces.json").read_text())["faithfulness_with_waits"]
     alone = _traced_errors([row[:3] for row in traced["trace"]], plan, work=True)
     weighed = _traced_errors(traced["trace"], plan, work=True, prepared=traced["prepared"])
-    assert alone[0.25] > TOLERANCE, alone
+
+    def mean_error(errors: dict[float, float]) -> float:
+        return sum(abs(error) for error in errors.values()) / len(errors)
+
     assert max(abs(error) for error in weighed.values()) <= TOLERANCE, weighed
+    assert mean_error(weighed) < mean_error(alone) / 1.5, (weighed, alone)
 
 
 def test_a_job_that_waited_for_a_core_a_fifth_of_the_time_or_more_says_so_beside_its_time_left():
@@ -285,6 +290,30 @@ def test_a_kind_not_yet_run_is_priced_by_its_guess_scaled_by_what_has_run():
         progress(done, 4)
     assert progress.eta_s() == pytest.approx(2.0 + 0.3)
     assert progress.text() == "steps 2/4 · about 2 s left"
+
+
+def test_a_step_limited_to_one_core_goes_at_one_cores_share_not_at_the_two_thread_steps():
+    """Four sets of curves on two threads (1 s each, 1.6 s of work), then ROAD's imputations on one
+    core (1 s each, 1 s of work). After two imputations, the eight left are 8 s of work: declared to
+    run on one core they take 8 s; priced at the whole run's share (8.4 s of work in 6 s) they would
+    take 5.7 s, 29% short."""
+    estimates = {}
+    for cores in (1, None):
+        wall, used = FakeClock(), FakeClock()
+        progress = JobProgress("steps", clock=wall, work_clock=used)
+        progress.plan([PlanStep("curves", cost=10)] * 4 + [PlanStep("imputation", cost=1, cores=cores)] * 10)
+        for done in range(1, 7):
+            wall.now += 1.0
+            used.now += 1.6 if done <= 4 else 1.0
+            progress(done, 14)
+        estimates[cores] = progress.eta_s()
+    assert estimates[1] == pytest.approx(8.0)
+    assert estimates[None] == pytest.approx(8.0 / (8.4 / 6.0))
+
+
+def test_a_plan_refuses_a_step_on_fewer_than_one_core():
+    with pytest.raises(ValueError, match="one core or more"):
+        JobProgress("steps").plan([PlanStep("imputation", cores=0)])
 
 
 def test_a_kinds_first_step_pays_its_warm_up_and_stops_counting_once_a_second_has_run():

@@ -10,7 +10,8 @@ keeps exploring.
 A job is a folder: `job.json` (what to compute, with which model, view and options),
 `images/NNNN.png` (the pictures, lossless: one, or an arena's set), then the worker's `status.json`
 (units done of all, the time left at the measured pace, then the result or the error). A `cancel`
-file asks the worker to stop: it stops between two units, so its slot frees at once.
+file asks the worker to stop: it stops between two units, so its slot frees at once. A worker whose
+server has ended (quit, or killed) stops the same way: nobody is left to read its result.
 
     python -m vitviz.jobs FOLDER
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -60,6 +62,7 @@ __all__ = [
 ]
 
 _JOB, _IMAGES, _STATUS, _LOG, _CANCEL = "job.json", "images", "status.json", "log.txt", "cancel"
+_OWNER_ENV = "VITVIZ_JOB_OWNER"  # the pid of the process that started the worker (the server)
 _MAX_STATUS_BYTES = 64 * 1024**2  # a sanity check of a large grid holds every stage's map
 _WRITE_EVERY_S = 0.25  # the status file is rewritten at most this often while the job runs
 
@@ -166,7 +169,8 @@ def start_job(spec: JobSpec, images: Sequence[Image.Image], folder: Path) -> Non
         image.save(folder / _IMAGES / f"{index:04d}.png")
     write_json_atomic(folder / _STATUS, {})
     with background_job_slot() as hold_slot:  # one server-wide cap for every background job
-        process = spawn_background([sys.executable, "-m", "vitviz.jobs", str(folder)], folder / _LOG)
+        command = [sys.executable, "-m", "vitviz.jobs", str(folder)]
+        process = spawn_background(command, folder / _LOG, env={_OWNER_ENV: str(os.getpid())})
         hold_slot(process.pid)
 
 
@@ -178,6 +182,14 @@ def cancel_job(folder: Path) -> None:
 def cancel_requested(folder: Path) -> bool:
     """Whether `cancel_job` was called on this folder (a worker asks between its units)."""
     return (folder / _CANCEL).exists()
+
+
+def owner_ended() -> bool:
+    """Whether the process that started this worker (the app's server) has ended, so that nobody will
+    read the result: the worker was handed to another parent. False in a process `start_job` did not
+    start (a test runs `run_job` itself)."""
+    owner = os.environ.get(_OWNER_ENV, "")
+    return owner.isdigit() and os.getppid() != int(owner)
 
 
 def read_job(folder: Path) -> JobState:
@@ -362,7 +374,7 @@ def run_job(folder: Path, load: Callable[[JobSpec], Any] | None = None) -> None:
         spec = JobSpec(**json.loads((folder / _JOB).read_text()))
         progress = JobProgress(
             job_unit(spec),
-            cancelled=lambda: cancel_requested(folder),
+            cancelled=lambda: cancel_requested(folder) or owner_ended(),
             on_update=_status_writer(folder),
             work_clock=time.process_time,  # this process runs only the job: its CPU time is its work
             schedule_clock=thread_schedule,  # how often it got a core, model load included

@@ -17,7 +17,9 @@ A worker alone in its process also passes a work clock (its CPU time): each kind
 seconds of work, which a busy machine does not stretch, and the time left is the work left at the
 share of the machine the job has had. A worker yields the cores to everyone else, so a burst of
 other work stops it for a second or two; timed in wall seconds, the cheap steps that waited then
-priced their whole kind as if every one of them would wait as long.
+priced their whole kind as if every one of them would wait as long. A step whose work cannot use
+every thread (ROAD's sparse solve runs on one core) says so (`PlanStep.cores`): it goes at most at
+the share that many cores give, not at the share two-thread steps had.
 
 The share a run has had so far is a short sample of a machine whose other work comes in bursts: a
 worker that waited through its first second, or met no one, would price the rest by that luck. A
@@ -93,6 +95,9 @@ class PlanStep:
     kind: str  # "map: gradcam", "curves", "imputation", "images"…
     units: float = 1.0  # the job's units this step advances (a probe's map counts as two images)
     cost: float = 1.0  # guessed cost of one unit, e.g. forward passes (a backward counts as two)
+    # the most cores the step's work can use (ROAD's sparse solve: one), or None: every thread the
+    # job has. Priced in work, a one-core step goes at one core's share of the machine at most.
+    cores: int | None = None
 
 
 def plan_units(steps: Sequence[PlanStep]) -> float:
@@ -199,6 +204,7 @@ class _Segment(NamedTuple):
     kind: str
     cost: float  # the plan's guess per unit
     first: bool  # the first step of its kind, which pays that kind's warm-up
+    cores: int | None  # the most cores its work can use; None: every thread
 
 
 _UNPLANNED = ""  # the kind of units past the plan's end (or of every unit when there is no plan)
@@ -262,6 +268,8 @@ class JobProgress:
         # kind -> [seconds, guessed cost of the units they went to]; each kind's first step apart
         self._spent: dict[str, list[float]] = {}
         self._first_spent: dict[str, list[float]] = {}
+        # [work, seconds] of the steps free to use every thread: the machine's share they got
+        self._free_steps = [0.0, 0.0]
         self._last = self._samples[-1]
 
     def restart(self) -> None:
@@ -304,12 +312,16 @@ class JobProgress:
         for step in steps:
             if step.units <= 0 or not math.isfinite(step.units):
                 raise ValueError(f"a plan's step counts a positive number of units, not {step.units}")
+            if step.cores is not None and step.cores < 1:
+                raise ValueError(f"a plan's step runs on one core or more, not {step.cores}")
             last = self._segments[-1] if self._segments else None
-            if last is not None and not last.first and (last.kind, last.cost) == (step.kind, step.cost):
+            same = (step.kind, step.cost, step.cores)
+            if last is not None and not last.first and (last.kind, last.cost, last.cores) == same:
                 self._segments[-1] = last._replace(end=at + step.units)
             else:
                 cost = max(step.cost, 1e-9)
-                self._segments.append(_Segment(at, at + step.units, step.kind, cost, step.kind not in seen))
+                first = step.kind not in seen
+                self._segments.append(_Segment(at, at + step.units, step.kind, cost, first, step.cores))
             seen.add(step.kind)
             at += step.units
         self._clear_measures()
@@ -339,7 +351,8 @@ class JobProgress:
 
     def _pieces(self, start: float, end: float) -> Iterator[tuple[float, float, _Segment]]:
         """The parts of units [start, end) in each segment of the plan (or past its end): (from, to, segment)."""
-        tail = _Segment(self._segments[-1].end if self._segments else 0.0, math.inf, _UNPLANNED, 1.0, False)
+        plan_end = self._segments[-1].end if self._segments else 0.0
+        tail = _Segment(plan_end, math.inf, _UNPLANNED, 1.0, False, None)
         for segment in [*self._segments, tail]:
             low, high = max(start, segment.start), min(end, segment.end)
             if high > low:
@@ -347,10 +360,10 @@ class JobProgress:
 
     def _attribute(self, sample: tuple[float, float, float]) -> None:
         """Adds the work since the last update (its time, without a work clock) to the kinds of the
-        units it covered (or is working on)."""
-        _, before, worked = self._last
+        units it covered (or is working on), and with its time to the steps free to use every thread."""
+        then, before, worked = self._last
         self._last = sample
-        seconds = sample[2] - worked
+        seconds, wall = sample[2] - worked, sample[0] - then
         if not self._segments or seconds <= 0:
             return
         covered = list(self._pieces(before, self.done))
@@ -363,6 +376,9 @@ class JobProgress:
             bucket = buckets.setdefault(segment.kind, [0.0, 0.0])
             bucket[0] += seconds * share
             bucket[1] += (high - low) * segment.cost
+            if segment.cores is None:
+                self._free_steps[0] += seconds * share
+                self._free_steps[1] += wall * share
 
     def _rates(self) -> dict[str, float] | None:
         """Seconds per guessed cost of each kind of the plan, or None before anything has run.
@@ -397,8 +413,15 @@ class JobProgress:
             for kind in kinds
         }
 
-    def _work(self, start: float, end: float, rates: dict[str, float] | None) -> float:
-        """The expected seconds of units [start, end) at each kind's rate (without a plan: the units)."""
+    def _work(
+        self,
+        start: float,
+        end: float,
+        rates: dict[str, float] | None,
+        shares: tuple[float, float] | None = None,
+    ) -> float:
+        """The expected seconds of units [start, end) at each kind's rate (without a plan: the units);
+        with `shares` (`_shares`), work priced in the work clock's seconds turned into seconds."""
         if rates is None:
             return max(0.0, end - start)
         total = 0.0
@@ -407,8 +430,31 @@ class JobProgress:
             if segment.first and self._first_spent.get(segment.kind, [0.0, 0.0])[1] > 0:
                 seconds, guessed = self._first_spent[segment.kind]  # what it took, warm-up and all
                 rate = seconds / guessed
-            total += (high - low) * segment.cost * rate
+            work = (high - low) * segment.cost * rate
+            if shares is not None:
+                every_thread, one_core = shares
+                limit = math.inf if segment.cores is None else segment.cores * one_core
+                work /= min(every_thread, limit)
+            total += work
         return total
+
+    def _shares(self, worked: float, span: float) -> tuple[float, float] | None:
+        """The work per second the rest of the run may expect: (for a step free to use every thread,
+        for each core a step is limited to), or None before any work.
+
+        The first is what the steps free to use every thread got so far (what the whole run got,
+        before any of them ran); the second what one core gave the job's thread, the share of time it
+        had one (1 without a schedule clock). Both are scaled by `_availability_ratio`.
+        """
+        if span <= 0:
+            return None
+        free_work, free_seconds = self._free_steps
+        every_thread = free_work / free_seconds if free_work > 0 and free_seconds > 0 else worked / span
+        if every_thread <= 0:
+            return None
+        one_core = self._got_a_core(self._schedule[1]) or 1.0
+        ratio = self._availability_ratio()
+        return every_thread * ratio, one_core * ratio
 
     def _window(self, now: float) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
         """The first and last samples (time, units, work) of the recent window, or None before a unit.
@@ -443,11 +489,13 @@ class JobProgress:
         of that followed the bursts of a shared machine rather than its trend (replayed bench traces,
         BENCHMARKS.md). With a work clock as well, the work left goes at the work per second of the
         whole run, the share of the machine the job has had: a recent window followed a yielding
-        worker's stops of a second or two (replayed traces beside bursting visitors, BENCHMARKS.md);
-        with a schedule clock, that share is scaled by `_availability_ratio`. Between updates the
-        time since the last one is taken off; a unit that runs longer than the pace says slows the
-        pace instead (counted up to now), so a stalled job's time left does not fall to zero and stay
-        there.
+        worker's stops of a second or two (replayed traces beside bursting visitors, BENCHMARKS.md).
+        That share is measured over the steps free to use every thread; a step limited to fewer cores
+        goes at most at their share (`_shares`), so ROAD's one-core solves after two-thread curves
+        are not priced at two cores. With a schedule clock, both are scaled by `_availability_ratio`.
+        Between updates the time since the last one is taken off; a unit that runs longer than the
+        pace says slows the pace instead (counted up to now), so a stalled job's time left does not
+        fall to zero and stay there.
         """
         now = self.clock() if now is None else now
         window = self._window(now)
@@ -457,15 +505,19 @@ class JobProgress:
         (start_time, start_done, start_work), (last_time, last_done, last_work) = window
         if rates is not None:  # each kind's rate is already its own average; so is the machine's share
             start_time, start_done, start_work = self._samples[0]
+        shares = None
         if rates is not None and self.work_clock is not None:
-            worked = last_work - start_work  # the work the run got: the machine's share times its span
-            worked *= self._availability_ratio()  # what a longer look at the machine says of that share
+            shares = self._shares(last_work - start_work, last_time - start_time)
+            if shares is None:
+                return None
+            worked = last_time - start_time  # the work left is priced in seconds at the shares
         else:
             worked = self._work(start_done, last_done, rates)  # without a plan: the units done
         if worked <= 0:
             return None
-        remaining = self._work(last_done, self.total, rates)
-        this_unit = self._work(last_done, min(self.total, math.floor(last_done + 1e-9) + 1.0), rates)
+        remaining = self._work(last_done, self.total, rates, shares)
+        next_unit = min(self.total, math.floor(last_done + 1e-9) + 1.0)
+        this_unit = self._work(last_done, next_unit, rates, shares)
         if rates is None:
             this_unit = 1.0
         at_pace = remaining * (last_time - start_time) / worked - (now - last_time)
