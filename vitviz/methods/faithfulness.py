@@ -56,10 +56,10 @@ ROAD_PERCENTILES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 # curves is its images in one batch, about half a lone forward each. An imputation is a forward and
 # a sparse solve over the pixels it fills, which grows faster than the pixels: one threshold's
 # imputations took 11–19 times as long at 90% filled as at 10%; the solve runs on one core. These
-# numbers are fitted to 57 traced runs of the faithfulness and arena jobs on EfficientNet-Lite0 (AMD
-# EPYC; quiet, beside bursting visitors and beside a test suite; BENCHMARKS.md): replayed, 88% of
+# numbers are fitted to 63 traced runs of the faithfulness and arena jobs on EfficientNet-Lite0 (AMD
+# EPYC; quiet, beside bursting visitors and beside a test suite; BENCHMARKS.md): replayed, 89% of
 # their estimates at 10%, 25% and 50% are within 30%; the solve priced at the whole run's share and
-# 80 forwards (the previous fit) gave 75%.
+# 80 forwards (the previous fit) gave 77%.
 _MAP_FORWARDS, _SLOW_MAP_FORWARDS, _CURVE_IMAGE_FORWARDS = 3.0, 48.0, 0.5
 _IMPUTATION_FORWARDS, _IMPUTATION_SOLVE_FORWARDS, _IMPUTATION_SOLVE_POWER = 1.5, 60.0, 1.5
 
