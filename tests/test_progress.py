@@ -182,6 +182,18 @@ def test_a_burst_of_other_work_in_a_cheap_step_does_not_price_a_workers_whole_ki
     assert abs(by_work[0.10]) <= TOLERANCE and abs(by_work[0.25]) <= TOLERANCE, by_work
 
 
+def test_a_workers_job_without_a_plan_is_priced_in_work_at_the_runs_share_not_at_its_recent_pace():
+    """A real Score-CAM map beside two bursting visitors (tests/data/job_traces.json; no plan, 1,280
+    masks alike): at the recent wall-clock pace the estimate at 25% is over 30% high, after a burst;
+    a worker, which also counts its CPU time, prices the masks left in work at the whole run's share
+    and is within 30% at 10%, 25% and 50%."""
+    trace = json.loads((DATA / "job_traces.json").read_text())["score_cam_beside_visitors"]
+    recent = _traced_errors(trace, None, work=False)
+    worker = _traced_errors(trace, None, work=True)
+    assert recent[0.25] > TOLERANCE, recent
+    assert max(abs(error) for error in worker.values()) <= TOLERANCE, worker
+
+
 def test_a_workers_share_is_scaled_by_how_often_its_thread_got_a_core_since_it_started():
     """A worker prepared for 3 s without waiting, then waited 1 s in its first 2-s step (1 s of work):
     the run's share (0.5) is scaled by the thread's availability since it started (4 of 5 s on a

@@ -19,7 +19,8 @@ share of the machine the job has had. A worker yields the cores to everyone else
 other work stops it for a second or two; timed in wall seconds, the cheap steps that waited then
 priced their whole kind as if every one of them would wait as long. A step whose work cannot use
 every thread (ROAD's sparse solve runs on one core) says so (`PlanStep.cores`): it goes at most at
-the share that many cores give, not at the share two-thread steps had.
+the share that many cores give, not at the share two-thread steps had. A worker's job without a plan
+(Score-CAM's masks, a ranking's heads) counts its units as one kind, priced the same way.
 
 The share a run has had so far is a short sample of a machine whose other work comes in bursts: a
 worker that waited through its first second, or met no one, would price the rest by that luck. A
@@ -214,7 +215,10 @@ class JobProgress:
     """A progress callback that measures its own pace: units done of all, time left, and a cancel.
 
     Without a plan every unit is taken to cost alike, at the pace of the recent part of the run (so
-    a machine that got busier shows within a few units). With one (`plan`), each kind of step is
+    a machine that got busier shows within a few units); with a work clock as well (a worker's
+    Score-CAM masks, a ranking's heads), the units are one kind of a plan, priced in work at the run's
+    share like any plan's: the recent pace of a worker that yields the cores follows other visitors'
+    bursts (replayed traces, BENCHMARKS.md). With one (`plan`), each kind of step is
     timed apart and the time left sums the remaining steps at their kind's average cost so far; the
     first step of each kind, which also pays that kind's warm-up (the job's first, the process's),
     prices its kind only until another step of it has run.
@@ -308,6 +312,10 @@ class JobProgress:
     def plan(self, steps: Sequence[PlanStep]) -> None:
         """Declares the job's steps in order from its first unit: each kind's pace is then measured apart."""
         self.steps = tuple(steps)
+        self._lay_out(steps)
+
+    def _lay_out(self, steps: Sequence[PlanStep]) -> None:
+        """The plan's segments, and its measures started afresh."""
         self._segments, at, seen = [], 0.0, set()
         for step in steps:
             if step.units <= 0 or not math.isfinite(step.units):
@@ -336,6 +344,10 @@ class JobProgress:
             self._samples.append(self._sample(now, float(done)))
             self._segments = []  # a plan's steps never go back: it no longer holds
             self._schedule[1] = self._schedule[2]
+        if not self._segments and not self.steps and self.work_clock is not None and self.total > 0:
+            # a worker's job without a plan: its units are alike, one kind whose first pays the warm-up
+            rest = [PlanStep(self.unit, self.total - 1.0)] if self.total > 1 else []
+            self._lay_out([PlanStep(self.unit), *rest])
         self.done = float(min(max(done, 0), self.total))
         sample = self._sample(now, self.done)
         self._attribute(sample)
