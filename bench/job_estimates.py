@@ -43,7 +43,7 @@ JOBS: dict[str, tuple[str, dict]] = {
         {"method": "scorecam"},
     ),
     "Ablation-CAM map, EfficientNet-Lite0 (1,280 channels)": ("explanation", {"method": "ablationcam"}),
-    "faithfulness + ROAD, EfficientNet-Lite0, Grad-CAM and Integrated Gradients (54 steps)": (
+    "faithfulness + ROAD, EfficientNet-Lite0, Grad-CAM and Integrated Gradients (49 steps)": (
         "faithfulness",
         {"methods": ["gradcam", "integrated-gradients"]},
     ),
@@ -52,7 +52,7 @@ JOBS: dict[str, tuple[str, dict]] = {
         "probe",
         {"fractions": [step / 20 for step in range(21)]},
     ),
-    "arena, EfficientNet-Lite0, Grad-CAM, one image, default settings (61 steps)": (
+    "arena, EfficientNet-Lite0, Grad-CAM, one image, default settings (60 steps)": (
         "arena",
         {"methods": ["gradcam"], "names": ["coffee"]},
     ),

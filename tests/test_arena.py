@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from tests.support.archives import png_bytes, zip_of
+from tests.support.methods_helpers import count_scored_maps
 from tests.support.tiny_models import tiny_loaded
 from vitviz.arena import (
     BAND_SDS,
@@ -302,22 +303,28 @@ def test_a_table_survives_the_json_a_job_writes_exactly(tiny_models, cat):
     )  # the job's view apart
 
 
-def test_an_image_reports_every_step_of_its_plan_in_order_and_tells_a_job_progress_the_plan(tiny_models, cat):
+def test_an_image_reports_every_step_of_its_plan_in_order_and_tells_a_job_progress_the_plan(
+    tiny_models, cat, monkeypatch
+):
     """The random orders (2 seeds: curves, then 2 thresholds × 2 orders of ROAD inputs each), each
-    method's faithfulness steps, its ROAD, then its one map: every step of `arena_plan` is reported
-    once, in order, never going back; a `JobProgress` is told the plan, whose kinds are the library's."""
+    method's map, once for both scores, its faithfulness curves, its ROAD: every step of `arena_plan`
+    is reported once, in order, never going back; a `JobProgress` is told the plan, whose kinds are
+    the library's."""
     loaded = tiny_loaded(tiny_models, "vit")
     settings = ArenaSettings(
         fractions=(0.0, 0.5, 1.0), road_percentiles=(50, 80), random_orders=2, sanity=False
     )
     methods = ["gradcam", "rollout"]
     plan = arena_plan(loaded, methods, settings)
-    # 2 curves + 8 ROAD inputs; 1 + 3 × 2 faithfulness steps; 2 maps + 2 × 5 ROAD inputs; 2 maps
-    assert len(plan) == 10 + 7 + 12 + 2
+    # 2 curves + 8 ROAD inputs; 2 maps; 1 + 2 × 2 sets of curves; 2 × 5 ROAD inputs
+    assert len(plan) == 10 + 2 + 5 + 10
     assert [step.kind for step in plan[:3]] == ["curves", "curves", "imputation"]
-    assert [step.kind for step in plan[-2:]] == ["map: gradcam", "map: rollout"]
+    assert [step.kind for step in plan[10:12]] == ["map: gradcam", "map: rollout"]
+    assert [step.kind for step in plan[12:17]] == ["curves"] * 5
+    explained = count_scored_maps(monkeypatch)
     calls = []
     score_image(loaded, cat, "cat", methods, settings, lambda done, of: calls.append((done, of)))
+    assert explained == methods  # each map computed once, for both scores and the thumbnail
     assert {of for _, of in calls} == {len(plan)} and calls[-1][0] == len(plan)
     done = [value for value, _ in calls]
     assert done == sorted(done) and set(range(1, len(plan) + 1)) <= set(done)

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.support.methods_helpers import count_scored_maps
 from tests.support.polling import wait_for
 from tests.support.tiny_models import tiny_loaded
 from vitviz.forward.ablation import head_importance
@@ -28,7 +29,7 @@ from vitviz.jobs import (
     start_job,
 )
 from vitviz.methods import explanation_map
-from vitviz.methods.faithfulness import faithfulness
+from vitviz.methods.faithfulness import faithfulness, road, scored_maps
 from vitviz.models import load_model, untrained_twin
 from vitviz.preprocess import image_view
 from vitviz.runs import JobLimitError, background_job_count, background_job_slot
@@ -69,19 +70,40 @@ def test_a_faithfulness_job_holds_both_tables(tmp_path, tiny_models):
     np.testing.assert_allclose(scored[0].deletion, expected.deletion, rtol=1e-4, atol=1e-6)
 
 
-def test_a_faithfulness_job_with_road_counts_roads_steps_first_and_both_tables_in_its_plan(
-    tmp_path, tiny_models
+def test_a_faithfulness_job_with_road_computes_each_map_once_for_both_tables_and_counts_its_plan(
+    tmp_path, tiny_models, monkeypatch
 ):
+    """The map once, then ROAD's 9 × 3 imputations, then deletion's random curves and the map's two
+    sets of curves: 31 steps, and both tables as the library's own calls give them (each of which
+    computes the map itself)."""
     loaded = tiny_loaded(tiny_models, "vit")
+    view = image_view(builtin_photo("coffee"), loaded.facts)
+    (expected_road,) = road(loaded, view, ["gradcam"], 3)
+    (expected,) = faithfulness(loaded, view, ["gradcam"], 3)
+    explained = count_scored_maps(monkeypatch)
     _write(
         tmp_path, JobSpec("faithfulness", TINY, "bundled", "cpu", {"methods": ["gradcam"], "class_index": 3})
     )
     run_job(tmp_path, load=lambda spec: loaded)
     state = read_job(tmp_path)
     scored, road_results = state.result
-    # ROAD's map and 9 × 3 imputations, then deletion's random curves, map and two sets of curves.
-    assert (state.progress.unit, state.progress.done, state.progress.total) == ("steps", 32, 32)
+    assert explained == ["gradcam"]
+    assert (state.progress.unit, state.progress.done, state.progress.total) == ("steps", 31, 31)
     assert road_results[0].method == scored[0].method == "gradcam" and road_results[0].target_index == 3
+    np.testing.assert_allclose(scored[0].deletion, expected.deletion, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        road_results[0].most_relevant_first, expected_road.most_relevant_first, rtol=1e-4, atol=1e-6
+    )
+
+
+def test_maps_handed_to_road_must_be_the_methods_maps_of_the_followed_class(tiny_models):
+    loaded = tiny_loaded(tiny_models, "vit")
+    view = image_view(builtin_photo("coffee"), loaded.facts)
+    maps = scored_maps(loaded, view, ["gradcam"], 3)
+    with pytest.raises(ValueError, match="maps given explain"):
+        road(loaded, view, ["gradcam"], 4, maps=maps)
+    with pytest.raises(ValueError, match="maps given explain"):
+        faithfulness(loaded, view, ["gradcam", "rollout"], 3, maps=maps)
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,6 @@ process scores it, so the table is that of a single process.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,21 +41,23 @@ from PIL import Image
 from scipy.stats import rankdata
 
 from vitviz.finetune.distributed import SINGLE_PROCESS, DistributedContext
-from vitviz.methods import METHODS, available_methods, explanation_map, method_title
+from vitviz.methods import METHODS, available_methods, method_title
 from vitviz.methods.faithfulness import (
     faithfulness,
     faithfulness_plan,
     map_step,
+    maps_plan,
     random_order_plan,
     random_order_scores,
     road,
     road_plan,
+    scored_maps,
 )
 from vitviz.methods.probes import DEFAULT_FRACTIONS, probe_target
 from vitviz.methods.sanity import UNFAITHFUL_RANK_CORRELATION, cascading_randomisation, randomisation_stages
 from vitviz.models import LoadedModel
 from vitviz.preprocess import ViewMode, image_view
-from vitviz.progress import PlanStep, ProgressCallback, declare_plan, portion, reporting
+from vitviz.progress import PlanStep, ProgressCallback, declare_parts, declare_plan, portion
 
 __all__ = [
     "ARENA_ROAD_PERCENTILES",
@@ -321,14 +322,16 @@ def arena_methods(loaded: LoadedModel, slow: bool = False) -> list[str]:
 
 def _plan_parts(loaded: LoadedModel, methods: Sequence[str], settings: ArenaSettings) -> list[list[PlanStep]]:
     """One image's plan in the parts `score_image` runs one call each: the random orders' curves and
-    ROAD inputs, each method's faithfulness curves, each method's ROAD, then per method its maps for
-    the sanity check (its original map and one per randomised stage), or its one map without it."""
-    maps = len(randomisation_stages(loaded.model)) + 1 if settings.sanity else 1
+    ROAD inputs, each method's map (computed once for both scores), each method's faithfulness
+    curves, each method's ROAD, then with the sanity check per method its maps (its original map and
+    one per randomised stage)."""
+    sanity_maps = len(randomisation_stages(loaded.model)) + 1
     return [
         random_order_plan(settings.random_orders, settings.fractions, settings.road_percentiles),
-        faithfulness_plan(methods, settings.fractions),
-        road_plan(methods, settings.road_percentiles),
-        *([map_step(method)] * maps for method in methods),
+        maps_plan(methods),
+        faithfulness_plan(methods, settings.fractions, with_maps=False),
+        road_plan(methods, settings.road_percentiles, with_maps=False),
+        *([map_step(method)] * sanity_maps for method in methods if settings.sanity),
     ]
 
 
@@ -362,15 +365,10 @@ def score_image(
     """
     if not methods:
         raise ValueError("the arena needs at least one method")
-    parts = _plan_parts(loaded, methods, settings)
-    plan = [step for part in parts for step in part]
-    declare_plan(progress, plan)
-    starts = itertools.accumulate(len(part) for part in parts[:-1])
     # each part's progress, as the call that runs its steps reports it
-    orders_moved, curves_moved, road_moved, *maps_moved = [
-        portion(progress, start, len(part), len(plan))
-        for start, part in zip([0, *starts], parts, strict=True)
-    ]
+    orders_moved, maps_moved, curves_moved, road_moved, *sanity_moved = declare_parts(
+        progress, _plan_parts(loaded, methods, settings)
+    )
 
     seen = image_view(image, loaded.facts, settings.view)
     target = probe_target(loaded, seen)
@@ -384,6 +382,7 @@ def score_image(
         settings.road_percentiles,
         progress=orders_moved,
     )
+    maps = scored_maps(loaded, seen, methods, progress=maps_moved, **common)
     curves = faithfulness(
         loaded,
         seen,
@@ -391,6 +390,7 @@ def score_image(
         fractions=settings.fractions,
         seed=settings.seed,
         progress=curves_moved,
+        maps=maps,
         **common,
     )
     roads = road(
@@ -400,22 +400,18 @@ def score_image(
         percentiles=settings.road_percentiles,
         seed=settings.seed,
         progress=road_moved,
+        maps=maps,
         **common,
     )
     scored = []
-    for method, curve, imputed, moved in zip(methods, curves, roads, maps_moved, strict=True):
+    for index, (method, curve, imputed) in enumerate(zip(methods, curves, roads, strict=True)):
         sanity: float | None = None
+        values = maps[index].values
         if settings.sanity:
             check = cascading_randomisation(
-                loaded, seen, method, seed=settings.seed, progress=moved, **common
+                loaded, seen, method, seed=settings.seed, progress=sanity_moved[index], **common
             )
             sanity = check.rank_correlation[check.checkpoint]
-            values = check.maps[0]
-        else:
-            with reporting(moved):  # a slow map's masks move its step
-                values = explanation_map(loaded, seen, method, target.index).values
-            if moved is not None:
-                moved(1, 1)
         scored.append(
             MethodScores(
                 method=method,

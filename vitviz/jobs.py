@@ -42,7 +42,9 @@ from vitviz.progress import (
 )
 
 if TYPE_CHECKING:
-    from vitviz.preprocess import ViewMode
+    from vitviz.methods.faithfulness import FaithfulnessResult, RoadResult
+    from vitviz.models import LoadedModel
+    from vitviz.preprocess import ImageView, ViewMode
 
 __all__ = [
     "JOB_KINDS",
@@ -311,25 +313,7 @@ def compute_job(spec: JobSpec, loaded: Any, images: Sequence[Image.Image], progr
         with reporting(progress):  # Score-CAM's and Ablation-CAM's channel loops report here
             return explanation_map(loaded, view, method, class_index, **options.get("method_options", {}))
     if spec.kind == "faithfulness":
-        from vitviz.methods.faithfulness import faithfulness, faithfulness_plan, road, road_plan
-        from vitviz.progress import declare_plan, plan_units, portion
-
-        methods, class_index = list(options["methods"]), options.get("class_index")
-        # ROAD first: its imputations are most of the time and differ most in cost, so timing them
-        # from the job's third step on prices the rest; each kind of step is priced apart (its plan).
-        road_steps = road_plan(methods) if options.get("road", True) else []
-        plan = [*road_steps, *faithfulness_plan(methods)]
-        declare_plan(progress, plan)
-        first, total = plan_units(road_steps), plan_units(plan)
-        roads = (
-            road(loaded, view, methods, class_index, progress=portion(progress, 0, first, total))
-            if road_steps
-            else []
-        )
-        scored = faithfulness(
-            loaded, view, methods, class_index, progress=portion(progress, first, total - first, total)
-        )
-        return scored, roads
+        return _faithfulness_job(loaded, view, list(options["methods"]), options, progress)
     if spec.kind == "sanity":
         from vitviz.methods.sanity import cascading_randomisation
 
@@ -341,6 +325,43 @@ def compute_job(spec: JobSpec, loaded: Any, images: Sequence[Image.Image], progr
 
         return probe_curves(loaded, view, progress=progress, **options)
     raise ValueError(f"unknown job kind {spec.kind!r}")
+
+
+def _faithfulness_job(
+    loaded: LoadedModel,
+    view: ImageView,
+    methods: list[str],
+    options: dict[str, Any],
+    progress: ProgressCallback,
+) -> tuple[list[FaithfulnessResult], list[RoadResult]]:
+    """The deletion and insertion table, and with `road` (the default) ROAD's table of the same maps.
+
+    With ROAD, each method's map is computed once for both tables, then ROAD runs first: its
+    imputations are most of the time and differ most in cost, so timing them from the job's first
+    steps on prices the rest; each kind of step is priced apart (the job's plan).
+    """
+    from vitviz.methods.faithfulness import (
+        faithfulness,
+        faithfulness_plan,
+        maps_plan,
+        road,
+        road_plan,
+        scored_maps,
+    )
+    from vitviz.progress import declare_parts
+
+    class_index = options.get("class_index")
+    if not options.get("road", True):
+        return faithfulness(loaded, view, methods, class_index, progress=progress), []
+    parts = [
+        maps_plan(methods),
+        road_plan(methods, with_maps=False),
+        faithfulness_plan(methods, with_maps=False),
+    ]
+    maps_moved, road_moved, curves_moved = declare_parts(progress, parts)
+    maps = scored_maps(loaded, view, methods, class_index, progress=maps_moved)
+    roads = road(loaded, view, methods, class_index, progress=road_moved, maps=maps)
+    return faithfulness(loaded, view, methods, class_index, progress=curves_moved, maps=maps), roads
 
 
 def _status_writer(folder: Path) -> Callable[[ProgressSnapshot], None]:

@@ -57,6 +57,7 @@ __all__ = [
     "PlannedSteps",
     "ProgressCallback",
     "ProgressSnapshot",
+    "declare_parts",
     "declare_plan",
     "duration_text",
     "plan_units",
@@ -550,6 +551,21 @@ def declare_plan(callback: ProgressCallback | None, steps: Sequence[PlanStep]) -
     """Tells a job's `JobProgress` its plan; any other callback (a part of a job, a plain function) ignores it."""
     if isinstance(callback, JobProgress):
         callback.plan(steps)
+
+
+def declare_parts(
+    callback: ProgressCallback | None, parts: Sequence[Sequence[PlanStep]]
+) -> list[ProgressCallback | None]:
+    """Declares a job's plan made of parts that separate calls run, in order, and gives each part's
+    callback: the (done, all) a part's call reports moves the job through that part's steps."""
+    plan = [step for part in parts for step in part]
+    declare_plan(callback, plan)
+    total, start, moved = plan_units(plan), 0.0, []
+    for part in parts:
+        span = plan_units(part)
+        moved.append(portion(callback, start, span, total))
+        start += span
+    return moved
 
 
 class PlannedSteps:

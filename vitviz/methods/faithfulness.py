@@ -14,6 +14,7 @@ from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostReleva
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
 from vitviz.methods import METHODS, explain_pixels, method_title
+from vitviz.methods.base import ExplanationResult
 from vitviz.methods.probes import (
     DEFAULT_FRACTIONS,
     ProbeGrid,
@@ -22,7 +23,7 @@ from vitviz.methods.probes import (
     drop_mask,
     probe_grid,
     probe_target,
-    salience_on_grid,
+    resample_to_grid,
     salience_order,
     target_probabilities,
 )
@@ -39,11 +40,13 @@ __all__ = [
     "faithfulness_plan",
     "faithfulness_rows",
     "map_step",
+    "maps_plan",
     "random_order_plan",
     "random_order_scores",
     "road",
     "road_plan",
     "road_rows",
+    "scored_maps",
 ]
 
 # The map percentiles ROAD thresholds at (the library's defaults); at p, (100 − p) % of the pixels
@@ -131,6 +134,7 @@ def faithfulness(
     method_options: dict[str, dict[str, Any]] | None = None,
     seed: int = 0,
     progress: ProgressCallback | None = None,
+    maps: Sequence[ExplanationResult] | None = None,
 ) -> list[FaithfulnessResult]:
     """Deletion and insertion curves of each method's map on the view's input, with random baselines.
 
@@ -145,27 +149,36 @@ def faithfulness(
         progress: called with (steps done, steps in all): the steps of `faithfulness_plan`, the
             baseline curves, then per method its map and its two sets of curves (a slow map moves
             within its step); an exception it raises (a cancel) stops the scoring.
+        maps: the methods' maps, in order, as `scored_maps` gives them, when `road` scores them too:
+            then no map is computed here, and the steps are `faithfulness_plan(..., with_maps=False)`.
+
+    Raises:
+        ValueError: `maps` that are not the methods' maps of this input's class.
 
     Returns:
         One result per method, in the order given.
     """
     steps = _checked_fractions(fractions)
     target = probe_target(loaded, view, class_index)
+    _check_maps(maps, methods, target)
     grid = probe_grid(loaded)
 
     def curves(order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return _order_curves(loaded, target, grid, steps, order)
 
-    walk = PlannedSteps(progress, faithfulness_plan(methods, steps))
+    walk = PlannedSteps(progress, faithfulness_plan(methods, steps, with_maps=maps is None))
     with walk.step("curves"):
         random_deletion, random_insertion = curves(
             salience_order(None, "drop-random", seed, grid.num_patches)
         )
     results = []
-    for method in methods:
-        options = (method_options or {}).get(method, {})
-        with walk.step(map_step(method).kind):  # Score-CAM's masks move this step
-            salience = salience_on_grid(loaded, target, grid, method, **options)
+    for index, method in enumerate(methods):
+        if maps is None:
+            with walk.step(map_step(method).kind):  # Score-CAM's masks move this step
+                explained = _method_map(loaded, target, method, method_options)
+        else:
+            explained = maps[index]
+        salience = resample_to_grid(explained.values, explained.input_size, grid)
         with walk.step("curves"):
             deletion, insertion = curves(salience_order(salience, "drop-salient"))
         with walk.step("curves"):
@@ -196,12 +209,68 @@ def _scored_map(loaded: LoadedModel, method: str, target: ProbeTarget) -> dict[s
 
 
 def faithfulness_plan(
-    methods: Sequence[str], fractions: Sequence[float] = DEFAULT_FRACTIONS
+    methods: Sequence[str], fractions: Sequence[float] = DEFAULT_FRACTIONS, with_maps: bool = True
 ) -> list[PlanStep]:
     """The steps `faithfulness` reports, in order: the random order's curves, then per method its map
-    and its two sets of curves (each set a deletion and an insertion curve, a forward per point)."""
+    (unless the maps were given) and its two sets of curves (each set a deletion and an insertion
+    curve, a forward per point)."""
     curves = PlanStep("curves", cost=_CURVE_IMAGE_FORWARDS * 2 * len(fractions))
-    return [curves] + [step for method in methods for step in (map_step(method), curves, curves)]
+    per_method = [[map_step(method)] if with_maps else [] for method in methods]
+    return [curves] + [step for own_map in per_method for step in (*own_map, curves, curves)]
+
+
+def maps_plan(methods: Sequence[str]) -> list[PlanStep]:
+    """The steps `scored_maps` reports: each method's map."""
+    return [map_step(method) for method in methods]
+
+
+def scored_maps(
+    loaded: LoadedModel,
+    view: ImageView,
+    methods: Sequence[str],
+    class_index: int | None = None,
+    method_options: dict[str, dict[str, Any]] | None = None,
+    progress: ProgressCallback | None = None,
+) -> list[ExplanationResult]:
+    """Each method's map of the view's prediction input for the class `faithfulness` and `road` follow,
+    computed once to hand both (a slow map, Score-CAM's, would otherwise be computed twice).
+
+    Args:
+        loaded, view, methods, class_index, method_options: as `faithfulness` and `road` take them.
+        progress: called with (maps done, maps in all), the steps of `maps_plan` (a slow map's masks
+            move within its step); an exception it raises (a cancel) stops it.
+    """
+    target = probe_target(loaded, view, class_index)
+    walk = PlannedSteps(progress, maps_plan(methods))
+    explained = []
+    for method in methods:
+        with walk.step(map_step(method).kind):
+            explained.append(_method_map(loaded, target, method, method_options))
+    return explained
+
+
+def _method_map(
+    loaded: LoadedModel, target: ProbeTarget, method: str, method_options: dict[str, dict[str, Any]] | None
+) -> ExplanationResult:
+    """The method's map of the target's input for its class, with the method's own options."""
+    options = (method_options or {}).get(method, {})
+    return explain_pixels(loaded, target.pixels, method, [target.index], **options)[0]
+
+
+def _check_maps(
+    maps: Sequence[ExplanationResult] | None, methods: Sequence[str], target: ProbeTarget
+) -> None:
+    """Refuses given maps that are not, in order, the methods' maps for the target's class (a
+    class-agnostic map, rollout's, names none)."""
+    if maps is None:
+        return
+    named = [(explained.method, explained.target_index) for explained in maps]
+    if len(named) != len(methods) or any(
+        method != named_method or index not in (None, target.index)
+        for method, (named_method, index) in zip(methods, named, strict=False)
+    ):
+        wanted = [(method, target.index) for method in methods]
+        raise ValueError(f"the maps given explain {named}, not {wanted} (method, class)")
 
 
 def _checked_fractions(fractions: Sequence[float]) -> np.ndarray:
@@ -283,6 +352,7 @@ def road(
     seed: int = 0,
     method_options: dict[str, dict[str, Any]] | None = None,
     progress: ProgressCallback | None = None,
+    maps: Sequence[ExplanationResult] | None = None,
 ) -> list[RoadResult]:
     """ROAD curves of each method's map on the prediction input, with pytorch-grad-cam's ROAD metric.
 
@@ -299,22 +369,29 @@ def road(
             map, then the imputed inputs, a threshold at a time across every map (so the first
             imputations timed are a fair sample of them all); an exception it raises (a cancel)
             stops the scoring.
+        maps: the methods' maps, in order, as `scored_maps` gives them, when `faithfulness` scores
+            them too: then no map is computed here, and the steps are `road_plan(..., with_maps=False)`.
 
     Returns:
         One result per method, in the order given.
+
+    Raises:
+        ValueError: bad percentiles, or `maps` that are not the methods' maps of this input's class.
     """
     steps = _road_steps(percentiles)
     target = probe_target(loaded, view, class_index)
-    pixels = target.pixels  # (1, 3, H, W)
-    walk = PlannedSteps(progress, road_plan(methods, steps))
-    maps = []
-    for method in methods:
-        options = (method_options or {}).get(method, {})
-        with walk.step(map_step(method).kind):  # Score-CAM's masks move this step
-            maps.append(explain_pixels(loaded, pixels, method, [target.index], **options)[0].values)
+    _check_maps(maps, methods, target)
+    walk = PlannedSteps(progress, road_plan(methods, steps, with_maps=maps is None))
+    values = []
+    for index, method in enumerate(methods):
+        if maps is None:
+            with walk.step(map_step(method).kind):  # Score-CAM's masks move this step
+                values.append(_method_map(loaded, target, method, method_options).values)
+        else:
+            values.append(maps[index].values)
     both = [ROADMostRelevantFirst, ROADLeastRelevantFirst]
     imputed = [(_random_road_map(loaded, seed), [ROADMostRelevantFirst])] + [
-        (values, both) for values in maps
+        (method_values, both) for method_values in values
     ]
     (random_order,), *per_method = _imputed_curves(loaded, target, imputed, steps, seed, walk)
     return [
@@ -330,10 +407,13 @@ def road(
     ]
 
 
-def road_plan(methods: Sequence[str], percentiles: Sequence[int] = ROAD_PERCENTILES) -> list[PlanStep]:
-    """The steps `road` reports, in order: each method's map, then the imputed inputs a threshold at a
-    time (the random order's one, each method's two), from the fewest pixels filled to the most."""
-    maps = [map_step(method) for method in methods]
+def road_plan(
+    methods: Sequence[str], percentiles: Sequence[int] = ROAD_PERCENTILES, with_maps: bool = True
+) -> list[PlanStep]:
+    """The steps `road` reports, in order: each method's map (unless the maps were given), then the
+    imputed inputs a threshold at a time (the random order's one, each method's two), from the fewest
+    pixels filled to the most."""
+    maps = maps_plan(methods) if with_maps else []
     per_threshold = 1 + 2 * len(methods)  # the random order's, then each method's two
     return maps + [
         _imputation_step(percentile) for percentile in _road_steps(percentiles) for _ in range(per_threshold)
