@@ -43,7 +43,7 @@ JOBS: dict[str, tuple[str, dict]] = {
         {"method": "scorecam"},
     ),
     "Ablation-CAM map, EfficientNet-Lite0 (1,280 channels)": ("explanation", {"method": "ablationcam"}),
-    "faithfulness + ROAD, EfficientNet-Lite0, Grad-CAM and Integrated Gradients (49 steps)": (
+    "faithfulness + ROAD, EfficientNet-Lite0, Grad-CAM and Integrated Gradients (52 steps)": (
         "faithfulness",
         {"methods": ["gradcam", "integrated-gradients"]},
     ),
