@@ -52,7 +52,7 @@ JOBS: dict[str, tuple[str, dict]] = {
         "probe",
         {"fractions": [step / 20 for step in range(21)]},
     ),
-    "arena, EfficientNet-Lite0, Grad-CAM, one image, default settings (60 steps)": (
+    "arena, EfficientNet-Lite0, Grad-CAM, one image, default settings (59 steps)": (
         "arena",
         {"methods": ["gradcam"], "names": ["coffee"]},
     ),

@@ -11,8 +11,10 @@ import timm
 import torch
 from PIL import Image
 
+import vitviz.methods.faithfulness as faithfulness_module
+import vitviz.methods.sanity as sanity_module
 from tests.support.archives import png_bytes, zip_of
-from tests.support.methods_helpers import count_scored_maps
+from tests.support.methods_helpers import count_maps
 from tests.support.tiny_models import tiny_loaded
 from vitviz.arena import (
     BAND_SDS,
@@ -36,6 +38,7 @@ from vitviz.finetune.safezip import UnsafeArchiveError
 from vitviz.finetune.trainer import one_cpu_thread
 from vitviz.jobs import JobSpec, decode_result, encode_result, read_job, run_job, start_job
 from vitviz.methods import METHODS
+from vitviz.methods.sanity import randomisation_stages
 from vitviz.models import load_model
 from vitviz.preprocess import image_view
 from vitviz.progress import JobProgress
@@ -321,7 +324,7 @@ def test_an_image_reports_every_step_of_its_plan_in_order_and_tells_a_job_progre
     assert [step.kind for step in plan[:3]] == ["curves", "curves", "imputation"]
     assert [step.kind for step in plan[10:12]] == ["map: gradcam", "map: rollout"]
     assert [step.kind for step in plan[12:17]] == ["curves"] * 5
-    explained = count_scored_maps(monkeypatch)
+    explained = count_maps(monkeypatch, faithfulness_module)
     calls = []
     score_image(loaded, cat, "cat", methods, settings, lambda done, of: calls.append((done, of)))
     assert explained == methods  # each map computed once, for both scores and the thumbnail
@@ -331,6 +334,24 @@ def test_an_image_reports_every_step_of_its_plan_in_order_and_tells_a_job_progre
     progress = JobProgress("steps")
     score_image(loaded, cat, "cat", methods, settings, progress)
     assert progress.steps == tuple(plan) and progress.done == len(plan)
+
+
+def test_with_the_sanity_check_each_original_map_is_computed_once_for_every_score(
+    tiny_models, cat, monkeypatch
+):
+    """The map both scores read is the sanity check's original too: per method one map, then one per
+    randomised stage, and every step of the plan reported."""
+    loaded = tiny_loaded(tiny_models, "vit")
+    settings = ArenaSettings(fractions=(0.0, 0.5, 1.0), road_percentiles=(50,), random_orders=2, sanity=True)
+    plan = arena_plan(loaded, ["gradcam"], settings)
+    scored_by_both = count_maps(monkeypatch, faithfulness_module)
+    by_the_check = count_maps(monkeypatch, sanity_module)
+    calls = []
+    scores = score_image(loaded, cat, "cat", ["gradcam"], settings, lambda done, of: calls.append(done))
+    stages = len(randomisation_stages(loaded.model))
+    assert scored_by_both == ["gradcam"] and by_the_check == ["gradcam"] * stages
+    assert calls[-1] == len(plan) and sum(step.kind == "map: gradcam" for step in plan) == 1 + stages
+    assert scores.methods[0].sanity is not None
 
 
 def test_a_background_job_writes_progress_and_the_same_scores_as_a_direct_call(tmp_path, monkeypatch, cat):

@@ -13,7 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.support.methods_helpers import count_scored_maps
+import vitviz.methods.faithfulness as faithfulness_module
+from tests.support.methods_helpers import count_maps
 from tests.support.polling import wait_for
 from tests.support.tiny_models import tiny_loaded
 from vitviz.forward.ablation import head_importance
@@ -80,7 +81,7 @@ def test_a_faithfulness_job_with_road_computes_each_map_once_for_both_tables_and
     view = image_view(builtin_photo("coffee"), loaded.facts)
     (expected_road,) = road(loaded, view, ["gradcam"], 3)
     (expected,) = faithfulness(loaded, view, ["gradcam"], 3)
-    explained = count_scored_maps(monkeypatch)
+    explained = count_maps(monkeypatch, faithfulness_module)
     _write(
         tmp_path, JobSpec("faithfulness", TINY, "bundled", "cpu", {"methods": ["gradcam"], "class_index": 3})
     )

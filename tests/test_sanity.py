@@ -10,8 +10,9 @@ import pytest
 import timm
 import torch
 
+import vitviz.methods.sanity as sanity_module
 from tests.support.interventions import noise_picture, run_command, saved_picture
-from tests.support.methods_helpers import frozen_loaded, hook_counts
+from tests.support.methods_helpers import count_maps, frozen_loaded, hook_counts
 from vitviz.capture import model_lock
 from vitviz.cli import interventions
 from vitviz.methods import METHODS
@@ -149,6 +150,33 @@ def test_randomisation_is_seeded(tiny_models):
     # Exact: the same seed through the same code in one process runs the same kernels on the same data.
     np.testing.assert_array_equal(first.maps, again.maps)
     assert not np.array_equal(first.maps[-1], other.maps[-1])
+
+
+def test_a_check_handed_the_original_map_computes_only_the_stages_and_agrees_with_one_that_does(
+    tiny_models, monkeypatch
+):
+    """The arena hands the map both scores read: the check then computes one map per randomised stage
+    (not one more for the original) and reports the same correlations; a map of another shape is refused."""
+    loaded = frozen_loaded(tiny_models["vit"])
+    view = image_view(noise_picture(), loaded.facts)
+    whole = cascading_randomisation(loaded, view, "gradcam", class_index=2, seed=1)
+    calls = count_maps(monkeypatch, sanity_module)
+    steps = []
+    handed = cascading_randomisation(
+        loaded,
+        view,
+        "gradcam",
+        class_index=2,
+        seed=1,
+        original=whole.maps[0],
+        progress=lambda d, t: steps.append(t),
+    )
+    assert len(calls) == len(whole.stages) - 1 and set(steps) == {len(whole.stages) - 1}
+    assert handed.stages == whole.stages
+    np.testing.assert_allclose(handed.maps, whole.maps, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(handed.rank_correlation, whole.rank_correlation, atol=1e-6)
+    with pytest.raises(ValueError, match="original map given"):
+        cascading_randomisation(loaded, view, "gradcam", class_index=2, original=np.zeros((3, 3)))
 
 
 def test_unknown_methods_are_refused(tiny_models):

@@ -323,9 +323,9 @@ def arena_methods(loaded: LoadedModel, slow: bool = False) -> list[str]:
 def _plan_parts(loaded: LoadedModel, methods: Sequence[str], settings: ArenaSettings) -> list[list[PlanStep]]:
     """One image's plan in the parts `score_image` runs one call each: the random orders' curves and
     ROAD inputs, each method's map (computed once for both scores), each method's faithfulness
-    curves, each method's ROAD, then with the sanity check per method its maps (its original map and
-    one per randomised stage)."""
-    sanity_maps = len(randomisation_stages(loaded.model)) + 1
+    curves, each method's ROAD, then with the sanity check per method its map at each randomised
+    stage (its original map is the one already computed)."""
+    sanity_maps = len(randomisation_stages(loaded.model))
     return [
         random_order_plan(settings.random_orders, settings.fractions, settings.road_percentiles),
         maps_plan(methods),
@@ -409,7 +409,13 @@ def score_image(
         values = maps[index].values
         if settings.sanity:
             check = cascading_randomisation(
-                loaded, seen, method, seed=settings.seed, progress=sanity_moved[index], **common
+                loaded,
+                seen,
+                method,
+                seed=settings.seed,
+                progress=sanity_moved[index],
+                original=values,
+                **common,
             )
             sanity = check.rank_correlation[check.checkpoint]
         scored.append(

@@ -74,17 +74,15 @@ def model_input(loaded: LoadedModel, batch: int = 1, seed: int = 0) -> torch.Ten
     return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
 
 
-def count_scored_maps(monkeypatch) -> list[str]:
-    """The methods whose maps faithfulness, ROAD and the arena compute from here on, one entry a map,
-    in order (their `explain_pixels` calls, still computed)."""
-    import vitviz.methods.faithfulness as faithfulness_module
-
+def count_maps(monkeypatch, module) -> list[str]:
+    """The methods whose maps `module` (faithfulness and ROAD's, the sanity check's) computes from here
+    on, one entry a map, in order: its `explain_pixels` calls, still computed."""
     explained: list[str] = []
-    computed = faithfulness_module.explain_pixels
+    computed = module.explain_pixels
 
     def counted(loaded, pixels, method, *rest, **options):
         explained.append(method)
         return computed(loaded, pixels, method, *rest, **options)
 
-    monkeypatch.setattr(faithfulness_module, "explain_pixels", counted)
+    monkeypatch.setattr(module, "explain_pixels", counted)
     return explained

@@ -143,6 +143,7 @@ def cascading_randomisation(
     class_index: int | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    original: np.ndarray | None = None,
     **options: Any,
 ) -> SanityResult:
     """The method's map as the model's weights are randomised from the head down, stage by stage.
@@ -156,6 +157,8 @@ def cascading_randomisation(
         progress: called after each map with (maps done, maps in all); an exception it raises stops.
             Every map is a step of one kind: the first, which also pays the process's warm-up,
             prices the others only until the second has been timed.
+        original: the method's map of this view for `class_index` on the model as it is, when the
+            caller has it (the arena): it is not computed again, and the maps reported are one fewer.
         options: the method's own options.
 
     Returns:
@@ -169,7 +172,7 @@ def cascading_randomisation(
     check_view(loaded, view)
     pixels = view.tensor.to(loaded.device)
     stages = randomisation_stages(model)
-    walk = PlannedSteps(progress, [PlanStep("map")] * (len(stages) + 1))
+    walk = PlannedSteps(progress, [PlanStep("map")] * (len(stages) + int(original is None)))
     classes = None
     if class_index is not None:
         classes = [class_index]
@@ -178,12 +181,17 @@ def cascading_randomisation(
             classes = [int(model(pixels).argmax(dim=-1)[0])]
     parameters = dict(model.named_parameters())
     generator = torch.Generator().manual_seed(seed)
-    with walk.step("map"):  # a slow method's masks move the map's step
-        maps = [explain_pixels(copied, pixels, method, classes, **options)[0].values]
+    if original is not None:
+        maps = [np.asarray(original, dtype=np.float32)]
+    else:
+        with walk.step("map"):  # a slow method's masks move the map's step
+            maps = [explain_pixels(copied, pixels, method, classes, **options)[0].values]
     for _, names in stages:
         _redraw([parameters[name] for name in names], generator)
         with walk.step("map"):
             maps.append(explain_pixels(copied, pixels, method, classes, **options)[0].values)
+    if maps[0].shape != maps[-1].shape:
+        raise ValueError(f"the original map given is {maps[0].shape}; the method's maps are {maps[-1].shape}")
     blocks = sum(1 for name, _ in stages if name not in ("head", "embedding", "stem"))
     has_head = stages[0][0] == "head"
     checkpoint = min(len(stages), int(has_head) + math.ceil(blocks / 2))
