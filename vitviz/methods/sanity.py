@@ -190,8 +190,10 @@ def cascading_randomisation(
         _redraw([parameters[name] for name in names], generator)
         with walk.step("map"):
             maps.append(explain_pixels(copied, pixels, method, classes, **options)[0].values)
-    if maps[0].shape != maps[-1].shape:
-        raise ValueError(f"the original map given is {maps[0].shape}; the method's maps are {maps[-1].shape}")
+        if maps[-1].shape != maps[0].shape:  # a given original that does not fit: said at the first stage
+            raise ValueError(
+                f"the original map given is {maps[0].shape}; the method's maps are {maps[-1].shape}"
+            )
     blocks = sum(1 for name, _ in stages if name not in ("head", "embedding", "stem"))
     has_head = stages[0][0] == "head"
     checkpoint = min(len(stages), int(has_head) + math.ceil(blocks / 2))
