@@ -57,7 +57,7 @@ from vitviz.methods.probes import DEFAULT_FRACTIONS, probe_target
 from vitviz.methods.sanity import UNFAITHFUL_RANK_CORRELATION, cascading_randomisation, randomisation_stages
 from vitviz.models import LoadedModel
 from vitviz.preprocess import ViewMode, image_view
-from vitviz.progress import PlanStep, ProgressCallback, declare_parts, declare_plan, portion
+from vitviz.progress import PlanStep, ProgressCallback, declare_parts, plan_units
 
 __all__ = [
     "ARENA_ROAD_PERCENTILES",
@@ -525,13 +525,11 @@ def run_arena(
     chosen = list(methods) if methods is not None else arena_methods(loaded)
     mine = context.shard(list(range(len(images))))
     plan = arena_plan(loaded, chosen, settings)
-    declare_plan(progress, plan * len(mine))
-    total = float(len(plan) * len(mine))
+    per_image = declare_parts(progress, [plan] * len(mine))
     if progress is not None:  # the steps are known before the first ends
-        progress(0, total)
+        progress(0, plan_units(plan) * len(mine))
     local: list[tuple[int, ImageScores]] = []
-    for done_images, index in enumerate(mine):
-        step = portion(progress, done_images * len(plan), len(plan), total)
+    for step, index in zip(per_image, mine, strict=True):
         image = images[index]
         try:
             picture = image.load()

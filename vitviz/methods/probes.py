@@ -14,15 +14,7 @@ from vitviz.methods import default_method, explain_pixels
 from vitviz.models import Family, LoadedModel, no_token_grid_reason
 from vitviz.predict import NoClassifierError, followed_class
 from vitviz.preprocess import ImageView
-from vitviz.progress import (
-    PlannedSteps,
-    PlanStep,
-    ProgressCallback,
-    declare_plan,
-    plan_units,
-    portion,
-    report,
-)
+from vitviz.progress import PlannedSteps, PlanStep, ProgressCallback, declare_parts, report
 
 __all__ = [
     "CNN_PATCH_PX",
@@ -536,13 +528,8 @@ def probe_curves(
         ]
     if not remove_tokens:
         return run_drop_orders(loaded, view, fractions, method, class_index, progress=progress)
-    one = _probe_plan(len(fractions))
-    declare_plan(progress, one * len(DROP_ORDERS))
-    each, total = plan_units(one), plan_units(one) * len(DROP_ORDERS)
+    each_order = declare_parts(progress, [_probe_plan(len(fractions))] * len(DROP_ORDERS))
     return [
-        run_probe(
-            loaded, view, order, fractions, method, class_index, True,
-            progress=portion(progress, number * each, each, total),
-        )
-        for number, order in enumerate(DROP_ORDERS)
-    ]  # fmt: skip
+        run_probe(loaded, view, order, fractions, method, class_index, True, progress=moved)
+        for order, moved in zip(DROP_ORDERS, each_order, strict=True)
+    ]
